@@ -1,0 +1,54 @@
+//! Store errors as etcd's gRPC statuses: the same code and message etcd
+//! sends, so `etcdctl` and client libraries react as they do against etcd.
+
+use secretd_store::StoreError;
+use tonic::{Code, Status};
+
+pub fn status(e: StoreError) -> Status {
+    let code = match &e {
+        StoreError::Compacted { .. } | StoreError::FutureRevision => Code::OutOfRange,
+        StoreError::EmptyKey
+        | StoreError::KeyNotFound
+        | StoreError::ValueProvided
+        | StoreError::LeaseProvided
+        | StoreError::TooManyOps
+        | StoreError::DuplicateKey
+        | StoreError::RequestTooLarge
+        | StoreError::InvalidArgument(_) => Code::InvalidArgument,
+        StoreError::LeaseNotFound => Code::NotFound,
+        StoreError::TooManyRequests => Code::ResourceExhausted,
+        StoreError::NoLeader | StoreError::Timeout | StoreError::Stopped => Code::Unavailable,
+        StoreError::Storage(_) => Code::Internal,
+    };
+    Status::new(code, e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etcd_codes_and_messages() {
+        let s = status(StoreError::Compacted {
+            compact_revision: 3,
+        });
+        assert_eq!(s.code(), Code::OutOfRange);
+        assert_eq!(
+            s.message(),
+            "etcdserver: mvcc: required revision has been compacted"
+        );
+        let s = status(StoreError::RequestTooLarge);
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::InvalidArgument, "etcdserver: request is too large")
+        );
+        assert_eq!(
+            status(StoreError::NoLeader).message(),
+            "etcdserver: no leader"
+        );
+        assert_eq!(
+            status(StoreError::FutureRevision).message(),
+            "etcdserver: mvcc: required revision is a future revision"
+        );
+    }
+}

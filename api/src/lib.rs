@@ -1,0 +1,28 @@
+//! secretd's network face: the etcd v3 gRPC services, the member-to-member
+//! raft transport, and the server that ties them to a `store::node::Node`.
+//! The `secretd` and `secretctl` binaries are thin shells over this crate.
+
+pub mod errors;
+pub mod kv;
+pub mod maintenance;
+pub mod peer;
+pub mod server;
+pub mod urls;
+pub mod watch;
+
+/// Generated gRPC services and clients. Message types live in
+/// `secretd_store::pb` and are re-exported here.
+pub mod pb {
+    #![allow(clippy::all)]
+    pub use secretd_store::pb::mvccpb;
+    pub mod etcdserverpb {
+        pub use secretd_store::pb::etcdserverpb::*;
+        include!(concat!(env!("OUT_DIR"), "/etcdserverpb.rs"));
+    }
+    pub mod raftpb {
+        include!(concat!(env!("OUT_DIR"), "/secretd.raft.v1.rs"));
+    }
+}
+
+/// The etcd API version this server speaks, reported by Status.
+pub const ETCD_API_VERSION: &str = "3.4.0";

@@ -1,0 +1,281 @@
+//! `secretd`'s server: flags (etcd's names), startup, listeners, shutdown.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use secretd_store::cluster;
+use secretd_store::node::{Node, NodeConfig};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+
+use crate::kv::KvService;
+use crate::maintenance::MaintenanceService;
+use crate::pb::etcdserverpb::{
+    kv_server::KvServer, maintenance_server::MaintenanceServer, watch_server::WatchServer,
+};
+use crate::pb::raftpb::raft_server::RaftServer;
+use crate::peer::{GrpcTransport, RaftService, PEER_MESSAGE_BYTES_MAX};
+use crate::urls;
+use crate::watch::WatchService;
+
+/// gRPC overhead etcd allows on top of `--max-request-bytes`, so that an
+/// oversized request gets etcd's clear error instead of a transport one.
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ClusterState {
+    New,
+    Existing,
+}
+
+/// Flags, named as etcd names them.
+#[derive(Args, Clone, Debug)]
+pub struct ServerFlags {
+    /// Human-readable name for this member.
+    #[arg(long, default_value = "default")]
+    pub name: String,
+    /// Path to the data directory [default: ${name}.etcd].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// URLs to listen on for client traffic.
+    #[arg(long, default_value = "http://localhost:2379")]
+    pub listen_client_urls: String,
+    /// This member's client URLs to advertise to the rest of the cluster.
+    #[arg(long, default_value = "http://localhost:2379")]
+    pub advertise_client_urls: String,
+    /// URLs to listen on for peer traffic.
+    #[arg(long, default_value = "http://localhost:2380")]
+    pub listen_peer_urls: String,
+    /// This member's peer URLs to advertise to the rest of the cluster.
+    #[arg(long, default_value = "http://localhost:2380")]
+    pub initial_advertise_peer_urls: String,
+    /// Initial cluster configuration for bootstrapping
+    /// [default: ${name}=${initial-advertise-peer-urls}].
+    #[arg(long)]
+    pub initial_cluster: Option<String>,
+    /// Initial cluster state.
+    #[arg(long, value_enum, default_value = "new")]
+    pub initial_cluster_state: ClusterState,
+    /// Initial cluster token, mixed into member and cluster ids.
+    #[arg(long, default_value = "etcd-cluster")]
+    pub initial_cluster_token: String,
+    /// Maximum client request size in bytes the server will accept.
+    #[arg(long, default_value_t = 1536 * 1024)]
+    pub max_request_bytes: usize,
+    /// Maximum number of operations permitted in a transaction.
+    #[arg(long, default_value_t = 128)]
+    pub max_txn_ops: usize,
+    /// Time (in milliseconds) of a heartbeat interval.
+    #[arg(long, default_value_t = 100)]
+    pub heartbeat_interval: u64,
+    /// Time (in milliseconds) for an election to timeout.
+    #[arg(long, default_value_t = 1000)]
+    pub election_timeout: u64,
+    /// How often (in milliseconds) idle watchers that asked for progress
+    /// notifications get one.
+    #[arg(long, default_value_t = 600_000)]
+    pub watch_progress_notify_interval: u64,
+}
+
+impl ServerFlags {
+    fn node_config(&self) -> Result<(NodeConfig, Vec<String>, Vec<String>)> {
+        if self.heartbeat_interval == 0 || self.election_timeout < 5 * self.heartbeat_interval {
+            bail!(
+                "--election-timeout ({} ms) must be at least 5 times --heartbeat-interval ({} ms)",
+                self.election_timeout,
+                self.heartbeat_interval
+            );
+        }
+        if !(1024..=64 * 1024 * 1024).contains(&self.max_request_bytes) {
+            bail!("--max-request-bytes must be between 1 KiB and 64 MiB");
+        }
+        if self.max_txn_ops == 0 {
+            bail!("--max-txn-ops must be at least 1");
+        }
+        let client = urls::parse_list("--listen-client-urls", &self.listen_client_urls)?;
+        let peer = urls::parse_list("--listen-peer-urls", &self.listen_peer_urls)?;
+        urls::parse_list("--advertise-client-urls", &self.advertise_client_urls)?;
+        let advertise_peer = urls::parse_list(
+            "--initial-advertise-peer-urls",
+            &self.initial_advertise_peer_urls,
+        )?;
+        let initial = self.initial_cluster.clone().unwrap_or_else(|| {
+            advertise_peer
+                .iter()
+                .map(|u| format!("{}={u}", self.name))
+                .collect::<Vec<_>>()
+                .join(",")
+        });
+        let members = cluster::parse_initial_cluster(&initial, &self.initial_cluster_token)?;
+        if let Some(me) = members.iter().find(|m| m.name == self.name) {
+            let mut mine = me.peer_urls.clone();
+            let mut adv = advertise_peer.clone();
+            mine.sort();
+            adv.sort();
+            if mine != adv {
+                bail!(
+                    "--initial-cluster has {} for {:?} but --initial-advertise-peer-urls is {}",
+                    me.peer_urls.join(","),
+                    self.name,
+                    advertise_peer.join(",")
+                );
+            }
+        }
+        let cfg = NodeConfig {
+            name: self.name.clone(),
+            data_dir: self
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(format!("{}.etcd", self.name))),
+            initial_members: members,
+            tick_ms: self.heartbeat_interval,
+            election_ticks: (self.election_timeout / self.heartbeat_interval) as usize,
+            heartbeat_ticks: 1,
+            max_request_bytes: self.max_request_bytes,
+            max_txn_ops: self.max_txn_ops,
+            request_timeout: Duration::from_millis(5000 + 2 * self.election_timeout),
+            watch_progress_interval: Duration::from_millis(
+                self.watch_progress_notify_interval.max(100),
+            ),
+        };
+        Ok((cfg, client, peer))
+    }
+}
+
+/// Binds every URL of a list, failing clearly on the first that cannot be.
+async fn bind_all(flag: &str, list: &[String]) -> Result<Vec<TcpListener>> {
+    let mut out = Vec::new();
+    for url in list {
+        for addr in urls::resolve(url).await? {
+            let l = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("{flag}: cannot listen on {addr}"))?;
+            out.push(l);
+        }
+    }
+    Ok(out)
+}
+
+/// Runs a member until SIGINT/SIGTERM or a fatal storage error.
+pub async fn run(flags: ServerFlags) -> Result<()> {
+    let (cfg, client_urls, peer_urls) = flags.node_config()?;
+    if flags.initial_cluster_state == ClusterState::Existing && !cfg.data_dir.join("db").exists() {
+        bail!("--initial-cluster-state existing: joining a running cluster needs member add, which this version does not support yet");
+    }
+    // Bind before starting raft, so a busy port fails fast and clearly.
+    let peer_listeners = bind_all("--listen-peer-urls", &peer_urls).await?;
+    let client_listeners = bind_all("--listen-client-urls", &client_urls).await?;
+
+    // The transport needs peer URLs by id; the node decides ids (from flags
+    // on first start, from disk afterwards), so start it with a deferred
+    // transport.
+    let deferred = Arc::new(DeferredTransport::default());
+    let node = Node::start(cfg.clone(), deferred.clone()).context("cannot start the member")?;
+    let peers: HashMap<u64, String> = node
+        .members()
+        .iter()
+        .filter(|m| m.id != node.id())
+        .filter_map(|m| m.peer_urls.first().map(|u| (m.id, u.clone())))
+        .collect();
+    let transport = GrpcTransport::start(node.id(), node.cluster_id(), peers);
+    transport.attach(&node);
+    deferred.set(transport);
+    tracing::info!(
+        name = %cfg.name,
+        member = format_args!("{:x}", node.id()),
+        cluster = format_args!("{:x}", node.cluster_id()),
+        data_dir = %cfg.data_dir.display(),
+        client_urls = %client_urls.join(","),
+        peer_urls = %peer_urls.join(","),
+        "secretd member started"
+    );
+    tracing::warn!("client and peer traffic is plaintext http; do not expose these ports beyond a trusted network");
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for l in peer_listeners {
+        let svc = RaftServer::new(RaftService { node: node.clone() })
+            .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
+        let incoming = TcpListenerStream::new(l);
+        tasks.spawn(async move {
+            Server::builder()
+                .tcp_nodelay(true)
+                .add_service(svc)
+                .serve_with_incoming(incoming)
+                .await
+        });
+    }
+    let max_recv = cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
+    for l in client_listeners {
+        let router = Server::builder()
+            .tcp_nodelay(true)
+            .add_service(
+                KvServer::new(KvService { node: node.clone() })
+                    .max_decoding_message_size(max_recv)
+                    .max_encoding_message_size(usize::MAX),
+            )
+            .add_service(
+                WatchServer::new(WatchService { node: node.clone() })
+                    .max_decoding_message_size(max_recv)
+                    .max_encoding_message_size(usize::MAX),
+            )
+            .add_service(
+                MaintenanceServer::new(MaintenanceService { node: node.clone() })
+                    .max_encoding_message_size(usize::MAX),
+            );
+        let incoming = TcpListenerStream::new(l);
+        tasks.spawn(async move { router.serve_with_incoming(incoming).await });
+    }
+
+    let fatal = {
+        let node = node.clone();
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if let Some(f) = node.status().fatal {
+                    return f;
+                }
+            }
+        }
+    };
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let result = tokio::select! {
+        _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: shutting down"); Ok(()) }
+        _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); Ok(()) }
+        f = fatal => Err(anyhow::anyhow!("member stopped: {f}")),
+        Some(r) = tasks.join_next() => match r {
+            Ok(Ok(())) => Err(anyhow::anyhow!("a listener stopped")),
+            Ok(Err(e)) => Err(anyhow::anyhow!("a listener failed: {e}")),
+            Err(e) => Err(anyhow::anyhow!("a listener task failed: {e}")),
+        },
+    };
+    node.stop();
+    result
+}
+
+/// A transport whose real implementation is plugged in after the node
+/// starts (the node's ids are needed to build it). Messages before that are
+/// dropped; raft retransmits.
+#[derive(Default)]
+struct DeferredTransport {
+    inner: std::sync::OnceLock<Arc<GrpcTransport>>,
+}
+
+impl DeferredTransport {
+    fn set(&self, t: Arc<GrpcTransport>) {
+        let _ = self.inner.set(t);
+    }
+}
+
+impl secretd_store::node::Transport for DeferredTransport {
+    fn send(&self, msgs: Vec<raft::eraftpb::Message>) {
+        if let Some(t) = self.inner.get() {
+            secretd_store::node::Transport::send(t.as_ref(), msgs);
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! secretd's replicated store: raft-rs driven by one loop over RocksDB, an
+//! MVCC keyspace with etcd's revision semantics, and the watch hub.
+//!
+//! Data flows one way: a request is proposed to raft (`node`), committed
+//! entries are applied to the keyspace (`mvcc`) in one durable batch per
+//! `Ready`, then the revision is published to readers and the events go to
+//! the watch hub (`watch`). Nothing here knows about gRPC.
+
+pub mod cluster;
+pub mod db;
+pub mod error;
+pub mod log_store;
+pub mod mvcc;
+pub mod node;
+pub mod revision;
+pub mod watch;
+
+pub use error::{Result, StoreError};
+
+/// Generated wire types: etcd's messages and secretd's raft-log entry.
+pub mod pb {
+    #![allow(clippy::all)]
+    pub mod mvccpb {
+        include!(concat!(env!("OUT_DIR"), "/mvccpb.rs"));
+    }
+    pub mod etcdserverpb {
+        include!(concat!(env!("OUT_DIR"), "/etcdserverpb.rs"));
+    }
+    pub mod secretd {
+        pub mod internal {
+            include!(concat!(env!("OUT_DIR"), "/secretd.internal.rs"));
+        }
+    }
+    pub use secretd::internal;
+}

@@ -1,0 +1,335 @@
+//! The raft log, hard state and conf state in RocksDB's `raft` column
+//! family: raft-rs's `Storage` for one member.
+//!
+//! Writes are staged into the caller's `WriteBatch` (one per `Ready`) and
+//! must be durable before `RawNode::advance`, because raft-rs reads entries
+//! back through `Storage` once they leave its unstable log. The term of every
+//! entry is also kept in memory (8 bytes per entry), so `term()`, which raft
+//! calls on every append, never reads the disk.
+
+use std::sync::Arc;
+
+use protobuf::Message as PbMessage;
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+use raft::{GetEntriesContext, RaftState, Storage, StorageError};
+use rocksdb::{Direction, IteratorMode, WriteBatch};
+
+use crate::db::{u64_from, Db, CF_RAFT};
+use crate::error::{Result, StoreError};
+
+const KEY_HARD_STATE: &[u8] = b"hs";
+const KEY_CONF_STATE: &[u8] = b"cs";
+/// Index and term of the last entry folded into a snapshot (0/0 at start).
+const KEY_SNAPSHOT_META: &[u8] = b"snap";
+const ENTRY_PREFIX: u8 = b'e';
+
+fn entry_key(index: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = ENTRY_PREFIX;
+    k[1..].copy_from_slice(&index.to_be_bytes());
+    k
+}
+
+fn storage_err(e: impl std::fmt::Display) -> raft::Error {
+    raft::Error::Store(StorageError::Other(e.to_string().into()))
+}
+
+pub struct LogStore {
+    db: Arc<Db>,
+    hard_state: HardState,
+    conf_state: ConfState,
+    snap_index: u64,
+    snap_term: u64,
+    /// terms[i] is the term of entry snap_index + 1 + i.
+    terms: Vec<u64>,
+}
+
+impl LogStore {
+    /// Loads the log's metadata and every entry's term.
+    pub fn open(db: Arc<Db>) -> Result<LogStore> {
+        let hard_state = match db.get(CF_RAFT, KEY_HARD_STATE)? {
+            Some(v) => parse::<HardState>(&v, "hard state")?,
+            None => HardState::default(),
+        };
+        let conf_state = match db.get(CF_RAFT, KEY_CONF_STATE)? {
+            Some(v) => parse::<ConfState>(&v, "conf state")?,
+            None => ConfState::default(),
+        };
+        let (snap_index, snap_term) = match db.get(CF_RAFT, KEY_SNAPSHOT_META)? {
+            Some(v) if v.len() == 16 => (
+                u64_from(&v[..8], "snapshot index")?,
+                u64_from(&v[8..], "snapshot term")?,
+            ),
+            Some(v) => {
+                return Err(StoreError::Storage(format!(
+                    "corrupt snapshot metadata: {} bytes",
+                    v.len()
+                )))
+            }
+            None => (0, 0),
+        };
+        let mut terms = Vec::new();
+        let start = entry_key(snap_index + 1);
+        for item in db.raw().iterator_cf(
+            db.cf(CF_RAFT),
+            IteratorMode::From(&start, Direction::Forward),
+        ) {
+            let (k, v) = item?;
+            if k.first() != Some(&ENTRY_PREFIX) {
+                break;
+            }
+            let e = parse::<Entry>(&v, "log entry")?;
+            let want = snap_index + 1 + terms.len() as u64;
+            if e.index != want || u64_from(&k[1..], "entry key")? != want {
+                return Err(StoreError::Storage(format!(
+                    "raft log has a hole: expected entry {want}, found {}",
+                    e.index
+                )));
+            }
+            terms.push(e.term);
+        }
+        let store = LogStore {
+            db,
+            hard_state,
+            conf_state,
+            snap_index,
+            snap_term,
+            terms,
+        };
+        if store.hard_state.commit > store.last() {
+            return Err(StoreError::Storage(format!(
+                "hard state commits {} but the log ends at {}",
+                store.hard_state.commit,
+                store.last()
+            )));
+        }
+        Ok(store)
+    }
+
+    /// Whether this member has ever been bootstrapped.
+    pub fn is_initialized(&self) -> bool {
+        self.conf_state != ConfState::default()
+    }
+
+    /// Sets the first configuration of a new cluster.
+    pub fn bootstrap(&mut self, voters: Vec<u64>, batch: &mut WriteBatch) {
+        assert!(!self.is_initialized(), "bootstrap of an initialized log");
+        let mut cs = ConfState::default();
+        cs.voters = voters;
+        self.set_conf_state(cs, batch);
+    }
+
+    fn last(&self) -> u64 {
+        self.snap_index + self.terms.len() as u64
+    }
+
+    pub fn hard_state(&self) -> &HardState {
+        &self.hard_state
+    }
+
+    pub fn conf_state(&self) -> &ConfState {
+        &self.conf_state
+    }
+
+    /// Stages entries; a conflicting tail (from an older leader) is replaced.
+    pub fn append(&mut self, entries: &[Entry], batch: &mut WriteBatch) -> Result<()> {
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        if first.index <= self.snap_index || first.index > self.last() + 1 {
+            return Err(StoreError::Storage(format!(
+                "append at {} outside log ({}..={})",
+                first.index,
+                self.snap_index + 1,
+                self.last()
+            )));
+        }
+        let cf = self.db.cf(CF_RAFT);
+        // Drop the conflicting tail beyond what the new entries overwrite.
+        let new_last = first.index + entries.len() as u64 - 1;
+        for idx in new_last + 1..=self.last() {
+            batch.delete_cf(cf, entry_key(idx));
+        }
+        self.terms
+            .truncate((first.index - self.snap_index - 1) as usize);
+        for (i, e) in entries.iter().enumerate() {
+            assert_eq!(
+                e.index,
+                first.index + i as u64,
+                "entries must be contiguous"
+            );
+            let bytes = e
+                .write_to_bytes()
+                .map_err(|e| StoreError::Storage(e.to_string()))?;
+            batch.put_cf(cf, entry_key(e.index), bytes);
+            self.terms.push(e.term);
+        }
+        Ok(())
+    }
+
+    pub fn set_hard_state(&mut self, hs: HardState, batch: &mut WriteBatch) {
+        put_msg(&self.db, batch, KEY_HARD_STATE, &hs);
+        self.hard_state = hs;
+    }
+
+    pub fn set_commit(&mut self, commit: u64, batch: &mut WriteBatch) {
+        let mut hs = self.hard_state.clone();
+        hs.commit = commit;
+        self.set_hard_state(hs, batch);
+    }
+
+    pub fn set_conf_state(&mut self, cs: ConfState, batch: &mut WriteBatch) {
+        put_msg(&self.db, batch, KEY_CONF_STATE, &cs);
+        self.conf_state = cs;
+    }
+}
+
+fn put_msg(db: &Db, batch: &mut WriteBatch, key: &[u8], m: &impl PbMessage) {
+    // Encoding a well-formed in-memory message cannot fail.
+    let bytes = m.write_to_bytes().expect("encode raft state");
+    batch.put_cf(db.cf(CF_RAFT), key, bytes);
+}
+
+fn parse<M: PbMessage>(bytes: &[u8], what: &str) -> Result<M> {
+    M::parse_from_bytes(bytes).map_err(|e| StoreError::Storage(format!("corrupt {what}: {e}")))
+}
+
+impl Storage for LogStore {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        Ok(RaftState::new(
+            self.hard_state.clone(),
+            self.conf_state.clone(),
+        ))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _ctx: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        if low <= self.snap_index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > self.last() + 1 {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        let max = max_size.into().unwrap_or(u64::MAX);
+        let mut out = Vec::with_capacity((high - low).min(1024) as usize);
+        let mut size = 0u64;
+        let start = entry_key(low);
+        let iter = self.db.raw().iterator_cf(
+            self.db.cf(CF_RAFT),
+            IteratorMode::From(&start, Direction::Forward),
+        );
+        for item in iter {
+            let (_, v) = item.map_err(storage_err)?;
+            let e = Entry::parse_from_bytes(&v).map_err(storage_err)?;
+            let want = low + out.len() as u64;
+            if e.index != want {
+                return Err(storage_err(format!(
+                    "log entry {want} missing (found {})",
+                    e.index
+                )));
+            }
+            size += v.len() as u64;
+            if !out.is_empty() && size > max {
+                break;
+            }
+            out.push(e);
+            if want + 1 == high {
+                break;
+            }
+        }
+        if out.is_empty() && low < high {
+            return Err(storage_err(format!("log entries {low}..{high} missing")));
+        }
+        Ok(out)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        if idx == self.snap_index {
+            return Ok(self.snap_term);
+        }
+        if idx < self.snap_index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        match self.terms.get((idx - self.snap_index - 1) as usize) {
+            Some(t) => Ok(*t),
+            None => Err(raft::Error::Store(StorageError::Unavailable)),
+        }
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.snap_index + 1)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.last())
+    }
+
+    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        // The log is never truncated yet (snapshots arrive with the cluster
+        // issue), so raft always finds the entries it needs and never asks.
+        Err(raft::Error::Store(
+            StorageError::SnapshotTemporarilyUnavailable,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(index: u64, term: u64) -> Entry {
+        let mut e = Entry::default();
+        e.index = index;
+        e.term = term;
+        e.data = vec![index as u8; 3].into();
+        e
+    }
+
+    #[test]
+    fn append_truncate_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let mut s = LogStore::open(db.clone()).unwrap();
+        let mut b = WriteBatch::default();
+        s.bootstrap(vec![1, 2, 3], &mut b);
+        s.append(&(1..=5).map(|i| entry(i, 1)).collect::<Vec<_>>(), &mut b)
+            .unwrap();
+        db.write_sync(b).unwrap();
+        // A new leader overwrites 4..: entry 5 must disappear.
+        let mut b = WriteBatch::default();
+        s.append(&[entry(4, 2)], &mut b).unwrap();
+        let mut hs = HardState::default();
+        hs.term = 2;
+        hs.commit = 4;
+        s.set_hard_state(hs, &mut b);
+        db.write_sync(b).unwrap();
+        assert_eq!(s.last_index().unwrap(), 4);
+        drop(s);
+        let s = LogStore::open(db).unwrap();
+        assert_eq!(s.last_index().unwrap(), 4);
+        assert_eq!(s.term(4).unwrap(), 2);
+        assert_eq!(s.term(3).unwrap(), 1);
+        assert_eq!(s.hard_state().commit, 4);
+        assert_eq!(s.conf_state().voters, vec![1, 2, 3]);
+        let es = s
+            .entries(2, 5, None, GetEntriesContext::empty(false))
+            .unwrap();
+        assert_eq!(
+            es.iter().map(|e| (e.index, e.term)).collect::<Vec<_>>(),
+            vec![(2, 1), (3, 1), (4, 2)]
+        );
+        // A size limit still returns at least one entry.
+        assert_eq!(
+            s.entries(2, 5, 1, GetEntriesContext::empty(false))
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(s.term(9).is_err());
+    }
+}

@@ -1,0 +1,255 @@
+//! The in-memory key index: for every key, the revisions at which it was
+//! written, grouped into generations (a generation runs from a key's creation
+//! to its deletion). This is etcd's `treeIndex`: values live in RocksDB keyed
+//! by revision, and the index says which revision to read.
+//!
+//! Invariant: within a key, revisions strictly increase across generations;
+//! only the last generation may be open (not ended by a tombstone).
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use crate::revision::Rev;
+
+#[derive(Clone, Debug, Default)]
+pub struct Generation {
+    /// Main revision of the put that created the key in this generation.
+    pub created: i64,
+    /// Number of puts in this generation so far: the key's current version.
+    pub version: i64,
+    /// Revisions still held (compaction removes the oldest). If `closed`, the
+    /// last one is the tombstone.
+    pub revs: Vec<Rev>,
+    pub closed: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct KeyIndex {
+    pub generations: Vec<Generation>,
+}
+
+/// What a lookup of one key at one revision finds: the revision of the live
+/// record to read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Found {
+    pub modified: Rev,
+    pub created: i64,
+    pub version: i64,
+}
+
+impl KeyIndex {
+    fn put(&mut self, rev: Rev) {
+        match self.generations.last_mut() {
+            Some(g) if !g.closed => {
+                assert!(
+                    g.revs.last().is_none_or(|l| *l < rev),
+                    "revisions must increase"
+                );
+                g.revs.push(rev);
+                g.version += 1;
+            }
+            _ => self.generations.push(Generation {
+                created: rev.main,
+                version: 1,
+                revs: vec![rev],
+                closed: false,
+            }),
+        }
+    }
+
+    fn tombstone(&mut self, rev: Rev) {
+        let g = self
+            .generations
+            .last_mut()
+            .filter(|g| !g.closed)
+            .expect("tombstone only a live key");
+        assert!(
+            g.revs.last().is_none_or(|l| *l < rev),
+            "revisions must increase"
+        );
+        g.revs.push(rev);
+        g.closed = true;
+    }
+
+    /// The live record at `at` (main revision), if any.
+    pub fn get(&self, at: i64) -> Option<Found> {
+        for g in self.generations.iter().rev() {
+            let Some(first) = g.revs.first() else {
+                continue;
+            };
+            if first.main > at {
+                continue;
+            }
+            // The newest revision of this generation at or before `at`.
+            let pos = g.revs.partition_point(|r| r.main <= at);
+            let r = g.revs[pos - 1];
+            if g.closed && pos == g.revs.len() {
+                return None; // deleted at or before `at`
+            }
+            // Versions count puts since creation; compaction may have dropped
+            // early revisions, so count back from the newest put.
+            let puts_after = (g.revs.len() - pos) - usize::from(g.closed);
+            return Some(Found {
+                modified: r,
+                created: g.created,
+                version: g.version - puts_after as i64,
+            });
+        }
+        None
+    }
+
+    /// The key's current live generation, if the key exists now.
+    pub fn live(&self) -> Option<&Generation> {
+        self.generations.last().filter(|g| !g.closed)
+    }
+
+    /// Drops every revision not needed to answer reads at `at` or later.
+    /// Returns the dropped revisions with their tombstone flag.
+    fn compact(&mut self, at: i64, dropped: &mut Vec<(Rev, bool)>) {
+        let mut keep = Vec::with_capacity(self.generations.len());
+        for mut g in std::mem::take(&mut self.generations) {
+            let pos = g.revs.partition_point(|r| r.main <= at);
+            if g.closed && pos == g.revs.len() {
+                // Deleted at or before `at`: nothing in it is visible any more.
+                let last = g.revs.len() - 1;
+                dropped.extend(g.revs.iter().enumerate().map(|(i, r)| (*r, i == last)));
+                continue;
+            }
+            if pos > 1 {
+                dropped.extend(g.revs.drain(..pos - 1).map(|r| (r, false)));
+            }
+            keep.push(g);
+        }
+        self.generations = keep;
+    }
+}
+
+/// All keys of the keyspace, ordered.
+#[derive(Default)]
+pub struct Index {
+    keys: BTreeMap<Vec<u8>, KeyIndex>,
+    /// Reads below this revision fail with `Compacted`.
+    pub compact_rev: i64,
+}
+
+impl Index {
+    pub fn put(&mut self, key: &[u8], rev: Rev) {
+        if let Some(ki) = self.keys.get_mut(key) {
+            ki.put(rev);
+        } else {
+            let mut ki = KeyIndex::default();
+            ki.put(rev);
+            self.keys.insert(key.to_vec(), ki);
+        }
+    }
+
+    pub fn tombstone(&mut self, key: &[u8], rev: Rev) {
+        if let Some(ki) = self.keys.get_mut(key) {
+            ki.tombstone(rev);
+        }
+    }
+
+    pub fn get(&self, key: &[u8]) -> Option<&KeyIndex> {
+        self.keys.get(key)
+    }
+
+    /// Keys in `[key, range_end)` with etcd's conventions: an empty
+    /// `range_end` means the single key, `"\0"` means every key >= `key`.
+    pub fn range<'a>(
+        &'a self,
+        key: &'a [u8],
+        range_end: &'a [u8],
+    ) -> Box<dyn Iterator<Item = (&'a Vec<u8>, &'a KeyIndex)> + 'a> {
+        if range_end.is_empty() {
+            return Box::new(self.keys.get_key_value(key).into_iter());
+        }
+        let end = if range_end == [0] {
+            Bound::Unbounded
+        } else if range_end <= key {
+            return Box::new(std::iter::empty());
+        } else {
+            Bound::Excluded(range_end)
+        };
+        Box::new(
+            self.keys
+                .range::<[u8], _>((Bound::Included(key), end))
+                .map(|(k, v)| (k, v)),
+        )
+    }
+
+    /// Compacts every key at `at`; returns the records to delete from disk.
+    pub fn compact(&mut self, at: i64) -> Vec<(Rev, bool)> {
+        assert!(at >= self.compact_rev, "compaction never goes backwards");
+        let mut dropped = Vec::new();
+        self.keys.retain(|_, ki| {
+            ki.compact(at, &mut dropped);
+            !ki.generations.is_empty()
+        });
+        self.compact_rev = at;
+        dropped
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Rebuilds the index entry of one put read back from disk at start.
+    /// Creation and version come from the record itself, since compaction
+    /// may have dropped the revisions they were counted from.
+    pub fn restore_put(&mut self, key: &[u8], rev: Rev, created: i64, version: i64) {
+        self.put(key, rev);
+        if let Some(g) = self
+            .keys
+            .get_mut(key)
+            .and_then(|ki| ki.generations.last_mut())
+        {
+            g.created = created;
+            g.version = version;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generations_and_lookup_at_revisions() {
+        let mut idx = Index::default();
+        idx.put(b"a", Rev::new(2, 0));
+        idx.put(b"a", Rev::new(3, 0));
+        idx.tombstone(b"a", Rev::new(4, 0));
+        idx.put(b"a", Rev::new(6, 0));
+        let ki = idx.get(b"a").unwrap();
+        assert_eq!(ki.get(1), None);
+        assert_eq!(ki.get(2).unwrap().version, 1);
+        let f = ki.get(3).unwrap();
+        assert_eq!((f.modified.main, f.created, f.version), (3, 2, 2));
+        assert_eq!(ki.get(4), None);
+        assert_eq!(ki.get(5), None);
+        let f = ki.get(9).unwrap();
+        assert_eq!((f.modified.main, f.created, f.version), (6, 6, 1));
+    }
+
+    #[test]
+    fn compaction_keeps_answers_at_and_after_the_compacted_revision() {
+        let mut idx = Index::default();
+        for m in 2..=5 {
+            idx.put(b"k", Rev::new(m, 0));
+        }
+        idx.put(b"gone", Rev::new(6, 0));
+        idx.tombstone(b"gone", Rev::new(7, 0));
+        let before: Vec<_> = (4..=8).map(|r| idx.get(b"k").unwrap().get(r)).collect();
+        let dropped = idx.compact(7);
+        let after: Vec<_> = (4..=8).map(|r| idx.get(b"k").unwrap().get(r)).collect();
+        // Answers at revisions >= 7 are unchanged; version survives compaction.
+        assert_eq!(before[3..], after[3..]);
+        assert_eq!(after[4].unwrap().version, 4);
+        assert!(idx.get(b"gone").is_none());
+        assert_eq!(dropped.len(), 3 + 2);
+    }
+}

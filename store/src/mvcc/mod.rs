@@ -1,0 +1,401 @@
+//! The MVCC keyspace with etcd's revision semantics.
+//!
+//! Values live in RocksDB's `kv` column family keyed by revision; the
+//! in-memory [`Index`] maps each key to its revisions. Two views exist:
+//!
+//! - readers (any thread) see the *published* revision: everything at or
+//!   below it is durable in RocksDB;
+//! - the single writer ([`Applier`], owned by the raft loop) sees its own
+//!   newer state, with values not yet written held in an overlay.
+//!
+//! Data flows one way: raft applies through the `Applier`, the batch is made
+//! durable, then [`Applier::publish`] moves the readers' revision forward.
+
+pub mod index;
+mod txn;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use prost::Message;
+use rocksdb::{Direction, IteratorMode, WriteBatch};
+
+use crate::db::{u64_from, Db, CF_KV, CF_META};
+use crate::error::{Result, StoreError};
+use crate::pb::etcdserverpb::{
+    range_request::{SortOrder, SortTarget},
+    RangeRequest, RangeResponse,
+};
+use crate::pb::mvccpb::{event::EventType, Event, KeyValue};
+use crate::revision::Rev;
+pub use index::Index;
+pub use txn::WriteResult;
+
+/// The checks etcd makes before a request enters the raft log.
+pub mod txn_checks {
+    pub use super::txn::{is_read_only, is_serializable, validate_put, validate_txn};
+}
+
+const META_CURRENT_REV: &[u8] = b"current_rev";
+const META_COMPACT_REV: &[u8] = b"compact_rev";
+
+/// Events of one revision, in the order they were written.
+#[derive(Clone, Debug)]
+pub struct RevEvents {
+    pub revision: i64,
+    pub events: Vec<Event>,
+}
+
+pub struct Mvcc {
+    db: Arc<Db>,
+    index: RwLock<Index>,
+    published_rev: AtomicI64,
+}
+
+impl Mvcc {
+    /// Opens the keyspace and rebuilds the index from disk.
+    pub fn open(db: Arc<Db>) -> Result<Arc<Mvcc>> {
+        let current = match db.get(CF_META, META_CURRENT_REV)? {
+            Some(v) => u64_from(&v, "current revision")? as i64,
+            None => 1, // etcd's empty store is at revision 1
+        };
+        let compact = match db.get(CF_META, META_COMPACT_REV)? {
+            Some(v) => u64_from(&v, "compact revision")? as i64,
+            None => 0,
+        };
+        let mut index = Index::default();
+        index.compact_rev = compact;
+        let cf = db.cf(CF_KV);
+        for item in db.raw().iterator_cf(cf, IteratorMode::Start) {
+            let (k, v) = item?;
+            let (rev, tomb) = Rev::decode(&k)?;
+            let kv = decode_kv(&v)?;
+            if rev.main > current {
+                // Written by a batch whose revision never got recorded: cannot
+                // happen with atomic batches, so the files are damaged.
+                return Err(StoreError::Storage(format!(
+                    "record at revision {} beyond current revision {current}",
+                    rev.main
+                )));
+            }
+            if tomb {
+                index.tombstone(&kv.key, rev);
+            } else {
+                index.restore_put(&kv.key, rev, kv.create_revision, kv.version);
+            }
+        }
+        Ok(Arc::new(Mvcc {
+            db,
+            index: RwLock::new(index),
+            published_rev: AtomicI64::new(current),
+        }))
+    }
+
+    pub fn current_revision(&self) -> i64 {
+        self.published_rev.load(Ordering::Acquire)
+    }
+
+    pub fn compact_revision(&self) -> i64 {
+        self.index.read().compact_rev
+    }
+
+    pub fn key_count(&self) -> usize {
+        self.index.read().len()
+    }
+
+    /// A range over the published state.
+    pub fn range(&self, req: &RangeRequest) -> Result<(RangeResponse, i64)> {
+        let current = self.current_revision();
+        let index = self.index.read();
+        let resp = range_at(&index, req, current, &|rev| self.read_value(rev))?;
+        Ok((resp, current))
+    }
+
+    /// Evaluates a read-only txn against the published state.
+    pub fn txn_readonly(
+        &self,
+        req: &crate::pb::etcdserverpb::TxnRequest,
+    ) -> Result<(crate::pb::etcdserverpb::TxnResponse, i64)> {
+        let current = self.current_revision();
+        let index = self.index.read();
+        let resp = txn::read_only(&index, req, current, &|rev| self.read_value(rev))?;
+        Ok((resp, current))
+    }
+
+    fn read_value(&self, rev: Rev) -> Result<KeyValue> {
+        match self.db.get(CF_KV, &rev.key(false))? {
+            Some(v) => decode_kv(&v),
+            None => Err(StoreError::Storage(format!(
+                "index names revision {}/{} but no record exists",
+                rev.main, rev.sub
+            ))),
+        }
+    }
+
+    /// Events of keys in `[key, range_end)` for revisions `from..=to` (at
+    /// most `to` = the published revision), stopping at a revision boundary
+    /// after about `max_events`. Returns the events and the next revision to
+    /// read from.
+    pub fn history(
+        &self,
+        key: &[u8],
+        range_end: &[u8],
+        from: i64,
+        max_events: usize,
+        want_prev: bool,
+    ) -> Result<(Vec<RevEvents>, i64)> {
+        let to = self.current_revision();
+        let index = self.index.read();
+        if from < index.compact_rev {
+            return Err(StoreError::Compacted {
+                compact_revision: index.compact_rev,
+            });
+        }
+        let mut out: Vec<RevEvents> = Vec::new();
+        let mut count = 0usize;
+        let mut next = from;
+        let lower = Rev::lower_bound(from);
+        let iter = self.db.raw().iterator_cf(
+            self.db.cf(CF_KV),
+            IteratorMode::From(&lower, Direction::Forward),
+        );
+        for item in iter {
+            let (k, v) = item?;
+            let (rev, tomb) = Rev::decode(&k)?;
+            if rev.main > to {
+                break;
+            }
+            if rev.main >= next && count >= max_events {
+                break; // only ever stop between revisions
+            }
+            next = rev.main + 1;
+            let kv = decode_kv(&v)?;
+            if !key_in_range(&kv.key, key, range_end) {
+                continue;
+            }
+            let prev_kv = if want_prev {
+                prev_value(&index, &kv.key, rev.main, &|r| self.read_value(r))?
+            } else {
+                None
+            };
+            let ev = Event {
+                r#type: if tomb {
+                    EventType::Delete
+                } else {
+                    EventType::Put
+                } as i32,
+                kv: Some(kv),
+                prev_kv,
+            };
+            count += 1;
+            match out.last_mut() {
+                Some(last) if last.revision == rev.main => last.events.push(ev),
+                _ => out.push(RevEvents {
+                    revision: rev.main,
+                    events: vec![ev],
+                }),
+            }
+        }
+        if count < max_events {
+            next = to + 1; // read everything up to `to`
+        }
+        Ok((out, next))
+    }
+}
+
+/// Whether `k` lies in etcd's `[key, range_end)` interval.
+pub fn key_in_range(k: &[u8], key: &[u8], range_end: &[u8]) -> bool {
+    if range_end.is_empty() {
+        return k == key;
+    }
+    k >= key && (range_end == [0] || k < range_end)
+}
+
+fn decode_kv(v: &[u8]) -> Result<KeyValue> {
+    KeyValue::decode(v).map_err(|e| StoreError::Storage(format!("corrupt key-value record: {e}")))
+}
+
+/// The value of `key` just before revision `main`, if it existed.
+fn prev_value(
+    index: &Index,
+    key: &[u8],
+    main: i64,
+    fetch: &dyn Fn(Rev) -> Result<KeyValue>,
+) -> Result<Option<KeyValue>> {
+    match index.get(key).and_then(|ki| ki.get(main - 1)) {
+        Some(found) if main - 1 >= index.compact_rev => Ok(Some(fetch(found.modified)?)),
+        _ => Ok(None),
+    }
+}
+
+/// etcd's Range over `index` as of revision `current`.
+pub(crate) fn range_at(
+    index: &Index,
+    req: &RangeRequest,
+    current: i64,
+    fetch: &dyn Fn(Rev) -> Result<KeyValue>,
+) -> Result<RangeResponse> {
+    if req.key.is_empty() {
+        return Err(StoreError::EmptyKey);
+    }
+    let at = if req.revision <= 0 {
+        current
+    } else {
+        req.revision
+    };
+    if at > current {
+        return Err(StoreError::FutureRevision);
+    }
+    if at < index.compact_rev {
+        return Err(StoreError::Compacted {
+            compact_revision: index.compact_rev,
+        });
+    }
+    let mut found: Vec<index::Found> = index
+        .range(&req.key, &req.range_end)
+        .filter_map(|(_, ki)| ki.get(at))
+        .collect();
+    let count = found.len() as i64;
+    let mut resp = RangeResponse {
+        header: None,
+        kvs: Vec::new(),
+        more: false,
+        count,
+    };
+    if req.count_only {
+        return Ok(resp);
+    }
+    let mut order = SortOrder::try_from(req.sort_order).unwrap_or(SortOrder::None);
+    let target = SortTarget::try_from(req.sort_target).unwrap_or(SortTarget::Key);
+    if target != SortTarget::Key && order == SortOrder::None {
+        order = SortOrder::Ascend;
+    }
+    let filtered = req.min_mod_revision != 0
+        || req.max_mod_revision != 0
+        || req.min_create_revision != 0
+        || req.max_create_revision != 0;
+    let limit = usize::try_from(req.limit).unwrap_or(0);
+    // Without sorting or filters the index order is the answer: read only
+    // what is returned (plus one, to learn whether there is more).
+    if limit > 0 && order == SortOrder::None && !filtered && found.len() > limit {
+        found.truncate(limit + 1);
+    }
+    let mut kvs = Vec::with_capacity(found.len());
+    for f in &found {
+        let kv = fetch(f.modified)?;
+        if (req.min_mod_revision != 0 && kv.mod_revision < req.min_mod_revision)
+            || (req.max_mod_revision != 0 && kv.mod_revision > req.max_mod_revision)
+            || (req.min_create_revision != 0 && kv.create_revision < req.min_create_revision)
+            || (req.max_create_revision != 0 && kv.create_revision > req.max_create_revision)
+        {
+            continue;
+        }
+        kvs.push(kv);
+    }
+    if order != SortOrder::None {
+        match target {
+            SortTarget::Key => {}
+            SortTarget::Version => kvs.sort_by_key(|kv| kv.version),
+            SortTarget::Create => kvs.sort_by_key(|kv| kv.create_revision),
+            SortTarget::Mod => kvs.sort_by_key(|kv| kv.mod_revision),
+            SortTarget::Value => kvs.sort_by(|a, b| a.value.cmp(&b.value)),
+        }
+        if order == SortOrder::Descend {
+            kvs.reverse();
+        }
+    }
+    if limit > 0 && kvs.len() > limit {
+        kvs.truncate(limit);
+        resp.more = true;
+    }
+    if req.keys_only {
+        for kv in &mut kvs {
+            kv.value.clear();
+        }
+    }
+    resp.kvs = kvs;
+    Ok(resp)
+}
+
+/// The single writer of the keyspace. Owned by the raft loop; every method
+/// stages into a `WriteBatch` that the caller makes durable before calling
+/// [`Applier::publish`].
+pub struct Applier {
+    mvcc: Arc<Mvcc>,
+    /// Newest revision written (possibly not yet durable or published).
+    writer_rev: i64,
+    /// Values staged in the current batch, by revision.
+    overlay: HashMap<Rev, KeyValue>,
+}
+
+impl Applier {
+    pub fn new(mvcc: Arc<Mvcc>) -> Applier {
+        let writer_rev = mvcc.current_revision();
+        Applier {
+            mvcc,
+            writer_rev,
+            overlay: HashMap::new(),
+        }
+    }
+
+    pub fn mvcc(&self) -> &Arc<Mvcc> {
+        &self.mvcc
+    }
+
+    pub fn revision(&self) -> i64 {
+        self.writer_rev
+    }
+
+    fn fetch(&self, rev: Rev) -> Result<KeyValue> {
+        match self.overlay.get(&rev) {
+            Some(kv) => Ok(kv.clone()),
+            None => self.mvcc.read_value(rev),
+        }
+    }
+
+    /// Applies one write request at the next revision. `watch_prev` asks for
+    /// `prev_kv` in every event (a watcher wants it).
+    pub fn apply(
+        &mut self,
+        req: &crate::pb::internal::internal_request::Request,
+        batch: &mut WriteBatch,
+        watch_prev: bool,
+    ) -> (Result<WriteResult>, Vec<Event>) {
+        let mut w = txn::Writer {
+            applier: self,
+            batch,
+            main: 0,
+            sub: 0,
+            events: Vec::new(),
+            watch_prev,
+        };
+        w.main = w.applier.writer_rev + 1;
+        let result = w.apply(req);
+        let (main, sub, events) = (w.main, w.sub, w.events);
+        if sub > 0 {
+            self.writer_rev = main;
+            batch.put_cf(
+                self.mvcc.db.cf(CF_META),
+                META_CURRENT_REV,
+                (main as u64).to_be_bytes(),
+            );
+        }
+        (result, events)
+    }
+
+    /// After the batch holding everything applied so far is durable: make it
+    /// visible to readers.
+    pub fn publish(&mut self) {
+        self.overlay.clear();
+        let prev = self
+            .mvcc
+            .published_rev
+            .swap(self.writer_rev, Ordering::AcqRel);
+        assert!(prev <= self.writer_rev, "published revision went backwards");
+    }
+}
+
+#[cfg(test)]
+mod tests;

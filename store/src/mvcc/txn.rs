@@ -1,0 +1,515 @@
+//! Put, DeleteRange, Txn and Compact, as etcd defines them, plus the
+//! request checks etcd makes before a request enters the log.
+//!
+//! One executor ([`exec_txn`]) runs transactions for both the writer (inside
+//! the raft apply) and read-only txns served from the published state, so
+//! compare semantics cannot drift between the two.
+
+use std::cmp::Ordering as CmpOrdering;
+
+use prost::Message;
+use rocksdb::WriteBatch;
+
+use super::{index::Index, range_at, Applier};
+use crate::db::{CF_KV, CF_META};
+use crate::error::{Result, StoreError};
+use crate::pb::etcdserverpb::{
+    compare::{CompareResult, CompareTarget, TargetUnion},
+    request_op::Request as Op,
+    response_op::Response as OpResp,
+    CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse,
+    PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseOp, TxnRequest,
+    TxnResponse,
+};
+use crate::pb::internal::internal_request::Request;
+use crate::pb::mvccpb::{event::EventType, Event, KeyValue};
+use crate::revision::Rev;
+
+/// The result of applying one write request (headers are filled by the node).
+#[derive(Clone, Debug, PartialEq)]
+pub enum WriteResult {
+    Put(PutResponse),
+    DeleteRange(DeleteRangeResponse),
+    Txn(TxnResponse),
+    Compaction(CompactionResponse),
+}
+
+/// What a txn needs from the keyspace it runs against.
+trait Exec {
+    fn compare(&mut self, c: &Compare) -> Result<bool>;
+    fn range(&mut self, r: &RangeRequest) -> Result<RangeResponse>;
+    fn put(&mut self, p: &PutRequest) -> Result<PutResponse>;
+    fn delete(&mut self, d: &DeleteRangeRequest) -> Result<DeleteRangeResponse>;
+}
+
+fn exec_txn(e: &mut dyn Exec, req: &TxnRequest) -> Result<TxnResponse> {
+    let mut succeeded = true;
+    for c in &req.compare {
+        if !e.compare(c)? {
+            succeeded = false;
+            break;
+        }
+    }
+    let ops = if succeeded {
+        &req.success
+    } else {
+        &req.failure
+    };
+    let mut responses = Vec::with_capacity(ops.len());
+    for op in ops {
+        let resp = match &op.request {
+            Some(Op::RequestRange(r)) => OpResp::ResponseRange(e.range(r)?),
+            Some(Op::RequestPut(p)) => OpResp::ResponsePut(e.put(p)?),
+            Some(Op::RequestDeleteRange(d)) => OpResp::ResponseDeleteRange(e.delete(d)?),
+            Some(Op::RequestTxn(t)) => OpResp::ResponseTxn(exec_txn(e, t)?),
+            None => {
+                return Err(StoreError::InvalidArgument(
+                    "empty request op in txn".into(),
+                ))
+            }
+        };
+        responses.push(ResponseOp {
+            response: Some(resp),
+        });
+    }
+    Ok(TxnResponse {
+        header: None,
+        succeeded,
+        responses,
+    })
+}
+
+fn compare_with(
+    index: &Index,
+    c: &Compare,
+    at: i64,
+    fetch: &dyn Fn(Rev) -> Result<KeyValue>,
+) -> Result<bool> {
+    let rr = range_at(
+        index,
+        &RangeRequest {
+            key: c.key.clone(),
+            range_end: c.range_end.clone(),
+            ..Default::default()
+        },
+        at,
+        fetch,
+    )?;
+    let target = CompareTarget::try_from(c.target).unwrap_or(CompareTarget::Version);
+    if rr.kvs.is_empty() {
+        // A missing key compares as the zero KeyValue, except by value.
+        if target == CompareTarget::Value {
+            return Ok(false);
+        }
+        return Ok(compare_kv(c, target, &KeyValue::default()));
+    }
+    Ok(rr.kvs.iter().all(|kv| compare_kv(c, target, kv)))
+}
+
+fn compare_kv(c: &Compare, target: CompareTarget, kv: &KeyValue) -> bool {
+    let ord = match (target, &c.target_union) {
+        (CompareTarget::Value, Some(TargetUnion::Value(v))) => kv.value.as_slice().cmp(v),
+        (CompareTarget::Value, _) => kv.value.as_slice().cmp(&[][..]),
+        (CompareTarget::Version, u) => kv.version.cmp(&int_of(u)),
+        (CompareTarget::Create, u) => kv.create_revision.cmp(&int_of(u)),
+        (CompareTarget::Mod, u) => kv.mod_revision.cmp(&int_of(u)),
+        (CompareTarget::Lease, u) => kv.lease.cmp(&int_of(u)),
+    };
+    match CompareResult::try_from(c.result).unwrap_or(CompareResult::Equal) {
+        CompareResult::Equal => ord == CmpOrdering::Equal,
+        CompareResult::Greater => ord == CmpOrdering::Greater,
+        CompareResult::Less => ord == CmpOrdering::Less,
+        CompareResult::NotEqual => ord != CmpOrdering::Equal,
+    }
+}
+
+fn int_of(u: &Option<TargetUnion>) -> i64 {
+    match u {
+        Some(TargetUnion::Version(v))
+        | Some(TargetUnion::CreateRevision(v))
+        | Some(TargetUnion::ModRevision(v))
+        | Some(TargetUnion::Lease(v)) => *v,
+        _ => 0,
+    }
+}
+
+/// Read-only txns served from the published state.
+struct ReadOnly<'a> {
+    index: &'a Index,
+    at: i64,
+    fetch: &'a dyn Fn(Rev) -> Result<KeyValue>,
+}
+
+impl Exec for ReadOnly<'_> {
+    fn compare(&mut self, c: &Compare) -> Result<bool> {
+        compare_with(self.index, c, self.at, self.fetch)
+    }
+    fn range(&mut self, r: &RangeRequest) -> Result<RangeResponse> {
+        range_at(self.index, r, self.at, self.fetch)
+    }
+    fn put(&mut self, _: &PutRequest) -> Result<PutResponse> {
+        Err(StoreError::InvalidArgument("put in a read-only txn".into()))
+    }
+    fn delete(&mut self, _: &DeleteRangeRequest) -> Result<DeleteRangeResponse> {
+        Err(StoreError::InvalidArgument(
+            "delete in a read-only txn".into(),
+        ))
+    }
+}
+
+pub(super) fn read_only(
+    index: &Index,
+    req: &TxnRequest,
+    at: i64,
+    fetch: &dyn Fn(Rev) -> Result<KeyValue>,
+) -> Result<TxnResponse> {
+    exec_txn(&mut ReadOnly { index, at, fetch }, req)
+}
+
+/// Whether a txn only reads (then it is served by ReadIndex, not the log).
+pub fn is_read_only(req: &TxnRequest) -> bool {
+    req.success
+        .iter()
+        .chain(&req.failure)
+        .all(|op| match &op.request {
+            Some(Op::RequestRange(_)) => true,
+            Some(Op::RequestTxn(t)) => is_read_only(t),
+            _ => false,
+        })
+}
+
+/// Whether every range of a read-only txn asked for a serializable read.
+pub fn is_serializable(req: &TxnRequest) -> bool {
+    req.success
+        .iter()
+        .chain(&req.failure)
+        .all(|op| match &op.request {
+            Some(Op::RequestRange(r)) => r.serializable,
+            Some(Op::RequestTxn(t)) => is_serializable(t),
+            _ => false,
+        })
+}
+
+/// The raft-apply side: stages writes for one revision.
+pub(super) struct Writer<'a> {
+    pub applier: &'a mut Applier,
+    pub batch: &'a mut WriteBatch,
+    pub main: i64,
+    pub sub: i64,
+    pub events: Vec<Event>,
+    pub watch_prev: bool,
+}
+
+impl Writer<'_> {
+    /// The revision reads inside this request see: this txn's own writes if
+    /// it has made any.
+    fn read_rev(&self) -> i64 {
+        if self.sub > 0 {
+            self.main
+        } else {
+            self.applier.writer_rev
+        }
+    }
+
+    fn next_rev(&mut self) -> Rev {
+        let r = Rev::new(self.main, self.sub);
+        self.sub += 1;
+        r
+    }
+
+    pub fn apply(&mut self, req: &Request) -> Result<WriteResult> {
+        match req {
+            Request::Put(p) => {
+                self.precheck(std::slice::from_ref(&put_op(p)))?;
+                self.put(p).map(WriteResult::Put)
+            }
+            Request::DeleteRange(d) => self.delete(d).map(WriteResult::DeleteRange),
+            Request::Txn(t) => {
+                // Check the branch that will run before writing anything, so
+                // a failing txn leaves no partial writes (as etcd does).
+                let mut succeeded = true;
+                for c in &t.compare {
+                    if !self.compare(c)? {
+                        succeeded = false;
+                        break;
+                    }
+                }
+                self.precheck(if succeeded { &t.success } else { &t.failure })?;
+                exec_txn(self, t).map(WriteResult::Txn)
+            }
+            Request::Compaction(c) => self.compact(c).map(WriteResult::Compaction),
+        }
+    }
+
+    fn precheck(&self, ops: &[RequestOp]) -> Result<()> {
+        let index = self.applier.mvcc.index.read();
+        precheck_ops(&index, ops)
+    }
+}
+
+/// Checks what etcd checks before applying: keys that `ignore_value` or
+/// `ignore_lease` need exist, and leases exist. Both branches of nested txns
+/// are checked, since which runs depends on writes made earlier in the txn.
+fn precheck_ops(index: &Index, ops: &[RequestOp]) -> Result<()> {
+    {
+        for op in ops {
+            match &op.request {
+                Some(Op::RequestPut(p)) => {
+                    let live = index.get(&p.key).and_then(|ki| ki.live()).is_some();
+                    if (p.ignore_value || p.ignore_lease) && !live {
+                        return Err(StoreError::KeyNotFound);
+                    }
+                    if p.lease != 0 {
+                        return Err(StoreError::LeaseNotFound);
+                    }
+                }
+                Some(Op::RequestTxn(t)) => {
+                    precheck_ops(index, &t.success)?;
+                    precheck_ops(index, &t.failure)?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Writer<'_> {
+    fn fetch(&self, rev: Rev) -> Result<KeyValue> {
+        self.applier.fetch(rev)
+    }
+
+    fn stage(&mut self, rev: Rev, tombstone: bool, kv: &KeyValue) {
+        let cf = self.applier.mvcc.db.cf(CF_KV);
+        self.batch
+            .put_cf(cf, rev.key(tombstone), kv.encode_to_vec());
+        if !tombstone {
+            self.applier.overlay.insert(rev, kv.clone());
+        }
+    }
+
+    fn compact(&mut self, c: &CompactionRequest) -> Result<CompactionResponse> {
+        let mut index = self.applier.mvcc.index.write();
+        if c.revision <= index.compact_rev {
+            return Err(StoreError::Compacted {
+                compact_revision: index.compact_rev,
+            });
+        }
+        if c.revision > self.applier.writer_rev {
+            return Err(StoreError::FutureRevision);
+        }
+        let dropped = index.compact(c.revision);
+        drop(index);
+        let db = &self.applier.mvcc.db;
+        for (rev, tomb) in dropped {
+            self.batch.delete_cf(db.cf(CF_KV), rev.key(tomb));
+        }
+        self.batch.put_cf(
+            db.cf(CF_META),
+            super::META_COMPACT_REV,
+            (c.revision as u64).to_be_bytes(),
+        );
+        Ok(CompactionResponse { header: None })
+    }
+}
+
+fn put_op(p: &PutRequest) -> RequestOp {
+    RequestOp {
+        request: Some(Op::RequestPut(p.clone())),
+    }
+}
+
+impl Exec for Writer<'_> {
+    fn compare(&mut self, c: &Compare) -> Result<bool> {
+        let at = self.read_rev();
+        let index = self.applier.mvcc.index.read();
+        compare_with(&index, c, at, &|r| self.applier.fetch(r))
+    }
+
+    fn range(&mut self, r: &RangeRequest) -> Result<RangeResponse> {
+        let at = self.read_rev();
+        let index = self.applier.mvcc.index.read();
+        range_at(&index, r, at, &|rev| self.applier.fetch(rev))
+    }
+
+    fn put(&mut self, p: &PutRequest) -> Result<PutResponse> {
+        let live = {
+            let index = self.applier.mvcc.index.read();
+            index.get(&p.key).and_then(|ki| ki.live()).map(|g| {
+                (
+                    *g.revs.last().expect("live generation has revisions"),
+                    g.created,
+                    g.version,
+                )
+            })
+        };
+        let need_prev = p.prev_kv || p.ignore_value || p.ignore_lease || self.watch_prev;
+        let prev = match live {
+            Some((rev, _, _)) if need_prev => Some(self.fetch(rev)?),
+            _ => None,
+        };
+        let rev = self.next_rev();
+        let (create_revision, version) = match live {
+            Some((_, created, version)) => (created, version + 1),
+            None => (rev.main, 1),
+        };
+        let kv = KeyValue {
+            key: p.key.clone(),
+            create_revision,
+            mod_revision: rev.main,
+            version,
+            value: match (&prev, p.ignore_value) {
+                (Some(prev), true) => prev.value.clone(),
+                _ => p.value.clone(),
+            },
+            lease: match (&prev, p.ignore_lease) {
+                (Some(prev), true) => prev.lease,
+                _ => p.lease,
+            },
+        };
+        self.stage(rev, false, &kv);
+        self.applier.mvcc.index.write().put(&p.key, rev);
+        self.events.push(Event {
+            r#type: EventType::Put as i32,
+            kv: Some(kv),
+            prev_kv: if self.watch_prev { prev.clone() } else { None },
+        });
+        Ok(PutResponse {
+            header: None,
+            prev_kv: if p.prev_kv { prev } else { None },
+        })
+    }
+
+    fn delete(&mut self, d: &DeleteRangeRequest) -> Result<DeleteRangeResponse> {
+        let live: Vec<(Vec<u8>, Rev)> = {
+            let index = self.applier.mvcc.index.read();
+            index
+                .range(&d.key, &d.range_end)
+                .filter_map(|(k, ki)| {
+                    ki.live().map(|g| {
+                        (
+                            k.clone(),
+                            *g.revs.last().expect("live generation has revisions"),
+                        )
+                    })
+                })
+                .collect()
+        };
+        let mut prev_kvs = Vec::new();
+        let want_prev = d.prev_kv || self.watch_prev;
+        for (key, cur) in &live {
+            let prev = if want_prev {
+                Some(self.fetch(*cur)?)
+            } else {
+                None
+            };
+            let rev = self.next_rev();
+            let tomb = KeyValue {
+                key: key.clone(),
+                mod_revision: rev.main,
+                ..Default::default()
+            };
+            self.stage(rev, true, &tomb);
+            self.applier.mvcc.index.write().tombstone(key, rev);
+            self.events.push(Event {
+                r#type: EventType::Delete as i32,
+                kv: Some(tomb),
+                prev_kv: if self.watch_prev { prev.clone() } else { None },
+            });
+            if d.prev_kv {
+                prev_kvs.extend(prev);
+            }
+        }
+        Ok(DeleteRangeResponse {
+            header: None,
+            deleted: live.len() as i64,
+            prev_kvs,
+        })
+    }
+}
+
+/// Checks a Put before it is proposed.
+pub fn validate_put(p: &PutRequest) -> Result<()> {
+    if p.key.is_empty() {
+        return Err(StoreError::EmptyKey);
+    }
+    if p.ignore_value && !p.value.is_empty() {
+        return Err(StoreError::ValueProvided);
+    }
+    if p.ignore_lease && p.lease != 0 {
+        return Err(StoreError::LeaseProvided);
+    }
+    Ok(())
+}
+
+/// Checks a Txn before it is proposed: op counts per level, keys present,
+/// and no key written twice (etcd's "duplicate key" rule).
+pub fn validate_txn(t: &TxnRequest, max_txn_ops: usize) -> Result<()> {
+    let mut puts = Vec::new();
+    let mut dels = Vec::new();
+    check_txn(t, max_txn_ops, &mut puts, &mut dels)?;
+    for k in &puts {
+        if dels
+            .iter()
+            .any(|(s, e): &(Vec<u8>, Vec<u8>)| super::key_in_range(k, s, e))
+        {
+            return Err(StoreError::DuplicateKey);
+        }
+    }
+    Ok(())
+}
+
+fn check_txn(
+    t: &TxnRequest,
+    max_ops: usize,
+    puts: &mut Vec<Vec<u8>>,
+    dels: &mut Vec<(Vec<u8>, Vec<u8>)>,
+) -> Result<()> {
+    if t.compare.len() > max_ops || t.success.len() > max_ops || t.failure.len() > max_ops {
+        return Err(StoreError::TooManyOps);
+    }
+    for c in &t.compare {
+        if c.key.is_empty() {
+            return Err(StoreError::EmptyKey);
+        }
+    }
+    // Only one branch runs, so each is checked against what came before on
+    // its own, and then both branches' writes count for what comes after.
+    let (base_puts, base_dels) = (puts.len(), dels.len());
+    let mut branch_puts = Vec::new();
+    let mut branch_dels = Vec::new();
+    for ops in [&t.success, &t.failure] {
+        puts.truncate(base_puts);
+        dels.truncate(base_dels);
+        for op in ops {
+            match &op.request {
+                Some(Op::RequestRange(r)) if r.key.is_empty() => return Err(StoreError::EmptyKey),
+                Some(Op::RequestRange(_)) => {}
+                Some(Op::RequestPut(p)) => {
+                    validate_put(p)?;
+                    if puts.contains(&p.key) {
+                        return Err(StoreError::DuplicateKey);
+                    }
+                    puts.push(p.key.clone());
+                }
+                Some(Op::RequestDeleteRange(d)) => {
+                    if d.key.is_empty() {
+                        return Err(StoreError::EmptyKey);
+                    }
+                    dels.push((d.key.clone(), d.range_end.clone()));
+                }
+                Some(Op::RequestTxn(inner)) => check_txn(inner, max_ops, puts, dels)?,
+                None => {
+                    return Err(StoreError::InvalidArgument(
+                        "empty request op in txn".into(),
+                    ))
+                }
+            }
+        }
+        branch_puts.extend(puts.drain(base_puts..));
+        branch_dels.extend(dels.drain(base_dels..));
+    }
+    puts.extend(branch_puts);
+    dels.extend(branch_dels);
+    Ok(())
+}

@@ -1,0 +1,779 @@
+//! One member's raft node: a dedicated thread owns the `RawNode` and runs
+//! the loop; everything else talks to it through a bounded channel.
+//!
+//! Each round drains up to `INPUTS_PER_ROUND_MAX` inputs (proposals, peer
+//! messages, reads), ticks, then handles one `Ready` in raft-rs's order:
+//! send the leader's messages, apply committed entries and persist new
+//! entries and hard state in **one** `WriteBatch` with **one** fsync, then
+//! publish the revision, wake watchers, answer clients, send the messages
+//! that had to wait for persistence, and `advance`.
+//!
+//! Invariant: a client hears about a write only after the entry is committed
+//! (durable on a quorum) and applied to a durable local batch.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use parking_lot::RwLock;
+use prost::Message as _;
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, Message};
+use raft::{Config, RawNode, ReadOnlyOption, StateRole};
+use rocksdb::WriteBatch;
+use tokio::sync::oneshot;
+
+use crate::cluster::{self, Member};
+use crate::db::{u64_from, Db, CF_META};
+use crate::error::{Result, StoreError};
+use crate::log_store::LogStore;
+use crate::mvcc::{txn_checks, Applier, Mvcc, RevEvents, WriteResult};
+use crate::pb::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
+};
+use crate::pb::internal::{internal_request::Request, InternalRequest};
+use crate::watch::WatchHub;
+
+/// Inputs handled per loop round before a `Ready` is processed: bounds the
+/// latency one round adds, while letting one fsync carry many proposals.
+const INPUTS_PER_ROUND_MAX: usize = 4096;
+/// Proposals and reads waiting to enter the loop.
+const INPUT_QUEUE_MAX: usize = 16 * 1024;
+/// A ReadIndex request unanswered this long is sent again (raft-rs drops
+/// them silently while there is no leader, or before a new leader commits).
+const READ_INDEX_RETRY: Duration = Duration::from_millis(500);
+
+const META_APPLIED: &[u8] = b"applied_index";
+const META_MEMBER_ID: &[u8] = b"member_id";
+const META_CLUSTER_ID: &[u8] = b"cluster_id";
+const META_MEMBERS: &[u8] = b"members";
+
+/// Sends raft messages to other members. Implemented over gRPC in `api`;
+/// must never block (queue or drop: raft retransmits).
+pub trait Transport: Send + Sync + 'static {
+    fn send(&self, msgs: Vec<Message>);
+}
+
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub name: String,
+    pub data_dir: PathBuf,
+    /// Members of a new cluster (`--initial-cluster`); ignored when the data
+    /// directory already holds a member.
+    pub initial_members: Vec<Member>,
+    pub tick_ms: u64,
+    pub election_ticks: usize,
+    pub heartbeat_ticks: usize,
+    pub max_request_bytes: usize,
+    pub max_txn_ops: usize,
+    pub request_timeout: Duration,
+    pub watch_progress_interval: Duration,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            name: "default".into(),
+            data_dir: PathBuf::from("default.etcd"),
+            initial_members: Vec::new(),
+            tick_ms: 100,
+            election_ticks: 10,
+            heartbeat_ticks: 1,
+            max_request_bytes: 1536 * 1024,
+            max_txn_ops: 128,
+            request_timeout: Duration::from_secs(5),
+            watch_progress_interval: Duration::from_secs(600),
+        }
+    }
+}
+
+/// What the loop publishes about itself for Status and response headers.
+#[derive(Clone, Debug, Default)]
+pub struct NodeStatus {
+    pub leader: u64,
+    pub term: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub is_leader: bool,
+    pub is_learner: bool,
+    /// Set when the loop stopped on a storage error: the member serves no
+    /// more requests.
+    pub fatal: Option<String>,
+    /// Raft entries made durable per fsync, cumulative (for benchmarks).
+    pub entries_persisted: u64,
+    pub fsyncs: u64,
+}
+
+enum Input {
+    Propose {
+        id: u64,
+        data: Vec<u8>,
+        reply: oneshot::Sender<Result<(WriteResult, ResponseHeader)>>,
+    },
+    Step(Box<Message>),
+    ReadIndex(oneshot::Sender<Result<()>>),
+    Unreachable(u64),
+    Stop,
+}
+
+/// Handle to a running member. Cheap to share behind an `Arc`.
+pub struct Node {
+    id: u64,
+    cluster_id: u64,
+    members: Vec<Member>,
+    cfg: NodeConfig,
+    tx: Sender<Input>,
+    mvcc: Arc<Mvcc>,
+    db: Arc<Db>,
+    hub: Arc<WatchHub>,
+    status: Arc<RwLock<NodeStatus>>,
+    next_request: AtomicU64,
+}
+
+impl Node {
+    /// Opens (or bootstraps) the member in `cfg.data_dir` and starts its
+    /// loop. Must be called inside a tokio runtime (the watch hub spawns).
+    pub fn start(cfg: NodeConfig, transport: Arc<dyn Transport>) -> Result<Arc<Node>> {
+        let db = Db::open(&cfg.data_dir)?;
+        let mut log = LogStore::open(db.clone())?;
+        let (id, cluster_id, members) = if log.is_initialized() {
+            let id = u64_from(&require(&db, META_MEMBER_ID)?, "member id")?;
+            let cluster_id = u64_from(&require(&db, META_CLUSTER_ID)?, "cluster id")?;
+            let members = cluster::decode_members(&require(&db, META_MEMBERS)?)?;
+            (id, cluster_id, members)
+        } else {
+            let me = cfg
+                .initial_members
+                .iter()
+                .find(|m| m.name == cfg.name)
+                .ok_or_else(|| {
+                    StoreError::InvalidArgument(format!(
+                        "--initial-cluster has no member named {:?} (--name)",
+                        cfg.name
+                    ))
+                })?;
+            let ids: Vec<u64> = cfg.initial_members.iter().map(|m| m.id).collect();
+            let cluster_id = cluster::cluster_id(&ids);
+            let mut batch = WriteBatch::default();
+            log.bootstrap(ids, &mut batch);
+            let meta = db.cf(CF_META);
+            batch.put_cf(meta, META_MEMBER_ID, me.id.to_be_bytes());
+            batch.put_cf(meta, META_CLUSTER_ID, cluster_id.to_be_bytes());
+            batch.put_cf(
+                meta,
+                META_MEMBERS,
+                cluster::encode_members(&cfg.initial_members),
+            );
+            db.write_sync(batch)?;
+            (me.id, cluster_id, cfg.initial_members.clone())
+        };
+        let applied = match db.get(CF_META, META_APPLIED)? {
+            Some(v) => u64_from(&v, "applied index")?,
+            None => 0,
+        };
+        let mvcc = Mvcc::open(db.clone())?;
+        let hub = WatchHub::start(mvcc.clone(), cfg.watch_progress_interval);
+
+        let raft_cfg = Config {
+            id,
+            election_tick: cfg.election_ticks,
+            heartbeat_tick: cfg.heartbeat_ticks,
+            applied,
+            max_size_per_msg: 1024 * 1024,
+            max_inflight_msgs: 256,
+            check_quorum: true,
+            pre_vote: true,
+            read_only_option: ReadOnlyOption::Safe,
+            ..Default::default()
+        };
+        raft_cfg
+            .validate()
+            .map_err(|e| StoreError::InvalidArgument(e.to_string()))?;
+        let logger = slog::Logger::root(TracingDrain, slog::o!("raft_id" => id));
+        let mut raw = RawNode::new(&raft_cfg, log, &logger)
+            .map_err(|e| StoreError::Storage(e.to_string()))?;
+        // A sole voter need not wait out an election timeout to lead.
+        let voters = raw.store().conf_state().voters.clone();
+        if voters == [id] && raw.store().conf_state().learners.is_empty() {
+            raw.campaign()
+                .map_err(|e| StoreError::Storage(e.to_string()))?;
+        }
+
+        let (tx, rx) = bounded(INPUT_QUEUE_MAX);
+        let status = Arc::new(RwLock::new(NodeStatus {
+            applied_index: applied,
+            ..Default::default()
+        }));
+        let node = Arc::new(Node {
+            id,
+            cluster_id,
+            members,
+            cfg: cfg.clone(),
+            tx,
+            mvcc: mvcc.clone(),
+            db: db.clone(),
+            hub: hub.clone(),
+            status: status.clone(),
+            next_request: AtomicU64::new(initial_request_counter()),
+        });
+        let lp = Loop {
+            raw,
+            db,
+            applier: Applier::new(mvcc),
+            hub,
+            transport,
+            rx,
+            status,
+            waiters: HashMap::new(),
+            reads: ReadQueue::default(),
+            id,
+            cluster_id,
+            applied,
+            tick: Duration::from_millis(cfg.tick_ms),
+        };
+        std::thread::Builder::new()
+            .name(format!("raft-{}", cfg.name))
+            .spawn(move || lp.run())
+            .map_err(|e| StoreError::Storage(format!("cannot start raft thread: {e}")))?;
+        Ok(node)
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id
+    }
+
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    pub fn config(&self) -> &NodeConfig {
+        &self.cfg
+    }
+
+    pub fn mvcc(&self) -> &Arc<Mvcc> {
+        &self.mvcc
+    }
+
+    pub fn hub(&self) -> &Arc<WatchHub> {
+        &self.hub
+    }
+
+    pub fn status(&self) -> NodeStatus {
+        self.status.read().clone()
+    }
+
+    pub fn db_size_bytes(&self) -> i64 {
+        self.db.size_bytes()
+    }
+
+    pub fn header(&self, revision: i64) -> ResponseHeader {
+        ResponseHeader {
+            cluster_id: self.cluster_id,
+            member_id: self.id,
+            revision,
+            raft_term: self.status.read().term,
+        }
+    }
+
+    /// Hands a message from a peer to raft. Dropped if the loop is
+    /// saturated: raft retransmits.
+    pub fn step(&self, msg: Message) {
+        let _ = self.tx.try_send(Input::Step(Box::new(msg)));
+    }
+
+    pub fn report_unreachable(&self, peer: u64) {
+        let _ = self.tx.try_send(Input::Unreachable(peer));
+    }
+
+    pub fn stop(&self) {
+        let _ = self.tx.send_timeout(Input::Stop, Duration::from_secs(1));
+    }
+
+    fn send_input(&self, input: Input) -> Result<()> {
+        match self.tx.try_send(input) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(StoreError::TooManyRequests),
+            Err(TrySendError::Disconnected(_)) => Err(self.stopped_error()),
+        }
+    }
+
+    fn stopped_error(&self) -> StoreError {
+        match &self.status.read().fatal {
+            Some(f) => StoreError::Storage(f.clone()),
+            None => StoreError::Stopped,
+        }
+    }
+
+    /// Proposes a write and waits until it is committed and applied here.
+    pub async fn propose(&self, request: Request) -> Result<(WriteResult, ResponseHeader)> {
+        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let data = InternalRequest {
+            id,
+            request: Some(request),
+        }
+        .encode_to_vec();
+        if data.len() > self.cfg.max_request_bytes {
+            return Err(StoreError::RequestTooLarge);
+        }
+        let (reply, rx) = oneshot::channel();
+        self.send_input(Input::Propose { id, data, reply })?;
+        match tokio::time::timeout(self.cfg.request_timeout, rx).await {
+            Ok(Ok(res)) => res,
+            Ok(Err(_)) => Err(self.stopped_error()),
+            Err(_) => Err(StoreError::Timeout),
+        }
+    }
+
+    /// Waits until this member has applied everything committed when the
+    /// call was made (ReadIndex, batched with concurrent callers).
+    pub async fn read_index(&self) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.send_input(Input::ReadIndex(reply))?;
+        match tokio::time::timeout(self.cfg.request_timeout, rx).await {
+            Ok(Ok(res)) => res,
+            Ok(Err(_)) => Err(self.stopped_error()),
+            Err(_) => Err(StoreError::Timeout),
+        }
+    }
+
+    pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse> {
+        if req.key.is_empty() {
+            return Err(StoreError::EmptyKey);
+        }
+        if !req.serializable {
+            self.read_index().await?;
+        }
+        let (mut resp, rev) = self.mvcc.range(&req)?;
+        resp.header = Some(self.header(rev));
+        Ok(resp)
+    }
+
+    pub async fn put(&self, req: PutRequest) -> Result<PutResponse> {
+        txn_checks::validate_put(&req)?;
+        match self.propose(Request::Put(req)).await? {
+            (WriteResult::Put(mut r), h) => {
+                r.header = Some(h);
+                Ok(r)
+            }
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn delete_range(&self, req: DeleteRangeRequest) -> Result<DeleteRangeResponse> {
+        if req.key.is_empty() {
+            return Err(StoreError::EmptyKey);
+        }
+        match self.propose(Request::DeleteRange(req)).await? {
+            (WriteResult::DeleteRange(mut r), h) => {
+                r.header = Some(h);
+                Ok(r)
+            }
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse> {
+        txn_checks::validate_txn(&req, self.cfg.max_txn_ops)?;
+        if txn_checks::is_read_only(&req) {
+            if !txn_checks::is_serializable(&req) {
+                self.read_index().await?;
+            }
+            let (mut resp, rev) = self.mvcc.txn_readonly(&req)?;
+            resp.header = Some(self.header(rev));
+            return Ok(resp);
+        }
+        match self.propose(Request::Txn(req)).await? {
+            (WriteResult::Txn(mut r), h) => {
+                r.header = Some(h);
+                Ok(r)
+            }
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn compact(&self, req: CompactionRequest) -> Result<CompactionResponse> {
+        // Fail fast on what is already known; apply re-checks in log order.
+        let compacted = self.mvcc.compact_revision();
+        if req.revision <= compacted {
+            return Err(StoreError::Compacted {
+                compact_revision: compacted,
+            });
+        }
+        if req.revision > self.mvcc.current_revision() {
+            return Err(StoreError::FutureRevision);
+        }
+        match self.propose(Request::Compaction(req)).await? {
+            (WriteResult::Compaction(mut r), h) => {
+                r.header = Some(h);
+                Ok(r)
+            }
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+}
+
+fn unexpected(r: WriteResult) -> StoreError {
+    StoreError::Storage(format!("apply returned a mismatched result: {r:?}"))
+}
+
+fn require(db: &Db, key: &[u8]) -> Result<Vec<u8>> {
+    db.get(CF_META, key)?.ok_or_else(|| {
+        StoreError::Storage(format!(
+            "data directory has a raft log but no {:?} record",
+            String::from_utf8_lossy(key)
+        ))
+    })
+}
+
+/// Request ids only need to be unique among this process's waiters and the
+/// entries it may still re-apply from before a restart: start from the
+/// clock so a restarted process does not reuse recent ids.
+fn initial_request_counter() -> u64 {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    ms << 20
+}
+
+/// Linearizable reads waiting for a ReadIndex round. At most one round is
+/// in flight; everything that arrives meanwhile shares the next one.
+#[derive(Default)]
+struct ReadQueue {
+    pending: Vec<oneshot::Sender<Result<()>>>,
+    inflight: Option<(u64, Instant, Vec<oneshot::Sender<Result<()>>>)>,
+    /// Rounds answered by the leader, waiting for apply to reach `index`.
+    ready: Vec<(u64, Vec<oneshot::Sender<Result<()>>>)>,
+    next_ctx: u64,
+}
+
+impl ReadQueue {
+    fn maybe_send(&mut self, raw: &mut RawNode<LogStore>) {
+        if let Some((_, sent, _)) = &self.inflight {
+            if sent.elapsed() < READ_INDEX_RETRY {
+                return;
+            }
+            // Lost (no leader, or a leader not yet committed in its term):
+            // fold it into a new round.
+            let (_, _, waiting) = self.inflight.take().expect("checked above");
+            self.pending.extend(waiting);
+        }
+        self.pending.retain(|r| !r.is_closed());
+        if self.pending.is_empty() {
+            return;
+        }
+        self.next_ctx += 1;
+        raw.read_index(self.next_ctx.to_be_bytes().to_vec());
+        self.inflight = Some((
+            self.next_ctx,
+            Instant::now(),
+            std::mem::take(&mut self.pending),
+        ));
+    }
+
+    fn on_read_state(&mut self, ctx: &[u8], index: u64) {
+        let matches = matches!(&self.inflight, Some((c, _, _)) if c.to_be_bytes() == ctx);
+        if matches {
+            let (_, _, waiting) = self.inflight.take().expect("checked above");
+            self.ready.push((index, waiting));
+        }
+    }
+
+    fn release(&mut self, applied: u64) {
+        let (done, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.ready)
+            .into_iter()
+            .partition(|(i, _)| *i <= applied);
+        self.ready = wait;
+        for (_, waiting) in done {
+            for r in waiting {
+                let _ = r.send(Ok(()));
+            }
+        }
+    }
+}
+
+type Waiter = oneshot::Sender<Result<(WriteResult, ResponseHeader)>>;
+
+/// Results of applying entries, held until their batch is durable.
+#[derive(Default)]
+struct Applied {
+    events: Vec<RevEvents>,
+    replies: Vec<(Waiter, Result<(WriteResult, ResponseHeader)>)>,
+}
+
+struct Loop {
+    raw: RawNode<LogStore>,
+    db: Arc<Db>,
+    applier: Applier,
+    hub: Arc<WatchHub>,
+    transport: Arc<dyn Transport>,
+    rx: Receiver<Input>,
+    status: Arc<RwLock<NodeStatus>>,
+    waiters: HashMap<u64, Waiter>,
+    reads: ReadQueue,
+    id: u64,
+    cluster_id: u64,
+    applied: u64,
+    tick: Duration,
+}
+
+impl Loop {
+    fn run(mut self) {
+        tracing::info!(
+            member = format_args!("{:x}", self.id),
+            cluster = format_args!("{:x}", self.cluster_id),
+            applied = self.applied,
+            "raft loop started"
+        );
+        let mut next_tick = Instant::now() + self.tick;
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(wait) {
+                Ok(Input::Stop) => break,
+                Ok(input) => self.handle(input),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            let mut stop = false;
+            for _ in 0..INPUTS_PER_ROUND_MAX {
+                match self.rx.try_recv() {
+                    Ok(Input::Stop) => {
+                        stop = true;
+                        break;
+                    }
+                    Ok(input) => self.handle(input),
+                    Err(_) => break,
+                }
+            }
+            if stop {
+                break;
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                self.raw.tick();
+                next_tick = now + self.tick;
+                self.waiters.retain(|_, w| !w.is_closed());
+            }
+            self.reads.maybe_send(&mut self.raw);
+            if let Err(e) = self.on_ready() {
+                tracing::error!(error = %e, "raft loop stopped: storage failure");
+                self.status.write().fatal = Some(e.to_string());
+                return;
+            }
+        }
+        tracing::info!("raft loop stopped");
+    }
+
+    fn handle(&mut self, input: Input) {
+        match input {
+            Input::Propose { id, data, reply } => match self.raw.propose(vec![], data) {
+                Ok(()) => {
+                    self.waiters.insert(id, reply);
+                }
+                Err(raft::Error::ProposalDropped) => {
+                    let _ = reply.send(Err(StoreError::NoLeader));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(StoreError::InvalidArgument(e.to_string())));
+                }
+            },
+            Input::Step(m) => {
+                if let Err(e) = self.raw.step(*m) {
+                    tracing::debug!(error = %e, "raft step");
+                }
+            }
+            Input::ReadIndex(reply) => self.reads.pending.push(reply),
+            Input::Unreachable(peer) => self.raw.report_unreachable(peer),
+            Input::Stop => {}
+        }
+    }
+
+    fn on_ready(&mut self) -> Result<()> {
+        if !self.raw.has_ready() {
+            return Ok(());
+        }
+        let mut rd = self.raw.ready();
+        if !rd.messages().is_empty() {
+            self.transport.send(rd.take_messages());
+        }
+        if !rd.snapshot().is_empty() {
+            return Err(StoreError::Storage(
+                "received a raft snapshot, which this version cannot install".into(),
+            ));
+        }
+        let mut batch = WriteBatch::default();
+        let mut applied = Applied::default();
+        self.apply_entries(rd.take_committed_entries(), &mut batch, &mut applied)?;
+        let new_entries = rd.entries().len() as u64;
+        self.raw.mut_store().append(rd.entries(), &mut batch)?;
+        if let Some(hs) = rd.hs() {
+            self.raw.mut_store().set_hard_state(hs.clone(), &mut batch);
+        }
+        for rs in rd.take_read_states() {
+            self.reads.on_read_state(&rs.request_ctx, rs.index);
+        }
+        if !batch.is_empty() {
+            self.db.write_sync(batch)?;
+            let mut st = self.status.write();
+            st.fsyncs += 1;
+            st.entries_persisted += new_entries;
+        }
+        self.finish(applied);
+        self.transport.send(rd.take_persisted_messages());
+
+        let mut light = self.raw.advance(rd);
+        let mut batch = WriteBatch::default();
+        let mut applied = Applied::default();
+        if let Some(commit) = light.commit_index() {
+            self.raw.mut_store().set_commit(commit, &mut batch);
+        }
+        self.transport.send(light.take_messages());
+        self.apply_entries(light.take_committed_entries(), &mut batch, &mut applied)?;
+        if !batch.is_empty() {
+            // Entries applied here are durable in the (synced) raft log; the
+            // applied index travels with the results, so a crash re-applies.
+            self.db.write_nosync(batch)?;
+        }
+        self.finish(applied);
+        self.raw.advance_apply();
+        self.reads.release(self.applied);
+        self.update_status();
+        Ok(())
+    }
+
+    fn apply_entries(
+        &mut self,
+        entries: Vec<Entry>,
+        batch: &mut WriteBatch,
+        out: &mut Applied,
+    ) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        for e in entries {
+            assert_eq!(e.index, self.applied + 1, "entries apply in order, once");
+            match e.get_entry_type() {
+                EntryType::EntryNormal if e.data.is_empty() => {} // leader's no-op
+                EntryType::EntryNormal => self.apply_request(&e, batch, out)?,
+                EntryType::EntryConfChange => {
+                    let cc = ConfChange::parse_from_bytes(&e.data).map_err(|err| {
+                        StoreError::Storage(format!("corrupt conf change at {}: {err}", e.index))
+                    })?;
+                    self.apply_conf_change(&cc, batch)?;
+                }
+                EntryType::EntryConfChangeV2 => {
+                    let cc = ConfChangeV2::parse_from_bytes(&e.data).map_err(|err| {
+                        StoreError::Storage(format!("corrupt conf change at {}: {err}", e.index))
+                    })?;
+                    self.apply_conf_change(&cc, batch)?;
+                }
+            }
+            self.applied = e.index;
+        }
+        batch.put_cf(
+            self.db.cf(CF_META),
+            META_APPLIED,
+            self.applied.to_be_bytes(),
+        );
+        Ok(())
+    }
+
+    fn apply_conf_change(
+        &mut self,
+        cc: &impl raft_proto::ConfChangeI,
+        batch: &mut WriteBatch,
+    ) -> Result<()> {
+        let cs = self
+            .raw
+            .apply_conf_change(cc)
+            .map_err(|e| StoreError::Storage(format!("conf change: {e}")))?;
+        self.raw.mut_store().set_conf_state(cs, batch);
+        Ok(())
+    }
+
+    fn apply_request(
+        &mut self,
+        e: &Entry,
+        batch: &mut WriteBatch,
+        out: &mut Applied,
+    ) -> Result<()> {
+        let req = InternalRequest::decode(e.data.as_ref())
+            .map_err(|err| StoreError::Storage(format!("corrupt log entry {}: {err}", e.index)))?;
+        let Some(request) = &req.request else {
+            return Err(StoreError::Storage(format!(
+                "log entry {} has no request",
+                e.index
+            )));
+        };
+        let (result, events) = self.applier.apply(request, batch, self.hub.wants_prev_kv());
+        if let Err(StoreError::Storage(msg)) = &result {
+            return Err(StoreError::Storage(msg.clone()));
+        }
+        let revision = self.applier.revision();
+        if !events.is_empty() {
+            out.events.push(RevEvents { revision, events });
+        }
+        if let Some(w) = self.waiters.remove(&req.id) {
+            let header = ResponseHeader {
+                cluster_id: self.cluster_id,
+                member_id: self.id,
+                revision,
+                raft_term: e.term,
+            };
+            out.replies.push((w, result.map(|r| (r, header))));
+        }
+        Ok(())
+    }
+
+    /// After the batch holding `applied` is durable: readers, then
+    /// watchers, then the waiting clients.
+    fn finish(&mut self, applied: Applied) {
+        let applier = &mut self.applier;
+        self.hub.publish(&applied.events, || applier.publish());
+        for (w, res) in applied.replies {
+            let _ = w.send(res);
+        }
+    }
+
+    fn update_status(&mut self) {
+        let r = &self.raw.raft;
+        let mut st = self.status.write();
+        st.leader = r.leader_id;
+        st.term = r.term;
+        st.commit_index = r.raft_log.committed;
+        st.applied_index = self.applied;
+        st.is_leader = r.state == StateRole::Leader;
+        st.is_learner = r.prs().conf().learners().contains(&self.id);
+    }
+}
+
+/// Routes raft-rs's slog records into `tracing`.
+struct TracingDrain;
+
+impl slog::Drain for TracingDrain {
+    type Ok = ();
+    type Err = slog::Never;
+    fn log(
+        &self,
+        record: &slog::Record,
+        _: &slog::OwnedKVList,
+    ) -> std::result::Result<(), slog::Never> {
+        match record.level() {
+            slog::Level::Critical | slog::Level::Error => {
+                tracing::error!(target: "raft", "{}", record.msg())
+            }
+            slog::Level::Warning => tracing::warn!(target: "raft", "{}", record.msg()),
+            slog::Level::Info => tracing::info!(target: "raft", "{}", record.msg()),
+            _ => tracing::trace!(target: "raft", "{}", record.msg()),
+        }
+        Ok(())
+    }
+}
