@@ -1,0 +1,212 @@
+//! Test harness: real `secretd` processes on loopback, each with its own
+//! data directory, and Debian's real `etcdctl` to drive them.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use secretd_api::pb::etcdserverpb::{kv_client::KvClient, maintenance_client::MaintenanceClient, StatusRequest};
+use tonic::transport::Channel;
+
+pub struct Member {
+    pub name: String,
+    pub client_port: u16,
+    pub peer_port: u16,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub members: Vec<Member>,
+    initial_cluster: String,
+    extra_args: Vec<String>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().unwrap().port()
+}
+
+pub fn secretd_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_secretd")
+}
+
+/// Debian's etcdctl (package etcd-client), which the test setup installs.
+pub fn etcdctl_bin() -> PathBuf {
+    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+        let p = Path::new(dir).join("etcdctl");
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("etcdctl not found on PATH: install Debian's etcd-client (the README's test command does this)");
+}
+
+impl Cluster {
+    pub fn start(n: usize) -> Cluster {
+        Self::start_with(n, &[])
+    }
+
+    pub fn start_with(n: usize, extra: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut members = Vec::new();
+        for i in 1..=n {
+            members.push(Member {
+                name: format!("n{i}"),
+                client_port: free_port(),
+                peer_port: free_port(),
+                data_dir: dir.path().join(format!("n{i}.etcd")),
+                log: dir.path().join(format!("n{i}.log")),
+                child: None,
+            });
+        }
+        let initial_cluster = members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut c = Cluster { dir, members, initial_cluster, extra_args: extra.iter().map(|s| s.to_string()).collect() };
+        for i in 0..n {
+            c.spawn(i);
+        }
+        c
+    }
+
+    pub fn spawn(&mut self, i: usize) {
+        let m = &mut self.members[i];
+        assert!(m.child.is_none(), "member {} already running", m.name);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&m.log).expect("log file");
+        let client = format!("http://127.0.0.1:{}", m.client_port);
+        let peer = format!("http://127.0.0.1:{}", m.peer_port);
+        let child = Command::new(secretd_bin())
+            .args(["--name", &m.name])
+            .arg("--data-dir")
+            .arg(&m.data_dir)
+            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &self.initial_cluster])
+            .args(&self.extra_args)
+            .env("SECRETD_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn secretd");
+        m.child = Some(child);
+    }
+
+    /// `kill -9`: no chance to flush or clean up.
+    pub fn kill9(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            let _ = c.kill(); // SIGKILL
+            let _ = c.wait();
+        }
+    }
+
+    pub fn endpoint(&self, i: usize) -> String {
+        format!("127.0.0.1:{}", self.members[i].client_port)
+    }
+
+    pub fn endpoints(&self) -> String {
+        (0..self.members.len()).map(|i| self.endpoint(i)).collect::<Vec<_>>().join(",")
+    }
+
+    pub fn running(&self) -> Vec<usize> {
+        (0..self.members.len()).filter(|i| self.members[*i].child.is_some()).collect()
+    }
+
+    /// Runs etcdctl against the given endpoints.
+    pub fn etcdctl_at(&self, endpoints: &str, args: &[&str]) -> Output {
+        Command::new(etcdctl_bin())
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={endpoints}"))
+            .arg("--command-timeout=10s")
+            .args(args)
+            .output()
+            .expect("run etcdctl")
+    }
+
+    pub fn etcdctl(&self, args: &[&str]) -> Output {
+        self.etcdctl_at(&self.endpoints(), args)
+    }
+
+    /// etcdctl that must succeed; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.etcdctl(args);
+        assert!(
+            out.status.success(),
+            "etcdctl {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.logs_tail()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub async fn channel(&self, i: usize) -> Channel {
+        Channel::from_shared(format!("http://{}", self.endpoint(i)))
+            .unwrap()
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(10))
+            .connect_lazy()
+    }
+
+    pub async fn kv(&self, i: usize) -> KvClient<Channel> {
+        KvClient::new(self.channel(i).await)
+    }
+
+    /// Index of the member that running members agree is leader.
+    pub async fn wait_leader(&self, within: Duration) -> usize {
+        let deadline = Instant::now() + within;
+        loop {
+            let mut seen = Vec::new();
+            for i in self.running() {
+                let mut c = MaintenanceClient::new(self.channel(i).await);
+                if let Ok(st) = c.status(StatusRequest {}).await {
+                    let st = st.into_inner();
+                    seen.push((i, st.header.map(|h| h.member_id).unwrap_or(0), st.leader));
+                }
+            }
+            let leaders: Vec<u64> = seen.iter().map(|s| s.2).collect();
+            if let Some(&l) = leaders.first() {
+                if l != 0 && leaders.len() == self.running().len() && leaders.iter().all(|x| *x == l) {
+                    if let Some((i, _, _)) = seen.iter().find(|s| s.1 == l) {
+                        return *i;
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "no agreed leader within {within:?}: {seen:?}\n{}", self.logs_tail());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn logs_tail(&self) -> String {
+        let mut s = String::new();
+        for m in &self.members {
+            let text = std::fs::read_to_string(&m.log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            s.push_str(&format!("--- {} log (last 15 lines)\n", m.name));
+            for l in &lines[lines.len().saturating_sub(15)..] {
+                s.push_str(l);
+                s.push('\n');
+            }
+        }
+        s
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs_tail());
+        }
+        for i in 0..self.members.len() {
+            self.kill9(i);
+        }
+    }
+}
+
+pub fn stdout_lines(o: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect()
+}

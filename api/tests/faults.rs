@@ -1,0 +1,142 @@
+//! Crash faults on real processes: the leader killed with `kill -9` while a
+//! client writes, and every member killed at once. Acknowledged writes must
+//! survive both.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::Cluster;
+use parking_lot::Mutex;
+use secretd_api::pb::etcdserverpb::{PutRequest, RangeRequest};
+
+/// Puts `key` through members in turn until one acknowledges, or `within`
+/// passes. Returns whether it was acknowledged.
+async fn put_anywhere(c: &Cluster, start: usize, key: &str, val: &str, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    let n = c.members.len();
+    let mut i = start;
+    while Instant::now() < deadline {
+        let mut kv = c.kv(i % n).await;
+        let req = PutRequest { key: key.into(), value: val.into(), ..Default::default() };
+        if tokio::time::timeout(Duration::from_secs(3), kv.put(req)).await.is_ok_and(|r| r.is_ok()) {
+            return true;
+        }
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+/// All keys under `prefix` as this member serves them.
+async fn dump(c: &Cluster, i: usize, prefix: &str, serializable: bool) -> Option<BTreeMap<String, String>> {
+    let mut kv = c.kv(i).await;
+    let mut end = prefix.as_bytes().to_vec();
+    *end.last_mut().unwrap() += 1;
+    let req = RangeRequest { key: prefix.into(), range_end: end, serializable, ..Default::default() };
+    let resp = kv.range(req).await.ok()?.into_inner();
+    Some(
+        resp.kvs
+            .into_iter()
+            .map(|kv| (String::from_utf8(kv.key).unwrap(), String::from_utf8(kv.value).unwrap()))
+            .collect(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn leader_killed_while_writing_then_rejoins() {
+    let mut c = Cluster::start(3);
+    let leader = c.wait_leader(Duration::from_secs(15)).await;
+    let mut acked: Vec<(String, Instant)> = Vec::new();
+    let started = Instant::now();
+    let mut killed_at = None;
+    let mut i = 0usize;
+    while started.elapsed() < Duration::from_secs(10) {
+        if killed_at.is_none() && started.elapsed() > Duration::from_secs(1) {
+            c.kill9(leader);
+            killed_at = Some(Instant::now());
+        }
+        let key = format!("f/{i:05}");
+        // Start at a member other than the old leader half the time, at the
+        // old leader the other half: both paths must recover.
+        if put_anywhere(&c, i, &key, &i.to_string(), Duration::from_secs(10)).await {
+            acked.push((key, Instant::now()));
+        }
+        i += 1;
+    }
+    let killed_at = killed_at.expect("leader was killed");
+    let first_after = acked.iter().find(|(_, t)| *t > killed_at).map(|(_, t)| *t - killed_at);
+    let gap = first_after.expect("no write was acknowledged after the leader died");
+    eprintln!("writes resumed {gap:?} after kill -9 of the leader; {} acked", acked.len());
+    assert!(gap < Duration::from_secs(10), "writes took {gap:?} to resume");
+    let new_leader = c.wait_leader(Duration::from_secs(15)).await;
+    assert_ne!(new_leader, leader);
+
+    // The old leader comes back, catches up, and serves the latest value.
+    c.spawn(leader);
+    let want: BTreeMap<String, String> = acked.iter().map(|(k, _)| (k.clone(), k[2..].trim_start_matches('0').to_string())).collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(got) = dump(&c, leader, "f/", true).await {
+            let missing: Vec<_> = want.keys().filter(|k| !got.contains_key(*k)).collect();
+            if missing.is_empty() {
+                for (k, v) in &want {
+                    let v = if v.is_empty() { "0" } else { v };
+                    assert_eq!(got[k], v, "{k}");
+                }
+                break;
+            }
+            assert!(Instant::now() < deadline, "restarted member still misses {} acked keys, e.g. {:?}", missing.len(), missing.first());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // And it serves a linearizable read of a write made after it returned.
+    assert!(put_anywhere(&c, new_leader, "f/latest", "after", Duration::from_secs(10)).await);
+    let got = dump(&c, leader, "f/latest", false).await.expect("linearizable read on the rejoined member");
+    assert_eq!(got.get("f/latest").map(String::as_str), Some("after"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_acknowledged_write_survives_kill_9_of_all_members() {
+    let c = Cluster::start(3);
+    c.wait_leader(Duration::from_secs(15)).await;
+    let c_ref = Arc::new(c);
+    let acked = Arc::new(Mutex::new(BTreeMap::new()));
+    let mut tasks = Vec::new();
+    for w in 0..16usize {
+        let (c, acked) = (c_ref.clone(), acked.clone());
+        tasks.push(tokio::spawn(async move {
+            for j in 0..25usize {
+                let key = format!("d/{w:02}/{j:03}");
+                let val = format!("{w}-{j}");
+                let mut kv = c.kv((w + j) % 3).await;
+                if let Ok(Ok(_)) = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    kv.put(PutRequest { key: key.clone().into(), value: val.clone().into(), ..Default::default() }),
+                )
+                .await
+                {
+                    acked.lock().insert(key, val);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mut c = Arc::try_unwrap(c_ref).ok().expect("writers finished");
+    let acked = acked.lock().clone();
+    assert_eq!(acked.len(), 400, "a healthy cluster acknowledges every write");
+    for i in 0..3 {
+        c.kill9(i);
+    }
+    for i in 0..3 {
+        c.spawn(i);
+    }
+    let leader = c.wait_leader(Duration::from_secs(20)).await;
+    let got = dump(&c, leader, "d/", false).await.expect("read after restart");
+    let lost: Vec<_> = acked.iter().filter(|(k, v)| got.get(*k) != Some(*v)).collect();
+    assert!(lost.is_empty(), "{} acknowledged writes lost, e.g. {:?}", lost.len(), lost.first());
+}

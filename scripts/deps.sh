@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs the Debian packages secretd's build and tests need, if missing:
+#   librocksdb-dev  RocksDB 7.8.3, linked instead of compiling its C++ (see ARCHITECTURE.md)
+#   libclang-dev    bindgen (librocksdb-sys) needs it
+#   etcd-client     the real etcdctl, which the integration tests drive
+set -euo pipefail
+need=()
+dpkg -s librocksdb-dev >/dev/null 2>&1 || need+=(librocksdb-dev)
+dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
+if [ "${1:-}" = "--test" ]; then
+  command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
+fi
+[ ${#need[@]} -eq 0 ] && exit 0
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "deps.sh: need root (or sudo) to install: ${need[*]}" >&2; exit 1; }
+  SUDO=sudo
+fi
+echo "deps.sh: installing ${need[*]}" >&2
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
