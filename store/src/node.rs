@@ -132,6 +132,7 @@ pub struct Node {
     hub: Arc<WatchHub>,
     status: Arc<RwLock<NodeStatus>>,
     next_request: AtomicU64,
+    thread: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Node {
@@ -219,6 +220,7 @@ impl Node {
             hub: hub.clone(),
             status: status.clone(),
             next_request: AtomicU64::new(initial_request_counter()),
+            thread: parking_lot::Mutex::new(None),
         });
         let lp = Loop {
             raw,
@@ -235,10 +237,11 @@ impl Node {
             applied,
             tick: Duration::from_millis(cfg.tick_ms),
         };
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name(format!("raft-{}", cfg.name))
             .spawn(move || lp.run())
             .map_err(|e| StoreError::Storage(format!("cannot start raft thread: {e}")))?;
+        *node.thread.lock() = Some(handle);
         Ok(node)
     }
 
@@ -293,8 +296,12 @@ impl Node {
         let _ = self.tx.try_send(Input::Unreachable(peer));
     }
 
+    /// Stops the raft loop and waits for it to finish its current round.
     pub fn stop(&self) {
         let _ = self.tx.send_timeout(Input::Stop, Duration::from_secs(1));
+        if let Some(h) = self.thread.lock().take() {
+            let _ = h.join();
+        }
     }
 
     fn send_input(&self, input: Input) -> Result<()> {
@@ -569,7 +576,13 @@ impl Loop {
                 return;
             }
         }
-        tracing::info!("raft loop stopped");
+        let st = self.status.read().clone();
+        tracing::info!(
+            entries = st.entries_persisted,
+            fsyncs = st.fsyncs,
+            entries_per_fsync = format_args!("{:.1}", st.entries_persisted as f64 / st.fsyncs.max(1) as f64),
+            "raft loop stopped"
+        );
     }
 
     fn handle(&mut self, input: Input) {

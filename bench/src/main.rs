@@ -1,0 +1,77 @@
+//! `secretd-bench`: a thin CLI over the load generator in `lib.rs`.
+
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use secretd_bench::{run, LoadSpec, Workload};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Op {
+    Put,
+    Get,
+}
+
+#[derive(Parser, Debug)]
+#[command(name = "secretd-bench", about = "etcd v3 load generator")]
+struct Cli {
+    #[arg(value_enum)]
+    op: Op,
+    /// Comma-separated client endpoints (host:port).
+    #[arg(long, default_value = "127.0.0.1:2379")]
+    endpoints: String,
+    /// gRPC connections, spread over the endpoints.
+    #[arg(long, default_value_t = 16)]
+    connections: usize,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 1)]
+    in_flight: usize,
+    /// Operations to run in total.
+    #[arg(long, default_value_t = 10_000)]
+    total: u64,
+    /// Stop after this many seconds even if `total` is not reached.
+    #[arg(long, default_value_t = 60)]
+    seconds: u64,
+    /// Distinct keys.
+    #[arg(long, default_value_t = 100_000)]
+    key_space: u64,
+    /// Value size in bytes (puts).
+    #[arg(long, default_value_t = 256)]
+    value_bytes: usize,
+    /// Read consistency for gets: l (linearizable) or s (serializable).
+    #[arg(long, default_value = "l")]
+    consistency: String,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let workload = match (cli.op, cli.consistency.as_str()) {
+        (Op::Put, _) => Workload::Put,
+        (Op::Get, "l") => Workload::GetLinearizable,
+        (Op::Get, "s") => Workload::GetSerializable,
+        (Op::Get, other) => {
+            eprintln!("secretd-bench: --consistency must be l or s, not {other:?}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let spec = LoadSpec {
+        endpoints: cli.endpoints.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect(),
+        connections: cli.connections.max(1).min(cli.in_flight.max(1)),
+        in_flight: cli.in_flight,
+        total_ops: cli.total,
+        time_limit: Duration::from_secs(cli.seconds),
+        key_space: cli.key_space,
+        value_bytes: cli.value_bytes,
+        workload,
+    };
+    match run(&spec).await {
+        Ok(r) => {
+            println!("{:?} in-flight={} value={}B: {}", workload, spec.in_flight, spec.value_bytes, r.summary());
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("secretd-bench: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
