@@ -1,0 +1,60 @@
+//! The checker against real Jepsen histories with known verdicts
+//! (`../shared/corpus`): every verdict must be exact, and fast.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use secretd_jepsen::check::{self, model, parse};
+
+fn corpus() -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus");
+    assert!(p.is_dir(), "the Jepsen corpus is missing: expected {} (shared/ beside the repository)", p.display());
+    p
+}
+
+fn verdicts(dir: &PathBuf) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(dir.join("VERDICTS")).expect("VERDICTS file");
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let (f, v) = l.split_once(' ').expect("`<file> <verdict>` lines");
+            (f.to_string(), v.trim().to_string())
+        })
+        .collect()
+}
+
+const PER_FILE_BUDGET: Duration = Duration::from_secs(20);
+
+#[test]
+fn register_histories_get_their_known_verdicts() {
+    let dir = corpus().join("jepsen-etcd-register");
+    let expected = verdicts(&dir);
+    assert!(expected.len() >= 80, "expected the full register corpus");
+    let started = Instant::now();
+    let mut wrong = Vec::new();
+    for (file, want) in &expected {
+        let ops = parse::register_log(&std::fs::read_to_string(dir.join(file)).unwrap()).unwrap();
+        let got = check::check_partitioned::<model::Register>(vec![ops], PER_FILE_BUDGET);
+        if got.word() != want {
+            wrong.push(format!("{file}: want {want}, got {}", got.word()));
+        }
+    }
+    eprintln!("register corpus: {} files in {:?}", expected.len(), started.elapsed());
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
+#[test]
+fn kv_append_histories_get_their_known_verdicts() {
+    let dir = corpus().join("kv-append");
+    let started = Instant::now();
+    let mut wrong = Vec::new();
+    for (file, want) in verdicts(&dir) {
+        let by_key = parse::kv_edn(&std::fs::read_to_string(dir.join(&file)).unwrap()).unwrap();
+        let got = check::check_partitioned::<model::KvString>(by_key.into_values().collect(), PER_FILE_BUDGET);
+        if got.word() != want {
+            wrong.push(format!("{file}: want {want}, got {}", got.word()));
+        }
+    }
+    eprintln!("kv corpus in {:?}", started.elapsed());
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
