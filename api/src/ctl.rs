@@ -17,7 +17,12 @@ use crate::pb::etcdserverpb::{
 #[command(name = "secretctl", version, about = "Operate a secretd cluster")]
 pub struct Cli {
     /// Comma-separated member client endpoints (host:port).
-    #[arg(long, global = true, env = "SECRETCTL_ENDPOINTS", default_value = "127.0.0.1:2379")]
+    #[arg(
+        long,
+        global = true,
+        env = "SECRETCTL_ENDPOINTS",
+        default_value = "127.0.0.1:2379"
+    )]
     pub endpoints: String,
     /// Time allowed for each request, in seconds.
     #[arg(long, global = true, default_value_t = 5)]
@@ -61,7 +66,12 @@ pub enum KvCmd {
 }
 
 fn endpoints(list: &str) -> Result<Vec<String>> {
-    let eps: Vec<String> = list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect();
+    let eps: Vec<String> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
     if eps.is_empty() {
         bail!("--endpoints is empty");
     }
@@ -69,7 +79,11 @@ fn endpoints(list: &str) -> Result<Vec<String>> {
 }
 
 fn channel(endpoint: &str, timeout: Duration) -> Result<Channel> {
-    let url = if endpoint.contains("://") { endpoint.to_string() } else { format!("http://{endpoint}") };
+    let url = if endpoint.contains("://") {
+        endpoint.to_string()
+    } else {
+        format!("http://{endpoint}")
+    };
     Ok(Channel::from_shared(url.clone())
         .map_err(|_| anyhow!("invalid endpoint {endpoint:?}"))?
         .connect_timeout(Duration::from_secs(2))
@@ -91,8 +105,12 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 
 fn grpc_error(e: tonic::Status, endpoint: &str) -> anyhow::Error {
     match e.code() {
-        tonic::Code::Unavailable if e.message().starts_with("etcdserver") => anyhow!("{}", e.message()),
-        tonic::Code::Unavailable | tonic::Code::Unknown => anyhow!("cannot reach {endpoint}: {}", e.message()),
+        tonic::Code::Unavailable if e.message().starts_with("etcdserver") => {
+            anyhow!("{}", e.message())
+        }
+        tonic::Code::Unavailable | tonic::Code::Unknown => {
+            anyhow!("cannot reach {endpoint}: {}", e.message())
+        }
         tonic::Code::DeadlineExceeded => anyhow!("{endpoint} did not answer in time"),
         _ => anyhow!("{}", e.message()),
     }
@@ -109,7 +127,12 @@ where
     for ep in endpoints(&cli.endpoints)? {
         match f(KvClient::new(channel(&ep, timeout)?)).await {
             Ok(v) => return Ok(v),
-            Err(e) if e.code() == tonic::Code::Unavailable && !e.message().starts_with("etcdserver") => last = Some(grpc_error(e, &ep)),
+            Err(e)
+                if e.code() == tonic::Code::Unavailable
+                    && !e.message().starts_with("etcdserver") =>
+            {
+                last = Some(grpc_error(e, &ep))
+            }
             Err(e) => return Err(grpc_error(e, &ep)),
         }
     }
@@ -120,7 +143,10 @@ pub async fn run(cli: Cli) -> Result<()> {
     match &cli.command {
         Command::Cluster(ClusterCmd::Status) => {
             let timeout = Duration::from_secs(cli.command_timeout);
-            println!("{:<24} {:<17} {:<17} {:>6} {:>10} {:>10} {:>8}", "ENDPOINT", "ID", "LEADER", "TERM", "INDEX", "APPLIED", "REVISION");
+            println!(
+                "{:<24} {:<17} {:<17} {:>6} {:>10} {:>10} {:>8}",
+                "ENDPOINT", "ID", "LEADER", "TERM", "INDEX", "APPLIED", "REVISION"
+            );
             let mut failed = 0;
             for ep in endpoints(&cli.endpoints)? {
                 let mut c = MaintenanceClient::new(channel(&ep, timeout)?);
@@ -130,7 +156,13 @@ pub async fn run(cli: Cli) -> Result<()> {
                         let h = s.header.unwrap_or_default();
                         println!(
                             "{:<24} {:<17x} {:<17x} {:>6} {:>10} {:>10} {:>8}",
-                            ep, h.member_id, s.leader, s.raft_term, s.raft_index, s.raft_applied_index, h.revision
+                            ep,
+                            h.member_id,
+                            s.leader,
+                            s.raft_term,
+                            s.raft_index,
+                            s.raft_applied_index,
+                            h.revision
                         );
                     }
                     Err(e) => {
@@ -144,7 +176,11 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Kv(KvCmd::Put { key, value }) => {
-            let req = PutRequest { key: key.clone().into_bytes(), value: value.clone().into_bytes(), ..Default::default() };
+            let req = PutRequest {
+                key: key.clone().into_bytes(),
+                value: value.clone().into_bytes(),
+                ..Default::default()
+            };
             with_kv(&cli, |mut c| {
                 let req = req.clone();
                 async move { c.put(req).await }
@@ -155,7 +191,11 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Kv(KvCmd::Get { key, prefix }) => {
             let req = RangeRequest {
                 key: key.clone().into_bytes(),
-                range_end: if *prefix { prefix_end(key.as_bytes()) } else { Vec::new() },
+                range_end: if *prefix {
+                    prefix_end(key.as_bytes())
+                } else {
+                    Vec::new()
+                },
                 ..Default::default()
             };
             let resp = with_kv(&cli, |mut c| {
@@ -165,13 +205,21 @@ pub async fn run(cli: Cli) -> Result<()> {
             .await?
             .into_inner();
             for kv in resp.kvs {
-                println!("{}\n{}", String::from_utf8_lossy(&kv.key), String::from_utf8_lossy(&kv.value));
+                println!(
+                    "{}\n{}",
+                    String::from_utf8_lossy(&kv.key),
+                    String::from_utf8_lossy(&kv.value)
+                );
             }
         }
         Command::Kv(KvCmd::Del { key, prefix }) => {
             let req = DeleteRangeRequest {
                 key: key.clone().into_bytes(),
-                range_end: if *prefix { prefix_end(key.as_bytes()) } else { Vec::new() },
+                range_end: if *prefix {
+                    prefix_end(key.as_bytes())
+                } else {
+                    Vec::new()
+                },
                 prev_kv: false,
             };
             let resp = with_kv(&cli, |mut c| {

@@ -41,12 +41,25 @@ async fn etcdctl_session_against_three_members() {
     assert_eq!(c.ok(&["get", "k1"]), "k1\nv2\n");
     assert_eq!(c.ok(&["get", "k", "--prefix"]), "k1\nv2\nk2\nx\n");
     assert_eq!(c.ok(&["get", "k1", "--rev=2"]), "k1\nv1\n");
-    assert_eq!(c.ok(&["get", "", "--prefix", "--keys-only"]), "k1\n\nk2\n\nother\n\n");
+    assert_eq!(
+        c.ok(&["get", "", "--prefix", "--keys-only"]),
+        "k1\n\nk2\n\nother\n\n"
+    );
     let json = c.ok(&["get", "k1", "-w", "json"]);
-    assert!(json.contains("\"create_revision\":2") && json.contains("\"mod_revision\":3") && json.contains("\"version\":2"), "{json}");
-    assert!(c.ok(&["get", "k", "--prefix", "--limit=1", "-w", "json"]).contains("\"more\":true,\"count\":2"));
+    assert!(
+        json.contains("\"create_revision\":2")
+            && json.contains("\"mod_revision\":3")
+            && json.contains("\"version\":2"),
+        "{json}"
+    );
+    assert!(c
+        .ok(&["get", "k", "--prefix", "--limit=1", "-w", "json"])
+        .contains("\"more\":true,\"count\":2"));
     assert_eq!(c.ok(&["get", "k", "--prefix", "--limit=1"]), "k1\nv2\n");
-    assert_eq!(c.ok(&["get", "k", "--prefix", "--sort-by=VALUE", "--order=DESCEND"]), "k2\nx\nk1\nv2\n");
+    assert_eq!(
+        c.ok(&["get", "k", "--prefix", "--sort-by=VALUE", "--order=DESCEND"]),
+        "k2\nx\nk1\nv2\n"
+    );
 
     // Serializable reads on every member converge to the same value.
     for i in 0..3 {
@@ -56,7 +69,10 @@ async fn etcdctl_session_against_three_members() {
             if String::from_utf8_lossy(&out.stdout) == "k1\nv2\n" {
                 break;
             }
-            assert!(Instant::now() < deadline, "member {i} never served k1=v2 serializably");
+            assert!(
+                Instant::now() < deadline,
+                "member {i} never served k1=v2 serializably"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -71,13 +87,24 @@ async fn etcdctl_session_against_three_members() {
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success());
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    assert_eq!(txn("value(\"k1\") = \"v2\"\n\nput k1 v3\n\nput k1 never\n\n"), "SUCCESS\n\nOK\n");
-    assert_eq!(txn("mod(\"k1\") < \"3\"\n\nput k1 never\n\nget k1\n\n"), "FAILURE\n\nk1\nv3\n");
+    assert_eq!(
+        txn("value(\"k1\") = \"v2\"\n\nput k1 v3\n\nput k1 never\n\n"),
+        "SUCCESS\n\nOK\n"
+    );
+    assert_eq!(
+        txn("mod(\"k1\") < \"3\"\n\nput k1 never\n\nget k1\n\n"),
+        "FAILURE\n\nk1\nv3\n"
+    );
     assert_eq!(c.ok(&["get", "k1"]), "k1\nv3\n"); // revision 6
 
     // del.
@@ -86,8 +113,16 @@ async fn etcdctl_session_against_three_members() {
     assert_eq!(c.ok(&["del", "nothing-here"]).trim(), "0");
 
     // watch from a past revision, by prefix: the whole history, in order.
-    let out = watch_output(&c, &["--prefix", "k", "--rev=2"], || {}, Duration::from_millis(800));
-    assert_eq!(out, "PUT\nk1\nv1\nPUT\nk1\nv2\nPUT\nk2\nx\nPUT\nk1\nv3\nDELETE\nk2\n\n", "{out}");
+    let out = watch_output(
+        &c,
+        &["--prefix", "k", "--rev=2"],
+        || {},
+        Duration::from_millis(800),
+    );
+    assert_eq!(
+        out, "PUT\nk1\nv1\nPUT\nk1\nv2\nPUT\nk2\nx\nPUT\nk1\nv3\nDELETE\nk2\n\n",
+        "{out}"
+    );
 
     // Live watch, with a write through another member.
     let out = watch_output(
@@ -106,18 +141,31 @@ async fn etcdctl_session_against_three_members() {
     assert_eq!(c.ok(&["compaction", "3"]).trim(), "compacted revision 3");
     let out = c.etcdctl(&["get", "k1", "--rev=2"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("etcdserver: mvcc: required revision has been compacted"));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("etcdserver: mvcc: required revision has been compacted"));
     assert_eq!(c.ok(&["get", "k1", "--rev=3"]), "k1\nv2\n");
     let out = watch_output(&c, &["k1", "--rev=2"], || {}, Duration::from_millis(500));
-    assert!(out.contains("required revision has been compacted"), "{out}");
+    assert!(
+        out.contains("required revision has been compacted"),
+        "{out}"
+    );
     let out = c.etcdctl(&["get", "k1", "--rev=100000"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("etcdserver: mvcc: required revision is a future revision"));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("etcdserver: mvcc: required revision is a future revision"));
 
     // endpoint status: three members, exactly one leader, same term.
     let status = c.ok(&["endpoint", "status", "-w", "json"]);
     assert_eq!(status.matches("\"Endpoint\"").count(), 3, "{status}");
-    let leaders: Vec<_> = status.match_indices("\"leader\":").map(|(i, _)| &status[i + 9..i + 29]).collect();
-    assert!(leaders.windows(2).all(|w| w[0].split(',').next() == w[1].split(',').next()), "{status}");
+    let leaders: Vec<_> = status
+        .match_indices("\"leader\":")
+        .map(|(i, _)| &status[i + 9..i + 29])
+        .collect();
+    assert!(
+        leaders
+            .windows(2)
+            .all(|w| w[0].split(',').next() == w[1].split(',').next()),
+        "{status}"
+    );
     assert_eq!(c.ok(&["endpoint", "status"]).lines().count(), 3);
 
     // A request over --max-request-bytes gets etcd's error.
@@ -129,10 +177,19 @@ async fn etcdctl_session_against_three_members() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(&vec![b'x'; 1600 * 1024]).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&vec![b'x'; 1600 * 1024])
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("etcdserver: request is too large"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("etcdserver: request is too large"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // ... and loses nothing.
     assert_eq!(c.ok(&["get", "k1"]), "k1\nv3\n");
 }

@@ -20,8 +20,15 @@ async fn put_anywhere(c: &Cluster, start: usize, key: &str, val: &str, within: D
     let mut i = start;
     while Instant::now() < deadline {
         let mut kv = c.kv(i % n).await;
-        let req = PutRequest { key: key.into(), value: val.into(), ..Default::default() };
-        if tokio::time::timeout(Duration::from_secs(3), kv.put(req)).await.is_ok_and(|r| r.is_ok()) {
+        let req = PutRequest {
+            key: key.into(),
+            value: val.into(),
+            ..Default::default()
+        };
+        if tokio::time::timeout(Duration::from_secs(3), kv.put(req))
+            .await
+            .is_ok_and(|r| r.is_ok())
+        {
             return true;
         }
         i += 1;
@@ -31,16 +38,31 @@ async fn put_anywhere(c: &Cluster, start: usize, key: &str, val: &str, within: D
 }
 
 /// All keys under `prefix` as this member serves them.
-async fn dump(c: &Cluster, i: usize, prefix: &str, serializable: bool) -> Option<BTreeMap<String, String>> {
+async fn dump(
+    c: &Cluster,
+    i: usize,
+    prefix: &str,
+    serializable: bool,
+) -> Option<BTreeMap<String, String>> {
     let mut kv = c.kv(i).await;
     let mut end = prefix.as_bytes().to_vec();
     *end.last_mut().unwrap() += 1;
-    let req = RangeRequest { key: prefix.into(), range_end: end, serializable, ..Default::default() };
+    let req = RangeRequest {
+        key: prefix.into(),
+        range_end: end,
+        serializable,
+        ..Default::default()
+    };
     let resp = kv.range(req).await.ok()?.into_inner();
     Some(
         resp.kvs
             .into_iter()
-            .map(|kv| (String::from_utf8(kv.key).unwrap(), String::from_utf8(kv.value).unwrap()))
+            .map(|kv| {
+                (
+                    String::from_utf8(kv.key).unwrap(),
+                    String::from_utf8(kv.value).unwrap(),
+                )
+            })
             .collect(),
     )
 }
@@ -67,16 +89,28 @@ async fn leader_killed_while_writing_then_rejoins() {
         i += 1;
     }
     let killed_at = killed_at.expect("leader was killed");
-    let first_after = acked.iter().find(|(_, t)| *t > killed_at).map(|(_, t)| *t - killed_at);
+    let first_after = acked
+        .iter()
+        .find(|(_, t)| *t > killed_at)
+        .map(|(_, t)| *t - killed_at);
     let gap = first_after.expect("no write was acknowledged after the leader died");
-    eprintln!("writes resumed {gap:?} after kill -9 of the leader; {} acked", acked.len());
-    assert!(gap < Duration::from_secs(10), "writes took {gap:?} to resume");
+    eprintln!(
+        "writes resumed {gap:?} after kill -9 of the leader; {} acked",
+        acked.len()
+    );
+    assert!(
+        gap < Duration::from_secs(10),
+        "writes took {gap:?} to resume"
+    );
     let new_leader = c.wait_leader(Duration::from_secs(15)).await;
     assert_ne!(new_leader, leader);
 
     // The old leader comes back, catches up, and serves the latest value.
     c.spawn(leader);
-    let want: BTreeMap<String, String> = acked.iter().map(|(k, _)| (k.clone(), k[2..].trim_start_matches('0').to_string())).collect();
+    let want: BTreeMap<String, String> = acked
+        .iter()
+        .map(|(k, _)| (k.clone(), k[2..].trim_start_matches('0').to_string()))
+        .collect();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(got) = dump(&c, leader, "f/", true).await {
@@ -88,13 +122,20 @@ async fn leader_killed_while_writing_then_rejoins() {
                 }
                 break;
             }
-            assert!(Instant::now() < deadline, "restarted member still misses {} acked keys, e.g. {:?}", missing.len(), missing.first());
+            assert!(
+                Instant::now() < deadline,
+                "restarted member still misses {} acked keys, e.g. {:?}",
+                missing.len(),
+                missing.first()
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // And it serves a linearizable read of a write made after it returned.
     assert!(put_anywhere(&c, new_leader, "f/latest", "after", Duration::from_secs(10)).await);
-    let got = dump(&c, leader, "f/latest", false).await.expect("linearizable read on the rejoined member");
+    let got = dump(&c, leader, "f/latest", false)
+        .await
+        .expect("linearizable read on the rejoined member");
     assert_eq!(got.get("f/latest").map(String::as_str), Some("after"));
 }
 
@@ -114,7 +155,11 @@ async fn every_acknowledged_write_survives_kill_9_of_all_members() {
                 let mut kv = c.kv((w + j) % 3).await;
                 if let Ok(Ok(_)) = tokio::time::timeout(
                     Duration::from_secs(5),
-                    kv.put(PutRequest { key: key.clone().into(), value: val.clone().into(), ..Default::default() }),
+                    kv.put(PutRequest {
+                        key: key.clone().into(),
+                        value: val.clone().into(),
+                        ..Default::default()
+                    }),
                 )
                 .await
                 {
@@ -128,7 +173,11 @@ async fn every_acknowledged_write_survives_kill_9_of_all_members() {
     }
     let mut c = Arc::try_unwrap(c_ref).ok().expect("writers finished");
     let acked = acked.lock().clone();
-    assert_eq!(acked.len(), 400, "a healthy cluster acknowledges every write");
+    assert_eq!(
+        acked.len(),
+        400,
+        "a healthy cluster acknowledges every write"
+    );
     for i in 0..3 {
         c.kill9(i);
     }
@@ -136,7 +185,17 @@ async fn every_acknowledged_write_survives_kill_9_of_all_members() {
         c.spawn(i);
     }
     let leader = c.wait_leader(Duration::from_secs(20)).await;
-    let got = dump(&c, leader, "d/", false).await.expect("read after restart");
-    let lost: Vec<_> = acked.iter().filter(|(k, v)| got.get(*k) != Some(*v)).collect();
-    assert!(lost.is_empty(), "{} acknowledged writes lost, e.g. {:?}", lost.len(), lost.first());
+    let got = dump(&c, leader, "d/", false)
+        .await
+        .expect("read after restart");
+    let lost: Vec<_> = acked
+        .iter()
+        .filter(|(k, v)| got.get(*k) != Some(*v))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged writes lost, e.g. {:?}",
+        lost.len(),
+        lost.first()
+    );
 }

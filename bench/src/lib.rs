@@ -57,30 +57,52 @@ impl Report {
             q(0.99),
             q(0.999),
             self.errors,
-            self.first_error.as_ref().map(|e| format!(" (first: {e})")).unwrap_or_default()
+            self.first_error
+                .as_ref()
+                .map(|e| format!(" (first: {e})"))
+                .unwrap_or_default()
         )
     }
 }
 
 fn channel(endpoint: &str) -> Result<Channel> {
-    let url = if endpoint.contains("://") { endpoint.to_string() } else { format!("http://{endpoint}") };
-    Ok(Channel::from_shared(url)?.connect_timeout(Duration::from_secs(2)).timeout(Duration::from_secs(10)).connect_lazy())
+    let url = if endpoint.contains("://") {
+        endpoint.to_string()
+    } else {
+        format!("http://{endpoint}")
+    };
+    Ok(Channel::from_shared(url)?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(10))
+        .connect_lazy())
 }
 
 /// Runs one workload to completion and reports.
 pub async fn run(spec: &LoadSpec) -> Result<Report> {
-    if spec.endpoints.is_empty() || spec.connections == 0 || spec.in_flight == 0 || spec.key_space == 0 {
+    if spec.endpoints.is_empty()
+        || spec.connections == 0
+        || spec.in_flight == 0
+        || spec.key_space == 0
+    {
         bail!("endpoints, connections, in-flight and key space must all be non-empty");
     }
     let clients: Vec<KvClient<Channel>> = (0..spec.connections)
-        .map(|i| channel(&spec.endpoints[i % spec.endpoints.len()]).map(|c| KvClient::new(c).max_decoding_message_size(64 << 20)))
+        .map(|i| {
+            channel(&spec.endpoints[i % spec.endpoints.len()])
+                .map(|c| KvClient::new(c).max_decoding_message_size(64 << 20))
+        })
         .collect::<Result<_>>()?;
     if spec.workload != Workload::Put {
         // Reads need keys to find: load the key space first (not measured).
         let value = vec![b'v'; spec.value_bytes];
         let mut c = clients[0].clone();
         for k in 0..spec.key_space.min(10_000) {
-            c.put(PutRequest { key: key(k), value: value.clone(), ..Default::default() }).await?;
+            c.put(PutRequest {
+                key: key(k),
+                value: value.clone(),
+                ..Default::default()
+            })
+            .await?;
         }
     }
     let issued = Arc::new(AtomicU64::new(0));
@@ -91,17 +113,37 @@ pub async fn run(spec: &LoadSpec) -> Result<Report> {
         let issued = issued.clone();
         let spec = spec.clone();
         tasks.push(tokio::spawn(async move {
-            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+            let mut hist =
+                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
             let (mut ops, mut errors, mut first_error) = (0u64, 0u64, None);
             let value = vec![b'x'; spec.value_bytes];
             let mut rng = rand::rngs::StdRng::from_entropy();
-            while issued.fetch_add(1, Ordering::Relaxed) < spec.total_ops && started.elapsed() < spec.time_limit {
-                let k = key(rng.gen_range(0..spec.key_space.min(if spec.workload == Workload::Put { u64::MAX } else { 10_000 })));
+            while issued.fetch_add(1, Ordering::Relaxed) < spec.total_ops
+                && started.elapsed() < spec.time_limit
+            {
+                let k = key(rng.gen_range(
+                    0..spec.key_space.min(if spec.workload == Workload::Put {
+                        u64::MAX
+                    } else {
+                        10_000
+                    }),
+                ));
                 let t = Instant::now();
                 let res = match spec.workload {
-                    Workload::Put => client.put(PutRequest { key: k, value: value.clone(), ..Default::default() }).await.map(|_| ()),
+                    Workload::Put => client
+                        .put(PutRequest {
+                            key: k,
+                            value: value.clone(),
+                            ..Default::default()
+                        })
+                        .await
+                        .map(|_| ()),
                     Workload::GetLinearizable | Workload::GetSerializable => client
-                        .range(RangeRequest { key: k, serializable: spec.workload == Workload::GetSerializable, ..Default::default() })
+                        .range(RangeRequest {
+                            key: k,
+                            serializable: spec.workload == Workload::GetSerializable,
+                            ..Default::default()
+                        })
                         .await
                         .map(|_| ()),
                 };

@@ -55,7 +55,13 @@ async fn main() -> std::process::ExitCode {
         }
     };
     let spec = LoadSpec {
-        endpoints: cli.endpoints.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect(),
+        endpoints: cli
+            .endpoints
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
         connections: cli.connections.max(1).min(cli.in_flight.max(1)),
         in_flight: cli.in_flight,
         total_ops: cli.total,
@@ -66,7 +72,13 @@ async fn main() -> std::process::ExitCode {
     };
     match run(&spec).await {
         Ok(r) => {
-            println!("{:?} in-flight={} value={}B: {}", workload, spec.in_flight, spec.value_bytes, r.summary());
+            println!(
+                "{:?} in-flight={} value={}B: {}",
+                workload,
+                spec.in_flight,
+                spec.value_bytes,
+                r.summary()
+            );
             std::process::ExitCode::SUCCESS
         }
         Err(e) => {

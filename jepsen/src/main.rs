@@ -9,7 +9,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 use secretd_jepsen::check::{self, model, parse, Verdict};
 
 #[derive(Parser)]
-#[command(name = "jepsen", about = "secretd's fault-injection suite and history checkers")]
+#[command(
+    name = "jepsen",
+    about = "secretd's fault-injection suite and history checkers"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -44,17 +47,27 @@ fn check_file(model: ModelName, path: &PathBuf, budget: Duration) -> Result<Verd
     match model {
         ModelName::Register => {
             let ops = parse::register_log(&text).map_err(|e| e.to_string())?;
-            Ok(check::check_partitioned::<model::Register>(vec![ops], budget))
+            Ok(check::check_partitioned::<model::Register>(
+                vec![ops],
+                budget,
+            ))
         }
         ModelName::Kv => {
             let by_key = parse::kv_edn(&text).map_err(|e| e.to_string())?;
-            Ok(check::check_partitioned::<model::KvString>(by_key.into_values().collect(), budget))
+            Ok(check::check_partitioned::<model::KvString>(
+                by_key.into_values().collect(),
+                budget,
+            ))
         }
     }
 }
 
 fn main() -> ExitCode {
-    let Command::Check { model, time_limit, files } = Cli::parse().command;
+    let Command::Check {
+        model,
+        time_limit,
+        files,
+    } = Cli::parse().command;
     if !(time_limit > 0.0 && time_limit.is_finite()) {
         eprintln!("jepsen: --time-limit must be a positive number of seconds");
         return ExitCode::from(2);
@@ -83,5 +96,11 @@ fn main() -> ExitCode {
             }
         }
     }
-    ExitCode::from(if bad { 1 } else if unsure { 2 } else { 0 })
+    ExitCode::from(if bad {
+        1
+    } else if unsure {
+        2
+    } else {
+        0
+    })
 }

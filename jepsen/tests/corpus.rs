@@ -8,7 +8,11 @@ use secretd_jepsen::check::{self, model, parse};
 
 fn corpus() -> PathBuf {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus");
-    assert!(p.is_dir(), "the Jepsen corpus is missing: expected {} (shared/ beside the repository)", p.display());
+    assert!(
+        p.is_dir(),
+        "the Jepsen corpus is missing: expected {} (shared/ beside the repository)",
+        p.display()
+    );
     p
 }
 
@@ -39,7 +43,11 @@ fn register_histories_get_their_known_verdicts() {
             wrong.push(format!("{file}: want {want}, got {}", got.word()));
         }
     }
-    eprintln!("register corpus: {} files in {:?}", expected.len(), started.elapsed());
+    eprintln!(
+        "register corpus: {} files in {:?}",
+        expected.len(),
+        started.elapsed()
+    );
     assert!(wrong.is_empty(), "{wrong:#?}");
 }
 
@@ -50,7 +58,10 @@ fn kv_append_histories_get_their_known_verdicts() {
     let mut wrong = Vec::new();
     for (file, want) in verdicts(&dir) {
         let by_key = parse::kv_edn(&std::fs::read_to_string(dir.join(&file)).unwrap()).unwrap();
-        let got = check::check_partitioned::<model::KvString>(by_key.into_values().collect(), PER_FILE_BUDGET);
+        let got = check::check_partitioned::<model::KvString>(
+            by_key.into_values().collect(),
+            PER_FILE_BUDGET,
+        );
         if got.word() != want {
             wrong.push(format!("{file}: want {want}, got {}", got.word()));
         }

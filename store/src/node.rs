@@ -580,7 +580,10 @@ impl Loop {
         tracing::info!(
             entries = st.entries_persisted,
             fsyncs = st.fsyncs,
-            entries_per_fsync = format_args!("{:.1}", st.entries_persisted as f64 / st.fsyncs.max(1) as f64),
+            entries_per_fsync = format_args!(
+                "{:.1}",
+                st.entries_persisted as f64 / st.fsyncs.max(1) as f64
+            ),
             "raft loop stopped"
         );
     }

@@ -206,7 +206,8 @@ impl WatchHub {
                     }
                 }
             }
-            w.next_rev = current + 1;
+            // A watcher that starts in the future keeps its start.
+            w.next_rev = w.next_rev.max(current + 1);
         }
         drop(inner);
         for k in closed {
@@ -326,5 +327,130 @@ async fn catch_up_loop(hub: Weak<WatchHub>) {
         {
             tracing::error!("watch catch-up round panicked");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::Db;
+    use crate::mvcc::Applier;
+    use crate::pb::etcdserverpb::{CompactionRequest, PutRequest};
+    use crate::pb::internal::internal_request::Request;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        applier: Applier,
+        hub: Arc<WatchHub>,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            let mvcc = Mvcc::open(Db::open(dir.path()).unwrap()).unwrap();
+            let hub = WatchHub::start(mvcc.clone(), Duration::from_secs(600));
+            Fixture {
+                _dir: dir,
+                applier: Applier::new(mvcc),
+                hub,
+            }
+        }
+
+        /// Applies and publishes one request, as the raft loop does.
+        fn apply(&mut self, req: Request) {
+            let mut batch = rocksdb::WriteBatch::default();
+            let (res, events) = self
+                .applier
+                .apply(&req, &mut batch, self.hub.wants_prev_kv());
+            res.unwrap();
+            self.applier
+                .mvcc()
+                .db_for_tests()
+                .write_sync(batch)
+                .unwrap();
+            let revision = self.applier.revision();
+            let batch = if events.is_empty() {
+                vec![]
+            } else {
+                vec![RevEvents { revision, events }]
+            };
+            let applier = &mut self.applier;
+            self.hub.publish(&batch, || applier.publish());
+        }
+
+        fn put(&mut self, k: &str, v: &str) {
+            self.apply(Request::Put(PutRequest {
+                key: k.into(),
+                value: v.into(),
+                ..Default::default()
+            }));
+        }
+    }
+
+    fn spec(key: &str, start: i64) -> WatchSpec {
+        WatchSpec {
+            key: key.into(),
+            start_revision: start,
+            ..Default::default()
+        }
+    }
+
+    async fn recv_revs(rx: &mut mpsc::Receiver<WatchMsg>, want: usize) -> Vec<i64> {
+        let mut revs = Vec::new();
+        while revs.len() < want {
+            let m = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .expect("event in time")
+                .unwrap();
+            revs.extend(m.events.iter().map(|e| e.kv.as_ref().unwrap().mod_revision));
+        }
+        revs
+    }
+
+    #[tokio::test]
+    async fn future_start_revision_is_kept() {
+        let mut f = Fixture::new();
+        let (tx, mut rx) = mpsc::channel(16);
+        f.hub.watch(spec("k", 4), 1, tx).unwrap();
+        for v in ["a", "b", "c", "d"] {
+            f.put("k", v); // revisions 2..=5
+        }
+        assert_eq!(recv_revs(&mut rx, 2).await, vec![4, 5]);
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn slow_watcher_catches_up_without_gaps_or_duplicates() {
+        let mut f = Fixture::new();
+        // Room for one message: the watcher falls behind at once.
+        let (tx, mut rx) = mpsc::channel(1);
+        f.hub.watch(spec("k", 0), 7, tx).unwrap();
+        for i in 0..200 {
+            f.put("k", &i.to_string()); // never blocks, whatever the watcher does
+        }
+        let revs = recv_revs(&mut rx, 200).await;
+        assert_eq!(revs, (2..202).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn compacted_start_is_refused_and_lagging_watcher_is_cancelled() {
+        let mut f = Fixture::new();
+        for i in 0..5 {
+            f.put("k", &i.to_string());
+        }
+        f.apply(Request::Compaction(CompactionRequest {
+            revision: 4,
+            physical: false,
+        }));
+        let (tx, _rx) = mpsc::channel(4);
+        assert_eq!(
+            f.hub.watch(spec("k", 2), 1, tx).unwrap_err(),
+            StoreError::Compacted {
+                compact_revision: 4
+            }
+        );
+        let (tx, mut rx) = mpsc::channel(4);
+        f.hub.watch(spec("k", 4), 2, tx).unwrap();
+        assert_eq!(recv_revs(&mut rx, 3).await, vec![4, 5, 6]);
     }
 }

@@ -4,7 +4,10 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = secretd_api::ctl::Cli::parse();
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("secretctl: cannot start the runtime: {e}");

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use secretd_api::pb::etcdserverpb::{kv_client::KvClient, maintenance_client::MaintenanceClient, StatusRequest};
+use secretd_api::pb::etcdserverpb::{
+    kv_client::KvClient, maintenance_client::MaintenanceClient, StatusRequest,
+};
 use tonic::transport::Channel;
 
 pub struct Member {
@@ -27,7 +29,11 @@ pub struct Cluster {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind an ephemeral port")
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn secretd_bin() -> &'static str {
@@ -68,7 +74,12 @@ impl Cluster {
             .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
             .collect::<Vec<_>>()
             .join(",");
-        let mut c = Cluster { dir, members, initial_cluster, extra_args: extra.iter().map(|s| s.to_string()).collect() };
+        let mut c = Cluster {
+            dir,
+            members,
+            initial_cluster,
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+        };
         for i in 0..n {
             c.spawn(i);
         }
@@ -78,15 +89,29 @@ impl Cluster {
     pub fn spawn(&mut self, i: usize) {
         let m = &mut self.members[i];
         assert!(m.child.is_none(), "member {} already running", m.name);
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&m.log).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&m.log)
+            .expect("log file");
         let client = format!("http://127.0.0.1:{}", m.client_port);
         let peer = format!("http://127.0.0.1:{}", m.peer_port);
         let child = Command::new(secretd_bin())
             .args(["--name", &m.name])
             .arg("--data-dir")
             .arg(&m.data_dir)
-            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
             .args(["--initial-cluster", &self.initial_cluster])
             .args(&self.extra_args)
             .env("SECRETD_LOG", "info")
@@ -110,11 +135,16 @@ impl Cluster {
     }
 
     pub fn endpoints(&self) -> String {
-        (0..self.members.len()).map(|i| self.endpoint(i)).collect::<Vec<_>>().join(",")
+        (0..self.members.len())
+            .map(|i| self.endpoint(i))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     pub fn running(&self) -> Vec<usize> {
-        (0..self.members.len()).filter(|i| self.members[*i].child.is_some()).collect()
+        (0..self.members.len())
+            .filter(|i| self.members[*i].child.is_some())
+            .collect()
     }
 
     /// Runs etcdctl against the given endpoints.
@@ -170,13 +200,20 @@ impl Cluster {
             }
             let leaders: Vec<u64> = seen.iter().map(|s| s.2).collect();
             if let Some(&l) = leaders.first() {
-                if l != 0 && leaders.len() == self.running().len() && leaders.iter().all(|x| *x == l) {
+                if l != 0
+                    && leaders.len() == self.running().len()
+                    && leaders.iter().all(|x| *x == l)
+                {
                     if let Some((i, _, _)) = seen.iter().find(|s| s.1 == l) {
                         return *i;
                     }
                 }
             }
-            assert!(Instant::now() < deadline, "no agreed leader within {within:?}: {seen:?}\n{}", self.logs_tail());
+            assert!(
+                Instant::now() < deadline,
+                "no agreed leader within {within:?}: {seen:?}\n{}",
+                self.logs_tail()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -208,5 +245,8 @@ impl Drop for Cluster {
 }
 
 pub fn stdout_lines(o: &Output) -> Vec<String> {
-    String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect()
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
 }

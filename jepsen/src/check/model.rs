@@ -10,7 +10,11 @@ pub trait Model {
     type Input: Clone + Debug;
     type Output: Clone + Debug;
     fn init() -> Self::State;
-    fn step(state: &Self::State, input: &Self::Input, output: Option<&Self::Output>) -> Option<Self::State>;
+    fn step(
+        state: &Self::State,
+        input: &Self::Input,
+        output: Option<&Self::Output>,
+    ) -> Option<Self::State>;
 }
 
 /// One integer register, initially absent.
@@ -42,14 +46,26 @@ impl Model for Register {
         None
     }
 
-    fn step(state: &Option<i64>, input: &RegisterOp, output: Option<&RegisterOut>) -> Option<Option<i64>> {
+    fn step(
+        state: &Option<i64>,
+        input: &RegisterOp,
+        output: Option<&RegisterOut>,
+    ) -> Option<Option<i64>> {
         match (input, output) {
             (RegisterOp::Read, Some(RegisterOut::Value(v))) => (v == state).then_some(*state),
             (RegisterOp::Read, None) => Some(*state),
             (RegisterOp::Write(v), Some(RegisterOut::Done) | None) => Some(Some(*v)),
-            (RegisterOp::Cas(from, to), Some(RegisterOut::Cas(true))) => (*state == Some(*from)).then_some(Some(*to)),
-            (RegisterOp::Cas(from, _), Some(RegisterOut::Cas(false))) => (*state != Some(*from)).then_some(*state),
-            (RegisterOp::Cas(from, to), None) => Some(if *state == Some(*from) { Some(*to) } else { *state }),
+            (RegisterOp::Cas(from, to), Some(RegisterOut::Cas(true))) => {
+                (*state == Some(*from)).then_some(Some(*to))
+            }
+            (RegisterOp::Cas(from, _), Some(RegisterOut::Cas(false))) => {
+                (*state != Some(*from)).then_some(*state)
+            }
+            (RegisterOp::Cas(from, to), None) => Some(if *state == Some(*from) {
+                Some(*to)
+            } else {
+                *state
+            }),
             _ => None, // an output of the wrong kind never matches
         }
     }
@@ -93,11 +109,26 @@ mod tests {
     fn register_steps() {
         use RegisterOp as I;
         use RegisterOut as O;
-        assert_eq!(Register::step(&None, &I::Read, Some(&O::Value(None))), Some(None));
-        assert_eq!(Register::step(&Some(1), &I::Read, Some(&O::Value(None))), None);
-        assert_eq!(Register::step(&Some(1), &I::Cas(1, 2), Some(&O::Cas(true))), Some(Some(2)));
-        assert_eq!(Register::step(&Some(1), &I::Cas(1, 2), Some(&O::Cas(false))), None);
+        assert_eq!(
+            Register::step(&None, &I::Read, Some(&O::Value(None))),
+            Some(None)
+        );
+        assert_eq!(
+            Register::step(&Some(1), &I::Read, Some(&O::Value(None))),
+            None
+        );
+        assert_eq!(
+            Register::step(&Some(1), &I::Cas(1, 2), Some(&O::Cas(true))),
+            Some(Some(2))
+        );
+        assert_eq!(
+            Register::step(&Some(1), &I::Cas(1, 2), Some(&O::Cas(false))),
+            None
+        );
         assert_eq!(Register::step(&Some(3), &I::Cas(1, 2), None), Some(Some(3)));
-        assert_eq!(KvString::step(&"a".into(), &KvOp::Append("b".into()), None), Some("ab".into()));
+        assert_eq!(
+            KvString::step(&"a".into(), &KvOp::Append("b".into()), None),
+            Some("ab".into())
+        );
     }
 }

@@ -21,7 +21,10 @@ pub struct ParseError {
 }
 
 fn err<T>(line: usize, msg: impl Into<String>) -> Result<T, ParseError> {
-    Err(ParseError { line, msg: msg.into() })
+    Err(ParseError {
+        line,
+        msg: msg.into(),
+    })
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -50,24 +53,50 @@ struct Pairing<I, O> {
 
 impl<I: Clone, O> Pairing<I, O> {
     fn new() -> Self {
-        Pairing { open: HashMap::new(), ops: Vec::new() }
+        Pairing {
+            open: HashMap::new(),
+            ops: Vec::new(),
+        }
     }
 
     fn invoke(&mut self, process: u64, at: u64, input: I, line: usize) {
         if let Some((inv, inp, l)) = self.open.insert(process, (at, input, line)) {
             // A process that invokes again without completing: the earlier
             // operation's fate is unknown.
-            self.ops.push(Op { process, input: inp, outcome: Outcome::Unknown, invoke: inv, complete: u64::MAX, line: l });
+            self.ops.push(Op {
+                process,
+                input: inp,
+                outcome: Outcome::Unknown,
+                invoke: inv,
+                complete: u64::MAX,
+                line: l,
+            });
         }
     }
 
     /// Completes the open operation; `None` output drops it (it failed).
-    fn complete(&mut self, process: u64, at: u64, outcome: Option<Outcome<O>>, line: usize) -> Result<(), ParseError> {
+    fn complete(
+        &mut self,
+        process: u64,
+        at: u64,
+        outcome: Option<Outcome<O>>,
+        line: usize,
+    ) -> Result<(), ParseError> {
         let Some((inv, input, l)) = self.open.remove(&process) else {
-            return err(line, format!("completion for process {process}, which has no open invocation"));
+            return err(
+                line,
+                format!("completion for process {process}, which has no open invocation"),
+            );
         };
         if let Some(outcome) = outcome {
-            self.ops.push(Op { process, input, outcome, invoke: inv, complete: at, line: l });
+            self.ops.push(Op {
+                process,
+                input,
+                outcome,
+                invoke: inv,
+                complete: at,
+                line: l,
+            });
         }
         Ok(())
     }
@@ -76,7 +105,14 @@ impl<I: Clone, O> Pairing<I, O> {
         let mut rest: Vec<_> = self.open.drain().collect();
         rest.sort_by_key(|(_, (inv, _, _))| *inv);
         for (process, (inv, input, l)) in rest {
-            self.ops.push(Op { process, input, outcome: Outcome::Unknown, invoke: inv, complete: u64::MAX, line: l });
+            self.ops.push(Op {
+                process,
+                input,
+                outcome: Outcome::Unknown,
+                invoke: inv,
+                complete: u64::MAX,
+                line: l,
+            });
         }
         self.ops.sort_by_key(|o| o.invoke);
         self.ops
@@ -84,7 +120,8 @@ impl<I: Clone, O> Pairing<I, O> {
 }
 
 fn int(s: &str, line: usize) -> Result<i64, ParseError> {
-    s.parse().or_else(|_| err(line, format!("expected an integer, found {s:?}")))
+    s.parse()
+        .or_else(|_| err(line, format!("expected an integer, found {s:?}")))
 }
 
 /// Jepsen's single-register log (`INFO  jepsen.util - P :type :f value`).
@@ -92,9 +129,13 @@ pub fn register_log(text: &str) -> Result<Vec<Op<RegisterOp, RegisterOut>>, Pars
     let mut p = Pairing::new();
     for (n, raw) in text.lines().enumerate() {
         let line = n + 1;
-        let Some(rest) = raw.split_once("jepsen.util - ").map(|(_, r)| r) else { continue };
+        let Some(rest) = raw.split_once("jepsen.util - ").map(|(_, r)| r) else {
+            continue;
+        };
         let toks: Vec<&str> = rest.split_whitespace().collect();
-        let Some(process) = toks.first().and_then(|t| t.parse::<u64>().ok()) else { continue }; // nemesis etc.
+        let Some(process) = toks.first().and_then(|t| t.parse::<u64>().ok()) else {
+            continue;
+        }; // nemesis etc.
         if toks.len() < 3 {
             return err(line, "truncated event");
         }
@@ -103,21 +144,38 @@ pub fn register_log(text: &str) -> Result<Vec<Op<RegisterOp, RegisterOut>>, Pars
         let at = line as u64;
         match (k, toks[2]) {
             (Kind::Invoke, ":read") => p.invoke(process, at, RegisterOp::Read, line),
-            (Kind::Invoke, ":write") => p.invoke(process, at, RegisterOp::Write(int(&value, line)?), line),
+            (Kind::Invoke, ":write") => {
+                p.invoke(process, at, RegisterOp::Write(int(&value, line)?), line)
+            }
             (Kind::Invoke, ":cas") => {
                 let (a, b) = cas_pair(&value, line)?;
                 p.invoke(process, at, RegisterOp::Cas(a, b), line)
             }
             (Kind::Ok, ":read") => {
-                let v = if value == "nil" { None } else { Some(int(&value, line)?) };
+                let v = if value == "nil" {
+                    None
+                } else {
+                    Some(int(&value, line)?)
+                };
                 p.complete(process, at, Some(Outcome::Ok(RegisterOut::Value(v))), line)?
             }
-            (Kind::Ok, ":write") => p.complete(process, at, Some(Outcome::Ok(RegisterOut::Done)), line)?,
-            (Kind::Ok, ":cas") => p.complete(process, at, Some(Outcome::Ok(RegisterOut::Cas(true))), line)?,
-            (Kind::Fail, ":cas") => p.complete(process, at, Some(Outcome::Ok(RegisterOut::Cas(false))), line)?,
+            (Kind::Ok, ":write") => {
+                p.complete(process, at, Some(Outcome::Ok(RegisterOut::Done)), line)?
+            }
+            (Kind::Ok, ":cas") => {
+                p.complete(process, at, Some(Outcome::Ok(RegisterOut::Cas(true))), line)?
+            }
+            (Kind::Fail, ":cas") => p.complete(
+                process,
+                at,
+                Some(Outcome::Ok(RegisterOut::Cas(false))),
+                line,
+            )?,
             (Kind::Fail, ":read" | ":write") => p.complete(process, at, None, line)?,
             (Kind::Info, ":read") => p.complete(process, at, None, line)?, // constrains nothing
-            (Kind::Info, ":write" | ":cas") => p.complete(process, at, Some(Outcome::Unknown), line)?,
+            (Kind::Info, ":write" | ":cas") => {
+                p.complete(process, at, Some(Outcome::Unknown), line)?
+            }
             (_, f) => return err(line, format!("unknown operation {f:?}")),
         }
     }
@@ -126,7 +184,9 @@ pub fn register_log(text: &str) -> Result<Vec<Op<RegisterOp, RegisterOut>>, Pars
 
 fn cas_pair(v: &str, line: usize) -> Result<(i64, i64), ParseError> {
     let inner = v.trim().strip_prefix('[').and_then(|s| s.strip_suffix(']'));
-    let parts: Vec<&str> = inner.map(|s| s.split_whitespace().collect()).unwrap_or_default();
+    let parts: Vec<&str> = inner
+        .map(|s| s.split_whitespace().collect())
+        .unwrap_or_default();
     match parts.as_slice() {
         [a, b] => Ok((int(a, line)?, int(b, line)?)),
         _ => err(line, format!("expected [from to], found {v:?}")),
@@ -145,12 +205,19 @@ pub fn kv_edn(text: &str) -> Result<KvHistory, ParseError> {
             continue;
         }
         let m = edn_map(raw, line)?;
-        let get = |k: &str| m.get(k).ok_or_else(|| ParseError { line, msg: format!("missing {k}") });
+        let get = |k: &str| {
+            m.get(k).ok_or_else(|| ParseError {
+                line,
+                msg: format!("missing {k}"),
+            })
+        };
         let process: u64 = match get(":process")? {
             Edn::Int(i) if *i >= 0 => *i as u64,
             _ => continue, // the nemesis (:process :nemesis) completes nothing
         };
-        let (Edn::Keyword(t), Edn::Keyword(f), Edn::Str(key)) = (get(":type")?, get(":f")?, get(":key")?) else {
+        let (Edn::Keyword(t), Edn::Keyword(f), Edn::Str(key)) =
+            (get(":type")?, get(":f")?, get(":key")?)
+        else {
             return err(line, ":type and :f must be keywords and :key a string");
         };
         let value = match get(":value")? {
@@ -162,12 +229,26 @@ pub fn kv_edn(text: &str) -> Result<KvHistory, ParseError> {
         match (kind(t, line)?, f.as_str()) {
             (Kind::Invoke, ":get") => p.invoke(process, at, (key.clone(), KvOp::Get), line),
             (Kind::Invoke, ":put" | ":append") => {
-                let v = value.ok_or_else(|| ParseError { line, msg: format!("{f} without a value") })?;
-                let op = if f == ":put" { KvOp::Put(v) } else { KvOp::Append(v) };
+                let v = value.ok_or_else(|| ParseError {
+                    line,
+                    msg: format!("{f} without a value"),
+                })?;
+                let op = if f == ":put" {
+                    KvOp::Put(v)
+                } else {
+                    KvOp::Append(v)
+                };
                 p.invoke(process, at, (key.clone(), op), line)
             }
-            (Kind::Ok, ":get") => p.complete(process, at, Some(Outcome::Ok(Some(value.unwrap_or_default()))), line)?,
-            (Kind::Ok, ":put" | ":append") => p.complete(process, at, Some(Outcome::Ok(None)), line)?,
+            (Kind::Ok, ":get") => p.complete(
+                process,
+                at,
+                Some(Outcome::Ok(Some(value.unwrap_or_default()))),
+                line,
+            )?,
+            (Kind::Ok, ":put" | ":append") => {
+                p.complete(process, at, Some(Outcome::Ok(None)), line)?
+            }
             (Kind::Fail, _) => p.complete(process, at, None, line)?,
             (Kind::Info, ":get") => p.complete(process, at, None, line)?,
             (Kind::Info, _) => p.complete(process, at, Some(Outcome::Unknown), line)?,
@@ -200,7 +281,9 @@ enum Edn {
 /// A flat EDN map of scalars: all the corpus and our own histories use.
 fn edn_map(s: &str, line: usize) -> Result<HashMap<String, Edn>, ParseError> {
     let body = s.trim().strip_prefix('{').and_then(|b| b.strip_suffix('}'));
-    let Some(body) = body else { return err(line, "expected an EDN map {...}") };
+    let Some(body) = body else {
+        return err(line, "expected an EDN map {...}");
+    };
     let mut chars = body.chars().peekable();
     let mut out = HashMap::new();
     let mut expect_key: Option<String> = None;
@@ -228,7 +311,10 @@ fn edn_map(s: &str, line: usize) -> Result<HashMap<String, Edn>, ParseError> {
             Edn::Str(v)
         } else {
             let mut t = String::new();
-            while chars.peek().is_some_and(|c| !c.is_whitespace() && *c != ',') {
+            while chars
+                .peek()
+                .is_some_and(|c| !c.is_whitespace() && *c != ',')
+            {
                 t.push(chars.next().unwrap_or(' '));
             }
             if t == "nil" {

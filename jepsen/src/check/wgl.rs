@@ -20,7 +20,9 @@ use super::model::Model;
 pub enum Verdict {
     Linearizable,
     /// `explanation` names the operations that could not be placed.
-    NotLinearizable { explanation: String },
+    NotLinearizable {
+        explanation: String,
+    },
     Unknown,
 }
 
@@ -96,7 +98,10 @@ pub fn check<M: Model>(ops: &[Op<M::Input, M::Output>], deadline: Instant) -> Ve
         order.push((ret_at, 1, 2 * i + 1));
     }
     order.sort_unstable();
-    let mut list = List { next: vec![0; 2 * n + 2], prev: vec![0; 2 * n + 2] };
+    let mut list = List {
+        next: vec![0; 2 * n + 2],
+        prev: vec![0; 2 * n + 2],
+    };
     let mut last = head;
     for &(_, _, e) in &order {
         list.next[last] = e;
@@ -149,10 +154,17 @@ pub fn check<M: Model>(ops: &[Op<M::Input, M::Output>], deadline: Instant) -> Ve
                     }
                     e = list.next[e];
                 }
-                best = Some(Deepest { depth: calls.len(), blocked: entry / 2, pending, state: state.clone() });
+                best = Some(Deepest {
+                    depth: calls.len(),
+                    blocked: entry / 2,
+                    pending,
+                    state: state.clone(),
+                });
             }
             let Some((call, prev_state)) = calls.pop() else {
-                return Verdict::NotLinearizable { explanation: explain(ops, best) };
+                return Verdict::NotLinearizable {
+                    explanation: explain(ops, best),
+                };
             };
             state = prev_state;
             linearized.clear(call / 2);
@@ -168,7 +180,10 @@ fn describe<I: std::fmt::Debug, O: std::fmt::Debug>(op: &Op<I, O>) -> String {
         Outcome::Ok(o) => format!("{o:?}"),
         Outcome::Unknown => "unknown".into(),
     };
-    format!("line {}: process {} {:?} -> {}", op.line, op.process, op.input, out)
+    format!(
+        "line {}: process {} {:?} -> {}",
+        op.line, op.process, op.input, out
+    )
 }
 
 struct Deepest<S> {
@@ -182,7 +197,10 @@ struct Deepest<S> {
 }
 
 /// Names the operations that could not be placed at the deepest point.
-fn explain<I: std::fmt::Debug, O: std::fmt::Debug, S: std::fmt::Debug>(ops: &[Op<I, O>], best: Option<Deepest<S>>) -> String {
+fn explain<I: std::fmt::Debug, O: std::fmt::Debug, S: std::fmt::Debug>(
+    ops: &[Op<I, O>],
+    best: Option<Deepest<S>>,
+) -> String {
     let Some(b) = best else {
         return "no operation could be linearized first".into();
     };
@@ -195,7 +213,10 @@ fn explain<I: std::fmt::Debug, O: std::fmt::Debug, S: std::fmt::Debug>(ops: &[Op
     );
     let others: Vec<_> = b.pending.iter().filter(|i| **i != b.blocked).collect();
     if !others.is_empty() {
-        s.push_str(&format!("; nor can any of the {} operations open with it:", others.len()));
+        s.push_str(&format!(
+            "; nor can any of the {} operations open with it:",
+            others.len()
+        ));
         for i in others.iter().take(LISTED_MAX) {
             s.push_str(&format!("\n    {}", describe(&ops[**i])));
         }
@@ -213,7 +234,12 @@ mod tests {
     use super::*;
     use crate::check::model::{Register, RegisterOp, RegisterOut};
 
-    fn op(invoke: u64, complete: u64, input: RegisterOp, out: Option<RegisterOut>) -> Op<RegisterOp, RegisterOut> {
+    fn op(
+        invoke: u64,
+        complete: u64,
+        input: RegisterOp,
+        out: Option<RegisterOut>,
+    ) -> Op<RegisterOp, RegisterOut> {
         Op {
             process: invoke,
             input,
@@ -260,9 +286,16 @@ mod tests {
 
     #[test]
     fn deadline_gives_unknown_not_a_guess() {
-        let ops: Vec<_> = (0..40).map(|i| op(0, 100, RegisterOp::Write(i), Some(RegisterOut::Done))).collect();
+        let ops: Vec<_> = (0..40)
+            .map(|i| op(0, 100, RegisterOp::Write(i), Some(RegisterOut::Done)))
+            .collect();
         let mut ops = ops;
-        ops.push(op(101, 102, RegisterOp::Read, Some(RegisterOut::Value(Some(1000)))));
+        ops.push(op(
+            101,
+            102,
+            RegisterOp::Read,
+            Some(RegisterOut::Value(Some(1000))),
+        ));
         assert_eq!(check::<Register>(&ops, Instant::now()).word(), "unknown");
     }
 }

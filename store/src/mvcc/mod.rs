@@ -93,6 +93,11 @@ impl Mvcc {
         }))
     }
 
+    #[cfg(test)]
+    pub(crate) fn db_for_tests(&self) -> &Arc<Db> {
+        &self.db
+    }
+
     pub fn current_revision(&self) -> i64 {
         self.published_rev.load(Ordering::Acquire)
     }
@@ -199,7 +204,7 @@ impl Mvcc {
             }
         }
         if count < max_events {
-            next = to + 1; // read everything up to `to`
+            next = next.max(to + 1); // read everything up to `to`
         }
         Ok((out, next))
     }
