@@ -1,1 +1,23 @@
-//! placeholder
+//! secretd's encryption at rest: envelope encryption of secret versions.
+//!
+//! Each secret version is sealed with its own random 256-bit data key (DEK);
+//! the DEK is wrapped by the cluster's key-encryption key (KEK). The sealed
+//! blob is self-describing (format version, cipher, KEK generation, nonces),
+//! so ciphers and KEK generations can coexist during a rotation.
+//!
+//! A leaf crate: it knows nothing of raft, RocksDB or gRPC. Keys and
+//! plaintexts live in types that zeroize on drop and never print their bytes.
+
+mod cipher;
+mod error;
+mod keyfile;
+mod keyring;
+mod sealed;
+mod secret;
+
+pub use cipher::Cipher;
+pub use error::CryptoError;
+pub use keyfile::load_or_create_key_file;
+pub use keyring::{KekId, Keyring};
+pub use sealed::{Context, SealedHeader, FORMAT_VERSION};
+pub use secret::{Key, SecretBytes, KEY_BYTES};

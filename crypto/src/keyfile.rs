@@ -1,0 +1,92 @@
+//! The member's key file: 32 random bytes in the data directory, mode 0600.
+//! In the default ("unlocked") mode it wraps the keyring on disk. It protects
+//! against someone who gets the RocksDB files or a backup without the key
+//! file; it does not protect against root on the member, who can read both.
+
+use std::fs::{self, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use crate::{CryptoError, Key, KEY_BYTES};
+
+fn err(path: &Path, msg: impl Into<String>) -> CryptoError {
+    CryptoError::KeyFile {
+        path: path.to_path_buf(),
+        msg: msg.into(),
+    }
+}
+
+/// Loads the key file, creating it (0600, fsynced) if it does not exist.
+/// Refuses a file that group or others can access, or of the wrong size.
+pub fn load_or_create_key_file(path: &Path) -> Result<Key, CryptoError> {
+    match fs::metadata(path) {
+        Ok(meta) => {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(err(path, format!("key file has mode {mode:04o}; it must not be accessible to group or others (chmod 600)")));
+            }
+            if meta.len() != KEY_BYTES as u64 {
+                return Err(err(path, format!("key file is {} bytes, expected {KEY_BYTES}: damaged or not a secretd key file", meta.len())));
+            }
+            let mut buf = [0u8; KEY_BYTES];
+            fs::File::open(path)
+                .and_then(|mut f| f.read_exact(&mut buf))
+                .map_err(|e| err(path, format!("cannot read: {e}")))?;
+            let key = Key::from_slice(&buf);
+            zeroize::Zeroize::zeroize(&mut buf);
+            key
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = Key::generate();
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| err(path, format!("cannot create: {e}")))?;
+            f.write_all(key.expose())
+                .and_then(|_| f.sync_all())
+                .map_err(|e| err(path, format!("cannot write: {e}")))?;
+            if let Some(dir) = path.parent() {
+                // Make the new directory entry durable too.
+                if let Ok(d) = fs::File::open(dir) {
+                    let _ = d.sync_all();
+                }
+            }
+            Ok(key)
+        }
+        Err(e) => Err(err(path, format!("cannot stat: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_reload_and_refuse_bad_files() {
+        let dir = std::env::temp_dir().join(format!("secretd-keyfile-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("key");
+        let k1 = load_or_create_key_file(&p).unwrap();
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(load_or_create_key_file(&p).unwrap().expose(), k1.expose());
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(load_or_create_key_file(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("mode 0644"));
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
+        fs::write(&p, b"short").unwrap();
+        assert!(load_or_create_key_file(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("5 bytes"));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,277 @@
+//! The cluster keyring: every generation of the key-encryption key (KEK)
+//! still in use. New data is sealed with the newest generation; any held
+//! generation opens data. A rotation adds a generation, re-wraps every DEK
+//! (`rewrap`), then retires the old generation, after which nothing it
+//! sealed can be opened with this keyring.
+//!
+//! How the keyring itself is protected (a key file in the data directory,
+//! or an unlock key under autolock) is the caller's choice: `export` seals
+//! it under any wrapping key, so the sealed data format never depends on it.
+
+use std::collections::BTreeMap;
+
+use crate::cipher::Cipher;
+use crate::sealed::{self, Context};
+use crate::{CryptoError, Key, SecretBytes, KEY_BYTES};
+
+/// A KEK generation number. Generations only grow.
+pub type KekId = u32;
+
+const EXPORT_MAGIC: &[u8; 4] = b"SDKR";
+const EXPORT_VERSION: u8 = 1;
+/// Generations one keyring may hold (a rotation needs two at a time).
+const GENERATIONS_MAX: usize = 16;
+
+pub struct Keyring {
+    keks: BTreeMap<KekId, Key>,
+    cipher: Cipher,
+}
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Keyring {{ generations: {:?}, cipher: {} }}",
+            self.keks.keys().collect::<Vec<_>>(),
+            self.cipher.name()
+        )
+    }
+}
+
+impl Keyring {
+    /// A new keyring with one random generation (1).
+    pub fn generate(cipher: Cipher) -> Keyring {
+        let mut keks = BTreeMap::new();
+        keks.insert(1, Key::generate());
+        Keyring { keks, cipher }
+    }
+
+    pub fn cipher(&self) -> Cipher {
+        self.cipher
+    }
+
+    /// New seals use this cipher; existing blobs keep theirs.
+    pub fn set_cipher(&mut self, cipher: Cipher) {
+        self.cipher = cipher;
+    }
+
+    pub fn current(&self) -> KekId {
+        *self
+            .keks
+            .keys()
+            .next_back()
+            .expect("a keyring is never empty")
+    }
+
+    pub fn generations(&self) -> Vec<KekId> {
+        self.keks.keys().copied().collect()
+    }
+
+    /// Adds a fresh newest generation and returns its id.
+    pub fn add_generation(&mut self) -> Result<KekId, CryptoError> {
+        if self.keks.len() >= GENERATIONS_MAX {
+            return Err(CryptoError::Keyring(format!(
+                "keyring already holds {GENERATIONS_MAX} generations; retire old ones first"
+            )));
+        }
+        let id = self
+            .current()
+            .checked_add(1)
+            .ok_or_else(|| CryptoError::Keyring("KEK generations exhausted".into()))?;
+        self.keks.insert(id, Key::generate());
+        Ok(id)
+    }
+
+    /// Destroys a generation (its key is zeroized). The newest cannot go.
+    pub fn retire(&mut self, id: KekId) -> Result<(), CryptoError> {
+        if id == self.current() {
+            return Err(CryptoError::Keyring(format!(
+                "generation {id} is the newest; add a generation before retiring it"
+            )));
+        }
+        self.keks
+            .remove(&id)
+            .map(drop)
+            .ok_or(CryptoError::UnknownKey(id))
+    }
+
+    pub fn seal(&self, ctx: &Context<'_>, plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let id = self.current();
+        sealed::seal(self.cipher, id, &self.keks[&id], ctx, plaintext)
+    }
+
+    pub fn open(&self, ctx: &Context<'_>, blob: &[u8]) -> Result<SecretBytes, CryptoError> {
+        let parts = sealed::split(blob)?;
+        let kek = self
+            .keks
+            .get(&parts.header.kek_id)
+            .ok_or(CryptoError::UnknownKey(parts.header.kek_id))?;
+        let dek = sealed::unwrap_dek(&parts, kek, ctx)?;
+        sealed::open_payload(&parts, &dek, ctx).map(SecretBytes::new)
+    }
+
+    /// Re-wraps a blob's DEK under the newest generation. The payload is
+    /// authenticated first, so a tampered blob is never blessed anew.
+    pub fn rewrap(&self, ctx: &Context<'_>, blob: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let parts = sealed::split(blob)?;
+        let old = self
+            .keks
+            .get(&parts.header.kek_id)
+            .ok_or(CryptoError::UnknownKey(parts.header.kek_id))?;
+        let dek = sealed::unwrap_dek(&parts, old, ctx)?;
+        drop(SecretBytes::new(sealed::open_payload(&parts, &dek, ctx)?));
+        let id = self.current();
+        sealed::rewrap(&parts, &dek, id, &self.keks[&id], ctx)
+    }
+
+    /// The keyring sealed under `wrapping` (a key file's key, or an unlock
+    /// key): `SDKR`, version, cipher, count, then (id, key) pairs, all
+    /// sealed as one payload.
+    pub fn export(&self, wrapping: &Key) -> Result<Vec<u8>, CryptoError> {
+        let mut buf = Vec::with_capacity(self.keks.len() * (4 + KEY_BYTES) + 2);
+        buf.push(self.cipher.id());
+        buf.push(self.keks.len() as u8);
+        for (id, k) in &self.keks {
+            buf.extend_from_slice(&id.to_be_bytes());
+            buf.extend_from_slice(k.expose());
+        }
+        // From here the serialized keys are zeroized when `plain` drops.
+        let plain = SecretBytes::new(buf);
+        let cipher = Cipher::XChaCha20Poly1305;
+        let nonce = cipher.random_nonce();
+        let mut out = Vec::new();
+        out.extend_from_slice(EXPORT_MAGIC);
+        out.push(EXPORT_VERSION);
+        out.extend_from_slice(&nonce);
+        let aad = out.clone();
+        out.extend_from_slice(&cipher.seal(wrapping, &nonce, &aad, plain.expose())?);
+        Ok(out)
+    }
+
+    pub fn import(wrapping: &Key, blob: &[u8]) -> Result<Keyring, CryptoError> {
+        let cipher = Cipher::XChaCha20Poly1305;
+        let head = EXPORT_MAGIC.len() + 1 + cipher.nonce_bytes();
+        if blob.len() < head + 16 {
+            return Err(CryptoError::Truncated {
+                len: blob.len(),
+                min: head + 16,
+            });
+        }
+        if &blob[..4] != EXPORT_MAGIC {
+            return Err(CryptoError::NotSealed);
+        }
+        if blob[4] != EXPORT_VERSION {
+            return Err(CryptoError::UnsupportedVersion(blob[4]));
+        }
+        let plain = SecretBytes::new(cipher.open(
+            wrapping,
+            &blob[5..head],
+            &blob[..head],
+            &blob[head..],
+        )?);
+        let p = plain.expose();
+        let corrupt = || CryptoError::Keyring("exported keyring is malformed".into());
+        let (&cid, rest) = p.split_first().ok_or_else(corrupt)?;
+        let (&count, rest) = rest.split_first().ok_or_else(corrupt)?;
+        if count == 0 || rest.len() != count as usize * (4 + KEY_BYTES) {
+            return Err(corrupt());
+        }
+        let mut keks = BTreeMap::new();
+        for chunk in rest.chunks_exact(4 + KEY_BYTES) {
+            let id = u32::from_be_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+            if keks.insert(id, Key::from_slice(&chunk[4..])?).is_some() {
+                return Err(corrupt());
+            }
+        }
+        Ok(Keyring {
+            keks,
+            cipher: Cipher::from_id(cid)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CTX: Context<'static> = Context {
+        kind: "secret",
+        object_id: "abc",
+        version: 1,
+    };
+
+    #[test]
+    fn both_ciphers_round_trip_and_bind_their_context() {
+        for cipher in [Cipher::XChaCha20Poly1305, Cipher::Aes256Gcm] {
+            let ring = Keyring::generate(cipher);
+            let blob = ring.seal(&CTX, b"s3cret").unwrap();
+            assert_eq!(
+                crate::SealedHeader::parse(&blob).unwrap(),
+                crate::SealedHeader { cipher, kek_id: 1 }
+            );
+            assert_eq!(ring.open(&CTX, &blob).unwrap().expose(), b"s3cret");
+            for other in [
+                Context { version: 2, ..CTX },
+                Context {
+                    object_id: "abd",
+                    ..CTX
+                },
+                Context {
+                    kind: "config",
+                    ..CTX
+                },
+            ] {
+                assert_eq!(
+                    ring.open(&other, &blob).unwrap_err(),
+                    CryptoError::Authentication
+                );
+            }
+            // Another cluster's keyring cannot open it.
+            assert_eq!(
+                Keyring::generate(cipher).open(&CTX, &blob).unwrap_err(),
+                CryptoError::Authentication
+            );
+        }
+    }
+
+    #[test]
+    fn rotation_rewraps_and_retired_keys_open_nothing() {
+        let mut ring = Keyring::generate(Cipher::XChaCha20Poly1305);
+        let old = ring.seal(&CTX, b"v1").unwrap();
+        ring.add_generation().unwrap();
+        assert_eq!(ring.open(&CTX, &old).unwrap().expose(), b"v1"); // old data stays readable
+        let new = ring.rewrap(&CTX, &old).unwrap();
+        assert_eq!(crate::SealedHeader::parse(&new).unwrap().kek_id, 2);
+        assert_eq!(new[new.len() - 20..], old[old.len() - 20..]); // payload untouched
+        assert!(ring.retire(2).is_err());
+        ring.retire(1).unwrap();
+        assert_eq!(ring.open(&CTX, &new).unwrap().expose(), b"v1");
+        assert_eq!(
+            ring.open(&CTX, &old).unwrap_err(),
+            CryptoError::UnknownKey(1)
+        );
+        // Editing the KEK generation in the header breaks authentication.
+        let mut forged = new.clone();
+        forged[9] = 1;
+        assert!(ring.open(&CTX, &forged).is_err());
+    }
+
+    #[test]
+    fn export_import_round_trip_and_wrong_wrapping_key() {
+        let mut ring = Keyring::generate(Cipher::Aes256Gcm);
+        ring.add_generation().unwrap();
+        let blob = ring.seal(&CTX, b"x").unwrap();
+        let w = Key::generate();
+        let exported = ring.export(&w).unwrap();
+        let back = Keyring::import(&w, &exported).unwrap();
+        assert_eq!(back.generations(), vec![1, 2]);
+        assert_eq!(back.cipher(), Cipher::Aes256Gcm);
+        assert_eq!(back.open(&CTX, &blob).unwrap().expose(), b"x");
+        assert_eq!(
+            Keyring::import(&Key::generate(), &exported).unwrap_err(),
+            CryptoError::Authentication
+        );
+        assert!(Keyring::import(&w, &exported[..10]).is_err());
+        assert!(format!("{back:?}").contains("generations: [1, 2]"));
+    }
+}
