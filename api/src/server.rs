@@ -76,10 +76,10 @@ pub struct ServerFlags {
     /// Time (in milliseconds) for an election to timeout.
     #[arg(long, default_value_t = 1000)]
     pub election_timeout: u64,
-    /// How often (in milliseconds) idle watchers that asked for progress
-    /// notifications get one.
-    #[arg(long, default_value_t = 600_000)]
-    pub watch_progress_notify_interval: u64,
+    /// How often idle watchers that asked for progress notifications get
+    /// one (etcd's flag name; a duration such as 10m, 500ms or 2s).
+    #[arg(long = "experimental-watch-progress-notify-interval", default_value = "10m", value_parser = parse_duration)]
+    pub watch_progress_notify_interval: Duration,
 }
 
 impl ServerFlags {
@@ -139,12 +139,29 @@ impl ServerFlags {
             max_request_bytes: self.max_request_bytes,
             max_txn_ops: self.max_txn_ops,
             request_timeout: Duration::from_millis(5000 + 2 * self.election_timeout),
-            watch_progress_interval: Duration::from_millis(
-                self.watch_progress_notify_interval.max(100),
-            ),
+            watch_progress_interval: self
+                .watch_progress_notify_interval
+                .max(Duration::from_millis(100)),
         };
         Ok((cfg, client, peer))
     }
+}
+
+/// Parses Go-style durations as etcd's flags take them: `500ms`, `2s`, `10m`, `1h`.
+pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 500ms, 2s or 10m"))?;
+    let ms = match unit {
+        "ms" => n,
+        "s" => n * 1000,
+        "m" => n * 60_000,
+        "h" => n * 3_600_000,
+        _ => return Err(format!("{s:?}: unit must be ms, s, m or h")),
+    };
+    Ok(Duration::from_millis(ms))
 }
 
 /// Binds every URL of a list, failing clearly on the first that cannot be.
@@ -164,7 +181,14 @@ async fn bind_all(flag: &str, list: &[String]) -> Result<Vec<TcpListener>> {
 /// Runs a member until SIGINT/SIGTERM or a fatal storage error.
 pub async fn run(flags: ServerFlags) -> Result<()> {
     let (cfg, client_urls, peer_urls) = flags.node_config()?;
-    if flags.initial_cluster_state == ClusterState::Existing && !cfg.data_dir.join("db").exists() {
+    let fresh = !cfg.data_dir.join("db").exists();
+    if fresh && !cfg.initial_members.iter().any(|m| m.name == cfg.name) {
+        bail!(
+            "--initial-cluster has no member named {:?} (--name)",
+            cfg.name
+        );
+    }
+    if flags.initial_cluster_state == ClusterState::Existing && fresh {
         bail!("--initial-cluster-state existing: joining a running cluster needs member add, which this version does not support yet");
     }
     // Bind before starting raft, so a busy port fails fast and clearly.

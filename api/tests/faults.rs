@@ -199,3 +199,55 @@ async fn every_acknowledged_write_survives_kill_9_of_all_members() {
         lost.first()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn five_members_keep_serving_with_two_down() {
+    let mut c = Cluster::start(5);
+    let leader = c.wait_leader(Duration::from_secs(20)).await;
+    assert!(put_anywhere(&c, 0, "five/before", "1", Duration::from_secs(10)).await);
+    // Kill the leader and one more: 3 of 5 remain, a quorum.
+    let other = (leader + 1) % 5;
+    c.kill9(leader);
+    c.kill9(other);
+    let new_leader = c.wait_leader(Duration::from_secs(20)).await;
+    assert!(![leader, other].contains(&new_leader));
+    assert!(put_anywhere(&c, new_leader, "five/after", "2", Duration::from_secs(15)).await);
+    for i in c.running() {
+        let got = dump(&c, i, "five/", false)
+            .await
+            .expect("linearizable read");
+        assert_eq!(got.len(), 2, "member {i}: {got:?}");
+    }
+    // A third failure loses the quorum: writes must not be acknowledged.
+    let third = c.running().into_iter().find(|i| *i != new_leader).unwrap();
+    c.kill9(third);
+    assert!(
+        !put_anywhere(
+            &c,
+            new_leader,
+            "five/no-quorum",
+            "x",
+            Duration::from_secs(3)
+        )
+        .await
+    );
+    // Back to quorum: the cluster recovers and the refused write is absent
+    // or present, but the read is consistent on every member.
+    c.spawn(leader);
+    c.spawn(other);
+    let l = c.wait_leader(Duration::from_secs(20)).await;
+    assert!(put_anywhere(&c, l, "five/healed", "3", Duration::from_secs(15)).await);
+    let reference = dump(&c, l, "five/", false).await.unwrap();
+    assert!(
+        reference.contains_key("five/before")
+            && reference.contains_key("five/after")
+            && reference.contains_key("five/healed")
+    );
+    for i in c.running() {
+        assert_eq!(
+            dump(&c, i, "five/", false).await.unwrap(),
+            reference,
+            "member {i}"
+        );
+    }
+}

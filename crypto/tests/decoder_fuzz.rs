@@ -21,7 +21,7 @@ fn cases() -> u32 {
 }
 
 fn ring(c: u8) -> Keyring {
-    Keyring::generate(if c % 2 == 0 {
+    Keyring::generate(if c.is_multiple_of(2) {
         Cipher::XChaCha20Poly1305
     } else {
         Cipher::Aes256Gcm

@@ -16,7 +16,7 @@ fn corpus() -> PathBuf {
     p
 }
 
-fn verdicts(dir: &PathBuf) -> Vec<(String, String)> {
+fn verdicts(dir: &std::path::Path) -> Vec<(String, String)> {
     let text = std::fs::read_to_string(dir.join("VERDICTS")).expect("VERDICTS file");
     text.lines()
         .filter(|l| !l.trim().is_empty())

@@ -114,8 +114,10 @@ impl LogStore {
     /// Sets the first configuration of a new cluster.
     pub fn bootstrap(&mut self, voters: Vec<u64>, batch: &mut WriteBatch) {
         assert!(!self.is_initialized(), "bootstrap of an initialized log");
-        let mut cs = ConfState::default();
-        cs.voters = voters;
+        let cs = ConfState {
+            voters,
+            ..Default::default()
+        };
         self.set_conf_state(cs, batch);
     }
 
@@ -283,11 +285,12 @@ mod tests {
     use super::*;
 
     fn entry(index: u64, term: u64) -> Entry {
-        let mut e = Entry::default();
-        e.index = index;
-        e.term = term;
-        e.data = vec![index as u8; 3].into();
-        e
+        Entry {
+            index,
+            term,
+            data: vec![index as u8; 3].into(),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -303,9 +306,11 @@ mod tests {
         // A new leader overwrites 4..: entry 5 must disappear.
         let mut b = WriteBatch::default();
         s.append(&[entry(4, 2)], &mut b).unwrap();
-        let mut hs = HardState::default();
-        hs.term = 2;
-        hs.commit = 4;
+        let hs = HardState {
+            term: 2,
+            commit: 4,
+            ..Default::default()
+        };
         s.set_hard_state(hs, &mut b);
         db.write_sync(b).unwrap();
         assert_eq!(s.last_index().unwrap(), 4);

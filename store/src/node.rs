@@ -451,14 +451,17 @@ fn initial_request_counter() -> u64 {
     ms << 20
 }
 
+type ReadWaiter = oneshot::Sender<Result<()>>;
+
 /// Linearizable reads waiting for a ReadIndex round. At most one round is
 /// in flight; everything that arrives meanwhile shares the next one.
 #[derive(Default)]
 struct ReadQueue {
-    pending: Vec<oneshot::Sender<Result<()>>>,
-    inflight: Option<(u64, Instant, Vec<oneshot::Sender<Result<()>>>)>,
+    pending: Vec<ReadWaiter>,
+    /// The round in flight: its context, when it was sent, its readers.
+    inflight: Option<(u64, Instant, Vec<ReadWaiter>)>,
     /// Rounds answered by the leader, waiting for apply to reach `index`.
-    ready: Vec<(u64, Vec<oneshot::Sender<Result<()>>>)>,
+    ready: Vec<(u64, Vec<ReadWaiter>)>,
     next_ctx: u64,
 }
 
@@ -636,11 +639,16 @@ impl Loop {
         for rs in rd.take_read_states() {
             self.reads.on_read_state(&rs.request_ctx, rs.index);
         }
-        if !batch.is_empty() {
+        // Only new entries or a term/vote change need an fsync before we go
+        // on (raft-rs's must_sync). A batch holding just applied results and
+        // a higher commit index is re-derivable from the synced log.
+        if rd.must_sync() {
             self.db.write_sync(batch)?;
             let mut st = self.status.write();
             st.fsyncs += 1;
             st.entries_persisted += new_entries;
+        } else if !batch.is_empty() {
+            self.db.write_nosync(batch)?;
         }
         self.finish(applied);
         self.transport.send(rd.take_persisted_messages());

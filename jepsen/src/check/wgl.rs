@@ -121,10 +121,10 @@ pub fn check<M: Model>(ops: &[Op<M::Input, M::Output>], deadline: Instant) -> Ve
     let mut steps = 0u64;
     while list.next[head] != tail {
         steps += 1;
-        if steps % DEADLINE_CHECK_STEPS == 0 && Instant::now() >= deadline {
+        if steps.is_multiple_of(DEADLINE_CHECK_STEPS) && Instant::now() >= deadline {
             return Verdict::Unknown;
         }
-        if entry % 2 == 0 {
+        if entry.is_multiple_of(2) {
             let i = entry / 2;
             let out = match &ops[i].outcome {
                 Outcome::Ok(o) => Some(o),
@@ -149,7 +149,7 @@ pub fn check<M: Model>(ops: &[Op<M::Input, M::Output>], deadline: Instant) -> Ve
                 let mut pending = Vec::new();
                 let mut e = list.next[head];
                 while e != entry {
-                    if e % 2 == 0 {
+                    if e.is_multiple_of(2) {
                         pending.push(e / 2);
                     }
                     e = list.next[e];

@@ -170,11 +170,7 @@ impl Index {
         } else {
             Bound::Excluded(range_end)
         };
-        Box::new(
-            self.keys
-                .range::<[u8], _>((Bound::Included(key), end))
-                .map(|(k, v)| (k, v)),
-        )
+        Box::new(self.keys.range::<[u8], _>((Bound::Included(key), end)))
     }
 
     /// Compacts every key at `at`; returns the records to delete from disk.

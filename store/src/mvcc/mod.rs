@@ -230,7 +230,7 @@ fn prev_value(
     fetch: &dyn Fn(Rev) -> Result<KeyValue>,
 ) -> Result<Option<KeyValue>> {
     match index.get(key).and_then(|ki| ki.get(main - 1)) {
-        Some(found) if main - 1 >= index.compact_rev => Ok(Some(fetch(found.modified)?)),
+        Some(found) if main > index.compact_rev => Ok(Some(fetch(found.modified)?)),
         _ => Ok(None),
     }
 }
