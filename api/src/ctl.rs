@@ -103,6 +103,16 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0] // every key
 }
 
+/// A key, or a prefix as etcd clients send it: the empty prefix is every
+/// key (`\0` to `\0`).
+fn key_range(key: &str, prefix: bool) -> (Vec<u8>, Vec<u8>) {
+    match (prefix, key.is_empty()) {
+        (false, _) => (key.as_bytes().to_vec(), Vec::new()),
+        (true, true) => (vec![0], vec![0]),
+        (true, false) => (key.as_bytes().to_vec(), prefix_end(key.as_bytes())),
+    }
+}
+
 fn grpc_error(e: tonic::Status, endpoint: &str) -> anyhow::Error {
     match e.code() {
         tonic::Code::Unavailable if e.message().starts_with("etcdserver") => {
@@ -189,13 +199,10 @@ pub async fn run(cli: Cli) -> Result<()> {
             println!("OK");
         }
         Command::Kv(KvCmd::Get { key, prefix }) => {
+            let (key, range_end) = key_range(key, *prefix);
             let req = RangeRequest {
-                key: key.clone().into_bytes(),
-                range_end: if *prefix {
-                    prefix_end(key.as_bytes())
-                } else {
-                    Vec::new()
-                },
+                key,
+                range_end,
                 ..Default::default()
             };
             let resp = with_kv(&cli, |mut c| {
@@ -213,13 +220,10 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Kv(KvCmd::Del { key, prefix }) => {
+            let (key, range_end) = key_range(key, *prefix);
             let req = DeleteRangeRequest {
-                key: key.clone().into_bytes(),
-                range_end: if *prefix {
-                    prefix_end(key.as_bytes())
-                } else {
-                    Vec::new()
-                },
+                key,
+                range_end,
                 prev_kv: false,
             };
             let resp = with_kv(&cli, |mut c| {
@@ -244,5 +248,8 @@ mod tests {
         assert_eq!(prefix_end(b"a"), b"b");
         assert_eq!(prefix_end(b"a\xff"), b"b");
         assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
+        assert_eq!(key_range("", true), (vec![0], vec![0]));
+        assert_eq!(key_range("a", true), (b"a".to_vec(), b"b".to_vec()));
+        assert_eq!(key_range("a", false), (b"a".to_vec(), vec![]));
     }
 }
