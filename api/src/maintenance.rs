@@ -1,6 +1,7 @@
-//! etcd's Maintenance service. Status is complete; alarms report none (no
-//! quota exists yet); snapshot, hashing, defragmentation and leader moves
-//! arrive with the cluster-operations work and say so when called.
+//! etcd's Maintenance service. Status and HashKV are complete; alarms report
+//! none (no quota exists yet); Snapshot, Hash, Defragment and MoveLeader
+//! arrive with the rest of the cluster-operations work and say so when
+//! called.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -65,8 +66,23 @@ impl Maintenance for MaintenanceService {
         Err(not_yet("Hash"))
     }
 
-    async fn hash_kv(&self, _: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
-        Err(not_yet("HashKV"))
+    async fn hash_kv(
+        &self,
+        req: Request<HashKvRequest>,
+    ) -> Result<Response<HashKvResponse>, Status> {
+        let node = self.node.clone();
+        let rev = req.into_inner().revision;
+        let (hash, compact_revision, hash_revision) =
+            tokio::task::spawn_blocking(move || node.mvcc().hash_kv(rev))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(crate::errors::status)?;
+        Ok(Response::new(HashKvResponse {
+            header: Some(self.node.header(self.node.mvcc().current_revision())),
+            hash,
+            compact_revision,
+            hash_revision,
+        }))
     }
 
     type SnapshotStream = SnapshotStream;

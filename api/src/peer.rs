@@ -11,17 +11,27 @@
 //! a clear error and is logged.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use protobuf::Message as _;
-use raft::eraftpb::Message;
+use raft::eraftpb::{Message, MessageType};
 use secretd_store::node::{Node, Transport};
+use secretd_store::snapshot;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::pb::raftpb::{raft_client::RaftClient, raft_server::Raft, RaftBatch, SendResponse};
+use crate::pb::raftpb::{
+    raft_client::RaftClient, raft_server::Raft, RaftBatch, SendResponse, SnapshotChunk,
+};
+
+/// Bytes of snapshot file per chunk on the wire.
+const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+/// Largest snapshot file a member accepts.
+const SNAPSHOT_BYTES_MAX: u64 = 64 << 30;
 
 /// Messages queued per peer before new ones are dropped.
 const PEER_QUEUE_MAX: usize = 8192;
@@ -34,20 +44,73 @@ const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 pub struct GrpcTransport {
     queues: HashMap<u64, mpsc::Sender<Message>>,
+    urls: HashMap<u64, String>,
     node: Arc<OnceLock<Weak<Node>>>,
+    my_id: u64,
+    cluster_id: u64,
+    snap_dir: PathBuf,
+    /// `send` runs on the raft thread, outside the runtime: spawn through
+    /// this handle.
+    runtime: tokio::runtime::Handle,
 }
 
 impl GrpcTransport {
     /// Starts a sender task per peer (`id → peer URL`, excluding ourselves).
-    pub fn start(my_id: u64, cluster_id: u64, peers: HashMap<u64, String>) -> Arc<GrpcTransport> {
+    /// Must be called inside the tokio runtime.
+    /// `snap_dir` is where this member's snapshot files are.
+    pub fn start(
+        my_id: u64,
+        cluster_id: u64,
+        peers: HashMap<u64, String>,
+        snap_dir: PathBuf,
+    ) -> Arc<GrpcTransport> {
         let node: Arc<OnceLock<Weak<Node>>> = Arc::new(OnceLock::new());
         let mut queues = HashMap::new();
-        for (id, url) in peers {
+        for (id, url) in &peers {
             let (tx, rx) = mpsc::channel(PEER_QUEUE_MAX);
-            queues.insert(id, tx);
-            tokio::spawn(peer_sender(my_id, cluster_id, id, url, rx, node.clone()));
+            queues.insert(*id, tx);
+            tokio::spawn(peer_sender(
+                my_id,
+                cluster_id,
+                *id,
+                url.clone(),
+                rx,
+                node.clone(),
+            ));
         }
-        Arc::new(GrpcTransport { queues, node })
+        let runtime = tokio::runtime::Handle::current();
+        Arc::new(GrpcTransport {
+            queues,
+            urls: peers,
+            node,
+            my_id,
+            cluster_id,
+            snap_dir,
+            runtime,
+        })
+    }
+
+    /// Streams a snapshot to its follower off the raft thread, and reports
+    /// the outcome to raft.
+    fn send_snapshot(&self, m: Message) {
+        let to = m.to;
+        let Some(url) = self.urls.get(&to).cloned() else {
+            return;
+        };
+        let index = m.get_snapshot().get_metadata().index;
+        let path = snapshot::file_path(&self.snap_dir, index);
+        let (from, cluster_id, node) = (self.my_id, self.cluster_id, self.node.clone());
+        self.runtime.spawn(async move {
+            let result = stream_snapshot(from, cluster_id, &url, &m, &path).await;
+            if let Err(e) = &result {
+                tracing::warn!(peer = format_args!("{to:x}"), index, error = %e, "snapshot not delivered");
+            } else {
+                tracing::info!(peer = format_args!("{to:x}"), index, "snapshot delivered");
+            }
+            if let Some(n) = node.get().and_then(Weak::upgrade) {
+                n.report_snapshot(to, result.is_ok());
+            }
+        });
     }
 
     /// Connects the transport to its node (for unreachable reports).
@@ -70,6 +133,10 @@ impl Transport for GrpcTransport {
     fn send(&self, msgs: Vec<Message>) {
         for m in msgs {
             let to = m.to;
+            if m.get_msg_type() == MessageType::MsgSnapshot {
+                self.send_snapshot(m);
+                continue;
+            }
             match self.queues.get(&to) {
                 Some(q) => {
                     if q.try_send(m).is_err() {
@@ -83,6 +150,57 @@ impl Transport for GrpcTransport {
             }
         }
     }
+}
+
+async fn stream_snapshot(
+    from: u64,
+    cluster_id: u64,
+    url: &str,
+    m: &Message,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    let mut file = tokio::fs::File::open(path).await?;
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())?
+        .connect_timeout(Duration::from_secs(2))
+        .connect()
+        .await?;
+    let mut client = RaftClient::new(channel).max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
+    let (tx, rx) = mpsc::channel::<SnapshotChunk>(4);
+    let first = SnapshotChunk {
+        from,
+        cluster_id,
+        message: m.write_to_bytes()?,
+        data: Vec::new(),
+    };
+    let call = tokio::spawn(async move {
+        client
+            .send_snapshot(Request::new(ReceiverStream::new(rx)))
+            .await
+    });
+    tx.send(first).await?;
+    loop {
+        let mut buf = vec![0u8; SNAPSHOT_CHUNK_BYTES];
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        buf.truncate(n);
+        if tx
+            .send(SnapshotChunk {
+                from,
+                cluster_id,
+                message: Vec::new(),
+                data: buf,
+            })
+            .await
+            .is_err()
+        {
+            break; // the call ended early; its result says why
+        }
+    }
+    drop(tx);
+    call.await??;
+    Ok(())
 }
 
 async fn peer_sender(
@@ -165,6 +283,47 @@ pub struct RaftService {
     pub node: Arc<Node>,
 }
 
+impl RaftService {
+    /// Checks a message against the sender, the cluster and ourselves.
+    fn check(
+        &self,
+        remote: Option<std::net::SocketAddr>,
+        cluster_id: u64,
+        from: u64,
+        bytes: &[u8],
+    ) -> Result<Message, Status> {
+        if cluster_id != self.node.cluster_id() {
+            tracing::warn!(
+                ?remote,
+                cluster = format_args!("{cluster_id:x}"),
+                "refused raft traffic from another cluster"
+            );
+            return Err(Status::failed_precondition(format!(
+                "cluster id mismatch: this member belongs to cluster {:x}, the sender to {cluster_id:x}",
+                self.node.cluster_id()
+            )));
+        }
+        let m = Message::parse_from_bytes(bytes).map_err(|e| {
+            tracing::warn!(?remote, error = %e, "refused undecodable raft message");
+            Status::invalid_argument(format!("undecodable raft message: {e}"))
+        })?;
+        let me = self.node.id();
+        if m.from != from || m.to != me {
+            tracing::warn!(
+                ?remote,
+                from = m.from,
+                to = m.to,
+                "refused misaddressed raft message"
+            );
+            return Err(Status::invalid_argument(format!(
+                "raft message from {:x} to {:x} sent by {from:x} to {me:x}",
+                m.from, m.to
+            )));
+        }
+        Ok(m)
+    }
+}
+
 #[tonic::async_trait]
 impl Raft for RaftService {
     async fn send(
@@ -173,40 +332,117 @@ impl Raft for RaftService {
     ) -> Result<Response<SendResponse>, Status> {
         let remote = req.remote_addr();
         let mut stream = req.into_inner();
-        let me = self.node.id();
         while let Some(batch) = stream.message().await? {
-            if batch.cluster_id != self.node.cluster_id() {
-                tracing::warn!(
-                    ?remote,
-                    cluster = format_args!("{:x}", batch.cluster_id),
-                    "refused raft batch from another cluster"
-                );
-                return Err(Status::failed_precondition(format!(
-                    "cluster id mismatch: this member belongs to cluster {:x}, the batch to {:x}",
-                    self.node.cluster_id(),
-                    batch.cluster_id
-                )));
-            }
             for bytes in &batch.messages {
-                let m = Message::parse_from_bytes(bytes).map_err(|e| {
-                    tracing::warn!(?remote, error = %e, "refused undecodable raft message");
-                    Status::invalid_argument(format!("undecodable raft message: {e}"))
-                })?;
-                if m.from != batch.from || m.to != me {
-                    tracing::warn!(
-                        ?remote,
-                        from = m.from,
-                        to = m.to,
-                        "refused misaddressed raft message"
-                    );
-                    return Err(Status::invalid_argument(format!(
-                        "raft message from {:x} to {:x} in a batch from {:x} to {me:x}",
-                        m.from, m.to, batch.from
-                    )));
+                let m = self.check(remote, batch.cluster_id, batch.from, bytes)?;
+                if m.get_msg_type() == MessageType::MsgSnapshot {
+                    return Err(Status::invalid_argument(
+                        "snapshots travel over SendSnapshot, not Send",
+                    ));
                 }
                 self.node.step(m);
             }
         }
         Ok(Response::new(SendResponse {}))
     }
+
+    async fn send_snapshot(
+        &self,
+        req: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<SendResponse>, Status> {
+        let remote = req.remote_addr();
+        let mut stream = req.into_inner();
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
+        let m = self.check(remote, first.cluster_id, first.from, &first.message)?;
+        if m.get_msg_type() != MessageType::MsgSnapshot {
+            return Err(Status::invalid_argument(
+                "SendSnapshot carries only snapshot messages",
+            ));
+        }
+        let meta = m.get_snapshot().get_metadata();
+        let (index, term) = (meta.index, meta.term);
+        let dir = self.node.snapshot_dir();
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| Status::internal(format!("snapshot dir: {e}")))?;
+        let part = dir.join(format!("{index:016x}.{:x}.part", rand_suffix()));
+        let result = receive_file(&mut stream, &part, &first.data).await;
+        let checked = match result {
+            Ok(()) => {
+                let p = part.clone();
+                tokio::task::spawn_blocking(move || snapshot::verify(&p))
+                    .await
+                    .map_err(|e| Status::internal(e.to_string()))?
+            }
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&part).await;
+                return Err(e);
+            }
+        };
+        match checked {
+            Ok(h) if h.index == index && h.term == term => {}
+            Ok(h) => {
+                let _ = tokio::fs::remove_file(&part).await;
+                return Err(Status::invalid_argument(format!(
+                    "snapshot file is for {}/{}, message for {index}/{term}",
+                    h.index, h.term
+                )));
+            }
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&part).await;
+                tracing::warn!(?remote, error = %e, "refused a corrupt snapshot");
+                return Err(Status::invalid_argument(e.to_string()));
+            }
+        }
+        tokio::fs::rename(&part, snapshot::file_path(&dir, index))
+            .await
+            .map_err(|e| Status::internal(format!("snapshot rename: {e}")))?;
+        tracing::info!(
+            index,
+            term,
+            from = format_args!("{:x}", m.from),
+            "received snapshot"
+        );
+        self.node.step(m);
+        Ok(Response::new(SendResponse {}))
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish()
+}
+
+/// Writes the snapshot stream to `part`, bounded by `SNAPSHOT_BYTES_MAX`,
+/// and fsyncs it.
+async fn receive_file(
+    stream: &mut Streaming<SnapshotChunk>,
+    part: &std::path::Path,
+    first: &[u8],
+) -> Result<(), Status> {
+    let io = |e: std::io::Error| Status::internal(format!("writing snapshot: {e}"));
+    let mut f = tokio::fs::File::create(part).await.map_err(io)?;
+    let mut total = first.len() as u64;
+    f.write_all(first).await.map_err(io)?;
+    while let Some(chunk) = stream.message().await? {
+        total += chunk.data.len() as u64;
+        if total > SNAPSHOT_BYTES_MAX {
+            return Err(Status::resource_exhausted(format!(
+                "snapshot larger than {SNAPSHOT_BYTES_MAX} bytes"
+            )));
+        }
+        f.write_all(&chunk.data).await.map_err(io)?;
+    }
+    f.sync_all().await.map_err(io)?;
+    Ok(())
 }

@@ -67,6 +67,16 @@ pub struct ServerFlags {
     /// Maximum client request size in bytes the server will accept.
     #[arg(long, default_value_t = 1536 * 1024)]
     pub max_request_bytes: usize,
+    /// Applied raft entries that trigger a log truncation; a follower that
+    /// falls further behind catches up by snapshot.
+    #[arg(long, default_value_t = 10_000)]
+    pub snapshot_count: u64,
+    /// Entries kept behind a log truncation for slow followers.
+    #[arg(
+        long = "experimental-snapshot-catchup-entries",
+        default_value_t = 5_000
+    )]
+    pub snapshot_catchup_entries: u64,
     /// Maximum number of operations permitted in a transaction.
     #[arg(long, default_value_t = 128)]
     pub max_txn_ops: usize,
@@ -142,6 +152,8 @@ impl ServerFlags {
             watch_progress_interval: self
                 .watch_progress_notify_interval
                 .max(Duration::from_millis(100)),
+            snapshot_count: self.snapshot_count,
+            snapshot_catchup_entries: self.snapshot_catchup_entries,
         };
         Ok((cfg, client, peer))
     }
@@ -206,7 +218,7 @@ pub async fn run(flags: ServerFlags) -> Result<()> {
         .filter(|m| m.id != node.id())
         .filter_map(|m| m.peer_urls.first().map(|u| (m.id, u.clone())))
         .collect();
-    let transport = GrpcTransport::start(node.id(), node.cluster_id(), peers);
+    let transport = GrpcTransport::start(node.id(), node.cluster_id(), peers, node.snapshot_dir());
     transport.attach(&node);
     deferred.set(transport);
     tracing::info!(

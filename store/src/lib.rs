@@ -13,6 +13,7 @@ pub mod log_store;
 pub mod mvcc;
 pub mod node;
 pub mod revision;
+pub mod snapshot;
 pub mod watch;
 
 pub use error::{Result, StoreError};

@@ -7,15 +7,27 @@
 //! entry is also kept in memory (8 bytes per entry), so `term()`, which raft
 //! calls on every append, never reads the disk.
 
+use std::cell::RefCell;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use protobuf::Message as PbMessage;
-use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, Storage, StorageError};
 use rocksdb::{Direction, IteratorMode, WriteBatch};
 
 use crate::db::{u64_from, Db, CF_RAFT};
 use crate::error::{Result, StoreError};
+use crate::snapshot::{self, SnapshotHeader, SnapshotWriter};
+
+/// The state machine, as raft's storage needs it: able to write itself into
+/// a snapshot file at the current applied index.
+pub trait StateSource: Send + Sync {
+    fn write_snapshot(&self, w: &mut SnapshotWriter) -> Result<()>;
+}
+
+/// Snapshot files kept on disk (older ones are pruned).
+const SNAPSHOT_FILES_KEPT: usize = 3;
 
 const KEY_HARD_STATE: &[u8] = b"hs";
 const KEY_CONF_STATE: &[u8] = b"cs";
@@ -42,6 +54,12 @@ pub struct LogStore {
     snap_term: u64,
     /// terms[i] is the term of entry snap_index + 1 + i.
     terms: Vec<u64>,
+    /// Applied index of the state machine (set by the raft loop).
+    applied: u64,
+    snap_dir: PathBuf,
+    state: Option<Arc<dyn StateSource>>,
+    /// The newest snapshot file written or received: (index, term).
+    latest_file: RefCell<Option<(u64, u64)>>,
 }
 
 impl LogStore {
@@ -95,6 +113,10 @@ impl LogStore {
             snap_index,
             snap_term,
             terms,
+            applied: 0,
+            snap_dir: PathBuf::new(),
+            state: None,
+            latest_file: RefCell::new(None),
         };
         if store.hard_state.commit > store.last() {
             return Err(StoreError::Storage(format!(
@@ -104,6 +126,92 @@ impl LogStore {
             )));
         }
         Ok(store)
+    }
+
+    /// Where snapshot files live, and the state machine that fills them.
+    pub fn set_snapshots(&mut self, dir: PathBuf, state: Arc<dyn StateSource>) {
+        self.snap_dir = dir;
+        self.state = Some(state);
+    }
+
+    pub fn set_applied(&mut self, applied: u64) {
+        self.applied = applied;
+    }
+
+    /// Index of the last entry dropped from the log (0 if none).
+    pub fn truncated_index(&self) -> u64 {
+        self.snap_index
+    }
+
+    /// Drops entries up to and including `to` (which must be applied).
+    pub fn compact(&mut self, to: u64, batch: &mut WriteBatch) -> Result<()> {
+        if to <= self.snap_index {
+            return Ok(());
+        }
+        assert!(to <= self.applied, "compacting unapplied entries");
+        let term = self
+            .term(to)
+            .map_err(|e| StoreError::Storage(format!("term of {to}: {e}")))?;
+        let cf = self.db.cf(CF_RAFT);
+        batch.delete_range_cf(cf, entry_key(self.snap_index + 1), entry_key(to + 1));
+        self.terms.drain(..(to - self.snap_index) as usize);
+        self.snap_index = to;
+        self.snap_term = term;
+        let mut meta = [0u8; 16];
+        meta[..8].copy_from_slice(&to.to_be_bytes());
+        meta[8..].copy_from_slice(&term.to_be_bytes());
+        batch.put_cf(cf, KEY_SNAPSHOT_META, meta);
+        Ok(())
+    }
+
+    /// Replaces the log by an installed snapshot: every entry goes, the
+    /// configuration and commit index come from the snapshot.
+    pub fn apply_snapshot(&mut self, index: u64, term: u64, cs: ConfState, batch: &mut WriteBatch) {
+        let cf = self.db.cf(CF_RAFT);
+        batch.delete_range_cf(cf, entry_key(0), entry_key(u64::MAX));
+        self.terms.clear();
+        self.snap_index = index;
+        self.snap_term = term;
+        let mut meta = [0u8; 16];
+        meta[..8].copy_from_slice(&index.to_be_bytes());
+        meta[8..].copy_from_slice(&term.to_be_bytes());
+        batch.put_cf(cf, KEY_SNAPSHOT_META, meta);
+        let mut hs = self.hard_state.clone();
+        hs.commit = hs.commit.max(index);
+        hs.term = hs.term.max(term);
+        self.set_hard_state(hs, batch);
+        self.set_conf_state(cs, batch);
+        self.applied = index;
+        *self.latest_file.borrow_mut() = Some((index, term));
+    }
+
+    /// Writes a snapshot of the state machine at the applied index.
+    fn make_snapshot_file(&self) -> Result<(u64, u64)> {
+        let state = self
+            .state
+            .as_ref()
+            .ok_or_else(|| StoreError::Storage("no state machine attached for snapshots".into()))?;
+        let index = self.applied;
+        let term = self
+            .term(index)
+            .map_err(|e| StoreError::Storage(format!("term of {index}: {e}")))?;
+        let conf_state = self
+            .conf_state
+            .write_to_bytes()
+            .map_err(|e| StoreError::Storage(e.to_string()))?;
+        let mut w = SnapshotWriter::create(
+            &self.snap_dir,
+            &SnapshotHeader {
+                index,
+                term,
+                conf_state,
+            },
+        )?;
+        state.write_snapshot(&mut w)?;
+        let path = w.finish()?;
+        tracing::info!(index, term, path = %path.display(), "wrote state snapshot");
+        snapshot::prune(&self.snap_dir, SNAPSHOT_FILES_KEPT);
+        Ok((index, term))
     }
 
     /// Whether this member has ever been bootstrapped.
@@ -271,12 +379,45 @@ impl Storage for LogStore {
         Ok(self.last())
     }
 
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // The log is never truncated yet (snapshots arrive with the cluster
-        // issue), so raft always finds the entries it needs and never asks.
-        Err(raft::Error::Store(
-            StorageError::SnapshotTemporarilyUnavailable,
-        ))
+    /// A snapshot at or after `request_index`. Reuses the newest file if it
+    /// is recent enough, else writes one at the applied index (the raft
+    /// thread is the only writer, so the state it reads is a point in time).
+    /// The raft message carries only the index; the transport streams the
+    /// file.
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        let existing = *self.latest_file.borrow();
+        let (index, term) = match existing {
+            Some((i, t))
+                if i >= request_index && snapshot::file_path(&self.snap_dir, i).exists() =>
+            {
+                (i, t)
+            }
+            _ => match self.make_snapshot_file() {
+                Ok(it) => {
+                    *self.latest_file.borrow_mut() = Some(it);
+                    it
+                }
+                Err(e) => {
+                    // raft-rs panics on any other error; it retries on this.
+                    tracing::error!(error = %e, peer = to, "cannot write a snapshot; will retry");
+                    return Err(raft::Error::Store(
+                        StorageError::SnapshotTemporarilyUnavailable,
+                    ));
+                }
+            },
+        };
+        let header = snapshot::SnapshotReader::open(&snapshot::file_path(&self.snap_dir, index))
+            .map(|r| r.header)
+            .map_err(|e| storage_err(e.to_string()))?;
+        let conf_state = ConfState::parse_from_bytes(&header.conf_state).map_err(storage_err)?;
+        let mut meta = SnapshotMetadata::default();
+        meta.set_conf_state(conf_state);
+        meta.index = index;
+        meta.term = term;
+        let mut snap = Snapshot::default();
+        snap.data = index.to_be_bytes().to_vec().into();
+        snap.set_metadata(meta);
+        Ok(snap)
     }
 }
 

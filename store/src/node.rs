@@ -21,8 +21,8 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendErro
 use parking_lot::RwLock;
 use prost::Message as _;
 use protobuf::Message as _;
-use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, Message};
-use raft::{Config, RawNode, ReadOnlyOption, StateRole};
+use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType, Message};
+use raft::{Config, RawNode, ReadOnlyOption, SnapshotStatus, StateRole};
 use rocksdb::WriteBatch;
 use tokio::sync::oneshot;
 
@@ -30,12 +30,13 @@ use crate::cluster::{self, Member};
 use crate::db::{u64_from, Db, CF_META};
 use crate::error::{Result, StoreError};
 use crate::log_store::LogStore;
-use crate::mvcc::{txn_checks, Applier, Mvcc, RevEvents, WriteResult};
+use crate::mvcc::{self, txn_checks, Applier, Mvcc, RevEvents, WriteResult};
 use crate::pb::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
     PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
 };
 use crate::pb::internal::{internal_request::Request, InternalRequest};
+use crate::snapshot;
 use crate::watch::WatchHub;
 
 /// Inputs handled per loop round before a `Ready` is processed: bounds the
@@ -51,6 +52,9 @@ const META_APPLIED: &[u8] = b"applied_index";
 const META_MEMBER_ID: &[u8] = b"member_id";
 const META_CLUSTER_ID: &[u8] = b"cluster_id";
 const META_MEMBERS: &[u8] = b"members";
+/// Present while a snapshot is being installed: its index. A start that
+/// finds it redoes the install before anything reads the keyspace.
+const META_INSTALLING: &[u8] = b"installing_snapshot";
 
 /// Sends raft messages to other members. Implemented over gRPC in `api`;
 /// must never block (queue or drop: raft retransmits).
@@ -72,6 +76,12 @@ pub struct NodeConfig {
     pub max_txn_ops: usize,
     pub request_timeout: Duration,
     pub watch_progress_interval: Duration,
+    /// Applied entries beyond the last log truncation that trigger another
+    /// (etcd's --snapshot-count).
+    pub snapshot_count: u64,
+    /// Entries kept behind a truncation for slow followers to catch up from
+    /// without a snapshot.
+    pub snapshot_catchup_entries: u64,
 }
 
 impl Default for NodeConfig {
@@ -87,6 +97,8 @@ impl Default for NodeConfig {
             max_txn_ops: 128,
             request_timeout: Duration::from_secs(5),
             watch_progress_interval: Duration::from_secs(600),
+            snapshot_count: 10_000,
+            snapshot_catchup_entries: 5_000,
         }
     }
 }
@@ -117,6 +129,7 @@ enum Input {
     Step(Box<Message>),
     ReadIndex(oneshot::Sender<Result<()>>),
     Unreachable(u64),
+    SnapshotReport(u64, bool),
     Stop,
 }
 
@@ -172,11 +185,19 @@ impl Node {
             db.write_sync(batch)?;
             (me.id, cluster_id, cfg.initial_members.clone())
         };
+        let snap_dir = cfg.data_dir.join("snap");
+        if let Some(v) = db.get(CF_META, META_INSTALLING)? {
+            let index = u64_from(&v, "installing snapshot index")?;
+            tracing::warn!(index, "a snapshot install was interrupted; redoing it");
+            install_snapshot(&db, &mut log, &snapshot::file_path(&snap_dir, index), None)?;
+        }
         let applied = match db.get(CF_META, META_APPLIED)? {
             Some(v) => u64_from(&v, "applied index")?,
             None => 0,
         };
         let mvcc = Mvcc::open(db.clone())?;
+        log.set_snapshots(snap_dir.clone(), mvcc.clone());
+        log.set_applied(applied);
         let hub = WatchHub::start(mvcc.clone(), cfg.watch_progress_interval);
 
         let raft_cfg = Config {
@@ -236,6 +257,9 @@ impl Node {
             cluster_id,
             applied,
             tick: Duration::from_millis(cfg.tick_ms),
+            snap_dir,
+            snapshot_count: cfg.snapshot_count.max(1),
+            catchup_entries: cfg.snapshot_catchup_entries,
         };
         let handle = std::thread::Builder::new()
             .name(format!("raft-{}", cfg.name))
@@ -291,9 +315,21 @@ impl Node {
     pub fn step(&self, msg: Message) {
         let _ = self.tx.try_send(Input::Step(Box::new(msg)));
     }
-
     pub fn report_unreachable(&self, peer: u64) {
         let _ = self.tx.try_send(Input::Unreachable(peer));
+    }
+
+    /// Tells raft whether a snapshot reached `peer`.
+    pub fn report_snapshot(&self, peer: u64, delivered: bool) {
+        let _ = self.tx.send_timeout(
+            Input::SnapshotReport(peer, delivered),
+            Duration::from_secs(1),
+        );
+    }
+
+    /// Where snapshot files are written and received.
+    pub fn snapshot_dir(&self) -> PathBuf {
+        self.cfg.data_dir.join("snap")
     }
 
     /// Stops the raft loop and waits for it to finish its current round.
@@ -533,6 +569,45 @@ struct Loop {
     cluster_id: u64,
     applied: u64,
     tick: Duration,
+    snap_dir: PathBuf,
+    snapshot_count: u64,
+    catchup_entries: u64,
+}
+
+/// Installs the snapshot file at `path`: durable marker, records in bounded
+/// batches, then one synced batch that moves the log and applied index to
+/// the snapshot and drops the marker. Returns the snapshot's index. The
+/// caller reloads the keyspace view.
+fn install_snapshot(
+    db: &Db,
+    log: &mut LogStore,
+    path: &std::path::Path,
+    want: Option<(u64, u64)>,
+) -> Result<u64> {
+    let header = snapshot::verify(path)?;
+    if let Some((index, term)) = want {
+        if (header.index, header.term) != (index, term) {
+            return Err(StoreError::Storage(format!(
+                "snapshot file {} is for {}/{}, raft wants {index}/{term}",
+                path.display(),
+                header.index,
+                header.term
+            )));
+        }
+    }
+    let mut b = WriteBatch::default();
+    b.put_cf(db.cf(CF_META), META_INSTALLING, header.index.to_be_bytes());
+    db.write_sync(b)?;
+    let mut r = snapshot::SnapshotReader::open(path)?;
+    mvcc::install_records(db, &mut r)?;
+    let cs = ConfState::parse_from_bytes(&header.conf_state)
+        .map_err(|e| StoreError::Storage(format!("snapshot conf state: {e}")))?;
+    let mut b = WriteBatch::default();
+    log.apply_snapshot(header.index, header.term, cs, &mut b);
+    b.put_cf(db.cf(CF_META), META_APPLIED, header.index.to_be_bytes());
+    b.delete_cf(db.cf(CF_META), META_INSTALLING);
+    db.write_sync(b)?;
+    Ok(header.index)
 }
 
 impl Loop {
@@ -611,6 +686,14 @@ impl Loop {
             }
             Input::ReadIndex(reply) => self.reads.pending.push(reply),
             Input::Unreachable(peer) => self.raw.report_unreachable(peer),
+            Input::SnapshotReport(peer, delivered) => {
+                let status = if delivered {
+                    SnapshotStatus::Finish
+                } else {
+                    SnapshotStatus::Failure
+                };
+                self.raw.report_snapshot(peer, status);
+            }
             Input::Stop => {}
         }
     }
@@ -624,9 +707,20 @@ impl Loop {
             self.transport.send(rd.take_messages());
         }
         if !rd.snapshot().is_empty() {
-            return Err(StoreError::Storage(
-                "received a raft snapshot, which this version cannot install".into(),
-            ));
+            let meta = rd.snapshot().get_metadata();
+            let (index, term) = (meta.index, meta.term);
+            let path = snapshot::file_path(&self.snap_dir, index);
+            self.applied =
+                install_snapshot(&self.db, self.raw.mut_store(), &path, Some((index, term)))?;
+            self.applier.mvcc().reload()?;
+            self.applier.reset();
+            self.hub.resync_all();
+            tracing::info!(
+                index,
+                term,
+                revision = self.applier.revision(),
+                "installed snapshot"
+            );
         }
         let mut batch = WriteBatch::default();
         let mut applied = Applied::default();
@@ -669,7 +763,30 @@ impl Loop {
         self.finish(applied);
         self.raw.advance_apply();
         self.reads.release(self.applied);
+        self.maybe_compact_log()?;
         self.update_status();
+        Ok(())
+    }
+
+    /// Truncates the log once it holds `snapshot_count` applied entries
+    /// beyond the last truncation, keeping `catchup_entries` for slow
+    /// followers. A follower further behind gets a snapshot file instead.
+    fn maybe_compact_log(&mut self) -> Result<()> {
+        let store = self.raw.mut_store();
+        store.set_applied(self.applied);
+        if self.applied < store.truncated_index() + self.snapshot_count {
+            return Ok(());
+        }
+        let to = self.applied.saturating_sub(self.catchup_entries);
+        if to <= store.truncated_index() {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::default();
+        store.compact(to, &mut batch)?;
+        // Ordered after the apply batches in the WAL: if this survives a
+        // crash, so did everything applied up to `to`.
+        self.db.write_nosync(batch)?;
+        tracing::debug!(to, applied = self.applied, "compacted raft log");
         Ok(())
     }
 

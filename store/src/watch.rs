@@ -215,6 +215,14 @@ impl WatchHub {
         }
     }
 
+    /// After the keyspace jumped (snapshot install): every watcher catches
+    /// up from storage, or is cancelled if its next revision is gone.
+    pub fn resync_all(&self) {
+        for w in self.inner.lock().watchers.values_mut() {
+            w.synced = false;
+        }
+    }
+
     /// The revision to report in a progress response if every given watcher
     /// is synced (etcd answers a progress request only then).
     pub fn progress(&self, keys: &[WatcherKey]) -> Option<i64> {

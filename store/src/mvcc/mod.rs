@@ -24,12 +24,14 @@ use rocksdb::{Direction, IteratorMode, WriteBatch};
 
 use crate::db::{u64_from, Db, CF_KV, CF_META};
 use crate::error::{Result, StoreError};
+use crate::log_store::StateSource;
 use crate::pb::etcdserverpb::{
     range_request::{SortOrder, SortTarget},
     RangeRequest, RangeResponse,
 };
 use crate::pb::mvccpb::{event::EventType, Event, KeyValue};
-use crate::revision::Rev;
+use crate::revision::{self, Rev};
+use crate::snapshot::{SnapshotReader, SnapshotWriter, CF_TAG_KV, CF_TAG_META};
 pub use index::Index;
 pub use txn::WriteResult;
 
@@ -57,40 +59,21 @@ pub struct Mvcc {
 impl Mvcc {
     /// Opens the keyspace and rebuilds the index from disk.
     pub fn open(db: Arc<Db>) -> Result<Arc<Mvcc>> {
-        let current = match db.get(CF_META, META_CURRENT_REV)? {
-            Some(v) => u64_from(&v, "current revision")? as i64,
-            None => 1, // etcd's empty store is at revision 1
-        };
-        let compact = match db.get(CF_META, META_COMPACT_REV)? {
-            Some(v) => u64_from(&v, "compact revision")? as i64,
-            None => 0,
-        };
-        let mut index = Index::default();
-        index.compact_rev = compact;
-        let cf = db.cf(CF_KV);
-        for item in db.raw().iterator_cf(cf, IteratorMode::Start) {
-            let (k, v) = item?;
-            let (rev, tomb) = Rev::decode(&k)?;
-            let kv = decode_kv(&v)?;
-            if rev.main > current {
-                // Written by a batch whose revision never got recorded: cannot
-                // happen with atomic batches, so the files are damaged.
-                return Err(StoreError::Storage(format!(
-                    "record at revision {} beyond current revision {current}",
-                    rev.main
-                )));
-            }
-            if tomb {
-                index.tombstone(&kv.key, rev);
-            } else {
-                index.restore_put(&kv.key, rev, kv.create_revision, kv.version);
-            }
-        }
+        let (index, current) = load_index(&db)?;
         Ok(Arc::new(Mvcc {
             db,
             index: RwLock::new(index),
             published_rev: AtomicI64::new(current),
         }))
+    }
+
+    /// Rebuilds the index after the keyspace was replaced (snapshot install).
+    pub fn reload(&self) -> Result<()> {
+        let (index, current) = load_index(&self.db)?;
+        let mut guard = self.index.write();
+        *guard = index;
+        self.published_rev.store(current, Ordering::Release);
+        Ok(())
     }
 
     #[cfg(test)]
@@ -137,6 +120,38 @@ impl Mvcc {
                 rev.main, rev.sub
             ))),
         }
+    }
+
+    /// A hash of every record at or below `revision` (0: current), to
+    /// compare members (etcd's HashKV). Returns (hash, compact revision,
+    /// hashed revision).
+    pub fn hash_kv(&self, revision: i64) -> Result<(u32, i64, i64)> {
+        let current = self.current_revision();
+        let index = self.index.read(); // holds compaction off while hashing
+        let at = if revision <= 0 { current } else { revision };
+        if at > current {
+            return Err(StoreError::FutureRevision);
+        }
+        if at < index.compact_rev {
+            return Err(StoreError::Compacted {
+                compact_revision: index.compact_rev,
+            });
+        }
+        let mut h = crc32fast::Hasher::new();
+        for item in self
+            .db
+            .raw()
+            .iterator_cf(self.db.cf(CF_KV), IteratorMode::Start)
+        {
+            let (k, v) = item?;
+            let (rev, _) = Rev::decode(&k)?;
+            if rev.main > at {
+                break;
+            }
+            h.update(&k);
+            h.update(&v);
+        }
+        Ok((h.finalize(), index.compact_rev, at))
     }
 
     /// Events of keys in `[key, range_end)` for revisions `from..=to` (at
@@ -208,6 +223,95 @@ impl Mvcc {
         }
         Ok((out, next))
     }
+}
+
+/// Reads the index and current revision back from disk.
+fn load_index(db: &Db) -> Result<(Index, i64)> {
+    let current = match db.get(CF_META, META_CURRENT_REV)? {
+        Some(v) => u64_from(&v, "current revision")? as i64,
+        None => 1, // etcd's empty store is at revision 1
+    };
+    let compact = match db.get(CF_META, META_COMPACT_REV)? {
+        Some(v) => u64_from(&v, "compact revision")? as i64,
+        None => 0,
+    };
+    let mut index = Index::default();
+    index.compact_rev = compact;
+    for item in db.raw().iterator_cf(db.cf(CF_KV), IteratorMode::Start) {
+        let (k, v) = item?;
+        let (rev, tomb) = Rev::decode(&k)?;
+        let kv = decode_kv(&v)?;
+        if rev.main > current {
+            // Written by a batch whose revision never got recorded: cannot
+            // happen with atomic batches, so the files are damaged.
+            return Err(StoreError::Storage(format!(
+                "record at revision {} beyond current revision {current}",
+                rev.main
+            )));
+        }
+        if tomb {
+            index.tombstone(&kv.key, rev);
+        } else {
+            index.restore_put(&kv.key, rev, kv.create_revision, kv.version);
+        }
+    }
+    Ok((index, current))
+}
+
+/// Meta records that are part of the replicated state, and so of snapshots.
+const REPLICATED_META: &[&[u8]] = &[META_CURRENT_REV, META_COMPACT_REV];
+/// Bytes staged per batch while installing a snapshot.
+const INSTALL_BATCH_BYTES_MAX: usize = 4 << 20;
+
+impl StateSource for Mvcc {
+    fn write_snapshot(&self, w: &mut SnapshotWriter) -> Result<()> {
+        for item in self
+            .db
+            .raw()
+            .iterator_cf(self.db.cf(CF_KV), IteratorMode::Start)
+        {
+            let (k, v) = item?;
+            w.record(CF_TAG_KV, &k, &v)?;
+        }
+        for key in REPLICATED_META {
+            if let Some(v) = self.db.get(CF_META, key)? {
+                w.record(CF_TAG_META, key, &v)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Replaces the keyspace on disk by a snapshot's records, in batches of
+/// bounded size. Not atomic by itself: the caller brackets it with a
+/// durable "installing" marker and redoes it after a crash.
+pub fn install_records(db: &Db, r: &mut SnapshotReader) -> Result<()> {
+    let (kv, meta) = (db.cf(CF_KV), db.cf(CF_META));
+    let mut batch = WriteBatch::default();
+    batch.delete_range_cf(kv, &[][..], &[0xffu8; revision::KEY_BYTES + 1][..]);
+    for key in REPLICATED_META {
+        batch.delete_cf(meta, key);
+    }
+    while let Some((cf, k, v)) = r.next_record()? {
+        match cf {
+            CF_TAG_KV => {
+                Rev::decode(&k)?;
+                decode_kv(&v)?;
+                batch.put_cf(kv, &k, &v);
+            }
+            _ if REPLICATED_META.contains(&k.as_slice()) => batch.put_cf(meta, &k, &v),
+            _ => {
+                return Err(StoreError::Storage(format!(
+                    "snapshot carries unknown meta record {:?}",
+                    String::from_utf8_lossy(&k)
+                )))
+            }
+        }
+        if batch.size_in_bytes() >= INSTALL_BATCH_BYTES_MAX {
+            db.write_nosync(std::mem::take(&mut batch))?;
+        }
+    }
+    db.write_nosync(batch)
 }
 
 /// Whether `k` lies in etcd's `[key, range_end)` interval.
@@ -388,6 +492,12 @@ impl Applier {
             );
         }
         (result, events)
+    }
+
+    /// After the keyspace was replaced underneath (snapshot install).
+    pub fn reset(&mut self) {
+        self.overlay.clear();
+        self.writer_rev = self.mvcc.current_revision();
     }
 
     /// After the batch holding everything applied so far is durable: make it
