@@ -16,6 +16,8 @@ pub fn status(e: StoreError) -> Status {
         | StoreError::RequestTooLarge
         | StoreError::InvalidArgument(_) => Code::InvalidArgument,
         StoreError::LeaseNotFound => Code::NotFound,
+        StoreError::LeaseExists => Code::FailedPrecondition,
+        StoreError::LeaseTtlTooLarge => Code::OutOfRange,
         StoreError::TooManyRequests => Code::ResourceExhausted,
         StoreError::NoLeader | StoreError::Timeout | StoreError::Stopped => Code::Unavailable,
         StoreError::Storage(_) => Code::Internal,

@@ -5,6 +5,7 @@
 pub mod ctl;
 pub mod errors;
 pub mod kv;
+pub mod lease;
 pub mod maintenance;
 pub mod peer;
 pub mod server;

@@ -14,9 +14,11 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 
 use crate::kv::KvService;
+use crate::lease::LeaseService;
 use crate::maintenance::MaintenanceService;
 use crate::pb::etcdserverpb::{
-    kv_server::KvServer, maintenance_server::MaintenanceServer, watch_server::WatchServer,
+    kv_server::KvServer, lease_server::LeaseServer, maintenance_server::MaintenanceServer,
+    watch_server::WatchServer,
 };
 use crate::pb::raftpb::raft_server::RaftServer;
 use crate::peer::{GrpcTransport, RaftService, PEER_MESSAGE_BYTES_MAX};
@@ -260,6 +262,7 @@ pub async fn run(flags: ServerFlags) -> Result<()> {
                     .max_decoding_message_size(max_recv)
                     .max_encoding_message_size(usize::MAX),
             )
+            .add_service(LeaseServer::new(LeaseService { node: node.clone() }))
             .add_service(
                 MaintenanceServer::new(MaintenanceService { node: node.clone() })
                     .max_encoding_message_size(usize::MAX),

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use common::Cluster;
 use secretd_api::pb::etcdserverpb::{
-    maintenance_client::MaintenanceClient, CompactionRequest, DeleteRangeRequest, HashKvRequest,
-    PutRequest,
+    lease_client::LeaseClient, maintenance_client::MaintenanceClient, CompactionRequest,
+    DeleteRangeRequest, HashKvRequest, LeaseGrantRequest, LeaseTimeToLiveRequest, PutRequest,
 };
 
 async fn hashes(c: &Cluster) -> Vec<(usize, u32, i64)> {
@@ -82,6 +82,22 @@ async fn lagging_follower_catches_up_by_snapshot() {
     })
     .await
     .unwrap();
+    // A lease granted meanwhile can only reach the follower in the snapshot.
+    let mut leases = LeaseClient::new(c.channel(leader).await);
+    let lease = leases
+        .lease_grant(LeaseGrantRequest { ttl: 600, id: 0 })
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    kv.put(PutRequest {
+        key: "leased".into(),
+        value: "x".into(),
+        lease,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     assert!(
         std::fs::read_dir(c.members[leader].data_dir.join("snap"))
             .map(|d| d.count())
@@ -96,6 +112,20 @@ async fn lagging_follower_catches_up_by_snapshot() {
     assert!(
         log.contains("installed snapshot"),
         "the follower caught up without a snapshot:\n{log}"
+    );
+    let mut on_follower = LeaseClient::new(c.channel(follower).await);
+    let ttl = on_follower
+        .lease_time_to_live(LeaseTimeToLiveRequest {
+            id: lease,
+            keys: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (ttl.granted_ttl, ttl.keys),
+        (600, vec![b"leased".to_vec()]),
+        "lease lost in the snapshot"
     );
     let leader_log = std::fs::read_to_string(&c.members[leader].log).unwrap();
     assert!(leader_log.contains("snapshot delivered"), "{leader_log}");

@@ -9,6 +9,7 @@
 pub mod cluster;
 pub mod db;
 pub mod error;
+pub mod lease;
 pub mod log_store;
 pub mod mvcc;
 pub mod node;

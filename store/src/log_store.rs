@@ -414,8 +414,10 @@ impl Storage for LogStore {
         meta.set_conf_state(conf_state);
         meta.index = index;
         meta.term = term;
-        let mut snap = Snapshot::default();
-        snap.data = index.to_be_bytes().to_vec().into();
+        let mut snap = Snapshot {
+            data: index.to_be_bytes().to_vec().into(),
+            ..Default::default()
+        };
         snap.set_metadata(meta);
         Ok(snap)
     }

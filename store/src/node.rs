@@ -29,11 +29,15 @@ use tokio::sync::oneshot;
 use crate::cluster::{self, Member};
 use crate::db::{u64_from, Db, CF_META};
 use crate::error::{Result, StoreError};
+use crate::lease;
 use crate::log_store::LogStore;
 use crate::mvcc::{self, txn_checks, Applier, Mvcc, RevEvents, WriteResult};
 use crate::pb::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
-    PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
+    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
+    LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus,
+    LeaseTimeToLiveResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader,
+    TxnRequest, TxnResponse,
 };
 use crate::pb::internal::{internal_request::Request, InternalRequest};
 use crate::snapshot;
@@ -47,6 +51,9 @@ const INPUT_QUEUE_MAX: usize = 16 * 1024;
 /// A ReadIndex request unanswered this long is sent again (raft-rs drops
 /// them silently while there is no leader, or before a new leader commits).
 const READ_INDEX_RETRY: Duration = Duration::from_millis(500);
+/// Expired leases the leader proposes to revoke per tick (etcd revokes at
+/// most 1000 per second).
+const LEASE_REVOKES_PER_TICK_MAX: usize = 100;
 
 const META_APPLIED: &[u8] = b"applied_index";
 const META_MEMBER_ID: &[u8] = b"member_id";
@@ -441,6 +448,97 @@ impl Node {
             (other, _) => Err(unexpected(other)),
         }
     }
+    /// etcd's minimum lease TTL: 1.5 election timeouts, in whole seconds.
+    pub fn min_lease_ttl_secs(&self) -> i64 {
+        let ms = (3 * self.cfg.election_ticks as u64 / 2) * self.cfg.tick_ms;
+        ms.div_ceil(1000).max(1) as i64
+    }
+
+    pub async fn lease_grant(&self, ttl: i64, id: i64) -> Result<LeaseGrantResponse> {
+        if ttl > lease::TTL_MAX_SECS {
+            return Err(StoreError::LeaseTtlTooLarge);
+        }
+        let ttl = ttl.max(self.min_lease_ttl_secs());
+        // The proposer picks the id, so every member applies the same one.
+        let id = if id != 0 {
+            id
+        } else {
+            (rand::random::<u64>() >> 1).max(1) as i64
+        };
+        match self
+            .propose(Request::LeaseGrant(LeaseGrantRequest { ttl, id }))
+            .await?
+        {
+            (WriteResult::LeaseGrant(mut r), h) => {
+                r.header = Some(h);
+                Ok(r)
+            }
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn lease_revoke(&self, id: i64) -> Result<LeaseRevokeResponse> {
+        match self
+            .propose(Request::LeaseRevoke(LeaseRevokeRequest { id }))
+            .await?
+        {
+            (WriteResult::LeaseRevoke(mut r), h) => {
+                r.header = Some(h);
+                Ok(r)
+            }
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    /// A keep-alive: restarts the lease's TTL on every member.
+    pub async fn lease_renew(&self, id: i64) -> Result<LeaseKeepAliveResponse> {
+        match self
+            .propose(Request::LeaseRenew(LeaseKeepAliveRequest { id }))
+            .await?
+        {
+            (WriteResult::LeaseRenew(mut r), h) => {
+                r.header = Some(h);
+                Ok(r)
+            }
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    /// Remaining TTL (-1 if the lease is gone), as of a linearizable read.
+    pub async fn lease_time_to_live(&self, id: i64, keys: bool) -> Result<LeaseTimeToLiveResponse> {
+        self.read_index().await?;
+        let lessor = self.mvcc.lessor();
+        let mut resp = LeaseTimeToLiveResponse {
+            header: Some(self.header(self.mvcc.current_revision())),
+            id,
+            ttl: -1,
+            granted_ttl: 0,
+            keys: Vec::new(),
+        };
+        if let Some(l) = lessor.get(id) {
+            resp.ttl = lessor.remaining_secs(id, Instant::now()).unwrap_or(0);
+            resp.granted_ttl = l.ttl_secs;
+            if keys {
+                resp.keys = l.keys.iter().cloned().collect();
+            }
+        }
+        Ok(resp)
+    }
+
+    pub async fn lease_leases(&self) -> Result<LeaseLeasesResponse> {
+        self.read_index().await?;
+        let leases = self
+            .mvcc
+            .lessor()
+            .ids()
+            .into_iter()
+            .map(|id| LeaseStatus { id })
+            .collect();
+        Ok(LeaseLeasesResponse {
+            header: Some(self.header(self.mvcc.current_revision())),
+            leases,
+        })
+    }
 
     pub async fn compact(&self, req: CompactionRequest) -> Result<CompactionResponse> {
         // Fail fast on what is already known; apply re-checks in log order.
@@ -646,6 +744,7 @@ impl Loop {
                 self.raw.tick();
                 next_tick = now + self.tick;
                 self.waiters.retain(|_, w| !w.is_closed());
+                self.expire_leases(now);
             }
             self.reads.maybe_send(&mut self.raw);
             if let Err(e) = self.on_ready() {
@@ -767,6 +866,30 @@ impl Loop {
         self.update_status();
         Ok(())
     }
+    /// The leader proposes revokes for expired leases (others only track).
+    fn expire_leases(&mut self, now: Instant) {
+        // `is_leader` turns true only in `update_status`, right after the
+        // leases were promoted: before that, expiries are still the old
+        // leader's and must not be acted on.
+        if self.raw.raft.state != StateRole::Leader || !self.status.read().is_leader {
+            return;
+        }
+        let mvcc = self.applier.mvcc().clone();
+        let expired = mvcc.lessor().take_expired(now, LEASE_REVOKES_PER_TICK_MAX);
+        for id in expired {
+            // Request id 0: nobody waits for these.
+            let data = InternalRequest {
+                id: 0,
+                request: Some(Request::LeaseRevoke(LeaseRevokeRequest { id })),
+            }
+            .encode_to_vec();
+            if self.raw.propose(vec![], data).is_err() {
+                mvcc.lessor().forget_revoking();
+                return;
+            }
+            tracing::info!(lease = format_args!("{id:x}"), "lease expired; revoking");
+        }
+    }
 
     /// Truncates the log once it holds `snapshot_count` applied entries
     /// beyond the last truncation, keeping `catchup_entries` for slow
@@ -883,9 +1006,17 @@ impl Loop {
             let _ = w.send(res);
         }
     }
-
     fn update_status(&mut self) {
         let r = &self.raw.raft;
+        let leader_now = r.state == StateRole::Leader;
+        let was_leader = self.status.read().is_leader;
+        if leader_now && !was_leader {
+            // A new leader gives every lease a full TTL from now, so an
+            // election never expires a lease early.
+            self.applier.mvcc().lessor().promote(Instant::now());
+        } else if was_leader && !leader_now {
+            self.applier.mvcc().lessor().forget_revoking();
+        }
         let mut st = self.status.write();
         st.leader = r.leader_id;
         st.term = r.term;

@@ -131,6 +131,9 @@ pub fn file_path(dir: &Path, index: u64) -> PathBuf {
     dir.join(format!("{index:016x}.snap"))
 }
 
+/// One record: column family tag, key, value.
+pub type Record = (u8, Vec<u8>, Vec<u8>);
+
 /// Reads a snapshot file record by record.
 pub struct SnapshotReader {
     input: BufReader<File>,
@@ -206,7 +209,7 @@ impl SnapshotReader {
 
     /// The next record, or None after the last one (whose trailer has then
     /// been verified).
-    pub fn next_record(&mut self) -> Result<Option<(u8, Vec<u8>, Vec<u8>)>> {
+    pub fn next_record(&mut self) -> Result<Option<Record>> {
         if self.done {
             return Ok(None);
         }

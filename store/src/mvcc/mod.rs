@@ -24,6 +24,7 @@ use rocksdb::{Direction, IteratorMode, WriteBatch};
 
 use crate::db::{u64_from, Db, CF_KV, CF_META};
 use crate::error::{Result, StoreError};
+use crate::lease::{self, Lessor};
 use crate::log_store::StateSource;
 use crate::pb::etcdserverpb::{
     range_request::{SortOrder, SortTarget},
@@ -54,24 +55,28 @@ pub struct Mvcc {
     db: Arc<Db>,
     index: RwLock<Index>,
     published_rev: AtomicI64,
+    /// Lock order: `index` before `lessor` when both are held.
+    lessor: parking_lot::Mutex<Lessor>,
 }
 
 impl Mvcc {
     /// Opens the keyspace and rebuilds the index from disk.
     pub fn open(db: Arc<Db>) -> Result<Arc<Mvcc>> {
-        let (index, current) = load_index(&db)?;
+        let (index, current, lessor) = load_index(&db)?;
         Ok(Arc::new(Mvcc {
             db,
             index: RwLock::new(index),
             published_rev: AtomicI64::new(current),
+            lessor: parking_lot::Mutex::new(lessor),
         }))
     }
 
     /// Rebuilds the index after the keyspace was replaced (snapshot install).
     pub fn reload(&self) -> Result<()> {
-        let (index, current) = load_index(&self.db)?;
+        let (index, current, lessor) = load_index(&self.db)?;
         let mut guard = self.index.write();
         *guard = index;
+        *self.lessor.lock() = lessor;
         self.published_rev.store(current, Ordering::Release);
         Ok(())
     }
@@ -79,6 +84,10 @@ impl Mvcc {
     #[cfg(test)]
     pub(crate) fn db_for_tests(&self) -> &Arc<Db> {
         &self.db
+    }
+    /// The lessor (leases and their keys). Held briefly; never across I/O.
+    pub fn lessor(&self) -> parking_lot::MutexGuard<'_, Lessor> {
+        self.lessor.lock()
     }
 
     pub fn current_revision(&self) -> i64 {
@@ -225,8 +234,8 @@ impl Mvcc {
     }
 }
 
-/// Reads the index and current revision back from disk.
-fn load_index(db: &Db) -> Result<(Index, i64)> {
+/// Reads the index, current revision and leases back from disk.
+fn load_index(db: &Db) -> Result<(Index, i64, Lessor)> {
     let current = match db.get(CF_META, META_CURRENT_REV)? {
         Some(v) => u64_from(&v, "current revision")? as i64,
         None => 1, // etcd's empty store is at revision 1
@@ -237,6 +246,21 @@ fn load_index(db: &Db) -> Result<(Index, i64)> {
     };
     let mut index = Index::default();
     index.compact_rev = compact;
+    let now = std::time::Instant::now();
+    let mut lessor = Lessor::default();
+    let prefix_iter = db.raw().iterator_cf(
+        db.cf(CF_META),
+        IteratorMode::From(lease::META_PREFIX, Direction::Forward),
+    );
+    for item in prefix_iter {
+        let (k, v) = item?;
+        let Some(id) = lease::id_from_meta_key(&k) else {
+            break;
+        };
+        lessor.grant(id, u64_from(&v, "lease TTL")? as i64, now);
+    }
+    // The lease of each key's newest put, in revision order.
+    let mut key_lease: std::collections::HashMap<Vec<u8>, i64> = std::collections::HashMap::new();
     for item in db.raw().iterator_cf(db.cf(CF_KV), IteratorMode::Start) {
         let (k, v) = item?;
         let (rev, tomb) = Rev::decode(&k)?;
@@ -251,15 +275,27 @@ fn load_index(db: &Db) -> Result<(Index, i64)> {
         }
         if tomb {
             index.tombstone(&kv.key, rev);
+            key_lease.remove(&kv.key);
         } else {
             index.restore_put(&kv.key, rev, kv.create_revision, kv.version);
+            key_lease.insert(kv.key, kv.lease);
         }
     }
-    Ok((index, current))
+    for (key, id) in key_lease {
+        if id != 0 {
+            lessor.set_key_lease(&key, id);
+        }
+    }
+    Ok((index, current, lessor))
 }
 
-/// Meta records that are part of the replicated state, and so of snapshots.
+/// Meta records that are part of the replicated state, and so of snapshots
+/// (plus every lease record, under `lease::META_PREFIX`).
 const REPLICATED_META: &[&[u8]] = &[META_CURRENT_REV, META_COMPACT_REV];
+
+fn is_replicated_meta(k: &[u8]) -> bool {
+    REPLICATED_META.contains(&k) || lease::id_from_meta_key(k).is_some()
+}
 /// Bytes staged per batch while installing a snapshot.
 const INSTALL_BATCH_BYTES_MAX: usize = 4 << 20;
 
@@ -278,6 +314,17 @@ impl StateSource for Mvcc {
                 w.record(CF_TAG_META, key, &v)?;
             }
         }
+        let leases = self.db.raw().iterator_cf(
+            self.db.cf(CF_META),
+            IteratorMode::From(lease::META_PREFIX, Direction::Forward),
+        );
+        for item in leases {
+            let (k, v) = item?;
+            if lease::id_from_meta_key(&k).is_none() {
+                break;
+            }
+            w.record(CF_TAG_META, &k, &v)?;
+        }
         Ok(())
     }
 }
@@ -292,6 +339,8 @@ pub fn install_records(db: &Db, r: &mut SnapshotReader) -> Result<()> {
     for key in REPLICATED_META {
         batch.delete_cf(meta, key);
     }
+    batch.delete_range_cf(meta, lease::META_PREFIX, &lease::meta_key(-1)[..]);
+    batch.delete_cf(meta, lease::meta_key(-1));
     while let Some((cf, k, v)) = r.next_record()? {
         match cf {
             CF_TAG_KV => {
@@ -299,7 +348,7 @@ pub fn install_records(db: &Db, r: &mut SnapshotReader) -> Result<()> {
                 decode_kv(&v)?;
                 batch.put_cf(kv, &k, &v);
             }
-            _ if REPLICATED_META.contains(&k.as_slice()) => batch.put_cf(meta, &k, &v),
+            _ if is_replicated_meta(&k) => batch.put_cf(meta, &k, &v),
             _ => {
                 return Err(StoreError::Storage(format!(
                     "snapshot carries unknown meta record {:?}",

@@ -13,13 +13,15 @@ use rocksdb::WriteBatch;
 use super::{index::Index, range_at, Applier};
 use crate::db::{CF_KV, CF_META};
 use crate::error::{Result, StoreError};
+use crate::lease::{self, Lessor};
 use crate::pb::etcdserverpb::{
     compare::{CompareResult, CompareTarget, TargetUnion},
     request_op::Request as Op,
     response_op::Response as OpResp,
     CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse,
-    PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseOp, TxnRequest,
-    TxnResponse,
+    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
+    LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
+    RequestOp, ResponseOp, TxnRequest, TxnResponse,
 };
 use crate::pb::internal::internal_request::Request;
 use crate::pb::mvccpb::{event::EventType, Event, KeyValue};
@@ -32,6 +34,9 @@ pub enum WriteResult {
     DeleteRange(DeleteRangeResponse),
     Txn(TxnResponse),
     Compaction(CompactionResponse),
+    LeaseGrant(LeaseGrantResponse),
+    LeaseRevoke(LeaseRevokeResponse),
+    LeaseRenew(LeaseKeepAliveResponse),
 }
 
 /// What a txn needs from the keyspace it runs against.
@@ -238,19 +243,23 @@ impl Writer<'_> {
                 exec_txn(self, t).map(WriteResult::Txn)
             }
             Request::Compaction(c) => self.compact(c).map(WriteResult::Compaction),
+            Request::LeaseGrant(g) => self.lease_grant(g).map(WriteResult::LeaseGrant),
+            Request::LeaseRevoke(r) => self.lease_revoke(r).map(WriteResult::LeaseRevoke),
+            Request::LeaseRenew(r) => self.lease_renew(r).map(WriteResult::LeaseRenew),
         }
     }
 
     fn precheck(&self, ops: &[RequestOp]) -> Result<()> {
         let index = self.applier.mvcc.index.read();
-        precheck_ops(&index, ops)
+        let lessor = self.applier.mvcc.lessor();
+        precheck_ops(&index, &lessor, ops)
     }
 }
 
 /// Checks what etcd checks before applying: keys that `ignore_value` or
 /// `ignore_lease` need exist, and leases exist. Both branches of nested txns
 /// are checked, since which runs depends on writes made earlier in the txn.
-fn precheck_ops(index: &Index, ops: &[RequestOp]) -> Result<()> {
+fn precheck_ops(index: &Index, lessor: &Lessor, ops: &[RequestOp]) -> Result<()> {
     {
         for op in ops {
             match &op.request {
@@ -259,13 +268,13 @@ fn precheck_ops(index: &Index, ops: &[RequestOp]) -> Result<()> {
                     if (p.ignore_value || p.ignore_lease) && !live {
                         return Err(StoreError::KeyNotFound);
                     }
-                    if p.lease != 0 {
+                    if p.lease != 0 && !lessor.contains(p.lease) {
                         return Err(StoreError::LeaseNotFound);
                     }
                 }
                 Some(Op::RequestTxn(t)) => {
-                    precheck_ops(index, &t.success)?;
-                    precheck_ops(index, &t.failure)?;
+                    precheck_ops(index, lessor, &t.success)?;
+                    precheck_ops(index, lessor, &t.failure)?;
                 }
                 _ => {}
             }
@@ -286,6 +295,56 @@ impl Writer<'_> {
         if !tombstone {
             self.applier.overlay.insert(rev, kv.clone());
         }
+    }
+    fn lease_grant(&mut self, g: &LeaseGrantRequest) -> Result<LeaseGrantResponse> {
+        let mut lessor = self.applier.mvcc.lessor();
+        if lessor.contains(g.id) {
+            return Err(StoreError::LeaseExists);
+        }
+        lessor.grant(g.id, g.ttl, std::time::Instant::now());
+        let meta = self.applier.mvcc.db.cf(CF_META);
+        self.batch
+            .put_cf(meta, lease::meta_key(g.id), (g.ttl as u64).to_be_bytes());
+        Ok(LeaseGrantResponse {
+            header: None,
+            id: g.id,
+            ttl: g.ttl,
+            error: String::new(),
+        })
+    }
+
+    /// Deletes the lease's keys, all at one revision, then the lease.
+    fn lease_revoke(&mut self, r: &LeaseRevokeRequest) -> Result<LeaseRevokeResponse> {
+        let keys = self
+            .applier
+            .mvcc
+            .lessor()
+            .revoke(r.id)
+            .ok_or(StoreError::LeaseNotFound)?;
+        for key in keys {
+            self.delete(&DeleteRangeRequest {
+                key,
+                range_end: Vec::new(),
+                prev_kv: false,
+            })?;
+        }
+        let meta = self.applier.mvcc.db.cf(CF_META);
+        self.batch.delete_cf(meta, lease::meta_key(r.id));
+        Ok(LeaseRevokeResponse { header: None })
+    }
+
+    fn lease_renew(&mut self, r: &LeaseKeepAliveRequest) -> Result<LeaseKeepAliveResponse> {
+        let ttl = self
+            .applier
+            .mvcc
+            .lessor()
+            .renew(r.id, std::time::Instant::now())
+            .ok_or(StoreError::LeaseNotFound)?;
+        Ok(LeaseKeepAliveResponse {
+            header: None,
+            id: r.id,
+            ttl,
+        })
     }
 
     fn compact(&mut self, c: &CompactionRequest) -> Result<CompactionResponse> {
@@ -369,6 +428,7 @@ impl Exec for Writer<'_> {
         };
         self.stage(rev, false, &kv);
         self.applier.mvcc.index.write().put(&p.key, rev);
+        self.applier.mvcc.lessor().set_key_lease(&p.key, kv.lease);
         self.events.push(Event {
             r#type: EventType::Put as i32,
             kv: Some(kv),
@@ -411,6 +471,7 @@ impl Exec for Writer<'_> {
             };
             self.stage(rev, true, &tomb);
             self.applier.mvcc.index.write().tombstone(key, rev);
+            self.applier.mvcc.lessor().set_key_lease(key, 0);
             self.events.push(Event {
                 r#type: EventType::Delete as i32,
                 kv: Some(tomb),

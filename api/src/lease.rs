@@ -1,0 +1,107 @@
+//! etcd's Lease service over the store's lessor.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use secretd_store::node::Node;
+use secretd_store::StoreError;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::errors::status;
+use crate::pb::etcdserverpb::{
+    lease_server::Lease, LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest,
+    LeaseKeepAliveResponse, LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest,
+    LeaseRevokeResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+};
+
+/// Keep-alive responses buffered towards one client.
+const KEEPALIVE_RESPONSES_MAX: usize = 64;
+
+pub struct LeaseService {
+    pub node: Arc<Node>,
+}
+
+type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Lease for LeaseService {
+    async fn lease_grant(
+        &self,
+        req: Request<LeaseGrantRequest>,
+    ) -> Result<Response<LeaseGrantResponse>, Status> {
+        let r = req.into_inner();
+        self.node
+            .lease_grant(r.ttl, r.id)
+            .await
+            .map(Response::new)
+            .map_err(status)
+    }
+
+    async fn lease_revoke(
+        &self,
+        req: Request<LeaseRevokeRequest>,
+    ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        self.node
+            .lease_revoke(req.into_inner().id)
+            .await
+            .map(Response::new)
+            .map_err(status)
+    }
+
+    type LeaseKeepAliveStream = KeepAliveStream;
+
+    async fn lease_keep_alive(
+        &self,
+        req: Request<Streaming<LeaseKeepAliveRequest>>,
+    ) -> Result<Response<KeepAliveStream>, Status> {
+        let mut inbound = req.into_inner();
+        let (tx, rx) = mpsc::channel(KEEPALIVE_RESPONSES_MAX);
+        let node = self.node.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(r)) = inbound.message().await {
+                let resp = match node.lease_renew(r.id).await {
+                    Ok(resp) => Ok(resp),
+                    // etcd answers an unknown lease with TTL 0; clients read
+                    // that as "expired".
+                    Err(StoreError::LeaseNotFound) => Ok(LeaseKeepAliveResponse {
+                        header: Some(node.header(node.mvcc().current_revision())),
+                        id: r.id,
+                        ttl: 0,
+                    }),
+                    Err(e) => Err(status(e)),
+                };
+                let stop = resp.is_err();
+                if tx.send(resp).await.is_err() || stop {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        req: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        let r = req.into_inner();
+        self.node
+            .lease_time_to_live(r.id, r.keys)
+            .await
+            .map(Response::new)
+            .map_err(status)
+    }
+
+    async fn lease_leases(
+        &self,
+        _: Request<LeaseLeasesRequest>,
+    ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        self.node
+            .lease_leases()
+            .await
+            .map(Response::new)
+            .map_err(status)
+    }
+}

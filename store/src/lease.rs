@@ -1,0 +1,187 @@
+//! Leases: TTLs that delete their keys when they run out.
+//!
+//! Grant, renew (keep-alive) and revoke are raft entries, applied by every
+//! member in log order, so a keep-alive through a follower is ordered
+//! against a revoke like any write. Every member tracks an expiry from when
+//! it applied the grant or renewal; only the leader acts on expiry, by
+//! proposing revokes. On becoming leader a member first extends every lease
+//! to a full TTL from now, so a leader change never expires a lease early.
+//!
+//! Lease records (id → granted TTL) live in the meta column family under
+//! `lease/`, so they are part of snapshots; which keys a lease holds is
+//! rebuilt from the keyspace at start.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+pub const META_PREFIX: &[u8] = b"lease/";
+/// etcd's largest TTL.
+pub const TTL_MAX_SECS: i64 = 9_000_000_000;
+
+pub fn meta_key(id: i64) -> Vec<u8> {
+    let mut k = META_PREFIX.to_vec();
+    k.extend_from_slice(&(id as u64).to_be_bytes());
+    k
+}
+
+pub fn id_from_meta_key(k: &[u8]) -> Option<i64> {
+    let rest = k.strip_prefix(META_PREFIX)?;
+    Some(u64::from_be_bytes(rest.try_into().ok()?) as i64)
+}
+
+#[derive(Clone, Debug)]
+pub struct Lease {
+    pub ttl_secs: i64,
+    pub expiry: Instant,
+    pub keys: BTreeSet<Vec<u8>>,
+}
+
+#[derive(Default)]
+pub struct Lessor {
+    leases: BTreeMap<i64, Lease>,
+    /// The lease each leased key is attached to (keys without one are absent).
+    key_lease: std::collections::HashMap<Vec<u8>, i64>,
+    /// Revokes proposed for expired leases and not yet applied.
+    revoking: BTreeSet<i64>,
+}
+
+impl Lessor {
+    pub fn contains(&self, id: i64) -> bool {
+        self.leases.contains_key(&id)
+    }
+
+    pub fn get(&self, id: i64) -> Option<&Lease> {
+        self.leases.get(&id)
+    }
+
+    pub fn ids(&self) -> Vec<i64> {
+        self.leases.keys().copied().collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.leases.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.leases.is_empty()
+    }
+
+    pub fn grant(&mut self, id: i64, ttl_secs: i64, now: Instant) {
+        self.leases.insert(
+            id,
+            Lease {
+                ttl_secs,
+                expiry: now + secs(ttl_secs),
+                keys: BTreeSet::new(),
+            },
+        );
+    }
+
+    /// Renews; returns the TTL, or None if the lease does not exist.
+    pub fn renew(&mut self, id: i64, now: Instant) -> Option<i64> {
+        let l = self.leases.get_mut(&id)?;
+        l.expiry = now + secs(l.ttl_secs);
+        Some(l.ttl_secs)
+    }
+
+    /// Removes the lease; returns the keys it held.
+    pub fn revoke(&mut self, id: i64) -> Option<BTreeSet<Vec<u8>>> {
+        self.revoking.remove(&id);
+        let keys = self.leases.remove(&id)?.keys;
+        for k in &keys {
+            self.key_lease.remove(k);
+        }
+        Some(keys)
+    }
+
+    /// Records that `key` now holds lease `id` (0: none), moving it from
+    /// any lease it held before.
+    pub fn set_key_lease(&mut self, key: &[u8], id: i64) {
+        let old = if id == 0 {
+            self.key_lease.remove(key)
+        } else {
+            self.key_lease.insert(key.to_vec(), id)
+        };
+        if let Some(old) = old.filter(|o| *o != id) {
+            if let Some(l) = self.leases.get_mut(&old) {
+                l.keys.remove(key);
+            }
+        }
+        if id != 0 {
+            if let Some(l) = self.leases.get_mut(&id) {
+                l.keys.insert(key.to_vec());
+            }
+        }
+    }
+
+    /// Seconds left (rounded up), or None if unknown.
+    pub fn remaining_secs(&self, id: i64, now: Instant) -> Option<i64> {
+        let l = self.leases.get(&id)?;
+        let left = l.expiry.saturating_duration_since(now);
+        Some(left.as_secs() as i64 + i64::from(left.subsec_nanos() > 0))
+    }
+
+    /// On becoming leader: nobody may lose a lease to the election.
+    pub fn promote(&mut self, now: Instant) {
+        self.revoking.clear();
+        for l in self.leases.values_mut() {
+            l.expiry = now + secs(l.ttl_secs);
+        }
+    }
+
+    /// Expired leases not yet being revoked, at most `max`; marks them.
+    pub fn take_expired(&mut self, now: Instant, max: usize) -> Vec<i64> {
+        let ids: Vec<i64> = self
+            .leases
+            .iter()
+            .filter(|(id, l)| l.expiry <= now && !self.revoking.contains(id))
+            .map(|(id, _)| *id)
+            .take(max)
+            .collect();
+        self.revoking.extend(&ids);
+        ids
+    }
+
+    /// A revoke proposal was lost (e.g. leadership moved): retry later.
+    pub fn forget_revoking(&mut self) {
+        self.revoking.clear();
+    }
+}
+
+fn secs(s: i64) -> Duration {
+    Duration::from_secs(s.clamp(0, TTL_MAX_SECS) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_renewal_promotion() {
+        let t0 = Instant::now();
+        let mut l = Lessor::default();
+        l.grant(7, 10, t0);
+        l.grant(8, 10, t0);
+        l.set_key_lease(b"k", 8);
+        l.set_key_lease(b"k", 7); // moves from lease 8 to lease 7
+        assert!(l.get(8).unwrap().keys.is_empty());
+        assert_eq!(
+            l.remaining_secs(7, t0 + Duration::from_millis(2500)),
+            Some(8)
+        );
+        assert!(l.take_expired(t0 + Duration::from_secs(9), 10).is_empty());
+        assert_eq!(l.take_expired(t0 + Duration::from_secs(11), 10), vec![7, 8]);
+        // Not proposed twice while the first revoke is in flight.
+        assert!(l.take_expired(t0 + Duration::from_secs(12), 10).is_empty());
+        // A new leader extends it: a full TTL from its promotion.
+        l.promote(t0 + Duration::from_secs(12));
+        assert!(l.take_expired(t0 + Duration::from_secs(21), 10).is_empty());
+        assert_eq!(l.renew(7, t0 + Duration::from_secs(21)), Some(10));
+        assert_eq!(
+            l.revoke(7).unwrap().into_iter().collect::<Vec<_>>(),
+            vec![b"k".to_vec()]
+        );
+        assert_eq!(l.renew(7, t0), None);
+        assert_eq!(id_from_meta_key(&meta_key(-5)), Some(-5));
+    }
+}
