@@ -220,13 +220,23 @@ impl LogStore {
     }
 
     /// Sets the first configuration of a new cluster.
+    /// Index and term at which every member of a new cluster starts: the
+    /// initial configuration counts as entry 1, committed at term 1, on
+    /// every initial member alike. A member added later therefore can never
+    /// be sent entry 1 and always starts from a snapshot, which carries the
+    /// configuration it needs.
+    pub const BOOTSTRAP_INDEX: u64 = 1;
+
+    /// Sets the first configuration of a new cluster.
     pub fn bootstrap(&mut self, voters: Vec<u64>, batch: &mut WriteBatch) {
         assert!(!self.is_initialized(), "bootstrap of an initialized log");
         let cs = ConfState {
             voters,
             ..Default::default()
         };
-        self.set_conf_state(cs, batch);
+        self.apply_snapshot(Self::BOOTSTRAP_INDEX, 1, cs, batch);
+        // No snapshot file exists for it: one is written when first needed.
+        *self.latest_file.borrow_mut() = None;
     }
 
     fn last(&self) -> u64 {
@@ -443,41 +453,55 @@ mod tests {
         let mut s = LogStore::open(db.clone()).unwrap();
         let mut b = WriteBatch::default();
         s.bootstrap(vec![1, 2, 3], &mut b);
-        s.append(&(1..=5).map(|i| entry(i, 1)).collect::<Vec<_>>(), &mut b)
+        // The configuration is entry 1: the log proper starts at 2.
+        assert_eq!(
+            (
+                s.first_index().unwrap(),
+                s.last_index().unwrap(),
+                s.term(1).unwrap()
+            ),
+            (2, 1, 1)
+        );
+        s.append(&(2..=6).map(|i| entry(i, 1)).collect::<Vec<_>>(), &mut b)
             .unwrap();
         db.write_sync(b).unwrap();
-        // A new leader overwrites 4..: entry 5 must disappear.
+        // A new leader overwrites 5..: entry 6 must disappear.
         let mut b = WriteBatch::default();
-        s.append(&[entry(4, 2)], &mut b).unwrap();
+        s.append(&[entry(5, 2)], &mut b).unwrap();
         let hs = HardState {
             term: 2,
-            commit: 4,
+            commit: 5,
             ..Default::default()
         };
         s.set_hard_state(hs, &mut b);
         db.write_sync(b).unwrap();
-        assert_eq!(s.last_index().unwrap(), 4);
+        assert_eq!(s.last_index().unwrap(), 5);
         drop(s);
         let s = LogStore::open(db).unwrap();
-        assert_eq!(s.last_index().unwrap(), 4);
-        assert_eq!(s.term(4).unwrap(), 2);
-        assert_eq!(s.term(3).unwrap(), 1);
-        assert_eq!(s.hard_state().commit, 4);
+        assert_eq!(s.last_index().unwrap(), 5);
+        assert_eq!(s.term(5).unwrap(), 2);
+        assert_eq!(s.term(4).unwrap(), 1);
+        assert_eq!(s.hard_state().commit, 5);
         assert_eq!(s.conf_state().voters, vec![1, 2, 3]);
         let es = s
-            .entries(2, 5, None, GetEntriesContext::empty(false))
+            .entries(3, 6, None, GetEntriesContext::empty(false))
             .unwrap();
         assert_eq!(
             es.iter().map(|e| (e.index, e.term)).collect::<Vec<_>>(),
-            vec![(2, 1), (3, 1), (4, 2)]
+            vec![(3, 1), (4, 1), (5, 2)]
         );
         // A size limit still returns at least one entry.
         assert_eq!(
-            s.entries(2, 5, 1, GetEntriesContext::empty(false))
+            s.entries(3, 6, 1, GetEntriesContext::empty(false))
                 .unwrap()
                 .len(),
             1
         );
         assert!(s.term(9).is_err());
+        assert!(
+            s.entries(1, 3, None, GetEntriesContext::empty(false))
+                .is_err(),
+            "entry 1 is never served"
+        );
     }
 }

@@ -182,6 +182,7 @@ impl Node {
             let mut batch = WriteBatch::default();
             log.bootstrap(ids, &mut batch);
             let meta = db.cf(CF_META);
+            batch.put_cf(meta, META_APPLIED, LogStore::BOOTSTRAP_INDEX.to_be_bytes());
             batch.put_cf(meta, META_MEMBER_ID, me.id.to_be_bytes());
             batch.put_cf(meta, META_CLUSTER_ID, cluster_id.to_be_bytes());
             batch.put_cf(
