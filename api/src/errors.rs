@@ -17,6 +17,13 @@ pub fn status(e: StoreError) -> Status {
         | StoreError::InvalidArgument(_) => Code::InvalidArgument,
         StoreError::LeaseNotFound => Code::NotFound,
         StoreError::LeaseExists => Code::FailedPrecondition,
+        StoreError::MemberNotFound => Code::NotFound,
+        StoreError::MemberExists
+        | StoreError::PeerUrlExists
+        | StoreError::MemberNotLearner
+        | StoreError::LearnerNotReady
+        | StoreError::NotLeader => Code::FailedPrecondition,
+        StoreError::Removed => Code::Unavailable,
         StoreError::LeaseTtlTooLarge => Code::OutOfRange,
         StoreError::TooManyRequests => Code::ResourceExhausted,
         StoreError::NoLeader | StoreError::Timeout | StoreError::Stopped => Code::Unavailable,

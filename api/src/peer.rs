@@ -25,7 +25,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::pb::raftpb::{
-    raft_client::RaftClient, raft_server::Raft, RaftBatch, SendResponse, SnapshotChunk,
+    raft_client::RaftClient, raft_server::Raft, ClusterInfoRequest, ClusterInfoResponse,
+    MemberInfo, RaftBatch, SendResponse, SnapshotChunk,
 };
 
 /// Bytes of snapshot file per chunk on the wire.
@@ -42,9 +43,11 @@ pub const PEER_MESSAGE_BYTES_MAX: usize = 2 * BATCH_BYTES_MAX + 1024 * 1024;
 const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(50);
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
+type PeerQueues = HashMap<u64, mpsc::Sender<Message>>;
+
 pub struct GrpcTransport {
-    queues: HashMap<u64, mpsc::Sender<Message>>,
-    urls: HashMap<u64, String>,
+    /// Per-peer queues and URLs; replaced when membership changes.
+    peers: parking_lot::RwLock<(PeerQueues, HashMap<u64, String>)>,
     node: Arc<OnceLock<Weak<Node>>>,
     my_id: u64,
     cluster_id: u64,
@@ -65,36 +68,24 @@ impl GrpcTransport {
         snap_dir: PathBuf,
     ) -> Arc<GrpcTransport> {
         let node: Arc<OnceLock<Weak<Node>>> = Arc::new(OnceLock::new());
-        let mut queues = HashMap::new();
-        for (id, url) in &peers {
-            let (tx, rx) = mpsc::channel(PEER_QUEUE_MAX);
-            queues.insert(*id, tx);
-            tokio::spawn(peer_sender(
-                my_id,
-                cluster_id,
-                *id,
-                url.clone(),
-                rx,
-                node.clone(),
-            ));
-        }
         let runtime = tokio::runtime::Handle::current();
-        Arc::new(GrpcTransport {
-            queues,
-            urls: peers,
+        let t = GrpcTransport {
+            peers: Default::default(),
             node,
             my_id,
             cluster_id,
             snap_dir,
             runtime,
-        })
+        };
+        t.update_peers(peers.into_iter().collect());
+        Arc::new(t)
     }
 
     /// Streams a snapshot to its follower off the raft thread, and reports
     /// the outcome to raft.
     fn send_snapshot(&self, m: Message) {
         let to = m.to;
-        let Some(url) = self.urls.get(&to).cloned() else {
+        let Some(url) = self.peers.read().1.get(&to).cloned() else {
             return;
         };
         let index = m.get_snapshot().get_metadata().index;
@@ -137,7 +128,7 @@ impl Transport for GrpcTransport {
                 self.send_snapshot(m);
                 continue;
             }
-            match self.queues.get(&to) {
+            match self.peers.read().0.get(&to) {
                 Some(q) => {
                     if q.try_send(m).is_err() {
                         self.unreachable(to);
@@ -149,6 +140,33 @@ impl Transport for GrpcTransport {
                 ),
             }
         }
+    }
+
+    /// Starts senders for new peers, stops those of removed ones, and
+    /// restarts a sender whose peer URL changed.
+    fn update_peers(&self, peers: Vec<(u64, String)>) {
+        let mut guard = self.peers.write();
+        let (queues, urls) = &mut *guard;
+        let wanted: HashMap<u64, String> = peers
+            .into_iter()
+            .filter(|(id, _)| *id != self.my_id)
+            .collect();
+        queues.retain(|id, _| wanted.get(id).is_some_and(|u| urls.get(id) == Some(u)));
+        for (id, url) in &wanted {
+            if !queues.contains_key(id) {
+                let (tx, rx) = mpsc::channel(PEER_QUEUE_MAX);
+                queues.insert(*id, tx);
+                self.runtime.spawn(peer_sender(
+                    self.my_id,
+                    self.cluster_id,
+                    *id,
+                    url.clone(),
+                    rx,
+                    self.node.clone(),
+                ));
+            }
+        }
+        *urls = wanted;
     }
 }
 
@@ -346,6 +364,27 @@ impl Raft for RaftService {
         Ok(Response::new(SendResponse {}))
     }
 
+    async fn cluster_info(
+        &self,
+        _: Request<ClusterInfoRequest>,
+    ) -> Result<Response<ClusterInfoResponse>, Status> {
+        let members = self
+            .node
+            .members()
+            .into_iter()
+            .map(|m| MemberInfo {
+                id: m.id,
+                name: m.name,
+                peer_urls: m.peer_ur_ls,
+                is_learner: m.is_learner,
+            })
+            .collect();
+        Ok(Response::new(ClusterInfoResponse {
+            cluster_id: self.node.cluster_id(),
+            members,
+        }))
+    }
+
     async fn send_snapshot(
         &self,
         req: Request<Streaming<SnapshotChunk>>,
@@ -445,4 +484,30 @@ async fn receive_file(
     }
     f.sync_all().await.map_err(io)?;
     Ok(())
+}
+
+/// Asks the members at `peer_urls` for the cluster's id and members, for a
+/// member joining with an empty data directory. The first that answers wins.
+pub async fn fetch_cluster_info(peer_urls: &[String]) -> anyhow::Result<ClusterInfoResponse> {
+    let mut last = None;
+    for url in peer_urls {
+        let attempt = async {
+            let ch = tonic::transport::Endpoint::from_shared(url.clone())?
+                .connect_timeout(Duration::from_secs(2))
+                .timeout(Duration::from_secs(5))
+                .connect()
+                .await?;
+            anyhow::Ok(
+                RaftClient::new(ch)
+                    .cluster_info(ClusterInfoRequest {})
+                    .await?
+                    .into_inner(),
+            )
+        };
+        match attempt.await {
+            Ok(info) => return Ok(info),
+            Err(e) => last = Some(anyhow::anyhow!("{url}: {e}")),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("no peer URL to ask")))
 }

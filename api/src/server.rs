@@ -13,12 +13,13 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 
+use crate::cluster::ClusterService;
 use crate::kv::KvService;
 use crate::lease::LeaseService;
 use crate::maintenance::MaintenanceService;
 use crate::pb::etcdserverpb::{
-    kv_server::KvServer, lease_server::LeaseServer, maintenance_server::MaintenanceServer,
-    watch_server::WatchServer,
+    cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
+    maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
 use crate::pb::raftpb::raft_server::RaftServer;
 use crate::peer::{GrpcTransport, RaftService, PEER_MESSAGE_BYTES_MAX};
@@ -138,7 +139,11 @@ impl ServerFlags {
                 );
             }
         }
+        let client_urls = urls::parse_list("--advertise-client-urls", &self.advertise_client_urls)?;
         let cfg = NodeConfig {
+            join: None,
+            cluster_token: self.initial_cluster_token.clone(),
+            client_urls,
             name: self.name.clone(),
             data_dir: self
                 .data_dir
@@ -195,6 +200,7 @@ async fn bind_all(flag: &str, list: &[String]) -> Result<Vec<TcpListener>> {
 /// Runs a member until SIGINT/SIGTERM or a fatal storage error.
 pub async fn run(flags: ServerFlags) -> Result<()> {
     let (cfg, client_urls, peer_urls) = flags.node_config()?;
+    let mut cfg = cfg;
     let fresh = !cfg.data_dir.join("db").exists();
     if fresh && !cfg.initial_members.iter().any(|m| m.name == cfg.name) {
         bail!(
@@ -203,7 +209,7 @@ pub async fn run(flags: ServerFlags) -> Result<()> {
         );
     }
     if flags.initial_cluster_state == ClusterState::Existing && fresh {
-        bail!("--initial-cluster-state existing: joining a running cluster needs member add, which this version does not support yet");
+        cfg.join = Some(join_info(&cfg).await?);
     }
     // Bind before starting raft, so a busy port fails fast and clearly.
     let peer_listeners = bind_all("--listen-peer-urls", &peer_urls).await?;
@@ -218,7 +224,7 @@ pub async fn run(flags: ServerFlags) -> Result<()> {
         .members()
         .iter()
         .filter(|m| m.id != node.id())
-        .filter_map(|m| m.peer_urls.first().map(|u| (m.id, u.clone())))
+        .filter_map(|m| m.peer_ur_ls.first().map(|u| (m.id, u.clone())))
         .collect();
     let transport = GrpcTransport::start(node.id(), node.cluster_id(), peers, node.snapshot_dir());
     transport.attach(&node);
@@ -262,6 +268,7 @@ pub async fn run(flags: ServerFlags) -> Result<()> {
                     .max_decoding_message_size(max_recv)
                     .max_encoding_message_size(usize::MAX),
             )
+            .add_service(ClusterServer::new(ClusterService { node: node.clone() }))
             .add_service(LeaseServer::new(LeaseService { node: node.clone() }))
             .add_service(
                 MaintenanceServer::new(MaintenanceService { node: node.clone() })
@@ -303,18 +310,91 @@ pub async fn run(flags: ServerFlags) -> Result<()> {
 #[derive(Default)]
 struct DeferredTransport {
     inner: std::sync::OnceLock<Arc<GrpcTransport>>,
+    /// A membership change applied before the real transport existed.
+    pending_peers: parking_lot::Mutex<Option<Vec<(u64, String)>>>,
 }
 
 impl DeferredTransport {
     fn set(&self, t: Arc<GrpcTransport>) {
+        if let Some(peers) = self.pending_peers.lock().take() {
+            secretd_store::node::Transport::update_peers(t.as_ref(), peers);
+        }
         let _ = self.inner.set(t);
     }
+}
+
+/// For a member joining a running cluster: asks the other members listed in
+/// `--initial-cluster` for the cluster id, and finds this member's id (given
+/// by `member add`) by its peer URLs.
+async fn join_info(cfg: &NodeConfig) -> Result<secretd_store::node::JoinInfo> {
+    let me = cfg
+        .initial_members
+        .iter()
+        .find(|m| m.name == cfg.name)
+        .expect("checked by the caller");
+    let others: Vec<String> = cfg
+        .initial_members
+        .iter()
+        .filter(|m| m.name != cfg.name)
+        .flat_map(|m| m.peer_urls.clone())
+        .collect();
+    if others.is_empty() {
+        bail!(
+            "--initial-cluster-state existing: --initial-cluster must list the running members too"
+        );
+    }
+    let info = crate::peer::fetch_cluster_info(&others)
+        .await
+        .context("cannot reach any running member to join")?;
+    let mut mine = me.peer_urls.clone();
+    mine.sort();
+    let found = info.members.iter().find(|m| {
+        let mut u = m.peer_urls.clone();
+        u.sort();
+        u == mine
+    });
+    let Some(found) = found else {
+        bail!(
+            "the cluster has no member with peer URLs {}: add it first (etcdctl member add {} --peer-urls={})",
+            mine.join(","),
+            cfg.name,
+            mine.join(",")
+        );
+    };
+    tracing::info!(
+        cluster = format_args!("{:x}", info.cluster_id),
+        member = format_args!("{:x}", found.id),
+        "joining a running cluster"
+    );
+    let members = info
+        .members
+        .iter()
+        .map(|m| secretd_store::pb::etcdserverpb::Member {
+            id: m.id,
+            name: m.name.clone(),
+            peer_ur_ls: m.peer_urls.clone(),
+            client_ur_ls: Vec::new(),
+            is_learner: m.is_learner,
+        })
+        .collect();
+    Ok(secretd_store::node::JoinInfo {
+        cluster_id: info.cluster_id,
+        member_id: found.id,
+        members,
+    })
 }
 
 impl secretd_store::node::Transport for DeferredTransport {
     fn send(&self, msgs: Vec<raft::eraftpb::Message>) {
         if let Some(t) = self.inner.get() {
             secretd_store::node::Transport::send(t.as_ref(), msgs);
+        }
+    }
+
+    fn update_peers(&self, peers: Vec<(u64, String)>) {
+        match self.inner.get() {
+            Some(t) => secretd_store::node::Transport::update_peers(t.as_ref(), peers),
+            None => *self.pending_peers.lock() = Some(peers),
         }
     }
 }

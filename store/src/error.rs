@@ -24,6 +24,20 @@ pub enum StoreError {
     LeaseExists,
     #[error("etcdserver: too large lease TTL")]
     LeaseTtlTooLarge,
+    #[error("etcdserver: member not found")]
+    MemberNotFound,
+    #[error("etcdserver: member ID already exist")]
+    MemberExists,
+    #[error("etcdserver: Peer URLs already exists")]
+    PeerUrlExists,
+    #[error("etcdserver: can only promote a learner member")]
+    MemberNotLearner,
+    #[error("etcdserver: can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
+    #[error("etcdserver: not leader")]
+    NotLeader,
+    #[error("etcdserver: the member has been permanently removed from the cluster")]
+    Removed,
     #[error("etcdserver: too many operations in txn request")]
     TooManyOps,
     #[error("etcdserver: duplicate key given in txn request")]

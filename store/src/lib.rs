@@ -11,6 +11,7 @@ pub mod db;
 pub mod error;
 pub mod lease;
 pub mod log_store;
+pub mod membership;
 pub mod mvcc;
 pub mod node;
 pub mod revision;

@@ -395,14 +395,22 @@ impl Storage for LogStore {
     /// The raft message carries only the index; the transport streams the
     /// file.
     fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        // Reuse the newest file only if nothing it describes changed since:
+        // the same configuration (a file from before a member was added
+        // would be ignored by that member), and not older than the log's
+        // truncation point (the follower must continue from the log after it).
         let existing = *self.latest_file.borrow();
-        let (index, term) = match existing {
-            Some((i, t))
-                if i >= request_index && snapshot::file_path(&self.snap_dir, i).exists() =>
-            {
-                (i, t)
-            }
-            _ => match self.make_snapshot_file() {
+        let reusable = existing
+            .filter(|(i, _)| *i >= request_index && *i >= self.snap_index)
+            .filter(|(i, _)| {
+                snapshot::SnapshotReader::open(&snapshot::file_path(&self.snap_dir, *i))
+                    .ok()
+                    .and_then(|r| ConfState::parse_from_bytes(&r.header.conf_state).ok())
+                    .is_some_and(|cs| cs == self.conf_state)
+            });
+        let (index, term) = match reusable {
+            Some(it) => it,
+            None => match self.make_snapshot_file() {
                 Ok(it) => {
                     *self.latest_file.borrow_mut() = Some(it);
                     it

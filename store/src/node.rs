@@ -21,16 +21,20 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendErro
 use parking_lot::RwLock;
 use prost::Message as _;
 use protobuf::Message as _;
-use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType, Message};
+use raft::eraftpb::{
+    ConfChange, ConfChangeSingle, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType,
+    Message,
+};
 use raft::{Config, RawNode, ReadOnlyOption, SnapshotStatus, StateRole};
 use rocksdb::WriteBatch;
 use tokio::sync::oneshot;
 
-use crate::cluster::{self, Member};
+use crate::cluster;
 use crate::db::{u64_from, Db, CF_META};
 use crate::error::{Result, StoreError};
 use crate::lease;
 use crate::log_store::LogStore;
+use crate::membership::{self, Registry};
 use crate::mvcc::{self, txn_checks, Applier, Mvcc, RevEvents, WriteResult};
 use crate::pb::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
@@ -39,7 +43,11 @@ use crate::pb::etcdserverpb::{
     LeaseTimeToLiveResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader,
     TxnRequest, TxnResponse,
 };
-use crate::pb::internal::{internal_request::Request, InternalRequest};
+use crate::pb::etcdserverpb::{
+    Member, MemberAddResponse, MemberListResponse, MemberPromoteResponse, MemberRemoveResponse,
+    MemberUpdateRequest, MemberUpdateResponse,
+};
+use crate::pb::internal::{internal_request::Request, ConfChangeContext, InternalRequest};
 use crate::snapshot;
 use crate::watch::WatchHub;
 
@@ -54,11 +62,15 @@ const READ_INDEX_RETRY: Duration = Duration::from_millis(500);
 /// Expired leases the leader proposes to revoke per tick (etcd revokes at
 /// most 1000 per second).
 const LEASE_REVOKES_PER_TICK_MAX: usize = 100;
+/// How close a learner must be to the leader's log to be promoted (etcd's).
+const LEARNER_READY_FRACTION: f64 = 0.9;
+/// How often a starting member retries publishing its name and client URLs.
+const PUBLISH_RETRY: Duration = Duration::from_millis(500);
 
 const META_APPLIED: &[u8] = b"applied_index";
 const META_MEMBER_ID: &[u8] = b"member_id";
 const META_CLUSTER_ID: &[u8] = b"cluster_id";
-const META_MEMBERS: &[u8] = b"members";
+
 /// Present while a snapshot is being installed: its index. A start that
 /// finds it redoes the install before anything reads the keyspace.
 const META_INSTALLING: &[u8] = b"installing_snapshot";
@@ -67,6 +79,16 @@ const META_INSTALLING: &[u8] = b"installing_snapshot";
 /// must never block (queue or drop: raft retransmits).
 pub trait Transport: Send + Sync + 'static {
     fn send(&self, msgs: Vec<Message>);
+    /// The other members and their peer URL, after a membership change.
+    fn update_peers(&self, peers: Vec<(u64, String)>);
+}
+
+/// What a member joining a running cluster learned from it before starting.
+#[derive(Clone, Debug)]
+pub struct JoinInfo {
+    pub cluster_id: u64,
+    pub member_id: u64,
+    pub members: Vec<Member>,
 }
 
 #[derive(Clone, Debug)]
@@ -75,7 +97,13 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Members of a new cluster (`--initial-cluster`); ignored when the data
     /// directory already holds a member.
-    pub initial_members: Vec<Member>,
+    pub initial_members: Vec<cluster::Member>,
+    /// Set when this member joins a running cluster (`--initial-cluster-state
+    /// existing`) with an empty data directory.
+    pub join: Option<JoinInfo>,
+    pub cluster_token: String,
+    /// Client URLs this member publishes in the member list.
+    pub client_urls: Vec<String>,
     pub tick_ms: u64,
     pub election_ticks: usize,
     pub heartbeat_ticks: usize,
@@ -97,6 +125,9 @@ impl Default for NodeConfig {
             name: "default".into(),
             data_dir: PathBuf::from("default.etcd"),
             initial_members: Vec::new(),
+            join: None,
+            cluster_token: "etcd-cluster".into(),
+            client_urls: Vec::new(),
             tick_ms: 100,
             election_ticks: 10,
             heartbeat_ticks: 1,
@@ -135,6 +166,13 @@ enum Input {
     },
     Step(Box<Message>),
     ReadIndex(oneshot::Sender<Result<()>>),
+    ConfChange {
+        id: u64,
+        cc: ConfChangeV2,
+        context: Vec<u8>,
+        promote: Option<u64>,
+        reply: Waiter,
+    },
     Unreachable(u64),
     SnapshotReport(u64, bool),
     Stop,
@@ -144,7 +182,7 @@ enum Input {
 pub struct Node {
     id: u64,
     cluster_id: u64,
-    members: Vec<Member>,
+    registry: Arc<RwLock<Registry>>,
     cfg: NodeConfig,
     tx: Sender<Input>,
     mvcc: Arc<Mvcc>,
@@ -161,11 +199,23 @@ impl Node {
     pub fn start(cfg: NodeConfig, transport: Arc<dyn Transport>) -> Result<Arc<Node>> {
         let db = Db::open(&cfg.data_dir)?;
         let mut log = LogStore::open(db.clone())?;
-        let (id, cluster_id, members) = if log.is_initialized() {
+        let meta = db.cf(CF_META);
+        let (id, cluster_id) = if log.is_initialized() {
             let id = u64_from(&require(&db, META_MEMBER_ID)?, "member id")?;
             let cluster_id = u64_from(&require(&db, META_CLUSTER_ID)?, "cluster id")?;
-            let members = cluster::decode_members(&require(&db, META_MEMBERS)?)?;
-            (id, cluster_id, members)
+            (id, cluster_id)
+        } else if let Some(join) = &cfg.join {
+            // Joining: no configuration of our own; the leader sends a
+            // snapshot that carries it.
+            let mut batch = WriteBatch::default();
+            batch.put_cf(meta, META_MEMBER_ID, join.member_id.to_be_bytes());
+            batch.put_cf(meta, META_CLUSTER_ID, join.cluster_id.to_be_bytes());
+            let mut reg = Registry::default();
+            for m in &join.members {
+                reg.put(&db, m.clone(), &mut batch);
+            }
+            db.write_sync(batch)?;
+            (join.member_id, join.cluster_id)
         } else {
             let me = cfg
                 .initial_members
@@ -181,17 +231,23 @@ impl Node {
             let cluster_id = cluster::cluster_id(&ids);
             let mut batch = WriteBatch::default();
             log.bootstrap(ids, &mut batch);
-            let meta = db.cf(CF_META);
             batch.put_cf(meta, META_APPLIED, LogStore::BOOTSTRAP_INDEX.to_be_bytes());
             batch.put_cf(meta, META_MEMBER_ID, me.id.to_be_bytes());
             batch.put_cf(meta, META_CLUSTER_ID, cluster_id.to_be_bytes());
-            batch.put_cf(
-                meta,
-                META_MEMBERS,
-                cluster::encode_members(&cfg.initial_members),
-            );
+            batch.put_cf(meta, membership::META_TOKEN, cfg.cluster_token.as_bytes());
+            let mut reg = Registry::default();
+            for m in &cfg.initial_members {
+                let member = Member {
+                    id: m.id,
+                    name: m.name.clone(),
+                    peer_ur_ls: m.peer_urls.clone(),
+                    client_ur_ls: Vec::new(),
+                    is_learner: false,
+                };
+                reg.put(&db, member, &mut batch);
+            }
             db.write_sync(batch)?;
-            (me.id, cluster_id, cfg.initial_members.clone())
+            (me.id, cluster_id)
         };
         let snap_dir = cfg.data_dir.join("snap");
         if let Some(v) = db.get(CF_META, META_INSTALLING)? {
@@ -204,6 +260,7 @@ impl Node {
             None => 0,
         };
         let mvcc = Mvcc::open(db.clone())?;
+        let registry = Arc::new(RwLock::new(Registry::load(&db)?));
         log.set_snapshots(snap_dir.clone(), mvcc.clone());
         log.set_applied(applied);
         let hub = WatchHub::start(mvcc.clone(), cfg.watch_progress_interval);
@@ -241,7 +298,7 @@ impl Node {
         let node = Arc::new(Node {
             id,
             cluster_id,
-            members,
+            registry: registry.clone(),
             cfg: cfg.clone(),
             tx,
             mvcc: mvcc.clone(),
@@ -266,6 +323,9 @@ impl Node {
             applied,
             tick: Duration::from_millis(cfg.tick_ms),
             snap_dir,
+            registry,
+            membership_changed: true,
+            removed: false,
             snapshot_count: cfg.snapshot_count.max(1),
             catchup_entries: cfg.snapshot_catchup_entries,
         };
@@ -274,6 +334,7 @@ impl Node {
             .spawn(move || lp.run())
             .map_err(|e| StoreError::Storage(format!("cannot start raft thread: {e}")))?;
         *node.thread.lock() = Some(handle);
+        tokio::spawn(publish_attributes(Arc::downgrade(&node)));
         Ok(node)
     }
 
@@ -285,8 +346,8 @@ impl Node {
         self.cluster_id
     }
 
-    pub fn members(&self) -> &[Member] {
-        &self.members
+    pub fn members(&self) -> Vec<Member> {
+        self.registry.read().list()
     }
 
     pub fn config(&self) -> &NodeConfig {
@@ -449,6 +510,168 @@ impl Node {
             (other, _) => Err(unexpected(other)),
         }
     }
+    pub async fn member_list(&self, linearizable: bool) -> Result<MemberListResponse> {
+        if linearizable {
+            self.read_index().await?;
+        }
+        Ok(MemberListResponse {
+            header: Some(self.header(self.mvcc.current_revision())),
+            members: self.members(),
+        })
+    }
+
+    async fn conf_change(
+        &self,
+        change: ConfChangeType,
+        node_id: u64,
+        member: Option<Member>,
+        promote: bool,
+    ) -> Result<(Vec<Member>, ResponseHeader)> {
+        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let context = ConfChangeContext {
+            request_id: id,
+            member,
+        }
+        .encode_to_vec();
+        let mut single = ConfChangeSingle::default();
+        single.set_change_type(change);
+        single.node_id = node_id;
+        let mut cc = ConfChangeV2::default();
+        cc.set_changes(vec![single].into());
+        let (reply, rx) = oneshot::channel();
+        self.send_input(Input::ConfChange {
+            id,
+            cc,
+            context,
+            promote: promote.then_some(node_id),
+            reply,
+        })?;
+        match tokio::time::timeout(self.cfg.request_timeout, rx).await {
+            Ok(Ok(Ok((WriteResult::Members(ms), h)))) => Ok((ms, h)),
+            Ok(Ok(Ok((other, _)))) => Err(unexpected(other)),
+            Ok(Ok(Err(e))) => Err(e),
+            Ok(Err(_)) => Err(self.stopped_error()),
+            Err(_) => Err(StoreError::Timeout),
+        }
+    }
+
+    /// Adds a member (as a learner if asked). Its id is derived from its
+    /// peer URLs and the cluster token, as the new member derives it.
+    pub async fn member_add(
+        &self,
+        peer_urls: Vec<String>,
+        is_learner: bool,
+    ) -> Result<MemberAddResponse> {
+        if peer_urls.is_empty() {
+            return Err(StoreError::InvalidArgument(
+                "member add needs at least one peer URL".into(),
+            ));
+        }
+        let token = self
+            .db
+            .get(CF_META, membership::META_TOKEN)?
+            .map(|t| String::from_utf8_lossy(&t).into_owned())
+            .unwrap_or_default();
+        let id = cluster::member_id(&peer_urls, &token);
+        {
+            let reg = self.registry.read();
+            if reg.with_peer_url(&peer_urls).is_some() {
+                return Err(StoreError::PeerUrlExists);
+            }
+            if reg.get(id).is_some() {
+                return Err(StoreError::MemberExists);
+            }
+        }
+        let member = Member {
+            id,
+            name: String::new(),
+            peer_ur_ls: peer_urls,
+            client_ur_ls: Vec::new(),
+            is_learner,
+        };
+        let change = if is_learner {
+            ConfChangeType::AddLearnerNode
+        } else {
+            ConfChangeType::AddNode
+        };
+        let (members, h) = self
+            .conf_change(change, id, Some(member.clone()), false)
+            .await?;
+        Ok(MemberAddResponse {
+            header: Some(h),
+            member: Some(member),
+            members,
+        })
+    }
+
+    pub async fn member_remove(&self, id: u64) -> Result<MemberRemoveResponse> {
+        if self.registry.read().get(id).is_none() {
+            return Err(StoreError::MemberNotFound);
+        }
+        let (members, h) = self
+            .conf_change(ConfChangeType::RemoveNode, id, None, false)
+            .await?;
+        Ok(MemberRemoveResponse {
+            header: Some(h),
+            members,
+        })
+    }
+
+    /// Promotes a learner that has caught up. Must run on the leader (the
+    /// caller forwards on `NotLeader`).
+    pub async fn member_promote(&self, id: u64) -> Result<MemberPromoteResponse> {
+        match self.registry.read().get(id) {
+            None => return Err(StoreError::MemberNotFound),
+            Some(m) if !m.is_learner => return Err(StoreError::MemberNotLearner),
+            Some(_) => {}
+        }
+        let (members, h) = self
+            .conf_change(ConfChangeType::AddNode, id, None, true)
+            .await?;
+        Ok(MemberPromoteResponse {
+            header: Some(h),
+            members,
+        })
+    }
+
+    pub async fn member_update(
+        &self,
+        id: u64,
+        peer_urls: Vec<String>,
+    ) -> Result<MemberUpdateResponse> {
+        if self
+            .registry
+            .read()
+            .with_peer_url(&peer_urls)
+            .is_some_and(|m| m.id != id)
+        {
+            return Err(StoreError::PeerUrlExists);
+        }
+        match self
+            .propose(Request::MemberUpdate(MemberUpdateRequest {
+                id,
+                peer_ur_ls: peer_urls,
+            }))
+            .await?
+        {
+            (WriteResult::Members(members), h) => Ok(MemberUpdateResponse {
+                header: Some(h),
+                members,
+            }),
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    /// The leader's client URLs, for requests only the leader can serve.
+    pub fn leader_client_urls(&self) -> Vec<String> {
+        let leader = self.status.read().leader;
+        self.registry
+            .read()
+            .get(leader)
+            .map(|m| m.client_ur_ls.clone())
+            .unwrap_or_default()
+    }
+
     /// etcd's minimum lease TTL: 1.5 election timeouts, in whole seconds.
     pub fn min_lease_ttl_secs(&self) -> i64 {
         let ms = (3 * self.cfg.election_ticks as u64 / 2) * self.cfg.tick_ms;
@@ -669,6 +892,11 @@ struct Loop {
     applied: u64,
     tick: Duration,
     snap_dir: PathBuf,
+    registry: Arc<RwLock<Registry>>,
+    /// The transport must learn the member list again.
+    membership_changed: bool,
+    /// This member applied its own removal: it stops.
+    removed: bool,
     snapshot_count: u64,
     catchup_entries: u64,
 }
@@ -753,6 +981,11 @@ impl Loop {
                 self.status.write().fatal = Some(e.to_string());
                 return;
             }
+            if self.removed {
+                tracing::warn!("this member was removed from the cluster; stopping");
+                self.status.write().fatal = Some(StoreError::Removed.to_string());
+                return;
+            }
         }
         let st = self.status.read().clone();
         tracing::info!(
@@ -785,6 +1018,45 @@ impl Loop {
                 }
             }
             Input::ReadIndex(reply) => self.reads.pending.push(reply),
+            Input::ConfChange {
+                id,
+                cc,
+                context,
+                promote,
+                reply,
+            } => {
+                let raft = &self.raw.raft;
+                if let Some(learner) = promote {
+                    // Only the leader knows how far a learner got.
+                    if raft.state != StateRole::Leader {
+                        let _ = reply.send(Err(StoreError::NotLeader));
+                        return;
+                    }
+                    let leader_match = raft.raft_log.last_index();
+                    let matched = raft.prs().get(learner).map(|p| p.matched).unwrap_or(0);
+                    if (matched as f64) < LEARNER_READY_FRACTION * leader_match as f64 {
+                        let _ = reply.send(Err(StoreError::LearnerNotReady));
+                        return;
+                    }
+                }
+                if raft.state == StateRole::Leader && raft.has_pending_conf() {
+                    let _ = reply.send(Err(StoreError::InvalidArgument(
+                        "a membership change is still in progress; retry".into(),
+                    )));
+                    return;
+                }
+                match self.raw.propose_conf_change(context, cc) {
+                    Ok(()) => {
+                        self.waiters.insert(id, reply);
+                    }
+                    Err(raft::Error::ProposalDropped) => {
+                        let _ = reply.send(Err(StoreError::NoLeader));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(StoreError::InvalidArgument(e.to_string())));
+                    }
+                }
+            }
             Input::Unreachable(peer) => self.raw.report_unreachable(peer),
             Input::SnapshotReport(peer, delivered) => {
                 let status = if delivered {
@@ -815,6 +1087,8 @@ impl Loop {
             self.applier.mvcc().reload()?;
             self.applier.reset();
             self.hub.resync_all();
+            *self.registry.write() = Registry::load(&self.db)?;
+            self.membership_changed = true;
             tracing::info!(
                 index,
                 term,
@@ -938,7 +1212,7 @@ impl Loop {
                     let cc = ConfChangeV2::parse_from_bytes(&e.data).map_err(|err| {
                         StoreError::Storage(format!("corrupt conf change at {}: {err}", e.index))
                     })?;
-                    self.apply_conf_change(&cc, batch)?;
+                    self.apply_membership_change(&cc, &e, batch, out)?;
                 }
             }
             self.applied = e.index;
@@ -978,6 +1252,14 @@ impl Loop {
                 e.index
             )));
         };
+        if let Request::MemberAttrs(_) | Request::MemberUpdate(_) = request {
+            let result = self.apply_member_record(request, batch);
+            if let Some(w) = self.waiters.remove(&req.id) {
+                let header = self.entry_header(e);
+                out.replies.push((w, result.map(|r| (r, header))));
+            }
+            return Ok(());
+        }
         let (result, events) = self.applier.apply(request, batch, self.hub.wants_prev_kv());
         if let Err(StoreError::Storage(msg)) = &result {
             return Err(StoreError::Storage(msg.clone()));
@@ -999,13 +1281,128 @@ impl Loop {
     }
 
     /// After the batch holding `applied` is durable: readers, then
-    /// watchers, then the waiting clients.
+    /// watchers, then the waiting clients, then the transport.
     fn finish(&mut self, applied: Applied) {
         let applier = &mut self.applier;
         self.hub.publish(&applied.events, || applier.publish());
         for (w, res) in applied.replies {
             let _ = w.send(res);
         }
+        if self.membership_changed {
+            self.membership_changed = false;
+            let peers = self
+                .registry
+                .read()
+                .peer_addresses()
+                .into_iter()
+                .filter(|(id, _)| *id != self.id)
+                .collect();
+            self.transport.update_peers(peers);
+        }
+    }
+
+    fn entry_header(&self, e: &Entry) -> ResponseHeader {
+        ResponseHeader {
+            cluster_id: self.cluster_id,
+            member_id: self.id,
+            revision: self.applier.revision(),
+            raft_term: e.term,
+        }
+    }
+
+    /// A raft membership change and its member record, in one batch. A
+    /// change raft refuses is refused on every member alike.
+    fn apply_membership_change(
+        &mut self,
+        cc: &ConfChangeV2,
+        e: &Entry,
+        batch: &mut WriteBatch,
+        out: &mut Applied,
+    ) -> Result<()> {
+        let ctx = if e.context.is_empty() {
+            ConfChangeContext::default()
+        } else {
+            ConfChangeContext::decode(e.context.as_ref()).map_err(|err| {
+                StoreError::Storage(format!("corrupt conf change context at {}: {err}", e.index))
+            })?
+        };
+        let waiter = self.waiters.remove(&ctx.request_id);
+        let cs = match self.raw.apply_conf_change(cc) {
+            Ok(cs) => cs,
+            Err(err) => {
+                tracing::warn!(index = e.index, error = %err, "refused a membership change");
+                if let Some(w) = waiter {
+                    out.replies.push((
+                        w,
+                        Err(StoreError::InvalidArgument(format!(
+                            "membership change refused: {err}"
+                        ))),
+                    ));
+                }
+                return Ok(());
+            }
+        };
+        self.raw.mut_store().set_conf_state(cs, batch);
+        {
+            let mut reg = self.registry.write();
+            for ch in cc.get_changes() {
+                let id = ch.node_id;
+                match ch.get_change_type() {
+                    ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                        let mut m = reg
+                            .get(id)
+                            .cloned()
+                            .or_else(|| ctx.member.clone())
+                            .unwrap_or_default();
+                        m.id = id;
+                        m.is_learner = ch.get_change_type() == ConfChangeType::AddLearnerNode;
+                        reg.put(&self.db, m, batch);
+                    }
+                    ConfChangeType::RemoveNode => {
+                        reg.remove(&self.db, id, batch);
+                        self.removed |= id == self.id;
+                    }
+                }
+            }
+        }
+        self.membership_changed = true;
+        tracing::info!(
+            index = e.index,
+            members = self.registry.read().len(),
+            "membership changed"
+        );
+        if let Some(w) = waiter {
+            let members = self.registry.read().list();
+            out.replies
+                .push((w, Ok((WriteResult::Members(members), self.entry_header(e)))));
+        }
+        Ok(())
+    }
+
+    /// Published attributes and peer URL updates of an existing member.
+    fn apply_member_record(
+        &mut self,
+        req: &Request,
+        batch: &mut WriteBatch,
+    ) -> Result<WriteResult> {
+        let mut reg = self.registry.write();
+        let (id, update): (u64, &dyn Fn(&mut Member)) = match req {
+            Request::MemberAttrs(a) => (a.id, &|m: &mut Member| {
+                m.name = a.name.clone();
+                m.client_ur_ls = a.client_ur_ls.clone();
+            }),
+            Request::MemberUpdate(u) => {
+                (u.id, &|m: &mut Member| m.peer_ur_ls = u.peer_ur_ls.clone())
+            }
+            _ => return Err(StoreError::InvalidArgument("not a member record".into())),
+        };
+        let Some(mut m) = reg.get(id).cloned() else {
+            return Err(StoreError::MemberNotFound);
+        };
+        update(&mut m);
+        reg.put(&self.db, m, batch);
+        self.membership_changed = true;
+        Ok(WriteResult::Members(reg.list()))
     }
     fn update_status(&mut self) {
         let r = &self.raw.raft;
@@ -1025,6 +1422,36 @@ impl Loop {
         st.applied_index = self.applied;
         st.is_leader = r.state == StateRole::Leader;
         st.is_learner = r.prs().conf().learners().contains(&self.id);
+    }
+}
+
+/// Publishes this member's name and client URLs once the cluster can take
+/// a write (etcd does the same), retrying until they are in the registry.
+async fn publish_attributes(node: std::sync::Weak<Node>) {
+    loop {
+        tokio::time::sleep(PUBLISH_RETRY).await;
+        let Some(node) = node.upgrade() else { return };
+        let published = node
+            .registry
+            .read()
+            .get(node.id)
+            .is_some_and(|m| m.name == node.cfg.name && m.client_ur_ls == node.cfg.client_urls);
+        if published {
+            return;
+        }
+        if node.registry.read().get(node.id).is_none() || node.status().leader == 0 {
+            continue; // not (yet) a member, or no leader to take the write
+        }
+        let attrs = Member {
+            id: node.id,
+            name: node.cfg.name.clone(),
+            peer_ur_ls: Vec::new(),
+            client_ur_ls: node.cfg.client_urls.clone(),
+            is_learner: false,
+        };
+        if let Err(e) = node.propose(Request::MemberAttrs(attrs)).await {
+            tracing::debug!(error = %e, "publishing member attributes; will retry");
+        }
     }
 }
 

@@ -19,6 +19,8 @@ pub struct Member {
     pub data_dir: PathBuf,
     pub log: PathBuf,
     child: Option<Child>,
+    /// Flags of a member that joined a running cluster.
+    join_args: Vec<String>,
 }
 
 pub struct Cluster {
@@ -67,6 +69,7 @@ impl Cluster {
                 data_dir: dir.path().join(format!("n{i}.etcd")),
                 log: dir.path().join(format!("n{i}.log")),
                 child: None,
+                join_args: Vec::new(),
             });
         }
         let initial_cluster = members
@@ -112,7 +115,14 @@ impl Cluster {
                 "--initial-advertise-peer-urls",
                 &peer,
             ])
-            .args(["--initial-cluster", &self.initial_cluster])
+            .args(if m.join_args.is_empty() {
+                vec![
+                    "--initial-cluster".to_string(),
+                    self.initial_cluster.clone(),
+                ]
+            } else {
+                m.join_args.clone()
+            })
             .args(&self.extra_args)
             .env("SECRETD_LOG", "info")
             .stdout(Stdio::null())
@@ -120,6 +130,57 @@ impl Cluster {
             .spawn()
             .expect("spawn secretd");
         m.child = Some(child);
+    }
+
+    /// Prepares a new member `name` to join the running cluster: returns
+    /// its index and peer URL (run `member add` with it, then `spawn`).
+    pub fn new_member(&mut self, name: &str, current: &[usize]) -> (usize, String) {
+        let peer_port = free_port();
+        let peer = format!("http://127.0.0.1:{peer_port}");
+        let mut ic: Vec<String> = current
+            .iter()
+            .map(|i| {
+                format!(
+                    "{}=http://127.0.0.1:{}",
+                    self.members[*i].name, self.members[*i].peer_port
+                )
+            })
+            .collect();
+        ic.push(format!("{name}={peer}"));
+        self.members.push(Member {
+            name: name.to_string(),
+            client_port: free_port(),
+            peer_port,
+            data_dir: self.dir.path().join(format!("{name}.etcd")),
+            log: self.dir.path().join(format!("{name}.log")),
+            child: None,
+            join_args: vec![
+                "--initial-cluster".into(),
+                ic.join(","),
+                "--initial-cluster-state".into(),
+                "existing".into(),
+            ],
+        });
+        (self.members.len() - 1, peer)
+    }
+
+    /// Whether the member's process has exited (and with what status).
+    pub fn exited(&mut self, i: usize) -> Option<std::process::ExitStatus> {
+        self.members[i]
+            .child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// The member id (hex, as etcdctl prints it) of member `i`.
+    pub async fn member_id(&self, i: usize) -> String {
+        let mut c = MaintenanceClient::new(self.channel(i).await);
+        let st = c
+            .status(StatusRequest {})
+            .await
+            .expect("status")
+            .into_inner();
+        format!("{:x}", st.header.unwrap().member_id)
     }
 
     /// `kill -9`: no chance to flush or clean up.

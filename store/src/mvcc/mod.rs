@@ -26,6 +26,7 @@ use crate::db::{u64_from, Db, CF_KV, CF_META};
 use crate::error::{Result, StoreError};
 use crate::lease::{self, Lessor};
 use crate::log_store::StateSource;
+use crate::membership;
 use crate::pb::etcdserverpb::{
     range_request::{SortOrder, SortTarget},
     RangeRequest, RangeResponse,
@@ -291,10 +292,23 @@ fn load_index(db: &Db) -> Result<(Index, i64, Lessor)> {
 
 /// Meta records that are part of the replicated state, and so of snapshots
 /// (plus every lease record, under `lease::META_PREFIX`).
-const REPLICATED_META: &[&[u8]] = &[META_CURRENT_REV, META_COMPACT_REV];
+const REPLICATED_META: &[&[u8]] = &[META_CURRENT_REV, META_COMPACT_REV, membership::META_TOKEN];
+/// Prefixes of replicated meta records: leases and members.
+const REPLICATED_PREFIXES: &[&[u8]] = &[lease::META_PREFIX, membership::META_PREFIX];
 
 fn is_replicated_meta(k: &[u8]) -> bool {
-    REPLICATED_META.contains(&k) || lease::id_from_meta_key(k).is_some()
+    REPLICATED_META.contains(&k)
+        || lease::id_from_meta_key(k).is_some()
+        || membership::is_meta_key(k)
+}
+
+/// The first key after every key with this prefix.
+fn prefix_end(p: &[u8]) -> Vec<u8> {
+    let mut e = p.to_vec();
+    if let Some(last) = e.last_mut() {
+        *last += 1; // prefixes end in '/', never 0xff
+    }
+    e
 }
 /// Bytes staged per batch while installing a snapshot.
 const INSTALL_BATCH_BYTES_MAX: usize = 4 << 20;
@@ -314,16 +328,20 @@ impl StateSource for Mvcc {
                 w.record(CF_TAG_META, key, &v)?;
             }
         }
-        let leases = self.db.raw().iterator_cf(
-            self.db.cf(CF_META),
-            IteratorMode::From(lease::META_PREFIX, Direction::Forward),
-        );
-        for item in leases {
-            let (k, v) = item?;
-            if lease::id_from_meta_key(&k).is_none() {
-                break;
+        for prefix in REPLICATED_PREFIXES {
+            let records = self.db.raw().iterator_cf(
+                self.db.cf(CF_META),
+                IteratorMode::From(prefix, Direction::Forward),
+            );
+            for item in records {
+                let (k, v) = item?;
+                if !k.starts_with(prefix) {
+                    break;
+                }
+                if is_replicated_meta(&k) {
+                    w.record(CF_TAG_META, &k, &v)?;
+                }
             }
-            w.record(CF_TAG_META, &k, &v)?;
         }
         Ok(())
     }
@@ -339,8 +357,9 @@ pub fn install_records(db: &Db, r: &mut SnapshotReader) -> Result<()> {
     for key in REPLICATED_META {
         batch.delete_cf(meta, key);
     }
-    batch.delete_range_cf(meta, lease::META_PREFIX, &lease::meta_key(-1)[..]);
-    batch.delete_cf(meta, lease::meta_key(-1));
+    for prefix in REPLICATED_PREFIXES {
+        batch.delete_range_cf(meta, *prefix, &prefix_end(prefix)[..]);
+    }
     while let Some((cf, k, v)) = r.next_record()? {
         match cf {
             CF_TAG_KV => {

@@ -37,6 +37,8 @@ pub enum WriteResult {
     LeaseGrant(LeaseGrantResponse),
     LeaseRevoke(LeaseRevokeResponse),
     LeaseRenew(LeaseKeepAliveResponse),
+    /// A membership change (applied by the node): the members after it.
+    Members(Vec<crate::pb::etcdserverpb::Member>),
 }
 
 /// What a txn needs from the keyspace it runs against.
@@ -246,6 +248,9 @@ impl Writer<'_> {
             Request::LeaseGrant(g) => self.lease_grant(g).map(WriteResult::LeaseGrant),
             Request::LeaseRevoke(r) => self.lease_revoke(r).map(WriteResult::LeaseRevoke),
             Request::LeaseRenew(r) => self.lease_renew(r).map(WriteResult::LeaseRenew),
+            Request::MemberAttrs(_) | Request::MemberUpdate(_) => Err(StoreError::InvalidArgument(
+                "membership requests are applied by the node".into(),
+            )),
         }
     }
 

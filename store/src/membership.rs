@@ -1,0 +1,93 @@
+//! The member registry: every member's id, name, peer and client URLs and
+//! learner flag, as etcd's `Member` messages. Replicated state: records live
+//! in the meta column family under `member/` and travel in snapshots. It
+//! changes only in the raft apply path (conf changes, published attributes,
+//! peer URL updates).
+
+use std::collections::BTreeMap;
+
+use prost::Message;
+use rocksdb::{Direction, IteratorMode, WriteBatch};
+
+use crate::db::{Db, CF_META};
+use crate::error::{Result, StoreError};
+use crate::pb::etcdserverpb::Member;
+
+pub const META_PREFIX: &[u8] = b"member/";
+/// The cluster token, needed to derive the ids of members added later.
+pub const META_TOKEN: &[u8] = b"cluster_token";
+
+pub fn meta_key(id: u64) -> Vec<u8> {
+    let mut k = META_PREFIX.to_vec();
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+pub fn is_meta_key(k: &[u8]) -> bool {
+    k.strip_prefix(META_PREFIX).is_some_and(|r| r.len() == 8)
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Registry {
+    members: BTreeMap<u64, Member>,
+}
+
+impl Registry {
+    pub fn load(db: &Db) -> Result<Registry> {
+        let mut members = BTreeMap::new();
+        for item in db.raw().iterator_cf(
+            db.cf(CF_META),
+            IteratorMode::From(META_PREFIX, Direction::Forward),
+        ) {
+            let (k, v) = item?;
+            if !is_meta_key(&k) {
+                break;
+            }
+            let m = Member::decode(v.as_ref())
+                .map_err(|e| StoreError::Storage(format!("corrupt member record: {e}")))?;
+            members.insert(m.id, m);
+        }
+        Ok(Registry { members })
+    }
+
+    pub fn list(&self) -> Vec<Member> {
+        self.members.values().cloned().collect()
+    }
+
+    pub fn get(&self, id: u64) -> Option<&Member> {
+        self.members.get(&id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    pub fn put(&mut self, db: &Db, m: Member, batch: &mut WriteBatch) {
+        batch.put_cf(db.cf(CF_META), meta_key(m.id), m.encode_to_vec());
+        self.members.insert(m.id, m);
+    }
+
+    pub fn remove(&mut self, db: &Db, id: u64, batch: &mut WriteBatch) -> Option<Member> {
+        batch.delete_cf(db.cf(CF_META), meta_key(id));
+        self.members.remove(&id)
+    }
+
+    /// The member already using any of these peer URLs.
+    pub fn with_peer_url(&self, urls: &[String]) -> Option<&Member> {
+        self.members
+            .values()
+            .find(|m| m.peer_ur_ls.iter().any(|u| urls.contains(u)))
+    }
+
+    /// (id, first peer URL) of every member: what the transport dials.
+    pub fn peer_addresses(&self) -> Vec<(u64, String)> {
+        self.members
+            .values()
+            .filter_map(|m| m.peer_ur_ls.first().map(|u| (m.id, u.clone())))
+            .collect()
+    }
+}
