@@ -1,7 +1,6 @@
 //! etcd's Cluster service: the member list and membership changes.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use secretd_store::node::Node;
 use secretd_store::StoreError;
@@ -9,9 +8,9 @@ use tonic::{Request, Response, Status};
 
 use crate::errors::status;
 use crate::pb::etcdserverpb::{
-    cluster_client::ClusterClient, cluster_server::Cluster, MemberAddRequest, MemberAddResponse,
-    MemberListRequest, MemberListResponse, MemberPromoteRequest, MemberPromoteResponse,
-    MemberRemoveRequest, MemberRemoveResponse, MemberUpdateRequest, MemberUpdateResponse,
+    cluster_server::Cluster, MemberAddRequest, MemberAddResponse, MemberListRequest,
+    MemberListResponse, MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest,
+    MemberRemoveResponse, MemberUpdateRequest, MemberUpdateResponse,
 };
 use crate::urls;
 
@@ -83,23 +82,25 @@ impl Cluster for ClusterService {
         let id = req.into_inner().id;
         match self.node.member_promote(id).await {
             Ok(r) => Ok(Response::new(r)),
-            // Only the leader knows how far the learner got: ask it.
+            // Only the leader knows how far the learner got: ask it, over
+            // the peer service (its peer URL is always known).
             Err(StoreError::NotLeader) => {
-                let Some(url) = self.node.leader_client_urls().into_iter().next() else {
+                let leader = self.node.status().leader;
+                let Some(url) = self
+                    .node
+                    .members()
+                    .into_iter()
+                    .find(|m| m.id == leader)
+                    .and_then(|m| m.peer_ur_ls.into_iter().next())
+                else {
                     return Err(status(StoreError::NoLeader));
                 };
-                let ch = tonic::transport::Endpoint::from_shared(url.clone())
-                    .map_err(|e| Status::internal(format!("leader URL {url}: {e}")))?
-                    .connect_timeout(Duration::from_secs(2))
-                    .timeout(Duration::from_secs(10))
-                    .connect()
-                    .await
-                    .map_err(|e| {
-                        Status::unavailable(format!("cannot reach the leader at {url}: {e}"))
-                    })?;
-                ClusterClient::new(ch)
-                    .member_promote(MemberPromoteRequest { id })
-                    .await
+                crate::peer::forward_promote(&url, id).await?;
+                let members = self.node.member_list(true).await.map_err(status)?;
+                Ok(Response::new(MemberPromoteResponse {
+                    header: members.header,
+                    members: members.members,
+                }))
             }
             Err(e) => Err(status(e)),
         }

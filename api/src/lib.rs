@@ -3,6 +3,7 @@
 //! The `secretd` and `secretctl` binaries are thin shells over this crate.
 
 pub mod cluster;
+pub mod compactor;
 pub mod ctl;
 pub mod errors;
 pub mod kv;

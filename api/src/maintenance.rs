@@ -17,6 +17,8 @@ use crate::pb::etcdserverpb::{
     StatusResponse,
 };
 
+const BACKUP_CHUNK_BYTES: usize = 1 << 20;
+
 pub struct MaintenanceService {
     pub node: Arc<Node>,
 }
@@ -87,17 +89,85 @@ impl Maintenance for MaintenanceService {
 
     type SnapshotStream = SnapshotStream;
 
+    /// A consistent copy of this member's state, streamed in 1 MiB chunks;
+    /// `secretd snapshot restore` turns it into a new cluster.
     async fn snapshot(
         &self,
         _: Request<SnapshotRequest>,
     ) -> Result<Response<SnapshotStream>, Status> {
-        Err(not_yet("Snapshot"))
+        let path = self.node.backup().await.map_err(crate::errors::status)?;
+        let mut file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| Status::internal(format!("backup: {e}")))?;
+        let len = file
+            .metadata()
+            .await
+            .map_err(|e| Status::internal(format!("backup: {e}")))?
+            .len();
+        // etcd's framing, which etcdctl checks: zero padding to a 512-byte
+        // multiple, then the sha256 of everything before it.
+        let align = secretd_store::snapshot::BACKUP_ALIGN_BYTES;
+        let padding = (align - len % align) % align;
+        let mut remaining = len + padding + 32;
+        let header = self.node.header(self.node.mvcc().current_revision());
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            use sha2::Digest;
+            use tokio::io::AsyncReadExt;
+            let mut hash = sha2::Sha256::new();
+            let mut tail_sent = false;
+            loop {
+                let mut blob = vec![0u8; BACKUP_CHUNK_BYTES];
+                let n = match file.read(&mut blob).await {
+                    Ok(0) if tail_sent => break,
+                    Ok(0) => {
+                        let mut tail = vec![0u8; padding as usize];
+                        hash.update(&tail);
+                        tail.extend_from_slice(&std::mem::take(&mut hash).finalize());
+                        tail_sent = true;
+                        blob = tail;
+                        blob.len()
+                    }
+                    Ok(n) => n,
+                    Err(e) => {
+                        let _ = tx
+                            .send(Err(Status::internal(format!("backup read: {e}"))))
+                            .await;
+                        break;
+                    }
+                };
+                blob.truncate(n);
+                if !tail_sent {
+                    hash.update(&blob);
+                }
+                remaining -= n as u64;
+                let msg = SnapshotResponse {
+                    header: Some(header),
+                    remaining_bytes: remaining,
+                    blob,
+                    version: crate::ETCD_API_VERSION.into(),
+                };
+                if tx.send(Ok(msg)).await.is_err() {
+                    break; // the client went away
+                }
+            }
+            let _ = tokio::fs::remove_file(&path).await;
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn move_leader(
         &self,
-        _: Request<MoveLeaderRequest>,
+        req: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
-        Err(not_yet("MoveLeader"))
+        self.node
+            .move_leader(req.into_inner().target_id)
+            .await
+            .map_err(crate::errors::status)?;
+        Ok(Response::new(MoveLeaderResponse {
+            header: Some(self.node.header(self.node.mvcc().current_revision())),
+        }))
     }
 }

@@ -26,7 +26,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::pb::raftpb::{
     raft_client::RaftClient, raft_server::Raft, ClusterInfoRequest, ClusterInfoResponse,
-    MemberInfo, RaftBatch, SendResponse, SnapshotChunk,
+    MemberInfo, PromoteMemberRequest, RaftBatch, SendResponse, SnapshotChunk,
 };
 
 /// Bytes of snapshot file per chunk on the wire.
@@ -385,6 +385,31 @@ impl Raft for RaftService {
         }))
     }
 
+    async fn promote_member(
+        &self,
+        req: Request<PromoteMemberRequest>,
+    ) -> Result<Response<ClusterInfoResponse>, Status> {
+        let r = self
+            .node
+            .member_promote(req.into_inner().id)
+            .await
+            .map_err(crate::errors::status)?;
+        let members = r
+            .members
+            .into_iter()
+            .map(|m| MemberInfo {
+                id: m.id,
+                name: m.name,
+                peer_urls: m.peer_ur_ls,
+                is_learner: m.is_learner,
+            })
+            .collect();
+        Ok(Response::new(ClusterInfoResponse {
+            cluster_id: self.node.cluster_id(),
+            members,
+        }))
+    }
+
     async fn send_snapshot(
         &self,
         req: Request<Streaming<SnapshotChunk>>,
@@ -510,4 +535,21 @@ pub async fn fetch_cluster_info(peer_urls: &[String]) -> anyhow::Result<ClusterI
         }
     }
     Err(last.unwrap_or_else(|| anyhow::anyhow!("no peer URL to ask")))
+}
+
+/// Forwards a learner promotion to the leader's peer URL.
+pub async fn forward_promote(leader_peer_url: &str, id: u64) -> Result<(), Status> {
+    let ch = tonic::transport::Endpoint::from_shared(leader_peer_url.to_string())
+        .map_err(|e| Status::internal(format!("leader URL {leader_peer_url}: {e}")))?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .map_err(|e| {
+            Status::unavailable(format!("cannot reach the leader at {leader_peer_url}: {e}"))
+        })?;
+    RaftClient::new(ch)
+        .promote_member(PromoteMemberRequest { id })
+        .await
+        .map(|_| ())
 }

@@ -80,6 +80,13 @@ pub struct ServerFlags {
         default_value_t = 5_000
     )]
     pub snapshot_catchup_entries: u64,
+    /// Auto-compaction mode: periodic or revision.
+    #[arg(long, value_enum, default_value = "periodic")]
+    pub auto_compaction_mode: crate::compactor::Mode,
+    /// Auto-compaction retention: for periodic a duration (1h, 30m, or a
+    /// number of hours), for revision a revision count; 0 disables it.
+    #[arg(long, default_value = "0")]
+    pub auto_compaction_retention: String,
     /// Maximum number of operations permitted in a transaction.
     #[arg(long, default_value_t = 128)]
     pub max_txn_ops: usize,
@@ -197,10 +204,31 @@ async fn bind_all(flag: &str, list: &[String]) -> Result<Vec<TcpListener>> {
     Ok(out)
 }
 
+/// `secretd snapshot restore`: a new member's data directory from a backup.
+pub fn restore(flags: ServerFlags, backup: &std::path::Path) -> Result<()> {
+    let (cfg, _, _) = flags.node_config()?;
+    secretd_store::node::restore(&cfg, backup)
+        .with_context(|| format!("restore {}", backup.display()))?;
+    println!(
+        "restored {} into {} as member {:?}",
+        backup.display(),
+        cfg.data_dir.display(),
+        cfg.name
+    );
+    Ok(())
+}
+
 /// Runs a member until SIGINT/SIGTERM or a fatal storage error.
 pub async fn run(flags: ServerFlags) -> Result<()> {
     let (cfg, client_urls, peer_urls) = flags.node_config()?;
     let mut cfg = cfg;
+    let retention = match flags.auto_compaction_retention.as_str() {
+        "0" => None,
+        r => Some(
+            crate::compactor::parse_retention(flags.auto_compaction_mode, r)
+                .map_err(anyhow::Error::msg)?,
+        ),
+    };
     let fresh = !cfg.data_dir.join("db").exists();
     if fresh && !cfg.initial_members.iter().any(|m| m.name == cfg.name) {
         bail!(
@@ -240,6 +268,9 @@ pub async fn run(flags: ServerFlags) -> Result<()> {
     );
     tracing::warn!("client and peer traffic is plaintext http; do not expose these ports beyond a trusted network");
 
+    if let Some(r) = retention {
+        crate::compactor::start(node.clone(), r);
+    }
     let mut tasks = tokio::task::JoinSet::new();
     for l in peer_listeners {
         let svc = RaftServer::new(RaftService { node: node.clone() })

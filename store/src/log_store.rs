@@ -185,8 +185,10 @@ impl LogStore {
         *self.latest_file.borrow_mut() = Some((index, term));
     }
 
-    /// Writes a snapshot of the state machine at the applied index.
-    fn make_snapshot_file(&self) -> Result<(u64, u64)> {
+    /// Writes a snapshot of the state machine at the applied index into
+    /// `dir`. Must run on the raft thread (the only writer), so that what it
+    /// reads is one point in time.
+    pub fn write_state_snapshot(&self, dir: &std::path::Path) -> Result<(u64, u64, PathBuf)> {
         let state = self
             .state
             .as_ref()
@@ -200,7 +202,7 @@ impl LogStore {
             .write_to_bytes()
             .map_err(|e| StoreError::Storage(e.to_string()))?;
         let mut w = SnapshotWriter::create(
-            &self.snap_dir,
+            dir,
             &SnapshotHeader {
                 index,
                 term,
@@ -208,7 +210,12 @@ impl LogStore {
             },
         )?;
         state.write_snapshot(&mut w)?;
-        let path = w.finish()?;
+        Ok((index, term, w.finish()?))
+    }
+
+    /// Writes a snapshot of the state machine at the applied index.
+    fn make_snapshot_file(&self) -> Result<(u64, u64)> {
+        let (index, term, path) = self.write_state_snapshot(&self.snap_dir)?;
         tracing::info!(index, term, path = %path.display(), "wrote state snapshot");
         snapshot::prune(&self.snap_dir, SNAPSHOT_FILES_KEPT);
         Ok((index, term))

@@ -173,6 +173,15 @@ enum Input {
         promote: Option<u64>,
         reply: Waiter,
     },
+    TransferLeader {
+        target: u64,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    /// A backup: a state snapshot file in `dir`, for Maintenance.Snapshot.
+    Backup {
+        dir: PathBuf,
+        reply: oneshot::Sender<Result<PathBuf>>,
+    },
     Unreachable(u64),
     SnapshotReport(u64, bool),
     Stop,
@@ -662,14 +671,31 @@ impl Node {
         }
     }
 
-    /// The leader's client URLs, for requests only the leader can serve.
-    pub fn leader_client_urls(&self) -> Vec<String> {
-        let leader = self.status.read().leader;
-        self.registry
-            .read()
-            .get(leader)
-            .map(|m| m.client_ur_ls.clone())
-            .unwrap_or_default()
+    /// Moves leadership to `target` (etcd's MoveLeader); must run on the
+    /// leader. Returns once `target` leads, or times out.
+    pub async fn move_leader(&self, target: u64) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.send_input(Input::TransferLeader { target, reply })?;
+        rx.await.map_err(|_| self.stopped_error())??;
+        let deadline = Instant::now() + self.cfg.request_timeout;
+        while self.status.read().leader != target {
+            if Instant::now() >= deadline {
+                return Err(StoreError::Timeout);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    /// Writes a consistent snapshot of this member's state (etcd's
+    /// Maintenance.Snapshot) and returns its file; the caller streams and
+    /// then deletes it.
+    pub async fn backup(&self) -> Result<PathBuf> {
+        let dir = self.cfg.data_dir.join("backup");
+        let _ = std::fs::remove_dir_all(&dir); // leftovers of an interrupted stream
+        let (reply, rx) = oneshot::channel();
+        self.send_input(Input::Backup { dir, reply })?;
+        rx.await.map_err(|_| self.stopped_error())?
     }
 
     /// etcd's minimum lease TTL: 1.5 election timeouts, in whole seconds.
@@ -1018,6 +1044,28 @@ impl Loop {
                 }
             }
             Input::ReadIndex(reply) => self.reads.pending.push(reply),
+            Input::Backup { dir, reply } => {
+                let _ = reply.send(
+                    self.raw
+                        .store()
+                        .write_state_snapshot(&dir)
+                        .map(|(_, _, p)| p),
+                );
+            }
+            Input::TransferLeader { target, reply } => {
+                let raft = &self.raw.raft;
+                let result = if raft.state != StateRole::Leader {
+                    Err(StoreError::NotLeader)
+                } else if !raft.prs().conf().voters().contains(target) {
+                    Err(StoreError::InvalidArgument(
+                        "bad leader transferee: not a voting member".into(),
+                    ))
+                } else {
+                    self.raw.transfer_leader(target);
+                    Ok(())
+                };
+                let _ = reply.send(result);
+            }
             Input::ConfChange {
                 id,
                 cc,
@@ -1423,6 +1471,68 @@ impl Loop {
         st.is_leader = r.state == StateRole::Leader;
         st.is_learner = r.prs().conf().learners().contains(&self.id);
     }
+}
+
+/// Creates the data directory of a member of a *new* cluster from a backup
+/// (`etcdctl snapshot save`): keys, revisions and leases from the backup;
+/// identity and membership from `cfg` (as etcdutl's snapshot restore).
+pub fn restore(cfg: &NodeConfig, backup: &std::path::Path) -> Result<()> {
+    if cfg.data_dir.exists() {
+        return Err(StoreError::InvalidArgument(format!(
+            "data directory {} already exists; restore needs a new one",
+            cfg.data_dir.display()
+        )));
+    }
+    let mut r = snapshot::SnapshotReader::open_backup(backup)?;
+    while r.next_record()?.is_some() {}
+    let me = cfg
+        .initial_members
+        .iter()
+        .find(|m| m.name == cfg.name)
+        .ok_or_else(|| {
+            StoreError::InvalidArgument(format!(
+                "--initial-cluster has no member named {:?} (--name)",
+                cfg.name
+            ))
+        })?;
+    let db = Db::open(&cfg.data_dir)?;
+    let mut r = snapshot::SnapshotReader::open_backup(backup)?;
+    mvcc::install_records(&db, &mut r)?;
+    let mut log = LogStore::open(db.clone())?;
+    let ids: Vec<u64> = cfg.initial_members.iter().map(|m| m.id).collect();
+    let meta = db.cf(CF_META);
+    let mut batch = WriteBatch::default();
+    // The backup's members are the old cluster's: replace them.
+    for m in Registry::load(&db)?.list() {
+        batch.delete_cf(meta, membership::meta_key(m.id));
+    }
+    log.bootstrap(ids.clone(), &mut batch);
+    batch.put_cf(meta, META_APPLIED, LogStore::BOOTSTRAP_INDEX.to_be_bytes());
+    batch.put_cf(meta, META_MEMBER_ID, me.id.to_be_bytes());
+    batch.put_cf(
+        meta,
+        META_CLUSTER_ID,
+        cluster::cluster_id(&ids).to_be_bytes(),
+    );
+    batch.put_cf(meta, membership::META_TOKEN, cfg.cluster_token.as_bytes());
+    let mut reg = Registry::default();
+    for m in &cfg.initial_members {
+        reg.put(
+            &db,
+            Member {
+                id: m.id,
+                name: m.name.clone(),
+                peer_ur_ls: m.peer_urls.clone(),
+                client_ur_ls: Vec::new(),
+                is_learner: false,
+            },
+            &mut batch,
+        );
+    }
+    db.write_sync(batch)?;
+    // Read it all back before declaring success.
+    Mvcc::open(db.clone())?;
+    Ok(())
 }
 
 /// Publishes this member's name and client URLs once the cluster can take

@@ -136,7 +136,9 @@ pub type Record = (u8, Vec<u8>, Vec<u8>);
 
 /// Reads a snapshot file record by record.
 pub struct SnapshotReader {
-    input: BufReader<File>,
+    input: std::io::Take<BufReader<File>>,
+    /// Zero bytes allowed after the trailer (a backup's 512-byte padding).
+    padded: bool,
     hasher: Sha256,
     path: PathBuf,
     pub header: SnapshotHeader,
@@ -146,9 +148,40 @@ pub struct SnapshotReader {
 
 impl SnapshotReader {
     pub fn open(path: &Path) -> Result<SnapshotReader> {
+        Self::open_limited(path, u64::MAX, false)
+    }
+
+    /// A backup as etcd frames it (what `etcdctl snapshot save` stores): the
+    /// snapshot, zero padding to a multiple of 512 bytes, then the sha256 of
+    /// all that. The hash is checked before any record is read.
+    pub fn open_backup(path: &Path) -> Result<SnapshotReader> {
+        let len = fs::metadata(path)
+            .map_err(|e| io_err(path, "stat", e))?
+            .len();
+        if len % BACKUP_ALIGN_BYTES != 32 {
+            return Err(corrupt(
+                path,
+                format!("not a backup: {len} bytes is not a 512-byte multiple plus a sha256"),
+            ));
+        }
+        let content = len - 32;
+        let mut f = BufReader::new(File::open(path).map_err(|e| io_err(path, "open", e))?);
+        let mut h = Sha256::new();
+        std::io::copy(&mut (&mut f).take(content), &mut h).map_err(|e| io_err(path, "read", e))?;
+        let mut want = [0u8; 32];
+        f.read_exact(&mut want)
+            .map_err(|e| io_err(path, "read", e))?;
+        if h.finalize()[..] != want[..] {
+            return Err(corrupt(path, "backup sha256 mismatch"));
+        }
+        Self::open_limited(path, content, true)
+    }
+
+    fn open_limited(path: &Path, limit: u64, padded: bool) -> Result<SnapshotReader> {
         let f = File::open(path).map_err(|e| io_err(path, "open", e))?;
         let mut r = SnapshotReader {
-            input: BufReader::with_capacity(1 << 20, f),
+            input: BufReader::with_capacity(1 << 20, f).take(limit),
+            padded,
             hasher: Sha256::new(),
             path: path.to_path_buf(),
             header: SnapshotHeader {
@@ -230,14 +263,18 @@ impl SnapshotReader {
                     format!("{} records, trailer says {count}", self.records),
                 ));
             }
-            let mut extra = [0u8; 1];
-            if self
-                .input
-                .read(&mut extra)
-                .map_err(|e| io_err(&self.path, "read", e))?
-                != 0
-            {
-                return Err(corrupt(&self.path, "bytes after the trailer"));
+            let mut extra = [0u8; 4096];
+            loop {
+                let n = self
+                    .input
+                    .read(&mut extra)
+                    .map_err(|e| io_err(&self.path, "read", e))?;
+                if n == 0 {
+                    break;
+                }
+                if !self.padded || extra[..n].iter().any(|b| *b != 0) {
+                    return Err(corrupt(&self.path, "bytes after the trailer"));
+                }
             }
             self.done = true;
             return Ok(None);
@@ -262,6 +299,9 @@ impl SnapshotReader {
         Ok(Some((cf, key, value)))
     }
 }
+
+/// Backups are padded to this, as etcd's bolt files are page-aligned.
+pub const BACKUP_ALIGN_BYTES: u64 = 512;
 
 /// Reads a whole file to check it, without keeping any of it.
 pub fn verify(path: &Path) -> Result<SnapshotHeader> {

@@ -1,15 +1,20 @@
 //! `secretd`: a cluster member. All logic lives in `secretd_api::server`.
 
-use clap::Parser;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
 #[command(
     name = "secretd",
     version,
-    about = "A replicated, encrypted secrets and configuration store"
+    about = "A replicated, encrypted secrets and configuration store",
+    args_conflicts_with_subcommands = true
 )]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     #[command(flatten)]
     server: secretd_api::server::ServerFlags,
     /// Log filter (tracing's EnvFilter syntax), e.g. info or secretd_store=debug.
@@ -17,8 +22,35 @@ struct Cli {
     log_level: String,
 }
 
+#[derive(Subcommand)]
+enum Command {
+    /// Backups (made with `etcdctl snapshot save`).
+    #[command(subcommand)]
+    Snapshot(SnapshotCmd),
+}
+
+#[derive(Subcommand)]
+enum SnapshotCmd {
+    /// Creates a new member's data directory from a backup: run it once per
+    /// member of the new cluster, with that member's flags.
+    Restore {
+        file: PathBuf,
+        #[command(flatten)]
+        server: secretd_api::server::ServerFlags,
+    },
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Snapshot(SnapshotCmd::Restore { file, server })) = cli.command {
+        return match secretd_api::server::restore(server, &file) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("secretd: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let filter = match EnvFilter::try_new(&cli.log_level) {
         Ok(f) => f,
         Err(e) => {

@@ -30,12 +30,23 @@ pub struct Cluster {
     extra_args: Vec<String>,
 }
 
+/// A port for a test member. Taken below Linux's ephemeral range
+/// (32768-60999), from which every client connection draws its local port:
+/// an ephemeral "free" port can be taken by a connection before the member
+/// binds it. A per-process counter keeps parallel tests apart.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind an ephemeral port")
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    let base = (std::process::id() * 131) % SPAN;
+    for _ in 0..SPAN {
+        let port = (LOW + (base + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}..{}", LOW + SPAN);
 }
 
 pub fn secretd_bin() -> &'static str {
@@ -59,6 +70,15 @@ impl Cluster {
     }
 
     pub fn start_with(n: usize, extra: &[&str]) -> Cluster {
+        let mut c = Self::prepare(n, extra);
+        for i in 0..n {
+            c.spawn(i);
+        }
+        c
+    }
+
+    /// The cluster's members and directories, none started yet.
+    pub fn prepare(n: usize, extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut members = Vec::new();
         for i in 1..=n {
@@ -77,16 +97,30 @@ impl Cluster {
             .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
             .collect::<Vec<_>>()
             .join(",");
-        let mut c = Cluster {
+        Cluster {
             dir,
             members,
             initial_cluster,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
-        };
-        for i in 0..n {
-            c.spawn(i);
         }
-        c
+    }
+
+    /// `secretd snapshot restore` for member `i`, with its own flags.
+    pub fn restore(&self, i: usize, backup: &Path) -> Output {
+        let m = &self.members[i];
+        Command::new(secretd_bin())
+            .args(["snapshot", "restore"])
+            .arg(backup)
+            .args(["--name", &m.name])
+            .arg("--data-dir")
+            .arg(&m.data_dir)
+            .args([
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{}", m.peer_port),
+            ])
+            .args(["--initial-cluster", &self.initial_cluster])
+            .output()
+            .expect("run secretd snapshot restore")
     }
 
     pub fn spawn(&mut self, i: usize) {

@@ -1,0 +1,141 @@
+//! Operations an etcd operator runs, through Debian's etcdctl: backup and
+//! restore into a new cluster, leader moves, request limits, and
+//! auto-compaction.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Cluster;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn snapshot_save_and_restore_into_a_new_cluster() {
+    let c = Cluster::start(3);
+    c.wait_leader(Duration::from_secs(15)).await;
+    for i in 0..50 {
+        c.ok(&["put", &format!("b/{i:02}"), &format!("v{i}")]);
+    }
+    c.ok(&["del", "b/07"]);
+    let before = c.ok(&["get", "b/", "--prefix"]);
+    let rev_before = c.ok(&["get", "b/00", "-w", "json"]);
+    let backup = c.dir.path().join("backup.db");
+    let out = c.etcdctl_at(
+        &c.endpoint(1),
+        &["snapshot", "save", backup.to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A new cluster, three members, each restored from the same backup.
+    let mut r = Cluster::prepare(3, &[]);
+    for i in 0..3 {
+        let out = r.restore(i, &backup);
+        assert!(
+            out.status.success(),
+            "restore: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for i in 0..3 {
+        r.spawn(i);
+    }
+    r.wait_leader(Duration::from_secs(15)).await;
+    assert_eq!(r.ok(&["get", "b/", "--prefix"]), before);
+    // Revisions are kept; the identity is new.
+    let rev = |s: &str| {
+        s.split("\"mod_revision\":")
+            .nth(1)
+            .unwrap()
+            .split(',')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(rev(&r.ok(&["get", "b/00", "-w", "json"])), rev(&rev_before));
+    assert_eq!(r.ok(&["member", "list"]).lines().count(), 3);
+    assert_ne!(c.member_id(0).await, r.member_id(0).await);
+    r.ok(&["put", "b/new", "x"]);
+    // Restoring over an existing data directory is refused.
+    let out = r.restore(0, &backup);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn move_leader_and_request_limits() {
+    let c = Cluster::start(3);
+    let leader = c.wait_leader(Duration::from_secs(15)).await;
+    let target = (leader + 1) % 3;
+    let target_id = c.member_id(target).await;
+    let out = c.etcdctl_at(&c.endpoint(leader), &["move-leader", &target_id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(c.wait_leader(Duration::from_secs(10)).await, target);
+    // Only the leader can move leadership (etcdctl checks this itself too).
+    let out = c.etcdctl_at(&c.endpoint(leader), &["move-leader", &target_id]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && (err.contains("etcdserver: not leader") || err.contains("no leader endpoint given")),
+        "{err}"
+    );
+
+    // A txn over --max-txn-ops (128) is refused, whole.
+    let mut script = String::from("\n");
+    for i in 0..129 {
+        script.push_str(&format!("put t/{i} x\n"));
+    }
+    script.push_str("\n\n"); // ends the success ops, then the (empty) failure ops
+    let mut child = std::process::Command::new(common::etcdctl_bin())
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={}", c.endpoints()))
+        .arg("txn")
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), script.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("etcdserver: too many operations in txn request"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(c.ok(&["get", "t/", "--prefix", "--keys-only"]), "");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revision_auto_compaction() {
+    let c = Cluster::start_with(
+        1,
+        &[
+            "--auto-compaction-mode",
+            "revision",
+            "--auto-compaction-retention",
+            "5",
+        ],
+    );
+    c.wait_leader(Duration::from_secs(10)).await;
+    for i in 0..20 {
+        c.ok(&["put", "ac", &i.to_string()]);
+    }
+    // Revisions 2..=21 exist; within a few checks only the newest 5 remain.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = c.etcdctl(&["get", "ac", "--rev=2"]);
+        if String::from_utf8_lossy(&out.stderr).contains("required revision has been compacted") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never auto-compacted");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(c.ok(&["get", "ac", "--rev=17"]), "ac\n15\n");
+}
