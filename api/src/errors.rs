@@ -25,7 +25,7 @@ pub fn status(e: StoreError) -> Status {
         | StoreError::NotLeader => Code::FailedPrecondition,
         StoreError::Removed => Code::Unavailable,
         StoreError::LeaseTtlTooLarge => Code::OutOfRange,
-        StoreError::TooManyRequests => Code::ResourceExhausted,
+        StoreError::TooManyRequests | StoreError::NoSpace => Code::ResourceExhausted,
         StoreError::NoLeader | StoreError::Timeout | StoreError::Stopped => Code::Unavailable,
         StoreError::Storage(_) => Code::Internal,
     };

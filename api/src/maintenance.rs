@@ -1,7 +1,6 @@
-//! etcd's Maintenance service. Status and HashKV are complete; alarms report
-//! none (no quota exists yet); Snapshot, Hash, Defragment and MoveLeader
-//! arrive with the rest of the cluster-operations work and say so when
-//! called.
+//! etcd's Maintenance service: Status, Alarm, Defragment, HashKV, Snapshot
+//! and MoveLeader. Hash (of the whole backend, "for testing only" in etcd)
+//! is not offered; HashKV is the comparison to use.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -33,10 +32,15 @@ type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>
 
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
-    async fn alarm(&self, _: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+    async fn alarm(&self, req: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+        let alarms = self
+            .node
+            .alarm(req.into_inner())
+            .await
+            .map_err(crate::errors::status)?;
         Ok(Response::new(AlarmResponse {
             header: Some(self.node.header(self.node.mvcc().current_revision())),
-            alarms: Vec::new(),
+            alarms,
         }))
     }
 
@@ -51,7 +55,11 @@ impl Maintenance for MaintenanceService {
             raft_index: st.commit_index,
             raft_term: st.term,
             raft_applied_index: st.applied_index,
-            errors: st.fatal.into_iter().collect(),
+            errors: st
+                .fatal
+                .into_iter()
+                .chain(self.node.alarm_errors())
+                .collect(),
             db_size_in_use: size,
             is_learner: st.is_learner,
         }))
@@ -61,7 +69,13 @@ impl Maintenance for MaintenanceService {
         &self,
         _: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
-        Err(not_yet("Defragment"))
+        self.node
+            .defragment()
+            .await
+            .map_err(crate::errors::status)?;
+        Ok(Response::new(DefragmentResponse {
+            header: Some(self.node.header(self.node.mvcc().current_revision())),
+        }))
     }
 
     async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {

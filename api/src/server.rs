@@ -87,6 +87,10 @@ pub struct ServerFlags {
     /// number of hours), for revision a revision count; 0 disables it.
     #[arg(long, default_value = "0")]
     pub auto_compaction_retention: String,
+    /// Backend size (bytes) past which writes that add data are refused
+    /// and the NOSPACE alarm is raised; 0 means the default, 2 GiB.
+    #[arg(long, default_value_t = 0)]
+    pub quota_backend_bytes: i64,
     /// Maximum number of operations permitted in a transaction.
     #[arg(long, default_value_t = 128)]
     pub max_txn_ops: usize,
@@ -151,6 +155,11 @@ impl ServerFlags {
             join: None,
             cluster_token: self.initial_cluster_token.clone(),
             client_urls,
+            quota_backend_bytes: if self.quota_backend_bytes <= 0 {
+                2 << 30
+            } else {
+                self.quota_backend_bytes
+            },
             name: self.name.clone(),
             data_dir: self
                 .data_dir

@@ -139,3 +139,60 @@ async fn revision_auto_compaction() {
     }
     assert_eq!(c.ok(&["get", "ac", "--rev=17"]), "ac\n15\n");
 }
+
+/// etcdctl with a value on stdin.
+fn put_stdin(c: &Cluster, key: &str, value: &[u8]) -> std::process::Output {
+    let mut child = std::process::Command::new(common::etcdctl_bin())
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={}", c.endpoints()))
+        .args(["put", key])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), value).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quota_alarm_raised_then_disarmed_after_compaction_and_defrag() {
+    let c = Cluster::start_with(3, &["--quota-backend-bytes", "3000000"]);
+    c.wait_leader(Duration::from_secs(15)).await;
+    let value: Vec<u8> = (0..250_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let mut refused = None;
+    for i in 0..40 {
+        let out = put_stdin(&c, &format!("q/{i:02}"), &value);
+        if !out.status.success() {
+            assert!(
+                String::from_utf8_lossy(&out.stderr)
+                    .contains("etcdserver: mvcc: database space exceeded"),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            refused = Some(i);
+            break;
+        }
+    }
+    assert!(refused.is_some(), "the quota never refused a write");
+    assert!(c.ok(&["alarm", "list"]).contains("alarm:NOSPACE"));
+    // Refused everywhere, even small writes; reads and deletes still work.
+    let out = c.etcdctl(&["put", "small", "x"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("database space exceeded"));
+    assert_eq!(c.ok(&["get", "q/00", "--keys-only"]), "q/00\n\n");
+    c.ok(&["del", "q/", "--prefix"]);
+    let rev = c
+        .ok(&["get", "x", "-w", "json"])
+        .split("\"revision\":")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .to_string();
+    c.ok(&["compaction", &rev]);
+    c.ok(&["defrag"]);
+    c.ok(&["alarm", "disarm"]);
+    assert_eq!(c.ok(&["alarm", "list"]), "");
+    assert_eq!(c.ok(&["put", "small", "x"]).trim(), "OK");
+}

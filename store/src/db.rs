@@ -70,10 +70,25 @@ impl Db {
         Ok(self.db.write_opt(batch, &wo)?)
     }
 
-    /// Total size of the SST and memtable data, for Status.dbSize.
+    /// Flushes memtables and compacts every column family to the bottom:
+    /// space held by deleted and compacted data is given back (etcd's
+    /// defragment).
+    pub fn defragment(&self) -> Result<()> {
+        for cf in [CF_RAFT, CF_KV, CF_META] {
+            self.db.flush_cf(self.cf(cf))?;
+            self.db
+                .compact_range_cf(self.cf(cf), None::<&[u8]>, None::<&[u8]>);
+        }
+        Ok(())
+    }
+
+    /// Size of the state machine (SST and memtable data of the keyspace and
+    /// its meta records), for Status.dbSize and the backend quota. The raft
+    /// log is left out, as etcd leaves its WAL out: it is truncated on its
+    /// own schedule.
     pub fn size_bytes(&self) -> i64 {
         let mut total = 0i64;
-        for cf in [CF_RAFT, CF_KV, CF_META] {
+        for cf in [CF_KV, CF_META] {
             let h = self.cf(cf);
             for prop in [
                 "rocksdb.total-sst-files-size",

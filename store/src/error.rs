@@ -38,6 +38,8 @@ pub enum StoreError {
     NotLeader,
     #[error("etcdserver: the member has been permanently removed from the cluster")]
     Removed,
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
     #[error("etcdserver: too many operations in txn request")]
     TooManyOps,
     #[error("etcdserver: duplicate key given in txn request")]

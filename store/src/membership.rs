@@ -23,6 +23,39 @@ pub fn meta_key(id: u64) -> Vec<u8> {
     k
 }
 
+/// Raised alarms: `alarm/<member id><alarm type>` (empty value).
+pub const ALARM_PREFIX: &[u8] = b"alarm/";
+
+pub fn alarm_key(member: u64, alarm: i32) -> Vec<u8> {
+    let mut k = ALARM_PREFIX.to_vec();
+    k.extend_from_slice(&member.to_be_bytes());
+    k.extend_from_slice(&alarm.to_be_bytes());
+    k
+}
+
+pub fn is_alarm_key(k: &[u8]) -> bool {
+    k.strip_prefix(ALARM_PREFIX).is_some_and(|r| r.len() == 12)
+}
+
+/// Every raised alarm: (member id, alarm type).
+pub fn load_alarms(db: &Db) -> Result<std::collections::BTreeSet<(u64, i32)>> {
+    let mut out = std::collections::BTreeSet::new();
+    for item in db.raw().iterator_cf(
+        db.cf(CF_META),
+        IteratorMode::From(ALARM_PREFIX, Direction::Forward),
+    ) {
+        let (k, _) = item?;
+        if !is_alarm_key(&k) {
+            break;
+        }
+        let r = &k[ALARM_PREFIX.len()..];
+        let member = u64::from_be_bytes(r[..8].try_into().unwrap_or_default());
+        let alarm = i32::from_be_bytes(r[8..].try_into().unwrap_or_default());
+        out.insert((member, alarm));
+    }
+    Ok(out)
+}
+
 pub fn is_meta_key(k: &[u8]) -> bool {
     k.strip_prefix(META_PREFIX).is_some_and(|r| r.len() == 8)
 }

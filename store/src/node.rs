@@ -11,7 +11,7 @@
 //! Invariant: a client hears about a write only after the entry is committed
 //! (durable on a quorum) and applied to a durable local batch.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -37,15 +37,16 @@ use crate::log_store::LogStore;
 use crate::membership::{self, Registry};
 use crate::mvcc::{self, txn_checks, Applier, Mvcc, RevEvents, WriteResult};
 use crate::pb::etcdserverpb::{
+    alarm_request::AlarmAction, AlarmMember, AlarmRequest, AlarmType, Member, MemberAddResponse,
+    MemberListResponse, MemberPromoteResponse, MemberRemoveResponse, MemberUpdateRequest,
+    MemberUpdateResponse,
+};
+use crate::pb::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
     LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
     LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus,
     LeaseTimeToLiveResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader,
     TxnRequest, TxnResponse,
-};
-use crate::pb::etcdserverpb::{
-    Member, MemberAddResponse, MemberListResponse, MemberPromoteResponse, MemberRemoveResponse,
-    MemberUpdateRequest, MemberUpdateResponse,
 };
 use crate::pb::internal::{internal_request::Request, ConfChangeContext, InternalRequest};
 use crate::snapshot;
@@ -104,6 +105,9 @@ pub struct NodeConfig {
     pub cluster_token: String,
     /// Client URLs this member publishes in the member list.
     pub client_urls: Vec<String>,
+    /// Backend size past which writes that add data are refused and the
+    /// NOSPACE alarm is raised (etcd's --quota-backend-bytes).
+    pub quota_backend_bytes: i64,
     pub tick_ms: u64,
     pub election_ticks: usize,
     pub heartbeat_ticks: usize,
@@ -128,6 +132,7 @@ impl Default for NodeConfig {
             join: None,
             cluster_token: "etcd-cluster".into(),
             client_urls: Vec::new(),
+            quota_backend_bytes: 2 << 30,
             tick_ms: 100,
             election_ticks: 10,
             heartbeat_ticks: 1,
@@ -156,6 +161,8 @@ pub struct NodeStatus {
     /// Raft entries made durable per fsync, cumulative (for benchmarks).
     pub entries_persisted: u64,
     pub fsyncs: u64,
+    /// Backend size, refreshed every tick (what the quota is checked against).
+    pub db_size_bytes: i64,
 }
 
 enum Input {
@@ -192,6 +199,7 @@ pub struct Node {
     id: u64,
     cluster_id: u64,
     registry: Arc<RwLock<Registry>>,
+    alarms: Arc<RwLock<BTreeSet<(u64, i32)>>>,
     cfg: NodeConfig,
     tx: Sender<Input>,
     mvcc: Arc<Mvcc>,
@@ -270,6 +278,7 @@ impl Node {
         };
         let mvcc = Mvcc::open(db.clone())?;
         let registry = Arc::new(RwLock::new(Registry::load(&db)?));
+        let alarms = Arc::new(RwLock::new(membership::load_alarms(&db)?));
         log.set_snapshots(snap_dir.clone(), mvcc.clone());
         log.set_applied(applied);
         let hub = WatchHub::start(mvcc.clone(), cfg.watch_progress_interval);
@@ -308,6 +317,7 @@ impl Node {
             id,
             cluster_id,
             registry: registry.clone(),
+            alarms: alarms.clone(),
             cfg: cfg.clone(),
             tx,
             mvcc: mvcc.clone(),
@@ -333,6 +343,7 @@ impl Node {
             tick: Duration::from_millis(cfg.tick_ms),
             snap_dir,
             registry,
+            alarms,
             membership_changed: true,
             removed: false,
             snapshot_count: cfg.snapshot_count.max(1),
@@ -477,8 +488,90 @@ impl Node {
         Ok(resp)
     }
 
+    /// etcd's quota: refuse a write that adds data while NOSPACE is raised,
+    /// or that would take the backend past the quota (and then raise it).
+    async fn check_quota(&self, request_bytes: usize) -> Result<()> {
+        if self
+            .alarms
+            .read()
+            .iter()
+            .any(|(_, a)| *a == AlarmType::Nospace as i32)
+        {
+            return Err(StoreError::NoSpace);
+        }
+        let size = self.status.read().db_size_bytes;
+        if size.saturating_add(request_bytes as i64) <= self.cfg.quota_backend_bytes {
+            return Ok(());
+        }
+        tracing::warn!(
+            size,
+            quota = self.cfg.quota_backend_bytes,
+            "backend quota exceeded; raising NOSPACE"
+        );
+        let raise = AlarmRequest {
+            action: AlarmAction::Activate as i32,
+            member_id: self.id,
+            alarm: AlarmType::Nospace as i32,
+        };
+        if let Err(e) = self.propose(Request::Alarm(raise)).await {
+            tracing::warn!(error = %e, "could not raise the NOSPACE alarm");
+        }
+        Err(StoreError::NoSpace)
+    }
+
+    /// Maintenance.Alarm: list, raise or clear alarms.
+    pub async fn alarm(&self, req: AlarmRequest) -> Result<Vec<AlarmMember>> {
+        match AlarmAction::try_from(req.action) {
+            Ok(AlarmAction::Get) => Ok(self
+                .alarms
+                .read()
+                .iter()
+                .filter(|(m, t)| {
+                    (req.member_id == 0 || *m == req.member_id)
+                        && (req.alarm == AlarmType::None as i32 || *t == req.alarm)
+                })
+                .map(|(m, t)| AlarmMember {
+                    member_id: *m,
+                    alarm: *t,
+                })
+                .collect()),
+            Ok(_) => match self.propose(Request::Alarm(req)).await? {
+                (WriteResult::Alarms(a), _) => Ok(a),
+                (other, _) => Err(unexpected(other)),
+            },
+            Err(_) => Err(StoreError::InvalidArgument("unknown alarm action".into())),
+        }
+    }
+
+    /// Raised alarms as Status reports them.
+    pub fn alarm_errors(&self) -> Vec<String> {
+        self.alarms
+            .read()
+            .iter()
+            .map(|(m, t)| {
+                format!(
+                    "memberID:{m} alarm:{}",
+                    AlarmType::try_from(*t)
+                        .map(|a| a.as_str_name())
+                        .unwrap_or("UNKNOWN")
+                )
+            })
+            .collect()
+    }
+
+    /// Gives back space held by deleted and compacted data.
+    pub async fn defragment(&self) -> Result<()> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.defragment())
+            .await
+            .map_err(|e| StoreError::Storage(e.to_string()))??;
+        self.status.write().db_size_bytes = self.db.size_bytes();
+        Ok(())
+    }
+
     pub async fn put(&self, req: PutRequest) -> Result<PutResponse> {
         txn_checks::validate_put(&req)?;
+        self.check_quota(req.key.len() + req.value.len()).await?;
         match self.propose(Request::Put(req)).await? {
             (WriteResult::Put(mut r), h) => {
                 r.header = Some(h);
@@ -510,6 +603,9 @@ impl Node {
             let (mut resp, rev) = self.mvcc.txn_readonly(&req)?;
             resp.header = Some(self.header(rev));
             return Ok(resp);
+        }
+        if txn_checks::has_put(&req) {
+            self.check_quota(req.encoded_len()).await?;
         }
         match self.propose(Request::Txn(req)).await? {
             (WriteResult::Txn(mut r), h) => {
@@ -709,6 +805,7 @@ impl Node {
             return Err(StoreError::LeaseTtlTooLarge);
         }
         let ttl = ttl.max(self.min_lease_ttl_secs());
+        self.check_quota(16).await?;
         // The proposer picks the id, so every member applies the same one.
         let id = if id != 0 {
             id
@@ -919,6 +1016,7 @@ struct Loop {
     tick: Duration,
     snap_dir: PathBuf,
     registry: Arc<RwLock<Registry>>,
+    alarms: Arc<RwLock<BTreeSet<(u64, i32)>>>,
     /// The transport must learn the member list again.
     membership_changed: bool,
     /// This member applied its own removal: it stops.
@@ -1000,6 +1098,7 @@ impl Loop {
                 next_tick = now + self.tick;
                 self.waiters.retain(|_, w| !w.is_closed());
                 self.expire_leases(now);
+                self.status.write().db_size_bytes = self.db.size_bytes();
             }
             self.reads.maybe_send(&mut self.raw);
             if let Err(e) = self.on_ready() {
@@ -1136,6 +1235,7 @@ impl Loop {
             self.applier.reset();
             self.hub.resync_all();
             *self.registry.write() = Registry::load(&self.db)?;
+            *self.alarms.write() = membership::load_alarms(&self.db)?;
             self.membership_changed = true;
             tracing::info!(
                 index,
@@ -1300,15 +1400,35 @@ impl Loop {
                 e.index
             )));
         };
-        if let Request::MemberAttrs(_) | Request::MemberUpdate(_) = request {
-            let result = self.apply_member_record(request, batch);
+        if let Request::MemberAttrs(_) | Request::MemberUpdate(_) | Request::Alarm(_) = request {
+            let result = match request {
+                Request::Alarm(a) => self.apply_alarm(a, batch),
+                _ => self.apply_member_record(request, batch),
+            };
             if let Some(w) = self.waiters.remove(&req.id) {
                 let header = self.entry_header(e);
                 out.replies.push((w, result.map(|r| (r, header))));
             }
             return Ok(());
         }
-        let (result, events) = self.applier.apply(request, batch, self.hub.wants_prev_kv());
+        // While NOSPACE is raised, writes that add data fail on every member
+        // alike (the alarm is replicated state).
+        let adds_data = match request {
+            Request::Put(_) | Request::LeaseGrant(_) => true,
+            Request::Txn(t) => txn_checks::has_put(t),
+            _ => false,
+        };
+        let (result, events) = if adds_data
+            && self
+                .alarms
+                .read()
+                .iter()
+                .any(|(_, a)| *a == AlarmType::Nospace as i32)
+        {
+            (Err(StoreError::NoSpace), Vec::new())
+        } else {
+            self.applier.apply(request, batch, self.hub.wants_prev_kv())
+        };
         if let Err(StoreError::Storage(msg)) = &result {
             return Err(StoreError::Storage(msg.clone()));
         }
@@ -1425,6 +1545,41 @@ impl Loop {
                 .push((w, Ok((WriteResult::Members(members), self.entry_header(e)))));
         }
         Ok(())
+    }
+
+    fn apply_alarm(&mut self, a: &AlarmRequest, batch: &mut WriteBatch) -> Result<WriteResult> {
+        let mut alarms = self.alarms.write();
+        let key = membership::alarm_key(a.member_id, a.alarm);
+        match AlarmAction::try_from(a.action) {
+            Ok(AlarmAction::Activate) if a.alarm != AlarmType::None as i32 => {
+                if alarms.insert((a.member_id, a.alarm)) {
+                    tracing::warn!(
+                        member = format_args!("{:x}", a.member_id),
+                        alarm = a.alarm,
+                        "alarm raised"
+                    );
+                }
+                batch.put_cf(self.db.cf(CF_META), key, []);
+            }
+            Ok(AlarmAction::Deactivate) => {
+                alarms.remove(&(a.member_id, a.alarm));
+                batch.delete_cf(self.db.cf(CF_META), key);
+            }
+            _ => {
+                return Err(StoreError::InvalidArgument(
+                    "alarm request must activate or deactivate a specific alarm".into(),
+                ))
+            }
+        }
+        Ok(WriteResult::Alarms(
+            alarms
+                .iter()
+                .map(|(m, t)| AlarmMember {
+                    member_id: *m,
+                    alarm: *t,
+                })
+                .collect(),
+        ))
     }
 
     /// Published attributes and peer URL updates of an existing member.

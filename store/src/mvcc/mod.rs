@@ -39,7 +39,7 @@ pub use txn::WriteResult;
 
 /// The checks etcd makes before a request enters the raft log.
 pub mod txn_checks {
-    pub use super::txn::{is_read_only, is_serializable, validate_put, validate_txn};
+    pub use super::txn::{has_put, is_read_only, is_serializable, validate_put, validate_txn};
 }
 
 const META_CURRENT_REV: &[u8] = b"current_rev";
@@ -294,12 +294,17 @@ fn load_index(db: &Db) -> Result<(Index, i64, Lessor)> {
 /// (plus every lease record, under `lease::META_PREFIX`).
 const REPLICATED_META: &[&[u8]] = &[META_CURRENT_REV, META_COMPACT_REV, membership::META_TOKEN];
 /// Prefixes of replicated meta records: leases and members.
-const REPLICATED_PREFIXES: &[&[u8]] = &[lease::META_PREFIX, membership::META_PREFIX];
+const REPLICATED_PREFIXES: &[&[u8]] = &[
+    lease::META_PREFIX,
+    membership::META_PREFIX,
+    membership::ALARM_PREFIX,
+];
 
 fn is_replicated_meta(k: &[u8]) -> bool {
     REPLICATED_META.contains(&k)
         || lease::id_from_meta_key(k).is_some()
         || membership::is_meta_key(k)
+        || membership::is_alarm_key(k)
 }
 
 /// The first key after every key with this prefix.

@@ -39,6 +39,8 @@ pub enum WriteResult {
     LeaseRenew(LeaseKeepAliveResponse),
     /// A membership change (applied by the node): the members after it.
     Members(Vec<crate::pb::etcdserverpb::Member>),
+    /// An alarm change (applied by the node): the alarms after it.
+    Alarms(Vec<crate::pb::etcdserverpb::AlarmMember>),
 }
 
 /// What a txn needs from the keyspace it runs against.
@@ -185,6 +187,19 @@ pub fn is_read_only(req: &TxnRequest) -> bool {
         })
 }
 
+/// Whether a txn may add data (a put in any branch): refused while the
+/// NOSPACE alarm is raised.
+pub fn has_put(req: &TxnRequest) -> bool {
+    req.success
+        .iter()
+        .chain(&req.failure)
+        .any(|op| match &op.request {
+            Some(Op::RequestPut(_)) => true,
+            Some(Op::RequestTxn(t)) => has_put(t),
+            _ => false,
+        })
+}
+
 /// Whether every range of a read-only txn asked for a serializable read.
 pub fn is_serializable(req: &TxnRequest) -> bool {
     req.success
@@ -248,9 +263,9 @@ impl Writer<'_> {
             Request::LeaseGrant(g) => self.lease_grant(g).map(WriteResult::LeaseGrant),
             Request::LeaseRevoke(r) => self.lease_revoke(r).map(WriteResult::LeaseRevoke),
             Request::LeaseRenew(r) => self.lease_renew(r).map(WriteResult::LeaseRenew),
-            Request::MemberAttrs(_) | Request::MemberUpdate(_) => Err(StoreError::InvalidArgument(
-                "membership requests are applied by the node".into(),
-            )),
+            Request::MemberAttrs(_) | Request::MemberUpdate(_) | Request::Alarm(_) => Err(
+                StoreError::InvalidArgument("membership requests are applied by the node".into()),
+            ),
         }
     }
 
