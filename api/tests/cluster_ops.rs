@@ -196,3 +196,31 @@ async fn quota_alarm_raised_then_disarmed_after_compaction_and_defrag() {
     assert_eq!(c.ok(&["alarm", "list"]), "");
     assert_eq!(c.ok(&["put", "small", "x"]).trim(), "OK");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn periodic_auto_compaction() {
+    let c = Cluster::start_with(
+        1,
+        &[
+            "--auto-compaction-mode",
+            "periodic",
+            "--auto-compaction-retention",
+            "2s",
+        ],
+    );
+    c.wait_leader(Duration::from_secs(10)).await;
+    for i in 0..10 {
+        c.ok(&["put", "pc", &i.to_string()]);
+    }
+    // History older than 2 s goes; the newest value stays.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = c.etcdctl(&["get", "pc", "--rev=2"]);
+        if String::from_utf8_lossy(&out.stderr).contains("required revision has been compacted") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never auto-compacted");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(c.ok(&["get", "pc"]), "pc\n9\n");
+}
