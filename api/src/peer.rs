@@ -296,6 +296,15 @@ async fn peer_sender(
     }
 }
 
+fn member_info(m: secretd_store::pb::etcdserverpb::Member) -> MemberInfo {
+    MemberInfo {
+        id: m.id,
+        name: m.name,
+        peer_urls: m.peer_ur_ls,
+        is_learner: m.is_learner,
+    }
+}
+
 /// The receiving side: the `Raft` gRPC service.
 pub struct RaftService {
     pub node: Arc<Node>,
@@ -368,17 +377,7 @@ impl Raft for RaftService {
         &self,
         _: Request<ClusterInfoRequest>,
     ) -> Result<Response<ClusterInfoResponse>, Status> {
-        let members = self
-            .node
-            .members()
-            .into_iter()
-            .map(|m| MemberInfo {
-                id: m.id,
-                name: m.name,
-                peer_urls: m.peer_ur_ls,
-                is_learner: m.is_learner,
-            })
-            .collect();
+        let members = self.node.members().into_iter().map(member_info).collect();
         Ok(Response::new(ClusterInfoResponse {
             cluster_id: self.node.cluster_id(),
             members,
@@ -394,16 +393,7 @@ impl Raft for RaftService {
             .member_promote(req.into_inner().id)
             .await
             .map_err(crate::errors::status)?;
-        let members = r
-            .members
-            .into_iter()
-            .map(|m| MemberInfo {
-                id: m.id,
-                name: m.name,
-                peer_urls: m.peer_ur_ls,
-                is_learner: m.is_learner,
-            })
-            .collect();
+        let members = r.members.into_iter().map(member_info).collect();
         Ok(Response::new(ClusterInfoResponse {
             cluster_id: self.node.cluster_id(),
             members,

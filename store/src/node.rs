@@ -572,26 +572,14 @@ impl Node {
     pub async fn put(&self, req: PutRequest) -> Result<PutResponse> {
         txn_checks::validate_put(&req)?;
         self.check_quota(req.key.len() + req.value.len()).await?;
-        match self.propose(Request::Put(req)).await? {
-            (WriteResult::Put(mut r), h) => {
-                r.header = Some(h);
-                Ok(r)
-            }
-            (other, _) => Err(unexpected(other)),
-        }
+        propose_as!(self, Request::Put(req), Put)
     }
 
     pub async fn delete_range(&self, req: DeleteRangeRequest) -> Result<DeleteRangeResponse> {
         if req.key.is_empty() {
             return Err(StoreError::EmptyKey);
         }
-        match self.propose(Request::DeleteRange(req)).await? {
-            (WriteResult::DeleteRange(mut r), h) => {
-                r.header = Some(h);
-                Ok(r)
-            }
-            (other, _) => Err(unexpected(other)),
-        }
+        propose_as!(self, Request::DeleteRange(req), DeleteRange)
     }
 
     pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse> {
@@ -607,13 +595,7 @@ impl Node {
         if txn_checks::has_put(&req) {
             self.check_quota(req.encoded_len()).await?;
         }
-        match self.propose(Request::Txn(req)).await? {
-            (WriteResult::Txn(mut r), h) => {
-                r.header = Some(h);
-                Ok(r)
-            }
-            (other, _) => Err(unexpected(other)),
-        }
+        propose_as!(self, Request::Txn(req), Txn)
     }
     pub async fn member_list(&self, linearizable: bool) -> Result<MemberListResponse> {
         if linearizable {
@@ -812,43 +794,28 @@ impl Node {
         } else {
             (rand::random::<u64>() >> 1).max(1) as i64
         };
-        match self
-            .propose(Request::LeaseGrant(LeaseGrantRequest { ttl, id }))
-            .await?
-        {
-            (WriteResult::LeaseGrant(mut r), h) => {
-                r.header = Some(h);
-                Ok(r)
-            }
-            (other, _) => Err(unexpected(other)),
-        }
+        propose_as!(
+            self,
+            Request::LeaseGrant(LeaseGrantRequest { ttl, id }),
+            LeaseGrant
+        )
     }
 
     pub async fn lease_revoke(&self, id: i64) -> Result<LeaseRevokeResponse> {
-        match self
-            .propose(Request::LeaseRevoke(LeaseRevokeRequest { id }))
-            .await?
-        {
-            (WriteResult::LeaseRevoke(mut r), h) => {
-                r.header = Some(h);
-                Ok(r)
-            }
-            (other, _) => Err(unexpected(other)),
-        }
+        propose_as!(
+            self,
+            Request::LeaseRevoke(LeaseRevokeRequest { id }),
+            LeaseRevoke
+        )
     }
 
     /// A keep-alive: restarts the lease's TTL on every member.
     pub async fn lease_renew(&self, id: i64) -> Result<LeaseKeepAliveResponse> {
-        match self
-            .propose(Request::LeaseRenew(LeaseKeepAliveRequest { id }))
-            .await?
-        {
-            (WriteResult::LeaseRenew(mut r), h) => {
-                r.header = Some(h);
-                Ok(r)
-            }
-            (other, _) => Err(unexpected(other)),
-        }
+        propose_as!(
+            self,
+            Request::LeaseRenew(LeaseKeepAliveRequest { id }),
+            LeaseRenew
+        )
     }
 
     /// Remaining TTL (-1 if the lease is gone), as of a linearizable read.
@@ -898,15 +865,24 @@ impl Node {
         if req.revision > self.mvcc.current_revision() {
             return Err(StoreError::FutureRevision);
         }
-        match self.propose(Request::Compaction(req)).await? {
-            (WriteResult::Compaction(mut r), h) => {
+        propose_as!(self, Request::Compaction(req), Compaction)
+    }
+}
+
+/// Proposes `$req` and unwraps the `WriteResult::$kind` it must produce,
+/// with the response header set.
+macro_rules! propose_as {
+    ($node:expr, $req:expr, $kind:ident) => {
+        match $node.propose($req).await? {
+            (WriteResult::$kind(mut r), h) => {
                 r.header = Some(h);
                 Ok(r)
             }
             (other, _) => Err(unexpected(other)),
         }
-    }
+    };
 }
+use propose_as;
 
 fn unexpected(r: WriteResult) -> StoreError {
     StoreError::Storage(format!("apply returned a mismatched result: {r:?}"))
