@@ -4,10 +4,14 @@
 //! - `model`: sequential specifications (register, key-value with append).
 //! - `wgl`: the linearizability search.
 //! - `parse`: Jepsen's register log lines and EDN maps.
+//! - `watch`: etcd's watch guarantees, and agreement between watchers.
+//! - `lost`: acknowledged writes missing from the final read.
 
 pub mod history;
+pub mod lost;
 pub mod model;
 pub mod parse;
+pub mod watch;
 pub mod wgl;
 
 use std::time::{Duration, Instant};
