@@ -92,17 +92,7 @@ async fn move_leader_and_request_limits() {
         script.push_str(&format!("put t/{i} x\n"));
     }
     script.push_str("\n\n"); // ends the success ops, then the (empty) failure ops
-    let mut child = std::process::Command::new(common::etcdctl_bin())
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={}", c.endpoints()))
-        .arg("txn")
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), script.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = common::etcdctl_stdin(&c.endpoints(), &["txn"], script.as_bytes());
     assert!(
         String::from_utf8_lossy(&out.stderr)
             .contains("etcdserver: too many operations in txn request"),
@@ -140,19 +130,8 @@ async fn revision_auto_compaction() {
     assert_eq!(c.ok(&["get", "ac", "--rev=17"]), "ac\n15\n");
 }
 
-/// etcdctl with a value on stdin.
 fn put_stdin(c: &Cluster, key: &str, value: &[u8]) -> std::process::Output {
-    let mut child = std::process::Command::new(common::etcdctl_bin())
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={}", c.endpoints()))
-        .args(["put", key])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), value).unwrap();
-    child.wait_with_output().unwrap()
+    common::etcdctl_stdin(&c.endpoints(), &["put", key], value)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -181,15 +160,7 @@ async fn quota_alarm_raised_then_disarmed_after_compaction_and_defrag() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("database space exceeded"));
     assert_eq!(c.ok(&["get", "q/00", "--keys-only"]), "q/00\n\n");
     c.ok(&["del", "q/", "--prefix"]);
-    let rev = c
-        .ok(&["get", "x", "-w", "json"])
-        .split("\"revision\":")
-        .nth(1)
-        .unwrap()
-        .split(',')
-        .next()
-        .unwrap()
-        .to_string();
+    let rev = common::header_revision(&c.ok(&["get", "x", "-w", "json"])).to_string();
     c.ok(&["compaction", &rev]);
     c.ok(&["defrag"]);
     c.ok(&["alarm", "disarm"]);

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -79,21 +78,7 @@ async fn etcdctl_session_against_three_members() {
 
     // txn with a compare, both outcomes (etcdctl reads the txn from stdin).
     let txn = |script: &str| {
-        let mut child = Command::new(etcdctl_bin())
-            .env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={}", c.endpoints()))
-            .arg("txn")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(script.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = common::etcdctl_stdin(&c.endpoints(), &["txn"], script.as_bytes());
         assert!(out.status.success());
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
@@ -169,21 +154,7 @@ async fn etcdctl_session_against_three_members() {
     assert_eq!(c.ok(&["endpoint", "status"]).lines().count(), 3);
 
     // A request over --max-request-bytes gets etcd's error.
-    let mut child = Command::new(etcdctl_bin())
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={}", c.endpoints()))
-        .args(["put", "big"])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(&vec![b'x'; 1600 * 1024])
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = common::etcdctl_stdin(&c.endpoints(), &["put", "big"], &vec![b'x'; 1600 * 1024]);
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("etcdserver: request is too large"),

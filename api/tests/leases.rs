@@ -34,28 +34,10 @@ async fn grant_attach_keepalive_revoke_and_expire() {
         .ok(&["lease", "keep-alive", "--once", &id])
         .contains("keepalived with TTL(30)"));
     // Revoke: both keys go, at one revision.
-    let rev_before: i64 = c
-        .ok(&["get", "l/a", "-w", "json"])
-        .split("\"revision\":")
-        .nth(1)
-        .unwrap()
-        .split(',')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let rev_before = common::header_revision(&c.ok(&["get", "l/a", "-w", "json"]));
     assert!(c.ok(&["lease", "revoke", &id]).contains("revoked"));
     assert_eq!(c.ok(&["get", "l/", "--prefix"]), "");
-    let rev_after: i64 = c
-        .ok(&["get", "x", "-w", "json"])
-        .split("\"revision\":")
-        .nth(1)
-        .unwrap()
-        .split(',')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let rev_after = common::header_revision(&c.ok(&["get", "x", "-w", "json"]));
     assert_eq!(
         rev_after,
         rev_before + 1,

@@ -234,37 +234,10 @@ impl Node {
             db.write_sync(batch)?;
             (join.member_id, join.cluster_id)
         } else {
-            let me = cfg
-                .initial_members
-                .iter()
-                .find(|m| m.name == cfg.name)
-                .ok_or_else(|| {
-                    StoreError::InvalidArgument(format!(
-                        "--initial-cluster has no member named {:?} (--name)",
-                        cfg.name
-                    ))
-                })?;
-            let ids: Vec<u64> = cfg.initial_members.iter().map(|m| m.id).collect();
-            let cluster_id = cluster::cluster_id(&ids);
             let mut batch = WriteBatch::default();
-            log.bootstrap(ids, &mut batch);
-            batch.put_cf(meta, META_APPLIED, LogStore::BOOTSTRAP_INDEX.to_be_bytes());
-            batch.put_cf(meta, META_MEMBER_ID, me.id.to_be_bytes());
-            batch.put_cf(meta, META_CLUSTER_ID, cluster_id.to_be_bytes());
-            batch.put_cf(meta, membership::META_TOKEN, cfg.cluster_token.as_bytes());
-            let mut reg = Registry::default();
-            for m in &cfg.initial_members {
-                let member = Member {
-                    id: m.id,
-                    name: m.name.clone(),
-                    peer_ur_ls: m.peer_urls.clone(),
-                    client_ur_ls: Vec::new(),
-                    is_learner: false,
-                };
-                reg.put(&db, member, &mut batch);
-            }
+            let ids = bootstrap_new_cluster(&db, &mut log, &cfg, &mut batch)?;
             db.write_sync(batch)?;
-            (me.id, cluster_id)
+            ids
         };
         let snap_dir = cfg.data_dir.join("snap");
         if let Some(v) = db.get(CF_META, META_INSTALLING)? {
@@ -1604,6 +1577,47 @@ impl Loop {
     }
 }
 
+/// Stages everything that makes this data directory a member of a new
+/// cluster: the initial configuration at index 1, member and cluster ids,
+/// the cluster token, and the member registry. Returns (member id, cluster id).
+fn bootstrap_new_cluster(
+    db: &Db,
+    log: &mut LogStore,
+    cfg: &NodeConfig,
+    batch: &mut WriteBatch,
+) -> Result<(u64, u64)> {
+    let me = cfg
+        .initial_members
+        .iter()
+        .find(|m| m.name == cfg.name)
+        .ok_or_else(|| {
+            StoreError::InvalidArgument(format!(
+                "--initial-cluster has no member named {:?} (--name)",
+                cfg.name
+            ))
+        })?;
+    let ids: Vec<u64> = cfg.initial_members.iter().map(|m| m.id).collect();
+    let cluster_id = cluster::cluster_id(&ids);
+    log.bootstrap(ids, batch);
+    let meta = db.cf(CF_META);
+    batch.put_cf(meta, META_APPLIED, LogStore::BOOTSTRAP_INDEX.to_be_bytes());
+    batch.put_cf(meta, META_MEMBER_ID, me.id.to_be_bytes());
+    batch.put_cf(meta, META_CLUSTER_ID, cluster_id.to_be_bytes());
+    batch.put_cf(meta, membership::META_TOKEN, cfg.cluster_token.as_bytes());
+    let mut reg = Registry::default();
+    for m in &cfg.initial_members {
+        let member = Member {
+            id: m.id,
+            name: m.name.clone(),
+            peer_ur_ls: m.peer_urls.clone(),
+            client_ur_ls: Vec::new(),
+            is_learner: false,
+        };
+        reg.put(db, member, batch);
+    }
+    Ok((me.id, cluster_id))
+}
+
 /// Creates the data directory of a member of a *new* cluster from a backup
 /// (`etcdctl snapshot save`): keys, revisions and leases from the backup;
 /// identity and membership from `cfg` (as etcdutl's snapshot restore).
@@ -1616,50 +1630,22 @@ pub fn restore(cfg: &NodeConfig, backup: &std::path::Path) -> Result<()> {
     }
     let mut r = snapshot::SnapshotReader::open_backup(backup)?;
     while r.next_record()?.is_some() {}
-    let me = cfg
-        .initial_members
-        .iter()
-        .find(|m| m.name == cfg.name)
-        .ok_or_else(|| {
-            StoreError::InvalidArgument(format!(
-                "--initial-cluster has no member named {:?} (--name)",
-                cfg.name
-            ))
-        })?;
+    if !cfg.initial_members.iter().any(|m| m.name == cfg.name) {
+        return Err(StoreError::InvalidArgument(format!(
+            "--initial-cluster has no member named {:?} (--name)",
+            cfg.name
+        )));
+    }
     let db = Db::open(&cfg.data_dir)?;
     let mut r = snapshot::SnapshotReader::open_backup(backup)?;
     mvcc::install_records(&db, &mut r)?;
     let mut log = LogStore::open(db.clone())?;
-    let ids: Vec<u64> = cfg.initial_members.iter().map(|m| m.id).collect();
-    let meta = db.cf(CF_META);
     let mut batch = WriteBatch::default();
     // The backup's members are the old cluster's: replace them.
     for m in Registry::load(&db)?.list() {
-        batch.delete_cf(meta, membership::meta_key(m.id));
+        batch.delete_cf(db.cf(CF_META), membership::meta_key(m.id));
     }
-    log.bootstrap(ids.clone(), &mut batch);
-    batch.put_cf(meta, META_APPLIED, LogStore::BOOTSTRAP_INDEX.to_be_bytes());
-    batch.put_cf(meta, META_MEMBER_ID, me.id.to_be_bytes());
-    batch.put_cf(
-        meta,
-        META_CLUSTER_ID,
-        cluster::cluster_id(&ids).to_be_bytes(),
-    );
-    batch.put_cf(meta, membership::META_TOKEN, cfg.cluster_token.as_bytes());
-    let mut reg = Registry::default();
-    for m in &cfg.initial_members {
-        reg.put(
-            &db,
-            Member {
-                id: m.id,
-                name: m.name.clone(),
-                peer_ur_ls: m.peer_urls.clone(),
-                client_ur_ls: Vec::new(),
-                is_learner: false,
-            },
-            &mut batch,
-        );
-    }
+    bootstrap_new_cluster(&db, &mut log, cfg, &mut batch)?;
     db.write_sync(batch)?;
     // Read it all back before declaring success.
     Mvcc::open(db.clone())?;

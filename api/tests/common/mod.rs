@@ -339,6 +339,32 @@ impl Drop for Cluster {
     }
 }
 
+/// etcdctl with `input` on its standard input (txn scripts, large values).
+pub fn etcdctl_stdin(endpoints: &str, args: &[&str], input: &[u8]) -> Output {
+    let mut child = Command::new(etcdctl_bin())
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoints}"))
+        .arg("--command-timeout=10s")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn etcdctl");
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), input)
+        .expect("write to etcdctl");
+    child.wait_with_output().expect("run etcdctl")
+}
+
+/// The response header's revision in etcdctl's `-w json` output.
+pub fn header_revision(json: &str) -> i64 {
+    json.split("\"revision\":")
+        .nth(1)
+        .and_then(|r| r.split([',', '}']).next())
+        .and_then(|r| r.parse().ok())
+        .unwrap_or_else(|| panic!("no revision in {json}"))
+}
+
 pub fn stdout_lines(o: &Output) -> Vec<String> {
     String::from_utf8_lossy(&o.stdout)
         .lines()
