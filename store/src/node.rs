@@ -217,7 +217,11 @@ impl Node {
         let db = Db::open(&cfg.data_dir)?;
         let mut log = LogStore::open(db.clone())?;
         let meta = db.cf(CF_META);
-        let (id, cluster_id) = if log.is_initialized() {
+        // A member id without a configuration: a member that joined and stopped
+        // before its first snapshot arrived. It is still that member and waits
+        // for the leader; bootstrapping here would invent a configuration.
+        let joined_earlier = db.get(CF_META, META_MEMBER_ID)?.is_some();
+        let (id, cluster_id) = if log.is_initialized() || joined_earlier {
             let id = u64_from(&require(&db, META_MEMBER_ID)?, "member id")?;
             let cluster_id = u64_from(&require(&db, META_CLUSTER_ID)?, "cluster id")?;
             (id, cluster_id)
