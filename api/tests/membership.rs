@@ -293,3 +293,63 @@ async fn learner_promotion_and_leader_removal() {
     );
     assert_eq!(members(&c, &others).len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn joiner_killed_before_its_first_snapshot_rejoins_as_itself() {
+    let mut c = Cluster::start(3);
+    let leader = c.wait_leader(Duration::from_secs(15)).await;
+    c.ok(&["put", "j", "1"]);
+    let current = c.running();
+    let (n4, peer) = c.new_member("n4", &current);
+    let out = c.etcdctl_at(
+        &eps(&c),
+        &[
+            "member",
+            "add",
+            "n4",
+            "--learner",
+            &format!("--peer-urls={peer}"),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // With the leader frozen, the joiner learns the cluster from a follower
+    // but gets no snapshot; it dies before a new leader is elected.
+    c.signal(leader, "STOP");
+    c.spawn(n4);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    c.kill9(n4);
+    c.signal(leader, "CONT");
+    c.spawn(n4);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = c.etcdctl_at(&c.endpoint(n4), &["get", "j", "--consistency=s"]);
+        if String::from_utf8_lossy(&out.stdout) == "j\n1\n" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the joiner never caught up\n{}",
+            c.logs_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Still one cluster of four; n4 publishes its name once it runs (as in
+    // etcd, a member is listed unnamed until then).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let ms = members(&c, &eps(&c));
+        assert_eq!(ms.len(), 4, "{ms:?}");
+        if ms.iter().any(|m| m.1 == "n4") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "n4 never published its name: {ms:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

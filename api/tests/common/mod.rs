@@ -198,6 +198,18 @@ impl Cluster {
         (self.members.len() - 1, peer)
     }
 
+    /// Sends a signal (e.g. "STOP", "CONT") to member `i`'s process.
+    pub fn signal(&self, i: usize, sig: &str) {
+        let pid = self.members[i].child.as_ref().expect("member running").id();
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill -{sig} {pid} failed");
+    }
+
     /// Whether the member's process has exited (and with what status).
     pub fn exited(&mut self, i: usize) -> Option<std::process::ExitStatus> {
         self.members[i]
