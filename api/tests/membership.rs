@@ -31,6 +31,28 @@ fn eps(c: &Cluster) -> String {
         .join(",")
 }
 
+/// Runs `member add NAME --learner` for a new member (not started yet).
+fn add_learner(c: &mut Cluster, name: &str) -> usize {
+    let current = c.running();
+    let (i, peer) = c.new_member(name, &current);
+    let out = c.etcdctl_at(
+        &eps(c),
+        &[
+            "member",
+            "add",
+            name,
+            "--learner",
+            &format!("--peer-urls={peer}"),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "member add: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    i
+}
+
 /// Adds and starts member `name`; waits until it has published its name.
 async fn grow(c: &mut Cluster, name: &str) -> usize {
     let current = c.running();
@@ -198,23 +220,7 @@ async fn learner_promotion_and_leader_removal() {
     c.wait_leader(Duration::from_secs(15)).await;
     c.ok(&["put", "before", "1"]);
     // A learner that is not running yet cannot be promoted.
-    let current = c.running();
-    let (l, peer) = c.new_member("n4", &current);
-    let out = c.etcdctl_at(
-        &eps(&c),
-        &[
-            "member",
-            "add",
-            "n4",
-            "--learner",
-            &format!("--peer-urls={peer}"),
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let l = add_learner(&mut c, "n4");
     let id = members(&c, &eps(&c))
         .into_iter()
         .find(|m| m.2)
@@ -299,23 +305,7 @@ async fn joiner_killed_before_its_first_snapshot_rejoins_as_itself() {
     let mut c = Cluster::start(3);
     let leader = c.wait_leader(Duration::from_secs(15)).await;
     c.ok(&["put", "j", "1"]);
-    let current = c.running();
-    let (n4, peer) = c.new_member("n4", &current);
-    let out = c.etcdctl_at(
-        &eps(&c),
-        &[
-            "member",
-            "add",
-            "n4",
-            "--learner",
-            &format!("--peer-urls={peer}"),
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let n4 = add_learner(&mut c, "n4");
     // With the leader frozen, the joiner learns the cluster from a follower
     // but gets no snapshot; it dies before a new leader is elected.
     c.signal(leader, "STOP");

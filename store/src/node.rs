@@ -1079,17 +1079,10 @@ impl Loop {
 
     fn handle(&mut self, input: Input) {
         match input {
-            Input::Propose { id, data, reply } => match self.raw.propose(vec![], data) {
-                Ok(()) => {
-                    self.waiters.insert(id, reply);
-                }
-                Err(raft::Error::ProposalDropped) => {
-                    let _ = reply.send(Err(StoreError::NoLeader));
-                }
-                Err(e) => {
-                    let _ = reply.send(Err(StoreError::InvalidArgument(e.to_string())));
-                }
-            },
+            Input::Propose { id, data, reply } => {
+                let res = self.raw.propose(vec![], data);
+                self.track_proposal(res, id, reply);
+            }
             Input::Step(m) => {
                 if let Err(e) = self.raw.step(*m) {
                     tracing::debug!(error = %e, "raft step");
@@ -1145,17 +1138,8 @@ impl Loop {
                     )));
                     return;
                 }
-                match self.raw.propose_conf_change(context, cc) {
-                    Ok(()) => {
-                        self.waiters.insert(id, reply);
-                    }
-                    Err(raft::Error::ProposalDropped) => {
-                        let _ = reply.send(Err(StoreError::NoLeader));
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(StoreError::InvalidArgument(e.to_string())));
-                    }
-                }
+                let res = self.raw.propose_conf_change(context, cc);
+                self.track_proposal(res, id, reply);
             }
             Input::Unreachable(peer) => self.raw.report_unreachable(peer),
             Input::SnapshotReport(peer, delivered) => {
@@ -1167,6 +1151,21 @@ impl Loop {
                 self.raw.report_snapshot(peer, status);
             }
             Input::Stop => {}
+        }
+    }
+
+    /// Waits for a proposal raft took; answers one it refused at once.
+    fn track_proposal(&mut self, res: raft::Result<()>, id: u64, reply: Waiter) {
+        match res {
+            Ok(()) => {
+                self.waiters.insert(id, reply);
+            }
+            Err(raft::Error::ProposalDropped) => {
+                let _ = reply.send(Err(StoreError::NoLeader));
+            }
+            Err(e) => {
+                let _ = reply.send(Err(StoreError::InvalidArgument(e.to_string())));
+            }
         }
     }
 
