@@ -2,7 +2,11 @@
 //! `secretd_store::pb` (extern paths), so one Rust type exists per message.
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = "proto";
-    let files = ["etcd/etcdserverpb/rpc.proto", "secretd/raft.proto"];
+    let files = [
+        "etcd/etcdserverpb/rpc.proto",
+        "secretd/raft.proto",
+        "secretstore/v1/secretstore.proto",
+    ];
     println!("cargo:rerun-if-changed={root}");
     let fds = protox::compile(files, [root])?;
     tonic_prost_build::configure()

@@ -23,7 +23,15 @@ set -x
 "$bin/secretctl" kv put greeting "hello from secretd"
 "$bin/secretctl" kv get greeting
 { set +x; } 2>/dev/null
+if ! "$bin/secretctl" secret inspect db_pw >/dev/null 2>&1; then
+  set -x
+  printf 'correct horse battery staple' | "$bin/secretctl" secret create --label env=dev db_pw -
+  { set +x; } 2>/dev/null
+fi
+set -x
+"$bin/secretctl" secret ls
+{ set +x; } 2>/dev/null
 echo
 echo "secretd is running (pid $(cat dev-data/secretd.pid 2>/dev/null || echo '?'), log: dev-data/secretd.log)."
-echo "Try: $bin/secretctl kv get --prefix ''    or etcdctl --endpoints=127.0.0.1:2379 get greeting"
+echo "Try: $bin/secretctl secret inspect db_pw    $bin/secretctl kv get --prefix ''    etcdctl --endpoints=127.0.0.1:2379 get greeting"
 echo "Stop it with: kill \$(cat dev-data/secretd.pid)"

@@ -1,4 +1,4 @@
-//! etcd's KV service over the store.
+//! etcd's KV service over the store, kept out of the reserved range.
 
 use std::sync::Arc;
 
@@ -10,6 +10,7 @@ use crate::pb::etcdserverpb::{
     kv_server::Kv, CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
     PutRequest, PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
+use crate::reserved;
 
 pub struct KvService {
     pub node: Arc<Node>,
@@ -18,38 +19,38 @@ pub struct KvService {
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+        let mut req = req.into_inner();
+        reserved::range(&mut req)?;
         self.node
-            .range(req.into_inner())
+            .range(req)
             .await
             .map(Response::new)
             .map_err(status)
     }
 
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        self.node
-            .put(req.into_inner())
-            .await
-            .map(Response::new)
-            .map_err(status)
+        let req = req.into_inner();
+        reserved::put(&req)?;
+        self.node.put(req).await.map(Response::new).map_err(status)
     }
 
     async fn delete_range(
         &self,
         req: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
+        let mut req = req.into_inner();
+        reserved::delete(&mut req)?;
         self.node
-            .delete_range(req.into_inner())
+            .delete_range(req)
             .await
             .map(Response::new)
             .map_err(status)
     }
 
     async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
-        self.node
-            .txn(req.into_inner())
-            .await
-            .map(Response::new)
-            .map_err(status)
+        let mut req = req.into_inner();
+        reserved::txn(&mut req)?;
+        self.node.txn(req).await.map(Response::new).map_err(status)
     }
 
     async fn compact(

@@ -9,7 +9,9 @@ pub mod errors;
 pub mod kv;
 pub mod lease;
 pub mod maintenance;
+pub mod objects;
 pub mod peer;
+pub mod reserved;
 pub mod server;
 pub mod urls;
 pub mod watch;
@@ -25,6 +27,9 @@ pub mod pb {
     }
     pub mod raftpb {
         include!(concat!(env!("OUT_DIR"), "/secretd.raft.v1.rs"));
+    }
+    pub mod secretstore {
+        include!(concat!(env!("OUT_DIR"), "/secretstore.v1.rs"));
     }
 }
 

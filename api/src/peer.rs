@@ -26,7 +26,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::pb::raftpb::{
     raft_client::RaftClient, raft_server::Raft, ClusterInfoRequest, ClusterInfoResponse,
-    MemberInfo, PromoteMemberRequest, RaftBatch, SendResponse, SnapshotChunk,
+    FetchKekRequest, FetchKekResponse, MemberInfo, PromoteMemberRequest, RaftBatch, SendResponse,
+    SnapshotChunk,
 };
 
 /// Bytes of snapshot file per chunk on the wire.
@@ -308,6 +309,8 @@ fn member_info(m: secretd_store::pb::etcdserverpb::Member) -> MemberInfo {
 /// The receiving side: the `Raft` gRPC service.
 pub struct RaftService {
     pub node: Arc<Node>,
+    /// Serves KEK generations to other members (`FetchKek`).
+    pub keys: Arc<crate::objects::keys::Keys>,
 }
 
 impl RaftService {
@@ -382,6 +385,48 @@ impl Raft for RaftService {
             cluster_id: self.node.cluster_id(),
             members,
         }))
+    }
+
+    async fn fetch_kek(
+        &self,
+        req: Request<FetchKekRequest>,
+    ) -> Result<Response<FetchKekResponse>, Status> {
+        let remote = req.remote_addr();
+        let r = req.into_inner();
+        if r.cluster_id != self.node.cluster_id() {
+            tracing::warn!(
+                ?remote,
+                cluster = format_args!("{:x}", r.cluster_id),
+                "refused a KEK request for another cluster"
+            );
+            return Err(Status::permission_denied("not a member of this cluster"));
+        }
+        let member = r.from != self.node.id() && self.node.members().iter().any(|m| m.id == r.from);
+        if !member {
+            tracing::warn!(
+                ?remote,
+                from = format_args!("{:x}", r.from),
+                "refused a KEK request from a non-member"
+            );
+            return Err(Status::permission_denied(format!(
+                "{:x} is not a member of this cluster",
+                r.from
+            )));
+        }
+        match self.keys.key_for_peer(r.generation) {
+            Some(key) => {
+                tracing::info!(
+                    generation = r.generation,
+                    to = format_args!("{:x}", r.from),
+                    "sent a key-encryption key to a member"
+                );
+                Ok(Response::new(FetchKekResponse { key }))
+            }
+            None => Err(Status::not_found(format!(
+                "this member does not hold key-encryption key generation {}",
+                r.generation
+            ))),
+        }
     }
 
     async fn promote_member(

@@ -22,6 +22,10 @@ use crate::pb::etcdserverpb::{
     maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
 use crate::pb::raftpb::raft_server::RaftServer;
+use crate::pb::secretstore::{
+    admin_server::AdminServer, configs_server::ConfigsServer, secrets_server::SecretsServer,
+    tasks_server::TasksServer,
+};
 use crate::peer::{GrpcTransport, RaftService, PEER_MESSAGE_BYTES_MAX};
 use crate::urls;
 use crate::watch::WatchService;
@@ -104,6 +108,10 @@ pub struct ServerFlags {
     /// one (etcd's flag name; a duration such as 10m, 500ms or 2s).
     #[arg(long = "experimental-watch-progress-notify-interval", default_value = "10m", value_parser = parse_duration)]
     pub watch_progress_notify_interval: Duration,
+    /// Old versions of a secret kept after a rotation (pinned versions are
+    /// kept regardless).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub secret_history: u32,
 }
 
 impl ServerFlags {
@@ -276,15 +284,28 @@ pub async fn run(flags: ServerFlags) -> Result<()> {
         "secretd member started"
     );
     tracing::warn!("client and peer traffic is plaintext http; do not expose these ports beyond a trusted network");
+    let keys = crate::objects::keys::Keys::load(node.clone(), &cfg.data_dir)
+        .context("cannot open this member's keyring")?;
+    keys.spawn_sync();
+    let objects = crate::objects::service::ObjectService {
+        store: Arc::new(crate::objects::store::ObjectStore::new(
+            node.clone(),
+            keys.clone(),
+            flags.secret_history as usize,
+        )),
+    };
 
     if let Some(r) = retention {
         crate::compactor::start(node.clone(), r);
     }
     let mut tasks = tokio::task::JoinSet::new();
     for l in peer_listeners {
-        let svc = RaftServer::new(RaftService { node: node.clone() })
-            .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
-            .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
+        let svc = RaftServer::new(RaftService {
+            node: node.clone(),
+            keys: keys.clone(),
+        })
+        .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
         let incoming = TcpListenerStream::new(l);
         tasks.spawn(async move {
             Server::builder()
@@ -309,6 +330,10 @@ pub async fn run(flags: ServerFlags) -> Result<()> {
                     .max_encoding_message_size(usize::MAX),
             )
             .add_service(ClusterServer::new(ClusterService { node: node.clone() }))
+            .add_service(SecretsServer::new(objects.clone()).max_decoding_message_size(max_recv))
+            .add_service(ConfigsServer::new(objects.clone()).max_decoding_message_size(max_recv))
+            .add_service(TasksServer::new(objects.clone()))
+            .add_service(AdminServer::new(objects.clone()))
             .add_service(LeaseServer::new(LeaseService { node: node.clone() }))
             .add_service(
                 MaintenanceServer::new(MaintenanceService { node: node.clone() })

@@ -138,6 +138,10 @@ impl WatchStream {
         if c.key.is_empty() {
             return self.send(refuse("etcdserver: key is not provided")).await;
         }
+        let mut c = c;
+        if let Err(e) = crate::reserved::clamp(&c.key, &mut c.range_end) {
+            return self.send(refuse(e.message())).await;
+        }
         if self.watchers.contains_key(&id) {
             return self
                 .send(refuse("etcdserver: watch ID already in use"))

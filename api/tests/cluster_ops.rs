@@ -16,6 +16,7 @@ async fn snapshot_save_and_restore_into_a_new_cluster() {
         c.ok(&["put", &format!("b/{i:02}"), &format!("v{i}")]);
     }
     c.ok(&["del", "b/07"]);
+    c.sctl(&["secret", "create", "db_pw", "-"], Some(b"pw"));
     let before = c.ok(&["get", "b/", "--prefix"]);
     let rev_before = c.ok(&["get", "b/00", "-w", "json"]);
     let backup = c.dir.path().join("backup.db");
@@ -39,11 +40,37 @@ async fn snapshot_save_and_restore_into_a_new_cluster() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    // Secrets come back sealed; one member gets an old member's keys/
+    // directory (the README's procedure) and the others fetch from it.
+    let keys = r.members[0].data_dir.join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    for f in ["wrap.key", "keyring"] {
+        std::fs::copy(c.members[0].data_dir.join("keys").join(f), keys.join(f)).unwrap();
+    }
     for i in 0..3 {
         r.spawn(i);
     }
     r.wait_leader(Duration::from_secs(15)).await;
     assert_eq!(r.ok(&["get", "b/", "--prefix"]), before);
+    assert_eq!(
+        r.sctl(&["secret", "ls", "--format", "{{.Name}}"], None),
+        "db_pw\n"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for i in 0..3 {
+        loop {
+            let out = r.secretctl_at(&r.endpoint(i), &["cluster", "settings"], None);
+            if String::from_utf8_lossy(&out.stdout).contains("held by this member:   1\n") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "restored member {i} lacks the KEK"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    r.sctl(&["secret", "rotate", "db_pw", "-"], Some(b"pw2"));
     // Revisions are kept; the identity is new.
     let rev = |s: &str| {
         s.split("\"mod_revision\":")

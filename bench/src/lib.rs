@@ -10,6 +10,7 @@ use anyhow::{bail, Result};
 use hdrhistogram::Histogram;
 use rand::{Rng, SeedableRng};
 use secretd_api::pb::etcdserverpb::{kv_client::KvClient, PutRequest, RangeRequest};
+use secretd_api::pb::secretstore::{secrets_client::SecretsClient, CreateRequest};
 use tonic::transport::Channel;
 
 #[derive(Clone, Debug)]
@@ -30,6 +31,9 @@ pub enum Workload {
     Put,
     GetLinearizable,
     GetSerializable,
+    /// `secretstore.v1` Secrets.Create with fresh names: sealing, the
+    /// name-uniqueness txn and its reads, against a plain put.
+    SecretCreate,
 }
 
 #[derive(Debug)]
@@ -92,7 +96,11 @@ pub async fn run(spec: &LoadSpec) -> Result<Report> {
                 .map(|c| KvClient::new(c).max_decoding_message_size(64 << 20))
         })
         .collect::<Result<_>>()?;
-    if spec.workload != Workload::Put {
+    let reads = matches!(
+        spec.workload,
+        Workload::GetLinearizable | Workload::GetSerializable
+    );
+    if reads {
         // Reads need keys to find: load the key space first (not measured).
         let value = vec![b'v'; spec.value_bytes];
         let mut c = clients[0].clone();
@@ -110,6 +118,8 @@ pub async fn run(spec: &LoadSpec) -> Result<Report> {
     let mut tasks = Vec::with_capacity(spec.in_flight);
     for w in 0..spec.in_flight {
         let mut client = clients[w % clients.len()].clone();
+        let mut secrets = SecretsClient::new(channel(&spec.endpoints[w % spec.endpoints.len()])?);
+        let run_id: u32 = rand::random();
         let issued = issued.clone();
         let spec = spec.clone();
         tasks.push(tokio::spawn(async move {
@@ -121,13 +131,9 @@ pub async fn run(spec: &LoadSpec) -> Result<Report> {
             while issued.fetch_add(1, Ordering::Relaxed) < spec.total_ops
                 && started.elapsed() < spec.time_limit
             {
-                let k = key(rng.gen_range(
-                    0..spec.key_space.min(if spec.workload == Workload::Put {
-                        u64::MAX
-                    } else {
-                        10_000
-                    }),
-                ));
+                let k = key(
+                    rng.gen_range(0..spec.key_space.min(if reads { 10_000 } else { u64::MAX }))
+                );
                 let t = Instant::now();
                 let res = match spec.workload {
                     Workload::Put => client
@@ -143,6 +149,14 @@ pub async fn run(spec: &LoadSpec) -> Result<Report> {
                             key: k,
                             serializable: spec.workload == Workload::GetSerializable,
                             ..Default::default()
+                        })
+                        .await
+                        .map(|_| ()),
+                    Workload::SecretCreate => secrets
+                        .create(CreateRequest {
+                            name: format!("bench-{run_id:08x}-{w}-{ops}-{errors}"),
+                            labels: Default::default(),
+                            data: value.clone(),
                         })
                         .await
                         .map(|_| ()),

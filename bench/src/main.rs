@@ -9,6 +9,8 @@ use secretd_bench::{run, LoadSpec, Workload};
 enum Op {
     Put,
     Get,
+    /// secretstore.v1 secret create (secretd only).
+    SecretCreate,
 }
 
 #[derive(Parser, Debug)]
@@ -47,6 +49,7 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let workload = match (cli.op, cli.consistency.as_str()) {
         (Op::Put, _) => Workload::Put,
+        (Op::SecretCreate, _) => Workload::SecretCreate,
         (Op::Get, "l") => Workload::GetLinearizable,
         (Op::Get, "s") => Workload::GetSerializable,
         (Op::Get, other) => {

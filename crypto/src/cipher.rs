@@ -47,6 +47,17 @@ impl Cipher {
         }
     }
 
+    /// Parses a cipher name as `name` prints it.
+    pub fn from_name(name: &str) -> Result<Cipher, CryptoError> {
+        match name {
+            "xchacha20-poly1305" => Ok(Cipher::XChaCha20Poly1305),
+            "aes-256-gcm" => Ok(Cipher::Aes256Gcm),
+            other => Err(CryptoError::Keyring(format!(
+                "unknown cipher {other:?}: use xchacha20-poly1305 or aes-256-gcm"
+            ))),
+        }
+    }
+
     pub fn random_nonce(self) -> Vec<u8> {
         let mut n = vec![0u8; self.nonce_bytes()];
         rand::rngs::OsRng.fill_bytes(&mut n);

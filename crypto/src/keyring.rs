@@ -100,6 +100,45 @@ impl Keyring {
         sealed::seal(self.cipher, id, &self.keks[&id], ctx, plaintext)
     }
 
+    /// Seals with the newest generation under a cipher chosen per call (the
+    /// cluster setting), leaving the keyring's default alone.
+    pub fn seal_with(
+        &self,
+        cipher: Cipher,
+        ctx: &Context<'_>,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, CryptoError> {
+        let id = self.current();
+        sealed::seal(cipher, id, &self.keks[&id], ctx, plaintext)
+    }
+
+    /// A keyring holding one given generation: a member that received the
+    /// cluster's KEK from a peer.
+    pub fn with_generation(id: KekId, key: Key, cipher: Cipher) -> Keyring {
+        let mut keks = BTreeMap::new();
+        keks.insert(id, key);
+        Keyring { keks, cipher }
+    }
+
+    /// Adds (or replaces) a generation received from elsewhere. Replacing
+    /// is how a member drops a KEK it generated but lost the race to
+    /// register.
+    pub fn insert(&mut self, id: KekId, key: Key) -> Result<(), CryptoError> {
+        if !self.keks.contains_key(&id) && self.keks.len() >= GENERATIONS_MAX {
+            return Err(CryptoError::Keyring(format!(
+                "keyring already holds {GENERATIONS_MAX} generations; retire old ones first"
+            )));
+        }
+        self.keks.insert(id, key);
+        Ok(())
+    }
+
+    /// The key of one generation, to hand to a peer member (over an
+    /// authenticated channel only).
+    pub fn key(&self, id: KekId) -> Option<&Key> {
+        self.keks.get(&id)
+    }
+
     pub fn open(&self, ctx: &Context<'_>, blob: &[u8]) -> Result<SecretBytes, CryptoError> {
         let parts = sealed::split(blob)?;
         let kek = self
@@ -273,5 +312,28 @@ mod tests {
         );
         assert!(Keyring::import(&w, &exported[..10]).is_err());
         assert!(format!("{back:?}").contains("generations: [1, 2]"));
+    }
+
+    #[test]
+    fn received_generations_open_what_the_sender_sealed() {
+        let sender = Keyring::generate(Cipher::XChaCha20Poly1305);
+        let blob = sender.seal_with(Cipher::Aes256Gcm, &CTX, b"p").unwrap();
+        assert_eq!(
+            crate::SealedHeader::parse(&blob).unwrap().cipher,
+            Cipher::Aes256Gcm
+        );
+        let key = Key::from_slice(sender.key(1).unwrap().expose()).unwrap();
+        let check = crate::kek_verifier(1, &key).unwrap();
+        let mut receiver = Keyring::with_generation(1, key, Cipher::XChaCha20Poly1305);
+        assert_eq!(receiver.open(&CTX, &blob).unwrap().expose(), b"p");
+        assert!(crate::verify_kek(1, receiver.key(1).unwrap(), &check).is_ok());
+        // A different key for the same generation fails its verifier.
+        let other = Key::generate();
+        assert_eq!(
+            crate::verify_kek(1, &other, &check).unwrap_err(),
+            CryptoError::Authentication
+        );
+        receiver.insert(1, other).unwrap();
+        assert!(receiver.open(&CTX, &blob).is_err());
     }
 }

@@ -10,6 +10,7 @@
 
 mod cipher;
 mod error;
+mod kek_check;
 mod keyfile;
 mod keyring;
 mod sealed;
@@ -17,6 +18,7 @@ mod secret;
 
 pub use cipher::Cipher;
 pub use error::CryptoError;
+pub use kek_check::{kek_verifier, verify_kek};
 pub use keyfile::load_or_create_key_file;
 pub use keyring::{KekId, Keyring};
 pub use sealed::{Context, SealedHeader, FORMAT_VERSION};

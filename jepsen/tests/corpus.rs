@@ -7,7 +7,11 @@ use std::time::{Duration, Instant};
 use secretd_jepsen::check::{self, model, parse};
 
 fn corpus() -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus");
+    // The runtime variable, not env!(): the build cache lives outside the
+    // clone and is shared by clones at different paths.
+    let manifest = std::env::var("CARGO_MANIFEST_DIR")
+        .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
+    let p = PathBuf::from(manifest).join("../../shared/corpus");
     assert!(
         p.is_dir(),
         "the Jepsen corpus is missing: expected {} (shared/ beside the repository)",

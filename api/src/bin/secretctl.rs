@@ -17,7 +17,7 @@ fn main() -> std::process::ExitCode {
     match rt.block_on(secretd_api::ctl::run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("secretctl: {e:#}");
+            eprintln!("{e:#}");
             std::process::ExitCode::FAILURE
         }
     }

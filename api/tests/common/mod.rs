@@ -383,3 +383,55 @@ pub fn stdout_lines(o: &Output) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+pub fn secretctl_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_secretctl")
+}
+
+impl Cluster {
+    /// Runs the real `secretctl` against every member (endpoints from the
+    /// environment variable, as an operator would set them).
+    pub fn secretctl(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        self.secretctl_at(&self.endpoints(), args, stdin)
+    }
+
+    pub fn secretctl_at(&self, endpoints: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        use std::io::Write;
+        let mut child = Command::new(secretctl_bin())
+            .env("SECRETCTL_ENDPOINTS", endpoints)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn secretctl");
+        let mut input = child.stdin.take().unwrap();
+        if let Some(data) = stdin {
+            input.write_all(data).expect("write secretctl stdin");
+        }
+        drop(input);
+        child.wait_with_output().expect("secretctl output")
+    }
+
+    /// `secretctl ...` that must succeed; its stdout.
+    pub fn sctl(&self, args: &[&str], stdin: Option<&[u8]>) -> String {
+        let out = self.secretctl(args, stdin);
+        assert!(
+            out.status.success(),
+            "secretctl {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.logs_tail()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `secretctl ...` that must fail with exit status 1 and exactly this
+    /// stderr (one line per failure, never a panic).
+    pub fn sctl_err(&self, args: &[&str], stdin: Option<&[u8]>) -> (String, String) {
+        let out = self.secretctl(args, stdin);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "secretctl {args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+    }
+}

@@ -1,6 +1,11 @@
-//! `secretctl`, the operator's CLI. This version speaks to the cluster
-//! (status) and its keyspace; secret and config commands build on it.
-//! Every failure is one sentence on stderr and exit status 1.
+//! `secretctl`, the operator's CLI: Docker's `secret` and `config`
+//! commands (`objects`), task assignments, cluster status and settings, and
+//! the etcd-compatible keyspace. Every failure is one sentence on stderr
+//! and exit status 1.
+
+mod format;
+mod objects;
+mod template;
 
 use std::time::Duration;
 
@@ -33,18 +38,35 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Manage secrets (as `docker secret`).
+    #[command(subcommand)]
+    Secret(objects::SecretCmd),
+    /// Manage configs (as `docker config`).
+    #[command(subcommand)]
+    Config(objects::ConfigCmd),
+    /// Manage task assignments: which secrets and configs a task gets.
+    #[command(subcommand)]
+    Task(objects::TaskCmd),
     /// Cluster administration.
     #[command(subcommand)]
     Cluster(ClusterCmd),
     /// The etcd-compatible keyspace.
     #[command(subcommand)]
     Kv(KvCmd),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completion { shell: clap_complete::Shell },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum ClusterCmd {
     /// Status of every endpoint: member id, leader, raft term and index.
     Status,
+    /// Show cluster settings and key generations; change settings.
+    Settings {
+        /// Cipher for new secret versions: xchacha20-poly1305 or aes-256-gcm.
+        #[arg(long)]
+        secret_cipher: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -113,44 +135,131 @@ fn key_range(key: &str, prefix: bool) -> (Vec<u8>, Vec<u8>) {
     }
 }
 
-fn grpc_error(e: tonic::Status, endpoint: &str) -> anyhow::Error {
+/// A connection failure (as opposed to an answer), in words.
+fn transport_error(e: &tonic::Status, endpoint: &str) -> Option<anyhow::Error> {
     match e.code() {
-        tonic::Code::Unavailable if e.message().starts_with("etcdserver") => {
-            anyhow!("{}", e.message())
-        }
-        tonic::Code::Unavailable | tonic::Code::Unknown => {
-            anyhow!("cannot reach {endpoint}: {}", e.message())
-        }
-        tonic::Code::DeadlineExceeded => anyhow!("{endpoint} did not answer in time"),
-        _ => anyhow!("{}", e.message()),
+        tonic::Code::Unavailable if e.message().starts_with("etcdserver") => None,
+        tonic::Code::Unavailable | tonic::Code::Unknown => Some(anyhow!(
+            "cannot reach secretd at {endpoint}: {}",
+            e.message()
+        )),
+        tonic::Code::DeadlineExceeded => Some(anyhow!("{endpoint} did not answer in time")),
+        _ => None,
     }
 }
 
-/// Runs the first endpoint that answers, as etcd clients do.
-async fn with_kv<T, F, Fut>(cli: &Cli, f: F) -> Result<T>
+fn grpc_error(e: tonic::Status, endpoint: &str) -> anyhow::Error {
+    transport_error(&e, endpoint).unwrap_or_else(|| anyhow!("{}", e.message()))
+}
+
+/// Runs a call against the first endpoint that answers, as etcd clients
+/// do: only a connection failure moves on to the next endpoint. The error
+/// keeps the status and the endpoint that gave it.
+async fn call<T, F, Fut>(cli: &Cli, f: F) -> Result<T, (tonic::Status, String)>
 where
-    F: Fn(KvClient<Channel>) -> Fut,
+    F: Fn(Channel) -> Fut,
     Fut: std::future::Future<Output = Result<T, tonic::Status>>,
 {
     let timeout = Duration::from_secs(cli.command_timeout);
+    let eps = endpoints(&cli.endpoints).map_err(|e| {
+        (
+            tonic::Status::invalid_argument(e.to_string()),
+            String::new(),
+        )
+    })?;
     let mut last = None;
-    for ep in endpoints(&cli.endpoints)? {
-        match f(KvClient::new(channel(&ep, timeout)?)).await {
+    for ep in eps {
+        let ch = channel(&ep, timeout)
+            .map_err(|e| (tonic::Status::invalid_argument(e.to_string()), ep.clone()))?;
+        match f(ch).await {
             Ok(v) => return Ok(v),
             Err(e)
                 if e.code() == tonic::Code::Unavailable
                     && !e.message().starts_with("etcdserver") =>
             {
-                last = Some(grpc_error(e, &ep))
+                last = Some((e, ep))
             }
-            Err(e) => return Err(grpc_error(e, &ep)),
+            Err(e) => return Err((e, ep)),
         }
     }
-    Err(last.unwrap_or_else(|| anyhow!("no endpoint answered")))
+    Err(last.unwrap_or_else(|| {
+        (
+            tonic::Status::unavailable("no endpoint answered"),
+            String::new(),
+        )
+    }))
+}
+
+/// Runs a keyspace call; errors in etcdctl's words.
+async fn with_kv<T, F, Fut>(cli: &Cli, f: F) -> Result<T>
+where
+    F: Fn(KvClient<Channel>) -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    call(cli, |ch| f(KvClient::new(ch)))
+        .await
+        .map_err(|(e, ep)| grpc_error(e, &ep))
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
+    use crate::objects::layout::Kind;
     match &cli.command {
+        Command::Secret(cmd) => match cmd {
+            objects::SecretCmd::Create(a) => objects::create(&cli, Kind::Secret, a).await?,
+            objects::SecretCmd::Inspect(a) => objects::inspect(&cli, Kind::Secret, a).await?,
+            objects::SecretCmd::Ls(a) => objects::ls(&cli, Kind::Secret, a).await?,
+            objects::SecretCmd::Rm(a) => objects::rm(&cli, Kind::Secret, a).await?,
+            objects::SecretCmd::Rotate { name, file } => objects::rotate(&cli, name, file).await?,
+        },
+        Command::Config(cmd) => match cmd {
+            objects::ConfigCmd::Create(a) => objects::create(&cli, Kind::Config, a).await?,
+            objects::ConfigCmd::Inspect(a) => objects::inspect(&cli, Kind::Config, a).await?,
+            objects::ConfigCmd::Ls(a) => objects::ls(&cli, Kind::Config, a).await?,
+            objects::ConfigCmd::Rm(a) => objects::rm(&cli, Kind::Config, a).await?,
+        },
+        Command::Task(cmd) => objects::task(&cli, cmd).await?,
+        Command::Completion { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut cmd, "secretctl", &mut std::io::stdout());
+        }
+        Command::Cluster(ClusterCmd::Settings { secret_cipher }) => {
+            use crate::pb::secretstore::{admin_client::AdminClient, GetSettingsRequest, Settings};
+            let r = match secret_cipher {
+                Some(c) => {
+                    let s = Settings {
+                        secret_cipher: c.clone(),
+                    };
+                    call(&cli, |ch| {
+                        let s = s.clone();
+                        async move { AdminClient::new(ch).update_settings(s).await }
+                    })
+                    .await
+                }
+                None => {
+                    call(&cli, |ch| async move {
+                        AdminClient::new(ch)
+                            .get_settings(GetSettingsRequest {})
+                            .await
+                    })
+                    .await
+                }
+            }
+            .map_err(|(e, ep)| grpc_error(e, &ep))?
+            .into_inner();
+            let s = r.settings.unwrap_or_default();
+            let k = r.keys.unwrap_or_default();
+            let list = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+            println!("secret cipher:         {}", s.secret_cipher);
+            println!(
+                "KEK generations:       {}",
+                if k.registered.is_empty() {
+                    "none yet (created with the first secret)".to_string()
+                } else {
+                    list(&k.registered)
+                }
+            );
+            println!("held by this member:   {}", list(&k.held));
+        }
         Command::Cluster(ClusterCmd::Status) => {
             let timeout = Duration::from_secs(cli.command_timeout);
             println!(
@@ -176,7 +285,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                         );
                     }
                     Err(e) => {
-                        eprintln!("secretctl: {}", grpc_error(e, &ep));
+                        eprintln!("{}", grpc_error(e, &ep));
                         failed += 1;
                     }
                 }

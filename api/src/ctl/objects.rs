@@ -1,0 +1,794 @@
+//! `secretctl secret|config|task`: Docker's `docker secret` and `docker
+//! config` commands, flag for flag and message for message, plus
+//! `secret rotate` and task assignments, over `secretstore.v1`.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use anyhow::{anyhow, bail, Result};
+use base64::Engine;
+use clap::{Args, Subcommand};
+use serde_json::{json, Map, Value};
+use tonic::transport::Channel;
+use zeroize::Zeroizing;
+
+use super::format::{self, ago, indented_json, natural_cmp, rfc3339_nano};
+use super::template::Template;
+use super::{call, Cli};
+use crate::objects::layout::Kind;
+use crate::objects::validate::{CONFIG_DATA_BYTES_LIMIT, SECRET_DATA_BYTES_LIMIT};
+use crate::pb::secretstore::{
+    configs_client::ConfigsClient, secrets_client::SecretsClient, tasks_client::TasksClient,
+    CreateRequest, InspectRequest, ListRequest, ListTasksRequest, Mount, Object, RemoveRequest,
+    RotateRequest, Task, TaskRef,
+};
+
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// Secret or config labels (key=value).
+    #[arg(short = 'l', long = "label")]
+    pub labels: Vec<String>,
+    pub name: String,
+    /// A file, or - for standard input.
+    pub file: String,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// Format output using a custom template: 'json' or a Go template.
+    #[arg(short = 'f', long)]
+    pub format: Option<String>,
+    /// Print the information in a human friendly format.
+    #[arg(long)]
+    pub pretty: bool,
+    #[arg(required = true, value_name = "NAME|ID")]
+    pub names: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    /// Only display IDs.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Filter output based on conditions provided (name=, id=, label=).
+    #[arg(short = 'f', long = "filter")]
+    pub filters: Vec<String>,
+    /// Format output: 'table', 'json' or a Go template.
+    #[arg(long)]
+    pub format: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RmArgs {
+    #[arg(required = true, value_name = "NAME|ID")]
+    pub names: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SecretCmd {
+    /// Create a secret from a file or STDIN as content.
+    Create(CreateArgs),
+    /// Display detailed information on one or more secrets.
+    Inspect(InspectArgs),
+    /// List secrets.
+    #[command(visible_alias = "list")]
+    Ls(LsArgs),
+    /// Remove one or more secrets.
+    #[command(visible_alias = "remove")]
+    Rm(RmArgs),
+    /// Add a new version of a secret from a file or STDIN as content.
+    Rotate {
+        #[arg(value_name = "NAME|ID")]
+        name: String,
+        /// A file, or - for standard input.
+        file: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCmd {
+    /// Create a config from a file or STDIN as content.
+    Create(CreateArgs),
+    /// Display detailed information on one or more configs.
+    Inspect(InspectArgs),
+    /// List configs.
+    #[command(visible_alias = "list")]
+    Ls(LsArgs),
+    /// Remove one or more configs.
+    #[command(visible_alias = "remove")]
+    Rm(RmArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TaskCmd {
+    /// Assign secrets and configs to a task on a node.
+    Create {
+        id: String,
+        /// The node the task runs on.
+        #[arg(long)]
+        node: String,
+        /// source=S[,target=T][,uid=U][,gid=G][,mode=M][,version=V], or just S.
+        #[arg(long = "secret")]
+        secrets: Vec<String>,
+        /// source=C[,target=PATH][,uid=U][,gid=G][,mode=M], or just C.
+        #[arg(long = "config")]
+        configs: Vec<String>,
+    },
+    /// Display detailed information on one or more tasks.
+    Inspect {
+        /// Format output using a custom template: 'json' or a Go template.
+        #[arg(short = 'f', long)]
+        format: Option<String>,
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// List tasks.
+    #[command(visible_alias = "list")]
+    Ls {
+        /// Only display IDs.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Only tasks on this node.
+        #[arg(long)]
+        node: Option<String>,
+        /// Format output: 'table', 'json' or a Go template.
+        #[arg(long)]
+        format: Option<String>,
+    },
+    /// Remove one or more tasks.
+    #[command(visible_alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+}
+
+/// A failed call as Docker prints it: a lookup that found nothing is
+/// "Error: No such secret: X", anything the server refused is
+/// "Error response from daemon: ...".
+fn daemon(word: &str, input: &str, (s, ep): (tonic::Status, String)) -> anyhow::Error {
+    if s.code() == tonic::Code::NotFound && s.message().ends_with(" not found") {
+        return anyhow!("Error: No such {word}: {input}");
+    }
+    match super::transport_error(&s, &ep) {
+        Some(e) => e,
+        None => anyhow!("Error response from daemon: {}", s.message()),
+    }
+}
+
+/// Reads a secret's or config's content as Docker does, refusing empty
+/// input. At most one byte past the limit is read; the server gives the
+/// size error in Docker's words. The buffer never reallocates, so no
+/// unzeroized copy of a secret is left behind.
+fn read_data(file: &str, limit: usize) -> Result<Zeroizing<Vec<u8>>> {
+    let mut buf = Zeroizing::new(Vec::with_capacity(limit + 1));
+    let what = |e: String| {
+        if file == "-" {
+            anyhow!("error reading from STDIN: {e}")
+        } else {
+            anyhow!("error reading content from {file:?}: {e}")
+        }
+    };
+    let reader: Box<dyn Read> = if file == "-" {
+        Box::new(std::io::stdin())
+    } else {
+        Box::new(std::fs::File::open(file).map_err(|e| what(e.to_string()))?)
+    };
+    let mut take = reader.take(limit as u64 + 1);
+    let mut chunk = Zeroizing::new([0u8; 8192]);
+    loop {
+        let n = take.read(&mut chunk[..]).map_err(|e| what(e.to_string()))?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    if buf.is_empty() {
+        return Err(what("data is empty".into()));
+    }
+    Ok(buf)
+}
+
+fn parse_labels(list: &[String]) -> BTreeMap<String, String> {
+    list.iter()
+        .map(|l| match l.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (l.clone(), String::new()),
+        })
+        .collect()
+}
+
+fn parse_filters(list: &[String]) -> Result<ListRequest> {
+    let mut req = ListRequest::default();
+    for f in list {
+        let (k, v) = f
+            .split_once('=')
+            .ok_or_else(|| anyhow!("bad format of filter (expected name=value)"))?;
+        match k {
+            "name" => req.name_prefixes.push(v.to_string()),
+            "id" => req.id_prefixes.push(v.to_string()),
+            "label" => req.labels.push(v.to_string()),
+            other => bail!("invalid filter '{other}'"),
+        }
+    }
+    Ok(req)
+}
+
+fn labels_json(labels: &std::collections::HashMap<String, String>) -> Value {
+    let sorted: BTreeMap<_, _> = labels.iter().collect();
+    let mut m = Map::new();
+    for (k, v) in sorted {
+        m.insert(k.clone(), Value::String(v.clone()));
+    }
+    Value::Object(m)
+}
+
+/// `inspect`'s JSON: Docker's keys in Docker's order, then secretd's
+/// version history for secrets.
+pub fn object_json(kind: Kind, o: &Object) -> Value {
+    let spec = o.spec.clone().unwrap_or_default();
+    let mut s = Map::new();
+    s.insert("Name".into(), json!(spec.name));
+    s.insert("Labels".into(), labels_json(&spec.labels));
+    if kind == Kind::Config {
+        s.insert(
+            "Data".into(),
+            json!(base64::engine::general_purpose::STANDARD.encode(&spec.data)),
+        );
+    }
+    let mut m = Map::new();
+    m.insert("ID".into(), json!(o.id));
+    m.insert("Version".into(), json!({ "Index": o.version_index }));
+    m.insert("CreatedAt".into(), json!(rfc3339_nano(o.created_at_ns)));
+    m.insert("UpdatedAt".into(), json!(rfc3339_nano(o.updated_at_ns)));
+    m.insert("Spec".into(), Value::Object(s));
+    if kind == Kind::Secret {
+        m.insert("CurrentVersion".into(), json!(o.current_version));
+        let versions: Vec<Value> = o
+            .versions
+            .iter()
+            .map(|v| json!({ "Version": v.version, "CreatedAt": rfc3339_nano(v.created_at_ns) }))
+            .collect();
+        m.insert("Versions".into(), Value::Array(versions));
+    }
+    Value::Object(m)
+}
+
+fn pretty(kind: Kind, o: &Object) -> String {
+    let spec = o.spec.clone().unwrap_or_default();
+    let mut out = String::new();
+    let (id_pad, pad) = match kind {
+        Kind::Secret => ("              ", "              "),
+        Kind::Config => ("\t\t\t", "\t\t\t"),
+    };
+    out.push_str(&format!("ID:{id_pad}{}\n", o.id));
+    out.push_str(&format!("Name:{pad}{}\n", spec.name));
+    if !spec.labels.is_empty() {
+        out.push_str("Labels:\n");
+        let sorted: BTreeMap<_, _> = spec.labels.iter().collect();
+        for (k, v) in sorted {
+            if v.is_empty() {
+                out.push_str(&format!(" - {k}\n"));
+            } else {
+                out.push_str(&format!(" - {k}={v}\n"));
+            }
+        }
+    }
+    match kind {
+        Kind::Secret => {
+            out.push_str(&format!(
+                "Created at:        {}\n",
+                format::pretty_time(o.created_at_ns)
+            ));
+            out.push_str(&format!(
+                "Updated at:        {}\n",
+                format::pretty_time(o.updated_at_ns)
+            ));
+            out.push_str(&format!("Current version:   {}\n", o.current_version));
+            out.push_str("Versions:\n");
+            for v in &o.versions {
+                out.push_str(&format!(
+                    " - {} (created {})\n",
+                    v.version,
+                    format::pretty_time(v.created_at_ns)
+                ));
+            }
+        }
+        Kind::Config => {
+            out.push_str(&format!(
+                "Created at:            \t{}\n",
+                format::pretty_time(o.created_at_ns)
+            ));
+            out.push_str(&format!(
+                "Updated at:            \t{}\n",
+                format::pretty_time(o.updated_at_ns)
+            ));
+            if !spec.data.is_empty() {
+                out.push_str(&format!("Data:\n{}\n", String::from_utf8_lossy(&spec.data)));
+            }
+        }
+    }
+    out
+}
+
+/// One row of `ls` as Docker's listing context: times relative, labels
+/// joined. `LabelMap` backs `{{.Label "k"}}` and is not printed by json.
+fn list_row(kind: Kind, o: &Object) -> Value {
+    let spec = o.spec.clone().unwrap_or_default();
+    let sorted: BTreeMap<_, _> = spec.labels.iter().collect();
+    let joined: Vec<String> = sorted.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut m = Map::new();
+    m.insert("CreatedAt".into(), json!(ago(o.created_at_ns)));
+    if kind == Kind::Secret {
+        m.insert("Driver".into(), json!(""));
+    }
+    m.insert("ID".into(), json!(o.id));
+    m.insert("Labels".into(), json!(joined.join(",")));
+    m.insert("Name".into(), json!(spec.name));
+    m.insert("UpdatedAt".into(), json!(ago(o.updated_at_ns)));
+    Value::Object(m)
+}
+
+/// Prints rows for `ls`: `-q`, the default table, `json`, or a template.
+fn print_rows(
+    quiet: bool,
+    format: Option<&str>,
+    default_table: &str,
+    rows: &[Value],
+    ids: &[String],
+    label_maps: &[Value],
+) -> Result<()> {
+    if quiet {
+        for id in ids {
+            println!("{id}");
+        }
+        return Ok(());
+    }
+    let format = match format {
+        None | Some("") | Some("table") => default_table,
+        Some(f) => f,
+    };
+    if format == "json" {
+        for r in rows {
+            println!("{r}");
+        }
+        return Ok(());
+    }
+    let t = Template::parse(format).map_err(anyhow::Error::msg)?;
+    let mut lines: Vec<String> = Vec::new();
+    if t.table {
+        lines.push(t.header());
+    }
+    for (r, labels) in rows.iter().zip(label_maps) {
+        let mut ctx = r.clone();
+        if let (Value::Object(m), Value::Object(l)) = (&mut ctx, labels) {
+            m.insert("LabelMap".into(), Value::Object(l.clone()));
+        }
+        lines.push(t.render(&ctx));
+    }
+    if t.table {
+        let cells: Vec<Vec<String>> = lines
+            .iter()
+            .map(|l| l.split('\t').map(str::to_string).collect())
+            .collect();
+        print!("{}", format::table(&cells));
+    } else {
+        for l in lines {
+            println!("{l}");
+        }
+    }
+    Ok(())
+}
+
+/// Prints inspect results (JSON array or a template per object), then the
+/// errors; fails if any lookup failed, as `docker inspect` does.
+fn print_inspect(format: Option<&str>, found: Vec<Value>, errors: Vec<String>) -> Result<()> {
+    match format {
+        None | Some("") | Some("json") => {
+            if !found.is_empty() || errors.is_empty() {
+                println!("{}", indented_json(&Value::Array(found)));
+            }
+        }
+        Some(f) => {
+            let t = Template::parse(f).map_err(anyhow::Error::msg)?;
+            for v in &found {
+                println!("{}", t.render(v));
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(anyhow!("{}", errors.join("\n")))
+    }
+}
+
+macro_rules! object_call {
+    ($cli:expr, $kind:expr, $arg:expr, |$c:ident, $a:ident| $body:expr) => {
+        call($cli, |ch: Channel| {
+            let $a = $arg.clone();
+            async move {
+                match $kind {
+                    Kind::Secret => {
+                        let mut $c = ObjClient::Secret(SecretsClient::new(ch));
+                        $body.await
+                    }
+                    Kind::Config => {
+                        let mut $c = ObjClient::Config(ConfigsClient::new(ch));
+                        $body.await
+                    }
+                }
+            }
+        })
+    };
+}
+
+/// Secrets and configs answer the same calls; one client type for both.
+enum ObjClient {
+    Secret(SecretsClient<Channel>),
+    Config(ConfigsClient<Channel>),
+}
+
+impl ObjClient {
+    async fn create(&mut self, r: CreateRequest) -> Result<String, tonic::Status> {
+        Ok(match self {
+            ObjClient::Secret(c) => c.create(r).await?.into_inner().id,
+            ObjClient::Config(c) => c.create(r).await?.into_inner().id,
+        })
+    }
+    async fn inspect(&mut self, name_or_id: String) -> Result<Object, tonic::Status> {
+        let r = InspectRequest { name_or_id };
+        Ok(match self {
+            ObjClient::Secret(c) => c.inspect(r).await?.into_inner(),
+            ObjClient::Config(c) => c.inspect(r).await?.into_inner(),
+        })
+    }
+    async fn list(&mut self, r: ListRequest) -> Result<Vec<Object>, tonic::Status> {
+        Ok(match self {
+            ObjClient::Secret(c) => c.list(r).await?.into_inner().objects,
+            ObjClient::Config(c) => c.list(r).await?.into_inner().objects,
+        })
+    }
+    async fn remove(&mut self, name_or_id: String) -> Result<String, tonic::Status> {
+        let r = RemoveRequest { name_or_id };
+        Ok(match self {
+            ObjClient::Secret(c) => c.remove(r).await?.into_inner().id,
+            ObjClient::Config(c) => c.remove(r).await?.into_inner().id,
+        })
+    }
+}
+
+pub async fn create(cli: &Cli, kind: Kind, a: &CreateArgs) -> Result<()> {
+    let limit = match kind {
+        Kind::Secret => SECRET_DATA_BYTES_LIMIT,
+        Kind::Config => CONFIG_DATA_BYTES_LIMIT,
+    };
+    let data = read_data(&a.file, limit)?;
+    let labels = parse_labels(&a.labels).into_iter().collect();
+    let mut req = CreateRequest {
+        name: a.name.clone(),
+        labels,
+        data: data.to_vec(),
+    };
+    let id = object_call!(cli, kind, req, |c, r| c.create(r))
+        .await
+        .map_err(|e| daemon(kind.word(), &a.name, e))?;
+    zeroize::Zeroize::zeroize(&mut req.data);
+    println!("{id}");
+    Ok(())
+}
+
+pub async fn inspect(cli: &Cli, kind: Kind, a: &InspectArgs) -> Result<()> {
+    if a.pretty && a.format.is_some() {
+        bail!("--format is incompatible with human friendly format");
+    }
+    let mut found = Vec::new();
+    let mut pretty_out = Vec::new();
+    let mut errors = Vec::new();
+    for name in &a.names {
+        match object_call!(cli, kind, name, |c, n| c.inspect(n)).await {
+            Ok(o) => {
+                if a.pretty {
+                    pretty_out.push(pretty(kind, &o));
+                }
+                found.push(object_json(kind, &o));
+            }
+            Err(e) => errors.push(daemon(kind.word(), name, e).to_string()),
+        }
+    }
+    if a.pretty {
+        print!("{}", pretty_out.join("\n\n"));
+        if errors.is_empty() {
+            return Ok(());
+        }
+        return Err(anyhow!("{}", errors.join("\n")));
+    }
+    print_inspect(a.format.as_deref(), found, errors)
+}
+
+pub async fn ls(cli: &Cli, kind: Kind, a: &LsArgs) -> Result<()> {
+    let req = parse_filters(&a.filters)?;
+    let mut objects = object_call!(cli, kind, req, |c, r| c.list(r))
+        .await
+        .map_err(|e| daemon(kind.word(), "", e))?;
+    objects.sort_by(|x, y| {
+        let n = |o: &Object| o.spec.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+        natural_cmp(&n(x), &n(y))
+    });
+    let rows: Vec<Value> = objects.iter().map(|o| list_row(kind, o)).collect();
+    let ids: Vec<String> = objects.iter().map(|o| o.id.clone()).collect();
+    let labels: Vec<Value> = objects
+        .iter()
+        .map(|o| labels_json(&o.spec.clone().unwrap_or_default().labels))
+        .collect();
+    let table = "table {{.ID}}\t{{.Name}}\t{{.CreatedAt}}\t{{.UpdatedAt}}";
+    print_rows(a.quiet, a.format.as_deref(), table, &rows, &ids, &labels)
+}
+
+pub async fn rm(cli: &Cli, kind: Kind, a: &RmArgs) -> Result<()> {
+    let mut errors = Vec::new();
+    for name in &a.names {
+        match object_call!(cli, kind, name, |c, n| c.remove(n)).await {
+            Ok(_) => println!("{name}"),
+            Err(e) => errors.push(daemon(kind.word(), name, e).to_string()),
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(anyhow!("{}", errors.join("\n")))
+    }
+}
+
+pub async fn rotate(cli: &Cli, name: &str, file: &str) -> Result<()> {
+    let data = read_data(file, SECRET_DATA_BYTES_LIMIT)?;
+    let mut req = RotateRequest {
+        name_or_id: name.to_string(),
+        data: data.to_vec(),
+    };
+    let resp = call(cli, |ch| {
+        let req = req.clone();
+        async move { SecretsClient::new(ch).rotate(req).await }
+    })
+    .await
+    .map_err(|e| daemon("secret", name, e))?
+    .into_inner();
+    zeroize::Zeroize::zeroize(&mut req.data);
+    println!("{}", resp.id);
+    Ok(())
+}
+
+/// `source=S,target=T,uid=U,gid=G,mode=M,version=V`, or just `S`.
+pub fn parse_mount(kind: Kind, spec: &str) -> Result<Mount> {
+    let mut m = Mount {
+        mode: 0o444,
+        ..Default::default()
+    };
+    let flag = format!("--{}", kind.word());
+    if !spec.contains('=') {
+        m.source = spec.to_string();
+    } else {
+        for field in spec.split(',') {
+            let (k, v) = field.split_once('=').ok_or_else(|| {
+                anyhow!("invalid field '{field}' in {flag} {spec:?}: must be a key=value pair")
+            })?;
+            let num = |what: &str, radix: u32| {
+                u32::from_str_radix(v, radix)
+                    .map_err(|_| anyhow!("invalid {what} {v:?} in {flag} {spec:?}"))
+            };
+            match k {
+                "source" | "src" => m.source = v.to_string(),
+                "target" => m.target = v.to_string(),
+                "uid" => m.uid = num("uid", 10)?,
+                "gid" => m.gid = num("gid", 10)?,
+                "mode" => m.mode = num("mode (octal)", 8)?,
+                "version" if kind == Kind::Secret => {
+                    m.version = v
+                        .parse()
+                        .map_err(|_| anyhow!("invalid version {v:?} in {flag} {spec:?}"))?
+                }
+                other => bail!("invalid field key '{other}' in {flag} {spec:?}"),
+            }
+        }
+    }
+    if m.source.is_empty() {
+        bail!("{flag} {spec:?}: source is required");
+    }
+    if m.target.is_empty() {
+        m.target = m.source.clone();
+    }
+    Ok(m)
+}
+
+fn mount_json(kind: Kind, m: &Mount) -> Value {
+    let (id_key, name_key) = match kind {
+        Kind::Secret => ("SecretID", "SecretName"),
+        Kind::Config => ("ConfigID", "ConfigName"),
+    };
+    let mut o = Map::new();
+    o.insert(
+        "File".into(),
+        json!({ "Name": m.target, "UID": m.uid.to_string(), "GID": m.gid.to_string(), "Mode": m.mode }),
+    );
+    o.insert(id_key.into(), json!(m.source_id));
+    o.insert(name_key.into(), json!(m.source));
+    if m.version != 0 {
+        o.insert("Version".into(), json!(m.version));
+    }
+    Value::Object(o)
+}
+
+pub fn task_json(t: &Task) -> Value {
+    json!({
+        "ID": t.id,
+        "Version": { "Index": t.version_index },
+        "CreatedAt": rfc3339_nano(t.created_at_ns),
+        "UpdatedAt": rfc3339_nano(t.updated_at_ns),
+        "Spec": {
+            "Node": t.node,
+            "Secrets": t.secrets.iter().map(|m| mount_json(Kind::Secret, m)).collect::<Vec<_>>(),
+            "Configs": t.configs.iter().map(|m| mount_json(Kind::Config, m)).collect::<Vec<_>>(),
+        }
+    })
+}
+
+fn task_error(id: &str, e: (tonic::Status, String)) -> anyhow::Error {
+    daemon("task", id, e)
+}
+
+pub async fn task(cli: &Cli, cmd: &TaskCmd) -> Result<()> {
+    match cmd {
+        TaskCmd::Create {
+            id,
+            node,
+            secrets,
+            configs,
+        } => {
+            let req = Task {
+                id: id.clone(),
+                node: node.clone(),
+                secrets: secrets
+                    .iter()
+                    .map(|s| parse_mount(Kind::Secret, s))
+                    .collect::<Result<_>>()?,
+                configs: configs
+                    .iter()
+                    .map(|s| parse_mount(Kind::Config, s))
+                    .collect::<Result<_>>()?,
+                ..Default::default()
+            };
+            let t = call(cli, |ch| {
+                let req = req.clone();
+                async move { TasksClient::new(ch).create(req).await }
+            })
+            .await
+            .map_err(|(s, ep)| {
+                // "No such secret" names the source, not the task.
+                if s.code() == tonic::Code::NotFound {
+                    let msg = s.message();
+                    for word in ["secret", "config"] {
+                        if let Some(src) = msg
+                            .strip_prefix(&format!("{word} "))
+                            .and_then(|r| r.strip_suffix(" not found"))
+                        {
+                            return anyhow!("Error: No such {word}: {src}");
+                        }
+                    }
+                }
+                task_error(id, (s, ep))
+            })?
+            .into_inner();
+            println!("{}", t.id);
+        }
+        TaskCmd::Inspect { format, ids } => {
+            let mut found = Vec::new();
+            let mut errors = Vec::new();
+            for id in ids {
+                let r = call(cli, |ch| {
+                    let id = id.clone();
+                    async move { TasksClient::new(ch).inspect(TaskRef { id }).await }
+                })
+                .await;
+                match r {
+                    Ok(t) => found.push(task_json(&t.into_inner())),
+                    Err(e) => errors.push(task_error(id, e).to_string()),
+                }
+            }
+            print_inspect(format.as_deref(), found, errors)?;
+        }
+        TaskCmd::Ls {
+            quiet,
+            node,
+            format,
+        } => {
+            let node = node.clone().unwrap_or_default();
+            let mut tasks = call(cli, |ch| {
+                let node = node.clone();
+                async move { TasksClient::new(ch).list(ListTasksRequest { node }).await }
+            })
+            .await
+            .map_err(|e| task_error("", e))?
+            .into_inner()
+            .tasks;
+            tasks.sort_by(|a, b| natural_cmp(&a.id, &b.id));
+            let names = |l: &[Mount]| {
+                l.iter()
+                    .map(|m| m.source.clone())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            let rows: Vec<Value> = tasks
+                .iter()
+                .map(|t| {
+                    json!({
+                        "Configs": names(&t.configs),
+                        "CreatedAt": ago(t.created_at_ns),
+                        "ID": t.id,
+                        "Node": t.node,
+                        "Secrets": names(&t.secrets),
+                    })
+                })
+                .collect();
+            let ids: Vec<String> = tasks.iter().map(|t| t.id.clone()).collect();
+            let labels = vec![json!({}); rows.len()];
+            let table = "table {{.ID}}\t{{.Node}}\t{{.Secrets}}\t{{.Configs}}\t{{.CreatedAt}}";
+            print_rows(*quiet, format.as_deref(), table, &rows, &ids, &labels)?;
+        }
+        TaskCmd::Rm { ids } => {
+            let mut errors = Vec::new();
+            for id in ids {
+                let r = call(cli, |ch| {
+                    let id = id.clone();
+                    async move { TasksClient::new(ch).remove(TaskRef { id }).await }
+                })
+                .await;
+                match r {
+                    Ok(_) => println!("{id}"),
+                    Err(e) => errors.push(task_error(id, e).to_string()),
+                }
+            }
+            if !errors.is_empty() {
+                bail!("{}", errors.join("\n"));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mounts_parse_with_docker_defaults() {
+        let m = parse_mount(Kind::Secret, "db_pw").unwrap();
+        assert_eq!(
+            (m.source.as_str(), m.target.as_str(), m.uid, m.gid, m.mode),
+            ("db_pw", "db_pw", 0, 0, 0o444)
+        );
+        let m = parse_mount(
+            Kind::Secret,
+            "source=db_pw,target=password,uid=1000,gid=50,mode=0400,version=2",
+        )
+        .unwrap();
+        assert_eq!(
+            (m.target.as_str(), m.uid, m.gid, m.mode, m.version),
+            ("password", 1000, 50, 0o400, 2)
+        );
+        assert!(parse_mount(Kind::Secret, "source=a,mode=9").is_err());
+        assert!(parse_mount(Kind::Secret, "target=a").is_err());
+        assert!(parse_mount(Kind::Config, "source=a,version=2").is_err());
+        assert!(parse_mount(Kind::Secret, "source=a,colour=red").is_err());
+    }
+
+    #[test]
+    fn filters_parse() {
+        let f =
+            parse_filters(&["name=db".into(), "label=env=prod".into(), "id=ab".into()]).unwrap();
+        assert_eq!(f.name_prefixes, ["db"]);
+        assert_eq!(f.labels, ["env=prod"]);
+        assert_eq!(f.id_prefixes, ["ab"]);
+        assert!(parse_filters(&["colour=red".into()]).is_err());
+        assert!(parse_filters(&["name".into()]).is_err());
+    }
+}

@@ -1,0 +1,195 @@
+//! The part of Go's text/template that `docker ... --format` users write:
+//! `{{.Field}}`, `{{.A.B}}`, `{{json .Field}}`, `{{index .Field "key"}}`
+//! (and `{{.Label "key"}}` in listings), with `table ` for a header row
+//! and `\t`/`\n` escapes. Anything else is a clear error, never output
+//! that silently differs from Docker's.
+
+use serde_json::Value;
+
+#[derive(Debug, Clone, PartialEq)]
+enum Expr {
+    /// A field path; empty means the whole value (`.`).
+    Path(Vec<String>),
+    Json(Vec<String>),
+    Index(Vec<String>, String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Part {
+    Text(String),
+    Action(Expr),
+}
+
+#[derive(Debug, Clone)]
+pub struct Template {
+    parts: Vec<Part>,
+    /// `table ...`: print a header row and align columns.
+    pub table: bool,
+}
+
+fn unsupported(action: &str) -> String {
+    format!(
+        "template: unsupported action {{{{{action}}}}}: supported are {{{{.Field}}}}, {{{{json .Field}}}} and {{{{index .Field \"key\"}}}}"
+    )
+}
+
+fn path(s: &str, action: &str) -> Result<Vec<String>, String> {
+    if s == "." {
+        return Ok(Vec::new());
+    }
+    let rest = s.strip_prefix('.').ok_or_else(|| unsupported(action))?;
+    let fields: Vec<String> = rest.split('.').map(str::to_string).collect();
+    if fields
+        .iter()
+        .any(|f| f.is_empty() || !f.chars().all(|c| c.is_alphanumeric() || c == '_'))
+    {
+        return Err(unsupported(action));
+    }
+    Ok(fields)
+}
+
+fn quoted(s: &str, action: &str) -> Result<String, String> {
+    s.strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .map(str::to_string)
+        .ok_or_else(|| unsupported(action))
+}
+
+fn parse_action(a: &str) -> Result<Expr, String> {
+    let words: Vec<&str> = a.split_whitespace().collect();
+    match words.as_slice() {
+        [p] => Ok(Expr::Path(path(p, a)?)),
+        ["json", p] => Ok(Expr::Json(path(p, a)?)),
+        ["index", p, k] => Ok(Expr::Index(path(p, a)?, quoted(k, a)?)),
+        // Docker's listing contexts: {{.Label "key"}}.
+        [".Label", k] => Ok(Expr::Index(vec!["LabelMap".into()], quoted(k, a)?)),
+        _ => Err(unsupported(a)),
+    }
+}
+
+impl Template {
+    pub fn parse(format: &str) -> Result<Template, String> {
+        let (table, body) = match format.strip_prefix("table") {
+            Some(rest) if rest.is_empty() || rest.starts_with(' ') => (true, rest.trim()),
+            _ => (false, format),
+        };
+        let body = body.replace("\\t", "\t").replace("\\n", "\n");
+        let mut parts = Vec::new();
+        let mut rest = body.as_str();
+        while let Some(start) = rest.find("{{") {
+            if start > 0 {
+                parts.push(Part::Text(rest[..start].to_string()));
+            }
+            let end = rest[start..]
+                .find("}}")
+                .ok_or_else(|| format!("template: unclosed action in {format:?}"))?;
+            let action = rest[start + 2..start + end].trim();
+            parts.push(Part::Action(parse_action(action)?));
+            rest = &rest[start + end + 2..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Text(rest.to_string()));
+        }
+        Ok(Template { parts, table })
+    }
+
+    /// Renders one value. `fields` maps listing fields to their headers.
+    pub fn render(&self, v: &Value) -> String {
+        let mut out = String::new();
+        for p in &self.parts {
+            match p {
+                Part::Text(t) => out.push_str(t),
+                Part::Action(Expr::Path(p)) => out.push_str(&plain(lookup(v, p))),
+                Part::Action(Expr::Json(p)) => out.push_str(
+                    &lookup(v, p)
+                        .map(|x| x.to_string())
+                        .unwrap_or_else(|| "null".into()),
+                ),
+                Part::Action(Expr::Index(p, k)) => {
+                    out.push_str(&plain(lookup(v, p).and_then(|m| m.get(k))))
+                }
+            }
+        }
+        out
+    }
+
+    /// The header row of a `table` template: each action's last field,
+    /// in Docker's words (CreatedAt is CREATED, ...).
+    pub fn header(&self) -> String {
+        let mut out = String::new();
+        for p in &self.parts {
+            match p {
+                Part::Text(t) => out.push_str(t),
+                Part::Action(e) => {
+                    let (p, label) = match e {
+                        Expr::Path(p) | Expr::Json(p) => (p, None),
+                        Expr::Index(p, k) => (p, Some(k)),
+                    };
+                    let name = match (p.last().map(String::as_str), label) {
+                        (Some("LabelMap"), Some(_)) => "LABEL".into(),
+                        (Some("CreatedAt"), _) => "CREATED".into(),
+                        (Some("UpdatedAt"), _) => "UPDATED".into(),
+                        (Some(f), _) => f.to_uppercase(),
+                        (None, _) => String::new(),
+                    };
+                    out.push_str(&name);
+                }
+            }
+        }
+        out
+    }
+}
+
+fn lookup<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
+    path.iter().try_fold(v, |v, f| v.get(f))
+}
+
+/// Go's default printing: strings bare, missing values `<no value>`,
+/// maps and lists as JSON (closer to useful than Go's `map[...]`).
+fn plain(v: Option<&Value>) -> String {
+    match v {
+        None | Some(Value::Null) => "<no value>".into(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn renders_fields_json_and_index() {
+        let v = json!({"ID": "abc", "Spec": {"Name": "db", "Labels": {"env": "dev"}}});
+        let t = Template::parse(
+            "{{.ID}} {{.Spec.Name}} {{json .Spec.Labels}} {{index .Spec.Labels \"env\"}}",
+        )
+        .unwrap();
+        assert_eq!(t.render(&v), "abc db {\"env\":\"dev\"} dev");
+        assert_eq!(
+            Template::parse("{{.Nope}}").unwrap().render(&v),
+            "<no value>"
+        );
+        assert_eq!(
+            Template::parse("{{json .}}")
+                .unwrap()
+                .render(&json!({"a":1})),
+            "{\"a\":1}"
+        );
+    }
+
+    #[test]
+    fn tables_have_docker_headers() {
+        let t = Template::parse("table {{.ID}}\\t{{.Name}}\\t{{.CreatedAt}}").unwrap();
+        assert!(t.table);
+        assert_eq!(t.header(), "ID\tNAME\tCREATED");
+    }
+
+    #[test]
+    fn unsupported_actions_are_errors() {
+        for bad in ["{{range .}}", "{{.ID", "{{printf \"%s\" .ID}}", "{{.a..b}}"] {
+            assert!(Template::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

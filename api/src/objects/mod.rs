@@ -1,0 +1,22 @@
+//! secretd's own objects: secrets (sealed), configs and task assignments,
+//! stored in the reserved key range and served as `secretstore.v1`.
+//!
+//! - `layout`: every key under the reserved prefix.
+//! - `validate`: names, sizes, targets, with Docker's messages.
+//! - `keys`: this member's keyring and its sync with the cluster's.
+//! - `store`: the objects' operations, each one atomic txn.
+//! - `service`: the gRPC services over `store`.
+
+pub mod keys;
+pub mod layout;
+pub mod service;
+pub mod store;
+pub mod validate;
+
+/// Wall-clock now, Unix nanoseconds: the timestamps Swarm's objects carry.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,175 @@
+//! `secretstore.v1` over gRPC: Secrets, Configs, Tasks and Admin, thin
+//! shells over [`ObjectStore`]. A secret's data arrives in a request and is
+//! moved at once into a zeroizing buffer; no response ever carries it.
+
+use std::sync::Arc;
+
+use secretd_crypto::SecretBytes;
+use tonic::{Request, Response, Status};
+
+use super::layout::Kind;
+use super::store::ObjectStore;
+use crate::pb::secretstore::{
+    admin_server::Admin, configs_server::Configs, secrets_server::Secrets, tasks_server::Tasks,
+    ClusterSettings, CreateRequest, CreateResponse, GetSettingsRequest, InspectRequest, KeyStatus,
+    ListRequest, ListResponse, ListTasksRequest, ListTasksResponse, Object, RemoveRequest,
+    RemoveResponse, RotateRequest, RotateResponse, Settings, Task, TaskRef,
+};
+
+#[derive(Clone)]
+pub struct ObjectService {
+    pub store: Arc<ObjectStore>,
+}
+
+impl ObjectService {
+    async fn create(
+        &self,
+        kind: Kind,
+        req: CreateRequest,
+    ) -> Result<Response<CreateResponse>, Status> {
+        let id = self.store.create(kind, req).await?;
+        Ok(Response::new(CreateResponse { id }))
+    }
+
+    async fn list(&self, kind: Kind, req: ListRequest) -> Result<Response<ListResponse>, Status> {
+        let objects = self.store.list(kind, &req).await?;
+        Ok(Response::new(ListResponse { objects }))
+    }
+
+    async fn remove(
+        &self,
+        kind: Kind,
+        req: RemoveRequest,
+    ) -> Result<Response<RemoveResponse>, Status> {
+        let id = self.store.remove(kind, &req.name_or_id).await?;
+        Ok(Response::new(RemoveResponse { id }))
+    }
+}
+
+#[tonic::async_trait]
+impl Secrets for ObjectService {
+    async fn create(
+        &self,
+        req: Request<CreateRequest>,
+    ) -> Result<Response<CreateResponse>, Status> {
+        ObjectService::create(self, Kind::Secret, req.into_inner()).await
+    }
+
+    async fn inspect(&self, req: Request<InspectRequest>) -> Result<Response<Object>, Status> {
+        let o = self
+            .store
+            .inspect(Kind::Secret, &req.into_inner().name_or_id)
+            .await?;
+        Ok(Response::new(o))
+    }
+
+    async fn list(&self, req: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
+        ObjectService::list(self, Kind::Secret, req.into_inner()).await
+    }
+
+    async fn remove(
+        &self,
+        req: Request<RemoveRequest>,
+    ) -> Result<Response<RemoveResponse>, Status> {
+        ObjectService::remove(self, Kind::Secret, req.into_inner()).await
+    }
+
+    async fn rotate(
+        &self,
+        req: Request<RotateRequest>,
+    ) -> Result<Response<RotateResponse>, Status> {
+        let mut req = req.into_inner();
+        let data = SecretBytes::new(std::mem::take(&mut req.data));
+        let (id, version) = self.store.rotate(&req.name_or_id, data).await?;
+        Ok(Response::new(RotateResponse { id, version }))
+    }
+}
+
+#[tonic::async_trait]
+impl Configs for ObjectService {
+    async fn create(
+        &self,
+        req: Request<CreateRequest>,
+    ) -> Result<Response<CreateResponse>, Status> {
+        ObjectService::create(self, Kind::Config, req.into_inner()).await
+    }
+
+    async fn inspect(&self, req: Request<InspectRequest>) -> Result<Response<Object>, Status> {
+        let o = self
+            .store
+            .inspect(Kind::Config, &req.into_inner().name_or_id)
+            .await?;
+        Ok(Response::new(o))
+    }
+
+    async fn list(&self, req: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
+        ObjectService::list(self, Kind::Config, req.into_inner()).await
+    }
+
+    async fn remove(
+        &self,
+        req: Request<RemoveRequest>,
+    ) -> Result<Response<RemoveResponse>, Status> {
+        ObjectService::remove(self, Kind::Config, req.into_inner()).await
+    }
+}
+
+#[tonic::async_trait]
+impl Tasks for ObjectService {
+    async fn create(&self, req: Request<Task>) -> Result<Response<Task>, Status> {
+        Ok(Response::new(
+            self.store.task_create(req.into_inner()).await?,
+        ))
+    }
+
+    async fn inspect(&self, req: Request<TaskRef>) -> Result<Response<Task>, Status> {
+        Ok(Response::new(
+            self.store.task_inspect(&req.into_inner().id).await?,
+        ))
+    }
+
+    async fn list(
+        &self,
+        req: Request<ListTasksRequest>,
+    ) -> Result<Response<ListTasksResponse>, Status> {
+        let tasks = self.store.task_list(&req.into_inner().node).await?;
+        Ok(Response::new(ListTasksResponse { tasks }))
+    }
+
+    async fn remove(&self, req: Request<TaskRef>) -> Result<Response<TaskRef>, Status> {
+        let id = self.store.task_remove(&req.into_inner().id).await?;
+        Ok(Response::new(TaskRef { id }))
+    }
+}
+
+impl ObjectService {
+    async fn cluster_settings(
+        &self,
+        settings: Settings,
+    ) -> Result<Response<ClusterSettings>, Status> {
+        let (registered, held) = self.store.keys().status().await?;
+        Ok(Response::new(ClusterSettings {
+            settings: Some(settings),
+            keys: Some(KeyStatus { registered, held }),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for ObjectService {
+    async fn get_settings(
+        &self,
+        _: Request<GetSettingsRequest>,
+    ) -> Result<Response<ClusterSettings>, Status> {
+        let s = self.store.settings().await?;
+        self.cluster_settings(s).await
+    }
+
+    async fn update_settings(
+        &self,
+        req: Request<Settings>,
+    ) -> Result<Response<ClusterSettings>, Status> {
+        let s = self.store.update_settings(req.into_inner()).await?;
+        self.cluster_settings(s).await
+    }
+}

@@ -1,0 +1,682 @@
+//! Secrets, configs and tasks as records in the reserved key range, read
+//! and written through the store's txns. Every change is one txn whose
+//! compares make it atomic against concurrent changes (optimistic
+//! concurrency, retried a bounded number of times): a name stays unique, an
+//! object in use by a task cannot be removed, and a task cannot start using
+//! an object that is being removed.
+//!
+//! Secret data is sealed here, before anything is proposed: the raft log,
+//! RocksDB, snapshots and peer traffic only ever see the sealed blob.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use prost::Message;
+use secretd_crypto::{Cipher, Context, SecretBytes};
+use secretd_store::node::Node;
+use tonic::Status;
+
+use super::keys::Keys;
+use super::layout::{self, Kind};
+use super::{now_ns, validate};
+use crate::pb::etcdserverpb::{
+    compare, request_op, response_op, Compare, DeleteRangeRequest, PutRequest, RangeRequest,
+    RangeResponse, RequestOp, TxnRequest, TxnResponse,
+};
+use crate::pb::mvccpb::KeyValue;
+use crate::pb::raftpb::SettingsRecord;
+use crate::pb::secretstore::{
+    CreateRequest, ListRequest, Object, Settings, Spec, Task, VersionInfo,
+};
+
+/// Attempts of one change against concurrent changes to the same objects.
+const CONFLICT_RETRIES_MAX: usize = 16;
+
+fn get(key: Vec<u8>) -> RequestOp {
+    RequestOp {
+        request: Some(request_op::Request::RequestRange(RangeRequest {
+            key,
+            ..Default::default()
+        })),
+    }
+}
+
+fn scan(prefix: Vec<u8>, limit: i64, keys_only: bool) -> RequestOp {
+    RequestOp {
+        request: Some(request_op::Request::RequestRange(RangeRequest {
+            range_end: layout::prefix_end(&prefix),
+            key: prefix,
+            limit,
+            keys_only,
+            ..Default::default()
+        })),
+    }
+}
+
+fn put(key: Vec<u8>, value: Vec<u8>) -> RequestOp {
+    RequestOp {
+        request: Some(request_op::Request::RequestPut(PutRequest {
+            key,
+            value,
+            ..Default::default()
+        })),
+    }
+}
+
+fn del(key: Vec<u8>, range_end: Vec<u8>) -> RequestOp {
+    RequestOp {
+        request: Some(request_op::Request::RequestDeleteRange(
+            DeleteRangeRequest {
+                key,
+                range_end,
+                prev_kv: false,
+            },
+        )),
+    }
+}
+
+fn cmp(
+    key: Vec<u8>,
+    range_end: Vec<u8>,
+    result: compare::CompareResult,
+    target: compare::TargetUnion,
+) -> Compare {
+    let t = match target {
+        compare::TargetUnion::CreateRevision(_) => compare::CompareTarget::Create,
+        compare::TargetUnion::ModRevision(_) => compare::CompareTarget::Mod,
+        compare::TargetUnion::Version(_) => compare::CompareTarget::Version,
+        compare::TargetUnion::Value(_) => compare::CompareTarget::Value,
+        compare::TargetUnion::Lease(_) => compare::CompareTarget::Lease,
+    };
+    Compare {
+        key,
+        range_end,
+        target: t as i32,
+        result: result as i32,
+        target_union: Some(target),
+    }
+}
+
+/// The key does not exist.
+fn absent(key: Vec<u8>) -> Compare {
+    cmp(
+        key,
+        Vec::new(),
+        compare::CompareResult::Equal,
+        compare::TargetUnion::CreateRevision(0),
+    )
+}
+
+/// The key was last changed at `rev` (unchanged since it was read).
+fn unchanged(key: Vec<u8>, rev: i64) -> Compare {
+    cmp(
+        key,
+        Vec::new(),
+        compare::CompareResult::Equal,
+        compare::TargetUnion::ModRevision(rev),
+    )
+}
+
+/// No key with this prefix exists.
+fn none_with_prefix(prefix: Vec<u8>) -> Compare {
+    let end = layout::prefix_end(&prefix);
+    cmp(
+        prefix,
+        end,
+        compare::CompareResult::Equal,
+        compare::TargetUnion::CreateRevision(0),
+    )
+}
+
+/// No key with this prefix changed (or appeared) after `rev`.
+fn prefix_unchanged_since(prefix: Vec<u8>, rev: i64) -> Compare {
+    let end = layout::prefix_end(&prefix);
+    cmp(
+        prefix,
+        end,
+        compare::CompareResult::Less,
+        compare::TargetUnion::ModRevision(rev + 1),
+    )
+}
+
+fn not_found(kind: Kind, input: &str) -> Status {
+    Status::not_found(format!("{} {input} not found", kind.word()))
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> Status {
+    Status::internal(format!("stored {what} record is corrupt: {e}"))
+}
+
+fn decode_object(kind: Kind, kv: &KeyValue) -> Result<Object, Status> {
+    let mut o = Object::decode(kv.value.as_slice()).map_err(|e| corrupt(kind.word(), e))?;
+    o.version_index = kv.mod_revision as u64;
+    Ok(o)
+}
+
+fn decode_task(kv: &KeyValue) -> Result<Task, Status> {
+    let mut t = Task::decode(kv.value.as_slice()).map_err(|e| corrupt("task", e))?;
+    t.version_index = kv.mod_revision as u64;
+    Ok(t)
+}
+
+/// Pinned versions as a ref's value: u64 big-endian each (0 = current).
+fn encode_pins(pins: &BTreeSet<u64>) -> Vec<u8> {
+    pins.iter().flat_map(|v| v.to_be_bytes()).collect()
+}
+
+fn decode_pins(b: &[u8]) -> impl Iterator<Item = u64> + '_ {
+    b.chunks_exact(8)
+        .map(|c| u64::from_be_bytes(c.try_into().expect("8-byte chunk")))
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    if n == 1 {
+        one.to_string()
+    } else {
+        many.to_string()
+    }
+}
+
+pub struct ObjectStore {
+    node: Arc<Node>,
+    keys: Arc<Keys>,
+    /// Old versions of a secret kept after a rotation (besides pinned ones).
+    history: usize,
+}
+
+impl ObjectStore {
+    pub fn new(node: Arc<Node>, keys: Arc<Keys>, history: usize) -> ObjectStore {
+        ObjectStore {
+            node,
+            keys,
+            history,
+        }
+    }
+
+    pub fn keys(&self) -> &Arc<Keys> {
+        &self.keys
+    }
+
+    async fn txn(
+        &self,
+        compare: Vec<Compare>,
+        success: Vec<RequestOp>,
+    ) -> Result<TxnResponse, Status> {
+        self.node
+            .txn(TxnRequest {
+                compare,
+                success,
+                failure: Vec::new(),
+            })
+            .await
+            .map_err(crate::errors::status)
+    }
+
+    /// Linearizable reads of several ranges at one revision.
+    async fn read(&self, ops: Vec<RequestOp>) -> Result<(Vec<RangeResponse>, i64), Status> {
+        let resp = self.txn(Vec::new(), ops).await?;
+        let rev = resp.header.as_ref().map(|h| h.revision).unwrap_or(0);
+        let ranges = resp
+            .responses
+            .into_iter()
+            .map(|r| match r.response {
+                Some(response_op::Response::ResponseRange(r)) => Ok(r),
+                _ => Err(Status::internal("a read returned a non-range response")),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok((ranges, rev))
+    }
+
+    /// Docker's lookup: full ID, then exact name, then unique ID prefix.
+    pub async fn resolve(&self, kind: Kind, input: &str) -> Result<Object, Status> {
+        if input.is_empty() || input.contains('/') {
+            return Err(not_found(kind, input));
+        }
+        let exact = layout::object_key(kind, input);
+        let (r, _) = self
+            .read(vec![
+                scan(exact.clone(), 2, false),
+                get(layout::name_key(kind, input)),
+            ])
+            .await?;
+        let (by_prefix, by_name) = (&r[0], &r[1]);
+        if let Some(kv) = by_prefix.kvs.first().filter(|kv| kv.key == exact) {
+            return decode_object(kind, kv);
+        }
+        if let Some(kv) = by_name.kvs.first() {
+            let id = String::from_utf8_lossy(&kv.value).into_owned();
+            let (r, _) = self.read(vec![get(layout::object_key(kind, &id))]).await?;
+            return match r[0].kvs.first() {
+                Some(kv) => decode_object(kind, kv),
+                None => Err(not_found(kind, input)),
+            };
+        }
+        match by_prefix.count {
+            0 => Err(not_found(kind, input)),
+            1 => decode_object(kind, &by_prefix.kvs[0]),
+            n => Err(Status::invalid_argument(format!(
+                "{} {input} is ambiguous ({n} matches found)",
+                kind.word()
+            ))),
+        }
+    }
+
+    async fn cipher(&self) -> Result<Cipher, Status> {
+        Cipher::from_name(&self.settings().await?.secret_cipher)
+            .map_err(|e| Status::internal(e.to_string()))
+    }
+
+    pub async fn create(&self, kind: Kind, mut req: CreateRequest) -> Result<String, Status> {
+        let data = SecretBytes::new(std::mem::take(&mut req.data));
+        validate::name(&req.name)?;
+        validate::labels(&req.labels)?;
+        validate::data(kind, data.expose())?;
+        let id = validate::new_id();
+        let now = now_ns();
+        let mut record = Object {
+            id: id.clone(),
+            version_index: 0,
+            created_at_ns: now,
+            updated_at_ns: now,
+            spec: Some(Spec {
+                name: req.name.clone(),
+                labels: req.labels,
+                data: Vec::new(),
+            }),
+            current_version: 0,
+            versions: Vec::new(),
+        };
+        let mut ops = vec![put(
+            layout::name_key(kind, &req.name),
+            id.clone().into_bytes(),
+        )];
+        match kind {
+            Kind::Secret => {
+                let ctx = Context {
+                    kind: "secret",
+                    object_id: &id,
+                    version: 1,
+                };
+                let blob = self.keys.seal(self.cipher().await?, &ctx, &data).await?;
+                ops.push(put(layout::data_key(&id, 1), blob));
+                record.current_version = 1;
+                record.versions.push(VersionInfo {
+                    version: 1,
+                    created_at_ns: now,
+                });
+            }
+            Kind::Config => {
+                if let Some(s) = record.spec.as_mut() {
+                    s.data = data.expose().to_vec();
+                }
+            }
+        }
+        ops.push(put(layout::object_key(kind, &id), record.encode_to_vec()));
+        let resp = self
+            .txn(vec![absent(layout::name_key(kind, &req.name))], ops)
+            .await?;
+        if !resp.succeeded {
+            return Err(Status::already_exists(format!(
+                "{} {} already exists",
+                kind.word(),
+                req.name
+            )));
+        }
+        tracing::info!(kind = kind.word(), id = %id, name = %req.name, "created");
+        Ok(id)
+    }
+
+    pub async fn inspect(&self, kind: Kind, input: &str) -> Result<Object, Status> {
+        self.resolve(kind, input).await
+    }
+
+    pub async fn list(&self, kind: Kind, filters: &ListRequest) -> Result<Vec<Object>, Status> {
+        let (r, _) = self
+            .read(vec![scan(layout::object_prefix(kind), 0, false)])
+            .await?;
+        let label_filters: Vec<(&str, Option<&str>)> = filters
+            .labels
+            .iter()
+            .map(|l| match l.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (l.as_str(), None),
+            })
+            .collect();
+        let mut out = Vec::new();
+        for kv in &r[0].kvs {
+            let mut o = decode_object(kind, kv)?;
+            let spec = o.spec.clone().unwrap_or_default();
+            let name_ok = filters.name_prefixes.is_empty()
+                || filters
+                    .name_prefixes
+                    .iter()
+                    .any(|p| spec.name.starts_with(p));
+            let id_ok = filters.id_prefixes.is_empty()
+                || filters.id_prefixes.iter().any(|p| o.id.starts_with(p));
+            let labels_ok = label_filters
+                .iter()
+                .all(|(k, v)| match (spec.labels.get(*k), v) {
+                    (Some(have), Some(want)) => have == want,
+                    (Some(_), None) => true,
+                    (None, _) => false,
+                });
+            if name_ok && id_ok && labels_ok {
+                // Listings stay small: data only comes back from inspect.
+                if let Some(s) = o.spec.as_mut() {
+                    s.data = Vec::new();
+                }
+                out.push(o);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Tasks using an object, by name.
+    async fn users(&self, kind: Kind, id: &str) -> Result<Vec<String>, Status> {
+        let (r, _) = self
+            .read(vec![scan(layout::ref_prefix(kind, id), 0, true)])
+            .await?;
+        Ok(r[0]
+            .kvs
+            .iter()
+            .filter_map(|kv| layout::task_of_ref_key(kind, id, &kv.key))
+            .collect())
+    }
+
+    pub async fn remove(&self, kind: Kind, input: &str) -> Result<String, Status> {
+        for _ in 0..CONFLICT_RETRIES_MAX {
+            let o = self.resolve(kind, input).await?;
+            let name = o.spec.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+            let mut ops = vec![
+                del(layout::object_key(kind, &o.id), Vec::new()),
+                del(layout::name_key(kind, &name), Vec::new()),
+            ];
+            if kind == Kind::Secret {
+                let p = layout::data_prefix(&o.id);
+                ops.push(del(p.clone(), layout::prefix_end(&p)));
+            }
+            let resp = self
+                .txn(
+                    vec![
+                        unchanged(layout::object_key(kind, &o.id), o.version_index as i64),
+                        none_with_prefix(layout::ref_prefix(kind, &o.id)),
+                    ],
+                    ops,
+                )
+                .await?;
+            if resp.succeeded {
+                tracing::info!(kind = kind.word(), id = %o.id, name = %name, "removed");
+                return Ok(o.id);
+            }
+            let users = self.users(kind, &o.id).await?;
+            if !users.is_empty() {
+                return Err(Status::invalid_argument(format!(
+                    "{} '{name}' is in use by the following {}: {}",
+                    kind.word(),
+                    plural(users.len(), "task", "tasks"),
+                    users.join(", ")
+                )));
+            }
+        }
+        Err(Status::aborted(format!(
+            "{} {input} kept changing while it was being removed; try again",
+            kind.word()
+        )))
+    }
+
+    /// Adds a new version of a secret; returns its ID and the version.
+    pub async fn rotate(&self, input: &str, data: SecretBytes) -> Result<(String, u64), Status> {
+        validate::data(Kind::Secret, data.expose())?;
+        let cipher = self.cipher().await?;
+        for _ in 0..CONFLICT_RETRIES_MAX {
+            let mut o = self.resolve(Kind::Secret, input).await?;
+            let refs = layout::ref_prefix(Kind::Secret, &o.id);
+            let (r, refs_rev) = self.read(vec![scan(refs.clone(), 0, false)]).await?;
+            let pinned: BTreeSet<u64> = r[0]
+                .kvs
+                .iter()
+                .flat_map(|kv| decode_pins(&kv.value).collect::<Vec<_>>())
+                .collect();
+            let version = o.current_version + 1;
+            let ctx = Context {
+                kind: "secret",
+                object_id: &o.id,
+                version,
+            };
+            let blob = self.keys.seal(cipher, &ctx, &data).await?;
+            let now = now_ns();
+            // Keep the newest `history` old versions, and every pinned one.
+            let mut excess = o.versions.len().saturating_sub(self.history);
+            let mut pruned = Vec::new();
+            o.versions.retain(|v| {
+                if excess > 0 && !pinned.contains(&v.version) {
+                    excess -= 1;
+                    pruned.push(v.version);
+                    false
+                } else {
+                    true
+                }
+            });
+            o.versions.push(VersionInfo {
+                version,
+                created_at_ns: now,
+            });
+            let read_at = o.version_index as i64;
+            o.current_version = version;
+            o.updated_at_ns = now;
+            o.version_index = 0;
+            let mut ops = vec![
+                put(layout::object_key(Kind::Secret, &o.id), o.encode_to_vec()),
+                put(layout::data_key(&o.id, version), blob),
+            ];
+            ops.extend(
+                pruned
+                    .iter()
+                    .map(|v| del(layout::data_key(&o.id, *v), Vec::new())),
+            );
+            let resp = self
+                .txn(
+                    vec![
+                        unchanged(layout::object_key(Kind::Secret, &o.id), read_at),
+                        prefix_unchanged_since(refs, refs_rev),
+                    ],
+                    ops,
+                )
+                .await?;
+            if resp.succeeded {
+                tracing::info!(id = %o.id, version, pruned = ?pruned, "rotated secret");
+                return Ok((o.id, version));
+            }
+        }
+        Err(Status::aborted(format!(
+            "secret {input} kept changing while it was being rotated; try again"
+        )))
+    }
+
+    /// A secret version's plaintext (the agent's delivery path).
+    pub async fn open_secret(&self, id: &str, version: u64) -> Result<SecretBytes, Status> {
+        let (r, _) = self.read(vec![get(layout::data_key(id, version))]).await?;
+        let kv = r[0]
+            .kvs
+            .first()
+            .ok_or_else(|| Status::not_found(format!("secret {id} has no version {version}")))?;
+        let ctx = Context {
+            kind: "secret",
+            object_id: id,
+            version,
+        };
+        self.keys.open(&ctx, &kv.value).await
+    }
+
+    pub async fn task_create(&self, req: Task) -> Result<Task, Status> {
+        validate::task_id(&req.id)?;
+        validate::node(&req.node)?;
+        validate::mounts(&req.secrets, &req.configs)?;
+        for _ in 0..CONFLICT_RETRIES_MAX {
+            let mut task = req.clone();
+            let mut compares = vec![absent(layout::task_key(&task.id))];
+            // One ref per object, listing every pinned version.
+            let mut refs: BTreeMap<(bool, String), BTreeSet<u64>> = BTreeMap::new();
+            let mut seen = BTreeSet::new();
+            for (kind, list) in [
+                (Kind::Secret, &mut task.secrets),
+                (Kind::Config, &mut task.configs),
+            ] {
+                for m in list.iter_mut() {
+                    let o = self.resolve(kind, &m.source).await?;
+                    if kind == Kind::Config && m.version != 0 {
+                        return Err(Status::invalid_argument(
+                            "configs have one version; a config mount cannot pin a version",
+                        ));
+                    }
+                    if m.version != 0 && !o.versions.iter().any(|v| v.version == m.version) {
+                        let kept: Vec<String> =
+                            o.versions.iter().map(|v| v.version.to_string()).collect();
+                        return Err(Status::invalid_argument(format!(
+                            "secret {} has no version {} (versions kept: {})",
+                            m.source,
+                            m.version,
+                            kept.join(", ")
+                        )));
+                    }
+                    m.source_id = o.id.clone();
+                    refs.entry((kind == Kind::Secret, o.id.clone()))
+                        .or_default()
+                        .insert(m.version);
+                    if seen.insert((kind == Kind::Secret, o.id.clone())) {
+                        compares.push(unchanged(
+                            layout::object_key(kind, &o.id),
+                            o.version_index as i64,
+                        ));
+                    }
+                }
+            }
+            let now = now_ns();
+            task.created_at_ns = now;
+            task.updated_at_ns = now;
+            task.version_index = 0;
+            let mut ops = vec![put(layout::task_key(&task.id), task.encode_to_vec())];
+            for ((secret, id), pins) in &refs {
+                let kind = if *secret { Kind::Secret } else { Kind::Config };
+                let pins: BTreeSet<u64> = pins.iter().copied().filter(|v| *v != 0).collect();
+                ops.push(put(layout::ref_key(kind, id, &task.id), encode_pins(&pins)));
+            }
+            let resp = self.txn(compares, ops).await?;
+            if resp.succeeded {
+                task.version_index = resp.header.map(|h| h.revision as u64).unwrap_or(0);
+                tracing::info!(task = %task.id, node = %task.node, "created task");
+                return Ok(task);
+            }
+            let (r, _) = self.read(vec![get(layout::task_key(&task.id))]).await?;
+            if !r[0].kvs.is_empty() {
+                return Err(Status::already_exists(format!(
+                    "task {} already exists",
+                    task.id
+                )));
+            }
+        }
+        Err(Status::aborted(format!(
+            "the objects task {} uses kept changing; try again",
+            req.id
+        )))
+    }
+
+    pub async fn task_inspect(&self, id: &str) -> Result<Task, Status> {
+        if validate::task_id(id).is_err() {
+            return Err(Status::not_found(format!("task {id} not found")));
+        }
+        let (r, _) = self.read(vec![get(layout::task_key(id))]).await?;
+        match r[0].kvs.first() {
+            Some(kv) => decode_task(kv),
+            None => Err(Status::not_found(format!("task {id} not found"))),
+        }
+    }
+
+    pub async fn task_list(&self, node: &str) -> Result<Vec<Task>, Status> {
+        let (r, _) = self
+            .read(vec![scan(layout::task_prefix(), 0, false)])
+            .await?;
+        let mut out = Vec::new();
+        for kv in &r[0].kvs {
+            let t = decode_task(kv)?;
+            if node.is_empty() || t.node == node {
+                out.push(t);
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn task_remove(&self, id: &str) -> Result<String, Status> {
+        for _ in 0..CONFLICT_RETRIES_MAX {
+            let t = self.task_inspect(id).await?;
+            let mut ops = vec![del(layout::task_key(id), Vec::new())];
+            let mut seen = BTreeSet::new();
+            for (kind, list) in [(Kind::Secret, &t.secrets), (Kind::Config, &t.configs)] {
+                for m in list.iter() {
+                    if seen.insert((kind == Kind::Secret, m.source_id.clone())) {
+                        ops.push(del(layout::ref_key(kind, &m.source_id, id), Vec::new()));
+                    }
+                }
+            }
+            let resp = self
+                .txn(
+                    vec![unchanged(layout::task_key(id), t.version_index as i64)],
+                    ops,
+                )
+                .await?;
+            if resp.succeeded {
+                tracing::info!(task = %id, "removed task");
+                return Ok(id.to_string());
+            }
+        }
+        Err(Status::aborted(format!(
+            "task {id} kept changing while it was being removed; try again"
+        )))
+    }
+
+    /// Cluster settings, with defaults for what was never set. A local
+    /// read: a setting changed a moment ago may apply a moment late.
+    pub async fn settings(&self) -> Result<Settings, Status> {
+        let resp = self
+            .node
+            .range(RangeRequest {
+                key: layout::settings_key(),
+                serializable: true,
+                ..Default::default()
+            })
+            .await
+            .map_err(crate::errors::status)?;
+        let rec = match resp.kvs.first() {
+            Some(kv) => {
+                SettingsRecord::decode(kv.value.as_slice()).map_err(|e| corrupt("settings", e))?
+            }
+            None => SettingsRecord::default(),
+        };
+        Ok(Settings {
+            secret_cipher: if rec.secret_cipher.is_empty() {
+                Cipher::XChaCha20Poly1305.name().to_string()
+            } else {
+                rec.secret_cipher
+            },
+        })
+    }
+
+    pub async fn update_settings(&self, s: Settings) -> Result<Settings, Status> {
+        let mut current = self.settings().await?;
+        if !s.secret_cipher.is_empty() {
+            Cipher::from_name(&s.secret_cipher)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            current.secret_cipher = s.secret_cipher;
+        }
+        let rec = SettingsRecord {
+            secret_cipher: current.secret_cipher.clone(),
+        };
+        self.txn(
+            Vec::new(),
+            vec![put(layout::settings_key(), rec.encode_to_vec())],
+        )
+        .await?;
+        tracing::info!(secret_cipher = %current.secret_cipher, "cluster settings updated");
+        Ok(current)
+    }
+}

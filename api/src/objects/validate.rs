@@ -1,0 +1,259 @@
+//! Validation of what clients send, with Docker's (swarmkit's) wording
+//! where Docker has one, and secretd's limits where it does not.
+
+use rand::RngCore;
+use tonic::Status;
+
+use super::layout::Kind;
+use crate::pb::secretstore::Mount;
+
+/// Swarm's limits: secret data must be under 500 KiB, config data under
+/// 1000 KiB, and neither may be empty.
+pub const SECRET_DATA_BYTES_LIMIT: usize = 500 * 1024;
+pub const CONFIG_DATA_BYTES_LIMIT: usize = 1000 * 1024;
+pub const NAME_CHARS_MAX: usize = 64;
+pub const LABELS_MAX: usize = 64;
+pub const LABEL_KEY_BYTES_MAX: usize = 256;
+pub const LABEL_VALUE_BYTES_MAX: usize = 4096;
+/// Secrets plus configs one task may mount (each is one op in the txn that
+/// creates the task, which must stay under the txn op limit).
+pub const TASK_MOUNTS_MAX: usize = 100;
+pub const TARGET_BYTES_MAX: usize = 1024;
+pub const ID_CHARS: usize = 25;
+
+fn invalid(msg: impl Into<String>) -> Status {
+    Status::invalid_argument(msg.into())
+}
+
+/// Docker's name rule: `^[a-zA-Z0-9]+(?:[a-zA-Z0-9-_.]*[a-zA-Z0-9])?$`,
+/// at most 64 characters.
+pub fn is_valid_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    let inner = |c: &u8| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.');
+    !b.is_empty()
+        && b.len() <= NAME_CHARS_MAX
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter().all(inner)
+}
+
+pub fn name(name: &str) -> Result<(), Status> {
+    if name.is_empty() {
+        return Err(invalid("name must be provided"));
+    }
+    if !is_valid_name(name) {
+        return Err(invalid("invalid name, only 64 [a-zA-Z0-9-_.] characters allowed, and the start and end character must be [a-zA-Z0-9]"));
+    }
+    Ok(())
+}
+
+pub fn data(kind: Kind, data: &[u8]) -> Result<(), Status> {
+    let limit = match kind {
+        Kind::Secret => SECRET_DATA_BYTES_LIMIT,
+        Kind::Config => CONFIG_DATA_BYTES_LIMIT,
+    };
+    if data.is_empty() || data.len() >= limit {
+        return Err(invalid(format!(
+            "{} data must be larger than 0 and less than {limit} bytes",
+            kind.word()
+        )));
+    }
+    Ok(())
+}
+
+pub fn labels(labels: &std::collections::HashMap<String, String>) -> Result<(), Status> {
+    if labels.len() > LABELS_MAX {
+        return Err(invalid(format!(
+            "too many labels: {}, at most {LABELS_MAX}",
+            labels.len()
+        )));
+    }
+    for (k, v) in labels {
+        if k.is_empty() {
+            return Err(invalid("label keys must not be empty"));
+        }
+        if k.len() > LABEL_KEY_BYTES_MAX || v.len() > LABEL_VALUE_BYTES_MAX {
+            return Err(invalid(format!(
+                "label {k:?} is too long: keys at most {LABEL_KEY_BYTES_MAX} bytes, values at most {LABEL_VALUE_BYTES_MAX}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Task ids and node names follow the object name rule, so they are safe
+/// as path components and as key parts.
+pub fn task_id(id: &str) -> Result<(), Status> {
+    if !is_valid_name(id) {
+        return Err(invalid(format!(
+            "invalid task ID {id:?}: only 64 [a-zA-Z0-9-_.] characters allowed, and the start and end character must be [a-zA-Z0-9]"
+        )));
+    }
+    Ok(())
+}
+
+pub fn node(node: &str) -> Result<(), Status> {
+    if !is_valid_name(node) {
+        return Err(invalid(format!(
+            "invalid node name {node:?}: only 64 [a-zA-Z0-9-_.] characters allowed, and the start and end character must be [a-zA-Z0-9]"
+        )));
+    }
+    Ok(())
+}
+
+/// A mount target: a secret's is a file name, or a relative path, under the
+/// task's directory; a config's may be absolute (it is placed at that path
+/// in the container, and under the task's directory on the node). No `..`,
+/// no empty or `.` components, and not the directory itself.
+pub fn target(kind: Kind, target: &str) -> Result<(), Status> {
+    let bad = |why: &str| invalid(format!("invalid {} target {target:?}: {why}", kind.word()));
+    if target.is_empty() {
+        return Err(bad("it is empty"));
+    }
+    if target.len() > TARGET_BYTES_MAX {
+        return Err(bad("it is too long"));
+    }
+    if target.contains('\0') {
+        return Err(bad("it contains a NUL byte"));
+    }
+    let rel = match kind {
+        Kind::Secret if target.starts_with('/') => {
+            return Err(bad("secret targets are file names under /run/secrets"))
+        }
+        Kind::Secret => target,
+        Kind::Config => target.trim_start_matches('/'),
+    };
+    if rel.is_empty() {
+        return Err(bad("it names the directory itself"));
+    }
+    for part in rel.split('/') {
+        if part.is_empty() || part == "." || part == ".." {
+            return Err(bad("empty, '.' and '..' path components are not allowed"));
+        }
+    }
+    Ok(())
+}
+
+pub fn mode(mode: u32) -> Result<(), Status> {
+    if mode & !0o777 != 0 {
+        return Err(invalid(format!(
+            "invalid file mode {mode:o}: only permission bits (at most 0777) may be set"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a task's mounts: each valid, and no two at the same target.
+pub fn mounts(secrets: &[Mount], configs: &[Mount]) -> Result<(), Status> {
+    if secrets.len() + configs.len() > TASK_MOUNTS_MAX {
+        return Err(invalid(format!(
+            "a task may use at most {TASK_MOUNTS_MAX} secrets and configs"
+        )));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (kind, list) in [(Kind::Secret, secrets), (Kind::Config, configs)] {
+        for m in list {
+            if m.source.is_empty() {
+                return Err(invalid(format!("a {} needs a source", kind.word())));
+            }
+            target(kind, &m.target)?;
+            mode(m.mode)?;
+            let place = match kind {
+                Kind::Secret => m.target.clone(),
+                Kind::Config => m.target.trim_start_matches('/').to_string(),
+            };
+            if !seen.insert(place) {
+                return Err(invalid(format!(
+                    "target {:?} is used more than once in this task",
+                    m.target
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A new object ID as Swarm makes them: 128 random bits in base 36,
+/// 25 characters.
+pub fn new_id() -> String {
+    let mut b = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    let mut n = u128::from_be_bytes(b);
+    let mut out = [b'0'; ID_CHARS];
+    for slot in out.iter_mut().rev() {
+        *slot = b"0123456789abcdefghijklmnopqrstuvwxyz"[(n % 36) as usize];
+        n /= 36;
+    }
+    String::from_utf8(out.to_vec()).expect("ascii")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_dockers_rule() {
+        for ok in ["a", "db_pw", "A.b-c_d", "x1", &"a".repeat(64)] {
+            assert!(is_valid_name(ok), "{ok}");
+        }
+        for bad in ["", "_a", "a_", "a b", "a/b", "é", "-", &"a".repeat(65)] {
+            assert!(!is_valid_name(bad), "{bad}");
+        }
+        assert_eq!(name("").unwrap_err().message(), "name must be provided");
+        assert!(name("a!")
+            .unwrap_err()
+            .message()
+            .starts_with("invalid name, only 64"));
+    }
+
+    #[test]
+    fn data_limits_are_swarms() {
+        assert!(data(Kind::Secret, b"x").is_ok());
+        assert!(data(Kind::Secret, &vec![0; 500 * 1024 - 1]).is_ok());
+        assert_eq!(
+            data(Kind::Secret, &vec![0; 500 * 1024])
+                .unwrap_err()
+                .message(),
+            "secret data must be larger than 0 and less than 512000 bytes"
+        );
+        assert!(data(Kind::Secret, b"").is_err());
+        assert!(data(Kind::Config, &vec![0; 1000 * 1024 - 1]).is_ok());
+        assert_eq!(
+            data(Kind::Config, &vec![0; 1000 * 1024])
+                .unwrap_err()
+                .message(),
+            "config data must be larger than 0 and less than 1024000 bytes"
+        );
+    }
+
+    #[test]
+    fn targets_and_modes() {
+        assert!(target(Kind::Secret, "password").is_ok());
+        assert!(target(Kind::Secret, "tls/key.pem").is_ok());
+        for bad in ["", "/etc/x", "../x", "a/../b", "a//b", "."] {
+            assert!(target(Kind::Secret, bad).is_err(), "{bad}");
+        }
+        assert!(target(Kind::Config, "/etc/nginx/nginx.conf").is_ok());
+        assert!(target(Kind::Config, "/").is_err());
+        assert!(mode(0o444).is_ok());
+        assert!(mode(0o4755).is_err());
+        let m = |t: &str| Mount {
+            source: "s".into(),
+            target: t.into(),
+            mode: 0o444,
+            ..Default::default()
+        };
+        assert!(mounts(&[m("a")], &[m("/a")]).is_err());
+        assert!(mounts(&[m("a")], &[m("/b")]).is_ok());
+    }
+
+    #[test]
+    fn ids_are_25_base36_chars_and_differ() {
+        let a = new_id();
+        assert_eq!(a.len(), 25);
+        assert!(a
+            .bytes()
+            .all(|c| c.is_ascii_digit() || c.is_ascii_lowercase()));
+        assert_ne!(a, new_id());
+    }
+}
