@@ -23,8 +23,8 @@ use crate::pb::etcdserverpb::{
 };
 use crate::pb::raftpb::raft_server::RaftServer;
 use crate::pb::secretstore::{
-    admin_server::AdminServer, configs_server::ConfigsServer, secrets_server::SecretsServer,
-    tasks_server::TasksServer,
+    admin_server::AdminServer, agent_server::AgentServer, configs_server::ConfigsServer,
+    secrets_server::SecretsServer, tasks_server::TasksServer,
 };
 use crate::peer::{GrpcTransport, RaftService, PEER_MESSAGE_BYTES_MAX};
 use crate::urls;
@@ -207,6 +207,22 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     Ok(Duration::from_millis(ms))
 }
 
+/// Accepted connections with Nagle's algorithm off. `serve_with_incoming`
+/// does not apply the builder's `tcp_nodelay`, and with Nagle on, a small
+/// write waits for the peer's delayed ACK: 40 ms on a stream's next
+/// message.
+fn nodelay(l: TcpListener) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use futures::StreamExt;
+    TcpListenerStream::new(l).map(|s| {
+        if let Ok(s) = &s {
+            if let Err(e) = s.set_nodelay(true) {
+                tracing::warn!(error = %e, "cannot set TCP_NODELAY");
+            }
+        }
+        s
+    })
+}
+
 /// Binds every URL of a list, failing clearly on the first that cannot be.
 async fn bind_all(flag: &str, list: &[String]) -> Result<Vec<TcpListener>> {
     let mut out = Vec::new();
@@ -306,7 +322,7 @@ pub async fn run(flags: ServerFlags) -> Result<()> {
         })
         .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
-        let incoming = TcpListenerStream::new(l);
+        let incoming = nodelay(l);
         tasks.spawn(async move {
             Server::builder()
                 .tcp_nodelay(true)
@@ -334,12 +350,19 @@ pub async fn run(flags: ServerFlags) -> Result<()> {
             .add_service(ConfigsServer::new(objects.clone()).max_decoding_message_size(max_recv))
             .add_service(TasksServer::new(objects.clone()))
             .add_service(AdminServer::new(objects.clone()))
+            .add_service(
+                AgentServer::new(crate::objects::agent::AgentService {
+                    node: node.clone(),
+                    store: objects.store.clone(),
+                })
+                .max_encoding_message_size(max_recv),
+            )
             .add_service(LeaseServer::new(LeaseService { node: node.clone() }))
             .add_service(
                 MaintenanceServer::new(MaintenanceService { node: node.clone() })
                     .max_encoding_message_size(usize::MAX),
             );
-        let incoming = TcpListenerStream::new(l);
+        let incoming = nodelay(l);
         tasks.spawn(async move { router.serve_with_incoming(incoming).await });
     }
 

@@ -1,1 +1,124 @@
-//! placeholder
+//! The node agent (`secretd agent`): serves the secrets and configs of the
+//! tasks assigned to its node at `/run/secretd/<task>/<target>`, through
+//! FUSE (`fusefs`) or a tmpfs (`tmpfs`), kept live by `sync`. Plaintext
+//! lives only in this process's memory (locked, zeroized on drop, out of
+//! core dumps) or, with the tmpfs backend, in RAM-backed files.
+//! `exec` runs a command with a task's files at `/run/secrets`, in a mount
+//! namespace of its own.
+
+pub mod exec;
+pub mod fusefs;
+pub mod image;
+pub mod mountpoint;
+pub mod sync;
+pub mod tmpfs;
+
+/// The generated `secretstore.v1` client.
+pub mod pb {
+    #![allow(clippy::all)]
+    include!(concat!(env!("OUT_DIR"), "/secretstore.v1.rs"));
+}
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Result};
+use clap::{Args, Subcommand, ValueEnum};
+
+use crate::image::Backend;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendKind {
+    Fuse,
+    Tmpfs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AgentArgs {
+    /// The node whose tasks this agent serves.
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Where the tasks' directories appear.
+    #[arg(long, default_value = "/run/secretd")]
+    pub mount: PathBuf,
+    /// Comma-separated member client endpoints (host:port).
+    #[arg(long, env = "SECRETD_ENDPOINTS", default_value = "127.0.0.1:2379")]
+    pub endpoints: String,
+    /// fuse (default) or tmpfs, for hosts without FUSE.
+    #[arg(long, value_enum, default_value = "fuse")]
+    pub backend: BackendKind,
+    #[command(subcommand)]
+    pub command: Option<AgentCmd>,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum AgentCmd {
+    /// Run CMD with a task's secrets at /run/secrets (read-only) and its
+    /// configs at their targets, in a new mount namespace.
+    Exec(exec::ExecArgs),
+}
+
+fn endpoints(list: &str) -> Result<Vec<String>> {
+    let eps: Vec<String> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    if eps.is_empty() {
+        bail!("--endpoints is empty");
+    }
+    Ok(eps)
+}
+
+/// Keeps plaintext out of core dumps and swap, as far as the OS allows.
+fn harden() {
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        tracing::warn!(error = %e, "cannot disable core dumps");
+    }
+    use nix::sys::mman::{mlockall, MlockAllFlags};
+    if let Err(e) = mlockall(MlockAllFlags::MCL_CURRENT | MlockAllFlags::MCL_FUTURE) {
+        tracing::warn!(error = %e, "cannot lock the agent's memory; plaintext may be swapped out");
+    }
+}
+
+/// `secretd agent ...`: runs until SIGTERM or SIGINT, then unmounts.
+pub async fn run(args: AgentArgs) -> Result<()> {
+    if let Some(AgentCmd::Exec(e)) = &args.command {
+        return exec::run(&args, e).await;
+    }
+    let Some(node) = args.node.clone() else {
+        bail!("--node is required: the node whose tasks this agent serves");
+    };
+    if !nix::unistd::Uid::effective().is_root() {
+        bail!(
+            "secretd agent must run as root (it mounts {})",
+            args.mount.display()
+        );
+    }
+    let eps = endpoints(&args.endpoints)?;
+    harden();
+    let lock = mountpoint::prepare(&args.mount)?;
+    let backend: Arc<dyn Backend> = match args.backend {
+        BackendKind::Fuse => {
+            if !std::path::Path::new("/dev/fuse").exists() {
+                bail!("/dev/fuse does not exist: load the fuse module, or use --backend tmpfs");
+            }
+            Arc::new(fusefs::FuseBackend::mount(&args.mount)?)
+        }
+        BackendKind::Tmpfs => Arc::new(tmpfs::TmpfsBackend::mount(&args.mount)?),
+    };
+    tracing::info!(node = %node, mount = %args.mount.display(), backend = ?args.backend, "agent serving");
+    let sync = tokio::spawn(sync::Sync::new(eps, node, backend.clone()).run());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: unmounting"),
+        _ = term.recv() => tracing::info!("SIGTERM: unmounting"),
+    }
+    sync.abort();
+    let _ = sync.await;
+    backend.shutdown();
+    drop(lock);
+    tracing::info!(mount = %args.mount.display(), "unmounted");
+    Ok(())
+}

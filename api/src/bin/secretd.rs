@@ -1,4 +1,5 @@
-//! `secretd`: a cluster member. All logic lives in `secretd_api::server`.
+//! `secretd`: a cluster member (`secretd_api::server`), or the node agent
+//! (`secretd agent`, `secretd_fuse`). All logic lives in those crates.
 
 use std::path::PathBuf;
 
@@ -27,6 +28,9 @@ enum Command {
     /// Backups (made with `etcdctl snapshot save`).
     #[command(subcommand)]
     Snapshot(SnapshotCmd),
+    /// The node agent: serves the secrets and configs of a node's tasks at
+    /// /run/secretd/<task>/ (FUSE, or tmpfs), live.
+    Agent(secretd_fuse::AgentArgs),
 }
 
 #[derive(Subcommand)]
@@ -70,7 +74,11 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match rt.block_on(secretd_api::server::run(cli.server)) {
+    let result = match cli.command {
+        Some(Command::Agent(args)) => rt.block_on(secretd_fuse::run(args)),
+        _ => rt.block_on(secretd_api::server::run(cli.server)),
+    };
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("secretd: {e:#}");

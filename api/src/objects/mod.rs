@@ -6,7 +6,9 @@
 //! - `keys`: this member's keyring and its sync with the cluster's.
 //! - `store`: the objects' operations, each one atomic txn.
 //! - `service`: the gRPC services over `store`.
+//! - `agent`: the node agent's stream and fetch.
 
+pub mod agent;
 pub mod keys;
 pub mod layout;
 pub mod service;

@@ -132,7 +132,7 @@ impl Tasks for ObjectService {
         &self,
         req: Request<ListTasksRequest>,
     ) -> Result<Response<ListTasksResponse>, Status> {
-        let tasks = self.store.task_list(&req.into_inner().node).await?;
+        let tasks = self.store.task_list(&req.into_inner().node, false).await?;
         Ok(Response::new(ListTasksResponse { tasks }))
     }
 

@@ -214,6 +214,22 @@ impl ObjectStore {
 
     /// Linearizable reads of several ranges at one revision.
     async fn read(&self, ops: Vec<RequestOp>) -> Result<(Vec<RangeResponse>, i64), Status> {
+        self.read_as(ops, false).await
+    }
+
+    /// Reads at one revision; `local` serves them from this member's state
+    /// without a ReadIndex round (the agent's path: it reacts to changes
+    /// this member has already applied).
+    async fn read_as(
+        &self,
+        mut ops: Vec<RequestOp>,
+        local: bool,
+    ) -> Result<(Vec<RangeResponse>, i64), Status> {
+        for op in &mut ops {
+            if let Some(request_op::Request::RequestRange(r)) = &mut op.request {
+                r.serializable = local;
+            }
+        }
         let resp = self.txn(Vec::new(), ops).await?;
         let rev = resp.header.as_ref().map(|h| h.revision).unwrap_or(0);
         let ranges = resp
@@ -494,8 +510,15 @@ impl ObjectStore {
     }
 
     /// A secret version's plaintext (the agent's delivery path).
-    pub async fn open_secret(&self, id: &str, version: u64) -> Result<SecretBytes, Status> {
-        let (r, _) = self.read(vec![get(layout::data_key(id, version))]).await?;
+    pub async fn open_secret(
+        &self,
+        id: &str,
+        version: u64,
+        local: bool,
+    ) -> Result<SecretBytes, Status> {
+        let (r, _) = self
+            .read_as(vec![get(layout::data_key(id, version))], local)
+            .await?;
         let kv = r[0]
             .kvs
             .first()
@@ -506,6 +529,40 @@ impl ObjectStore {
             version,
         };
         self.keys.open(&ctx, &kv.value).await
+    }
+
+    /// The current version of each secret, and the revision read at.
+    pub async fn current_versions(
+        &self,
+        ids: &BTreeSet<String>,
+        local: bool,
+    ) -> Result<(BTreeMap<String, u64>, i64), Status> {
+        let ops = ids
+            .iter()
+            .map(|id| get(layout::object_key(Kind::Secret, id)))
+            .collect();
+        let (r, rev) = self.read_as(ops, local).await?;
+        let mut out = BTreeMap::new();
+        for kv in r.iter().filter_map(|r| r.kvs.first()) {
+            let o = decode_object(Kind::Secret, kv)?;
+            out.insert(o.id, o.current_version);
+        }
+        Ok((out, rev))
+    }
+
+    /// A config's data (configs are stored plain).
+    pub async fn config_data(&self, id: &str, local: bool) -> Result<Vec<u8>, Status> {
+        let (r, _) = self
+            .read_as(vec![get(layout::object_key(Kind::Config, id))], local)
+            .await?;
+        let kv = r[0]
+            .kvs
+            .first()
+            .ok_or_else(|| not_found(Kind::Config, id))?;
+        Ok(decode_object(Kind::Config, kv)?
+            .spec
+            .map(|s| s.data)
+            .unwrap_or_default())
     }
 
     pub async fn task_create(&self, req: Task) -> Result<Task, Status> {
@@ -582,19 +639,23 @@ impl ObjectStore {
     }
 
     pub async fn task_inspect(&self, id: &str) -> Result<Task, Status> {
+        self.task_get(id, false).await
+    }
+
+    pub async fn task_get(&self, id: &str, local: bool) -> Result<Task, Status> {
         if validate::task_id(id).is_err() {
             return Err(Status::not_found(format!("task {id} not found")));
         }
-        let (r, _) = self.read(vec![get(layout::task_key(id))]).await?;
+        let (r, _) = self.read_as(vec![get(layout::task_key(id))], local).await?;
         match r[0].kvs.first() {
             Some(kv) => decode_task(kv),
             None => Err(Status::not_found(format!("task {id} not found"))),
         }
     }
 
-    pub async fn task_list(&self, node: &str) -> Result<Vec<Task>, Status> {
+    pub async fn task_list(&self, node: &str, local: bool) -> Result<Vec<Task>, Status> {
         let (r, _) = self
-            .read(vec![scan(layout::task_prefix(), 0, false)])
+            .read_as(vec![scan(layout::task_prefix(), 0, false)], local)
             .await?;
         let mut out = Vec::new();
         for kv in &r[0].kvs {
