@@ -58,7 +58,8 @@ pub enum AgentCmd {
     Exec(exec::ExecArgs),
 }
 
-fn endpoints(list: &str) -> Result<Vec<String>> {
+/// A comma-separated endpoint list (`--endpoints`), never empty.
+pub fn endpoints(list: &str) -> Result<Vec<String>> {
     let eps: Vec<String> = list
         .split(',')
         .map(str::trim)

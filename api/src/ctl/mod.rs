@@ -87,18 +87,7 @@ pub enum KvCmd {
     },
 }
 
-fn endpoints(list: &str) -> Result<Vec<String>> {
-    let eps: Vec<String> = list
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect();
-    if eps.is_empty() {
-        bail!("--endpoints is empty");
-    }
-    Ok(eps)
-}
+use secretd_fuse::endpoints;
 
 fn channel(endpoint: &str, timeout: Duration) -> Result<Channel> {
     let url = if endpoint.contains("://") {
