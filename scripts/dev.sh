@@ -8,12 +8,18 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/secretd-target}"
 cargo build --bins
 bin="$CARGO_TARGET_DIR/debug"
 mkdir -p dev-data
+# A development CA, and certificates for the member, an admin and node n1.
+certs=dev-data/certs
+[ -f "$certs/ca.pem" ] || "$bin/secretd" certs init --dir "$certs" --member dev --node n1 >/dev/null
+export SECRETCTL_CACERT="$certs/ca.pem" SECRETCTL_CERT="$certs/admin.pem" SECRETCTL_KEY="$certs/admin-key.pem"
 if "$bin/secretctl" --command-timeout 1 cluster status >/dev/null 2>&1; then
   echo "a member already answers on 127.0.0.1:2379; using it"
 else
-  "$bin/secretd" --name dev --data-dir dev-data/dev.etcd \
-    --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
-    --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
+  tls=(--cert-file "$certs/member-dev.pem" --key-file "$certs/member-dev-key.pem" --trusted-ca-file "$certs/ca.pem"
+       --peer-cert-file "$certs/member-dev.pem" --peer-key-file "$certs/member-dev-key.pem" --peer-trusted-ca-file "$certs/ca.pem")
+  "$bin/secretd" --name dev --data-dir dev-data/dev.etcd "${tls[@]}" \
+    --listen-client-urls https://127.0.0.1:2379 --advertise-client-urls https://127.0.0.1:2379 \
+    --listen-peer-urls https://127.0.0.1:2380 --initial-advertise-peer-urls https://127.0.0.1:2380 \
     >>dev-data/secretd.log 2>&1 &
   echo $! > dev-data/secretd.pid
   for _ in $(seq 50); do "$bin/secretctl" --command-timeout 1 cluster status >/dev/null 2>&1 && break; sleep 0.2; done
@@ -33,5 +39,8 @@ set -x
 { set +x; } 2>/dev/null
 echo
 echo "secretd is running (pid $(cat dev-data/secretd.pid 2>/dev/null || echo '?'), log: dev-data/secretd.log)."
-echo "Try: $bin/secretctl secret inspect db_pw    $bin/secretctl kv get --prefix ''    etcdctl --endpoints=127.0.0.1:2379 get greeting"
+echo "secretctl needs the admin certificate:"
+echo "  export SECRETCTL_CACERT=$certs/ca.pem SECRETCTL_CERT=$certs/admin.pem SECRETCTL_KEY=$certs/admin-key.pem"
+echo "Try: $bin/secretctl secret inspect db_pw"
+echo "     etcdctl --endpoints=https://127.0.0.1:2379 --cacert=$certs/ca.pem --cert=$certs/admin.pem --key=$certs/admin-key.pem get greeting"
 echo "Stop it with: kill \$(cat dev-data/secretd.pid)"

@@ -13,6 +13,7 @@ pub mod objects;
 pub mod peer;
 pub mod reserved;
 pub mod server;
+pub mod tls;
 pub mod urls;
 pub mod watch;
 

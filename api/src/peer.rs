@@ -179,7 +179,7 @@ async fn stream_snapshot(
     path: &std::path::Path,
 ) -> anyhow::Result<()> {
     let mut file = tokio::fs::File::open(path).await?;
-    let channel = tonic::transport::Endpoint::from_shared(url.to_string())?
+    let channel = crate::tls::peer_endpoint(url)?
         .connect_timeout(Duration::from_secs(2))
         .connect()
         .await?;
@@ -231,7 +231,7 @@ async fn peer_sender(
     node: Arc<OnceLock<Weak<Node>>>,
 ) {
     let mut backoff = RECONNECT_BACKOFF_MIN;
-    let endpoint = match tonic::transport::Endpoint::from_shared(url.clone()) {
+    let endpoint = match crate::tls::peer_endpoint(&url) {
         Ok(e) => e.connect_timeout(Duration::from_secs(1)).tcp_nodelay(true),
         Err(e) => {
             tracing::error!(peer = format_args!("{peer:x}"), %url, error = %e, "bad peer URL; not sending to it");
@@ -552,7 +552,7 @@ pub async fn fetch_cluster_info(peer_urls: &[String]) -> anyhow::Result<ClusterI
     let mut last = None;
     for url in peer_urls {
         let attempt = async {
-            let ch = tonic::transport::Endpoint::from_shared(url.clone())?
+            let ch = crate::tls::peer_endpoint(url)?
                 .connect_timeout(Duration::from_secs(2))
                 .timeout(Duration::from_secs(5))
                 .connect()
@@ -574,7 +574,7 @@ pub async fn fetch_cluster_info(peer_urls: &[String]) -> anyhow::Result<ClusterI
 
 /// Forwards a learner promotion to the leader's peer URL.
 pub async fn forward_promote(leader_peer_url: &str, id: u64) -> Result<(), Status> {
-    let ch = tonic::transport::Endpoint::from_shared(leader_peer_url.to_string())
+    let ch = crate::tls::peer_endpoint(leader_peer_url)
         .map_err(|e| Status::internal(format!("leader URL {leader_peer_url}: {e}")))?
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(10))

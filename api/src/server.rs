@@ -27,6 +27,7 @@ use crate::pb::secretstore::{
     secrets_server::SecretsServer, tasks_server::TasksServer,
 };
 use crate::peer::{GrpcTransport, RaftService, PEER_MESSAGE_BYTES_MAX};
+use crate::tls;
 use crate::urls;
 use crate::watch::WatchService;
 
@@ -50,16 +51,16 @@ pub struct ServerFlags {
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// URLs to listen on for client traffic.
-    #[arg(long, default_value = "http://localhost:2379")]
+    #[arg(long, default_value = "https://localhost:2379")]
     pub listen_client_urls: String,
     /// This member's client URLs to advertise to the rest of the cluster.
-    #[arg(long, default_value = "http://localhost:2379")]
+    #[arg(long, default_value = "https://localhost:2379")]
     pub advertise_client_urls: String,
     /// URLs to listen on for peer traffic.
-    #[arg(long, default_value = "http://localhost:2380")]
+    #[arg(long, default_value = "https://localhost:2380")]
     pub listen_peer_urls: String,
     /// This member's peer URLs to advertise to the rest of the cluster.
-    #[arg(long, default_value = "http://localhost:2380")]
+    #[arg(long, default_value = "https://localhost:2380")]
     pub initial_advertise_peer_urls: String,
     /// Initial cluster configuration for bootstrapping
     /// [default: ${name}=${initial-advertise-peer-urls}].
@@ -108,6 +109,31 @@ pub struct ServerFlags {
     /// one (etcd's flag name; a duration such as 10m, 500ms or 2s).
     #[arg(long = "experimental-watch-progress-notify-interval", default_value = "10m", value_parser = parse_duration)]
     pub watch_progress_notify_interval: Duration,
+    /// Certificate for client connections (https client URLs).
+    #[arg(long)]
+    pub cert_file: Option<PathBuf>,
+    /// Key for --cert-file.
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
+    /// CA that signs client certificates.
+    #[arg(long)]
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Require client certificates from --trusted-ca-file on https client
+    /// URLs (roles come from them). `--client-cert-auth=false` turns it off.
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub client_cert_auth: bool,
+    /// This member's certificate for peer traffic (server and client).
+    #[arg(long)]
+    pub peer_cert_file: Option<PathBuf>,
+    /// Key for --peer-cert-file.
+    #[arg(long)]
+    pub peer_key_file: Option<PathBuf>,
+    /// CA that signs members' certificates.
+    #[arg(long)]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+    /// Require member certificates on https peer URLs.
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub peer_client_cert_auth: bool,
     /// Old versions of a secret kept after a rotation (pinned versions are
     /// kept regardless).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=100))]
@@ -224,17 +250,39 @@ fn nodelay(l: TcpListener) -> impl futures::Stream<Item = std::io::Result<tokio:
 }
 
 /// Binds every URL of a list, failing clearly on the first that cannot be.
-async fn bind_all(flag: &str, list: &[String]) -> Result<Vec<TcpListener>> {
+async fn bind_all(flag: &str, list: &[String]) -> Result<Vec<(TcpListener, bool)>> {
     let mut out = Vec::new();
     for url in list {
         for addr in urls::resolve(url).await? {
             let l = TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("{flag}: cannot listen on {addr}"))?;
-            out.push(l);
+            out.push((l, url.starts_with("https://")));
         }
     }
     Ok(out)
+}
+
+/// The TLS config for one kind of listener, if any of its URLs is https.
+fn listener_tls(
+    kind: &str,
+    prefix: &str,
+    https: bool,
+    files: (&Option<PathBuf>, &Option<PathBuf>, &Option<PathBuf>, bool),
+) -> Result<Option<Arc<rustls::ServerConfig>>> {
+    if !https {
+        return Ok(None);
+    }
+    let (Some(cert), Some(key)) = (files.0, files.1) else {
+        bail!("https {kind} URLs need --{prefix}cert-file and --{prefix}key-file (run `secretd certs init` for a development CA)");
+    };
+    let f = crate::tls::TlsFiles {
+        cert: cert.clone(),
+        key: key.clone(),
+        trusted_ca: files.2.clone(),
+        client_cert_auth: files.3,
+    };
+    Ok(Some(crate::tls::server_config(&f, &format!("--{prefix}"))?))
 }
 
 /// `secretd snapshot restore`: a new member's data directory from a backup.
@@ -262,6 +310,14 @@ pub async fn run(flags: ServerFlags) -> Result<()> {
                 .map_err(anyhow::Error::msg)?,
         ),
     };
+    // How this member connects to others over https peer URLs.
+    if let Some(ca) = &flags.peer_trusted_ca_file {
+        tls::set_peer_client(Some(tls::ClientTls::load(
+            ca,
+            flags.peer_cert_file.as_deref(),
+            flags.peer_key_file.as_deref(),
+        )?));
+    }
     let fresh = !cfg.data_dir.join("db").exists();
     if fresh && !cfg.initial_members.iter().any(|m| m.name == cfg.name) {
         bail!(
@@ -299,7 +355,6 @@ pub async fn run(flags: ServerFlags) -> Result<()> {
         peer_urls = %peer_urls.join(","),
         "secretd member started"
     );
-    tracing::warn!("client and peer traffic is plaintext http; do not expose these ports beyond a trusted network");
     let keys = crate::objects::keys::Keys::load(node.clone(), &cfg.data_dir)
         .context("cannot open this member's keyring")?;
     keys.spawn_sync();
@@ -314,56 +369,124 @@ pub async fn run(flags: ServerFlags) -> Result<()> {
     if let Some(r) = retention {
         crate::compactor::start(node.clone(), r);
     }
+    let peer_tls = listener_tls(
+        "peer",
+        "peer-",
+        peer_listeners.iter().any(|(_, h)| *h),
+        (
+            &flags.peer_cert_file,
+            &flags.peer_key_file,
+            &flags.peer_trusted_ca_file,
+            flags.peer_client_cert_auth,
+        ),
+    )?;
+    let client_tls = listener_tls(
+        "client",
+        "",
+        client_listeners.iter().any(|(_, h)| *h),
+        (
+            &flags.cert_file,
+            &flags.key_file,
+            &flags.trusted_ca_file,
+            flags.client_cert_auth,
+        ),
+    )?;
+    let enforce_peer = peer_tls.is_some() && flags.peer_client_cert_auth;
+    let enforce_client = client_tls.is_some() && flags.client_cert_auth;
+    if !enforce_client {
+        tracing::warn!("CLIENT CONNECTIONS ARE NOT AUTHENTICATED: anyone who reaches the client port may do anything (use https client URLs with --cert-file, --key-file and --trusted-ca-file)");
+    }
+    if !enforce_peer {
+        tracing::warn!("PEER CONNECTIONS ARE NOT AUTHENTICATED: anyone who reaches the peer port may speak raft and fetch the key-encryption key (use https peer URLs with --peer-cert-file, --peer-key-file and --peer-trusted-ca-file)");
+    }
     let mut tasks = tokio::task::JoinSet::new();
-    for l in peer_listeners {
+    for (l, https) in peer_listeners {
         let svc = RaftServer::new(RaftService {
             node: node.clone(),
             keys: keys.clone(),
         })
         .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
-        let incoming = nodelay(l);
-        tasks.spawn(async move {
-            Server::builder()
-                .tcp_nodelay(true)
-                .add_service(svc)
-                .serve_with_incoming(incoming)
-                .await
-        });
+        let svc = tonic::service::interceptor::InterceptedService::new(
+            svc,
+            tls::authorize(tls::members_only, "the peer API", enforce_peer),
+        );
+        let router = Server::builder().add_service(svc);
+        match (https, peer_tls.clone()) {
+            (true, Some(cfg)) => {
+                let incoming = tls::incoming(l, cfg, "peer");
+                tasks.spawn(async move { router.serve_with_incoming(incoming).await });
+            }
+            _ => {
+                let incoming = nodelay(l);
+                tasks.spawn(async move { router.serve_with_incoming(incoming).await });
+            }
+        }
     }
     let max_recv = cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
-    for l in client_listeners {
+    let admin = |what: &'static str| tls::authorize(tls::admin_only, what, enforce_client);
+    use tonic::service::interceptor::InterceptedService as Guard;
+    for (l, https) in client_listeners {
         let router = Server::builder()
-            .tcp_nodelay(true)
-            .add_service(
+            .add_service(Guard::new(
                 KvServer::new(KvService { node: node.clone() })
                     .max_decoding_message_size(max_recv)
                     .max_encoding_message_size(usize::MAX),
-            )
-            .add_service(
+                admin("the KV API"),
+            ))
+            .add_service(Guard::new(
                 WatchServer::new(WatchService { node: node.clone() })
                     .max_decoding_message_size(max_recv)
                     .max_encoding_message_size(usize::MAX),
-            )
-            .add_service(ClusterServer::new(ClusterService { node: node.clone() }))
-            .add_service(SecretsServer::new(objects.clone()).max_decoding_message_size(max_recv))
-            .add_service(ConfigsServer::new(objects.clone()).max_decoding_message_size(max_recv))
-            .add_service(TasksServer::new(objects.clone()))
-            .add_service(AdminServer::new(objects.clone()))
-            .add_service(
+                admin("the Watch API"),
+            ))
+            .add_service(Guard::new(
+                ClusterServer::new(ClusterService { node: node.clone() }),
+                admin("the Cluster API"),
+            ))
+            .add_service(Guard::new(
+                SecretsServer::new(objects.clone()).max_decoding_message_size(max_recv),
+                admin("the Secrets API"),
+            ))
+            .add_service(Guard::new(
+                ConfigsServer::new(objects.clone()).max_decoding_message_size(max_recv),
+                admin("the Configs API"),
+            ))
+            .add_service(Guard::new(
+                TasksServer::new(objects.clone()),
+                admin("the Tasks API"),
+            ))
+            .add_service(Guard::new(
+                AdminServer::new(objects.clone()),
+                admin("the Admin API"),
+            ))
+            .add_service(Guard::new(
                 AgentServer::new(crate::objects::agent::AgentService {
                     node: node.clone(),
                     store: objects.store.clone(),
                 })
                 .max_encoding_message_size(max_recv),
-            )
-            .add_service(LeaseServer::new(LeaseService { node: node.clone() }))
-            .add_service(
+                tls::authorize(tls::agents, "the Agent API", enforce_client),
+            ))
+            .add_service(Guard::new(
+                LeaseServer::new(LeaseService { node: node.clone() }),
+                admin("the Lease API"),
+            ))
+            .add_service(Guard::new(
                 MaintenanceServer::new(MaintenanceService { node: node.clone() })
                     .max_encoding_message_size(usize::MAX),
-            );
-        let incoming = nodelay(l);
-        tasks.spawn(async move { router.serve_with_incoming(incoming).await });
+                admin("the Maintenance API"),
+            ));
+        match (https, client_tls.clone()) {
+            (true, Some(cfg)) => {
+                let incoming = tls::incoming(l, cfg, "client");
+                tasks.spawn(async move { router.serve_with_incoming(incoming).await });
+            }
+            _ => {
+                let incoming = nodelay(l);
+                tasks.spawn(async move { router.serve_with_incoming(incoming).await });
+            }
+        }
     }
 
     let fatal = {

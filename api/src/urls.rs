@@ -42,9 +42,6 @@ pub fn host_port(url: &str) -> Result<String> {
 
 /// Resolves a URL to the addresses to listen on.
 pub async fn resolve(url: &str) -> Result<Vec<SocketAddr>> {
-    if url.starts_with("https://") {
-        bail!("{url}: TLS listeners are not supported yet; use http://");
-    }
     let hp = host_port(url)?;
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host(&hp)
         .await

@@ -45,7 +45,17 @@ struct Agent {
 
 impl Agent {
     fn start(c: &Cluster, mount: &Path, backend: &str, log: &Path) -> Agent {
-        let args = vec![
+        Self::start_with(c, mount, backend, log, Vec::new())
+    }
+
+    fn start_with(
+        c: &Cluster,
+        mount: &Path,
+        backend: &str,
+        log: &Path,
+        extra: Vec<String>,
+    ) -> Agent {
+        let mut args = vec![
             "agent".to_string(),
             "--node".into(),
             "n1".into(),
@@ -56,6 +66,7 @@ impl Agent {
             "--endpoints".into(),
             c.endpoints(),
         ];
+        args.extend(extra);
         let mut a = Agent {
             child: None,
             log: log.to_path_buf(),
@@ -397,4 +408,44 @@ fn unusable_mount_points_are_refused_clearly() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("--node is required"));
+}
+
+/// The finished agent: over mutual TLS with its node's certificate. A
+/// certificate for another node is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn agent_authenticates_with_its_node_certificate() {
+    require_root_and_fuse();
+    let c = Cluster::start_tls(3, &[]);
+    c.wait_leader(Duration::from_secs(20)).await;
+    c.sctl(&["secret", "create", "db_pw", "-"], Some(b"over-tls"));
+    c.sctl(
+        &[
+            "task", "create", "web.1", "--node", "n1", "--secret", "db_pw",
+        ],
+        None,
+    );
+    let ca = c.tls.as_ref().unwrap().join("ca.pem").display().to_string();
+    let start = |cert: &str, mount: &Path, log: &Path| {
+        let (crt, key) = c.cert(cert);
+        let tls = vec![
+            "--cacert".into(),
+            ca.clone(),
+            "--cert".into(),
+            crt,
+            "--key".into(),
+            key,
+        ];
+        Agent::start_with(&c, mount, "fuse", log, tls)
+    };
+    let good = c.dir.path().join("good");
+    let _a = start("node-n1", &good, &c.dir.path().join("good.log"));
+    wait_for("the secret over TLS", Duration::from_secs(15), || {
+        read(&good.join("web.1/db_pw")) == Some(b"over-tls".to_vec())
+    });
+    let bad = c.dir.path().join("bad");
+    let b = start("node-n2", &bad, &c.dir.path().join("bad.log"));
+    wait_for("the refusal", Duration::from_secs(15), || {
+        b.logs().contains("this certificate is for node n2, not n1")
+    });
+    assert!(!bad.join("web.1").exists());
 }

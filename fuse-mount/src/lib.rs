@@ -6,6 +6,7 @@
 //! `exec` runs a command with a task's files at `/run/secrets`, in a mount
 //! namespace of its own.
 
+pub mod connect;
 pub mod exec;
 pub mod fusefs;
 pub mod image;
@@ -44,6 +45,15 @@ pub struct AgentArgs {
     /// Comma-separated member client endpoints (host:port).
     #[arg(long, env = "SECRETD_ENDPOINTS", default_value = "127.0.0.1:2379")]
     pub endpoints: String,
+    /// The cluster's CA (turns on TLS).
+    #[arg(long, env = "SECRETD_CACERT")]
+    pub cacert: Option<PathBuf>,
+    /// This node's certificate (role spiffe://secretd/node/NAME).
+    #[arg(long, env = "SECRETD_CERT")]
+    pub cert: Option<PathBuf>,
+    /// Key for --cert.
+    #[arg(long, env = "SECRETD_KEY")]
+    pub key: Option<PathBuf>,
     /// fuse (default) or tmpfs, for hosts without FUSE.
     #[arg(long, value_enum, default_value = "fuse")]
     pub backend: BackendKind,
@@ -58,19 +68,7 @@ pub enum AgentCmd {
     Exec(exec::ExecArgs),
 }
 
-/// A comma-separated endpoint list (`--endpoints`), never empty.
-pub fn endpoints(list: &str) -> Result<Vec<String>> {
-    let eps: Vec<String> = list
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect();
-    if eps.is_empty() {
-        bail!("--endpoints is empty");
-    }
-    Ok(eps)
-}
+pub use connect::endpoints;
 
 /// Keeps plaintext out of core dumps and swap, as far as the OS allows.
 fn harden() {
@@ -98,6 +96,14 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         );
     }
     let eps = endpoints(&args.endpoints)?;
+    let tls = connect::ClientTls::from_flags(
+        args.cacert.as_deref(),
+        args.cert.as_deref(),
+        args.key.as_deref(),
+    )?;
+    if tls.is_none() {
+        tracing::warn!("no --cacert: talking to the cluster in plaintext, unauthenticated");
+    }
     harden();
     let lock = mountpoint::prepare(&args.mount)?;
     let backend: Arc<dyn Backend> = match args.backend {
@@ -110,7 +116,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         BackendKind::Tmpfs => Arc::new(tmpfs::TmpfsBackend::mount(&args.mount)?),
     };
     tracing::info!(node = %node, mount = %args.mount.display(), backend = ?args.backend, "agent serving");
-    let sync = tokio::spawn(sync::Sync::new(eps, node, backend.clone()).run());
+    let sync = tokio::spawn(sync::Sync::new(eps, tls, node, backend.clone()).run());
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: unmounting"),

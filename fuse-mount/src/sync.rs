@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use secretd_crypto::SecretBytes;
 use tokio_stream::StreamExt;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::image::{Backend, FileEntry, Image};
 use crate::pb::{agent_client::AgentClient, AgentState, AgentWatchRequest, FetchRequest};
@@ -28,27 +28,22 @@ pub struct Sync {
     pub endpoints: Vec<String>,
     pub node: String,
     pub backend: Arc<dyn Backend>,
+    tls: Option<crate::connect::ClientTls>,
     /// Plaintext by (secret?, object, version); entries no file uses are
     /// dropped (and zeroized) after each update.
     cache: HashMap<Key, Arc<SecretBytes>>,
 }
 
-fn channel(endpoint: &str) -> anyhow::Result<Channel> {
-    let url = if endpoint.contains("://") {
-        endpoint.to_string()
-    } else {
-        format!("http://{endpoint}")
-    };
-    Ok(Endpoint::from_shared(url)?
-        .connect_timeout(Duration::from_secs(2))
-        .tcp_nodelay(true)
-        .connect_lazy())
-}
-
 impl Sync {
-    pub fn new(endpoints: Vec<String>, node: String, backend: Arc<dyn Backend>) -> Sync {
+    pub fn new(
+        endpoints: Vec<String>,
+        tls: Option<crate::connect::ClientTls>,
+        node: String,
+        backend: Arc<dyn Backend>,
+    ) -> Sync {
         Sync {
             endpoints,
+            tls,
             node,
             backend,
             cache: HashMap::new(),
@@ -77,7 +72,8 @@ impl Sync {
 
     async fn follow(&mut self, endpoint: &str, backoff_ms: &mut u64) -> anyhow::Result<()> {
         let mut client =
-            AgentClient::new(channel(endpoint)?).max_decoding_message_size(MESSAGE_BYTES_MAX);
+            AgentClient::new(crate::connect::channel(endpoint, self.tls.as_ref(), None)?)
+                .max_decoding_message_size(MESSAGE_BYTES_MAX);
         let mut stream = client
             .watch(AgentWatchRequest {
                 node: self.node.clone(),

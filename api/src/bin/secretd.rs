@@ -31,6 +31,26 @@ enum Command {
     /// The node agent: serves the secrets and configs of a node's tasks at
     /// /run/secretd/<task>/ (FUSE, or tmpfs), live.
     Agent(secretd_fuse::AgentArgs),
+    /// A development PKI.
+    #[command(subcommand)]
+    Certs(CertsCmd),
+}
+
+#[derive(Subcommand)]
+enum CertsCmd {
+    /// Creates a CA and certificates for members, node agents and an admin
+    /// in DIR (roles as SAN URIs spiffe://secretd/member/NAME, node/NAME,
+    /// admin). For one machine's development cluster, not production.
+    Init {
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// A member: NAME, or NAME=HOST,HOST for extra server names.
+        #[arg(long = "member", default_value = "default")]
+        members: Vec<String>,
+        /// A node agent's node name.
+        #[arg(long = "node")]
+        nodes: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -40,15 +60,34 @@ enum SnapshotCmd {
     Restore {
         file: PathBuf,
         #[command(flatten)]
-        server: secretd_api::server::ServerFlags,
+        server: Box<secretd_api::server::ServerFlags>,
     },
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     if let Some(Command::Snapshot(SnapshotCmd::Restore { file, server })) = cli.command {
-        return match secretd_api::server::restore(server, &file) {
+        return match secretd_api::server::restore(*server, &file) {
             Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("secretd: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(Command::Certs(CertsCmd::Init {
+        dir,
+        members,
+        nodes,
+    })) = &cli.command
+    {
+        return match secretd_api::tls::pki::init(dir, members, nodes) {
+            Ok(files) => {
+                for f in files {
+                    println!("{}", f.display());
+                }
+                std::process::ExitCode::SUCCESS
+            }
             Err(e) => {
                 eprintln!("secretd: {e:#}");
                 std::process::ExitCode::FAILURE
@@ -84,5 +123,13 @@ fn main() -> std::process::ExitCode {
             eprintln!("secretd: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cli_definition_is_consistent() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
     }
 }

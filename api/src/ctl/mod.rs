@@ -29,6 +29,15 @@ pub struct Cli {
         default_value = "127.0.0.1:2379"
     )]
     pub endpoints: String,
+    /// The cluster's CA certificate (turns on TLS), as etcdctl's --cacert.
+    #[arg(long, global = true, env = "SECRETCTL_CACERT")]
+    pub cacert: Option<std::path::PathBuf>,
+    /// Client certificate (an admin's: spiffe://secretd/admin).
+    #[arg(long, global = true, env = "SECRETCTL_CERT")]
+    pub cert: Option<std::path::PathBuf>,
+    /// Key for --cert.
+    #[arg(long = "key", id = "client_key", global = true, env = "SECRETCTL_KEY")]
+    pub key: Option<std::path::PathBuf>,
     /// Time allowed for each request, in seconds.
     #[arg(long, global = true, default_value_t = 5)]
     pub command_timeout: u64,
@@ -89,17 +98,13 @@ pub enum KvCmd {
 
 use secretd_fuse::endpoints;
 
-fn channel(endpoint: &str, timeout: Duration) -> Result<Channel> {
-    let url = if endpoint.contains("://") {
-        endpoint.to_string()
-    } else {
-        format!("http://{endpoint}")
-    };
-    Ok(Channel::from_shared(url.clone())
-        .map_err(|_| anyhow!("invalid endpoint {endpoint:?}"))?
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(timeout)
-        .connect_lazy())
+fn channel(cli: &Cli, endpoint: &str, timeout: Duration) -> Result<Channel> {
+    let tls = secretd_fuse::connect::ClientTls::from_flags(
+        cli.cacert.as_deref(),
+        cli.cert.as_deref(),
+        cli.key.as_deref(),
+    )?;
+    secretd_fuse::connect::channel(endpoint, tls.as_ref(), Some(timeout))
 }
 
 /// The key just past every key with this prefix (etcd's prefix range end).
@@ -158,7 +163,7 @@ where
     })?;
     let mut last = None;
     for ep in eps {
-        let ch = channel(&ep, timeout)
+        let ch = channel(cli, &ep, timeout)
             .map_err(|e| (tonic::Status::invalid_argument(e.to_string()), ep.clone()))?;
         match f(ch).await {
             Ok(v) => return Ok(v),
@@ -257,7 +262,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             );
             let mut failed = 0;
             for ep in endpoints(&cli.endpoints)? {
-                let mut c = MaintenanceClient::new(channel(&ep, timeout)?);
+                let mut c = MaintenanceClient::new(channel(&cli, &ep, timeout)?);
                 match c.status(StatusRequest {}).await {
                     Ok(s) => {
                         let s = s.into_inner();
@@ -340,6 +345,11 @@ pub async fn run(cli: Cli) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        <Cli as clap::CommandFactory>::command().debug_assert();
+    }
 
     #[test]
     fn prefix_ends() {

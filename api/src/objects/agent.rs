@@ -14,9 +14,9 @@
 //! with the cluster unreachable.
 //!
 //! `Fetch` returns a secret's plaintext (or a config's data) only if a task
-//! assigned to the asking node uses that object. Until mutual TLS lands,
-//! the node is whatever the request says; the security issue binds it to
-//! the agent's certificate.
+//! assigned to the asking node uses that object, and a node agent's
+//! certificate (`spiffe://secretd/node/NAME`) may only ask as that node.
+//! Access ends with the assignment: each fetch checks it again.
 
 use std::collections::BTreeSet;
 use std::pin::Pin;
@@ -35,6 +35,7 @@ use crate::pb::secretstore::{
     agent_server::Agent, AgentFile, AgentState, AgentWatchRequest, FetchRequest, FetchResponse,
 };
 use crate::reserved::RESERVED;
+use crate::tls::{Caller, Role};
 
 /// States queued per agent stream; a slow agent only ever needs the latest.
 const STATES_QUEUED_MAX: usize = 2;
@@ -99,6 +100,20 @@ pub async fn node_state(store: &ObjectStore, node: &str) -> Result<AgentState, S
     Ok(out)
 }
 
+/// A node agent's certificate names its node: it may ask only for that
+/// node's state and files. Admins may ask for any node.
+fn bind_node<T>(req: &Request<T>, node: &str) -> Result<(), Status> {
+    match req.extensions().get::<Caller>() {
+        Some(Caller(Role::Node(n))) if n != node => {
+            tracing::warn!(certificate = %n, asked = %node, "refused an agent asking for another node");
+            Err(Status::permission_denied(format!(
+                "this certificate is for node {n}, not {node}"
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn same(a: &AgentState, b: &AgentState) -> bool {
     a.tasks == b.tasks && a.files == b.files
 }
@@ -113,6 +128,7 @@ impl Agent for AgentService {
         &self,
         req: Request<AgentWatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        bind_node(&req, &req.get_ref().node)?;
         let node_name = req.into_inner().node;
         validate::node(&node_name)?;
         let (events_tx, mut events) = mpsc::channel(EVENTS_QUEUED_MAX);
@@ -167,6 +183,7 @@ impl Agent for AgentService {
     }
 
     async fn fetch(&self, req: Request<FetchRequest>) -> Result<Response<FetchResponse>, Status> {
+        bind_node(&req, &req.get_ref().node)?;
         let r = req.into_inner();
         let denied = || {
             Status::permission_denied(format!(

@@ -275,7 +275,7 @@ impl Keys {
     }
 
     async fn fetch_from(&self, url: &str, generation: u32) -> anyhow::Result<Key> {
-        let ch = tonic::transport::Endpoint::from_shared(url.to_string())?
+        let ch = crate::tls::peer_endpoint(url)?
             .connect_timeout(Duration::from_millis(FETCH_TIMEOUT_MS))
             .timeout(Duration::from_millis(FETCH_TIMEOUT_MS))
             .connect()

@@ -28,6 +28,8 @@ pub struct Cluster {
     pub members: Vec<Member>,
     initial_cluster: String,
     extra_args: Vec<String>,
+    /// With TLS: the directory of `secretd certs init`'s files.
+    pub tls: Option<PathBuf>,
 }
 
 /// A port for a test member. Taken below Linux's ephemeral range
@@ -79,6 +81,38 @@ impl Cluster {
 
     /// The cluster's members and directories, none started yet.
     pub fn prepare(n: usize, extra: &[&str]) -> Cluster {
+        Self::prepare_with(n, extra, false)
+    }
+
+    /// A cluster whose client and peer URLs are https with mutual TLS,
+    /// certificates from a fresh development CA (nodes n1 and n2 get agent
+    /// certificates too).
+    pub fn start_tls(n: usize, extra: &[&str]) -> Cluster {
+        let mut c = Self::prepare_with(n, extra, true);
+        for i in 0..n {
+            c.spawn(i);
+        }
+        c
+    }
+
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// A certificate and key from the cluster's dev CA directory.
+    pub fn cert(&self, name: &str) -> (String, String) {
+        let d = self.tls.as_ref().expect("a TLS cluster");
+        (
+            d.join(format!("{name}.pem")).display().to_string(),
+            d.join(format!("{name}-key.pem")).display().to_string(),
+        )
+    }
+
+    pub fn prepare_with(n: usize, extra: &[&str], tls: bool) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut members = Vec::new();
         for i in 1..=n {
@@ -92,9 +126,17 @@ impl Cluster {
                 join_args: Vec::new(),
             });
         }
+        let scheme = if tls { "https" } else { "http" };
+        let tls = tls.then(|| {
+            let certs = dir.path().join("certs");
+            let names: Vec<String> = members.iter().map(|m| m.name.clone()).collect();
+            secretd_api::tls::pki::init(&certs, &names, &["n1".into(), "n2".into()])
+                .expect("dev certificates");
+            certs
+        });
         let initial_cluster = members
             .iter()
-            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .map(|m| format!("{}={scheme}://127.0.0.1:{}", m.name, m.peer_port))
             .collect::<Vec<_>>()
             .join(",");
         Cluster {
@@ -102,6 +144,7 @@ impl Cluster {
             members,
             initial_cluster,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            tls,
         }
     }
 
@@ -124,6 +167,36 @@ impl Cluster {
     }
 
     pub fn spawn(&mut self, i: usize) {
+        let scheme = self.scheme();
+        let tls_args: Vec<String> = match &self.tls {
+            Some(d) => {
+                let name = &self.members[i].name;
+                let cert = d.join(format!("member-{name}.pem")).display().to_string();
+                let key = d
+                    .join(format!("member-{name}-key.pem"))
+                    .display()
+                    .to_string();
+                let ca = d.join("ca.pem").display().to_string();
+                [
+                    "--cert-file",
+                    &cert,
+                    "--key-file",
+                    &key,
+                    "--trusted-ca-file",
+                    &ca,
+                    "--peer-cert-file",
+                    &cert,
+                    "--peer-key-file",
+                    &key,
+                    "--peer-trusted-ca-file",
+                    &ca,
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+            }
+            None => Vec::new(),
+        };
         let m = &mut self.members[i];
         assert!(m.child.is_none(), "member {} already running", m.name);
         let log = std::fs::OpenOptions::new()
@@ -131,8 +204,8 @@ impl Cluster {
             .append(true)
             .open(&m.log)
             .expect("log file");
-        let client = format!("http://127.0.0.1:{}", m.client_port);
-        let peer = format!("http://127.0.0.1:{}", m.peer_port);
+        let client = format!("{scheme}://127.0.0.1:{}", m.client_port);
+        let peer = format!("{scheme}://127.0.0.1:{}", m.peer_port);
         let child = Command::new(secretd_bin())
             .args(["--name", &m.name])
             .arg("--data-dir")
@@ -158,6 +231,7 @@ impl Cluster {
                 m.join_args.clone()
             })
             .args(&self.extra_args)
+            .args(&tls_args)
             .env("SECRETD_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -256,9 +330,21 @@ impl Cluster {
 
     /// Runs etcdctl against the given endpoints.
     pub fn etcdctl_at(&self, endpoints: &str, args: &[&str]) -> Output {
-        Command::new(etcdctl_bin())
-            .env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={endpoints}"))
+        let mut cmd = Command::new(etcdctl_bin());
+        if let Some(d) = &self.tls {
+            let eps: Vec<String> = endpoints
+                .split(',')
+                .map(|e| format!("https://{e}"))
+                .collect();
+            let (cert, key) = self.cert("admin");
+            cmd.arg(format!("--endpoints={}", eps.join(",")))
+                .arg(format!("--cacert={}", d.join("ca.pem").display()))
+                .arg(format!("--cert={cert}"))
+                .arg(format!("--key={key}"));
+        } else {
+            cmd.arg(format!("--endpoints={endpoints}"));
+        }
+        cmd.env("ETCDCTL_API", "3")
             .arg("--command-timeout=10s")
             .args(args)
             .output()
@@ -281,12 +367,32 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// A channel to member `i`; with TLS, as the admin.
     pub async fn channel(&self, i: usize) -> Channel {
-        Channel::from_shared(format!("http://{}", self.endpoint(i)))
+        match &self.tls {
+            Some(_) => self.channel_as(i, "admin"),
+            None => secretd_fuse::connect::channel(
+                &self.endpoint(i),
+                None,
+                Some(Duration::from_secs(10)),
+            )
+            .unwrap(),
+        }
+    }
+
+    /// A TLS channel to member `i` presenting `cert` (e.g. "admin",
+    /// "node-n1") from the cluster's CA directory.
+    pub fn channel_as(&self, i: usize, cert: &str) -> Channel {
+        let d = self.tls.as_ref().expect("a TLS cluster");
+        let (c, k) = self.cert(cert);
+        let tls = secretd_fuse::connect::ClientTls::load(
+            &d.join("ca.pem"),
+            Some(Path::new(&c)),
+            Some(Path::new(&k)),
+        )
+        .unwrap();
+        secretd_fuse::connect::channel(&self.endpoint(i), Some(&tls), Some(Duration::from_secs(10)))
             .unwrap()
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(10))
-            .connect_lazy()
     }
 
     pub async fn kv(&self, i: usize) -> KvClient<Channel> {
@@ -397,7 +503,14 @@ impl Cluster {
 
     pub fn secretctl_at(&self, endpoints: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
         use std::io::Write;
-        let mut child = Command::new(secretctl_bin())
+        let mut cmd = Command::new(secretctl_bin());
+        if let Some(d) = &self.tls {
+            let (cert, key) = self.cert("admin");
+            cmd.env("SECRETCTL_CACERT", d.join("ca.pem"))
+                .env("SECRETCTL_CERT", cert)
+                .env("SECRETCTL_KEY", key);
+        }
+        let mut child = cmd
             .env("SECRETCTL_ENDPOINTS", endpoints)
             .args(args)
             .stdin(Stdio::piped())

@@ -1,0 +1,287 @@
+//! Mutual TLS on every connection, and roles from certificates.
+//!
+//! Roles are SAN URIs in the certificate the cluster's CA signed:
+//! `spiffe://secretd/admin` (operators, `secretctl`, `etcdctl`),
+//! `spiffe://secretd/node/<name>` (the node agent of `<name>`) and
+//! `spiffe://secretd/member/<name>` (a cluster member, on the peer port and
+//! as a client of other members). A certificate with none of these gets
+//! nothing.
+//!
+//! Listeners accept TLS themselves (`incoming`), so every refused handshake
+//! gets one clear log line (wrong CA, expired, no certificate), then hand
+//! the connection to tonic, which exposes the peer's certificate to the
+//! role checks (`authorize`).
+
+pub mod pki;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tonic::transport::Endpoint;
+use tonic::{Request, Status};
+
+pub const SPIFFE_PREFIX: &str = "spiffe://secretd/";
+/// Time a client has to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+/// Handshaken connections waiting for the server to take them.
+const ACCEPTED_QUEUE_MAX: usize = 128;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    Admin,
+    Node(String),
+    Member(String),
+    /// No client authentication on this listener (plaintext or TLS without
+    /// `--client-cert-auth`): a development setup, logged loudly at start.
+    Unauthenticated,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Role::Admin => write!(f, "admin"),
+            Role::Node(n) => write!(f, "node agent {n}"),
+            Role::Member(n) => write!(f, "member {n}"),
+            Role::Unauthenticated => write!(f, "an unauthenticated client"),
+        }
+    }
+}
+
+/// The role a certificate grants, from its SAN URIs.
+pub fn role_of(der: &[u8]) -> Result<Role, String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| format!("unreadable client certificate: {e}"))?;
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|e| format!("bad subjectAltName: {e}"))?;
+    let uris = san
+        .iter()
+        .flat_map(|s| s.value.general_names.iter())
+        .filter_map(|g| match g {
+            x509_parser::extensions::GeneralName::URI(u) => Some(*u),
+            _ => None,
+        });
+    for u in uris {
+        let Some(rest) = u.strip_prefix(SPIFFE_PREFIX) else {
+            continue;
+        };
+        let named = |n: &str| {
+            if crate::objects::validate::is_valid_name(n) {
+                Ok(n.to_string())
+            } else {
+                Err(format!("bad name in certificate role {u}"))
+            }
+        };
+        return match rest.split_once('/') {
+            None if rest == "admin" => Ok(Role::Admin),
+            Some(("node", n)) => named(n).map(Role::Node),
+            Some(("member", n)) => named(n).map(Role::Member),
+            _ => Err(format!("unknown certificate role {u}")),
+        };
+    }
+    Err(format!(
+        "the client certificate carries no secretd role (a SAN URI {SPIFFE_PREFIX}admin, node/NAME or member/NAME)"
+    ))
+}
+
+pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+        .with_context(|| format!("cannot read certificates from {}", path.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{} is not a PEM certificate file", path.display()))?;
+    if certs.is_empty() {
+        bail!("{} holds no PEM certificate", path.display());
+    }
+    Ok(certs)
+}
+
+pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
+    PrivateKeyDer::from_pem_file(path)
+        .with_context(|| format!("{} is not a PEM private key", path.display()))
+}
+
+/// One listener's TLS files, as etcd's flags name them.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub trusted_ca: Option<PathBuf>,
+    pub client_cert_auth: bool,
+}
+
+/// A server config; with `client_cert_auth`, clients must present a
+/// certificate from `trusted_ca`.
+pub fn server_config(f: &TlsFiles, flag: &str) -> Result<Arc<rustls::ServerConfig>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| anyhow!("TLS: {e}"))?;
+    let builder = if f.client_cert_auth {
+        let ca = f
+            .trusted_ca
+            .as_ref()
+            .ok_or_else(|| anyhow!("{flag}client-cert-auth needs {flag}trusted-ca-file"))?;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in read_certs(ca)? {
+            roots
+                .add(c)
+                .with_context(|| format!("{}: not a usable CA certificate", ca.display()))?;
+        }
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .map_err(|e| anyhow!("{}: {e}", ca.display()))?;
+        builder.with_client_cert_verifier(verifier)
+    } else {
+        builder.with_no_client_auth()
+    };
+    let mut cfg = builder
+        .with_single_cert(read_certs(&f.cert)?, read_key(&f.key)?)
+        .with_context(|| {
+            format!(
+                "{} and {} do not make a usable certificate and key",
+                f.cert.display(),
+                f.key.display()
+            )
+        })?;
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+fn nodelay(s: &TcpStream) {
+    if let Err(e) = s.set_nodelay(true) {
+        tracing::warn!(error = %e, "cannot set TCP_NODELAY");
+    }
+}
+
+/// Accepted TLS connections. Each handshake runs in its own task with a
+/// time limit, so a slow or hostile client holds up no one; each refusal
+/// is logged with the reason.
+pub fn incoming(
+    listener: TcpListener,
+    cfg: Arc<rustls::ServerConfig>,
+    what: &'static str,
+) -> impl futures::Stream<Item = std::io::Result<tokio_rustls::server::TlsStream<TcpStream>>> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+    let (tx, rx) = mpsc::channel(ACCEPTED_QUEUE_MAX);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, addr): (TcpStream, SocketAddr) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(listener = what, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            nodelay(&tcp);
+            let (acceptor, conn_tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                let hs = tokio::time::timeout(
+                    Duration::from_millis(HANDSHAKE_TIMEOUT_MS),
+                    acceptor.accept(tcp),
+                )
+                .await;
+                match hs {
+                    Ok(Ok(s)) => {
+                        let _ = conn_tx.send(Ok(s)).await;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(listener = what, remote = %addr, reason = %e, "refused a TLS connection")
+                    }
+                    Err(_) => {
+                        tracing::warn!(listener = what, remote = %addr, "refused a TLS connection: handshake timed out")
+                    }
+                }
+            });
+            if tx.is_closed() {
+                return;
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+pub use secretd_fuse::connect::ClientTls;
+
+static PEER_CLIENT: OnceLock<Option<ClientTls>> = OnceLock::new();
+
+/// Sets how this member connects to other members (once, at start).
+pub fn set_peer_client(tls: Option<ClientTls>) {
+    let _ = PEER_CLIENT.set(tls);
+}
+
+/// An endpoint for a member's peer URL, with the member's TLS identity
+/// when peer URLs are https.
+pub fn peer_endpoint(url: &str) -> Result<Endpoint> {
+    let ep = Endpoint::from_shared(url.to_string()).map_err(|e| anyhow!("peer URL {url}: {e}"))?;
+    if url.starts_with("https://") {
+        let tls = PEER_CLIENT
+            .get()
+            .and_then(|t| t.as_ref())
+            .ok_or_else(|| anyhow!("peer URL {url} is https but this member has no --peer-cert-file/--peer-trusted-ca-file"))?;
+        return ep
+            .tls_config(tls.config())
+            .map_err(|e| anyhow!("peer URL {url}: {e}"));
+    }
+    Ok(ep)
+}
+
+/// The identity a role check found, for services that need it (the agent
+/// API binds the node name to the certificate).
+#[derive(Clone, Debug)]
+pub struct Caller(pub Role);
+
+/// A tonic interceptor admitting only `allowed` roles (when `enforce`).
+pub fn authorize(
+    allowed: fn(&Role) -> bool,
+    what: &'static str,
+    enforce: bool,
+) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone {
+    move |mut req: Request<()>| {
+        let role = if enforce {
+            let certs = req.peer_certs();
+            let Some(cert) = certs.as_ref().and_then(|c| c.first()) else {
+                return Err(Status::unauthenticated(
+                    "a client certificate from the cluster's CA is required",
+                ));
+            };
+            match role_of(cert.as_ref()) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(api = what, remote = ?req.remote_addr(), reason = %e, "refused a request");
+                    return Err(Status::permission_denied(e));
+                }
+            }
+        } else {
+            Role::Unauthenticated
+        };
+        if enforce && !allowed(&role) {
+            tracing::warn!(api = what, remote = ?req.remote_addr(), %role, "refused a request: wrong role");
+            return Err(Status::permission_denied(format!(
+                "{role} may not use {what}"
+            )));
+        }
+        req.extensions_mut().insert(Caller(role));
+        Ok(req)
+    }
+}
+
+pub fn admin_only(r: &Role) -> bool {
+    *r == Role::Admin
+}
+
+pub fn agents(r: &Role) -> bool {
+    matches!(r, Role::Admin | Role::Node(_))
+}
+
+pub fn members_only(r: &Role) -> bool {
+    matches!(r, Role::Member(_))
+}

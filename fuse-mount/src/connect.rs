@@ -1,0 +1,106 @@
+//! How a client of secretd connects: the endpoint list, and TLS with the
+//! client's own certificate (an admin's for `secretctl`, a node's for the
+//! agent, a member's between members). Shared by every client in the
+//! workspace, so they all fail the same clear way on a bad file.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+/// A comma-separated endpoint list (`--endpoints`), never empty.
+pub fn endpoints(list: &str) -> Result<Vec<String>> {
+    let eps: Vec<String> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    if eps.is_empty() {
+        bail!("--endpoints is empty");
+    }
+    Ok(eps)
+}
+
+fn check_pem(path: &Path, what: &str, marker: &str) -> Result<Vec<u8>> {
+    let b =
+        std::fs::read(path).with_context(|| format!("cannot read {what} {}", path.display()))?;
+    if !String::from_utf8_lossy(&b).contains(marker) {
+        bail!("{} is not a PEM {what}", path.display());
+    }
+    Ok(b)
+}
+
+/// A CA to trust, and optionally a certificate and key to present.
+#[derive(Clone)]
+pub struct ClientTls {
+    ca: Certificate,
+    identity: Option<Identity>,
+}
+
+impl ClientTls {
+    pub fn load(ca: &Path, cert: Option<&Path>, key: Option<&Path>) -> Result<ClientTls> {
+        let ca = Certificate::from_pem(check_pem(ca, "CA certificate", "BEGIN CERTIFICATE")?);
+        let identity = match (cert, key) {
+            (Some(c), Some(k)) => Some(Identity::from_pem(
+                check_pem(c, "certificate", "BEGIN CERTIFICATE")?,
+                check_pem(k, "private key", "PRIVATE KEY")?,
+            )),
+            (None, None) => None,
+            _ => bail!("a client certificate needs both --cert and --key"),
+        };
+        Ok(ClientTls { ca, identity })
+    }
+
+    /// From optional flags: TLS if a CA is given.
+    pub fn from_flags(
+        ca: Option<&Path>,
+        cert: Option<&Path>,
+        key: Option<&Path>,
+    ) -> Result<Option<ClientTls>> {
+        match ca {
+            Some(ca) => Ok(Some(ClientTls::load(ca, cert, key)?)),
+            None if cert.is_some() || key.is_some() => {
+                bail!("--cert and --key need --cacert (the cluster's CA)")
+            }
+            None => Ok(None),
+        }
+    }
+
+    pub fn config(&self) -> ClientTlsConfig {
+        let c = ClientTlsConfig::new().ca_certificate(self.ca.clone());
+        match &self.identity {
+            Some(i) => c.identity(i.clone()),
+            None => c,
+        }
+    }
+}
+
+/// An endpoint for `host:port` or a URL: https when TLS is configured.
+pub fn endpoint(ep: &str, tls: Option<&ClientTls>) -> Result<Endpoint> {
+    let url = match (ep.contains("://"), tls.is_some()) {
+        (true, _) => ep.to_string(),
+        (false, true) => format!("https://{ep}"),
+        (false, false) => format!("http://{ep}"),
+    };
+    let e = Endpoint::from_shared(url.clone()).map_err(|_| anyhow!("invalid endpoint {ep:?}"))?;
+    match (url.starts_with("https://"), tls) {
+        (true, Some(t)) => e
+            .tls_config(t.config())
+            .map_err(|err| anyhow!("{ep}: {err}")),
+        (true, None) => bail!("{ep} is https: give the cluster's CA with --cacert"),
+        (false, _) => Ok(e),
+    }
+}
+
+/// A lazily connecting channel with the usual limits.
+pub fn channel(ep: &str, tls: Option<&ClientTls>, timeout: Option<Duration>) -> Result<Channel> {
+    let mut e = endpoint(ep, tls)?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true);
+    if let Some(t) = timeout {
+        e = e.timeout(t);
+    }
+    Ok(e.connect_lazy())
+}
