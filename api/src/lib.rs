@@ -2,6 +2,7 @@
 //! raft transport, and the server that ties them to a `store::node::Node`.
 //! The `secretd` and `secretctl` binaries are thin shells over this crate.
 
+pub mod audit;
 pub mod cluster;
 pub mod compactor;
 pub mod ctl;

@@ -134,6 +134,10 @@ pub struct ServerFlags {
     /// Require member certificates on https peer URLs.
     #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub peer_client_cert_auth: bool,
+    /// Append one JSON line per secret delivery and per change to a
+    /// secret, config, task or setting to this file (mode 0600).
+    #[arg(long)]
+    pub audit_log: Option<PathBuf>,
     /// Old versions of a secret kept after a rotation (pinned versions are
     /// kept regardless).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=100))]
@@ -310,6 +314,14 @@ pub async fn run(flags: ServerFlags) -> Result<()> {
                 .map_err(anyhow::Error::msg)?,
         ),
     };
+    // No core dumps: the process holds the KEK and, briefly, plaintexts.
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot disable core dumps");
+    }
+    if let Some(p) = &flags.audit_log {
+        crate::audit::open(p)?;
+    }
     // How this member connects to others over https peer URLs.
     if let Some(ca) = &flags.peer_trusted_ca_file {
         tls::set_peer_client(Some(tls::ClientTls::load(

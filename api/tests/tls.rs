@@ -48,7 +48,9 @@ fn wait_log(c: &Cluster, needle: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn only_the_clusters_certificates_get_in_each_as_far_as_its_role() {
-    let c = Cluster::start_tls(3, &[]);
+    let audit_dir = tempfile::tempdir().unwrap();
+    let audit = audit_dir.path().join("audit.log");
+    let c = Cluster::start_tls(3, &["--audit-log", audit.to_str().unwrap()]);
     c.wait_leader(Duration::from_secs(20)).await;
     let certs = c.tls.clone().unwrap();
     let ca = certs.join("ca.pem").display().to_string();

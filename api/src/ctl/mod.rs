@@ -4,6 +4,7 @@
 //! and exit status 1.
 
 mod format;
+pub use format::rfc3339_nano;
 mod objects;
 mod template;
 

@@ -183,6 +183,27 @@ impl Agent for AgentService {
     }
 
     async fn fetch(&self, req: Request<FetchRequest>) -> Result<Response<FetchResponse>, Status> {
+        let who = crate::audit::who(&req);
+        let what = format!(
+            "{}/{}/{}",
+            req.get_ref().node,
+            req.get_ref().task,
+            req.get_ref().object_id
+        );
+        let kind = if req.get_ref().secret {
+            "secret"
+        } else {
+            "config"
+        };
+        let version = req.get_ref().secret.then_some(req.get_ref().version);
+        let r = self.deliver(req).await;
+        crate::audit::record(&who, &format!("{kind}.deliver"), &what, version, &r);
+        r
+    }
+}
+
+impl AgentService {
+    async fn deliver(&self, req: Request<FetchRequest>) -> Result<Response<FetchResponse>, Status> {
         bind_node(&req, &req.get_ref().node)?;
         let r = req.into_inner();
         let denied = || {

@@ -9,6 +9,7 @@ use tonic::{Request, Response, Status};
 
 use super::layout::Kind;
 use super::store::ObjectStore;
+use crate::audit;
 use crate::pb::secretstore::{
     admin_server::Admin, configs_server::Configs, secrets_server::Secrets, tasks_server::Tasks,
     ClusterSettings, CreateRequest, CreateResponse, GetSettingsRequest, InspectRequest, KeyStatus,
@@ -25,10 +26,15 @@ impl ObjectService {
     async fn create(
         &self,
         kind: Kind,
-        req: CreateRequest,
+        req: Request<CreateRequest>,
     ) -> Result<Response<CreateResponse>, Status> {
-        let id = self.store.create(kind, req).await?;
-        Ok(Response::new(CreateResponse { id }))
+        let who = audit::who(&req);
+        let req = req.into_inner();
+        let name = req.name.clone();
+        let r = self.store.create(kind, req).await;
+        let v = (kind == Kind::Secret).then_some(1);
+        audit::record(&who, &format!("{}.create", kind.word()), &name, v, &r);
+        Ok(Response::new(CreateResponse { id: r? }))
     }
 
     async fn list(&self, kind: Kind, req: ListRequest) -> Result<Response<ListResponse>, Status> {
@@ -39,10 +45,13 @@ impl ObjectService {
     async fn remove(
         &self,
         kind: Kind,
-        req: RemoveRequest,
+        req: Request<RemoveRequest>,
     ) -> Result<Response<RemoveResponse>, Status> {
-        let id = self.store.remove(kind, &req.name_or_id).await?;
-        Ok(Response::new(RemoveResponse { id }))
+        let who = audit::who(&req);
+        let target = req.into_inner().name_or_id;
+        let r = self.store.remove(kind, &target).await;
+        audit::record(&who, &format!("{}.remove", kind.word()), &target, None, &r);
+        Ok(Response::new(RemoveResponse { id: r? }))
     }
 }
 
@@ -52,7 +61,7 @@ impl Secrets for ObjectService {
         &self,
         req: Request<CreateRequest>,
     ) -> Result<Response<CreateResponse>, Status> {
-        ObjectService::create(self, Kind::Secret, req.into_inner()).await
+        ObjectService::create(self, Kind::Secret, req).await
     }
 
     async fn inspect(&self, req: Request<InspectRequest>) -> Result<Response<Object>, Status> {
@@ -71,16 +80,20 @@ impl Secrets for ObjectService {
         &self,
         req: Request<RemoveRequest>,
     ) -> Result<Response<RemoveResponse>, Status> {
-        ObjectService::remove(self, Kind::Secret, req.into_inner()).await
+        ObjectService::remove(self, Kind::Secret, req).await
     }
 
     async fn rotate(
         &self,
         req: Request<RotateRequest>,
     ) -> Result<Response<RotateResponse>, Status> {
+        let who = audit::who(&req);
         let mut req = req.into_inner();
         let data = SecretBytes::new(std::mem::take(&mut req.data));
-        let (id, version) = self.store.rotate(&req.name_or_id, data).await?;
+        let r = self.store.rotate(&req.name_or_id, data).await;
+        let v = r.as_ref().ok().map(|(_, v)| *v);
+        audit::record(&who, "secret.rotate", &req.name_or_id, v, &r);
+        let (id, version) = r?;
         Ok(Response::new(RotateResponse { id, version }))
     }
 }
@@ -91,7 +104,7 @@ impl Configs for ObjectService {
         &self,
         req: Request<CreateRequest>,
     ) -> Result<Response<CreateResponse>, Status> {
-        ObjectService::create(self, Kind::Config, req.into_inner()).await
+        ObjectService::create(self, Kind::Config, req).await
     }
 
     async fn inspect(&self, req: Request<InspectRequest>) -> Result<Response<Object>, Status> {
@@ -110,16 +123,19 @@ impl Configs for ObjectService {
         &self,
         req: Request<RemoveRequest>,
     ) -> Result<Response<RemoveResponse>, Status> {
-        ObjectService::remove(self, Kind::Config, req.into_inner()).await
+        ObjectService::remove(self, Kind::Config, req).await
     }
 }
 
 #[tonic::async_trait]
 impl Tasks for ObjectService {
     async fn create(&self, req: Request<Task>) -> Result<Response<Task>, Status> {
-        Ok(Response::new(
-            self.store.task_create(req.into_inner()).await?,
-        ))
+        let who = audit::who(&req);
+        let t = req.into_inner();
+        let id = t.id.clone();
+        let r = self.store.task_create(t).await;
+        audit::record(&who, "task.create", &id, None, &r);
+        Ok(Response::new(r?))
     }
 
     async fn inspect(&self, req: Request<TaskRef>) -> Result<Response<Task>, Status> {
@@ -137,8 +153,11 @@ impl Tasks for ObjectService {
     }
 
     async fn remove(&self, req: Request<TaskRef>) -> Result<Response<TaskRef>, Status> {
-        let id = self.store.task_remove(&req.into_inner().id).await?;
-        Ok(Response::new(TaskRef { id }))
+        let who = audit::who(&req);
+        let id = req.into_inner().id;
+        let r = self.store.task_remove(&id).await;
+        audit::record(&who, "task.remove", &id, None, &r);
+        Ok(Response::new(TaskRef { id: r? }))
     }
 }
 
@@ -169,7 +188,9 @@ impl Admin for ObjectService {
         &self,
         req: Request<Settings>,
     ) -> Result<Response<ClusterSettings>, Status> {
-        let s = self.store.update_settings(req.into_inner()).await?;
-        self.cluster_settings(s).await
+        let who = audit::who(&req);
+        let r = self.store.update_settings(req.into_inner()).await;
+        audit::record(&who, "settings.update", "cluster", None, &r);
+        self.cluster_settings(r?).await
     }
 }
