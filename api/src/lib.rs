@@ -10,6 +10,7 @@ pub mod errors;
 pub mod kv;
 pub mod lease;
 pub mod maintenance;
+pub mod metrics;
 pub mod objects;
 pub mod peer;
 pub mod reserved;

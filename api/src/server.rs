@@ -134,6 +134,9 @@ pub struct ServerFlags {
     /// Require member certificates on https peer URLs.
     #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub peer_client_cert_auth: bool,
+    /// Plain-HTTP URLs serving Prometheus /metrics and /health.
+    #[arg(long, default_value = "")]
+    pub listen_metrics_urls: String,
     /// Append one JSON line per secret delivery and per change to a
     /// secret, config, task or setting to this file (mode 0600).
     #[arg(long)]
@@ -343,6 +346,15 @@ pub async fn run(flags: ServerFlags) -> Result<()> {
     // Bind before starting raft, so a busy port fails fast and clearly.
     let peer_listeners = bind_all("--listen-peer-urls", &peer_urls).await?;
     let client_listeners = bind_all("--listen-client-urls", &client_urls).await?;
+    let metrics_listeners = if flags.listen_metrics_urls.is_empty() {
+        Vec::new()
+    } else {
+        let list = urls::parse_list("--listen-metrics-urls", &flags.listen_metrics_urls)?;
+        if let Some(u) = list.iter().find(|u| !u.starts_with("http://")) {
+            bail!("--listen-metrics-urls: {u}: metrics are served over http:// only");
+        }
+        bind_all("--listen-metrics-urls", &list).await?
+    };
 
     // The transport needs peer URLs by id; the node decides ids (from flags
     // on first start, from disk afterwards), so start it with a deferred
@@ -411,6 +423,10 @@ pub async fn run(flags: ServerFlags) -> Result<()> {
     if !enforce_peer {
         tracing::warn!("PEER CONNECTIONS ARE NOT AUTHENTICATED: anyone who reaches the peer port may speak raft and fetch the key-encryption key (use https peer URLs with --peer-cert-file, --peer-key-file and --peer-trusted-ca-file)");
     }
+    crate::metrics::spawn(
+        metrics_listeners.into_iter().map(|(l, _)| l).collect(),
+        node.clone(),
+    );
     let mut tasks = tokio::task::JoinSet::new();
     for (l, https) in peer_listeners {
         let svc = RaftServer::new(RaftService {

@@ -222,3 +222,54 @@ async fn periodic_auto_compaction() {
     }
     assert_eq!(c.ok(&["get", "pc"]), "pc\n9\n");
 }
+
+/// A plain HTTP GET on loopback: (status line, body).
+fn http_get(port: u16, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_string(), body.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_and_health_on_their_own_listener() {
+    let port = common::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let c = Cluster::start_with(1, &["--listen-metrics-urls", &url]);
+    c.wait_leader(Duration::from_secs(15)).await;
+    c.sctl(&["secret", "create", "a", "-"], Some(b"x"));
+    c.sctl(&["secret", "create", "b", "-"], Some(b"y"));
+    c.ok(&["lease", "grant", "60"]);
+    let (status, body) = http_get(port, "/health");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(body, r#"{"health":"true","reason":""}"#);
+    let (_, m) = http_get(port, "/metrics");
+    let value = |name: &str| -> f64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} missing:\n{m}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(value("secretd_secrets"), 2.0);
+    assert_eq!(value("secretd_leases"), 1.0);
+    assert_eq!(value("secretd_server_has_leader"), 1.0);
+    assert!(value("secretd_disk_wal_fsync_duration_seconds_count") >= 3.0);
+    assert!(value("secretd_apply_duration_seconds_count") >= 3.0);
+    assert!(m.contains("secretd_watch_publish_duration_seconds_bucket"));
+    assert!(m.contains("secretd_watchers "));
+    // A https metrics URL is refused clearly.
+    let out = std::process::Command::new(common::secretd_bin())
+        .args(["--listen-metrics-urls", "https://127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("metrics are served over http:// only"));
+}

@@ -12,6 +12,7 @@ pub mod error;
 pub mod lease;
 pub mod log_store;
 pub mod membership;
+pub mod metrics;
 pub mod mvcc;
 pub mod node;
 pub mod revision;

@@ -1211,7 +1211,9 @@ impl Loop {
         // on (raft-rs's must_sync). A batch holding just applied results and
         // a higher commit index is re-derivable from the synced log.
         if rd.must_sync() {
+            let t = Instant::now();
             self.db.write_sync(batch)?;
+            crate::metrics::FSYNC_SECONDS.observe(t.elapsed().as_secs_f64());
             let mut st = self.status.write();
             st.fsyncs += 1;
             st.entries_persisted += new_entries;
@@ -1297,6 +1299,8 @@ impl Loop {
         if entries.is_empty() {
             return Ok(());
         }
+        let _timer = crate::metrics::APPLY_SECONDS.start_timer();
+        crate::metrics::PROPOSALS_COMMITTED.inc_by(entries.len() as u64);
         for e in entries {
             assert_eq!(e.index, self.applied + 1, "entries apply in order, once");
             match e.get_entry_type() {
@@ -1571,6 +1575,9 @@ impl Loop {
             self.applier.mvcc().lessor().forget_revoking();
         }
         let mut st = self.status.write();
+        if st.leader != r.leader_id && r.leader_id != 0 {
+            crate::metrics::LEADER_CHANGES.inc();
+        }
         st.leader = r.leader_id;
         st.term = r.term;
         st.commit_index = r.raft_log.committed;

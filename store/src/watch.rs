@@ -187,6 +187,7 @@ impl WatchHub {
     /// forward, under the hub lock so that no watcher registers in between;
     /// then synced watchers get the events.
     pub fn publish(&self, batch: &[RevEvents], make_visible: impl FnOnce()) {
+        let _timer = crate::metrics::WATCH_PUBLISH_SECONDS.start_timer();
         let mut inner = self.inner.lock();
         make_visible();
         let current = self.mvcc.current_revision();

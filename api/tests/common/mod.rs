@@ -36,7 +36,7 @@ pub struct Cluster {
 /// (32768-60999), from which every client connection draws its local port:
 /// an ephemeral "free" port can be taken by a connection before the member
 /// binds it. A per-process counter keeps parallel tests apart.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
     const LOW: u32 = 20_000;

@@ -1,0 +1,165 @@
+//! Prometheus `/metrics` and `/health` over plain HTTP, on their own
+//! listeners (`--listen-metrics-urls`, as etcd has it), so that scrapers and
+//! load balancers need no client certificate. Both reveal counts and
+//! states only, never keys or values.
+
+use std::sync::{Arc, LazyLock};
+
+use axum::http::StatusCode;
+use axum::routing::get;
+use prometheus::{register_int_gauge, Encoder, IntGauge, TextEncoder};
+use secretd_store::node::Node;
+use tokio::net::TcpListener;
+
+use crate::objects::layout::{self, Kind};
+use crate::pb::etcdserverpb::RangeRequest;
+
+fn gauge(name: &str, help: &str) -> IntGauge {
+    register_int_gauge!(name, help).expect("metric registered once")
+}
+
+struct Gauges {
+    has_leader: IntGauge,
+    is_leader: IntGauge,
+    term: IntGauge,
+    committed: IntGauge,
+    applied: IntGauge,
+    db_bytes: IntGauge,
+    secrets: IntGauge,
+    configs: IntGauge,
+    tasks: IntGauge,
+    leases: IntGauge,
+    watchers: IntGauge,
+    keys: IntGauge,
+}
+
+static GAUGES: LazyLock<Gauges> = LazyLock::new(|| Gauges {
+    has_leader: gauge(
+        "secretd_server_has_leader",
+        "1 if this member knows a leader.",
+    ),
+    is_leader: gauge(
+        "secretd_server_is_leader",
+        "1 if this member is the leader.",
+    ),
+    term: gauge("secretd_raft_term", "Current raft term."),
+    committed: gauge("secretd_raft_committed_index", "Raft commit index."),
+    applied: gauge("secretd_raft_applied_index", "Raft applied index."),
+    db_bytes: gauge(
+        "secretd_mvcc_db_total_size_in_bytes",
+        "Backend size (keyspace and metadata).",
+    ),
+    secrets: gauge("secretd_secrets", "Secrets stored."),
+    configs: gauge("secretd_configs", "Configs stored."),
+    tasks: gauge("secretd_tasks", "Task assignments stored."),
+    leases: gauge("secretd_leases", "Leases granted."),
+    watchers: gauge("secretd_watchers", "Watchers registered on this member."),
+    keys: gauge(
+        "secretd_mvcc_keys",
+        "Keys in the keyspace, secretd's objects included.",
+    ),
+});
+
+fn count(node: &Node, prefix: Vec<u8>) -> i64 {
+    let req = RangeRequest {
+        range_end: layout::prefix_end(&prefix),
+        key: prefix,
+        count_only: true,
+        serializable: true,
+        ..Default::default()
+    };
+    node.mvcc().range(&req).map(|(r, _)| r.count).unwrap_or(-1)
+}
+
+fn render(node: &Node) -> String {
+    let g = &*GAUGES;
+    let st = node.status();
+    g.has_leader.set(i64::from(st.leader != 0));
+    g.is_leader.set(i64::from(st.is_leader));
+    g.term.set(st.term as i64);
+    g.committed.set(st.commit_index as i64);
+    g.applied.set(st.applied_index as i64);
+    g.db_bytes.set(st.db_size_bytes);
+    g.secrets
+        .set(count(node, layout::object_prefix(Kind::Secret)));
+    g.configs
+        .set(count(node, layout::object_prefix(Kind::Config)));
+    g.tasks.set(count(node, layout::task_prefix()));
+    g.leases.set(node.mvcc().lessor().len() as i64);
+    g.watchers.set(node.hub().watcher_count() as i64);
+    g.keys.set(node.mvcc().key_count() as i64);
+    // Make sure the store's histograms exist even before their first use.
+    for h in [
+        &*secretd_store::metrics::FSYNC_SECONDS,
+        &*secretd_store::metrics::APPLY_SECONDS,
+        &*secretd_store::metrics::WATCH_PUBLISH_SECONDS,
+    ] {
+        let _ = h.get_sample_count();
+    }
+    let _ = secretd_store::metrics::LEADER_CHANGES.get();
+    let _ = secretd_store::metrics::PROPOSALS_COMMITTED.get();
+    let mut buf = Vec::new();
+    if let Err(e) = TextEncoder::new().encode(&prometheus::gather(), &mut buf) {
+        return format!("# cannot encode metrics: {e}\n");
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// etcd's `/health`: healthy when this member has a leader, no alarm is
+/// raised and its storage has not failed.
+fn health(
+    node: &Node,
+) -> (
+    StatusCode,
+    [(axum::http::HeaderName, &'static str); 1],
+    String,
+) {
+    let st = node.status();
+    let reason = if let Some(f) = st.fatal {
+        format!("storage failed: {f}")
+    } else if st.leader == 0 {
+        "no leader".to_string()
+    } else if let Some(a) = node.alarm_errors().first() {
+        format!("alarm raised: {a}")
+    } else {
+        String::new()
+    };
+    let ok = reason.is_empty();
+    let body = serde_json::json!({"health": if ok { "true" } else { "false" }, "reason": reason});
+    let code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+}
+
+/// Serves `/metrics` and `/health` on each listener until the process ends.
+pub fn spawn(listeners: Vec<TcpListener>, node: Arc<Node>) {
+    for l in listeners {
+        let (n1, n2) = (node.clone(), node.clone());
+        let app = axum::Router::new()
+            .route(
+                "/metrics",
+                get(move || async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4",
+                        )],
+                        render(&n1),
+                    )
+                }),
+            )
+            .route("/health", get(move || async move { health(&n2) }));
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(l, app).await {
+                tracing::error!(error = %e, "metrics listener stopped");
+            }
+        });
+    }
+}
