@@ -400,7 +400,10 @@ fn unusable_mount_points_are_refused_clearly() {
         .output()
         .unwrap();
     assert_eq!(
-        String::from_utf8_lossy(&out.stderr).trim(),
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .last()
+            .unwrap_or_default(),
         format!("secretd: mount point {} is not a directory", file.display())
     );
     let out = Command::new(secretd_bin())
