@@ -2,7 +2,7 @@
 # 3-member secretd cluster on loopback. Sets $bin, $dir, $eps and $pids,
 # and kills the members and removes their data on exit.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/secretd-target}"
-cargo build --release -q -p secretd-api -p secretd-bench
+cargo build --release -q -p secretd-api -p bench
 bin="$CARGO_TARGET_DIR/release"
 dir=$(mktemp -d)
 base=$((30000 + RANDOM % 20000))

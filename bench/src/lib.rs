@@ -2,6 +2,9 @@
 //! same run can measure secretd and etcd. It prints numbers; it asserts
 //! nothing (benchmarks on a shared 2-core machine are not tests).
 
+pub mod compare;
+pub mod report;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

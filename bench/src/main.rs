@@ -11,6 +11,8 @@ enum Op {
     Get,
     /// secretstore.v1 secret create (secretd only).
     SecretCreate,
+    /// etcd 3.4 against secretd, every workload, in one run.
+    Compare,
 }
 
 #[derive(Parser, Debug)]
@@ -42,16 +44,29 @@ struct Cli {
     /// Read consistency for gets: l (linearizable) or s (serializable).
     #[arg(long, default_value = "l")]
     consistency: String,
+    /// Rounds of `compare` (the table shows the median).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if let Op::Compare = cli.op {
+        return match secretd_bench::report::run(cli.rounds.max(1)).await {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bench: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let workload = match (cli.op, cli.consistency.as_str()) {
         (Op::Put, _) => Workload::Put,
         (Op::SecretCreate, _) => Workload::SecretCreate,
         (Op::Get, "l") => Workload::GetLinearizable,
         (Op::Get, "s") => Workload::GetSerializable,
+        (Op::Compare, _) => unreachable!("handled above"),
         (Op::Get, other) => {
             eprintln!("secretd-bench: --consistency must be l or s, not {other:?}");
             return std::process::ExitCode::FAILURE;

@@ -426,6 +426,7 @@ impl Node {
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let data = InternalRequest {
             id,
+            proposer: self.id,
             request: Some(request),
         }
         .encode_to_vec();
@@ -594,6 +595,7 @@ impl Node {
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let context = ConfChangeContext {
             request_id: id,
+            proposer: self.id,
             member,
         }
         .encode_to_vec();
@@ -1155,6 +1157,16 @@ impl Loop {
     }
 
     /// Waits for a proposal raft took; answers one it refused at once.
+    /// The waiter for an applied entry, if this member proposed it. Ids are
+    /// only unique per member, so the proposer must match too: another
+    /// member's entry with an equal id must never answer our client.
+    fn take_waiter(&mut self, proposer: u64, id: u64) -> Option<Waiter> {
+        if proposer != self.id {
+            return None;
+        }
+        self.waiters.remove(&id)
+    }
+
     fn track_proposal(&mut self, res: raft::Result<()>, id: u64, reply: Waiter) {
         match res {
             Ok(()) => {
@@ -1257,6 +1269,7 @@ impl Loop {
             // Request id 0: nobody waits for these.
             let data = InternalRequest {
                 id: 0,
+                proposer: 0,
                 request: Some(Request::LeaseRevoke(LeaseRevokeRequest { id })),
             }
             .encode_to_vec();
@@ -1361,7 +1374,7 @@ impl Loop {
                 Request::Alarm(a) => self.apply_alarm(a, batch),
                 _ => self.apply_member_record(request, batch),
             };
-            if let Some(w) = self.waiters.remove(&req.id) {
+            if let Some(w) = self.take_waiter(req.proposer, req.id) {
                 let header = self.entry_header(e);
                 out.replies.push((w, result.map(|r| (r, header))));
             }
@@ -1392,7 +1405,7 @@ impl Loop {
         if !events.is_empty() {
             out.events.push(RevEvents { revision, events });
         }
-        if let Some(w) = self.waiters.remove(&req.id) {
+        if let Some(w) = self.take_waiter(req.proposer, req.id) {
             let header = ResponseHeader {
                 cluster_id: self.cluster_id,
                 member_id: self.id,
@@ -1450,7 +1463,7 @@ impl Loop {
                 StoreError::Storage(format!("corrupt conf change context at {}: {err}", e.index))
             })?
         };
-        let waiter = self.waiters.remove(&ctx.request_id);
+        let waiter = self.take_waiter(ctx.proposer, ctx.request_id);
         let cs = match self.raw.apply_conf_change(cc) {
             Ok(cs) => cs,
             Err(err) => {

@@ -1,0 +1,368 @@
+//! `bench compare`: etcd 3.4 and secretd side by side, in one run.
+//!
+//! Both run as 3-member clusters on loopback with their own data
+//! directories and default durability (fsync on; etcd with its defaults,
+//! secretd with plaintext URLs like etcd's). Each workload runs against
+//! both, alternating, for several rounds; the table shows the median round.
+//! Nothing here asserts: it prints numbers.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use hdrhistogram::Histogram;
+use secretd_api::pb::etcdserverpb::{
+    kv_client::KvClient, watch_client::WatchClient, watch_request, PutRequest, WatchCreateRequest,
+    WatchRequest,
+};
+use tonic::transport::Channel;
+
+use crate::{run, LoadSpec, Workload};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum System {
+    Etcd,
+    Secretd,
+}
+
+pub struct ClusterProc {
+    pub system: System,
+    children: Vec<Child>,
+    pub endpoints: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for ClusterProc {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl ClusterProc {
+    /// Resident memory of the members, from /proc, in MiB.
+    pub fn rss_mib(&self) -> f64 {
+        self.children
+            .iter()
+            .filter_map(|c| std::fs::read_to_string(format!("/proc/{}/status", c.id())).ok())
+            .filter_map(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
+            .sum::<f64>()
+            / 1024.0
+    }
+}
+
+fn ensure_etcd() -> Result<PathBuf> {
+    let p = PathBuf::from("/usr/bin/etcd");
+    if p.exists() {
+        return Ok(p);
+    }
+    eprintln!("bench: installing Debian's etcd-server");
+    let sudo = if nix_root() { vec![] } else { vec!["sudo"] };
+    let run = |args: &[&str]| -> Result<()> {
+        let mut cmd: Vec<&str> = sudo.clone();
+        cmd.extend_from_slice(args);
+        let st = Command::new(cmd[0])
+            .args(&cmd[1..])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .with_context(|| format!("cannot run {}", cmd.join(" ")))?;
+        if !st.success() {
+            bail!("{} failed", cmd.join(" "));
+        }
+        Ok(())
+    };
+    run(&["apt-get", "update", "-qq"])?;
+    run(&["apt-get", "install", "-y", "-qq", "etcd-server"])?;
+    if !p.exists() {
+        bail!("etcd-server installed but /usr/bin/etcd is missing");
+    }
+    Ok(p)
+}
+
+fn nix_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// The release `secretd` next to this binary, built if missing.
+fn ensure_secretd() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let p = exe.with_file_name("secretd");
+    if !p.exists() {
+        eprintln!("bench: building the release secretd");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let st = Command::new(cargo)
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "secretd-api",
+                "--bin",
+                "secretd",
+            ])
+            .status()?;
+        if !st.success() || !p.exists() {
+            bail!("cannot build secretd (cargo build --release -p secretd-api)");
+        }
+    }
+    Ok(p)
+}
+
+/// Ports for this run's clusters, below the ephemeral range.
+pub fn base_port() -> u16 {
+    20000 + (std::process::id() % 400) as u16 * 25
+}
+
+pub fn start(system: System, base: u16) -> Result<ClusterProc> {
+    let dir = tempfile::tempdir()?;
+    let (bin, tokname) = match system {
+        System::Etcd => (ensure_etcd()?, "bench-etcd"),
+        System::Secretd => (ensure_secretd()?, "bench-secretd"),
+    };
+    let ic: Vec<String> = (1..=3)
+        .map(|i| format!("m{i}=http://127.0.0.1:{}", base + 10 + i))
+        .collect();
+    let mut children = Vec::new();
+    let mut endpoints = Vec::new();
+    for i in 1..=3u16 {
+        let client = format!("http://127.0.0.1:{}", base + i);
+        let peer = format!("http://127.0.0.1:{}", base + 10 + i);
+        let log = std::fs::File::create(dir.path().join(format!("m{i}.log")))?;
+        let child = Command::new(&bin)
+            .args(["--name", &format!("m{i}")])
+            .arg("--data-dir")
+            .arg(dir.path().join(format!("m{i}")))
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args([
+                "--initial-cluster",
+                &ic.join(","),
+                "--initial-cluster-token",
+                tokname,
+            ])
+            .args(["--initial-cluster-state", "new"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        children.push(child);
+        endpoints.push(format!("127.0.0.1:{}", base + i));
+    }
+    Ok(ClusterProc {
+        system,
+        children,
+        endpoints,
+        _dir: dir,
+    })
+}
+
+/// Waits until a put succeeds (a leader exists and serves).
+pub async fn ready(c: &ClusterProc) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ch = Channel::from_shared(format!("http://{}", c.endpoints[0]))?
+            .timeout(Duration::from_secs(2))
+            .connect_lazy();
+        let put = KvClient::new(ch)
+            .put(PutRequest {
+                key: b"bench/ready".to_vec(),
+                value: b"1".to_vec(),
+                ..Default::default()
+            })
+            .await;
+        if put.is_ok() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{:?} cluster did not become ready", c.system);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// One row's measurement.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sample {
+    pub ops_per_sec: f64,
+    pub p99_ms: f64,
+}
+
+pub async fn load(
+    c: &ClusterProc,
+    w: Workload,
+    in_flight: usize,
+    value: usize,
+    total: u64,
+    key_space: u64,
+) -> Result<Sample> {
+    let spec = LoadSpec {
+        endpoints: c.endpoints.clone(),
+        connections: in_flight.clamp(1, 16),
+        in_flight,
+        total_ops: total,
+        time_limit: Duration::from_secs(20),
+        key_space,
+        value_bytes: value,
+        workload: w,
+    };
+    let r = run(&spec).await?;
+    if r.errors > 0 {
+        eprintln!(
+            "bench: {:?} on {:?}: {} errors (first: {:?})",
+            w, c.system, r.errors, r.first_error
+        );
+    }
+    Ok(Sample {
+        ops_per_sec: r.ops_per_sec(),
+        p99_ms: r.latency_us.value_at_quantile(0.99) as f64 / 1000.0,
+    })
+}
+
+/// 1,000 watchers on a prefix, one writer: delivered events per second
+/// and the p99 delay from the writer's put to a watcher's receipt.
+pub async fn watchers(c: &ClusterProc, watchers: usize, puts: u64) -> Result<Sample> {
+    let streams = 20usize;
+    let per_stream = watchers / streams;
+    let received = Arc::new(AtomicU64::new(0));
+    let hist = Arc::new(parking_lot::Mutex::new(Histogram::<u64>::new_with_bounds(
+        1, 60_000_000, 3,
+    )?));
+    let stop = Arc::new(AtomicBool::new(false));
+    let epoch = Instant::now();
+    let mut tasks = Vec::new();
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(streams);
+    for s in 0..streams {
+        let ep = c.endpoints[s % c.endpoints.len()].clone();
+        let (received, hist, stop, ready_tx) = (
+            received.clone(),
+            hist.clone(),
+            stop.clone(),
+            ready_tx.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let ch = Channel::from_shared(format!("http://{ep}"))
+                .unwrap()
+                .connect_lazy();
+            let (tx, rx) = tokio::sync::mpsc::channel(per_stream + 1);
+            for _ in 0..per_stream {
+                let req = WatchRequest {
+                    request_union: Some(watch_request::RequestUnion::CreateRequest(
+                        WatchCreateRequest {
+                            key: b"watch/".to_vec(),
+                            range_end: b"watch0".to_vec(),
+                            ..Default::default()
+                        },
+                    )),
+                };
+                let _ = tx.send(req).await;
+            }
+            let Ok(resp) = WatchClient::new(ch)
+                .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await
+            else {
+                return;
+            };
+            let mut stream = resp.into_inner();
+            let mut created = 0;
+            while let Ok(Some(m)) = stream.message().await {
+                if m.created {
+                    created += 1;
+                    if created == per_stream {
+                        let _ = ready_tx.send(()).await;
+                    }
+                }
+                for e in &m.events {
+                    let sent_us: u64 =
+                        e.kv.as_ref()
+                            .and_then(|kv| std::str::from_utf8(&kv.value).ok())
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or(0);
+                    let now_us = epoch.elapsed().as_micros() as u64;
+                    let _ = hist.lock().record(now_us.saturating_sub(sent_us).max(1));
+                    received.fetch_add(1, Ordering::Relaxed);
+                }
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+            }
+            drop(tx);
+        }));
+    }
+    for _ in 0..streams {
+        if tokio::time::timeout(Duration::from_secs(30), ready_rx.recv())
+            .await
+            .is_err()
+        {
+            bail!("{:?}: watchers were not created in time", c.system);
+        }
+    }
+    let ch = Channel::from_shared(format!("http://{}", c.endpoints[0]))?.connect_lazy();
+    let mut kv = KvClient::new(ch);
+    let started = Instant::now();
+    for i in 0..puts {
+        kv.put(PutRequest {
+            key: format!("watch/{}", i % 100).into_bytes(),
+            value: epoch.elapsed().as_micros().to_string().into_bytes(),
+            ..Default::default()
+        })
+        .await?;
+    }
+    let want = puts * (per_stream * streams) as u64;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while received.load(Ordering::Relaxed) < want && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.abort();
+    }
+    let got = received.load(Ordering::Relaxed);
+    if got < want {
+        eprintln!(
+            "bench: {:?}: {got} of {want} watch events arrived",
+            c.system
+        );
+    }
+    let p99 = hist.lock().value_at_quantile(0.99) as f64 / 1000.0;
+    Ok(Sample {
+        ops_per_sec: got as f64 / elapsed,
+        p99_ms: p99,
+    })
+}
+
+/// RSS (MiB, all three members) after loading 100k keys of 256 B.
+pub async fn rss_after_load(c: &ClusterProc) -> Result<Sample> {
+    load(c, Workload::Put, 256, 256, 100_000, 100_000).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    Ok(Sample {
+        ops_per_sec: c.rss_mib(),
+        p99_ms: 0.0,
+    })
+}
