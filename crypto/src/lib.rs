@@ -22,4 +22,4 @@ pub use kek_check::{kek_verifier, verify_kek};
 pub use keyfile::load_or_create_key_file;
 pub use keyring::{KekId, Keyring};
 pub use sealed::{Context, SealedHeader, FORMAT_VERSION};
-pub use secret::{Key, SecretBytes, KEY_BYTES};
+pub use secret::{key_lock_failures, Key, SecretBytes, KEY_BYTES};

@@ -1,6 +1,7 @@
 //! Key material and plaintexts: zeroized on drop, never formatted.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rand::RngCore;
 use zeroize::{Zeroize, ZeroizeOnDrop};
@@ -9,16 +10,37 @@ use crate::CryptoError;
 
 pub const KEY_BYTES: usize = 32;
 
-/// A 256-bit symmetric key (KEK, DEK or key-file key).
-#[derive(Clone, Zeroize, ZeroizeOnDrop)]
-pub struct Key([u8; KEY_BYTES]);
+/// Keys whose page could not be locked in memory (`mlock`), so far.
+static LOCK_FAILURES: AtomicU64 = AtomicU64::new(0);
+
+/// How many keys could not be locked in RAM (so might reach swap): a
+/// process reports this once, as a warning.
+pub fn key_lock_failures() -> u64 {
+    LOCK_FAILURES.load(Ordering::Relaxed)
+}
+
+/// A 256-bit symmetric key (KEK, DEK or key-file key). It lives on the
+/// heap, in a page locked in RAM where the OS allows, and is zeroized on
+/// drop. (Pages are not unlocked on drop: `mlock` does not count, and the
+/// page may hold another key.)
+pub struct Key(Box<[u8; KEY_BYTES]>);
 
 impl Key {
+    fn boxed(mut arr: [u8; KEY_BYTES]) -> Key {
+        let b = Box::new(arr);
+        arr.zeroize();
+        // SAFETY: mlock on memory we own, for its exact length.
+        if unsafe { libc::mlock(b.as_ptr().cast(), KEY_BYTES) } != 0 {
+            LOCK_FAILURES.fetch_add(1, Ordering::Relaxed);
+        }
+        Key(b)
+    }
+
     /// A fresh key from the operating system's CSPRNG.
     pub fn generate() -> Key {
         let mut k = [0u8; KEY_BYTES];
         rand::rngs::OsRng.fill_bytes(&mut k);
-        Key(k)
+        Key::boxed(k)
     }
 
     pub fn from_slice(b: &[u8]) -> Result<Key, CryptoError> {
@@ -26,7 +48,7 @@ impl Key {
             want: KEY_BYTES,
             got: b.len(),
         })?;
-        Ok(Key(arr))
+        Ok(Key::boxed(arr))
     }
 
     /// The raw bytes, for the cipher. Callers must not copy them out.
@@ -34,6 +56,20 @@ impl Key {
         &self.0
     }
 }
+
+impl Clone for Key {
+    fn clone(&self) -> Key {
+        Key::boxed(*self.0)
+    }
+}
+
+impl Drop for Key {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl ZeroizeOnDrop for Key {}
 
 impl fmt::Debug for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

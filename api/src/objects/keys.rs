@@ -58,6 +58,18 @@ fn internal(msg: impl std::fmt::Display) -> Status {
     Status::internal(msg.to_string())
 }
 
+/// Once per process: keys that could not be locked in RAM may be swapped.
+fn warn_if_unlocked() {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if secretd_crypto::key_lock_failures() > 0
+        && !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed)
+    {
+        tracing::warn!(
+            "cannot lock key pages in RAM (raise RLIMIT_MEMLOCK); keys may be written to swap"
+        );
+    }
+}
+
 impl Keys {
     /// Opens (or creates) `<data_dir>/keys`. A keyring that the key file
     /// cannot open is a fatal error, never silently replaced: it would
@@ -82,6 +94,7 @@ impl Keys {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
         };
+        warn_if_unlocked();
         Ok(Arc::new(Keys {
             node,
             dir,
@@ -170,6 +183,7 @@ impl Keys {
     /// another member got there first.
     async fn create_first(&self) -> Result<(), Status> {
         let key = Key::generate();
+        warn_if_unlocked();
         let verifier = secretd_crypto::kek_verifier(1, &key).map_err(internal)?;
         {
             let mut ring = self.ring.write();
