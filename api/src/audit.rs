@@ -53,7 +53,7 @@ pub fn record<T>(
     let mut line = serde_json::Map::new();
     line.insert(
         "ts".into(),
-        crate::ctl::rfc3339_nano(crate::objects::now_ns()).into(),
+        crate::format::rfc3339_nano(crate::objects::now_ns()).into(),
     );
     line.insert("who".into(), who.0.clone().into());
     line.insert("remote".into(), who.1.clone().into());

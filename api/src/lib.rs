@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod compactor;
 pub mod ctl;
 pub mod errors;
+pub mod format;
 pub mod kv;
 pub mod lease;
 pub mod maintenance;

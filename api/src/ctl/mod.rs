@@ -3,8 +3,6 @@
 //! the etcd-compatible keyspace. Every failure is one sentence on stderr
 //! and exit status 1.
 
-mod format;
-pub use format::rfc3339_nano;
 mod objects;
 mod template;
 
@@ -108,17 +106,7 @@ fn channel(cli: &Cli, endpoint: &str, timeout: Duration) -> Result<Channel> {
     secretd_fuse::connect::channel(endpoint, tls.as_ref(), Some(timeout))
 }
 
-/// The key just past every key with this prefix (etcd's prefix range end).
-pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0] // every key
-}
+pub use secretd_store::mvcc::prefix_end;
 
 /// A key, or a prefix as etcd clients send it: the empty prefix is every
 /// key (`\0` to `\0`).

@@ -12,9 +12,9 @@ use serde_json::{json, Map, Value};
 use tonic::transport::Channel;
 use zeroize::Zeroizing;
 
-use super::format::{self, ago, indented_json, natural_cmp, rfc3339_nano};
 use super::template::Template;
 use super::{call, Cli};
+use crate::format::{self, ago, indented_json, natural_cmp, rfc3339_nano};
 use crate::objects::layout::Kind;
 use crate::objects::validate::{CONFIG_DATA_BYTES_LIMIT, SECRET_DATA_BYTES_LIMIT};
 use crate::pb::secretstore::{

@@ -120,10 +120,7 @@ pub fn settings_key() -> Vec<u8> {
     key(&[b"settings"])
 }
 
-/// The key just past every key with this prefix.
-pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    crate::ctl::prefix_end(prefix)
-}
+pub use secretd_store::mvcc::prefix_end;
 
 #[cfg(test)]
 mod tests {

@@ -140,7 +140,7 @@ impl Tasks for ObjectService {
 
     async fn inspect(&self, req: Request<TaskRef>) -> Result<Response<Task>, Status> {
         Ok(Response::new(
-            self.store.task_inspect(&req.into_inner().id).await?,
+            self.store.task_get(&req.into_inner().id, false).await?,
         ))
     }
 

@@ -638,10 +638,6 @@ impl ObjectStore {
         )))
     }
 
-    pub async fn task_inspect(&self, id: &str) -> Result<Task, Status> {
-        self.task_get(id, false).await
-    }
-
     pub async fn task_get(&self, id: &str, local: bool) -> Result<Task, Status> {
         if validate::task_id(id).is_err() {
             return Err(Status::not_found(format!("task {id} not found")));
@@ -669,7 +665,7 @@ impl ObjectStore {
 
     pub async fn task_remove(&self, id: &str) -> Result<String, Status> {
         for _ in 0..CONFLICT_RETRIES_MAX {
-            let t = self.task_inspect(id).await?;
+            let t = self.task_get(id, false).await?;
             let mut ops = vec![del(layout::task_key(id), Vec::new())];
             let mut seen = BTreeSet::new();
             for (kind, list) in [(Kind::Secret, &t.secrets), (Kind::Config, &t.configs)] {

@@ -307,13 +307,18 @@ fn is_replicated_meta(k: &[u8]) -> bool {
         || membership::is_alarm_key(k)
 }
 
-/// The first key after every key with this prefix.
-fn prefix_end(p: &[u8]) -> Vec<u8> {
-    let mut e = p.to_vec();
-    if let Some(last) = e.last_mut() {
-        *last += 1; // prefixes end in '/', never 0xff
+/// The key just past every key with this prefix, as etcd clients compute
+/// it: trailing 0xff bytes drop out, and a prefix of only 0xff (or the
+/// empty prefix) ranges to the end of the keyspace (`[0]`).
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
     }
-    e
+    vec![0]
 }
 /// Bytes staged per batch while installing a snapshot.
 const INSTALL_BATCH_BYTES_MAX: usize = 4 << 20;

@@ -1,4 +1,5 @@
-//! Output as Docker's CLI prints it: Go's time formats, go-units' relative
+//! Output as Docker's CLI prints it (secretctl, and the audit log's
+//! timestamps): Go's time formats, go-units' relative
 //! durations, natural name order, tabwriter tables, and JSON indented by
 //! four spaces with keys in the order given.
 
