@@ -413,20 +413,14 @@ impl Raft for RaftService {
                 r.from
             )));
         }
-        match self.keys.key_for_peer(r.generation) {
-            Some(key) => {
-                tracing::info!(
-                    generation = r.generation,
-                    to = format_args!("{:x}", r.from),
-                    "sent a key-encryption key to a member"
-                );
-                Ok(Response::new(FetchKekResponse { key }))
-            }
-            None => Err(Status::not_found(format!(
-                "this member does not hold key-encryption key generation {}",
-                r.generation
-            ))),
-        }
+        let resp = self.keys.key_for_peer(r.generation)?;
+        tracing::info!(
+            generation = r.generation,
+            to = format_args!("{:x}", r.from),
+            sealed = !resp.sealed.is_empty(),
+            "sent a key-encryption key to a member"
+        );
+        Ok(Response::new(resp))
     }
 
     async fn promote_member(

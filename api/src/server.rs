@@ -145,6 +145,11 @@ pub struct ServerFlags {
     /// kept regardless).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=100))]
     pub secret_history: u32,
+    /// Turn autolock on if it is off: the keyring is sealed under an
+    /// unlock key that is never on disk, printed once on stderr; restarted
+    /// members stay locked until `secretctl cluster unlock`.
+    #[arg(long)]
+    pub autolock: bool,
 }
 
 impl ServerFlags {
@@ -382,6 +387,9 @@ pub async fn run(flags: ServerFlags) -> Result<()> {
     let keys = crate::objects::keys::Keys::load(node.clone(), &cfg.data_dir)
         .context("cannot open this member's keyring")?;
     keys.spawn_sync();
+    if flags.autolock {
+        enable_autolock(keys.clone());
+    }
     let objects = crate::objects::service::ObjectService {
         store: Arc::new(crate::objects::store::ObjectStore::new(
             node.clone(),
@@ -636,4 +644,37 @@ impl secretd_store::node::Transport for DeferredTransport {
             None => *self.pending_peers.lock() = Some(peers),
         }
     }
+}
+
+/// How long `--autolock` keeps trying to switch autolock on while the
+/// cluster elects a leader.
+const AUTOLOCK_ENABLE_TIMEOUT_MS: u64 = 120_000;
+
+/// `--autolock`: switches autolock on once the cluster can write, and
+/// prints the unlock key to stderr (never to the log). If it is already
+/// on, does nothing: the key was shown when it was switched on.
+fn enable_autolock(keys: Arc<crate::objects::keys::Keys>) {
+    tokio::spawn(async move {
+        let deadline = std::time::Instant::now()
+            + std::time::Duration::from_millis(AUTOLOCK_ENABLE_TIMEOUT_MS);
+        loop {
+            match keys.set_autolock(true).await {
+                Ok(Some(mut key)) => {
+                    eprintln!(
+                        "\nAutolock is on. To unlock a restarted member, run `secretctl cluster unlock` and give it this key:\n\n    {key}\n\nKeep it somewhere safe: it is not shown again.\n"
+                    );
+                    zeroize::Zeroize::zeroize(&mut key);
+                    return;
+                }
+                Ok(None) => return,
+                Err(e) if e.message().starts_with("autolock is already on") => return,
+                Err(e) if e.message() == crate::objects::keys::LOCKED_MESSAGE => return,
+                Err(e) if std::time::Instant::now() >= deadline => {
+                    tracing::error!(error = %e.message(), "--autolock: cannot switch autolock on");
+                    return;
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
+            }
+        }
+    });
 }

@@ -1,8 +1,11 @@
 //! The plaintext canary: secrets carry unique random canary strings; after
 //! rotations, raft snapshots, a RocksDB flush and compaction, and a member
 //! restart, no byte of any file under any member's data directory holds
-//! any canary. A config's canary (configs are stored plain) must be found
-//! by the same scan, so the scan is shown to work.
+//! any canary, nor any KEK, DEK or unlock key (taken from the members'
+//! test-build debug hook, `SECRETD_TEST_KEY_DUMP`). The scan runs again
+//! after autolock is switched on and after a KEK rotation. A config's
+//! canary (configs are stored plain) must be found by the same scan, so
+//! the scan is shown to work.
 
 mod common;
 
@@ -56,6 +59,10 @@ fn scan(dir: &Path, ac: &AhoCorasick) -> (Vec<(usize, String)>, usize, u64) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn no_secret_plaintext_reaches_any_file() {
+    let dump = tempfile::tempdir().unwrap();
+    // The only test in this file, so no other thread reads the
+    // environment meanwhile; members inherit it.
+    std::env::set_var("SECRETD_TEST_KEY_DUMP", dump.path());
     let mut c = Cluster::start_with(
         3,
         &[
@@ -174,9 +181,157 @@ async fn no_secret_plaintext_reaches_any_file() {
     // :authority, which the h2 crate refuses; see ARCHITECTURE.md.)
     c.ok(&["defrag"]);
 
-    // Scan every byte of every file of every member.
-    let mut patterns = canaries.clone();
-    patterns.push(config_canary.clone());
+    assert_nothing_leaks(&c, &canaries, &config_canary, dump.path(), "after restart");
+
+    // Autolock: every keyring re-sealed under the unlock key; a restarted
+    // member unlocked; more secrets.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let unlock_key = loop {
+        let out = c.secretctl(&["cluster", "settings", "--autolock=true"], None);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() {
+            break text
+                .lines()
+                .map(str::trim)
+                .find(|l| l.starts_with("SECRETD-UNLOCK-"))
+                .expect("the unlock key is shown")
+                .to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    for m in &c.members {
+        let d = m.data_dir.join("keys");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !d.join("keyring.locked").exists() || d.join("wrap.key").exists() {
+            assert!(
+                Instant::now() < deadline,
+                "{} did not switch to autolock",
+                m.name
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    c.kill9(lagger);
+    c.spawn(lagger);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = c.secretctl_at(
+            &c.endpoint(lagger),
+            &["cluster", "unlock"],
+            Some(unlock_key.as_bytes()),
+        );
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let more = create_secrets(&c, lagger, "locked", 20).await;
+    canaries.extend(more);
+    c.ok(&["defrag"]);
+    assert_nothing_leaks(&c, &canaries, &config_canary, dump.path(), "after autolock");
+
+    // KEK rotation: every DEK re-wrapped under generation 2, generation 1
+    // destroyed; more secrets under generation 2.
+    let out = c.sctl(&["cluster", "rotate-key"], None);
+    assert!(out.contains("rotated to generation 2"), "{out}");
+    for i in 0..3 {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = c.secretctl_at(&c.endpoint(i), &["cluster", "settings"], None);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            if text.contains("held by this member:   2\n") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "member {i}: {text}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let more = create_secrets(&c, leader, "rotated", 20).await;
+    canaries.extend(more);
+    c.ok(&["defrag"]);
+    assert_nothing_leaks(
+        &c,
+        &canaries,
+        &config_canary,
+        dump.path(),
+        "after KEK rotation",
+    );
+}
+
+/// Creates `n` secrets with fresh canaries through member `i`.
+async fn create_secrets(c: &Cluster, i: usize, prefix: &str, n: usize) -> Vec<String> {
+    let mut s = SecretsClient::new(c.channel(i).await);
+    let mut out = Vec::new();
+    for j in 0..n {
+        let can = canary();
+        s.create(CreateRequest {
+            name: format!("{prefix}{j}"),
+            labels: Default::default(),
+            data: format!("password={can};\n").into_bytes(),
+        })
+        .await
+        .expect("create secret");
+        out.push(can);
+    }
+    out
+}
+
+/// Key material the members wrote through the debug hook: one hex key per
+/// line in each file.
+fn dumped_keys(dump: &Path) -> Vec<Vec<u8>> {
+    let mut keys = Vec::new();
+    for e in std::fs::read_dir(dump).unwrap().flatten() {
+        let text = std::fs::read_to_string(e.path()).unwrap();
+        for line in text.lines().filter(|l| l.len() == 64) {
+            keys.push(
+                (0..32)
+                    .map(|i| u8::from_str_radix(&line[2 * i..2 * i + 2], 16).unwrap())
+                    .collect(),
+            );
+        }
+    }
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// Scans every byte of every file of every member for the canaries and
+/// the dumped keys; the config's canary must be found on every member.
+fn assert_nothing_leaks(
+    c: &Cluster,
+    canaries: &[String],
+    config_canary: &str,
+    dump: &Path,
+    phase: &str,
+) {
+    let keys = dumped_keys(dump);
+    let kek_files = std::fs::read_dir(dump)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("kek-"))
+        .count();
+    assert!(
+        kek_files > 0,
+        "the debug hook wrote no KEK: the key scan would prove nothing"
+    );
+    assert!(
+        keys.len() > canaries.len(),
+        "{phase}: too few DEKs dumped ({})",
+        keys.len()
+    );
+    let mut patterns: Vec<Vec<u8>> = canaries.iter().map(|c| c.as_bytes().to_vec()).collect();
+    patterns.extend(keys.iter().cloned());
+    patterns.push(config_canary.as_bytes().to_vec());
     let control = patterns.len() - 1;
     let ac = AhoCorasick::new(&patterns).unwrap();
     let mut total_files = 0;
@@ -186,15 +341,19 @@ async fn no_secret_plaintext_reaches_any_file() {
         total_files += n;
         total_bytes += bytes;
         let leaks: Vec<_> = hits.iter().filter(|(p, _)| *p != control).collect();
-        assert!(leaks.is_empty(), "secret plaintext on disk: {leaks:?}");
+        assert!(
+            leaks.is_empty(),
+            "{phase}: secret plaintext or key material on disk: {leaks:?}"
+        );
         assert!(
             hits.iter().any(|(p, _)| *p == control),
-            "{}: the scan did not find the config's canary, so it proves nothing",
+            "{phase}: {}: the scan did not find the config's canary, so it proves nothing",
             m.name
         );
     }
     eprintln!(
-        "scanned {total_files} files, {total_bytes} bytes, for {} canaries: none found; the config's canary found on every member",
-        canaries.len()
+        "{phase}: scanned {total_files} files, {total_bytes} bytes, for {} canaries and {} keys: none found; the config's canary found on every member",
+        canaries.len(),
+        keys.len()
     );
 }

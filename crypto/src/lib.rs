@@ -15,11 +15,15 @@ mod keyfile;
 mod keyring;
 mod sealed;
 mod secret;
+mod unlock_key;
 
 pub use cipher::Cipher;
 pub use error::CryptoError;
-pub use kek_check::{kek_verifier, verify_kek};
+pub use kek_check::{kek_verifier, unlock_verifier, verify_kek, verify_unlock_key};
 pub use keyfile::load_or_create_key_file;
 pub use keyring::{KekId, Keyring};
+#[cfg(debug_assertions)]
+pub use sealed::set_dek_observer;
 pub use sealed::{Context, SealedHeader, FORMAT_VERSION};
 pub use secret::{key_lock_failures, Key, SecretBytes, KEY_BYTES};
+pub use unlock_key::{format_unlock_key, parse_unlock_key, UNLOCK_KEY_PREFIX};

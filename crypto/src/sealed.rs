@@ -157,6 +157,8 @@ pub(crate) fn seal(
 ) -> Result<Vec<u8>, CryptoError> {
     let header = header_bytes(cipher, kek_id);
     let dek = Key::generate();
+    #[cfg(debug_assertions)]
+    observe_dek(&dek);
     let wrap_nonce = cipher.random_nonce();
     let wrapped = cipher.seal(kek, &wrap_nonce, &wrap_aad(ctx, &header)?, dek.expose())?;
     let payload_nonce = cipher.random_nonce();
@@ -169,6 +171,24 @@ pub(crate) fn seal(
     out.extend_from_slice(&payload);
     debug_assert_eq!(out.len(), min_len(cipher) + plaintext.len());
     Ok(out)
+}
+
+/// Test builds only: a function that sees every DEK generated, so the
+/// canary test can look for DEK bytes on disk. Release builds do not
+/// contain it.
+#[cfg(debug_assertions)]
+static DEK_OBSERVER: std::sync::OnceLock<fn(&[u8])> = std::sync::OnceLock::new();
+
+#[cfg(debug_assertions)]
+pub fn set_dek_observer(f: fn(&[u8])) {
+    let _ = DEK_OBSERVER.set(f);
+}
+
+#[cfg(debug_assertions)]
+fn observe_dek(dek: &Key) {
+    if let Some(f) = DEK_OBSERVER.get() {
+        f(dek.expose());
+    }
 }
 
 /// Unwraps the DEK of a blob with the KEK it names.

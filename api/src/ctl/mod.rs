@@ -3,6 +3,7 @@
 //! the etcd-compatible keyspace. Every failure is one sentence on stderr
 //! and exit status 1.
 
+mod keys;
 mod objects;
 mod template;
 
@@ -74,7 +75,24 @@ pub enum ClusterCmd {
         /// Cipher for new secret versions: xchacha20-poly1305 or aes-256-gcm.
         #[arg(long)]
         secret_cipher: Option<String>,
+        /// Switch autolock on (prints the unlock key, once) or off.
+        #[arg(long, value_name = "BOOL")]
+        autolock: Option<bool>,
     },
+    /// Unlock the members at --endpoints; the key is read from a prompt or stdin.
+    Unlock,
+    /// Show the current unlock key, or make a new one.
+    UnlockKey {
+        /// Make a new unlock key; the old one stops working.
+        #[arg(long)]
+        rotate: bool,
+        /// Print only the key.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Rotate the key-encryption key: new generation, every stored key
+    /// re-wrapped, old generations destroyed.
+    RotateKey,
 }
 
 #[derive(Subcommand, Debug)]
@@ -205,7 +223,23 @@ pub async fn run(cli: Cli) -> Result<()> {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(*shell, &mut cmd, "secretctl", &mut std::io::stdout());
         }
-        Command::Cluster(ClusterCmd::Settings { secret_cipher }) => {
+        Command::Cluster(ClusterCmd::Settings {
+            autolock: Some(on),
+            secret_cipher: None,
+        }) => keys::set_autolock(&cli, *on).await?,
+        Command::Cluster(ClusterCmd::Settings {
+            autolock: Some(_),
+            secret_cipher: Some(_),
+        }) => bail!("change --autolock and --secret-cipher in separate commands"),
+        Command::Cluster(ClusterCmd::Unlock) => keys::unlock(&cli).await?,
+        Command::Cluster(ClusterCmd::UnlockKey { rotate, quiet }) => {
+            keys::unlock_key(&cli, *rotate, *quiet).await?
+        }
+        Command::Cluster(ClusterCmd::RotateKey) => keys::rotate_key(&cli).await?,
+        Command::Cluster(ClusterCmd::Settings {
+            secret_cipher,
+            autolock: None,
+        }) => {
             use crate::pb::secretstore::{admin_client::AdminClient, GetSettingsRequest, Settings};
             let r = match secret_cipher {
                 Some(c) => {
@@ -242,6 +276,14 @@ pub async fn run(cli: Cli) -> Result<()> {
                 }
             );
             println!("held by this member:   {}", list(&k.held));
+            println!(
+                "autolock:              {}",
+                match (r.autolock, r.locked) {
+                    (false, _) => "off",
+                    (true, false) => "on (this member is unlocked)",
+                    (true, true) => "on (this member is LOCKED)",
+                }
+            );
         }
         Command::Cluster(ClusterCmd::Status) => {
             let timeout = Duration::from_secs(cli.command_timeout);

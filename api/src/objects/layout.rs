@@ -9,6 +9,8 @@
 //! R ref/{s,c}/<id>/<task id>   a task uses the object; value: pinned version (u64 BE, 0 = current)
 //! R kek/<generation:08x>       KekRecord: a KEK generation's verifier, never the key
 //! R settings                   SettingsRecord
+//! R kekheld/<gen:08x>/<member:016x>  empty: that member holds that generation
+//! R lock                       LockRecord: autolock and the unlock key's verifier
 //! ```
 //!
 //! `R` is [`crate::reserved::RESERVED`]. IDs and names never contain `/`,
@@ -78,6 +80,22 @@ pub fn data_key(id: &str, version: u64) -> Vec<u8> {
     ])
 }
 
+/// Every sealed secret version, of every secret.
+pub fn all_data_prefix() -> Vec<u8> {
+    key(&[b"data/"])
+}
+
+/// (object id, version) of a data key.
+pub fn parse_data_key(k: &[u8]) -> Option<(String, u64)> {
+    let rest = k.strip_prefix(all_data_prefix().as_slice())?;
+    let rest = std::str::from_utf8(rest).ok()?;
+    let (id, version) = rest.rsplit_once('/')?;
+    if version.len() != 16 {
+        return None;
+    }
+    Some((id.to_string(), u64::from_str_radix(version, 16).ok()?))
+}
+
 pub fn task_prefix() -> Vec<u8> {
     key(&[b"task/"])
 }
@@ -120,6 +138,26 @@ pub fn settings_key() -> Vec<u8> {
     key(&[b"settings"])
 }
 
+pub fn kek_held_prefix(generation: u32) -> Vec<u8> {
+    key(&[b"kekheld/", format!("{generation:08x}/").as_bytes()])
+}
+
+pub fn kek_held_key(generation: u32, member: u64) -> Vec<u8> {
+    let mut k = kek_held_prefix(generation);
+    k.extend_from_slice(format!("{member:016x}").as_bytes());
+    k
+}
+
+/// The member id inside a kekheld key.
+pub fn member_of_kek_held_key(generation: u32, k: &[u8]) -> Option<u64> {
+    let rest = k.strip_prefix(kek_held_prefix(generation).as_slice())?;
+    u64::from_str_radix(std::str::from_utf8(rest).ok()?, 16).ok()
+}
+
+pub fn lock_key() -> Vec<u8> {
+    key(&[b"lock"])
+}
+
 pub use secretd_store::mvcc::prefix_end;
 
 #[cfg(test)]
@@ -140,5 +178,7 @@ mod tests {
         // Versions sort numerically.
         assert!(data_key("x", 2) < data_key("x", 10));
         assert!(data_key("x", 10).starts_with(&data_prefix("x")));
+        assert_eq!(parse_data_key(&data_key("ab", 10)), Some(("ab".into(), 10)));
+        assert_eq!(parse_data_key(&object_key(Kind::Secret, "ab")), None);
     }
 }

@@ -11,6 +11,8 @@
 pub mod agent;
 pub mod keys;
 pub mod layout;
+pub mod lock;
+pub mod rotation;
 pub mod service;
 pub mod store;
 pub mod validate;

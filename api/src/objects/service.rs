@@ -14,7 +14,9 @@ use crate::pb::secretstore::{
     admin_server::Admin, configs_server::Configs, secrets_server::Secrets, tasks_server::Tasks,
     ClusterSettings, CreateRequest, CreateResponse, GetSettingsRequest, InspectRequest, KeyStatus,
     ListRequest, ListResponse, ListTasksRequest, ListTasksResponse, Object, RemoveRequest,
-    RemoveResponse, RotateRequest, RotateResponse, Settings, Task, TaskRef,
+    RemoveResponse, RotateKeyRequest, RotateKeyResponse, RotateRequest, RotateResponse,
+    SetAutolockRequest, Settings, Task, TaskRef, UnlockKeyRequest, UnlockKeyResponse,
+    UnlockRequest, UnlockResponse,
 };
 
 #[derive(Clone)]
@@ -167,9 +169,12 @@ impl ObjectService {
         settings: Settings,
     ) -> Result<Response<ClusterSettings>, Status> {
         let (registered, held) = self.store.keys().status().await?;
+        let autolock = self.store.keys().autolock().await?;
         Ok(Response::new(ClusterSettings {
             settings: Some(settings),
             keys: Some(KeyStatus { registered, held }),
+            autolock,
+            locked: self.store.keys().is_locked(),
         }))
     }
 }
@@ -192,5 +197,66 @@ impl Admin for ObjectService {
         let r = self.store.update_settings(req.into_inner()).await;
         audit::record(&who, "settings.update", "cluster", None, &r);
         self.cluster_settings(r?).await
+    }
+
+    async fn set_autolock(
+        &self,
+        req: Request<SetAutolockRequest>,
+    ) -> Result<Response<UnlockKeyResponse>, Status> {
+        let who = audit::who(&req);
+        let enabled = req.into_inner().enabled;
+        let r = self.store.keys().set_autolock(enabled).await;
+        let what = if enabled {
+            "autolock.on"
+        } else {
+            "autolock.off"
+        };
+        audit::record(&who, what, "cluster", None, &r);
+        Ok(Response::new(UnlockKeyResponse {
+            unlock_key: r?.unwrap_or_default(),
+        }))
+    }
+
+    async fn unlock_key(
+        &self,
+        req: Request<UnlockKeyRequest>,
+    ) -> Result<Response<UnlockKeyResponse>, Status> {
+        let who = audit::who(&req);
+        let rotate = req.into_inner().rotate;
+        let r = self.store.keys().unlock_key(rotate).await;
+        let what = if rotate {
+            "unlock_key.rotate"
+        } else {
+            "unlock_key.show"
+        };
+        audit::record(&who, what, "cluster", None, &r);
+        Ok(Response::new(UnlockKeyResponse { unlock_key: r? }))
+    }
+
+    async fn unlock(
+        &self,
+        req: Request<UnlockRequest>,
+    ) -> Result<Response<UnlockResponse>, Status> {
+        let who = audit::who(&req);
+        let r = self.store.keys().unlock(req.into_inner().unlock_key).await;
+        audit::record(&who, "member.unlock", "member", None, &r);
+        r?;
+        Ok(Response::new(UnlockResponse {}))
+    }
+
+    async fn rotate_key(
+        &self,
+        req: Request<RotateKeyRequest>,
+    ) -> Result<Response<RotateKeyResponse>, Status> {
+        let who = audit::who(&req);
+        let r = self.store.keys().rotate().await;
+        let version = r.as_ref().ok().map(|x| u64::from(x.generation));
+        audit::record(&who, "kek.rotate", "cluster", version, &r);
+        let r = r?;
+        Ok(Response::new(RotateKeyResponse {
+            generation: r.generation,
+            retired: r.retired,
+            rewrapped: r.rewrapped,
+        }))
     }
 }

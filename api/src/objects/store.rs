@@ -302,19 +302,8 @@ impl ObjectStore {
             current_version: 0,
             versions: Vec::new(),
         };
-        let mut ops = vec![put(
-            layout::name_key(kind, &req.name),
-            id.clone().into_bytes(),
-        )];
         match kind {
             Kind::Secret => {
-                let ctx = Context {
-                    kind: "secret",
-                    object_id: &id,
-                    version: 1,
-                };
-                let blob = self.keys.seal(self.cipher().await?, &ctx, &data).await?;
-                ops.push(put(layout::data_key(&id, 1), blob));
                 record.current_version = 1;
                 record.versions.push(VersionInfo {
                     version: 1,
@@ -327,19 +316,45 @@ impl ObjectStore {
                 }
             }
         }
-        ops.push(put(layout::object_key(kind, &id), record.encode_to_vec()));
-        let resp = self
-            .txn(vec![absent(layout::name_key(kind, &req.name))], ops)
-            .await?;
-        if !resp.succeeded {
-            return Err(Status::already_exists(format!(
-                "{} {} already exists",
-                kind.word(),
-                req.name
-            )));
+        for _ in 0..CONFLICT_RETRIES_MAX {
+            let mut ops = vec![put(
+                layout::name_key(kind, &req.name),
+                id.clone().into_bytes(),
+            )];
+            let mut compare = vec![absent(layout::name_key(kind, &req.name))];
+            if kind == Kind::Secret {
+                let ctx = Context {
+                    kind: "secret",
+                    object_id: &id,
+                    version: 1,
+                };
+                let sealed = self.keys.seal(self.cipher().await?, &ctx, &data).await?;
+                ops.push(put(layout::data_key(&id, 1), sealed.blob));
+                compare.push(sealed.guard);
+            }
+            ops.push(put(layout::object_key(kind, &id), record.encode_to_vec()));
+            if self.txn(compare, ops).await?.succeeded {
+                tracing::info!(kind = kind.word(), id = %id, name = %req.name, "created");
+                return Ok(id);
+            }
+            // The name is taken, or a KEK rotation registered a newer
+            // generation after the seal: seal again.
+            let (r, _) = self
+                .read(vec![get(layout::name_key(kind, &req.name))])
+                .await?;
+            if !r[0].kvs.is_empty() {
+                return Err(Status::already_exists(format!(
+                    "{} {} already exists",
+                    kind.word(),
+                    req.name
+                )));
+            }
         }
-        tracing::info!(kind = kind.word(), id = %id, name = %req.name, "created");
-        Ok(id)
+        Err(Status::aborted(format!(
+            "{} {} could not be created: the cluster's keys kept changing; try again",
+            kind.word(),
+            req.name
+        )))
     }
 
     pub async fn inspect(&self, kind: Kind, input: &str) -> Result<Object, Status> {
@@ -459,7 +474,7 @@ impl ObjectStore {
                 object_id: &o.id,
                 version,
             };
-            let blob = self.keys.seal(cipher, &ctx, &data).await?;
+            let sealed = self.keys.seal(cipher, &ctx, &data).await?;
             let now = now_ns();
             // Keep the newest `history` old versions, and every pinned one.
             let mut excess = o.versions.len().saturating_sub(self.history);
@@ -483,7 +498,7 @@ impl ObjectStore {
             o.version_index = 0;
             let mut ops = vec![
                 put(layout::object_key(Kind::Secret, &o.id), o.encode_to_vec()),
-                put(layout::data_key(&o.id, version), blob),
+                put(layout::data_key(&o.id, version), sealed.blob),
             ];
             ops.extend(
                 pruned
@@ -495,6 +510,7 @@ impl ObjectStore {
                     vec![
                         unchanged(layout::object_key(Kind::Secret, &o.id), read_at),
                         prefix_unchanged_since(refs, refs_rev),
+                        sealed.guard,
                     ],
                     ops,
                 )

@@ -1,0 +1,149 @@
+//! `secretctl cluster` key commands: autolock on and off, the unlock key,
+//! unlocking a member, and KEK rotation. The unlock key is read from a
+//! prompt (no echo) or from stdin, never from a flag: flags end up in shell
+//! history and in `ps`.
+
+use std::io::{IsTerminal, Read};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Result};
+use zeroize::Zeroize;
+
+use super::{channel, grpc_error, Cli};
+use crate::pb::secretstore::{
+    admin_client::AdminClient, RotateKeyRequest, SetAutolockRequest, UnlockKeyRequest,
+    UnlockRequest,
+};
+
+/// A rotation re-wraps every stored secret version; give it time.
+const ROTATE_TIMEOUT_MS: u64 = 600_000;
+/// Longest line accepted as an unlock key (it is 58 characters).
+const UNLOCK_KEY_INPUT_BYTES_MAX: u64 = 4096;
+
+fn print_key_notice(key: &str) {
+    println!("To unlock a restarted member, run `secretctl cluster unlock` and give it this key:");
+    println!();
+    println!("    {key}");
+    println!();
+    println!("Keep it somewhere safe: without it a restarted member cannot open any secret.");
+}
+
+pub async fn set_autolock(cli: &Cli, enabled: bool) -> Result<()> {
+    let key = super::call(cli, |ch| async move {
+        AdminClient::new(ch)
+            .set_autolock(SetAutolockRequest { enabled })
+            .await
+    })
+    .await
+    .map_err(|(e, ep)| grpc_error(e, &ep))?
+    .into_inner()
+    .unlock_key;
+    if enabled {
+        print_key_notice(&key);
+    } else {
+        println!("autolock is off");
+    }
+    Ok(())
+}
+
+pub async fn unlock_key(cli: &Cli, rotate: bool, quiet: bool) -> Result<()> {
+    let mut key = super::call(cli, |ch| async move {
+        AdminClient::new(ch)
+            .unlock_key(UnlockKeyRequest { rotate })
+            .await
+    })
+    .await
+    .map_err(|(e, ep)| grpc_error(e, &ep))?
+    .into_inner()
+    .unlock_key;
+    if quiet {
+        println!("{key}");
+    } else {
+        if rotate {
+            println!("Successfully rotated the unlock key.");
+        }
+        print_key_notice(&key);
+    }
+    key.zeroize();
+    Ok(())
+}
+
+fn read_unlock_key() -> Result<String> {
+    let mut text = if std::io::stdin().is_terminal() {
+        rpassword::prompt_password("Unlock key: ")
+            .map_err(|e| anyhow!("cannot read the unlock key: {e}"))?
+    } else {
+        let mut s = String::new();
+        std::io::stdin()
+            .take(UNLOCK_KEY_INPUT_BYTES_MAX)
+            .read_to_string(&mut s)
+            .map_err(|e| anyhow!("error reading from STDIN: {e}"))?;
+        s
+    };
+    let trimmed = text.trim().to_string();
+    text.zeroize();
+    if trimmed.is_empty() {
+        bail!("error reading from STDIN: the unlock key is empty");
+    }
+    Ok(trimmed)
+}
+
+/// Unlocks every member named by --endpoints (each must be reachable):
+/// after a restart an operator usually unlocks the one member that
+/// restarted, and `--endpoints` names it.
+pub async fn unlock(cli: &Cli) -> Result<()> {
+    let mut key = read_unlock_key()?;
+    let timeout = Duration::from_secs(cli.command_timeout);
+    let mut failed = 0;
+    let eps = secretd_fuse::endpoints(&cli.endpoints)?;
+    for ep in &eps {
+        let r = AdminClient::new(channel(cli, ep, timeout)?)
+            .unlock(UnlockRequest {
+                unlock_key: key.clone(),
+            })
+            .await;
+        match r {
+            Ok(_) => println!("{ep}: unlocked"),
+            Err(e) if e.message() == "member is not locked" => println!("{ep}: not locked"),
+            Err(e) => {
+                failed += 1;
+                eprintln!("{ep}: {}", grpc_error(e, ep));
+            }
+        }
+    }
+    key.zeroize();
+    if failed > 0 {
+        bail!(
+            "{failed} of {} member{} not unlocked",
+            eps.len(),
+            if eps.len() == 1 { "" } else { "s" }
+        );
+    }
+    Ok(())
+}
+
+pub async fn rotate_key(cli: &Cli) -> Result<()> {
+    let eps = secretd_fuse::endpoints(&cli.endpoints)?;
+    let ep = eps
+        .first()
+        .ok_or_else(|| anyhow!("no endpoint given"))?
+        .clone();
+    let r = AdminClient::new(channel(cli, &ep, Duration::from_millis(ROTATE_TIMEOUT_MS))?)
+        .rotate_key(RotateKeyRequest {})
+        .await
+        .map_err(|e| grpc_error(e, &ep))?
+        .into_inner();
+    println!(
+        "key-encryption key rotated to generation {}: {} secret version{} re-wrapped; destroyed generation{} {}",
+        r.generation,
+        r.rewrapped,
+        if r.rewrapped == 1 { "" } else { "s" },
+        if r.retired.len() == 1 { "" } else { "s" },
+        r.retired
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}

@@ -1,0 +1,295 @@
+//! Autolock: the keyring on disk is sealed under an unlock key that is
+//! never on disk, so a stolen disk (or a member restarted by a thief)
+//! opens nothing until an operator gives the key.
+//!
+//! The cluster's unlock key lives in raft only sealed under the newest KEK
+//! ([`LockRecord`]), plus a verifier. A member that holds the KEK follows a
+//! change by itself (`follow_lock`, run by every sync): it opens the new
+//! unlock key with its KEK and re-seals its keyring file. A member that
+//! restarts has neither, and waits for `secretctl cluster unlock`.
+//!
+//! Switching on writes `keyring.locked` before it removes `keyring` and
+//! `wrap.key`; switching off writes a new `wrap.key` and `keyring` before
+//! it removes `keyring.locked`. A crash between the two steps leaves both
+//! forms; `Keys::load` keeps the locked one.
+
+use prost::Message;
+use secretd_crypto::{Cipher, Context, Key, Keyring};
+use tonic::Status;
+use zeroize::Zeroize;
+
+use super::keys::{
+    internal, locked, put, remove_file, unchanged, Keys, Wrap, KEYRING_FILE, LOCKED_KEYRING_FILE,
+    WRAP_KEY_FILE,
+};
+use super::layout;
+use crate::pb::etcdserverpb::TxnRequest;
+use crate::pb::raftpb::LockRecord;
+
+fn unlock_key_context(epoch: u64) -> Context<'static> {
+    Context {
+        kind: "unlock-key",
+        object_id: "",
+        version: epoch,
+    }
+}
+
+fn invalid_key() -> Status {
+    Status::invalid_argument("invalid unlock key; the member stays locked")
+}
+
+impl Keys {
+    /// Whether the cluster has autolock on (this member's view).
+    pub async fn autolock(&self) -> Result<bool, Status> {
+        Ok(self.lock_record(false).await?.0.autolock)
+    }
+
+    /// Makes the keyring on disk match the lock record: sealed under the
+    /// current unlock key while autolock is on, under `wrap.key` while off.
+    /// Needs the keyring in memory (an unlocked member); a locked member
+    /// changes nothing.
+    pub(super) fn follow_lock(&self, lock: &LockRecord) -> Result<(), Status> {
+        let mut st = self.state.write();
+        let Some(ring) = st.ring.as_ref() else {
+            return Ok(());
+        };
+        match (&st.wrap, lock.autolock) {
+            (Wrap::File(_), true) => {}
+            (Wrap::Unlock { epoch, .. }, true) if *epoch != lock.epoch => {}
+            (Wrap::Locked, true) => return Ok(()),
+            (Wrap::Unlock { .. } | Wrap::Locked, false) => {
+                let wrap = secretd_crypto::load_or_create_key_file(&self.dir.join(WRAP_KEY_FILE))
+                    .map_err(internal)?;
+                st.wrap = Wrap::File(wrap);
+                self.persist(&st)?;
+                remove_file(&self.dir, LOCKED_KEYRING_FILE)?;
+                tracing::warn!(
+                    "autolock is off: this member's keyring is wrapped by keys/wrap.key"
+                );
+                return Ok(());
+            }
+            _ => return Ok(()),
+        }
+        let key = ring
+            .open(&unlock_key_context(lock.epoch), &lock.unlock_key_sealed)
+            .map_err(|e| internal(format!("cannot open the cluster's unlock key: {e}")))?;
+        let key = Key::from_slice(key.expose()).map_err(internal)?;
+        secretd_crypto::verify_unlock_key(lock.epoch, &key, &lock.verifier)
+            .map_err(|_| internal("the cluster's unlock key does not match its verifier"))?;
+        let was_file = matches!(st.wrap, Wrap::File(_));
+        st.wrap = Wrap::Unlock {
+            key,
+            epoch: lock.epoch,
+        };
+        self.persist(&st)?;
+        if was_file {
+            remove_file(&self.dir, KEYRING_FILE)?;
+            remove_file(&self.dir, WRAP_KEY_FILE)?;
+            tracing::warn!("autolock is on: this member's keyring is sealed under the unlock key");
+        } else {
+            tracing::info!(
+                epoch = lock.epoch,
+                "re-sealed the keyring under a new unlock key"
+            );
+        }
+        drop(st);
+        self.dump_for_tests();
+        Ok(())
+    }
+
+    /// Writes a lock record with a fresh unlock key (autolock on, or a new
+    /// key), if the record is still at `read_rev`. Returns the key.
+    async fn new_unlock_key(&self, lock: &LockRecord, read_rev: i64) -> Result<Key, Status> {
+        let key = Key::generate();
+        let epoch = lock.epoch + 1;
+        let (sealed, generation) = {
+            let st = self.state.read();
+            let ring = st.ring.as_ref().ok_or_else(locked)?;
+            (
+                ring.seal_with(
+                    Cipher::XChaCha20Poly1305,
+                    &unlock_key_context(epoch),
+                    key.expose(),
+                )
+                .map_err(internal)?,
+                ring.current(),
+            )
+        };
+        let rec = LockRecord {
+            autolock: true,
+            epoch,
+            unlock_key_sealed: sealed,
+            kek_generation: generation,
+            verifier: secretd_crypto::unlock_verifier(epoch, &key).map_err(internal)?,
+        };
+        self.write_lock(&rec, read_rev).await?;
+        Ok(key)
+    }
+
+    pub(super) async fn write_lock(&self, rec: &LockRecord, read_rev: i64) -> Result<(), Status> {
+        let ok = self
+            .node
+            .txn(TxnRequest {
+                compare: vec![unchanged(layout::lock_key(), read_rev)],
+                success: vec![put(layout::lock_key(), rec.encode_to_vec())],
+                failure: Vec::new(),
+            })
+            .await
+            .map_err(crate::errors::status)?
+            .succeeded;
+        if ok {
+            Ok(())
+        } else {
+            Err(Status::aborted(
+                "the cluster's lock settings changed meanwhile; try again",
+            ))
+        }
+    }
+
+    /// Switches autolock on (returns the new unlock key, formatted) or off.
+    pub async fn set_autolock(&self, enabled: bool) -> Result<Option<String>, Status> {
+        // A KEK must exist to seal the unlock key under.
+        self.sync(enabled).await?;
+        let _guard = self.changing.lock().await;
+        let (lock, rev) = self.lock_record(true).await?;
+        if lock.autolock == enabled {
+            return Err(Status::failed_precondition(if enabled {
+                "autolock is already on; `secretctl cluster unlock-key` shows the key"
+            } else {
+                "autolock is already off"
+            }));
+        }
+        if self.is_locked() {
+            return Err(locked());
+        }
+        if enabled {
+            let missing = self.members_without_kek().await?;
+            if !missing.is_empty() {
+                return Err(Status::failed_precondition(format!(
+                    "cannot switch autolock on yet: {} {} not received the key-encryption key (is it running?); try again once every member is up",
+                    missing.join(", "),
+                    if missing.len() == 1 { "has" } else { "have" }
+                )));
+            }
+            let key = self.new_unlock_key(&lock, rev).await?;
+            let (lock, _) = self.lock_record(true).await?;
+            self.follow_lock(&lock)?;
+            tracing::warn!("autolock switched on");
+            Ok(Some(secretd_crypto::format_unlock_key(&key)))
+        } else {
+            let rec = LockRecord {
+                autolock: false,
+                epoch: lock.epoch,
+                ..Default::default()
+            };
+            self.write_lock(&rec, rev).await?;
+            self.follow_lock(&rec)?;
+            tracing::warn!("autolock switched off");
+            Ok(None)
+        }
+    }
+
+    /// The current unlock key, or (with `rotate`) a new one.
+    pub async fn unlock_key(&self, rotate: bool) -> Result<String, Status> {
+        let _guard = self.changing.lock().await;
+        let (lock, rev) = self.lock_record(true).await?;
+        if !lock.autolock {
+            return Err(Status::failed_precondition(
+                "autolock is off; switch it on with `secretctl cluster settings --autolock=true`",
+            ));
+        }
+        if self.is_locked() {
+            return Err(locked());
+        }
+        if !rotate {
+            // Follow first: this member may not have seen the newest key.
+            self.follow_lock(&lock)?;
+            let st = self.state.read();
+            return match &st.wrap {
+                Wrap::Unlock { key, .. } => Ok(secretd_crypto::format_unlock_key(key)),
+                _ => Err(Status::unavailable(
+                    "this member has not switched to autolock yet; try again",
+                )),
+            };
+        }
+        let key = self.new_unlock_key(&lock, rev).await?;
+        let (lock, _) = self.lock_record(true).await?;
+        self.follow_lock(&lock)?;
+        tracing::warn!(epoch = lock.epoch, "unlock key rotated");
+        Ok(secretd_crypto::format_unlock_key(&key))
+    }
+
+    /// Unlocks this member with an operator's key. A wrong key changes
+    /// nothing: the member stays locked.
+    pub async fn unlock(&self, mut text: String) -> Result<(), Status> {
+        let parsed = secretd_crypto::parse_unlock_key(&text);
+        text.zeroize();
+        let key = parsed.map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let _guard = self.changing.lock().await;
+        if !self.is_locked() {
+            return Err(Status::failed_precondition("member is not locked"));
+        }
+        let (lock, _) = self.lock_record(true).await?;
+        let current = secretd_crypto::verify_unlock_key(lock.epoch, &key, &lock.verifier).is_ok();
+        // 1. The keyring file, if this key seals it (the current key, or
+        //    one the cluster replaced while this member was down).
+        let from_file = match std::fs::read(self.dir.join(LOCKED_KEYRING_FILE)) {
+            Ok(blob) if blob.len() > 8 => {
+                let epoch = u64::from_be_bytes(blob[..8].try_into().expect("8 bytes"));
+                Keyring::import(&key, &blob[8..]).ok().map(|r| (r, epoch))
+            }
+            Ok(_) => {
+                return Err(internal(format!(
+                    "{} is truncated",
+                    self.dir.join(LOCKED_KEYRING_FILE).display()
+                )))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(internal(format!("cannot read the locked keyring: {e}"))),
+        };
+        match from_file {
+            Some((ring, epoch)) => {
+                let mut st = self.state.write();
+                st.ring = Some(ring);
+                st.wrap = Wrap::Unlock { key, epoch };
+            }
+            None if current => {
+                // The key is right but this member's file is sealed under
+                // an older one (or it has none): fetch every generation
+                // from peers, sealed under this key.
+                self.state.write().wrap = Wrap::Unlock {
+                    key,
+                    epoch: lock.epoch,
+                };
+            }
+            None => return Err(invalid_key()),
+        }
+        // Fetch what is missing, follow the lock record (an older key
+        // moves to the current one), save. Any failure leaves the member
+        // locked, as it was.
+        match self.sync_locked(false).await {
+            Ok(_) if self.state.read().ring.is_some() => {
+                self.persist(&self.state.read())?;
+                self.dump_for_tests();
+                tracing::warn!("member unlocked");
+                Ok(())
+            }
+            Ok(_) => {
+                self.relock();
+                Err(Status::unavailable(
+                    "the unlock key is right, but no peer could send the keyring yet; try again",
+                ))
+            }
+            Err(e) => {
+                self.relock();
+                Err(e)
+            }
+        }
+    }
+
+    fn relock(&self) {
+        let mut st = self.state.write();
+        st.ring = None;
+        st.wrap = Wrap::Locked;
+    }
+}
