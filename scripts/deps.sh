@@ -3,12 +3,18 @@
 #   librocksdb-dev  RocksDB 7.8.3, linked instead of compiling its C++ (see ARCHITECTURE.md)
 #   libclang-dev    bindgen (librocksdb-sys) needs it
 #   etcd-client     the real etcdctl, which the integration tests drive
+#   iptables        the fault suite's partitions (inside its own network namespaces)
+#   faketime        the fault suite's clock nemesis (libfaketime)
+#   iproute2        ip netns, veth and bridge for the fault suite
 set -euo pipefail
 need=()
 dpkg -s librocksdb-dev >/dev/null 2>&1 || need+=(librocksdb-dev)
 dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
 if [ "${1:-}" = "--test" ]; then
   command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
+  command -v iptables >/dev/null 2>&1 || need+=(iptables)
+  dpkg -s faketime >/dev/null 2>&1 || need+=(faketime)
+  command -v ip >/dev/null 2>&1 || need+=(iproute2)
 fi
 [ ${#need[@]} -eq 0 ] && exit 0
 SUDO=""

@@ -1,5 +1,6 @@
 //! `jepsen`: the fault suite's command line. `jepsen check` runs the
-//! history checkers on files; everything else lives in the library.
+//! history checkers on files, `jepsen test` one run against real secretd
+//! processes, `jepsen campaign` many; everything else lives in the library.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use secretd_jepsen::check::{self, model, parse, Verdict};
+use secretd_jepsen::harness;
 
 #[derive(Parser)]
 #[command(
@@ -40,6 +42,227 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// One run: N secretd members in network namespaces, clients, faults,
+    /// checks. Exit status: 0 valid, 1 anomaly, 2 unknown or error.
+    Test(TestArgs),
+    /// Runs many seeds across nemesis and workload combinations and prints
+    /// a summary table. Exit status as for `test`, for the worst run.
+    Campaign {
+        #[command(flatten)]
+        args: TestArgs,
+        #[arg(long, default_value_t = 50)]
+        runs: u64,
+    },
+}
+
+#[derive(clap::Args, Clone)]
+struct TestArgs {
+    #[arg(long, default_value_t = 5)]
+    nodes: usize,
+    /// Seconds of workload and faults.
+    #[arg(long, default_value_t = 60)]
+    time_limit: u64,
+    /// partition,kill,pause,clock,member,disk or all (campaign: the set to
+    /// draw combinations from).
+    #[arg(long, default_value = "partition,kill")]
+    nemesis: String,
+    /// register, append or watch (campaign: all three unless given).
+    #[arg(long)]
+    workload: Option<String>,
+    /// The seed (default: from the clock); printed, and reproduces the
+    /// fault schedule. A campaign uses seed, seed+1, ...
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Concurrent client processes.
+    #[arg(long, default_value_t = 10)]
+    concurrency: usize,
+    /// Where runs are written (a folder per run).
+    #[arg(long, default_value = "jepsen-runs")]
+    out: PathBuf,
+    /// The secretd binary (default: `secretd` next to this binary).
+    #[arg(long)]
+    secretd: Option<PathBuf>,
+    /// Linearizability search time per run, in seconds.
+    #[arg(long, default_value_t = 60)]
+    check_time_limit: u64,
+}
+
+fn workload(name: &str) -> Result<harness::Workload, String> {
+    harness::Workload::ALL
+        .into_iter()
+        .find(|w| w.name() == name)
+        .ok_or_else(|| format!("unknown workload {name:?}: choose register, append or watch"))
+}
+
+fn config(
+    a: &TestArgs,
+    seed: u64,
+    w: harness::Workload,
+    nemesis: Vec<harness::nemesis::Kind>,
+) -> harness::Config {
+    let secretd = a.secretd.clone().unwrap_or_else(|| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(|d| d.join("secretd")))
+            .unwrap_or_else(|| PathBuf::from("secretd"))
+    });
+    let names: Vec<&str> = nemesis.iter().map(|k| k.name()).collect();
+    harness::Config {
+        nodes: a.nodes,
+        time_limit_ms: a.time_limit * 1000,
+        out: a
+            .out
+            .join(format!("{}-{}-{seed}", w.name(), names.join("+"))),
+        nemesis,
+        workload: w,
+        seed,
+        concurrency: a.concurrency.max(1),
+        secretd,
+        check_budget_ms: a.check_time_limit * 1000,
+        recovery_bound_ms: 30_000,
+        quiet: false,
+    }
+}
+
+fn status_of(r: &harness::RunResult) -> &'static str {
+    match r.valid() {
+        Some(true) => "valid",
+        Some(false) => "ANOMALY",
+        None => "unknown",
+    }
+}
+
+fn print_result(r: &harness::RunResult) {
+    println!(
+        "seed {} {} {}: {}",
+        r.seed,
+        r.workload.name(),
+        r.nemesis.join(","),
+        status_of(r)
+    );
+    for c in &r.checks {
+        let v = match c.valid {
+            Some(true) => "valid",
+            Some(false) => "INVALID",
+            None => "unknown",
+        };
+        println!("  {}: {v}", c.name);
+        if c.valid != Some(true) {
+            for line in c.detail.lines().take(20) {
+                println!("    {line}");
+            }
+        }
+    }
+    for c in &r.crashes {
+        println!("  crash: {c}");
+    }
+    match r.recovery_ms {
+        Some(ms) => println!("  recovered {ms} ms after the final heal"),
+        None => println!("  NO PROGRESS after the final heal"),
+    }
+    println!(
+        "  ok {} fail {} unknown {} · {}",
+        r.ok,
+        r.fail,
+        r.info,
+        r.dir.join("report.html").display()
+    );
+}
+
+fn exit_for(v: Option<bool>) -> u8 {
+    match v {
+        Some(true) => 0,
+        Some(false) => 1,
+        None => 2,
+    }
+}
+
+fn seed_from_clock() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() % 1_000_000)
+        .unwrap_or(1)
+}
+
+fn test(a: &TestArgs) -> Result<u8, String> {
+    let nemesis = harness::nemesis::Kind::parse_list(&a.nemesis).map_err(|e| e.to_string())?;
+    let w = workload(a.workload.as_deref().unwrap_or("register"))?;
+    let seed = a.seed.unwrap_or_else(seed_from_clock);
+    println!("seed {seed}");
+    let r = harness::run_on_thread(config(a, seed, w, nemesis)).map_err(|e| format!("{e:#}"))?;
+    print_result(&r);
+    Ok(exit_for(r.valid()))
+}
+
+fn campaign(a: &TestArgs, runs: u64) -> Result<u8, String> {
+    let kinds = harness::nemesis::Kind::parse_list(&a.nemesis).map_err(|e| e.to_string())?;
+    let workloads: Vec<harness::Workload> = match &a.workload {
+        Some(w) => vec![workload(w)?],
+        None => harness::Workload::ALL.to_vec(),
+    };
+    // Each single nemesis, then all of them together.
+    let mut combos: Vec<Vec<harness::nemesis::Kind>> = kinds.iter().map(|k| vec![*k]).collect();
+    if kinds.len() > 1 {
+        combos.push(kinds.clone());
+    }
+    let base = a.seed.unwrap_or_else(seed_from_clock);
+    let mut rows = Vec::new();
+    let mut worst = 0u8;
+    for i in 0..runs {
+        if harness::interrupted() {
+            break;
+        }
+        let w = workloads[(i as usize) % workloads.len()];
+        let combo = combos[(i as usize / workloads.len()) % combos.len()].clone();
+        let seed = base + i;
+        let names: Vec<&str> = combo.iter().map(|k| k.name()).collect();
+        println!(
+            "== run {}/{runs}: seed {seed} {} {}",
+            i + 1,
+            w.name(),
+            names.join(",")
+        );
+        let (status, detail) = match harness::run_on_thread(config(a, seed, w, combo.clone())) {
+            Ok(r) => {
+                print_result(&r);
+                worst = worst.max(exit_for(r.valid()));
+                (
+                    status_of(&r).to_string(),
+                    format!(
+                        "ok {} unknown {} recovery {}",
+                        r.ok,
+                        r.info,
+                        r.recovery_ms
+                            .map(|m| format!("{m} ms"))
+                            .unwrap_or_else(|| "none".into())
+                    ),
+                )
+            }
+            Err(e) => {
+                worst = worst.max(2);
+                ("error".to_string(), format!("{e:#}"))
+            }
+        };
+        rows.push((seed, w.name(), names.join(","), status, detail));
+    }
+    println!();
+    println!(
+        "{:<10} {:<9} {:<40} {:<8} DETAIL",
+        "SEED", "WORKLOAD", "NEMESIS", "RESULT"
+    );
+    for (seed, w, n, s, d) in &rows {
+        println!("{seed:<10} {w:<9} {n:<40} {s:<8} {d}");
+    }
+    let count = |s: &str| rows.iter().filter(|r| r.3 == s).count();
+    println!(
+        "{} runs: {} valid, {} anomalies, {} unknown, {} errors",
+        rows.len(),
+        count("valid"),
+        count("ANOMALY"),
+        count("unknown"),
+        count("error")
+    );
+    Ok(worst)
 }
 
 fn check_file(model: ModelName, path: &PathBuf, budget: Duration) -> Result<Verdict, String> {
@@ -63,11 +286,31 @@ fn check_file(model: ModelName, path: &PathBuf, budget: Duration) -> Result<Verd
 }
 
 fn main() -> ExitCode {
-    let Command::Check {
-        model,
-        time_limit,
-        files,
-    } = Cli::parse().command;
+    let (model, time_limit, files) = match Cli::parse().command {
+        Command::Check {
+            model,
+            time_limit,
+            files,
+        } => (model, time_limit, files),
+        Command::Test(a) => {
+            return match test(&a) {
+                Ok(code) => ExitCode::from(code),
+                Err(e) => {
+                    eprintln!("jepsen: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Campaign { args, runs } => {
+            return match campaign(&args, runs) {
+                Ok(code) => ExitCode::from(code),
+                Err(e) => {
+                    eprintln!("jepsen: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+    };
     if !(time_limit > 0.0 && time_limit.is_finite()) {
         eprintln!("jepsen: --time-limit must be a positive number of seconds");
         return ExitCode::from(2);

@@ -6,7 +6,9 @@
 //! - `parse`: Jepsen's register log lines and EDN maps.
 //! - `watch`: etcd's watch guarantees, and agreement between watchers.
 //! - `lost`: acknowledged writes missing from the final read.
+//! - `append`: strict serializability of list-append txns, by revision.
 
+pub mod append;
 pub mod history;
 pub mod lost;
 pub mod model;

@@ -1,0 +1,462 @@
+//! `jepsen test`: real secretd binaries in network namespaces, concurrent
+//! clients recording a history, a seeded nemesis, a final heal, and the
+//! checkers. Everything a run makes (namespaces, processes, mounts) is torn
+//! down by `Drop` when it ends, fails or is interrupted (SIGINT/SIGTERM end
+//! the run early and clean up); namespaces of a run that was `kill -9`ed
+//! are removed by the next run.
+//!
+//! - `net`: namespaces, bridge, iptables partitions.
+//! - `nodes`: the secretd processes.
+//! - `client`: the etcd v3 client.
+//! - `nemesis`: the seeded fault schedule and its execution.
+//! - `register`, `append`, `watch`: workloads and their checks.
+//! - `history`: the JSON-lines recorder.
+//! - `report`: `report.html`.
+
+pub mod append;
+pub mod client;
+pub mod history;
+pub mod nemesis;
+pub mod net;
+pub mod nodes;
+pub mod register;
+pub mod report;
+pub mod watch;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::check::Verdict;
+use client::Clients;
+use history::{Recorder, Type};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Workload {
+    Register,
+    Append,
+    Watch,
+}
+
+impl Workload {
+    pub const ALL: [Workload; 3] = [Workload::Register, Workload::Append, Workload::Watch];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Register => "register",
+            Workload::Append => "append",
+            Workload::Watch => "watch",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub nodes: usize,
+    pub time_limit_ms: u64,
+    pub nemesis: Vec<nemesis::Kind>,
+    pub workload: Workload,
+    pub seed: u64,
+    pub concurrency: usize,
+    pub out: PathBuf,
+    pub secretd: PathBuf,
+    /// Search time for the linearizability checker.
+    pub check_budget_ms: u64,
+    /// How long the cluster has after the final heal to make progress.
+    pub recovery_bound_ms: u64,
+    pub quiet: bool,
+}
+
+/// One checker's verdict: `valid` is None when it could not decide.
+#[derive(Clone, Debug, Serialize)]
+pub struct Check {
+    pub name: String,
+    pub valid: Option<bool>,
+    pub ops: usize,
+    pub detail: String,
+}
+
+impl Check {
+    pub fn from_verdict(name: &str, v: Verdict, ops: usize) -> Check {
+        let (valid, detail) = match v {
+            Verdict::Linearizable => (Some(true), format!("{ops} operations")),
+            Verdict::NotLinearizable { explanation } => (Some(false), explanation),
+            Verdict::Unknown => (None, "the search ran out of time".to_string()),
+        };
+        Check {
+            name: name.into(),
+            valid,
+            ops,
+            detail,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RunResult {
+    pub seed: u64,
+    pub workload: Workload,
+    pub nemesis: Vec<&'static str>,
+    pub nodes: usize,
+    pub dir: PathBuf,
+    pub checks: Vec<Check>,
+    /// Nodes that died without being killed.
+    pub crashes: Vec<String>,
+    /// From the final heal to the first acknowledged write.
+    pub recovery_ms: Option<u64>,
+    pub ok: usize,
+    pub fail: usize,
+    pub info: usize,
+}
+
+impl RunResult {
+    /// Some(true) valid, Some(false) an anomaly, None undecided.
+    pub fn valid(&self) -> Option<bool> {
+        if self.checks.iter().any(|c| c.valid == Some(false))
+            || !self.crashes.is_empty()
+            || self.recovery_ms.is_none()
+        {
+            return Some(false);
+        }
+        if self.checks.iter().any(|c| c.valid.is_none()) {
+            return None;
+        }
+        Some(true)
+    }
+}
+
+/// A client pauses this long after an error, so a dead node is not
+/// hammered (and the history not flooded).
+const ERROR_BACKOFF_MS: u64 = 50;
+
+/// Set by SIGINT/SIGTERM: the run stops early and cleans up.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::Relaxed)
+}
+
+/// Runs one test. The calling thread is moved into the clients' network
+/// namespace for the duration, so run it on a thread of its own (the
+/// binary does; tests use [`run_on_thread`]).
+pub fn run(cfg: &Config) -> Result<RunResult> {
+    if cfg.nodes < 3 {
+        bail!("--nodes must be at least 3");
+    }
+    net::Net::preflight()?;
+    std::fs::create_dir_all(&cfg.out)
+        .with_context(|| format!("cannot create {}", cfg.out.display()))?;
+    let disk_node = cfg
+        .nemesis
+        .contains(&nemesis::Kind::Disk)
+        .then_some(cfg.seed as usize % cfg.nodes);
+    let clock = cfg.nemesis.contains(&nemesis::Kind::Clock);
+    let plan = nemesis::plan(
+        cfg.seed,
+        &cfg.nemesis,
+        cfg.nodes,
+        cfg.time_limit_ms,
+        disk_node,
+    );
+    let net = Arc::new(net::Net::create(cfg.nodes)?);
+    let mut nodes = nodes::Nodes::new(&net, &cfg.secretd, &cfg.out, cfg.nodes, clock, disk_node)?;
+    for i in 0..cfg.nodes {
+        nodes.start(i)?;
+    }
+    let urls: Vec<String> = nodes.nodes.iter().map(|n| n.client_url()).collect();
+    let nodes = Arc::new(Mutex::new(nodes));
+    net.enter_client_ns()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let result = rt.block_on(run_async(cfg, plan, net.clone(), nodes.clone(), urls));
+    rt.shutdown_timeout(Duration::from_secs(2));
+    nodes.lock().unwrap_or_else(|e| e.into_inner()).shutdown();
+    result
+}
+
+/// [`run`] on a thread of its own (the namespace switch stays there).
+pub fn run_on_thread(cfg: Config) -> Result<RunResult> {
+    std::thread::spawn(move || run(&cfg))
+        .join()
+        .map_err(|_| anyhow::anyhow!("the run's thread panicked"))?
+}
+
+async fn wait_ready(clients: &Clients, bound: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    let mut i = 0usize;
+    while start.elapsed() < bound {
+        let r = clients
+            .kv(i % clients.urls.len())
+            .put(client::pb::etcdserverpb::PutRequest {
+                key: b"jepsen/probe".to_vec(),
+                value: b"1".to_vec(),
+                ..Default::default()
+            })
+            .await;
+        if r.is_ok() {
+            return Some(start.elapsed());
+        }
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+async fn run_async(
+    cfg: &Config,
+    plan: Vec<nemesis::Planned>,
+    net: Arc<net::Net>,
+    nodes: Arc<Mutex<nodes::Nodes>>,
+    urls: Vec<String>,
+) -> Result<RunResult> {
+    tokio::spawn(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("jepsen: interrupted; stopping the run and cleaning up");
+        INTERRUPTED.store(true, Ordering::Relaxed);
+    });
+    let clients = Clients::new(urls)?;
+    let n = cfg.nodes;
+    if wait_ready(&clients, Duration::from_secs(30))
+        .await
+        .is_none()
+    {
+        bail!(
+            "the cluster did not accept a write within 30 s of starting; see {}/n*.log",
+            cfg.out.display()
+        );
+    }
+    let rec = Recorder::create(&cfg.out.join("history.jsonl"))?;
+    rec.nemesis(
+        "start",
+        json!({"seed": cfg.seed, "nodes": n, "workload": cfg.workload.name(),
+        "nemesis": cfg.nemesis.iter().map(|k| k.name()).collect::<Vec<_>>()}),
+    );
+    if !cfg.quiet {
+        eprintln!(
+            "jepsen: seed {} · {} nodes · workload {} · nemesis {} · {} s · {}",
+            cfg.seed,
+            n,
+            cfg.workload.name(),
+            cfg.nemesis
+                .iter()
+                .map(|k| k.name())
+                .collect::<Vec<_>>()
+                .join(","),
+            cfg.time_limit_ms / 1000,
+            cfg.out.display()
+        );
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    // Watchers, for the watch workload.
+    let logs: watch::Logs = Arc::new(Mutex::new(Vec::new()));
+    let watch_target = Arc::new(AtomicI64::new(0));
+    let mut watchers = Vec::new();
+    if cfg.workload == Workload::Watch {
+        for i in 0..n {
+            watchers.push(tokio::spawn(watch::watcher(
+                clients.clone(),
+                i,
+                format!("w{}", i + 1),
+                logs.clone(),
+                stop.clone(),
+                watch_target.clone(),
+            )));
+        }
+    }
+    // Clients: process p starts on node p % n; after an unknown outcome it
+    // is retired and a new process number takes over.
+    let mut workers = Vec::new();
+    for c in 0..cfg.concurrency {
+        let clients = clients.clone();
+        let rec = rec.clone();
+        let stop = stop.clone();
+        let workload = cfg.workload;
+        let concurrency = cfg.concurrency as i64;
+        let mut rng = StdRng::seed_from_u64(cfg.seed.wrapping_mul(1000).wrapping_add(c as u64));
+        workers.push(tokio::spawn(async move {
+            let mut process = c as i64;
+            let mut count = 0u64;
+            while !stop.load(Ordering::Relaxed) && !interrupted() {
+                let node = (process as usize) % n;
+                let token = format!("{process}.{count}");
+                count += 1;
+                let (f, value) = match workload {
+                    Workload::Register => {
+                        register::generate(&mut rng, rec.elapsed_ns() / 1_000_000)
+                    }
+                    Workload::Append => append::generate(&mut rng, &token),
+                    Workload::Watch => watch::generate(&mut rng, &token),
+                };
+                rec.record(process, Type::Invoke, &f, value.clone(), None);
+                let result = match workload {
+                    Workload::Register => register::execute(&clients, node, &f, &value).await,
+                    Workload::Append => append::execute(&clients, node, &value).await,
+                    Workload::Watch => watch::execute(&clients, node, &value).await,
+                };
+                match result {
+                    Ok(v) => {
+                        rec.record(process, Type::Ok, &f, v, None);
+                    }
+                    Err((Type::Fail, e)) => {
+                        rec.record(process, Type::Fail, &f, value, Some(e));
+                        tokio::time::sleep(Duration::from_millis(ERROR_BACKOFF_MS)).await;
+                    }
+                    Err((kind, e)) => {
+                        rec.record(process, kind, &f, value, Some(e));
+                        // Retired: the next process number, on the next node.
+                        process += concurrency + 1;
+                        tokio::time::sleep(Duration::from_millis(ERROR_BACKOFF_MS)).await;
+                    }
+                }
+            }
+        }));
+    }
+    // Progress line every 5 s.
+    let progress = {
+        let rec = rec.clone();
+        let stop = stop.clone();
+        let quiet = cfg.quiet;
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                if !quiet {
+                    let (ok, fail, info) = rec.counts();
+                    eprintln!(
+                        "jepsen: {:>4.0} s  ok {ok}  fail {fail}  unknown {info}",
+                        rec.elapsed_ns() as f64 / 1e9
+                    );
+                }
+            }
+        })
+    };
+    // The nemesis, on its schedule.
+    let mut nem = nemesis::Nemesis::new(net.clone(), nodes.clone(), clients.clone(), rec.clone());
+    let t0 = Instant::now();
+    for p in &plan {
+        let at = Duration::from_millis(p.at_ms);
+        while t0.elapsed() < at && !interrupted() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if interrupted() {
+            break;
+        }
+        match nem.start(&p.fault).await {
+            Ok(d) => {
+                if !cfg.quiet {
+                    eprintln!("jepsen: {:>4.0} s  fault {d}", t0.elapsed().as_secs_f64());
+                }
+                rec.nemesis("start-fault", d);
+            }
+            Err(e) => rec.nemesis("fault-error", json!(e.to_string())),
+        }
+        let until = at + Duration::from_millis(p.duration_ms);
+        while t0.elapsed() < until && !interrupted() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let healed = nem.heal().await;
+        rec.nemesis(
+            "heal",
+            healed.unwrap_or_else(|e| json!({"error": e.to_string()})),
+        );
+    }
+    while t0.elapsed() < Duration::from_millis(cfg.time_limit_ms) && !interrupted() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Final heal, then the cluster must make progress within the bound.
+    let healed = nem.heal().await;
+    rec.nemesis(
+        "final-heal",
+        healed.unwrap_or_else(|e| json!({"error": e.to_string()})),
+    );
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        let _ = w.await;
+    }
+    progress.abort();
+    let recovery = wait_ready(&clients, Duration::from_millis(cfg.recovery_bound_ms)).await;
+    let recovery_ms = recovery.map(|d| d.as_millis() as u64);
+    rec.nemesis("recovered", json!({"ms": recovery_ms}));
+    let final_process = 1_000_000;
+    let mut checks = Vec::new();
+    match cfg.workload {
+        Workload::Register => {
+            register::final_reads(&clients, &rec, final_process, n).await;
+            let budget = Duration::from_millis(cfg.check_budget_ms);
+            checks.push(register::check(&rec.events(), budget));
+        }
+        Workload::Append => {
+            append::final_reads(&clients, &rec, final_process, n).await;
+            checks.push(append::check(&rec.events()));
+        }
+        Workload::Watch => {
+            // The last write's revision is what every watcher must reach.
+            let mut target = -1;
+            for i in 0..n * 4 {
+                if let Ok(r) = clients
+                    .kv(i % n)
+                    .put(client::pb::etcdserverpb::PutRequest {
+                        key: b"w/final".to_vec(),
+                        value: b"final".to_vec(),
+                        ..Default::default()
+                    })
+                    .await
+                {
+                    target = r.into_inner().header.map(|h| h.revision).unwrap_or(-1);
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            watch_target.store(target, Ordering::Relaxed);
+            let deadline = Instant::now() + Duration::from_millis(watch::catch_up_ms());
+            for w in watchers {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if tokio::time::timeout(left, w).await.is_err() {
+                    // Still running: it did not catch up (the check says so).
+                }
+            }
+            let truth = if target > 0 {
+                watch::committed(&clients, target).await
+            } else {
+                None
+            };
+            let logs = logs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            checks.push(watch::check(&rec.events(), &logs, truth.as_deref(), target));
+        }
+    }
+    rec.flush();
+    let (ok, fail, info) = rec.counts();
+    let result = RunResult {
+        seed: cfg.seed,
+        workload: cfg.workload,
+        nemesis: cfg.nemesis.iter().map(|k| k.name()).collect(),
+        nodes: n,
+        dir: cfg.out.clone(),
+        checks,
+        crashes: std::mem::take(&mut nem.crashes),
+        recovery_ms,
+        ok,
+        fail,
+        info,
+    };
+    std::fs::write(
+        cfg.out.join("results.json"),
+        serde_json::to_string_pretty(&result)?,
+    )?;
+    report::write(&cfg.out.join("report.html"), &result, &rec.events())?;
+    Ok(result)
+}

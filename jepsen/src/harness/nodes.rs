@@ -1,0 +1,318 @@
+//! The secretd processes under test: one per node namespace, started through
+//! `ip netns exec` (which execs, so the PID we hold is secretd's own), each
+//! with its own data directory and log. Killed by PID (`kill -9`), paused
+//! (SIGSTOP/SIGCONT), restarted from disk, removed from the cluster and
+//! added back with a fresh data directory, given a full disk, or run under
+//! libfaketime for clock faults.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+use super::net::{self, Net};
+
+const CLIENT_PORT: u16 = 2379;
+/// A re-added member gets the other peer port: its peer URL, and so its
+/// member ID, differ from the removed one's (IDs derive from peer URLs).
+const PEER_PORTS: [u16; 2] = [2380, 2390];
+const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+/// Size of the tmpfs that holds the disk-fault node's data directory.
+const DISK_TMPFS_MIB: u64 = 512;
+
+pub struct Node {
+    pub name: String,
+    ns: String,
+    ip: String,
+    peer_port_index: usize,
+    pub data_dir: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+    pub paused: bool,
+    /// `--initial-cluster-state existing` and this `--initial-cluster` on
+    /// the next start (a member that was re-added).
+    join: Option<String>,
+    faketime_file: Option<PathBuf>,
+    /// The node's data directory is on its own small tmpfs.
+    disk: Option<PathBuf>,
+}
+
+pub struct Nodes {
+    pub nodes: Vec<Node>,
+    secretd: PathBuf,
+}
+
+impl Node {
+    pub fn client_url(&self) -> String {
+        format!("http://{}:{CLIENT_PORT}", self.ip)
+    }
+
+    pub fn peer_url(&self) -> String {
+        format!("http://{}:{}", self.ip, PEER_PORTS[self.peer_port_index])
+    }
+}
+
+impl Nodes {
+    /// Prepares `n` nodes under `dir`; `clock` runs them under libfaketime,
+    /// `disk_node` gets its data directory on a small tmpfs.
+    pub fn new(
+        net: &Net,
+        secretd: &Path,
+        dir: &Path,
+        n: usize,
+        clock: bool,
+        disk_node: Option<usize>,
+    ) -> Result<Nodes> {
+        if !secretd.is_file() {
+            bail!(
+                "no secretd binary at {} (build it with `cargo build --release -p secretd-api`, or pass --secretd)",
+                secretd.display()
+            );
+        }
+        if clock && !Path::new(FAKETIME_LIB).exists() {
+            bail!("the clock nemesis needs libfaketime ({FAKETIME_LIB}); apt-get install faketime");
+        }
+        let mut nodes = Vec::new();
+        for i in 0..n {
+            let name = format!("n{}", i + 1);
+            let mut data_dir = dir.join(format!("{name}.etcd"));
+            let disk = if disk_node == Some(i) {
+                let mnt = dir.join(format!("{name}.disk"));
+                std::fs::create_dir_all(&mnt)?;
+                net::run(&[
+                    "mount",
+                    "-t",
+                    "tmpfs",
+                    "-o",
+                    &format!("size={DISK_TMPFS_MIB}m"),
+                    "tmpfs",
+                    &mnt.display().to_string(),
+                ])?;
+                data_dir = mnt.join(format!("{name}.etcd"));
+                Some(mnt)
+            } else {
+                None
+            };
+            let faketime_file = if clock {
+                let f = dir.join(format!("{name}.faketime"));
+                std::fs::write(&f, "+0\n")?;
+                Some(f)
+            } else {
+                None
+            };
+            nodes.push(Node {
+                name,
+                ns: net.node_ns(i),
+                ip: Net::node_ip(i),
+                peer_port_index: 0,
+                data_dir,
+                log: dir.join(format!("n{}.log", i + 1)),
+                child: None,
+                paused: false,
+                join: None,
+                faketime_file,
+                disk,
+            });
+        }
+        Ok(Nodes {
+            nodes,
+            secretd: secretd.to_path_buf(),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    fn initial_cluster(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("{}={}", n.name, n.peer_url()))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn start(&mut self, i: usize) -> Result<()> {
+        if self.nodes[i].child.is_some() {
+            return Ok(());
+        }
+        let initial = self.initial_cluster();
+        let n = &mut self.nodes[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&n.log)
+            .with_context(|| format!("cannot open {}", n.log.display()))?;
+        let (cluster, state) = match &n.join {
+            Some(c) => (c.clone(), "existing"),
+            None => (initial, "new"),
+        };
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &n.ns])
+            .arg(&self.secretd)
+            .args(["--name", &n.name])
+            .arg("--data-dir")
+            .arg(&n.data_dir)
+            .args(["--listen-client-urls", &n.client_url()])
+            .args(["--advertise-client-urls", &n.client_url()])
+            .args(["--listen-peer-urls", &n.peer_url()])
+            .args(["--initial-advertise-peer-urls", &n.peer_url()])
+            .args(["--initial-cluster", &cluster])
+            .args(["--initial-cluster-state", state])
+            .env("SECRETD_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        if let Some(f) = &n.faketime_file {
+            cmd.env("LD_PRELOAD", FAKETIME_LIB)
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+                .env("FAKETIME_TIMESTAMP_FILE", f)
+                .env("FAKETIME_NO_CACHE", "1");
+        }
+        n.child = Some(cmd.spawn().context("cannot start secretd")?);
+        n.paused = false;
+        Ok(())
+    }
+
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.nodes[i].child.as_ref().map(Child::id)
+    }
+
+    /// Whether node `i`'s process is running (reaps it if it exited).
+    pub fn alive(&mut self, i: usize) -> bool {
+        let n = &mut self.nodes[i];
+        match n.child.as_mut().map(|c| c.try_wait()) {
+            Some(Ok(None)) => true,
+            Some(_) => {
+                n.child = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn signal(&self, i: usize, sig: i32) {
+        if let Some(pid) = self.pid(i) {
+            // SAFETY: signalling a child we started and have not reaped.
+            unsafe {
+                libc::kill(pid as i32, sig);
+            }
+        }
+    }
+
+    pub fn kill(&mut self, i: usize) {
+        if self.nodes[i].paused {
+            self.signal(i, libc::SIGCONT);
+        }
+        if let Some(mut c) = self.nodes[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.nodes[i].paused = false;
+    }
+
+    pub fn pause(&mut self, i: usize) {
+        self.signal(i, libc::SIGSTOP);
+        self.nodes[i].paused = true;
+    }
+
+    pub fn resume(&mut self, i: usize) {
+        self.signal(i, libc::SIGCONT);
+        self.nodes[i].paused = false;
+    }
+
+    /// Sets node `i`'s wall clock offset (libfaketime reads the file on
+    /// every call: FAKETIME_NO_CACHE).
+    pub fn set_clock_offset(&self, i: usize, offset_s: i64) -> Result<()> {
+        if let Some(f) = &self.nodes[i].faketime_file {
+            std::fs::write(f, format!("{offset_s:+}\n"))?;
+        }
+        Ok(())
+    }
+
+    pub fn disk_node(&self) -> Option<usize> {
+        self.nodes.iter().position(|n| n.disk.is_some())
+    }
+
+    fn filler(&self, i: usize) -> Option<PathBuf> {
+        self.nodes[i].disk.as_ref().map(|d| d.join("filler"))
+    }
+
+    /// Fills node `i`'s tmpfs to the last byte.
+    pub fn fill_disk(&self, i: usize) -> Result<()> {
+        use std::io::Write;
+        let Some(path) = self.filler(i) else {
+            bail!("node {i} has no disk of its own");
+        };
+        let mut f = std::fs::File::create(&path)?;
+        let chunk = vec![0u8; 1 << 20];
+        loop {
+            if let Err(e) = f.write_all(&chunk) {
+                if e.raw_os_error() == Some(libc::ENOSPC) {
+                    break;
+                }
+                return Err(e.into());
+            }
+        }
+        // Fill the last partial chunk too.
+        let small = [0u8; 4096];
+        while f.write_all(&small).is_ok() {}
+        Ok(())
+    }
+
+    pub fn free_disk(&self, i: usize) {
+        if let Some(p) = self.filler(i) {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+
+    /// After `MemberRemove`: kills the node and deletes its data.
+    pub fn forget(&mut self, i: usize) -> Result<()> {
+        self.kill(i);
+        let d = &self.nodes[i].data_dir;
+        if d.exists() {
+            std::fs::remove_dir_all(d).with_context(|| format!("cannot remove {}", d.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Gives node `i` its other peer URL and returns it; the node then
+    /// joins the members `others` (name=peer URL list) when started.
+    pub fn prepare_rejoin(&mut self, i: usize, others: &[usize]) -> String {
+        self.nodes[i].peer_port_index ^= 1;
+        let mut cluster: Vec<String> = others
+            .iter()
+            .map(|&o| format!("{}={}", self.nodes[o].name, self.nodes[o].peer_url()))
+            .collect();
+        cluster.push(format!(
+            "{}={}",
+            self.nodes[i].name,
+            self.nodes[i].peer_url()
+        ));
+        self.nodes[i].join = Some(cluster.join(","));
+        self.nodes[i].peer_url()
+    }
+
+    /// Kills every process and unmounts the disk; the data stays for the
+    /// report.
+    pub fn shutdown(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+        for n in &self.nodes {
+            if let Some(d) = &n.disk {
+                let _ = net::run(&["umount", "-l", &d.display().to_string()]);
+            }
+        }
+    }
+}
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
