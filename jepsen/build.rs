@@ -1,10 +1,17 @@
-//! The etcd v3 client the harness drives secretd with, generated from the
+//! The etcd v3 and secretstore.v1 clients the harness drives secretd with, generated from the
 //! same .proto files secretd serves (client stubs only: the harness is an
 //! etcd client like any other, and shares no Rust types with the server).
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = "../api/proto";
     println!("cargo:rerun-if-changed={root}/etcd");
-    let fds = protox::compile(["etcd/etcdserverpb/rpc.proto"], [root])?;
+    println!("cargo:rerun-if-changed={root}/secretstore");
+    let fds = protox::compile(
+        [
+            "etcd/etcdserverpb/rpc.proto",
+            "secretstore/v1/secretstore.proto",
+        ],
+        [root],
+    )?;
     tonic_prost_build::configure()
         .build_server(false)
         .compile_fds(fds)?;

@@ -66,7 +66,7 @@ struct TestArgs {
     /// draw combinations from).
     #[arg(long, default_value = "partition,kill")]
     nemesis: String,
-    /// register, append or watch (campaign: all three unless given).
+    /// register, append, watch or secrets (campaign: all of them unless given).
     #[arg(long)]
     workload: Option<String>,
     /// The seed (default: from the clock); printed, and reproduces the
@@ -91,7 +91,9 @@ fn workload(name: &str) -> Result<harness::Workload, String> {
     harness::Workload::ALL
         .into_iter()
         .find(|w| w.name() == name)
-        .ok_or_else(|| format!("unknown workload {name:?}: choose register, append or watch"))
+        .ok_or_else(|| {
+            format!("unknown workload {name:?}: choose register, append, watch or secrets")
+        })
 }
 
 fn config(

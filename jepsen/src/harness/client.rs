@@ -14,6 +14,9 @@ pub mod pb {
     pub mod etcdserverpb {
         tonic::include_proto!("etcdserverpb");
     }
+    pub mod secretstore {
+        tonic::include_proto!("secretstore.v1");
+    }
 }
 
 pub use pb::etcdserverpb::{
@@ -43,6 +46,10 @@ impl Clients {
 
     pub fn kv(&self, node: usize) -> KvClient<Channel> {
         KvClient::new(self.channels[node].clone())
+    }
+
+    pub fn channel(&self, node: usize) -> Channel {
+        self.channels[node].clone()
     }
 
     pub fn cluster(&self, node: usize) -> ClusterClient<Channel> {

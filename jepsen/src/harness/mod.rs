@@ -9,7 +9,7 @@
 //! - `nodes`: the secretd processes.
 //! - `client`: the etcd v3 client.
 //! - `nemesis`: the seeded fault schedule and its execution.
-//! - `register`, `append`, `watch`: workloads and their checks.
+//! - `register`, `append`, `watch`, `secrets`: workloads and their checks.
 //! - `history`: the JSON-lines recorder.
 //! - `report`: `report.html`.
 
@@ -21,6 +21,7 @@ pub mod net;
 pub mod nodes;
 pub mod register;
 pub mod report;
+pub mod secrets;
 pub mod watch;
 
 use std::path::PathBuf;
@@ -44,16 +45,23 @@ pub enum Workload {
     Register,
     Append,
     Watch,
+    Secrets,
 }
 
 impl Workload {
-    pub const ALL: [Workload; 3] = [Workload::Register, Workload::Append, Workload::Watch];
+    pub const ALL: [Workload; 4] = [
+        Workload::Register,
+        Workload::Append,
+        Workload::Watch,
+        Workload::Secrets,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Workload::Register => "register",
             Workload::Append => "append",
             Workload::Watch => "watch",
+            Workload::Secrets => "secrets",
         }
     }
 }
@@ -280,8 +288,10 @@ async fn run_async(
     }
     // Clients: process p starts on node p % n; after an unknown outcome it
     // is retired and a new process number takes over.
+    let known = secrets::Known::default();
     let mut workers = Vec::new();
     for c in 0..cfg.concurrency {
+        let known = known.clone();
         let clients = clients.clone();
         let rec = rec.clone();
         let stop = stop.clone();
@@ -301,12 +311,14 @@ async fn run_async(
                     }
                     Workload::Append => append::generate(&mut rng, &token),
                     Workload::Watch => watch::generate(&mut rng, &token),
+                    Workload::Secrets => secrets::generate(&mut rng, &token, &known),
                 };
                 rec.record(process, Type::Invoke, &f, value.clone(), None);
                 let result = match workload {
                     Workload::Register => register::execute(&clients, node, &f, &value).await,
                     Workload::Append => append::execute(&clients, node, &value).await,
                     Workload::Watch => watch::execute(&clients, node, &value).await,
+                    Workload::Secrets => secrets::execute(&clients, node, &f, &value, &known).await,
                 };
                 match result {
                     Ok(v) => {
@@ -402,6 +414,10 @@ async fn run_async(
         Workload::Append => {
             append::final_reads(&clients, &rec, final_process, n).await;
             checks.push(append::check(&rec.events()));
+        }
+        Workload::Secrets => {
+            secrets::final_reads(&clients, &rec, final_process, n, &known).await;
+            checks.push(secrets::check(&rec.events()));
         }
         Workload::Watch => {
             // The last write's revision is what every watcher must reach.
