@@ -6,14 +6,13 @@
 //! (`check::append`), plus lost and phantom writes against a final read.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::Rng;
 use serde_json::{json, Value};
 
 use super::client::{error_text, pb::etcdserverpb as etcd, write_error, Clients};
-use super::history::{pair, End, Event, Recorder, Type};
+use super::history::{pair, read_until_ok, End, Event, Recorder, Type};
 use super::Check;
 use crate::check::append::{self, Txn};
 
@@ -163,37 +162,31 @@ pub async fn execute(clients: &Clients, node: usize, inv: &Value) -> Result<Valu
 /// Reads every list after the final heal.
 pub async fn final_reads(clients: &Clients, rec: &Recorder, process: i64, n: usize) {
     let keys: Vec<String> = (0..KEYS).map(key).collect();
-    for attempt in 0..20 {
-        rec.record(process, Type::Invoke, "final-read", json!(keys), None);
-        let r = clients
-            .kv(attempt % n)
-            .txn(etcd::TxnRequest {
-                success: keys.iter().map(|k| range_op(k)).collect(),
-                ..Default::default()
-            })
-            .await;
-        match r {
-            Ok(r) => {
-                let lists: BTreeMap<String, Vec<String>> = keys
-                    .iter()
-                    .zip(ranges(r.get_ref()))
-                    .map(|(k, (_, v, _))| (k.clone(), list(&v)))
-                    .collect();
-                rec.record(process, Type::Ok, "final-read", json!(lists), None);
-                return;
-            }
-            Err(e) => {
-                rec.record(
-                    process,
-                    Type::Fail,
-                    "final-read",
-                    Value::Null,
-                    Some(error_text(&e)),
-                );
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        }
-    }
+    let keys = &keys;
+    read_until_ok(
+        rec,
+        process,
+        "final-read",
+        json!(keys),
+        20,
+        |a| async move {
+            let r = clients
+                .kv(a % n)
+                .txn(etcd::TxnRequest {
+                    success: keys.iter().map(|k| range_op(k)).collect(),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| error_text(&e))?;
+            let lists: BTreeMap<String, Vec<String>> = keys
+                .iter()
+                .zip(ranges(r.get_ref()))
+                .map(|(k, (_, v, _))| (k.clone(), list(&v)))
+                .collect();
+            Ok(json!(lists))
+        },
+    )
+    .await;
 }
 
 fn pairs(v: &Value) -> Vec<(String, String)> {

@@ -157,3 +157,34 @@ pub fn pair(events: &[Event]) -> Vec<(&Event, End<'_>)> {
     }
     out
 }
+
+/// A read after the final heal, recorded in the history: tried `attempts`
+/// times, 300 ms apart, attempt `a` going to whichever node `op(a)` picks,
+/// until one answers. Returns the answer.
+pub async fn read_until_ok<F, Fut>(
+    rec: &Recorder,
+    process: i64,
+    f: &str,
+    invoke: Value,
+    attempts: usize,
+    mut op: F,
+) -> Option<Value>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<Value, String>>,
+{
+    for attempt in 0..attempts {
+        rec.record(process, Type::Invoke, f, invoke.clone(), None);
+        match op(attempt).await {
+            Ok(v) => {
+                rec.record(process, Type::Ok, f, v.clone(), None);
+                return Some(v);
+            }
+            Err(e) => {
+                rec.record(process, Type::Fail, f, invoke.clone(), Some(e));
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            }
+        }
+    }
+    None
+}

@@ -12,7 +12,7 @@ use rand::Rng;
 use serde_json::{json, Value};
 
 use super::client::{error_text, pb::etcdserverpb as etcd, write_error, Clients};
-use super::history::{pair, End, Event, Recorder, Type};
+use super::history::{pair, read_until_ok, End, Event, Recorder, Type};
 use super::Check;
 use crate::check::model::{Register, RegisterOp, RegisterOut};
 use crate::check::{check_partitioned, Op, Outcome};
@@ -119,46 +119,25 @@ pub async fn final_reads(clients: &Clients, rec: &Recorder, process: i64, n: usi
     let epoch = (rec.elapsed_ns() / 1_000_000 / KEY_EPOCH_MS) as usize;
     // The last two epochs: the workload stopped in one of them.
     for k in epoch.saturating_sub(1) * KEYS..(epoch + 1) * KEYS {
-        for attempt in 0..10 {
-            let node = (k + attempt) % n;
-            rec.record(
-                process,
-                Type::Invoke,
-                "read",
-                json!({"key": k, "value": null}),
-                None,
-            );
-            match clients
-                .kv(node)
-                .range(etcd::RangeRequest {
-                    key: key(k).into_bytes(),
-                    ..Default::default()
-                })
-                .await
-            {
-                Ok(r) => {
-                    let v = parse_value(r.into_inner().kvs.first());
-                    rec.record(
-                        process,
-                        Type::Ok,
-                        "read",
-                        json!({"key": k, "value": v}),
-                        None,
-                    );
-                    break;
-                }
-                Err(e) => {
-                    rec.record(
-                        process,
-                        Type::Fail,
-                        "read",
-                        json!({"key": k}),
-                        Some(error_text(&e)),
-                    );
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                }
-            }
-        }
+        read_until_ok(
+            rec,
+            process,
+            "read",
+            json!({"key": k, "value": null}),
+            10,
+            |a| async move {
+                clients
+                    .kv((k + a) % n)
+                    .range(etcd::RangeRequest {
+                        key: key(k).into_bytes(),
+                        ..Default::default()
+                    })
+                    .await
+                    .map(|r| json!({"key": k, "value": parse_value(r.into_inner().kvs.first())}))
+                    .map_err(|e| error_text(&e))
+            },
+        )
+        .await;
     }
 }
 

@@ -11,14 +11,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::Rng;
 use serde_json::{json, Value};
 
 use super::client::{error_text, pb::secretstore as ss, write_error, Clients};
-use super::history::{pair, End, Event, Recorder, Type};
+use super::history::{pair, read_until_ok, End, Event, Recorder, Type};
 use super::Check;
 
 /// The node every task is assigned to (the agent identity reads use).
@@ -158,53 +157,31 @@ pub async fn execute(
 /// data through the agent API.
 pub async fn final_reads(clients: &Clients, rec: &Recorder, process: i64, n: usize, known: &Known) {
     for (i, (id, task, _)) in known.all().into_iter().enumerate() {
-        for attempt in 0..10 {
-            let node = (i + attempt) % n;
-            rec.record(process, Type::Invoke, "final-read", json!({"id": id}), None);
-            let r = async {
-                let o = ss::secrets_client::SecretsClient::new(clients.channel(node))
-                    .inspect(ss::InspectRequest {
-                        name_or_id: id.clone(),
-                    })
-                    .await?
-                    .into_inner();
-                let data = ss::agent_client::AgentClient::new(clients.channel(node))
-                    .fetch(ss::FetchRequest {
-                        node: NODE.into(),
-                        task: task.clone(),
-                        secret: true,
-                        object_id: id.clone(),
-                        version: o.current_version,
-                    })
-                    .await?
-                    .into_inner()
-                    .data;
-                Ok::<_, tonic::Status>((o.current_version, data))
-            }
-            .await;
-            match r {
-                Ok((v, data)) => {
-                    rec.record(
-                        process,
-                        Type::Ok,
-                        "final-read",
-                        json!({"id": id, "version": v, "data": String::from_utf8_lossy(&data)}),
-                        None,
-                    );
-                    break;
-                }
-                Err(e) => {
-                    rec.record(
-                        process,
-                        Type::Fail,
-                        "final-read",
-                        json!({"id": id}),
-                        Some(error_text(&e)),
-                    );
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                }
-            }
-        }
+        let (id, task) = (&id, &task);
+        read_until_ok(rec, process, "final-read", json!({"id": id}), 10, |a| async move {
+            let ch = clients.channel((i + a) % n);
+            let o = ss::secrets_client::SecretsClient::new(ch.clone())
+                .inspect(ss::InspectRequest {
+                    name_or_id: id.clone(),
+                })
+                .await
+                .map_err(|e| error_text(&e))?
+                .into_inner();
+            let data = ss::agent_client::AgentClient::new(ch)
+                .fetch(ss::FetchRequest {
+                    node: NODE.into(),
+                    task: task.clone(),
+                    secret: true,
+                    object_id: id.clone(),
+                    version: o.current_version,
+                })
+                .await
+                .map_err(|e| error_text(&e))?
+                .into_inner()
+                .data;
+            Ok(json!({"id": id, "version": o.current_version, "data": String::from_utf8_lossy(&data)}))
+        })
+        .await;
     }
 }
 
