@@ -44,7 +44,32 @@ impl Drop for ClusterProc {
     }
 }
 
+/// CPU seconds (user + system) a process has used, from /proc/PID/stat.
+pub fn cpu_seconds(pid: &str) -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which may hold spaces).
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = f.get(11)?.parse().ok()?;
+            let stime: f64 = f.get(12)?.parse().ok()?;
+            Some((utime + stime) / ticks)
+        })
+        .unwrap_or(0.0)
+}
+
 impl ClusterProc {
+    /// CPU seconds the members have used so far.
+    pub fn cpu_seconds(&self) -> f64 {
+        self.children
+            .iter()
+            .map(|c| cpu_seconds(&c.id().to_string()))
+            .sum()
+    }
+
     /// Resident memory of the members, from /proc, in MiB.
     pub fn rss_mib(&self) -> f64 {
         self.children
@@ -211,6 +236,11 @@ pub async fn ready(c: &ClusterProc) -> Result<()> {
 pub struct Sample {
     pub ops_per_sec: f64,
     pub p99_ms: f64,
+    /// CPU the three members used per operation, in microseconds (0 where
+    /// not measured).
+    pub server_cpu_us_per_op: f64,
+    /// CPU the load generator (this process) used per operation.
+    pub client_cpu_us_per_op: f64,
 }
 
 pub async fn load(
@@ -231,7 +261,10 @@ pub async fn load(
         value_bytes: value,
         workload: w,
     };
+    let (server0, client0) = (c.cpu_seconds(), cpu_seconds("self"));
     let r = run(&spec).await?;
+    let (server1, client1) = (c.cpu_seconds(), cpu_seconds("self"));
+    let per_op = |a: f64, b: f64| (b - a) * 1e6 / (r.ops.max(1) as f64);
     if r.errors > 0 {
         eprintln!(
             "bench: {:?} on {:?}: {} errors (first: {:?})",
@@ -241,6 +274,8 @@ pub async fn load(
     Ok(Sample {
         ops_per_sec: r.ops_per_sec(),
         p99_ms: r.latency_us.value_at_quantile(0.99) as f64 / 1000.0,
+        server_cpu_us_per_op: per_op(server0, server1),
+        client_cpu_us_per_op: per_op(client0, client1),
     })
 }
 
@@ -354,6 +389,7 @@ pub async fn watchers(c: &ClusterProc, watchers: usize, puts: u64) -> Result<Sam
     Ok(Sample {
         ops_per_sec: got as f64 / elapsed,
         p99_ms: p99,
+        ..Default::default()
     })
 }
 
@@ -363,6 +399,6 @@ pub async fn rss_after_load(c: &ClusterProc) -> Result<Sample> {
     tokio::time::sleep(Duration::from_secs(1)).await;
     Ok(Sample {
         ops_per_sec: c.rss_mib(),
-        p99_ms: 0.0,
+        ..Default::default()
     })
 }

@@ -115,11 +115,13 @@ pub async fn run(rounds: usize) -> Result<()> {
             for c in order {
                 let s = measure(c, *row).await?;
                 eprintln!(
-                    "round {} {name:<36} {:?}: {:>9.0}/s p99 {:>7.2} ms",
+                    "round {} {name:<36} {:?}: {:>9.0}/s p99 {:>7.2} ms cpu/op server {:>6.1} us client {:>5.1} us",
                     round + 1,
                     c.system,
                     s.ops_per_sec,
-                    s.p99_ms
+                    s.p99_ms,
+                    s.server_cpu_us_per_op,
+                    s.client_cpu_us_per_op
                 );
                 match c.system {
                     System::Etcd => results[i].0.push(s),
@@ -133,8 +135,16 @@ pub async fn run(rounds: usize) -> Result<()> {
 
     println!();
     println!(
-        "{:<36} {:>12} {:>10} {:>12} {:>10} {:>8} {:>9}",
-        "workload", "etcd ops/s", "p99 ms", "secretd", "p99 ms", "ratio", "p99 ratio"
+        "{:<36} {:>12} {:>10} {:>12} {:>10} {:>8} {:>9} {:>13} {:>13}",
+        "workload",
+        "etcd ops/s",
+        "p99 ms",
+        "secretd",
+        "p99 ms",
+        "ratio",
+        "p99 ratio",
+        "etcd cpu us",
+        "secretd cpu us"
     );
     let mut headline = None;
     for (i, (name, _)) in ROWS.iter().enumerate() {
@@ -142,9 +152,23 @@ pub async fn run(rounds: usize) -> Result<()> {
         let s = median(results[i].1.clone());
         let ratio = s.ops_per_sec / e.ops_per_sec.max(1e-9);
         let p99_ratio = s.p99_ms / e.p99_ms.max(1e-9);
+        let cpu = |x: &Sample| {
+            if x.server_cpu_us_per_op > 0.0 {
+                format!("{:.0}", x.server_cpu_us_per_op)
+            } else {
+                "-".into()
+            }
+        };
         println!(
-            "{name:<36} {:>12.0} {:>10.2} {:>12.0} {:>10.2} {:>8.2} {:>9.2}",
-            e.ops_per_sec, e.p99_ms, s.ops_per_sec, s.p99_ms, ratio, p99_ratio
+            "{name:<36} {:>12.0} {:>10.2} {:>12.0} {:>10.2} {:>8.2} {:>9.2} {:>13} {:>13}",
+            e.ops_per_sec,
+            e.p99_ms,
+            s.ops_per_sec,
+            s.p99_ms,
+            ratio,
+            p99_ratio,
+            cpu(&e),
+            cpu(&s)
         );
         if *name == "put 256B @256" {
             headline = Some((ratio, p99_ratio));
@@ -159,7 +183,8 @@ pub async fn run(rounds: usize) -> Result<()> {
         "",
         rss_s.ops_per_sec / rss_e.ops_per_sec.max(1e-9)
     );
-    println!("({rounds} rounds, median shown; etcd 3.4 (Debian) and the release secretd, 3 members each on loopback, fsync on)");
+    println!("({rounds} rounds, median shown; etcd 3.4 (Debian) and the release secretd, 3 members each on loopback, fsync on;");
+    println!(" cpu us: CPU time the three members used per operation, user + system)");
     if let Some((r, p)) = headline {
         println!("RESULT put256 ratio={r:.2} p99_ratio={p:.2}");
     }

@@ -188,7 +188,13 @@ pub fn run(cfg: &Config) -> Result<RunResult> {
         .build()?;
     let result = rt.block_on(run_async(cfg, plan, net.clone(), nodes.clone(), urls));
     rt.shutdown_timeout(Duration::from_secs(2));
-    nodes.lock().unwrap_or_else(|e| e.into_inner()).shutdown();
+    let mut nodes = nodes.lock().unwrap_or_else(|e| e.into_inner());
+    nodes.shutdown();
+    // A valid run's member data is of no further use and large (a campaign
+    // would fill the disk); an anomalous run keeps it for investigation.
+    if matches!(&result, Ok(r) if r.valid() == Some(true)) {
+        nodes.remove_data();
+    }
     result
 }
 

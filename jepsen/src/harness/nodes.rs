@@ -297,6 +297,13 @@ impl Nodes {
         self.nodes[i].peer_url()
     }
 
+    /// Deletes every member's data directory (after `shutdown`).
+    pub fn remove_data(&self) {
+        for n in &self.nodes {
+            let _ = std::fs::remove_dir_all(&n.data_dir);
+        }
+    }
+
     /// Kills every process and unmounts the disk; the data stays for the
     /// report.
     pub fn shutdown(&mut self) {

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Where a 3-member cluster spends its CPU under put load: a flat `perf`
+# profile (self time by symbol) of all three members during one
+# `secretd-bench put` run, and each member's CPU seconds. Evidence for the
+# benchmark note, not a test.
+#   bench/profile-put.sh [IN_FLIGHT] [TOTAL] [VALUE_BYTES]
+# PERF_CALLGRAPH=dwarf adds call stacks; PERF_KEEP=FILE keeps perf.data.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+inflight=${1:-256}
+total=${2:-100000}
+value=${3:-256}
+command -v perf >/dev/null || { echo "profile-put.sh needs perf (apt-get install linux-perf)" >&2; exit 1; }
+. bench/cluster.sh
+cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
+declare -A before
+for p in "${pids[@]}"; do before[$p]=$(cpu "$p"); done
+perf record -q -F ${PERF_FREQ:-499} ${PERF_CALLGRAPH:+--call-graph $PERF_CALLGRAPH} -o "$dir/perf.data" -p "$(IFS=,; echo "${pids[*]}")" -- \
+  "$bin/secretd-bench" put --endpoints "$eps" --in-flight "$inflight" --total "$total" --value-bytes "$value" --connections 16
+tck=$(getconf CLK_TCK)
+for p in "${pids[@]}"; do
+  echo "member pid $p: $(( ($(cpu "$p") - ${before[$p]}) * 1000 / tck )) ms CPU"
+done
+if [ -n "${PERF_KEEP:-}" ]; then cp "$dir/perf.data" "$PERF_KEEP"; fi
+perf report -i "$dir/perf.data" --stdio --no-children -g none --sort comm,dso -q 2>/dev/null | head -15 || true
+perf report -i "$dir/perf.data" --stdio --no-children -g none --sort sym -q 2>/dev/null | head -45 || true
