@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: unit, property and integration tests (real
-# secretd processes on loopback, driven by Debian's etcdctl).
+# secretd processes on loopback, driven by Debian's etcdctl; the fault
+# suite's smoke run in network namespaces, which needs root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh --test
