@@ -8,6 +8,7 @@
 
 pub mod cluster;
 pub mod db;
+pub mod disk;
 pub mod error;
 pub mod lease;
 pub mod log_store;

@@ -214,6 +214,9 @@ impl Node {
     /// Opens (or bootstraps) the member in `cfg.data_dir` and starts its
     /// loop. Must be called inside a tokio runtime (the watch hub spawns).
     pub fn start(cfg: NodeConfig, transport: Arc<dyn Transport>) -> Result<Arc<Node>> {
+        if cfg.data_dir.exists() {
+            crate::disk::check(&cfg.data_dir)?;
+        }
         let db = Db::open(&cfg.data_dir)?;
         let mut log = LogStore::open(db.clone())?;
         let meta = db.cf(CF_META);
@@ -1054,6 +1057,13 @@ impl Loop {
                 self.waiters.retain(|_, w| !w.is_closed());
                 self.expire_leases(now);
                 self.status.write().db_size_bytes = self.db.size_bytes();
+                // The data directory (snap/ may not exist yet).
+                let data_dir = self.snap_dir.parent().unwrap_or(&self.snap_dir);
+                if let Err(e) = crate::disk::check(data_dir) {
+                    tracing::error!(error = %e, "raft loop stopped: disk full");
+                    self.status.write().fatal = Some(e.to_string());
+                    return;
+                }
             }
             self.reads.maybe_send(&mut self.raw);
             if let Err(e) = self.on_ready() {
