@@ -37,9 +37,8 @@ use tonic::Status;
 use zeroize::Zeroize;
 
 use super::layout;
-use crate::pb::etcdserverpb::{
-    compare, request_op, Compare, PutRequest, RangeRequest, RequestOp, TxnRequest,
-};
+use super::store::{absent, put};
+use crate::pb::etcdserverpb::{Compare, RangeRequest, RequestOp, TxnRequest};
 use crate::pb::raftpb::{
     raft_client::RaftClient, FetchKekRequest, FetchKekResponse, KekRecord, LockRecord,
 };
@@ -110,38 +109,6 @@ fn warn_if_unlocked() {
         tracing::warn!(
             "cannot lock key pages in RAM (raise RLIMIT_MEMLOCK); keys may be written to swap"
         );
-    }
-}
-
-/// A compare that holds while `key` has never been written (or is gone).
-pub(super) fn absent(key: Vec<u8>) -> Compare {
-    Compare {
-        key,
-        target: compare::CompareTarget::Create as i32,
-        result: compare::CompareResult::Equal as i32,
-        target_union: Some(compare::TargetUnion::CreateRevision(0)),
-        range_end: Vec::new(),
-    }
-}
-
-/// A compare that holds while `key` is at `mod_revision` (0: absent).
-pub(super) fn unchanged(key: Vec<u8>, mod_revision: i64) -> Compare {
-    Compare {
-        key,
-        target: compare::CompareTarget::Mod as i32,
-        result: compare::CompareResult::Equal as i32,
-        target_union: Some(compare::TargetUnion::ModRevision(mod_revision)),
-        range_end: Vec::new(),
-    }
-}
-
-pub(super) fn put(key: Vec<u8>, value: Vec<u8>) -> RequestOp {
-    RequestOp {
-        request: Some(request_op::Request::RequestPut(PutRequest {
-            key,
-            value,
-            ..Default::default()
-        })),
     }
 }
 
@@ -440,14 +407,8 @@ impl Keys {
                 continue;
             }
             let k = layout::kek_held_key(rec.generation, me);
-            self.node
-                .txn(TxnRequest {
-                    compare: vec![absent(k.clone())],
-                    success: vec![put(k, Vec::new())],
-                    failure: Vec::new(),
-                })
-                .await
-                .map_err(crate::errors::status)?;
+            self.txn(vec![absent(k.clone())], vec![put(k, Vec::new())])
+                .await?;
             self.acked.lock().insert(rec.generation);
         }
         Ok(())
@@ -539,7 +500,7 @@ impl Keys {
             created_at_ns: super::now_ns(),
             retired: false,
         };
-        let won = self.register(&record, Vec::new()).await?;
+        let won = self.register(&record).await?;
         if won {
             tracing::info!("created the cluster's key-encryption key, generation 1");
         }
@@ -547,20 +508,27 @@ impl Keys {
     }
 
     /// Registers a generation's verifier if that generation is new;
-    /// `extra` compares must hold too. Returns whether it was registered.
-    pub(super) async fn register(
-        &self,
-        record: &KekRecord,
-        extra: Vec<Compare>,
-    ) -> Result<bool, Status> {
+    /// Returns whether it was registered.
+    pub(super) async fn register(&self, record: &KekRecord) -> Result<bool, Status> {
         let k = layout::kek_key(record.generation);
-        let mut compare = vec![absent(k.clone())];
-        compare.extend(extra);
+        self.txn(
+            vec![absent(k.clone())],
+            vec![put(k, record.encode_to_vec())],
+        )
+        .await
+    }
+
+    /// One txn with these compares; whether they held (and it was applied).
+    pub(super) async fn txn(
+        &self,
+        compare: Vec<Compare>,
+        success: Vec<RequestOp>,
+    ) -> Result<bool, Status> {
         Ok(self
             .node
             .txn(TxnRequest {
                 compare,
-                success: vec![put(k, record.encode_to_vec())],
+                success,
                 failure: Vec::new(),
             })
             .await

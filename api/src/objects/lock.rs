@@ -19,11 +19,10 @@ use tonic::Status;
 use zeroize::Zeroize;
 
 use super::keys::{
-    internal, locked, put, remove_file, unchanged, Keys, Wrap, KEYRING_FILE, LOCKED_KEYRING_FILE,
-    WRAP_KEY_FILE,
+    internal, locked, remove_file, Keys, Wrap, KEYRING_FILE, LOCKED_KEYRING_FILE, WRAP_KEY_FILE,
 };
 use super::layout;
-use crate::pb::etcdserverpb::TxnRequest;
+use super::store::{put, unchanged};
 use crate::pb::raftpb::LockRecord;
 
 fn unlock_key_context(epoch: u64) -> Context<'static> {
@@ -128,15 +127,11 @@ impl Keys {
 
     pub(super) async fn write_lock(&self, rec: &LockRecord, read_rev: i64) -> Result<(), Status> {
         let ok = self
-            .node
-            .txn(TxnRequest {
-                compare: vec![unchanged(layout::lock_key(), read_rev)],
-                success: vec![put(layout::lock_key(), rec.encode_to_vec())],
-                failure: Vec::new(),
-            })
-            .await
-            .map_err(crate::errors::status)?
-            .succeeded;
+            .txn(
+                vec![unchanged(layout::lock_key(), read_rev)],
+                vec![put(layout::lock_key(), rec.encode_to_vec())],
+            )
+            .await?;
         if ok {
             Ok(())
         } else {

@@ -18,9 +18,10 @@ use prost::Message;
 use secretd_crypto::{Cipher, Context, Key, SealedHeader};
 use tonic::Status;
 
-use super::keys::{internal, locked, put, unchanged, Keys};
+use super::keys::{internal, locked, Keys};
 use super::layout;
-use crate::pb::etcdserverpb::{Compare, RangeRequest, RequestOp, TxnRequest};
+use super::store::{put, unchanged};
+use crate::pb::etcdserverpb::{Compare, RangeRequest, RequestOp};
 use crate::pb::raftpb::{KekRecord, LockRecord};
 
 /// Blobs re-wrapped per txn: bounds the raft entry (a blob is at most
@@ -101,7 +102,7 @@ impl Keys {
             created_at_ns: super::now_ns(),
             retired: false,
         };
-        if !self.register(&record, Vec::new()).await? {
+        if !self.register(&record).await? {
             return Err(Status::aborted(
                 "another member started a KEK rotation meanwhile; run rotate-key again to finish it",
             ));
@@ -210,19 +211,6 @@ impl Keys {
             }
         }
         Ok(done)
-    }
-
-    async fn txn(&self, compare: Vec<Compare>, success: Vec<RequestOp>) -> Result<bool, Status> {
-        Ok(self
-            .node
-            .txn(TxnRequest {
-                compare,
-                success,
-                failure: Vec::new(),
-            })
-            .await
-            .map_err(crate::errors::status)?
-            .succeeded)
     }
 
     /// Under autolock, seals the unlock key under `newest` so it survives

@@ -53,7 +53,7 @@ fn scan(prefix: Vec<u8>, limit: i64, keys_only: bool) -> RequestOp {
     }
 }
 
-fn put(key: Vec<u8>, value: Vec<u8>) -> RequestOp {
+pub(super) fn put(key: Vec<u8>, value: Vec<u8>) -> RequestOp {
     RequestOp {
         request: Some(request_op::Request::RequestPut(PutRequest {
             key,
@@ -98,7 +98,7 @@ fn cmp(
 }
 
 /// The key does not exist.
-fn absent(key: Vec<u8>) -> Compare {
+pub(super) fn absent(key: Vec<u8>) -> Compare {
     cmp(
         key,
         Vec::new(),
@@ -108,7 +108,7 @@ fn absent(key: Vec<u8>) -> Compare {
 }
 
 /// The key was last changed at `rev` (unchanged since it was read).
-fn unchanged(key: Vec<u8>, rev: i64) -> Compare {
+pub(super) fn unchanged(key: Vec<u8>, rev: i64) -> Compare {
     cmp(
         key,
         Vec::new(),

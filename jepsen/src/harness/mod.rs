@@ -444,7 +444,7 @@ async fn run_async(
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
             watch_target.store(target, Ordering::Relaxed);
-            let deadline = Instant::now() + Duration::from_millis(watch::catch_up_ms());
+            let deadline = Instant::now() + Duration::from_millis(watch::CATCH_UP_MS);
             for w in watchers {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if tokio::time::timeout(left, w).await.is_err() {

@@ -27,7 +27,7 @@ const KEYS: usize = 10;
 /// elsewhere.
 const SILENCE_MS: u64 = 4000;
 /// After the final heal, how long watchers get to catch up.
-const CATCH_UP_MS: u64 = 20_000;
+pub const CATCH_UP_MS: u64 = 20_000;
 /// Events one watcher may hold (bounds memory on long runs).
 const EVENTS_MAX: usize = 2_000_000;
 
@@ -206,10 +206,6 @@ pub async fn committed(clients: &Clients, upto: i64) -> Option<Vec<Event>> {
         }
     }
     None
-}
-
-pub fn catch_up_ms() -> u64 {
-    CATCH_UP_MS
 }
 
 pub fn check(
