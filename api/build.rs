@@ -12,6 +12,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .extern_path(".mvccpb", "::secretd_store::pb::mvccpb")
         .extern_path(".etcdserverpb", "::secretd_store::pb::etcdserverpb")
+        // Raft messages decode as slices of the received buffer: entry
+        // payloads reach the log without a copy.
+        .bytes(".secretd.raft.v1.RaftBatch.messages")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -260,7 +260,7 @@ async fn peer_sender(
                 match m.write_to_bytes() {
                     Ok(b) => {
                         bytes += b.len();
-                        batch.messages.push(b);
+                        batch.messages.push(b.into());
                     }
                     Err(e) => tracing::error!(error = %e, "cannot encode raft message"),
                 }
@@ -320,7 +320,7 @@ impl RaftService {
         remote: Option<std::net::SocketAddr>,
         cluster_id: u64,
         from: u64,
-        bytes: &[u8],
+        bytes: &bytes::Bytes,
     ) -> Result<Message, Status> {
         if cluster_id != self.node.cluster_id() {
             tracing::warn!(
@@ -333,7 +333,7 @@ impl RaftService {
                 self.node.cluster_id()
             )));
         }
-        let m = Message::parse_from_bytes(bytes).map_err(|e| {
+        let m = Message::parse_from_carllerche_bytes(bytes).map_err(|e| {
             tracing::warn!(?remote, error = %e, "refused undecodable raft message");
             Status::invalid_argument(format!("undecodable raft message: {e}"))
         })?;
@@ -449,7 +449,12 @@ impl Raft for RaftService {
             .message()
             .await?
             .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
-        let m = self.check(remote, first.cluster_id, first.from, &first.message)?;
+        let m = self.check(
+            remote,
+            first.cluster_id,
+            first.from,
+            &bytes::Bytes::copy_from_slice(&first.message),
+        )?;
         if m.get_msg_type() != MessageType::MsgSnapshot {
             return Err(Status::invalid_argument(
                 "SendSnapshot carries only snapshot messages",

@@ -558,7 +558,7 @@ async fn bad_requests_get_specific_errors_and_lose_nothing() {
                 raft.send(tokio_stream::iter(vec![RaftBatch {
                     from: 1,
                     cluster_id,
-                    messages: vec![b"\xff\xfe garbage".to_vec()],
+                    messages: vec![bytes::Bytes::from_static(b"\xff\xfe garbage")],
                 }]))
                 .await,
             ),

@@ -47,7 +47,7 @@ async fn garbage_foreign_and_misaddressed_peer_traffic_is_refused() {
         RaftBatch {
             from: 7,
             cluster_id,
-            messages: vec![b"\xff\xfe garbage".to_vec()],
+            messages: vec![bytes::Bytes::from_static(b"\xff\xfe garbage")],
         },
     )
     .await;
@@ -69,7 +69,7 @@ async fn garbage_foreign_and_misaddressed_peer_traffic_is_refused() {
         RaftBatch {
             from: 7,
             cluster_id: cluster_id ^ 1,
-            messages: vec![msg.write_to_bytes().unwrap()],
+            messages: vec![msg.write_to_bytes().unwrap().into()],
         },
     )
     .await;
@@ -86,7 +86,7 @@ async fn garbage_foreign_and_misaddressed_peer_traffic_is_refused() {
         RaftBatch {
             from: 8,
             cluster_id,
-            messages: vec![msg.write_to_bytes().unwrap()],
+            messages: vec![msg.write_to_bytes().unwrap().into()],
         },
     )
     .await;

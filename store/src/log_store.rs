@@ -5,9 +5,13 @@
 //! must be durable before `RawNode::advance`, because raft-rs reads entries
 //! back through `Storage` once they leave its unstable log. The term of every
 //! entry is also kept in memory (8 bytes per entry), so `term()`, which raft
-//! calls on every append, never reads the disk.
+//! calls on every append, never reads the disk. The newest entries are also
+//! kept whole in a bounded cache (`EntryCache`): raft reads back every entry
+//! it commits and every entry it sends a follower, and serving those from
+//! memory saves an iterator, a copy and a decode per entry.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -26,6 +30,12 @@ pub trait StateSource: Send + Sync {
     fn write_snapshot(&self, w: &mut SnapshotWriter) -> Result<()>;
 }
 
+/// Bytes of entry payload the cache keeps (oldest dropped first): enough
+/// for every follower that is keeping up and for everything not yet applied.
+const ENTRY_CACHE_BYTES_MAX: usize = 32 << 20;
+/// Entries the cache keeps, whatever their size.
+const ENTRY_CACHE_ENTRIES_MAX: usize = 64 * 1024;
+
 /// Snapshot files kept on disk (older ones are pruned).
 const SNAPSHOT_FILES_KEPT: usize = 3;
 
@@ -42,6 +52,94 @@ fn entry_key(index: u64) -> [u8; 9] {
     k
 }
 
+/// The newest entries of the log, contiguous and ending at the log's last
+/// entry (or empty). Entries share their payload (`Bytes`) with raft's own
+/// copies, so caching costs one `Entry` header each.
+#[derive(Default)]
+struct EntryCache {
+    entries: VecDeque<Entry>,
+    payload_bytes: usize,
+}
+
+impl EntryCache {
+    fn first_index(&self) -> Option<u64> {
+        self.entries.front().map(|e| e.index)
+    }
+
+    /// Appends `new` (contiguous) after dropping every cached entry at or
+    /// beyond its first index, then trims the oldest to the bounds.
+    fn append(&mut self, new: &[Entry]) {
+        let Some(first) = new.first() else { return };
+        match self.first_index() {
+            Some(start) if first.index >= start => {
+                let keep = (first.index - start) as usize;
+                while self.entries.len() > keep {
+                    let e = self.entries.pop_back().expect("len > keep");
+                    self.payload_bytes -= payload_bytes(&e);
+                }
+            }
+            _ => self.clear(),
+        }
+        if let Some(last) = self.entries.back() {
+            assert_eq!(last.index + 1, first.index, "entry cache stays contiguous");
+        }
+        for e in new {
+            self.payload_bytes += payload_bytes(e);
+            self.entries.push_back(e.clone());
+        }
+        while self.entries.len() > 1
+            && (self.payload_bytes > ENTRY_CACHE_BYTES_MAX
+                || self.entries.len() > ENTRY_CACHE_ENTRIES_MAX)
+        {
+            self.drop_front();
+        }
+    }
+
+    /// Drops entries up to and including `to`.
+    fn compact(&mut self, to: u64) {
+        while self.first_index().is_some_and(|i| i <= to) {
+            self.drop_front();
+        }
+    }
+
+    fn drop_front(&mut self) {
+        if let Some(e) = self.entries.pop_front() {
+            self.payload_bytes -= payload_bytes(&e);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.payload_bytes = 0;
+    }
+
+    /// Entries `low..high` if the cache holds `low` (the caller checked
+    /// that `high - 1` is in the log, which ends where the cache ends).
+    fn get(&self, low: u64, high: u64, max_bytes: u64) -> Option<Vec<Entry>> {
+        let start = self.first_index()?;
+        if low < start {
+            return None;
+        }
+        let skip = (low - start) as usize;
+        let mut out = Vec::with_capacity((high - low).min(1024) as usize);
+        let mut size = 0u64;
+        for e in self.entries.iter().skip(skip).take((high - low) as usize) {
+            size += payload_bytes(e) as u64;
+            if !out.is_empty() && size > max_bytes {
+                break;
+            }
+            out.push(e.clone());
+        }
+        Some(out)
+    }
+}
+
+/// An entry's size for raft's per-message limit: its payload plus the
+/// fixed fields (a close bound on its encoded size, without encoding it).
+fn payload_bytes(e: &Entry) -> usize {
+    e.data.len() + e.context.len() + 24
+}
+
 fn storage_err(e: impl std::fmt::Display) -> raft::Error {
     raft::Error::Store(StorageError::Other(e.to_string().into()))
 }
@@ -54,6 +152,7 @@ pub struct LogStore {
     snap_term: u64,
     /// terms[i] is the term of entry snap_index + 1 + i.
     terms: Vec<u64>,
+    cache: EntryCache,
     /// Applied index of the state machine (set by the raft loop).
     applied: u64,
     snap_dir: PathBuf,
@@ -87,6 +186,10 @@ impl LogStore {
             None => (0, 0),
         };
         let mut terms = Vec::new();
+        // Warm from the same scan: after a restart a leader's followers read
+        // the log's tail, and the raft column family's vector memtable
+        // sorts a copy of itself for every read it serves.
+        let mut cache = EntryCache::default();
         let start = entry_key(snap_index + 1);
         for item in db.raw().iterator_cf(
             db.cf(CF_RAFT),
@@ -105,6 +208,7 @@ impl LogStore {
                 )));
             }
             terms.push(e.term);
+            cache.append(std::slice::from_ref(&e));
         }
         let store = LogStore {
             db,
@@ -113,6 +217,7 @@ impl LogStore {
             snap_index,
             snap_term,
             terms,
+            cache,
             applied: 0,
             snap_dir: PathBuf::new(),
             state: None,
@@ -155,6 +260,7 @@ impl LogStore {
         let cf = self.db.cf(CF_RAFT);
         batch.delete_range_cf(cf, entry_key(self.snap_index + 1), entry_key(to + 1));
         self.terms.drain(..(to - self.snap_index) as usize);
+        self.cache.compact(to);
         self.snap_index = to;
         self.snap_term = term;
         let mut meta = [0u8; 16];
@@ -170,6 +276,7 @@ impl LogStore {
         let cf = self.db.cf(CF_RAFT);
         batch.delete_range_cf(cf, entry_key(0), entry_key(u64::MAX));
         self.terms.clear();
+        self.cache.clear();
         self.snap_index = index;
         self.snap_term = term;
         let mut meta = [0u8; 16];
@@ -291,6 +398,7 @@ impl LogStore {
             batch.put_cf(cf, entry_key(e.index), bytes);
             self.terms.push(e.term);
         }
+        self.cache.append(entries);
         Ok(())
     }
 
@@ -343,6 +451,9 @@ impl Storage for LogStore {
             return Err(raft::Error::Store(StorageError::Unavailable));
         }
         let max = max_size.into().unwrap_or(u64::MAX);
+        if let Some(out) = self.cache.get(low, high, max) {
+            return Ok(out);
+        }
         let mut out = Vec::with_capacity((high - low).min(1024) as usize);
         let mut size = 0u64;
         let start = entry_key(low);
@@ -491,20 +602,25 @@ mod tests {
         s.set_hard_state(hs, &mut b);
         db.write_sync(b).unwrap();
         assert_eq!(s.last_index().unwrap(), 5);
+        // From the cache, then (below) from disk.
+        let index_terms = |s: &LogStore| {
+            s.entries(3, 6, None, GetEntriesContext::empty(false))
+                .unwrap()
+                .iter()
+                .map(|e| (e.index, e.term))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(index_terms(&s), vec![(3, 1), (4, 1), (5, 2)]);
         drop(s);
-        let s = LogStore::open(db).unwrap();
+        let mut s = LogStore::open(db).unwrap();
+        // From disk: the cache is warmed at open, and is checked above.
+        s.cache.clear();
         assert_eq!(s.last_index().unwrap(), 5);
         assert_eq!(s.term(5).unwrap(), 2);
         assert_eq!(s.term(4).unwrap(), 1);
         assert_eq!(s.hard_state().commit, 5);
         assert_eq!(s.conf_state().voters, vec![1, 2, 3]);
-        let es = s
-            .entries(3, 6, None, GetEntriesContext::empty(false))
-            .unwrap();
-        assert_eq!(
-            es.iter().map(|e| (e.index, e.term)).collect::<Vec<_>>(),
-            vec![(3, 1), (4, 1), (5, 2)]
-        );
+        assert_eq!(index_terms(&s), vec![(3, 1), (4, 1), (5, 2)]);
         // A size limit still returns at least one entry.
         assert_eq!(
             s.entries(3, 6, 1, GetEntriesContext::empty(false))
@@ -518,5 +634,87 @@ mod tests {
                 .is_err(),
             "entry 1 is never served"
         );
+    }
+
+    /// Whatever appends, overwrites and compactions happen, every read
+    /// answers the same from the cache as from disk.
+    #[test]
+    fn cache_answers_as_disk_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let mut s = LogStore::open(db.clone()).unwrap();
+        let mut b = WriteBatch::default();
+        s.bootstrap(vec![1], &mut b);
+        db.write_sync(b).unwrap();
+        let mut term = 1;
+        let mut seed = 7u64;
+        let mut rand = |n: u64| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) % n
+        };
+        for round in 0..200u64 {
+            let mut b = WriteBatch::default();
+            let last = s.last_index().unwrap();
+            let first = s.first_index().unwrap();
+            // Mostly appends; sometimes a new leader overwrites a tail.
+            let at = if rand(5) == 0 && last >= first {
+                term += 1;
+                first + rand(last - first + 1)
+            } else {
+                last + 1
+            };
+            let n = 1 + rand(20);
+            let es: Vec<Entry> = (at..at + n)
+                .map(|i| Entry {
+                    index: i,
+                    term,
+                    data: vec![round as u8; rand(300) as usize].into(),
+                    ..Default::default()
+                })
+                .collect();
+            s.append(&es, &mut b).unwrap();
+            let (lo, last) = (s.first_index().unwrap(), s.last_index().unwrap());
+            if rand(10) == 0 && last >= lo {
+                let to = lo + rand(last - lo + 1);
+                s.set_applied(to);
+                s.compact(to, &mut b).unwrap();
+            }
+            db.write_sync(b).unwrap();
+            let (lo, hi) = (s.first_index().unwrap(), s.last_index().unwrap() + 1);
+            if lo == hi {
+                continue;
+            }
+            // A reopened store (cache warmed by the open scan) and one
+            // reading from disk alone.
+            let warm = LogStore::open(db.clone()).unwrap();
+            let mut fresh = LogStore::open(db.clone()).unwrap();
+            fresh.cache.clear();
+            for _ in 0..5 {
+                let low = lo + rand(hi - lo);
+                let high = low + 1 + rand(hi - low);
+                let max = if rand(3) == 0 { Some(rand(2000)) } else { None };
+                let cached = s
+                    .entries(low, high, max, GetEntriesContext::empty(false))
+                    .unwrap();
+                let disk = fresh
+                    .entries(low, high, None, GetEntriesContext::empty(false))
+                    .unwrap();
+                let reopened = warm
+                    .entries(low, high, max, GetEntriesContext::empty(false))
+                    .unwrap();
+                assert_eq!(cached, reopened, "round {round}: {low}..{high}");
+                assert!(!cached.is_empty());
+                assert_eq!(
+                    cached[..],
+                    disk[..cached.len()],
+                    "round {round}: {low}..{high}"
+                );
+                if max.is_none() {
+                    assert_eq!(cached.len() as u64, high - low);
+                }
+            }
+        }
     }
 }

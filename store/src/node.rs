@@ -1344,6 +1344,7 @@ impl Loop {
             }
             self.applied = e.index;
         }
+        self.applier.stage_revision(batch);
         batch.put_cf(
             self.db.cf(CF_META),
             META_APPLIED,

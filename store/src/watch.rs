@@ -372,6 +372,7 @@ mod tests {
                 .applier
                 .apply(&req, &mut batch, self.hub.wants_prev_kv());
             res.unwrap();
+            self.applier.stage_revision(&mut batch);
             self.applier
                 .mvcc()
                 .db_for_tests()

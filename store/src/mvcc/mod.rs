@@ -513,8 +513,15 @@ pub struct Applier {
     mvcc: Arc<Mvcc>,
     /// Newest revision written (possibly not yet durable or published).
     writer_rev: i64,
-    /// Values staged in the current batch, by revision.
-    overlay: HashMap<Rev, KeyValue>,
+    /// Values staged in the current batch, by revision, encoded as in the
+    /// batch: a later request of the same batch reading one decodes it (rare),
+    /// so staging costs no extra copy.
+    overlay: HashMap<Rev, Vec<u8>>,
+    /// `writer_rev` moved since it was last staged: the batch must carry it
+    /// before it is published. Staged once per batch, not per request: only
+    /// the last value of a batch matters, and each staged copy costs a
+    /// memtable insert and WAL bytes on every member.
+    rev_unstaged: bool,
 }
 
 impl Applier {
@@ -524,6 +531,7 @@ impl Applier {
             mvcc,
             writer_rev,
             overlay: HashMap::new(),
+            rev_unstaged: false,
         }
     }
 
@@ -537,7 +545,7 @@ impl Applier {
 
     fn fetch(&self, rev: Rev) -> Result<KeyValue> {
         match self.overlay.get(&rev) {
-            Some(kv) => Ok(kv.clone()),
+            Some(bytes) => decode_kv(bytes),
             None => self.mvcc.read_value(rev),
         }
     }
@@ -563,24 +571,40 @@ impl Applier {
         let (main, sub, events) = (w.main, w.sub, w.events);
         if sub > 0 {
             self.writer_rev = main;
+            self.rev_unstaged = true;
+        }
+        (result, events)
+    }
+
+    /// Stages the newest revision into `batch`: call once after the last
+    /// `apply` of a batch, before writing it.
+    pub fn stage_revision(&mut self, batch: &mut WriteBatch) {
+        if self.rev_unstaged {
             batch.put_cf(
                 self.mvcc.db.cf(CF_META),
                 META_CURRENT_REV,
-                (main as u64).to_be_bytes(),
+                (self.writer_rev as u64).to_be_bytes(),
             );
+            self.rev_unstaged = false;
         }
-        (result, events)
     }
 
     /// After the keyspace was replaced underneath (snapshot install).
     pub fn reset(&mut self) {
         self.overlay.clear();
+        self.rev_unstaged = false;
         self.writer_rev = self.mvcc.current_revision();
     }
 
     /// After the batch holding everything applied so far is durable: make it
     /// visible to readers.
     pub fn publish(&mut self) {
+        // A published revision that is not in the durable batch would be
+        // lost by a restart while clients have seen it.
+        assert!(
+            !self.rev_unstaged,
+            "revision published before it was staged"
+        );
         self.overlay.clear();
         let prev = self
             .mvcc

@@ -48,6 +48,7 @@ impl Harness {
     fn apply(&mut self, req: Request) -> Result<WriteResult> {
         let mut batch = WriteBatch::default();
         let (res, _) = self.applier.apply(&req, &mut batch, false);
+        self.applier.stage_revision(&mut batch);
         self.applier.mvcc.db.write_sync(batch).unwrap();
         self.applier.publish();
         res

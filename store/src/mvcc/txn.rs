@@ -313,10 +313,10 @@ impl Writer<'_> {
 
     fn stage(&mut self, rev: Rev, tombstone: bool, kv: &KeyValue) {
         let cf = self.applier.mvcc.db.cf(CF_KV);
-        self.batch
-            .put_cf(cf, rev.key(tombstone), kv.encode_to_vec());
+        let bytes = kv.encode_to_vec();
+        self.batch.put_cf(cf, rev.key(tombstone), &bytes);
         if !tombstone {
-            self.applier.overlay.insert(rev, kv.clone());
+            self.applier.overlay.insert(rev, bytes);
         }
     }
     fn lease_grant(&mut self, g: &LeaseGrantRequest) -> Result<LeaseGrantResponse> {
