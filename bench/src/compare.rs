@@ -99,6 +99,8 @@ fn ensure_etcd() -> Result<PathBuf> {
         let st = Command::new(cmd[0])
             .args(&cmd[1..])
             .env("DEBIAN_FRONTEND", "noninteractive")
+            // dpkg's progress lines would bury the table; errors go to stderr.
+            .stdout(Stdio::null())
             .status()
             .with_context(|| format!("cannot run {}", cmd.join(" ")))?;
         if !st.success() {
