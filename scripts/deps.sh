@@ -2,6 +2,7 @@
 # Installs the Debian packages secretd's build and tests need, if missing:
 #   librocksdb-dev  RocksDB 7.8.3, linked instead of compiling its C++ (see ARCHITECTURE.md)
 #   libclang-dev    bindgen (librocksdb-sys) needs it
+#   make            jemalloc's build (tikv-jemalloc-sys runs configure and make)
 #   etcd-client     the real etcdctl, which the integration tests drive
 #   iptables        the fault suite's partitions (inside its own network namespaces)
 #   faketime        the fault suite's clock nemesis (libfaketime)
@@ -10,6 +11,7 @@ set -euo pipefail
 need=()
 dpkg -s librocksdb-dev >/dev/null 2>&1 || need+=(librocksdb-dev)
 dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
+command -v make >/dev/null 2>&1 || need+=(make)
 if [ "${1:-}" = "--test" ]; then
   command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
   command -v iptables >/dev/null 2>&1 || need+=(iptables)
