@@ -120,10 +120,11 @@ impl EntryCache {
         if low < start {
             return None;
         }
-        let skip = (low - start) as usize;
-        let mut out = Vec::with_capacity((high - low).min(1024) as usize);
+        let from = (low - start) as usize;
+        let to = ((high - start) as usize).min(self.entries.len());
+        let mut out = Vec::with_capacity((to.saturating_sub(from)).min(1024));
         let mut size = 0u64;
-        for e in self.entries.iter().skip(skip).take((high - low) as usize) {
+        for e in self.entries.range(from.min(to)..to) {
             size += payload_bytes(e) as u64;
             if !out.is_empty() && size > max_bytes {
                 break;
