@@ -13,8 +13,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .extern_path(".mvccpb", "::secretd_store::pb::mvccpb")
         .extern_path(".etcdserverpb", "::secretd_store::pb::etcdserverpb")
         // Raft messages decode as slices of the received buffer: entry
-        // payloads reach the log without a copy.
+        // payloads reach the log without a copy (`RaftService::check`).
         .bytes(".secretd.raft.v1.RaftBatch.messages")
+        .bytes(".secretd.raft.v1.SnapshotChunk.message")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -188,7 +188,7 @@ async fn stream_snapshot(
     let first = SnapshotChunk {
         from,
         cluster_id,
-        message: m.write_to_bytes()?,
+        message: m.write_to_bytes()?.into(),
         data: Vec::new(),
     };
     let call = tokio::spawn(async move {
@@ -208,7 +208,7 @@ async fn stream_snapshot(
             .send(SnapshotChunk {
                 from,
                 cluster_id,
-                message: Vec::new(),
+                message: Default::default(),
                 data: buf,
             })
             .await
@@ -449,12 +449,7 @@ impl Raft for RaftService {
             .message()
             .await?
             .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
-        let m = self.check(
-            remote,
-            first.cluster_id,
-            first.from,
-            &bytes::Bytes::copy_from_slice(&first.message),
-        )?;
+        let m = self.check(remote, first.cluster_id, first.from, &first.message)?;
         if m.get_msg_type() != MessageType::MsgSnapshot {
             return Err(Status::invalid_argument(
                 "SendSnapshot carries only snapshot messages",

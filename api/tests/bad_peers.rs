@@ -106,7 +106,7 @@ async fn garbage_foreign_and_misaddressed_peer_traffic_is_refused() {
     let chunks = vec![SnapshotChunk {
         from: 7,
         cluster_id,
-        message: snap.write_to_bytes().unwrap(),
+        message: snap.write_to_bytes().unwrap().into(),
         data: b"not a snapshot".to_vec(),
     }];
     let ch = tonic::transport::Channel::from_shared(format!(
