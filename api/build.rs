@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ];
     println!("cargo:rerun-if-changed={root}");
     let fds = protox::compile(files, [root])?;
+    write_rpc_list(&fds)?;
     tonic_prost_build::configure()
         .extern_path(".mvccpb", "::secretd_store::pb::mvccpb")
         .extern_path(".etcdserverpb", "::secretd_store::pb::etcdserverpb")
@@ -17,5 +18,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(".secretd.raft.v1.RaftBatch.messages")
         .bytes(".secretd.raft.v1.SnapshotChunk.message")
         .compile_fds(fds)?;
+    Ok(())
+}
+
+/// Every RPC of every service, as gRPC paths (`/package.Service/Method`),
+/// for the role matrix's completeness test (`authz.rs`).
+fn write_rpc_list(fds: &prost_types::FileDescriptorSet) -> Result<(), Box<dyn std::error::Error>> {
+    let mut paths = Vec::new();
+    for f in &fds.file {
+        for s in &f.service {
+            for m in &s.method {
+                paths.push(format!("/{}.{}/{}", f.package(), s.name(), m.name()));
+            }
+        }
+    }
+    paths.sort();
+    let body: String = paths.iter().map(|p| format!("    {p:?},\n")).collect();
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?).join("rpc_list.rs");
+    std::fs::write(out, format!("pub const ALL_RPCS: &[&str] = &[\n{body}];\n"))?;
     Ok(())
 }

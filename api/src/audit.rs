@@ -30,14 +30,23 @@ pub fn open(path: &Path) -> anyhow::Result<()> {
 
 /// Who made a request: the certificate's role, and the address.
 pub fn who<T>(req: &Request<T>) -> (String, String) {
-    let role = match req.extensions().get::<Caller>() {
-        Some(Caller(Role::Admin)) => "admin".to_string(),
-        Some(Caller(Role::Node(n))) => format!("node/{n}"),
-        Some(Caller(Role::Member(n))) => format!("member/{n}"),
-        Some(Caller(Role::Unauthenticated)) | None => "unauthenticated".to_string(),
+    who_of(&Caller::of(req))
+}
+
+pub fn who_of(c: &Caller) -> (String, String) {
+    let role = match &c.role {
+        Role::Admin => "admin".to_string(),
+        Role::Node(n) => format!("node/{n}"),
+        Role::Member(n) => format!("member/{n}"),
+        Role::Unauthenticated => "unauthenticated".to_string(),
     };
-    let addr = req.remote_addr().map(|a| a.to_string()).unwrap_or_default();
+    let addr = c.remote.map(|a| a.to_string()).unwrap_or_default();
     (role, addr)
+}
+
+/// A request the role matrix refused, before any service saw it.
+pub fn denied(c: &Caller, rpc: &str, status: &Status) {
+    record::<()>(&who_of(c), "denied", rpc, None, &Err(status.clone()));
 }
 
 /// Writes one line. A failing audit log is reported in the member's log;
@@ -58,7 +67,12 @@ pub fn record<T>(
     line.insert("who".into(), who.0.clone().into());
     line.insert("remote".into(), who.1.clone().into());
     line.insert("action".into(), action.into());
-    line.insert("object".into(), object.into());
+    // The object as the client named it: bounded, so a hostile name cannot
+    // make the audit log grow by a request's size per line.
+    line.insert(
+        "object".into(),
+        crate::objects::validate::echo(object).into(),
+    );
     if let Some(v) = version {
         line.insert("version".into(), v.into());
     }
@@ -67,7 +81,11 @@ pub fn record<T>(
             line.insert("outcome".into(), "ok".into());
         }
         Err(s) => {
-            line.insert("outcome".into(), "error".into());
+            let outcome = match s.code() {
+                tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => "denied",
+                _ => "error",
+            };
+            line.insert("outcome".into(), outcome.into());
             line.insert("error".into(), s.message().into());
         }
     }

@@ -3,9 +3,12 @@
 //! The `secretd` and `secretctl` binaries are thin shells over this crate.
 
 pub mod audit;
+pub mod authz;
 pub mod cluster;
 pub mod compactor;
+pub mod conn;
 pub mod ctl;
+pub mod datadir;
 pub mod errors;
 pub mod format;
 pub mod kv;

@@ -24,6 +24,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::tls::{Caller, Role};
+
 use crate::pb::raftpb::{
     raft_client::RaftClient, raft_server::Raft, ClusterInfoRequest, ClusterInfoResponse,
     FetchKekRequest, FetchKekResponse, MemberInfo, PromoteMemberRequest, RaftBatch, SendResponse,
@@ -313,7 +315,49 @@ pub struct RaftService {
     pub keys: Arc<crate::objects::keys::Keys>,
 }
 
+/// etcd's way of printing a member ID: lower-case hex, no prefix.
+pub fn member_id(id: u64) -> String {
+    format!("{id:x}")
+}
+
 impl RaftService {
+    /// A member's certificate names the member (`spiffe://secretd/member/N`):
+    /// it may speak only as the member registered under that name. A member
+    /// added but not yet started has no name in the registry (etcd's
+    /// `member add` records none); until it publishes one, a certificate
+    /// whose name no member has may speak as it, and as no one else.
+    fn bind_member(&self, caller: &Caller, claimed: u64) -> Result<(), Status> {
+        let Role::Member(name) = &caller.role else {
+            // Without client certificates there is no identity to bind.
+            return Ok(());
+        };
+        let members = self.node.members();
+        let named = members.iter().find(|m| &m.name == name);
+        let ok = match named {
+            Some(m) => m.id == claimed,
+            None => members.iter().any(|m| m.id == claimed && m.name.is_empty()),
+        };
+        if ok {
+            return Ok(());
+        }
+        tracing::warn!(
+            remote = ?caller.remote,
+            certificate = %name,
+            claimed = %member_id(claimed),
+            registered = %named.map(|m| member_id(m.id)).unwrap_or_else(|| "none".into()),
+            "refused peer traffic: the certificate is another member's"
+        );
+        Err(Status::permission_denied(format!(
+            "the certificate of member {name} may not speak as member {}{}",
+            member_id(claimed),
+            match named {
+                Some(m) => format!(" (it is member {})", member_id(m.id)),
+                None =>
+                    " (no member has this name, and the ID is not an unnamed new member)".into(),
+            }
+        )))
+    }
+
     /// Checks a message against the sender, the cluster and ourselves.
     fn check(
         &self,
@@ -360,9 +404,11 @@ impl Raft for RaftService {
         &self,
         req: Request<Streaming<RaftBatch>>,
     ) -> Result<Response<SendResponse>, Status> {
-        let remote = req.remote_addr();
+        let caller = Caller::of(&req);
+        let remote = caller.remote;
         let mut stream = req.into_inner();
         while let Some(batch) = stream.message().await? {
+            self.bind_member(&caller, batch.from)?;
             for bytes in &batch.messages {
                 let m = self.check(remote, batch.cluster_id, batch.from, bytes)?;
                 if m.get_msg_type() == MessageType::MsgSnapshot {
@@ -391,7 +437,8 @@ impl Raft for RaftService {
         &self,
         req: Request<FetchKekRequest>,
     ) -> Result<Response<FetchKekResponse>, Status> {
-        let remote = req.remote_addr();
+        let caller = Caller::of(&req);
+        let remote = caller.remote;
         let r = req.into_inner();
         if r.cluster_id != self.node.cluster_id() {
             tracing::warn!(
@@ -409,10 +456,11 @@ impl Raft for RaftService {
                 "refused a KEK request from a non-member"
             );
             return Err(Status::permission_denied(format!(
-                "{:x} is not a member of this cluster",
-                r.from
+                "member {} (hex ID) is not a member of this cluster",
+                member_id(r.from)
             )));
         }
+        self.bind_member(&caller, r.from)?;
         let resp = self.keys.key_for_peer(r.generation)?;
         tracing::info!(
             generation = r.generation,
@@ -427,6 +475,17 @@ impl Raft for RaftService {
         &self,
         req: Request<PromoteMemberRequest>,
     ) -> Result<Response<ClusterInfoResponse>, Status> {
+        // Only a registered member forwards a promotion.
+        let caller = Caller::of(&req);
+        if let Role::Member(name) = &caller.role {
+            let members = self.node.members();
+            if !members.iter().any(|m| &m.name == name) {
+                tracing::warn!(remote = ?caller.remote, certificate = %name, "refused a promotion from a certificate no member has");
+                return Err(Status::permission_denied(format!(
+                    "no member of this cluster is named {name}"
+                )));
+            }
+        }
         let r = self
             .node
             .member_promote(req.into_inner().id)
@@ -443,12 +502,14 @@ impl Raft for RaftService {
         &self,
         req: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<SendResponse>, Status> {
-        let remote = req.remote_addr();
+        let caller = Caller::of(&req);
+        let remote = caller.remote;
         let mut stream = req.into_inner();
         let first = stream
             .message()
             .await?
             .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
+        self.bind_member(&caller, first.from)?;
         let m = self.check(remote, first.cluster_id, first.from, &first.message)?;
         if m.get_msg_type() != MessageType::MsgSnapshot {
             return Err(Status::invalid_argument(

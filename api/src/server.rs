@@ -10,7 +10,6 @@ use clap::{Args, ValueEnum};
 use secretd_store::cluster;
 use secretd_store::node::{Node, NodeConfig};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 
 use crate::cluster::ClusterService;
@@ -150,6 +149,18 @@ pub struct ServerFlags {
     /// members stay locked until `secretctl cluster unlock`.
     #[arg(long)]
     pub autolock: bool,
+    /// Client connections this member holds at once (lowered to what the
+    /// open-file limit allows after storage and peers).
+    #[arg(long, default_value_t = 4096)]
+    pub max_client_connections: usize,
+    /// Client connections one certificate identity may hold at once (at
+    /// most half of --max-client-connections).
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections_per_identity: usize,
+    /// A client or peer connection with no request in flight for this long
+    /// is closed (clients reconnect on their next request).
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    pub idle_connection_timeout: Duration,
 }
 
 impl ServerFlags {
@@ -166,6 +177,12 @@ impl ServerFlags {
         }
         if self.max_txn_ops == 0 {
             bail!("--max-txn-ops must be at least 1");
+        }
+        if self.max_client_connections < 2 || self.max_connections_per_identity == 0 {
+            bail!("--max-client-connections must be at least 2 and --max-connections-per-identity at least 1");
+        }
+        if self.idle_connection_timeout < Duration::from_secs(1) {
+            bail!("--idle-connection-timeout must be at least 1s");
         }
         let client = urls::parse_list("--listen-client-urls", &self.listen_client_urls)?;
         let peer = urls::parse_list("--listen-peer-urls", &self.listen_peer_urls)?;
@@ -245,20 +262,35 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     Ok(Duration::from_millis(ms))
 }
 
-/// Accepted connections with Nagle's algorithm off. `serve_with_incoming`
-/// does not apply the builder's `tcp_nodelay`, and with Nagle on, a small
-/// write waits for the peer's delayed ACK: 40 ms on a stream's next
-/// message.
-fn nodelay(l: TcpListener) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use futures::StreamExt;
-    TcpListenerStream::new(l).map(|s| {
-        if let Ok(s) = &s {
-            if let Err(e) = s.set_nodelay(true) {
-                tracing::warn!(error = %e, "cannot set TCP_NODELAY");
-            }
+type Listeners = tokio::task::JoinSet<std::result::Result<(), tonic::transport::Error>>;
+
+/// Serves `router` on one listener: TLS when the URL is https (with the
+/// client's role from its certificate when `client_auth`), plaintext
+/// otherwise; either way admitted against `adm` and behind the gate.
+/// Connections set TCP_NODELAY: `serve_with_incoming` does not apply the
+/// builder's, and with Nagle on, a stream's next small message waited 40 ms
+/// for the peer's delayed ACK.
+fn serve(
+    tasks: &mut Listeners,
+    router: tonic::transport::server::Router<
+        tower::layer::util::Stack<crate::conn::GateLayer, tower::layer::util::Identity>,
+    >,
+    l: TcpListener,
+    https: bool,
+    tls_cfg: Option<Arc<rustls::ServerConfig>>,
+    client_auth: bool,
+    adm: &Arc<crate::conn::Admission>,
+) {
+    match (https, tls_cfg) {
+        (true, Some(cfg)) => {
+            let incoming = tls::incoming(l, cfg, client_auth, adm.clone());
+            tasks.spawn(async move { router.serve_with_incoming(incoming).await });
         }
-        s
-    })
+        _ => {
+            let incoming = crate::conn::plain_incoming(l, adm.clone());
+            tasks.spawn(async move { router.serve_with_incoming(incoming).await });
+        }
+    }
 }
 
 /// Binds every URL of a list, failing clearly on the first that cannot be.
@@ -300,6 +332,8 @@ fn listener_tls(
 /// `secretd snapshot restore`: a new member's data directory from a backup.
 pub fn restore(flags: ServerFlags, backup: &std::path::Path) -> Result<()> {
     let (cfg, _, _) = flags.node_config()?;
+    crate::datadir::private_umask();
+    crate::datadir::secure(&cfg.data_dir)?;
     secretd_store::node::restore(&cfg, backup)
         .with_context(|| format!("restore {}", backup.display()))?;
     println!(
@@ -313,8 +347,42 @@ pub fn restore(flags: ServerFlags, backup: &std::path::Path) -> Result<()> {
 
 /// Runs a member until SIGINT/SIGTERM or a fatal storage error.
 pub async fn run(flags: ServerFlags) -> Result<()> {
+    // Every flag is checked before anything is bound or written, so a bad
+    // flag is reported as itself, never as a busy port.
     let (cfg, client_urls, peer_urls) = flags.node_config()?;
     let mut cfg = cfg;
+    let metrics_urls = if flags.listen_metrics_urls.is_empty() {
+        Vec::new()
+    } else {
+        let list = urls::parse_list("--listen-metrics-urls", &flags.listen_metrics_urls)?;
+        if let Some(u) = list.iter().find(|u| !u.starts_with("http://")) {
+            bail!("--listen-metrics-urls: {u}: metrics are served over http:// only");
+        }
+        list
+    };
+    let peer_tls = listener_tls(
+        "peer",
+        "peer-",
+        peer_urls.iter().any(|u| u.starts_with("https://")),
+        (
+            &flags.peer_cert_file,
+            &flags.peer_key_file,
+            &flags.peer_trusted_ca_file,
+            flags.peer_client_cert_auth,
+        ),
+    )?;
+    let client_tls = listener_tls(
+        "client",
+        "",
+        client_urls.iter().any(|u| u.starts_with("https://")),
+        (
+            &flags.cert_file,
+            &flags.key_file,
+            &flags.trusted_ca_file,
+            flags.client_cert_auth,
+        ),
+    )?;
+
     let retention = match flags.auto_compaction_retention.as_str() {
         "0" => None,
         r => Some(
@@ -327,6 +395,28 @@ pub async fn run(flags: ServerFlags) -> Result<()> {
     if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
         tracing::warn!(error = %std::io::Error::last_os_error(), "cannot disable core dumps");
     }
+    // Everything this member writes is for its own eyes: the keyspace holds
+    // configs and KV values in plaintext.
+    crate::datadir::private_umask();
+    crate::datadir::secure(&cfg.data_dir)?;
+    let fds = crate::conn::raise_fd_limit();
+    let client_limits = crate::conn::Limits::clients(
+        flags.max_client_connections,
+        flags.max_connections_per_identity,
+        flags.idle_connection_timeout.as_millis() as u64,
+        fds,
+    );
+    tracing::info!(
+        total = client_limits.total_max,
+        per_identity = client_limits.per_identity_max,
+        idle_ms = client_limits.idle_ms,
+        "client connection budget"
+    );
+    let client_adm = crate::conn::Admission::new("client", client_limits);
+    let peer_adm = crate::conn::Admission::new(
+        "peer",
+        crate::conn::Limits::peers(flags.idle_connection_timeout.as_millis() as u64),
+    );
     if let Some(p) = &flags.audit_log {
         crate::audit::open(p)?;
     }
@@ -351,15 +441,7 @@ pub async fn run(flags: ServerFlags) -> Result<()> {
     // Bind before starting raft, so a busy port fails fast and clearly.
     let peer_listeners = bind_all("--listen-peer-urls", &peer_urls).await?;
     let client_listeners = bind_all("--listen-client-urls", &client_urls).await?;
-    let metrics_listeners = if flags.listen_metrics_urls.is_empty() {
-        Vec::new()
-    } else {
-        let list = urls::parse_list("--listen-metrics-urls", &flags.listen_metrics_urls)?;
-        if let Some(u) = list.iter().find(|u| !u.starts_with("http://")) {
-            bail!("--listen-metrics-urls: {u}: metrics are served over http:// only");
-        }
-        bind_all("--listen-metrics-urls", &list).await?
-    };
+    let metrics_listeners = bind_all("--listen-metrics-urls", &metrics_urls).await?;
 
     // The transport needs peer URLs by id; the node decides ids (from flags
     // on first start, from disk afterwards), so start it with a deferred
@@ -401,28 +483,6 @@ pub async fn run(flags: ServerFlags) -> Result<()> {
     if let Some(r) = retention {
         crate::compactor::start(node.clone(), r);
     }
-    let peer_tls = listener_tls(
-        "peer",
-        "peer-",
-        peer_listeners.iter().any(|(_, h)| *h),
-        (
-            &flags.peer_cert_file,
-            &flags.peer_key_file,
-            &flags.peer_trusted_ca_file,
-            flags.peer_client_cert_auth,
-        ),
-    )?;
-    let client_tls = listener_tls(
-        "client",
-        "",
-        client_listeners.iter().any(|(_, h)| *h),
-        (
-            &flags.cert_file,
-            &flags.key_file,
-            &flags.trusted_ca_file,
-            flags.client_cert_auth,
-        ),
-    )?;
     let enforce_peer = peer_tls.is_some() && flags.peer_client_cert_auth;
     let enforce_client = client_tls.is_some() && flags.client_cert_auth;
     if !enforce_client {
@@ -443,86 +503,59 @@ pub async fn run(flags: ServerFlags) -> Result<()> {
         })
         .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
-        let svc = tonic::service::interceptor::InterceptedService::new(
-            svc,
-            tls::authorize(tls::members_only, "the peer API", enforce_peer),
+        let router = Server::builder()
+            .layer(crate::conn::GateLayer)
+            .add_service(svc);
+        serve(
+            &mut tasks,
+            router,
+            l,
+            https,
+            peer_tls.clone(),
+            enforce_peer,
+            &peer_adm,
         );
-        let router = Server::builder().add_service(svc);
-        match (https, peer_tls.clone()) {
-            (true, Some(cfg)) => {
-                let incoming = tls::incoming(l, cfg, "peer");
-                tasks.spawn(async move { router.serve_with_incoming(incoming).await });
-            }
-            _ => {
-                let incoming = nodelay(l);
-                tasks.spawn(async move { router.serve_with_incoming(incoming).await });
-            }
-        }
     }
     let max_recv = cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
-    let admin = |what: &'static str| tls::authorize(tls::admin_only, what, enforce_client);
-    use tonic::service::interceptor::InterceptedService as Guard;
     for (l, https) in client_listeners {
         let router = Server::builder()
-            .add_service(Guard::new(
+            .layer(crate::conn::GateLayer)
+            .add_service(
                 KvServer::new(KvService { node: node.clone() })
                     .max_decoding_message_size(max_recv)
                     .max_encoding_message_size(usize::MAX),
-                admin("the KV API"),
-            ))
-            .add_service(Guard::new(
+            )
+            .add_service(
                 WatchServer::new(WatchService { node: node.clone() })
                     .max_decoding_message_size(max_recv)
                     .max_encoding_message_size(usize::MAX),
-                admin("the Watch API"),
-            ))
-            .add_service(Guard::new(
-                ClusterServer::new(ClusterService { node: node.clone() }),
-                admin("the Cluster API"),
-            ))
-            .add_service(Guard::new(
-                SecretsServer::new(objects.clone()).max_decoding_message_size(max_recv),
-                admin("the Secrets API"),
-            ))
-            .add_service(Guard::new(
-                ConfigsServer::new(objects.clone()).max_decoding_message_size(max_recv),
-                admin("the Configs API"),
-            ))
-            .add_service(Guard::new(
-                TasksServer::new(objects.clone()),
-                admin("the Tasks API"),
-            ))
-            .add_service(Guard::new(
-                AdminServer::new(objects.clone()),
-                admin("the Admin API"),
-            ))
-            .add_service(Guard::new(
+            )
+            .add_service(ClusterServer::new(ClusterService { node: node.clone() }))
+            .add_service(SecretsServer::new(objects.clone()).max_decoding_message_size(max_recv))
+            .add_service(ConfigsServer::new(objects.clone()).max_decoding_message_size(max_recv))
+            .add_service(TasksServer::new(objects.clone()))
+            .add_service(AdminServer::new(objects.clone()))
+            .add_service(
                 AgentServer::new(crate::objects::agent::AgentService {
                     node: node.clone(),
                     store: objects.store.clone(),
                 })
                 .max_encoding_message_size(max_recv),
-                tls::authorize(tls::agents, "the Agent API", enforce_client),
-            ))
-            .add_service(Guard::new(
-                LeaseServer::new(LeaseService { node: node.clone() }),
-                admin("the Lease API"),
-            ))
-            .add_service(Guard::new(
+            )
+            .add_service(LeaseServer::new(LeaseService { node: node.clone() }))
+            .add_service(
                 MaintenanceServer::new(MaintenanceService { node: node.clone() })
                     .max_encoding_message_size(usize::MAX),
-                admin("the Maintenance API"),
-            ));
-        match (https, client_tls.clone()) {
-            (true, Some(cfg)) => {
-                let incoming = tls::incoming(l, cfg, "client");
-                tasks.spawn(async move { router.serve_with_incoming(incoming).await });
-            }
-            _ => {
-                let incoming = nodelay(l);
-                tasks.spawn(async move { router.serve_with_incoming(incoming).await });
-            }
-        }
+            );
+        serve(
+            &mut tasks,
+            router,
+            l,
+            https,
+            client_tls.clone(),
+            enforce_client,
+            &client_adm,
+        );
     }
 
     let fatal = {

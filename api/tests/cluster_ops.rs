@@ -273,3 +273,65 @@ async fn metrics_and_health_on_their_own_listener() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("metrics are served over http:// only"));
 }
+
+/// Entries under `dir` (itself included) that group or others may use.
+fn loose_entries(dir: &std::path::Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let m = std::fs::symlink_metadata(dir).unwrap();
+    if m.file_type().is_symlink() {
+        return out;
+    }
+    if m.permissions().mode() & 0o077 != 0 {
+        out.push(format!(
+            "{} {:o}",
+            dir.display(),
+            m.permissions().mode() & 0o777
+        ));
+    }
+    if m.is_dir() {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            out.extend(loose_entries(&e.path()));
+        }
+    }
+    out
+}
+
+/// D5: with umask 022 a member still keeps its data directory to itself
+/// (0700, files 0600), as etcd does, and so is its audit log; a data
+/// directory loosened while it was down is tightened at start, and logged.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_data_directory_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let audit_dir = tempfile::tempdir().unwrap();
+    let audit = audit_dir.path().join("audit.log");
+    let mut c = Cluster::prepare(1, &["--audit-log", audit.to_str().unwrap()]);
+    c.umask = Some(0o022);
+    c.spawn(0);
+    c.wait_leader(Duration::from_secs(15)).await;
+    c.ok(&["put", "k", "plain-value"]);
+    c.sctl(&["secret", "create", "s", "-"], Some(b"x"));
+    c.sctl(&["config", "create", "conf", "-"], Some(b"plain-config"));
+    let data = c.members[0].data_dir.clone();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(loose_entries(&data), Vec::<String>::new());
+    assert_eq!(mode(&audit), 0o600);
+    c.kill9(0);
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let some_file = std::fs::read_dir(data.join("db"))
+        .unwrap()
+        .flatten()
+        .find(|e| e.path().is_file())
+        .unwrap()
+        .path();
+    std::fs::set_permissions(&some_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    c.spawn(0);
+    c.wait_leader(Duration::from_secs(15)).await;
+    assert_eq!(loose_entries(&data), Vec::<String>::new());
+    let log = std::fs::read_to_string(&c.members[0].log).unwrap();
+    assert!(
+        log.contains("the data directory was readable by other users"),
+        "{log}"
+    );
+}

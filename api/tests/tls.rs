@@ -93,7 +93,7 @@ async fn only_the_clusters_certificates_get_in_each_as_far_as_its_role() {
     let (n1, n1_key) = c.cert("node-n1");
     let out = etcdctl_with(&c, &ca, Some((&n1, &n1_key)), &["get", "k"]);
     assert!(
-        stderr(&out).contains("node agent n1 may not use the KV API"),
+        stderr(&out).contains("node agent n1 may not call /etcdserverpb.KV/Range"),
         "{}",
         stderr(&out)
     );
@@ -114,7 +114,7 @@ async fn only_the_clusters_certificates_get_in_each_as_far_as_its_role() {
         .unwrap();
     assert_eq!(
         stderr(&out),
-        "Error response from daemon: node agent n1 may not use the Secrets API\n"
+        "Error response from daemon: node agent n1 may not call /secretstore.v1.Secrets/List: it is for admin certificates only\n"
     );
     // Peers only speak raft: the admin cannot use the peer port.
     let peer = format!("https://127.0.0.1:{}", c.members[0].peer_port);
@@ -130,7 +130,10 @@ async fn only_the_clusters_certificates_get_in_each_as_far_as_its_role() {
         .cluster_info(secretd_api::pb::raftpb::ClusterInfoRequest {})
         .await
         .unwrap_err();
-    assert_eq!(err.message(), "admin may not use the peer API");
+    assert_eq!(
+        err.message(),
+        "admin may not call /secretd.raft.v1.Raft/ClusterInfo: it is for cluster members only (the peer port)"
+    );
 
     // Agents: n2 cannot fetch what only n1's task uses; it can once the
     // task moves to n2, and loses it when the task moves back.
@@ -208,4 +211,388 @@ fn expired_admin(c: &Cluster, dir: &Path) -> (String, String) {
     .unwrap();
     let (crt, key) = save(dir, "expired", &ca.issue("admin", None, true).unwrap()).unwrap();
     (crt.display().to_string(), key.display().to_string())
+}
+
+/// Bytes in, bytes out: lets a test call any gRPC path with any message.
+#[derive(Clone, Copy, Default)]
+struct Raw;
+
+impl tonic::codec::Codec for Raw {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = Raw;
+    type Decoder = Raw;
+    fn encoder(&mut self) -> Raw {
+        Raw
+    }
+    fn decoder(&mut self) -> Raw {
+        Raw
+    }
+}
+
+impl tonic::codec::Encoder for Raw {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for Raw {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use bytes::Buf;
+        let n = src.remaining();
+        Ok(Some(src.copy_to_bytes(n).to_vec()))
+    }
+}
+
+/// Calls `path` with one empty message; the status it ends with (Ok when
+/// it answered a message, or was still streaming after 3 s).
+async fn call_raw(ch: tonic::transport::Channel, path: &'static str) -> tonic::Status {
+    let mut g = tonic::client::Grpc::new(ch);
+    let run = async {
+        g.ready()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let req = tonic::Request::new(futures::stream::iter(vec![Vec::<u8>::new()]));
+        let mut resp = g
+            .streaming(req, http::uri::PathAndQuery::from_static(path), Raw)
+            .await?
+            .into_inner();
+        resp.message().await?;
+        Ok::<_, tonic::Status>(())
+    };
+    match tokio::time::timeout(Duration::from_secs(3), run).await {
+        Ok(Ok(())) | Err(_) => tonic::Status::ok(""),
+        Ok(Err(s)) => s,
+    }
+}
+
+/// D1: each role × each RPC, over the wire, on both ports: the role matrix
+/// refuses exactly what `authz::decide` says, and the admin cannot fetch a
+/// secret's plaintext through the agent API (audited as a denial).
+#[tokio::test(flavor = "multi_thread")]
+async fn role_matrix_over_the_wire() {
+    use secretd_api::authz::{decide, Decision, MATRIX};
+    use secretd_api::tls::Role;
+    let audit_dir = tempfile::tempdir().unwrap();
+    let audit = audit_dir.path().join("audit.log");
+    let c = Cluster::start_tls(1, &["--audit-log", audit.to_str().unwrap()]);
+    c.wait_leader(Duration::from_secs(20)).await;
+    let certs = c.tls.clone().unwrap();
+    let ca = certs.join("ca.pem");
+    let roles = [
+        ("admin", Role::Admin),
+        ("node-n1", Role::Node("n1".into())),
+        ("member-n1", Role::Member("n1".into())),
+    ];
+    let mut checked = 0;
+    for port in [c.members[0].client_port, c.members[0].peer_port] {
+        for (cert, role) in &roles {
+            let (crt, key) = c.cert(cert);
+            let tls = secretd_fuse::connect::ClientTls::load(
+                &ca,
+                Some(Path::new(&crt)),
+                Some(Path::new(&key)),
+            )
+            .unwrap();
+            let ch = secretd_fuse::connect::channel(
+                &format!("127.0.0.1:{port}"),
+                Some(&tls),
+                Some(Duration::from_secs(5)),
+            )
+            .unwrap();
+            for (path, _) in MATRIX {
+                let st = call_raw(ch.clone(), path).await;
+                let gate_denied = st.code() == tonic::Code::PermissionDenied
+                    && st.message().contains(" may not call ");
+                let expect_denied = matches!(decide(role, path), Decision::Deny(_));
+                assert_eq!(
+                    gate_denied, expect_denied,
+                    "{role} × {path} on port {port}: {st:?}"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 2 * 3 * MATRIX.len());
+
+    // The attack: the admin assigns a task and fetches its secret.
+    let id = c
+        .sctl(&["secret", "create", "db_pw", "-"], Some(b"hunter2"))
+        .trim()
+        .to_string();
+    c.sctl(
+        &[
+            "task", "create", "web.1", "--node", "n1", "--secret", "db_pw",
+        ],
+        None,
+    );
+    let e = AgentClient::new(c.channel_as(0, "admin"))
+        .fetch(FetchRequest {
+            node: "n1".into(),
+            task: "web.1".into(),
+            secret: true,
+            object_id: id.clone(),
+            version: 1,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    let e = AgentClient::new(c.channel_as(0, "admin"))
+        .watch(secretd_api::pb::secretstore::AgentWatchRequest { node: "n1".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    let log = std::fs::read_to_string(&audit).unwrap();
+    let denial = log
+        .lines()
+        .find(|l| l.contains("/secretstore.v1.Agent/Fetch"))
+        .unwrap_or_else(|| panic!("no audit line for the admin's fetch:\n{log}"));
+    let v: serde_json::Value = serde_json::from_str(denial).unwrap();
+    assert_eq!(v["who"], "admin");
+    assert_eq!(v["outcome"], "denied");
+    assert!(
+        !log.contains("\"outcome\":\"ok\"") || !log.contains("secret.deliver"),
+        "{log}"
+    );
+    // The node itself still gets it.
+    let got = AgentClient::new(c.channel_as(0, "node-n1"))
+        .fetch(FetchRequest {
+            node: "n1".into(),
+            task: "web.1".into(),
+            secret: true,
+            object_id: id,
+            version: 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(got.into_inner().data, b"hunter2");
+}
+
+/// D8: a node fetches exactly the versions its tasks serve now: the
+/// current one when a task follows, the pinned one when it pins.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_fetches_only_the_versions_its_tasks_serve() {
+    let c = Cluster::start_tls(1, &[]);
+    c.wait_leader(Duration::from_secs(20)).await;
+    let id = c
+        .sctl(&["secret", "create", "db_pw", "-"], Some(b"v1"))
+        .trim()
+        .to_string();
+    c.sctl(
+        &[
+            "task", "create", "web.1", "--node", "n1", "--secret", "db_pw",
+        ],
+        None,
+    );
+    c.sctl(&["secret", "rotate", "db_pw", "-"], Some(b"v2"));
+    let fetch = |task: &'static str, version: u64| {
+        let mut a = AgentClient::new(c.channel_as(0, "node-n1"));
+        let id = id.clone();
+        async move {
+            a.fetch(FetchRequest {
+                node: "n1".into(),
+                task: task.into(),
+                secret: true,
+                object_id: id,
+                version,
+            })
+            .await
+            .map(|r| r.into_inner().data)
+        }
+    };
+    assert_eq!(fetch("web.1", 2).await.unwrap(), b"v2");
+    let e = fetch("web.1", 1).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("version 1"), "{}", e.message());
+    c.sctl(
+        &[
+            "task",
+            "create",
+            "pinned.1",
+            "--node",
+            "n1",
+            "--secret",
+            "source=db_pw,version=1",
+        ],
+        None,
+    );
+    assert_eq!(fetch("pinned.1", 1).await.unwrap(), b"v1");
+    assert_eq!(
+        fetch("pinned.1", 2).await.unwrap_err().code(),
+        tonic::Code::PermissionDenied
+    );
+}
+
+/// D7: a member's certificate speaks only as that member, on every peer
+/// RPC that names a sender.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_certificate_speaks_only_as_its_member() {
+    use secretd_api::pb::raftpb::{raft_client::RaftClient, FetchKekRequest, RaftBatch};
+    let c = Cluster::start_tls(3, &[]);
+    c.wait_leader(Duration::from_secs(20)).await;
+    // The first secret makes KEK generation 1.
+    c.sctl(&["secret", "create", "s", "-"], Some(b"x"));
+    let id = |hex: String| u64::from_str_radix(&hex, 16).unwrap();
+    let (n2, n3) = (id(c.member_id(1).await), id(c.member_id(2).await));
+    let certs = c.tls.clone().unwrap();
+    let (crt, key) = c.cert("member-n2");
+    let tls = secretd_fuse::connect::ClientTls::load(
+        &certs.join("ca.pem"),
+        Some(Path::new(&crt)),
+        Some(Path::new(&key)),
+    )
+    .unwrap();
+    let peer = format!("127.0.0.1:{}", c.members[0].peer_port);
+    let ch =
+        secretd_fuse::connect::channel(&peer, Some(&tls), Some(Duration::from_secs(5))).unwrap();
+    let mut raft = RaftClient::new(ch);
+    let info = raft
+        .cluster_info(secretd_api::pb::raftpb::ClusterInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let kek = |from: u64| FetchKekRequest {
+        cluster_id: info.cluster_id,
+        from,
+        generation: 1,
+    };
+    // As itself: the key. As n3: refused, and the member logs who tried.
+    raft.fetch_kek(kek(n2)).await.unwrap();
+    let e = raft.fetch_kek(kek(n3)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert!(
+        e.message().contains(&format!(
+            "the certificate of member n2 may not speak as member {n3:x}"
+        )),
+        "{}",
+        e.message()
+    );
+    // A raft batch that claims to come from n3.
+    let mut m = raft::eraftpb::Message::default();
+    m.set_msg_type(raft::eraftpb::MessageType::MsgHeartbeat);
+    m.from = n3;
+    m.to = id(c.member_id(0).await);
+    let bytes = protobuf::Message::write_to_bytes(&m).unwrap();
+    let batch = RaftBatch {
+        cluster_id: info.cluster_id,
+        from: n3,
+        messages: vec![bytes.into()],
+    };
+    let e = raft
+        .send(futures::stream::iter(vec![batch]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    wait_log(
+        &c,
+        "refused peer traffic: the certificate is another member's",
+    );
+    // Unknown IDs are printed in hex, and said to be.
+    let e = raft.fetch_kek(kek(0x1092)).await.unwrap_err();
+    assert_eq!(
+        e.message(),
+        "member 1092 (hex ID) is not a member of this cluster"
+    );
+}
+
+/// D4: a node agent's certificate (the least privileged role) opens more
+/// connections than a member with `ulimit -n 256` has descriptors for, and
+/// sends nothing on them. The admin's writes, and raft, keep working; the
+/// idle connections are closed after `--idle-connection-timeout`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_flood_starves_neither_admins_nor_raft() {
+    let mut c = Cluster::prepare_with(3, &["--idle-connection-timeout", "4s"], true);
+    c.nofile_max = Some(256);
+    for i in 0..3 {
+        c.spawn(i);
+    }
+    c.wait_leader(Duration::from_secs(20)).await;
+    let certs = c.tls.clone().unwrap();
+    let (crt, key) = c.cert("node-n1");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in secretd_api::tls::read_certs(&certs.join("ca.pem")).unwrap() {
+        roots.add(cert).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            secretd_api::tls::read_certs(Path::new(&crt)).unwrap(),
+            secretd_api::tls::read_key(Path::new(&key)).unwrap(),
+        )
+        .unwrap();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg));
+    let addr = format!("127.0.0.1:{}", c.members[0].client_port);
+    let mut held = Vec::new();
+    for _ in 0..300 {
+        let Ok(tcp) = tokio::net::TcpStream::connect(&addr).await else {
+            continue;
+        };
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        if let Ok(Ok(s)) =
+            tokio::time::timeout(Duration::from_secs(2), connector.connect(name, tcp)).await
+        {
+            held.push(s);
+        }
+    }
+    // The admin writes through the flooded member; the write commits only
+    // if raft still runs between the members.
+    for i in 0..5 {
+        let out = c.etcdctl(&["put", &format!("k{i}"), "v"]);
+        assert!(out.status.success(), "put {i}: {}", stderr(&out));
+    }
+    assert_eq!(c.ok(&["get", "k4", "--print-value-only"]), "v\n");
+    let log = std::fs::read_to_string(&c.members[0].log).unwrap();
+    assert!(!log.contains("Too many open files"), "{log}");
+    assert!(log.contains("refused a connection"), "no refusal logged");
+    // Idle connections are closed: every held stream reads EOF or an error.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let mut open = 0;
+    for mut s in held {
+        use tokio::io::AsyncReadExt;
+        let mut b = [0u8; 64];
+        let r = tokio::time::timeout(Duration::from_millis(200), s.read(&mut b)).await;
+        // Ok(Ok(0)) is EOF; Ok(Err) a reset; a timeout means still open.
+        // A few bytes may arrive first (the server's HTTP/2 settings).
+        loop_until_closed(&mut s, r, &mut open).await;
+    }
+    assert_eq!(open, 0, "idle connections were kept open");
+}
+
+async fn loop_until_closed(
+    s: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    first: Result<std::io::Result<usize>, tokio::time::error::Elapsed>,
+    open: &mut usize,
+) {
+    use tokio::io::AsyncReadExt;
+    let mut r = first;
+    for _ in 0..16 {
+        match r {
+            Ok(Ok(0)) | Ok(Err(_)) => return,
+            Err(_) => {
+                *open += 1;
+                return;
+            }
+            Ok(Ok(_)) => {
+                let mut b = [0u8; 256];
+                r = tokio::time::timeout(Duration::from_millis(200), s.read(&mut b)).await;
+            }
+        }
+    }
+    *open += 1;
 }

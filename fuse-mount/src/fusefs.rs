@@ -7,7 +7,9 @@
 //! never a mix. The mount is `ro` (the kernel answers EROFS to writes,
 //! creates, chmods, renames and unlinks), `default_permissions` (the
 //! kernel enforces each file's mode, uid and gid) and `allow_other` (so a
-//! container's user can read).
+//! container's user can read). The root is 0700 (root alone lists the
+//! tasks) and each task's directories admit only root and the uid and gid
+//! of the task's files (`image::task_dir_owner`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
@@ -24,7 +26,10 @@ use fuser::{
 use parking_lot::{Mutex, RwLock};
 use secretd_crypto::SecretBytes;
 
-use crate::image::{Backend, FileEntry, Image};
+use crate::image::{
+    check_task, injected_failure, task_dir_owner, Backend, Failures, FileEntry, Image,
+    ROOT_DIR_MODE,
+};
 
 const TTL: Duration = Duration::ZERO;
 /// Open files at once; past it, open fails with EMFILE.
@@ -35,6 +40,8 @@ enum Node {
     Dir {
         parent: u64,
         children: BTreeMap<String, u64>,
+        /// (uid, gid, mode): see `image::task_dir_owner`.
+        owner: (u32, u32, u32),
     },
     File(FileEntry),
 }
@@ -46,6 +53,9 @@ struct Tree {
 
 struct Inner {
     tree: RwLock<Arc<Tree>>,
+    /// What each task shows now: a task whose new files cannot be shown
+    /// keeps these.
+    shown: Mutex<BTreeMap<String, BTreeMap<String, FileEntry>>>,
     /// path -> inode, kept across images so a path keeps its inode.
     inodes: Mutex<(HashMap<String, u64>, u64)>,
     handles: Mutex<HashMap<u64, Arc<SecretBytes>>>,
@@ -72,6 +82,7 @@ impl Inner {
             Node::Dir {
                 parent: 1,
                 children: BTreeMap::new(),
+                owner: (0, 0, ROOT_DIR_MODE),
             },
         );
         let add_child = |t: &mut Tree, parent: u64, name: &str, ino: u64| {
@@ -80,10 +91,12 @@ impl Inner {
             }
         };
         for (task, files) in &image.tasks {
+            let owner = task_dir_owner(files);
             let task_ino = self.ino(task);
             t.nodes.entry(task_ino).or_insert(Node::Dir {
                 parent: 1,
                 children: BTreeMap::new(),
+                owner,
             });
             add_child(&mut t, 1, task, task_ino);
             for (path, f) in files {
@@ -99,6 +112,7 @@ impl Inner {
                         t.nodes.entry(ino).or_insert(Node::Dir {
                             parent,
                             children: BTreeMap::new(),
+                            owner,
                         });
                     }
                     add_child(&mut t, parent, part, ino);
@@ -111,7 +125,10 @@ impl Inner {
 
     fn attr(&self, ino: u64, node: &Node) -> FileAttr {
         let (kind, perm, size, uid, gid, nlink) = match node {
-            Node::Dir { .. } => (FileType::Directory, 0o755, 0, 0, 0, 2),
+            Node::Dir {
+                owner: (uid, gid, mode),
+                ..
+            } => (FileType::Directory, *mode as u16, 0, *uid, *gid, 2),
             Node::File(f) => (
                 FileType::RegularFile,
                 f.mode as u16,
@@ -254,7 +271,10 @@ impl Filesystem for Fs {
         mut reply: ReplyDirectory,
     ) {
         let tree = self.0.tree.read().clone();
-        let Some(Node::Dir { parent, children }) = tree.nodes.get(&u64::from(ino)) else {
+        let Some(Node::Dir {
+            parent, children, ..
+        }) = tree.nodes.get(&u64::from(ino))
+        else {
             return reply.error(Errno::ENOTDIR);
         };
         let mut entries = vec![
@@ -286,6 +306,7 @@ impl FuseBackend {
     pub fn mount(mountpoint: &Path) -> anyhow::Result<FuseBackend> {
         let inner = Arc::new(Inner {
             tree: RwLock::new(Arc::new(Tree::default())),
+            shown: Mutex::new(BTreeMap::new()),
             inodes: Mutex::new((HashMap::new(), 1)),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
@@ -314,10 +335,31 @@ impl FuseBackend {
 }
 
 impl Backend for FuseBackend {
-    fn apply(&self, image: &Image) -> anyhow::Result<()> {
-        let tree = self.inner.build(image);
+    fn apply(&self, image: &Image) -> Failures {
+        let mut failures = Failures::new();
+        let mut shown = self.inner.shown.lock();
+        let mut effective = Image::default();
+        for (task, files) in &image.tasks {
+            let checked = check_task(files).and_then(|()| match injected_failure(task) {
+                Some(e) => Err(e),
+                None => Ok(()),
+            });
+            match checked {
+                Ok(()) => {
+                    effective.tasks.insert(task.clone(), files.clone());
+                }
+                Err(e) => {
+                    failures.insert(task.clone(), e);
+                    if let Some(old) = shown.get(task) {
+                        effective.tasks.insert(task.clone(), old.clone());
+                    }
+                }
+            }
+        }
+        let tree = self.inner.build(&effective);
         *self.inner.tree.write() = Arc::new(tree);
-        Ok(())
+        *shown = effective.tasks;
+        failures
     }
 
     fn shutdown(&self) {

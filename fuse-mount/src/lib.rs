@@ -9,6 +9,7 @@
 pub mod connect;
 pub mod exec;
 pub mod fusefs;
+pub mod health;
 pub mod image;
 pub mod mountpoint;
 pub mod sync;
@@ -57,6 +58,10 @@ pub struct AgentArgs {
     /// fuse (default) or tmpfs, for hosts without FUSE.
     #[arg(long, value_enum, default_value = "fuse")]
     pub backend: BackendKind,
+    /// Comma-separated http://host:port URLs serving the agent's /health
+    /// (503 while a task cannot be served) and /metrics.
+    #[arg(long, default_value = "")]
+    pub listen_metrics_urls: String,
     #[command(subcommand)]
     pub command: Option<AgentCmd>,
 }
@@ -104,6 +109,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     if tls.is_none() {
         tracing::warn!("no --cacert: talking to the cluster in plaintext, unauthenticated");
     }
+    let health_listeners = bind_health(&args.listen_metrics_urls).await?;
     harden();
     let lock = mountpoint::prepare(&args.mount)?;
     let backend: Arc<dyn Backend> = match args.backend {
@@ -116,7 +122,9 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         BackendKind::Tmpfs => Arc::new(tmpfs::TmpfsBackend::mount(&args.mount)?),
     };
     tracing::info!(node = %node, mount = %args.mount.display(), backend = ?args.backend, "agent serving");
-    let sync = tokio::spawn(sync::Sync::new(eps, tls, node, backend.clone()).run());
+    let health = health::Health::default();
+    health.spawn(health_listeners);
+    let sync = tokio::spawn(sync::Sync::new(eps, tls, node, backend.clone(), health).run());
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: unmounting"),
@@ -128,4 +136,21 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     drop(lock);
     tracing::info!(mount = %args.mount.display(), "unmounted");
     Ok(())
+}
+
+/// Binds `--listen-metrics-urls` (plain http, host:port) before anything
+/// is mounted, so a bad URL or a busy port fails first.
+async fn bind_health(urls: &str) -> Result<Vec<tokio::net::TcpListener>> {
+    let mut out = Vec::new();
+    for u in urls.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+        let Some(hostport) = u.strip_prefix("http://") else {
+            bail!("--listen-metrics-urls: {u}: must be an http://host:port URL");
+        };
+        let hostport = hostport.trim_end_matches('/');
+        let l = tokio::net::TcpListener::bind(hostport).await.map_err(|e| {
+            anyhow::anyhow!("--listen-metrics-urls: cannot listen on {hostport}: {e}")
+        })?;
+        out.push(l);
+    }
+    Ok(out)
 }

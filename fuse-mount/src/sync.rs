@@ -4,8 +4,11 @@
 //! unreachable the mount keeps what it has and the agent reconnects with
 //! exponential backoff, trying each endpoint in turn; the first state after
 //! a reconnect is complete, so nothing missed during the gap stays missed.
+//! Failures are per task: a task whose files cannot be fetched or written
+//! keeps what it showed, is reported (`health`), and is retried every
+//! `TASK_RETRY_MS`; the node's other tasks, additions and removals apply.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +16,7 @@ use secretd_crypto::SecretBytes;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
+use crate::health::Health;
 use crate::image::{Backend, FileEntry, Image};
 use crate::pb::{agent_client::AgentClient, AgentState, AgentWatchRequest, FetchRequest};
 
@@ -24,6 +28,9 @@ const MESSAGE_BYTES_MAX: usize = 4 << 20;
 
 type Key = crate::image::Source;
 
+/// A task that failed is tried again this often, with the last state.
+const TASK_RETRY_MS: u64 = 5_000;
+
 pub struct Sync {
     pub endpoints: Vec<String>,
     pub node: String,
@@ -32,6 +39,10 @@ pub struct Sync {
     /// Plaintext by (secret?, object, version); entries no file uses are
     /// dropped (and zeroized) after each update.
     cache: HashMap<Key, Arc<SecretBytes>>,
+    /// What was last handed to the backend, per task: a task whose files
+    /// cannot be fetched keeps these.
+    last: Image,
+    health: Health,
 }
 
 impl Sync {
@@ -40,6 +51,7 @@ impl Sync {
         tls: Option<crate::connect::ClientTls>,
         node: String,
         backend: Arc<dyn Backend>,
+        health: Health,
     ) -> Sync {
         Sync {
             endpoints,
@@ -47,6 +59,8 @@ impl Sync {
             node,
             backend,
             cache: HashMap::new(),
+            last: Image::default(),
+            health,
         }
     }
 
@@ -65,6 +79,7 @@ impl Sync {
                     tracing::warn!(endpoint = %ep, error = %e, backoff_ms, "agent stream failed; keeping the current files and reconnecting")
                 }
             }
+            self.health.connected(false);
             tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
             backoff_ms = (backoff_ms * 2).min(BACKOFF_MAX_MS);
         }
@@ -80,44 +95,81 @@ impl Sync {
             })
             .await?
             .into_inner();
-        while let Some(state) = stream.next().await {
-            let state = state?;
-            tracing::debug!(revision = state.revision, "state received");
-            self.apply(&mut client, state).await?;
-            *backoff_ms = BACKOFF_MIN_MS;
+        self.health.connected(true);
+        let mut state: Option<AgentState> = None;
+        loop {
+            let failing = self.health.failing();
+            tokio::select! {
+                next = stream.next() => {
+                    let Some(next) = next else { return Ok(()) };
+                    let next = next?;
+                    tracing::debug!(revision = next.revision, "state received");
+                    self.apply(&mut client, &next).await?;
+                    state = Some(next);
+                    *backoff_ms = BACKOFF_MIN_MS;
+                }
+                _ = tokio::time::sleep(Duration::from_millis(TASK_RETRY_MS)), if failing => {
+                    if let Some(s) = &state {
+                        tracing::info!("retrying the tasks that failed");
+                        self.apply(&mut client, s).await?;
+                    }
+                }
+            }
         }
-        Ok(())
     }
 
+    /// Makes the mount show `state`, task by task: a task whose files
+    /// cannot be fetched or written keeps what it showed and is reported;
+    /// the others apply. Fails (to reconnect) only when the connection
+    /// itself broke, after applying what it could.
     async fn apply(
         &mut self,
         client: &mut AgentClient<Channel>,
-        state: AgentState,
+        state: &AgentState,
     ) -> anyhow::Result<()> {
         let mut image = Image::default();
         for t in &state.tasks {
             image.tasks.entry(t.clone()).or_default();
         }
+        let mut failed: BTreeMap<String, String> = BTreeMap::new();
+        let mut broken: Option<tonic::Status> = None;
         for f in &state.files {
+            if failed.contains_key(&f.task) {
+                continue;
+            }
             let key: Key = (f.secret, f.object_id.clone(), f.version);
             let data = match self.cache.get(&key) {
                 Some(d) => d.clone(),
-                None => {
-                    let mut req = tonic::Request::new(FetchRequest {
-                        node: self.node.clone(),
-                        task: f.task.clone(),
-                        secret: f.secret,
-                        object_id: f.object_id.clone(),
-                        version: f.version,
-                    });
-                    req.set_timeout(Duration::from_millis(FETCH_TIMEOUT_MS));
-                    tracing::debug!(object = %f.object_id, version = f.version, "fetching");
-                    let mut resp = client.fetch(req).await?.into_inner();
-                    tracing::debug!(object = %f.object_id, version = f.version, "fetched");
-                    let d = Arc::new(SecretBytes::new(std::mem::take(&mut resp.data)));
-                    self.cache.insert(key.clone(), d.clone());
-                    d
+                None if broken.is_some() => {
+                    failed.insert(f.task.clone(), "the connection to the cluster broke".into());
+                    continue;
                 }
+                None => match self.fetch(client, f).await {
+                    Ok(d) => {
+                        self.cache.insert(key.clone(), d.clone());
+                        d
+                    }
+                    Err(e) => {
+                        failed.insert(
+                            f.task.clone(),
+                            format!(
+                                "cannot fetch {} {}: {}",
+                                if f.secret { "secret" } else { "config" },
+                                f.object_id,
+                                e.message()
+                            ),
+                        );
+                        if matches!(
+                            e.code(),
+                            tonic::Code::Unavailable
+                                | tonic::Code::Cancelled
+                                | tonic::Code::Unknown
+                        ) {
+                            broken = Some(e);
+                        }
+                        continue;
+                    }
+                },
             };
             image.tasks.entry(f.task.clone()).or_default().insert(
                 f.path.clone(),
@@ -130,19 +182,56 @@ impl Sync {
                 },
             );
         }
-        self.backend.apply(&image)?;
-        let used: std::collections::HashSet<Key> = state
-            .files
-            .iter()
-            .map(|f| (f.secret, f.object_id.clone(), f.version))
+        // A task that could not be fetched keeps what it showed before;
+        // a new one waits.
+        for t in failed.keys() {
+            match self.last.tasks.get(t) {
+                Some(old) => {
+                    image.tasks.insert(t.clone(), old.clone());
+                }
+                None => {
+                    image.tasks.remove(t);
+                }
+            }
+        }
+        let written = self.backend.apply(&image);
+        failed.extend(written);
+        let used: std::collections::HashSet<Key> = image
+            .tasks
+            .values()
+            .flat_map(|files| files.values().map(|f| f.source.clone()))
             .collect();
         self.cache.retain(|k, _| used.contains(k));
+        self.last = image;
         tracing::info!(
             revision = state.revision,
             tasks = state.tasks.len(),
             files = state.files.len(),
+            failed = failed.len(),
             "mount updated"
         );
-        Ok(())
+        self.health.updated(state.tasks.len(), failed);
+        match broken {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+
+    async fn fetch(
+        &self,
+        client: &mut AgentClient<Channel>,
+        f: &crate::pb::AgentFile,
+    ) -> Result<Arc<SecretBytes>, tonic::Status> {
+        let mut req = tonic::Request::new(FetchRequest {
+            node: self.node.clone(),
+            task: f.task.clone(),
+            secret: f.secret,
+            object_id: f.object_id.clone(),
+            version: f.version,
+        });
+        req.set_timeout(Duration::from_millis(FETCH_TIMEOUT_MS));
+        tracing::debug!(object = %f.object_id, version = f.version, "fetching");
+        let mut resp = client.fetch(req).await?.into_inner();
+        Ok(Arc::new(SecretBytes::new(std::mem::take(&mut resp.data))))
     }
 }

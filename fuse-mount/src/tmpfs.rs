@@ -25,7 +25,7 @@ use anyhow::{Context, Result};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use parking_lot::Mutex;
 
-use crate::image::{Backend, Image};
+use crate::image::{check_task, task_dir_owner, Backend, Failures, Image};
 
 pub const TMPFS_SOURCE: &str = "secretd-agent";
 /// Size cap of the tmpfs: what the node's secrets may use.
@@ -90,14 +90,20 @@ impl TmpfsBackend {
         })
     }
 
+    /// Writes a task's files into a new timestamped directory and swaps
+    /// `..data` to it. On failure the new directory is removed (it may hold
+    /// plaintext) and the task keeps what it showed.
     fn write_task(
         &self,
         task: &str,
         files: &BTreeMap<String, crate::image::FileEntry>,
     ) -> Result<()> {
+        let owner = task_dir_owner(files);
         let dir = self.root.join(task);
-        fs::create_dir_all(&dir)?;
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))?;
+        if !dir.exists() {
+            fs::create_dir(&dir)?;
+        }
+        own_dir(&dir, owner)?;
         let stamp = {
             let mut s = self.seq.lock();
             *s += 1;
@@ -107,34 +113,30 @@ impl TmpfsBackend {
             format!("..{}.{:09}.{}", t.as_secs(), t.subsec_nanos(), *s)
         };
         let data_dir = dir.join(&stamp);
-        fs::create_dir(&data_dir)?;
-        fs::set_permissions(&data_dir, fs::Permissions::from_mode(0o755))?;
-        let mut top = BTreeSet::new();
-        for (path, f) in files {
-            let target = data_dir.join(path);
-            if let Some(parent) = target.parent() {
-                fs::create_dir_all(parent)?;
-            }
-            top.insert(path.split('/').next().unwrap_or(path).to_string());
-            let mut out = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&target)
-                .with_context(|| format!("cannot create {}", target.display()))?;
-            out.write_all(f.data.expose())?;
-            nix::unistd::fchown(
-                std::os::fd::AsRawFd::as_raw_fd(&out),
-                Some(f.uid.into()),
-                Some(f.gid.into()),
-            )?;
-            out.set_permissions(fs::Permissions::from_mode(f.mode))?;
-        }
-        // Swap `..data` in one rename.
+        let top =
+            match fill(&data_dir, files, owner).and_then(
+                |top| match crate::image::injected_failure(task) {
+                    Some(e) => Err(anyhow::anyhow!(e)),
+                    None => Ok(top),
+                },
+            ) {
+                Ok(top) => top,
+                Err(e) => {
+                    let _ = fs::remove_dir_all(&data_dir);
+                    return Err(e);
+                }
+            };
+        // Swap `..data` in one rename. Until it succeeds the new directory
+        // is not live, so a failure removes it.
         let tmp_link = dir.join("..data_tmp");
         let _ = fs::remove_file(&tmp_link);
-        symlink(&stamp, &tmp_link)?;
-        fs::rename(&tmp_link, dir.join("..data"))?;
+        let swapped =
+            symlink(&stamp, &tmp_link).and_then(|()| fs::rename(&tmp_link, dir.join("..data")));
+        if let Err(e) = swapped {
+            let _ = fs::remove_file(&tmp_link);
+            let _ = fs::remove_dir_all(&data_dir);
+            return Err(e).context("cannot swap ..data");
+        }
         // Top-level names point through `..data`.
         for name in &top {
             let link = dir.join(name);
@@ -151,8 +153,9 @@ impl TmpfsBackend {
                 continue;
             }
             if name.starts_with("..") {
-                // An older timestamped directory.
-                let _ = fs::remove_dir_all(e.path());
+                // An older timestamped directory, or a leftover link.
+                let p = e.path();
+                let _ = fs::remove_dir_all(&p).or_else(|_| fs::remove_file(&p));
             } else if !top.contains(&name) {
                 let _ = fs::remove_file(e.path());
             }
@@ -161,27 +164,108 @@ impl TmpfsBackend {
     }
 }
 
+/// Gives a task directory its owner and mode (`image::task_dir_owner`).
+fn own_dir(dir: &Path, (uid, gid, mode): (u32, u32, u32)) -> Result<()> {
+    nix::unistd::chown(dir, Some(uid.into()), Some(gid.into()))
+        .with_context(|| format!("cannot chown {}", dir.display()))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(mode))?;
+    Ok(())
+}
+
+/// Writes every file of a task under `data_dir` (new); returns the
+/// top-level names.
+fn fill(
+    data_dir: &Path,
+    files: &BTreeMap<String, crate::image::FileEntry>,
+    owner: (u32, u32, u32),
+) -> Result<BTreeSet<String>> {
+    fs::create_dir(data_dir)?;
+    own_dir(data_dir, owner)?;
+    let mut top = BTreeSet::new();
+    for (path, f) in files {
+        let target = data_dir.join(path);
+        let mut made = data_dir.to_path_buf();
+        let parts: Vec<&str> = path.split('/').collect();
+        for part in &parts[..parts.len() - 1] {
+            made.push(part);
+            if !made.exists() {
+                fs::create_dir(&made)?;
+                own_dir(&made, owner)?;
+            }
+        }
+        top.insert(parts[0].to_string());
+        let mut out = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&target)
+            .with_context(|| format!("cannot create {}", target.display()))?;
+        out.write_all(f.data.expose())?;
+        nix::unistd::fchown(
+            std::os::fd::AsRawFd::as_raw_fd(&out),
+            Some(f.uid.into()),
+            Some(f.gid.into()),
+        )?;
+        out.set_permissions(fs::Permissions::from_mode(f.mode))?;
+    }
+    Ok(top)
+}
+
 impl Backend for TmpfsBackend {
-    fn apply(&self, image: &Image) -> Result<()> {
+    fn apply(&self, image: &Image) -> Failures {
+        let mut failures = Failures::new();
         let mut written = self.written.lock();
         for (task, files) in &image.tasks {
             let fp = Image::fingerprint(files);
-            if written.get(task) != Some(&fp) {
-                self.write_task(task, files)
-                    .with_context(|| format!("cannot write task {task}"))?;
-                written.insert(task.clone(), fp);
+            if written.get(task) == Some(&fp) {
+                continue;
+            }
+            let r = check_task(files)
+                .map_err(anyhow::Error::msg)
+                .and_then(|()| self.write_task(task, files));
+            match r {
+                Ok(()) => {
+                    written.insert(task.clone(), fp);
+                }
+                Err(e) => {
+                    if !written.contains_key(task) {
+                        // Never shown: leave no empty directory behind.
+                        let _ = fs::remove_dir_all(self.root.join(task));
+                    }
+                    failures.insert(task.clone(), format!("{e:#}"));
+                }
             }
         }
-        let gone: Vec<String> = written
+        // Removed tasks go, whatever happened to the others. A task that
+        // failed before it was ever written may still have a directory.
+        let mut gone: BTreeSet<String> = written
             .keys()
             .filter(|t| !image.tasks.contains_key(*t))
             .cloned()
             .collect();
-        for t in gone {
-            let _ = fs::remove_dir_all(self.root.join(&t));
-            written.remove(&t);
+        if let Ok(rd) = fs::read_dir(&self.root) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !image.tasks.contains_key(&name) {
+                    gone.insert(name);
+                }
+            }
         }
-        Ok(())
+        for t in gone {
+            let p = self.root.join(&t);
+            match fs::remove_dir_all(&p) {
+                Ok(()) => {
+                    written.remove(&t);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    written.remove(&t);
+                }
+                Err(e) => {
+                    failures.insert(t.clone(), format!("cannot remove {}: {e}", p.display()));
+                }
+            }
+        }
+        failures
     }
 
     fn shutdown(&self) {

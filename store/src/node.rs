@@ -516,6 +516,9 @@ impl Node {
                     alarm: *t,
                 })
                 .collect()),
+            Ok(AlarmAction::Activate) if !self.members().iter().any(|m| m.id == req.member_id) => {
+                Err(StoreError::MemberNotFound)
+            }
             Ok(_) => match self.propose(Request::Alarm(req)).await? {
                 (WriteResult::Alarms(a), _) => Ok(a),
                 (other, _) => Err(unexpected(other)),

@@ -101,16 +101,25 @@ pub async fn node_state(store: &ObjectStore, node: &str) -> Result<AgentState, S
 }
 
 /// A node agent's certificate names its node: it may ask only for that
-/// node's state and files. Admins may ask for any node.
+/// node's state and files. No other role may ask at all (the gate refuses
+/// them first; this is the second lock on the same door): the admin could
+/// otherwise read every secret. Without client certificates there is no
+/// identity to bind, and the member warned about that at start.
 fn bind_node<T>(req: &Request<T>, node: &str) -> Result<(), Status> {
-    match req.extensions().get::<Caller>() {
-        Some(Caller(Role::Node(n))) if n != node => {
-            tracing::warn!(certificate = %n, asked = %node, "refused an agent asking for another node");
+    let caller = Caller::of(req);
+    match &caller.role {
+        Role::Node(n) if n == node => Ok(()),
+        Role::Unauthenticated => Ok(()),
+        Role::Node(n) => {
+            tracing::warn!(certificate = %n, asked = %validate::echo(node), "refused an agent asking for another node");
             Err(Status::permission_denied(format!(
-                "this certificate is for node {n}, not {node}"
+                "this certificate is for node {n}, not {}",
+                validate::echo(node)
             )))
         }
-        _ => Ok(()),
+        other => Err(Status::permission_denied(format!(
+            "{other} may not use the agent API: only a node agent's certificate may, for its own node"
+        ))),
     }
 }
 
@@ -207,12 +216,19 @@ impl AgentService {
         bind_node(&req, &req.get_ref().node)?;
         let r = req.into_inner();
         let denied = || {
+            let what = if r.secret {
+                format!(
+                    "secret {} version {}",
+                    validate::echo(&r.object_id),
+                    r.version
+                )
+            } else {
+                format!("config {}", validate::echo(&r.object_id))
+            };
             Status::permission_denied(format!(
-                "node {} has no task {} using {} {}",
-                r.node,
-                r.task,
-                if r.secret { "secret" } else { "config" },
-                r.object_id
+                "node {} has no task {} serving {what}",
+                validate::echo(&r.node),
+                validate::echo(&r.task),
             ))
         };
         let task = match self.store.task_get(&r.task, true).await {
@@ -225,12 +241,28 @@ impl AgentService {
         } else {
             &task.configs
         };
-        let uses = task.node == r.node
-            && mounts
-                .iter()
-                .any(|m| m.source_id == r.object_id && (m.version == 0 || m.version == r.version));
+        // A node may fetch exactly the versions its task serves now: the
+        // pinned one, or the current one when the task follows.
+        let current = if r.secret {
+            let ids = std::iter::once(r.object_id.clone()).collect();
+            self.store
+                .current_versions(&ids, true)
+                .await?
+                .0
+                .get(&r.object_id)
+                .copied()
+        } else {
+            None
+        };
+        let serves = |m: &crate::pb::secretstore::Mount| {
+            m.source_id == r.object_id
+                && (!r.secret
+                    || (m.version != 0 && m.version == r.version)
+                    || (m.version == 0 && current == Some(r.version)))
+        };
+        let uses = task.node == r.node && mounts.iter().any(serves);
         if !uses {
-            tracing::warn!(node = %r.node, task = %r.task, object = %r.object_id, "refused a fetch outside the node's assignments");
+            tracing::warn!(node = %r.node, task = %r.task, object = %r.object_id, version = r.version, "refused a fetch outside the node's assignments");
             return Err(denied());
         }
         let data = if r.secret {

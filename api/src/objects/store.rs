@@ -140,7 +140,11 @@ fn prefix_unchanged_since(prefix: Vec<u8>, rev: i64) -> Compare {
 }
 
 fn not_found(kind: Kind, input: &str) -> Status {
-    Status::not_found(format!("{} {input} not found", kind.word()))
+    Status::not_found(format!(
+        "{} {} not found",
+        kind.word(),
+        validate::echo(input)
+    ))
 }
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> Status {
@@ -271,8 +275,9 @@ impl ObjectStore {
             0 => Err(not_found(kind, input)),
             1 => decode_object(kind, &by_prefix.kvs[0]),
             n => Err(Status::invalid_argument(format!(
-                "{} {input} is ambiguous ({n} matches found)",
-                kind.word()
+                "{} {} is ambiguous ({n} matches found)",
+                kind.word(),
+                validate::echo(input)
             ))),
         }
     }
@@ -656,7 +661,10 @@ impl ObjectStore {
 
     pub async fn task_get(&self, id: &str, local: bool) -> Result<Task, Status> {
         if validate::task_id(id).is_err() {
-            return Err(Status::not_found(format!("task {id} not found")));
+            return Err(Status::not_found(format!(
+                "task {} not found",
+                validate::echo(id)
+            )));
         }
         let (r, _) = self.read_as(vec![get(layout::task_key(id))], local).await?;
         match r[0].kvs.first() {

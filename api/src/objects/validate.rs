@@ -21,6 +21,28 @@ pub const TASK_MOUNTS_MAX: usize = 100;
 pub const TARGET_BYTES_MAX: usize = 1024;
 pub const ID_CHARS: usize = 25;
 
+/// Characters of a client's string repeated back in an error: enough to
+/// recognise it, never enough to turn an error into a large response.
+pub const ECHO_CHARS_MAX: usize = 80;
+
+/// A client-supplied string, bounded and escaped, for error messages and
+/// logs.
+pub fn echo(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .take(ECHO_CHARS_MAX)
+        .flat_map(char::escape_debug)
+        .collect();
+    if s.chars().nth(ECHO_CHARS_MAX).is_some() {
+        out.push_str(&format!("... ({} bytes)", s.len()));
+    }
+    out
+}
+
+fn has_control(s: &str) -> bool {
+    s.chars().any(char::is_control)
+}
+
 fn invalid(msg: impl Into<String>) -> Status {
     Status::invalid_argument(msg.into())
 }
@@ -74,7 +96,19 @@ pub fn labels(labels: &std::collections::HashMap<String, String>) -> Result<(), 
         }
         if k.len() > LABEL_KEY_BYTES_MAX || v.len() > LABEL_VALUE_BYTES_MAX {
             return Err(invalid(format!(
-                "label {k:?} is too long: keys at most {LABEL_KEY_BYTES_MAX} bytes, values at most {LABEL_VALUE_BYTES_MAX}"
+                "label {} is too long: keys at most {LABEL_KEY_BYTES_MAX} bytes, values at most {LABEL_VALUE_BYTES_MAX}",
+                echo(k)
+            )));
+        }
+        // Docker's rule: no whitespace in a key. Ours too: no control
+        // characters anywhere, which would forge lines in logs and tables.
+        if k.chars().any(char::is_whitespace) {
+            return Err(invalid(format!("label '{}' contains whitespaces", echo(k))));
+        }
+        if has_control(k) || has_control(v) {
+            return Err(invalid(format!(
+                "label '{}' contains control characters",
+                echo(k)
             )));
         }
     }
@@ -86,7 +120,8 @@ pub fn labels(labels: &std::collections::HashMap<String, String>) -> Result<(), 
 pub fn task_id(id: &str) -> Result<(), Status> {
     if !is_valid_name(id) {
         return Err(invalid(format!(
-            "invalid task ID {id:?}: only 64 [a-zA-Z0-9-_.] characters allowed, and the start and end character must be [a-zA-Z0-9]"
+            "invalid task ID \"{}\": only 64 [a-zA-Z0-9-_.] characters allowed, and the start and end character must be [a-zA-Z0-9]",
+            echo(id)
         )));
     }
     Ok(())
@@ -95,7 +130,8 @@ pub fn task_id(id: &str) -> Result<(), Status> {
 pub fn node(node: &str) -> Result<(), Status> {
     if !is_valid_name(node) {
         return Err(invalid(format!(
-            "invalid node name {node:?}: only 64 [a-zA-Z0-9-_.] characters allowed, and the start and end character must be [a-zA-Z0-9]"
+            "invalid node name \"{}\": only 64 [a-zA-Z0-9-_.] characters allowed, and the start and end character must be [a-zA-Z0-9]",
+            echo(node)
         )));
     }
     Ok(())
@@ -106,15 +142,21 @@ pub fn node(node: &str) -> Result<(), Status> {
 /// in the container, and under the task's directory on the node). No `..`,
 /// no empty or `.` components, and not the directory itself.
 pub fn target(kind: Kind, target: &str) -> Result<(), Status> {
-    let bad = |why: &str| invalid(format!("invalid {} target {target:?}: {why}", kind.word()));
+    let bad = |why: &str| {
+        invalid(format!(
+            "invalid {} target \"{}\": {why}",
+            kind.word(),
+            echo(target)
+        ))
+    };
     if target.is_empty() {
         return Err(bad("it is empty"));
     }
     if target.len() > TARGET_BYTES_MAX {
         return Err(bad("it is too long"));
     }
-    if target.contains('\0') {
-        return Err(bad("it contains a NUL byte"));
+    if has_control(target) {
+        return Err(bad("it contains a control character"));
     }
     let rel = match kind {
         Kind::Secret if target.starts_with('/') => {
@@ -130,6 +172,11 @@ pub fn target(kind: Kind, target: &str) -> Result<(), Status> {
         if part.is_empty() || part == "." || part == ".." {
             return Err(bad("empty, '.' and '..' path components are not allowed"));
         }
+        // The kubelet's rule: names starting with '..' belong to the agent
+        // (`..data` and the timestamped directories of the tmpfs backend).
+        if part.starts_with("..") {
+            return Err(bad("path components may not start with '..'"));
+        }
     }
     Ok(())
 }
@@ -143,14 +190,16 @@ pub fn mode(mode: u32) -> Result<(), Status> {
     Ok(())
 }
 
-/// Checks a task's mounts: each valid, and no two at the same target.
+/// Checks a task's mounts: each valid, and no two that collide: the same
+/// path, or one path a directory above another (`a` and `a/b`), which no
+/// file tree can hold both of.
 pub fn mounts(secrets: &[Mount], configs: &[Mount]) -> Result<(), Status> {
     if secrets.len() + configs.len() > TASK_MOUNTS_MAX {
         return Err(invalid(format!(
             "a task may use at most {TASK_MOUNTS_MAX} secrets and configs"
         )));
     }
-    let mut seen = std::collections::HashSet::new();
+    let mut places: Vec<(String, Kind, &str)> = Vec::new();
     for (kind, list) in [(Kind::Secret, secrets), (Kind::Config, configs)] {
         for m in list {
             if m.source.is_empty() {
@@ -162,10 +211,31 @@ pub fn mounts(secrets: &[Mount], configs: &[Mount]) -> Result<(), Status> {
                 Kind::Secret => m.target.clone(),
                 Kind::Config => m.target.trim_start_matches('/').to_string(),
             };
-            if !seen.insert(place) {
+            places.push((place, kind, &m.target));
+        }
+    }
+    // Sorted, a path that is a directory of another comes right before
+    // one of the paths under it, or right before itself.
+    places.sort_by(|a, b| a.0.cmp(&b.0));
+    for w in places.windows(2) {
+        let ((a, _, ta), (b, _, _)) = (&w[0], &w[1]);
+        if a == b {
+            return Err(invalid(format!(
+                "target \"{}\" is used more than once in this task",
+                echo(ta)
+            )));
+        }
+    }
+    for (i, (a, ka, ta)) in places.iter().enumerate() {
+        let dir = format!("{a}/");
+        for (b, kb, tb) in &places[i + 1..] {
+            if b.starts_with(&dir) {
                 return Err(invalid(format!(
-                    "target {:?} is used more than once in this task",
-                    m.target
+                    "{} target \"{}\" and {} target \"{}\" collide: a file cannot also be a directory",
+                    ka.word(),
+                    echo(ta),
+                    kb.word(),
+                    echo(tb)
                 )));
             }
         }
@@ -245,6 +315,51 @@ mod tests {
         };
         assert!(mounts(&[m("a")], &[m("/a")]).is_err());
         assert!(mounts(&[m("a")], &[m("/b")]).is_ok());
+        // D2: one target may not be a directory of another.
+        let e = mounts(&[m("etc")], &[m("/etc/app.conf")]).unwrap_err();
+        assert!(e.message().contains("collide"), "{}", e.message());
+        assert!(mounts(&[m("a")], &[m("/a/b")]).is_err());
+        assert!(mounts(&[m("a/b/c"), m("a/b")], &[]).is_err());
+        assert!(mounts(&[m("a"), m("ab"), m("a.b")], &[m("/a-b/c")]).is_ok());
+        // D3: names starting with '..' are the agent's.
+        for bad in ["..data", "...", "..2024_01", "x/..data"] {
+            assert!(target(Kind::Secret, bad).is_err(), "{bad}");
+        }
+        for bad in ["/..data", "/..data/x"] {
+            assert!(target(Kind::Config, bad).is_err(), "{bad}");
+        }
+        assert!(target(Kind::Secret, ".hidden").is_ok());
+        assert!(target(Kind::Secret, "a..b").is_ok());
+        // Control characters anywhere in a target.
+        for bad in ["a\nb", "a\0", "x\t", "\u{7f}"] {
+            assert!(target(Kind::Secret, bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn labels_follow_dockers_rules_and_refuse_control_characters() {
+        let l = |k: &str, v: &str| std::iter::once((k.to_string(), v.to_string())).collect();
+        assert!(labels(&l("env", "prod")).is_ok());
+        assert!(labels(&l("com.example.x", "a b=c")).is_ok());
+        for (k, v) in [
+            ("a\0b", "x"),
+            ("a b", "x"),
+            ("a\tb", "x"),
+            ("k", "line\nbreak"),
+            ("", "x"),
+        ] {
+            assert!(labels(&l(k, v)).is_err(), "{k:?}={v:?}");
+        }
+    }
+
+    #[test]
+    fn echoes_are_bounded_and_escaped() {
+        let long = "x".repeat(1 << 20);
+        let e = echo(&long);
+        assert!(e.len() < 120, "{}", e.len());
+        assert!(e.ends_with("(1048576 bytes)"));
+        assert_eq!(echo("a\nb"), "a\\nb");
+        assert_eq!(echo("db_pw"), "db_pw");
     }
 
     #[test]

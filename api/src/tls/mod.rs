@@ -26,13 +26,15 @@ use rustls::server::WebPkiClientVerifier;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tonic::transport::Endpoint;
-use tonic::{Request, Status};
+use tonic::Request;
+
+use crate::conn::Conn;
 
 pub const SPIFFE_PREFIX: &str = "spiffe://secretd/";
 /// Time a client has to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
 /// Handshaken connections waiting for the server to take them.
-const ACCEPTED_QUEUE_MAX: usize = 128;
+pub(crate) const ACCEPTED_QUEUE_MAX: usize = 128;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -138,7 +140,7 @@ pub fn server_config(f: &TlsFiles, flag: &str) -> Result<Arc<rustls::ServerConfi
         let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
             .build()
             .map_err(|e| anyhow!("{}: {e}", ca.display()))?;
-        builder.with_client_cert_verifier(verifier)
+        builder.with_client_cert_verifier(Arc::new(PlainerAlerts(verifier)))
     } else {
         builder.with_no_client_auth()
     };
@@ -155,20 +157,114 @@ pub fn server_config(f: &TlsFiles, flag: &str) -> Result<Arc<rustls::ServerConfi
     Ok(Arc::new(cfg))
 }
 
-fn nodelay(s: &TcpStream) {
+/// WebPKI's client verifier, with one alert changed: rustls answers a
+/// certificate that is not valid *yet* with `certificate_expired` (which
+/// RFC 8446 allows: "expired or not currently valid"), and a client then
+/// reports an expired certificate, which sends its operator the wrong way.
+/// We answer `certificate_unknown` and keep the exact reason for our log.
+#[derive(Debug)]
+struct PlainerAlerts(Arc<dyn rustls::server::danger::ClientCertVerifier>);
+
+#[derive(Debug)]
+struct NotValidYet(String);
+
+impl std::fmt::Display for NotValidYet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the client certificate is not valid yet ({})", self.0)
+    }
+}
+
+impl std::error::Error for NotValidYet {}
+
+impl rustls::server::danger::ClientCertVerifier for PlainerAlerts {
+    fn offer_client_auth(&self) -> bool {
+        self.0.offer_client_auth()
+    }
+    fn client_auth_mandatory(&self) -> bool {
+        self.0.client_auth_mandatory()
+    }
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        use rustls::{CertificateError as C, Error as E};
+        self.0
+            .verify_client_cert(end_entity, intermediates, now)
+            .map_err(|e| match e {
+                E::InvalidCertificate(C::NotValidYet) => E::InvalidCertificate(C::Other(
+                    rustls::OtherError(Arc::new(NotValidYet("notBefore is in the future".into()))),
+                )),
+                E::InvalidCertificate(C::NotValidYetContext { time, not_before }) => {
+                    E::InvalidCertificate(C::Other(rustls::OtherError(Arc::new(NotValidYet(
+                        format!(
+                            "notBefore is {} s after now",
+                            not_before.as_secs().saturating_sub(time.as_secs())
+                        ),
+                    )))))
+                }
+                e => e,
+            })
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+pub(crate) fn nodelay(s: &TcpStream) {
     if let Err(e) = s.set_nodelay(true) {
         tracing::warn!(error = %e, "cannot set TCP_NODELAY");
     }
 }
 
-/// Accepted TLS connections. Each handshake runs in its own task with a
-/// time limit, so a slow or hostile client holds up no one; each refusal
-/// is logged with the reason.
+/// The role of the client on a handshaken connection: from its
+/// certificate when the listener requires one, else unauthenticated.
+fn connection_role(
+    s: &tokio_rustls::server::TlsStream<TcpStream>,
+    client_auth: bool,
+) -> Result<Role, String> {
+    if !client_auth {
+        return Ok(Role::Unauthenticated);
+    }
+    let (_, conn) = s.get_ref();
+    match conn.peer_certificates().and_then(|c| c.first()) {
+        Some(cert) => role_of(cert.as_ref()),
+        None => Err("a client certificate from the cluster's CA is required".to_string()),
+    }
+}
+
+/// Accepted TLS connections, admitted against `adm`. Each handshake runs
+/// in its own task with a time limit, so a slow or hostile client holds up
+/// no one; each refusal is logged with the reason. A certificate without a
+/// secretd role is refused here, before any request.
 pub fn incoming(
     listener: TcpListener,
     cfg: Arc<rustls::ServerConfig>,
-    what: &'static str,
-) -> impl futures::Stream<Item = std::io::Result<tokio_rustls::server::TlsStream<TcpStream>>> {
+    client_auth: bool,
+    adm: Arc<crate::conn::Admission>,
+) -> impl futures::Stream<Item = std::io::Result<Conn<tokio_rustls::server::TlsStream<TcpStream>>>>
+{
+    let what = adm.what;
     let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
     let (tx, rx) = mpsc::channel(ACCEPTED_QUEUE_MAX);
     tokio::spawn(async move {
@@ -176,30 +272,49 @@ pub fn incoming(
             let (tcp, addr): (TcpStream, SocketAddr) = match listener.accept().await {
                 Ok(c) => c,
                 Err(e) => {
+                    // EMFILE and friends: wait for descriptors to come back.
                     tracing::warn!(listener = what, error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             };
             nodelay(&tcp);
-            let (acceptor, conn_tx) = (acceptor.clone(), tx.clone());
+            let Some(mut slot) = adm.admit(Some(addr)) else {
+                continue;
+            };
+            let Some(hs_slot) = adm.handshake(Some(addr)) else {
+                continue;
+            };
+            let (acceptor, conn_tx, adm) = (acceptor.clone(), tx.clone(), adm.clone());
             tokio::spawn(async move {
                 let hs = tokio::time::timeout(
                     Duration::from_millis(HANDSHAKE_TIMEOUT_MS),
                     acceptor.accept(tcp),
                 )
                 .await;
-                match hs {
-                    Ok(Ok(s)) => {
-                        let _ = conn_tx.send(Ok(s)).await;
-                    }
+                drop(hs_slot);
+                let s = match hs {
+                    Ok(Ok(s)) => s,
                     Ok(Err(e)) => {
-                        tracing::warn!(listener = what, remote = %addr, reason = %e, "refused a TLS connection")
+                        tracing::warn!(listener = what, remote = %addr, reason = %e, "refused a TLS connection");
+                        return;
                     }
                     Err(_) => {
-                        tracing::warn!(listener = what, remote = %addr, "refused a TLS connection: handshake timed out")
+                        tracing::warn!(listener = what, remote = %addr, "refused a TLS connection: handshake timed out");
+                        return;
                     }
+                };
+                let role = match connection_role(&s, client_auth) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(listener = what, remote = %addr, reason = %e, "refused a TLS connection");
+                        return;
+                    }
+                };
+                if !adm.bind(&mut slot, &role, Some(addr)) {
+                    return;
                 }
+                let _ = conn_tx.send(Ok(Conn::new(s, Some(addr), role, slot))).await;
             });
             if tx.is_closed() {
                 return;
@@ -234,54 +349,22 @@ pub fn peer_endpoint(url: &str) -> Result<Endpoint> {
     Ok(ep)
 }
 
-/// The identity a role check found, for services that need it (the agent
-/// API binds the node name to the certificate).
+/// Who is asking: the role the connection's certificate grants, and its
+/// address. `conn::Gate` puts one in every request it lets through.
 #[derive(Clone, Debug)]
-pub struct Caller(pub Role);
+pub struct Caller {
+    pub role: Role,
+    pub remote: Option<SocketAddr>,
+}
 
-/// A tonic interceptor admitting only `allowed` roles (when `enforce`).
-pub fn authorize(
-    allowed: fn(&Role) -> bool,
-    what: &'static str,
-    enforce: bool,
-) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone {
-    move |mut req: Request<()>| {
-        let role = if enforce {
-            let certs = req.peer_certs();
-            let Some(cert) = certs.as_ref().and_then(|c| c.first()) else {
-                return Err(Status::unauthenticated(
-                    "a client certificate from the cluster's CA is required",
-                ));
-            };
-            match role_of(cert.as_ref()) {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(api = what, remote = ?req.remote_addr(), reason = %e, "refused a request");
-                    return Err(Status::permission_denied(e));
-                }
-            }
-        } else {
-            Role::Unauthenticated
-        };
-        if enforce && !allowed(&role) {
-            tracing::warn!(api = what, remote = ?req.remote_addr(), %role, "refused a request: wrong role");
-            return Err(Status::permission_denied(format!(
-                "{role} may not use {what}"
-            )));
-        }
-        req.extensions_mut().insert(Caller(role));
-        Ok(req)
+impl Caller {
+    /// The caller of a request that passed the gate. A request that did
+    /// not (there is none: every listener has the gate) is treated as
+    /// unauthenticated.
+    pub fn of<T>(req: &Request<T>) -> Caller {
+        req.extensions().get::<Caller>().cloned().unwrap_or(Caller {
+            role: Role::Unauthenticated,
+            remote: None,
+        })
     }
-}
-
-pub fn admin_only(r: &Role) -> bool {
-    *r == Role::Admin
-}
-
-pub fn agents(r: &Role) -> bool {
-    matches!(r, Role::Admin | Role::Node(_))
-}
-
-pub fn members_only(r: &Role) -> bool {
-    matches!(r, Role::Member(_))
 }

@@ -30,6 +30,11 @@ pub struct Cluster {
     extra_args: Vec<String>,
     /// With TLS: the directory of `secretd certs init`'s files.
     pub tls: Option<PathBuf>,
+    /// Members start with this open-file limit (soft and hard), as
+    /// `ulimit -n` would set it.
+    pub nofile_max: Option<u64>,
+    /// Members start with this umask.
+    pub umask: Option<u32>,
 }
 
 /// A port for a test member. Taken below Linux's ephemeral range
@@ -51,8 +56,10 @@ pub fn free_port() -> u16 {
     panic!("no free port in {LOW}..{}", LOW + SPAN);
 }
 
-pub fn secretd_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_secretd")
+/// The secretd under test: this build's, or `SECRETD_TEST_BIN` (to run a
+/// new test against an older build and watch it fail).
+pub fn secretd_bin() -> String {
+    std::env::var("SECRETD_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_secretd").to_string())
 }
 
 /// Debian's etcdctl (package etcd-client), which the test setup installs.
@@ -145,6 +152,8 @@ impl Cluster {
             initial_cluster,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
             tls,
+            nofile_max: None,
+            umask: None,
         }
     }
 
@@ -206,7 +215,29 @@ impl Cluster {
             .expect("log file");
         let client = format!("{scheme}://127.0.0.1:{}", m.client_port);
         let peer = format!("{scheme}://127.0.0.1:{}", m.peer_port);
-        let child = Command::new(secretd_bin())
+        let mut cmd = Command::new(secretd_bin());
+        let (nofile, umask) = (self.nofile_max, self.umask);
+        // SAFETY: setrlimit and umask are async-signal-safe, and the closure
+        // touches nothing shared.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(move || {
+                if let Some(n) = nofile {
+                    let lim = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                if let Some(u) = umask {
+                    libc::umask(u);
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
             .args(["--name", &m.name])
             .arg("--data-dir")
             .arg(&m.data_dir)

@@ -157,3 +157,46 @@ fn history_groups_events_by_revision_and_resumes() {
     assert!(evs[3].events.iter().all(|e| e.prev_kv.is_some()));
     assert_eq!(next, 8);
 }
+
+/// `--max-txn-ops` bounds what one request runs, nesting included: each
+/// list within the limit (etcd's per-level check) is not enough.
+#[test]
+fn nested_txns_count_every_op_they_run() {
+    use crate::pb::etcdserverpb::{request_op, RequestOp, TxnRequest};
+    let put = |i: usize| RequestOp {
+        request: Some(request_op::Request::RequestPut(PutRequest {
+            key: format!("k{i}").into_bytes(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        })),
+    };
+    let flat = |n: usize, base: usize| TxnRequest {
+        success: (base..base + n).map(put).collect(),
+        ..Default::default()
+    };
+    assert!(super::txn::validate_txn(&flat(8, 0), 8).is_ok());
+    // Two nested txns of 4 puts each: 2 + 8 ops run, over a limit of 8.
+    let nested = TxnRequest {
+        success: vec![
+            RequestOp {
+                request: Some(request_op::Request::RequestTxn(flat(4, 0))),
+            },
+            RequestOp {
+                request: Some(request_op::Request::RequestTxn(flat(4, 4))),
+            },
+        ],
+        ..Default::default()
+    };
+    assert!(matches!(
+        super::txn::validate_txn(&nested, 8),
+        Err(StoreError::TooManyOps)
+    ));
+    assert!(super::txn::validate_txn(&nested, 10).is_ok());
+    // Only one branch runs: 8 in success and 8 in failure fit a limit of 8.
+    let both = TxnRequest {
+        success: (0..8).map(put).collect(),
+        failure: (8..16).map(put).collect(),
+        ..Default::default()
+    };
+    assert!(super::txn::validate_txn(&both, 8).is_ok());
+}

@@ -532,6 +532,13 @@ pub fn validate_txn(t: &TxnRequest, max_txn_ops: usize) -> Result<()> {
     let mut puts = Vec::new();
     let mut dels = Vec::new();
     check_txn(t, max_txn_ops, &mut puts, &mut dels)?;
+    // Per level, each list is within the limit (etcd's check); across
+    // levels, the ops one run of the request executes are too, so nesting
+    // cannot multiply the limit (128 nested txns of 64 puts once wrote
+    // 8,192 keys in one request).
+    if ops_executed_max(t) > max_txn_ops {
+        return Err(StoreError::TooManyOps);
+    }
     for k in &puts {
         if dels
             .iter()
@@ -541,6 +548,23 @@ pub fn validate_txn(t: &TxnRequest, max_txn_ops: usize) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The most ops one execution of `t` can run: the longer branch, with a
+/// nested txn counting as itself plus what it runs.
+fn ops_executed_max(t: &TxnRequest) -> usize {
+    [&t.success, &t.failure]
+        .iter()
+        .map(|ops| {
+            ops.iter()
+                .map(|op| match &op.request {
+                    Some(Op::RequestTxn(inner)) => 1 + ops_executed_max(inner),
+                    _ => 1,
+                })
+                .sum::<usize>()
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 fn check_txn(

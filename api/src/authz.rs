@@ -1,0 +1,179 @@
+//! The role matrix: which certificate role may call which RPC, in one
+//! table keyed by gRPC path (`/package.Service/Method`).
+//!
+//! Every listener's requests pass through `decide` before any service sees
+//! them (`conn::Gate`), so a service cannot forget a check. Services that
+//! bind a request to the caller's identity (the agent API: a node
+//! certificate asks only as its own node, and only for its own tasks) do
+//! that second check themselves, with the `Caller` this gate leaves in the
+//! request.
+//!
+//! A path that is not in the table is not served (UNIMPLEMENTED), and
+//! `tests::every_rpc_is_classified` fails for an RPC added to a proto
+//! without a row here.
+
+use crate::tls::Role;
+
+/// Who may call an RPC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Operators: the etcd API and secretd's admin APIs. Never a secret's
+    /// plaintext.
+    Admin,
+    /// A node agent, for its own node only (bound in the service). The
+    /// admin is refused: it could otherwise read every secret.
+    NodeAgent,
+    /// Another member of the cluster, on the peer port.
+    Member,
+}
+
+/// Every RPC secretd serves, with who may call it.
+pub const MATRIX: &[(&str, Access)] = &[
+    ("/etcdserverpb.KV/Range", Access::Admin),
+    ("/etcdserverpb.KV/Put", Access::Admin),
+    ("/etcdserverpb.KV/DeleteRange", Access::Admin),
+    ("/etcdserverpb.KV/Txn", Access::Admin),
+    ("/etcdserverpb.KV/Compact", Access::Admin),
+    ("/etcdserverpb.Watch/Watch", Access::Admin),
+    ("/etcdserverpb.Lease/LeaseGrant", Access::Admin),
+    ("/etcdserverpb.Lease/LeaseRevoke", Access::Admin),
+    ("/etcdserverpb.Lease/LeaseKeepAlive", Access::Admin),
+    ("/etcdserverpb.Lease/LeaseTimeToLive", Access::Admin),
+    ("/etcdserverpb.Lease/LeaseLeases", Access::Admin),
+    ("/etcdserverpb.Cluster/MemberAdd", Access::Admin),
+    ("/etcdserverpb.Cluster/MemberRemove", Access::Admin),
+    ("/etcdserverpb.Cluster/MemberUpdate", Access::Admin),
+    ("/etcdserverpb.Cluster/MemberList", Access::Admin),
+    ("/etcdserverpb.Cluster/MemberPromote", Access::Admin),
+    ("/etcdserverpb.Maintenance/Alarm", Access::Admin),
+    ("/etcdserverpb.Maintenance/Status", Access::Admin),
+    ("/etcdserverpb.Maintenance/Defragment", Access::Admin),
+    ("/etcdserverpb.Maintenance/Hash", Access::Admin),
+    ("/etcdserverpb.Maintenance/HashKV", Access::Admin),
+    ("/etcdserverpb.Maintenance/Snapshot", Access::Admin),
+    ("/etcdserverpb.Maintenance/MoveLeader", Access::Admin),
+    ("/secretstore.v1.Secrets/Create", Access::Admin),
+    ("/secretstore.v1.Secrets/Inspect", Access::Admin),
+    ("/secretstore.v1.Secrets/List", Access::Admin),
+    ("/secretstore.v1.Secrets/Remove", Access::Admin),
+    ("/secretstore.v1.Secrets/Rotate", Access::Admin),
+    ("/secretstore.v1.Configs/Create", Access::Admin),
+    ("/secretstore.v1.Configs/Inspect", Access::Admin),
+    ("/secretstore.v1.Configs/List", Access::Admin),
+    ("/secretstore.v1.Configs/Remove", Access::Admin),
+    ("/secretstore.v1.Tasks/Create", Access::Admin),
+    ("/secretstore.v1.Tasks/Inspect", Access::Admin),
+    ("/secretstore.v1.Tasks/List", Access::Admin),
+    ("/secretstore.v1.Tasks/Remove", Access::Admin),
+    ("/secretstore.v1.Admin/GetSettings", Access::Admin),
+    ("/secretstore.v1.Admin/UpdateSettings", Access::Admin),
+    ("/secretstore.v1.Admin/SetAutolock", Access::Admin),
+    ("/secretstore.v1.Admin/UnlockKey", Access::Admin),
+    ("/secretstore.v1.Admin/Unlock", Access::Admin),
+    ("/secretstore.v1.Admin/RotateKey", Access::Admin),
+    ("/secretstore.v1.Agent/Watch", Access::NodeAgent),
+    ("/secretstore.v1.Agent/Fetch", Access::NodeAgent),
+    ("/secretd.raft.v1.Raft/Send", Access::Member),
+    ("/secretd.raft.v1.Raft/SendSnapshot", Access::Member),
+    ("/secretd.raft.v1.Raft/ClusterInfo", Access::Member),
+    ("/secretd.raft.v1.Raft/PromoteMember", Access::Member),
+    ("/secretd.raft.v1.Raft/FetchKek", Access::Member),
+];
+
+/// What the gate does with a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    /// PERMISSION_DENIED with this message.
+    Deny(String),
+    /// Not an RPC secretd serves.
+    Unknown,
+}
+
+pub fn access(path: &str) -> Option<Access> {
+    MATRIX.iter().find(|(p, _)| *p == path).map(|(_, a)| *a)
+}
+
+/// May `role` call `path`?
+///
+/// `Role::Unauthenticated` is a listener without client certificates
+/// (plaintext, or TLS without `--client-cert-auth`): there is no identity
+/// to check, so everything is allowed, and the member says so loudly at
+/// start (see the threat model in ARCHITECTURE.md).
+pub fn decide(role: &Role, path: &str) -> Decision {
+    let Some(access) = access(path) else {
+        return Decision::Unknown;
+    };
+    let ok = match (role, access) {
+        (Role::Unauthenticated, _) => true,
+        (Role::Admin, Access::Admin) => true,
+        (Role::Node(_), Access::NodeAgent) => true,
+        (Role::Member(_), Access::Member) => true,
+        _ => false,
+    };
+    if ok {
+        return Decision::Allow;
+    }
+    let why = match access {
+        Access::Admin => "it is for admin certificates only",
+        Access::NodeAgent => "only a node agent's certificate may use it, for its own node",
+        Access::Member => "it is for cluster members only (the peer port)",
+    };
+    Decision::Deny(format!("{role} may not call {path}: {why}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    include!(concat!(env!("OUT_DIR"), "/rpc_list.rs"));
+
+    #[test]
+    fn every_rpc_is_classified() {
+        for rpc in ALL_RPCS {
+            assert!(
+                access(rpc).is_some(),
+                "{rpc} has no row in authz::MATRIX: decide who may call it"
+            );
+        }
+        for (p, _) in MATRIX {
+            assert!(
+                ALL_RPCS.contains(p),
+                "{p} is in the matrix but no proto has it"
+            );
+        }
+        let mut seen = std::collections::HashSet::new();
+        assert!(MATRIX.iter().all(|(p, _)| seen.insert(*p)), "duplicate row");
+    }
+
+    /// Each role × each RPC, spelled out: the admin gets every client API
+    /// but the agent's, a node agent only the agent's, a member only raft.
+    #[test]
+    fn each_role_by_each_rpc() {
+        let roles = [
+            Role::Admin,
+            Role::Node("n1".into()),
+            Role::Member("n2".into()),
+            Role::Unauthenticated,
+        ];
+        for rpc in ALL_RPCS {
+            let agent = rpc.starts_with("/secretstore.v1.Agent/");
+            let raft = rpc.starts_with("/secretd.raft.v1.Raft/");
+            for role in &roles {
+                let expect = match role {
+                    Role::Admin => !agent && !raft,
+                    Role::Node(_) => agent,
+                    Role::Member(_) => raft,
+                    Role::Unauthenticated => true,
+                };
+                let got = decide(role, rpc);
+                assert_eq!(got == Decision::Allow, expect, "{role} × {rpc}: {got:?}");
+            }
+        }
+        assert_eq!(decide(&Role::Admin, "/x.Y/Z"), Decision::Unknown);
+        match decide(&Role::Admin, "/secretstore.v1.Agent/Fetch") {
+            Decision::Deny(m) => assert!(m.contains("node agent"), "{m}"),
+            d => panic!("{d:?}"),
+        }
+    }
+}

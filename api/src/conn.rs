@@ -1,0 +1,580 @@
+//! Connections: who may hold how many, how long an idle one lives, and the
+//! gate every request passes through.
+//!
+//! A member has a fixed number of file descriptors, and raft, RocksDB and
+//! the peers need some of them. So every listener admits connections
+//! against a budget (`Admission`): a total for the listener, a smaller one
+//! per certificate identity (one hostile node agent cannot take every
+//! slot), and a bound on handshakes in flight. The peer listener has its
+//! own budget, so clients can never starve raft. Each admitted connection
+//! is a `Conn`, which closes itself once it has carried no request for
+//! `idle_ms`: a TLS connection that never sends the HTTP/2 preface, or an
+//! HTTP/2 connection with no streams, is closed rather than kept forever.
+//!
+//! `Gate` is a tower layer over every listener's router: it decides each
+//! request with the role matrix (`authz`), audits denials, counts the
+//! connection's streams for the idle timer, and leaves a `Caller` in the
+//! request for services that bind to the caller's identity.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
+use tonic::Status;
+
+use crate::authz::{self, Decision};
+use crate::tls::{Caller, Role};
+
+/// File descriptors kept out of every client budget: RocksDB's files, the
+/// peer transport, the audit log, logs and the metrics listener.
+pub const FDS_RESERVED: usize = 128;
+/// A refusal is logged at most this often per listener, so a flood cannot
+/// fill the log.
+const REFUSAL_LOG_INTERVAL_MS: u64 = 1_000;
+
+/// One listener's connection budget.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Connections open at once, handshakes included.
+    pub total_max: usize,
+    /// Connections one certificate identity may hold at once.
+    pub per_identity_max: usize,
+    /// TLS handshakes in flight at once (each holds a descriptor before
+    /// anyone knows who is asking).
+    pub handshakes_max: usize,
+    /// A connection that carries no request for this long is closed.
+    pub idle_ms: u64,
+}
+
+impl Limits {
+    /// The client listeners' budget: at most `total_max`, and never more
+    /// than the descriptors left after `FDS_RESERVED` and the peers'
+    /// budget.
+    pub fn clients(total_max: usize, per_identity_max: usize, idle_ms: u64, fds: usize) -> Limits {
+        let usable = fds
+            .saturating_sub(FDS_RESERVED + PEER_CONNECTIONS_MAX)
+            .max(8);
+        let total_max = total_max.min(usable).max(2);
+        Limits {
+            total_max,
+            per_identity_max: per_identity_max.min(total_max / 2).max(1),
+            handshakes_max: (total_max / 4).max(1),
+            idle_ms,
+        }
+    }
+
+    /// The peer listener's budget: members only, a few connections each.
+    pub fn peers(idle_ms: u64) -> Limits {
+        Limits {
+            total_max: PEER_CONNECTIONS_MAX,
+            per_identity_max: PEER_CONNECTIONS_PER_MEMBER_MAX,
+            handshakes_max: PEER_CONNECTIONS_MAX / 2,
+            idle_ms,
+        }
+    }
+}
+
+/// The peer port's budget: a member keeps a few long-lived connections to
+/// each other member (raft, snapshots, key fetches).
+pub const PEER_CONNECTIONS_MAX: usize = 64;
+pub const PEER_CONNECTIONS_PER_MEMBER_MAX: usize = 16;
+
+/// Raises this process's open-file limit to its hard limit, logs it, and
+/// returns the limit now in force.
+pub fn raise_fd_limit() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            tracing::warn!(error = %std::io::Error::last_os_error(), "cannot read the open-file limit");
+            return 1024;
+        }
+        let before = lim.rlim_cur;
+        if lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                tracing::warn!(error = %std::io::Error::last_os_error(), "cannot raise the open-file limit");
+                lim.rlim_cur = before;
+            }
+        }
+        tracing::info!(
+            before,
+            now = lim.rlim_cur,
+            hard = lim.rlim_max,
+            "open-file limit"
+        );
+        lim.rlim_cur.min(usize::MAX as u64) as usize
+    }
+}
+
+/// A listener's admission counters.
+pub struct Admission {
+    pub what: &'static str,
+    pub limits: Limits,
+    open: AtomicUsize,
+    handshakes: AtomicUsize,
+    per_identity: Mutex<HashMap<String, usize>>,
+    last_refusal_log_ms: AtomicU64,
+}
+
+fn now_ms() -> u64 {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    BASE.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+impl Admission {
+    pub fn new(what: &'static str, limits: Limits) -> Arc<Admission> {
+        Arc::new(Admission {
+            what,
+            limits,
+            open: AtomicUsize::new(0),
+            handshakes: AtomicUsize::new(0),
+            per_identity: Mutex::new(HashMap::new()),
+            last_refusal_log_ms: AtomicU64::new(0),
+        })
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    fn refused(&self, remote: Option<SocketAddr>, why: &str) {
+        let now = now_ms();
+        let last = self.last_refusal_log_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= REFUSAL_LOG_INTERVAL_MS
+            && self
+                .last_refusal_log_ms
+                .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                listener = self.what,
+                ?remote,
+                reason = why,
+                "refused a connection (logged at most once a second)"
+            );
+        }
+    }
+
+    /// A slot for a new TCP connection, or `None` when the listener is
+    /// full (the caller closes the socket at once).
+    pub fn admit(self: &Arc<Self>, remote: Option<SocketAddr>) -> Option<Slot> {
+        let n = self.open.fetch_add(1, Ordering::AcqRel);
+        let slot = Slot {
+            adm: self.clone(),
+            identity: None,
+        };
+        if n >= self.limits.total_max {
+            self.refused(
+                remote,
+                &format!(
+                    "{} connections are open, the most this listener takes",
+                    self.limits.total_max
+                ),
+            );
+            return None;
+        }
+        Some(slot)
+    }
+
+    /// A handshake may start; `None` when too many are in flight.
+    pub fn handshake(self: &Arc<Self>, remote: Option<SocketAddr>) -> Option<HandshakeSlot> {
+        let n = self.handshakes.fetch_add(1, Ordering::AcqRel);
+        let slot = HandshakeSlot(self.clone());
+        if n >= self.limits.handshakes_max {
+            self.refused(
+                remote,
+                &format!(
+                    "{} TLS handshakes are in flight, the most this listener takes",
+                    self.limits.handshakes_max
+                ),
+            );
+            return None;
+        }
+        Some(slot)
+    }
+
+    /// Charges `slot` to the identity of `role`; refuses when that
+    /// identity holds its share already. Unauthenticated connections have
+    /// no identity and count only against the total.
+    pub fn bind(&self, slot: &mut Slot, role: &Role, remote: Option<SocketAddr>) -> bool {
+        if *role == Role::Unauthenticated {
+            return true;
+        }
+        let id = role.to_string();
+        let mut m = self.per_identity.lock();
+        let n = m.entry(id.clone()).or_insert(0);
+        if *n >= self.limits.per_identity_max {
+            drop(m);
+            self.refused(
+                remote,
+                &format!(
+                    "{id} holds {} connections, the most one identity may",
+                    self.limits.per_identity_max
+                ),
+            );
+            return false;
+        }
+        *n += 1;
+        slot.identity = Some(id);
+        true
+    }
+}
+
+/// One admitted connection's share of the budget, given back on drop.
+pub struct Slot {
+    adm: Arc<Admission>,
+    identity: Option<String>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.adm.open.fetch_sub(1, Ordering::AcqRel);
+        if let Some(id) = self.identity.take() {
+            let mut m = self.adm.per_identity.lock();
+            if let Some(n) = m.get_mut(&id) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(&id);
+                }
+            }
+        }
+    }
+}
+
+pub struct HandshakeSlot(Arc<Admission>);
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        self.0.handshakes.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Streams in flight on one connection, and since when it has had none.
+#[derive(Default)]
+pub struct Streams {
+    active: AtomicUsize,
+    idle_since_ms: AtomicU64,
+}
+
+impl Streams {
+    fn begin(self: &Arc<Self>) -> StreamGuard {
+        self.active.fetch_add(1, Ordering::AcqRel);
+        StreamGuard(self.clone())
+    }
+}
+
+/// Held by a request (then its response body) while it is in flight.
+pub struct StreamGuard(Arc<Streams>);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle_since_ms.store(now_ms(), Ordering::Release);
+        }
+    }
+}
+
+/// What every request on a connection carries (tonic puts it in the
+/// request's extensions).
+#[derive(Clone)]
+pub struct ConnInfo {
+    pub remote: Option<SocketAddr>,
+    pub role: Role,
+    pub streams: Arc<Streams>,
+}
+
+/// An admitted connection: the stream, who is on the other end, and the
+/// idle timer.
+pub struct Conn<S> {
+    io: S,
+    info: ConnInfo,
+    idle_ms: u64,
+    idle: Pin<Box<Sleep>>,
+    _slot: Slot,
+}
+
+impl<S> Conn<S> {
+    pub fn new(io: S, remote: Option<SocketAddr>, role: Role, slot: Slot) -> Conn<S> {
+        let idle_ms = slot.adm.limits.idle_ms;
+        let streams = Arc::new(Streams::default());
+        streams.idle_since_ms.store(now_ms(), Ordering::Release);
+        Conn {
+            io,
+            info: ConnInfo {
+                remote,
+                role,
+                streams,
+            },
+            idle_ms,
+            idle: Box::pin(tokio::time::sleep(Duration::from_millis(idle_ms))),
+            _slot: slot,
+        }
+    }
+
+    /// Has the connection been without a request for `idle_ms`? If not,
+    /// re-arms the timer for the earliest moment it could be.
+    fn check_idle(&mut self, cx: &mut Context<'_>) -> bool {
+        while self.idle.as_mut().poll(cx).is_ready() {
+            let s = &self.info.streams;
+            let now = now_ms();
+            let next_ms = if s.active.load(Ordering::Acquire) > 0 {
+                self.idle_ms
+            } else {
+                let since = s.idle_since_ms.load(Ordering::Acquire);
+                let idle_for = now.saturating_sub(since);
+                if idle_for >= self.idle_ms {
+                    return true;
+                }
+                self.idle_ms - idle_for
+            };
+            let at = tokio::time::Instant::now() + Duration::from_millis(next_ms);
+            self.idle.as_mut().reset(at);
+        }
+        false
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Conn<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.check_idle(cx) {
+            tracing::info!(remote = ?self.info.remote, role = %self.info.role, idle_ms = self.idle_ms, "closing an idle connection");
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "connection idle: no request in flight",
+            )));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Conn<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+impl<S> tonic::transport::server::Connected for Conn<S> {
+    type ConnectInfo = ConnInfo;
+    fn connect_info(&self) -> ConnInfo {
+        self.info.clone()
+    }
+}
+
+/// Accepted plaintext connections, admitted against `adm`.
+pub fn plain_incoming(
+    listener: tokio::net::TcpListener,
+    adm: Arc<Admission>,
+) -> impl futures::Stream<Item = std::io::Result<Conn<tokio::net::TcpStream>>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(crate::tls::ACCEPTED_QUEUE_MAX);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, addr) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    // EMFILE and friends: wait for descriptors to come back.
+                    tracing::warn!(listener = adm.what, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            crate::tls::nodelay(&tcp);
+            let Some(slot) = adm.admit(Some(addr)) else {
+                continue;
+            };
+            let conn = Conn::new(tcp, Some(addr), Role::Unauthenticated, slot);
+            if tx.send(Ok(conn)).await.is_err() {
+                return;
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// The gate over a listener's router (see the module comment).
+#[derive(Clone, Default)]
+pub struct GateLayer;
+
+impl<S> tower::Layer<S> for GateLayer {
+    type Service = Gate<S>;
+    fn layer(&self, inner: S) -> Gate<S> {
+        Gate { inner }
+    }
+}
+
+#[derive(Clone)]
+pub struct Gate<S> {
+    inner: S,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, B> tower::Service<http::Request<B>> for Gate<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+    B: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        let Some(info) = req.extensions().get::<ConnInfo>().cloned() else {
+            // Every listener builds `Conn`s; a request without one is a
+            // wiring mistake, and the safe answer is no.
+            tracing::error!(
+                path = req.uri().path(),
+                "a request arrived without connection info"
+            );
+            let s = Status::internal("connection without identity");
+            return Box::pin(async move { Ok(s.into_http()) });
+        };
+        let path = req.uri().path().to_string();
+        if let Decision::Deny(why) = authz::decide(&info.role, &path) {
+            tracing::warn!(remote = ?info.remote, role = %info.role, rpc = %path, "refused a request: wrong role");
+            let caller = Caller {
+                role: info.role.clone(),
+                remote: info.remote,
+            };
+            let status = Status::permission_denied(why);
+            crate::audit::denied(&caller, &path, &status);
+            return Box::pin(async move { Ok(status.into_http()) });
+        }
+        req.extensions_mut().insert(Caller {
+            role: info.role.clone(),
+            remote: info.remote,
+        });
+        let guard = info.streams.begin();
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let resp = inner.call(req).await?;
+            Ok(resp.map(|body| {
+                tonic::body::Body::new(Guarded {
+                    body,
+                    _guard: guard,
+                })
+            }))
+        })
+    }
+}
+
+/// A response body that keeps its request counted until it ends.
+struct Guarded {
+    body: tonic::body::Body,
+    _guard: StreamGuard,
+}
+
+impl http_body::Body for Guarded {
+    type Data = bytes::Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Status>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            total_max: 4,
+            per_identity_max: 2,
+            handshakes_max: 1,
+            idle_ms: 1000,
+        }
+    }
+
+    #[test]
+    fn caps_per_listener_and_per_identity() {
+        let adm = Admission::new("test", limits());
+        let mut a = adm.admit(None).unwrap();
+        let mut b = adm.admit(None).unwrap();
+        let mut c = adm.admit(None).unwrap();
+        let node = Role::Node("n1".into());
+        assert!(adm.bind(&mut a, &node, None));
+        assert!(adm.bind(&mut b, &node, None));
+        assert!(!adm.bind(&mut c, &node, None), "a third for one identity");
+        assert!(
+            adm.bind(&mut c, &Role::Admin, None),
+            "another identity fits"
+        );
+        let d = adm.admit(None).unwrap();
+        assert!(adm.admit(None).is_none(), "the listener is full");
+        drop(a);
+        drop(d);
+        assert_eq!(adm.open(), 2);
+        let mut e = adm.admit(None).unwrap();
+        assert!(adm.bind(&mut e, &node, None), "a slot came back");
+        let h = adm.handshake(None).unwrap();
+        assert!(adm.handshake(None).is_none());
+        drop(h);
+        assert!(adm.handshake(None).is_some());
+    }
+
+    #[test]
+    fn client_budget_leaves_room_for_peers_and_storage() {
+        let l = Limits::clients(4096, 1024, 1000, 256);
+        assert!(l.total_max + FDS_RESERVED + PEER_CONNECTIONS_MAX <= 256 + 8);
+        assert!(l.per_identity_max <= l.total_max / 2);
+        let big = Limits::clients(4096, 1024, 1000, 1 << 20);
+        assert_eq!((big.total_max, big.per_identity_max), (4096, 1024));
+    }
+}
