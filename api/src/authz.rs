@@ -104,13 +104,13 @@ pub fn decide(role: &Role, path: &str) -> Decision {
     let Some(access) = access(path) else {
         return Decision::Unknown;
     };
-    let ok = match (role, access) {
-        (Role::Unauthenticated, _) => true,
-        (Role::Admin, Access::Admin) => true,
-        (Role::Node(_), Access::NodeAgent) => true,
-        (Role::Member(_), Access::Member) => true,
-        _ => false,
-    };
+    let ok = matches!(
+        (role, access),
+        (Role::Unauthenticated, _)
+            | (Role::Admin, Access::Admin)
+            | (Role::Node(_), Access::NodeAgent)
+            | (Role::Member(_), Access::Member)
+    );
     if ok {
         return Decision::Allow;
     }

@@ -22,12 +22,6 @@ pub struct MaintenanceService {
     pub node: Arc<Node>,
 }
 
-fn not_yet(what: &str) -> Status {
-    Status::unimplemented(format!(
-        "secretd: Maintenance.{what} is not supported by this version"
-    ))
-}
-
 type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -79,7 +73,18 @@ impl Maintenance for MaintenanceService {
     }
 
     async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
-        Err(not_yet("Hash"))
+        let node = self.node.clone();
+        let (hash, rev) = tokio::task::spawn_blocking(move || {
+            let rev = node.mvcc().current_revision();
+            node.mvcc().hash_state().map(|h| (h, rev))
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(crate::errors::status)?;
+        Ok(Response::new(HashResponse {
+            header: Some(self.node.header(rev)),
+            hash,
+        }))
     }
 
     async fn hash_kv(

@@ -333,9 +333,9 @@ fn listener_tls(
 pub fn restore(flags: ServerFlags, backup: &std::path::Path) -> Result<()> {
     let (cfg, _, _) = flags.node_config()?;
     crate::datadir::private_umask();
-    crate::datadir::secure(&cfg.data_dir)?;
     secretd_store::node::restore(&cfg, backup)
         .with_context(|| format!("restore {}", backup.display()))?;
+    crate::datadir::secure(&cfg.data_dir)?;
     println!(
         "restored {} into {} as member {:?}",
         backup.display(),

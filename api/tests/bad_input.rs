@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use common::Cluster;
 use secretd_api::pb::etcdserverpb::{
+    alarm_request, maintenance_client::MaintenanceClient, AlarmRequest, AlarmType,
+};
+use secretd_api::pb::etcdserverpb::{
     compare, kv_client::KvClient, lease_client::LeaseClient, request_op, CompactionRequest,
     Compare, LeaseGrantRequest, LeaseRevokeRequest, PutRequest, RangeRequest, RequestOp,
     TxnRequest,
@@ -550,7 +553,7 @@ async fn bad_requests_get_specific_errors_and_lose_nothing() {
                 .await,
             ),
             Code::PermissionDenied,
-            "2a is not a member",
+            "member 2a (hex ID) is not a member",
         ),
         (
             "raft batch of garbage",
@@ -564,6 +567,84 @@ async fn bad_requests_get_specific_errors_and_lose_nothing() {
             ),
             Code::InvalidArgument,
             "",
+        ),
+        (
+            "inspect with a 1 MB name",
+            done(
+                secrets
+                    .inspect(InspectRequest {
+                        name_or_id: "n".repeat(1 << 20),
+                    })
+                    .await,
+            ),
+            Code::NotFound,
+            "(1048576 bytes) not found",
+        ),
+        (
+            "a CORRUPT alarm for a member that does not exist",
+            done(
+                MaintenanceClient::new(ch.clone())
+                    .alarm(AlarmRequest {
+                        action: alarm_request::AlarmAction::Activate as i32,
+                        member_id: 0x1234,
+                        alarm: AlarmType::Corrupt as i32,
+                    })
+                    .await,
+            ),
+            Code::NotFound,
+            "etcdserver: member not found",
+        ),
+        (
+            "nested txns that run more ops than --max-txn-ops",
+            done(
+                kv.txn(TxnRequest {
+                    success: (0..2)
+                        .map(|n| RequestOp {
+                            request: Some(request_op::Request::RequestTxn(TxnRequest {
+                                success: (0..100)
+                                    .map(|i| put(format!("n{n}-{i}").as_bytes()))
+                                    .collect(),
+                                ..Default::default()
+                            })),
+                        })
+                        .collect(),
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "too many operations in txn request",
+        ),
+        (
+            "a label key with a NUL",
+            done(
+                secrets
+                    .create(CreateRequest {
+                        name: "lbl".into(),
+                        labels: [("a\0b".to_string(), "v".to_string())]
+                            .into_iter()
+                            .collect(),
+                        data: b"x".to_vec(),
+                    })
+                    .await,
+            ),
+            Code::InvalidArgument,
+            "contains control characters",
+        ),
+        (
+            "a target with a newline",
+            done(
+                tasks
+                    .create(task(
+                        "t.nl",
+                        "n1",
+                        vec![mount("db_pw", "a\nb", 0o400)],
+                        vec![],
+                    ))
+                    .await,
+            ),
+            Code::InvalidArgument,
+            "control character",
         ),
     ];
     assert!(cases.len() >= 30);

@@ -41,7 +41,16 @@ fn wait_log(c: &Cluster, needle: &str) {
             .unwrap_or_default()
             .contains(needle)
     {
-        assert!(Instant::now() < deadline, "no log line with {needle:?}");
+        assert!(
+            Instant::now() < deadline,
+            "no log line with {needle:?}:\n{}",
+            std::fs::read_to_string(&c.members[0].log)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains("refused"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -88,6 +97,23 @@ async fn only_the_clusters_certificates_get_in_each_as_far_as_its_role() {
     let out = etcdctl_with(&c, &ca, Some((&ec, &ek)), &["get", "k"]);
     assert!(!out.status.success());
     wait_log(&c, "invalid peer certificate: certificate expired");
+
+    // One not valid yet: refused, without claiming it expired.
+    let (fc, fk) = save(
+        &dir,
+        "future",
+        &ca_for(&c).issue_not_yet_valid("admin").unwrap(),
+    )
+    .unwrap();
+    let out = etcdctl_with(
+        &c,
+        &ca,
+        Some((fc.to_str().unwrap(), fk.to_str().unwrap())),
+        &["get", "k"],
+    );
+    assert!(!out.status.success());
+    assert!(!stderr(&out).contains("expired"), "{}", stderr(&out));
+    wait_log(&c, "the client certificate is not valid yet");
 
     // The wrong role: a node agent may not use the KV or Secrets APIs.
     let (n1, n1_key) = c.cert("node-n1");
@@ -199,6 +225,15 @@ async fn only_the_clusters_certificates_get_in_each_as_far_as_its_role() {
         fetch("n1", "node-n1").await.unwrap().into_inner().data,
         b"hunter2"
     );
+}
+
+/// The cluster's development CA, as an issuer.
+fn ca_for(c: &Cluster) -> Ca {
+    Ca::load(
+        &c.tls.as_ref().unwrap().join("ca.pem"),
+        &c.tls.as_ref().unwrap().join("ca-key.pem"),
+    )
+    .unwrap()
 }
 
 /// An admin certificate from the cluster's CA that expired in 2020.

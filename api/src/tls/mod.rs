@@ -165,8 +165,14 @@ pub fn server_config(f: &TlsFiles, flag: &str) -> Result<Arc<rustls::ServerConfi
 #[derive(Debug)]
 struct PlainerAlerts(Arc<dyn rustls::server::danger::ClientCertVerifier>);
 
-#[derive(Debug)]
+/// rustls logs this error with `{:?}`, so Debug reads as a sentence.
 struct NotValidYet(String);
+
+impl std::fmt::Debug for NotValidYet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
 
 impl std::fmt::Display for NotValidYet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -196,13 +202,15 @@ impl rustls::server::danger::ClientCertVerifier for PlainerAlerts {
         self.0
             .verify_client_cert(end_entity, intermediates, now)
             .map_err(|e| match e {
-                E::InvalidCertificate(C::NotValidYet) => E::InvalidCertificate(C::Other(
-                    rustls::OtherError(Arc::new(NotValidYet("notBefore is in the future".into()))),
-                )),
+                E::InvalidCertificate(C::NotValidYet) => {
+                    E::InvalidCertificate(C::Other(rustls::OtherError(Arc::new(NotValidYet(
+                        "its notBefore is in the future".into(),
+                    )))))
+                }
                 E::InvalidCertificate(C::NotValidYetContext { time, not_before }) => {
                     E::InvalidCertificate(C::Other(rustls::OtherError(Arc::new(NotValidYet(
                         format!(
-                            "notBefore is {} s after now",
+                            "its notBefore is {} s from now",
                             not_before.as_secs().saturating_sub(time.as_secs())
                         ),
                     )))))

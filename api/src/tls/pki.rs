@@ -71,13 +71,7 @@ impl Ca {
         member_hosts: Option<&[String]>,
         expired: bool,
     ) -> Result<Issued> {
-        let key = KeyPair::generate()?;
-        let mut p = CertificateParams::default();
-        p.distinguished_name = name(role);
-        let uri = format!("{SPIFFE_PREFIX}{role}");
-        p.subject_alt_names = vec![SanType::URI(uri.as_str().try_into()?)];
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let mut p = client_params(role)?;
         if let Some(hosts) = member_hosts {
             p.extended_key_usages
                 .push(ExtendedKeyUsagePurpose::ServerAuth);
@@ -96,12 +90,38 @@ impl Ca {
         } else {
             p.not_after = rcgen::date_time_ymd(2036, 1, 1);
         }
+        self.sign(p)
+    }
+
+    /// A client certificate for `role` that becomes valid only in 2090
+    /// (for tests of how such a certificate is refused).
+    pub fn issue_not_yet_valid(&self, role: &str) -> Result<Issued> {
+        let mut p = client_params(role)?;
+        p.not_before = rcgen::date_time_ymd(2090, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2091, 1, 1);
+        self.sign(p)
+    }
+
+    fn sign(&self, p: CertificateParams) -> Result<Issued> {
+        let key = KeyPair::generate()?;
         let cert = p.signed_by(&key, &self.cert, &self.key)?;
         Ok(Issued {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
         })
     }
+}
+
+/// A client certificate's parameters for `role`: its name, its SAN URI,
+/// client authentication.
+fn client_params(role: &str) -> Result<CertificateParams> {
+    let mut p = CertificateParams::default();
+    p.distinguished_name = name(role);
+    let uri = format!("{SPIFFE_PREFIX}{role}");
+    p.subject_alt_names = vec![SanType::URI(uri.as_str().try_into()?)];
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    Ok(p)
 }
 
 fn write(path: &Path, data: &str, mode: u32) -> Result<()> {

@@ -51,6 +51,11 @@ impl Known {
     }
 }
 
+/// The task pinned to version 1 beside the following task `task`.
+fn pinned_task(task: &str) -> String {
+    format!("jp-{}", task.trim_start_matches("jt-"))
+}
+
 pub fn generate(rng: &mut StdRng, token: &str, known: &Known) -> (String, Value) {
     let roll = rng.gen_range(0..10);
     match known.pick(rng) {
@@ -61,7 +66,16 @@ pub fn generate(rng: &mut StdRng, token: &str, known: &Known) -> (String, Value)
                     json!({"id": id, "data": format!("d-{token}")}),
                 )
             } else {
-                let version = rng.gen_range(1..=top.max(1));
+                // A node may fetch only what its tasks serve now: version 1
+                // through the task pinned to it, the newest acknowledged
+                // version through the task that follows the secret (which
+                // fails, harmlessly, if a rotation nobody acknowledged yet
+                // moved it on).
+                let (version, task) = if top > 1 && rng.gen_bool(0.5) {
+                    (1, pinned_task(&task))
+                } else {
+                    (top.max(1), task)
+                };
                 (
                     "read".into(),
                     json!({"id": id, "task": task, "version": version}),
@@ -99,7 +113,8 @@ pub async fn execute(
             // The task lets the agent API read it; a failure here leaves a
             // secret nobody reads, which the check does not mind.
             let task = format!("jt-{}", s("name"));
-            let t = ss::tasks_client::TasksClient::new(ch)
+            let mut tasks = ss::tasks_client::TasksClient::new(ch);
+            let t = tasks
                 .create(ss::Task {
                     id: task.clone(),
                     node: NODE.into(),
@@ -107,6 +122,22 @@ pub async fn execute(
                         source: id.clone(),
                         target: "s".into(),
                         mode: 0o400,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                })
+                .await;
+            // A second task pins version 1, so old versions stay readable
+            // (and kept) after rotations.
+            let _ = tasks
+                .create(ss::Task {
+                    id: pinned_task(&task),
+                    node: NODE.into(),
+                    secrets: vec![ss::Mount {
+                        source: id.clone(),
+                        target: "s".into(),
+                        mode: 0o400,
+                        version: 1,
                         ..Default::default()
                     }],
                     ..Default::default()

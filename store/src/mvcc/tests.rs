@@ -200,3 +200,75 @@ fn nested_txns_count_every_op_they_run() {
     };
     assert!(super::txn::validate_txn(&both, 8).is_ok());
 }
+
+/// Inside a txn, every range, put and delete response carries etcd's
+/// header (the revision after the op), and a nested txn an empty one:
+/// clients start watches from `responses[i].response_put.header.revision`.
+#[test]
+fn txn_sub_responses_carry_etcds_headers() {
+    use crate::pb::etcdserverpb::{request_op, response_op, RequestOp, TxnRequest};
+    let mut h = Harness::open(tempfile::tempdir().unwrap());
+    h.apply(Request::Put(PutRequest {
+        key: b"k1".to_vec(),
+        value: b"v".to_vec(),
+        ..Default::default()
+    }))
+    .unwrap();
+    let op = |r| RequestOp { request: Some(r) };
+    let range = |k: &[u8]| {
+        op(request_op::Request::RequestRange(RangeRequest {
+            key: k.to_vec(),
+            ..Default::default()
+        }))
+    };
+    let put = |k: &[u8]| {
+        op(request_op::Request::RequestPut(PutRequest {
+            key: k.to_vec(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        }))
+    };
+    let del = |k: &[u8]| {
+        op(request_op::Request::RequestDeleteRange(
+            DeleteRangeRequest {
+                key: k.to_vec(),
+                ..Default::default()
+            },
+        ))
+    };
+    // Before any change the txn is at revision 2 (the put above); after
+    // its put, at 3.
+    let txn = TxnRequest {
+        success: vec![
+            range(b"k1"),
+            del(b"nope"),
+            put(b"k1"),
+            op(request_op::Request::RequestTxn(TxnRequest {
+                success: vec![range(b"k1")],
+                ..Default::default()
+            })),
+        ],
+        ..Default::default()
+    };
+    let resp = match h.apply(Request::Txn(txn)).unwrap() {
+        WriteResult::Txn(t) => t,
+        other => panic!("{other:?}"),
+    };
+    let rev = |r: &response_op::Response| match r {
+        response_op::Response::ResponseRange(x) => x.header.as_ref().map(|h| h.revision),
+        response_op::Response::ResponsePut(x) => x.header.as_ref().map(|h| h.revision),
+        response_op::Response::ResponseDeleteRange(x) => x.header.as_ref().map(|h| h.revision),
+        response_op::Response::ResponseTxn(x) => x.header.as_ref().map(|h| h.revision),
+    };
+    let got: Vec<Option<i64>> = resp
+        .responses
+        .iter()
+        .map(|r| rev(r.response.as_ref().unwrap()))
+        .collect();
+    assert_eq!(got, vec![Some(2), Some(2), Some(3), Some(0)]);
+    let response_op::Response::ResponseTxn(inner) = resp.responses[3].response.as_ref().unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(rev(inner.responses[0].response.as_ref().unwrap()), Some(3));
+}

@@ -21,7 +21,7 @@ use crate::pb::etcdserverpb::{
     CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse,
     LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
     LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
-    RequestOp, ResponseOp, TxnRequest, TxnResponse,
+    RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
 use crate::pb::internal::internal_request::Request;
 use crate::pb::mvccpb::{event::EventType, Event, KeyValue};
@@ -49,6 +49,18 @@ trait Exec {
     fn range(&mut self, r: &RangeRequest) -> Result<RangeResponse>;
     fn put(&mut self, p: &PutRequest) -> Result<PutResponse>;
     fn delete(&mut self, d: &DeleteRangeRequest) -> Result<DeleteRangeResponse>;
+    /// The revision the txn is at now: its own once it has changed
+    /// something, the one it started from before (etcd's `txn.Rev()`).
+    fn rev_now(&self) -> i64;
+}
+
+/// The header etcd gives each range, put and delete response inside a
+/// txn: the revision alone. A client starts a watch from it.
+fn sub_header(e: &dyn Exec) -> Option<ResponseHeader> {
+    Some(ResponseHeader {
+        revision: e.rev_now(),
+        ..Default::default()
+    })
 }
 
 fn exec_txn(e: &mut dyn Exec, req: &TxnRequest) -> Result<TxnResponse> {
@@ -66,11 +78,29 @@ fn exec_txn(e: &mut dyn Exec, req: &TxnRequest) -> Result<TxnResponse> {
     };
     let mut responses = Vec::with_capacity(ops.len());
     for op in ops {
+        // Headers as etcd fills them: the revision after each op, and an
+        // empty header on a nested txn.
         let resp = match &op.request {
-            Some(Op::RequestRange(r)) => OpResp::ResponseRange(e.range(r)?),
-            Some(Op::RequestPut(p)) => OpResp::ResponsePut(e.put(p)?),
-            Some(Op::RequestDeleteRange(d)) => OpResp::ResponseDeleteRange(e.delete(d)?),
-            Some(Op::RequestTxn(t)) => OpResp::ResponseTxn(exec_txn(e, t)?),
+            Some(Op::RequestRange(r)) => {
+                let mut x = e.range(r)?;
+                x.header = sub_header(e);
+                OpResp::ResponseRange(x)
+            }
+            Some(Op::RequestPut(p)) => {
+                let mut x = e.put(p)?;
+                x.header = sub_header(e);
+                OpResp::ResponsePut(x)
+            }
+            Some(Op::RequestDeleteRange(d)) => {
+                let mut x = e.delete(d)?;
+                x.header = sub_header(e);
+                OpResp::ResponseDeleteRange(x)
+            }
+            Some(Op::RequestTxn(t)) => {
+                let mut x = exec_txn(e, t)?;
+                x.header = Some(ResponseHeader::default());
+                OpResp::ResponseTxn(x)
+            }
             None => {
                 return Err(StoreError::InvalidArgument(
                     "empty request op in txn".into(),
@@ -163,6 +193,9 @@ impl Exec for ReadOnly<'_> {
         Err(StoreError::InvalidArgument(
             "delete in a read-only txn".into(),
         ))
+    }
+    fn rev_now(&self) -> i64 {
+        self.at
     }
 }
 
@@ -402,6 +435,10 @@ fn put_op(p: &PutRequest) -> RequestOp {
 }
 
 impl Exec for Writer<'_> {
+    fn rev_now(&self) -> i64 {
+        self.read_rev()
+    }
+
     fn compare(&mut self, c: &Compare) -> Result<bool> {
         let at = self.read_rev();
         let index = self.applier.mvcc.index.read();
