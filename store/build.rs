@@ -12,6 +12,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={root}/{f}");
     }
     let fds = protox::compile(files, [root])?;
+    // proto3 JSON (int64 as strings, bytes as base64, enums by name) with
+    // the protos' own field names, as etcd's gRPC gateway writes them.
+    let descriptors = prost::Message::encode_to_vec(&fds);
     prost_build::Config::new().compile_fds(fds)?;
+    pbjson_build::Builder::new()
+        .register_descriptors(&descriptors)?
+        .preserve_proto_field_names()
+        .build(&[".etcdserverpb", ".mvccpb"])?;
     Ok(())
 }

@@ -80,6 +80,65 @@ pub const MATRIX: &[(&str, Access)] = &[
     ("/secretd.raft.v1.Raft/FetchKek", Access::Member),
 ];
 
+/// etcd's JSON gateway: each route (under every prefix of
+/// `GATEWAY_PREFIXES`) and the RPC it calls, which decides who may use it.
+/// Paths are etcd 3.4's, additional bindings included.
+pub const GATEWAY: &[(&str, &str)] = &[
+    ("kv/range", "/etcdserverpb.KV/Range"),
+    ("kv/put", "/etcdserverpb.KV/Put"),
+    ("kv/deleterange", "/etcdserverpb.KV/DeleteRange"),
+    ("kv/txn", "/etcdserverpb.KV/Txn"),
+    ("kv/compaction", "/etcdserverpb.KV/Compact"),
+    ("watch", "/etcdserverpb.Watch/Watch"),
+    ("lease/grant", "/etcdserverpb.Lease/LeaseGrant"),
+    ("lease/revoke", "/etcdserverpb.Lease/LeaseRevoke"),
+    ("kv/lease/revoke", "/etcdserverpb.Lease/LeaseRevoke"),
+    ("lease/keepalive", "/etcdserverpb.Lease/LeaseKeepAlive"),
+    ("lease/timetolive", "/etcdserverpb.Lease/LeaseTimeToLive"),
+    ("kv/lease/timetolive", "/etcdserverpb.Lease/LeaseTimeToLive"),
+    ("lease/leases", "/etcdserverpb.Lease/LeaseLeases"),
+    ("kv/lease/leases", "/etcdserverpb.Lease/LeaseLeases"),
+    ("cluster/member/add", "/etcdserverpb.Cluster/MemberAdd"),
+    (
+        "cluster/member/remove",
+        "/etcdserverpb.Cluster/MemberRemove",
+    ),
+    (
+        "cluster/member/update",
+        "/etcdserverpb.Cluster/MemberUpdate",
+    ),
+    ("cluster/member/list", "/etcdserverpb.Cluster/MemberList"),
+    (
+        "cluster/member/promote",
+        "/etcdserverpb.Cluster/MemberPromote",
+    ),
+    ("maintenance/alarm", "/etcdserverpb.Maintenance/Alarm"),
+    ("maintenance/status", "/etcdserverpb.Maintenance/Status"),
+    (
+        "maintenance/defragment",
+        "/etcdserverpb.Maintenance/Defragment",
+    ),
+    ("maintenance/hash", "/etcdserverpb.Maintenance/Hash"),
+    ("maintenance/hashkv", "/etcdserverpb.Maintenance/HashKV"),
+    ("maintenance/snapshot", "/etcdserverpb.Maintenance/Snapshot"),
+    (
+        "maintenance/transfer-leadership",
+        "/etcdserverpb.Maintenance/MoveLeader",
+    ),
+];
+
+/// etcd 3.4 serves its gateway under both.
+pub const GATEWAY_PREFIXES: &[&str] = &["/v3/", "/v3beta/"];
+
+/// The RPC a gateway path calls.
+pub fn gateway_rpc(path: &str) -> Option<&'static str> {
+    let rest = GATEWAY_PREFIXES.iter().find_map(|p| path.strip_prefix(p))?;
+    GATEWAY
+        .iter()
+        .find(|(r, _)| *r == rest)
+        .map(|(_, rpc)| *rpc)
+}
+
 /// What the gate does with a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
@@ -127,6 +186,21 @@ mod tests {
     use super::*;
 
     include!(concat!(env!("OUT_DIR"), "/rpc_list.rs"));
+
+    #[test]
+    fn gateway_routes_call_served_rpcs() {
+        for (route, rpc) in GATEWAY {
+            assert!(
+                access(rpc).is_some(),
+                "{route} calls {rpc}, which is not served"
+            );
+            for p in GATEWAY_PREFIXES {
+                assert_eq!(gateway_rpc(&format!("{p}{route}")), Some(*rpc));
+            }
+        }
+        assert_eq!(gateway_rpc("/v3/kv/nope"), None);
+        assert_eq!(gateway_rpc("/v2/keys"), None);
+    }
 
     #[test]
     fn every_rpc_is_classified() {

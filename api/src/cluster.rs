@@ -25,6 +25,18 @@ fn check_urls(list: &[String]) -> Result<(), Status> {
     Ok(())
 }
 
+/// etcd's Cluster service answers with a header that has no revision
+/// (its `ClusterServer.header()` fills cluster, member and term only).
+fn no_revision<T>(
+    mut resp: T,
+    header: impl FnOnce(&mut T) -> &mut Option<crate::pb::etcdserverpb::ResponseHeader>,
+) -> Response<T> {
+    if let Some(h) = header(&mut resp) {
+        h.revision = 0;
+    }
+    Response::new(resp)
+}
+
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn member_add(
@@ -36,7 +48,7 @@ impl Cluster for ClusterService {
         self.node
             .member_add(r.peer_ur_ls, r.is_learner)
             .await
-            .map(Response::new)
+            .map(|r| no_revision(r, |r| &mut r.header))
             .map_err(status)
     }
 
@@ -47,7 +59,7 @@ impl Cluster for ClusterService {
         self.node
             .member_remove(req.into_inner().id)
             .await
-            .map(Response::new)
+            .map(|r| no_revision(r, |r| &mut r.header))
             .map_err(status)
     }
 
@@ -60,7 +72,7 @@ impl Cluster for ClusterService {
         self.node
             .member_update(r.id, r.peer_ur_ls)
             .await
-            .map(Response::new)
+            .map(|r| no_revision(r, |r| &mut r.header))
             .map_err(status)
     }
 
@@ -71,7 +83,7 @@ impl Cluster for ClusterService {
         self.node
             .member_list(req.into_inner().linearizable)
             .await
-            .map(Response::new)
+            .map(|r| no_revision(r, |r| &mut r.header))
             .map_err(status)
     }
 
@@ -81,7 +93,7 @@ impl Cluster for ClusterService {
     ) -> Result<Response<MemberPromoteResponse>, Status> {
         let id = req.into_inner().id;
         match self.node.member_promote(id).await {
-            Ok(r) => Ok(Response::new(r)),
+            Ok(r) => Ok(no_revision(r, |r| &mut r.header)),
             // Only the leader knows how far the learner got: ask it, over
             // the peer service (its peer URL is always known).
             Err(StoreError::NotLeader) => {
@@ -97,10 +109,13 @@ impl Cluster for ClusterService {
                 };
                 crate::peer::forward_promote(&url, id).await?;
                 let members = self.node.member_list(true).await.map_err(status)?;
-                Ok(Response::new(MemberPromoteResponse {
-                    header: members.header,
-                    members: members.members,
-                }))
+                Ok(no_revision(
+                    MemberPromoteResponse {
+                        header: members.header,
+                        members: members.members,
+                    },
+                    |r| &mut r.header,
+                ))
             }
             Err(e) => Err(status(e)),
         }

@@ -474,7 +474,9 @@ where
             return Box::pin(async move { Ok(s.into_http()) });
         };
         let path = req.uri().path().to_string();
-        if let Decision::Deny(why) = authz::decide(&info.role, &path) {
+        // A JSON gateway request is decided as the RPC it calls.
+        let rpc = authz::gateway_rpc(&path).unwrap_or(&path);
+        if let Decision::Deny(why) = authz::decide(&info.role, rpc) {
             tracing::warn!(remote = ?info.remote, role = %info.role, rpc = %path, "refused a request: wrong role");
             let caller = Caller {
                 role: info.role.clone(),
@@ -482,6 +484,10 @@ where
             };
             let status = Status::permission_denied(why);
             crate::audit::denied(&caller, &path, &status);
+            if rpc != path {
+                let resp = crate::gateway::error_response(&status).map(tonic::body::Body::new);
+                return Box::pin(async move { Ok(resp) });
+            }
             return Box::pin(async move { Ok(status.into_http()) });
         }
         req.extensions_mut().insert(Caller {

@@ -57,29 +57,7 @@ impl Lease for LeaseService {
         &self,
         req: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<KeepAliveStream>, Status> {
-        let mut inbound = req.into_inner();
-        let (tx, rx) = mpsc::channel(KEEPALIVE_RESPONSES_MAX);
-        let node = self.node.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(r)) = inbound.message().await {
-                let resp = match node.lease_renew(r.id).await {
-                    Ok(resp) => Ok(resp),
-                    // etcd answers an unknown lease with TTL 0; clients read
-                    // that as "expired".
-                    Err(StoreError::LeaseNotFound) => Ok(LeaseKeepAliveResponse {
-                        header: Some(node.header(node.mvcc().current_revision())),
-                        id: r.id,
-                        ttl: 0,
-                    }),
-                    Err(e) => Err(status(e)),
-                };
-                let stop = resp.is_err();
-                if tx.send(resp).await.is_err() || stop {
-                    break;
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(self.keep_alive(req.into_inner())))
     }
 
     async fn lease_time_to_live(
@@ -103,5 +81,39 @@ impl Lease for LeaseService {
             .await
             .map(Response::new)
             .map_err(status)
+    }
+}
+
+impl LeaseService {
+    /// Keep-alives: one answer per request, until the client goes away or
+    /// a renewal fails.
+    pub fn keep_alive(
+        &self,
+        inbound: impl futures::Stream<Item = Result<LeaseKeepAliveRequest, Status>> + Send + 'static,
+    ) -> KeepAliveStream {
+        use futures::StreamExt;
+        let mut inbound = Box::pin(inbound);
+        let (tx, rx) = mpsc::channel(KEEPALIVE_RESPONSES_MAX);
+        let node = self.node.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(r)) = inbound.next().await {
+                let resp = match node.lease_renew(r.id).await {
+                    Ok(resp) => Ok(resp),
+                    // etcd answers an unknown lease with TTL 0; clients read
+                    // that as "expired".
+                    Err(StoreError::LeaseNotFound) => Ok(LeaseKeepAliveResponse {
+                        header: Some(node.header(node.mvcc().current_revision())),
+                        id: r.id,
+                        ttl: 0,
+                    }),
+                    Err(e) => Err(status(e)),
+                };
+                let stop = resp.is_err();
+                if tx.send(resp).await.is_err() || stop {
+                    break;
+                }
+            }
+        });
+        Box::pin(ReceiverStream::new(rx))
     }
 }

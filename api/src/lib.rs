@@ -11,6 +11,7 @@ pub mod ctl;
 pub mod datadir;
 pub mod errors;
 pub mod format;
+pub mod gateway;
 pub mod kv;
 pub mod lease;
 pub mod maintenance;
@@ -42,3 +43,6 @@ pub mod pb {
 
 /// The etcd API version this server speaks, reported by Status.
 pub const ETCD_API_VERSION: &str = "3.4.0";
+/// The etcd server version `GET /version` reports: the release whose API
+/// and gateway secretd follows.
+pub const ETCD_SERVER_VERSION: &str = "3.4.0";

@@ -107,13 +107,7 @@ fn render(node: &Node) -> String {
 
 /// etcd's `/health`: healthy when this member has a leader, no alarm is
 /// raised and its storage has not failed.
-fn health(
-    node: &Node,
-) -> (
-    StatusCode,
-    [(axum::http::HeaderName, &'static str); 1],
-    String,
-) {
+pub fn health(node: &Node) -> (StatusCode, String) {
     let st = node.status();
     let reason = if let Some(f) = st.fatal {
         format!("storage failed: {f}")
@@ -131,11 +125,7 @@ fn health(
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (
-        code,
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
+    (code, body.to_string())
 }
 
 /// Serves `/metrics` and `/health` on each listener until the process ends.
@@ -155,7 +145,17 @@ pub fn spawn(listeners: Vec<TcpListener>, node: Arc<Node>) {
                     )
                 }),
             )
-            .route("/health", get(move || async move { health(&n2) }));
+            .route(
+                "/health",
+                get(move || async move {
+                    let (code, body) = health(&n2);
+                    (
+                        code,
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        body,
+                    )
+                }),
+            );
         tokio::spawn(async move {
             if let Err(e) = axum::serve(l, app).await {
                 tracing::error!(error = %e, "metrics listener stopped");

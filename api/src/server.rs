@@ -262,6 +262,18 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     Ok(Duration::from_millis(ms))
 }
 
+/// The services etcd's JSON gateway calls.
+fn gateway_services(node: &Arc<Node>) -> crate::gateway::Services {
+    crate::gateway::Services {
+        kv: Arc::new(KvService { node: node.clone() }),
+        lease: Arc::new(LeaseService { node: node.clone() }),
+        cluster: Arc::new(ClusterService { node: node.clone() }),
+        maintenance: Arc::new(MaintenanceService { node: node.clone() }),
+        watch: Arc::new(WatchService { node: node.clone() }),
+        node: node.clone(),
+    }
+}
+
 type Listeners = tokio::task::JoinSet<std::result::Result<(), tonic::transport::Error>>;
 
 /// Serves `router` on one listener: TLS when the URL is https (with the
@@ -518,35 +530,42 @@ pub async fn run(flags: ServerFlags) -> Result<()> {
     }
     let max_recv = cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
     for (l, https) in client_listeners {
+        let mut routes = tonic::service::Routes::new(
+            KvServer::new(KvService { node: node.clone() })
+                .max_decoding_message_size(max_recv)
+                .max_encoding_message_size(usize::MAX),
+        )
+        .add_service(
+            WatchServer::new(WatchService { node: node.clone() })
+                .max_decoding_message_size(max_recv)
+                .max_encoding_message_size(usize::MAX),
+        )
+        .add_service(ClusterServer::new(ClusterService { node: node.clone() }))
+        .add_service(SecretsServer::new(objects.clone()).max_decoding_message_size(max_recv))
+        .add_service(ConfigsServer::new(objects.clone()).max_decoding_message_size(max_recv))
+        .add_service(TasksServer::new(objects.clone()))
+        .add_service(AdminServer::new(objects.clone()))
+        .add_service(
+            AgentServer::new(crate::objects::agent::AgentService {
+                node: node.clone(),
+                store: objects.store.clone(),
+            })
+            .max_encoding_message_size(max_recv),
+        )
+        .add_service(LeaseServer::new(LeaseService { node: node.clone() }))
+        .add_service(
+            MaintenanceServer::new(MaintenanceService { node: node.clone() })
+                .max_encoding_message_size(usize::MAX),
+        );
+        // etcd's JSON gateway shares the port (HTTP/1.1 and HTTP/2), the
+        // TLS and the gate.
+        let gateway = crate::gateway::router(gateway_services(&node), max_recv);
+        let grpc = std::mem::take(routes.axum_router_mut());
+        *routes.axum_router_mut() = grpc.merge(gateway).fallback(crate::gateway::fallback);
         let router = Server::builder()
+            .accept_http1(true)
             .layer(crate::conn::GateLayer)
-            .add_service(
-                KvServer::new(KvService { node: node.clone() })
-                    .max_decoding_message_size(max_recv)
-                    .max_encoding_message_size(usize::MAX),
-            )
-            .add_service(
-                WatchServer::new(WatchService { node: node.clone() })
-                    .max_decoding_message_size(max_recv)
-                    .max_encoding_message_size(usize::MAX),
-            )
-            .add_service(ClusterServer::new(ClusterService { node: node.clone() }))
-            .add_service(SecretsServer::new(objects.clone()).max_decoding_message_size(max_recv))
-            .add_service(ConfigsServer::new(objects.clone()).max_decoding_message_size(max_recv))
-            .add_service(TasksServer::new(objects.clone()))
-            .add_service(AdminServer::new(objects.clone()))
-            .add_service(
-                AgentServer::new(crate::objects::agent::AgentService {
-                    node: node.clone(),
-                    store: objects.store.clone(),
-                })
-                .max_encoding_message_size(max_recv),
-            )
-            .add_service(LeaseServer::new(LeaseService { node: node.clone() }))
-            .add_service(
-                MaintenanceServer::new(MaintenanceService { node: node.clone() })
-                    .max_encoding_message_size(usize::MAX),
-            );
+            .add_routes(routes);
         serve(
             &mut tasks,
             router,

@@ -44,7 +44,20 @@ impl Watch for WatchService {
         &self,
         req: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<ResponseStream>, Status> {
-        let inbound = req.into_inner();
+        Ok(Response::new(self.serve(req.into_inner())))
+    }
+}
+
+/// Requests from a client: gRPC's stream, or the JSON gateway's body.
+pub type Inbound<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+impl WatchService {
+    /// One watch stream: requests in, responses out, until either side
+    /// goes away.
+    pub fn serve(
+        &self,
+        inbound: impl Stream<Item = Result<WatchRequest, Status>> + Send + 'static,
+    ) -> ResponseStream {
         let (out_tx, out_rx) = mpsc::channel(STREAM_RESPONSES_MAX);
         let stream = WatchStream {
             node: self.node.clone(),
@@ -52,8 +65,8 @@ impl Watch for WatchService {
             watchers: HashMap::new(),
             next_id: 0,
         };
-        tokio::spawn(stream.run(inbound));
-        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
+        tokio::spawn(stream.run(Box::pin(inbound)));
+        Box::pin(ReceiverStream::new(out_rx))
     }
 }
 
@@ -66,13 +79,14 @@ struct WatchStream {
 }
 
 impl WatchStream {
-    async fn run(mut self, mut inbound: Streaming<WatchRequest>) {
+    async fn run(mut self, mut inbound: Inbound<WatchRequest>) {
+        use futures::StreamExt;
         let (hub_tx, mut hub_rx) = mpsc::channel::<WatchMsg>(STREAM_EVENTS_MAX);
         loop {
             let ok = tokio::select! {
-                req = inbound.message() => match req {
-                    Ok(Some(r)) => self.on_request(r, &hub_tx).await,
-                    Ok(None) | Err(_) => false, // client went away
+                req = inbound.next() => match req {
+                    Some(Ok(r)) => self.on_request(r, &hub_tx).await,
+                    None | Some(Err(_)) => false, // client went away
                 },
                 Some(msg) = hub_rx.recv() => self.on_hub(msg).await,
                 _ = self.out.closed() => false,

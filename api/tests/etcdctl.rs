@@ -247,3 +247,426 @@ async fn per_endpoint_commands_work_with_scheme_and_bare_endpoints() {
         );
     }
 }
+
+/// One HTTP/1.0 request on a plain port: (status, body). `read_for` bounds
+/// how long a streaming answer is read.
+fn http(port: u16, method: &str, path: &str, body: &str, read_for: Duration) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let deadline = Instant::now() + read_for;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(_) if Instant::now() < deadline => continue,
+            Err(_) => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|x| x.1)
+        .unwrap_or("")
+        .to_string();
+    (code, body)
+}
+
+/// Values that legitimately differ between two clusters.
+fn mask(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m.iter_mut() {
+                match k.as_str() {
+                    "cluster_id" | "member_id" | "raft_term" | "ID" | "hash" | "etcdserver"
+                    | "members" | "leader" | "dbSize" | "dbSizeInUse" | "raftIndex"
+                    | "raftTerm" | "raftAppliedIndex" | "lease" => {
+                        *x = Value::String("<masked>".into())
+                    }
+                    "error" | "message" if x.is_string() => {}
+                    _ => mask(x),
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(mask),
+        _ => {}
+    }
+}
+
+/// Parses a body as JSON (one object, or one per line for streams) and
+/// masks it.
+fn masked(body: &str) -> Vec<serde_json::Value> {
+    body.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let mut v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or(serde_json::Value::String(l.to_string()));
+            mask(&mut v);
+            v
+        })
+        .collect()
+}
+
+/// etcd's JSON gateway, side by side with the real thing: the same table
+/// of requests to Debian's etcd 3.4 and to secretd, each answer compared
+/// as JSON (status code included) after masking IDs that differ by
+/// nature.
+#[tokio::test(flavor = "multi_thread")]
+async fn json_gateway_answers_as_etcd_does() {
+    let etcd_bin = std::path::Path::new("/usr/bin/etcd");
+    assert!(
+        etcd_bin.exists(),
+        "this test compares with Debian's etcd 3.4: install etcd-server (scripts/deps.sh --test does)"
+    );
+    let c = Cluster::start(1);
+    c.wait_leader(Duration::from_secs(15)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (ep, pp) = (common::free_port(), common::free_port());
+    let mut etcd = Command::new(etcd_bin)
+        .args(["--name", "e1", "--data-dir"])
+        .arg(dir.path().join("e1"))
+        .args([
+            "--listen-client-urls",
+            &format!("http://127.0.0.1:{ep}"),
+            "--advertise-client-urls",
+            &format!("http://127.0.0.1:{ep}"),
+            "--listen-peer-urls",
+            &format!("http://127.0.0.1:{pp}"),
+            "--initial-advertise-peer-urls",
+            &format!("http://127.0.0.1:{pp}"),
+            "--initial-cluster",
+            &format!("e1=http://127.0.0.1:{pp}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _ = &mut etcd;
+    let _guard = Kill(etcd);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http(ep, "GET", "/health", "", Duration::ZERO).0 != 200 {
+        assert!(Instant::now() < deadline, "etcd 3.4 did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let sp = c.members[0].client_port;
+    // etcd publishes its client URLs before it serves; we publish them as
+    // soon as the member has a leader.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !http(sp, "POST", "/v3/cluster/member/list", "{}", Duration::ZERO)
+        .1
+        .contains("clientURLs")
+    {
+        assert!(Instant::now() < deadline, "client URLs never published");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let b = |s: &str| base64_of(s);
+    let (k1, k2, k3, v1, v2) = (b("k1"), b("k2"), b("k3"), b("v1"), b("v2"));
+    let table: Vec<(&str, &str, String)> = vec![
+        (
+            "put",
+            "/v3/kv/put",
+            format!(r#"{{"key":"{k1}","value":"{v1}"}}"#),
+        ),
+        (
+            "put prev",
+            "/v3/kv/put",
+            format!(r#"{{"key":"{k2}","value":"{v2}","prev_kv":true}}"#),
+        ),
+        (
+            "put again prev",
+            "/v3/kv/put",
+            format!(r#"{{"key":"{k2}","value":"{v1}","prev_kv":true}}"#),
+        ),
+        ("range", "/v3/kv/range", format!(r#"{{"key":"{k1}"}}"#)),
+        (
+            "range prefix",
+            "/v3/kv/range",
+            format!(r#"{{"key":"{}","range_end":"{}"}}"#, b("k"), b("l")),
+        ),
+        (
+            "range limit",
+            "/v3/kv/range",
+            format!(
+                r#"{{"key":"{}","range_end":"{}","limit":"1"}}"#,
+                b("k"),
+                b("l")
+            ),
+        ),
+        (
+            "range count",
+            "/v3/kv/range",
+            format!(
+                r#"{{"key":"{}","range_end":"{}","count_only":true}}"#,
+                b("k"),
+                b("l")
+            ),
+        ),
+        (
+            "range keys",
+            "/v3/kv/range",
+            format!(
+                r#"{{"key":"{}","range_end":"{}","keys_only":true}}"#,
+                b("k"),
+                b("l")
+            ),
+        ),
+        (
+            "range at rev",
+            "/v3/kv/range",
+            format!(r#"{{"key":"{k2}","revision":"3"}}"#),
+        ),
+        (
+            "range sorted",
+            "/v3/kv/range",
+            format!(
+                r#"{{"key":"{}","range_end":"{}","sort_order":"DESCEND","sort_target":"VALUE"}}"#,
+                b("k"),
+                b("l")
+            ),
+        ),
+        (
+            "range missing",
+            "/v3/kv/range",
+            format!(r#"{{"key":"{k3}"}}"#),
+        ),
+        (
+            "range future",
+            "/v3/kv/range",
+            format!(r#"{{"key":"{k1}","revision":"100"}}"#),
+        ),
+        ("put no key", "/v3/kv/put", "{}".into()),
+        (
+            "put ignore_value missing",
+            "/v3/kv/put",
+            format!(r#"{{"key":"{k3}","ignore_value":true}}"#),
+        ),
+        (
+            "txn success",
+            "/v3/kv/txn",
+            format!(
+                r#"{{"compare":[{{"key":"{k1}","target":"VALUE","result":"EQUAL","value":"{v1}"}}],"success":[{{"request_put":{{"key":"{k3}","value":"{v1}"}}}},{{"request_range":{{"key":"{k3}"}}}}],"failure":[]}}"#
+            ),
+        ),
+        (
+            "txn failure",
+            "/v3/kv/txn",
+            format!(
+                r#"{{"compare":[{{"key":"{k1}","target":"VERSION","result":"GREATER","version":"5"}}],"failure":[{{"request_range":{{"key":"{k1}"}}}},{{"request_delete_range":{{"key":"{}"}}}}]}}"#,
+                b("none")
+            ),
+        ),
+        (
+            "txn nested",
+            "/v3/kv/txn",
+            format!(
+                r#"{{"success":[{{"request_txn":{{"success":[{{"request_put":{{"key":"{k1}","value":"{v2}"}}}}]}}}},{{"request_range":{{"key":"{k1}"}}}}]}}"#
+            ),
+        ),
+        (
+            "txn duplicate",
+            "/v3/kv/txn",
+            format!(
+                r#"{{"success":[{{"request_put":{{"key":"{k1}"}}}},{{"request_put":{{"key":"{k1}"}}}}]}}"#
+            ),
+        ),
+        (
+            "delete prev",
+            "/v3/kv/deleterange",
+            format!(r#"{{"key":"{k3}","prev_kv":true}}"#),
+        ),
+        (
+            "delete none",
+            "/v3/kv/deleterange",
+            format!(r#"{{"key":"{k3}"}}"#),
+        ),
+        ("compact", "/v3/kv/compaction", r#"{"revision":"3"}"#.into()),
+        (
+            "range compacted",
+            "/v3/kv/range",
+            format!(r#"{{"key":"{k1}","revision":"2"}}"#),
+        ),
+        (
+            "compact again",
+            "/v3/kv/compaction",
+            r#"{"revision":"2"}"#.into(),
+        ),
+        ("lease grant", "/v3/lease/grant", r#"{"TTL":"60"}"#.into()),
+        (
+            "put with lease",
+            "/v3/kv/put",
+            format!(
+                r#"{{"key":"{}","value":"{v1}","lease":"{{LEASE}}"}}"#,
+                b("leased")
+            ),
+        ),
+        (
+            "time to live",
+            "/v3/lease/timetolive",
+            r#"{"ID":"{LEASE}","keys":true}"#.into(),
+        ),
+        (
+            "time to live alias",
+            "/v3/kv/lease/timetolive",
+            r#"{"ID":"{LEASE}"}"#.into(),
+        ),
+        ("leases", "/v3/lease/leases", "{}".into()),
+        ("revoke", "/v3/lease/revoke", r#"{"ID":"{LEASE}"}"#.into()),
+        (
+            "revoke again",
+            "/v3/lease/revoke",
+            r#"{"ID":"{LEASE}"}"#.into(),
+        ),
+        (
+            "time to live gone",
+            "/v3/lease/timetolive",
+            r#"{"ID":"{LEASE}"}"#.into(),
+        ),
+        (
+            "leased key gone",
+            "/v3/kv/range",
+            format!(r#"{{"key":"{}"}}"#, b("leased")),
+        ),
+        (
+            "v3beta range",
+            "/v3beta/kv/range",
+            format!(r#"{{"key":"{k1}"}}"#),
+        ),
+        ("alarm list", "/v3/maintenance/alarm", "{}".into()),
+        ("hash", "/v3/maintenance/hash", "{}".into()),
+        ("member list", "/v3/cluster/member/list", "{}".into()),
+        ("status", "/v3/maintenance/status", "{}".into()),
+        ("unknown route", "/v3/kv/nope", "{}".into()),
+    ];
+    assert!(table.len() >= 30);
+    let grant = |port: u16| {
+        let (_, body) = http(
+            port,
+            "POST",
+            "/v3/lease/grant",
+            r#"{"TTL":"60"}"#,
+            Duration::ZERO,
+        );
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["ID"].as_str().unwrap().to_string()
+    };
+    let mut lease = (String::new(), String::new());
+    for (what, path, body) in &table {
+        if *what == "lease grant" {
+            lease = (grant(ep), grant(sp));
+            continue;
+        }
+        let (be, bs) = (
+            body.replace("{LEASE}", &lease.0),
+            body.replace("{LEASE}", &lease.1),
+        );
+        let (ce, re) = http(ep, "POST", path, &be, Duration::ZERO);
+        let (cs, rs) = http(sp, "POST", path, &bs, Duration::ZERO);
+        assert_eq!(cs, ce, "{what}: status\netcd:    {re}\nsecretd: {rs}");
+        let mut ours = masked(&rs);
+        if *what == "alarm list" {
+            // etcd 3.4 leaves Alarm's header out; 3.5 fills it, as we do.
+            ours[0].as_object_mut().unwrap().remove("header");
+        }
+        let mut theirs = masked(&re);
+        if *what == "status" {
+            // The server's release differs by nature (3.4.23 and ours).
+            for v in ours.iter_mut().chain(theirs.iter_mut()) {
+                v["version"] = "<masked>".into();
+            }
+        }
+        assert_eq!(ours, theirs, "{what}\netcd:    {re}\nsecretd: {rs}");
+    }
+    // Method and malformed-body errors.
+    assert_eq!(http(sp, "GET", "/v3/kv/range", "", Duration::ZERO).0, 405);
+    let (code, body) = http(sp, "POST", "/v3/kv/range", "{bad", Duration::ZERO);
+    assert_eq!(code, 400);
+    assert_eq!(masked(&body)[0]["code"], 3);
+    assert_eq!(http(sp, "GET", "/version", "", Duration::ZERO).0, 200);
+    // etcd 3.4 has no gateway route for HashKV (3.5 does); we serve it.
+    let (code, body) = http(sp, "POST", "/v3/maintenance/hashkv", "{}", Duration::ZERO);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"hash_revision\""), "{body}");
+    // A watch stream from revision 1 over every key, with events arriving
+    // while it is open; and a keep-alive stream.
+    let watch = format!(
+        r#"{{"create_request":{{"key":"{}","range_end":"{}","start_revision":"4","prev_kv":true}}}}"#,
+        b("\0"),
+        b("\0")
+    );
+    let streams = |port: u16, lease_id: String| {
+        let w = watch.clone();
+        std::thread::spawn(move || {
+            let watch = std::thread::spawn(move || {
+                http(port, "POST", "/v3/watch", &w, Duration::from_millis(5000))
+            });
+            std::thread::sleep(Duration::from_millis(700));
+            for (k, v) in [("w1", "a"), ("w2", "b"), ("w1", "c")] {
+                http(
+                    port,
+                    "POST",
+                    "/v3/kv/put",
+                    &format!(r#"{{"key":"{}","value":"{}"}}"#, base64_of(k), base64_of(v)),
+                    Duration::ZERO,
+                );
+            }
+            http(
+                port,
+                "POST",
+                "/v3/kv/deleterange",
+                &format!(r#"{{"key":"{}","prev_kv":true}}"#, base64_of("w2")),
+                Duration::ZERO,
+            );
+            let ka = http(
+                port,
+                "POST",
+                "/v3/lease/keepalive",
+                &format!(r#"{{"ID":"{lease_id}"}}"#),
+                Duration::from_millis(500),
+            );
+            (watch.join().unwrap(), ka)
+        })
+    };
+    let (le, ls) = (grant(ep), grant(sp));
+    let e = streams(ep, le).join().unwrap();
+    let s = streams(sp, ls).join().unwrap();
+    assert_eq!(s.0 .0, e.0 .0, "watch status");
+    let (we, ws) = (masked(&e.0 .1), masked(&s.0 .1));
+    assert!(we.len() >= 3, "etcd's watch said: {}", e.0 .1);
+    assert_eq!(ws, we, "watch\netcd:    {}\nsecretd: {}", e.0 .1, s.0 .1);
+    assert_eq!(
+        masked(&s.1 .1)[..1],
+        masked(&e.1 .1)[..1],
+        "keepalive\netcd:    {}\nsecretd: {}",
+        e.1 .1,
+        s.1 .1
+    );
+}
+
+fn base64_of(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}

@@ -631,3 +631,87 @@ async fn loop_until_closed(
     }
     *open += 1;
 }
+
+/// One HTTP/1.1 request over TLS with a certificate of the cluster's dev
+/// CA: (status, body).
+async fn https_post(c: &Cluster, cert: &str, path: &str, body: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let certs = c.tls.clone().unwrap();
+    let (crt, key) = c.cert(cert);
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in secretd_api::tls::read_certs(&certs.join("ca.pem")).unwrap() {
+        roots.add(cert).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            secretd_api::tls::read_certs(Path::new(&crt)).unwrap(),
+            secretd_api::tls::read_key(Path::new(&key)).unwrap(),
+        )
+        .unwrap();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(c.endpoint(0)).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut s = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (
+        code,
+        text.split_once("\r\n\r\n")
+            .map(|x| x.1.to_string())
+            .unwrap_or_default(),
+    )
+}
+
+/// etcd's JSON gateway over HTTPS (HTTP/1.1, ALPN) keeps the role matrix:
+/// the admin's certificate works, a node agent's gets etcd's JSON error
+/// shape with 403, and the reserved range stays out of reach.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_json_gateway_keeps_the_role_matrix() {
+    let c = Cluster::start_tls(1, &[]);
+    c.wait_leader(Duration::from_secs(20)).await;
+    let put = r#"{"key":"Zm9v","value":"YmFy"}"#;
+    let (code, body) = https_post(&c, "admin", "/v3/kv/put", put).await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = https_post(&c, "admin", "/v3/kv/range", r#"{"key":"Zm9v"}"#).await;
+    assert_eq!(code, 200);
+    assert!(body.contains(r#""value":"YmFy""#), "{body}");
+    let (code, body) = https_post(&c, "node-n1", "/v3/kv/range", r#"{"key":"Zm9v"}"#).await;
+    assert_eq!(code, 403, "{body}");
+    let v: serde_json::Value = serde_json::from_str(body.trim()).unwrap();
+    assert_eq!(v["code"], 7);
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("node agent n1 may not call /etcdserverpb.KV/Range"),
+        "{body}"
+    );
+    // The reserved range: base64 of "\xff\xffsecretd/".
+    let (code, body) = https_post(
+        &c,
+        "admin",
+        "/v3/kv/put",
+        r#"{"key":"//9zZWNyZXRkL3g=","value":"eA=="}"#,
+    )
+    .await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("reserved"), "{body}");
+}

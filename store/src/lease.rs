@@ -114,11 +114,12 @@ impl Lessor {
         }
     }
 
-    /// Seconds left (rounded up), or None if unknown.
+    /// Whole seconds left (truncated, as etcd reports them: 59 just after
+    /// a grant of 60), or None if unknown.
     pub fn remaining_secs(&self, id: i64, now: Instant) -> Option<i64> {
         let l = self.leases.get(&id)?;
         let left = l.expiry.saturating_duration_since(now);
-        Some(left.as_secs() as i64 + i64::from(left.subsec_nanos() > 0))
+        Some(left.as_secs() as i64)
     }
 
     /// On becoming leader: nobody may lose a lease to the election.
@@ -167,7 +168,7 @@ mod tests {
         assert!(l.get(8).unwrap().keys.is_empty());
         assert_eq!(
             l.remaining_secs(7, t0 + Duration::from_millis(2500)),
-            Some(8)
+            Some(7)
         );
         assert!(l.take_expired(t0 + Duration::from_secs(9), 10).is_empty());
         assert_eq!(l.take_expired(t0 + Duration::from_secs(11), 10), vec![7, 8]);

@@ -153,7 +153,8 @@ pub fn server_config(f: &TlsFiles, flag: &str) -> Result<Arc<rustls::ServerConfi
                 f.key.display()
             )
         })?;
-    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    // gRPC over HTTP/2; etcd's JSON gateway also over HTTP/1.1.
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }
 

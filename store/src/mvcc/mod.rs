@@ -511,16 +511,24 @@ pub(crate) fn range_at(
         kvs.push(kv);
     }
     if order != SortOrder::None {
-        match target {
-            SortTarget::Key => {}
-            SortTarget::Version => kvs.sort_by_key(|kv| kv.version),
-            SortTarget::Create => kvs.sort_by_key(|kv| kv.create_revision),
-            SortTarget::Mod => kvs.sort_by_key(|kv| kv.mod_revision),
-            SortTarget::Value => kvs.sort_by(|a, b| a.value.cmp(&b.value)),
-        }
-        if order == SortOrder::Descend {
-            kvs.reverse();
-        }
+        // A stable sort on the target alone: equal targets stay in key
+        // order whichever way the sort goes, as etcd returns them.
+        let desc = order == SortOrder::Descend;
+        let by = |a: &KeyValue, b: &KeyValue| {
+            let o = match target {
+                SortTarget::Key => a.key.cmp(&b.key),
+                SortTarget::Version => a.version.cmp(&b.version),
+                SortTarget::Create => a.create_revision.cmp(&b.create_revision),
+                SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
+                SortTarget::Value => a.value.cmp(&b.value),
+            };
+            if desc {
+                o.reverse()
+            } else {
+                o
+            }
+        };
+        kvs.sort_by(by);
     }
     if limit > 0 && kvs.len() > limit {
         kvs.truncate(limit);

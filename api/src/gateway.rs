@@ -1,0 +1,340 @@
+//! etcd's JSON gateway (grpc-gateway) on the client port: what Patroni,
+//! APISIX, `etcd3gw` and `curl` speak.
+//!
+//! `POST /v3/<route>` (and `/v3beta/<route>`) with a JSON request, answered
+//! with the JSON response: proto3 JSON with the protos' own field names,
+//! int64 as strings, bytes as base64 (the serde code is generated from the
+//! protos, in `secretd_store::pb`). Watch, LeaseKeepAlive and Snapshot
+//! answer a chunked stream of `{"result": ...}` objects, one per line.
+//! Errors have etcd's gateway shape, `{"error", "message", "code"}`, and
+//! the HTTP status grpc-gateway maps the gRPC code to.
+//!
+//! Each route calls the same service as its RPC, with the caller the gate
+//! found (`conn::Gate` decides a route as its RPC, `authz::GATEWAY`), so
+//! the gateway adds no path around the role matrix or the reserved range.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures::{Stream, StreamExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::Status;
+
+use crate::cluster::ClusterService;
+use crate::kv::KvService;
+use crate::lease::LeaseService;
+use crate::maintenance::MaintenanceService;
+use crate::pb::etcdserverpb::{
+    cluster_server::Cluster, kv_server::Kv, lease_server::Lease, maintenance_server::Maintenance,
+};
+use crate::tls::Caller;
+use crate::watch::WatchService;
+
+/// Requests one streaming call's body may carry (each a JSON object).
+const STREAM_REQUESTS_MAX: usize = 1024;
+
+/// The services the gateway calls.
+#[derive(Clone)]
+pub struct Services {
+    pub kv: Arc<KvService>,
+    pub lease: Arc<LeaseService>,
+    pub cluster: Arc<ClusterService>,
+    pub maintenance: Arc<MaintenanceService>,
+    pub watch: Arc<WatchService>,
+    pub node: Arc<secretd_store::node::Node>,
+}
+
+/// grpc-gateway's HTTP status for a gRPC code.
+fn http_status(code: tonic::Code) -> StatusCode {
+    use tonic::Code as C;
+    match code {
+        C::Ok => StatusCode::OK,
+        C::Cancelled => StatusCode::REQUEST_TIMEOUT,
+        C::InvalidArgument | C::FailedPrecondition | C::OutOfRange => StatusCode::BAD_REQUEST,
+        C::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        C::NotFound => StatusCode::NOT_FOUND,
+        C::AlreadyExists | C::Aborted => StatusCode::CONFLICT,
+        C::PermissionDenied => StatusCode::FORBIDDEN,
+        C::Unauthenticated => StatusCode::UNAUTHORIZED,
+        C::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        C::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        C::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        C::Unknown | C::Internal | C::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn error_body(s: &Status) -> serde_json::Value {
+    serde_json::json!({"error": s.message(), "message": s.message(), "code": s.code() as i32})
+}
+
+fn json_response(code: StatusCode, body: Vec<u8>) -> Response {
+    let mut r = (code, body).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// An error as etcd's gateway answers it.
+pub fn error_response(s: &Status) -> Response {
+    json_response(
+        http_status(s.code()),
+        error_body(s).to_string().into_bytes(),
+    )
+}
+
+fn parse<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, Status> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+/// A request as the service would get it over gRPC: the message, and the
+/// caller the gate found.
+fn request<T>(msg: T, caller: Option<Caller>) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    if let Some(c) = caller {
+        r.extensions_mut().insert(c);
+    }
+    r
+}
+
+async fn unary<Req, Resp, F, Fut>(caller: Option<Caller>, body: Bytes, call: F) -> Response
+where
+    Req: DeserializeOwned + Default,
+    Resp: Serialize,
+    F: FnOnce(tonic::Request<Req>) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<Resp>, Status>>,
+{
+    let req = match parse::<Req>(&body) {
+        Ok(r) => r,
+        Err(s) => return error_response(&s),
+    };
+    match call(request(req, caller)).await {
+        Ok(resp) => match serde_json::to_vec(resp.get_ref()) {
+            Ok(b) => json_response(StatusCode::OK, b),
+            Err(e) => error_response(&Status::internal(e.to_string())),
+        },
+        Err(s) => error_response(&s),
+    }
+}
+
+/// The requests of a streaming call's body: JSON objects one after the
+/// other, as grpc-gateway reads them.
+fn parse_stream<T: DeserializeOwned>(body: &[u8]) -> Result<Vec<T>, Status> {
+    let mut out = Vec::new();
+    for item in serde_json::Deserializer::from_slice(body).into_iter::<T>() {
+        if out.len() == STREAM_REQUESTS_MAX {
+            return Err(Status::invalid_argument(format!(
+                "at most {STREAM_REQUESTS_MAX} requests per stream"
+            )));
+        }
+        out.push(item.map_err(|e| Status::invalid_argument(e.to_string()))?);
+    }
+    Ok(out)
+}
+
+/// A chunked response of `{"result": ...}` lines, ending with
+/// `{"error": ...}` if the stream fails.
+fn stream_response<T: Serialize + Send + 'static>(
+    s: impl Stream<Item = Result<T, Status>> + Send + 'static,
+) -> Response {
+    let lines = s.map(|item| {
+        let v = match item {
+            Ok(r) => serde_json::json!({ "result": r }),
+            Err(e) => serde_json::json!({ "error": error_body(&e) }),
+        };
+        let mut b = v.to_string().into_bytes();
+        b.push(b'\n');
+        Ok::<_, Infallible>(Bytes::from(b))
+    });
+    let mut r = Response::new(Body::from_stream(lines));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+macro_rules! unary_route {
+    ($router:ident, $path:expr, $svc:expr, $method:ident) => {{
+        let svc = $svc.clone();
+        $router = $router.route(
+            $path,
+            post(
+                move |caller: Option<axum::Extension<Caller>>, body: Bytes| async move {
+                    unary(caller.map(|c| c.0), body, |r| async move {
+                        svc.$method(r).await
+                    })
+                    .await
+                },
+            ),
+        );
+    }};
+}
+
+/// The gateway's routes, under both of etcd's prefixes, plus `/version`,
+/// `/health`, `/livez` and `/readyz`.
+pub fn router(s: Services, body_bytes_max: usize) -> axum::Router {
+    let mut r = axum::Router::new();
+    for prefix in crate::authz::GATEWAY_PREFIXES {
+        let p = |route: &str| format!("{prefix}{route}");
+        unary_route!(r, &p("kv/range"), s.kv, range);
+        unary_route!(r, &p("kv/put"), s.kv, put);
+        unary_route!(r, &p("kv/deleterange"), s.kv, delete_range);
+        unary_route!(r, &p("kv/txn"), s.kv, txn);
+        unary_route!(r, &p("kv/compaction"), s.kv, compact);
+        unary_route!(r, &p("lease/grant"), s.lease, lease_grant);
+        for route in ["lease/revoke", "kv/lease/revoke"] {
+            unary_route!(r, &p(route), s.lease, lease_revoke);
+        }
+        for route in ["lease/timetolive", "kv/lease/timetolive"] {
+            unary_route!(r, &p(route), s.lease, lease_time_to_live);
+        }
+        for route in ["lease/leases", "kv/lease/leases"] {
+            unary_route!(r, &p(route), s.lease, lease_leases);
+        }
+        unary_route!(r, &p("cluster/member/add"), s.cluster, member_add);
+        unary_route!(r, &p("cluster/member/remove"), s.cluster, member_remove);
+        unary_route!(r, &p("cluster/member/update"), s.cluster, member_update);
+        unary_route!(r, &p("cluster/member/list"), s.cluster, member_list);
+        unary_route!(r, &p("cluster/member/promote"), s.cluster, member_promote);
+        unary_route!(r, &p("maintenance/alarm"), s.maintenance, alarm);
+        unary_route!(r, &p("maintenance/status"), s.maintenance, status);
+        unary_route!(r, &p("maintenance/defragment"), s.maintenance, defragment);
+        unary_route!(r, &p("maintenance/hash"), s.maintenance, hash);
+        unary_route!(r, &p("maintenance/hashkv"), s.maintenance, hash_kv);
+        unary_route!(
+            r,
+            &p("maintenance/transfer-leadership"),
+            s.maintenance,
+            move_leader
+        );
+        let watch = s.watch.clone();
+        r = r.route(
+            &p("watch"),
+            post(move |body: Bytes| async move {
+                match parse_stream(&body) {
+                    // The watches stay open after the body ends, as etcd
+                    // keeps them, until the client goes away.
+                    Ok(reqs) => stream_response(
+                        watch.serve(
+                            futures::stream::iter(reqs.into_iter().map(Ok))
+                                .chain(futures::stream::pending()),
+                        ),
+                    ),
+                    Err(e) => error_response(&e),
+                }
+            }),
+        );
+        let lease = s.lease.clone();
+        r = r.route(
+            &p("lease/keepalive"),
+            post(move |body: Bytes| async move {
+                match parse_stream(&body) {
+                    Ok(reqs) => stream_response(
+                        lease.keep_alive(futures::stream::iter(reqs.into_iter().map(Ok))),
+                    ),
+                    Err(e) => error_response(&e),
+                }
+            }),
+        );
+        let maintenance = s.maintenance.clone();
+        r = r.route(
+            &p("maintenance/snapshot"),
+            post(
+                move |caller: Option<axum::Extension<Caller>>, body: Bytes| async move {
+                    let req = match parse(&body) {
+                        Ok(r) => r,
+                        Err(e) => return error_response(&e),
+                    };
+                    match maintenance
+                        .snapshot(request(req, caller.map(|c| c.0)))
+                        .await
+                    {
+                        Ok(stream) => stream_response(stream.into_inner()),
+                        Err(e) => error_response(&e),
+                    }
+                },
+            ),
+        );
+    }
+    let node = s.node.clone();
+    r.route(
+        "/version",
+        get(|| async {
+            json_response(
+                StatusCode::OK,
+                serde_json::json!({"etcdserver": crate::ETCD_SERVER_VERSION, "etcdcluster": crate::ETCD_API_VERSION})
+                    .to_string()
+                    .into_bytes(),
+            )
+        }),
+    )
+    .route(
+        "/health",
+        get(move || {
+            let node = node.clone();
+            async move {
+                let (code, body) = crate::metrics::health(&node);
+                json_response(code, body.into_bytes())
+            }
+        }),
+    )
+    .route("/livez", get(|| async { (StatusCode::OK, "ok") }))
+    .route(
+        "/readyz",
+        get(move || {
+            let node = s.node.clone();
+            async move {
+                let (code, _) = crate::metrics::health(&node);
+                let text = if code == StatusCode::OK { "ok" } else { "not ready" };
+                (code, text)
+            }
+        }),
+    )
+    .layer(axum::extract::DefaultBodyLimit::max(body_bytes_max))
+    .layer(axum::middleware::map_response(cors))
+}
+
+/// etcd's gateway allows any origin; browsers' preflights get the same.
+async fn cors(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
+    h.insert(
+        "access-control-allow-methods",
+        HeaderValue::from_static("POST, GET, OPTIONS, PUT, DELETE"),
+    );
+    h.insert(
+        "access-control-allow-headers",
+        HeaderValue::from_static("accept, content-type, authorization"),
+    );
+    r
+}
+
+/// What the client port answers for a path no service or route has: gRPC
+/// clients get UNIMPLEMENTED, as tonic answers them; anyone else gets
+/// grpc-gateway's 404, as etcd answers them.
+pub async fn fallback(req: axum::extract::Request) -> Response {
+    let grpc = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    if grpc {
+        return Status::unimplemented("").into_http();
+    }
+    let mut r = (StatusCode::NOT_FOUND, "Not Found\n").into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
