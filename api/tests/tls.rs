@@ -555,22 +555,7 @@ async fn a_connection_flood_starves_neither_admins_nor_raft() {
         c.spawn(i);
     }
     c.wait_leader(Duration::from_secs(20)).await;
-    let certs = c.tls.clone().unwrap();
-    let (crt, key) = c.cert("node-n1");
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in secretd_api::tls::read_certs(&certs.join("ca.pem")).unwrap() {
-        roots.add(cert).unwrap();
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(
-            secretd_api::tls::read_certs(Path::new(&crt)).unwrap(),
-            secretd_api::tls::read_key(Path::new(&key)).unwrap(),
-        )
-        .unwrap();
+    let cfg = rustls_client(&c, "node-n1");
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg));
     let addr = format!("127.0.0.1:{}", c.members[0].client_port);
     let mut held = Vec::new();
@@ -632,18 +617,16 @@ async fn loop_until_closed(
     *open += 1;
 }
 
-/// One HTTP/1.1 request over TLS with a certificate of the cluster's dev
-/// CA: (status, body).
-async fn https_post(c: &Cluster, cert: &str, path: &str, body: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// A rustls client presenting `cert` from the cluster's dev CA.
+fn rustls_client(c: &Cluster, cert: &str) -> rustls::ClientConfig {
     let certs = c.tls.clone().unwrap();
     let (crt, key) = c.cert(cert);
     let mut roots = rustls::RootCertStore::empty();
-    for cert in secretd_api::tls::read_certs(&certs.join("ca.pem")).unwrap() {
-        roots.add(cert).unwrap();
+    for ca in secretd_api::tls::read_certs(&certs.join("ca.pem")).unwrap() {
+        roots.add(ca).unwrap();
     }
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+    rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots)
@@ -651,7 +634,14 @@ async fn https_post(c: &Cluster, cert: &str, path: &str, body: &str) -> (u16, St
             secretd_api::tls::read_certs(Path::new(&crt)).unwrap(),
             secretd_api::tls::read_key(Path::new(&key)).unwrap(),
         )
-        .unwrap();
+        .unwrap()
+}
+
+/// One HTTP/1.1 request over TLS with a certificate of the cluster's dev
+/// CA: (status, body).
+async fn https_post(c: &Cluster, cert: &str, path: &str, body: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut cfg = rustls_client(c, cert);
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     let tcp = tokio::net::TcpStream::connect(c.endpoint(0)).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
