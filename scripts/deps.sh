@@ -5,6 +5,7 @@
 #   make            jemalloc's build (tikv-jemalloc-sys runs configure and make)
 #   etcd-client     the real etcdctl, which the integration tests drive
 #   etcd-server     the real etcd 3.4, which the JSON gateway test compares against
+#   patroni, postgresql  a real orchestrator on the JSON gateway (the Patroni failover test)
 #   iptables        the fault suite's partitions (inside its own network namespaces)
 #   faketime        the fault suite's clock nemesis (libfaketime)
 #   iproute2        ip netns, veth and bridge for the fault suite
@@ -16,6 +17,8 @@ command -v make >/dev/null 2>&1 || need+=(make)
 if [ "${1:-}" = "--test" ]; then
   command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
   dpkg -s etcd-server >/dev/null 2>&1 || need+=(etcd-server)
+  dpkg -s patroni >/dev/null 2>&1 || need+=(patroni)
+  dpkg -s postgresql >/dev/null 2>&1 || need+=(postgresql)
   command -v iptables >/dev/null 2>&1 || need+=(iptables)
   dpkg -s faketime >/dev/null 2>&1 || need+=(faketime)
   command -v ip >/dev/null 2>&1 || need+=(iproute2)
