@@ -694,6 +694,41 @@ async fn the_json_gateway_keeps_the_role_matrix() {
             .contains("node agent n1 may not call /etcdserverpb.KV/Range"),
         "{body}"
     );
+    // etcdctl 3.4 and 3.5.1 with an https:// endpoint, per-endpoint
+    // commands included.
+    let certs = c.tls.clone().unwrap();
+    let (admin, admin_key) = c.cert("admin");
+    let etcd35 = std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default())
+        .join(".cache/secretd-etcd-3.5.1/etcdctl");
+    assert!(
+        etcd35.exists(),
+        "scripts/deps.sh --test fetches etcd 3.5.1's etcdctl"
+    );
+    for bin in [common::etcdctl_bin(), etcd35] {
+        for args in [
+            vec!["endpoint", "status"],
+            vec!["endpoint", "hashkv"],
+            vec!["member", "list", "-w", "table"],
+            vec!["put", "via", "https"],
+            vec!["get", "via"],
+        ] {
+            let out = std::process::Command::new(&bin)
+                .env("ETCDCTL_API", "3")
+                .arg(format!("--endpoints=https://{}", c.endpoint(0)))
+                .arg(format!("--cacert={}", certs.join("ca.pem").display()))
+                .arg(format!("--cert={admin}"))
+                .arg(format!("--key={admin_key}"))
+                .args(&args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{} {args:?}: {}",
+                bin.display(),
+                stderr(&out)
+            );
+        }
+    }
     // The reserved range: base64 of "\xff\xffsecretd/".
     let (code, body) = https_post(
         &c,
