@@ -533,3 +533,33 @@ async fn members_racing_to_create_the_kek_agree_on_one() {
         );
     }
 }
+
+/// `secretctl ... | head` on a pipe that is already closed ends quietly (as
+/// a shell tool does, by SIGPIPE), never with a panic and a backtrace.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_closed_pipe_ends_secretctl_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let c = Cluster::start(1);
+    c.wait_leader(std::time::Duration::from_secs(15)).await;
+    for i in 0..20 {
+        c.sctl(&["secret", "create", &format!("s{i}"), "-"], Some(b"x"));
+    }
+    let mut child = std::process::Command::new(common::secretctl_bin())
+        .args(["--endpoints", &c.endpoint(0), "secret", "inspect"])
+        .args((0..20).map(|i| format!("s{i}")))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the read end before secretctl writes anything.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGPIPE),
+        "{:?} {err}",
+        out.status
+    );
+}

@@ -3,6 +3,15 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    // `secretctl ... | head` must end quietly when the pipe closes, as a
+    // shell tool does, not panic in `println!`. Rust ignores SIGPIPE by
+    // default; the default action is what a CLI wants. Sockets are safe:
+    // the standard library sends with MSG_NOSIGNAL.
+    // SAFETY: signal() with a valid signal number and SIG_DFL, before any
+    // thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = secretd_api::ctl::Cli::parse();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
