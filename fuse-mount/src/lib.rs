@@ -35,32 +35,39 @@ pub enum BackendKind {
     Tmpfs,
 }
 
+/// The agent's flags are global, so they go before or after `exec`, as
+/// Docker's do.
 #[derive(Args, Debug, Clone)]
 pub struct AgentArgs {
     /// The node whose tasks this agent serves.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub node: Option<String>,
     /// Where the tasks' directories appear.
-    #[arg(long, default_value = "/run/secretd")]
+    #[arg(long, global = true, default_value = "/run/secretd")]
     pub mount: PathBuf,
     /// Comma-separated member client endpoints (host:port).
-    #[arg(long, env = "SECRETD_ENDPOINTS", default_value = "127.0.0.1:2379")]
+    #[arg(
+        long,
+        global = true,
+        env = "SECRETD_ENDPOINTS",
+        default_value = "127.0.0.1:2379"
+    )]
     pub endpoints: String,
     /// The cluster's CA (turns on TLS).
-    #[arg(long, env = "SECRETD_CACERT")]
+    #[arg(long, global = true, env = "SECRETD_CACERT")]
     pub cacert: Option<PathBuf>,
     /// This node's certificate (role spiffe://secretd/node/NAME).
-    #[arg(long, env = "SECRETD_CERT")]
+    #[arg(long, global = true, env = "SECRETD_CERT")]
     pub cert: Option<PathBuf>,
     /// Key for --cert.
-    #[arg(long, env = "SECRETD_KEY")]
+    #[arg(long, global = true, env = "SECRETD_KEY")]
     pub key: Option<PathBuf>,
     /// fuse (default) or tmpfs, for hosts without FUSE.
-    #[arg(long, value_enum, default_value = "fuse")]
+    #[arg(long, global = true, value_enum, default_value = "fuse")]
     pub backend: BackendKind,
     /// Comma-separated http://host:port URLs serving the agent's /health
     /// (503 while a task cannot be served) and /metrics.
-    #[arg(long, default_value = "")]
+    #[arg(long, global = true, default_value = "")]
     pub listen_metrics_urls: String,
     #[command(subcommand)]
     pub command: Option<AgentCmd>,
@@ -153,4 +160,54 @@ async fn bind_health(urls: &str) -> Result<Vec<tokio::net::TcpListener>> {
         out.push(l);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        agent: super::AgentArgs,
+    }
+
+    /// `secretd agent exec --task t --mount M -- cmd` works as well as
+    /// `secretd agent --mount M exec --task t -- cmd`.
+    #[test]
+    fn agent_flags_go_before_or_after_exec() {
+        for argv in [
+            &[
+                "agent",
+                "--mount",
+                "/m",
+                "--endpoints",
+                "e:1",
+                "exec",
+                "--task",
+                "t",
+                "--",
+                "cmd",
+            ][..],
+            &[
+                "agent",
+                "exec",
+                "--task",
+                "t",
+                "--mount",
+                "/m",
+                "--endpoints",
+                "e:1",
+                "--",
+                "cmd",
+            ][..],
+        ] {
+            let cli = Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+            assert_eq!(cli.agent.mount, std::path::PathBuf::from("/m"));
+            assert_eq!(cli.agent.endpoints, "e:1");
+            assert!(
+                matches!(cli.agent.command, Some(super::AgentCmd::Exec(ref e)) if e.task == "t")
+            );
+        }
+    }
 }
