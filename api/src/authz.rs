@@ -130,6 +130,12 @@ pub const GATEWAY: &[(&str, &str)] = &[
 /// etcd 3.4 serves its gateway under both.
 pub const GATEWAY_PREFIXES: &[&str] = &["/v3/", "/v3beta/"];
 
+/// Paths anyone who may connect may read (etcd serves them without auth):
+/// no data behind them. Every other path must be in `MATRIX` or
+/// `GATEWAY`, or the gate answers "not found" itself, so a route added
+/// without a row here cannot be reached at all.
+pub const PUBLIC_PATHS: &[&str] = &["/version", "/health", "/livez", "/readyz"];
+
 /// The RPC a gateway path calls.
 pub fn gateway_rpc(path: &str) -> Option<&'static str> {
     let rest = GATEWAY_PREFIXES.iter().find_map(|p| path.strip_prefix(p))?;
@@ -199,6 +205,8 @@ mod tests {
             }
         }
         assert_eq!(gateway_rpc("/v3/kv/nope"), None);
+        assert_eq!(gateway_rpc("/v3/kv/%72ange"), None);
+        assert_eq!(gateway_rpc("/v3/kv/range/"), None);
         assert_eq!(gateway_rpc("/v2/keys"), None);
     }
 

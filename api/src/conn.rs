@@ -476,7 +476,18 @@ where
         let path = req.uri().path().to_string();
         // A JSON gateway request is decided as the RPC it calls.
         let rpc = authz::gateway_rpc(&path).unwrap_or(&path);
-        if let Decision::Deny(why) = authz::decide(&info.role, rpc) {
+        let decision = authz::decide(&info.role, rpc);
+        if decision == Decision::Unknown && !authz::PUBLIC_PATHS.contains(&path.as_str()) {
+            // Fail closed: nothing the matrix does not name is served.
+            let grpc = req
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("application/grpc"));
+            let resp = crate::gateway::not_found(grpc).map(tonic::body::Body::new);
+            return Box::pin(async move { Ok(resp) });
+        }
+        if let Decision::Deny(why) = decision {
             tracing::warn!(remote = ?info.remote, role = %info.role, rpc = %path, "refused a request: wrong role");
             let caller = Caller {
                 role: info.role.clone(),

@@ -328,6 +328,11 @@ pub async fn fallback(req: axum::extract::Request) -> Response {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/grpc"));
+    not_found(grpc)
+}
+
+/// "Not found", in gRPC's or the gateway's terms.
+pub fn not_found(grpc: bool) -> Response {
     if grpc {
         return Status::unimplemented("").into_http();
     }

@@ -694,6 +694,19 @@ async fn the_json_gateway_keeps_the_role_matrix() {
             .contains("node agent n1 may not call /etcdserverpb.KV/Range"),
         "{body}"
     );
+    // Nothing the matrix does not name is reachable, spelled however; the
+    // public paths are.
+    for path in [
+        "/v3/kv/%72ange",
+        "/v3/kv/range/",
+        "/v3//kv/range",
+        "/v3/auth/authenticate",
+    ] {
+        let (code, body) = https_post(&c, "node-n1", path, r#"{"key":"Zm9v"}"#).await;
+        assert_eq!(code, 404, "{path}: {body}");
+    }
+    let (code, body) = https_post(&c, "node-n1", "/health", "").await;
+    assert_eq!(code, 405, "/health is GET only: {body}");
     // etcdctl 3.4 and 3.5.1 with an https:// endpoint, per-endpoint
     // commands included.
     let certs = c.tls.clone().unwrap();
