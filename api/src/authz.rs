@@ -139,10 +139,7 @@ pub const PUBLIC_PATHS: &[&str] = &["/version", "/health", "/livez", "/readyz"];
 /// The RPC a gateway path calls.
 pub fn gateway_rpc(path: &str) -> Option<&'static str> {
     let rest = GATEWAY_PREFIXES.iter().find_map(|p| path.strip_prefix(p))?;
-    GATEWAY
-        .iter()
-        .find(|(r, _)| *r == rest)
-        .map(|(_, rpc)| *rpc)
+    GATEWAY_RPC.get(rest).copied()
 }
 
 /// What the gate does with a request.
@@ -155,8 +152,15 @@ pub enum Decision {
     Unknown,
 }
 
+/// `MATRIX` and `GATEWAY` as maps: every request is decided, so the
+/// lookups are hashed, not scans.
+static ACCESS: std::sync::LazyLock<std::collections::HashMap<&'static str, Access>> =
+    std::sync::LazyLock::new(|| MATRIX.iter().copied().collect());
+static GATEWAY_RPC: std::sync::LazyLock<std::collections::HashMap<&'static str, &'static str>> =
+    std::sync::LazyLock::new(|| GATEWAY.iter().copied().collect());
+
 pub fn access(path: &str) -> Option<Access> {
-    MATRIX.iter().find(|(p, _)| *p == path).map(|(_, a)| *a)
+    ACCESS.get(path).copied()
 }
 
 /// May `role` call `path`?

@@ -301,9 +301,8 @@ pub struct ConnInfo {
 pub struct Conn<S> {
     io: S,
     info: ConnInfo,
-    idle_ms: u64,
     idle: Pin<Box<Sleep>>,
-    _slot: Slot,
+    slot: Slot,
 }
 
 impl<S> Conn<S> {
@@ -318,27 +317,31 @@ impl<S> Conn<S> {
                 role,
                 streams,
             },
-            idle_ms,
             idle: Box::pin(tokio::time::sleep(Duration::from_millis(idle_ms))),
-            _slot: slot,
+            slot,
         }
+    }
+
+    fn idle_ms(&self) -> u64 {
+        self.slot.adm.limits.idle_ms
     }
 
     /// Has the connection been without a request for `idle_ms`? If not,
     /// re-arms the timer for the earliest moment it could be.
     fn check_idle(&mut self, cx: &mut Context<'_>) -> bool {
+        let idle_ms = self.idle_ms();
         while self.idle.as_mut().poll(cx).is_ready() {
             let s = &self.info.streams;
             let now = now_ms();
             let next_ms = if s.active.load(Ordering::Acquire) > 0 {
-                self.idle_ms
+                idle_ms
             } else {
                 let since = s.idle_since_ms.load(Ordering::Acquire);
                 let idle_for = now.saturating_sub(since);
-                if idle_for >= self.idle_ms {
+                if idle_for >= idle_ms {
                     return true;
                 }
-                self.idle_ms - idle_for
+                idle_ms - idle_for
             };
             let at = tokio::time::Instant::now() + Duration::from_millis(next_ms);
             self.idle.as_mut().reset(at);
@@ -354,7 +357,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Conn<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         if self.check_idle(cx) {
-            tracing::info!(remote = ?self.info.remote, role = %self.info.role, idle_ms = self.idle_ms, "closing an idle connection");
+            tracing::info!(remote = ?self.info.remote, role = %self.info.role, idle_ms = self.idle_ms(), "closing an idle connection");
             return Poll::Ready(Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 "connection idle: no request in flight",
@@ -397,6 +400,33 @@ impl<S> tonic::transport::server::Connected for Conn<S> {
     }
 }
 
+/// The next connection the listener's budget admits, with TCP_NODELAY
+/// (`serve_with_incoming` ignores the builder's, and with Nagle on a
+/// stream's next small message waited 40 ms for a delayed ACK). Accept
+/// errors (EMFILE and friends) wait for descriptors to come back; refused
+/// connections are closed at once.
+pub async fn accept(
+    listener: &tokio::net::TcpListener,
+    adm: &Arc<Admission>,
+) -> (tokio::net::TcpStream, SocketAddr, Slot) {
+    loop {
+        let (tcp, addr) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(listener = adm.what, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!(error = %e, "cannot set TCP_NODELAY");
+        }
+        if let Some(slot) = adm.admit(Some(addr)) {
+            return (tcp, addr, slot);
+        }
+    }
+}
+
 /// Accepted plaintext connections, admitted against `adm`.
 pub fn plain_incoming(
     listener: tokio::net::TcpListener,
@@ -405,19 +435,7 @@ pub fn plain_incoming(
     let (tx, rx) = tokio::sync::mpsc::channel(crate::tls::ACCEPTED_QUEUE_MAX);
     tokio::spawn(async move {
         loop {
-            let (tcp, addr) = match listener.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    // EMFILE and friends: wait for descriptors to come back.
-                    tracing::warn!(listener = adm.what, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            crate::tls::nodelay(&tcp);
-            let Some(slot) = adm.admit(Some(addr)) else {
-                continue;
-            };
+            let (tcp, addr, slot) = accept(&listener, &adm).await;
             let conn = Conn::new(tcp, Some(addr), Role::Unauthenticated, slot);
             if tx.send(Ok(conn)).await.is_err() {
                 return;
@@ -479,12 +497,7 @@ where
         let decision = authz::decide(&info.role, rpc);
         if decision == Decision::Unknown && !authz::PUBLIC_PATHS.contains(&path.as_str()) {
             // Fail closed: nothing the matrix does not name is served.
-            let grpc = req
-                .headers()
-                .get(http::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.starts_with("application/grpc"));
-            let resp = crate::gateway::not_found(grpc).map(tonic::body::Body::new);
+            let resp = crate::gateway::not_found(req.headers()).map(tonic::body::Body::new);
             return Box::pin(async move { Ok(resp) });
         }
         if let Decision::Deny(why) = decision {

@@ -323,16 +323,15 @@ async fn cors(mut r: Response) -> Response {
 /// clients get UNIMPLEMENTED, as tonic answers them; anyone else gets
 /// grpc-gateway's 404, as etcd answers them.
 pub async fn fallback(req: axum::extract::Request) -> Response {
-    let grpc = req
-        .headers()
+    not_found(req.headers())
+}
+
+/// "Not found", in gRPC's terms for a gRPC request, else the gateway's.
+pub fn not_found(headers: &axum::http::HeaderMap) -> Response {
+    let grpc = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/grpc"));
-    not_found(grpc)
-}
-
-/// "Not found", in gRPC's or the gateway's terms.
-pub fn not_found(grpc: bool) -> Response {
     if grpc {
         return Status::unimplemented("").into_http();
     }

@@ -404,7 +404,7 @@ impl Raft for RaftService {
         &self,
         req: Request<Streaming<RaftBatch>>,
     ) -> Result<Response<SendResponse>, Status> {
-        let caller = Caller::of(&req);
+        let caller = Caller::of(&req)?;
         let remote = caller.remote;
         let mut stream = req.into_inner();
         while let Some(batch) = stream.message().await? {
@@ -437,7 +437,7 @@ impl Raft for RaftService {
         &self,
         req: Request<FetchKekRequest>,
     ) -> Result<Response<FetchKekResponse>, Status> {
-        let caller = Caller::of(&req);
+        let caller = Caller::of(&req)?;
         let remote = caller.remote;
         let r = req.into_inner();
         if r.cluster_id != self.node.cluster_id() {
@@ -476,7 +476,7 @@ impl Raft for RaftService {
         req: Request<PromoteMemberRequest>,
     ) -> Result<Response<ClusterInfoResponse>, Status> {
         // Only a registered member forwards a promotion.
-        let caller = Caller::of(&req);
+        let caller = Caller::of(&req)?;
         if let Role::Member(name) = &caller.role {
             let members = self.node.members();
             if !members.iter().any(|m| &m.name == name) {
@@ -502,7 +502,7 @@ impl Raft for RaftService {
         &self,
         req: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<SendResponse>, Status> {
-        let caller = Caller::of(&req);
+        let caller = Caller::of(&req)?;
         let remote = caller.remote;
         let mut stream = req.into_inner();
         let first = stream

@@ -17,24 +17,13 @@ use secretd_api::pb::secretstore::{secrets_client::SecretsClient, RotateRequest}
 
 fn require_root_and_fuse() {
     assert!(
-        nix_is_root(),
+        common::is_root(),
         "the agent tests need root (they mount FUSE and tmpfs): run them as root"
     );
     assert!(
         Path::new("/dev/fuse").exists(),
         "the agent tests need /dev/fuse (modprobe fuse)"
     );
-}
-
-fn nix_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
 }
 
 struct Agent {
@@ -461,15 +450,9 @@ fn http_get(port: u16, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let code = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    (code, body)
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    common::http_response(&out)
 }
 
 /// Every regular file under `dir` (symlinks not followed) that holds
@@ -509,52 +492,52 @@ async fn one_broken_task_breaks_nothing_else(backend: &str) {
     c.sctl(&["secret", "create", "a", "-"], Some(b"secret-of-a-1"));
     c.sctl(&["secret", "create", "b", "-"], Some(b"secret-of-b-1"));
     c.sctl(&["config", "create", "conf", "-"], Some(b"config-of-conf"));
-    for (secret, config) in [("etc", "/etc/app.conf"), ("a", "/a/b")] {
-        let (_, err) = c.sctl_err(
+    // Each malformed task, as its mount flags, and the refusal it gets.
+    let malformed: [(&[&str], &str); 7] = [
+        (
             &[
-                "task",
-                "create",
-                "bad0",
-                "--node",
-                "n1",
                 "--secret",
-                &format!("source=a,target={secret}"),
+                "source=a,target=etc",
                 "--config",
-                &format!("source=conf,target={config}"),
+                "source=conf,target=/etc/app.conf",
             ],
-            None,
-        );
-        assert!(err.contains("collide"), "{err}");
-    }
-    for t in ["..data", "...", "..2024_01"] {
-        let (_, err) = c.sctl_err(
+            "collide",
+        ),
+        (
             &[
-                "task",
-                "create",
-                "bad0",
-                "--node",
-                "n1",
                 "--secret",
-                &format!("source=a,target={t}"),
-            ],
-            None,
-        );
-        assert!(err.contains("may not start with '..'"), "{t}: {err}");
-    }
-    for t in ["/..data", "/..data/x"] {
-        let (_, err) = c.sctl_err(
-            &[
-                "task",
-                "create",
-                "bad0",
-                "--node",
-                "n1",
+                "source=a,target=a",
                 "--config",
-                &format!("source=conf,target={t}"),
+                "source=conf,target=/a/b",
             ],
-            None,
-        );
-        assert!(err.contains("may not start with '..'"), "{t}: {err}");
+            "collide",
+        ),
+        (
+            &["--secret", "source=a,target=..data"],
+            "may not start with '..'",
+        ),
+        (
+            &["--secret", "source=a,target=..."],
+            "may not start with '..'",
+        ),
+        (
+            &["--secret", "source=a,target=..2024_01"],
+            "may not start with '..'",
+        ),
+        (
+            &["--config", "source=conf,target=/..data"],
+            "may not start with '..'",
+        ),
+        (
+            &["--config", "source=conf,target=/..data/x"],
+            "may not start with '..'",
+        ),
+    ];
+    for (mounts, refusal) in malformed {
+        let mut args = vec!["task", "create", "bad0", "--node", "n1"];
+        args.extend_from_slice(mounts);
+        let (_, err) = c.sctl_err(&args, None);
+        assert!(err.contains(refusal), "{mounts:?}: {err}");
     }
     c.sctl(
         &[

@@ -295,18 +295,7 @@ fn http(port: u16, method: &str, path: &str, body: &str, read_for: Duration) -> 
             Err(_) => break,
         }
     }
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|x| x.1)
-        .unwrap_or("")
-        .to_string();
-    (code, body)
+    common::http_response(&out)
 }
 
 /// Values that legitimately differ between two clusters.
@@ -774,10 +763,7 @@ async fn patroni_fails_over_on_secretd() {
         );
     }
     assert!(
-        std::fs::read_to_string("/proc/self/status")
-            .unwrap()
-            .lines()
-            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")),
+        common::is_root(),
         "this test runs PostgreSQL as user postgres: run it as root"
     );
     let (ttl_s, loop_wait_s) = (20u64, 2u64);

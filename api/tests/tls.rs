@@ -656,18 +656,7 @@ async fn https_post(c: &Cluster, cert: &str, path: &str, body: &str) -> (u16, St
     s.write_all(req.as_bytes()).await.unwrap();
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (
-        code,
-        text.split_once("\r\n\r\n")
-            .map(|x| x.1.to_string())
-            .unwrap_or_default(),
-    )
+    common::http_response(&out)
 }
 
 /// etcd's JSON gateway over HTTPS (HTTP/1.1, ALPN) keeps the role matrix:

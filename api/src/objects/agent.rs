@@ -106,7 +106,7 @@ pub async fn node_state(store: &ObjectStore, node: &str) -> Result<AgentState, S
 /// otherwise read every secret. Without client certificates there is no
 /// identity to bind, and the member warned about that at start.
 fn bind_node<T>(req: &Request<T>, node: &str) -> Result<(), Status> {
-    let caller = Caller::of(req);
+    let caller = Caller::of(req)?;
     match &caller.role {
         Role::Node(n) if n == node => Ok(()),
         Role::Unauthenticated => Ok(()),

@@ -240,12 +240,6 @@ impl rustls::server::danger::ClientCertVerifier for PlainerAlerts {
     }
 }
 
-pub(crate) fn nodelay(s: &TcpStream) {
-    if let Err(e) = s.set_nodelay(true) {
-        tracing::warn!(error = %e, "cannot set TCP_NODELAY");
-    }
-}
-
 /// The role of the client on a handshaken connection: from its
 /// certificate when the listener requires one, else unauthenticated.
 fn connection_role(
@@ -278,19 +272,7 @@ pub fn incoming(
     let (tx, rx) = mpsc::channel(ACCEPTED_QUEUE_MAX);
     tokio::spawn(async move {
         loop {
-            let (tcp, addr): (TcpStream, SocketAddr) = match listener.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    // EMFILE and friends: wait for descriptors to come back.
-                    tracing::warn!(listener = what, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            nodelay(&tcp);
-            let Some(mut slot) = adm.admit(Some(addr)) else {
-                continue;
-            };
+            let (tcp, addr, mut slot) = crate::conn::accept(&listener, &adm).await;
             let Some(hs_slot) = adm.handshake(Some(addr)) else {
                 continue;
             };
@@ -367,13 +349,13 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// The caller of a request that passed the gate. A request that did
-    /// not (there is none: every listener has the gate) is treated as
-    /// unauthenticated.
-    pub fn of<T>(req: &Request<T>) -> Caller {
-        req.extensions().get::<Caller>().cloned().unwrap_or(Caller {
-            role: Role::Unauthenticated,
-            remote: None,
+    /// The caller of a request that passed the gate. A request without
+    /// one did not pass it (every listener has the gate, so this is a
+    /// wiring mistake) and is refused, never taken for unauthenticated.
+    pub fn of<T>(req: &Request<T>) -> Result<Caller, tonic::Status> {
+        req.extensions().get::<Caller>().cloned().ok_or_else(|| {
+            tracing::error!("a request reached a service without a caller");
+            tonic::Status::permission_denied("no caller identity")
         })
     }
 }
