@@ -6,6 +6,7 @@
 #   etcd-client     the real etcdctl, which the integration tests drive
 #   etcd-server     the real etcd 3.4, which the JSON gateway test compares against
 #   patroni, postgresql  a real orchestrator on the JSON gateway (the Patroni failover test)
+#   curl            a real HTTP/2 client of the JSON gateway
 #   iptables        the fault suite's partitions (inside its own network namespaces)
 #   faketime        the fault suite's clock nemesis (libfaketime)
 #   iproute2        ip netns, veth and bridge for the fault suite
@@ -18,6 +19,7 @@ if [ "${1:-}" = "--test" ]; then
   command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
   dpkg -s etcd-server >/dev/null 2>&1 || need+=(etcd-server)
   dpkg -s patroni >/dev/null 2>&1 || need+=(patroni)
+  command -v curl >/dev/null 2>&1 || need+=(curl)
   dpkg -s postgresql >/dev/null 2>&1 || need+=(postgresql)
   command -v iptables >/dev/null 2>&1 || need+=(iptables)
   dpkg -s faketime >/dev/null 2>&1 || need+=(faketime)

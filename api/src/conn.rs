@@ -470,7 +470,8 @@ where
         + Send
         + 'static,
     S::Future: Send,
-    B: Send + 'static,
+    B: http_body::Body + Send + Unpin + 'static,
+    B::Data: Send,
 {
     type Response = http::Response<tonic::body::Body>;
     type Error = S::Error;
@@ -498,7 +499,7 @@ where
         if decision == Decision::Unknown && !authz::PUBLIC_PATHS.contains(&path.as_str()) {
             // Fail closed: nothing the matrix does not name is served.
             let resp = crate::gateway::not_found(req.headers()).map(tonic::body::Body::new);
-            return Box::pin(async move { Ok(resp) });
+            return Box::pin(refuse(req.into_body(), resp));
         }
         if let Decision::Deny(why) = decision {
             tracing::warn!(remote = ?info.remote, role = %info.role, rpc = %path, "refused a request: wrong role");
@@ -508,11 +509,12 @@ where
             };
             let status = Status::permission_denied(why);
             crate::audit::denied(&caller, &path, &status);
-            if rpc != path {
-                let resp = crate::gateway::error_response(&status).map(tonic::body::Body::new);
-                return Box::pin(async move { Ok(resp) });
-            }
-            return Box::pin(async move { Ok(status.into_http()) });
+            let resp = if rpc != path {
+                crate::gateway::error_response(&status).map(tonic::body::Body::new)
+            } else {
+                status.into_http()
+            };
+            return Box::pin(refuse(req.into_body(), resp));
         }
         req.extensions_mut().insert(Caller {
             role: info.role.clone(),
@@ -531,6 +533,40 @@ where
             }))
         })
     }
+}
+
+/// Request bytes a refusal reads before it answers.
+const REFUSED_BODY_BYTES_MAX: usize = 64 * 1024;
+/// How long a refusal waits for them.
+const REFUSED_BODY_WAIT_MS: u64 = 1_000;
+
+/// Answers a refused request after reading (and dropping) a bounded part
+/// of its body. Answering first makes HTTP/2 reset the stream while the
+/// client is still sending, and curl then reports a framing error instead
+/// of our 403 or 404. A body larger or slower than the bounds is cut off,
+/// so a refusal costs the member little.
+async fn refuse<B, E>(
+    body: B,
+    resp: http::Response<tonic::body::Body>,
+) -> Result<http::Response<tonic::body::Body>, E>
+where
+    B: http_body::Body + Unpin,
+{
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let drain = async {
+        let mut read = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Some(d) = frame.data_ref() {
+                read += bytes::Buf::remaining(d);
+            }
+            if read > REFUSED_BODY_BYTES_MAX {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(REFUSED_BODY_WAIT_MS), drain).await;
+    Ok(resp)
 }
 
 /// A response body that keeps its request counted until it ends.
