@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     write_rpc_list(&fds)?;
     tonic_prost_build::configure()
         .extern_path(".mvccpb", "::secretd_store::pb::mvccpb")
+        .extern_path(".authpb", "::secretd_store::pb::authpb")
         .extern_path(".etcdserverpb", "::secretd_store::pb::etcdserverpb")
         // Raft messages decode as slices of the received buffer: entry
         // payloads reach the log without a copy (`RaftService::check`).

@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = "../api/proto";
     let files = [
         "etcd/mvccpb/kv.proto",
+        "etcd/authpb/auth.proto",
         "etcd/etcdserverpb/rpc.proto",
         "secretd/internal.proto",
     ];
@@ -19,6 +20,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     pbjson_build::Builder::new()
         .register_descriptors(&descriptors)?
         .preserve_proto_field_names()
-        .build(&[".etcdserverpb", ".mvccpb"])?;
+        .build(&[".etcdserverpb", ".mvccpb", ".authpb"])?;
     Ok(())
 }

@@ -6,6 +6,7 @@ use secretd_store::node::Node;
 use secretd_store::StoreError;
 use tonic::{Request, Response, Status};
 
+use crate::auth::Who;
 use crate::errors::status;
 use crate::pb::etcdserverpb::{
     cluster_server::Cluster, MemberAddRequest, MemberAddResponse, MemberListRequest,
@@ -43,6 +44,8 @@ impl Cluster for ClusterService {
         &self,
         req: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
+        // Changing the membership is root's (etcd's rule).
+        Who::of(&self.node, &req)?.admin()?;
         let r = req.into_inner();
         check_urls(&r.peer_ur_ls)?;
         self.node
@@ -56,6 +59,8 @@ impl Cluster for ClusterService {
         &self,
         req: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
+        // Changing the membership is root's (etcd's rule).
+        Who::of(&self.node, &req)?.admin()?;
         self.node
             .member_remove(req.into_inner().id)
             .await
@@ -67,6 +72,8 @@ impl Cluster for ClusterService {
         &self,
         req: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
+        // Changing the membership is root's (etcd's rule).
+        Who::of(&self.node, &req)?.admin()?;
         let r = req.into_inner();
         check_urls(&r.peer_ur_ls)?;
         self.node
@@ -91,6 +98,8 @@ impl Cluster for ClusterService {
         &self,
         req: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
+        // Changing the membership is root's (etcd's rule).
+        Who::of(&self.node, &req)?.admin()?;
         let id = req.into_inner().id;
         match self.node.member_promote(id).await {
             Ok(r) => Ok(no_revision(r, |r| &mut r.header)),

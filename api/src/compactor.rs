@@ -87,10 +87,13 @@ async fn compact(node: &Node, target: i64) {
         return;
     }
     match node
-        .compact(CompactionRequest {
-            revision: target,
-            physical: false,
-        })
+        .compact(
+            CompactionRequest {
+                revision: target,
+                physical: false,
+            },
+            None,
+        )
         .await
     {
         Ok(_) => tracing::info!(revision = target, "auto-compacted"),

@@ -293,6 +293,9 @@ impl Drop for StreamGuard {
 pub struct ConnInfo {
     pub remote: Option<SocketAddr>,
     pub role: Role,
+    /// The client certificate's common name (etcd's user name for a client
+    /// without a token).
+    pub common_name: Option<String>,
     pub streams: Arc<Streams>,
 }
 
@@ -315,11 +318,17 @@ impl<S> Conn<S> {
             info: ConnInfo {
                 remote,
                 role,
+                common_name: None,
                 streams,
             },
             idle: Box::pin(tokio::time::sleep(Duration::from_millis(idle_ms))),
             slot,
         }
+    }
+
+    pub fn with_common_name(mut self, cn: Option<String>) -> Conn<S> {
+        self.info.common_name = cn;
+        self
     }
 
     fn idle_ms(&self) -> u64 {
@@ -506,6 +515,8 @@ where
             let caller = Caller {
                 role: info.role.clone(),
                 remote: info.remote,
+                common_name: info.common_name.clone(),
+                token: None,
             };
             let status = Status::permission_denied(why);
             crate::audit::denied(&caller, &path, &status);
@@ -516,9 +527,12 @@ where
             };
             return Box::pin(refuse(req.into_body(), resp));
         }
+        let token = auth_token(req.headers());
         req.extensions_mut().insert(Caller {
             role: info.role.clone(),
             remote: info.remote,
+            common_name: info.common_name.clone(),
+            token,
         });
         let guard = info.streams.begin();
         let clone = self.inner.clone();
@@ -533,6 +547,18 @@ where
             }))
         })
     }
+}
+
+/// etcd's auth token: gRPC clients send it as `token` metadata, gateway
+/// clients as `Authorization` (with or without `Bearer `), as etcd reads
+/// them. A value that is not text is no token (and fails as one).
+fn auth_token(headers: &http::HeaderMap) -> Option<String> {
+    let v = headers
+        .get("token")
+        .or_else(|| headers.get(http::header::AUTHORIZATION))?;
+    let s = String::from_utf8_lossy(v.as_bytes());
+    let s = s.strip_prefix("Bearer ").unwrap_or(&s);
+    Some(s.to_string())
 }
 
 /// Request bytes a refusal reads before it answers.

@@ -1,6 +1,7 @@
 //! Store errors as etcd's gRPC statuses: the same code and message etcd
 //! sends, so `etcdctl` and client libraries react as they do against etcd.
 
+use secretd_store::auth::AuthError;
 use secretd_store::StoreError;
 use tonic::{Code, Status};
 
@@ -28,8 +29,37 @@ pub fn status(e: StoreError) -> Status {
         StoreError::TooManyRequests | StoreError::NoSpace => Code::ResourceExhausted,
         StoreError::NoLeader | StoreError::Timeout | StoreError::Stopped => Code::Unavailable,
         StoreError::Storage(_) => Code::Internal,
+        StoreError::Auth(a) => auth_code(*a),
     };
     Status::new(code, e.to_string())
+}
+
+/// etcd's gRPC code for each auth error (`rpctypes/error.go`).
+pub fn auth_code(e: AuthError) -> Code {
+    use AuthError as E;
+    match e {
+        E::UserEmpty
+        | E::RoleEmpty
+        | E::AuthFailed
+        | E::PermissionNotGiven
+        | E::InvalidAuthMgmt
+        | E::AuthOldRevision => Code::InvalidArgument,
+        E::PermissionDenied => Code::PermissionDenied,
+        E::InvalidAuthToken => Code::Unauthenticated,
+        E::RootUserNotExist
+        | E::RootRoleNotExist
+        | E::UserAlreadyExist
+        | E::UserNotFound
+        | E::RoleAlreadyExist
+        | E::RoleNotFound
+        | E::RoleNotGranted
+        | E::PermissionNotGranted
+        | E::AuthNotEnabled => Code::FailedPrecondition,
+    }
+}
+
+pub fn auth_status(e: AuthError) -> Status {
+    Status::new(auth_code(e), e.to_string())
 }
 
 #[cfg(test)]

@@ -30,7 +30,8 @@ use crate::kv::KvService;
 use crate::lease::LeaseService;
 use crate::maintenance::MaintenanceService;
 use crate::pb::etcdserverpb::{
-    cluster_server::Cluster, kv_server::Kv, lease_server::Lease, maintenance_server::Maintenance,
+    auth_server::Auth, cluster_server::Cluster, kv_server::Kv, lease_server::Lease,
+    maintenance_server::Maintenance,
 };
 use crate::tls::Caller;
 use crate::watch::WatchService;
@@ -46,6 +47,7 @@ pub struct Services {
     pub cluster: Arc<ClusterService>,
     pub maintenance: Arc<MaintenanceService>,
     pub watch: Arc<WatchService>,
+    pub auth: Arc<crate::auth::AuthService>,
     pub node: Arc<secretd_store::node::Node>,
 }
 
@@ -55,7 +57,9 @@ fn http_status(code: tonic::Code) -> StatusCode {
     match code {
         C::Ok => StatusCode::OK,
         C::Cancelled => StatusCode::REQUEST_TIMEOUT,
-        C::InvalidArgument | C::FailedPrecondition | C::OutOfRange => StatusCode::BAD_REQUEST,
+        C::InvalidArgument | C::OutOfRange => StatusCode::BAD_REQUEST,
+        // grpc-gateway v1, which etcd 3.4 and 3.5 use (v2 says 400).
+        C::FailedPrecondition => StatusCode::PRECONDITION_FAILED,
         C::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
         C::NotFound => StatusCode::NOT_FOUND,
         C::AlreadyExists | C::Aborted => StatusCode::CONFLICT,
@@ -163,6 +167,16 @@ fn stream_response<T: Serialize + Send + 'static>(
     r
 }
 
+/// The etcd user a streaming route acts as (unary routes find it in
+/// their service, from the same caller).
+fn who(
+    node: &secretd_store::node::Node,
+    caller: Option<axum::Extension<Caller>>,
+) -> Result<crate::auth::Who, Status> {
+    let caller = caller.ok_or_else(|| Status::permission_denied("no caller identity"))?;
+    crate::auth::Who::from_caller(node, &caller.0)
+}
+
 macro_rules! unary_route {
     ($router:ident, $path:expr, $svc:expr, $method:ident) => {{
         let svc = $svc.clone();
@@ -217,34 +231,64 @@ pub fn router(s: Services, body_bytes_max: usize) -> axum::Router {
             s.maintenance,
             move_leader
         );
-        let watch = s.watch.clone();
+        unary_route!(r, &p("auth/enable"), s.auth, auth_enable);
+        unary_route!(r, &p("auth/disable"), s.auth, auth_disable);
+        unary_route!(r, &p("auth/status"), s.auth, auth_status);
+        unary_route!(r, &p("auth/authenticate"), s.auth, authenticate);
+        unary_route!(r, &p("auth/user/add"), s.auth, user_add);
+        unary_route!(r, &p("auth/user/get"), s.auth, user_get);
+        unary_route!(r, &p("auth/user/list"), s.auth, user_list);
+        unary_route!(r, &p("auth/user/delete"), s.auth, user_delete);
+        unary_route!(r, &p("auth/user/changepw"), s.auth, user_change_password);
+        unary_route!(r, &p("auth/user/grant"), s.auth, user_grant_role);
+        unary_route!(r, &p("auth/user/revoke"), s.auth, user_revoke_role);
+        unary_route!(r, &p("auth/role/add"), s.auth, role_add);
+        unary_route!(r, &p("auth/role/get"), s.auth, role_get);
+        unary_route!(r, &p("auth/role/list"), s.auth, role_list);
+        unary_route!(r, &p("auth/role/delete"), s.auth, role_delete);
+        unary_route!(r, &p("auth/role/grant"), s.auth, role_grant_permission);
+        unary_route!(r, &p("auth/role/revoke"), s.auth, role_revoke_permission);
+        let (watch, node) = (s.watch.clone(), s.node.clone());
         r = r.route(
             &p("watch"),
-            post(move |body: Bytes| async move {
-                match parse_stream(&body) {
-                    // The watches stay open after the body ends, as etcd
-                    // keeps them, until the client goes away.
-                    Ok(reqs) => stream_response(
-                        watch.serve(
-                            futures::stream::iter(reqs.into_iter().map(Ok))
-                                .chain(futures::stream::pending()),
+            post(
+                move |caller: Option<axum::Extension<Caller>>, body: Bytes| async move {
+                    let who = match who(&node, caller) {
+                        Ok(w) => w,
+                        Err(e) => return error_response(&e),
+                    };
+                    match parse_stream(&body) {
+                        // The watches stay open after the body ends, as etcd
+                        // keeps them, until the client goes away.
+                        Ok(reqs) => stream_response(
+                            watch.serve(
+                                futures::stream::iter(reqs.into_iter().map(Ok))
+                                    .chain(futures::stream::pending()),
+                                who,
+                            ),
                         ),
-                    ),
-                    Err(e) => error_response(&e),
-                }
-            }),
+                        Err(e) => error_response(&e),
+                    }
+                },
+            ),
         );
-        let lease = s.lease.clone();
+        let (lease, node) = (s.lease.clone(), s.node.clone());
         r = r.route(
             &p("lease/keepalive"),
-            post(move |body: Bytes| async move {
-                match parse_stream(&body) {
-                    Ok(reqs) => stream_response(
-                        lease.keep_alive(futures::stream::iter(reqs.into_iter().map(Ok))),
-                    ),
-                    Err(e) => error_response(&e),
-                }
-            }),
+            post(
+                move |caller: Option<axum::Extension<Caller>>, body: Bytes| async move {
+                    let who = match who(&node, caller) {
+                        Ok(w) => w,
+                        Err(e) => return error_response(&e),
+                    };
+                    match parse_stream(&body) {
+                        Ok(reqs) => stream_response(
+                            lease.keep_alive(futures::stream::iter(reqs.into_iter().map(Ok)), who),
+                        ),
+                        Err(e) => error_response(&e),
+                    }
+                },
+            ),
         );
         let maintenance = s.maintenance.clone();
         r = r.route(

@@ -1,10 +1,12 @@
-//! etcd's KV service over the store, kept out of the reserved range.
+//! etcd's KV service over the store, kept out of the reserved range, with
+//! etcd's users and roles checked on every request (`auth::Who`).
 
 use std::sync::Arc;
 
 use secretd_store::node::Node;
 use tonic::{Request, Response, Status};
 
+use crate::auth::Who;
 use crate::errors::status;
 use crate::pb::etcdserverpb::{
     kv_server::Kv, CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
@@ -19,46 +21,66 @@ pub struct KvService {
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+        let who = Who::of(&self.node, &req)?;
         let mut req = req.into_inner();
         reserved::range(&mut req)?;
-        self.node
-            .range(req)
-            .await
-            .map(Response::new)
-            .map_err(status)
+        who.range(&req)?;
+        let resp = self.node.range(req).await.map_err(status)?;
+        who.recheck(&self.node)?;
+        Ok(Response::new(resp))
     }
 
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let who = Who::of(&self.node, &req)?;
         let req = req.into_inner();
         reserved::put(&req)?;
-        self.node.put(req).await.map(Response::new).map_err(status)
+        who.put(&req, &self.node.mvcc().lessor())?;
+        self.node
+            .put(req, who.fence())
+            .await
+            .map(Response::new)
+            .map_err(status)
     }
 
     async fn delete_range(
         &self,
         req: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
+        let who = Who::of(&self.node, &req)?;
         let mut req = req.into_inner();
         reserved::delete(&mut req)?;
+        who.delete(&req)?;
         self.node
-            .delete_range(req)
+            .delete_range(req, who.fence())
             .await
             .map(Response::new)
             .map_err(status)
     }
 
     async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let who = Who::of(&self.node, &req)?;
         let mut req = req.into_inner();
         reserved::txn(&mut req)?;
-        self.node.txn(req).await.map(Response::new).map_err(status)
+        who.txn(&req, &self.node.mvcc().lessor())?;
+        let read_only = secretd_store::mvcc::txn_checks::is_read_only(&req);
+        let resp = self.node.txn(req, who.fence()).await.map_err(status)?;
+        if read_only {
+            // Served without raft, so without the fence.
+            who.recheck(&self.node)?;
+        }
+        Ok(Response::new(resp))
     }
 
     async fn compact(
         &self,
         req: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
+        // Compaction throws away every user's history: root only (etcd
+        // lets any user compact; this is stricter on purpose).
+        let who = Who::of(&self.node, &req)?;
+        who.admin()?;
         self.node
-            .compact(req.into_inner())
+            .compact(req.into_inner(), who.fence())
             .await
             .map(Response::new)
             .map_err(status)

@@ -1,15 +1,20 @@
-//! etcd's Lease service over the store's lessor.
+//! etcd's Lease service over the store's lessor. Once etcd auth is
+//! enabled, every call needs a user; revoking a lease needs write on
+//! every key attached to it, and listing keys or leases needs read on
+//! them (etcd's rules), root excepted.
 
 use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
+use secretd_store::auth::Access;
 use secretd_store::node::Node;
 use secretd_store::StoreError;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::Who;
 use crate::errors::status;
 use crate::pb::etcdserverpb::{
     lease_server::Lease, LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest,
@@ -32,9 +37,10 @@ impl Lease for LeaseService {
         &self,
         req: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
+        let who = Who::of(&self.node, &req)?;
         let r = req.into_inner();
         self.node
-            .lease_grant(r.ttl, r.id)
+            .lease_grant(r.ttl, r.id, who.fence())
             .await
             .map(Response::new)
             .map_err(status)
@@ -44,8 +50,11 @@ impl Lease for LeaseService {
         &self,
         req: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        let who = Who::of(&self.node, &req)?;
+        let id = req.into_inner().id;
+        who.lease_keys(id, &self.node.mvcc().lessor(), Access::Write)?;
         self.node
-            .lease_revoke(req.into_inner().id)
+            .lease_revoke(id, who.fence())
             .await
             .map(Response::new)
             .map_err(status)
@@ -57,30 +66,39 @@ impl Lease for LeaseService {
         &self,
         req: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<KeepAliveStream>, Status> {
-        Ok(Response::new(self.keep_alive(req.into_inner())))
+        let who = Who::of(&self.node, &req)?;
+        Ok(Response::new(self.keep_alive(req.into_inner(), who)))
     }
 
     async fn lease_time_to_live(
         &self,
         req: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        let who = Who::of(&self.node, &req)?;
         let r = req.into_inner();
-        self.node
+        let resp = self
+            .node
             .lease_time_to_live(r.id, r.keys)
             .await
-            .map(Response::new)
-            .map_err(status)
+            .map_err(status)?;
+        if r.keys {
+            for k in &resp.keys {
+                who.read(k, &[])?;
+            }
+            who.recheck(&self.node)?;
+        }
+        Ok(Response::new(resp))
     }
 
     async fn lease_leases(
         &self,
-        _: Request<LeaseLeasesRequest>,
+        req: Request<LeaseLeasesRequest>,
     ) -> Result<Response<LeaseLeasesResponse>, Status> {
-        self.node
-            .lease_leases()
-            .await
-            .map(Response::new)
-            .map_err(status)
+        let who = Who::of(&self.node, &req)?;
+        let resp = self.node.lease_leases().await.map_err(status)?;
+        who.all_lease_keys(&self.node.mvcc().lessor())?;
+        who.recheck(&self.node)?;
+        Ok(Response::new(resp))
     }
 }
 
@@ -90,14 +108,19 @@ impl LeaseService {
     pub fn keep_alive(
         &self,
         inbound: impl futures::Stream<Item = Result<LeaseKeepAliveRequest, Status>> + Send + 'static,
+        who: Who,
     ) -> KeepAliveStream {
         use futures::StreamExt;
+        // Identified before the stream starts (etcd checks the user then).
+        let _ = who;
         let mut inbound = Box::pin(inbound);
         let (tx, rx) = mpsc::channel(KEEPALIVE_RESPONSES_MAX);
         let node = self.node.clone();
         tokio::spawn(async move {
             while let Some(Ok(r)) = inbound.next().await {
-                let resp = match node.lease_renew(r.id).await {
+                // Renewing needs no permission (etcd checks none), so no
+                // fence: an auth change must not starve a live lease.
+                let resp = match node.lease_renew(r.id, None).await {
                     Ok(resp) => Ok(resp),
                     // etcd answers an unknown lease with TTL 0; clients read
                     // that as "expired".

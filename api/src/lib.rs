@@ -3,6 +3,7 @@
 //! The `secretd` and `secretctl` binaries are thin shells over this crate.
 
 pub mod audit;
+pub mod auth;
 pub mod authz;
 pub mod cluster;
 pub mod compactor;
@@ -28,6 +29,7 @@ pub mod watch;
 /// `secretd_store::pb` and are re-exported here.
 pub mod pb {
     #![allow(clippy::all)]
+    pub use secretd_store::pb::authpb;
     pub use secretd_store::pb::mvccpb;
     pub mod etcdserverpb {
         pub use secretd_store::pb::etcdserverpb::*;

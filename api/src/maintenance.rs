@@ -9,6 +9,8 @@ use futures::Stream;
 use secretd_store::node::Node;
 use tonic::{Request, Response, Status};
 
+use crate::auth::Who;
+
 use crate::pb::etcdserverpb::{
     maintenance_server::Maintenance, AlarmRequest, AlarmResponse, DefragmentRequest,
     DefragmentResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse,
@@ -27,6 +29,11 @@ type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
     async fn alarm(&self, req: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+        // Listing alarms needs a user; raising or clearing one needs root.
+        let who = Who::of(&self.node, &req)?;
+        if req.get_ref().action != crate::pb::etcdserverpb::alarm_request::AlarmAction::Get as i32 {
+            who.admin()?;
+        }
         let alarms = self
             .node
             .alarm(req.into_inner())
@@ -38,7 +45,11 @@ impl Maintenance for MaintenanceService {
         }))
     }
 
-    async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+    async fn status(
+        &self,
+        req: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
+        Who::of(&self.node, &req)?;
         let st = self.node.status();
         let size = self.node.db_size_bytes();
         Ok(Response::new(StatusResponse {
@@ -61,8 +72,9 @@ impl Maintenance for MaintenanceService {
 
     async fn defragment(
         &self,
-        _: Request<DefragmentRequest>,
+        req: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
+        Who::of(&self.node, &req)?.admin()?;
         self.node
             .defragment()
             .await
@@ -72,7 +84,8 @@ impl Maintenance for MaintenanceService {
         }))
     }
 
-    async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+    async fn hash(&self, req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        Who::of(&self.node, &req)?.admin()?;
         let node = self.node.clone();
         let (hash, rev) = tokio::task::spawn_blocking(move || {
             let rev = node.mvcc().current_revision();
@@ -91,6 +104,7 @@ impl Maintenance for MaintenanceService {
         &self,
         req: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
+        Who::of(&self.node, &req)?.admin()?;
         let node = self.node.clone();
         let rev = req.into_inner().revision;
         let (hash, compact_revision, hash_revision) =
@@ -112,8 +126,9 @@ impl Maintenance for MaintenanceService {
     /// `secretd snapshot restore` turns it into a new cluster.
     async fn snapshot(
         &self,
-        _: Request<SnapshotRequest>,
+        req: Request<SnapshotRequest>,
     ) -> Result<Response<SnapshotStream>, Status> {
+        Who::of(&self.node, &req)?.admin()?;
         let path = self.node.backup().await.map_err(crate::errors::status)?;
         let mut file = tokio::fs::File::open(&path)
             .await
@@ -181,6 +196,7 @@ impl Maintenance for MaintenanceService {
         &self,
         req: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
+        Who::of(&self.node, &req)?.admin()?;
         self.node
             .move_leader(req.into_inner().target_id)
             .await

@@ -17,8 +17,8 @@ use crate::kv::KvService;
 use crate::lease::LeaseService;
 use crate::maintenance::MaintenanceService;
 use crate::pb::etcdserverpb::{
-    cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
-    maintenance_server::MaintenanceServer, watch_server::WatchServer,
+    auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
+    lease_server::LeaseServer, maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
 use crate::pb::raftpb::raft_server::RaftServer;
 use crate::pb::secretstore::{
@@ -98,6 +98,18 @@ pub struct ServerFlags {
     /// Maximum number of operations permitted in a transaction.
     #[arg(long, default_value_t = 128)]
     pub max_txn_ops: usize,
+    /// Cost of the bcrypt hashes of etcd user passwords (etcd's flag):
+    /// 4 to 31, each step doubling the work of a login and of a guess.
+    #[arg(long, default_value_t = crate::auth::BCRYPT_COST_DEFAULT,
+          value_parser = clap::value_parser!(u32).range(crate::auth::BCRYPT_COST_MIN as i64..=crate::auth::BCRYPT_COST_MAX as i64))]
+    pub bcrypt_cost: u32,
+    /// etcd's auth token kind: only `simple` (random tokens held in
+    /// members' memory) is served.
+    #[arg(long, default_value = "simple", value_parser = parse_auth_token)]
+    pub auth_token: String,
+    /// Seconds an unused simple token stays valid (etcd's flag).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400 * 30))]
+    pub auth_token_ttl: u64,
     /// Time (in milliseconds) of a heartbeat interval.
     #[arg(long, default_value_t = 100)]
     pub heartbeat_interval: u64,
@@ -240,8 +252,22 @@ impl ServerFlags {
                 .max(Duration::from_millis(100)),
             snapshot_count: self.snapshot_count,
             snapshot_catchup_entries: self.snapshot_catchup_entries,
+            auth_token_ttl: Duration::from_secs(self.auth_token_ttl),
         };
         Ok((cfg, client, peer))
+    }
+}
+
+/// `--auth-token`: etcd's `simple`, or a clear refusal of what is not
+/// served (JWT).
+fn parse_auth_token(s: &str) -> std::result::Result<String, String> {
+    match s.split(',').next().unwrap_or("") {
+        "simple" if s == "simple" => Ok(s.to_string()),
+        "simple" => Err("simple tokens take no options (their TTL is --auth-token-ttl)".into()),
+        "jwt" => Err("JWT tokens are not served; use --auth-token simple".into()),
+        other => Err(format!(
+            "unknown token kind {other:?}: the only kind is simple"
+        )),
     }
 }
 
@@ -263,13 +289,17 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
 }
 
 /// The services etcd's JSON gateway calls.
-fn gateway_services(node: &Arc<Node>) -> crate::gateway::Services {
+fn gateway_services(
+    node: &Arc<Node>,
+    auth: &Arc<crate::auth::AuthService>,
+) -> crate::gateway::Services {
     crate::gateway::Services {
         kv: Arc::new(KvService { node: node.clone() }),
         lease: Arc::new(LeaseService { node: node.clone() }),
         cluster: Arc::new(ClusterService { node: node.clone() }),
         maintenance: Arc::new(MaintenanceService { node: node.clone() }),
         watch: Arc::new(WatchService { node: node.clone() }),
+        auth: auth.clone(),
         node: node.clone(),
     }
 }
@@ -529,6 +559,10 @@ pub async fn run(flags: ServerFlags) -> Result<()> {
         );
     }
     let max_recv = cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
+    let auth = Arc::new(crate::auth::AuthService::new(
+        node.clone(),
+        flags.bcrypt_cost,
+    ));
     for (l, https) in client_listeners {
         let mut routes = tonic::service::Routes::new(
             KvServer::new(KvService { node: node.clone() })
@@ -553,13 +587,14 @@ pub async fn run(flags: ServerFlags) -> Result<()> {
             .max_encoding_message_size(max_recv),
         )
         .add_service(LeaseServer::new(LeaseService { node: node.clone() }))
+        .add_service(AuthServer::from_arc(auth.clone()))
         .add_service(
             MaintenanceServer::new(MaintenanceService { node: node.clone() })
                 .max_encoding_message_size(usize::MAX),
         );
         // etcd's JSON gateway shares the port (HTTP/1.1 and HTTP/2), the
         // TLS and the gate.
-        let gateway = crate::gateway::router(gateway_services(&node), max_recv);
+        let gateway = crate::gateway::router(gateway_services(&node, &auth), max_recv);
         let grpc = std::mem::take(routes.axum_router_mut());
         *routes.axum_router_mut() = grpc.merge(gateway).fallback(crate::gateway::fallback);
         let router = Server::builder()

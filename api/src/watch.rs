@@ -4,6 +4,13 @@
 //! for that stream, and is the only writer of responses. That serializes
 //! them: a watcher's `created` response always precedes its events, and
 //! nothing is sent for a watcher after its `canceled` response.
+//!
+//! Once etcd auth is enabled, a watch is created only over a range its
+//! user may read in full (else it is created and cancelled at once with
+//! "permission denied", as etcd does). Unlike etcd, a live watcher is
+//! checked again when users or roles change, and cancelled the same way
+//! once its user may no longer read its range: a revoked permission stops
+//! the events, not just new watches.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -17,6 +24,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::Who;
 use crate::pb::etcdserverpb::{
     watch_create_request::FilterType, watch_request::RequestUnion, watch_server::Watch,
     WatchCreateRequest, WatchRequest, WatchResponse,
@@ -44,7 +52,8 @@ impl Watch for WatchService {
         &self,
         req: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<ResponseStream>, Status> {
-        Ok(Response::new(self.serve(req.into_inner())))
+        let who = Who::of(&self.node, &req)?;
+        Ok(Response::new(self.serve(req.into_inner(), who)))
     }
 }
 
@@ -57,6 +66,7 @@ impl WatchService {
     pub fn serve(
         &self,
         inbound: impl Stream<Item = Result<WatchRequest, Status>> + Send + 'static,
+        who: Who,
     ) -> ResponseStream {
         let (out_tx, out_rx) = mpsc::channel(STREAM_RESPONSES_MAX);
         let stream = WatchStream {
@@ -64,6 +74,7 @@ impl WatchService {
             out: out_tx,
             watchers: HashMap::new(),
             next_id: 0,
+            who,
         };
         tokio::spawn(stream.run(Box::pin(inbound)));
         Box::pin(ReceiverStream::new(out_rx))
@@ -73,9 +84,18 @@ impl WatchService {
 struct WatchStream {
     node: Arc<Node>,
     out: mpsc::Sender<Result<WatchResponse, Status>>,
-    /// watch_id → hub key, for this stream's live watchers.
-    watchers: HashMap<i64, WatcherKey>,
+    /// watch_id → hub key and watched range, for this stream's live
+    /// watchers.
+    watchers: HashMap<i64, Watcher>,
     next_id: i64,
+    /// The etcd user the stream acts as, and the auth state its watchers
+    /// were last checked against.
+    who: Who,
+}
+
+struct Watcher {
+    key: WatcherKey,
+    range: (Vec<u8>, Vec<u8>),
 }
 
 impl WatchStream {
@@ -95,8 +115,8 @@ impl WatchStream {
                 break;
             }
         }
-        for key in self.watchers.values() {
-            self.node.hub().cancel(*key);
+        for w in self.watchers.values() {
+            self.node.hub().cancel(w.key);
         }
     }
 
@@ -116,15 +136,15 @@ impl WatchStream {
         match req.request_union {
             Some(RequestUnion::CreateRequest(c)) => self.create(c, hub_tx).await,
             Some(RequestUnion::CancelRequest(c)) => {
-                if let Some(key) = self.watchers.remove(&c.watch_id) {
-                    self.node.hub().cancel(key);
+                if let Some(w) = self.watchers.remove(&c.watch_id) {
+                    self.node.hub().cancel(w.key);
                 }
                 let mut r = self.response(self.node.mvcc().current_revision(), c.watch_id);
                 r.canceled = true;
                 self.send(r).await
             }
             Some(RequestUnion::ProgressRequest(_)) => {
-                let keys: Vec<_> = self.watchers.values().copied().collect();
+                let keys: Vec<_> = self.watchers.values().map(|w| w.key).collect();
                 match self.node.hub().progress(&keys) {
                     // Not associated with one watcher: etcd uses id -1.
                     Some(rev) => self.send(self.response(rev, -1)).await,
@@ -136,6 +156,10 @@ impl WatchStream {
     }
 
     async fn create(&mut self, c: WatchCreateRequest, hub_tx: &mpsc::Sender<WatchMsg>) -> bool {
+        // Checked against the auth state of now, not the stream's start.
+        if !self.recheck_auth().await {
+            return false;
+        }
         let current = self.node.mvcc().current_revision();
         let id = if c.watch_id != 0 {
             c.watch_id
@@ -156,6 +180,9 @@ impl WatchStream {
         if let Err(e) = crate::reserved::clamp(&c.key, &mut c.range_end) {
             return self.send(refuse(e.message())).await;
         }
+        if let Err(e) = self.who.read(&c.key, &c.range_end) {
+            return self.send(refuse(&denied(&e))).await;
+        }
         if self.watchers.contains_key(&id) {
             return self
                 .send(refuse("etcdserver: watch ID already in use"))
@@ -166,6 +193,7 @@ impl WatchStream {
                 .send(refuse("etcdserver: too many watchers on one stream"))
                 .await;
         }
+        let range = (c.key.clone(), c.range_end.clone());
         let spec = WatchSpec {
             key: c.key,
             range_end: c.range_end,
@@ -177,7 +205,7 @@ impl WatchStream {
         };
         match self.node.hub().watch(spec, id, hub_tx.clone()) {
             Ok(key) => {
-                self.watchers.insert(id, key);
+                self.watchers.insert(id, Watcher { key, range });
                 let mut r = self.response(current, id);
                 r.created = true;
                 self.send(r).await
@@ -196,6 +224,42 @@ impl WatchStream {
         }
     }
 
+    /// After an auth change: cancels, with etcd's "permission denied",
+    /// every watcher whose user may no longer read its whole range.
+    async fn recheck_auth(&mut self) -> bool {
+        if self.who.recheck(&self.node).is_ok() {
+            return true;
+        }
+        let fresh = self.who.refresh(&self.node);
+        let mut lost: Vec<(i64, String)> = Vec::new();
+        match &fresh {
+            Ok(w) => {
+                for (id, watcher) in &self.watchers {
+                    if let Err(e) = w.read(&watcher.range.0, &watcher.range.1) {
+                        lost.push((*id, denied(&e)));
+                    }
+                }
+            }
+            Err(e) => lost.extend(self.watchers.keys().map(|id| (*id, denied(e)))),
+        }
+        if let Ok(w) = fresh {
+            self.who = w;
+        }
+        let current = self.node.mvcc().current_revision();
+        for (id, reason) in lost {
+            if let Some(w) = self.watchers.remove(&id) {
+                self.node.hub().cancel(w.key);
+            }
+            let mut r = self.response(current, id);
+            r.canceled = true;
+            r.cancel_reason = reason;
+            if !self.send(r).await {
+                return false;
+            }
+        }
+        true
+    }
+
     fn next_free_id(&mut self) -> i64 {
         while self.watchers.contains_key(&self.next_id) {
             self.next_id += 1;
@@ -209,6 +273,12 @@ impl WatchStream {
         if !self.watchers.contains_key(&msg.watch_id) {
             return true; // cancelled while the message was queued
         }
+        if !self.recheck_auth().await {
+            return false;
+        }
+        if !self.watchers.contains_key(&msg.watch_id) {
+            return true; // its user may no longer read it
+        }
         let mut r = self.response(msg.revision, msg.watch_id);
         if msg.compact_revision > 0 {
             self.watchers.remove(&msg.watch_id);
@@ -217,6 +287,12 @@ impl WatchStream {
         r.events = msg.events;
         self.send(r).await
     }
+}
+
+/// etcd's cancel reason for a refused watch: the gRPC error as Go prints
+/// it.
+fn denied(e: &Status) -> String {
+    format!("rpc error: code = {:?} desc = {}", e.code(), e.message())
 }
 
 fn compacted(mut r: WatchResponse, compact_revision: i64) -> WatchResponse {

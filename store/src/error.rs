@@ -56,6 +56,9 @@ pub enum StoreError {
     Stopped,
     #[error("etcdserver: {0}")]
     InvalidArgument(String),
+    /// Refused by etcd's users and roles (`auth`).
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
     /// Storage failed underneath us (I/O error, corrupt record). The member
     /// stops serving rather than guess.
     #[error("etcdserver: storage error: {0}")]

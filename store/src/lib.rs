@@ -6,6 +6,7 @@
 //! `Ready`, then the revision is published to readers and the events go to
 //! the watch hub (`watch`). Nothing here knows about gRPC.
 
+pub mod auth;
 pub mod cluster;
 pub mod db;
 pub mod disk;
@@ -28,6 +29,10 @@ pub mod pb {
     pub mod mvccpb {
         include!(concat!(env!("OUT_DIR"), "/mvccpb.rs"));
         include!(concat!(env!("OUT_DIR"), "/mvccpb.serde.rs"));
+    }
+    pub mod authpb {
+        include!(concat!(env!("OUT_DIR"), "/authpb.rs"));
+        include!(concat!(env!("OUT_DIR"), "/authpb.serde.rs"));
     }
     pub mod etcdserverpb {
         include!(concat!(env!("OUT_DIR"), "/etcdserverpb.rs"));

@@ -29,6 +29,7 @@ use raft::{Config, RawNode, ReadOnlyOption, SnapshotStatus, StateRole};
 use rocksdb::WriteBatch;
 use tokio::sync::oneshot;
 
+use crate::auth::Auth;
 use crate::cluster;
 use crate::db::{u64_from, Db, CF_META};
 use crate::error::{Result, StoreError};
@@ -76,6 +77,10 @@ const META_CLUSTER_ID: &[u8] = b"cluster_id";
 /// finds it redoes the install before anything reads the keyspace.
 const META_INSTALLING: &[u8] = b"installing_snapshot";
 
+/// The auth revision an etcd client's request was checked at (`None` for
+/// secretd's own writes). Apply refuses the request if auth changed since.
+pub type Fence = Option<u64>;
+
 /// Sends raft messages to other members. Implemented over gRPC in `api`;
 /// must never block (queue or drop: raft retransmits).
 pub trait Transport: Send + Sync + 'static {
@@ -121,6 +126,9 @@ pub struct NodeConfig {
     /// Entries kept behind a truncation for slow followers to catch up from
     /// without a snapshot.
     pub snapshot_catchup_entries: u64,
+    /// How long an unused simple token stays valid (etcd's
+    /// --auth-token-ttl).
+    pub auth_token_ttl: Duration,
 }
 
 impl Default for NodeConfig {
@@ -142,6 +150,7 @@ impl Default for NodeConfig {
             watch_progress_interval: Duration::from_secs(600),
             snapshot_count: 10_000,
             snapshot_catchup_entries: 5_000,
+            auth_token_ttl: Duration::from_secs(300),
         }
     }
 }
@@ -200,6 +209,7 @@ pub struct Node {
     cluster_id: u64,
     registry: Arc<RwLock<Registry>>,
     alarms: Arc<RwLock<BTreeSet<(u64, i32)>>>,
+    auth: Arc<Auth>,
     cfg: NodeConfig,
     tx: Sender<Input>,
     mvcc: Arc<Mvcc>,
@@ -259,6 +269,7 @@ impl Node {
         let mvcc = Mvcc::open(db.clone())?;
         let registry = Arc::new(RwLock::new(Registry::load(&db)?));
         let alarms = Arc::new(RwLock::new(membership::load_alarms(&db)?));
+        let auth = Arc::new(Auth::load(&db, cfg.auth_token_ttl)?);
         log.set_snapshots(snap_dir.clone(), mvcc.clone());
         log.set_applied(applied);
         let hub = WatchHub::start(mvcc.clone(), cfg.watch_progress_interval);
@@ -298,6 +309,7 @@ impl Node {
             cluster_id,
             registry: registry.clone(),
             alarms: alarms.clone(),
+            auth: auth.clone(),
             cfg: cfg.clone(),
             tx,
             mvcc: mvcc.clone(),
@@ -324,6 +336,7 @@ impl Node {
             snap_dir,
             registry,
             alarms,
+            auth,
             membership_changed: true,
             removed: false,
             snapshot_count: cfg.snapshot_count.max(1),
@@ -356,6 +369,11 @@ impl Node {
 
     pub fn mvcc(&self) -> &Arc<Mvcc> {
         &self.mvcc
+    }
+
+    /// etcd's users, roles and tokens, as of the last applied entry.
+    pub fn auth(&self) -> &Arc<Auth> {
+        &self.auth
     }
 
     pub fn hub(&self) -> &Arc<WatchHub> {
@@ -426,11 +444,22 @@ impl Node {
 
     /// Proposes a write and waits until it is committed and applied here.
     pub async fn propose(&self, request: Request) -> Result<(WriteResult, ResponseHeader)> {
+        self.propose_checked(request, None).await
+    }
+
+    /// `propose` for an etcd client's request whose permissions were
+    /// checked at auth revision `fence` (see `auth::Auth::check_fence`).
+    pub async fn propose_checked(
+        &self,
+        request: Request,
+        fence: Fence,
+    ) -> Result<(WriteResult, ResponseHeader)> {
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let data = InternalRequest {
             id,
             proposer: self.id,
             request: Some(request),
+            auth_revision: fence,
         }
         .encode_to_vec();
         if data.len() > self.cfg.max_request_bytes {
@@ -553,20 +582,24 @@ impl Node {
         Ok(())
     }
 
-    pub async fn put(&self, req: PutRequest) -> Result<PutResponse> {
+    pub async fn put(&self, req: PutRequest, fence: Fence) -> Result<PutResponse> {
         txn_checks::validate_put(&req)?;
         self.check_quota(req.key.len() + req.value.len()).await?;
-        propose_as!(self, Request::Put(req), Put)
+        propose_as!(self, Request::Put(req), Put, fence)
     }
 
-    pub async fn delete_range(&self, req: DeleteRangeRequest) -> Result<DeleteRangeResponse> {
+    pub async fn delete_range(
+        &self,
+        req: DeleteRangeRequest,
+        fence: Fence,
+    ) -> Result<DeleteRangeResponse> {
         if req.key.is_empty() {
             return Err(StoreError::EmptyKey);
         }
-        propose_as!(self, Request::DeleteRange(req), DeleteRange)
+        propose_as!(self, Request::DeleteRange(req), DeleteRange, fence)
     }
 
-    pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse> {
+    pub async fn txn(&self, req: TxnRequest, fence: Fence) -> Result<TxnResponse> {
         txn_checks::validate_txn(&req, self.cfg.max_txn_ops)?;
         if txn_checks::is_read_only(&req) {
             if !txn_checks::is_serializable(&req) {
@@ -579,7 +612,7 @@ impl Node {
         if txn_checks::has_put(&req) {
             self.check_quota(req.encoded_len()).await?;
         }
-        propose_as!(self, Request::Txn(req), Txn)
+        propose_as!(self, Request::Txn(req), Txn, fence)
     }
     pub async fn member_list(&self, linearizable: bool) -> Result<MemberListResponse> {
         if linearizable {
@@ -767,7 +800,7 @@ impl Node {
         ms.div_ceil(1000).max(1) as i64
     }
 
-    pub async fn lease_grant(&self, ttl: i64, id: i64) -> Result<LeaseGrantResponse> {
+    pub async fn lease_grant(&self, ttl: i64, id: i64, fence: Fence) -> Result<LeaseGrantResponse> {
         if ttl > lease::TTL_MAX_SECS {
             return Err(StoreError::LeaseTtlTooLarge);
         }
@@ -782,24 +815,27 @@ impl Node {
         propose_as!(
             self,
             Request::LeaseGrant(LeaseGrantRequest { ttl, id }),
-            LeaseGrant
+            LeaseGrant,
+            fence
         )
     }
 
-    pub async fn lease_revoke(&self, id: i64) -> Result<LeaseRevokeResponse> {
+    pub async fn lease_revoke(&self, id: i64, fence: Fence) -> Result<LeaseRevokeResponse> {
         propose_as!(
             self,
             Request::LeaseRevoke(LeaseRevokeRequest { id }),
-            LeaseRevoke
+            LeaseRevoke,
+            fence
         )
     }
 
     /// A keep-alive: restarts the lease's TTL on every member.
-    pub async fn lease_renew(&self, id: i64) -> Result<LeaseKeepAliveResponse> {
+    pub async fn lease_renew(&self, id: i64, fence: Fence) -> Result<LeaseKeepAliveResponse> {
         propose_as!(
             self,
             Request::LeaseRenew(LeaseKeepAliveRequest { id }),
-            LeaseRenew
+            LeaseRenew,
+            fence
         )
     }
 
@@ -839,7 +875,11 @@ impl Node {
         })
     }
 
-    pub async fn compact(&self, req: CompactionRequest) -> Result<CompactionResponse> {
+    pub async fn compact(
+        &self,
+        req: CompactionRequest,
+        fence: Fence,
+    ) -> Result<CompactionResponse> {
         // Fail fast on what is already known; apply re-checks in log order.
         let compacted = self.mvcc.compact_revision();
         if req.revision <= compacted {
@@ -850,7 +890,7 @@ impl Node {
         if req.revision > self.mvcc.current_revision() {
             return Err(StoreError::FutureRevision);
         }
-        propose_as!(self, Request::Compaction(req), Compaction)
+        propose_as!(self, Request::Compaction(req), Compaction, fence)
     }
 }
 
@@ -858,7 +898,10 @@ impl Node {
 /// with the response header set.
 macro_rules! propose_as {
     ($node:expr, $req:expr, $kind:ident) => {
-        match $node.propose($req).await? {
+        propose_as!($node, $req, $kind, None)
+    };
+    ($node:expr, $req:expr, $kind:ident, $fence:expr) => {
+        match $node.propose_checked($req, $fence).await? {
             (WriteResult::$kind(mut r), h) => {
                 r.header = Some(h);
                 Ok(r)
@@ -978,6 +1021,7 @@ struct Loop {
     snap_dir: PathBuf,
     registry: Arc<RwLock<Registry>>,
     alarms: Arc<RwLock<BTreeSet<(u64, i32)>>>,
+    auth: Arc<Auth>,
     /// The transport must learn the member list again.
     membership_changed: bool,
     /// This member applied its own removal: it stops.
@@ -1213,6 +1257,7 @@ impl Loop {
             self.hub.resync_all();
             *self.registry.write() = Registry::load(&self.db)?;
             *self.alarms.write() = membership::load_alarms(&self.db)?;
+            self.auth.reload(&self.db)?;
             self.membership_changed = true;
             tracing::info!(
                 index,
@@ -1284,6 +1329,7 @@ impl Loop {
                 id: 0,
                 proposer: 0,
                 request: Some(Request::LeaseRevoke(LeaseRevokeRequest { id })),
+                auth_revision: None,
             }
             .encode_to_vec();
             if self.raw.propose(vec![], data).is_err() {
@@ -1383,11 +1429,28 @@ impl Loop {
                 e.index
             )));
         };
-        if let Request::MemberAttrs(_) | Request::MemberUpdate(_) | Request::Alarm(_) = request {
+        if let Err(refused) = self.auth.check_fence(req.auth_revision) {
+            if let Some(w) = self.take_waiter(req.proposer, req.id) {
+                out.replies.push((w, Err(refused)));
+            }
+            return Ok(());
+        }
+        if let Request::MemberAttrs(_)
+        | Request::MemberUpdate(_)
+        | Request::Alarm(_)
+        | Request::Auth(_) = request
+        {
             let result = match request {
                 Request::Alarm(a) => self.apply_alarm(a, batch),
+                Request::Auth(a) => self
+                    .auth
+                    .apply(a, batch, &self.db)
+                    .map(|()| WriteResult::Auth),
                 _ => self.apply_member_record(request, batch),
             };
+            if let Err(StoreError::Storage(msg)) = &result {
+                return Err(StoreError::Storage(msg.clone()));
+            }
             if let Some(w) = self.take_waiter(req.proposer, req.id) {
                 let header = self.entry_header(e);
                 out.replies.push((w, result.map(|r| (r, header))));

@@ -526,11 +526,14 @@ impl Keys {
     ) -> Result<bool, Status> {
         Ok(self
             .node
-            .txn(TxnRequest {
-                compare,
-                success,
-                failure: Vec::new(),
-            })
+            .txn(
+                TxnRequest {
+                    compare,
+                    success,
+                    failure: Vec::new(),
+                },
+                None,
+            )
             .await
             .map_err(crate::errors::status)?
             .succeeded)

@@ -207,11 +207,14 @@ impl ObjectStore {
         success: Vec<RequestOp>,
     ) -> Result<TxnResponse, Status> {
         self.node
-            .txn(TxnRequest {
-                compare,
-                success,
-                failure: Vec::new(),
-            })
+            .txn(
+                TxnRequest {
+                    compare,
+                    success,
+                    failure: Vec::new(),
+                },
+                None,
+            )
             .await
             .map_err(crate::errors::status)
     }

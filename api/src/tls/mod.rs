@@ -240,18 +240,27 @@ impl rustls::server::danger::ClientCertVerifier for PlainerAlerts {
     }
 }
 
-/// The role of the client on a handshaken connection: from its
-/// certificate when the listener requires one, else unauthenticated.
+/// The subject's common name, which etcd takes for the user name of a
+/// client that sends no token once auth is enabled.
+pub fn common_name(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let cn = cert.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_string)
+}
+
+/// The role of the client on a handshaken connection, and its
+/// certificate's common name: from its certificate when the listener
+/// requires one, else unauthenticated.
 fn connection_role(
     s: &tokio_rustls::server::TlsStream<TcpStream>,
     client_auth: bool,
-) -> Result<Role, String> {
+) -> Result<(Role, Option<String>), String> {
     if !client_auth {
-        return Ok(Role::Unauthenticated);
+        return Ok((Role::Unauthenticated, None));
     }
     let (_, conn) = s.get_ref();
     match conn.peer_certificates().and_then(|c| c.first()) {
-        Some(cert) => role_of(cert.as_ref()),
+        Some(cert) => Ok((role_of(cert.as_ref())?, common_name(cert.as_ref()))),
         None => Err("a client certificate from the cluster's CA is required".to_string()),
     }
 }
@@ -295,7 +304,7 @@ pub fn incoming(
                         return;
                     }
                 };
-                let role = match connection_role(&s, client_auth) {
+                let (role, cn) = match connection_role(&s, client_auth) {
                     Ok(r) => r,
                     Err(e) => {
                         tracing::warn!(listener = what, remote = %addr, reason = %e, "refused a TLS connection");
@@ -305,7 +314,9 @@ pub fn incoming(
                 if !adm.bind(&mut slot, &role, Some(addr)) {
                     return;
                 }
-                let _ = conn_tx.send(Ok(Conn::new(s, Some(addr), role, slot))).await;
+                let _ = conn_tx
+                    .send(Ok(Conn::new(s, Some(addr), role, slot).with_common_name(cn)))
+                    .await;
             });
             if tx.is_closed() {
                 return;
@@ -340,12 +351,18 @@ pub fn peer_endpoint(url: &str) -> Result<Endpoint> {
     Ok(ep)
 }
 
-/// Who is asking: the role the connection's certificate grants, and its
-/// address. `conn::Gate` puts one in every request it lets through.
+/// Who is asking: the role the connection's certificate grants, its
+/// address, and what etcd's auth reads (the certificate's common name, the
+/// token the request carries). `conn::Gate` puts one in every request it
+/// lets through.
 #[derive(Clone, Debug)]
 pub struct Caller {
     pub role: Role,
     pub remote: Option<SocketAddr>,
+    pub common_name: Option<String>,
+    /// etcd's auth token: the `token` gRPC metadata or the `Authorization`
+    /// header (gateway), `Bearer ` stripped.
+    pub token: Option<String>,
 }
 
 impl Caller {

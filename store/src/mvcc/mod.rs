@@ -293,11 +293,13 @@ fn load_index(db: &Db) -> Result<(Index, i64, Lessor)> {
 /// Meta records that are part of the replicated state, and so of snapshots
 /// (plus every lease record, under `lease::META_PREFIX`).
 const REPLICATED_META: &[&[u8]] = &[META_CURRENT_REV, META_COMPACT_REV, membership::META_TOKEN];
-/// Prefixes of replicated meta records: leases and members.
+/// Prefixes of replicated meta records: leases, members, alarms, and
+/// etcd's users and roles.
 const REPLICATED_PREFIXES: &[&[u8]] = &[
     lease::META_PREFIX,
     membership::META_PREFIX,
     membership::ALARM_PREFIX,
+    crate::auth::META_PREFIX,
 ];
 
 fn is_replicated_meta(k: &[u8]) -> bool {
@@ -305,6 +307,7 @@ fn is_replicated_meta(k: &[u8]) -> bool {
         || lease::id_from_meta_key(k).is_some()
         || membership::is_meta_key(k)
         || membership::is_alarm_key(k)
+        || crate::auth::is_meta_key(k)
 }
 
 /// The key just past every key with this prefix, as etcd clients compute

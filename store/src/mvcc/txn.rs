@@ -41,6 +41,8 @@ pub enum WriteResult {
     Members(Vec<crate::pb::etcdserverpb::Member>),
     /// An alarm change (applied by the node): the alarms after it.
     Alarms(Vec<crate::pb::etcdserverpb::AlarmMember>),
+    /// An auth change or token (applied by `auth`): nothing to return.
+    Auth,
 }
 
 /// What a txn needs from the keyspace it runs against.
@@ -296,9 +298,12 @@ impl Writer<'_> {
             Request::LeaseGrant(g) => self.lease_grant(g).map(WriteResult::LeaseGrant),
             Request::LeaseRevoke(r) => self.lease_revoke(r).map(WriteResult::LeaseRevoke),
             Request::LeaseRenew(r) => self.lease_renew(r).map(WriteResult::LeaseRenew),
-            Request::MemberAttrs(_) | Request::MemberUpdate(_) | Request::Alarm(_) => Err(
-                StoreError::InvalidArgument("membership requests are applied by the node".into()),
-            ),
+            Request::MemberAttrs(_)
+            | Request::MemberUpdate(_)
+            | Request::Alarm(_)
+            | Request::Auth(_) => Err(StoreError::InvalidArgument(
+                "membership, alarm and auth requests are applied by the node".into(),
+            )),
         }
     }
 
