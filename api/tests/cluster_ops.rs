@@ -17,6 +17,24 @@ async fn snapshot_save_and_restore_into_a_new_cluster() {
     }
     c.ok(&["del", "b/07"]);
     c.sctl(&["secret", "create", "db_pw", "-"], Some(b"pw"));
+    // etcd's users and roles are part of the state a backup carries.
+    for args in [
+        &["user", "add", "root:rootpw"][..],
+        &["user", "grant-role", "root", "root"],
+        &["role", "add", "reader"],
+        &[
+            "role",
+            "grant-permission",
+            "reader",
+            "read",
+            "b/",
+            "--prefix",
+        ],
+        &["user", "add", "alice:apw"],
+        &["user", "grant-role", "alice", "reader"],
+    ] {
+        c.ok(args);
+    }
     let before = c.ok(&["get", "b/", "--prefix"]);
     let rev_before = c.ok(&["get", "b/00", "-w", "json"]);
     let backup = c.dir.path().join("backup.db");
@@ -85,6 +103,16 @@ async fn snapshot_save_and_restore_into_a_new_cluster() {
     assert_eq!(r.ok(&["member", "list"]).lines().count(), 3);
     assert_ne!(c.member_id(0).await, r.member_id(0).await);
     r.ok(&["put", "b/new", "x"]);
+    // The users and roles came back: enable auth and use them.
+    assert_eq!(r.ok(&["user", "list"]), "alice\nroot\n");
+    assert!(r.ok(&["role", "get", "reader"]).contains("[b/, b0)"));
+    r.ok(&["auth", "enable"]);
+    let out = r.etcdctl(&["--user=alice:apw", "get", "b/00", "--print-value-only"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "v0\n");
+    let out = r.etcdctl(&["--user=alice:apw", "put", "b/00", "x"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("permission denied"));
+    let out = r.etcdctl(&["get", "b/00"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("user name is empty"));
     // Restoring over an existing data directory is refused.
     let out = r.restore(0, &backup);
     assert!(!out.status.success());

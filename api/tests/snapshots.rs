@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 
 use common::Cluster;
 use secretd_api::pb::etcdserverpb::{
-    lease_client::LeaseClient, maintenance_client::MaintenanceClient, CompactionRequest,
-    DeleteRangeRequest, HashKvRequest, LeaseGrantRequest, LeaseTimeToLiveRequest, PutRequest,
+    auth_client::AuthClient, lease_client::LeaseClient, maintenance_client::MaintenanceClient,
+    AuthRoleAddRequest, AuthUserAddRequest, AuthUserGetRequest, AuthUserGrantRoleRequest,
+    CompactionRequest, DeleteRangeRequest, HashKvRequest, LeaseGrantRequest,
+    LeaseTimeToLiveRequest, PutRequest,
 };
 
 async fn hashes(c: &Cluster) -> Vec<(usize, u32, i64)> {
@@ -98,6 +100,24 @@ async fn lagging_follower_catches_up_by_snapshot() {
     })
     .await
     .unwrap();
+    // etcd users and roles made meanwhile, too.
+    let mut auth = AuthClient::new(c.channel(leader).await);
+    auth.user_add(AuthUserAddRequest {
+        name: "carol".into(),
+        password: "pw".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    auth.role_add(AuthRoleAddRequest { name: "ops".into() })
+        .await
+        .unwrap();
+    auth.user_grant_role(AuthUserGrantRoleRequest {
+        user: "carol".into(),
+        role: "ops".into(),
+    })
+    .await
+    .unwrap();
     assert!(
         std::fs::read_dir(c.members[leader].data_dir.join("snap"))
             .map(|d| d.count())
@@ -127,6 +147,15 @@ async fn lagging_follower_catches_up_by_snapshot() {
         (600, vec![b"leased".to_vec()]),
         "lease lost in the snapshot"
     );
+    let roles = AuthClient::new(c.channel(follower).await)
+        .user_get(AuthUserGetRequest {
+            name: "carol".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .roles;
+    assert_eq!(roles, ["ops"], "etcd users lost in the snapshot");
     let leader_log = std::fs::read_to_string(&c.members[leader].log).unwrap();
     assert!(leader_log.contains("snapshot delivered"), "{leader_log}");
 
