@@ -239,6 +239,8 @@ async fn per_endpoint_commands_work_with_scheme_and_bare_endpoints() {
                 vec!["member", "list", "-w", "table"],
                 vec!["defrag"],
                 vec!["get", "k"],
+                vec!["--insecure-transport=true", "get", "k"],
+                vec!["--insecure-transport=true", "member", "list", "-w", "table"],
             ] {
                 let out = run(&eps, &args);
                 assert!(
@@ -941,6 +943,30 @@ fn as_postgres(args: &[&str]) -> Command {
 }
 
 /// `patronictl list -f json`: (member, role, state, timeline) per member.
+/// The secretd leader, asked through etcdctl as `user` (auth is on).
+fn leader_as(c: &Cluster, user: &str) -> usize {
+    let out = c.etcdctl(&[
+        &format!("--user={user}"),
+        "endpoint",
+        "status",
+        "-w",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    let st = v.as_array().unwrap();
+    let leader = st[0]["Status"]["leader"].as_u64().unwrap();
+    let ep = st
+        .iter()
+        .find(|s| s["Status"]["header"]["member_id"].as_u64() == Some(leader))
+        .and_then(|s| s["Endpoint"].as_str())
+        .expect("the leader among the endpoints")
+        .to_string();
+    (0..c.members.len())
+        .find(|i| ep.ends_with(&c.endpoint(*i)))
+        .unwrap()
+}
+
 fn patroni_members(conf: &std::path::Path) -> Vec<(String, String, String, i64)> {
     let out = as_postgres(&[
         "patronictl",
@@ -1010,8 +1036,27 @@ async fn patroni_fails_over_on_secretd() {
         "this test runs PostgreSQL as user postgres: run it as root"
     );
     let (ttl_s, loop_wait_s) = (20u64, 2u64);
-    let mut c = Cluster::start(3);
+    let mut c = Cluster::start_with(3, &["--bcrypt-cost", "4"]);
     c.wait_leader(Duration::from_secs(15)).await;
+    // Patroni logs in as its own etcd user, allowed only its namespace.
+    for args in [
+        &["user", "add", "root:rootpw"][..],
+        &["user", "grant-role", "root", "root"],
+        &["role", "add", "patroni"],
+        &[
+            "role",
+            "grant-permission",
+            "patroni",
+            "readwrite",
+            "/service/",
+            "--prefix",
+        ],
+        &["user", "add", "patroni:patronipw"],
+        &["user", "grant-role", "patroni", "patroni"],
+        &["auth", "enable"],
+    ] {
+        c.ok(args);
+    }
     let dir = tempfile::Builder::new()
         .prefix("patroni")
         .tempdir_in("/tmp")
@@ -1027,7 +1072,7 @@ async fn patroni_fails_over_on_secretd() {
             &conf,
             format!(
                 "scope: secretd-test\nname: p{n}\nrestapi:\n  listen: 127.0.0.1:{api}\n  connect_address: 127.0.0.1:{api}\n\
-                 etcd3:\n  hosts: {hosts}\n\
+                 etcd3:\n  hosts: {hosts}\n  username: patroni\n  password: patronipw\n\
                  bootstrap:\n  dcs:\n    ttl: {ttl_s}\n    loop_wait: {loop_wait_s}\n    retry_timeout: 5\n    postgresql:\n      use_pg_rewind: false\n\
                  \x20 initdb:\n  - encoding: UTF8\n  pg_hba:\n  - host replication replicator 127.0.0.1/32 trust\n  - host all all 127.0.0.1/32 trust\n  - local all all trust\n\
                  postgresql:\n  listen: 127.0.0.1:{pg}\n  connect_address: 127.0.0.1:{pg}\n  data_dir: {data}\n  pgpass: {data}.pgpass\n  bin_dir: /usr/lib/postgresql/15/bin\n\
@@ -1166,9 +1211,24 @@ async fn patroni_fails_over_on_secretd() {
         );
         std::thread::sleep(Duration::from_millis(250));
     };
+    // Patroni wrote only in its namespace, as its user; nobody else reads it.
+    let out = c.etcdctl(&[
+        "--user=patroni:patronipw",
+        "get",
+        "/service/",
+        "--prefix",
+        "--keys-only",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("/service/secretd-test/leader"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = c.etcdctl(&["get", "/service/", "--prefix"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("user name is empty"));
     // secretd's leader dies: Patroni keeps its lock through the election,
     // checked for longer than its TTL.
-    let sl = c.wait_leader(Duration::from_secs(15)).await;
+    let sl = leader_as(&c, "root:rootpw");
     c.kill9(sl);
     let until = Instant::now() + Duration::from_secs(ttl_s + 5);
     while Instant::now() < until {
