@@ -177,6 +177,29 @@ fn who(
     crate::auth::Who::from_caller(node, &caller.0)
 }
 
+/// A streaming route: the caller as an etcd user, the body's JSON objects
+/// as the request stream, the answers as `{"result": ...}` lines.
+fn streaming<Req, Resp, S>(
+    node: &secretd_store::node::Node,
+    caller: Option<axum::Extension<Caller>>,
+    body: &[u8],
+    serve: impl FnOnce(Vec<Req>, crate::auth::Who) -> S,
+) -> Response
+where
+    Req: DeserializeOwned,
+    Resp: Serialize + Send + 'static,
+    S: Stream<Item = Result<Resp, Status>> + Send + 'static,
+{
+    let who = match who(node, caller) {
+        Ok(w) => w,
+        Err(e) => return error_response(&e),
+    };
+    match parse_stream(body) {
+        Ok(reqs) => stream_response(serve(reqs, who)),
+        Err(e) => error_response(&e),
+    }
+}
+
 macro_rules! unary_route {
     ($router:ident, $path:expr, $svc:expr, $method:ident) => {{
         let svc = $svc.clone();
@@ -253,22 +276,15 @@ pub fn router(s: Services, body_bytes_max: usize) -> axum::Router {
             &p("watch"),
             post(
                 move |caller: Option<axum::Extension<Caller>>, body: Bytes| async move {
-                    let who = match who(&node, caller) {
-                        Ok(w) => w,
-                        Err(e) => return error_response(&e),
-                    };
-                    match parse_stream(&body) {
-                        // The watches stay open after the body ends, as etcd
-                        // keeps them, until the client goes away.
-                        Ok(reqs) => stream_response(
-                            watch.serve(
-                                futures::stream::iter(reqs.into_iter().map(Ok))
-                                    .chain(futures::stream::pending()),
-                                who,
-                            ),
-                        ),
-                        Err(e) => error_response(&e),
-                    }
+                    // The watches stay open after the body ends, as etcd
+                    // keeps them, until the client goes away.
+                    streaming(&node, caller, &body, |reqs, who| {
+                        watch.serve(
+                            futures::stream::iter(reqs.into_iter().map(Ok))
+                                .chain(futures::stream::pending()),
+                            who,
+                        )
+                    })
                 },
             ),
         );
@@ -277,16 +293,9 @@ pub fn router(s: Services, body_bytes_max: usize) -> axum::Router {
             &p("lease/keepalive"),
             post(
                 move |caller: Option<axum::Extension<Caller>>, body: Bytes| async move {
-                    let who = match who(&node, caller) {
-                        Ok(w) => w,
-                        Err(e) => return error_response(&e),
-                    };
-                    match parse_stream(&body) {
-                        Ok(reqs) => stream_response(
-                            lease.keep_alive(futures::stream::iter(reqs.into_iter().map(Ok)), who),
-                        ),
-                        Err(e) => error_response(&e),
-                    }
+                    streaming(&node, caller, &body, |reqs, who| {
+                        lease.keep_alive(futures::stream::iter(reqs.into_iter().map(Ok)), who)
+                    })
                 },
             ),
         );

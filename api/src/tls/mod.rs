@@ -355,7 +355,7 @@ pub fn peer_endpoint(url: &str) -> Result<Endpoint> {
 /// address, and what etcd's auth reads (the certificate's common name, the
 /// token the request carries). `conn::Gate` puts one in every request it
 /// lets through.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Caller {
     pub role: Role,
     pub remote: Option<SocketAddr>,
@@ -363,6 +363,18 @@ pub struct Caller {
     /// etcd's auth token: the `token` gRPC metadata or the `Authorization`
     /// header (gateway), `Bearer ` stripped.
     pub token: Option<String>,
+}
+
+/// Never prints the token: it is a credential.
+impl std::fmt::Debug for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller")
+            .field("role", &self.role)
+            .field("remote", &self.remote)
+            .field("common_name", &self.common_name)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 impl Caller {
