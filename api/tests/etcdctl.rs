@@ -240,6 +240,8 @@ async fn per_endpoint_commands_work_with_scheme_and_bare_endpoints() {
                 vec!["defrag"],
                 vec!["get", "k"],
                 vec!["--insecure-transport=true", "get", "k"],
+                vec!["user", "list"],
+                vec!["role", "list"],
                 vec!["--insecure-transport=true", "member", "list", "-w", "table"],
             ] {
                 let out = run(&eps, &args);
