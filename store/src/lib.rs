@@ -19,6 +19,7 @@ pub mod mvcc;
 pub mod node;
 pub mod revision;
 pub mod snapshot;
+pub mod transport;
 pub mod watch;
 
 pub use error::{Result, StoreError};

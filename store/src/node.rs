@@ -81,13 +81,7 @@ const META_INSTALLING: &[u8] = b"installing_snapshot";
 /// secretd's own writes). Apply refuses the request if auth changed since.
 pub type Fence = Option<u64>;
 
-/// Sends raft messages to other members. Implemented over gRPC in `api`;
-/// must never block (queue or drop: raft retransmits).
-pub trait Transport: Send + Sync + 'static {
-    fn send(&self, msgs: Vec<Message>);
-    /// The other members and their peer URL, after a membership change.
-    fn update_peers(&self, peers: Vec<(u64, String)>);
-}
+pub use crate::transport::Transport;
 
 /// What a member joining a running cluster learned from it before starting.
 #[derive(Clone, Debug)]
