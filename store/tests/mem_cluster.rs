@@ -68,7 +68,10 @@ impl MemCluster {
     async fn leader(&self, among: &[usize], within: Duration) -> usize {
         let deadline = Instant::now() + within;
         loop {
-            let seen: Vec<u64> = among.iter().map(|i| self.nodes[*i].status().leader).collect();
+            let seen: Vec<u64> = among
+                .iter()
+                .map(|i| self.nodes[*i].status().leader)
+                .collect();
             if seen[0] != 0 && seen.iter().all(|l| *l == seen[0]) {
                 if let Some(i) = among.iter().find(|i| self.nodes[**i].id() == seen[0]) {
                     return *i;
@@ -181,7 +184,8 @@ async fn five_members_replace_an_isolated_leader() {
     let new = c.leader(&rest, Duration::from_secs(10)).await;
     assert_ne!(new, old);
     for i in 10..30 {
-        c.put(rest[i % 4], &format!("k/{i:03}"), &format!("v{i}")).await;
+        c.put(rest[i % 4], &format!("k/{i:03}"), &format!("v{i}"))
+            .await;
     }
     // Cut off, the old leader has no quorum to confirm a read index with.
     match c.read_all(old).await {

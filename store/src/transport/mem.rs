@@ -81,7 +81,13 @@ impl MemNetwork {
 
     /// Isolates `id` from every other member, both ways (or heals it).
     pub fn isolate(&self, id: u64, cut: bool) {
-        let others: Vec<u64> = self.nodes.read().keys().copied().filter(|o| *o != id).collect();
+        let others: Vec<u64> = self
+            .nodes
+            .read()
+            .keys()
+            .copied()
+            .filter(|o| *o != id)
+            .collect();
         for o in others {
             self.set_cut(id, o, cut);
             self.set_cut(o, id, cut);

@@ -2,11 +2,9 @@
 //! by a streamed snapshot, and then equals the others (HashKV), also after a
 //! restart from snapshot plus log.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::Cluster;
+use crate::common::Cluster;
 use secretd_api::pb::etcdserverpb::{
     auth_client::AuthClient, lease_client::LeaseClient, maintenance_client::MaintenanceClient,
     AuthRoleAddRequest, AuthUserAddRequest, AuthUserGetRequest, AuthUserGrantRoleRequest,

@@ -7,13 +7,11 @@
 //! canary (configs are stored plain) must be found by the same scan, so
 //! the scan is shown to work.
 
-mod common;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::common::Cluster;
 use aho_corasick::AhoCorasick;
-use common::Cluster;
 use rand::RngCore;
 use secretd_api::pb::secretstore::{
     configs_client::ConfigsClient, secrets_client::SecretsClient, CreateRequest, RotateRequest,
@@ -60,10 +58,7 @@ fn scan(dir: &Path, ac: &AhoCorasick) -> (Vec<(usize, String)>, usize, u64) {
 #[tokio::test(flavor = "multi_thread")]
 async fn no_secret_plaintext_reaches_any_file() {
     let dump = tempfile::tempdir().unwrap();
-    // The only test in this file, so no other thread reads the
-    // environment meanwhile; members inherit it.
-    std::env::set_var("SECRETD_TEST_KEY_DUMP", dump.path());
-    let mut c = Cluster::start_with(
+    let mut c = Cluster::prepare(
         3,
         &[
             "--snapshot-count",
@@ -72,6 +67,13 @@ async fn no_secret_plaintext_reaches_any_file() {
             "10",
         ],
     );
+    c.envs.push((
+        "SECRETD_TEST_KEY_DUMP".into(),
+        dump.path().display().to_string(),
+    ));
+    for i in 0..3 {
+        c.spawn(i);
+    }
     let leader = c.wait_leader(Duration::from_secs(15)).await;
     let follower = (leader + 1) % 3;
     // A member that misses everything and must catch up by raft snapshot

@@ -1,11 +1,9 @@
 //! Watch progress notifications over the gRPC API (etcdctl 3.4 cannot ask
 //! for them): periodic ones for watchers that asked, and on request.
 
-mod common;
-
 use std::time::Duration;
 
-use common::Cluster;
+use crate::common::Cluster;
 use secretd_api::pb::etcdserverpb::WatchResponse;
 use secretd_api::pb::etcdserverpb::{
     watch_client::WatchClient, watch_request::RequestUnion, PutRequest, WatchCreateRequest,

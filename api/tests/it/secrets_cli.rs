@@ -2,11 +2,9 @@
 //! `config` and `task` command and flag, the shapes Docker prints, and
 //! Docker's error messages.
 
-mod common;
-
 use std::time::Duration;
 
-use common::Cluster;
+use crate::common::Cluster;
 use serde_json::Value;
 
 fn lines(s: &str) -> Vec<&str> {
@@ -544,7 +542,7 @@ async fn a_closed_pipe_ends_secretctl_quietly() {
     for i in 0..20 {
         c.sctl(&["secret", "create", &format!("s{i}"), "-"], Some(b"x"));
     }
-    let mut child = std::process::Command::new(common::secretctl_bin())
+    let mut child = std::process::Command::new(crate::common::secretctl_bin())
         .args(["--endpoints", &c.endpoint(0), "secret", "inspect"])
         .args((0..20).map(|i| format!("s{i}")))
         .stdout(std::process::Stdio::piped())

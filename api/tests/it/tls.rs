@@ -2,12 +2,10 @@
 //! all https: only certificates from the cluster's CA get in, each only as
 //! far as its role allows, and each refusal is logged clearly.
 
-mod common;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::Cluster;
+use crate::common::Cluster;
 use secretd_api::pb::secretstore::{agent_client::AgentClient, FetchRequest};
 use secretd_api::tls::pki::{save, Ca};
 
@@ -22,7 +20,7 @@ fn etcdctl_with(
     cert: Option<(&str, &str)>,
     args: &[&str],
 ) -> std::process::Output {
-    let mut cmd = std::process::Command::new(common::etcdctl_bin());
+    let mut cmd = std::process::Command::new(crate::common::etcdctl_bin());
     cmd.env("ETCDCTL_API", "3")
         .arg(format!("--endpoints=https://{}", c.endpoint(0)))
         .arg(format!("--cacert={ca}"))
@@ -123,7 +121,7 @@ async fn only_the_clusters_certificates_get_in_each_as_far_as_its_role() {
         "{}",
         stderr(&out)
     );
-    let out = std::process::Command::new(common::secretctl_bin())
+    let out = std::process::Command::new(crate::common::secretctl_bin())
         .args([
             "--endpoints",
             &c.endpoint(0),
@@ -656,7 +654,7 @@ async fn https_post(c: &Cluster, cert: &str, path: &str, body: &str) -> (u16, St
     s.write_all(req.as_bytes()).await.unwrap();
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
-    common::http_response(&out)
+    crate::common::http_response(&out)
 }
 
 /// etcd's JSON gateway over HTTPS (HTTP/1.1, ALPN) keeps the role matrix:
@@ -729,7 +727,7 @@ async fn the_json_gateway_keeps_the_role_matrix() {
         etcd35.exists(),
         "scripts/deps.sh --test fetches etcd 3.5.1's etcdctl"
     );
-    for bin in [common::etcdctl_bin(), etcd35] {
+    for bin in [crate::common::etcdctl_bin(), etcd35] {
         for args in [
             vec!["endpoint", "status"],
             vec!["endpoint", "hashkv"],

@@ -4,12 +4,10 @@
 //! a running cluster. A KEK rotation under load with a member down leaves
 //! every secret readable on every member, and the old generation nowhere.
 
-mod common;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::Cluster;
+use crate::common::Cluster;
 use secretd_api::pb::secretstore::{
     admin_client::AdminClient, agent_client::AgentClient, secrets_client::SecretsClient,
     CreateRequest, FetchRequest, GetSettingsRequest, RotateRequest,

@@ -2,13 +2,11 @@
 //! client writes, and every member killed at once. Acknowledged writes must
 //! survive both.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::Cluster;
+use crate::common::Cluster;
 use parking_lot::Mutex;
 use secretd_api::pb::etcdserverpb::{PutRequest, RangeRequest};
 

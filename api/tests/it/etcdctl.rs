@@ -1,12 +1,10 @@
 //! A 3-member cluster driven by Debian's real etcdctl: what an operator or
 //! orchestrator written for etcd does, and what it must see.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{etcdctl_bin, Cluster};
+use crate::common::{etcdctl_bin, Cluster};
 
 /// Runs `etcdctl watch ...` for a while and returns what it printed.
 fn watch_output(c: &Cluster, args: &[&str], during: impl FnOnce(), run_for: Duration) -> String {
@@ -78,7 +76,7 @@ async fn etcdctl_session_against_three_members() {
 
     // txn with a compare, both outcomes (etcdctl reads the txn from stdin).
     let txn = |script: &str| {
-        let out = common::etcdctl_stdin(&c.endpoints(), &["txn"], script.as_bytes());
+        let out = crate::common::etcdctl_stdin(&c.endpoints(), &["txn"], script.as_bytes());
         assert!(out.status.success());
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
@@ -154,7 +152,8 @@ async fn etcdctl_session_against_three_members() {
     assert_eq!(c.ok(&["endpoint", "status"]).lines().count(), 3);
 
     // A request over --max-request-bytes gets etcd's error.
-    let out = common::etcdctl_stdin(&c.endpoints(), &["put", "big"], &vec![b'x'; 1600 * 1024]);
+    let out =
+        crate::common::etcdctl_stdin(&c.endpoints(), &["put", "big"], &vec![b'x'; 1600 * 1024]);
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("etcdserver: request is too large"),
@@ -311,7 +310,7 @@ fn http_with(
             Err(_) => break,
         }
     }
-    common::http_response(&out)
+    crate::common::http_response(&out)
 }
 
 /// Values that legitimately differ between two clusters.
@@ -364,7 +363,7 @@ async fn json_gateway_answers_as_etcd_does() {
     let c = Cluster::start(1);
     c.wait_leader(Duration::from_secs(15)).await;
     let dir = tempfile::tempdir().unwrap();
-    let (ep, pp) = (common::free_port(), common::free_port());
+    let (ep, pp) = (crate::common::free_port(), crate::common::free_port());
     let mut etcd = Command::new(etcd_bin)
         .args(["--name", "e1", "--data-dir"])
         .arg(dir.path().join("e1"))
@@ -1034,7 +1033,7 @@ async fn patroni_fails_over_on_secretd() {
         );
     }
     assert!(
-        common::is_root(),
+        crate::common::is_root(),
         "this test runs PostgreSQL as user postgres: run it as root"
     );
     let (ttl_s, loop_wait_s) = (20u64, 2u64);
@@ -1068,7 +1067,7 @@ async fn patroni_fails_over_on_secretd() {
     let mut confs = Vec::new();
     let mut pg_ports = Vec::new();
     for n in 1..=2 {
-        let (api, pg) = (common::free_port(), common::free_port());
+        let (api, pg) = (crate::common::free_port(), crate::common::free_port());
         let conf = d.join(format!("p{n}.yml"));
         std::fs::write(
             &conf,

@@ -1,13 +1,11 @@
 //! Membership through Debian's etcdctl: grow 1 → 3 → 5 and shrink to 3
 //! while a client writes, learners and their promotion, removing the leader.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::Cluster;
+use crate::common::Cluster;
 use parking_lot::Mutex;
 use secretd_api::pb::etcdserverpb::{PutRequest, RangeRequest};
 

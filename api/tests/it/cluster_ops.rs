@@ -2,11 +2,9 @@
 //! restore into a new cluster, leader moves, request limits, and
 //! auto-compaction.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::Cluster;
+use crate::common::Cluster;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn snapshot_save_and_restore_into_a_new_cluster() {
@@ -147,7 +145,7 @@ async fn move_leader_and_request_limits() {
         script.push_str(&format!("put t/{i} x\n"));
     }
     script.push_str("\n\n"); // ends the success ops, then the (empty) failure ops
-    let out = common::etcdctl_stdin(&c.endpoints(), &["txn"], script.as_bytes());
+    let out = crate::common::etcdctl_stdin(&c.endpoints(), &["txn"], script.as_bytes());
     assert!(
         String::from_utf8_lossy(&out.stderr)
             .contains("etcdserver: too many operations in txn request"),
@@ -186,7 +184,7 @@ async fn revision_auto_compaction() {
 }
 
 fn put_stdin(c: &Cluster, key: &str, value: &[u8]) -> std::process::Output {
-    common::etcdctl_stdin(&c.endpoints(), &["put", key], value)
+    crate::common::etcdctl_stdin(&c.endpoints(), &["put", key], value)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -215,7 +213,7 @@ async fn quota_alarm_raised_then_disarmed_after_compaction_and_defrag() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("database space exceeded"));
     assert_eq!(c.ok(&["get", "q/00", "--keys-only"]), "q/00\n\n");
     c.ok(&["del", "q/", "--prefix"]);
-    let rev = common::header_revision(&c.ok(&["get", "x", "-w", "json"])).to_string();
+    let rev = crate::common::header_revision(&c.ok(&["get", "x", "-w", "json"])).to_string();
     c.ok(&["compaction", &rev]);
     c.ok(&["defrag"]);
     c.ok(&["alarm", "disarm"]);
@@ -268,7 +266,7 @@ fn http_get(port: u16, path: &str) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_and_health_on_their_own_listener() {
-    let port = common::free_port();
+    let port = crate::common::free_port();
     let url = format!("http://127.0.0.1:{port}");
     let c = Cluster::start_with(1, &["--listen-metrics-urls", &url]);
     c.wait_leader(Duration::from_secs(15)).await;
@@ -295,7 +293,7 @@ async fn metrics_and_health_on_their_own_listener() {
     assert!(m.contains("secretd_watch_publish_duration_seconds_bucket"));
     assert!(m.contains("secretd_watchers "));
     // A https metrics URL is refused clearly.
-    let out = std::process::Command::new(common::secretd_bin())
+    let out = std::process::Command::new(crate::common::secretd_bin())
         .args(["--listen-metrics-urls", "https://127.0.0.1:1"])
         .output()
         .unwrap();

@@ -1,10 +1,8 @@
 //! Leases through Debian's etcdctl and across a leader change.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::Cluster;
+use crate::common::Cluster;
 
 fn lease_id(grant_output: &str) -> String {
     // "lease 694d5765fc71500b granted with TTL(10s)"
@@ -34,10 +32,10 @@ async fn grant_attach_keepalive_revoke_and_expire() {
         .ok(&["lease", "keep-alive", "--once", &id])
         .contains("keepalived with TTL(30)"));
     // Revoke: both keys go, at one revision.
-    let rev_before = common::header_revision(&c.ok(&["get", "l/a", "-w", "json"]));
+    let rev_before = crate::common::header_revision(&c.ok(&["get", "l/a", "-w", "json"]));
     assert!(c.ok(&["lease", "revoke", &id]).contains("revoked"));
     assert_eq!(c.ok(&["get", "l/", "--prefix"]), "");
-    let rev_after = common::header_revision(&c.ok(&["get", "x", "-w", "json"]));
+    let rev_after = crate::common::header_revision(&c.ok(&["get", "x", "-w", "json"]));
     assert_eq!(
         rev_after,
         rev_before + 1,

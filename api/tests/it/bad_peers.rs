@@ -1,11 +1,9 @@
 //! A peer that speaks garbage, belongs to another cluster, or misaddresses
 //! its messages is refused with a clear error, and the cluster loses nothing.
 
-mod common;
-
 use std::time::Duration;
 
-use common::Cluster;
+use crate::common::Cluster;
 use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
 use secretd_api::pb::etcdserverpb::{maintenance_client::MaintenanceClient, StatusRequest};

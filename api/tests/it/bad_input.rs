@@ -2,11 +2,9 @@
 //! out-of-bounds request gets a specific error (code and message), and
 //! afterwards the cluster is healthy and has lost nothing.
 
-mod common;
-
 use std::time::Duration;
 
-use common::Cluster;
+use crate::common::Cluster;
 use secretd_api::pb::etcdserverpb::{
     alarm_request, maintenance_client::MaintenanceClient, AlarmRequest, AlarmType,
 };

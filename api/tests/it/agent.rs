@@ -3,8 +3,6 @@
 //! the way a container's process sees them. Needs root and /dev/fuse; says
 //! so and fails when they are missing (it never passes vacuously).
 
-mod common;
-
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -12,12 +10,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{secretd_bin, Cluster};
+use crate::common::{secretd_bin, Cluster};
 use secretd_api::pb::secretstore::{secrets_client::SecretsClient, RotateRequest};
 
 fn require_root_and_fuse() {
     assert!(
-        common::is_root(),
+        crate::common::is_root(),
         "the agent tests need root (they mount FUSE and tmpfs): run them as root"
     );
     assert!(
@@ -452,7 +450,7 @@ fn http_get(port: u16, path: &str) -> (u16, String) {
     write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
     let mut out = Vec::new();
     s.read_to_end(&mut out).unwrap();
-    common::http_response(&out)
+    crate::common::http_response(&out)
 }
 
 /// Every regular file under `dir` (symlinks not followed) that holds
@@ -566,7 +564,7 @@ async fn one_broken_task_breaks_nothing_else(backend: &str) {
         None,
     );
     let mount = c.dir.path().join("mnt");
-    let port = common::free_port();
+    let port = crate::common::free_port();
     let log = c.dir.path().join("agent.log");
     let start = || {
         let mut a = Agent {

@@ -1,6 +1,5 @@
 //! Test harness: real `secretd` processes on loopback, each with its own
 //! data directory, and Debian's real `etcdctl` to drive them.
-#![allow(dead_code)]
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -35,6 +34,9 @@ pub struct Cluster {
     pub nofile_max: Option<u64>,
     /// Members start with this umask.
     pub umask: Option<u32>,
+    /// Environment variables members start with (tests share one process,
+    /// so none sets its own environment).
+    pub envs: Vec<(String, String)>,
 }
 
 /// A port for a test member. Taken below Linux's ephemeral range
@@ -154,6 +156,7 @@ impl Cluster {
             tls,
             nofile_max: None,
             umask: None,
+            envs: Vec::new(),
         }
     }
 
@@ -238,6 +241,7 @@ impl Cluster {
             });
         }
         let child = cmd
+            .envs(self.envs.iter().cloned())
             .args(["--name", &m.name])
             .arg("--data-dir")
             .arg(&m.data_dir)
@@ -512,13 +516,6 @@ pub fn header_revision(json: &str) -> i64 {
         .and_then(|r| r.split([',', '}']).next())
         .and_then(|r| r.parse().ok())
         .unwrap_or_else(|| panic!("no revision in {json}"))
-}
-
-pub fn stdout_lines(o: &Output) -> Vec<String> {
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect()
 }
 
 pub fn secretctl_bin() -> &'static str {

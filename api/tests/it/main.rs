@@ -1,0 +1,26 @@
+//! Every integration test of the `api` crate, in one binary: each module
+//! drives real `secretd` processes (and real etcdctl, curl, Patroni and
+//! PostgreSQL where a module says so) the way an operator or a client would. One
+//! binary links the whole stack once instead of once per file; tests run
+//! in parallel threads, so none may change the process's own state
+//! (environment, umask, limits): `common::Cluster` passes such settings to
+//! the members it starts instead.
+
+mod common;
+
+mod agent;
+mod bad_input;
+mod bad_peers;
+mod canary;
+mod cluster_ops;
+mod etcdctl;
+mod faults;
+mod jepsen_smoke;
+mod keys;
+mod leases;
+mod membership;
+mod secrets_cli;
+mod snapshots;
+mod tls;
+mod watch_guarantees;
+mod watch_progress;
