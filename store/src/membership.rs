@@ -37,6 +37,13 @@ pub fn is_alarm_key(k: &[u8]) -> bool {
     k.strip_prefix(ALARM_PREFIX).is_some_and(|r| r.len() == 12)
 }
 
+/// Is NOSPACE raised on any member? Then writes that add data are refused,
+/// when proposed and again when applied (the alarm is replicated state).
+pub fn nospace_raised(alarms: &std::collections::BTreeSet<(u64, i32)>) -> bool {
+    use crate::pb::etcdserverpb::AlarmType;
+    alarms.iter().any(|(_, a)| *a == AlarmType::Nospace as i32)
+}
+
 /// Every raised alarm: (member id, alarm type).
 pub fn load_alarms(db: &Db) -> Result<std::collections::BTreeSet<(u64, i32)>> {
     let mut out = std::collections::BTreeSet::new();

@@ -368,9 +368,11 @@ mod tests {
         /// Applies and publishes one request, as the raft loop does.
         fn apply(&mut self, req: Request) {
             let mut batch = rocksdb::WriteBatch::default();
-            let (res, events) = self
-                .applier
-                .apply(&req, &mut batch, self.hub.wants_prev_kv());
+            let (res, events) = self.applier.apply(
+                crate::mvcc::KvOp::try_from(&req).unwrap(),
+                &mut batch,
+                self.hub.wants_prev_kv(),
+            );
             res.unwrap();
             self.applier.stage_revision(&mut batch);
             self.applier

@@ -35,7 +35,7 @@ use crate::pb::mvccpb::{event::EventType, Event, KeyValue};
 use crate::revision::{self, Rev};
 use crate::snapshot::{SnapshotReader, SnapshotWriter, CF_TAG_KV, CF_TAG_META};
 pub use index::Index;
-pub use txn::WriteResult;
+pub use txn::{KvOp, WriteResult};
 
 /// The checks etcd makes before a request enters the raft log.
 pub mod txn_checks {
@@ -594,7 +594,7 @@ impl Applier {
     /// `prev_kv` in every event (a watcher wants it).
     pub fn apply(
         &mut self,
-        req: &crate::pb::internal::internal_request::Request,
+        req: KvOp<'_>,
         batch: &mut WriteBatch,
         watch_prev: bool,
     ) -> (Result<WriteResult>, Vec<Event>) {

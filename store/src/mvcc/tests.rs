@@ -47,7 +47,8 @@ impl Harness {
 
     fn apply(&mut self, req: Request) -> Result<WriteResult> {
         let mut batch = WriteBatch::default();
-        let (res, _) = self.applier.apply(&req, &mut batch, false);
+        let op = KvOp::try_from(&req).expect("a keyspace request");
+        let (res, _) = self.applier.apply(op, &mut batch, false);
         self.applier.stage_revision(&mut batch);
         self.applier.mvcc.db.write_sync(batch).unwrap();
         self.applier.publish();

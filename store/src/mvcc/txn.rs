@@ -45,6 +45,57 @@ pub enum WriteResult {
     Auth,
 }
 
+/// A request the keyspace applies: only these reach `Applier::apply`, so
+/// no other entry kind can be misrouted here (the node's exhaustive match
+/// hands each kind to its one owner).
+#[derive(Clone, Copy, Debug)]
+pub enum KvOp<'a> {
+    Put(&'a PutRequest),
+    DeleteRange(&'a DeleteRangeRequest),
+    Txn(&'a TxnRequest),
+    Compaction(&'a CompactionRequest),
+    LeaseGrant(&'a LeaseGrantRequest),
+    LeaseRevoke(&'a LeaseRevokeRequest),
+    LeaseRenew(&'a LeaseKeepAliveRequest),
+}
+
+impl KvOp<'_> {
+    /// Refused while NOSPACE is raised (etcd's rule: deletes, compaction and
+    /// revokes still go through, as they free space).
+    pub fn adds_data(&self) -> bool {
+        match self {
+            KvOp::Put(_) | KvOp::LeaseGrant(_) => true,
+            KvOp::Txn(t) => has_put(t),
+            KvOp::DeleteRange(_)
+            | KvOp::Compaction(_)
+            | KvOp::LeaseRevoke(_)
+            | KvOp::LeaseRenew(_) => false,
+        }
+    }
+}
+
+impl<'a> TryFrom<&'a Request> for KvOp<'a> {
+    type Error = StoreError;
+
+    fn try_from(r: &'a Request) -> Result<KvOp<'a>> {
+        Ok(match r {
+            Request::Put(p) => KvOp::Put(p),
+            Request::DeleteRange(d) => KvOp::DeleteRange(d),
+            Request::Txn(t) => KvOp::Txn(t),
+            Request::Compaction(c) => KvOp::Compaction(c),
+            Request::LeaseGrant(g) => KvOp::LeaseGrant(g),
+            Request::LeaseRevoke(r) => KvOp::LeaseRevoke(r),
+            Request::LeaseRenew(r) => KvOp::LeaseRenew(r),
+            Request::MemberAttrs(_)
+            | Request::MemberUpdate(_)
+            | Request::Alarm(_)
+            | Request::Auth(_) => {
+                return Err(StoreError::InvalidArgument("not a keyspace request".into()))
+            }
+        })
+    }
+}
+
 /// What a txn needs from the keyspace it runs against.
 trait Exec {
     fn compare(&mut self, c: &Compare) -> Result<bool>;
@@ -274,14 +325,14 @@ impl Writer<'_> {
         r
     }
 
-    pub fn apply(&mut self, req: &Request) -> Result<WriteResult> {
+    pub fn apply(&mut self, req: KvOp<'_>) -> Result<WriteResult> {
         match req {
-            Request::Put(p) => {
+            KvOp::Put(p) => {
                 self.precheck(std::slice::from_ref(&put_op(p)))?;
                 self.put(p).map(WriteResult::Put)
             }
-            Request::DeleteRange(d) => self.delete(d).map(WriteResult::DeleteRange),
-            Request::Txn(t) => {
+            KvOp::DeleteRange(d) => self.delete(d).map(WriteResult::DeleteRange),
+            KvOp::Txn(t) => {
                 // Check the branch that will run before writing anything, so
                 // a failing txn leaves no partial writes (as etcd does).
                 let mut succeeded = true;
@@ -294,16 +345,10 @@ impl Writer<'_> {
                 self.precheck(if succeeded { &t.success } else { &t.failure })?;
                 exec_txn(self, t).map(WriteResult::Txn)
             }
-            Request::Compaction(c) => self.compact(c).map(WriteResult::Compaction),
-            Request::LeaseGrant(g) => self.lease_grant(g).map(WriteResult::LeaseGrant),
-            Request::LeaseRevoke(r) => self.lease_revoke(r).map(WriteResult::LeaseRevoke),
-            Request::LeaseRenew(r) => self.lease_renew(r).map(WriteResult::LeaseRenew),
-            Request::MemberAttrs(_)
-            | Request::MemberUpdate(_)
-            | Request::Alarm(_)
-            | Request::Auth(_) => Err(StoreError::InvalidArgument(
-                "membership, alarm and auth requests are applied by the node".into(),
-            )),
+            KvOp::Compaction(c) => self.compact(c).map(WriteResult::Compaction),
+            KvOp::LeaseGrant(g) => self.lease_grant(g).map(WriteResult::LeaseGrant),
+            KvOp::LeaseRevoke(r) => self.lease_revoke(r).map(WriteResult::LeaseRevoke),
+            KvOp::LeaseRenew(r) => self.lease_renew(r).map(WriteResult::LeaseRenew),
         }
     }
 

@@ -1,0 +1,270 @@
+//! Applying committed entries: one exhaustive match over every kind of
+//! entry (etcd's applier), so each reaches exactly one owner: conf changes
+//! raft and the member registry, member records and alarms the node, auth
+//! changes `auth`, and keyspace requests `mvcc`. Every entry first passes
+//! the auth fence. Runs only on the raft thread, into the batch of the
+//! `Ready` being handled.
+
+use super::*;
+use crate::mvcc::KvOp;
+
+impl Loop {
+    pub(super) fn apply_entries(
+        &mut self,
+        entries: Vec<Entry>,
+        batch: &mut WriteBatch,
+        out: &mut Applied,
+    ) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let _timer = crate::metrics::APPLY_SECONDS.start_timer();
+        crate::metrics::PROPOSALS_COMMITTED.inc_by(entries.len() as u64);
+        for e in entries {
+            assert_eq!(e.index, self.applied + 1, "entries apply in order, once");
+            match e.get_entry_type() {
+                EntryType::EntryNormal if e.data.is_empty() => {} // leader's no-op
+                EntryType::EntryNormal => self.apply_request(&e, batch, out)?,
+                EntryType::EntryConfChange => {
+                    let cc = ConfChange::parse_from_bytes(&e.data).map_err(|err| {
+                        StoreError::Storage(format!("corrupt conf change at {}: {err}", e.index))
+                    })?;
+                    self.apply_conf_change(&cc, batch)?;
+                }
+                EntryType::EntryConfChangeV2 => {
+                    let cc = ConfChangeV2::parse_from_bytes(&e.data).map_err(|err| {
+                        StoreError::Storage(format!("corrupt conf change at {}: {err}", e.index))
+                    })?;
+                    self.apply_membership_change(&cc, &e, batch, out)?;
+                }
+            }
+            self.applied = e.index;
+        }
+        self.applier.stage_revision(batch);
+        batch.put_cf(
+            self.db.cf(CF_META),
+            META_APPLIED,
+            self.applied.to_be_bytes(),
+        );
+        Ok(())
+    }
+    pub(super) fn apply_conf_change(
+        &mut self,
+        cc: &impl raft_proto::ConfChangeI,
+        batch: &mut WriteBatch,
+    ) -> Result<()> {
+        let cs = self
+            .raw
+            .apply_conf_change(cc)
+            .map_err(|e| StoreError::Storage(format!("conf change: {e}")))?;
+        self.raw.mut_store().set_conf_state(cs, batch);
+        Ok(())
+    }
+    pub(super) fn apply_request(
+        &mut self,
+        e: &Entry,
+        batch: &mut WriteBatch,
+        out: &mut Applied,
+    ) -> Result<()> {
+        let req = InternalRequest::decode(e.data.as_ref())
+            .map_err(|err| StoreError::Storage(format!("corrupt log entry {}: {err}", e.index)))?;
+        let Some(request) = &req.request else {
+            return Err(StoreError::Storage(format!(
+                "log entry {} has no request",
+                e.index
+            )));
+        };
+        if let Err(refused) = self.auth.check_fence(req.auth_revision) {
+            if let Some(w) = self.take_waiter(req.proposer, req.id) {
+                out.replies.push((w, Err(refused)));
+            }
+            return Ok(());
+        }
+        // One owner per kind of entry; the compiler checks none is missing.
+        let (result, events) = match request {
+            Request::MemberAttrs(_) | Request::MemberUpdate(_) => {
+                (self.apply_member_record(request, batch), Vec::new())
+            }
+            Request::Alarm(a) => (self.apply_alarm(a, batch), Vec::new()),
+            Request::Auth(a) => (
+                self.auth
+                    .apply(a, batch, &self.db)
+                    .map(|()| WriteResult::Auth),
+                Vec::new(),
+            ),
+            Request::Put(p) => self.apply_keyspace(KvOp::Put(p), batch),
+            Request::DeleteRange(d) => self.apply_keyspace(KvOp::DeleteRange(d), batch),
+            Request::Txn(t) => self.apply_keyspace(KvOp::Txn(t), batch),
+            Request::Compaction(c) => self.apply_keyspace(KvOp::Compaction(c), batch),
+            Request::LeaseGrant(g) => self.apply_keyspace(KvOp::LeaseGrant(g), batch),
+            Request::LeaseRevoke(r) => self.apply_keyspace(KvOp::LeaseRevoke(r), batch),
+            Request::LeaseRenew(r) => self.apply_keyspace(KvOp::LeaseRenew(r), batch),
+        };
+        // A storage failure stops the member; anything else is the
+        // client's answer, the same on every member.
+        if let Err(StoreError::Storage(msg)) = &result {
+            return Err(StoreError::Storage(msg.clone()));
+        }
+        if !events.is_empty() {
+            let revision = self.applier.revision();
+            out.events.push(RevEvents { revision, events });
+        }
+        if let Some(w) = self.take_waiter(req.proposer, req.id) {
+            let header = self.entry_header(e);
+            out.replies.push((w, result.map(|r| (r, header))));
+        }
+        Ok(())
+    }
+    /// A keyspace request, refused on every member alike while NOSPACE is
+    /// raised if it adds data.
+    fn apply_keyspace(
+        &mut self,
+        op: KvOp<'_>,
+        batch: &mut WriteBatch,
+    ) -> (Result<WriteResult>, Vec<crate::pb::mvccpb::Event>) {
+        if op.adds_data() && membership::nospace_raised(&self.alarms.read()) {
+            return (Err(StoreError::NoSpace), Vec::new());
+        }
+        self.applier.apply(op, batch, self.hub.wants_prev_kv())
+    }
+
+    pub(super) fn entry_header(&self, e: &Entry) -> ResponseHeader {
+        ResponseHeader {
+            cluster_id: self.cluster_id,
+            member_id: self.id,
+            revision: self.applier.revision(),
+            raft_term: e.term,
+        }
+    }
+    /// A raft membership change and its member record, in one batch. A
+    /// change raft refuses is refused on every member alike.
+    pub(super) fn apply_membership_change(
+        &mut self,
+        cc: &ConfChangeV2,
+        e: &Entry,
+        batch: &mut WriteBatch,
+        out: &mut Applied,
+    ) -> Result<()> {
+        let ctx = if e.context.is_empty() {
+            ConfChangeContext::default()
+        } else {
+            ConfChangeContext::decode(e.context.as_ref()).map_err(|err| {
+                StoreError::Storage(format!("corrupt conf change context at {}: {err}", e.index))
+            })?
+        };
+        let waiter = self.take_waiter(ctx.proposer, ctx.request_id);
+        let cs = match self.raw.apply_conf_change(cc) {
+            Ok(cs) => cs,
+            Err(err) => {
+                tracing::warn!(index = e.index, error = %err, "refused a membership change");
+                if let Some(w) = waiter {
+                    out.replies.push((
+                        w,
+                        Err(StoreError::InvalidArgument(format!(
+                            "membership change refused: {err}"
+                        ))),
+                    ));
+                }
+                return Ok(());
+            }
+        };
+        self.raw.mut_store().set_conf_state(cs, batch);
+        {
+            let mut reg = self.registry.write();
+            for ch in cc.get_changes() {
+                let id = ch.node_id;
+                match ch.get_change_type() {
+                    ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                        let mut m = reg
+                            .get(id)
+                            .cloned()
+                            .or_else(|| ctx.member.clone())
+                            .unwrap_or_default();
+                        m.id = id;
+                        m.is_learner = ch.get_change_type() == ConfChangeType::AddLearnerNode;
+                        reg.put(&self.db, m, batch);
+                    }
+                    ConfChangeType::RemoveNode => {
+                        reg.remove(&self.db, id, batch);
+                        self.removed |= id == self.id;
+                    }
+                }
+            }
+        }
+        self.membership_changed = true;
+        tracing::info!(
+            index = e.index,
+            members = self.registry.read().len(),
+            "membership changed"
+        );
+        if let Some(w) = waiter {
+            let members = self.registry.read().list();
+            out.replies
+                .push((w, Ok((WriteResult::Members(members), self.entry_header(e)))));
+        }
+        Ok(())
+    }
+    pub(super) fn apply_alarm(
+        &mut self,
+        a: &AlarmRequest,
+        batch: &mut WriteBatch,
+    ) -> Result<WriteResult> {
+        let mut alarms = self.alarms.write();
+        let key = membership::alarm_key(a.member_id, a.alarm);
+        match AlarmAction::try_from(a.action) {
+            Ok(AlarmAction::Activate) if a.alarm != AlarmType::None as i32 => {
+                if alarms.insert((a.member_id, a.alarm)) {
+                    tracing::warn!(
+                        member = format_args!("{:x}", a.member_id),
+                        alarm = a.alarm,
+                        "alarm raised"
+                    );
+                }
+                batch.put_cf(self.db.cf(CF_META), key, []);
+            }
+            Ok(AlarmAction::Deactivate) => {
+                alarms.remove(&(a.member_id, a.alarm));
+                batch.delete_cf(self.db.cf(CF_META), key);
+            }
+            _ => {
+                return Err(StoreError::InvalidArgument(
+                    "alarm request must activate or deactivate a specific alarm".into(),
+                ))
+            }
+        }
+        Ok(WriteResult::Alarms(
+            alarms
+                .iter()
+                .map(|(m, t)| AlarmMember {
+                    member_id: *m,
+                    alarm: *t,
+                })
+                .collect(),
+        ))
+    }
+    /// Published attributes and peer URL updates of an existing member.
+    pub(super) fn apply_member_record(
+        &mut self,
+        req: &Request,
+        batch: &mut WriteBatch,
+    ) -> Result<WriteResult> {
+        let mut reg = self.registry.write();
+        let (id, update): (u64, &dyn Fn(&mut Member)) = match req {
+            Request::MemberAttrs(a) => (a.id, &|m: &mut Member| {
+                m.name = a.name.clone();
+                m.client_ur_ls = a.client_ur_ls.clone();
+            }),
+            Request::MemberUpdate(u) => {
+                (u.id, &|m: &mut Member| m.peer_ur_ls = u.peer_ur_ls.clone())
+            }
+            _ => return Err(StoreError::InvalidArgument("not a member record".into())),
+        };
+        let Some(mut m) = reg.get(id).cloned() else {
+            return Err(StoreError::MemberNotFound);
+        };
+        update(&mut m);
+        reg.put(&self.db, m, batch);
+        self.membership_changed = true;
+        Ok(WriteResult::Members(reg.list()))
+    }
+}

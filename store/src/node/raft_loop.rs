@@ -1,0 +1,383 @@
+//! The raft loop: the one thread that owns `RawNode`. Each round drains up
+//! to `INPUTS_PER_ROUND_MAX` inputs, ticks, and handles one `Ready` in
+//! raft-rs's order (send, apply + persist in one batch with one fsync,
+//! publish, answer, send what waited for persistence, advance). Applying
+//! entries is `apply.rs`; storage setup and snapshot install `bootstrap.rs`.
+
+use super::*;
+
+pub(super) type Waiter = oneshot::Sender<Result<(WriteResult, ResponseHeader)>>;
+
+/// Results of applying entries, held until their batch is durable.
+#[derive(Default)]
+pub(super) struct Applied {
+    pub(super) events: Vec<RevEvents>,
+    pub(super) replies: Vec<(Waiter, Result<(WriteResult, ResponseHeader)>)>,
+}
+
+pub(super) struct Loop {
+    pub(super) raw: RawNode<LogStore>,
+    pub(super) db: Arc<Db>,
+    pub(super) applier: Applier,
+    pub(super) hub: Arc<WatchHub>,
+    pub(super) transport: Arc<dyn Transport>,
+    pub(super) rx: Receiver<Input>,
+    pub(super) status: Arc<RwLock<NodeStatus>>,
+    pub(super) waiters: HashMap<u64, Waiter>,
+    pub(super) reads: ReadQueue,
+    pub(super) id: u64,
+    pub(super) cluster_id: u64,
+    pub(super) applied: u64,
+    pub(super) tick: Duration,
+    pub(super) snap_dir: PathBuf,
+    pub(super) registry: Arc<RwLock<Registry>>,
+    pub(super) alarms: Arc<RwLock<BTreeSet<(u64, i32)>>>,
+    pub(super) auth: Arc<Auth>,
+    /// The transport must learn the member list again.
+    pub(super) membership_changed: bool,
+    /// This member applied its own removal: it stops.
+    pub(super) removed: bool,
+    pub(super) snapshot_count: u64,
+    pub(super) catchup_entries: u64,
+}
+
+impl Loop {
+    pub(super) fn run(mut self) {
+        tracing::info!(
+            member = format_args!("{:x}", self.id),
+            cluster = format_args!("{:x}", self.cluster_id),
+            applied = self.applied,
+            "raft loop started"
+        );
+        let mut next_tick = Instant::now() + self.tick;
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(wait) {
+                Ok(Input::Stop) => break,
+                Ok(input) => self.handle(input),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            let mut stop = false;
+            for _ in 0..INPUTS_PER_ROUND_MAX {
+                match self.rx.try_recv() {
+                    Ok(Input::Stop) => {
+                        stop = true;
+                        break;
+                    }
+                    Ok(input) => self.handle(input),
+                    Err(_) => break,
+                }
+            }
+            if stop {
+                break;
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                self.raw.tick();
+                next_tick = now + self.tick;
+                self.waiters.retain(|_, w| !w.is_closed());
+                self.expire_leases(now);
+                self.status.write().db_size_bytes = self.db.size_bytes();
+                // The data directory (snap/ may not exist yet).
+                let data_dir = self.snap_dir.parent().unwrap_or(&self.snap_dir);
+                if let Err(e) = crate::disk::check(data_dir) {
+                    tracing::error!(error = %e, "raft loop stopped: disk full");
+                    self.status.write().fatal = Some(e.to_string());
+                    return;
+                }
+            }
+            self.reads.maybe_send(&mut self.raw);
+            if let Err(e) = self.on_ready() {
+                tracing::error!(error = %e, "raft loop stopped: storage failure");
+                self.status.write().fatal = Some(e.to_string());
+                return;
+            }
+            if self.removed {
+                tracing::warn!("this member was removed from the cluster; stopping");
+                self.status.write().fatal = Some(StoreError::Removed.to_string());
+                return;
+            }
+        }
+        let st = self.status.read().clone();
+        tracing::info!(
+            entries = st.entries_persisted,
+            fsyncs = st.fsyncs,
+            entries_per_fsync = format_args!(
+                "{:.1}",
+                st.entries_persisted as f64 / st.fsyncs.max(1) as f64
+            ),
+            "raft loop stopped"
+        );
+    }
+
+    pub(super) fn handle(&mut self, input: Input) {
+        match input {
+            Input::Propose { id, data, reply } => {
+                let res = self.raw.propose(vec![], data);
+                self.track_proposal(res, id, reply);
+            }
+            Input::Step(m) => {
+                if let Err(e) = self.raw.step(*m) {
+                    tracing::debug!(error = %e, "raft step");
+                }
+            }
+            Input::ReadIndex(reply) => self.reads.pending.push(reply),
+            Input::Backup { dir, reply } => {
+                let _ = reply.send(
+                    self.raw
+                        .store()
+                        .write_state_snapshot(&dir)
+                        .map(|(_, _, p)| p),
+                );
+            }
+            Input::TransferLeader { target, reply } => {
+                let raft = &self.raw.raft;
+                let result = if raft.state != StateRole::Leader {
+                    Err(StoreError::NotLeader)
+                } else if !raft.prs().conf().voters().contains(target) {
+                    Err(StoreError::InvalidArgument(
+                        "bad leader transferee: not a voting member".into(),
+                    ))
+                } else {
+                    self.raw.transfer_leader(target);
+                    Ok(())
+                };
+                let _ = reply.send(result);
+            }
+            Input::ConfChange {
+                id,
+                cc,
+                context,
+                promote,
+                reply,
+            } => {
+                let raft = &self.raw.raft;
+                if let Some(learner) = promote {
+                    // Only the leader knows how far a learner got.
+                    if raft.state != StateRole::Leader {
+                        let _ = reply.send(Err(StoreError::NotLeader));
+                        return;
+                    }
+                    let leader_match = raft.raft_log.last_index();
+                    let matched = raft.prs().get(learner).map(|p| p.matched).unwrap_or(0);
+                    if (matched as f64) < LEARNER_READY_FRACTION * leader_match as f64 {
+                        let _ = reply.send(Err(StoreError::LearnerNotReady));
+                        return;
+                    }
+                }
+                if raft.state == StateRole::Leader && raft.has_pending_conf() {
+                    let _ = reply.send(Err(StoreError::InvalidArgument(
+                        "a membership change is still in progress; retry".into(),
+                    )));
+                    return;
+                }
+                let res = self.raw.propose_conf_change(context, cc);
+                self.track_proposal(res, id, reply);
+            }
+            Input::Unreachable(peer) => self.raw.report_unreachable(peer),
+            Input::SnapshotReport(peer, delivered) => {
+                let status = if delivered {
+                    SnapshotStatus::Finish
+                } else {
+                    SnapshotStatus::Failure
+                };
+                self.raw.report_snapshot(peer, status);
+            }
+            Input::Stop => {}
+        }
+    }
+
+    /// Waits for a proposal raft took; answers one it refused at once.
+    /// The waiter for an applied entry, if this member proposed it. Ids are
+    /// only unique per member, so the proposer must match too: another
+    /// member's entry with an equal id must never answer our client.
+    pub(super) fn take_waiter(&mut self, proposer: u64, id: u64) -> Option<Waiter> {
+        if proposer != self.id {
+            return None;
+        }
+        self.waiters.remove(&id)
+    }
+
+    pub(super) fn track_proposal(&mut self, res: raft::Result<()>, id: u64, reply: Waiter) {
+        match res {
+            Ok(()) => {
+                self.waiters.insert(id, reply);
+            }
+            Err(raft::Error::ProposalDropped) => {
+                let _ = reply.send(Err(StoreError::NoLeader));
+            }
+            Err(e) => {
+                let _ = reply.send(Err(StoreError::InvalidArgument(e.to_string())));
+            }
+        }
+    }
+
+    pub(super) fn on_ready(&mut self) -> Result<()> {
+        if !self.raw.has_ready() {
+            return Ok(());
+        }
+        let mut rd = self.raw.ready();
+        if !rd.messages().is_empty() {
+            self.transport.send(rd.take_messages());
+        }
+        if !rd.snapshot().is_empty() {
+            let meta = rd.snapshot().get_metadata();
+            let (index, term) = (meta.index, meta.term);
+            let path = snapshot::file_path(&self.snap_dir, index);
+            self.applied =
+                install_snapshot(&self.db, self.raw.mut_store(), &path, Some((index, term)))?;
+            self.applier.mvcc().reload()?;
+            self.applier.reset();
+            self.hub.resync_all();
+            *self.registry.write() = Registry::load(&self.db)?;
+            *self.alarms.write() = membership::load_alarms(&self.db)?;
+            self.auth.reload(&self.db)?;
+            self.membership_changed = true;
+            tracing::info!(
+                index,
+                term,
+                revision = self.applier.revision(),
+                "installed snapshot"
+            );
+        }
+        let mut batch = WriteBatch::default();
+        let mut applied = Applied::default();
+        self.apply_entries(rd.take_committed_entries(), &mut batch, &mut applied)?;
+        let new_entries = rd.entries().len() as u64;
+        self.raw.mut_store().append(rd.entries(), &mut batch)?;
+        if let Some(hs) = rd.hs() {
+            self.raw.mut_store().set_hard_state(hs.clone(), &mut batch);
+        }
+        for rs in rd.take_read_states() {
+            self.reads.on_read_state(&rs.request_ctx, rs.index);
+        }
+        // Only new entries or a term/vote change need an fsync before we go
+        // on (raft-rs's must_sync). A batch holding just applied results and
+        // a higher commit index is re-derivable from the synced log.
+        if rd.must_sync() {
+            let t = Instant::now();
+            self.db.write_sync(batch)?;
+            crate::metrics::FSYNC_SECONDS.observe(t.elapsed().as_secs_f64());
+            let mut st = self.status.write();
+            st.fsyncs += 1;
+            st.entries_persisted += new_entries;
+        } else if !batch.is_empty() {
+            self.db.write_nosync(batch)?;
+        }
+        self.finish(applied);
+        self.transport.send(rd.take_persisted_messages());
+
+        let mut light = self.raw.advance(rd);
+        let mut batch = WriteBatch::default();
+        let mut applied = Applied::default();
+        if let Some(commit) = light.commit_index() {
+            self.raw.mut_store().set_commit(commit, &mut batch);
+        }
+        self.transport.send(light.take_messages());
+        self.apply_entries(light.take_committed_entries(), &mut batch, &mut applied)?;
+        if !batch.is_empty() {
+            // Entries applied here are durable in the (synced) raft log; the
+            // applied index travels with the results, so a crash re-applies.
+            self.db.write_nosync(batch)?;
+        }
+        self.finish(applied);
+        self.raw.advance_apply();
+        self.reads.release(self.applied);
+        self.maybe_compact_log()?;
+        self.update_status();
+        Ok(())
+    }
+    /// The leader proposes revokes for expired leases (others only track).
+    pub(super) fn expire_leases(&mut self, now: Instant) {
+        // `is_leader` turns true only in `update_status`, right after the
+        // leases were promoted: before that, expiries are still the old
+        // leader's and must not be acted on.
+        if self.raw.raft.state != StateRole::Leader || !self.status.read().is_leader {
+            return;
+        }
+        let mvcc = self.applier.mvcc().clone();
+        let expired = mvcc.lessor().take_expired(now, LEASE_REVOKES_PER_TICK_MAX);
+        for id in expired {
+            // Request id 0: nobody waits for these.
+            let data = InternalRequest {
+                id: 0,
+                proposer: 0,
+                request: Some(Request::LeaseRevoke(LeaseRevokeRequest { id })),
+                auth_revision: None,
+            }
+            .encode_to_vec();
+            if self.raw.propose(vec![], data).is_err() {
+                mvcc.lessor().forget_revoking();
+                return;
+            }
+            tracing::info!(lease = format_args!("{id:x}"), "lease expired; revoking");
+        }
+    }
+
+    /// Truncates the log once it holds `snapshot_count` applied entries
+    /// beyond the last truncation, keeping `catchup_entries` for slow
+    /// followers. A follower further behind gets a snapshot file instead.
+    pub(super) fn maybe_compact_log(&mut self) -> Result<()> {
+        let store = self.raw.mut_store();
+        store.set_applied(self.applied);
+        if self.applied < store.truncated_index() + self.snapshot_count {
+            return Ok(());
+        }
+        let to = self.applied.saturating_sub(self.catchup_entries);
+        if to <= store.truncated_index() {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::default();
+        store.compact(to, &mut batch)?;
+        // Ordered after the apply batches in the WAL: if this survives a
+        // crash, so did everything applied up to `to`.
+        self.db.write_nosync(batch)?;
+        tracing::debug!(to, applied = self.applied, "compacted raft log");
+        Ok(())
+    }
+
+    /// After the batch holding `applied` is durable: readers, then
+    /// watchers, then the waiting clients, then the transport.
+    pub(super) fn finish(&mut self, applied: Applied) {
+        let applier = &mut self.applier;
+        self.hub.publish(&applied.events, || applier.publish());
+        for (w, res) in applied.replies {
+            let _ = w.send(res);
+        }
+        if self.membership_changed {
+            self.membership_changed = false;
+            let peers = self
+                .registry
+                .read()
+                .peer_addresses()
+                .into_iter()
+                .filter(|(id, _)| *id != self.id)
+                .collect();
+            self.transport.update_peers(peers);
+        }
+    }
+
+    pub(super) fn update_status(&mut self) {
+        let r = &self.raw.raft;
+        let leader_now = r.state == StateRole::Leader;
+        let was_leader = self.status.read().is_leader;
+        if leader_now && !was_leader {
+            // A new leader gives every lease a full TTL from now, so an
+            // election never expires a lease early.
+            self.applier.mvcc().lessor().promote(Instant::now());
+        } else if was_leader && !leader_now {
+            self.applier.mvcc().lessor().forget_revoking();
+        }
+        let mut st = self.status.write();
+        if st.leader != r.leader_id && r.leader_id != 0 {
+            crate::metrics::LEADER_CHANGES.inc();
+        }
+        st.leader = r.leader_id;
+        st.term = r.term;
+        st.commit_index = r.raft_log.committed;
+        st.applied_index = self.applied;
+        st.is_leader = r.state == StateRole::Leader;
+        st.is_learner = r.prs().conf().learners().contains(&self.id);
+    }
+}
