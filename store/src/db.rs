@@ -17,9 +17,7 @@ use rocksdb::{
 
 use crate::error::{Result, StoreError};
 
-pub const CF_RAFT: &str = "raft";
-pub const CF_KV: &str = "kv";
-pub const CF_META: &str = "meta";
+pub use crate::schema::{CF_KV, CF_META, CF_RAFT};
 
 /// Shared handle to a member's database.
 pub struct Db {

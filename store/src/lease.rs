@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-pub const META_PREFIX: &[u8] = b"lease/";
+pub const META_PREFIX: &[u8] = crate::schema::meta::LEASE_PREFIX;
 /// etcd's largest TTL.
 pub const TTL_MAX_SECS: i64 = 9_000_000_000;
 

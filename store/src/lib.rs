@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod mvcc;
 pub mod node;
 pub mod revision;
+pub mod schema;
 pub mod snapshot;
 pub mod transport;
 pub mod watch;

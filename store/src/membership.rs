@@ -13,9 +13,9 @@ use crate::db::{Db, CF_META};
 use crate::error::{Result, StoreError};
 use crate::pb::etcdserverpb::Member;
 
-pub const META_PREFIX: &[u8] = b"member/";
+pub const META_PREFIX: &[u8] = crate::schema::meta::MEMBER_PREFIX;
 /// The cluster token, needed to derive the ids of members added later.
-pub const META_TOKEN: &[u8] = b"cluster_token";
+pub const META_TOKEN: &[u8] = crate::schema::meta::CLUSTER_TOKEN;
 
 pub fn meta_key(id: u64) -> Vec<u8> {
     let mut k = META_PREFIX.to_vec();
@@ -24,7 +24,7 @@ pub fn meta_key(id: u64) -> Vec<u8> {
 }
 
 /// Raised alarms: `alarm/<member id><alarm type>` (empty value).
-pub const ALARM_PREFIX: &[u8] = b"alarm/";
+pub const ALARM_PREFIX: &[u8] = crate::schema::meta::ALARM_PREFIX;
 
 pub fn alarm_key(member: u64, alarm: i32) -> Vec<u8> {
     let mut k = ALARM_PREFIX.to_vec();

@@ -229,3 +229,121 @@ async fn a_member_cut_off_catches_up_by_snapshot() {
     let sent = std::fs::read_dir(&snaps).map(|d| d.count()).unwrap_or(0);
     assert!(sent > 0, "it caught up without a snapshot");
 }
+
+/// Every record in every member's meta column family, after every kind of
+/// entry and a snapshot install, belongs to a class of `schema` (so none can
+/// silently fall out of snapshots); and the member that caught up by
+/// snapshot holds the same replicated state as the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_meta_record_is_classified() {
+    use secretd_store::auth::hash_password;
+    use secretd_store::pb::etcdserverpb::{
+        alarm_request::AlarmAction, AlarmRequest, AlarmType, AuthRoleAddRequest,
+        AuthUserAddRequest, CompactionRequest,
+    };
+    use secretd_store::pb::internal::{auth_request::Op, internal_request::Request, AuthRequest};
+    use secretd_store::schema;
+
+    let c = MemCluster::start_with(3, 3, |cfg| {
+        cfg.snapshot_count = 20;
+        cfg.snapshot_catchup_entries = 5;
+    });
+    let leader = c.leader(&[0, 1, 2], Duration::from_secs(10)).await;
+    let behind = (leader + 2) % 3;
+    c.net.isolate(c.nodes[behind].id(), true);
+    let n = &c.nodes[leader];
+    let lease = n.lease_grant(600, 0, None).await.unwrap().id;
+    n.put(
+        PutRequest {
+            key: b"k/leased".to_vec(),
+            value: b"x".to_vec(),
+            lease,
+            ..Default::default()
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    for i in 0..40 {
+        c.put(leader, &format!("k/{i:03}"), "v").await;
+    }
+    n.compact(
+        CompactionRequest {
+            revision: 10,
+            physical: false,
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    for op in [
+        Op::UserAdd(AuthUserAddRequest {
+            name: "u".into(),
+            hashed_password: hash_password("pw", 4).unwrap(),
+            ..Default::default()
+        }),
+        Op::RoleAdd(AuthRoleAddRequest { name: "r".into() }),
+    ] {
+        n.propose(Request::Auth(AuthRequest { op: Some(op) }))
+            .await
+            .unwrap();
+    }
+    n.alarm(AlarmRequest {
+        action: AlarmAction::Activate as i32,
+        member_id: n.id(),
+        alarm: AlarmType::Nospace as i32,
+    })
+    .await
+    .unwrap();
+    c.net.isolate(c.nodes[behind].id(), false);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let hashes: Vec<u32> = c
+            .nodes
+            .iter()
+            .map(|n| n.mvcc().hash_state().unwrap())
+            .collect();
+        let applied: Vec<u64> = c.nodes.iter().map(|n| n.status().applied_index).collect();
+        if hashes.iter().all(|h| *h == hashes[0]) && applied.iter().all(|a| *a == applied[0]) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never converged: {hashes:?} {applied:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for n in &c.nodes {
+        let (db, dir) = (n.db(), n.config().data_dir.clone());
+        let mut seen = Vec::new();
+        for item in db
+            .raw()
+            .iterator_cf(db.cf(schema::CF_META), rocksdb::IteratorMode::Start)
+        {
+            let (k, _) = item.unwrap();
+            assert!(
+                schema::class(&k).is_some(),
+                "{}: meta record {:?} is in no class of store::schema",
+                dir.display(),
+                String::from_utf8_lossy(&k)
+            );
+            seen.push(String::from_utf8_lossy(&k).into_owned());
+        }
+        for want in [
+            "applied_index",
+            "current_rev",
+            "compact_rev",
+            "cluster_token",
+            "lease/",
+            "member/",
+            "alarm/",
+            "auth/user/u",
+            "auth/role/r",
+        ] {
+            assert!(
+                seen.iter().any(|k| k.starts_with(want)),
+                "{want} never written: {seen:?}"
+            );
+        }
+    }
+}

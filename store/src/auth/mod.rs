@@ -36,7 +36,7 @@ pub use perms::UserPerms;
 use tokens::Tokens;
 
 /// Every auth record is under this prefix of the meta column family.
-pub const META_PREFIX: &[u8] = b"auth/";
+pub const META_PREFIX: &[u8] = crate::schema::meta::AUTH_PREFIX;
 const META_ENABLED: &[u8] = b"auth/enabled";
 const META_REVISION: &[u8] = b"auth/revision";
 const USER_PREFIX: &[u8] = b"auth/user/";

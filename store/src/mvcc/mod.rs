@@ -26,7 +26,6 @@ use crate::db::{u64_from, Db, CF_KV, CF_META};
 use crate::error::{Result, StoreError};
 use crate::lease::{self, Lessor};
 use crate::log_store::StateSource;
-use crate::membership;
 use crate::pb::etcdserverpb::{
     range_request::{SortOrder, SortTarget},
     RangeRequest, RangeResponse,
@@ -42,8 +41,7 @@ pub mod txn_checks {
     pub use super::txn::{has_put, is_read_only, is_serializable, validate_put, validate_txn};
 }
 
-const META_CURRENT_REV: &[u8] = b"current_rev";
-const META_COMPACT_REV: &[u8] = b"compact_rev";
+use crate::schema::meta::{COMPACT_REV as META_COMPACT_REV, CURRENT_REV as META_CURRENT_REV};
 
 /// Events of one revision, in the order they were written.
 #[derive(Clone, Debug)]
@@ -290,25 +288,9 @@ fn load_index(db: &Db) -> Result<(Index, i64, Lessor)> {
     Ok((index, current, lessor))
 }
 
-/// Meta records that are part of the replicated state, and so of snapshots
-/// (plus every lease record, under `lease::META_PREFIX`).
-const REPLICATED_META: &[&[u8]] = &[META_CURRENT_REV, META_COMPACT_REV, membership::META_TOKEN];
-/// Prefixes of replicated meta records: leases, members, alarms, and
-/// etcd's users and roles.
-const REPLICATED_PREFIXES: &[&[u8]] = &[
-    lease::META_PREFIX,
-    membership::META_PREFIX,
-    membership::ALARM_PREFIX,
-    crate::auth::META_PREFIX,
-];
-
-fn is_replicated_meta(k: &[u8]) -> bool {
-    REPLICATED_META.contains(&k)
-        || lease::id_from_meta_key(k).is_some()
-        || membership::is_meta_key(k)
-        || membership::is_alarm_key(k)
-        || crate::auth::is_meta_key(k)
-}
+use crate::schema::{
+    is_replicated as is_replicated_meta, REPLICATED as REPLICATED_META, REPLICATED_PREFIXES,
+};
 
 /// The key just past every key with this prefix, as etcd clients compute
 /// it: trailing 0xff bytes drop out, and a prefix of only 0xff (or the

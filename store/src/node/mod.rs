@@ -79,13 +79,10 @@ const LEARNER_READY_FRACTION: f64 = 0.9;
 /// How often a starting member retries publishing its name and client URLs.
 const PUBLISH_RETRY: Duration = Duration::from_millis(500);
 
-const META_APPLIED: &[u8] = b"applied_index";
-const META_MEMBER_ID: &[u8] = b"member_id";
-const META_CLUSTER_ID: &[u8] = b"cluster_id";
-
-/// Present while a snapshot is being installed: its index. A start that
-/// finds it redoes the install before anything reads the keyspace.
-const META_INSTALLING: &[u8] = b"installing_snapshot";
+use crate::schema::meta::{
+    APPLIED as META_APPLIED, CLUSTER_ID as META_CLUSTER_ID, INSTALLING as META_INSTALLING,
+    MEMBER_ID as META_MEMBER_ID,
+};
 
 /// The auth revision an etcd client's request was checked at (`None` for
 /// secretd's own writes). Apply refuses the request if auth changed since.
@@ -373,6 +370,12 @@ impl Node {
 
     pub fn mvcc(&self) -> &Arc<Mvcc> {
         &self.mvcc
+    }
+
+    /// The member's database, for read-only inspection (tests, tools).
+    /// Writing to it behind the loop's back breaks every invariant.
+    pub fn db(&self) -> &Arc<Db> {
+        &self.db
     }
 
     /// etcd's users, roles and tokens, as of the last applied entry.

@@ -1,0 +1,111 @@
+//! The on-disk schema in one place: every column family, and every record
+//! of the meta column family, classified as this member's own (`Local`)
+//! or part of the replicated state (`Replicated`: carried by snapshots and
+//! backups, hashed by `Maintenance.Hash`).
+//!
+//! Snapshots carry exactly the replicated class (`mvcc::for_each_state_record`
+//! and `install_records` read these lists), so a record added here as
+//! replicated travels without more code, and a record added anywhere else
+//! fails `store/tests/mem_cluster.rs::every_meta_record_is_classified`
+//! instead of silently dropping out of snapshots.
+
+use crate::{auth, lease, membership};
+
+/// The raft log, hard state, conf state and snapshot metadata
+/// (`log_store`).
+pub const CF_RAFT: &str = "raft";
+/// The MVCC keyspace: values by revision (`mvcc`).
+pub const CF_KV: &str = "kv";
+/// Everything else, by the records below.
+pub const CF_META: &str = "meta";
+
+/// Records of the meta column family.
+pub mod meta {
+    // This member's own: never in a snapshot.
+    /// The last applied raft index.
+    pub const APPLIED: &[u8] = b"applied_index";
+    pub const MEMBER_ID: &[u8] = b"member_id";
+    pub const CLUSTER_ID: &[u8] = b"cluster_id";
+    /// Present while a snapshot is being installed: its index. A start that
+    /// finds it redoes the install before anything reads the keyspace.
+    pub const INSTALLING: &[u8] = b"installing_snapshot";
+
+    // Replicated.
+    pub const CURRENT_REV: &[u8] = b"current_rev";
+    pub const COMPACT_REV: &[u8] = b"compact_rev";
+    /// The cluster token, needed to derive the ids of members added later.
+    pub const CLUSTER_TOKEN: &[u8] = b"cluster_token";
+    /// `lease/<id>`: a lease's TTL.
+    pub const LEASE_PREFIX: &[u8] = b"lease/";
+    /// `member/<id>`: a member's record.
+    pub const MEMBER_PREFIX: &[u8] = b"member/";
+    /// `alarm/<member><type>`: a raised alarm.
+    pub const ALARM_PREFIX: &[u8] = b"alarm/";
+    /// `auth/...`: etcd's users, roles, switch and auth revision.
+    pub const AUTH_PREFIX: &[u8] = b"auth/";
+}
+
+/// Where a meta record belongs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    Local,
+    Replicated,
+}
+
+pub const LOCAL: &[&[u8]] = &[
+    meta::APPLIED,
+    meta::MEMBER_ID,
+    meta::CLUSTER_ID,
+    meta::INSTALLING,
+];
+/// Replicated single records.
+pub const REPLICATED: &[&[u8]] = &[meta::CURRENT_REV, meta::COMPACT_REV, meta::CLUSTER_TOKEN];
+/// Prefixes of replicated records (each owner checks the rest of the key).
+pub const REPLICATED_PREFIXES: &[&[u8]] = &[
+    meta::LEASE_PREFIX,
+    meta::MEMBER_PREFIX,
+    meta::ALARM_PREFIX,
+    meta::AUTH_PREFIX,
+];
+
+/// The class of a meta record, or `None` for a key nothing here names.
+pub fn class(k: &[u8]) -> Option<Class> {
+    if LOCAL.contains(&k) {
+        return Some(Class::Local);
+    }
+    let replicated = REPLICATED.contains(&k)
+        || lease::id_from_meta_key(k).is_some()
+        || membership::is_meta_key(k)
+        || membership::is_alarm_key(k)
+        || auth::is_meta_key(k);
+    replicated.then_some(Class::Replicated)
+}
+
+pub fn is_replicated(k: &[u8]) -> bool {
+    class(k) == Some(Class::Replicated)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_and_records_do_not_overlap() {
+        for a in LOCAL.iter().chain(REPLICATED) {
+            assert!(
+                !REPLICATED_PREFIXES.iter().any(|p| a.starts_with(p)),
+                "{:?} is under a prefix",
+                String::from_utf8_lossy(a)
+            );
+        }
+        for (i, a) in REPLICATED_PREFIXES.iter().enumerate() {
+            for b in &REPLICATED_PREFIXES[i + 1..] {
+                assert!(!a.starts_with(b) && !b.starts_with(a));
+            }
+        }
+        assert_eq!(class(b"applied_index"), Some(Class::Local));
+        assert_eq!(class(b"current_rev"), Some(Class::Replicated));
+        assert_eq!(class(b"lease/"), None, "a prefix alone is no record");
+        assert_eq!(class(b"whatever"), None);
+    }
+}
