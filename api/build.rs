@@ -1,10 +1,11 @@
 //! Generates the gRPC services. Message types of the etcd packages come from
 //! `secretd_store::pb` (extern paths), so one Rust type exists per message.
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = "proto";
+    let root = "../proto";
     let files = [
         "etcd/etcdserverpb/rpc.proto",
         "secretd/raft.proto",
+        "secretd/records.proto",
         "secretstore/v1/secretstore.proto",
     ];
     println!("cargo:rerun-if-changed={root}");

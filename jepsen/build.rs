@@ -2,7 +2,7 @@
 //! same .proto files secretd serves (client stubs only: the harness is an
 //! etcd client like any other, and shares no Rust types with the server).
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = "../api/proto";
+    let root = "../proto";
     println!("cargo:rerun-if-changed={root}/etcd");
     println!("cargo:rerun-if-changed={root}/secretstore");
     let fds = protox::compile(

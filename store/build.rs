@@ -1,8 +1,8 @@
 //! Generates the etcd wire types (messages only) and secretd's raft-log entry
-//! type from the protos in `api/proto`. The store applies etcd's own request
+//! type from the protos in `proto/` (the workspace's one copy of the wire). The store applies etcd's own request
 //! types, as etcd does; the gRPC services are generated in `api`.
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = "../api/proto";
+    let root = "../proto";
     let files = [
         "etcd/mvccpb/kv.proto",
         "etcd/authpb/auth.proto",

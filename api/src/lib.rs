@@ -38,6 +38,10 @@ pub mod pb {
     pub mod raftpb {
         include!(concat!(env!("OUT_DIR"), "/secretd.raft.v1.rs"));
     }
+    /// Records stored in the reserved range (KEKs, autolock, settings).
+    pub mod records {
+        include!(concat!(env!("OUT_DIR"), "/secretd.records.v1.rs"));
+    }
     pub mod secretstore {
         include!(concat!(env!("OUT_DIR"), "/secretstore.v1.rs"));
     }

@@ -39,9 +39,8 @@ use zeroize::Zeroize;
 use super::layout;
 use super::store::{absent, put};
 use crate::pb::etcdserverpb::{Compare, RangeRequest, RequestOp, TxnRequest};
-use crate::pb::raftpb::{
-    raft_client::RaftClient, FetchKekRequest, FetchKekResponse, KekRecord, LockRecord,
-};
+use crate::pb::raftpb::{raft_client::RaftClient, FetchKekRequest, FetchKekResponse};
+use crate::pb::records::{KekRecord, LockRecord};
 
 /// How long one peer gets to answer a KEK fetch.
 const FETCH_TIMEOUT_MS: u64 = 3000;

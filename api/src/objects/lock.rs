@@ -23,7 +23,7 @@ use super::keys::{
 };
 use super::layout;
 use super::store::{put, unchanged};
-use crate::pb::raftpb::LockRecord;
+use crate::pb::records::LockRecord;
 
 fn unlock_key_context(epoch: u64) -> Context<'static> {
     Context {

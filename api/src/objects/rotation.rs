@@ -22,7 +22,7 @@ use super::keys::{internal, locked, Keys};
 use super::layout;
 use super::store::{put, unchanged};
 use crate::pb::etcdserverpb::{Compare, RangeRequest, RequestOp};
-use crate::pb::raftpb::{KekRecord, LockRecord};
+use crate::pb::records::{KekRecord, LockRecord};
 
 /// Blobs re-wrapped per txn: bounds the raft entry (a blob is at most
 /// ~512 KB; most are small) and the time one txn holds the apply loop.

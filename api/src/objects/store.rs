@@ -24,7 +24,7 @@ use crate::pb::etcdserverpb::{
     RangeResponse, RequestOp, TxnRequest, TxnResponse,
 };
 use crate::pb::mvccpb::KeyValue;
-use crate::pb::raftpb::SettingsRecord;
+use crate::pb::records::SettingsRecord;
 use crate::pb::secretstore::{
     CreateRequest, ListRequest, Object, Settings, Spec, Task, VersionInfo,
 };
