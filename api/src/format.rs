@@ -176,6 +176,23 @@ pub fn indented_json(v: &Value) -> String {
     String::from_utf8(buf).expect("serde_json writes UTF-8")
 }
 
+/// Parses Go-style durations as etcd's flags take them: `500ms`, `2s`, `10m`, `1h`.
+pub fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 500ms, 2s or 10m"))?;
+    let ms = match unit {
+        "ms" => n,
+        "s" => n * 1000,
+        "m" => n * 60_000,
+        "h" => n * 3_600_000,
+        _ => return Err(format!("{s:?}: unit must be ms, s, m or h")),
+    };
+    Ok(std::time::Duration::from_millis(ms))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

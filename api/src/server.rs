@@ -118,7 +118,7 @@ pub struct ServerFlags {
     pub election_timeout: u64,
     /// How often idle watchers that asked for progress notifications get
     /// one (etcd's flag name; a duration such as 10m, 500ms or 2s).
-    #[arg(long = "experimental-watch-progress-notify-interval", default_value = "10m", value_parser = parse_duration)]
+    #[arg(long = "experimental-watch-progress-notify-interval", default_value = "10m", value_parser = crate::format::parse_duration)]
     pub watch_progress_notify_interval: Duration,
     /// Certificate for client connections (https client URLs).
     #[arg(long)]
@@ -171,7 +171,7 @@ pub struct ServerFlags {
     pub max_connections_per_identity: usize,
     /// A client or peer connection with no request in flight for this long
     /// is closed (clients reconnect on their next request).
-    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    #[arg(long, default_value = "2m", value_parser = crate::format::parse_duration)]
     pub idle_connection_timeout: Duration,
 }
 
@@ -269,23 +269,6 @@ fn parse_auth_token(s: &str) -> std::result::Result<String, String> {
             "unknown token kind {other:?}: the only kind is simple"
         )),
     }
-}
-
-/// Parses Go-style durations as etcd's flags take them: `500ms`, `2s`, `10m`, `1h`.
-pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 500ms, 2s or 10m"))?;
-    let ms = match unit {
-        "ms" => n,
-        "s" => n * 1000,
-        "m" => n * 60_000,
-        "h" => n * 3_600_000,
-        _ => return Err(format!("{s:?}: unit must be ms, s, m or h")),
-    };
-    Ok(Duration::from_millis(ms))
 }
 
 /// The services etcd's JSON gateway calls.

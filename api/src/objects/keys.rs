@@ -37,7 +37,7 @@ use tonic::Status;
 use zeroize::Zeroize;
 
 use super::layout;
-use super::store::{absent, put};
+use super::txns::{absent, put};
 use crate::pb::etcdserverpb::{Compare, RangeRequest, RequestOp, TxnRequest};
 use crate::pb::raftpb::{raft_client::RaftClient, FetchKekRequest, FetchKekResponse};
 use crate::pb::records::{KekRecord, LockRecord};

@@ -22,7 +22,7 @@ use super::keys::{
     internal, locked, remove_file, Keys, Wrap, KEYRING_FILE, LOCKED_KEYRING_FILE, WRAP_KEY_FILE,
 };
 use super::layout;
-use super::store::{put, unchanged};
+use super::txns::{put, unchanged};
 use crate::pb::records::LockRecord;
 
 fn unlock_key_context(epoch: u64) -> Context<'static> {

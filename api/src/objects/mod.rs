@@ -15,6 +15,7 @@ pub mod lock;
 pub mod rotation;
 pub mod service;
 pub mod store;
+mod txns;
 pub mod validate;
 
 /// Wall-clock now, Unix nanoseconds: the timestamps Swarm's objects carry.

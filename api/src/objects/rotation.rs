@@ -20,7 +20,7 @@ use tonic::Status;
 
 use super::keys::{internal, locked, Keys};
 use super::layout;
-use super::store::{put, unchanged};
+use super::txns::{put, unchanged};
 use crate::pb::etcdserverpb::{Compare, RangeRequest, RequestOp};
 use crate::pb::records::{KekRecord, LockRecord};
 
