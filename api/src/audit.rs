@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use parking_lot::Mutex;
 use tonic::{Request, Status};
 
-use crate::tls::{Caller, Role};
+use crate::identity::{Caller, Role};
 
 static LOG: OnceLock<Mutex<std::fs::File>> = OnceLock::new();
 

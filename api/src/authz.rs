@@ -12,7 +12,7 @@
 //! `tests::every_rpc_is_classified` fails for an RPC added to a proto
 //! without a row here.
 
-use crate::tls::Role;
+use crate::identity::Role;
 
 /// Who may call an RPC.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

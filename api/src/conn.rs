@@ -27,11 +27,14 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 use tokio::time::Sleep;
 use tonic::Status;
 
 use crate::authz::{self, Decision};
-use crate::tls::{Caller, Role};
+use crate::identity::{Caller, Role};
+use crate::tls::{common_name, role_of};
 
 /// File descriptors kept out of every client budget: RocksDB's files, the
 /// peer transport, the audit log, logs and the metrics listener.
@@ -441,7 +444,7 @@ pub fn plain_incoming(
     listener: tokio::net::TcpListener,
     adm: Arc<Admission>,
 ) -> impl futures::Stream<Item = std::io::Result<Conn<tokio::net::TcpStream>>> {
-    let (tx, rx) = tokio::sync::mpsc::channel(crate::tls::ACCEPTED_QUEUE_MAX);
+    let (tx, rx) = tokio::sync::mpsc::channel(ACCEPTED_QUEUE_MAX);
     tokio::spawn(async move {
         loop {
             let (tcp, addr, slot) = accept(&listener, &adm).await;
@@ -619,6 +622,89 @@ impl http_body::Body for Guarded {
     fn size_hint(&self) -> http_body::SizeHint {
         self.body.size_hint()
     }
+}
+
+/// Time a client has to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+/// Handshaken connections waiting for the server to take them.
+const ACCEPTED_QUEUE_MAX: usize = 128;
+
+/// The role of the client on a handshaken connection, and its
+/// certificate's common name: from its certificate when the listener
+/// requires one, else unauthenticated.
+fn connection_role(
+    s: &tokio_rustls::server::TlsStream<TcpStream>,
+    client_auth: bool,
+) -> Result<(Role, Option<String>), String> {
+    if !client_auth {
+        return Ok((Role::Unauthenticated, None));
+    }
+    let (_, conn) = s.get_ref();
+    match conn.peer_certificates().and_then(|c| c.first()) {
+        Some(cert) => Ok((role_of(cert.as_ref())?, common_name(cert.as_ref()))),
+        None => Err("a client certificate from the cluster's CA is required".to_string()),
+    }
+}
+
+/// Accepted TLS connections, admitted against `adm`. Each handshake runs
+/// in its own task with a time limit, so a slow or hostile client holds up
+/// no one; each refusal is logged with the reason. A certificate without a
+/// secretd role is refused here, before any request.
+pub fn tls_incoming(
+    listener: TcpListener,
+    cfg: Arc<rustls::ServerConfig>,
+    client_auth: bool,
+    adm: Arc<Admission>,
+) -> impl futures::Stream<Item = std::io::Result<Conn<tokio_rustls::server::TlsStream<TcpStream>>>>
+{
+    let what = adm.what;
+    let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+    let (tx, rx) = mpsc::channel(ACCEPTED_QUEUE_MAX);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, addr, mut slot) = accept(&listener, &adm).await;
+            let Some(hs_slot) = adm.handshake(Some(addr)) else {
+                continue;
+            };
+            let (acceptor, conn_tx, adm) = (acceptor.clone(), tx.clone(), adm.clone());
+            tokio::spawn(async move {
+                let hs = tokio::time::timeout(
+                    Duration::from_millis(HANDSHAKE_TIMEOUT_MS),
+                    acceptor.accept(tcp),
+                )
+                .await;
+                drop(hs_slot);
+                let s = match hs {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::warn!(listener = what, remote = %addr, reason = %e, "refused a TLS connection");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::warn!(listener = what, remote = %addr, "refused a TLS connection: handshake timed out");
+                        return;
+                    }
+                };
+                let (role, cn) = match connection_role(&s, client_auth) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(listener = what, remote = %addr, reason = %e, "refused a TLS connection");
+                        return;
+                    }
+                };
+                if !adm.bind(&mut slot, &role, Some(addr)) {
+                    return;
+                }
+                let _ = conn_tx
+                    .send(Ok(Conn::new(s, Some(addr), role, slot).with_common_name(cn)))
+                    .await;
+            });
+            if tx.is_closed() {
+                return;
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
 #[cfg(test)]

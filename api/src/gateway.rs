@@ -26,6 +26,7 @@ use serde::Serialize;
 use tonic::Status;
 
 use crate::cluster::ClusterService;
+use crate::identity::Caller;
 use crate::kv::KvService;
 use crate::lease::LeaseService;
 use crate::maintenance::MaintenanceService;
@@ -33,7 +34,6 @@ use crate::pb::etcdserverpb::{
     auth_server::Auth, cluster_server::Cluster, kv_server::Kv, lease_server::Lease,
     maintenance_server::Maintenance,
 };
-use crate::tls::Caller;
 use crate::watch::WatchService;
 
 /// Requests one streaming call's body may carry (each a JSON object).

@@ -13,6 +13,7 @@ pub mod datadir;
 pub mod errors;
 pub mod format;
 pub mod gateway;
+pub mod identity;
 pub mod kv;
 pub mod lease;
 pub mod maintenance;

@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::tls::{Caller, Role};
+use crate::identity::{Caller, Role};
 
 use crate::pb::raftpb::{
     raft_client::RaftClient, raft_server::Raft, ClusterInfoRequest, ClusterInfoResponse,

@@ -308,7 +308,7 @@ fn serve(
 ) {
     match (https, tls_cfg) {
         (true, Some(cfg)) => {
-            let incoming = tls::incoming(l, cfg, client_auth, adm.clone());
+            let incoming = crate::conn::tls_incoming(l, cfg, client_auth, adm.clone());
             tasks.spawn(async move { router.serve_with_incoming(incoming).await });
         }
         _ => {

@@ -23,10 +23,10 @@ use secretd_store::node::{Fence, Node};
 use tonic::{Request, Status};
 
 use crate::errors::auth_status;
+use crate::identity::{Caller, Role};
 use crate::pb::etcdserverpb::{
     request_op::Request as Op, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
 };
-use crate::tls::{Caller, Role};
 
 /// An etcd request's identity and the auth state it is checked against.
 pub struct Who {

@@ -157,7 +157,7 @@ impl Auth for AuthService {
         &self,
         req: Request<AuthenticateRequest>,
     ) -> Result<Response<AuthenticateResponse>, Status> {
-        let caller = crate::tls::Caller::of(&req)?;
+        let caller = crate::identity::Caller::of(&req)?;
         let r = req.into_inner();
         self.node.read_index().await.map_err(status)?;
         for _ in 0..AUTHENTICATE_ATTEMPTS_MAX {
@@ -356,7 +356,7 @@ impl Auth for AuthService {
 }
 
 impl AuthService {
-    fn failed_login(&self, caller: &crate::tls::Caller, user: &str, e: AuthError) -> Status {
+    fn failed_login(&self, caller: &crate::identity::Caller, user: &str, e: AuthError) -> Status {
         if e != AuthError::AuthNotEnabled {
             tracing::warn!(user = %user, remote = ?caller.remote, reason = %e, "etcd authentication failed");
         }

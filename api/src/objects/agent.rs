@@ -31,11 +31,11 @@ use tonic::{Request, Response, Status};
 use super::layout::Kind;
 use super::store::ObjectStore;
 use super::validate;
+use crate::identity::{Caller, Role};
 use crate::pb::secretstore::{
     agent_server::Agent, AgentFile, AgentState, AgentWatchRequest, FetchRequest, FetchResponse,
 };
 use crate::reserved::RESERVED;
-use crate::tls::{Caller, Role};
 
 /// States queued per agent stream; a slow agent only ever needs the latest.
 const STATES_QUEUED_MAX: usize = 2;

@@ -14,48 +14,18 @@
 
 pub mod pki;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 use tonic::transport::Endpoint;
-use tonic::Request;
 
-use crate::conn::Conn;
+use crate::identity::Role;
 
 pub const SPIFFE_PREFIX: &str = "spiffe://secretd/";
-/// Time a client has to finish its TLS handshake.
-const HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
-/// Handshaken connections waiting for the server to take them.
-pub(crate) const ACCEPTED_QUEUE_MAX: usize = 128;
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Role {
-    Admin,
-    Node(String),
-    Member(String),
-    /// No client authentication on this listener (plaintext or TLS without
-    /// `--client-cert-auth`): a development setup, logged loudly at start.
-    Unauthenticated,
-}
-
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Role::Admin => write!(f, "admin"),
-            Role::Node(n) => write!(f, "node agent {n}"),
-            Role::Member(n) => write!(f, "member {n}"),
-            Role::Unauthenticated => write!(f, "an unauthenticated client"),
-        }
-    }
-}
 
 /// The role a certificate grants, from its SAN URIs.
 pub fn role_of(der: &[u8]) -> Result<Role, String> {
@@ -248,84 +218,6 @@ pub fn common_name(der: &[u8]) -> Option<String> {
     cn.as_str().ok().map(str::to_string)
 }
 
-/// The role of the client on a handshaken connection, and its
-/// certificate's common name: from its certificate when the listener
-/// requires one, else unauthenticated.
-fn connection_role(
-    s: &tokio_rustls::server::TlsStream<TcpStream>,
-    client_auth: bool,
-) -> Result<(Role, Option<String>), String> {
-    if !client_auth {
-        return Ok((Role::Unauthenticated, None));
-    }
-    let (_, conn) = s.get_ref();
-    match conn.peer_certificates().and_then(|c| c.first()) {
-        Some(cert) => Ok((role_of(cert.as_ref())?, common_name(cert.as_ref()))),
-        None => Err("a client certificate from the cluster's CA is required".to_string()),
-    }
-}
-
-/// Accepted TLS connections, admitted against `adm`. Each handshake runs
-/// in its own task with a time limit, so a slow or hostile client holds up
-/// no one; each refusal is logged with the reason. A certificate without a
-/// secretd role is refused here, before any request.
-pub fn incoming(
-    listener: TcpListener,
-    cfg: Arc<rustls::ServerConfig>,
-    client_auth: bool,
-    adm: Arc<crate::conn::Admission>,
-) -> impl futures::Stream<Item = std::io::Result<Conn<tokio_rustls::server::TlsStream<TcpStream>>>>
-{
-    let what = adm.what;
-    let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
-    let (tx, rx) = mpsc::channel(ACCEPTED_QUEUE_MAX);
-    tokio::spawn(async move {
-        loop {
-            let (tcp, addr, mut slot) = crate::conn::accept(&listener, &adm).await;
-            let Some(hs_slot) = adm.handshake(Some(addr)) else {
-                continue;
-            };
-            let (acceptor, conn_tx, adm) = (acceptor.clone(), tx.clone(), adm.clone());
-            tokio::spawn(async move {
-                let hs = tokio::time::timeout(
-                    Duration::from_millis(HANDSHAKE_TIMEOUT_MS),
-                    acceptor.accept(tcp),
-                )
-                .await;
-                drop(hs_slot);
-                let s = match hs {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::warn!(listener = what, remote = %addr, reason = %e, "refused a TLS connection");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::warn!(listener = what, remote = %addr, "refused a TLS connection: handshake timed out");
-                        return;
-                    }
-                };
-                let (role, cn) = match connection_role(&s, client_auth) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::warn!(listener = what, remote = %addr, reason = %e, "refused a TLS connection");
-                        return;
-                    }
-                };
-                if !adm.bind(&mut slot, &role, Some(addr)) {
-                    return;
-                }
-                let _ = conn_tx
-                    .send(Ok(Conn::new(s, Some(addr), role, slot).with_common_name(cn)))
-                    .await;
-            });
-            if tx.is_closed() {
-                return;
-            }
-        }
-    });
-    tokio_stream::wrappers::ReceiverStream::new(rx)
-}
-
 pub use secretd_fuse::connect::ClientTls;
 
 static PEER_CLIENT: OnceLock<Option<ClientTls>> = OnceLock::new();
@@ -349,42 +241,4 @@ pub fn peer_endpoint(url: &str) -> Result<Endpoint> {
             .map_err(|e| anyhow!("peer URL {url}: {e}"));
     }
     Ok(ep)
-}
-
-/// Who is asking: the role the connection's certificate grants, its
-/// address, and what etcd's auth reads (the certificate's common name, the
-/// token the request carries). `conn::Gate` puts one in every request it
-/// lets through.
-#[derive(Clone)]
-pub struct Caller {
-    pub role: Role,
-    pub remote: Option<SocketAddr>,
-    pub common_name: Option<String>,
-    /// etcd's auth token: the `token` gRPC metadata or the `Authorization`
-    /// header (gateway), `Bearer ` stripped.
-    pub token: Option<String>,
-}
-
-/// Never prints the token: it is a credential.
-impl std::fmt::Debug for Caller {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Caller")
-            .field("role", &self.role)
-            .field("remote", &self.remote)
-            .field("common_name", &self.common_name)
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .finish()
-    }
-}
-
-impl Caller {
-    /// The caller of a request that passed the gate. A request without
-    /// one did not pass it (every listener has the gate, so this is a
-    /// wiring mistake) and is refused, never taken for unauthenticated.
-    pub fn of<T>(req: &Request<T>) -> Result<Caller, tonic::Status> {
-        req.extensions().get::<Caller>().cloned().ok_or_else(|| {
-            tracing::error!("a request reached a service without a caller");
-            tonic::Status::permission_denied("no caller identity")
-        })
-    }
 }

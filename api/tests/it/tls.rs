@@ -318,7 +318,7 @@ async fn call_raw(ch: tonic::transport::Channel, path: &'static str) -> tonic::S
 #[tokio::test(flavor = "multi_thread")]
 async fn role_matrix_over_the_wire() {
     use secretd_api::authz::{decide, Decision, MATRIX};
-    use secretd_api::tls::Role;
+    use secretd_api::identity::Role;
     let audit_dir = tempfile::tempdir().unwrap();
     let audit = audit_dir.path().join("audit.log");
     let c = Cluster::start_tls(1, &["--audit-log", audit.to_str().unwrap()]);

@@ -26,9 +26,9 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, RwLock};
 use prost::Message;
 use rocksdb::{Direction, IteratorMode, WriteBatch};
-use thiserror::Error;
 
 use crate::db::{Db, CF_META};
+pub use crate::error::AuthError;
 use crate::error::{Result, StoreError};
 use crate::pb::authpb::{permission::Type as PermType, Permission, Role, User, UserAddOptions};
 use crate::pb::internal::{auth_request::Op, AuthRequest};
@@ -53,45 +53,6 @@ pub const ROLES_MAX: usize = 10_000;
 pub const ROLE_PERMISSIONS_MAX: usize = 10_000;
 /// Longest user or role name, in bytes.
 pub const NAME_BYTES_MAX: usize = 256;
-
-/// etcd's auth errors, with the text etcd's server sends.
-#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
-pub enum AuthError {
-    #[error("etcdserver: root user does not exist")]
-    RootUserNotExist,
-    #[error("etcdserver: root user does not have root role")]
-    RootRoleNotExist,
-    #[error("etcdserver: user name already exists")]
-    UserAlreadyExist,
-    #[error("etcdserver: user name is empty")]
-    UserEmpty,
-    #[error("etcdserver: user name not found")]
-    UserNotFound,
-    #[error("etcdserver: role name already exists")]
-    RoleAlreadyExist,
-    #[error("etcdserver: role name not found")]
-    RoleNotFound,
-    #[error("etcdserver: role name is empty")]
-    RoleEmpty,
-    #[error("etcdserver: authentication failed, invalid user ID or password")]
-    AuthFailed,
-    #[error("etcdserver: permission not given")]
-    PermissionNotGiven,
-    #[error("etcdserver: permission denied")]
-    PermissionDenied,
-    #[error("etcdserver: role is not granted to the user")]
-    RoleNotGranted,
-    #[error("etcdserver: permission is not granted to the role")]
-    PermissionNotGranted,
-    #[error("etcdserver: authentication is not enabled")]
-    AuthNotEnabled,
-    #[error("etcdserver: invalid auth token")]
-    InvalidAuthToken,
-    #[error("etcdserver: invalid auth management")]
-    InvalidAuthMgmt,
-    #[error("etcdserver: revision of auth store is old")]
-    AuthOldRevision,
-}
 
 /// One consistent view of the auth state.
 #[derive(Clone, Debug, Default)]
