@@ -6,7 +6,6 @@
 //! `exec` runs a command with a task's files at `/run/secrets`, in a mount
 //! namespace of its own.
 
-pub mod connect;
 pub mod exec;
 pub mod fusefs;
 pub mod health;
@@ -80,7 +79,7 @@ pub enum AgentCmd {
     Exec(exec::ExecArgs),
 }
 
-pub use connect::endpoints;
+pub use secretd_client::endpoints;
 
 /// Keeps plaintext out of core dumps and swap, as far as the OS allows.
 fn harden() {
@@ -108,7 +107,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         );
     }
     let eps = endpoints(&args.endpoints)?;
-    let tls = connect::ClientTls::from_flags(
+    let tls = secretd_client::ClientTls::from_flags(
         args.cacert.as_deref(),
         args.cert.as_deref(),
         args.key.as_deref(),

@@ -35,7 +35,7 @@ pub struct Sync {
     pub endpoints: Vec<String>,
     pub node: String,
     pub backend: Arc<dyn Backend>,
-    tls: Option<crate::connect::ClientTls>,
+    tls: Option<secretd_client::ClientTls>,
     /// Plaintext by (secret?, object, version); entries no file uses are
     /// dropped (and zeroized) after each update.
     cache: HashMap<Key, Arc<SecretBytes>>,
@@ -48,7 +48,7 @@ pub struct Sync {
 impl Sync {
     pub fn new(
         endpoints: Vec<String>,
-        tls: Option<crate::connect::ClientTls>,
+        tls: Option<secretd_client::ClientTls>,
         node: String,
         backend: Arc<dyn Backend>,
         health: Health,
@@ -87,7 +87,7 @@ impl Sync {
 
     async fn follow(&mut self, endpoint: &str, backoff_ms: &mut u64) -> anyhow::Result<()> {
         let mut client =
-            AgentClient::new(crate::connect::channel(endpoint, self.tls.as_ref(), None)?)
+            AgentClient::new(secretd_client::channel(endpoint, self.tls.as_ref(), None)?)
                 .max_decoding_message_size(MESSAGE_BYTES_MAX);
         let mut stream = client
             .watch(AgentWatchRequest {

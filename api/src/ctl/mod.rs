@@ -116,12 +116,12 @@ pub enum KvCmd {
 use secretd_fuse::endpoints;
 
 fn channel(cli: &Cli, endpoint: &str, timeout: Duration) -> Result<Channel> {
-    let tls = secretd_fuse::connect::ClientTls::from_flags(
+    let tls = secretd_client::ClientTls::from_flags(
         cli.cacert.as_deref(),
         cli.cert.as_deref(),
         cli.key.as_deref(),
     )?;
-    secretd_fuse::connect::channel(endpoint, tls.as_ref(), Some(timeout))
+    secretd_client::channel(endpoint, tls.as_ref(), Some(timeout))
 }
 
 pub use secretd_store::mvcc::prefix_end;

@@ -218,7 +218,7 @@ pub fn common_name(der: &[u8]) -> Option<String> {
     cn.as_str().ok().map(str::to_string)
 }
 
-pub use secretd_fuse::connect::ClientTls;
+pub use secretd_client::ClientTls;
 
 static PEER_CLIENT: OnceLock<Option<ClientTls>> = OnceLock::new();
 

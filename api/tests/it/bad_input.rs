@@ -70,7 +70,7 @@ async fn bad_requests_get_specific_errors_and_lose_nothing() {
     let mut tasks = TasksClient::new(ch.clone());
     let mut admin = AdminClient::new(ch.clone());
     let mut agent = AgentClient::new(ch.clone());
-    let peer_ch = secretd_fuse::connect::channel(
+    let peer_ch = secretd_client::channel(
         &format!("http://127.0.0.1:{}", c.members[0].peer_port),
         None,
         Some(Duration::from_secs(5)),

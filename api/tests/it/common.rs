@@ -406,12 +406,8 @@ impl Cluster {
     pub async fn channel(&self, i: usize) -> Channel {
         match &self.tls {
             Some(_) => self.channel_as(i, "admin"),
-            None => secretd_fuse::connect::channel(
-                &self.endpoint(i),
-                None,
-                Some(Duration::from_secs(10)),
-            )
-            .unwrap(),
+            None => secretd_client::channel(&self.endpoint(i), None, Some(Duration::from_secs(10)))
+                .unwrap(),
         }
     }
 
@@ -420,13 +416,13 @@ impl Cluster {
     pub fn channel_as(&self, i: usize, cert: &str) -> Channel {
         let d = self.tls.as_ref().expect("a TLS cluster");
         let (c, k) = self.cert(cert);
-        let tls = secretd_fuse::connect::ClientTls::load(
+        let tls = secretd_client::ClientTls::load(
             &d.join("ca.pem"),
             Some(Path::new(&c)),
             Some(Path::new(&k)),
         )
         .unwrap();
-        secretd_fuse::connect::channel(&self.endpoint(i), Some(&tls), Some(Duration::from_secs(10)))
+        secretd_client::channel(&self.endpoint(i), Some(&tls), Some(Duration::from_secs(10)))
             .unwrap()
     }
 

@@ -181,8 +181,7 @@ async fn per_endpoint_commands_work_with_scheme_and_bare_endpoints() {
         async move {
             let mut out = Vec::new();
             for ep in chans {
-                let ch = secretd_fuse::connect::channel(&ep, None, Some(Duration::from_secs(5)))
-                    .unwrap();
+                let ch = secretd_client::channel(&ep, None, Some(Duration::from_secs(5))).unwrap();
                 let r =
                     secretd_api::pb::etcdserverpb::maintenance_client::MaintenanceClient::new(ch)
                         .hash(secretd_api::pb::etcdserverpb::HashRequest {})

@@ -142,14 +142,13 @@ async fn only_the_clusters_certificates_get_in_each_as_far_as_its_role() {
     );
     // Peers only speak raft: the admin cannot use the peer port.
     let peer = format!("https://127.0.0.1:{}", c.members[0].peer_port);
-    let tls = secretd_fuse::connect::ClientTls::load(
+    let tls = secretd_client::ClientTls::load(
         Path::new(&ca),
         Some(Path::new(&admin)),
         Some(Path::new(&admin_key)),
     )
     .unwrap();
-    let ch =
-        secretd_fuse::connect::channel(&peer, Some(&tls), Some(Duration::from_secs(5))).unwrap();
+    let ch = secretd_client::channel(&peer, Some(&tls), Some(Duration::from_secs(5))).unwrap();
     let err = secretd_api::pb::raftpb::raft_client::RaftClient::new(ch)
         .cluster_info(secretd_api::pb::raftpb::ClusterInfoRequest {})
         .await
@@ -334,13 +333,10 @@ async fn role_matrix_over_the_wire() {
     for port in [c.members[0].client_port, c.members[0].peer_port] {
         for (cert, role) in &roles {
             let (crt, key) = c.cert(cert);
-            let tls = secretd_fuse::connect::ClientTls::load(
-                &ca,
-                Some(Path::new(&crt)),
-                Some(Path::new(&key)),
-            )
-            .unwrap();
-            let ch = secretd_fuse::connect::channel(
+            let tls =
+                secretd_client::ClientTls::load(&ca, Some(Path::new(&crt)), Some(Path::new(&key)))
+                    .unwrap();
+            let ch = secretd_client::channel(
                 &format!("127.0.0.1:{port}"),
                 Some(&tls),
                 Some(Duration::from_secs(5)),
@@ -482,15 +478,14 @@ async fn a_member_certificate_speaks_only_as_its_member() {
     let (n2, n3) = (id(c.member_id(1).await), id(c.member_id(2).await));
     let certs = c.tls.clone().unwrap();
     let (crt, key) = c.cert("member-n2");
-    let tls = secretd_fuse::connect::ClientTls::load(
+    let tls = secretd_client::ClientTls::load(
         &certs.join("ca.pem"),
         Some(Path::new(&crt)),
         Some(Path::new(&key)),
     )
     .unwrap();
     let peer = format!("127.0.0.1:{}", c.members[0].peer_port);
-    let ch =
-        secretd_fuse::connect::channel(&peer, Some(&tls), Some(Duration::from_secs(5))).unwrap();
+    let ch = secretd_client::channel(&peer, Some(&tls), Some(Duration::from_secs(5))).unwrap();
     let mut raft = RaftClient::new(ch);
     let info = raft
         .cluster_info(secretd_api::pb::raftpb::ClusterInfoRequest {})
