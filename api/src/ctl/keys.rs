@@ -95,7 +95,7 @@ pub async fn unlock(cli: &Cli) -> Result<()> {
     let mut key = read_unlock_key()?;
     let timeout = Duration::from_secs(cli.command_timeout);
     let mut failed = 0;
-    let eps = secretd_fuse::endpoints(&cli.endpoints)?;
+    let eps = secretd_client::endpoints(&cli.endpoints)?;
     for ep in &eps {
         let r = AdminClient::new(channel(cli, ep, timeout)?)
             .unlock(UnlockRequest {
@@ -123,7 +123,7 @@ pub async fn unlock(cli: &Cli) -> Result<()> {
 }
 
 pub async fn rotate_key(cli: &Cli) -> Result<()> {
-    let eps = secretd_fuse::endpoints(&cli.endpoints)?;
+    let eps = secretd_client::endpoints(&cli.endpoints)?;
     let ep = eps
         .first()
         .ok_or_else(|| anyhow!("no endpoint given"))?

@@ -113,7 +113,7 @@ pub enum KvCmd {
     },
 }
 
-use secretd_fuse::endpoints;
+use secretd_client::endpoints;
 
 fn channel(cli: &Cli, endpoint: &str, timeout: Duration) -> Result<Channel> {
     let tls = secretd_client::ClientTls::from_flags(
