@@ -65,7 +65,7 @@ pub fn record<T>(
     let mut line = serde_json::Map::new();
     line.insert(
         "ts".into(),
-        crate::format::rfc3339_nano(crate::objects::now_ns()).into(),
+        secretd_client::format::rfc3339_nano(crate::objects::now_ns()).into(),
     );
     line.insert("who".into(), who.0.clone().into());
     line.insert("remote".into(), who.1.clone().into());

@@ -38,7 +38,7 @@ pub fn parse_retention(mode: Mode, s: &str) -> Result<Retention, String> {
         Mode::Periodic => {
             let d = match s.parse::<u64>() {
                 Ok(hours) => Duration::from_secs(hours * 3600),
-                Err(_) => crate::format::parse_duration(s)?,
+                Err(_) => secretd_client::format::parse_duration(s)?,
             };
             if d.is_zero() {
                 return Err("--auto-compaction-retention must be positive".into());

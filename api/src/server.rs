@@ -118,7 +118,7 @@ pub struct ServerFlags {
     pub election_timeout: u64,
     /// How often idle watchers that asked for progress notifications get
     /// one (etcd's flag name; a duration such as 10m, 500ms or 2s).
-    #[arg(long = "experimental-watch-progress-notify-interval", default_value = "10m", value_parser = crate::format::parse_duration)]
+    #[arg(long = "experimental-watch-progress-notify-interval", default_value = "10m", value_parser = secretd_client::format::parse_duration)]
     pub watch_progress_notify_interval: Duration,
     /// Certificate for client connections (https client URLs).
     #[arg(long)]
@@ -171,7 +171,7 @@ pub struct ServerFlags {
     pub max_connections_per_identity: usize,
     /// A client or peer connection with no request in flight for this long
     /// is closed (clients reconnect on their next request).
-    #[arg(long, default_value = "2m", value_parser = crate::format::parse_duration)]
+    #[arg(long, default_value = "2m", value_parser = secretd_client::format::parse_duration)]
     pub idle_connection_timeout: Duration,
 }
 

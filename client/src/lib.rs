@@ -3,6 +3,8 @@
 //! agent, a member's between members). Shared by every client in the
 //! workspace, so they all fail the same clear way on a bad file.
 
+pub mod format;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -103,4 +105,18 @@ pub fn channel(ep: &str, tls: Option<&ClientTls>, timeout: Option<Duration>) -> 
         e = e.timeout(t);
     }
     Ok(e.connect_lazy())
+}
+
+/// The key just past every key with this prefix, as etcd clients compute
+/// it: trailing 0xff bytes drop out, and a prefix of only 0xff (or the
+/// empty prefix) ranges to the end of the keyspace (`[0]`).
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
 }

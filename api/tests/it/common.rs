@@ -514,8 +514,16 @@ pub fn header_revision(json: &str) -> i64 {
         .unwrap_or_else(|| panic!("no revision in {json}"))
 }
 
-pub fn secretctl_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_secretctl")
+/// secretctl, its own package: built beside `secretd` by the workspace
+/// build (`scripts/test.sh` runs `cargo build --workspace` first).
+pub fn secretctl_bin() -> String {
+    let bin = Path::new(env!("CARGO_BIN_EXE_secretd")).with_file_name("secretctl");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (cargo build -p secretctl)",
+        bin.display()
+    );
+    bin.display().to_string()
 }
 
 impl Cluster {

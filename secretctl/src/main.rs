@@ -1,4 +1,4 @@
-//! `secretctl`: the operator's CLI. All logic lives in `secretd_api::ctl`.
+//! `secretctl`: the operator's CLI. All logic lives in the `secretctl` library.
 
 use clap::Parser;
 
@@ -12,7 +12,7 @@ fn main() -> std::process::ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = secretd_api::ctl::Cli::parse();
+    let cli = secretctl::Cli::parse();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -23,7 +23,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match rt.block_on(secretd_api::ctl::run(cli)) {
+    match rt.block_on(secretctl::run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{e:#}");

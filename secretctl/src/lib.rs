@@ -3,9 +3,49 @@
 //! the etcd-compatible keyspace. Every failure is one sentence on stderr
 //! and exit status 1.
 
-mod keys;
+mod cluster;
 mod objects;
 mod template;
+
+/// etcd's and secretstore.v1's client stubs, generated from `proto/` (no
+/// server types: secretctl links neither RocksDB nor the server).
+pub mod pb {
+    #![allow(clippy::all)]
+    pub mod mvccpb {
+        tonic::include_proto!("mvccpb");
+    }
+    pub mod authpb {
+        tonic::include_proto!("authpb");
+    }
+    pub mod etcdserverpb {
+        tonic::include_proto!("etcdserverpb");
+    }
+    pub mod secretstore {
+        tonic::include_proto!("secretstore.v1");
+    }
+}
+
+/// Secrets or configs: the two kinds of object Docker's commands manage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Secret,
+    Config,
+}
+
+impl Kind {
+    /// The word Docker's messages use.
+    pub fn word(self) -> &'static str {
+        match self {
+            Kind::Secret => "secret",
+            Kind::Config => "config",
+        }
+    }
+}
+
+/// Docker's limits on an object's data, checked before anything is sent
+/// (the server checks them again: `secretd_api::objects::validate`).
+pub const SECRET_DATA_BYTES_LIMIT: usize = 500 * 1024;
+pub const CONFIG_DATA_BYTES_LIMIT: usize = 1000 * 1024;
 
 use std::time::Duration;
 
@@ -124,7 +164,7 @@ fn channel(cli: &Cli, endpoint: &str, timeout: Duration) -> Result<Channel> {
     secretd_client::channel(endpoint, tls.as_ref(), Some(timeout))
 }
 
-pub use secretd_store::mvcc::prefix_end;
+pub use secretd_client::prefix_end;
 
 /// A key, or a prefix as etcd clients send it: the empty prefix is every
 /// key (`\0` to `\0`).
@@ -203,7 +243,6 @@ where
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
-    use crate::objects::layout::Kind;
     match &cli.command {
         Command::Secret(cmd) => match cmd {
             objects::SecretCmd::Create(a) => objects::create(&cli, Kind::Secret, a).await?,
@@ -226,16 +265,16 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Cluster(ClusterCmd::Settings {
             autolock: Some(on),
             secret_cipher: None,
-        }) => keys::set_autolock(&cli, *on).await?,
+        }) => cluster::set_autolock(&cli, *on).await?,
         Command::Cluster(ClusterCmd::Settings {
             autolock: Some(_),
             secret_cipher: Some(_),
         }) => bail!("change --autolock and --secret-cipher in separate commands"),
-        Command::Cluster(ClusterCmd::Unlock) => keys::unlock(&cli).await?,
+        Command::Cluster(ClusterCmd::Unlock) => cluster::unlock(&cli).await?,
         Command::Cluster(ClusterCmd::UnlockKey { rotate, quiet }) => {
-            keys::unlock_key(&cli, *rotate, *quiet).await?
+            cluster::unlock_key(&cli, *rotate, *quiet).await?
         }
-        Command::Cluster(ClusterCmd::RotateKey) => keys::rotate_key(&cli).await?,
+        Command::Cluster(ClusterCmd::RotateKey) => cluster::rotate_key(&cli).await?,
         Command::Cluster(ClusterCmd::Settings {
             secret_cipher,
             autolock: None,

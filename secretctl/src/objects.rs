@@ -14,14 +14,13 @@ use zeroize::Zeroizing;
 
 use super::template::Template;
 use super::{call, Cli};
-use crate::format::{self, ago, indented_json, natural_cmp, rfc3339_nano};
-use crate::objects::layout::Kind;
-use crate::objects::validate::{CONFIG_DATA_BYTES_LIMIT, SECRET_DATA_BYTES_LIMIT};
 use crate::pb::secretstore::{
     configs_client::ConfigsClient, secrets_client::SecretsClient, tasks_client::TasksClient,
     CreateRequest, InspectRequest, ListRequest, ListTasksRequest, Mount, Object, RemoveRequest,
     RotateRequest, Task, TaskRef,
 };
+use crate::{Kind, CONFIG_DATA_BYTES_LIMIT, SECRET_DATA_BYTES_LIMIT};
+use secretd_client::format::{self, ago, indented_json, natural_cmp, rfc3339_nano};
 
 #[derive(Args, Debug)]
 pub struct CreateArgs {

@@ -1,0 +1,18 @@
+//! secretctl's client stubs for etcd's API and secretstore.v1, generated
+//! from the workspace's `proto/` (client side only).
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = "../proto";
+    println!("cargo:rerun-if-changed={root}/etcd");
+    println!("cargo:rerun-if-changed={root}/secretstore");
+    let fds = protox::compile(
+        [
+            "etcd/etcdserverpb/rpc.proto",
+            "secretstore/v1/secretstore.proto",
+        ],
+        [root],
+    )?;
+    tonic_prost_build::configure()
+        .build_server(false)
+        .compile_fds(fds)?;
+    Ok(())
+}
