@@ -17,6 +17,7 @@ mod etcdctl;
 mod faults;
 mod jepsen_smoke;
 mod keys;
+mod layering;
 mod leases;
 mod membership;
 mod secrets_cli;
