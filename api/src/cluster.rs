@@ -45,7 +45,7 @@ impl Cluster for ClusterService {
         req: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
         // Changing the membership is root's (etcd's rule).
-        Who::of(&self.node, &req)?.admin()?;
+        Who::of(&self.node, &req).await?.admin()?;
         let r = req.into_inner();
         check_urls(&r.peer_ur_ls)?;
         self.node
@@ -60,7 +60,7 @@ impl Cluster for ClusterService {
         req: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
         // Changing the membership is root's (etcd's rule).
-        Who::of(&self.node, &req)?.admin()?;
+        Who::of(&self.node, &req).await?.admin()?;
         self.node
             .member_remove(req.into_inner().id)
             .await
@@ -73,7 +73,7 @@ impl Cluster for ClusterService {
         req: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
         // Changing the membership is root's (etcd's rule).
-        Who::of(&self.node, &req)?.admin()?;
+        Who::of(&self.node, &req).await?.admin()?;
         let r = req.into_inner();
         check_urls(&r.peer_ur_ls)?;
         self.node
@@ -99,7 +99,7 @@ impl Cluster for ClusterService {
         req: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
         // Changing the membership is root's (etcd's rule).
-        Who::of(&self.node, &req)?.admin()?;
+        Who::of(&self.node, &req).await?.admin()?;
         let id = req.into_inner().id;
         match self.node.member_promote(id).await {
             Ok(r) => Ok(no_revision(r, |r| &mut r.header)),

@@ -169,17 +169,17 @@ fn stream_response<T: Serialize + Send + 'static>(
 
 /// The etcd user a streaming route acts as (unary routes find it in
 /// their service, from the same caller).
-fn who(
+async fn who(
     node: &secretd_store::node::Node,
     caller: Option<axum::Extension<Caller>>,
 ) -> Result<crate::auth::Who, Status> {
     let caller = caller.ok_or_else(|| Status::permission_denied("no caller identity"))?;
-    crate::auth::Who::from_caller(node, &caller.0)
+    crate::auth::Who::from_caller(node, &caller.0).await
 }
 
 /// A streaming route: the caller as an etcd user, the body's JSON objects
 /// as the request stream, the answers as `{"result": ...}` lines.
-fn streaming<Req, Resp, S>(
+async fn streaming<Req, Resp, S>(
     node: &secretd_store::node::Node,
     caller: Option<axum::Extension<Caller>>,
     body: &[u8],
@@ -190,7 +190,7 @@ where
     Resp: Serialize + Send + 'static,
     S: Stream<Item = Result<Resp, Status>> + Send + 'static,
 {
-    let who = match who(node, caller) {
+    let who = match who(node, caller).await {
         Ok(w) => w,
         Err(e) => return error_response(&e),
     };
@@ -285,6 +285,7 @@ pub fn router(s: Services, body_bytes_max: usize) -> axum::Router {
                             who,
                         )
                     })
+                    .await
                 },
             ),
         );
@@ -296,6 +297,7 @@ pub fn router(s: Services, body_bytes_max: usize) -> axum::Router {
                     streaming(&node, caller, &body, |reqs, who| {
                         lease.keep_alive(futures::stream::iter(reqs.into_iter().map(Ok)), who)
                     })
+                    .await
                 },
             ),
         );

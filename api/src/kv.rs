@@ -21,7 +21,7 @@ pub struct KvService {
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
-        let who = Who::of(&self.node, &req)?;
+        let who = Who::of(&self.node, &req).await?;
         let mut req = req.into_inner();
         reserved::range(&mut req)?;
         who.range(&req)?;
@@ -31,7 +31,7 @@ impl Kv for KvService {
     }
 
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        let who = Who::of(&self.node, &req)?;
+        let who = Who::of(&self.node, &req).await?;
         let req = req.into_inner();
         reserved::put(&req)?;
         who.put(&req, &self.node.mvcc().lessor())?;
@@ -46,7 +46,7 @@ impl Kv for KvService {
         &self,
         req: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
-        let who = Who::of(&self.node, &req)?;
+        let who = Who::of(&self.node, &req).await?;
         let mut req = req.into_inner();
         reserved::delete(&mut req)?;
         who.delete(&req)?;
@@ -58,7 +58,7 @@ impl Kv for KvService {
     }
 
     async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
-        let who = Who::of(&self.node, &req)?;
+        let who = Who::of(&self.node, &req).await?;
         let mut req = req.into_inner();
         reserved::txn(&mut req)?;
         who.txn(&req, &self.node.mvcc().lessor())?;
@@ -77,7 +77,7 @@ impl Kv for KvService {
     ) -> Result<Response<CompactionResponse>, Status> {
         // Compaction throws away every user's history: root only (etcd
         // lets any user compact; this is stricter on purpose).
-        let who = Who::of(&self.node, &req)?;
+        let who = Who::of(&self.node, &req).await?;
         who.admin()?;
         self.node
             .compact(req.into_inner(), who.fence())

@@ -37,7 +37,7 @@ impl Lease for LeaseService {
         &self,
         req: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
-        let who = Who::of(&self.node, &req)?;
+        let who = Who::of(&self.node, &req).await?;
         let r = req.into_inner();
         self.node
             .lease_grant(r.ttl, r.id, who.fence())
@@ -50,7 +50,7 @@ impl Lease for LeaseService {
         &self,
         req: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
-        let who = Who::of(&self.node, &req)?;
+        let who = Who::of(&self.node, &req).await?;
         let id = req.into_inner().id;
         who.lease_keys(id, &self.node.mvcc().lessor(), Access::Write)?;
         self.node
@@ -66,7 +66,7 @@ impl Lease for LeaseService {
         &self,
         req: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<KeepAliveStream>, Status> {
-        let who = Who::of(&self.node, &req)?;
+        let who = Who::of(&self.node, &req).await?;
         Ok(Response::new(self.keep_alive(req.into_inner(), who)))
     }
 
@@ -74,7 +74,7 @@ impl Lease for LeaseService {
         &self,
         req: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
-        let who = Who::of(&self.node, &req)?;
+        let who = Who::of(&self.node, &req).await?;
         let r = req.into_inner();
         let resp = self
             .node
@@ -94,7 +94,7 @@ impl Lease for LeaseService {
         &self,
         req: Request<LeaseLeasesRequest>,
     ) -> Result<Response<LeaseLeasesResponse>, Status> {
-        let who = Who::of(&self.node, &req)?;
+        let who = Who::of(&self.node, &req).await?;
         let resp = self.node.lease_leases().await.map_err(status)?;
         who.all_lease_keys(&self.node.mvcc().lessor())?;
         who.recheck(&self.node)?;

@@ -30,7 +30,7 @@ type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>
 impl Maintenance for MaintenanceService {
     async fn alarm(&self, req: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
         // Listing alarms needs a user; raising or clearing one needs root.
-        let who = Who::of(&self.node, &req)?;
+        let who = Who::of(&self.node, &req).await?;
         if req.get_ref().action != crate::pb::etcdserverpb::alarm_request::AlarmAction::Get as i32 {
             who.admin()?;
         }
@@ -49,7 +49,7 @@ impl Maintenance for MaintenanceService {
         &self,
         req: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
-        Who::of(&self.node, &req)?;
+        Who::of(&self.node, &req).await?;
         let st = self.node.status();
         let size = self.node.db_size_bytes();
         Ok(Response::new(StatusResponse {
@@ -74,7 +74,7 @@ impl Maintenance for MaintenanceService {
         &self,
         req: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
-        Who::of(&self.node, &req)?.admin()?;
+        Who::of(&self.node, &req).await?.admin()?;
         self.node
             .defragment()
             .await
@@ -85,7 +85,7 @@ impl Maintenance for MaintenanceService {
     }
 
     async fn hash(&self, req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
-        Who::of(&self.node, &req)?.admin()?;
+        Who::of(&self.node, &req).await?.admin()?;
         let node = self.node.clone();
         let (hash, rev) = tokio::task::spawn_blocking(move || {
             let rev = node.mvcc().current_revision();
@@ -104,7 +104,7 @@ impl Maintenance for MaintenanceService {
         &self,
         req: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
-        Who::of(&self.node, &req)?.admin()?;
+        Who::of(&self.node, &req).await?.admin()?;
         let node = self.node.clone();
         let rev = req.into_inner().revision;
         let (hash, compact_revision, hash_revision) =
@@ -128,7 +128,7 @@ impl Maintenance for MaintenanceService {
         &self,
         req: Request<SnapshotRequest>,
     ) -> Result<Response<SnapshotStream>, Status> {
-        Who::of(&self.node, &req)?.admin()?;
+        Who::of(&self.node, &req).await?.admin()?;
         let path = self.node.backup().await.map_err(crate::errors::status)?;
         let mut file = tokio::fs::File::open(&path)
             .await
@@ -196,7 +196,7 @@ impl Maintenance for MaintenanceService {
         &self,
         req: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
-        Who::of(&self.node, &req)?.admin()?;
+        Who::of(&self.node, &req).await?.admin()?;
         self.node
             .move_leader(req.into_inner().target_id)
             .await

@@ -52,7 +52,7 @@ impl Watch for WatchService {
         &self,
         req: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<ResponseStream>, Status> {
-        let who = Who::of(&self.node, &req)?;
+        let who = Who::of(&self.node, &req).await?;
         Ok(Response::new(self.serve(req.into_inner(), who)))
     }
 }
@@ -230,7 +230,7 @@ impl WatchStream {
         if self.who.recheck(&self.node).is_ok() {
             return true;
         }
-        let fresh = self.who.refresh(&self.node);
+        let fresh = self.who.refresh(&self.node).await;
         let mut lost: Vec<(i64, String)> = Vec::new();
         match &fresh {
             Ok(w) => {

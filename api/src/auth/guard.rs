@@ -37,11 +37,14 @@ pub struct Who {
 }
 
 impl Who {
-    pub fn of<T>(node: &Node, req: &Request<T>) -> Result<Who, Status> {
-        Who::from_caller(node, &Caller::of(req)?)
+    pub async fn of<T>(node: &Node, req: &Request<T>) -> Result<Who, Status> {
+        Who::from_caller(node, &Caller::of(req)?).await
     }
 
-    pub fn from_caller(node: &Node, caller: &Caller) -> Result<Who, Status> {
+    pub async fn from_caller(node: &Node, caller: &Caller) -> Result<Who, Status> {
+        if let Some(t) = &caller.token {
+            wait_for_token(node, t).await;
+        }
         let state = node.auth().state();
         let caller = caller.clone();
         if !state.enabled {
@@ -67,7 +70,7 @@ impl Who {
     /// outlives an auth change: the same user (its token is not checked
     /// again, as a stream does not use it again), or, if auth was off
     /// when the stream began, whoever the caller is now.
-    pub fn refresh(&self, node: &Node) -> Result<Who, Status> {
+    pub async fn refresh(&self, node: &Node) -> Result<Who, Status> {
         let state = node.auth().state();
         match &self.user {
             Some(u) if state.enabled => Ok(Who {
@@ -75,7 +78,7 @@ impl Who {
                 user: Some(u.clone()),
                 caller: self.caller.clone(),
             }),
-            _ => Who::from_caller(node, &self.caller),
+            _ => Who::from_caller(node, &self.caller).await,
         }
     }
 
@@ -223,5 +226,22 @@ impl Who {
             self.lease_keys(id, lessor, Access::Read)?;
         }
         Ok(())
+    }
+}
+
+/// How often a member behind a token's entry looks again.
+const TOKEN_WAIT_POLL_MS: u64 = 5;
+
+/// A token names the raft index that issued it: a member that has not
+/// applied it yet (the client logged in through a faster member) waits
+/// for it, at most one request timeout, as etcd's members do. A token it
+/// still does not know after that is refused as unknown.
+async fn wait_for_token(node: &Node, token: &str) {
+    let Some(index) = secretd_store::auth::tokens::split(token).1 else {
+        return;
+    };
+    let deadline = tokio::time::Instant::now() + node.config().request_timeout;
+    while node.status().applied_index < index && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(TOKEN_WAIT_POLL_MS)).await;
     }
 }

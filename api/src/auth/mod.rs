@@ -64,7 +64,7 @@ impl AuthService {
     /// Proposes one auth change as `who`, who must be root while auth is
     /// enabled.
     async fn change<T>(&self, req: &Request<T>, op: Op) -> Result<Option<ResponseHeader>, Status> {
-        let who = Who::of(&self.node, req)?;
+        let who = Who::of(&self.node, req).await?;
         who.admin()?;
         self.propose(op, &who).await
     }
@@ -72,7 +72,7 @@ impl AuthService {
     async fn propose(&self, op: Op, who: &Who) -> Result<Option<ResponseHeader>, Status> {
         let req = internal_request::Request::Auth(AuthRequest { op: Some(op) });
         match self.node.propose_checked(req, who.fence()).await {
-            Ok((WriteResult::Auth, h)) => Ok(Some(h)),
+            Ok((WriteResult::Auth { .. }, h)) => Ok(Some(h)),
             Ok((other, _)) => Err(Status::internal(format!("auth apply returned {other:?}"))),
             Err(e) => Err(status(e)),
         }
@@ -81,7 +81,7 @@ impl AuthService {
     /// A linearizable view of the auth state, for reads.
     async fn read<T>(&self, req: &Request<T>) -> Result<Who, Status> {
         self.node.read_index().await.map_err(status)?;
-        Who::of(&self.node, req)
+        Who::of(&self.node, req).await
     }
 
     async fn bcrypt<R: Send + 'static>(
@@ -183,12 +183,17 @@ impl Auth for AuthService {
             // Fenced at the revision the password was checked against: a
             // password change or deletion in between refuses the token.
             match self.node.propose_checked(req, Some(state.revision)).await {
-                Ok((_, h)) => {
+                Ok((WriteResult::Auth { index }, h)) => {
                     tracing::info!(user = %r.name, remote = ?caller.remote, "etcd user authenticated");
+                    // etcd's format: the index lets a member that has not
+                    // applied the token yet wait for it.
                     return Ok(Response::new(AuthenticateResponse {
                         header: Some(h),
-                        token,
+                        token: format!("{token}.{index}"),
                     }));
+                }
+                Ok((other, _)) => {
+                    return Err(Status::internal(format!("auth apply returned {other:?}")))
                 }
                 Err(StoreError::Auth(AuthError::AuthOldRevision)) => continue,
                 Err(e) => return Err(status(e)),
@@ -201,7 +206,7 @@ impl Auth for AuthService {
         &self,
         req: Request<AuthUserAddRequest>,
     ) -> Result<Response<AuthUserAddResponse>, Status> {
-        let who = Who::of(&self.node, &req)?;
+        let who = Who::of(&self.node, &req).await?;
         who.admin()?;
         let mut r = req.into_inner();
         if r.name.is_empty() {
@@ -261,7 +266,7 @@ impl Auth for AuthService {
         &self,
         req: Request<AuthUserChangePasswordRequest>,
     ) -> Result<Response<AuthUserChangePasswordResponse>, Status> {
-        let who = Who::of(&self.node, &req)?;
+        let who = Who::of(&self.node, &req).await?;
         who.admin()?;
         let mut r = req.into_inner();
         r.hashed_password = self.password(&r.password, &r.hashed_password).await?;

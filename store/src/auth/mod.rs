@@ -31,7 +31,12 @@ use crate::db::{Db, CF_META};
 pub use crate::error::AuthError;
 use crate::error::{Result, StoreError};
 use crate::pb::authpb::{permission::Type as PermType, Permission, Role, User, UserAddOptions};
-use crate::pb::internal::{auth_request::Op, AuthRequest};
+use crate::pb::etcdserverpb::{
+    AuthRoleAddRequest, AuthRoleDeleteRequest, AuthRoleGrantPermissionRequest,
+    AuthRoleRevokePermissionRequest, AuthUserAddRequest, AuthUserChangePasswordRequest,
+    AuthUserDeleteRequest, AuthUserGrantRoleRequest, AuthUserRevokeRoleRequest,
+};
+use crate::pb::internal::{auth_request::Op, AuthRequest, AuthTokenIssue};
 pub use perms::UserPerms;
 use tokens::Tokens;
 
@@ -325,156 +330,217 @@ fn check_name(name: &str, empty: AuthError) -> std::result::Result<(), AuthError
 /// etcd's auth store rules, one operation at a time, on a copy of the
 /// state. Errors leave the copy to be dropped.
 fn apply_op(s: &mut AuthState, op: &Op, ch: &mut Changes) -> Result<()> {
-    use AuthError as E;
     match op {
-        Op::Enable(_) => {
-            if s.enabled {
-                return Ok(()); // etcd ignores a second enable
-            }
-            let root = s.users.get(ROOT).ok_or(E::RootUserNotExist)?;
-            if !has_root_role(root) {
-                return Err(E::RootRoleNotExist.into());
-            }
-            s.enabled = true;
-            ch.switch = true;
-        }
-        Op::Disable(_) => {
-            if s.enabled {
-                s.enabled = false;
-                ch.switch = true;
-            }
-        }
-        Op::UserAdd(r) => {
-            check_name(&r.name, E::UserEmpty)?;
-            if s.users.contains_key(&r.name) {
-                return Err(E::UserAlreadyExist.into());
-            }
-            if s.users.len() >= USERS_MAX {
-                return Err(E::InvalidAuthMgmt.into());
-            }
-            let no_pw = r.options.as_ref().is_some_and(|o| o.no_password);
-            let password = if no_pw {
-                Vec::new()
-            } else {
-                stored_hash(&r.hashed_password)?
-            };
-            s.users.insert(
-                r.name.clone(),
-                User {
-                    name: r.name.clone().into_bytes(),
-                    password,
-                    roles: Vec::new(),
-                    options: Some(UserAddOptions { no_password: no_pw }),
-                },
-            );
-            ch.users.push(r.name.clone());
-        }
-        Op::UserDelete(r) => {
-            if s.enabled && r.name == ROOT {
-                return Err(E::InvalidAuthMgmt.into());
-            }
-            s.users.remove(&r.name).ok_or(E::UserNotFound)?;
-            ch.users.push(r.name.clone());
-        }
-        Op::UserChangePassword(r) => {
-            let u = s.users.get_mut(&r.name).ok_or(E::UserNotFound)?;
-            if !no_password(u) {
-                u.password = stored_hash(&r.hashed_password)?;
-            }
-            ch.users.push(r.name.clone());
-        }
-        Op::UserGrantRole(r) => {
-            let u = s.users.get(&r.user).ok_or(E::UserNotFound)?;
-            if r.role != ROOT && !s.roles.contains_key(&r.role) {
-                return Err(E::RoleNotFound.into());
-            }
-            if let Err(i) = u.roles.binary_search(&r.role) {
-                s.users
-                    .get_mut(&r.user)
-                    .expect("looked up above")
-                    .roles
-                    .insert(i, r.role.clone());
-                ch.users.push(r.user.clone());
-            }
-        }
-        Op::UserRevokeRole(r) => {
-            if s.enabled && r.name == ROOT && r.role == ROOT {
-                return Err(E::InvalidAuthMgmt.into());
-            }
-            let u = s.users.get_mut(&r.name).ok_or(E::UserNotFound)?;
-            let i = u
-                .roles
-                .binary_search(&r.role)
-                .map_err(|_| E::RoleNotGranted)?;
+        Op::Enable(_) => enable(s, ch),
+        Op::Disable(_) => disable(s, ch),
+        Op::UserAdd(r) => user_add(s, r, ch),
+        Op::UserDelete(r) => user_delete(s, r, ch),
+        Op::UserChangePassword(r) => user_change_password(s, r, ch),
+        Op::UserGrantRole(r) => user_grant_role(s, r, ch),
+        Op::UserRevokeRole(r) => user_revoke_role(s, r, ch),
+        Op::RoleAdd(r) => role_add(s, r, ch),
+        Op::RoleDelete(r) => role_delete(s, r, ch),
+        Op::RoleGrantPermission(r) => role_grant_permission(s, r, ch),
+        Op::RoleRevokePermission(r) => role_revoke_permission(s, r, ch),
+        Op::TokenIssue(t) => token_issue(s, t),
+    }
+}
+
+fn enable(s: &mut AuthState, ch: &mut Changes) -> Result<()> {
+    use AuthError as E;
+    if s.enabled {
+        return Ok(()); // etcd ignores a second enable
+    }
+    let root = s.users.get(ROOT).ok_or(E::RootUserNotExist)?;
+    if !has_root_role(root) {
+        return Err(E::RootRoleNotExist.into());
+    }
+    s.enabled = true;
+    ch.switch = true;
+    Ok(())
+}
+
+fn disable(s: &mut AuthState, ch: &mut Changes) -> Result<()> {
+    if s.enabled {
+        s.enabled = false;
+        ch.switch = true;
+    }
+    Ok(())
+}
+
+fn user_add(s: &mut AuthState, r: &AuthUserAddRequest, ch: &mut Changes) -> Result<()> {
+    use AuthError as E;
+    check_name(&r.name, E::UserEmpty)?;
+    if s.users.contains_key(&r.name) {
+        return Err(E::UserAlreadyExist.into());
+    }
+    if s.users.len() >= USERS_MAX {
+        return Err(E::InvalidAuthMgmt.into());
+    }
+    let no_pw = r.options.as_ref().is_some_and(|o| o.no_password);
+    let password = if no_pw {
+        Vec::new()
+    } else {
+        stored_hash(&r.hashed_password)?
+    };
+    s.users.insert(
+        r.name.clone(),
+        User {
+            name: r.name.clone().into_bytes(),
+            password,
+            roles: Vec::new(),
+            options: Some(UserAddOptions { no_password: no_pw }),
+        },
+    );
+    ch.users.push(r.name.clone());
+    Ok(())
+}
+
+fn user_delete(s: &mut AuthState, r: &AuthUserDeleteRequest, ch: &mut Changes) -> Result<()> {
+    use AuthError as E;
+    if s.enabled && r.name == ROOT {
+        return Err(E::InvalidAuthMgmt.into());
+    }
+    s.users.remove(&r.name).ok_or(E::UserNotFound)?;
+    ch.users.push(r.name.clone());
+    Ok(())
+}
+
+fn user_change_password(
+    s: &mut AuthState,
+    r: &AuthUserChangePasswordRequest,
+    ch: &mut Changes,
+) -> Result<()> {
+    use AuthError as E;
+    let u = s.users.get_mut(&r.name).ok_or(E::UserNotFound)?;
+    if !no_password(u) {
+        u.password = stored_hash(&r.hashed_password)?;
+    }
+    ch.users.push(r.name.clone());
+    Ok(())
+}
+
+fn user_grant_role(
+    s: &mut AuthState,
+    r: &AuthUserGrantRoleRequest,
+    ch: &mut Changes,
+) -> Result<()> {
+    use AuthError as E;
+    let u = s.users.get(&r.user).ok_or(E::UserNotFound)?;
+    if r.role != ROOT && !s.roles.contains_key(&r.role) {
+        return Err(E::RoleNotFound.into());
+    }
+    if let Err(i) = u.roles.binary_search(&r.role) {
+        s.users
+            .get_mut(&r.user)
+            .expect("looked up above")
+            .roles
+            .insert(i, r.role.clone());
+        ch.users.push(r.user.clone());
+    }
+    Ok(())
+}
+
+fn user_revoke_role(
+    s: &mut AuthState,
+    r: &AuthUserRevokeRoleRequest,
+    ch: &mut Changes,
+) -> Result<()> {
+    use AuthError as E;
+    if s.enabled && r.name == ROOT && r.role == ROOT {
+        return Err(E::InvalidAuthMgmt.into());
+    }
+    let u = s.users.get_mut(&r.name).ok_or(E::UserNotFound)?;
+    let i = u
+        .roles
+        .binary_search(&r.role)
+        .map_err(|_| E::RoleNotGranted)?;
+    u.roles.remove(i);
+    ch.users.push(r.name.clone());
+    Ok(())
+}
+
+fn role_add(s: &mut AuthState, r: &AuthRoleAddRequest, ch: &mut Changes) -> Result<()> {
+    use AuthError as E;
+    check_name(&r.name, E::RoleEmpty)?;
+    if s.roles.contains_key(&r.name) {
+        return Err(E::RoleAlreadyExist.into());
+    }
+    if s.roles.len() >= ROLES_MAX {
+        return Err(E::InvalidAuthMgmt.into());
+    }
+    s.roles.insert(
+        r.name.clone(),
+        Role {
+            name: r.name.clone().into_bytes(),
+            key_permission: Vec::new(),
+        },
+    );
+    ch.roles.push(r.name.clone());
+    Ok(())
+}
+
+fn role_delete(s: &mut AuthState, r: &AuthRoleDeleteRequest, ch: &mut Changes) -> Result<()> {
+    use AuthError as E;
+    if s.enabled && r.role == ROOT {
+        return Err(E::InvalidAuthMgmt.into());
+    }
+    s.roles.remove(&r.role).ok_or(E::RoleNotFound)?;
+    ch.roles.push(r.role.clone());
+    for (name, u) in s.users.iter_mut() {
+        if let Ok(i) = u.roles.binary_search(&r.role) {
             u.roles.remove(i);
-            ch.users.push(r.name.clone());
+            ch.users.push(name.clone());
         }
-        Op::RoleAdd(r) => {
-            check_name(&r.name, E::RoleEmpty)?;
-            if s.roles.contains_key(&r.name) {
-                return Err(E::RoleAlreadyExist.into());
-            }
-            if s.roles.len() >= ROLES_MAX {
-                return Err(E::InvalidAuthMgmt.into());
-            }
-            s.roles.insert(
-                r.name.clone(),
-                Role {
-                    name: r.name.clone().into_bytes(),
-                    key_permission: Vec::new(),
-                },
-            );
-            ch.roles.push(r.name.clone());
-        }
-        Op::RoleDelete(r) => {
-            if s.enabled && r.role == ROOT {
-                return Err(E::InvalidAuthMgmt.into());
-            }
-            s.roles.remove(&r.role).ok_or(E::RoleNotFound)?;
-            ch.roles.push(r.role.clone());
-            for (name, u) in s.users.iter_mut() {
-                if let Ok(i) = u.roles.binary_search(&r.role) {
-                    u.roles.remove(i);
-                    ch.users.push(name.clone());
-                }
-            }
-        }
-        Op::RoleGrantPermission(r) => {
-            let p = r.perm.as_ref().ok_or(E::PermissionNotGiven)?;
-            if !perms::is_valid_range(&p.key, &p.range_end)
-                || PermType::try_from(p.perm_type).is_err()
-            {
-                return Err(E::InvalidAuthMgmt.into());
-            }
-            let role = s.roles.get_mut(&r.name).ok_or(E::RoleNotFound)?;
-            let list = &mut role.key_permission;
-            match list.binary_search_by(|q| (&q.key, &q.range_end).cmp(&(&p.key, &p.range_end))) {
-                Ok(i) => list[i].perm_type = p.perm_type,
-                Err(_) if list.len() >= ROLE_PERMISSIONS_MAX => {
-                    return Err(E::InvalidAuthMgmt.into())
-                }
-                Err(i) => list.insert(i, p.clone()),
-            }
-            ch.roles.push(r.name.clone());
-        }
-        Op::RoleRevokePermission(r) => {
-            let role = s.roles.get_mut(&r.role).ok_or(E::RoleNotFound)?;
-            let before = role.key_permission.len();
-            role.key_permission
-                .retain(|q| q.key != r.key || q.range_end != r.range_end);
-            if role.key_permission.len() == before {
-                return Err(E::PermissionNotGranted.into());
-            }
-            ch.roles.push(r.role.clone());
-        }
-        Op::TokenIssue(t) => {
-            if !s.enabled {
-                return Err(E::AuthNotEnabled.into());
-            }
-            if !s.users.contains_key(&t.name) {
-                return Err(E::AuthFailed.into());
-            }
-        }
+    }
+    Ok(())
+}
+
+fn role_grant_permission(
+    s: &mut AuthState,
+    r: &AuthRoleGrantPermissionRequest,
+    ch: &mut Changes,
+) -> Result<()> {
+    use AuthError as E;
+    let p = r.perm.as_ref().ok_or(E::PermissionNotGiven)?;
+    if !perms::is_valid_range(&p.key, &p.range_end) || PermType::try_from(p.perm_type).is_err() {
+        return Err(E::InvalidAuthMgmt.into());
+    }
+    let role = s.roles.get_mut(&r.name).ok_or(E::RoleNotFound)?;
+    let list = &mut role.key_permission;
+    match list.binary_search_by(|q| (&q.key, &q.range_end).cmp(&(&p.key, &p.range_end))) {
+        Ok(i) => list[i].perm_type = p.perm_type,
+        Err(_) if list.len() >= ROLE_PERMISSIONS_MAX => return Err(E::InvalidAuthMgmt.into()),
+        Err(i) => list.insert(i, p.clone()),
+    }
+    ch.roles.push(r.name.clone());
+    Ok(())
+}
+
+fn role_revoke_permission(
+    s: &mut AuthState,
+    r: &AuthRoleRevokePermissionRequest,
+    ch: &mut Changes,
+) -> Result<()> {
+    use AuthError as E;
+    let role = s.roles.get_mut(&r.role).ok_or(E::RoleNotFound)?;
+    let before = role.key_permission.len();
+    role.key_permission
+        .retain(|q| q.key != r.key || q.range_end != r.range_end);
+    if role.key_permission.len() == before {
+        return Err(E::PermissionNotGranted.into());
+    }
+    ch.roles.push(r.role.clone());
+    Ok(())
+}
+
+fn token_issue(s: &mut AuthState, t: &AuthTokenIssue) -> Result<()> {
+    use AuthError as E;
+    if !s.enabled {
+        return Err(E::AuthNotEnabled.into());
+    }
+    if !s.users.contains_key(&t.name) {
+        return Err(E::AuthFailed.into());
     }
     Ok(())
 }

@@ -8,6 +8,11 @@
 //! live in memory: a restarted member has forgotten them, and its clients
 //! authenticate again on "invalid auth token", as etcd's clients do.
 //!
+//! A token is the random part, a dot, and the raft index of the entry that
+//! issued it (etcd's format). The log carries the random part's hash; the
+//! index lets a member that has not applied that entry yet wait for it
+//! instead of refusing a token another member just issued.
+//!
 //! A token lives `ttl` after its last use (etcd's `--auth-token-ttl`,
 //! renewed on use as etcd does) and dies with its user, a password change
 //! or `auth disable`.
@@ -29,6 +34,18 @@ pub type TokenHash = [u8; 32];
 
 pub fn hash(token: &str) -> TokenHash {
     Sha256::digest(token.as_bytes()).into()
+}
+
+/// The random part of a token (what the log's hash is of) and the raft
+/// index that issued it, when the token has one.
+pub fn split(token: &str) -> (&str, Option<u64>) {
+    match token.rsplit_once('.') {
+        Some((random, index)) => match index.parse() {
+            Ok(i) => (random, Some(i)),
+            Err(_) => (token, None),
+        },
+        None => (token, None),
+    }
 }
 
 /// A new random token.
@@ -89,7 +106,7 @@ impl Tokens {
         if token.is_empty() || token.len() > TOKEN_BYTES_MAX {
             return None;
         }
-        let h = hash(token);
+        let h = hash(split(token).0);
         let e = self.by_hash.get_mut(&h)?;
         if e.expires <= now {
             self.by_hash.remove(&h);
@@ -137,6 +154,12 @@ mod tests {
         assert_eq!(t.user(&a, t0), None);
         assert_eq!(t.user("", t0), None);
         assert_eq!(t.user(&"x".repeat(TOKEN_BYTES_MAX + 1), t0), None);
+        // The index suffix names the entry; the hash is of the random part.
+        let c = generate();
+        t.insert(hash(&c), "carol", t0);
+        assert_eq!(t.user(&format!("{c}.42"), t0).as_deref(), Some("carol"));
+        assert_eq!(split(&format!("{c}.42")), (c.as_str(), Some(42)));
+        assert_eq!(split("abc.x"), ("abc.x", None));
     }
 
     #[test]

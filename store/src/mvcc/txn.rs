@@ -41,8 +41,11 @@ pub enum WriteResult {
     Members(Vec<crate::pb::etcdserverpb::Member>),
     /// An alarm change (applied by the node): the alarms after it.
     Alarms(Vec<crate::pb::etcdserverpb::AlarmMember>),
-    /// An auth change or token (applied by `auth`): nothing to return.
-    Auth,
+    /// An auth change or token (applied by `auth`), at this raft index: a
+    /// token names it, so a member that has not applied it yet waits.
+    Auth {
+        index: u64,
+    },
 }
 
 /// A request the keyspace applies: only these reach `Applier::apply`, so

@@ -89,7 +89,7 @@ impl Loop {
             Request::Auth(a) => (
                 self.auth
                     .apply(a, batch, &self.db)
-                    .map(|()| WriteResult::Auth),
+                    .map(|()| WriteResult::Auth { index: e.index }),
                 Vec::new(),
             ),
             Request::Put(p) => self.apply_keyspace(KvOp::Put(p), batch),

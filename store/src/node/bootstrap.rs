@@ -43,6 +43,38 @@ pub(super) fn install_snapshot(
 /// Stages everything that makes this data directory a member of a new
 /// cluster: the initial configuration at index 1, member and cluster ids,
 /// the cluster token, and the member registry. Returns (member id, cluster id).
+/// This member's id and its cluster's: from disk for a member that ran
+/// before, from the cluster it joins, or from a new cluster it bootstraps.
+pub(super) fn identity(db: &Arc<Db>, log: &mut LogStore, cfg: &NodeConfig) -> Result<(u64, u64)> {
+    let meta = db.cf(CF_META);
+    // A member id without a configuration: a member that joined and stopped
+    // before its first snapshot arrived. It is still that member and waits
+    // for the leader; bootstrapping here would invent a configuration.
+    let joined_earlier = db.get(CF_META, META_MEMBER_ID)?.is_some();
+    if log.is_initialized() || joined_earlier {
+        let id = u64_from(&require(db, META_MEMBER_ID)?, "member id")?;
+        let cluster_id = u64_from(&require(db, META_CLUSTER_ID)?, "cluster id")?;
+        return Ok((id, cluster_id));
+    }
+    let mut batch = WriteBatch::default();
+    let ids = match &cfg.join {
+        // Joining: no configuration of our own; the leader sends a snapshot
+        // that carries it.
+        Some(join) => {
+            batch.put_cf(meta, META_MEMBER_ID, join.member_id.to_be_bytes());
+            batch.put_cf(meta, META_CLUSTER_ID, join.cluster_id.to_be_bytes());
+            let mut reg = Registry::default();
+            for m in &join.members {
+                reg.put(db, m.clone(), &mut batch);
+            }
+            (join.member_id, join.cluster_id)
+        }
+        None => bootstrap_new_cluster(db, log, cfg, &mut batch)?,
+    };
+    db.write_sync(batch)?;
+    Ok(ids)
+}
+
 pub(super) fn bootstrap_new_cluster(
     db: &Db,
     log: &mut LogStore,

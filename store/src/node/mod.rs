@@ -58,8 +58,8 @@ mod bootstrap;
 mod raft_loop;
 mod read_index;
 
+use bootstrap::install_snapshot;
 pub use bootstrap::restore;
-use bootstrap::{bootstrap_new_cluster, install_snapshot};
 use raft_loop::{Applied, Loop, Waiter};
 use read_index::ReadQueue;
 
@@ -230,33 +230,7 @@ impl Node {
         }
         let db = Db::open(&cfg.data_dir)?;
         let mut log = LogStore::open(db.clone())?;
-        let meta = db.cf(CF_META);
-        // A member id without a configuration: a member that joined and stopped
-        // before its first snapshot arrived. It is still that member and waits
-        // for the leader; bootstrapping here would invent a configuration.
-        let joined_earlier = db.get(CF_META, META_MEMBER_ID)?.is_some();
-        let (id, cluster_id) = if log.is_initialized() || joined_earlier {
-            let id = u64_from(&require(&db, META_MEMBER_ID)?, "member id")?;
-            let cluster_id = u64_from(&require(&db, META_CLUSTER_ID)?, "cluster id")?;
-            (id, cluster_id)
-        } else if let Some(join) = &cfg.join {
-            // Joining: no configuration of our own; the leader sends a
-            // snapshot that carries it.
-            let mut batch = WriteBatch::default();
-            batch.put_cf(meta, META_MEMBER_ID, join.member_id.to_be_bytes());
-            batch.put_cf(meta, META_CLUSTER_ID, join.cluster_id.to_be_bytes());
-            let mut reg = Registry::default();
-            for m in &join.members {
-                reg.put(&db, m.clone(), &mut batch);
-            }
-            db.write_sync(batch)?;
-            (join.member_id, join.cluster_id)
-        } else {
-            let mut batch = WriteBatch::default();
-            let ids = bootstrap_new_cluster(&db, &mut log, &cfg, &mut batch)?;
-            db.write_sync(batch)?;
-            ids
-        };
+        let (id, cluster_id) = bootstrap::identity(&db, &mut log, &cfg)?;
         let snap_dir = cfg.data_dir.join("snap");
         if let Some(v) = db.get(CF_META, META_INSTALLING)? {
             let index = u64_from(&v, "installing snapshot index")?;
@@ -275,30 +249,7 @@ impl Node {
         log.set_applied(applied);
         let hub = WatchHub::start(mvcc.clone(), cfg.watch_progress_interval);
 
-        let raft_cfg = Config {
-            id,
-            election_tick: cfg.election_ticks,
-            heartbeat_tick: cfg.heartbeat_ticks,
-            applied,
-            max_size_per_msg: 1024 * 1024,
-            max_inflight_msgs: 256,
-            check_quorum: true,
-            pre_vote: true,
-            read_only_option: ReadOnlyOption::Safe,
-            ..Default::default()
-        };
-        raft_cfg
-            .validate()
-            .map_err(|e| StoreError::InvalidArgument(e.to_string()))?;
-        let logger = slog::Logger::root(TracingDrain, slog::o!("raft_id" => id));
-        let mut raw = RawNode::new(&raft_cfg, log, &logger)
-            .map_err(|e| StoreError::Storage(e.to_string()))?;
-        // A sole voter need not wait out an election timeout to lead.
-        let voters = raw.store().conf_state().voters.clone();
-        if voters == [id] && raw.store().conf_state().learners.is_empty() {
-            raw.campaign()
-                .map_err(|e| StoreError::Storage(e.to_string()))?;
-        }
+        let raw = raft_node(&cfg, id, applied, log)?;
 
         let (tx, rx) = bounded(INPUT_QUEUE_MAX);
         let status = Arc::new(RwLock::new(NodeStatus {
@@ -930,6 +881,36 @@ fn require(db: &Db, key: &[u8]) -> Result<Vec<u8>> {
 /// Request ids only need to be unique among this process's waiters and the
 /// entries it may still re-apply from before a restart: start from the
 /// clock so a restarted process does not reuse recent ids.
+/// raft-rs's node over the opened log, with our settings (etcd's: pre-vote,
+/// check-quorum, ReadIndex in safe mode). A sole voter campaigns at once.
+fn raft_node(cfg: &NodeConfig, id: u64, applied: u64, log: LogStore) -> Result<RawNode<LogStore>> {
+    let raft_cfg = Config {
+        id,
+        election_tick: cfg.election_ticks,
+        heartbeat_tick: cfg.heartbeat_ticks,
+        applied,
+        max_size_per_msg: 1024 * 1024,
+        max_inflight_msgs: 256,
+        check_quorum: true,
+        pre_vote: true,
+        read_only_option: ReadOnlyOption::Safe,
+        ..Default::default()
+    };
+    raft_cfg
+        .validate()
+        .map_err(|e| StoreError::InvalidArgument(e.to_string()))?;
+    let logger = slog::Logger::root(TracingDrain, slog::o!("raft_id" => id));
+    let mut raw =
+        RawNode::new(&raft_cfg, log, &logger).map_err(|e| StoreError::Storage(e.to_string()))?;
+    // A sole voter need not wait out an election timeout to lead.
+    let voters = raw.store().conf_state().voters.clone();
+    if voters == [id] && raw.store().conf_state().learners.is_empty() {
+        raw.campaign()
+            .map_err(|e| StoreError::Storage(e.to_string()))?;
+    }
+    Ok(raw)
+}
+
 fn initial_request_counter() -> u64 {
     let ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
