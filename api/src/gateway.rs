@@ -222,7 +222,19 @@ macro_rules! unary_route {
 pub fn router(s: Services, body_bytes_max: usize) -> axum::Router {
     let mut r = axum::Router::new();
     for prefix in crate::authz::GATEWAY_PREFIXES {
-        let p = |route: &str| format!("{prefix}{route}");
+        r = kv_and_lease_routes(r, &s, prefix);
+        r = cluster_and_maintenance_routes(r, &s, prefix);
+        r = auth_routes(r, &s, prefix);
+        r = stream_routes(r, &s, prefix);
+    }
+    public_routes(r, &s)
+        .layer(axum::extract::DefaultBodyLimit::max(body_bytes_max))
+        .layer(axum::middleware::map_response(cors))
+}
+
+fn kv_and_lease_routes(mut r: axum::Router, s: &Services, prefix: &str) -> axum::Router {
+    let p = |route: &str| format!("{prefix}{route}");
+    {
         unary_route!(r, &p("kv/range"), s.kv, range);
         unary_route!(r, &p("kv/put"), s.kv, put);
         unary_route!(r, &p("kv/deleterange"), s.kv, delete_range);
@@ -238,6 +250,13 @@ pub fn router(s: Services, body_bytes_max: usize) -> axum::Router {
         for route in ["lease/leases", "kv/lease/leases"] {
             unary_route!(r, &p(route), s.lease, lease_leases);
         }
+    }
+    r
+}
+
+fn cluster_and_maintenance_routes(mut r: axum::Router, s: &Services, prefix: &str) -> axum::Router {
+    let p = |route: &str| format!("{prefix}{route}");
+    {
         unary_route!(r, &p("cluster/member/add"), s.cluster, member_add);
         unary_route!(r, &p("cluster/member/remove"), s.cluster, member_remove);
         unary_route!(r, &p("cluster/member/update"), s.cluster, member_update);
@@ -254,6 +273,13 @@ pub fn router(s: Services, body_bytes_max: usize) -> axum::Router {
             s.maintenance,
             move_leader
         );
+    }
+    r
+}
+
+fn auth_routes(mut r: axum::Router, s: &Services, prefix: &str) -> axum::Router {
+    let p = |route: &str| format!("{prefix}{route}");
+    {
         unary_route!(r, &p("auth/enable"), s.auth, auth_enable);
         unary_route!(r, &p("auth/disable"), s.auth, auth_disable);
         unary_route!(r, &p("auth/status"), s.auth, auth_status);
@@ -271,6 +297,14 @@ pub fn router(s: Services, body_bytes_max: usize) -> axum::Router {
         unary_route!(r, &p("auth/role/delete"), s.auth, role_delete);
         unary_route!(r, &p("auth/role/grant"), s.auth, role_grant_permission);
         unary_route!(r, &p("auth/role/revoke"), s.auth, role_revoke_permission);
+    }
+    r
+}
+
+/// Watch, LeaseKeepAlive and Snapshot: a body in, a stream of lines out.
+fn stream_routes(mut r: axum::Router, s: &Services, prefix: &str) -> axum::Router {
+    let p = |route: &str| format!("{prefix}{route}");
+    {
         let (watch, node) = (s.watch.clone(), s.node.clone());
         r = r.route(
             &p("watch"),
@@ -321,7 +355,12 @@ pub fn router(s: Services, body_bytes_max: usize) -> axum::Router {
             ),
         );
     }
-    let node = s.node.clone();
+    r
+}
+
+/// `/version`, `/health`, `/livez` and `/readyz`.
+fn public_routes(r: axum::Router, s: &Services) -> axum::Router {
+    let (node, ready) = (s.node.clone(), s.node.clone());
     r.route(
         "/version",
         get(|| async {
@@ -347,7 +386,7 @@ pub fn router(s: Services, body_bytes_max: usize) -> axum::Router {
     .route(
         "/readyz",
         get(move || {
-            let node = s.node.clone();
+            let node = ready.clone();
             async move {
                 let (code, _) = crate::metrics::health(&node);
                 let text = if code == StatusCode::OK { "ok" } else { "not ready" };
@@ -355,8 +394,6 @@ pub fn router(s: Services, body_bytes_max: usize) -> axum::Router {
             }
         }),
     )
-    .layer(axum::extract::DefaultBodyLimit::max(body_bytes_max))
-    .layer(axum::middleware::map_response(cors))
 }
 
 /// etcd's gateway allows any origin; browsers' preflights get the same.

@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Result};
 use zeroize::Zeroize;
 
-use super::{channel, grpc_error, Cli};
+use super::{channel, endpoints, grpc_error, Cli};
+use crate::pb::etcdserverpb::{maintenance_client::MaintenanceClient, StatusRequest};
 use crate::pb::secretstore::{
     admin_client::AdminClient, RotateKeyRequest, SetAutolockRequest, UnlockKeyRequest,
     UnlockRequest,
@@ -145,5 +146,92 @@ pub async fn rotate_key(cli: &Cli) -> Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    Ok(())
+}
+
+/// `cluster settings` without `--autolock`: shows the settings, or changes
+/// the secret cipher.
+pub(crate) async fn settings(cli: &Cli, secret_cipher: Option<&str>) -> Result<()> {
+    use crate::pb::secretstore::{admin_client::AdminClient, GetSettingsRequest, Settings};
+    let r = match secret_cipher {
+        Some(c) => {
+            let s = Settings {
+                secret_cipher: c.to_string(),
+            };
+            super::call(cli, |ch| {
+                let s = s.clone();
+                async move { AdminClient::new(ch).update_settings(s).await }
+            })
+            .await
+        }
+        None => {
+            super::call(cli, |ch| async move {
+                AdminClient::new(ch)
+                    .get_settings(GetSettingsRequest {})
+                    .await
+            })
+            .await
+        }
+    }
+    .map_err(|(e, ep)| grpc_error(e, &ep))?
+    .into_inner();
+    let s = r.settings.unwrap_or_default();
+    let k = r.keys.unwrap_or_default();
+    let list = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    println!("secret cipher:         {}", s.secret_cipher);
+    println!(
+        "KEK generations:       {}",
+        if k.registered.is_empty() {
+            "none yet (created with the first secret)".to_string()
+        } else {
+            list(&k.registered)
+        }
+    );
+    println!("held by this member:   {}", list(&k.held));
+    println!(
+        "autolock:              {}",
+        match (r.autolock, r.locked) {
+            (false, _) => "off",
+            (true, false) => "on (this member is unlocked)",
+            (true, true) => "on (this member is LOCKED)",
+        }
+    );
+    Ok(())
+}
+
+/// `cluster status`: each endpoint's member, leader, term and indexes.
+pub(crate) async fn status(cli: &Cli) -> Result<()> {
+    let timeout = Duration::from_secs(cli.command_timeout);
+    println!(
+        "{:<24} {:<17} {:<17} {:>6} {:>10} {:>10} {:>8}",
+        "ENDPOINT", "ID", "LEADER", "TERM", "INDEX", "APPLIED", "REVISION"
+    );
+    let mut failed = 0;
+    for ep in endpoints(&cli.endpoints)? {
+        let mut c = MaintenanceClient::new(channel(cli, &ep, timeout)?);
+        match c.status(StatusRequest {}).await {
+            Ok(s) => {
+                let s = s.into_inner();
+                let h = s.header.unwrap_or_default();
+                println!(
+                    "{:<24} {:<17x} {:<17x} {:>6} {:>10} {:>10} {:>8}",
+                    ep,
+                    h.member_id,
+                    s.leader,
+                    s.raft_term,
+                    s.raft_index,
+                    s.raft_applied_index,
+                    h.revision
+                );
+            }
+            Err(e) => {
+                eprintln!("{}", grpc_error(e, &ep));
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} endpoint(s) did not answer");
+    }
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! and exit status 1.
 
 mod cluster;
+mod kv;
 mod objects;
 mod template;
 
@@ -49,14 +50,11 @@ pub const CONFIG_DATA_BYTES_LIMIT: usize = 1000 * 1024;
 
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use clap::{Parser, Subcommand};
 use tonic::transport::Channel;
 
-use crate::pb::etcdserverpb::{
-    kv_client::KvClient, maintenance_client::MaintenanceClient, DeleteRangeRequest, PutRequest,
-    RangeRequest, StatusRequest,
-};
+use crate::pb::etcdserverpb::kv_client::KvClient;
 
 #[derive(Parser, Debug)]
 #[command(name = "secretctl", version, about = "Operate a secretd cluster")]
@@ -278,136 +276,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Cluster(ClusterCmd::Settings {
             secret_cipher,
             autolock: None,
-        }) => {
-            use crate::pb::secretstore::{admin_client::AdminClient, GetSettingsRequest, Settings};
-            let r = match secret_cipher {
-                Some(c) => {
-                    let s = Settings {
-                        secret_cipher: c.clone(),
-                    };
-                    call(&cli, |ch| {
-                        let s = s.clone();
-                        async move { AdminClient::new(ch).update_settings(s).await }
-                    })
-                    .await
-                }
-                None => {
-                    call(&cli, |ch| async move {
-                        AdminClient::new(ch)
-                            .get_settings(GetSettingsRequest {})
-                            .await
-                    })
-                    .await
-                }
-            }
-            .map_err(|(e, ep)| grpc_error(e, &ep))?
-            .into_inner();
-            let s = r.settings.unwrap_or_default();
-            let k = r.keys.unwrap_or_default();
-            let list = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
-            println!("secret cipher:         {}", s.secret_cipher);
-            println!(
-                "KEK generations:       {}",
-                if k.registered.is_empty() {
-                    "none yet (created with the first secret)".to_string()
-                } else {
-                    list(&k.registered)
-                }
-            );
-            println!("held by this member:   {}", list(&k.held));
-            println!(
-                "autolock:              {}",
-                match (r.autolock, r.locked) {
-                    (false, _) => "off",
-                    (true, false) => "on (this member is unlocked)",
-                    (true, true) => "on (this member is LOCKED)",
-                }
-            );
-        }
-        Command::Cluster(ClusterCmd::Status) => {
-            let timeout = Duration::from_secs(cli.command_timeout);
-            println!(
-                "{:<24} {:<17} {:<17} {:>6} {:>10} {:>10} {:>8}",
-                "ENDPOINT", "ID", "LEADER", "TERM", "INDEX", "APPLIED", "REVISION"
-            );
-            let mut failed = 0;
-            for ep in endpoints(&cli.endpoints)? {
-                let mut c = MaintenanceClient::new(channel(&cli, &ep, timeout)?);
-                match c.status(StatusRequest {}).await {
-                    Ok(s) => {
-                        let s = s.into_inner();
-                        let h = s.header.unwrap_or_default();
-                        println!(
-                            "{:<24} {:<17x} {:<17x} {:>6} {:>10} {:>10} {:>8}",
-                            ep,
-                            h.member_id,
-                            s.leader,
-                            s.raft_term,
-                            s.raft_index,
-                            s.raft_applied_index,
-                            h.revision
-                        );
-                    }
-                    Err(e) => {
-                        eprintln!("{}", grpc_error(e, &ep));
-                        failed += 1;
-                    }
-                }
-            }
-            if failed > 0 {
-                bail!("{failed} endpoint(s) did not answer");
-            }
-        }
-        Command::Kv(KvCmd::Put { key, value }) => {
-            let req = PutRequest {
-                key: key.clone().into_bytes(),
-                value: value.clone().into_bytes(),
-                ..Default::default()
-            };
-            with_kv(&cli, |mut c| {
-                let req = req.clone();
-                async move { c.put(req).await }
-            })
-            .await?;
-            println!("OK");
-        }
-        Command::Kv(KvCmd::Get { key, prefix }) => {
-            let (key, range_end) = key_range(key, *prefix);
-            let req = RangeRequest {
-                key,
-                range_end,
-                ..Default::default()
-            };
-            let resp = with_kv(&cli, |mut c| {
-                let req = req.clone();
-                async move { c.range(req).await }
-            })
-            .await?
-            .into_inner();
-            for kv in resp.kvs {
-                println!(
-                    "{}\n{}",
-                    String::from_utf8_lossy(&kv.key),
-                    String::from_utf8_lossy(&kv.value)
-                );
-            }
-        }
-        Command::Kv(KvCmd::Del { key, prefix }) => {
-            let (key, range_end) = key_range(key, *prefix);
-            let req = DeleteRangeRequest {
-                key,
-                range_end,
-                prev_kv: false,
-            };
-            let resp = with_kv(&cli, |mut c| {
-                let req = req.clone();
-                async move { c.delete_range(req).await }
-            })
-            .await
-            .context("delete")?
-            .into_inner();
-            println!("{}", resp.deleted);
-        }
+        }) => cluster::settings(&cli, secret_cipher.as_deref()).await?,
+        Command::Cluster(ClusterCmd::Status) => cluster::status(&cli).await?,
+        Command::Kv(cmd) => kv::run(&cli, cmd).await?,
     }
     Ok(())
 }
