@@ -1,0 +1,249 @@
+//! `secretd`'s flags, named and checked as etcd's: everything here is
+//! validated before the member binds a port or writes a byte.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use clap::{Args, ValueEnum};
+use secretd_store::cluster;
+use secretd_store::node::NodeConfig;
+
+use crate::urls;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ClusterState {
+    New,
+    Existing,
+}
+
+/// Flags, named as etcd names them.
+#[derive(Args, Clone, Debug)]
+pub struct ServerFlags {
+    /// Human-readable name for this member.
+    #[arg(long, default_value = "default")]
+    pub name: String,
+    /// Path to the data directory [default: ${name}.etcd].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// URLs to listen on for client traffic.
+    #[arg(long, default_value = "https://localhost:2379")]
+    pub listen_client_urls: String,
+    /// This member's client URLs to advertise to the rest of the cluster.
+    #[arg(long, default_value = "https://localhost:2379")]
+    pub advertise_client_urls: String,
+    /// URLs to listen on for peer traffic.
+    #[arg(long, default_value = "https://localhost:2380")]
+    pub listen_peer_urls: String,
+    /// This member's peer URLs to advertise to the rest of the cluster.
+    #[arg(long, default_value = "https://localhost:2380")]
+    pub initial_advertise_peer_urls: String,
+    /// Initial cluster configuration for bootstrapping
+    /// [default: ${name}=${initial-advertise-peer-urls}].
+    #[arg(long)]
+    pub initial_cluster: Option<String>,
+    /// Initial cluster state.
+    #[arg(long, value_enum, default_value = "new")]
+    pub initial_cluster_state: ClusterState,
+    /// Initial cluster token, mixed into member and cluster ids.
+    #[arg(long, default_value = "etcd-cluster")]
+    pub initial_cluster_token: String,
+    /// Maximum client request size in bytes the server will accept.
+    #[arg(long, default_value_t = 1536 * 1024)]
+    pub max_request_bytes: usize,
+    /// Applied raft entries that trigger a log truncation; a follower that
+    /// falls further behind catches up by snapshot.
+    #[arg(long, default_value_t = 10_000)]
+    pub snapshot_count: u64,
+    /// Entries kept behind a log truncation for slow followers.
+    #[arg(
+        long = "experimental-snapshot-catchup-entries",
+        default_value_t = 5_000
+    )]
+    pub snapshot_catchup_entries: u64,
+    /// Auto-compaction mode: periodic or revision.
+    #[arg(long, value_enum, default_value = "periodic")]
+    pub auto_compaction_mode: crate::compactor::Mode,
+    /// Auto-compaction retention: for periodic a duration (1h, 30m, or a
+    /// number of hours), for revision a revision count; 0 disables it.
+    #[arg(long, default_value = "0")]
+    pub auto_compaction_retention: String,
+    /// Backend size (bytes) past which writes that add data are refused
+    /// and the NOSPACE alarm is raised; 0 means the default, 2 GiB.
+    #[arg(long, default_value_t = 0)]
+    pub quota_backend_bytes: i64,
+    /// Maximum number of operations permitted in a transaction.
+    #[arg(long, default_value_t = 128)]
+    pub max_txn_ops: usize,
+    /// Cost of the bcrypt hashes of etcd user passwords (etcd's flag):
+    /// 4 to 31, each step doubling the work of a login and of a guess.
+    #[arg(long, default_value_t = crate::auth::BCRYPT_COST_DEFAULT,
+          value_parser = clap::value_parser!(u32).range(crate::auth::BCRYPT_COST_MIN as i64..=crate::auth::BCRYPT_COST_MAX as i64))]
+    pub bcrypt_cost: u32,
+    /// etcd's auth token kind: only `simple` (random tokens held in
+    /// members' memory) is served.
+    #[arg(long, default_value = "simple", value_parser = parse_auth_token)]
+    pub auth_token: String,
+    /// Seconds an unused simple token stays valid (etcd's flag).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400 * 30))]
+    pub auth_token_ttl: u64,
+    /// Time (in milliseconds) of a heartbeat interval.
+    #[arg(long, default_value_t = 100)]
+    pub heartbeat_interval: u64,
+    /// Time (in milliseconds) for an election to timeout.
+    #[arg(long, default_value_t = 1000)]
+    pub election_timeout: u64,
+    /// How often idle watchers that asked for progress notifications get
+    /// one (etcd's flag name; a duration such as 10m, 500ms or 2s).
+    #[arg(long = "experimental-watch-progress-notify-interval", default_value = "10m", value_parser = secretd_client::format::parse_duration)]
+    pub watch_progress_notify_interval: Duration,
+    /// Certificate for client connections (https client URLs).
+    #[arg(long)]
+    pub cert_file: Option<PathBuf>,
+    /// Key for --cert-file.
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
+    /// CA that signs client certificates.
+    #[arg(long)]
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Require client certificates from --trusted-ca-file on https client
+    /// URLs (roles come from them). `--client-cert-auth=false` turns it off.
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub client_cert_auth: bool,
+    /// This member's certificate for peer traffic (server and client).
+    #[arg(long)]
+    pub peer_cert_file: Option<PathBuf>,
+    /// Key for --peer-cert-file.
+    #[arg(long)]
+    pub peer_key_file: Option<PathBuf>,
+    /// CA that signs members' certificates.
+    #[arg(long)]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+    /// Require member certificates on https peer URLs.
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub peer_client_cert_auth: bool,
+    /// Plain-HTTP URLs serving Prometheus /metrics and /health.
+    #[arg(long, default_value = "")]
+    pub listen_metrics_urls: String,
+    /// Append one JSON line per secret delivery and per change to a
+    /// secret, config, task or setting to this file (mode 0600).
+    #[arg(long)]
+    pub audit_log: Option<PathBuf>,
+    /// Old versions of a secret kept after a rotation (pinned versions are
+    /// kept regardless).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub secret_history: u32,
+    /// Turn autolock on if it is off: the keyring is sealed under an
+    /// unlock key that is never on disk, printed once on stderr; restarted
+    /// members stay locked until `secretctl cluster unlock`.
+    #[arg(long)]
+    pub autolock: bool,
+    /// Client connections this member holds at once (lowered to what the
+    /// open-file limit allows after storage and peers).
+    #[arg(long, default_value_t = 4096)]
+    pub max_client_connections: usize,
+    /// Client connections one certificate identity may hold at once (at
+    /// most half of --max-client-connections).
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections_per_identity: usize,
+    /// A client or peer connection with no request in flight for this long
+    /// is closed (clients reconnect on their next request).
+    #[arg(long, default_value = "2m", value_parser = secretd_client::format::parse_duration)]
+    pub idle_connection_timeout: Duration,
+}
+
+impl ServerFlags {
+    pub(super) fn node_config(&self) -> Result<(NodeConfig, Vec<String>, Vec<String>)> {
+        if self.heartbeat_interval == 0 || self.election_timeout < 5 * self.heartbeat_interval {
+            bail!(
+                "--election-timeout ({} ms) must be at least 5 times --heartbeat-interval ({} ms)",
+                self.election_timeout,
+                self.heartbeat_interval
+            );
+        }
+        if !(1024..=64 * 1024 * 1024).contains(&self.max_request_bytes) {
+            bail!("--max-request-bytes must be between 1 KiB and 64 MiB");
+        }
+        if self.max_txn_ops == 0 {
+            bail!("--max-txn-ops must be at least 1");
+        }
+        if self.max_client_connections < 2 || self.max_connections_per_identity == 0 {
+            bail!("--max-client-connections must be at least 2 and --max-connections-per-identity at least 1");
+        }
+        if self.idle_connection_timeout < Duration::from_secs(1) {
+            bail!("--idle-connection-timeout must be at least 1s");
+        }
+        let client = urls::parse_list("--listen-client-urls", &self.listen_client_urls)?;
+        let peer = urls::parse_list("--listen-peer-urls", &self.listen_peer_urls)?;
+        urls::parse_list("--advertise-client-urls", &self.advertise_client_urls)?;
+        let advertise_peer = urls::parse_list(
+            "--initial-advertise-peer-urls",
+            &self.initial_advertise_peer_urls,
+        )?;
+        let initial = self.initial_cluster.clone().unwrap_or_else(|| {
+            advertise_peer
+                .iter()
+                .map(|u| format!("{}={u}", self.name))
+                .collect::<Vec<_>>()
+                .join(",")
+        });
+        let members = cluster::parse_initial_cluster(&initial, &self.initial_cluster_token)?;
+        if let Some(me) = members.iter().find(|m| m.name == self.name) {
+            let mut mine = me.peer_urls.clone();
+            let mut adv = advertise_peer.clone();
+            mine.sort();
+            adv.sort();
+            if mine != adv {
+                bail!(
+                    "--initial-cluster has {} for {:?} but --initial-advertise-peer-urls is {}",
+                    me.peer_urls.join(","),
+                    self.name,
+                    advertise_peer.join(",")
+                );
+            }
+        }
+        let client_urls = urls::parse_list("--advertise-client-urls", &self.advertise_client_urls)?;
+        let cfg = NodeConfig {
+            join: None,
+            cluster_token: self.initial_cluster_token.clone(),
+            client_urls,
+            quota_backend_bytes: if self.quota_backend_bytes <= 0 {
+                2 << 30
+            } else {
+                self.quota_backend_bytes
+            },
+            name: self.name.clone(),
+            data_dir: self
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(format!("{}.etcd", self.name))),
+            initial_members: members,
+            tick_ms: self.heartbeat_interval,
+            election_ticks: (self.election_timeout / self.heartbeat_interval) as usize,
+            heartbeat_ticks: 1,
+            max_request_bytes: self.max_request_bytes,
+            max_txn_ops: self.max_txn_ops,
+            request_timeout: Duration::from_millis(5000 + 2 * self.election_timeout),
+            watch_progress_interval: self
+                .watch_progress_notify_interval
+                .max(Duration::from_millis(100)),
+            snapshot_count: self.snapshot_count,
+            snapshot_catchup_entries: self.snapshot_catchup_entries,
+            auth_token_ttl: Duration::from_secs(self.auth_token_ttl),
+        };
+        Ok((cfg, client, peer))
+    }
+}
+
+/// `--auth-token`: etcd's `simple`, or a clear refusal of what is not
+/// served (JWT).
+fn parse_auth_token(s: &str) -> std::result::Result<String, String> {
+    match s.split(',').next().unwrap_or("") {
+        "simple" if s == "simple" => Ok(s.to_string()),
+        "simple" => Err("simple tokens take no options (their TTL is --auth-token-ttl)".into()),
+        "jwt" => Err("JWT tokens are not served; use --auth-token simple".into()),
+        other => Err(format!(
+            "unknown token kind {other:?}: the only kind is simple"
+        )),
+    }
+}

@@ -1,0 +1,213 @@
+//! The member's listeners: binding, TLS per listener, the peer and client
+//! routers (gRPC, the JSON gateway, the gate), and serving each.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use secretd_store::node::Node;
+use tokio::net::TcpListener;
+use tonic::transport::Server;
+
+use crate::cluster::ClusterService;
+use crate::kv::KvService;
+use crate::lease::LeaseService;
+use crate::maintenance::MaintenanceService;
+use crate::pb::etcdserverpb::{
+    auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
+    lease_server::LeaseServer, maintenance_server::MaintenanceServer, watch_server::WatchServer,
+};
+use crate::pb::raftpb::raft_server::RaftServer;
+use crate::pb::secretstore::{
+    admin_server::AdminServer, agent_server::AgentServer, configs_server::ConfigsServer,
+    secrets_server::SecretsServer, tasks_server::TasksServer,
+};
+use crate::peer::{RaftService, PEER_MESSAGE_BYTES_MAX};
+use crate::urls;
+use crate::watch::WatchService;
+
+/// gRPC overhead etcd allows on top of `--max-request-bytes`, so that an
+/// oversized request gets etcd's clear error instead of a transport one.
+pub(super) const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+pub(super) type Listeners = tokio::task::JoinSet<std::result::Result<(), tonic::transport::Error>>;
+
+/// Serves `router` on one listener: TLS when the URL is https (with the
+/// client's role from its certificate when `client_auth`), plaintext
+/// otherwise; either way admitted against `adm` and behind the gate.
+/// Connections set TCP_NODELAY: `serve_with_incoming` does not apply the
+/// builder's, and with Nagle on, a stream's next small message waited 40 ms
+/// for the peer's delayed ACK.
+pub(super) fn serve(
+    tasks: &mut Listeners,
+    router: tonic::transport::server::Router<
+        tower::layer::util::Stack<crate::conn::GateLayer, tower::layer::util::Identity>,
+    >,
+    l: TcpListener,
+    https: bool,
+    tls_cfg: Option<Arc<rustls::ServerConfig>>,
+    client_auth: bool,
+    adm: &Arc<crate::conn::Admission>,
+) {
+    match (https, tls_cfg) {
+        (true, Some(cfg)) => {
+            let incoming = crate::conn::tls_incoming(l, cfg, client_auth, adm.clone());
+            tasks.spawn(async move { router.serve_with_incoming(incoming).await });
+        }
+        _ => {
+            let incoming = crate::conn::plain_incoming(l, adm.clone());
+            tasks.spawn(async move { router.serve_with_incoming(incoming).await });
+        }
+    }
+}
+
+/// Binds every URL of a list, failing clearly on the first that cannot be.
+pub(super) async fn bind_all(flag: &str, list: &[String]) -> Result<Vec<(TcpListener, bool)>> {
+    let mut out = Vec::new();
+    for url in list {
+        for addr in urls::resolve(url).await? {
+            let l = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("{flag}: cannot listen on {addr}"))?;
+            out.push((l, url.starts_with("https://")));
+        }
+    }
+    Ok(out)
+}
+
+/// The TLS config for one kind of listener, if any of its URLs is https.
+pub(super) fn listener_tls(
+    kind: &str,
+    prefix: &str,
+    https: bool,
+    files: (&Option<PathBuf>, &Option<PathBuf>, &Option<PathBuf>, bool),
+) -> Result<Option<Arc<rustls::ServerConfig>>> {
+    if !https {
+        return Ok(None);
+    }
+    let (Some(cert), Some(key)) = (files.0, files.1) else {
+        bail!("https {kind} URLs need --{prefix}cert-file and --{prefix}key-file (run `secretd certs init` for a development CA)");
+    };
+    let f = crate::tls::TlsFiles {
+        cert: cert.clone(),
+        key: key.clone(),
+        trusted_ca: files.2.clone(),
+        client_cert_auth: files.3,
+    };
+    Ok(Some(crate::tls::server_config(&f, &format!("--{prefix}"))?))
+}
+
+/// The services etcd's JSON gateway calls.
+fn gateway_services(
+    node: &Arc<Node>,
+    auth: &Arc<crate::auth::AuthService>,
+) -> crate::gateway::Services {
+    crate::gateway::Services {
+        kv: Arc::new(KvService { node: node.clone() }),
+        lease: Arc::new(LeaseService { node: node.clone() }),
+        cluster: Arc::new(ClusterService { node: node.clone() }),
+        maintenance: Arc::new(MaintenanceService { node: node.clone() }),
+        watch: Arc::new(WatchService { node: node.clone() }),
+        auth: auth.clone(),
+        node: node.clone(),
+    }
+}
+
+/// One listener's TLS and admission, and whether it checks certificates.
+pub(super) struct Door<'a> {
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub enforce: bool,
+    pub admission: &'a Arc<crate::conn::Admission>,
+}
+
+/// The peer port: raft, snapshots, cluster info, promotions and KEK
+/// fetches, behind the gate.
+pub(super) fn serve_peers(
+    tasks: &mut Listeners,
+    listeners: Vec<(TcpListener, bool)>,
+    node: &Arc<Node>,
+    keys: &Arc<crate::objects::keys::Keys>,
+    door: &Door<'_>,
+) {
+    for (l, https) in listeners {
+        let svc = RaftServer::new(RaftService {
+            node: node.clone(),
+            keys: keys.clone(),
+        })
+        .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
+        let router = Server::builder()
+            .layer(crate::conn::GateLayer)
+            .add_service(svc);
+        serve(
+            tasks,
+            router,
+            l,
+            https,
+            door.tls.clone(),
+            door.enforce,
+            door.admission,
+        );
+    }
+}
+
+/// The client port: every client gRPC service and etcd's JSON gateway
+/// (HTTP/1.1 and HTTP/2), one TLS and one gate.
+pub(super) fn serve_clients(
+    tasks: &mut Listeners,
+    listeners: Vec<(TcpListener, bool)>,
+    node: &Arc<Node>,
+    objects: &crate::objects::service::ObjectService,
+    auth: &Arc<crate::auth::AuthService>,
+    max_recv: usize,
+    door: &Door<'_>,
+) {
+    for (l, https) in listeners {
+        let mut routes = tonic::service::Routes::new(
+            KvServer::new(KvService { node: node.clone() })
+                .max_decoding_message_size(max_recv)
+                .max_encoding_message_size(usize::MAX),
+        )
+        .add_service(
+            WatchServer::new(WatchService { node: node.clone() })
+                .max_decoding_message_size(max_recv)
+                .max_encoding_message_size(usize::MAX),
+        )
+        .add_service(ClusterServer::new(ClusterService { node: node.clone() }))
+        .add_service(SecretsServer::new(objects.clone()).max_decoding_message_size(max_recv))
+        .add_service(ConfigsServer::new(objects.clone()).max_decoding_message_size(max_recv))
+        .add_service(TasksServer::new(objects.clone()))
+        .add_service(AdminServer::new(objects.clone()))
+        .add_service(
+            AgentServer::new(crate::objects::agent::AgentService {
+                node: node.clone(),
+                store: objects.store.clone(),
+            })
+            .max_encoding_message_size(max_recv),
+        )
+        .add_service(LeaseServer::new(LeaseService { node: node.clone() }))
+        .add_service(AuthServer::from_arc(auth.clone()))
+        .add_service(
+            MaintenanceServer::new(MaintenanceService { node: node.clone() })
+                .max_encoding_message_size(usize::MAX),
+        );
+        // etcd's JSON gateway shares the port (HTTP/1.1 and HTTP/2), the
+        // TLS and the gate.
+        let gateway = crate::gateway::router(gateway_services(node, auth), max_recv);
+        let grpc = std::mem::take(routes.axum_router_mut());
+        *routes.axum_router_mut() = grpc.merge(gateway).fallback(crate::gateway::fallback);
+        let router = Server::builder()
+            .accept_http1(true)
+            .layer(crate::conn::GateLayer)
+            .add_routes(routes);
+        serve(
+            tasks,
+            router,
+            l,
+            https,
+            door.tls.clone(),
+            door.enforce,
+            door.admission,
+        );
+    }
+}

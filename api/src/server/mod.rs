@@ -1,0 +1,254 @@
+//! `secretd`'s server: startup in order (flags checked, the process
+//! hardened, ports bound, the member started, listeners served), then the
+//! wait for a signal or a fatal error. `flags.rs` has the flags,
+//! `member.rs` the member's start, `listen.rs` the listeners.
+
+mod flags;
+mod listen;
+mod member;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+pub use flags::{ClusterState, ServerFlags};
+use listen::{bind_all, listener_tls, Door, Listeners, GRPC_OVERHEAD_BYTES};
+
+use crate::tls;
+use crate::urls;
+
+/// `secretd snapshot restore`: a new member's data directory from a backup.
+pub fn restore(flags: ServerFlags, backup: &std::path::Path) -> Result<()> {
+    let (cfg, _, _) = flags.node_config()?;
+    crate::datadir::private_umask();
+    secretd_store::node::restore(&cfg, backup)
+        .with_context(|| format!("restore {}", backup.display()))?;
+    crate::datadir::secure(&cfg.data_dir)?;
+    println!(
+        "restored {} into {} as member {:?}",
+        backup.display(),
+        cfg.data_dir.display(),
+        cfg.name
+    );
+    Ok(())
+}
+
+/// Everything the flags decide, checked before anything is bound or
+/// written, so a bad flag is reported as itself, never as a busy port.
+struct Plan {
+    cfg: secretd_store::node::NodeConfig,
+    client_urls: Vec<String>,
+    peer_urls: Vec<String>,
+    metrics_urls: Vec<String>,
+    peer_tls: Option<Arc<rustls::ServerConfig>>,
+    client_tls: Option<Arc<rustls::ServerConfig>>,
+    retention: Option<crate::compactor::Retention>,
+}
+
+impl Plan {
+    fn check(flags: &ServerFlags) -> Result<Plan> {
+        let (cfg, client_urls, peer_urls) = flags.node_config()?;
+        let metrics_urls = if flags.listen_metrics_urls.is_empty() {
+            Vec::new()
+        } else {
+            let list = urls::parse_list("--listen-metrics-urls", &flags.listen_metrics_urls)?;
+            if let Some(u) = list.iter().find(|u| !u.starts_with("http://")) {
+                bail!("--listen-metrics-urls: {u}: metrics are served over http:// only");
+            }
+            list
+        };
+        let peer_tls = listener_tls(
+            "peer",
+            "peer-",
+            peer_urls.iter().any(|u| u.starts_with("https://")),
+            (
+                &flags.peer_cert_file,
+                &flags.peer_key_file,
+                &flags.peer_trusted_ca_file,
+                flags.peer_client_cert_auth,
+            ),
+        )?;
+        let client_tls = listener_tls(
+            "client",
+            "",
+            client_urls.iter().any(|u| u.starts_with("https://")),
+            (
+                &flags.cert_file,
+                &flags.key_file,
+                &flags.trusted_ca_file,
+                flags.client_cert_auth,
+            ),
+        )?;
+        let retention = match flags.auto_compaction_retention.as_str() {
+            "0" => None,
+            r => Some(
+                crate::compactor::parse_retention(flags.auto_compaction_mode, r)
+                    .map_err(anyhow::Error::msg)?,
+            ),
+        };
+        Ok(Plan {
+            cfg,
+            client_urls,
+            peer_urls,
+            metrics_urls,
+            peer_tls,
+            client_tls,
+            retention,
+        })
+    }
+}
+
+/// No core dumps, a private umask and data directory, the open-file limit
+/// raised, the audit log open, and this member's TLS identity towards its
+/// peers.
+fn harden(flags: &ServerFlags, cfg: &secretd_store::node::NodeConfig) -> Result<usize> {
+    // No core dumps: the process holds the KEK and, briefly, plaintexts.
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot disable core dumps");
+    }
+    // Everything this member writes is for its own eyes: the keyspace holds
+    // configs and KV values in plaintext.
+    crate::datadir::private_umask();
+    crate::datadir::secure(&cfg.data_dir)?;
+    let fds = crate::conn::raise_fd_limit();
+    if let Some(p) = &flags.audit_log {
+        crate::audit::open(p)?;
+    }
+    // How this member connects to others over https peer URLs.
+    if let Some(ca) = &flags.peer_trusted_ca_file {
+        tls::set_peer_client(Some(tls::ClientTls::load(
+            ca,
+            flags.peer_cert_file.as_deref(),
+            flags.peer_key_file.as_deref(),
+        )?));
+    }
+    Ok(fds)
+}
+
+/// The client and peer connection budgets.
+fn admissions(
+    flags: &ServerFlags,
+    fds: usize,
+) -> (Arc<crate::conn::Admission>, Arc<crate::conn::Admission>) {
+    let idle_ms = flags.idle_connection_timeout.as_millis() as u64;
+    let client_limits = crate::conn::Limits::clients(
+        flags.max_client_connections,
+        flags.max_connections_per_identity,
+        idle_ms,
+        fds,
+    );
+    tracing::info!(
+        total = client_limits.total_max,
+        per_identity = client_limits.per_identity_max,
+        idle_ms = client_limits.idle_ms,
+        "client connection budget"
+    );
+    (
+        crate::conn::Admission::new("client", client_limits),
+        crate::conn::Admission::new("peer", crate::conn::Limits::peers(idle_ms)),
+    )
+}
+
+/// Runs a member until SIGINT/SIGTERM or a fatal storage error.
+pub async fn run(flags: ServerFlags) -> Result<()> {
+    let plan = Plan::check(&flags)?;
+    let mut cfg = plan.cfg.clone();
+    let fds = harden(&flags, &cfg)?;
+    let (client_adm, peer_adm) = admissions(&flags, fds);
+    let fresh = !cfg.data_dir.join("db").exists();
+    if fresh && !cfg.initial_members.iter().any(|m| m.name == cfg.name) {
+        bail!(
+            "--initial-cluster has no member named {:?} (--name)",
+            cfg.name
+        );
+    }
+    if flags.initial_cluster_state == ClusterState::Existing && fresh {
+        cfg.join = Some(member::join_info(&cfg).await?);
+    }
+    // Bind before starting raft, so a busy port fails fast and clearly.
+    let peer_listeners = bind_all("--listen-peer-urls", &plan.peer_urls).await?;
+    let client_listeners = bind_all("--listen-client-urls", &plan.client_urls).await?;
+    let metrics_listeners = bind_all("--listen-metrics-urls", &plan.metrics_urls).await?;
+    let m = member::start(&cfg, flags.secret_history as usize, flags.autolock)?;
+    let node = m.node.clone();
+    tracing::info!(
+        name = %cfg.name,
+        member = format_args!("{:x}", node.id()),
+        cluster = format_args!("{:x}", node.cluster_id()),
+        data_dir = %cfg.data_dir.display(),
+        client_urls = %plan.client_urls.join(","),
+        peer_urls = %plan.peer_urls.join(","),
+        "secretd member started"
+    );
+    if let Some(r) = plan.retention {
+        crate::compactor::start(node.clone(), r);
+    }
+    let peer_door = Door {
+        tls: plan.peer_tls.clone(),
+        enforce: plan.peer_tls.is_some() && flags.peer_client_cert_auth,
+        admission: &peer_adm,
+    };
+    let client_door = Door {
+        tls: plan.client_tls.clone(),
+        enforce: plan.client_tls.is_some() && flags.client_cert_auth,
+        admission: &client_adm,
+    };
+    if !client_door.enforce {
+        tracing::warn!("CLIENT CONNECTIONS ARE NOT AUTHENTICATED: anyone who reaches the client port may do anything (use https client URLs with --cert-file, --key-file and --trusted-ca-file)");
+    }
+    if !peer_door.enforce {
+        tracing::warn!("PEER CONNECTIONS ARE NOT AUTHENTICATED: anyone who reaches the peer port may speak raft and fetch the key-encryption key (use https peer URLs with --peer-cert-file, --peer-key-file and --peer-trusted-ca-file)");
+    }
+    crate::metrics::spawn(
+        metrics_listeners.into_iter().map(|(l, _)| l).collect(),
+        node.clone(),
+    );
+    let mut tasks = Listeners::new();
+    listen::serve_peers(&mut tasks, peer_listeners, &node, &m.keys, &peer_door);
+    let auth = Arc::new(crate::auth::AuthService::new(
+        node.clone(),
+        flags.bcrypt_cost,
+    ));
+    let max_recv = cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
+    listen::serve_clients(
+        &mut tasks,
+        client_listeners,
+        &node,
+        &m.objects,
+        &auth,
+        max_recv,
+        &client_door,
+    );
+    let result = wait_for_stop(&node, &mut tasks).await;
+    node.stop();
+    result
+}
+
+/// Until SIGINT or SIGTERM (a clean stop), the member's loop failing, or
+/// a listener ending.
+async fn wait_for_stop(node: &Arc<secretd_store::node::Node>, tasks: &mut Listeners) -> Result<()> {
+    let fatal = {
+        let node = node.clone();
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if let Some(f) = node.status().fatal {
+                    return f;
+                }
+            }
+        }
+    };
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: shutting down"); Ok(()) }
+        _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); Ok(()) }
+        f = fatal => Err(anyhow::anyhow!("member stopped: {f}")),
+        Some(r) = tasks.join_next() => match r {
+            Ok(Ok(())) => Err(anyhow::anyhow!("a listener stopped")),
+            Ok(Err(e)) => Err(anyhow::anyhow!("a listener failed: {e}")),
+            Err(e) => Err(anyhow::anyhow!("a listener task failed: {e}")),
+        },
+    }
+}
