@@ -5,6 +5,24 @@
 
 pub mod format;
 
+/// etcd's and secretstore.v1's client stubs, generated from `proto/`: no
+/// server types, so no client links the server.
+pub mod pb {
+    #![allow(clippy::all)]
+    pub mod mvccpb {
+        tonic::include_proto!("mvccpb");
+    }
+    pub mod authpb {
+        tonic::include_proto!("authpb");
+    }
+    pub mod etcdserverpb {
+        tonic::include_proto!("etcdserverpb");
+    }
+    pub mod secretstore {
+        tonic::include_proto!("secretstore.v1");
+    }
+}
+
 use std::path::Path;
 use std::time::Duration;
 

@@ -14,11 +14,8 @@ pub mod mountpoint;
 pub mod sync;
 pub mod tmpfs;
 
-/// The generated `secretstore.v1` client.
-pub mod pb {
-    #![allow(clippy::all)]
-    include!(concat!(env!("OUT_DIR"), "/secretstore.v1.rs"));
-}
+/// The generated `secretstore.v1` client (from `secretd-client`).
+pub use secretd_client::pb::secretstore as pb;
 
 use std::path::PathBuf;
 use std::sync::Arc;

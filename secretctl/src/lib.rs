@@ -8,23 +8,7 @@ mod kv;
 mod objects;
 mod template;
 
-/// etcd's and secretstore.v1's client stubs, generated from `proto/` (no
-/// server types: secretctl links neither RocksDB nor the server).
-pub mod pb {
-    #![allow(clippy::all)]
-    pub mod mvccpb {
-        tonic::include_proto!("mvccpb");
-    }
-    pub mod authpb {
-        tonic::include_proto!("authpb");
-    }
-    pub mod etcdserverpb {
-        tonic::include_proto!("etcdserverpb");
-    }
-    pub mod secretstore {
-        tonic::include_proto!("secretstore.v1");
-    }
-}
+pub use secretd_client::pb;
 
 /// Secrets or configs: the two kinds of object Docker's commands manage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

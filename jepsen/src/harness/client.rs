@@ -7,20 +7,7 @@ use std::time::Duration;
 use anyhow::Result;
 use tonic::transport::{Channel, Endpoint};
 
-pub mod pb {
-    pub mod mvccpb {
-        tonic::include_proto!("mvccpb");
-    }
-    pub mod authpb {
-        tonic::include_proto!("authpb");
-    }
-    pub mod etcdserverpb {
-        tonic::include_proto!("etcdserverpb");
-    }
-    pub mod secretstore {
-        tonic::include_proto!("secretstore.v1");
-    }
-}
+pub use secretd_client::pb;
 
 pub use pb::etcdserverpb::{
     cluster_client::ClusterClient, kv_client::KvClient, maintenance_client::MaintenanceClient,

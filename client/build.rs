@@ -1,5 +1,6 @@
-//! secretctl's client stubs for etcd's API and secretstore.v1, generated
-//! from the workspace's `proto/` (client side only).
+//! The client stubs every client of secretd uses (secretctl, the node
+//! agent, the fault suite): etcd's API and secretstore.v1, generated from
+//! the workspace's `proto/`, client side only.
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = "../proto";
     println!("cargo:rerun-if-changed={root}/etcd");
