@@ -1,5 +1,6 @@
 //! Starting the member itself: joining a running cluster, the node with
-//! its peer transport, the keyring and the object store, and `--autolock`.
+//! its peer transport (built from the ids the opened storage decided), the
+//! keyring and the object store, and `--autolock`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,21 +17,27 @@ pub(super) struct Member {
     pub objects: crate::objects::service::ObjectService,
 }
 
-/// Starts the node, then its transport (which needs the ids the node
-/// decides: from flags on first start, from disk afterwards), then the
-/// keyring and the object store.
+/// Opens the member's storage (which decides its ids: from flags on first
+/// start, from disk afterwards), builds the peer transport from them,
+/// starts the node on it, then the keyring and the object store.
 pub(super) fn start(cfg: &NodeConfig, secret_history: usize, autolock: bool) -> Result<Member> {
-    let deferred = Arc::new(DeferredTransport::default());
-    let node = Node::start(cfg.clone(), deferred.clone()).context("cannot start the member")?;
-    let peers: HashMap<u64, String> = node
-        .members()
+    let opened = Node::open(cfg.clone()).context("cannot open the member's storage")?;
+    let peers: HashMap<u64, String> = opened
+        .members()?
         .iter()
-        .filter(|m| m.id != node.id())
+        .filter(|m| m.id != opened.id())
         .filter_map(|m| m.peer_ur_ls.first().map(|u| (m.id, u.clone())))
         .collect();
-    let transport = GrpcTransport::start(node.id(), node.cluster_id(), peers, node.snapshot_dir());
+    let transport = GrpcTransport::start(
+        opened.id(),
+        opened.cluster_id(),
+        peers,
+        opened.snapshot_dir(),
+    );
+    let node = opened
+        .start(transport.clone())
+        .context("cannot start the member")?;
     transport.attach(&node);
-    deferred.set(transport);
     let keys = crate::objects::keys::Keys::load(node.clone(), &cfg.data_dir)
         .context("cannot open this member's keyring")?;
     keys.spawn_sync();
@@ -49,40 +56,6 @@ pub(super) fn start(cfg: &NodeConfig, secret_history: usize, autolock: bool) -> 
         keys,
         objects,
     })
-}
-
-/// A transport whose real implementation is plugged in after the node
-/// starts (the node's ids are needed to build it). Messages before that are
-/// dropped; raft retransmits.
-#[derive(Default)]
-struct DeferredTransport {
-    inner: std::sync::OnceLock<Arc<GrpcTransport>>,
-    /// A membership change applied before the real transport existed.
-    pending_peers: parking_lot::Mutex<Option<Vec<(u64, String)>>>,
-}
-
-impl DeferredTransport {
-    fn set(&self, t: Arc<GrpcTransport>) {
-        if let Some(peers) = self.pending_peers.lock().take() {
-            secretd_store::node::Transport::update_peers(t.as_ref(), peers);
-        }
-        let _ = self.inner.set(t);
-    }
-}
-
-impl secretd_store::node::Transport for DeferredTransport {
-    fn send(&self, msgs: Vec<raft::eraftpb::Message>) {
-        if let Some(t) = self.inner.get() {
-            secretd_store::node::Transport::send(t.as_ref(), msgs);
-        }
-    }
-
-    fn update_peers(&self, peers: Vec<(u64, String)>) {
-        match self.inner.get() {
-            Some(t) => secretd_store::node::Transport::update_peers(t.as_ref(), peers),
-            None => *self.pending_peers.lock() = Some(peers),
-        }
-    }
 }
 
 /// For a member joining a running cluster: asks the other members listed in

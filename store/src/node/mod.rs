@@ -225,6 +225,13 @@ impl Node {
     /// Opens (or bootstraps) the member in `cfg.data_dir` and starts its
     /// loop. Must be called inside a tokio runtime (the watch hub spawns).
     pub fn start(cfg: NodeConfig, transport: Arc<dyn Transport>) -> Result<Arc<Node>> {
+        Node::open(cfg)?.start(transport)
+    }
+
+    /// Opens (or bootstraps) the member's storage and decides its ids,
+    /// without starting anything: the caller builds its transport from
+    /// `Opened`'s ids and members, then starts the node on it.
+    pub fn open(cfg: NodeConfig) -> Result<Opened> {
         if cfg.data_dir.exists() {
             crate::disk::check(&cfg.data_dir)?;
         }
@@ -241,6 +248,59 @@ impl Node {
             Some(v) => u64_from(&v, "applied index")?,
             None => 0,
         };
+        Ok(Opened {
+            cfg,
+            db,
+            log,
+            id,
+            cluster_id,
+            snap_dir,
+            applied,
+        })
+    }
+}
+
+/// A member's storage, opened and with its ids decided, not yet running.
+pub struct Opened {
+    cfg: NodeConfig,
+    db: Arc<Db>,
+    log: LogStore,
+    id: u64,
+    cluster_id: u64,
+    snap_dir: PathBuf,
+    applied: u64,
+}
+
+impl Opened {
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id
+    }
+
+    /// The members as this member last applied them.
+    pub fn members(&self) -> Result<Vec<Member>> {
+        Ok(Registry::load(&self.db)?.list())
+    }
+
+    pub fn snapshot_dir(&self) -> PathBuf {
+        self.snap_dir.clone()
+    }
+
+    /// Starts the raft loop on `transport`. Must be called inside a tokio
+    /// runtime (the watch hub spawns).
+    pub fn start(self, transport: Arc<dyn Transport>) -> Result<Arc<Node>> {
+        let Opened {
+            cfg,
+            db,
+            mut log,
+            id,
+            cluster_id,
+            snap_dir,
+            applied,
+        } = self;
         let mvcc = Mvcc::open(db.clone())?;
         let registry = Arc::new(RwLock::new(Registry::load(&db)?));
         let alarms = Arc::new(RwLock::new(membership::load_alarms(&db)?));
@@ -302,7 +362,9 @@ impl Node {
         tokio::spawn(publish_attributes(Arc::downgrade(&node)));
         Ok(node)
     }
+}
 
+impl Node {
     pub fn id(&self) -> u64 {
         self.id
     }
