@@ -59,7 +59,7 @@ pub fn auth_code(e: AuthError) -> Code {
 }
 
 pub fn auth_status(e: AuthError) -> Status {
-    Status::new(auth_code(e), e.to_string())
+    status(StoreError::Auth(e))
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ pub mod perms;
 pub mod tokens;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -177,13 +178,19 @@ fn no_password(u: &User) -> bool {
 /// The auth state of one member, and its tokens.
 pub struct Auth {
     state: RwLock<Arc<AuthState>>,
+    /// `state`'s revision, readable without the lock: apply's fence checks
+    /// it for every entry and each watch stream for every message. Written
+    /// only together with `state`, under its write lock.
+    revision: AtomicU64,
     tokens: Mutex<Tokens>,
 }
 
 impl Auth {
     pub fn load(db: &Db, token_ttl: Duration) -> Result<Auth> {
+        let state = read_state(db)?;
         Ok(Auth {
-            state: RwLock::new(Arc::new(read_state(db)?)),
+            revision: AtomicU64::new(state.revision),
+            state: RwLock::new(Arc::new(state)),
             tokens: Mutex::new(Tokens::new(token_ttl)),
         })
     }
@@ -191,7 +198,7 @@ impl Auth {
     /// After a snapshot replaced the state on disk. Tokens are forgotten:
     /// their users may be gone.
     pub fn reload(&self, db: &Db) -> Result<()> {
-        *self.state.write() = Arc::new(read_state(db)?);
+        self.publish(read_state(db)?);
         self.tokens.lock().clear();
         Ok(())
     }
@@ -205,7 +212,14 @@ impl Auth {
     }
 
     pub fn revision(&self) -> u64 {
-        self.state.read().revision
+        self.revision.load(Ordering::Acquire)
+    }
+
+    /// Makes `s` the state readers see.
+    fn publish(&self, s: AuthState) {
+        let mut state = self.state.write();
+        self.revision.store(s.revision, Ordering::Release);
+        *state = Arc::new(s);
     }
 
     /// The user a token stands for, renewing it.
@@ -276,7 +290,7 @@ impl Auth {
             change = op_name(op),
             "auth state changed"
         );
-        *self.state.write() = Arc::new(s);
+        self.publish(s);
         Ok(())
     }
 }
