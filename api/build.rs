@@ -1,5 +1,6 @@
 //! Generates the gRPC services. Message types of the etcd packages come from
-//! `secretd_store::pb` (extern paths), so one Rust type exists per message.
+//! `secretd_store::pb`, secretstore.v1's and the records' from
+//! `secretd_secrets::pb` (extern paths), so one Rust type exists per message.
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = "../proto";
     let files = [
@@ -15,6 +16,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .extern_path(".mvccpb", "::secretd_store::pb::mvccpb")
         .extern_path(".authpb", "::secretd_store::pb::authpb")
         .extern_path(".etcdserverpb", "::secretd_store::pb::etcdserverpb")
+        .extern_path(".secretd.records.v1", "::secretd_secrets::pb::records")
+        .extern_path(".secretstore.v1", "::secretd_secrets::pb::secretstore")
         // Raft messages decode as slices of the received buffer: entry
         // payloads reach the log without a copy (`RaftService::check`).
         .bytes(".secretd.raft.v1.RaftBatch.messages")

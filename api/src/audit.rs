@@ -65,7 +65,7 @@ pub fn record<T>(
     let mut line = serde_json::Map::new();
     line.insert(
         "ts".into(),
-        secretd_client::format::rfc3339_nano(crate::objects::now_ns()).into(),
+        secretd_client::format::rfc3339_nano(secretd_secrets::now_ns()).into(),
     );
     line.insert("who".into(), who.0.clone().into());
     line.insert("remote".into(), who.1.clone().into());
@@ -74,7 +74,7 @@ pub fn record<T>(
     // make the audit log grow by a request's size per line.
     line.insert(
         "object".into(),
-        crate::objects::validate::echo(object).into(),
+        secretd_secrets::validate::echo(object).into(),
     );
     if let Some(v) = version {
         line.insert("version".into(), v.into());

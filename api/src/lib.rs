@@ -38,10 +38,9 @@ pub mod pb {
         include!(concat!(env!("OUT_DIR"), "/secretd.raft.v1.rs"));
     }
     /// Records stored in the reserved range (KEKs, autolock, settings).
-    pub mod records {
-        include!(concat!(env!("OUT_DIR"), "/secretd.records.v1.rs"));
-    }
+    pub use secretd_secrets::pb::records;
     pub mod secretstore {
+        pub use secretd_secrets::pb::secretstore::*;
         include!(concat!(env!("OUT_DIR"), "/secretstore.v1.rs"));
     }
 }

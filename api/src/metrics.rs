@@ -11,8 +11,8 @@ use prometheus::{register_int_gauge, Encoder, IntGauge, TextEncoder};
 use secretd_store::node::Node;
 use tokio::net::TcpListener;
 
-use crate::objects::layout::{self, Kind};
 use crate::pb::etcdserverpb::RangeRequest;
+use secretd_secrets::layout::{self, Kind};
 
 fn gauge(name: &str, help: &str) -> IntGauge {
     register_int_gauge!(name, help).expect("metric registered once")

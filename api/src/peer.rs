@@ -312,7 +312,7 @@ fn member_info(m: secretd_store::pb::etcdserverpb::Member) -> MemberInfo {
 pub struct RaftService {
     pub node: Arc<Node>,
     /// Serves KEK generations to other members (`FetchKek`).
-    pub keys: Arc<crate::objects::keys::Keys>,
+    pub keys: Arc<secretd_secrets::keys::Keys>,
 }
 
 /// etcd's way of printing a member ID: lower-case hex, no prefix.
@@ -461,7 +461,15 @@ impl Raft for RaftService {
             )));
         }
         self.bind_member(&caller, r.from)?;
-        let resp = self.keys.key_for_peer(r.generation)?;
+        let mut kek = self
+            .keys
+            .key_for_peer(r.generation)
+            .map_err(crate::objects::status)?;
+        let resp = FetchKekResponse {
+            key: std::mem::take(&mut kek.key),
+            sealed: std::mem::take(&mut kek.sealed),
+            unlock_epoch: kek.unlock_epoch,
+        };
         tracing::info!(
             generation = r.generation,
             to = format_args!("{:x}", r.from),

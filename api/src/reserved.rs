@@ -16,8 +16,7 @@ use crate::pb::etcdserverpb::{
     TxnRequest,
 };
 
-/// Every key at or after this one belongs to secretd.
-pub const RESERVED: &[u8] = b"\xff\xffsecretd/";
+pub use secretd_secrets::layout::RESERVED;
 
 fn refused() -> Status {
     Status::invalid_argument(

@@ -4,6 +4,7 @@
 //! workspace, so they all fail the same clear way on a bad file.
 
 pub mod format;
+pub mod reason;
 
 /// etcd's and secretstore.v1's client stubs, generated from `proto/`: no
 /// server types, so no client links the server.

@@ -7,6 +7,7 @@ use std::io::{IsTerminal, Read};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
+use secretd_client::reason::Reason;
 use zeroize::Zeroize;
 
 use super::{channel, endpoints, grpc_error, Cli};
@@ -105,7 +106,7 @@ pub async fn unlock(cli: &Cli) -> Result<()> {
             .await;
         match r {
             Ok(_) => println!("{ep}: unlocked"),
-            Err(e) if e.message() == "member is not locked" => println!("{ep}: not locked"),
+            Err(e) if Reason::of(&e) == Some(Reason::NotLocked) => println!("{ep}: not locked"),
             Err(e) => {
                 failed += 1;
                 eprintln!("{ep}: {}", grpc_error(e, ep));

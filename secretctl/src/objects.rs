@@ -21,6 +21,7 @@ use crate::pb::secretstore::{
 };
 use crate::{Kind, CONFIG_DATA_BYTES_LIMIT, SECRET_DATA_BYTES_LIMIT};
 use secretd_client::format::{self, ago, indented_json, natural_cmp, rfc3339_nano};
+use secretd_client::reason::Reason;
 
 #[derive(Args, Debug)]
 pub struct CreateArgs {
@@ -146,8 +147,10 @@ pub enum TaskCmd {
 /// "Error: No such secret: X", anything the server refused is
 /// "Error response from daemon: ...".
 fn daemon(word: &str, input: &str, (s, ep): (tonic::Status, String)) -> anyhow::Error {
-    if s.code() == tonic::Code::NotFound && s.message().ends_with(" not found") {
-        return anyhow!("Error: No such {word}: {input}");
+    if let Some(Reason::NotFound { kind, .. }) = Reason::of(&s) {
+        if kind == word {
+            return anyhow!("Error: No such {word}: {input}");
+        }
     }
     match super::transport_error(&s, &ep) {
         Some(e) => e,
@@ -663,15 +666,9 @@ pub async fn task(cli: &Cli, cmd: &TaskCmd) -> Result<()> {
             .await
             .map_err(|(s, ep)| {
                 // "No such secret" names the source, not the task.
-                if s.code() == tonic::Code::NotFound {
-                    let msg = s.message();
-                    for word in ["secret", "config"] {
-                        if let Some(src) = msg
-                            .strip_prefix(&format!("{word} "))
-                            .and_then(|r| r.strip_suffix(" not found"))
-                        {
-                            return anyhow!("Error: No such {word}: {src}");
-                        }
+                if let Some(Reason::NotFound { kind, name }) = Reason::of(&s) {
+                    if kind == "secret" || kind == "config" {
+                        return anyhow!("Error: No such {kind}: {name}");
                     }
                 }
                 task_error(id, (s, ep))

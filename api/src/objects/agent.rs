@@ -18,7 +18,6 @@
 //! certificate (`spiffe://secretd/node/NAME`) may only ask as that node.
 //! Access ends with the assignment: each fetch checks it again.
 
-use std::collections::BTreeSet;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -28,14 +27,16 @@ use secretd_store::watch::WatchSpec;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
-use super::layout::Kind;
-use super::store::ObjectStore;
-use super::validate;
+use secretd_secrets::layout::RESERVED;
+use secretd_secrets::node_view::{self, node_state};
+use secretd_secrets::store::ObjectStore;
+use secretd_secrets::validate;
+
+use super::status;
 use crate::identity::{Caller, Role};
 use crate::pb::secretstore::{
-    agent_server::Agent, AgentFile, AgentState, AgentWatchRequest, FetchRequest, FetchResponse,
+    agent_server::Agent, AgentState, AgentWatchRequest, FetchRequest, FetchResponse,
 };
-use crate::reserved::RESERVED;
 
 /// States queued per agent stream; a slow agent only ever needs the latest.
 const STATES_QUEUED_MAX: usize = 2;
@@ -58,46 +59,6 @@ impl Drop for WatchGuard {
     fn drop(&mut self) {
         self.node.hub().cancel(self.key);
     }
-}
-
-/// The node's state: its tasks, and each file with the version to serve.
-pub async fn node_state(store: &ObjectStore, node: &str) -> Result<AgentState, Status> {
-    let tasks = store.task_list(node, true).await?;
-    let mut out = AgentState::default();
-    let secret_ids: BTreeSet<String> = tasks
-        .iter()
-        .flat_map(|t| t.secrets.iter().map(|m| m.source_id.clone()))
-        .collect();
-    let (current, revision) = store.current_versions(&secret_ids, true).await?;
-    out.revision = revision;
-    for t in &tasks {
-        out.tasks.push(t.id.clone());
-        for (kind, list) in [(Kind::Secret, &t.secrets), (Kind::Config, &t.configs)] {
-            for m in list {
-                let version = match kind {
-                    Kind::Secret if m.version != 0 => m.version,
-                    Kind::Secret => *current.get(&m.source_id).ok_or_else(|| {
-                        Status::internal(format!(
-                            "task {} uses secret {} which does not exist",
-                            t.id, m.source_id
-                        ))
-                    })?,
-                    Kind::Config => 0,
-                };
-                out.files.push(AgentFile {
-                    task: t.id.clone(),
-                    path: m.target.trim_start_matches('/').to_string(),
-                    uid: m.uid,
-                    gid: m.gid,
-                    mode: m.mode,
-                    secret: kind == Kind::Secret,
-                    object_id: m.source_id.clone(),
-                    version,
-                });
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// A node agent's certificate names its node: it may ask only for that
@@ -123,10 +84,6 @@ fn bind_node<T>(req: &Request<T>, node: &str) -> Result<(), Status> {
     }
 }
 
-fn same(a: &AgentState, b: &AgentState) -> bool {
-    a.tasks == b.tasks && a.files == b.files
-}
-
 type StateStream = Pin<Box<dyn Stream<Item = Result<AgentState, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -139,7 +96,7 @@ impl Agent for AgentService {
     ) -> Result<Response<Self::WatchStream>, Status> {
         bind_node(&req, &req.get_ref().node)?;
         let node_name = req.into_inner().node;
-        validate::node(&node_name)?;
+        validate::node(&node_name).map_err(status)?;
         let (events_tx, mut events) = mpsc::channel(EVENTS_QUEUED_MAX);
         let spec = WatchSpec {
             key: RESERVED.to_vec(),
@@ -164,7 +121,7 @@ impl Agent for AgentService {
             loop {
                 match node_state(&store, &node_name).await {
                     Ok(s) => {
-                        if last.as_ref().is_none_or(|l| !same(l, &s)) {
+                        if last.as_ref().is_none_or(|l| !node_view::same(l, &s)) {
                             tracing::debug!(revision = s.revision, "agent state: sending");
                             if tx.send(Ok(s.clone())).await.is_err() {
                                 break;
@@ -173,7 +130,7 @@ impl Agent for AgentService {
                         }
                     }
                     Err(e) => {
-                        let _ = tx.send(Err(e)).await;
+                        let _ = tx.send(Err(status(e))).await;
                         break;
                     }
                 }
@@ -215,66 +172,7 @@ impl AgentService {
     async fn deliver(&self, req: Request<FetchRequest>) -> Result<Response<FetchResponse>, Status> {
         bind_node(&req, &req.get_ref().node)?;
         let r = req.into_inner();
-        let denied = || {
-            let what = if r.secret {
-                format!(
-                    "secret {} version {}",
-                    validate::echo(&r.object_id),
-                    r.version
-                )
-            } else {
-                format!("config {}", validate::echo(&r.object_id))
-            };
-            Status::permission_denied(format!(
-                "node {} has no task {} serving {what}",
-                validate::echo(&r.node),
-                validate::echo(&r.task),
-            ))
-        };
-        let task = match self.store.task_get(&r.task, true).await {
-            Ok(t) => t,
-            Err(s) if s.code() == tonic::Code::NotFound => return Err(denied()),
-            Err(s) => return Err(s),
-        };
-        let mounts = if r.secret {
-            &task.secrets
-        } else {
-            &task.configs
-        };
-        // A node may fetch exactly the versions its task serves now: the
-        // pinned one, or the current one when the task follows.
-        let current = if r.secret {
-            let ids = std::iter::once(r.object_id.clone()).collect();
-            self.store
-                .current_versions(&ids, true)
-                .await?
-                .0
-                .get(&r.object_id)
-                .copied()
-        } else {
-            None
-        };
-        let serves = |m: &crate::pb::secretstore::Mount| {
-            m.source_id == r.object_id
-                && (!r.secret
-                    || (m.version != 0 && m.version == r.version)
-                    || (m.version == 0 && current == Some(r.version)))
-        };
-        let uses = task.node == r.node && mounts.iter().any(serves);
-        if !uses {
-            tracing::warn!(node = %r.node, task = %r.task, object = %r.object_id, version = r.version, "refused a fetch outside the node's assignments");
-            return Err(denied());
-        }
-        let data = if r.secret {
-            self.store
-                .open_secret(&r.object_id, r.version, true)
-                .await?
-                .expose()
-                .to_vec()
-        } else {
-            self.store.config_data(&r.object_id, true).await?
-        };
-        tracing::info!(node = %r.node, task = %r.task, object = %r.object_id, version = r.version, "delivered");
+        let data = node_view::deliver(&self.store, &r).await.map_err(status)?;
         Ok(Response::new(FetchResponse { data }))
     }
 }

@@ -5,10 +5,11 @@
 use std::sync::Arc;
 
 use secretd_crypto::SecretBytes;
+use secretd_secrets::layout::Kind;
+use secretd_secrets::store::ObjectStore;
 use tonic::{Request, Response, Status};
 
-use super::layout::Kind;
-use super::store::ObjectStore;
+use super::status;
 use crate::audit;
 use crate::pb::secretstore::{
     admin_server::Admin, configs_server::Configs, secrets_server::Secrets, tasks_server::Tasks,
@@ -33,14 +34,14 @@ impl ObjectService {
         let who = audit::who(&req);
         let req = req.into_inner();
         let name = req.name.clone();
-        let r = self.store.create(kind, req).await;
+        let r = self.store.create(kind, req).await.map_err(status);
         let v = (kind == Kind::Secret).then_some(1);
         audit::record(&who, &format!("{}.create", kind.word()), &name, v, &r);
         Ok(Response::new(CreateResponse { id: r? }))
     }
 
     async fn list(&self, kind: Kind, req: ListRequest) -> Result<Response<ListResponse>, Status> {
-        let objects = self.store.list(kind, &req).await?;
+        let objects = self.store.list(kind, &req).await.map_err(status)?;
         Ok(Response::new(ListResponse { objects }))
     }
 
@@ -51,7 +52,7 @@ impl ObjectService {
     ) -> Result<Response<RemoveResponse>, Status> {
         let who = audit::who(&req);
         let target = req.into_inner().name_or_id;
-        let r = self.store.remove(kind, &target).await;
+        let r = self.store.remove(kind, &target).await.map_err(status);
         audit::record(&who, &format!("{}.remove", kind.word()), &target, None, &r);
         Ok(Response::new(RemoveResponse { id: r? }))
     }
@@ -70,7 +71,8 @@ impl Secrets for ObjectService {
         let o = self
             .store
             .inspect(Kind::Secret, &req.into_inner().name_or_id)
-            .await?;
+            .await
+            .map_err(status)?;
         Ok(Response::new(o))
     }
 
@@ -92,7 +94,11 @@ impl Secrets for ObjectService {
         let who = audit::who(&req);
         let mut req = req.into_inner();
         let data = SecretBytes::new(std::mem::take(&mut req.data));
-        let r = self.store.rotate(&req.name_or_id, data).await;
+        let r = self
+            .store
+            .rotate(&req.name_or_id, data)
+            .await
+            .map_err(status);
         let v = r.as_ref().ok().map(|(_, v)| *v);
         audit::record(&who, "secret.rotate", &req.name_or_id, v, &r);
         let (id, version) = r?;
@@ -113,7 +119,8 @@ impl Configs for ObjectService {
         let o = self
             .store
             .inspect(Kind::Config, &req.into_inner().name_or_id)
-            .await?;
+            .await
+            .map_err(status)?;
         Ok(Response::new(o))
     }
 
@@ -135,14 +142,17 @@ impl Tasks for ObjectService {
         let who = audit::who(&req);
         let t = req.into_inner();
         let id = t.id.clone();
-        let r = self.store.task_create(t).await;
+        let r = self.store.task_create(t).await.map_err(status);
         audit::record(&who, "task.create", &id, None, &r);
         Ok(Response::new(r?))
     }
 
     async fn inspect(&self, req: Request<TaskRef>) -> Result<Response<Task>, Status> {
         Ok(Response::new(
-            self.store.task_get(&req.into_inner().id, false).await?,
+            self.store
+                .task_get(&req.into_inner().id, false)
+                .await
+                .map_err(status)?,
         ))
     }
 
@@ -150,14 +160,18 @@ impl Tasks for ObjectService {
         &self,
         req: Request<ListTasksRequest>,
     ) -> Result<Response<ListTasksResponse>, Status> {
-        let tasks = self.store.task_list(&req.into_inner().node, false).await?;
+        let tasks = self
+            .store
+            .task_list(&req.into_inner().node, false)
+            .await
+            .map_err(status)?;
         Ok(Response::new(ListTasksResponse { tasks }))
     }
 
     async fn remove(&self, req: Request<TaskRef>) -> Result<Response<TaskRef>, Status> {
         let who = audit::who(&req);
         let id = req.into_inner().id;
-        let r = self.store.task_remove(&id).await;
+        let r = self.store.task_remove(&id).await.map_err(status);
         audit::record(&who, "task.remove", &id, None, &r);
         Ok(Response::new(TaskRef { id: r? }))
     }
@@ -168,8 +182,8 @@ impl ObjectService {
         &self,
         settings: Settings,
     ) -> Result<Response<ClusterSettings>, Status> {
-        let (registered, held) = self.store.keys().status().await?;
-        let autolock = self.store.keys().autolock().await?;
+        let (registered, held) = self.store.keys().status().await.map_err(status)?;
+        let autolock = self.store.keys().autolock().await.map_err(status)?;
         Ok(Response::new(ClusterSettings {
             settings: Some(settings),
             keys: Some(KeyStatus { registered, held }),
@@ -185,7 +199,7 @@ impl Admin for ObjectService {
         &self,
         _: Request<GetSettingsRequest>,
     ) -> Result<Response<ClusterSettings>, Status> {
-        let s = self.store.settings().await?;
+        let s = self.store.settings().await.map_err(status)?;
         self.cluster_settings(s).await
     }
 
@@ -194,7 +208,11 @@ impl Admin for ObjectService {
         req: Request<Settings>,
     ) -> Result<Response<ClusterSettings>, Status> {
         let who = audit::who(&req);
-        let r = self.store.update_settings(req.into_inner()).await;
+        let r = self
+            .store
+            .update_settings(req.into_inner())
+            .await
+            .map_err(status);
         audit::record(&who, "settings.update", "cluster", None, &r);
         self.cluster_settings(r?).await
     }
@@ -205,7 +223,12 @@ impl Admin for ObjectService {
     ) -> Result<Response<UnlockKeyResponse>, Status> {
         let who = audit::who(&req);
         let enabled = req.into_inner().enabled;
-        let r = self.store.keys().set_autolock(enabled).await;
+        let r = self
+            .store
+            .keys()
+            .set_autolock(enabled)
+            .await
+            .map_err(status);
         let what = if enabled {
             "autolock.on"
         } else {
@@ -223,7 +246,7 @@ impl Admin for ObjectService {
     ) -> Result<Response<UnlockKeyResponse>, Status> {
         let who = audit::who(&req);
         let rotate = req.into_inner().rotate;
-        let r = self.store.keys().unlock_key(rotate).await;
+        let r = self.store.keys().unlock_key(rotate).await.map_err(status);
         let what = if rotate {
             "unlock_key.rotate"
         } else {
@@ -238,7 +261,12 @@ impl Admin for ObjectService {
         req: Request<UnlockRequest>,
     ) -> Result<Response<UnlockResponse>, Status> {
         let who = audit::who(&req);
-        let r = self.store.keys().unlock(req.into_inner().unlock_key).await;
+        let r = self
+            .store
+            .keys()
+            .unlock(req.into_inner().unlock_key)
+            .await
+            .map_err(status);
         audit::record(&who, "member.unlock", "member", None, &r);
         r?;
         Ok(Response::new(UnlockResponse {}))
@@ -249,7 +277,7 @@ impl Admin for ObjectService {
         req: Request<RotateKeyRequest>,
     ) -> Result<Response<RotateKeyResponse>, Status> {
         let who = audit::who(&req);
-        let r = self.store.keys().rotate().await;
+        let r = self.store.keys().rotate().await.map_err(status);
         let version = r.as_ref().ok().map(|x| u64::from(x.generation));
         audit::record(&who, "kek.rotate", "cluster", version, &r);
         let r = r?;

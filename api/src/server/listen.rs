@@ -126,7 +126,7 @@ pub(super) fn serve_peers(
     tasks: &mut Listeners,
     listeners: Vec<(TcpListener, bool)>,
     node: &Arc<Node>,
-    keys: &Arc<crate::objects::keys::Keys>,
+    keys: &Arc<secretd_secrets::keys::Keys>,
     door: &Door<'_>,
 ) {
     for (l, https) in listeners {

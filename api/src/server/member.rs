@@ -13,7 +13,7 @@ use crate::peer::GrpcTransport;
 /// What a started member serves from.
 pub(super) struct Member {
     pub node: Arc<Node>,
-    pub keys: Arc<crate::objects::keys::Keys>,
+    pub keys: Arc<secretd_secrets::keys::Keys>,
     pub objects: crate::objects::service::ObjectService,
 }
 
@@ -38,14 +38,18 @@ pub(super) fn start(cfg: &NodeConfig, secret_history: usize, autolock: bool) -> 
         .start(transport.clone())
         .context("cannot start the member")?;
     transport.attach(&node);
-    let keys = crate::objects::keys::Keys::load(node.clone(), &cfg.data_dir)
+    let peers = Arc::new(crate::objects::kek_peers::GrpcKekPeers {
+        cluster_id: node.cluster_id(),
+        me: node.id(),
+    });
+    let keys = secretd_secrets::keys::Keys::load(node.clone(), peers, &cfg.data_dir)
         .context("cannot open this member's keyring")?;
     keys.spawn_sync();
     if autolock {
         enable_autolock(keys.clone());
     }
     let objects = crate::objects::service::ObjectService {
-        store: Arc::new(crate::objects::store::ObjectStore::new(
+        store: Arc::new(secretd_secrets::store::ObjectStore::new(
             node.clone(),
             keys.clone(),
             secret_history,
@@ -126,7 +130,7 @@ const AUTOLOCK_ENABLE_TIMEOUT_MS: u64 = 120_000;
 /// `--autolock`: switches autolock on once the cluster can write, and
 /// prints the unlock key to stderr (never to the log). If it is already
 /// on, does nothing: the key was shown when it was switched on.
-fn enable_autolock(keys: Arc<crate::objects::keys::Keys>) {
+fn enable_autolock(keys: Arc<secretd_secrets::keys::Keys>) {
     tokio::spawn(async move {
         let deadline = std::time::Instant::now()
             + std::time::Duration::from_millis(AUTOLOCK_ENABLE_TIMEOUT_MS);
@@ -140,10 +144,10 @@ fn enable_autolock(keys: Arc<crate::objects::keys::Keys>) {
                     return;
                 }
                 Ok(None) => return,
-                Err(e) if e.message().starts_with("autolock is already on") => return,
-                Err(e) if e.message() == crate::objects::keys::LOCKED_MESSAGE => return,
+                Err(secretd_secrets::Error::AutolockAlready { .. }) => return,
+                Err(secretd_secrets::Error::Locked) => return,
                 Err(e) if std::time::Instant::now() >= deadline => {
-                    tracing::error!(error = %e.message(), "--autolock: cannot switch autolock on");
+                    tracing::error!(error = %e, "--autolock: cannot switch autolock on");
                     return;
                 }
                 Err(_) => tokio::time::sleep(std::time::Duration::from_millis(500)).await,

@@ -46,7 +46,7 @@ pub fn role_of(der: &[u8]) -> Result<Role, String> {
             continue;
         };
         let named = |n: &str| {
-            if crate::objects::validate::is_valid_name(n) {
+            if secretd_secrets::validate::is_valid_name(n) {
                 Ok(n.to_string())
             } else {
                 Err(format!("bad name in certificate role {u}"))

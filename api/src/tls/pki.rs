@@ -165,7 +165,7 @@ pub fn init(dir: &Path, members: &[String], nodes: &[String]) -> Result<Vec<Path
             Some((n, h)) => (n, h.split(',').map(str::to_string).collect()),
             None => (m.as_str(), Vec::new()),
         };
-        if !crate::objects::validate::is_valid_name(n) {
+        if !secretd_secrets::validate::is_valid_name(n) {
             bail!("invalid member name {n:?}");
         }
         let (c, _) = save(
@@ -176,7 +176,7 @@ pub fn init(dir: &Path, members: &[String], nodes: &[String]) -> Result<Vec<Path
         out.push(c);
     }
     for n in nodes {
-        if !crate::objects::validate::is_valid_name(n) {
+        if !secretd_secrets::validate::is_valid_name(n) {
             bail!("invalid node name {n:?}");
         }
         let (c, _) = save(

@@ -24,6 +24,17 @@ const RULES: &[(&str, &[&str], &str)] = &[
         "sealing is pure: no storage, no network",
     ),
     (
+        "secretd-secrets",
+        &[
+            "secretd-api",
+            "secretd-client",
+            "secretd-fuse",
+            "tonic",
+            "rustls",
+        ],
+        "the secrets domain knows no wire: its errors are its own, the API maps them",
+    ),
+    (
         "secretd-client",
         &["secretd-store", "secretd-api", "secretd-fuse", "rocksdb"],
         "every client links it; none may pull the server in",

@@ -4,7 +4,7 @@
 //! member opens with any generation it holds until the retirement.
 //!
 //! Why nothing sealed under an old generation survives: a seal's txn
-//! carries the guard "generation g+1 is not registered" ([`super::keys::Sealed`]),
+//! carries the guard "generation g+1 is not registered" ([`super::Sealed`]),
 //! so once g+1 is registered no new g blob can commit, and the re-wrap
 //! scan, which starts after that, sees every g blob there is. Each re-wrap
 //! is guarded by the blob's mod revision, so a concurrent rotate or remove
@@ -15,14 +15,14 @@
 //! starting another.
 
 use prost::Message;
-use secretd_crypto::{Cipher, Context, Key, SealedHeader};
-use tonic::Status;
+use secretd_crypto::{Cipher, Key, SealedHeader};
+use secretd_store::pb::etcdserverpb::{Compare, RangeRequest, RequestOp};
 
-use super::keys::{internal, locked, Keys};
-use super::layout;
-use super::txns::{put, unchanged};
-use crate::pb::etcdserverpb::{Compare, RangeRequest, RequestOp};
+use super::Keys;
+use crate::layout;
 use crate::pb::records::{KekRecord, LockRecord};
+use crate::txns::{put, unchanged};
+use crate::{aad, now_ns, Error, Result};
 
 /// Blobs re-wrapped per txn: bounds the raft entry (a blob is at most
 /// ~512 KB; most are small) and the time one txn holds the apply loop.
@@ -44,9 +44,9 @@ pub struct Rotated {
 impl Keys {
     /// Adds a generation (unless resuming one), re-wraps every DEK under
     /// it, reseals the unlock key under it, and retires the older ones.
-    pub async fn rotate(&self) -> Result<Rotated, Status> {
+    pub async fn rotate(&self) -> Result<Rotated> {
         if self.is_locked() {
-            return Err(locked());
+            return Err(Error::Locked);
         }
         self.sync(true).await?;
         let _guard = self.changing.lock().await;
@@ -57,7 +57,7 @@ impl Keys {
             .iter()
             .map(|r| r.generation)
             .max()
-            .ok_or_else(|| internal("no key-encryption key to rotate"))?;
+            .ok_or_else(|| Error::internal("no key-encryption key to rotate"))?;
         let newest = if live.len() > 1 {
             tracing::info!(generation = newest, "resuming an interrupted KEK rotation");
             newest
@@ -81,16 +81,16 @@ impl Keys {
     }
 
     /// Generates `current + 1`, saves it, registers its verifier.
-    async fn add_generation(&self, current: u32) -> Result<u32, Status> {
+    async fn add_generation(&self, current: u32) -> Result<u32> {
         let generation = current
             .checked_add(1)
-            .ok_or_else(|| internal("KEK generations exhausted"))?;
+            .ok_or_else(|| Error::internal("KEK generations exhausted"))?;
         let key = Key::generate();
-        let verifier = secretd_crypto::kek_verifier(generation, &key).map_err(internal)?;
+        let verifier = secretd_crypto::kek_verifier(generation, &key).map_err(Error::internal)?;
         {
             let mut st = self.state.write();
-            let ring = st.ring.as_mut().ok_or_else(locked)?;
-            ring.insert(generation, key).map_err(internal)?;
+            let ring = st.ring.as_mut().ok_or(Error::Locked)?;
+            ring.insert(generation, key).map_err(Error::internal)?;
             // Saved before it is registered, as generation 1 is.
             self.persist(&st)?;
         }
@@ -99,12 +99,12 @@ impl Keys {
             generation,
             verifier,
             created_by: self.node.id(),
-            created_at_ns: super::now_ns(),
+            created_at_ns: now_ns(),
             retired: false,
         };
         if !self.register(&record).await? {
-            return Err(Status::aborted(
-                "another member started a KEK rotation meanwhile; run rotate-key again to finish it",
+            return Err(Error::Conflict(
+                "another member started a KEK rotation meanwhile; run rotate-key again to finish it".into(),
             ));
         }
         tracing::warn!(generation, "registered a new key-encryption key generation");
@@ -112,7 +112,7 @@ impl Keys {
     }
 
     /// Re-wraps every stored secret version not sealed under `newest`.
-    async fn rewrap_all(&self, newest: u32) -> Result<u64, Status> {
+    async fn rewrap_all(&self, newest: u32) -> Result<u64> {
         let mut total = 0u64;
         for _ in 0..PASSES_MAX {
             let (found, done) = self.rewrap_pass(newest).await?;
@@ -121,13 +121,13 @@ impl Keys {
                 return Ok(total);
             }
         }
-        Err(Status::aborted(format!(
+        Err(Error::Conflict(format!(
             "secrets kept changing during {PASSES_MAX} re-wrap passes; run rotate-key again to finish"
         )))
     }
 
     /// One scan of `data/`: (old blobs found, re-wrapped).
-    async fn rewrap_pass(&self, newest: u32) -> Result<(u64, u64), Status> {
+    async fn rewrap_pass(&self, newest: u32) -> Result<(u64, u64)> {
         let end = layout::prefix_end(&layout::all_data_prefix());
         let mut from = layout::all_data_prefix();
         let (mut found, mut done) = (0u64, 0u64);
@@ -140,13 +140,12 @@ impl Keys {
                     limit: SCAN_PAGE_MAX,
                     ..Default::default()
                 })
-                .await
-                .map_err(crate::errors::status)?;
+                .await?;
             let mut batch: Vec<(Compare, RequestOp)> = Vec::new();
             let mut batch_bytes = 0;
             for kv in &page.kvs {
                 let header = SealedHeader::parse(&kv.value).map_err(|e| {
-                    internal(format!(
+                    Error::internal(format!(
                         "stored secret version {} is corrupt: {e}",
                         String::from_utf8_lossy(&kv.key)
                     ))
@@ -156,20 +155,18 @@ impl Keys {
                 }
                 found += 1;
                 let (id, version) = layout::parse_data_key(&kv.key)
-                    .ok_or_else(|| internal("a key under data/ is not a secret version"))?;
-                let ctx = Context {
-                    kind: "secret",
-                    object_id: &id,
-                    version,
-                };
+                    .ok_or_else(|| Error::internal("a key under data/ is not a secret version"))?;
+                let ctx = aad::secret_version(&id, version);
                 let blob = {
                     let st = self.state.read();
-                    let ring = st.ring.as_ref().ok_or_else(locked)?;
+                    let ring = st.ring.as_ref().ok_or(Error::Locked)?;
                     if ring.current() != newest {
-                        return Err(internal("the keyring's newest generation changed"));
+                        return Err(Error::internal("the keyring's newest generation changed"));
                     }
                     ring.rewrap(&ctx, &kv.value).map_err(|e| {
-                        internal(format!("cannot re-wrap secret {id} version {version}: {e}"))
+                        Error::internal(format!(
+                            "cannot re-wrap secret {id} version {version}: {e}"
+                        ))
                     })?
                 };
                 batch_bytes += blob.len();
@@ -195,7 +192,7 @@ impl Keys {
 
     /// Commits a batch of re-wraps in one txn; if any blob changed under
     /// it, falls back to one txn each so the others still land.
-    async fn commit_rewraps(&self, batch: Vec<(Compare, RequestOp)>) -> Result<u64, Status> {
+    async fn commit_rewraps(&self, batch: Vec<(Compare, RequestOp)>) -> Result<u64> {
         if batch.is_empty() {
             return Ok(0);
         }
@@ -215,24 +212,20 @@ impl Keys {
 
     /// Under autolock, seals the unlock key under `newest` so it survives
     /// the old generation's retirement.
-    async fn reseal_unlock_key(&self, newest: u32) -> Result<(), Status> {
+    async fn reseal_unlock_key(&self, newest: u32) -> Result<()> {
         let (lock, rev) = self.lock_record(true).await?;
         if !lock.autolock || lock.kek_generation == newest {
             return Ok(());
         }
         let sealed = {
             let st = self.state.read();
-            let ring = st.ring.as_ref().ok_or_else(locked)?;
-            let ctx = Context {
-                kind: "unlock-key",
-                object_id: "",
-                version: lock.epoch,
-            };
-            let key = ring
-                .open(&ctx, &lock.unlock_key_sealed)
-                .map_err(|e| internal(format!("cannot open the cluster's unlock key: {e}")))?;
+            let ring = st.ring.as_ref().ok_or(Error::Locked)?;
+            let ctx = aad::unlock_key(lock.epoch);
+            let key = ring.open(&ctx, &lock.unlock_key_sealed).map_err(|e| {
+                Error::internal(format!("cannot open the cluster's unlock key: {e}"))
+            })?;
             ring.seal_with(Cipher::XChaCha20Poly1305, &ctx, key.expose())
-                .map_err(internal)?
+                .map_err(Error::internal)?
         };
         let rec = LockRecord {
             unlock_key_sealed: sealed,
@@ -245,12 +238,12 @@ impl Keys {
     /// Marks every live generation older than `newest` retired, provided
     /// the unlock key no longer depends on one, and destroys this member's
     /// copies (the others follow within a sync period).
-    async fn retire_older(&self, newest: u32) -> Result<Vec<u32>, Status> {
+    async fn retire_older(&self, newest: u32) -> Result<Vec<u32>> {
         let registry = self.registry(true).await?;
         let (lock, lock_rev) = self.lock_record(true).await?;
         if lock.autolock && lock.kek_generation != newest {
-            return Err(Status::aborted(
-                "the unlock key changed during the rotation; run rotate-key again to finish",
+            return Err(Error::Conflict(
+                "the unlock key changed during the rotation; run rotate-key again to finish".into(),
             ));
         }
         let old: Vec<&KekRecord> = registry
@@ -278,13 +271,14 @@ impl Keys {
         // can commit after this scan: seals carry the generation guard.
         let (found, _) = self.rewrap_pass(newest).await?;
         if found > 0 {
-            return Err(Status::aborted(
-                "secrets changed during the rotation; run rotate-key again to finish",
+            return Err(Error::Conflict(
+                "secrets changed during the rotation; run rotate-key again to finish".into(),
             ));
         }
         if !self.txn(compare, success).await? {
-            return Err(Status::aborted(
-                "the cluster's keys changed during the rotation; run rotate-key again to finish",
+            return Err(Error::Conflict(
+                "the cluster's keys changed during the rotation; run rotate-key again to finish"
+                    .into(),
             ));
         }
         let generations: Vec<u32> = old.iter().map(|r| r.generation).collect();

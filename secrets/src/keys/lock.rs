@@ -14,32 +14,23 @@
 //! forms; `Keys::load` keeps the locked one.
 
 use prost::Message;
-use secretd_crypto::{Cipher, Context, Key, Keyring};
-use tonic::Status;
+use secretd_crypto::{Cipher, Key, Keyring};
 use zeroize::Zeroize;
 
-use super::keys::{
-    internal, locked, remove_file, Keys, Wrap, KEYRING_FILE, LOCKED_KEYRING_FILE, WRAP_KEY_FILE,
-};
-use super::layout;
-use super::txns::{put, unchanged};
+use super::disk::{remove_file, KEYRING_FILE, LOCKED_KEYRING_FILE, WRAP_KEY_FILE};
+use super::{Keys, Wrap};
+use crate::layout;
 use crate::pb::records::LockRecord;
+use crate::txns::{put, unchanged};
+use crate::{aad, Error, Result};
 
-fn unlock_key_context(epoch: u64) -> Context<'static> {
-    Context {
-        kind: "unlock-key",
-        object_id: "",
-        version: epoch,
-    }
-}
-
-fn invalid_key() -> Status {
-    Status::invalid_argument("invalid unlock key; the member stays locked")
+fn invalid_key() -> Error {
+    Error::invalid("invalid unlock key; the member stays locked")
 }
 
 impl Keys {
     /// Whether the cluster has autolock on (this member's view).
-    pub async fn autolock(&self) -> Result<bool, Status> {
+    pub async fn autolock(&self) -> Result<bool> {
         Ok(self.lock_record(false).await?.0.autolock)
     }
 
@@ -47,7 +38,7 @@ impl Keys {
     /// current unlock key while autolock is on, under `wrap.key` while off.
     /// Needs the keyring in memory (an unlocked member); a locked member
     /// changes nothing.
-    pub(super) fn follow_lock(&self, lock: &LockRecord) -> Result<(), Status> {
+    pub(crate) fn follow_lock(&self, lock: &LockRecord) -> Result<()> {
         let mut st = self.state.write();
         let Some(ring) = st.ring.as_ref() else {
             return Ok(());
@@ -58,7 +49,7 @@ impl Keys {
             (Wrap::Locked, true) => return Ok(()),
             (Wrap::Unlock { .. } | Wrap::Locked, false) => {
                 let wrap = secretd_crypto::load_or_create_key_file(&self.dir.join(WRAP_KEY_FILE))
-                    .map_err(internal)?;
+                    .map_err(Error::internal)?;
                 st.wrap = Wrap::File(wrap);
                 self.persist(&st)?;
                 remove_file(&self.dir, LOCKED_KEYRING_FILE)?;
@@ -70,11 +61,11 @@ impl Keys {
             _ => return Ok(()),
         }
         let key = ring
-            .open(&unlock_key_context(lock.epoch), &lock.unlock_key_sealed)
-            .map_err(|e| internal(format!("cannot open the cluster's unlock key: {e}")))?;
-        let key = Key::from_slice(key.expose()).map_err(internal)?;
+            .open(&aad::unlock_key(lock.epoch), &lock.unlock_key_sealed)
+            .map_err(|e| Error::internal(format!("cannot open the cluster's unlock key: {e}")))?;
+        let key = Key::from_slice(key.expose()).map_err(Error::internal)?;
         secretd_crypto::verify_unlock_key(lock.epoch, &key, &lock.verifier)
-            .map_err(|_| internal("the cluster's unlock key does not match its verifier"))?;
+            .map_err(|_| Error::internal("the cluster's unlock key does not match its verifier"))?;
         let was_file = matches!(st.wrap, Wrap::File(_));
         st.wrap = Wrap::Unlock {
             key,
@@ -98,19 +89,19 @@ impl Keys {
 
     /// Writes a lock record with a fresh unlock key (autolock on, or a new
     /// key), if the record is still at `read_rev`. Returns the key.
-    async fn new_unlock_key(&self, lock: &LockRecord, read_rev: i64) -> Result<Key, Status> {
+    async fn new_unlock_key(&self, lock: &LockRecord, read_rev: i64) -> Result<Key> {
         let key = Key::generate();
         let epoch = lock.epoch + 1;
         let (sealed, generation) = {
             let st = self.state.read();
-            let ring = st.ring.as_ref().ok_or_else(locked)?;
+            let ring = st.ring.as_ref().ok_or(Error::Locked)?;
             (
                 ring.seal_with(
                     Cipher::XChaCha20Poly1305,
-                    &unlock_key_context(epoch),
+                    &aad::unlock_key(epoch),
                     key.expose(),
                 )
-                .map_err(internal)?,
+                .map_err(Error::internal)?,
                 ring.current(),
             )
         };
@@ -119,13 +110,13 @@ impl Keys {
             epoch,
             unlock_key_sealed: sealed,
             kek_generation: generation,
-            verifier: secretd_crypto::unlock_verifier(epoch, &key).map_err(internal)?,
+            verifier: secretd_crypto::unlock_verifier(epoch, &key).map_err(Error::internal)?,
         };
         self.write_lock(&rec, read_rev).await?;
         Ok(key)
     }
 
-    pub(super) async fn write_lock(&self, rec: &LockRecord, read_rev: i64) -> Result<(), Status> {
+    pub(crate) async fn write_lock(&self, rec: &LockRecord, read_rev: i64) -> Result<()> {
         let ok = self
             .txn(
                 vec![unchanged(layout::lock_key(), read_rev)],
@@ -135,32 +126,28 @@ impl Keys {
         if ok {
             Ok(())
         } else {
-            Err(Status::aborted(
-                "the cluster's lock settings changed meanwhile; try again",
+            Err(Error::Conflict(
+                "the cluster's lock settings changed meanwhile; try again".into(),
             ))
         }
     }
 
     /// Switches autolock on (returns the new unlock key, formatted) or off.
-    pub async fn set_autolock(&self, enabled: bool) -> Result<Option<String>, Status> {
+    pub async fn set_autolock(&self, enabled: bool) -> Result<Option<String>> {
         // A KEK must exist to seal the unlock key under.
         self.sync(enabled).await?;
         let _guard = self.changing.lock().await;
         let (lock, rev) = self.lock_record(true).await?;
         if lock.autolock == enabled {
-            return Err(Status::failed_precondition(if enabled {
-                "autolock is already on; `secretctl cluster unlock-key` shows the key"
-            } else {
-                "autolock is already off"
-            }));
+            return Err(Error::AutolockAlready { on: enabled });
         }
         if self.is_locked() {
-            return Err(locked());
+            return Err(Error::Locked);
         }
         if enabled {
             let missing = self.members_without_kek().await?;
             if !missing.is_empty() {
-                return Err(Status::failed_precondition(format!(
+                return Err(Error::Precondition(format!(
                     "cannot switch autolock on yet: {} {} not received the key-encryption key (is it running?); try again once every member is up",
                     missing.join(", "),
                     if missing.len() == 1 { "has" } else { "have" }
@@ -185,16 +172,17 @@ impl Keys {
     }
 
     /// The current unlock key, or (with `rotate`) a new one.
-    pub async fn unlock_key(&self, rotate: bool) -> Result<String, Status> {
+    pub async fn unlock_key(&self, rotate: bool) -> Result<String> {
         let _guard = self.changing.lock().await;
         let (lock, rev) = self.lock_record(true).await?;
         if !lock.autolock {
-            return Err(Status::failed_precondition(
-                "autolock is off; switch it on with `secretctl cluster settings --autolock=true`",
+            return Err(Error::Precondition(
+                "autolock is off; switch it on with `secretctl cluster settings --autolock=true`"
+                    .into(),
             ));
         }
         if self.is_locked() {
-            return Err(locked());
+            return Err(Error::Locked);
         }
         if !rotate {
             // Follow first: this member may not have seen the newest key.
@@ -202,8 +190,8 @@ impl Keys {
             let st = self.state.read();
             return match &st.wrap {
                 Wrap::Unlock { key, .. } => Ok(secretd_crypto::format_unlock_key(key)),
-                _ => Err(Status::unavailable(
-                    "this member has not switched to autolock yet; try again",
+                _ => Err(Error::Unavailable(
+                    "this member has not switched to autolock yet; try again".into(),
                 )),
             };
         }
@@ -216,13 +204,13 @@ impl Keys {
 
     /// Unlocks this member with an operator's key. A wrong key changes
     /// nothing: the member stays locked.
-    pub async fn unlock(&self, mut text: String) -> Result<(), Status> {
+    pub async fn unlock(&self, mut text: String) -> Result<()> {
         let parsed = secretd_crypto::parse_unlock_key(&text);
         text.zeroize();
-        let key = parsed.map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let key = parsed.map_err(|e| Error::invalid(e.to_string()))?;
         let _guard = self.changing.lock().await;
         if !self.is_locked() {
-            return Err(Status::failed_precondition("member is not locked"));
+            return Err(Error::NotLocked);
         }
         let (lock, _) = self.lock_record(true).await?;
         let current = secretd_crypto::verify_unlock_key(lock.epoch, &key, &lock.verifier).is_ok();
@@ -234,13 +222,17 @@ impl Keys {
                 Keyring::import(&key, &blob[8..]).ok().map(|r| (r, epoch))
             }
             Ok(_) => {
-                return Err(internal(format!(
+                return Err(Error::internal(format!(
                     "{} is truncated",
                     self.dir.join(LOCKED_KEYRING_FILE).display()
                 )))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(internal(format!("cannot read the locked keyring: {e}"))),
+            Err(e) => {
+                return Err(Error::internal(format!(
+                    "cannot read the locked keyring: {e}"
+                )))
+            }
         };
         match from_file {
             Some((ring, epoch)) => {
@@ -271,8 +263,9 @@ impl Keys {
             }
             Ok(_) => {
                 self.relock();
-                Err(Status::unavailable(
-                    "the unlock key is right, but no peer could send the keyring yet; try again",
+                Err(Error::Unavailable(
+                    "the unlock key is right, but no peer could send the keyring yet; try again"
+                        .into(),
                 ))
             }
             Err(e) => {

@@ -12,46 +12,44 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use prost::Message;
-use secretd_crypto::{Cipher, Context, SecretBytes};
+use secretd_crypto::{Cipher, SecretBytes};
 use secretd_store::node::Node;
-use tonic::Status;
 
-use super::keys::Keys;
-use super::layout::{self, Kind};
-use super::txns::*;
-use super::{now_ns, validate};
-use crate::pb::etcdserverpb::{
-    request_op, response_op, Compare, RangeRequest, RangeResponse, RequestOp, TxnRequest,
-    TxnResponse,
+use secretd_store::pb::etcdserverpb::{
+    request_op, response_op, Compare, RangeRequest, RangeResponse, RequestOp, TxnResponse,
 };
-use crate::pb::mvccpb::KeyValue;
+use secretd_store::pb::mvccpb::KeyValue;
+
+use crate::keys::Keys;
+use crate::layout::{self, Kind};
 use crate::pb::records::SettingsRecord;
 use crate::pb::secretstore::{
     CreateRequest, ListRequest, Object, Settings, Spec, Task, VersionInfo,
 };
+use crate::txns::*;
+use crate::{aad, now_ns, validate, Error, Result};
 
 /// Attempts of one change against concurrent changes to the same objects.
 const CONFLICT_RETRIES_MAX: usize = 16;
 
-fn not_found(kind: Kind, input: &str) -> Status {
-    Status::not_found(format!(
-        "{} {} not found",
-        kind.word(),
-        validate::echo(input)
-    ))
+fn not_found(kind: Kind, input: &str) -> Error {
+    Error::NotFound {
+        kind: kind.word(),
+        name: validate::echo(input),
+    }
 }
 
-fn corrupt(what: &str, e: impl std::fmt::Display) -> Status {
-    Status::internal(format!("stored {what} record is corrupt: {e}"))
+fn corrupt(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::corrupt(what, e)
 }
 
-fn decode_object(kind: Kind, kv: &KeyValue) -> Result<Object, Status> {
+fn decode_object(kind: Kind, kv: &KeyValue) -> Result<Object> {
     let mut o = Object::decode(kv.value.as_slice()).map_err(|e| corrupt(kind.word(), e))?;
     o.version_index = kv.mod_revision as u64;
     Ok(o)
 }
 
-fn decode_task(kv: &KeyValue) -> Result<Task, Status> {
+fn decode_task(kv: &KeyValue) -> Result<Task> {
     let mut t = Task::decode(kv.value.as_slice()).map_err(|e| corrupt("task", e))?;
     t.version_index = kv.mod_revision as u64;
     Ok(t)
@@ -95,26 +93,12 @@ impl ObjectStore {
         &self.keys
     }
 
-    async fn txn(
-        &self,
-        compare: Vec<Compare>,
-        success: Vec<RequestOp>,
-    ) -> Result<TxnResponse, Status> {
-        self.node
-            .txn(
-                TxnRequest {
-                    compare,
-                    success,
-                    failure: Vec::new(),
-                },
-                None,
-            )
-            .await
-            .map_err(crate::errors::status)
+    async fn txn(&self, compare: Vec<Compare>, success: Vec<RequestOp>) -> Result<TxnResponse> {
+        run(&self.node, compare, success).await
     }
 
     /// Linearizable reads of several ranges at one revision.
-    async fn read(&self, ops: Vec<RequestOp>) -> Result<(Vec<RangeResponse>, i64), Status> {
+    async fn read(&self, ops: Vec<RequestOp>) -> Result<(Vec<RangeResponse>, i64)> {
         self.read_as(ops, false).await
     }
 
@@ -125,7 +109,7 @@ impl ObjectStore {
         &self,
         mut ops: Vec<RequestOp>,
         local: bool,
-    ) -> Result<(Vec<RangeResponse>, i64), Status> {
+    ) -> Result<(Vec<RangeResponse>, i64)> {
         for op in &mut ops {
             if let Some(request_op::Request::RequestRange(r)) = &mut op.request {
                 r.serializable = local;
@@ -138,14 +122,14 @@ impl ObjectStore {
             .into_iter()
             .map(|r| match r.response {
                 Some(response_op::Response::ResponseRange(r)) => Ok(r),
-                _ => Err(Status::internal("a read returned a non-range response")),
+                _ => Err(Error::internal("a read returned a non-range response")),
             })
             .collect::<Result<_, _>>()?;
         Ok((ranges, rev))
     }
 
     /// Docker's lookup: full ID, then exact name, then unique ID prefix.
-    pub async fn resolve(&self, kind: Kind, input: &str) -> Result<Object, Status> {
+    pub async fn resolve(&self, kind: Kind, input: &str) -> Result<Object> {
         if input.is_empty() || input.contains('/') {
             return Err(not_found(kind, input));
         }
@@ -171,7 +155,7 @@ impl ObjectStore {
         match by_prefix.count {
             0 => Err(not_found(kind, input)),
             1 => decode_object(kind, &by_prefix.kvs[0]),
-            n => Err(Status::invalid_argument(format!(
+            n => Err(Error::invalid(format!(
                 "{} {} is ambiguous ({n} matches found)",
                 kind.word(),
                 validate::echo(input)
@@ -179,12 +163,12 @@ impl ObjectStore {
         }
     }
 
-    async fn cipher(&self) -> Result<Cipher, Status> {
+    async fn cipher(&self) -> Result<Cipher> {
         Cipher::from_name(&self.settings().await?.secret_cipher)
-            .map_err(|e| Status::internal(e.to_string()))
+            .map_err(|e| Error::internal(e.to_string()))
     }
 
-    pub async fn create(&self, kind: Kind, mut req: CreateRequest) -> Result<String, Status> {
+    pub async fn create(&self, kind: Kind, mut req: CreateRequest) -> Result<String> {
         let data = SecretBytes::new(std::mem::take(&mut req.data));
         validate::name(&req.name)?;
         validate::labels(&req.labels)?;
@@ -225,11 +209,7 @@ impl ObjectStore {
             )];
             let mut compare = vec![absent(layout::name_key(kind, &req.name))];
             if kind == Kind::Secret {
-                let ctx = Context {
-                    kind: "secret",
-                    object_id: &id,
-                    version: 1,
-                };
+                let ctx = aad::secret_version(&id, 1);
                 let sealed = self.keys.seal(self.cipher().await?, &ctx, &data).await?;
                 ops.push(put(layout::data_key(&id, 1), sealed.blob));
                 compare.push(sealed.guard);
@@ -245,25 +225,25 @@ impl ObjectStore {
                 .read(vec![get(layout::name_key(kind, &req.name))])
                 .await?;
             if !r[0].kvs.is_empty() {
-                return Err(Status::already_exists(format!(
+                return Err(Error::AlreadyExists(format!(
                     "{} {} already exists",
                     kind.word(),
                     req.name
                 )));
             }
         }
-        Err(Status::aborted(format!(
+        Err(Error::Conflict(format!(
             "{} {} could not be created: the cluster's keys kept changing; try again",
             kind.word(),
             req.name
         )))
     }
 
-    pub async fn inspect(&self, kind: Kind, input: &str) -> Result<Object, Status> {
+    pub async fn inspect(&self, kind: Kind, input: &str) -> Result<Object> {
         self.resolve(kind, input).await
     }
 
-    pub async fn list(&self, kind: Kind, filters: &ListRequest) -> Result<Vec<Object>, Status> {
+    pub async fn list(&self, kind: Kind, filters: &ListRequest) -> Result<Vec<Object>> {
         let (r, _) = self
             .read(vec![scan(layout::object_prefix(kind), 0, false)])
             .await?;
@@ -305,7 +285,7 @@ impl ObjectStore {
     }
 
     /// Tasks using an object, by name.
-    async fn users(&self, kind: Kind, id: &str) -> Result<Vec<String>, Status> {
+    async fn users(&self, kind: Kind, id: &str) -> Result<Vec<String>> {
         let (r, _) = self
             .read(vec![scan(layout::ref_prefix(kind, id), 0, true)])
             .await?;
@@ -316,7 +296,7 @@ impl ObjectStore {
             .collect())
     }
 
-    pub async fn remove(&self, kind: Kind, input: &str) -> Result<String, Status> {
+    pub async fn remove(&self, kind: Kind, input: &str) -> Result<String> {
         for _ in 0..CONFLICT_RETRIES_MAX {
             let o = self.resolve(kind, input).await?;
             let name = o.spec.as_ref().map(|s| s.name.clone()).unwrap_or_default();
@@ -343,7 +323,7 @@ impl ObjectStore {
             }
             let users = self.users(kind, &o.id).await?;
             if !users.is_empty() {
-                return Err(Status::invalid_argument(format!(
+                return Err(Error::invalid(format!(
                     "{} '{name}' is in use by the following {}: {}",
                     kind.word(),
                     plural(users.len(), "task", "tasks"),
@@ -351,14 +331,14 @@ impl ObjectStore {
                 )));
             }
         }
-        Err(Status::aborted(format!(
+        Err(Error::Conflict(format!(
             "{} {input} kept changing while it was being removed; try again",
             kind.word()
         )))
     }
 
     /// Adds a new version of a secret; returns its ID and the version.
-    pub async fn rotate(&self, input: &str, data: SecretBytes) -> Result<(String, u64), Status> {
+    pub async fn rotate(&self, input: &str, data: SecretBytes) -> Result<(String, u64)> {
         validate::data(Kind::Secret, data.expose())?;
         let cipher = self.cipher().await?;
         for _ in 0..CONFLICT_RETRIES_MAX {
@@ -371,11 +351,7 @@ impl ObjectStore {
                 .flat_map(|kv| decode_pins(&kv.value).collect::<Vec<_>>())
                 .collect();
             let version = o.current_version + 1;
-            let ctx = Context {
-                kind: "secret",
-                object_id: &o.id,
-                version,
-            };
+            let ctx = aad::secret_version(&o.id, version);
             let sealed = self.keys.seal(cipher, &ctx, &data).await?;
             let now = now_ns();
             // Keep the newest `history` old versions, and every pinned one.
@@ -422,30 +398,21 @@ impl ObjectStore {
                 return Ok((o.id, version));
             }
         }
-        Err(Status::aborted(format!(
+        Err(Error::Conflict(format!(
             "secret {input} kept changing while it was being rotated; try again"
         )))
     }
 
     /// A secret version's plaintext (the agent's delivery path).
-    pub async fn open_secret(
-        &self,
-        id: &str,
-        version: u64,
-        local: bool,
-    ) -> Result<SecretBytes, Status> {
+    pub async fn open_secret(&self, id: &str, version: u64, local: bool) -> Result<SecretBytes> {
         let (r, _) = self
             .read_as(vec![get(layout::data_key(id, version))], local)
             .await?;
         let kv = r[0]
             .kvs
             .first()
-            .ok_or_else(|| Status::not_found(format!("secret {id} has no version {version}")))?;
-        let ctx = Context {
-            kind: "secret",
-            object_id: id,
-            version,
-        };
+            .ok_or_else(|| Error::Missing(format!("secret {id} has no version {version}")))?;
+        let ctx = aad::secret_version(id, version);
         self.keys.open(&ctx, &kv.value).await
     }
 
@@ -454,7 +421,7 @@ impl ObjectStore {
         &self,
         ids: &BTreeSet<String>,
         local: bool,
-    ) -> Result<(BTreeMap<String, u64>, i64), Status> {
+    ) -> Result<(BTreeMap<String, u64>, i64)> {
         let ops = ids
             .iter()
             .map(|id| get(layout::object_key(Kind::Secret, id)))
@@ -469,7 +436,7 @@ impl ObjectStore {
     }
 
     /// A config's data (configs are stored plain).
-    pub async fn config_data(&self, id: &str, local: bool) -> Result<Vec<u8>, Status> {
+    pub async fn config_data(&self, id: &str, local: bool) -> Result<Vec<u8>> {
         let (r, _) = self
             .read_as(vec![get(layout::object_key(Kind::Config, id))], local)
             .await?;
@@ -483,7 +450,7 @@ impl ObjectStore {
             .unwrap_or_default())
     }
 
-    pub async fn task_create(&self, req: Task) -> Result<Task, Status> {
+    pub async fn task_create(&self, req: Task) -> Result<Task> {
         validate::task_id(&req.id)?;
         validate::node(&req.node)?;
         validate::mounts(&req.secrets, &req.configs)?;
@@ -500,14 +467,14 @@ impl ObjectStore {
                 for m in list.iter_mut() {
                     let o = self.resolve(kind, &m.source).await?;
                     if kind == Kind::Config && m.version != 0 {
-                        return Err(Status::invalid_argument(
+                        return Err(Error::invalid(
                             "configs have one version; a config mount cannot pin a version",
                         ));
                     }
                     if m.version != 0 && !o.versions.iter().any(|v| v.version == m.version) {
                         let kept: Vec<String> =
                             o.versions.iter().map(|v| v.version.to_string()).collect();
-                        return Err(Status::invalid_argument(format!(
+                        return Err(Error::invalid(format!(
                             "secret {} has no version {} (versions kept: {})",
                             m.source,
                             m.version,
@@ -544,33 +511,36 @@ impl ObjectStore {
             }
             let (r, _) = self.read(vec![get(layout::task_key(&task.id))]).await?;
             if !r[0].kvs.is_empty() {
-                return Err(Status::already_exists(format!(
+                return Err(Error::AlreadyExists(format!(
                     "task {} already exists",
                     task.id
                 )));
             }
         }
-        Err(Status::aborted(format!(
+        Err(Error::Conflict(format!(
             "the objects task {} uses kept changing; try again",
             req.id
         )))
     }
 
-    pub async fn task_get(&self, id: &str, local: bool) -> Result<Task, Status> {
+    pub async fn task_get(&self, id: &str, local: bool) -> Result<Task> {
         if validate::task_id(id).is_err() {
-            return Err(Status::not_found(format!(
-                "task {} not found",
-                validate::echo(id)
-            )));
+            return Err(Error::NotFound {
+                kind: "task",
+                name: validate::echo(id),
+            });
         }
         let (r, _) = self.read_as(vec![get(layout::task_key(id))], local).await?;
         match r[0].kvs.first() {
             Some(kv) => decode_task(kv),
-            None => Err(Status::not_found(format!("task {id} not found"))),
+            None => Err(Error::NotFound {
+                kind: "task",
+                name: id.to_string(),
+            }),
         }
     }
 
-    pub async fn task_list(&self, node: &str, local: bool) -> Result<Vec<Task>, Status> {
+    pub async fn task_list(&self, node: &str, local: bool) -> Result<Vec<Task>> {
         let (r, _) = self
             .read_as(vec![scan(layout::task_prefix(), 0, false)], local)
             .await?;
@@ -584,7 +554,7 @@ impl ObjectStore {
         Ok(out)
     }
 
-    pub async fn task_remove(&self, id: &str) -> Result<String, Status> {
+    pub async fn task_remove(&self, id: &str) -> Result<String> {
         for _ in 0..CONFLICT_RETRIES_MAX {
             let t = self.task_get(id, false).await?;
             let mut ops = vec![del(layout::task_key(id), Vec::new())];
@@ -607,14 +577,14 @@ impl ObjectStore {
                 return Ok(id.to_string());
             }
         }
-        Err(Status::aborted(format!(
+        Err(Error::Conflict(format!(
             "task {id} kept changing while it was being removed; try again"
         )))
     }
 
     /// Cluster settings, with defaults for what was never set. A local
     /// read: a setting changed a moment ago may apply a moment late.
-    pub async fn settings(&self) -> Result<Settings, Status> {
+    pub async fn settings(&self) -> Result<Settings> {
         let resp = self
             .node
             .range(RangeRequest {
@@ -622,8 +592,7 @@ impl ObjectStore {
                 serializable: true,
                 ..Default::default()
             })
-            .await
-            .map_err(crate::errors::status)?;
+            .await?;
         let rec = match resp.kvs.first() {
             Some(kv) => {
                 SettingsRecord::decode(kv.value.as_slice()).map_err(|e| corrupt("settings", e))?
@@ -639,11 +608,10 @@ impl ObjectStore {
         })
     }
 
-    pub async fn update_settings(&self, s: Settings) -> Result<Settings, Status> {
+    pub async fn update_settings(&self, s: Settings) -> Result<Settings> {
         let mut current = self.settings().await?;
         if !s.secret_cipher.is_empty() {
-            Cipher::from_name(&s.secret_cipher)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            Cipher::from_name(&s.secret_cipher).map_err(|e| Error::invalid(e.to_string()))?;
             current.secret_cipher = s.secret_cipher;
         }
         let rec = SettingsRecord {

@@ -2,12 +2,29 @@
 //! deletes and the compares that make each change atomic. Shared by the
 //! object store, the keyring, autolock and KEK rotation.
 
-use super::layout;
-use crate::pb::etcdserverpb::{
+use secretd_store::node::Node;
+use secretd_store::pb::etcdserverpb::{
     compare, request_op, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp,
+    TxnRequest, TxnResponse,
 };
 
-pub(super) fn get(key: Vec<u8>) -> RequestOp {
+use crate::{layout, Result};
+
+/// Proposes one txn: `success` runs if every compare holds, else nothing.
+pub(crate) async fn run(
+    node: &Node,
+    compare: Vec<Compare>,
+    success: Vec<RequestOp>,
+) -> Result<TxnResponse> {
+    let req = TxnRequest {
+        compare,
+        success,
+        failure: Vec::new(),
+    };
+    Ok(node.txn(req, None).await?)
+}
+
+pub(crate) fn get(key: Vec<u8>) -> RequestOp {
     RequestOp {
         request: Some(request_op::Request::RequestRange(RangeRequest {
             key,
@@ -16,7 +33,7 @@ pub(super) fn get(key: Vec<u8>) -> RequestOp {
     }
 }
 
-pub(super) fn scan(prefix: Vec<u8>, limit: i64, keys_only: bool) -> RequestOp {
+pub(crate) fn scan(prefix: Vec<u8>, limit: i64, keys_only: bool) -> RequestOp {
     RequestOp {
         request: Some(request_op::Request::RequestRange(RangeRequest {
             range_end: layout::prefix_end(&prefix),
@@ -28,7 +45,7 @@ pub(super) fn scan(prefix: Vec<u8>, limit: i64, keys_only: bool) -> RequestOp {
     }
 }
 
-pub(super) fn put(key: Vec<u8>, value: Vec<u8>) -> RequestOp {
+pub(crate) fn put(key: Vec<u8>, value: Vec<u8>) -> RequestOp {
     RequestOp {
         request: Some(request_op::Request::RequestPut(PutRequest {
             key,
@@ -38,7 +55,7 @@ pub(super) fn put(key: Vec<u8>, value: Vec<u8>) -> RequestOp {
     }
 }
 
-pub(super) fn del(key: Vec<u8>, range_end: Vec<u8>) -> RequestOp {
+pub(crate) fn del(key: Vec<u8>, range_end: Vec<u8>) -> RequestOp {
     RequestOp {
         request: Some(request_op::Request::RequestDeleteRange(
             DeleteRangeRequest {
@@ -50,7 +67,7 @@ pub(super) fn del(key: Vec<u8>, range_end: Vec<u8>) -> RequestOp {
     }
 }
 
-pub(super) fn cmp(
+pub(crate) fn cmp(
     key: Vec<u8>,
     range_end: Vec<u8>,
     result: compare::CompareResult,
@@ -73,7 +90,7 @@ pub(super) fn cmp(
 }
 
 /// The key does not exist.
-pub(super) fn absent(key: Vec<u8>) -> Compare {
+pub(crate) fn absent(key: Vec<u8>) -> Compare {
     cmp(
         key,
         Vec::new(),
@@ -83,7 +100,7 @@ pub(super) fn absent(key: Vec<u8>) -> Compare {
 }
 
 /// The key was last changed at `rev` (unchanged since it was read).
-pub(super) fn unchanged(key: Vec<u8>, rev: i64) -> Compare {
+pub(crate) fn unchanged(key: Vec<u8>, rev: i64) -> Compare {
     cmp(
         key,
         Vec::new(),
@@ -93,7 +110,7 @@ pub(super) fn unchanged(key: Vec<u8>, rev: i64) -> Compare {
 }
 
 /// No key with this prefix exists.
-pub(super) fn none_with_prefix(prefix: Vec<u8>) -> Compare {
+pub(crate) fn none_with_prefix(prefix: Vec<u8>) -> Compare {
     let end = layout::prefix_end(&prefix);
     cmp(
         prefix,
@@ -104,7 +121,7 @@ pub(super) fn none_with_prefix(prefix: Vec<u8>) -> Compare {
 }
 
 /// No key with this prefix changed (or appeared) after `rev`.
-pub(super) fn prefix_unchanged_since(prefix: Vec<u8>, rev: i64) -> Compare {
+pub(crate) fn prefix_unchanged_since(prefix: Vec<u8>, rev: i64) -> Compare {
     let end = layout::prefix_end(&prefix);
     cmp(
         prefix,

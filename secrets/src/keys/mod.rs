@@ -23,8 +23,12 @@
 //!   cluster's unlock key, which is never on disk. A restarted member is
 //!   locked until an operator gives it the key.
 
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+mod disk;
+mod lock;
+mod peers;
+mod rotation;
+
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,35 +37,23 @@ use parking_lot::RwLock;
 use prost::Message;
 use secretd_crypto::{Cipher, Context, Key, Keyring, SealedHeader, SecretBytes};
 use secretd_store::node::Node;
-use tonic::Status;
-use zeroize::Zeroize;
+use secretd_store::pb::etcdserverpb::{Compare, RangeRequest, RequestOp};
 
-use super::layout;
-use super::txns::{absent, put};
-use crate::pb::etcdserverpb::{Compare, RangeRequest, RequestOp, TxnRequest};
-use crate::pb::raftpb::{raft_client::RaftClient, FetchKekRequest, FetchKekResponse};
+use crate::layout;
 use crate::pb::records::{KekRecord, LockRecord};
+use crate::txns::{absent, put};
+use crate::{Error, Result};
+use disk::{remove_file, write_file, KEYRING_FILE, LOCKED_KEYRING_FILE, WRAP_KEY_FILE};
+pub use peers::{KekPeers, PeerKek};
+pub use rotation::Rotated;
 
-/// How long one peer gets to answer a KEK fetch.
-const FETCH_TIMEOUT_MS: u64 = 3000;
 /// Background sync period: how soon a member picks up a new generation it
 /// has not needed yet (so it still has it if the creator dies), destroys a
 /// retired one, and follows an autolock change.
 const SYNC_INTERVAL_MS: u64 = 2000;
 
-pub(super) const KEYRING_FILE: &str = "keyring";
-pub(super) const LOCKED_KEYRING_FILE: &str = "keyring.locked";
-pub(super) const WRAP_KEY_FILE: &str = "wrap.key";
-
-/// The sentence every secret operation on a locked member fails with.
-pub const LOCKED_MESSAGE: &str = "member is locked; run secretctl cluster unlock";
-
-pub(super) fn locked() -> Status {
-    Status::failed_precondition(LOCKED_MESSAGE)
-}
-
 /// What protects the keyring on disk.
-pub(super) enum Wrap {
+pub(crate) enum Wrap {
     /// `keys/wrap.key` wraps `keys/keyring`.
     File(Key),
     /// Autolock, unlocked: `keys/keyring.locked` is sealed under this
@@ -71,17 +63,18 @@ pub(super) enum Wrap {
     Locked,
 }
 
-pub(super) struct State {
+pub(crate) struct State {
     pub wrap: Wrap,
     pub ring: Option<Keyring>,
 }
 
 pub struct Keys {
-    pub(super) node: Arc<Node>,
-    pub(super) dir: PathBuf,
-    pub(super) state: RwLock<State>,
+    pub(crate) node: Arc<Node>,
+    peers: Arc<dyn KekPeers>,
+    pub(crate) dir: PathBuf,
+    pub(crate) state: RwLock<State>,
     /// One create, fetch, lock change or rotation at a time per member.
-    pub(super) changing: tokio::sync::Mutex<()>,
+    pub(crate) changing: tokio::sync::Mutex<()>,
     /// Generations this member has recorded in raft as held (`kekheld/`).
     acked: parking_lot::Mutex<std::collections::BTreeSet<u32>>,
 }
@@ -93,10 +86,6 @@ pub struct Keys {
 pub struct Sealed {
     pub blob: Vec<u8>,
     pub guard: Compare,
-}
-
-pub(super) fn internal(msg: impl std::fmt::Display) -> Status {
-    Status::internal(msg.to_string())
 }
 
 /// Once per process: keys that could not be locked in RAM may be swapped.
@@ -111,67 +100,19 @@ fn warn_if_unlocked() {
     }
 }
 
-/// Test builds only: where the debug hook writes key material, so the
-/// canary test can look for KEK and DEK bytes on disk. Release builds do
-/// not contain the hook.
 #[cfg(debug_assertions)]
-mod debug_dump {
-    use std::io::Write;
-    use std::path::PathBuf;
-    use std::sync::OnceLock;
-
-    pub const ENV: &str = "SECRETD_TEST_KEY_DUMP";
-    static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
-
-    fn dir() -> Option<&'static PathBuf> {
-        DIR.get_or_init(|| std::env::var_os(ENV).map(PathBuf::from))
-            .as_ref()
-    }
-
-    fn hex(b: &[u8]) -> String {
-        b.iter().map(|x| format!("{x:02x}")).collect()
-    }
-
-    fn append(name: &str, bytes: &[u8]) {
-        if let Some(d) = dir() {
-            let _ = std::fs::create_dir_all(d);
-            if let Ok(mut f) = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(d.join(name))
-            {
-                // One write per line: members append to the same files.
-                let _ = f.write_all(format!("{}\n", hex(bytes)).as_bytes());
-            }
-        }
-    }
-
-    fn dek(b: &[u8]) {
-        append("dek.hex", b);
-    }
-
-    pub fn install() {
-        if dir().is_some() {
-            tracing::warn!("{ENV} is set: key material is written in the clear (tests only)");
-            secretd_crypto::set_dek_observer(dek);
-        }
-    }
-
-    pub fn kek(generation: u32, b: &[u8]) {
-        append(&format!("kek-{generation}.hex"), b);
-    }
-
-    pub fn unlock_key(b: &[u8]) {
-        append("unlock.hex", b);
-    }
-}
+mod debug_dump;
 
 impl Keys {
     /// Opens (or creates) `<data_dir>/keys`. A keyring that the key file
     /// cannot open is a fatal error, never silently replaced: it would
     /// orphan every secret this member holds. A locked keyring makes a
     /// locked member.
-    pub fn load(node: Arc<Node>, data_dir: &Path) -> anyhow::Result<Arc<Keys>> {
+    pub fn load(
+        node: Arc<Node>,
+        peers: Arc<dyn KekPeers>,
+        data_dir: &Path,
+    ) -> anyhow::Result<Arc<Keys>> {
         #[cfg(debug_assertions)]
         debug_dump::install();
         let dir = data_dir.join("keys");
@@ -189,7 +130,7 @@ impl Keys {
                         file = stale,
                         "removing a key file left by an interrupted switch to autolock"
                     );
-                    remove_file(&dir, stale).map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+                    remove_file(&dir, stale)?;
                 }
             }
             tracing::warn!("autolock is on: this member is locked; run secretctl cluster unlock");
@@ -219,6 +160,7 @@ impl Keys {
         warn_if_unlocked();
         let keys = Arc::new(Keys {
             node,
+            peers,
             dir,
             state: RwLock::new(state),
             changing: tokio::sync::Mutex::new(()),
@@ -229,7 +171,7 @@ impl Keys {
     }
 
     /// Test builds: every held KEK goes to the debug dump (if asked for).
-    pub(super) fn dump_for_tests(&self) {
+    pub(crate) fn dump_for_tests(&self) {
         #[cfg(debug_assertions)]
         {
             let st = self.state.read();
@@ -253,18 +195,18 @@ impl Keys {
     /// Writes the keyring the way the current [`Wrap`] says, atomically
     /// (temp file, fsync, rename, fsync dir). A locked member has nothing
     /// to write.
-    pub(super) fn persist(&self, st: &State) -> Result<(), Status> {
+    pub(crate) fn persist(&self, st: &State) -> Result<()> {
         let Some(ring) = &st.ring else {
             return Ok(());
         };
         match &st.wrap {
             Wrap::File(k) => {
-                let blob = ring.export(k).map_err(internal)?;
+                let blob = ring.export(k).map_err(Error::internal)?;
                 write_file(&self.dir, KEYRING_FILE, &blob)
             }
             Wrap::Unlock { key, epoch } => {
                 let mut blob = epoch.to_be_bytes().to_vec();
-                blob.extend_from_slice(&ring.export(key).map_err(internal)?);
+                blob.extend_from_slice(&ring.export(key).map_err(Error::internal)?);
                 write_file(&self.dir, LOCKED_KEYRING_FILE, &blob)
             }
             Wrap::Locked => Ok(()),
@@ -274,7 +216,7 @@ impl Keys {
     /// Generations raft knows, oldest first, retired ones included.
     /// A serializable (local) read is enough to know what this member
     /// already holds; deciding to create or fetch re-reads linearizably.
-    pub(super) async fn registry(&self, linearizable: bool) -> Result<Vec<KekRecord>, Status> {
+    pub(crate) async fn registry(&self, linearizable: bool) -> Result<Vec<KekRecord>> {
         let prefix = layout::kek_prefix();
         let resp = self
             .node
@@ -284,22 +226,18 @@ impl Keys {
                 serializable: !linearizable,
                 ..Default::default()
             })
-            .await
-            .map_err(crate::errors::status)?;
+            .await?;
         resp.kvs
             .iter()
             .map(|kv| {
                 KekRecord::decode(kv.value.as_slice())
-                    .map_err(|e| internal(format!("stored KEK record is corrupt: {e}")))
+                    .map_err(|e| Error::internal(format!("stored KEK record is corrupt: {e}")))
             })
             .collect()
     }
 
     /// The autolock record and its mod revision (0: never written).
-    pub(super) async fn lock_record(
-        &self,
-        linearizable: bool,
-    ) -> Result<(LockRecord, i64), Status> {
+    pub(crate) async fn lock_record(&self, linearizable: bool) -> Result<(LockRecord, i64)> {
         let resp = self
             .node
             .range(RangeRequest {
@@ -307,12 +245,11 @@ impl Keys {
                 serializable: !linearizable,
                 ..Default::default()
             })
-            .await
-            .map_err(crate::errors::status)?;
+            .await?;
         match resp.kvs.first() {
             Some(kv) => Ok((
                 LockRecord::decode(kv.value.as_slice())
-                    .map_err(|e| internal(format!("stored lock record is corrupt: {e}")))?,
+                    .map_err(|e| Error::internal(format!("stored lock record is corrupt: {e}")))?,
                 kv.mod_revision,
             )),
             None => Ok((LockRecord::default(), 0)),
@@ -357,7 +294,7 @@ impl Keys {
     /// generation it lacks (checked against its verifier), destroys retired
     /// ones, follows autolock changes; creates generation 1 if there is
     /// none and `create`. Returns the newest live generation.
-    pub(super) async fn sync(&self, create: bool) -> Result<Option<u32>, Status> {
+    pub(crate) async fn sync(&self, create: bool) -> Result<Option<u32>> {
         let registry = self.registry(false).await?;
         let (lock, _) = self.lock_record(false).await?;
         if registry.iter().any(|r| !r.retired) && self.in_step(&registry, &lock) {
@@ -368,10 +305,10 @@ impl Keys {
     }
 
     /// [`Keys::sync`] for a caller that holds `changing`.
-    pub(super) async fn sync_locked(&self, create: bool) -> Result<Option<u32>, Status> {
+    pub(crate) async fn sync_locked(&self, create: bool) -> Result<Option<u32>> {
         let (lock, _) = self.lock_record(true).await?;
         if lock.autolock && self.is_locked() {
-            return Err(locked());
+            return Err(Error::Locked);
         }
         let mut registry = self.registry(true).await?;
         if registry.iter().all(|r| r.retired) {
@@ -379,7 +316,7 @@ impl Keys {
                 return Ok(None);
             }
             if !registry.is_empty() {
-                return Err(internal("every KEK generation is retired"));
+                return Err(Error::internal("every KEK generation is retired"));
             }
             self.create_first().await?;
             registry = self.registry(true).await?;
@@ -399,7 +336,7 @@ impl Keys {
     /// switching autolock on waits for every member's record, because a
     /// member without the KEK at that moment could only get it with the
     /// unlock key.
-    async fn ack_held(&self, registry: &[KekRecord]) -> Result<(), Status> {
+    async fn ack_held(&self, registry: &[KekRecord]) -> Result<()> {
         let me = self.node.id();
         for rec in registry.iter().filter(|r| !r.retired) {
             if self.acked.lock().contains(&rec.generation) || !self.holds_verified(rec) {
@@ -415,7 +352,7 @@ impl Keys {
 
     /// Members (by name) that have not recorded holding every live
     /// generation.
-    pub(super) async fn members_without_kek(&self) -> Result<Vec<String>, Status> {
+    pub(crate) async fn members_without_kek(&self) -> Result<Vec<String>> {
         let registry = self.registry(true).await?;
         let mut missing = Vec::new();
         for rec in registry.iter().filter(|r| !r.retired) {
@@ -428,8 +365,7 @@ impl Keys {
                     keys_only: true,
                     ..Default::default()
                 })
-                .await
-                .map_err(crate::errors::status)?;
+                .await?;
             let held: std::collections::BTreeSet<u64> = resp
                 .kvs
                 .iter()
@@ -453,7 +389,7 @@ impl Keys {
 
     /// Zeroizes the keys of retired generations and saves the keyring
     /// without them.
-    fn destroy_retired(&self, registry: &[KekRecord]) -> Result<(), Status> {
+    fn destroy_retired(&self, registry: &[KekRecord]) -> Result<()> {
         let mut st = self.state.write();
         let Some(ring) = st.ring.as_mut() else {
             return Ok(());
@@ -461,7 +397,7 @@ impl Keys {
         let mut destroyed = Vec::new();
         for rec in registry.iter().filter(|r| r.retired) {
             if ring.key(rec.generation).is_some() && ring.current() != rec.generation {
-                ring.retire(rec.generation).map_err(internal)?;
+                ring.retire(rec.generation).map_err(Error::internal)?;
                 destroyed.push(rec.generation);
             }
         }
@@ -475,17 +411,17 @@ impl Keys {
 
     /// Generates generation 1, saves it, then registers its verifier unless
     /// another member got there first.
-    async fn create_first(&self) -> Result<(), Status> {
+    async fn create_first(&self) -> Result<()> {
         let key = Key::generate();
         warn_if_unlocked();
-        let verifier = secretd_crypto::kek_verifier(1, &key).map_err(internal)?;
+        let verifier = secretd_crypto::kek_verifier(1, &key).map_err(Error::internal)?;
         {
             let mut st = self.state.write();
             let next = match st.ring.take() {
                 Some(mut r) => r.insert(1, key).map(|()| r),
                 None => Ok(Keyring::with_generation(1, key, Cipher::XChaCha20Poly1305)),
             }
-            .map_err(internal)?;
+            .map_err(Error::internal)?;
             st.ring = Some(next);
             // Saved before it can be registered: a registered key this
             // member lost in a crash would orphan what it sealed.
@@ -496,7 +432,7 @@ impl Keys {
             generation: 1,
             verifier,
             created_by: self.node.id(),
-            created_at_ns: super::now_ns(),
+            created_at_ns: crate::now_ns(),
             retired: false,
         };
         let won = self.register(&record).await?;
@@ -508,7 +444,7 @@ impl Keys {
 
     /// Registers a generation's verifier if that generation is new;
     /// Returns whether it was registered.
-    pub(super) async fn register(&self, record: &KekRecord) -> Result<bool, Status> {
+    pub(crate) async fn register(&self, record: &KekRecord) -> Result<bool> {
         let k = layout::kek_key(record.generation);
         self.txn(
             vec![absent(k.clone())],
@@ -518,41 +454,27 @@ impl Keys {
     }
 
     /// One txn with these compares; whether they held (and it was applied).
-    pub(super) async fn txn(
-        &self,
-        compare: Vec<Compare>,
-        success: Vec<RequestOp>,
-    ) -> Result<bool, Status> {
-        Ok(self
-            .node
-            .txn(
-                TxnRequest {
-                    compare,
-                    success,
-                    failure: Vec::new(),
-                },
-                None,
-            )
-            .await
-            .map_err(crate::errors::status)?
+    pub(crate) async fn txn(&self, compare: Vec<Compare>, success: Vec<RequestOp>) -> Result<bool> {
+        Ok(crate::txns::run(&self.node, compare, success)
+            .await?
             .succeeded)
     }
 
-    /// Asks each other member for a generation until one gives a key that
-    /// passes the verifier.
-    async fn fetch(&self, rec: &KekRecord, lock: &LockRecord) -> Result<(), Status> {
+    /// Asks each other member (through [`KekPeers`]) for a generation until
+    /// one gives a key that passes the verifier.
+    async fn fetch(&self, rec: &KekRecord, lock: &LockRecord) -> Result<()> {
         let me = self.node.id();
         let mut errors = Vec::new();
         for m in self.node.members().into_iter().filter(|m| m.id != me) {
             let Some(url) = m.peer_ur_ls.first() else {
                 continue;
             };
-            let key = match self.fetch_from(url, rec.generation).await {
+            let key = match self.peers.fetch(&m, rec.generation).await {
                 Ok(resp) => match self.unwrap_fetched(rec.generation, resp) {
                     Ok(k) => k,
-                    Err(e) if e.code() == tonic::Code::FailedPrecondition => return Err(e),
+                    Err(Error::Locked) => return Err(Error::Locked),
                     Err(e) => {
-                        errors.push(format!("{url}: {}", e.message()));
+                        errors.push(format!("{url}: {e}"));
                         continue;
                     }
                 },
@@ -578,7 +500,7 @@ impl Keys {
                         Cipher::XChaCha20Poly1305,
                     )),
                 }
-                .map_err(internal)?;
+                .map_err(Error::internal)?;
                 st.ring = Some(next);
                 self.persist(&st)?;
             }
@@ -594,9 +516,9 @@ impl Keys {
             // A new member of an autolocked cluster: peers only hand out
             // keys sealed under the unlock key.
             self.state.write().wrap = Wrap::Locked;
-            return Err(locked());
+            return Err(Error::Locked);
         }
-        Err(Status::failed_precondition(format!(
+        Err(Error::Precondition(format!(
             "this member does not hold key-encryption key generation {} and no peer gave it ({})",
             rec.generation,
             if errors.is_empty() {
@@ -607,76 +529,31 @@ impl Keys {
         )))
     }
 
-    /// The key in a peer's answer: in the clear (mutual TLS), or sealed
-    /// under the unlock key this member must hold.
-    fn unwrap_fetched(&self, generation: u32, mut resp: FetchKekResponse) -> Result<Key, Status> {
-        if resp.sealed.is_empty() {
-            let key = Key::from_slice(&resp.key).map_err(internal);
-            resp.key.zeroize();
-            return key;
-        }
-        let st = self.state.read();
-        let Wrap::Unlock { key, epoch } = &st.wrap else {
-            return Err(locked());
-        };
-        if *epoch != resp.unlock_epoch {
-            return Err(Status::unavailable(format!(
-                "the peer sealed the key under unlock key epoch {}, this member holds epoch {epoch}",
-                resp.unlock_epoch
-            )));
-        }
-        let ring = Keyring::import(key, &resp.sealed)
-            .map_err(|e| internal(format!("cannot open the key a peer sent: {e}")))?;
-        let k = ring.key(generation).ok_or_else(|| {
-            internal(format!(
-                "a peer sent a keyring without generation {generation}"
-            ))
-        })?;
-        Key::from_slice(k.expose()).map_err(internal)
-    }
-
-    async fn fetch_from(&self, url: &str, generation: u32) -> anyhow::Result<FetchKekResponse> {
-        let ch = crate::tls::peer_endpoint(url)?
-            .connect_timeout(Duration::from_millis(FETCH_TIMEOUT_MS))
-            .timeout(Duration::from_millis(FETCH_TIMEOUT_MS))
-            .connect()
-            .await?;
-        Ok(RaftClient::new(ch)
-            .fetch_kek(FetchKekRequest {
-                cluster_id: self.node.cluster_id(),
-                from: self.node.id(),
-                generation,
-            })
-            .await
-            .map_err(|s| anyhow::anyhow!("{}", s.message()))?
-            .into_inner())
-    }
-
     /// Seals a secret version with the newest registered generation.
     pub async fn seal(
         &self,
         cipher: Cipher,
         ctx: &Context<'_>,
         plaintext: &SecretBytes,
-    ) -> Result<Sealed, Status> {
+    ) -> Result<Sealed> {
         if self.is_locked() {
-            return Err(locked());
+            return Err(Error::Locked);
         }
         let newest = self
             .sync(true)
             .await?
-            .ok_or_else(|| internal("no key-encryption key after creating one"))?;
+            .ok_or_else(|| Error::internal("no key-encryption key after creating one"))?;
         let st = self.state.read();
-        let ring = st.ring.as_ref().ok_or_else(locked)?;
+        let ring = st.ring.as_ref().ok_or(Error::Locked)?;
         if ring.current() != newest {
-            return Err(Status::unavailable(format!(
+            return Err(Error::Unavailable(format!(
                 "this member's newest key-encryption key is generation {}, the cluster's is {newest}; try again",
                 ring.current()
             )));
         }
         let blob = ring
             .seal_with(cipher, ctx, plaintext.expose())
-            .map_err(internal)?;
+            .map_err(Error::internal)?;
         Ok(Sealed {
             blob,
             guard: absent(layout::kek_key(newest + 1)),
@@ -684,11 +561,11 @@ impl Keys {
     }
 
     /// Opens a sealed secret version, fetching its generation if needed.
-    pub async fn open(&self, ctx: &Context<'_>, blob: &[u8]) -> Result<SecretBytes, Status> {
+    pub async fn open(&self, ctx: &Context<'_>, blob: &[u8]) -> Result<SecretBytes> {
         if self.is_locked() {
-            return Err(locked());
+            return Err(Error::Locked);
         }
-        let header = SealedHeader::parse(blob).map_err(internal)?;
+        let header = SealedHeader::parse(blob).map_err(Error::internal)?;
         if !self.holds(header.kek_id) {
             self.sync(false).await?;
         }
@@ -696,55 +573,19 @@ impl Keys {
         st.ring
             .as_ref()
             .ok_or_else(|| {
-                Status::failed_precondition("this member holds no key-encryption key yet")
+                Error::Precondition("this member holds no key-encryption key yet".into())
             })?
             .open(ctx, blob)
             .map_err(|e| {
-                internal(format!(
+                Error::internal(format!(
                     "cannot open {} {} version {}: {e}",
                     ctx.kind, ctx.object_id, ctx.version
                 ))
             })
     }
 
-    /// A generation's key for a peer member (`Raft.FetchKek`): in the
-    /// clear for a mutual-TLS channel, or sealed under the unlock key when
-    /// this member is autolocked.
-    pub fn key_for_peer(&self, generation: u32) -> Result<FetchKekResponse, Status> {
-        let st = self.state.read();
-        let key = st
-            .ring
-            .as_ref()
-            .and_then(|r| r.key(generation))
-            .ok_or_else(|| match st.wrap {
-                Wrap::Locked => locked(),
-                _ => Status::not_found(format!(
-                    "this member does not hold key-encryption key generation {generation}"
-                )),
-            })?;
-        match &st.wrap {
-            Wrap::Unlock { key: unlock, epoch } => {
-                let one = Keyring::with_generation(
-                    generation,
-                    Key::from_slice(key.expose()).map_err(internal)?,
-                    Cipher::XChaCha20Poly1305,
-                );
-                Ok(FetchKekResponse {
-                    key: Vec::new(),
-                    sealed: one.export(unlock).map_err(internal)?,
-                    unlock_epoch: *epoch,
-                })
-            }
-            _ => Ok(FetchKekResponse {
-                key: key.expose().to_vec(),
-                sealed: Vec::new(),
-                unlock_epoch: 0,
-            }),
-        }
-    }
-
     /// (live registered, held) generations, for status.
-    pub async fn status(&self) -> Result<(Vec<u32>, Vec<u32>), Status> {
+    pub async fn status(&self) -> Result<(Vec<u32>, Vec<u32>)> {
         let registered: Vec<KekRecord> = self
             .registry(true)
             .await?
@@ -772,10 +613,10 @@ impl Keys {
                 let Some(k) = keys.upgrade() else { return };
                 match k.sync(false).await {
                     Ok(_) => warned = false,
-                    Err(e) if e.message() == LOCKED_MESSAGE => {}
+                    Err(Error::Locked) => {}
                     Err(e) if !warned => {
                         warned = true;
-                        tracing::warn!(error = %e.message(), "cannot sync the keyring yet");
+                        tracing::warn!(error = %e, "cannot sync the keyring yet");
                     }
                     Err(_) => {}
                 }
@@ -790,42 +631,4 @@ fn newest_live(registry: &[KekRecord]) -> Option<u32> {
         .filter(|r| !r.retired)
         .map(|r| r.generation)
         .max()
-}
-
-/// Writes `dir/name` atomically: temp file (0600), fsync, rename, fsync dir.
-pub(super) fn write_file(dir: &Path, name: &str, blob: &[u8]) -> Result<(), Status> {
-    let tmp = dir.join(format!("{name}.tmp"));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(blob)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, dir.join(name))?;
-        std::fs::File::open(dir)?.sync_all()
-    };
-    write().map_err(|e| internal(format!("cannot save {name}: {e}")))
-}
-
-/// Overwrites a small key file with zeros before unlinking it (a best
-/// effort on copy-on-write file systems), then fsyncs the directory.
-pub(super) fn remove_file(dir: &Path, name: &str) -> Result<(), Status> {
-    let p = dir.join(name);
-    let run = || -> std::io::Result<()> {
-        match std::fs::metadata(&p) {
-            Ok(m) => {
-                let mut f = std::fs::OpenOptions::new().write(true).open(&p)?;
-                f.write_all(&vec![0u8; m.len() as usize])?;
-                f.sync_all()?;
-                std::fs::remove_file(&p)?;
-                std::fs::File::open(dir)?.sync_all()
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e),
-        }
-    };
-    run().map_err(|e| internal(format!("cannot remove {}: {e}", p.display())))
 }

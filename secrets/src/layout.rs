@@ -13,11 +13,14 @@
 //! R lock                       LockRecord: autolock and the unlock key's verifier
 //! ```
 //!
-//! `R` is [`crate::reserved::RESERVED`]. IDs and names never contain `/`,
+//! `R` is [`RESERVED`]. IDs and names never contain `/`,
 //! so a prefix of one id cannot reach into another's keys by accident of
 //! the separator.
 
-use crate::reserved::RESERVED;
+/// Every key at or after this one belongs to secretd: the etcd API may
+/// neither read nor write there (`api::reserved`), so no client key can
+/// collide with an object's.
+pub const RESERVED: &[u8] = b"\xff\xffsecretd/";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {

@@ -2,10 +2,10 @@
 //! where Docker has one, and secretd's limits where it does not.
 
 use rand::RngCore;
-use tonic::Status;
 
-use super::layout::Kind;
+use crate::layout::Kind;
 use crate::pb::secretstore::Mount;
+use crate::{Error, Result};
 
 /// Swarm's limits: secret data must be under 500 KiB, config data under
 /// 1000 KiB, and neither may be empty.
@@ -43,8 +43,8 @@ fn has_control(s: &str) -> bool {
     s.chars().any(char::is_control)
 }
 
-fn invalid(msg: impl Into<String>) -> Status {
-    Status::invalid_argument(msg.into())
+fn invalid(msg: impl Into<String>) -> Error {
+    Error::Invalid(msg.into())
 }
 
 /// Docker's name rule: `^[a-zA-Z0-9]+(?:[a-zA-Z0-9-_.]*[a-zA-Z0-9])?$`,
@@ -59,7 +59,7 @@ pub fn is_valid_name(name: &str) -> bool {
         && b.iter().all(inner)
 }
 
-pub fn name(name: &str) -> Result<(), Status> {
+pub fn name(name: &str) -> Result<()> {
     if name.is_empty() {
         return Err(invalid("name must be provided"));
     }
@@ -69,7 +69,7 @@ pub fn name(name: &str) -> Result<(), Status> {
     Ok(())
 }
 
-pub fn data(kind: Kind, data: &[u8]) -> Result<(), Status> {
+pub fn data(kind: Kind, data: &[u8]) -> Result<()> {
     let limit = match kind {
         Kind::Secret => SECRET_DATA_BYTES_LIMIT,
         Kind::Config => CONFIG_DATA_BYTES_LIMIT,
@@ -83,7 +83,7 @@ pub fn data(kind: Kind, data: &[u8]) -> Result<(), Status> {
     Ok(())
 }
 
-pub fn labels(labels: &std::collections::HashMap<String, String>) -> Result<(), Status> {
+pub fn labels(labels: &std::collections::HashMap<String, String>) -> Result<()> {
     if labels.len() > LABELS_MAX {
         return Err(invalid(format!(
             "too many labels: {}, at most {LABELS_MAX}",
@@ -117,7 +117,7 @@ pub fn labels(labels: &std::collections::HashMap<String, String>) -> Result<(), 
 
 /// Task ids and node names follow the object name rule, so they are safe
 /// as path components and as key parts.
-pub fn task_id(id: &str) -> Result<(), Status> {
+pub fn task_id(id: &str) -> Result<()> {
     if !is_valid_name(id) {
         return Err(invalid(format!(
             "invalid task ID \"{}\": only 64 [a-zA-Z0-9-_.] characters allowed, and the start and end character must be [a-zA-Z0-9]",
@@ -127,7 +127,7 @@ pub fn task_id(id: &str) -> Result<(), Status> {
     Ok(())
 }
 
-pub fn node(node: &str) -> Result<(), Status> {
+pub fn node(node: &str) -> Result<()> {
     if !is_valid_name(node) {
         return Err(invalid(format!(
             "invalid node name \"{}\": only 64 [a-zA-Z0-9-_.] characters allowed, and the start and end character must be [a-zA-Z0-9]",
@@ -141,7 +141,7 @@ pub fn node(node: &str) -> Result<(), Status> {
 /// task's directory; a config's may be absolute (it is placed at that path
 /// in the container, and under the task's directory on the node). No `..`,
 /// no empty or `.` components, and not the directory itself.
-pub fn target(kind: Kind, target: &str) -> Result<(), Status> {
+pub fn target(kind: Kind, target: &str) -> Result<()> {
     let bad = |why: &str| {
         invalid(format!(
             "invalid {} target \"{}\": {why}",
@@ -181,7 +181,7 @@ pub fn target(kind: Kind, target: &str) -> Result<(), Status> {
     Ok(())
 }
 
-pub fn mode(mode: u32) -> Result<(), Status> {
+pub fn mode(mode: u32) -> Result<()> {
     if mode & !0o777 != 0 {
         return Err(invalid(format!(
             "invalid file mode {mode:o}: only permission bits (at most 0777) may be set"
@@ -193,7 +193,7 @@ pub fn mode(mode: u32) -> Result<(), Status> {
 /// Checks a task's mounts: each valid, and no two that collide: the same
 /// path, or one path a directory above another (`a` and `a/b`), which no
 /// file tree can hold both of.
-pub fn mounts(secrets: &[Mount], configs: &[Mount]) -> Result<(), Status> {
+pub fn mounts(secrets: &[Mount], configs: &[Mount]) -> Result<()> {
     if secrets.len() + configs.len() > TASK_MOUNTS_MAX {
         return Err(invalid(format!(
             "a task may use at most {TASK_MOUNTS_MAX} secrets and configs"
@@ -269,10 +269,10 @@ mod tests {
         for bad in ["", "_a", "a_", "a b", "a/b", "é", "-", &"a".repeat(65)] {
             assert!(!is_valid_name(bad), "{bad}");
         }
-        assert_eq!(name("").unwrap_err().message(), "name must be provided");
+        assert_eq!(name("").unwrap_err().to_string(), "name must be provided");
         assert!(name("a!")
             .unwrap_err()
-            .message()
+            .to_string()
             .starts_with("invalid name, only 64"));
     }
 
@@ -283,7 +283,7 @@ mod tests {
         assert_eq!(
             data(Kind::Secret, &vec![0; 500 * 1024])
                 .unwrap_err()
-                .message(),
+                .to_string(),
             "secret data must be larger than 0 and less than 512000 bytes"
         );
         assert!(data(Kind::Secret, b"").is_err());
@@ -291,7 +291,7 @@ mod tests {
         assert_eq!(
             data(Kind::Config, &vec![0; 1000 * 1024])
                 .unwrap_err()
-                .message(),
+                .to_string(),
             "config data must be larger than 0 and less than 1024000 bytes"
         );
     }
@@ -317,7 +317,7 @@ mod tests {
         assert!(mounts(&[m("a")], &[m("/b")]).is_ok());
         // D2: one target may not be a directory of another.
         let e = mounts(&[m("etc")], &[m("/etc/app.conf")]).unwrap_err();
-        assert!(e.message().contains("collide"), "{}", e.message());
+        assert!(e.to_string().contains("collide"), "{}", e.to_string());
         assert!(mounts(&[m("a")], &[m("/a/b")]).is_err());
         assert!(mounts(&[m("a/b/c"), m("a/b")], &[]).is_err());
         assert!(mounts(&[m("a"), m("ab"), m("a.b")], &[m("/a-b/c")]).is_ok());
