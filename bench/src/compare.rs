@@ -281,76 +281,42 @@ pub async fn load(
     })
 }
 
+/// What the watch streams share: events counted, their delays, and when
+/// to stop.
+#[derive(Clone)]
+struct WatchTally {
+    received: Arc<AtomicU64>,
+    delay_us: Arc<parking_lot::Mutex<Histogram<u64>>>,
+    stop: Arc<AtomicBool>,
+    /// Time zero for the writer's timestamps and the watchers' receipts.
+    epoch: Instant,
+}
+
 /// 1,000 watchers on a prefix, one writer: delivered events per second
 /// and the p99 delay from the writer's put to a watcher's receipt.
 pub async fn watchers(c: &ClusterProc, watchers: usize, puts: u64) -> Result<Sample> {
     let streams = 20usize;
     let per_stream = watchers / streams;
-    let received = Arc::new(AtomicU64::new(0));
-    let hist = Arc::new(parking_lot::Mutex::new(Histogram::<u64>::new_with_bounds(
-        1, 60_000_000, 3,
-    )?));
-    let stop = Arc::new(AtomicBool::new(false));
-    let epoch = Instant::now();
-    let mut tasks = Vec::new();
+    let tally = WatchTally {
+        received: Arc::new(AtomicU64::new(0)),
+        delay_us: Arc::new(parking_lot::Mutex::new(Histogram::new_with_bounds(
+            1, 60_000_000, 3,
+        )?)),
+        stop: Arc::new(AtomicBool::new(false)),
+        epoch: Instant::now(),
+    };
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(streams);
-    for s in 0..streams {
-        let ep = c.endpoints[s % c.endpoints.len()].clone();
-        let (received, hist, stop, ready_tx) = (
-            received.clone(),
-            hist.clone(),
-            stop.clone(),
-            ready_tx.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            let ch = Channel::from_shared(format!("http://{ep}"))
-                .unwrap()
-                .connect_lazy();
-            let (tx, rx) = tokio::sync::mpsc::channel(per_stream + 1);
-            for _ in 0..per_stream {
-                let req = WatchRequest {
-                    request_union: Some(watch_request::RequestUnion::CreateRequest(
-                        WatchCreateRequest {
-                            key: b"watch/".to_vec(),
-                            range_end: b"watch0".to_vec(),
-                            ..Default::default()
-                        },
-                    )),
-                };
-                let _ = tx.send(req).await;
-            }
-            let Ok(resp) = WatchClient::new(ch)
-                .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
-                .await
-            else {
-                return;
-            };
-            let mut stream = resp.into_inner();
-            let mut created = 0;
-            while let Ok(Some(m)) = stream.message().await {
-                if m.created {
-                    created += 1;
-                    if created == per_stream {
-                        let _ = ready_tx.send(()).await;
-                    }
-                }
-                for e in &m.events {
-                    let sent_us: u64 =
-                        e.kv.as_ref()
-                            .and_then(|kv| std::str::from_utf8(&kv.value).ok())
-                            .and_then(|v| v.parse().ok())
-                            .unwrap_or(0);
-                    let now_us = epoch.elapsed().as_micros() as u64;
-                    let _ = hist.lock().record(now_us.saturating_sub(sent_us).max(1));
-                    received.fetch_add(1, Ordering::Relaxed);
-                }
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-            }
-            drop(tx);
-        }));
-    }
+    let tasks: Vec<_> = (0..streams)
+        .map(|s| {
+            let ep = c.endpoints[s % c.endpoints.len()].clone();
+            tokio::spawn(watch_stream(
+                ep,
+                per_stream,
+                tally.clone(),
+                ready_tx.clone(),
+            ))
+        })
+        .collect();
     for _ in 0..streams {
         if tokio::time::timeout(Duration::from_secs(30), ready_rx.recv())
             .await
@@ -365,34 +331,94 @@ pub async fn watchers(c: &ClusterProc, watchers: usize, puts: u64) -> Result<Sam
     for i in 0..puts {
         kv.put(PutRequest {
             key: format!("watch/{}", i % 100).into_bytes(),
-            value: epoch.elapsed().as_micros().to_string().into_bytes(),
+            value: tally.epoch.elapsed().as_micros().to_string().into_bytes(),
             ..Default::default()
         })
         .await?;
     }
     let want = puts * (per_stream * streams) as u64;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while received.load(Ordering::Relaxed) < want && Instant::now() < deadline {
+    while tally.received.load(Ordering::Relaxed) < want && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
+    tally.stop.store(true, Ordering::Relaxed);
     for t in tasks {
         t.abort();
     }
-    let got = received.load(Ordering::Relaxed);
+    let got = tally.received.load(Ordering::Relaxed);
     if got < want {
         eprintln!(
             "bench: {:?}: {got} of {want} watch events arrived",
             c.system
         );
     }
-    let p99 = hist.lock().value_at_quantile(0.99) as f64 / 1000.0;
+    let p99 = tally.delay_us.lock().value_at_quantile(0.99) as f64 / 1000.0;
     Ok(Sample {
         ops_per_sec: got as f64 / elapsed,
         p99_ms: p99,
         ..Default::default()
     })
+}
+
+/// One watch stream with `per_stream` watchers on `watch/`: says when all
+/// are created, then counts every event and its delay (the put's value is
+/// its send time).
+async fn watch_stream(
+    ep: String,
+    per_stream: usize,
+    tally: WatchTally,
+    ready_tx: tokio::sync::mpsc::Sender<()>,
+) {
+    let Ok(ch) = Channel::from_shared(format!("http://{ep}")) else {
+        return;
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(per_stream + 1);
+    for _ in 0..per_stream {
+        let req = WatchRequest {
+            request_union: Some(watch_request::RequestUnion::CreateRequest(
+                WatchCreateRequest {
+                    key: b"watch/".to_vec(),
+                    range_end: b"watch0".to_vec(),
+                    ..Default::default()
+                },
+            )),
+        };
+        let _ = tx.send(req).await;
+    }
+    let Ok(resp) = WatchClient::new(ch.connect_lazy())
+        .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+    else {
+        return;
+    };
+    let mut stream = resp.into_inner();
+    let mut created = 0;
+    while let Ok(Some(m)) = stream.message().await {
+        if m.created {
+            created += 1;
+            if created == per_stream {
+                let _ = ready_tx.send(()).await;
+            }
+        }
+        for e in &m.events {
+            let sent_us: u64 =
+                e.kv.as_ref()
+                    .and_then(|kv| std::str::from_utf8(&kv.value).ok())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+            let now_us = tally.epoch.elapsed().as_micros() as u64;
+            let _ = tally
+                .delay_us
+                .lock()
+                .record(now_us.saturating_sub(sent_us).max(1));
+            tally.received.fetch_add(1, Ordering::Relaxed);
+        }
+        if tally.stop.load(Ordering::Relaxed) {
+            break;
+        }
+    }
+    drop(tx);
 }
 
 /// RSS (MiB, all three members) after loading 100k keys of 256 B.

@@ -39,6 +39,12 @@ pub enum Workload {
     SecretCreate,
 }
 
+impl Workload {
+    fn reads(self) -> bool {
+        matches!(self, Workload::GetLinearizable | Workload::GetSerializable)
+    }
+}
+
 #[derive(Debug)]
 pub struct Report {
     pub ops: u64,
@@ -84,6 +90,9 @@ fn channel(endpoint: &str) -> Result<Channel> {
         .connect_lazy())
 }
 
+/// Keys a read workload draws from (loaded first, not measured).
+const READ_KEYS_MAX: u64 = 10_000;
+
 /// Runs one workload to completion and reports.
 pub async fn run(spec: &LoadSpec) -> Result<Report> {
     if spec.endpoints.is_empty()
@@ -99,84 +108,21 @@ pub async fn run(spec: &LoadSpec) -> Result<Report> {
                 .map(|c| KvClient::new(c).max_decoding_message_size(64 << 20))
         })
         .collect::<Result<_>>()?;
-    let reads = matches!(
-        spec.workload,
-        Workload::GetLinearizable | Workload::GetSerializable
-    );
-    if reads {
-        // Reads need keys to find: load the key space first (not measured).
-        let value = vec![b'v'; spec.value_bytes];
-        let mut c = clients[0].clone();
-        for k in 0..spec.key_space.min(10_000) {
-            c.put(PutRequest {
-                key: key(k),
-                value: value.clone(),
-                ..Default::default()
-            })
-            .await?;
-        }
+    if spec.workload.reads() {
+        preload(clients[0].clone(), spec).await?;
     }
     let issued = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(spec.in_flight);
     for w in 0..spec.in_flight {
-        let mut client = clients[w % clients.len()].clone();
-        let mut secrets = SecretsClient::new(channel(&spec.endpoints[w % spec.endpoints.len()])?);
-        let run_id: u32 = rand::random();
-        let issued = issued.clone();
-        let spec = spec.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut hist =
-                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
-            let (mut ops, mut errors, mut first_error) = (0u64, 0u64, None);
-            let value = vec![b'x'; spec.value_bytes];
-            let mut rng = rand::rngs::StdRng::from_entropy();
-            while issued.fetch_add(1, Ordering::Relaxed) < spec.total_ops
-                && started.elapsed() < spec.time_limit
-            {
-                let k = key(
-                    rng.gen_range(0..spec.key_space.min(if reads { 10_000 } else { u64::MAX }))
-                );
-                let t = Instant::now();
-                let res = match spec.workload {
-                    Workload::Put => client
-                        .put(PutRequest {
-                            key: k,
-                            value: value.clone(),
-                            ..Default::default()
-                        })
-                        .await
-                        .map(|_| ()),
-                    Workload::GetLinearizable | Workload::GetSerializable => client
-                        .range(RangeRequest {
-                            key: k,
-                            serializable: spec.workload == Workload::GetSerializable,
-                            ..Default::default()
-                        })
-                        .await
-                        .map(|_| ()),
-                    Workload::SecretCreate => secrets
-                        .create(CreateRequest {
-                            name: format!("bench-{run_id:08x}-{w}-{ops}-{errors}"),
-                            labels: Default::default(),
-                            data: value.clone(),
-                        })
-                        .await
-                        .map(|_| ()),
-                };
-                match res {
-                    Ok(()) => {
-                        ops += 1;
-                        let _ = hist.record(t.elapsed().as_micros().max(1) as u64);
-                    }
-                    Err(e) => {
-                        errors += 1;
-                        first_error.get_or_insert_with(|| e.message().to_string());
-                    }
-                }
-            }
-            (hist, ops, errors, first_error)
-        }));
+        let worker = Worker {
+            w,
+            kv: clients[w % clients.len()].clone(),
+            secrets: SecretsClient::new(channel(&spec.endpoints[w % spec.endpoints.len()])?),
+            run_id: rand::random(),
+            spec: spec.clone(),
+        };
+        tasks.push(tokio::spawn(worker.run(issued.clone(), started)));
     }
     let mut report = Report {
         ops: 0,
@@ -186,16 +132,118 @@ pub async fn run(spec: &LoadSpec) -> Result<Report> {
         first_error: None,
     };
     for t in tasks {
-        let (h, ops, errors, fe) = t.await?;
-        report.latency_us.add(&h)?;
-        report.ops += ops;
-        report.errors += errors;
+        let part = t.await?;
+        report.latency_us.add(&part.latency_us)?;
+        report.ops += part.ops;
+        report.errors += part.errors;
         if report.first_error.is_none() {
-            report.first_error = fe;
+            report.first_error = part.first_error;
         }
     }
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+/// Reads need keys to find: loads the key space first.
+async fn preload(mut c: KvClient<Channel>, spec: &LoadSpec) -> Result<()> {
+    let value = vec![b'v'; spec.value_bytes];
+    for k in 0..spec.key_space.min(READ_KEYS_MAX) {
+        c.put(PutRequest {
+            key: key(k),
+            value: value.clone(),
+            ..Default::default()
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+/// One request in flight: issues requests back to back until the shared
+/// count or the time limit runs out.
+struct Worker {
+    w: usize,
+    kv: KvClient<Channel>,
+    secrets: SecretsClient<Channel>,
+    run_id: u32,
+    spec: LoadSpec,
+}
+
+impl Worker {
+    async fn run(mut self, issued: Arc<AtomicU64>, started: Instant) -> Report {
+        let mut part = Report {
+            ops: 0,
+            errors: 0,
+            elapsed: Duration::ZERO,
+            latency_us: Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+                .expect("histogram bounds"),
+            first_error: None,
+        };
+        let value = vec![b'x'; self.spec.value_bytes];
+        let mut rng = rand::rngs::StdRng::from_entropy();
+        let keys = if self.spec.workload.reads() {
+            self.spec.key_space.min(READ_KEYS_MAX)
+        } else {
+            self.spec.key_space
+        };
+        while issued.fetch_add(1, Ordering::Relaxed) < self.spec.total_ops
+            && started.elapsed() < self.spec.time_limit
+        {
+            let k = key(rng.gen_range(0..keys));
+            let t = Instant::now();
+            match self.one(k, &value, (part.ops, part.errors)).await {
+                Ok(()) => {
+                    part.ops += 1;
+                    let _ = part
+                        .latency_us
+                        .record(t.elapsed().as_micros().max(1) as u64);
+                }
+                Err(e) => {
+                    part.errors += 1;
+                    part.first_error
+                        .get_or_insert_with(|| e.message().to_string());
+                }
+            }
+        }
+        part
+    }
+
+    /// One request; `(ops, errors)` so far make a secret's name unique.
+    async fn one(
+        &mut self,
+        k: Vec<u8>,
+        value: &[u8],
+        (ops, errors): (u64, u64),
+    ) -> Result<(), tonic::Status> {
+        match self.spec.workload {
+            Workload::Put => self
+                .kv
+                .put(PutRequest {
+                    key: k,
+                    value: value.to_vec(),
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ()),
+            Workload::GetLinearizable | Workload::GetSerializable => self
+                .kv
+                .range(RangeRequest {
+                    key: k,
+                    serializable: self.spec.workload == Workload::GetSerializable,
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ()),
+            Workload::SecretCreate => self
+                .secrets
+                .create(CreateRequest {
+                    name: format!("bench-{:08x}-{}-{ops}-{errors}", self.run_id, self.w),
+                    labels: Default::default(),
+                    data: value.to_vec(),
+                })
+                .await
+                .map(|_| ()),
+        }
+    }
 }
 
 fn key(k: u64) -> Vec<u8> {

@@ -98,19 +98,32 @@ fn median(mut v: Vec<Sample>) -> Sample {
     v[v.len() / 2]
 }
 
+/// Per row: etcd's samples and secretd's, one per round.
+type Samples = Vec<(Vec<Sample>, Vec<Sample>)>;
+
 pub async fn run(rounds: usize) -> Result<()> {
     let base = compare::base_port();
     let etcd = compare::start(System::Etcd, base)?;
     let secretd = compare::start(System::Secretd, base + 100)?;
     compare::ready(&etcd).await?;
     compare::ready(&secretd).await?;
-    let mut results: Vec<(Vec<Sample>, Vec<Sample>)> = vec![(Vec::new(), Vec::new()); ROWS.len()];
+    let results = run_rounds(rounds, &etcd, &secretd).await?;
+    let rss_e = measure(&etcd, Row::Rss).await?;
+    let rss_s = measure(&secretd, Row::Rss).await?;
+    print_table(rounds, &results, rss_e, rss_s);
+    Ok(())
+}
+
+/// Every row against both systems, `rounds` times, alternating which goes
+/// first so neither always meets a warm (or tired) machine.
+async fn run_rounds(rounds: usize, etcd: &ClusterProc, secretd: &ClusterProc) -> Result<Samples> {
+    let mut results: Samples = vec![(Vec::new(), Vec::new()); ROWS.len()];
     for round in 0..rounds {
         for (i, (name, row)) in ROWS.iter().enumerate() {
             let order: [&ClusterProc; 2] = if (round + i) % 2 == 0 {
-                [&etcd, &secretd]
+                [etcd, secretd]
             } else {
-                [&secretd, &etcd]
+                [secretd, etcd]
             };
             for c in order {
                 let s = measure(c, *row).await?;
@@ -130,9 +143,11 @@ pub async fn run(rounds: usize) -> Result<()> {
             }
         }
     }
-    let rss_e = measure(&etcd, Row::Rss).await?;
-    let rss_s = measure(&secretd, Row::Rss).await?;
+    Ok(results)
+}
 
+/// The table of medians, the RSS line, and the headline RESULT line.
+fn print_table(rounds: usize, results: &Samples, rss_e: Sample, rss_s: Sample) {
     println!();
     println!(
         "{:<36} {:>12} {:>10} {:>12} {:>10} {:>8} {:>9} {:>13} {:>13}",
@@ -146,19 +161,19 @@ pub async fn run(rounds: usize) -> Result<()> {
         "etcd cpu us",
         "secretd cpu us"
     );
+    let cpu = |x: &Sample| {
+        if x.server_cpu_us_per_op > 0.0 {
+            format!("{:.0}", x.server_cpu_us_per_op)
+        } else {
+            "-".into()
+        }
+    };
     let mut headline = None;
     for (i, (name, _)) in ROWS.iter().enumerate() {
         let e = median(results[i].0.clone());
         let s = median(results[i].1.clone());
         let ratio = s.ops_per_sec / e.ops_per_sec.max(1e-9);
         let p99_ratio = s.p99_ms / e.p99_ms.max(1e-9);
-        let cpu = |x: &Sample| {
-            if x.server_cpu_us_per_op > 0.0 {
-                format!("{:.0}", x.server_cpu_us_per_op)
-            } else {
-                "-".into()
-            }
-        };
         println!(
             "{name:<36} {:>12.0} {:>10.2} {:>12.0} {:>10.2} {:>8.2} {:>9.2} {:>13} {:>13}",
             e.ops_per_sec,
@@ -188,5 +203,4 @@ pub async fn run(rounds: usize) -> Result<()> {
     if let Some((r, p)) = headline {
         println!("RESULT put256 ratio={r:.2} p99_ratio={p:.2}");
     }
-    Ok(())
 }

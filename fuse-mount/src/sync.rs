@@ -138,38 +138,12 @@ impl Sync {
                 continue;
             }
             let key: Key = (f.secret, f.object_id.clone(), f.version);
-            let data = match self.cache.get(&key) {
-                Some(d) => d.clone(),
-                None if broken.is_some() => {
-                    failed.insert(f.task.clone(), "the connection to the cluster broke".into());
+            let data = match self.data_for(client, f, &key, &mut broken).await {
+                Ok(d) => d,
+                Err(why) => {
+                    failed.insert(f.task.clone(), why);
                     continue;
                 }
-                None => match self.fetch(client, f).await {
-                    Ok(d) => {
-                        self.cache.insert(key.clone(), d.clone());
-                        d
-                    }
-                    Err(e) => {
-                        failed.insert(
-                            f.task.clone(),
-                            format!(
-                                "cannot fetch {} {}: {}",
-                                if f.secret { "secret" } else { "config" },
-                                f.object_id,
-                                e.message()
-                            ),
-                        );
-                        if matches!(
-                            e.code(),
-                            tonic::Code::Unavailable
-                                | tonic::Code::Cancelled
-                                | tonic::Code::Unknown
-                        ) {
-                            broken = Some(e);
-                        }
-                        continue;
-                    }
-                },
             };
             image.tasks.entry(f.task.clone()).or_default().insert(
                 f.path.clone(),
@@ -182,18 +156,7 @@ impl Sync {
                 },
             );
         }
-        // A task that could not be fetched keeps what it showed before;
-        // a new one waits.
-        for t in failed.keys() {
-            match self.last.tasks.get(t) {
-                Some(old) => {
-                    image.tasks.insert(t.clone(), old.clone());
-                }
-                None => {
-                    image.tasks.remove(t);
-                }
-            }
-        }
+        self.keep_failed(&mut image, &failed);
         let written = self.backend.apply(&image);
         failed.extend(written);
         let used: std::collections::HashSet<Key> = image
@@ -214,6 +177,60 @@ impl Sync {
         match broken {
             Some(e) => Err(e.into()),
             None => Ok(()),
+        }
+    }
+
+    /// A file's data: from the cache, or fetched (and cached). Once the
+    /// connection broke (`broken`), nothing more is fetched; the error is
+    /// the reason the file's task fails this round.
+    async fn data_for(
+        &mut self,
+        client: &mut AgentClient<Channel>,
+        f: &crate::pb::AgentFile,
+        key: &Key,
+        broken: &mut Option<tonic::Status>,
+    ) -> Result<Arc<SecretBytes>, String> {
+        if let Some(d) = self.cache.get(key) {
+            return Ok(d.clone());
+        }
+        if broken.is_some() {
+            return Err("the connection to the cluster broke".into());
+        }
+        match self.fetch(client, f).await {
+            Ok(d) => {
+                self.cache.insert(key.clone(), d.clone());
+                Ok(d)
+            }
+            Err(e) => {
+                let why = format!(
+                    "cannot fetch {} {}: {}",
+                    if f.secret { "secret" } else { "config" },
+                    f.object_id,
+                    e.message()
+                );
+                if matches!(
+                    e.code(),
+                    tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown
+                ) {
+                    *broken = Some(e);
+                }
+                Err(why)
+            }
+        }
+    }
+
+    /// A task that could not be fetched keeps what it showed before; a new
+    /// one waits.
+    fn keep_failed(&self, image: &mut Image, failed: &BTreeMap<String, String>) {
+        for t in failed.keys() {
+            match self.last.tasks.get(t) {
+                Some(old) => {
+                    image.tasks.insert(t.clone(), old.clone());
+                }
+                None => {
+                    image.tasks.remove(t);
+                }
+            }
         }
     }
 

@@ -53,6 +53,24 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         runs: u64,
     },
+    /// Writes a synthetic history to stdout (linearizable by construction,
+    /// or with one planted stale read), for measuring `check`.
+    Synth {
+        #[arg(long, value_enum)]
+        model: ModelName,
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        clients: u64,
+        #[arg(long, default_value_t = 4000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+        ops: u64,
+        /// Keys of a key-value history.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        keys: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Plant one stale read (the history is then not linearizable).
+        #[arg(long)]
+        bad: bool,
+    },
 }
 
 #[derive(clap::Args, Clone)]
@@ -302,6 +320,35 @@ fn main() -> ExitCode {
                     ExitCode::from(2)
                 }
             }
+        }
+        Command::Synth {
+            model,
+            clients,
+            ops,
+            keys,
+            seed,
+            bad,
+        } => {
+            let spec = check::synth::Spec {
+                seed,
+                clients: clients as usize,
+                ops: ops as usize,
+                keys: keys as usize,
+                bad,
+            };
+            let text = match model {
+                ModelName::Register => check::synth::register(spec),
+                ModelName::Kv => check::synth::kv(spec),
+            };
+            use std::io::Write;
+            return match std::io::stdout().write_all(text.as_bytes()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("jepsen: cannot write the history: {e}");
+                    ExitCode::from(2)
+                }
+            };
         }
         Command::Campaign { args, runs } => {
             return match campaign(&args, runs) {

@@ -6,6 +6,7 @@
 mod cluster;
 mod kv;
 mod objects;
+mod task;
 mod template;
 
 pub use secretd_client::pb;
@@ -28,7 +29,7 @@ impl Kind {
 }
 
 /// Docker's limits on an object's data, checked before anything is sent
-/// (the server checks them again: `secretd_api::objects::validate`).
+/// (the server checks them again: `secretd_secrets::validate`).
 pub const SECRET_DATA_BYTES_LIMIT: usize = 500 * 1024;
 pub const CONFIG_DATA_BYTES_LIMIT: usize = 1000 * 1024;
 
@@ -77,7 +78,7 @@ pub enum Command {
     Config(objects::ConfigCmd),
     /// Manage task assignments: which secrets and configs a task gets.
     #[command(subcommand)]
-    Task(objects::TaskCmd),
+    Task(task::TaskCmd),
     /// Cluster administration.
     #[command(subcommand)]
     Cluster(ClusterCmd),
@@ -239,7 +240,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             objects::ConfigCmd::Ls(a) => objects::ls(&cli, Kind::Config, a).await?,
             objects::ConfigCmd::Rm(a) => objects::rm(&cli, Kind::Config, a).await?,
         },
-        Command::Task(cmd) => objects::task(&cli, cmd).await?,
+        Command::Task(cmd) => task::run(&cli, cmd).await?,
         Command::Completion { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(*shell, &mut cmd, "secretctl", &mut std::io::stdout());

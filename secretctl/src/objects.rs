@@ -1,6 +1,6 @@
-//! `secretctl secret|config|task`: Docker's `docker secret` and `docker
-//! config` commands, flag for flag and message for message, plus
-//! `secret rotate` and task assignments, over `secretstore.v1`.
+//! `secretctl secret|config`: Docker's `docker secret` and `docker config`
+//! commands, flag for flag and message for message, plus `secret rotate`,
+//! over `secretstore.v1`.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -15,9 +15,8 @@ use zeroize::Zeroizing;
 use super::template::Template;
 use super::{call, Cli};
 use crate::pb::secretstore::{
-    configs_client::ConfigsClient, secrets_client::SecretsClient, tasks_client::TasksClient,
-    CreateRequest, InspectRequest, ListRequest, ListTasksRequest, Mount, Object, RemoveRequest,
-    RotateRequest, Task, TaskRef,
+    configs_client::ConfigsClient, secrets_client::SecretsClient, CreateRequest, InspectRequest,
+    ListRequest, Object, RemoveRequest, RotateRequest,
 };
 use crate::{Kind, CONFIG_DATA_BYTES_LIMIT, SECRET_DATA_BYTES_LIMIT};
 use secretd_client::format::{self, ago, indented_json, natural_cmp, rfc3339_nano};
@@ -99,54 +98,10 @@ pub enum ConfigCmd {
     Rm(RmArgs),
 }
 
-#[derive(Subcommand, Debug)]
-pub enum TaskCmd {
-    /// Assign secrets and configs to a task on a node.
-    Create {
-        id: String,
-        /// The node the task runs on.
-        #[arg(long)]
-        node: String,
-        /// source=S[,target=T][,uid=U][,gid=G][,mode=M][,version=V], or just S.
-        #[arg(long = "secret")]
-        secrets: Vec<String>,
-        /// source=C[,target=PATH][,uid=U][,gid=G][,mode=M], or just C.
-        #[arg(long = "config")]
-        configs: Vec<String>,
-    },
-    /// Display detailed information on one or more tasks.
-    Inspect {
-        /// Format output using a custom template: 'json' or a Go template.
-        #[arg(short = 'f', long)]
-        format: Option<String>,
-        #[arg(required = true)]
-        ids: Vec<String>,
-    },
-    /// List tasks.
-    #[command(visible_alias = "list")]
-    Ls {
-        /// Only display IDs.
-        #[arg(short, long)]
-        quiet: bool,
-        /// Only tasks on this node.
-        #[arg(long)]
-        node: Option<String>,
-        /// Format output: 'table', 'json' or a Go template.
-        #[arg(long)]
-        format: Option<String>,
-    },
-    /// Remove one or more tasks.
-    #[command(visible_alias = "remove")]
-    Rm {
-        #[arg(required = true)]
-        ids: Vec<String>,
-    },
-}
-
 /// A failed call as Docker prints it: a lookup that found nothing is
 /// "Error: No such secret: X", anything the server refused is
 /// "Error response from daemon: ...".
-fn daemon(word: &str, input: &str, (s, ep): (tonic::Status, String)) -> anyhow::Error {
+pub(crate) fn daemon(word: &str, input: &str, (s, ep): (tonic::Status, String)) -> anyhow::Error {
     if let Some(Reason::NotFound { kind, .. }) = Reason::of(&s) {
         if kind == word {
             return anyhow!("Error: No such {word}: {input}");
@@ -332,7 +287,7 @@ fn list_row(kind: Kind, o: &Object) -> Value {
 }
 
 /// Prints rows for `ls`: `-q`, the default table, `json`, or a template.
-fn print_rows(
+pub(crate) fn print_rows(
     quiet: bool,
     format: Option<&str>,
     default_table: &str,
@@ -384,7 +339,11 @@ fn print_rows(
 
 /// Prints inspect results (JSON array or a template per object), then the
 /// errors; fails if any lookup failed, as `docker inspect` does.
-fn print_inspect(format: Option<&str>, found: Vec<Value>, errors: Vec<String>) -> Result<()> {
+pub(crate) fn print_inspect(
+    format: Option<&str>,
+    found: Vec<Value>,
+    errors: Vec<String>,
+) -> Result<()> {
     match format {
         None | Some("") | Some("json") => {
             if !found.is_empty() || errors.is_empty() {
@@ -560,222 +519,9 @@ pub async fn rotate(cli: &Cli, name: &str, file: &str) -> Result<()> {
     Ok(())
 }
 
-/// `source=S,target=T,uid=U,gid=G,mode=M,version=V`, or just `S`.
-pub fn parse_mount(kind: Kind, spec: &str) -> Result<Mount> {
-    let mut m = Mount {
-        mode: 0o444,
-        ..Default::default()
-    };
-    let flag = format!("--{}", kind.word());
-    if !spec.contains('=') {
-        m.source = spec.to_string();
-    } else {
-        for field in spec.split(',') {
-            let (k, v) = field.split_once('=').ok_or_else(|| {
-                anyhow!("invalid field '{field}' in {flag} {spec:?}: must be a key=value pair")
-            })?;
-            let num = |what: &str, radix: u32| {
-                u32::from_str_radix(v, radix)
-                    .map_err(|_| anyhow!("invalid {what} {v:?} in {flag} {spec:?}"))
-            };
-            match k {
-                "source" | "src" => m.source = v.to_string(),
-                "target" => m.target = v.to_string(),
-                "uid" => m.uid = num("uid", 10)?,
-                "gid" => m.gid = num("gid", 10)?,
-                "mode" => m.mode = num("mode (octal)", 8)?,
-                "version" if kind == Kind::Secret => {
-                    m.version = v
-                        .parse()
-                        .map_err(|_| anyhow!("invalid version {v:?} in {flag} {spec:?}"))?
-                }
-                other => bail!("invalid field key '{other}' in {flag} {spec:?}"),
-            }
-        }
-    }
-    if m.source.is_empty() {
-        bail!("{flag} {spec:?}: source is required");
-    }
-    if m.target.is_empty() {
-        m.target = m.source.clone();
-    }
-    Ok(m)
-}
-
-fn mount_json(kind: Kind, m: &Mount) -> Value {
-    let (id_key, name_key) = match kind {
-        Kind::Secret => ("SecretID", "SecretName"),
-        Kind::Config => ("ConfigID", "ConfigName"),
-    };
-    let mut o = Map::new();
-    o.insert(
-        "File".into(),
-        json!({ "Name": m.target, "UID": m.uid.to_string(), "GID": m.gid.to_string(), "Mode": m.mode }),
-    );
-    o.insert(id_key.into(), json!(m.source_id));
-    o.insert(name_key.into(), json!(m.source));
-    if m.version != 0 {
-        o.insert("Version".into(), json!(m.version));
-    }
-    Value::Object(o)
-}
-
-pub fn task_json(t: &Task) -> Value {
-    json!({
-        "ID": t.id,
-        "Version": { "Index": t.version_index },
-        "CreatedAt": rfc3339_nano(t.created_at_ns),
-        "UpdatedAt": rfc3339_nano(t.updated_at_ns),
-        "Spec": {
-            "Node": t.node,
-            "Secrets": t.secrets.iter().map(|m| mount_json(Kind::Secret, m)).collect::<Vec<_>>(),
-            "Configs": t.configs.iter().map(|m| mount_json(Kind::Config, m)).collect::<Vec<_>>(),
-        }
-    })
-}
-
-fn task_error(id: &str, e: (tonic::Status, String)) -> anyhow::Error {
-    daemon("task", id, e)
-}
-
-pub async fn task(cli: &Cli, cmd: &TaskCmd) -> Result<()> {
-    match cmd {
-        TaskCmd::Create {
-            id,
-            node,
-            secrets,
-            configs,
-        } => {
-            let req = Task {
-                id: id.clone(),
-                node: node.clone(),
-                secrets: secrets
-                    .iter()
-                    .map(|s| parse_mount(Kind::Secret, s))
-                    .collect::<Result<_>>()?,
-                configs: configs
-                    .iter()
-                    .map(|s| parse_mount(Kind::Config, s))
-                    .collect::<Result<_>>()?,
-                ..Default::default()
-            };
-            let t = call(cli, |ch| {
-                let req = req.clone();
-                async move { TasksClient::new(ch).create(req).await }
-            })
-            .await
-            .map_err(|(s, ep)| {
-                // "No such secret" names the source, not the task.
-                if let Some(Reason::NotFound { kind, name }) = Reason::of(&s) {
-                    if kind == "secret" || kind == "config" {
-                        return anyhow!("Error: No such {kind}: {name}");
-                    }
-                }
-                task_error(id, (s, ep))
-            })?
-            .into_inner();
-            println!("{}", t.id);
-        }
-        TaskCmd::Inspect { format, ids } => {
-            let mut found = Vec::new();
-            let mut errors = Vec::new();
-            for id in ids {
-                let r = call(cli, |ch| {
-                    let id = id.clone();
-                    async move { TasksClient::new(ch).inspect(TaskRef { id }).await }
-                })
-                .await;
-                match r {
-                    Ok(t) => found.push(task_json(&t.into_inner())),
-                    Err(e) => errors.push(task_error(id, e).to_string()),
-                }
-            }
-            print_inspect(format.as_deref(), found, errors)?;
-        }
-        TaskCmd::Ls {
-            quiet,
-            node,
-            format,
-        } => {
-            let node = node.clone().unwrap_or_default();
-            let mut tasks = call(cli, |ch| {
-                let node = node.clone();
-                async move { TasksClient::new(ch).list(ListTasksRequest { node }).await }
-            })
-            .await
-            .map_err(|e| task_error("", e))?
-            .into_inner()
-            .tasks;
-            tasks.sort_by(|a, b| natural_cmp(&a.id, &b.id));
-            let names = |l: &[Mount]| {
-                l.iter()
-                    .map(|m| m.source.clone())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            };
-            let rows: Vec<Value> = tasks
-                .iter()
-                .map(|t| {
-                    json!({
-                        "Configs": names(&t.configs),
-                        "CreatedAt": ago(t.created_at_ns),
-                        "ID": t.id,
-                        "Node": t.node,
-                        "Secrets": names(&t.secrets),
-                    })
-                })
-                .collect();
-            let ids: Vec<String> = tasks.iter().map(|t| t.id.clone()).collect();
-            let labels = vec![json!({}); rows.len()];
-            let table = "table {{.ID}}\t{{.Node}}\t{{.Secrets}}\t{{.Configs}}\t{{.CreatedAt}}";
-            print_rows(*quiet, format.as_deref(), table, &rows, &ids, &labels)?;
-        }
-        TaskCmd::Rm { ids } => {
-            let mut errors = Vec::new();
-            for id in ids {
-                let r = call(cli, |ch| {
-                    let id = id.clone();
-                    async move { TasksClient::new(ch).remove(TaskRef { id }).await }
-                })
-                .await;
-                match r {
-                    Ok(_) => println!("{id}"),
-                    Err(e) => errors.push(task_error(id, e).to_string()),
-                }
-            }
-            if !errors.is_empty() {
-                bail!("{}", errors.join("\n"));
-            }
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mounts_parse_with_docker_defaults() {
-        let m = parse_mount(Kind::Secret, "db_pw").unwrap();
-        assert_eq!(
-            (m.source.as_str(), m.target.as_str(), m.uid, m.gid, m.mode),
-            ("db_pw", "db_pw", 0, 0, 0o444)
-        );
-        let m = parse_mount(
-            Kind::Secret,
-            "source=db_pw,target=password,uid=1000,gid=50,mode=0400,version=2",
-        )
-        .unwrap();
-        assert_eq!(
-            (m.target.as_str(), m.uid, m.gid, m.mode, m.version),
-            ("password", 1000, 50, 0o400, 2)
-        );
-        assert!(parse_mount(Kind::Secret, "source=a,mode=9").is_err());
-        assert!(parse_mount(Kind::Secret, "target=a").is_err());
-        assert!(parse_mount(Kind::Config, "source=a,version=2").is_err());
-        assert!(parse_mount(Kind::Secret, "source=a,colour=red").is_err());
-    }
 
     #[test]
     fn filters_parse() {

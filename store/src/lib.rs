@@ -23,6 +23,11 @@ pub mod snapshot;
 pub mod transport;
 pub mod watch;
 
+/// Whole clusters in one process (the in-memory transport): the store's
+/// own tests, part of its unit-test binary rather than a binary of their own.
+#[cfg(test)]
+mod mem_cluster_tests;
+
 pub use error::{Result, StoreError};
 
 /// Generated wire types: etcd's messages and secretd's raft-log entry.

@@ -36,18 +36,30 @@ impl Txn {
     }
 }
 
+/// Who appended what: (key, value) to the index of its txn.
+type Origin<'a> = HashMap<(&'a str, &'a str), usize>;
+type Finals = BTreeMap<String, Vec<String>>;
+
 /// Anomalies found, each one line; empty when the history is strictly
 /// serializable.
-pub fn check(txns: &[Txn], finals: &BTreeMap<String, Vec<String>>) -> Vec<String> {
+pub fn check(txns: &[Txn], finals: &Finals) -> Vec<String> {
     let mut out = Vec::new();
-    // Who appended what.
-    let mut origin: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut origin: Origin = HashMap::new();
     for (i, t) in txns.iter().enumerate() {
         for (k, v) in &t.appends {
             origin.insert((k.as_str(), v.as_str()), i);
         }
     }
-    // (d) Final lists: no duplicates, no phantoms, no lost or half txns.
+    final_lists(txns, finals, &origin, &mut out);
+    unique_revisions(txns, &mut out);
+    real_time(txns, &mut out);
+    list_order(txns, finals, &origin, &mut out);
+    reads(txns, finals, &origin, &mut out);
+    out
+}
+
+/// (d) Final lists: no duplicates, no phantoms, no lost or half txns.
+fn final_lists(txns: &[Txn], finals: &Finals, origin: &Origin, out: &mut Vec<String>) {
     let mut position: HashMap<(&str, &str), usize> = HashMap::new();
     for (k, list) in finals {
         for (p, v) in list.iter().enumerate() {
@@ -81,7 +93,10 @@ pub fn check(txns: &[Txn], finals: &BTreeMap<String, Vec<String>>) -> Vec<String
             ));
         }
     }
-    // Write revisions are unique.
+}
+
+/// Write revisions are unique.
+fn unique_revisions(txns: &[Txn], out: &mut Vec<String>) {
     let mut by_revision: BTreeMap<i64, usize> = BTreeMap::new();
     for (i, t) in txns.iter().enumerate() {
         if let (Some(r), false) = (t.revision, t.appends.is_empty()) {
@@ -93,8 +108,11 @@ pub fn check(txns: &[Txn], finals: &BTreeMap<String, Vec<String>>) -> Vec<String
             }
         }
     }
-    // (a) Real time: a txn invoked after another completed has a revision
-    // at least as high.
+}
+
+/// (a) Real time: a txn invoked after another completed has a revision at
+/// least as high.
+fn real_time(txns: &[Txn], out: &mut Vec<String>) {
     let mut done: Vec<&Txn> = txns.iter().filter(|t| t.revision.is_some()).collect();
     done.sort_by_key(|t| t.complete);
     let mut started: Vec<&Txn> = done.clone();
@@ -116,8 +134,11 @@ pub fn check(txns: &[Txn], finals: &BTreeMap<String, Vec<String>>) -> Vec<String
             ));
         }
     }
-    // (b) Acknowledged appends sit in each list in revision order; and
-    // where unknown ones sit bounds their revision.
+}
+
+/// (b) Acknowledged appends sit in each list in revision order; and where
+/// unknown ones sit bounds their revision.
+fn list_order(txns: &[Txn], finals: &Finals, origin: &Origin, out: &mut Vec<String>) {
     let mut bounds: HashMap<usize, (i64, i64)> = HashMap::new();
     for (k, list) in finals {
         let revs: Vec<Option<i64>> = list
@@ -168,7 +189,10 @@ pub fn check(txns: &[Txn], finals: &BTreeMap<String, Vec<String>>) -> Vec<String
             ));
         }
     }
-    // (c) Reads see exactly what committed up to their revision.
+}
+
+/// (c) Reads see exactly what committed up to their revision.
+fn reads(txns: &[Txn], finals: &Finals, origin: &Origin, out: &mut Vec<String>) {
     for t in txns {
         let Some(rr) = t.read_revision() else {
             continue;
@@ -207,7 +231,6 @@ pub fn check(txns: &[Txn], finals: &BTreeMap<String, Vec<String>>) -> Vec<String
             }
         }
     }
-    out
 }
 
 #[cfg(test)]

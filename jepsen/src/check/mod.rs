@@ -13,6 +13,7 @@ pub mod history;
 pub mod lost;
 pub mod model;
 pub mod parse;
+pub mod synth;
 pub mod watch;
 pub mod wgl;
 

@@ -102,92 +102,122 @@ fn covered_up_to(w: &WatcherLog) -> i64 {
         .unwrap_or(0)
 }
 
+/// What one watcher's stream has shown so far.
+struct Seen<'a> {
+    last: i64,
+    keys: HashSet<(i64, &'a str)>,
+    response_of_rev: HashMap<i64, usize>,
+    progress_floor: i64,
+    delivered: HashSet<&'a Event>,
+}
+
+/// Committed events the watch covers up to `upto` that it did not deliver.
+fn missed<'a>(
+    w: &'a WatcherLog,
+    committed: &'a [Event],
+    delivered: &'a HashSet<&'a Event>,
+    upto: i64,
+) -> impl Iterator<Item = &'a Event> {
+    committed.iter().filter(move |e| {
+        e.revision >= w.start_revision
+            && e.revision <= upto
+            && in_range(&e.key, &w.key, &w.range_end)
+            && !delivered.contains(e)
+    })
+}
+
 fn check_one(
     w: &WatcherLog,
     committed: &[Event],
     truth: &HashSet<&Event>,
     out: &mut Vec<Violation>,
 ) {
-    let mut last = i64::MIN;
-    let mut seen: HashSet<(i64, &str)> = HashSet::new();
-    let mut response_of_rev: HashMap<i64, usize> = HashMap::new();
-    let mut progress_floor = i64::MIN;
-    let mut delivered: HashSet<&Event> = HashSet::new();
+    let mut seen = Seen {
+        last: i64::MIN,
+        keys: HashSet::new(),
+        response_of_rev: HashMap::new(),
+        progress_floor: i64::MIN,
+        delivered: HashSet::new(),
+    };
     for (i, r) in w.responses.iter().enumerate() {
         if r.progress {
             // Everything in range up to P must have arrived by now.
-            for e in committed
-                .iter()
-                .filter(|e| e.revision >= w.start_revision && e.revision <= r.revision)
-            {
-                if in_range(&e.key, &w.key, &w.range_end) && !delivered.contains(e) {
-                    violation(
-                        out,
-                        w,
-                        "progress",
-                        format!("progress at {} before event {:?} arrived", r.revision, e),
-                    );
-                }
-            }
-            progress_floor = progress_floor.max(r.revision);
-            continue;
-        }
-        for e in &r.events {
-            if e.revision < last {
-                violation(
-                    out,
-                    w,
-                    "ordered",
-                    format!("revision {} after {}", e.revision, last),
-                );
-            }
-            last = last.max(e.revision);
-            if !seen.insert((e.revision, e.key.as_str())) {
-                violation(out, w, "unique", format!("{:?} delivered twice", e));
-            }
-            if let Some(prev) = response_of_rev.insert(e.revision, i) {
-                if prev != i {
-                    violation(
-                        out,
-                        w,
-                        "atomic",
-                        format!(
-                            "revision {} split over responses {prev} and {i}",
-                            e.revision
-                        ),
-                    );
-                }
-            }
-            if e.revision <= progress_floor {
+            for e in missed(w, committed, &seen.delivered, r.revision) {
                 violation(
                     out,
                     w,
                     "progress",
-                    format!("{:?} arrived after progress at {progress_floor}", e),
+                    format!("progress at {} before event {:?} arrived", r.revision, e),
                 );
             }
-            if e.revision < w.start_revision || !in_range(&e.key, &w.key, &w.range_end) {
-                violation(out, w, "reliable", format!("{:?} is outside the watch", e));
-            } else if !truth.contains(e) {
-                violation(out, w, "reliable", format!("{:?} was never committed", e));
-            }
-            delivered.insert(e);
+            seen.progress_floor = seen.progress_floor.max(r.revision);
+            continue;
+        }
+        for e in &r.events {
+            check_event(w, i, e, &mut seen, truth, out);
         }
     }
     let upto = covered_up_to(w);
-    for e in committed
-        .iter()
-        .filter(|e| e.revision >= w.start_revision && e.revision <= upto)
-    {
-        if in_range(&e.key, &w.key, &w.range_end) && !delivered.contains(e) {
+    for e in missed(w, committed, &seen.delivered, upto) {
+        violation(
+            out,
+            w,
+            "reliable",
+            format!("missed {:?} (watch covered up to {upto})", e),
+        );
+    }
+}
+
+/// One delivered event `e` of response `i`: ordered, unique, atomic per
+/// revision, after no progress notice that covered it, inside the watch,
+/// and committed.
+fn check_event<'a>(
+    w: &WatcherLog,
+    i: usize,
+    e: &'a Event,
+    seen: &mut Seen<'a>,
+    truth: &HashSet<&Event>,
+    out: &mut Vec<Violation>,
+) {
+    if e.revision < seen.last {
+        violation(
+            out,
+            w,
+            "ordered",
+            format!("revision {} after {}", e.revision, seen.last),
+        );
+    }
+    seen.last = seen.last.max(e.revision);
+    if !seen.keys.insert((e.revision, e.key.as_str())) {
+        violation(out, w, "unique", format!("{:?} delivered twice", e));
+    }
+    if let Some(prev) = seen.response_of_rev.insert(e.revision, i) {
+        if prev != i {
             violation(
                 out,
                 w,
-                "reliable",
-                format!("missed {:?} (watch covered up to {upto})", e),
+                "atomic",
+                format!(
+                    "revision {} split over responses {prev} and {i}",
+                    e.revision
+                ),
             );
         }
     }
+    if e.revision <= seen.progress_floor {
+        violation(
+            out,
+            w,
+            "progress",
+            format!("{:?} arrived after progress at {}", e, seen.progress_floor),
+        );
+    }
+    if e.revision < w.start_revision || !in_range(&e.key, &w.key, &w.range_end) {
+        violation(out, w, "reliable", format!("{:?} is outside the watch", e));
+    } else if !truth.contains(e) {
+        violation(out, w, "reliable", format!("{:?} was never committed", e));
+    }
+    seen.delivered.insert(e);
 }
 
 fn check_agreement(watchers: &[WatcherLog], out: &mut Vec<Violation>) {

@@ -45,6 +45,51 @@ struct List {
 }
 
 impl List {
+    /// Every op's call and return entries in history order, between `head`
+    /// (2n) and `tail` (2n+1): entries 2i (call) and 2i+1 (return) for op i.
+    fn of<I, O>(ops: &[Op<I, O>]) -> List {
+        let n = ops.len();
+        let (head, tail) = (2 * n, 2 * n + 1);
+        let mut order: Vec<(u64, u8, usize)> = Vec::with_capacity(2 * n);
+        for (i, op) in ops.iter().enumerate() {
+            order.push((op.invoke, 0, 2 * i));
+            let ret_at = match op.outcome {
+                Outcome::Ok(_) => op.complete,
+                Outcome::Unknown => u64::MAX,
+            };
+            // At equal positions returns sort after calls: concurrent, not
+            // ordered.
+            order.push((ret_at, 1, 2 * i + 1));
+        }
+        order.sort_unstable();
+        let mut list = List {
+            next: vec![0; 2 * n + 2],
+            prev: vec![0; 2 * n + 2],
+        };
+        let mut last = head;
+        for &(_, _, e) in &order {
+            list.next[last] = e;
+            list.prev[e] = last;
+            last = e;
+        }
+        list.next[last] = tail;
+        list.prev[tail] = last;
+        list
+    }
+
+    /// The ops whose calls lie between `from` and `to` (not linearized).
+    fn calls_between(&self, from: usize, to: usize) -> Vec<usize> {
+        let mut pending = Vec::new();
+        let mut e = self.next[from];
+        while e != to {
+            if e.is_multiple_of(2) {
+                pending.push(e / 2);
+            }
+            e = self.next[e];
+        }
+        pending
+    }
+
     /// Unlinks the call entry `call` and its return entry `ret`.
     fn lift(&mut self, call: usize, ret: usize) {
         for e in [call, ret] {
@@ -85,32 +130,8 @@ pub fn check<M: Model>(ops: &[Op<M::Input, M::Output>], deadline: Instant) -> Ve
     if n == 0 {
         return Verdict::Linearizable;
     }
-    // Entries 2i (call) and 2i+1 (return) for op i; head = 2n, tail = 2n+1.
     let (head, tail) = (2 * n, 2 * n + 1);
-    let mut order: Vec<(u64, u8, usize)> = Vec::with_capacity(2 * n);
-    for (i, op) in ops.iter().enumerate() {
-        order.push((op.invoke, 0, 2 * i));
-        let ret_at = match op.outcome {
-            Outcome::Ok(_) => op.complete,
-            Outcome::Unknown => u64::MAX,
-        };
-        // At equal positions returns sort after calls: concurrent, not ordered.
-        order.push((ret_at, 1, 2 * i + 1));
-    }
-    order.sort_unstable();
-    let mut list = List {
-        next: vec![0; 2 * n + 2],
-        prev: vec![0; 2 * n + 2],
-    };
-    let mut last = head;
-    for &(_, _, e) in &order {
-        list.next[last] = e;
-        list.prev[e] = last;
-        last = e;
-    }
-    list.next[last] = tail;
-    list.prev[tail] = last;
-
+    let mut list = List::of(ops);
     let mut state = M::init();
     let mut linearized = Bits::new(n);
     let mut cache: HashSet<(Bits, M::State)> = HashSet::new();
@@ -146,18 +167,10 @@ pub fn check<M: Model>(ops: &[Op<M::Input, M::Output>], deadline: Instant) -> Ve
         } else {
             // A return whose call we have not linearized: backtrack.
             if best.as_ref().is_none_or(|b| calls.len() > b.depth) {
-                let mut pending = Vec::new();
-                let mut e = list.next[head];
-                while e != entry {
-                    if e.is_multiple_of(2) {
-                        pending.push(e / 2);
-                    }
-                    e = list.next[e];
-                }
                 best = Some(Deepest {
                     depth: calls.len(),
                     blocked: entry / 2,
-                    pending,
+                    pending: list.calls_between(head, entry),
                     state: state.clone(),
                 });
             }

@@ -226,6 +226,14 @@ async fn wait_ready(clients: &Clients, bound: Duration) -> Option<Duration> {
     None
 }
 
+/// The watch workload's watchers and what they share with the run.
+struct Watchers {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    logs: watch::Logs,
+    /// The revision every watcher must reach (set after the final write).
+    target: Arc<AtomicI64>,
+}
+
 async fn run_async(
     cfg: &Config,
     plan: Vec<nemesis::Planned>,
@@ -233,18 +241,8 @@ async fn run_async(
     nodes: Arc<Mutex<nodes::Nodes>>,
     urls: Vec<String>,
 ) -> Result<RunResult> {
-    tokio::spawn(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        eprintln!("jepsen: interrupted; stopping the run and cleaning up");
-        INTERRUPTED.store(true, Ordering::Relaxed);
-    });
+    spawn_interrupt_handler();
     let clients = Clients::new(urls)?;
-    let n = cfg.nodes;
     if wait_ready(&clients, Duration::from_secs(30))
         .await
         .is_none()
@@ -255,146 +253,16 @@ async fn run_async(
         );
     }
     let rec = Recorder::create(&cfg.out.join("history.jsonl"))?;
-    rec.nemesis(
-        "start",
-        json!({"seed": cfg.seed, "nodes": n, "workload": cfg.workload.name(),
-        "nemesis": cfg.nemesis.iter().map(|k| k.name()).collect::<Vec<_>>()}),
-    );
-    if !cfg.quiet {
-        eprintln!(
-            "jepsen: seed {} · {} nodes · workload {} · nemesis {} · {} s · {}",
-            cfg.seed,
-            n,
-            cfg.workload.name(),
-            cfg.nemesis
-                .iter()
-                .map(|k| k.name())
-                .collect::<Vec<_>>()
-                .join(","),
-            cfg.time_limit_ms / 1000,
-            cfg.out.display()
-        );
-    }
+    announce(cfg, &rec);
     let stop = Arc::new(AtomicBool::new(false));
-    // Watchers, for the watch workload.
-    let logs: watch::Logs = Arc::new(Mutex::new(Vec::new()));
-    let watch_target = Arc::new(AtomicI64::new(0));
-    let mut watchers = Vec::new();
-    if cfg.workload == Workload::Watch {
-        for i in 0..n {
-            watchers.push(tokio::spawn(watch::watcher(
-                clients.clone(),
-                i,
-                format!("w{}", i + 1),
-                logs.clone(),
-                stop.clone(),
-                watch_target.clone(),
-            )));
-        }
-    }
-    // Clients: process p starts on node p % n; after an unknown outcome it
-    // is retired and a new process number takes over.
+    let watchers = spawn_watchers(cfg, &clients, &stop);
     let known = secrets::Known::default();
-    let mut workers = Vec::new();
-    for c in 0..cfg.concurrency {
-        let known = known.clone();
-        let clients = clients.clone();
-        let rec = rec.clone();
-        let stop = stop.clone();
-        let workload = cfg.workload;
-        let concurrency = cfg.concurrency as i64;
-        let mut rng = StdRng::seed_from_u64(cfg.seed.wrapping_mul(1000).wrapping_add(c as u64));
-        workers.push(tokio::spawn(async move {
-            let mut process = c as i64;
-            let mut count = 0u64;
-            while !stop.load(Ordering::Relaxed) && !interrupted() {
-                let node = (process as usize) % n;
-                let token = format!("{process}.{count}");
-                count += 1;
-                let (f, value) = match workload {
-                    Workload::Register => {
-                        register::generate(&mut rng, rec.elapsed_ns() / 1_000_000)
-                    }
-                    Workload::Append => append::generate(&mut rng, &token),
-                    Workload::Watch => watch::generate(&mut rng, &token),
-                    Workload::Secrets => secrets::generate(&mut rng, &token, &known),
-                };
-                rec.record(process, Type::Invoke, &f, value.clone(), None);
-                let result = match workload {
-                    Workload::Register => register::execute(&clients, node, &f, &value).await,
-                    Workload::Append => append::execute(&clients, node, &value).await,
-                    Workload::Watch => watch::execute(&clients, node, &value).await,
-                    Workload::Secrets => secrets::execute(&clients, node, &f, &value, &known).await,
-                };
-                match result {
-                    Ok(v) => {
-                        rec.record(process, Type::Ok, &f, v, None);
-                    }
-                    Err((Type::Fail, e)) => {
-                        rec.record(process, Type::Fail, &f, value, Some(e));
-                        tokio::time::sleep(Duration::from_millis(ERROR_BACKOFF_MS)).await;
-                    }
-                    Err((kind, e)) => {
-                        rec.record(process, kind, &f, value, Some(e));
-                        // Retired: the next process number, on the next node.
-                        process += concurrency + 1;
-                        tokio::time::sleep(Duration::from_millis(ERROR_BACKOFF_MS)).await;
-                    }
-                }
-            }
-        }));
-    }
-    // Progress line every 5 s.
-    let progress = {
-        let rec = rec.clone();
-        let stop = stop.clone();
-        let quiet = cfg.quiet;
-        tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                if !quiet {
-                    let (ok, fail, info) = rec.counts();
-                    eprintln!(
-                        "jepsen: {:>4.0} s  ok {ok}  fail {fail}  unknown {info}",
-                        rec.elapsed_ns() as f64 / 1e9
-                    );
-                }
-            }
-        })
-    };
-    // The nemesis, on its schedule.
+    let workers: Vec<_> = (0..cfg.concurrency)
+        .map(|c| spawn_worker(cfg, c, &clients, &rec, &stop, &known))
+        .collect();
+    let progress = spawn_progress(&rec, &stop, cfg.quiet);
     let mut nem = nemesis::Nemesis::new(net.clone(), nodes.clone(), clients.clone(), rec.clone());
-    let t0 = Instant::now();
-    for p in &plan {
-        let at = Duration::from_millis(p.at_ms);
-        while t0.elapsed() < at && !interrupted() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        if interrupted() {
-            break;
-        }
-        match nem.start(&p.fault).await {
-            Ok(d) => {
-                if !cfg.quiet {
-                    eprintln!("jepsen: {:>4.0} s  fault {d}", t0.elapsed().as_secs_f64());
-                }
-                rec.nemesis("start-fault", d);
-            }
-            Err(e) => rec.nemesis("fault-error", json!(e.to_string())),
-        }
-        let until = at + Duration::from_millis(p.duration_ms);
-        while t0.elapsed() < until && !interrupted() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let healed = nem.heal().await;
-        rec.nemesis(
-            "heal",
-            healed.unwrap_or_else(|e| json!({"error": e.to_string()})),
-        );
-    }
-    while t0.elapsed() < Duration::from_millis(cfg.time_limit_ms) && !interrupted() {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    run_plan(cfg, &plan, &mut nem, &rec).await;
     // Final heal, then the cluster must make progress within the bound.
     let healed = nem.heal().await;
     rec.nemesis(
@@ -409,64 +277,14 @@ async fn run_async(
     let recovery = wait_ready(&clients, Duration::from_millis(cfg.recovery_bound_ms)).await;
     let recovery_ms = recovery.map(|d| d.as_millis() as u64);
     rec.nemesis("recovered", json!({"ms": recovery_ms}));
-    let final_process = 1_000_000;
-    let mut checks = Vec::new();
-    match cfg.workload {
-        Workload::Register => {
-            register::final_reads(&clients, &rec, final_process, n).await;
-            let budget = Duration::from_millis(cfg.check_budget_ms);
-            checks.push(register::check(&rec.events(), budget));
-        }
-        Workload::Append => {
-            append::final_reads(&clients, &rec, final_process, n).await;
-            checks.push(append::check(&rec.events()));
-        }
-        Workload::Secrets => {
-            secrets::final_reads(&clients, &rec, final_process, n, &known).await;
-            checks.push(secrets::check(&rec.events()));
-        }
-        Workload::Watch => {
-            // The last write's revision is what every watcher must reach.
-            let mut target = -1;
-            for i in 0..n * 4 {
-                if let Ok(r) = clients
-                    .kv(i % n)
-                    .put(client::pb::etcdserverpb::PutRequest {
-                        key: b"w/final".to_vec(),
-                        value: b"final".to_vec(),
-                        ..Default::default()
-                    })
-                    .await
-                {
-                    target = r.into_inner().header.map(|h| h.revision).unwrap_or(-1);
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(300)).await;
-            }
-            watch_target.store(target, Ordering::Relaxed);
-            let deadline = Instant::now() + Duration::from_millis(watch::CATCH_UP_MS);
-            for w in watchers {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if tokio::time::timeout(left, w).await.is_err() {
-                    // Still running: it did not catch up (the check says so).
-                }
-            }
-            let truth = if target > 0 {
-                watch::committed(&clients, target).await
-            } else {
-                None
-            };
-            let logs = logs.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            checks.push(watch::check(&rec.events(), &logs, truth.as_deref(), target));
-        }
-    }
+    let checks = final_checks(cfg, &clients, &rec, &known, watchers).await;
     rec.flush();
     let (ok, fail, info) = rec.counts();
     let result = RunResult {
         seed: cfg.seed,
         workload: cfg.workload,
         nemesis: cfg.nemesis.iter().map(|k| k.name()).collect(),
-        nodes: n,
+        nodes: cfg.nodes,
         dir: cfg.out.clone(),
         checks,
         crashes: std::mem::take(&mut nem.crashes),
@@ -481,4 +299,245 @@ async fn run_async(
     )?;
     report::write(&cfg.out.join("report.html"), &result, &rec.events())?;
     Ok(result)
+}
+
+/// Ctrl-C or SIGTERM stop the run cleanly: faults healed, members stopped,
+/// namespaces removed.
+fn spawn_interrupt_handler() {
+    tokio::spawn(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("jepsen: interrupted; stopping the run and cleaning up");
+        INTERRUPTED.store(true, Ordering::Relaxed);
+    });
+}
+
+/// The run's first history entry, and its line on stderr.
+fn announce(cfg: &Config, rec: &Recorder) {
+    let nemesis: Vec<_> = cfg.nemesis.iter().map(|k| k.name()).collect();
+    rec.nemesis(
+        "start",
+        json!({"seed": cfg.seed, "nodes": cfg.nodes, "workload": cfg.workload.name(),
+        "nemesis": nemesis}),
+    );
+    if !cfg.quiet {
+        eprintln!(
+            "jepsen: seed {} · {} nodes · workload {} · nemesis {} · {} s · {}",
+            cfg.seed,
+            cfg.nodes,
+            cfg.workload.name(),
+            nemesis.join(","),
+            cfg.time_limit_ms / 1000,
+            cfg.out.display()
+        );
+    }
+}
+
+/// One watcher per node, for the watch workload (none otherwise).
+fn spawn_watchers(cfg: &Config, clients: &Clients, stop: &Arc<AtomicBool>) -> Watchers {
+    let logs: watch::Logs = Arc::new(Mutex::new(Vec::new()));
+    let target = Arc::new(AtomicI64::new(0));
+    let mut tasks = Vec::new();
+    if cfg.workload == Workload::Watch {
+        for i in 0..cfg.nodes {
+            tasks.push(tokio::spawn(watch::watcher(
+                clients.clone(),
+                i,
+                format!("w{}", i + 1),
+                logs.clone(),
+                stop.clone(),
+                target.clone(),
+            )));
+        }
+    }
+    Watchers {
+        tasks,
+        logs,
+        target,
+    }
+}
+
+/// Client `c`: process p starts on node p % n; after an unknown outcome it
+/// is retired and a new process number takes over (Jepsen's rule: a
+/// process with an operation in doubt never invokes another).
+fn spawn_worker(
+    cfg: &Config,
+    c: usize,
+    clients: &Clients,
+    rec: &Recorder,
+    stop: &Arc<AtomicBool>,
+    known: &secrets::Known,
+) -> tokio::task::JoinHandle<()> {
+    let (known, clients, rec, stop) = (known.clone(), clients.clone(), rec.clone(), stop.clone());
+    let (workload, n) = (cfg.workload, cfg.nodes);
+    let concurrency = cfg.concurrency as i64;
+    let mut rng = StdRng::seed_from_u64(cfg.seed.wrapping_mul(1000).wrapping_add(c as u64));
+    tokio::spawn(async move {
+        let mut process = c as i64;
+        let mut count = 0u64;
+        while !stop.load(Ordering::Relaxed) && !interrupted() {
+            let node = (process as usize) % n;
+            let token = format!("{process}.{count}");
+            count += 1;
+            let (f, value) = match workload {
+                Workload::Register => register::generate(&mut rng, rec.elapsed_ns() / 1_000_000),
+                Workload::Append => append::generate(&mut rng, &token),
+                Workload::Watch => watch::generate(&mut rng, &token),
+                Workload::Secrets => secrets::generate(&mut rng, &token, &known),
+            };
+            rec.record(process, Type::Invoke, &f, value.clone(), None);
+            let result = match workload {
+                Workload::Register => register::execute(&clients, node, &f, &value).await,
+                Workload::Append => append::execute(&clients, node, &value).await,
+                Workload::Watch => watch::execute(&clients, node, &value).await,
+                Workload::Secrets => secrets::execute(&clients, node, &f, &value, &known).await,
+            };
+            match result {
+                Ok(v) => {
+                    rec.record(process, Type::Ok, &f, v, None);
+                }
+                Err((Type::Fail, e)) => {
+                    rec.record(process, Type::Fail, &f, value, Some(e));
+                    tokio::time::sleep(Duration::from_millis(ERROR_BACKOFF_MS)).await;
+                }
+                Err((kind, e)) => {
+                    rec.record(process, kind, &f, value, Some(e));
+                    // Retired: the next process number, on the next node.
+                    process += concurrency + 1;
+                    tokio::time::sleep(Duration::from_millis(ERROR_BACKOFF_MS)).await;
+                }
+            }
+        }
+    })
+}
+
+/// A progress line every 5 s (unless quiet).
+fn spawn_progress(
+    rec: &Recorder,
+    stop: &Arc<AtomicBool>,
+    quiet: bool,
+) -> tokio::task::JoinHandle<()> {
+    let (rec, stop) = (rec.clone(), stop.clone());
+    tokio::spawn(async move {
+        while !stop.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            if !quiet {
+                let (ok, fail, info) = rec.counts();
+                eprintln!(
+                    "jepsen: {:>4.0} s  ok {ok}  fail {fail}  unknown {info}",
+                    rec.elapsed_ns() as f64 / 1e9
+                );
+            }
+        }
+    })
+}
+
+/// Sleeps until `t0 + at`, in short steps so an interrupt is seen.
+async fn sleep_until(t0: Instant, at: Duration) {
+    while t0.elapsed() < at && !interrupted() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The nemesis on its schedule: each planned fault started at its time and
+/// healed after its duration; then the rest of the time limit.
+async fn run_plan(
+    cfg: &Config,
+    plan: &[nemesis::Planned],
+    nem: &mut nemesis::Nemesis,
+    rec: &Recorder,
+) {
+    let t0 = Instant::now();
+    for p in plan {
+        let at = Duration::from_millis(p.at_ms);
+        sleep_until(t0, at).await;
+        if interrupted() {
+            break;
+        }
+        match nem.start(&p.fault).await {
+            Ok(d) => {
+                if !cfg.quiet {
+                    eprintln!("jepsen: {:>4.0} s  fault {d}", t0.elapsed().as_secs_f64());
+                }
+                rec.nemesis("start-fault", d);
+            }
+            Err(e) => rec.nemesis("fault-error", json!(e.to_string())),
+        }
+        sleep_until(t0, at + Duration::from_millis(p.duration_ms)).await;
+        let healed = nem.heal().await;
+        rec.nemesis(
+            "heal",
+            healed.unwrap_or_else(|e| json!({"error": e.to_string()})),
+        );
+    }
+    sleep_until(t0, Duration::from_millis(cfg.time_limit_ms)).await;
+}
+
+/// The workload's final reads and its checks.
+async fn final_checks(
+    cfg: &Config,
+    clients: &Clients,
+    rec: &Recorder,
+    known: &secrets::Known,
+    watchers: Watchers,
+) -> Vec<Check> {
+    const FINAL_PROCESS: i64 = 1_000_000;
+    let n = cfg.nodes;
+    match cfg.workload {
+        Workload::Register => {
+            register::final_reads(clients, rec, FINAL_PROCESS, n).await;
+            let budget = Duration::from_millis(cfg.check_budget_ms);
+            vec![register::check(&rec.events(), budget)]
+        }
+        Workload::Append => {
+            append::final_reads(clients, rec, FINAL_PROCESS, n).await;
+            vec![append::check(&rec.events())]
+        }
+        Workload::Secrets => {
+            secrets::final_reads(clients, rec, FINAL_PROCESS, n, known).await;
+            vec![secrets::check(&rec.events())]
+        }
+        Workload::Watch => vec![watch_final(clients, rec, n, watchers).await],
+    }
+}
+
+/// The watch workload's end: one last write whose revision every watcher
+/// must reach, a bounded wait for them, then the check against the
+/// committed history.
+async fn watch_final(clients: &Clients, rec: &Recorder, n: usize, watchers: Watchers) -> Check {
+    let mut target = -1;
+    for i in 0..n * 4 {
+        let put = client::pb::etcdserverpb::PutRequest {
+            key: b"w/final".to_vec(),
+            value: b"final".to_vec(),
+            ..Default::default()
+        };
+        if let Ok(r) = clients.kv(i % n).put(put).await {
+            target = r.into_inner().header.map(|h| h.revision).unwrap_or(-1);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    watchers.target.store(target, Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_millis(watch::CATCH_UP_MS);
+    for w in watchers.tasks {
+        let left = deadline.saturating_duration_since(Instant::now());
+        // A watcher still running did not catch up; the check says so.
+        let _ = tokio::time::timeout(left, w).await;
+    }
+    let truth = if target > 0 {
+        watch::committed(clients, target).await
+    } else {
+        None
+    };
+    let logs = watchers
+        .logs
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    watch::check(&rec.events(), &logs, truth.as_deref(), target)
 }

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use rand::rngs::StdRng;
 use rand::Rng;
 use serde_json::{json, Value};
+use tonic::transport::Channel;
 
 use super::client::{error_text, pb::secretstore as ss, write_error, Clients};
 use super::history::{pair, read_until_ok, End, Event, Recorder, Type};
@@ -89,69 +90,19 @@ pub fn generate(rng: &mut StdRng, token: &str, known: &Known) -> (String, Value)
     }
 }
 
+type Outcome = Result<Value, (Type, String)>;
+
 pub async fn execute(
     clients: &Clients,
     node: usize,
     f: &str,
     inv: &Value,
     known: &Known,
-) -> Result<Value, (Type, String)> {
+) -> Outcome {
     let ch = clients.channel(node);
     let s = |k: &str| inv[k].as_str().unwrap_or("").to_string();
     match f {
-        "create" => {
-            let id = ss::secrets_client::SecretsClient::new(ch.clone())
-                .create(ss::CreateRequest {
-                    name: s("name"),
-                    labels: Default::default(),
-                    data: s("data").into_bytes(),
-                })
-                .await
-                .map_err(|e| write_error(&e))?
-                .into_inner()
-                .id;
-            // The task lets the agent API read it; a failure here leaves a
-            // secret nobody reads, which the check does not mind.
-            let task = format!("jt-{}", s("name"));
-            let mut tasks = ss::tasks_client::TasksClient::new(ch);
-            let t = tasks
-                .create(ss::Task {
-                    id: task.clone(),
-                    node: NODE.into(),
-                    secrets: vec![ss::Mount {
-                        source: id.clone(),
-                        target: "s".into(),
-                        mode: 0o400,
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                })
-                .await;
-            // A second task pins version 1, so old versions stay readable
-            // (and kept) after rotations.
-            let _ = tasks
-                .create(ss::Task {
-                    id: pinned_task(&task),
-                    node: NODE.into(),
-                    secrets: vec![ss::Mount {
-                        source: id.clone(),
-                        target: "s".into(),
-                        mode: 0o400,
-                        version: 1,
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                })
-                .await;
-            if t.is_ok() {
-                known
-                    .0
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((id.clone(), task, 1));
-            }
-            Ok(json!({"id": id, "version": 1, "data": s("data")}))
-        }
+        "create" => create(ch, &s("name"), &s("data"), known).await,
         "rotate" => {
             let r = ss::secrets_client::SecretsClient::new(ch)
                 .rotate(ss::RotateRequest {
@@ -182,6 +133,53 @@ pub async fn execute(
             Ok(json!({"id": s("id"), "version": version, "data": String::from_utf8_lossy(&data)}))
         }
     }
+}
+
+/// A task on the test's node serving `id` (the current version, or
+/// `version` pinned).
+fn task_for(task: String, id: &str, version: u64) -> ss::Task {
+    ss::Task {
+        id: task,
+        node: NODE.into(),
+        secrets: vec![ss::Mount {
+            source: id.to_string(),
+            target: "s".into(),
+            mode: 0o400,
+            version,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// Creates a secret, then the tasks that let the agent API read it.
+async fn create(ch: Channel, name: &str, data: &str, known: &Known) -> Outcome {
+    let id = ss::secrets_client::SecretsClient::new(ch.clone())
+        .create(ss::CreateRequest {
+            name: name.to_string(),
+            labels: Default::default(),
+            data: data.as_bytes().to_vec(),
+        })
+        .await
+        .map_err(|e| write_error(&e))?
+        .into_inner()
+        .id;
+    // The task lets the agent API read it; a failure here leaves a secret
+    // nobody reads, which the check does not mind.
+    let task = format!("jt-{name}");
+    let mut tasks = ss::tasks_client::TasksClient::new(ch);
+    let t = tasks.create(task_for(task.clone(), &id, 0)).await;
+    // A second task pins version 1, so old versions stay readable (and
+    // kept) after rotations.
+    let _ = tasks.create(task_for(pinned_task(&task), &id, 1)).await;
+    if t.is_ok() {
+        known
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((id.clone(), task, 1));
+    }
+    Ok(json!({"id": id, "version": 1, "data": data}))
 }
 
 /// After the final heal: each known secret's current version, and its

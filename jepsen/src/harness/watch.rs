@@ -82,88 +82,116 @@ pub async fn watcher(
     stop: Arc<std::sync::atomic::AtomicBool>,
     target: Arc<std::sync::atomic::AtomicI64>,
 ) {
+    use std::sync::atomic::Ordering::Relaxed;
     let n = clients.urls.len();
     let mut node = first_node;
-    let mut next_rev = 1i64;
     let mut segment = 0;
-    let mut held = 0usize;
+    let mut at = Position {
+        next_rev: 1,
+        held: 0,
+    };
+    let done = |next: i64| {
+        let t = target.load(Relaxed);
+        t > 0 && next > t
+    };
     loop {
-        let done = |next: i64| {
-            let t = target.load(std::sync::atomic::Ordering::Relaxed);
-            t > 0 && next > t
-        };
-        if done(next_rev)
-            || (stop.load(std::sync::atomic::Ordering::Relaxed)
-                && target.load(std::sync::atomic::Ordering::Relaxed) < 0)
-        {
+        if done(at.next_rev) || (stop.load(Relaxed) && target.load(Relaxed) < 0) {
             return;
         }
         segment += 1;
-        let idx = {
-            let mut l = logs.lock().unwrap_or_else(|e| e.into_inner());
-            l.push(WatcherLog {
-                name: format!("{name}.{segment}@n{}", node + 1),
-                key: PREFIX.into(),
-                range_end: PREFIX_END.into(),
-                start_revision: next_rev,
-                responses: Vec::new(),
-            });
-            l.len() - 1
-        };
+        let idx = new_segment(
+            &logs,
+            format!("{name}.{segment}@n{}", node + 1),
+            at.next_rev,
+        );
         let Ok(mut client) = clients.watch(node) else {
             return;
         };
         let (tx, rx) = tokio::sync::mpsc::channel(4);
-        let _ = tx
-            .send(etcd::WatchRequest {
-                request_union: Some(etcd::watch_request::RequestUnion::CreateRequest(
-                    etcd::WatchCreateRequest {
-                        key: PREFIX.as_bytes().to_vec(),
-                        range_end: PREFIX_END.as_bytes().to_vec(),
-                        start_revision: next_rev,
-                        ..Default::default()
-                    },
-                )),
-            })
-            .await;
+        let _ = tx.send(create_request(at.next_rev)).await;
         let stream = tokio::time::timeout(
             Duration::from_millis(SILENCE_MS),
             client.watch(tokio_stream_from(rx)),
         )
         .await;
         if let Ok(Ok(resp)) = stream {
-            let mut s = resp.into_inner();
-            // Ends on an error, a cancel, or silence (then resume elsewhere).
-            while let Ok(Some(Ok(r))) =
-                tokio::time::timeout(Duration::from_millis(SILENCE_MS), s.next()).await
-            {
-                if r.canceled {
-                    break;
-                }
-                if r.events.is_empty() {
-                    continue;
-                }
-                let events = convert(&r.events);
-                if let Some(m) = events.iter().map(|e| e.revision).max() {
-                    next_rev = next_rev.max(m + 1);
-                }
-                held += events.len();
-                logs.lock().unwrap_or_else(|e| e.into_inner())[idx]
-                    .responses
-                    .push(Response {
-                        revision: r.header.map(|h| h.revision).unwrap_or(0),
-                        events,
-                        progress: false,
-                    });
-                if done(next_rev) || held > EVENTS_MAX {
-                    return;
-                }
+            if follow(resp.into_inner(), &logs, idx, &mut at, &done).await {
+                return;
             }
         }
         drop(tx);
         node = (node + 1) % n;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Where a watcher is: the next revision it needs, and events held so far.
+struct Position {
+    next_rev: i64,
+    held: usize,
+}
+
+/// Starts a new log segment (one watch stream) and returns its index.
+fn new_segment(logs: &Logs, name: String, start_revision: i64) -> usize {
+    let mut l = logs.lock().unwrap_or_else(|e| e.into_inner());
+    l.push(WatcherLog {
+        name,
+        key: PREFIX.into(),
+        range_end: PREFIX_END.into(),
+        start_revision,
+        responses: Vec::new(),
+    });
+    l.len() - 1
+}
+
+fn create_request(start_revision: i64) -> etcd::WatchRequest {
+    etcd::WatchRequest {
+        request_union: Some(etcd::watch_request::RequestUnion::CreateRequest(
+            etcd::WatchCreateRequest {
+                key: PREFIX.as_bytes().to_vec(),
+                range_end: PREFIX_END.as_bytes().to_vec(),
+                start_revision,
+                ..Default::default()
+            },
+        )),
+    }
+}
+
+/// Logs a stream's responses until an error, a cancel, or silence (then
+/// the watcher resumes elsewhere). True when the watcher is finished.
+async fn follow(
+    mut s: tonic::Streaming<etcd::WatchResponse>,
+    logs: &Logs,
+    idx: usize,
+    at: &mut Position,
+    done: &(dyn Fn(i64) -> bool + Sync),
+) -> bool {
+    while let Ok(Some(Ok(r))) =
+        tokio::time::timeout(Duration::from_millis(SILENCE_MS), s.next()).await
+    {
+        if r.canceled {
+            break;
+        }
+        if r.events.is_empty() {
+            continue;
+        }
+        let events = convert(&r.events);
+        if let Some(m) = events.iter().map(|e| e.revision).max() {
+            at.next_rev = at.next_rev.max(m + 1);
+        }
+        at.held += events.len();
+        logs.lock().unwrap_or_else(|e| e.into_inner())[idx]
+            .responses
+            .push(Response {
+                revision: r.header.map(|h| h.revision).unwrap_or(0),
+                events,
+                progress: false,
+            });
+        if done(at.next_rev) || at.held > EVENTS_MAX {
+            return true;
+        }
+    }
+    false
 }
 
 /// An mpsc receiver as the request stream of a watch: the stream stays

@@ -438,6 +438,58 @@ pub(crate) fn range_at(
     current: i64,
     fetch: &dyn Fn(Rev) -> Result<KeyValue>,
 ) -> Result<RangeResponse> {
+    let at = read_revision(index, req, current)?;
+    let mut found: Vec<index::Found> = index
+        .range(&req.key, &req.range_end)
+        .filter_map(|(_, ki)| ki.get(at))
+        .collect();
+    let count = found.len() as i64;
+    let mut resp = RangeResponse {
+        header: None,
+        kvs: Vec::new(),
+        more: false,
+        count,
+    };
+    if req.count_only {
+        return Ok(resp);
+    }
+    let (order, target) = sort_of(req);
+    let filtered = req.min_mod_revision != 0
+        || req.max_mod_revision != 0
+        || req.min_create_revision != 0
+        || req.max_create_revision != 0;
+    let limit = usize::try_from(req.limit).unwrap_or(0);
+    // Without sorting or filters the index order is the answer: read only
+    // what is returned (plus one, to learn whether there is more).
+    if limit > 0 && order == SortOrder::None && !filtered && found.len() > limit {
+        found.truncate(limit + 1);
+    }
+    let mut kvs = Vec::with_capacity(found.len());
+    for f in &found {
+        let kv = fetch(f.modified)?;
+        if !filtered || passes_filters(req, &kv) {
+            kvs.push(kv);
+        }
+    }
+    if order != SortOrder::None {
+        sort_kvs(&mut kvs, order == SortOrder::Descend, target);
+    }
+    if limit > 0 && kvs.len() > limit {
+        kvs.truncate(limit);
+        resp.more = true;
+    }
+    if req.keys_only {
+        for kv in &mut kvs {
+            kv.value.clear();
+        }
+    }
+    resp.kvs = kvs;
+    Ok(resp)
+}
+
+/// The revision a Range reads at: its own, or `current` for 0; refused if
+/// in the future or compacted away.
+fn read_revision(index: &Index, req: &RangeRequest, current: i64) -> Result<i64> {
     if req.key.is_empty() {
         return Err(StoreError::EmptyKey);
     }
@@ -454,78 +506,45 @@ pub(crate) fn range_at(
             compact_revision: index.compact_rev,
         });
     }
-    let mut found: Vec<index::Found> = index
-        .range(&req.key, &req.range_end)
-        .filter_map(|(_, ki)| ki.get(at))
-        .collect();
-    let count = found.len() as i64;
-    let mut resp = RangeResponse {
-        header: None,
-        kvs: Vec::new(),
-        more: false,
-        count,
-    };
-    if req.count_only {
-        return Ok(resp);
-    }
+    Ok(at)
+}
+
+/// etcd's rule: a sort target other than the key, with no order, sorts
+/// ascending.
+fn sort_of(req: &RangeRequest) -> (SortOrder, SortTarget) {
     let mut order = SortOrder::try_from(req.sort_order).unwrap_or(SortOrder::None);
     let target = SortTarget::try_from(req.sort_target).unwrap_or(SortTarget::Key);
     if target != SortTarget::Key && order == SortOrder::None {
         order = SortOrder::Ascend;
     }
-    let filtered = req.min_mod_revision != 0
-        || req.max_mod_revision != 0
-        || req.min_create_revision != 0
-        || req.max_create_revision != 0;
-    let limit = usize::try_from(req.limit).unwrap_or(0);
-    // Without sorting or filters the index order is the answer: read only
-    // what is returned (plus one, to learn whether there is more).
-    if limit > 0 && order == SortOrder::None && !filtered && found.len() > limit {
-        found.truncate(limit + 1);
-    }
-    let mut kvs = Vec::with_capacity(found.len());
-    for f in &found {
-        let kv = fetch(f.modified)?;
-        if (req.min_mod_revision != 0 && kv.mod_revision < req.min_mod_revision)
-            || (req.max_mod_revision != 0 && kv.mod_revision > req.max_mod_revision)
-            || (req.min_create_revision != 0 && kv.create_revision < req.min_create_revision)
-            || (req.max_create_revision != 0 && kv.create_revision > req.max_create_revision)
-        {
-            continue;
-        }
-        kvs.push(kv);
-    }
-    if order != SortOrder::None {
-        // A stable sort on the target alone: equal targets stay in key
-        // order whichever way the sort goes, as etcd returns them.
-        let desc = order == SortOrder::Descend;
-        let by = |a: &KeyValue, b: &KeyValue| {
-            let o = match target {
-                SortTarget::Key => a.key.cmp(&b.key),
-                SortTarget::Version => a.version.cmp(&b.version),
-                SortTarget::Create => a.create_revision.cmp(&b.create_revision),
-                SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
-                SortTarget::Value => a.value.cmp(&b.value),
-            };
-            if desc {
-                o.reverse()
-            } else {
-                o
-            }
+    (order, target)
+}
+
+/// The Range's min/max mod and create revision filters (0: no bound).
+fn passes_filters(req: &RangeRequest, kv: &KeyValue) -> bool {
+    !((req.min_mod_revision != 0 && kv.mod_revision < req.min_mod_revision)
+        || (req.max_mod_revision != 0 && kv.mod_revision > req.max_mod_revision)
+        || (req.min_create_revision != 0 && kv.create_revision < req.min_create_revision)
+        || (req.max_create_revision != 0 && kv.create_revision > req.max_create_revision))
+}
+
+/// A stable sort on the target alone: equal targets stay in key order
+/// whichever way the sort goes, as etcd returns them.
+fn sort_kvs(kvs: &mut [KeyValue], desc: bool, target: SortTarget) {
+    kvs.sort_by(|a, b| {
+        let o = match target {
+            SortTarget::Key => a.key.cmp(&b.key),
+            SortTarget::Version => a.version.cmp(&b.version),
+            SortTarget::Create => a.create_revision.cmp(&b.create_revision),
+            SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
+            SortTarget::Value => a.value.cmp(&b.value),
         };
-        kvs.sort_by(by);
-    }
-    if limit > 0 && kvs.len() > limit {
-        kvs.truncate(limit);
-        resp.more = true;
-    }
-    if req.keys_only {
-        for kv in &mut kvs {
-            kv.value.clear();
+        if desc {
+            o.reverse()
+        } else {
+            o
         }
-    }
-    resp.kvs = kvs;
-    Ok(resp)
+    });
 }
 
 /// The single writer of the keyspace. Owned by the raft loop; every method

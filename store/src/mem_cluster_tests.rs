@@ -6,11 +6,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use secretd_store::cluster::{self, Member};
-use secretd_store::node::{Node, NodeConfig};
-use secretd_store::pb::etcdserverpb::{PutRequest, RangeRequest};
-use secretd_store::transport::mem::MemNetwork;
-use secretd_store::StoreError;
+use crate::cluster::{self, Member};
+use crate::node::{Node, NodeConfig};
+use crate::pb::etcdserverpb::{PutRequest, RangeRequest};
+use crate::transport::mem::MemNetwork;
+use crate::StoreError;
 
 const TOKEN: &str = "mem-cluster";
 
@@ -236,13 +236,13 @@ async fn a_member_cut_off_catches_up_by_snapshot() {
 /// snapshot holds the same replicated state as the others.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_meta_record_is_classified() {
-    use secretd_store::auth::hash_password;
-    use secretd_store::pb::etcdserverpb::{
+    use crate::auth::hash_password;
+    use crate::pb::etcdserverpb::{
         alarm_request::AlarmAction, AlarmRequest, AlarmType, AuthRoleAddRequest,
         AuthUserAddRequest, CompactionRequest,
     };
-    use secretd_store::pb::internal::{auth_request::Op, internal_request::Request, AuthRequest};
-    use secretd_store::schema;
+    use crate::pb::internal::{auth_request::Op, internal_request::Request, AuthRequest};
+    use crate::schema;
 
     let c = MemCluster::start_with(3, 3, |cfg| {
         cfg.snapshot_count = 20;
