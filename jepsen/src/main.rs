@@ -70,6 +70,9 @@ enum Command {
         /// Plant one stale read (the history is then not linearizable).
         #[arg(long)]
         bad: bool,
+        /// Operations that time out (unknown outcome), in percent.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=100))]
+        timeouts: u32,
     },
 }
 
@@ -328,6 +331,7 @@ fn main() -> ExitCode {
             keys,
             seed,
             bad,
+            timeouts,
         } => {
             let spec = check::synth::Spec {
                 seed,
@@ -335,6 +339,7 @@ fn main() -> ExitCode {
                 ops: ops as usize,
                 keys: keys as usize,
                 bad,
+                timeout_percent: timeouts,
             };
             let text = match model {
                 ModelName::Register => check::synth::register(spec),

@@ -7,8 +7,11 @@
 //! - `watch`: etcd's watch guarantees, and agreement between watchers.
 //! - `lost`: acknowledged writes missing from the final read.
 //! - `append`: strict serializability of list-append txns, by revision.
+//! - `synth`: synthetic histories of any size, for measuring the search.
 
 pub mod append;
+#[cfg(test)]
+mod corpus_tests;
 pub mod history;
 pub mod lost;
 pub mod model;
@@ -22,20 +25,38 @@ use std::time::{Duration, Instant};
 pub use history::{Op, Outcome};
 pub use wgl::Verdict;
 
+/// Steps each partition's search takes per turn.
+const TURN_STEPS: u64 = 4096;
+
 /// Checks every partition (e.g. key) of a history independently within one
-/// overall time budget. Not linearizable if any part is not; unknown if any
-/// part ran out of time and none failed.
+/// overall time budget, the partitions taking turns, so one that fails
+/// decides the history even while another is still searching (Porcupine
+/// runs them in parallel for the same reason). Not linearizable if any part
+/// is not; unknown if any part ran out of time and none failed.
 pub fn check_partitioned<M: model::Model>(
     parts: Vec<Vec<Op<M::Input, M::Output>>>,
     budget: Duration,
 ) -> Verdict {
     let deadline = Instant::now() + budget;
+    let mut searches: Vec<wgl::Search<M>> = parts.iter().map(|p| wgl::Search::new(p)).collect();
     let mut unknown = false;
-    for part in parts {
-        match wgl::check::<M>(&part, deadline) {
-            Verdict::Linearizable => {}
-            Verdict::Unknown => unknown = true,
-            bad @ Verdict::NotLinearizable { .. } => return bad,
+    while !searches.is_empty() {
+        let mut i = 0;
+        while i < searches.len() {
+            match searches[i].run(TURN_STEPS) {
+                None => i += 1,
+                Some(Verdict::Linearizable) => {
+                    searches.swap_remove(i);
+                }
+                Some(Verdict::Unknown) => {
+                    unknown = true;
+                    searches.swap_remove(i);
+                }
+                Some(bad @ Verdict::NotLinearizable { .. }) => return bad,
+            }
+        }
+        if Instant::now() >= deadline {
+            return Verdict::Unknown;
         }
     }
     if unknown {

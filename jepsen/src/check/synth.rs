@@ -5,8 +5,9 @@
 //! operations time out (`:info`): they take effect or not, at random, and
 //! their process is replaced by a fresh one, as Jepsen does.
 //!
-//! `bad` plants one anomaly: a read returns a value that a completed write
-//! had already replaced before the read was invoked. Values are unique, so
+//! `bad` plants one anomaly, in the second half of the history: a read
+//! returns a value that a completed write had already replaced before the
+//! read was invoked. Values are unique, so
 //! the state never returns to the stale one and the history is then not
 //! linearizable by construction.
 //!
@@ -28,14 +29,14 @@ pub struct Spec {
     pub keys: usize,
     /// Plant one stale read.
     pub bad: bool,
+    /// Operations that time out (`:info`), in percent.
+    pub timeout_percent: u32,
 }
 
 /// Per-tick chance that an idle client invokes, in percent.
 const INVOKE_PERCENT: u32 = 30;
 /// Ticks from invocation to effect, and from effect to completion, at most.
 const PHASE_TICKS_MAX: u64 = 12;
-/// Operations that time out, in percent.
-const TIMEOUT_PERCENT: u32 = 1;
 
 #[derive(Clone, Debug)]
 enum Input {
@@ -128,6 +129,8 @@ fn generate(spec: Spec, kv: bool) -> String {
     let mut slots: Vec<Option<Pending>> = (0..spec.clients).map(|_| None).collect();
     let mut process: Vec<u64> = (0..spec.clients as u64).collect();
     let (mut invoked, mut counter, mut planted) = (0usize, 0u64, !spec.bad);
+    // The stale read goes in the second half, where the search is deepest.
+    let plant_after = rng.gen_range(spec.ops / 2..spec.ops.max(1));
     let mut tick = 0u64;
     while invoked < spec.ops || slots.iter().any(Option::is_some) {
         tick += 1;
@@ -146,7 +149,7 @@ fn generate(spec: Spec, kv: bool) -> String {
                         input,
                         effect_at,
                         complete_at: effect_at + rng.gen_range(1..=PHASE_TICKS_MAX),
-                        timeout: rng.gen_ratio(TIMEOUT_PERCENT, 100),
+                        timeout: rng.gen_ratio(spec.timeout_percent.min(100), 100),
                         result: None,
                     });
                 }
@@ -179,7 +182,7 @@ fn generate(spec: Spec, kv: bool) -> String {
                 continue;
             }
             let mut result = p.result.expect("took effect");
-            if !planted && matches!(p.input, Input::Read) {
+            if !planted && invoked > plant_after && matches!(p.input, Input::Read) {
                 // The stale value: one replaced before this read began.
                 let invoked_at = p.effect_at.saturating_sub(PHASE_TICKS_MAX);
                 if let Some((old, _)) = replaced[p.key]
@@ -258,6 +261,7 @@ mod tests {
             ops: 400,
             keys: 4,
             bad,
+            timeout_percent: 1,
         }
     }
 

@@ -1,10 +1,12 @@
 //! The checker against real Jepsen histories with known verdicts
-//! (`../shared/corpus`): every verdict must be exact, and fast.
+//! (`../shared/corpus`), and against 50-client synthetic ones of 4,000
+//! operations (`synth`): every verdict must be exact. Times are printed,
+//! not asserted; `jepsen synth` and `jepsen check` measure them.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use secretd_jepsen::check::{self, model, parse};
+use crate::check::{self, model, parse, synth};
 
 fn corpus() -> PathBuf {
     // The runtime variable, not env!(): the build cache lives outside the
@@ -72,4 +74,49 @@ fn kv_append_histories_get_their_known_verdicts() {
     }
     eprintln!("kv corpus in {:?}", started.elapsed());
     assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
+/// Generous: a verdict of `unknown` fails the test, a slow one does not.
+const SYNTH_BUDGET: Duration = Duration::from_secs(120);
+
+#[test]
+fn fifty_client_histories_are_decided() {
+    for seed in [1, 2] {
+        for bad in [false, true] {
+            let spec = synth::Spec {
+                seed,
+                clients: 50,
+                ops: 4000,
+                keys: 10,
+                bad,
+                timeout_percent: 1,
+            };
+            let want = if bad {
+                "not-linearizable"
+            } else {
+                "linearizable"
+            };
+            let started = Instant::now();
+            let ops = parse::register_log(&synth::register(spec)).unwrap();
+            let got = check::check_partitioned::<model::Register>(vec![ops], SYNTH_BUDGET);
+            eprintln!(
+                "register seed {seed} bad={bad}: {} in {:?}",
+                got.word(),
+                started.elapsed()
+            );
+            assert_eq!(got.word(), want, "register seed {seed}");
+            let started = Instant::now();
+            let parts = parse::kv_edn(&synth::kv(spec)).unwrap();
+            let got = check::check_partitioned::<model::KvString>(
+                parts.into_values().collect(),
+                SYNTH_BUDGET,
+            );
+            eprintln!(
+                "kv seed {seed} bad={bad}: {} in {:?}",
+                got.word(),
+                started.elapsed()
+            );
+            assert_eq!(got.word(), want, "kv seed {seed}");
+        }
+    }
 }
