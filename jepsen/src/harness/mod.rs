@@ -8,7 +8,8 @@
 //! - `net`: namespaces, bridge, iptables partitions.
 //! - `nodes`: the secretd processes.
 //! - `client`: the etcd v3 client.
-//! - `nemesis`: the seeded fault schedule and its execution.
+//! - `nemesis`: the seeded fault schedule and its execution; `keys`: the
+//!   keys nemesis (KEK rotation, autolock) through `secretctl`.
 //! - `register`, `append`, `watch`, `secrets`: workloads and their checks.
 //! - `history`: the JSON-lines recorder.
 //! - `report`: `report.html`.
@@ -16,6 +17,7 @@
 pub mod append;
 pub mod client;
 pub mod history;
+pub mod keys;
 pub mod nemesis;
 pub mod net;
 pub mod nodes;
@@ -24,6 +26,7 @@ pub mod report;
 pub mod secrets;
 pub mod watch;
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -167,6 +170,12 @@ pub fn run(cfg: &Config) -> Result<RunResult> {
         .contains(&nemesis::Kind::Disk)
         .then_some(cfg.seed as usize % cfg.nodes);
     let clock = cfg.nemesis.contains(&nemesis::Kind::Clock);
+    // Checked before anything is set up: the keys nemesis needs secretctl.
+    let keys = if cfg.nemesis.contains(&nemesis::Kind::Keys) {
+        Some(keys::KeysState::new(&cfg.secretd)?)
+    } else {
+        None
+    };
     let plan = nemesis::plan(
         cfg.seed,
         &cfg.nemesis,
@@ -186,7 +195,7 @@ pub fn run(cfg: &Config) -> Result<RunResult> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let result = rt.block_on(run_async(cfg, plan, net.clone(), nodes.clone(), urls));
+    let result = rt.block_on(run_async(cfg, plan, net.clone(), nodes.clone(), urls, keys));
     rt.shutdown_timeout(Duration::from_secs(2));
     let mut nodes = nodes.lock().unwrap_or_else(|e| e.into_inner());
     nodes.shutdown();
@@ -240,6 +249,7 @@ async fn run_async(
     net: Arc<net::Net>,
     nodes: Arc<Mutex<nodes::Nodes>>,
     urls: Vec<String>,
+    keys: Option<keys::KeysState>,
 ) -> Result<RunResult> {
     spawn_interrupt_handler();
     let clients = Clients::new(urls)?;
@@ -261,7 +271,13 @@ async fn run_async(
         .map(|c| spawn_worker(cfg, c, &clients, &rec, &stop, &known))
         .collect();
     let progress = spawn_progress(&rec, &stop, cfg.quiet);
-    let mut nem = nemesis::Nemesis::new(net.clone(), nodes.clone(), clients.clone(), rec.clone());
+    let mut nem = nemesis::Nemesis::new(
+        net.clone(),
+        nodes.clone(),
+        clients.clone(),
+        rec.clone(),
+        keys,
+    );
     run_plan(cfg, &plan, &mut nem, &rec).await;
     // Final heal, then the cluster must make progress within the bound.
     let healed = nem.heal().await;
@@ -277,7 +293,10 @@ async fn run_async(
     let recovery = wait_ready(&clients, Duration::from_millis(cfg.recovery_bound_ms)).await;
     let recovery_ms = recovery.map(|d| d.as_millis() as u64);
     rec.nemesis("recovered", json!({"ms": recovery_ms}));
-    let checks = final_checks(cfg, &clients, &rec, &known, watchers).await;
+    let mut checks = final_checks(cfg, &clients, &rec, &known, watchers).await;
+    if let Some(k) = &nem.keys {
+        checks.push(retired_keys(&nodes, &k.retired).await);
+    }
     rec.flush();
     let (ok, fail, info) = rec.counts();
     let result = RunResult {
@@ -436,6 +455,46 @@ fn spawn_progress(
     })
 }
 
+async fn start_fault(
+    cfg: &Config,
+    t0: Instant,
+    nem: &mut nemesis::Nemesis,
+    rec: &Recorder,
+    f: &nemesis::Fault,
+) {
+    match nem.start(f).await {
+        Ok(d) => {
+            if !cfg.quiet {
+                eprintln!("jepsen: {:>4.0} s  fault {d}", t0.elapsed().as_secs_f64());
+            }
+            rec.nemesis("start-fault", d);
+        }
+        Err(e) => rec.nemesis("fault-error", json!(e.to_string())),
+    }
+}
+
+/// Destroyed KEK generations must be gone from every member's keyring
+/// file. Members destroy them on their next keyring sync (every 2 s), so
+/// the check looks again for a while before it reports one.
+async fn retired_keys(nodes: &Arc<Mutex<nodes::Nodes>>, retired: &BTreeSet<u32>) -> Check {
+    const SETTLE_MS: u64 = 10_000;
+    let dirs: Vec<PathBuf> = nodes
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .nodes
+        .iter()
+        .map(|n| n.data_dir.clone())
+        .collect();
+    let deadline = Instant::now() + Duration::from_millis(SETTLE_MS);
+    loop {
+        let c = keys::retired_on_disk(&dirs, retired);
+        if c.valid == Some(true) || Instant::now() >= deadline {
+            return c;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// Sleeps until `t0 + at`, in short steps so an interrupt is seen.
 async fn sleep_until(t0: Instant, at: Duration) {
     while t0.elapsed() < at && !interrupted() {
@@ -458,14 +517,12 @@ async fn run_plan(
         if interrupted() {
             break;
         }
-        match nem.start(&p.fault).await {
-            Ok(d) => {
-                if !cfg.quiet {
-                    eprintln!("jepsen: {:>4.0} s  fault {d}", t0.elapsed().as_secs_f64());
-                }
-                rec.nemesis("start-fault", d);
+        start_fault(cfg, t0, nem, rec, &p.fault).await;
+        if let Some((offset_ms, second)) = &p.also {
+            sleep_until(t0, at + Duration::from_millis(*offset_ms)).await;
+            if !interrupted() {
+                start_fault(cfg, t0, nem, rec, second).await;
             }
-            Err(e) => rec.nemesis("fault-error", json!(e.to_string())),
         }
         sleep_until(t0, at + Duration::from_millis(p.duration_ms)).await;
         let healed = nem.heal().await;

@@ -1,8 +1,8 @@
 //! Faults. The whole schedule (when, what, against which node, which
 //! partition shape) is drawn from the run's seed before the run starts, so
 //! a seed reproduces its fault schedule; only "the leader" is resolved when
-//! the fault starts. One fault at a time: quiet, fault, heal, repeat; then
-//! a final heal.
+//! the fault starts. Quiet, fault (sometimes two overlapping), heal,
+//! repeat; then a final heal.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -16,6 +16,7 @@ use serde_json::json;
 
 use super::client::{pb::etcdserverpb as etcd, Clients};
 use super::history::Recorder;
+use super::keys::KeysState;
 use super::net::Net;
 use super::nodes::Nodes;
 
@@ -27,16 +28,18 @@ pub enum Kind {
     Clock,
     Member,
     Disk,
+    Keys,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Partition,
         Kind::Kill,
         Kind::Pause,
         Kind::Clock,
         Kind::Member,
         Kind::Disk,
+        Kind::Keys,
     ];
 
     pub fn name(self) -> &'static str {
@@ -47,6 +50,7 @@ impl Kind {
             Kind::Clock => "clock",
             Kind::Member => "member",
             Kind::Disk => "disk",
+            Kind::Keys => "keys",
         }
     }
 
@@ -63,7 +67,7 @@ impl Kind {
                     out.insert(*k);
                 }
                 None => bail!(
-                    "unknown nemesis {w:?}: choose from partition, kill, pause, clock, member, disk, all"
+                    "unknown nemesis {w:?}: choose from partition, kill, pause, clock, member, disk, keys, all"
                 ),
             }
         }
@@ -102,6 +106,16 @@ pub enum Fault {
     ClockStrobe(usize, i64),
     Member(usize),
     Disk,
+    Keys(KeysFault),
+}
+
+/// The keys nemesis's faults (`keys.rs`).
+#[derive(Clone, Debug)]
+pub enum KeysFault {
+    /// `secretctl cluster rotate-key` through this node.
+    Rotate(usize),
+    /// Autolock on, then this node restarted (it comes back locked).
+    Autolock(usize),
 }
 
 #[derive(Clone, Debug)]
@@ -109,6 +123,8 @@ pub struct Planned {
     pub at_ms: u64,
     pub duration_ms: u64,
     pub fault: Fault,
+    /// A second fault started this many ms into the first, healed with it.
+    pub also: Option<(u64, Fault)>,
 }
 
 const FIRST_FAULT_MS: u64 = 3000;
@@ -117,7 +133,11 @@ const FAULT_MS: (u64, u64) = (4000, 8000);
 /// Time left at the end with no fault, before the final heal.
 const TAIL_MS: u64 = 2000;
 
-/// The fault schedule for a run of `time_limit_ms` on `n` nodes.
+/// The fault schedule for a run of `time_limit_ms` on `n` nodes. About one
+/// slot in three (when several kinds are enabled) overlaps a second fault
+/// of another kind with the first, started a quarter to half-way through
+/// it and healed with it: a partition during a pause, a kill during a
+/// membership change.
 pub fn plan(
     seed: u64,
     kinds: &[Kind],
@@ -137,45 +157,85 @@ pub fn plan(
             return out;
         }
         let kind = kinds[rng.gen_range(0..kinds.len())];
-        let target = |rng: &mut StdRng| {
-            if rng.gen_bool(0.5) {
-                Target::Leader
-            } else {
-                Target::Node(rng.gen_range(0..n))
+        let fault = draw(&mut rng, kind, n, disk_node);
+        let mut also = None;
+        if kinds.len() > 1 && rng.gen_ratio(OVERLAP_ONE_IN.0, OVERLAP_ONE_IN.1) {
+            let others: Vec<Kind> = kinds.iter().copied().filter(|k| *k != kind).collect();
+            let second_kind = others[rng.gen_range(0..others.len())];
+            let second = draw(&mut rng, second_kind, n, disk_node);
+            let offset_ms = rng.gen_range(duration_ms / 4..=duration_ms / 2);
+            // Two faults aimed at the same node by name would undo or
+            // confuse each other (restart what the other removed).
+            if node_of(&second).is_none() || node_of(&second) != node_of(&fault) {
+                also = Some((offset_ms, second));
             }
-        };
-        let mut order: Vec<usize> = (0..n).collect();
-        order.shuffle(&mut rng);
-        let fault = match kind {
-            Kind::Partition => Fault::Partition(match rng.gen_range(0..5) {
-                0 => Shape::Halves(order),
-                1 => Shape::IsolateLeader,
-                2 => Shape::Bridge(order),
-                3 => Shape::Ring(order),
-                _ => Shape::OneWay(target(&mut rng)),
-            }),
-            Kind::Kill => Fault::Kill(target(&mut rng)),
-            Kind::Pause => Fault::Pause(target(&mut rng)),
-            Kind::Clock => {
-                let offset = rng.gen_range(5..=120) * if rng.gen_bool(0.5) { 1 } else { -1 };
-                if rng.gen_bool(0.5) {
-                    Fault::ClockStep(order[0], offset)
-                } else {
-                    Fault::ClockStrobe(order[0], offset)
-                }
-            }
-            Kind::Member => Fault::Member(order[0]),
-            Kind::Disk => match disk_node {
-                Some(_) => Fault::Disk,
-                None => Fault::Kill(target(&mut rng)),
-            },
-        };
+        }
         out.push(Planned {
             at_ms: t,
             duration_ms,
             fault,
+            also,
         });
         t += duration_ms + rng.gen_range(QUIET_MS.0..=QUIET_MS.1);
+    }
+}
+
+/// Overlapping slots: this many in that many.
+const OVERLAP_ONE_IN: (u32, u32) = (1, 3);
+
+/// One fault of `kind`, its targets drawn from `rng`.
+fn draw(rng: &mut StdRng, kind: Kind, n: usize, disk_node: Option<usize>) -> Fault {
+    let target = |rng: &mut StdRng| {
+        if rng.gen_bool(0.5) {
+            Target::Leader
+        } else {
+            Target::Node(rng.gen_range(0..n))
+        }
+    };
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(rng);
+    match kind {
+        Kind::Partition => Fault::Partition(match rng.gen_range(0..5) {
+            0 => Shape::Halves(order),
+            1 => Shape::IsolateLeader,
+            2 => Shape::Bridge(order),
+            3 => Shape::Ring(order),
+            _ => Shape::OneWay(target(rng)),
+        }),
+        Kind::Kill => Fault::Kill(target(rng)),
+        Kind::Pause => Fault::Pause(target(rng)),
+        Kind::Clock => {
+            let offset = rng.gen_range(5..=120) * if rng.gen_bool(0.5) { 1 } else { -1 };
+            if rng.gen_bool(0.5) {
+                Fault::ClockStep(order[0], offset)
+            } else {
+                Fault::ClockStrobe(order[0], offset)
+            }
+        }
+        Kind::Member => Fault::Member(order[0]),
+        Kind::Disk => match disk_node {
+            Some(_) => Fault::Disk,
+            None => Fault::Kill(target(rng)),
+        },
+        Kind::Keys => Fault::Keys(if rng.gen_bool(0.5) {
+            KeysFault::Rotate(order[0])
+        } else {
+            KeysFault::Autolock(order[0])
+        }),
+    }
+}
+
+/// The node a fault names, if it names one (not "the leader").
+fn node_of(f: &Fault) -> Option<usize> {
+    match f {
+        Fault::Kill(Target::Node(i))
+        | Fault::Pause(Target::Node(i))
+        | Fault::Partition(Shape::OneWay(Target::Node(i)))
+        | Fault::ClockStep(i, _)
+        | Fault::ClockStrobe(i, _)
+        | Fault::Member(i)
+        | Fault::Keys(KeysFault::Rotate(i) | KeysFault::Autolock(i)) => Some(*i),
+        _ => None,
     }
 }
 
@@ -188,6 +248,7 @@ struct Damage {
     clocks: BTreeSet<usize>,
     removed: Option<usize>,
     disk_full: bool,
+    autolocked: bool,
 }
 
 pub struct Nemesis {
@@ -199,6 +260,8 @@ pub struct Nemesis {
     strobe: Option<tokio::task::JoinHandle<()>>,
     /// Unexpected process exits found while healing: (node, when).
     pub crashes: Vec<String>,
+    /// The keys nemesis's tool and what it did (when it is enabled).
+    pub keys: Option<KeysState>,
 }
 
 impl Nemesis {
@@ -207,6 +270,7 @@ impl Nemesis {
         nodes: Arc<Mutex<Nodes>>,
         clients: Clients,
         rec: Recorder,
+        keys: Option<KeysState>,
     ) -> Nemesis {
         Nemesis {
             net,
@@ -216,6 +280,7 @@ impl Nemesis {
             damage: Damage::default(),
             strobe: None,
             crashes: Vec::new(),
+            keys,
         }
     }
 
@@ -299,8 +364,31 @@ impl Nemesis {
                 self.damage.disk_full = true;
                 json!({"fault": "disk-full", "node": i + 1})
             }
+            Fault::Keys(k) => self.keys_fault(k).await?,
         };
         Ok(desc)
+    }
+
+    async fn keys_fault(&mut self, k: &KeysFault) -> Result<serde_json::Value> {
+        let urls = self.clients.urls.clone();
+        let keys = self
+            .keys
+            .as_mut()
+            .ok_or_else(|| anyhow::anyhow!("the keys nemesis is not enabled"))?;
+        Ok(match k {
+            KeysFault::Rotate(i) => {
+                let retired = keys.rotate(&urls[*i]).await?;
+                json!({"fault": "keys-rotate", "node": i + 1, "destroyed": retired})
+            }
+            KeysFault::Autolock(i) => {
+                keys.autolock_on(&urls).await?;
+                self.damage.autolocked = true;
+                let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+                nodes.kill(*i);
+                nodes.start(*i)?;
+                json!({"fault": "keys-autolock", "restarted-locked": i + 1})
+            }
+        })
     }
 
     async fn partition(&self, shape: &Shape, n: usize) -> Result<Vec<Vec<usize>>> {
@@ -457,13 +545,35 @@ impl Nemesis {
                 restarted.push(i + 1);
             }
         }
-        Ok(json!({"restarted": restarted, "re-added": readded}))
+        let mut unlocked = serde_json::Value::Null;
+        if d.autolocked {
+            let urls = self.clients.urls.clone();
+            if let Some(keys) = self.keys.as_mut() {
+                unlocked = match keys.heal(&urls).await {
+                    Ok(()) => json!("unlocked, autolock off"),
+                    Err(e) => json!({"error": e.to_string()}),
+                };
+            }
+        }
+        Ok(json!({"restarted": restarted, "re-added": readded, "keys": unlocked}))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn kind_of(f: &Fault) -> &'static str {
+        match f {
+            Fault::Partition(_) => "partition",
+            Fault::Kill(_) => "kill",
+            Fault::Pause(_) => "pause",
+            Fault::ClockStep(..) | Fault::ClockStrobe(..) => "clock",
+            Fault::Member(_) => "member",
+            Fault::Disk => "disk",
+            Fault::Keys(_) => "keys",
+        }
+    }
 
     fn describe(p: &[Planned]) -> String {
         format!("{p:?}")
@@ -474,6 +584,20 @@ mod tests {
         let all = Kind::parse_list("all").unwrap();
         let a = plan(42, &all, 5, 120_000, Some(2));
         assert!(a.len() >= 5, "{a:?}");
+        let b = plan(7, &all, 5, 600_000, Some(2));
+        assert!(
+            b.iter().any(|p| p.also.is_some()),
+            "some slots overlap: {b:?}"
+        );
+        for p in &b {
+            if let Some((off, f)) = &p.also {
+                assert!(*off < p.duration_ms, "{p:?}");
+                assert_ne!(
+                    format!("{:?}", kind_of(f)),
+                    format!("{:?}", kind_of(&p.fault))
+                );
+            }
+        }
         assert_eq!(describe(&a), describe(&plan(42, &all, 5, 120_000, Some(2))));
         assert_ne!(describe(&a), describe(&plan(43, &all, 5, 120_000, Some(2))));
         // Faults never overlap and end before the tail.
@@ -490,7 +614,7 @@ mod tests {
             Kind::parse_list("kill,partition").unwrap(),
             vec![Kind::Partition, Kind::Kill]
         );
-        assert_eq!(Kind::parse_list("all").unwrap().len(), 6);
+        assert_eq!(Kind::parse_list("all").unwrap().len(), 7);
         let e = Kind::parse_list("partition,flood").unwrap_err().to_string();
         assert!(e.contains("unknown nemesis \"flood\""), "{e}");
     }

@@ -2,8 +2,9 @@
 //! `ip netns exec` (which execs, so the PID we hold is secretd's own), each
 //! with its own data directory and log. Killed by PID (`kill -9`), paused
 //! (SIGSTOP/SIGCONT), restarted from disk, removed from the cluster and
-//! added back with a fresh data directory, given a full disk, or run under
-//! libfaketime for clock faults.
+//! added back with a fresh data directory, given a full disk, or run with
+//! the clock shim preloaded for clock faults (`jepsen/clockshim`: libfaketime
+//! deadlocks against secretd's jemalloc).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -16,7 +17,8 @@ const CLIENT_PORT: u16 = 2379;
 /// A re-added member gets the other peer port: its peer URL, and so its
 /// member ID, differ from the removed one's (IDs derive from peer URLs).
 const PEER_PORTS: [u16; 2] = [2380, 2390];
-const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+/// The clock shim, looked for beside this binary and beside secretd.
+const CLOCK_SHIM: &str = "libsecretd_clockshim.so";
 /// Size of the tmpfs that holds the disk-fault node's data directory.
 const DISK_TMPFS_MIB: u64 = 512;
 
@@ -40,6 +42,23 @@ pub struct Node {
 pub struct Nodes {
     pub nodes: Vec<Node>,
     secretd: PathBuf,
+    /// Preloaded into every member when the clock nemesis is on.
+    clock_shim: Option<PathBuf>,
+}
+
+/// The clock shim beside this binary (a cargo build puts every workspace
+/// artifact in one directory) or beside secretd.
+fn find_clock_shim(secretd: &Path) -> Result<PathBuf> {
+    let mut places = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        places.push(exe.with_file_name(CLOCK_SHIM));
+    }
+    places.push(secretd.with_file_name(CLOCK_SHIM));
+    places.into_iter().find(|p| p.is_file()).ok_or_else(|| {
+        anyhow::anyhow!(
+            "the clock nemesis needs {CLOCK_SHIM} beside jepsen or secretd: cargo build --release -p secretd-clockshim"
+        )
+    })
 }
 
 impl Node {
@@ -53,7 +72,7 @@ impl Node {
 }
 
 impl Nodes {
-    /// Prepares `n` nodes under `dir`; `clock` runs them under libfaketime,
+    /// Prepares `n` nodes under `dir`; `clock` runs them with the clock shim,
     /// `disk_node` gets its data directory on a small tmpfs.
     pub fn new(
         net: &Net,
@@ -69,9 +88,11 @@ impl Nodes {
                 secretd.display()
             );
         }
-        if clock && !Path::new(FAKETIME_LIB).exists() {
-            bail!("the clock nemesis needs libfaketime ({FAKETIME_LIB}); apt-get install faketime");
-        }
+        let clock_shim = if clock {
+            Some(find_clock_shim(secretd)?)
+        } else {
+            None
+        };
         let mut nodes = Vec::new();
         for i in 0..n {
             let name = format!("n{}", i + 1);
@@ -117,6 +138,7 @@ impl Nodes {
         Ok(Nodes {
             nodes,
             secretd: secretd.to_path_buf(),
+            clock_shim,
         })
     }
 
@@ -167,11 +189,9 @@ impl Nodes {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
-        if let Some(f) = &n.faketime_file {
-            cmd.env("LD_PRELOAD", FAKETIME_LIB)
-                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-                .env("FAKETIME_TIMESTAMP_FILE", f)
-                .env("FAKETIME_NO_CACHE", "1");
+        if let (Some(f), Some(shim)) = (&n.faketime_file, &self.clock_shim) {
+            cmd.env("LD_PRELOAD", shim)
+                .env("SECRETD_CLOCK_OFFSET_FILE", f);
         }
         n.child = Some(cmd.spawn().context("cannot start secretd")?);
         n.paused = false;
@@ -225,8 +245,8 @@ impl Nodes {
         self.nodes[i].paused = false;
     }
 
-    /// Sets node `i`'s wall clock offset (libfaketime reads the file on
-    /// every call: FAKETIME_NO_CACHE).
+    /// Sets node `i`'s wall clock offset (the clock shim re-reads the file
+    /// at most every 100 ms).
     pub fn set_clock_offset(&self, i: usize, offset_s: i64) -> Result<()> {
         if let Some(f) = &self.nodes[i].faketime_file {
             std::fs::write(f, format!("{offset_s:+}\n"))?;
