@@ -8,20 +8,113 @@
 //! Everything a `Ready` produces goes into one `WriteBatch`; durability comes
 //! from RocksDB's WAL, synced once per batch (`write_sync`).
 
+use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
 
-use rocksdb::{
-    ColumnFamily, ColumnFamilyDescriptor, MemtableFactory, Options, WriteBatch, WriteOptions, DB,
-};
+use parking_lot::Mutex;
+use rocksdb::{ColumnFamilyDescriptor, MemtableFactory, Options, WriteOptions, DB};
 
 use crate::error::{Result, StoreError};
 
 pub use crate::schema::{CF_KV, CF_META, CF_RAFT};
+pub use rocksdb::{Direction, IteratorMode};
+
+/// A column family, by what it holds (resolved to a handle only when a
+/// batch is written, so a batch does not borrow the database).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Cf {
+    Raft = 0,
+    Kv = 1,
+    Meta = 2,
+}
+
+impl Cf {
+    pub const ALL: [Cf; 3] = [Cf::Raft, Cf::Kv, Cf::Meta];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Cf::Raft => CF_RAFT,
+            Cf::Kv => CF_KV,
+            Cf::Meta => CF_META,
+        }
+    }
+
+    fn of(name: &str) -> Cf {
+        match name {
+            CF_RAFT => Cf::Raft,
+            CF_KV => Cf::Kv,
+            CF_META => Cf::Meta,
+            // The names are the schema's constants; anything else is a bug.
+            other => panic!("unknown column family {other:?}"),
+        }
+    }
+}
+
+/// One change in a batch.
+#[derive(Clone, Debug)]
+enum Op {
+    Put(Cf, Box<[u8]>, Box<[u8]>),
+    Delete(Cf, Box<[u8]>),
+    /// Keys in `[from, to)`.
+    DeleteRange(Cf, Box<[u8]>, Box<[u8]>),
+}
+
+/// Changes written together, atomically (RocksDB's `WriteBatch`, kept as a
+/// list so the simulated disk can hold it apart from what is synced).
+#[derive(Clone, Debug, Default)]
+pub struct WriteBatch {
+    ops: Vec<Op>,
+}
+
+impl WriteBatch {
+    pub fn put_cf(&mut self, cf: Cf, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
+        self.ops
+            .push(Op::Put(cf, key.as_ref().into(), value.as_ref().into()));
+    }
+
+    pub fn delete_cf(&mut self, cf: Cf, key: impl AsRef<[u8]>) {
+        self.ops.push(Op::Delete(cf, key.as_ref().into()));
+    }
+
+    pub fn delete_range_cf(&mut self, cf: Cf, from: impl AsRef<[u8]>, to: impl AsRef<[u8]>) {
+        self.ops.push(Op::DeleteRange(
+            cf,
+            from.as_ref().into(),
+            to.as_ref().into(),
+        ));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Key and value bytes held (what bounds a batch's memory).
+    pub fn size_in_bytes(&self) -> usize {
+        self.ops
+            .iter()
+            .map(|op| match op {
+                Op::Put(_, k, v) | Op::DeleteRange(_, k, v) => k.len() + v.len(),
+                Op::Delete(_, k) => k.len(),
+            })
+            .sum()
+    }
+}
+
+/// Where a member's data lives.
+enum Backend {
+    Rocks(DB),
+    Mem(Arc<MemDisk>),
+}
 
 /// Shared handle to a member's database.
 pub struct Db {
-    db: DB,
+    backend: Backend,
 }
 
 impl Db {
@@ -50,48 +143,94 @@ impl Db {
             ColumnFamilyDescriptor::new(CF_META, opts.clone()),
         ];
         let db = DB::open_cf_descriptors(&opts, dir.join("db"), cfs)?;
-        Ok(Arc::new(Db { db }))
+        Ok(Arc::new(Db {
+            backend: Backend::Rocks(db),
+        }))
     }
 
-    pub fn cf(&self, name: &str) -> &ColumnFamily {
-        // Column families are created at open; a missing one is a bug.
-        self.db
-            .cf_handle(name)
-            .expect("column family created at open")
+    /// A database on a simulated disk (see [`MemDisk`]): what the
+    /// deterministic simulation runs members on.
+    pub fn open_mem(disk: Arc<MemDisk>) -> Arc<Db> {
+        Arc::new(Db {
+            backend: Backend::Mem(disk),
+        })
+    }
+
+    pub fn cf(&self, name: &str) -> Cf {
+        Cf::of(name)
     }
 
     pub fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self.db.get_cf(self.cf(cf), key)?)
+        match &self.backend {
+            Backend::Rocks(db) => Ok(db.get_cf(rocks_cf(db, Cf::of(cf)), key)?),
+            Backend::Mem(disk) => Ok(disk.get(Cf::of(cf), key)),
+        }
     }
 
-    pub fn raw(&self) -> &DB {
-        &self.db
+    /// The records of `cf` in key order, from where `mode` says (forward
+    /// only: nothing reads backwards).
+    pub fn iterator_cf(&self, cf: Cf, mode: IteratorMode<'_>) -> DbIter<'_> {
+        let from: Vec<u8> = match mode {
+            IteratorMode::Start => Vec::new(),
+            IteratorMode::From(k, Direction::Forward) => k.to_vec(),
+            // A bug, not input: every caller in this crate reads forward.
+            IteratorMode::End | IteratorMode::From(_, Direction::Reverse) => {
+                panic!("Db::iterator_cf reads forward only")
+            }
+        };
+        match &self.backend {
+            Backend::Rocks(db) => DbIter::Rocks(db.iterator_cf(
+                rocks_cf(db, cf),
+                IteratorMode::From(&from, Direction::Forward),
+            )),
+            Backend::Mem(disk) => DbIter::Mem {
+                disk: disk.clone(),
+                cf,
+                next: Bound::Included(from),
+            },
+        }
     }
 
     /// Writes a batch and fsyncs the WAL before returning.
     pub fn write_sync(&self, batch: WriteBatch) -> Result<()> {
-        let mut wo = WriteOptions::default();
-        wo.set_sync(true);
-        Ok(self.db.write_opt(batch, &wo)?)
+        self.write(batch, true)
     }
 
     /// Writes a batch without fsync: only for data that can be rebuilt from
     /// what is already durable (state machine results re-derivable from the
     /// synced raft log).
     pub fn write_nosync(&self, batch: WriteBatch) -> Result<()> {
-        let mut wo = WriteOptions::default();
-        wo.set_sync(false);
-        Ok(self.db.write_opt(batch, &wo)?)
+        self.write(batch, false)
+    }
+
+    fn write(&self, batch: WriteBatch, sync: bool) -> Result<()> {
+        match &self.backend {
+            Backend::Rocks(db) => {
+                let mut rb = rocksdb::WriteBatch::default();
+                for op in &batch.ops {
+                    match op {
+                        Op::Put(cf, k, v) => rb.put_cf(rocks_cf(db, *cf), k, v),
+                        Op::Delete(cf, k) => rb.delete_cf(rocks_cf(db, *cf), k),
+                        Op::DeleteRange(cf, f, t) => rb.delete_range_cf(rocks_cf(db, *cf), f, t),
+                    }
+                }
+                let mut wo = WriteOptions::default();
+                wo.set_sync(sync);
+                Ok(db.write_opt(rb, &wo)?)
+            }
+            Backend::Mem(disk) => disk.write(batch, sync),
+        }
     }
 
     /// Flushes memtables and compacts every column family to the bottom:
     /// space held by deleted and compacted data is given back (etcd's
     /// defragment).
     pub fn defragment(&self) -> Result<()> {
-        for cf in [CF_RAFT, CF_KV, CF_META] {
-            self.db.flush_cf(self.cf(cf))?;
-            self.db
-                .compact_range_cf(self.cf(cf), None::<&[u8]>, None::<&[u8]>);
+        if let Backend::Rocks(db) = &self.backend {
+            for cf in Cf::ALL {
+                db.flush_cf(rocks_cf(db, cf))?;
+                db.compact_range_cf(rocks_cf(db, cf), None::<&[u8]>, None::<&[u8]>);
+            }
         }
         Ok(())
     }
@@ -101,19 +240,184 @@ impl Db {
     /// log is left out, as etcd leaves its WAL out: it is truncated on its
     /// own schedule.
     pub fn size_bytes(&self) -> i64 {
-        let mut total = 0i64;
-        for cf in [CF_KV, CF_META] {
-            let h = self.cf(cf);
-            for prop in [
-                "rocksdb.total-sst-files-size",
-                "rocksdb.cur-size-all-mem-tables",
-            ] {
-                if let Ok(Some(v)) = self.db.property_int_value_cf(h, prop) {
-                    total = total.saturating_add(v as i64);
+        match &self.backend {
+            Backend::Rocks(db) => {
+                let mut total = 0i64;
+                for cf in [Cf::Kv, Cf::Meta] {
+                    let h = rocks_cf(db, cf);
+                    for prop in [
+                        "rocksdb.total-sst-files-size",
+                        "rocksdb.cur-size-all-mem-tables",
+                    ] {
+                        if let Ok(Some(v)) = db.property_int_value_cf(h, prop) {
+                            total = total.saturating_add(v as i64);
+                        }
+                    }
+                }
+                total
+            }
+            Backend::Mem(disk) => disk.size_bytes([Cf::Kv, Cf::Meta]),
+        }
+    }
+}
+
+fn rocks_cf(db: &DB, cf: Cf) -> &rocksdb::ColumnFamily {
+    // Column families are created at open; a missing one is a bug.
+    db.cf_handle(cf.name())
+        .expect("column family created at open")
+}
+
+/// Records in key order, from either backend.
+pub enum DbIter<'a> {
+    Rocks(rocksdb::DBIteratorWithThreadMode<'a, DB>),
+    /// Reads the record after `next` on each step: the simulation is one
+    /// thread, so nothing writes while a scan runs.
+    Mem {
+        disk: Arc<MemDisk>,
+        cf: Cf,
+        next: Bound<Vec<u8>>,
+    },
+}
+
+impl Iterator for DbIter<'_> {
+    type Item = Result<(Box<[u8]>, Box<[u8]>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            DbIter::Rocks(it) => it.next().map(|r| r.map_err(StoreError::from)),
+            DbIter::Mem { disk, cf, next } => {
+                let (k, v) = disk.next_after(*cf, next)?;
+                *next = Bound::Excluded(k.to_vec());
+                Some(Ok((k, v)))
+            }
+        }
+    }
+}
+
+type Tables = [BTreeMap<Box<[u8]>, Box<[u8]>>; 3];
+
+/// A key and its value.
+type Record = (Box<[u8]>, Box<[u8]>);
+
+/// A simulated disk for one member. What was written and what was synced
+/// are kept apart: every write lands in `written` (what reads see) and,
+/// until a synced write, in the list of unsynced batches. A synced write
+/// makes every earlier batch durable too, as RocksDB's one ordered WAL
+/// does. A crash ([`MemDisk::crash`]) keeps the synced state plus some
+/// prefix of the unsynced batches: the WAL's record checksums mean a torn
+/// batch is dropped whole, never half-applied.
+#[derive(Default)]
+pub struct MemDisk {
+    state: Mutex<MemState>,
+}
+
+#[derive(Default)]
+struct MemState {
+    written: Tables,
+    synced: Tables,
+    unsynced: Vec<WriteBatch>,
+    /// Set by the simulation to make the next writes fail (a dead disk).
+    failing: bool,
+    syncs: u64,
+}
+
+impl MemDisk {
+    pub fn new() -> Arc<MemDisk> {
+        Arc::new(MemDisk::default())
+    }
+
+    fn get(&self, cf: Cf, key: &[u8]) -> Option<Vec<u8>> {
+        self.state.lock().written[cf as usize]
+            .get(key)
+            .map(|v| v.to_vec())
+    }
+
+    fn next_after(&self, cf: Cf, from: &Bound<Vec<u8>>) -> Option<Record> {
+        let st = self.state.lock();
+        let from: Bound<&[u8]> = match from {
+            Bound::Included(k) => Bound::Included(k.as_slice()),
+            Bound::Excluded(k) => Bound::Excluded(k.as_slice()),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        st.written[cf as usize]
+            .range::<[u8], _>((from, Bound::Unbounded))
+            .next()
+            .map(|(k, v)| (k.clone(), v.clone()))
+    }
+
+    fn write(&self, batch: WriteBatch, sync: bool) -> Result<()> {
+        let mut st = self.state.lock();
+        if st.failing {
+            return Err(StoreError::Storage("simulated disk failure".into()));
+        }
+        apply(&mut st.written, &batch);
+        st.unsynced.push(batch);
+        if sync {
+            let pending = std::mem::take(&mut st.unsynced);
+            for b in &pending {
+                apply(&mut st.synced, b);
+            }
+            st.syncs += 1;
+        }
+        Ok(())
+    }
+
+    fn size_bytes(&self, cfs: [Cf; 2]) -> i64 {
+        let st = self.state.lock();
+        cfs.iter()
+            .flat_map(|cf| st.written[*cf as usize].iter())
+            .map(|(k, v)| (k.len() + v.len()) as i64)
+            .sum()
+    }
+
+    /// Batches written since the last sync (what a crash may lose).
+    pub fn unsynced_batches(&self) -> usize {
+        self.state.lock().unsynced.len()
+    }
+
+    pub fn syncs(&self) -> u64 {
+        self.state.lock().syncs
+    }
+
+    /// The power goes out: what survives is the synced state plus the
+    /// first `keep` unsynced batches (clamped). Reopen a [`Db`] on the disk
+    /// afterwards; the old handle must not be used again.
+    pub fn crash(&self, keep: usize) {
+        let mut st = self.state.lock();
+        let pending = std::mem::take(&mut st.unsynced);
+        let keep = keep.min(pending.len());
+        for b in &pending[..keep] {
+            apply(&mut st.synced, b);
+        }
+        st.written = st.synced.clone();
+    }
+
+    /// Makes every later write fail (or heals the disk).
+    pub fn set_failing(&self, failing: bool) {
+        self.state.lock().failing = failing;
+    }
+}
+
+fn apply(t: &mut Tables, batch: &WriteBatch) {
+    for op in &batch.ops {
+        match op {
+            Op::Put(cf, k, v) => {
+                t[*cf as usize].insert(k.clone(), v.clone());
+            }
+            Op::Delete(cf, k) => {
+                t[*cf as usize].remove(k);
+            }
+            Op::DeleteRange(cf, from, to) => {
+                let m = &mut t[*cf as usize];
+                let doomed: Vec<Box<[u8]>> = m
+                    .range::<[u8], _>((Bound::Included(&from[..]), Bound::Excluded(&to[..])))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in doomed {
+                    m.remove(&k);
                 }
             }
         }
-        total
     }
 }
 

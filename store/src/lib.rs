@@ -7,6 +7,7 @@
 //! the watch hub (`watch`). Nothing here knows about gRPC.
 
 pub mod auth;
+pub mod clock;
 pub mod cluster;
 pub mod db;
 pub mod disk;
@@ -17,6 +18,7 @@ pub mod membership;
 pub mod metrics;
 pub mod mvcc;
 pub mod node;
+pub mod planted;
 pub mod revision;
 pub mod schema;
 pub mod snapshot;

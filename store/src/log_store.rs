@@ -15,10 +15,10 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::db::{Direction, IteratorMode, WriteBatch};
 use protobuf::Message as PbMessage;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, Storage, StorageError};
-use rocksdb::{Direction, IteratorMode, WriteBatch};
 
 use crate::db::{u64_from, Db, CF_RAFT};
 use crate::error::{Result, StoreError};
@@ -192,7 +192,7 @@ impl LogStore {
         // sorts a copy of itself for every read it serves.
         let mut cache = EntryCache::default();
         let start = entry_key(snap_index + 1);
-        for item in db.raw().iterator_cf(
+        for item in db.iterator_cf(
             db.cf(CF_RAFT),
             IteratorMode::From(&start, Direction::Forward),
         ) {
@@ -458,7 +458,7 @@ impl Storage for LogStore {
         let mut out = Vec::with_capacity((high - low).min(1024) as usize);
         let mut size = 0u64;
         let start = entry_key(low);
-        let iter = self.db.raw().iterator_cf(
+        let iter = self.db.iterator_cf(
             self.db.cf(CF_RAFT),
             IteratorMode::From(&start, Direction::Forward),
         );

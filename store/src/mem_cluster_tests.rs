@@ -316,10 +316,7 @@ async fn every_meta_record_is_classified() {
     for n in &c.nodes {
         let (db, dir) = (n.db(), n.config().data_dir.clone());
         let mut seen = Vec::new();
-        for item in db
-            .raw()
-            .iterator_cf(db.cf(schema::CF_META), rocksdb::IteratorMode::Start)
-        {
+        for item in db.iterator_cf(db.cf(schema::CF_META), crate::db::IteratorMode::Start) {
             let (k, _) = item.unwrap();
             assert!(
                 schema::class(&k).is_some(),

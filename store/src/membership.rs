@@ -6,8 +6,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::db::{Direction, IteratorMode, WriteBatch};
 use prost::Message;
-use rocksdb::{Direction, IteratorMode, WriteBatch};
 
 use crate::db::{Db, CF_META};
 use crate::error::{Result, StoreError};
@@ -47,7 +47,7 @@ pub fn nospace_raised(alarms: &std::collections::BTreeSet<(u64, i32)>) -> bool {
 /// Every raised alarm: (member id, alarm type).
 pub fn load_alarms(db: &Db) -> Result<std::collections::BTreeSet<(u64, i32)>> {
     let mut out = std::collections::BTreeSet::new();
-    for item in db.raw().iterator_cf(
+    for item in db.iterator_cf(
         db.cf(CF_META),
         IteratorMode::From(ALARM_PREFIX, Direction::Forward),
     ) {
@@ -75,7 +75,7 @@ pub struct Registry {
 impl Registry {
     pub fn load(db: &Db) -> Result<Registry> {
         let mut members = BTreeMap::new();
-        for item in db.raw().iterator_cf(
+        for item in db.iterator_cf(
             db.cf(CF_META),
             IteratorMode::From(META_PREFIX, Direction::Forward),
         ) {

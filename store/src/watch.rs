@@ -367,7 +367,7 @@ mod tests {
 
         /// Applies and publishes one request, as the raft loop does.
         fn apply(&mut self, req: Request) {
-            let mut batch = rocksdb::WriteBatch::default();
+            let mut batch = crate::db::WriteBatch::default();
             let (res, events) = self.applier.apply(
                 crate::mvcc::KvOp::try_from(&req).unwrap(),
                 &mut batch,

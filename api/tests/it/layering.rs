@@ -62,8 +62,13 @@ const RULES: &[(&str, &[&str], &str)] = &[
     ),
     (
         "secretd-api",
-        &["secretd-jepsen", "secretctl", "bench"],
+        &["secretd-jepsen", "secretctl", "bench", "secretd-sim"],
         "the server does not depend on its tools",
+    ),
+    (
+        "secretd-sim",
+        &["secretd-api", "secretd-fuse", "secretctl"],
+        "the simulation runs the store itself, in one thread: no server",
     ),
 ];
 

@@ -24,9 +24,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::db::{Direction, IteratorMode, WriteBatch};
 use parking_lot::{Mutex, RwLock};
 use prost::Message;
-use rocksdb::{Direction, IteratorMode, WriteBatch};
 
 use crate::db::{Db, CF_META};
 pub use crate::error::AuthError;
@@ -650,7 +650,7 @@ fn read_state(db: &Db) -> Result<AuthState> {
         revision: 1, // etcd's auth revision starts at 1
         ..Default::default()
     };
-    for item in db.raw().iterator_cf(
+    for item in db.iterator_cf(
         db.cf(CF_META),
         IteratorMode::From(META_PREFIX, Direction::Forward),
     ) {

@@ -18,10 +18,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
+use crate::db::{Direction, IteratorMode, WriteBatch};
 use parking_lot::RwLock;
 use prost::Message;
-use rocksdb::{Direction, IteratorMode, WriteBatch};
 
+use crate::clock::Clock;
 use crate::db::{u64_from, Db, CF_KV, CF_META};
 use crate::error::{Result, StoreError};
 use crate::lease::{self, Lessor};
@@ -56,23 +57,35 @@ pub struct Mvcc {
     published_rev: AtomicI64,
     /// Lock order: `index` before `lessor` when both are held.
     lessor: parking_lot::Mutex<Lessor>,
+    /// What lease expiry is measured against.
+    clock: Clock,
 }
 
 impl Mvcc {
     /// Opens the keyspace and rebuilds the index from disk.
     pub fn open(db: Arc<Db>) -> Result<Arc<Mvcc>> {
-        let (index, current, lessor) = load_index(&db)?;
+        Mvcc::open_with_clock(db, Clock::real())
+    }
+
+    /// `open`, with leases timed by `clock` (the simulation's).
+    pub fn open_with_clock(db: Arc<Db>, clock: Clock) -> Result<Arc<Mvcc>> {
+        let (index, current, lessor) = load_index(&db, clock.now())?;
         Ok(Arc::new(Mvcc {
             db,
             index: RwLock::new(index),
             published_rev: AtomicI64::new(current),
             lessor: parking_lot::Mutex::new(lessor),
+            clock,
         }))
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// Rebuilds the index after the keyspace was replaced (snapshot install).
     pub fn reload(&self) -> Result<()> {
-        let (index, current, lessor) = load_index(&self.db)?;
+        let (index, current, lessor) = load_index(&self.db, self.clock.now())?;
         let mut guard = self.index.write();
         *guard = index;
         *self.lessor.lock() = lessor;
@@ -146,11 +159,7 @@ impl Mvcc {
             });
         }
         let mut h = crc32fast::Hasher::new();
-        for item in self
-            .db
-            .raw()
-            .iterator_cf(self.db.cf(CF_KV), IteratorMode::Start)
-        {
+        for item in self.db.iterator_cf(self.db.cf(CF_KV), IteratorMode::Start) {
             let (k, v) = item?;
             let (rev, _) = Rev::decode(&k)?;
             if rev.main > at {
@@ -185,7 +194,7 @@ impl Mvcc {
         let mut count = 0usize;
         let mut next = from;
         let lower = Rev::lower_bound(from);
-        let iter = self.db.raw().iterator_cf(
+        let iter = self.db.iterator_cf(
             self.db.cf(CF_KV),
             IteratorMode::From(&lower, Direction::Forward),
         );
@@ -234,7 +243,7 @@ impl Mvcc {
 }
 
 /// Reads the index, current revision and leases back from disk.
-fn load_index(db: &Db) -> Result<(Index, i64, Lessor)> {
+fn load_index(db: &Db, now: std::time::Instant) -> Result<(Index, i64, Lessor)> {
     let current = match db.get(CF_META, META_CURRENT_REV)? {
         Some(v) => u64_from(&v, "current revision")? as i64,
         None => 1, // etcd's empty store is at revision 1
@@ -245,9 +254,8 @@ fn load_index(db: &Db) -> Result<(Index, i64, Lessor)> {
     };
     let mut index = Index::default();
     index.compact_rev = compact;
-    let now = std::time::Instant::now();
     let mut lessor = Lessor::default();
-    let prefix_iter = db.raw().iterator_cf(
+    let prefix_iter = db.iterator_cf(
         db.cf(CF_META),
         IteratorMode::From(lease::META_PREFIX, Direction::Forward),
     );
@@ -260,7 +268,7 @@ fn load_index(db: &Db) -> Result<(Index, i64, Lessor)> {
     }
     // The lease of each key's newest put, in revision order.
     let mut key_lease: std::collections::HashMap<Vec<u8>, i64> = std::collections::HashMap::new();
-    for item in db.raw().iterator_cf(db.cf(CF_KV), IteratorMode::Start) {
+    for item in db.iterator_cf(db.cf(CF_KV), IteratorMode::Start) {
         let (k, v) = item?;
         let (rev, tomb) = Rev::decode(&k)?;
         let kv = decode_kv(&v)?;
@@ -316,11 +324,7 @@ impl Mvcc {
     /// a fixed order: the kv column family, then the replicated meta
     /// records.
     fn for_each_state_record(&self, f: &mut RecordVisitor<'_>) -> Result<()> {
-        for item in self
-            .db
-            .raw()
-            .iterator_cf(self.db.cf(CF_KV), IteratorMode::Start)
-        {
+        for item in self.db.iterator_cf(self.db.cf(CF_KV), IteratorMode::Start) {
             let (k, v) = item?;
             f(CF_TAG_KV, &k, &v)?;
         }
@@ -330,7 +334,7 @@ impl Mvcc {
             }
         }
         for prefix in REPLICATED_PREFIXES {
-            let records = self.db.raw().iterator_cf(
+            let records = self.db.iterator_cf(
                 self.db.cf(CF_META),
                 IteratorMode::From(prefix, Direction::Forward),
             );

@@ -7,8 +7,8 @@
 
 use std::cmp::Ordering as CmpOrdering;
 
+use crate::db::WriteBatch;
 use prost::Message;
-use rocksdb::WriteBatch;
 
 use super::{index::Index, range_at, Applier};
 use crate::db::{CF_KV, CF_META};
@@ -410,7 +410,8 @@ impl Writer<'_> {
         if lessor.contains(g.id) {
             return Err(StoreError::LeaseExists);
         }
-        lessor.grant(g.id, g.ttl, std::time::Instant::now());
+        let now = self.applier.mvcc.clock.now();
+        lessor.grant(g.id, g.ttl, now);
         let meta = self.applier.mvcc.db.cf(CF_META);
         self.batch
             .put_cf(meta, lease::meta_key(g.id), (g.ttl as u64).to_be_bytes());
@@ -447,7 +448,7 @@ impl Writer<'_> {
             .applier
             .mvcc
             .lessor()
-            .renew(r.id, std::time::Instant::now())
+            .renew(r.id, self.applier.mvcc.clock.now())
             .ok_or(StoreError::LeaseNotFound)?;
         Ok(LeaseKeepAliveResponse {
             header: None,

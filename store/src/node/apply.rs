@@ -21,6 +21,18 @@ impl Loop {
         let _timer = crate::metrics::APPLY_SECONDS.start_timer();
         crate::metrics::PROPOSALS_COMMITTED.inc_by(entries.len() as u64);
         for e in entries {
+            if crate::planted::on(crate::planted::Bug::FollowerAppliesUncommitted)
+                && e.index <= self.applied
+            {
+                continue;
+            }
+            if let Some(trace) = &mut self.applied_trace {
+                trace.push(AppliedEntry {
+                    index: e.index,
+                    term: e.term,
+                    data_hash: crc32fast::hash(&e.data),
+                });
+            }
             assert_eq!(e.index, self.applied + 1, "entries apply in order, once");
             match e.get_entry_type() {
                 EntryType::EntryNormal if e.data.is_empty() => {} // leader's no-op

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::db::WriteBatch;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use parking_lot::RwLock;
 use prost::Message as _;
@@ -26,10 +27,10 @@ use raft::eraftpb::{
     Message,
 };
 use raft::{Config, RawNode, ReadOnlyOption, SnapshotStatus, StateRole};
-use rocksdb::WriteBatch;
 use tokio::sync::oneshot;
 
 use crate::auth::Auth;
+use crate::clock::Clock;
 use crate::cluster;
 use crate::db::{u64_from, Db, CF_META};
 use crate::error::{Result, StoreError};
@@ -57,11 +58,13 @@ mod apply;
 mod bootstrap;
 mod raft_loop;
 mod read_index;
+mod stepper;
 
 use bootstrap::install_snapshot;
 pub use bootstrap::restore;
 use raft_loop::{Applied, Loop, Waiter};
 use read_index::ReadQueue;
+pub use stepper::{RaftView, Stepper};
 
 /// Inputs handled per loop round before a `Ready` is processed: bounds the
 /// latency one round adds, while letting one fsync carry many proposals.
@@ -83,6 +86,9 @@ use crate::schema::meta::{
     APPLIED as META_APPLIED, CLUSTER_ID as META_CLUSTER_ID, INSTALLING as META_INSTALLING,
     MEMBER_ID as META_MEMBER_ID,
 };
+
+/// Where a submitted write's outcome arrives.
+pub type Reply<T> = oneshot::Receiver<Result<(T, ResponseHeader)>>;
 
 /// The auth revision an etcd client's request was checked at (`None` for
 /// secretd's own writes). Apply refuses the request if auth changed since.
@@ -154,6 +160,15 @@ impl Default for NodeConfig {
             auth_token_ttl: Duration::from_secs(300),
         }
     }
+}
+
+/// One entry as a member applied it (recorded only for the simulation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppliedEntry {
+    pub index: u64,
+    pub term: u64,
+    /// CRC-32 of the entry's data: enough to tell two entries apart.
+    pub data_hash: u32,
 }
 
 /// What the loop publishes about itself for Status and response headers.
@@ -236,6 +251,12 @@ impl Node {
             crate::disk::check(&cfg.data_dir)?;
         }
         let db = Db::open(&cfg.data_dir)?;
+        Node::open_on(cfg, db)
+    }
+
+    /// `open` on a database the caller opened (the simulation's, on a
+    /// simulated disk). Snapshot files still live under `cfg.data_dir`.
+    pub fn open_on(cfg: NodeConfig, db: Arc<Db>) -> Result<Opened> {
         let mut log = LogStore::open(db.clone())?;
         let (id, cluster_id) = bootstrap::identity(&db, &mut log, &cfg)?;
         let snap_dir = cfg.data_dir.join("snap");
@@ -292,6 +313,24 @@ impl Opened {
     /// Starts the raft loop on `transport`. Must be called inside a tokio
     /// runtime (the watch hub spawns).
     pub fn start(self, transport: Arc<dyn Transport>) -> Result<Arc<Node>> {
+        let name = self.cfg.name.clone();
+        let (node, lp) = self.build(transport, Clock::real(), ElectionTimeout::Randomized)?;
+        let handle = std::thread::Builder::new()
+            .name(format!("raft-{name}"))
+            .spawn(move || lp.run())
+            .map_err(|e| StoreError::Storage(format!("cannot start raft thread: {e}")))?;
+        *node.thread.lock() = Some(handle);
+        tokio::spawn(publish_attributes(Arc::downgrade(&node)));
+        Ok(node)
+    }
+
+    /// The handle and its loop, not yet running.
+    fn build(
+        self,
+        transport: Arc<dyn Transport>,
+        clock: Clock,
+        election: ElectionTimeout,
+    ) -> Result<(Arc<Node>, Loop)> {
         let Opened {
             cfg,
             db,
@@ -301,7 +340,7 @@ impl Opened {
             snap_dir,
             applied,
         } = self;
-        let mvcc = Mvcc::open(db.clone())?;
+        let mvcc = Mvcc::open_with_clock(db.clone(), clock)?;
         let registry = Arc::new(RwLock::new(Registry::load(&db)?));
         let alarms = Arc::new(RwLock::new(membership::load_alarms(&db)?));
         let auth = Arc::new(Auth::load(&db, cfg.auth_token_ttl)?);
@@ -309,7 +348,7 @@ impl Opened {
         log.set_applied(applied);
         let hub = WatchHub::start(mvcc.clone(), cfg.watch_progress_interval);
 
-        let raw = raft_node(&cfg, id, applied, log)?;
+        let raw = raft_node(&cfg, id, applied, log, election)?;
 
         let (tx, rx) = bounded(INPUT_QUEUE_MAX);
         let status = Arc::new(RwLock::new(NodeStatus {
@@ -353,14 +392,9 @@ impl Opened {
             removed: false,
             snapshot_count: cfg.snapshot_count.max(1),
             catchup_entries: cfg.snapshot_catchup_entries,
+            applied_trace: None,
         };
-        let handle = std::thread::Builder::new()
-            .name(format!("raft-{}", cfg.name))
-            .spawn(move || lp.run())
-            .map_err(|e| StoreError::Storage(format!("cannot start raft thread: {e}")))?;
-        *node.thread.lock() = Some(handle);
-        tokio::spawn(publish_attributes(Arc::downgrade(&node)));
-        Ok(node)
+        Ok((node, lp))
     }
 }
 
@@ -474,6 +508,18 @@ impl Node {
         request: Request,
         fence: Fence,
     ) -> Result<(WriteResult, ResponseHeader)> {
+        let rx = self.submit(request, fence)?;
+        match tokio::time::timeout(self.cfg.request_timeout, rx).await {
+            Ok(Ok(res)) => res,
+            Ok(Err(_)) => Err(self.stopped_error()),
+            Err(_) => Err(StoreError::Timeout),
+        }
+    }
+
+    /// Hands a write to the loop without waiting: the receiver hears once
+    /// it is applied here (or refused). What `propose_checked` waits on,
+    /// and what the simulation polls.
+    pub fn submit(&self, request: Request, fence: Fence) -> Result<Reply<WriteResult>> {
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let data = InternalRequest {
             id,
@@ -487,18 +533,20 @@ impl Node {
         }
         let (reply, rx) = oneshot::channel();
         self.send_input(Input::Propose { id, data, reply })?;
-        match tokio::time::timeout(self.cfg.request_timeout, rx).await {
-            Ok(Ok(res)) => res,
-            Ok(Err(_)) => Err(self.stopped_error()),
-            Err(_) => Err(StoreError::Timeout),
-        }
+        Ok(rx)
+    }
+
+    /// Asks for a ReadIndex round without waiting (see `read_index`).
+    pub fn submit_read_index(&self) -> Result<oneshot::Receiver<Result<()>>> {
+        let (reply, rx) = oneshot::channel();
+        self.send_input(Input::ReadIndex(reply))?;
+        Ok(rx)
     }
 
     /// Waits until this member has applied everything committed when the
     /// call was made (ReadIndex, batched with concurrent callers).
     pub async fn read_index(&self) -> Result<()> {
-        let (reply, rx) = oneshot::channel();
-        self.send_input(Input::ReadIndex(reply))?;
+        let rx = self.submit_read_index()?;
         match tokio::time::timeout(self.cfg.request_timeout, rx).await {
             Ok(Ok(res)) => res,
             Ok(Err(_)) => Err(self.stopped_error()),
@@ -866,7 +914,9 @@ impl Node {
             keys: Vec::new(),
         };
         if let Some(l) = lessor.get(id) {
-            resp.ttl = lessor.remaining_secs(id, Instant::now()).unwrap_or(0);
+            resp.ttl = lessor
+                .remaining_secs(id, self.mvcc.clock().now())
+                .unwrap_or(0);
             resp.granted_ttl = l.ttl_secs;
             if keys {
                 resp.keys = l.keys.iter().cloned().collect();
@@ -945,8 +995,31 @@ fn require(db: &Db, key: &[u8]) -> Result<Vec<u8>> {
 /// clock so a restarted process does not reuse recent ids.
 /// raft-rs's node over the opened log, with our settings (etcd's: pre-vote,
 /// check-quorum, ReadIndex in safe mode). A sole voter campaigns at once.
-fn raft_node(cfg: &NodeConfig, id: u64, applied: u64, log: LogStore) -> Result<RawNode<LogStore>> {
+/// How long a member waits before campaigning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ElectionTimeout {
+    /// Raft's default: drawn anew from [election, 2 × election) ticks.
+    Randomized,
+    /// Exactly `election_ticks` every time. raft-rs draws from the
+    /// thread's own generator, which the simulation cannot seed, so it
+    /// gives each member a different fixed timeout instead.
+    Fixed,
+}
+
+fn raft_node(
+    cfg: &NodeConfig,
+    id: u64,
+    applied: u64,
+    log: LogStore,
+    election: ElectionTimeout,
+) -> Result<RawNode<LogStore>> {
+    let (min_election_tick, max_election_tick) = match election {
+        ElectionTimeout::Randomized => (0, 0), // raft-rs's defaults
+        ElectionTimeout::Fixed => (cfg.election_ticks, cfg.election_ticks + 1),
+    };
     let raft_cfg = Config {
+        min_election_tick,
+        max_election_tick,
         id,
         election_tick: cfg.election_ticks,
         heartbeat_tick: cfg.heartbeat_ticks,

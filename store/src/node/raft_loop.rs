@@ -8,6 +8,15 @@ use super::*;
 
 pub(super) type Waiter = oneshot::Sender<Result<(WriteResult, ResponseHeader)>>;
 
+/// What draining the input queue ended on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Drained {
+    Empty,
+    /// The limit was reached with inputs still queued.
+    More,
+    Stop,
+}
+
 /// Results of applying entries, held until their batch is durable.
 #[derive(Default)]
 pub(super) struct Applied {
@@ -39,6 +48,9 @@ pub(super) struct Loop {
     pub(super) removed: bool,
     pub(super) snapshot_count: u64,
     pub(super) catchup_entries: u64,
+    /// Every entry applied, in order, for the simulation's checks; `None`
+    /// (nothing recorded) in production.
+    pub(super) applied_trace: Option<Vec<AppliedEntry>>,
 }
 
 impl Loop {
@@ -49,36 +61,22 @@ impl Loop {
             applied = self.applied,
             "raft loop started"
         );
-        let mut next_tick = Instant::now() + self.tick;
+        let mut next_tick = self.now() + self.tick;
         loop {
-            let wait = next_tick.saturating_duration_since(Instant::now());
+            let wait = next_tick.saturating_duration_since(self.now());
             match self.rx.recv_timeout(wait) {
                 Ok(Input::Stop) => break,
                 Ok(input) => self.handle(input),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
-            let mut stop = false;
-            for _ in 0..INPUTS_PER_ROUND_MAX {
-                match self.rx.try_recv() {
-                    Ok(Input::Stop) => {
-                        stop = true;
-                        break;
-                    }
-                    Ok(input) => self.handle(input),
-                    Err(_) => break,
-                }
-            }
-            if stop {
+            if self.drain_inputs(INPUTS_PER_ROUND_MAX) == Drained::Stop {
                 break;
             }
-            let now = Instant::now();
+            let now = self.now();
             if now >= next_tick {
-                self.raw.tick();
                 next_tick = now + self.tick;
-                self.waiters.retain(|_, w| !w.is_closed());
-                self.expire_leases(now);
-                self.status.write().db_size_bytes = self.db.size_bytes();
+                self.tick(now);
                 // The data directory (snap/ may not exist yet).
                 let data_dir = self.snap_dir.parent().unwrap_or(&self.snap_dir);
                 if let Err(e) = crate::disk::check(data_dir) {
@@ -87,15 +85,7 @@ impl Loop {
                     return;
                 }
             }
-            self.reads.maybe_send(&mut self.raw);
-            if let Err(e) = self.on_ready() {
-                tracing::error!(error = %e, "raft loop stopped: storage failure");
-                self.status.write().fatal = Some(e.to_string());
-                return;
-            }
-            if self.removed {
-                tracing::warn!("this member was removed from the cluster; stopping");
-                self.status.write().fatal = Some(StoreError::Removed.to_string());
+            if self.round().is_err() {
                 return;
             }
         }
@@ -109,6 +99,48 @@ impl Loop {
             ),
             "raft loop stopped"
         );
+    }
+
+    pub(super) fn now(&self) -> Instant {
+        self.applier.mvcc().clock().now()
+    }
+
+    /// Handles up to `max` queued inputs without waiting for any.
+    pub(super) fn drain_inputs(&mut self, max: usize) -> Drained {
+        for _ in 0..max {
+            match self.rx.try_recv() {
+                Ok(Input::Stop) => return Drained::Stop,
+                Ok(input) => self.handle(input),
+                Err(_) => return Drained::Empty,
+            }
+        }
+        Drained::More
+    }
+
+    /// One tick of raft's logical clock, and what is timed by it.
+    pub(super) fn tick(&mut self, now: Instant) {
+        self.raw.tick();
+        self.waiters.retain(|_, w| !w.is_closed());
+        self.expire_leases(now);
+        self.status.write().db_size_bytes = self.db.size_bytes();
+    }
+
+    /// Sends due reads and handles one `Ready`. An error means the loop
+    /// must stop (the reason is in the status).
+    pub(super) fn round(&mut self) -> std::result::Result<(), ()> {
+        let now = self.now();
+        self.reads.maybe_send(&mut self.raw, now);
+        if let Err(e) = self.on_ready() {
+            tracing::error!(error = %e, "raft loop stopped: storage failure");
+            self.status.write().fatal = Some(e.to_string());
+            return Err(());
+        }
+        if self.removed {
+            tracing::warn!("this member was removed from the cluster; stopping");
+            self.status.write().fatal = Some(StoreError::Removed.to_string());
+            return Err(());
+        }
+        Ok(())
     }
 
     pub(super) fn handle(&mut self, input: Input) {
@@ -222,30 +254,14 @@ impl Loop {
             self.transport.send(rd.take_messages());
         }
         if !rd.snapshot().is_empty() {
-            let meta = rd.snapshot().get_metadata();
-            let (index, term) = (meta.index, meta.term);
-            let path = snapshot::file_path(&self.snap_dir, index);
-            self.applied =
-                install_snapshot(&self.db, self.raw.mut_store(), &path, Some((index, term)))?;
-            self.applier.mvcc().reload()?;
-            self.applier.reset();
-            self.hub.resync_all();
-            *self.registry.write() = Registry::load(&self.db)?;
-            *self.alarms.write() = membership::load_alarms(&self.db)?;
-            self.auth.reload(&self.db)?;
-            self.membership_changed = true;
-            tracing::info!(
-                index,
-                term,
-                revision = self.applier.revision(),
-                "installed snapshot"
-            );
+            self.install_ready_snapshot(rd.snapshot())?;
         }
         let mut batch = WriteBatch::default();
         let mut applied = Applied::default();
         self.apply_entries(rd.take_committed_entries(), &mut batch, &mut applied)?;
         let new_entries = rd.entries().len() as u64;
         self.raw.mut_store().append(rd.entries(), &mut batch)?;
+        self.planted_apply_appended(rd.entries(), &mut batch, &mut applied)?;
         if let Some(hs) = rd.hs() {
             self.raw.mut_store().set_hard_state(hs.clone(), &mut batch);
         }
@@ -255,7 +271,7 @@ impl Loop {
         // Only new entries or a term/vote change need an fsync before we go
         // on (raft-rs's must_sync). A batch holding just applied results and
         // a higher commit index is re-derivable from the synced log.
-        if rd.must_sync() {
+        if rd.must_sync() && !crate::planted::on(crate::planted::Bug::AckBeforeFsync) {
             let t = Instant::now();
             self.db.write_sync(batch)?;
             crate::metrics::FSYNC_SECONDS.observe(t.elapsed().as_secs_f64());
@@ -267,6 +283,14 @@ impl Loop {
         }
         self.finish(applied);
         self.transport.send(rd.take_persisted_messages());
+        if self.removed {
+            // Once it applied its own removal, raft-rs no longer tracks this
+            // member's progress, and `advance` on a leader looks itself up
+            // there and panics (found by the simulation: a leader removing
+            // itself under load). The batch is durable and the clients are
+            // answered; the loop stops.
+            return Ok(());
+        }
 
         let mut light = self.raw.advance(rd);
         let mut batch = WriteBatch::default();
@@ -282,18 +306,70 @@ impl Loop {
             self.db.write_nosync(batch)?;
         }
         self.finish(applied);
+        if self.removed {
+            return Ok(()); // as above
+        }
         self.raw.advance_apply();
         self.reads.release(self.applied);
         self.maybe_compact_log()?;
         self.update_status();
         Ok(())
     }
+    /// Installs the snapshot a `Ready` carries, and reloads everything
+    /// derived from the replaced state.
+    fn install_ready_snapshot(&mut self, snapshot: &raft::eraftpb::Snapshot) -> Result<()> {
+        let meta = snapshot.get_metadata();
+        let (index, term) = (meta.index, meta.term);
+        let path = snapshot::file_path(&self.snap_dir, index);
+        self.applied =
+            install_snapshot(&self.db, self.raw.mut_store(), &path, Some((index, term)))?;
+        self.applier.mvcc().reload()?;
+        self.applier.reset();
+        self.hub.resync_all();
+        *self.registry.write() = Registry::load(&self.db)?;
+        *self.alarms.write() = membership::load_alarms(&self.db)?;
+        self.auth.reload(&self.db)?;
+        self.membership_changed = true;
+        tracing::info!(
+            index,
+            term,
+            revision = self.applier.revision(),
+            "installed snapshot"
+        );
+        Ok(())
+    }
+
+    /// The planted `FollowerAppliesUncommitted` bug (`crate::planted`): a
+    /// follower applies what it just appended. Nothing without the feature.
+    fn planted_apply_appended(
+        &mut self,
+        entries: &[Entry],
+        batch: &mut WriteBatch,
+        applied: &mut Applied,
+    ) -> Result<()> {
+        if !crate::planted::on(crate::planted::Bug::FollowerAppliesUncommitted)
+            || self.raw.raft.state != StateRole::Follower
+        {
+            return Ok(());
+        }
+        let ahead: Vec<Entry> = entries
+            .iter()
+            .filter(|e| e.index > self.applied)
+            .cloned()
+            .collect();
+        if ahead.first().map(|e| e.index) == Some(self.applied + 1) {
+            self.apply_entries(ahead, batch, applied)?;
+        }
+        Ok(())
+    }
+
     /// The leader proposes revokes for expired leases (others only track).
     pub(super) fn expire_leases(&mut self, now: Instant) {
         // `is_leader` turns true only in `update_status`, right after the
         // leases were promoted: before that, expiries are still the old
         // leader's and must not be acted on.
-        if self.raw.raft.state != StateRole::Leader || !self.status.read().is_leader {
+        let leader = self.raw.raft.state == StateRole::Leader && self.status.read().is_leader;
+        if !leader && !crate::planted::on(crate::planted::Bug::FollowerExpiresLeases) {
             return;
         }
         let mvcc = self.applier.mvcc().clone();
@@ -365,7 +441,8 @@ impl Loop {
         if leader_now && !was_leader {
             // A new leader gives every lease a full TTL from now, so an
             // election never expires a lease early.
-            self.applier.mvcc().lessor().promote(Instant::now());
+            let now = self.applier.mvcc().clock().now();
+            self.applier.mvcc().lessor().promote(now);
         } else if was_leader && !leader_now {
             self.applier.mvcc().lessor().forget_revoking();
         }

@@ -21,9 +21,9 @@ pub(super) struct ReadQueue {
 }
 
 impl ReadQueue {
-    pub(super) fn maybe_send(&mut self, raw: &mut RawNode<LogStore>) {
+    pub(super) fn maybe_send(&mut self, raw: &mut RawNode<LogStore>, now: Instant) {
         if let Some((_, sent, _)) = &self.inflight {
-            if sent.elapsed() < READ_INDEX_RETRY {
+            if now.saturating_duration_since(*sent) < READ_INDEX_RETRY {
                 return;
             }
             // Lost (no leader, or a leader not yet committed in its term):
@@ -37,11 +37,7 @@ impl ReadQueue {
         }
         self.next_ctx += 1;
         raw.read_index(self.next_ctx.to_be_bytes().to_vec());
-        self.inflight = Some((
-            self.next_ctx,
-            Instant::now(),
-            std::mem::take(&mut self.pending),
-        ));
+        self.inflight = Some((self.next_ctx, now, std::mem::take(&mut self.pending)));
     }
 
     pub(super) fn on_read_state(&mut self, ctx: &[u8], index: u64) {
