@@ -29,6 +29,12 @@ pub enum Fault {
     /// The member is removed from the cluster; at the end it joins again
     /// as a new member with an empty disk.
     Membership { member: usize },
+    /// `member` rotates the cluster's KEK (the secrets workload goes on).
+    RotateKek { member: usize },
+    /// `member` switches autolock on and `victim` restarts (so it comes
+    /// back locked); at the end every locked member is unlocked with the
+    /// key and autolock is switched off.
+    Autolock { member: usize, victim: usize },
 }
 
 #[derive(Clone, Debug)]
@@ -58,6 +64,11 @@ impl std::fmt::Display for Planned {
             } => write!(f, "crash m{member} (keeps {keep_permille}‰ of unsynced)"),
             Fault::ClockJump { member, by_ms } => write!(f, "clock m{member} {by_ms:+} ms"),
             Fault::Membership { member } => write!(f, "remove m{member}, then add it back"),
+            Fault::RotateKek { member } => write!(f, "rotate the KEK through m{member}"),
+            Fault::Autolock { member, victim } => write!(
+                f,
+                "autolock on through m{member}, m{victim} restarts locked; unlock, autolock off"
+            ),
         }
     }
 }
@@ -96,8 +107,13 @@ fn draw(rng: &mut StdRng, nodes: usize) -> Fault {
             duplicate_permille: rng.gen_range(0..100),
             jitter_ms: rng.gen_range(5..200),
         },
-        60..=69 => Fault::Membership { member },
-        70..=87 => Fault::Crash {
+        60..=67 => Fault::Membership { member },
+        68..=73 => Fault::RotateKek { member },
+        74..=78 => Fault::Autolock {
+            member,
+            victim: (member + rng.gen_range(1..nodes)) % nodes,
+        },
+        79..=90 => Fault::Crash {
             member,
             // Half the crashes lose every unsynced write.
             keep_permille: if rng.gen_bool(0.5) {

@@ -15,6 +15,7 @@
 pub mod clients;
 pub mod faults;
 pub mod invariants;
+pub mod keyring;
 pub mod net;
 pub mod trace;
 pub mod world;
@@ -255,17 +256,30 @@ mod tests {
         assert!(failed.is_empty(), "failing seeds:\n{}", failed.join("\n"));
     }
 
-    /// Seeds that once found a bug, kept as regression runs:
-    /// - 234, 256, 298 (three members): a leader applying its own
-    ///   removal under load panicked in raft-rs's `advance`.
-    /// - 1790 (five members): a duplicated forwarded proposal applied twice
-    ///   (the network no longer duplicates `MsgPropose`).
-    /// - 2512 (five members): a message for an earlier incarnation of a
-    ///   re-added member reached the new one.
+    /// Seeds that found a bug (each failed before its fix), kept as
+    /// regression runs:
+    /// - 88, 122, 320 (three members), 143, 353 (five): a leader applying
+    ///   its own removal under load panicked in raft-rs's `advance`.
+    /// - 22, 154 (three): the first KEK lived on its creator's disk alone
+    ///   until peers synced; removing (wiping) that member lost every
+    ///   secret sealed under it.
+    /// - 1230 (three): a member still on its key file when the cluster
+    ///   switched to autolock and rotated could never get the new KEK, and
+    ///   `unlock` told it it was not locked.
     #[test]
     fn seeds_that_found_bugs_stay_fixed() {
         quiet_panics();
-        for (seed, nodes) in [(234, 3), (256, 3), (263, 3), (298, 3), (1790, 5), (2512, 5)] {
+        let seeds = [
+            (88, 3),
+            (122, 3),
+            (320, 3),
+            (143, 5),
+            (353, 5),
+            (22, 3),
+            (154, 3),
+            (1230, 3),
+        ];
+        for (seed, nodes) in seeds {
             let r = run(
                 seed,
                 &Options {

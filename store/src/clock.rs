@@ -28,6 +28,26 @@ impl Clock {
             Some(t) => t.now(),
         }
     }
+
+    /// Waits `d` on this clock. On a simulated clock the future is ready
+    /// once the simulation has moved time far enough; it registers no
+    /// waker (the simulation polls every future after each step).
+    pub async fn sleep(&self, d: Duration) {
+        match &self.0 {
+            None => tokio::time::sleep(d).await,
+            Some(t) => {
+                let until_ms = t.ms().saturating_add(d.as_millis() as u64);
+                std::future::poll_fn(|_| {
+                    if t.ms() >= until_ms {
+                        std::task::Poll::Ready(())
+                    } else {
+                        std::task::Poll::Pending
+                    }
+                })
+                .await
+            }
+        }
+    }
 }
 
 /// A simulated clock: a fixed origin plus milliseconds the simulation sets.

@@ -209,10 +209,20 @@ impl Keys {
         text.zeroize();
         let key = parsed.map_err(|e| Error::invalid(e.to_string()))?;
         let _guard = self.changing.lock().await;
-        if !self.is_locked() {
+        let (lock, _) = self.lock_record(true).await?;
+        // Two members need the key without being locked, both found by the
+        // simulation, both told "not locked" before: one that holds no
+        // keyring at all (added while autolock is on), and one still on its
+        // key file after the cluster switched to autolock (it was down or
+        // slow) and then rotated: its peers hand out KEKs sealed under the
+        // unlock key, and the unlock key is sealed under a KEK it lacks.
+        let needs_key = {
+            let st = self.state.read();
+            st.ring.is_none() || (lock.autolock && matches!(st.wrap, Wrap::File(_)))
+        };
+        if !self.is_locked() && !needs_key {
             return Err(Error::NotLocked);
         }
-        let (lock, _) = self.lock_record(true).await?;
         let current = secretd_crypto::verify_unlock_key(lock.epoch, &key, &lock.verifier).is_ok();
         // 1. The keyring file, if this key seals it (the current key, or
         //    one the cluster replaced while this member was down).
@@ -257,6 +267,13 @@ impl Keys {
         match self.sync_locked(false).await {
             Ok(_) if self.state.read().ring.is_some() => {
                 self.persist(&self.state.read())?;
+                // A member that was still on its key file: the keyring is
+                // sealed under the unlock key now, as autolock wants.
+                for plain in [KEYRING_FILE, WRAP_KEY_FILE] {
+                    if self.dir.join(plain).exists() {
+                        remove_file(&self.dir, plain)?;
+                    }
+                }
                 self.dump_for_tests();
                 tracing::warn!("member unlocked");
                 Ok(())

@@ -50,7 +50,11 @@ pub use rotation::Rotated;
 /// Background sync period: how soon a member picks up a new generation it
 /// has not needed yet (so it still has it if the creator dies), destroys a
 /// retired one, and follows an autolock change.
-const SYNC_INTERVAL_MS: u64 = 2000;
+const SYNC_INTERVAL_MS: u64 = 500;
+/// How long a member waits for a quorum to hold a new KEK generation
+/// before it refuses to seal under it, and how often it looks.
+const QUORUM_HELD_WAIT_MS: u64 = 10_000;
+const QUORUM_HELD_POLL_MS: u64 = 100;
 
 /// What protects the keyring on disk.
 pub(crate) enum Wrap {
@@ -77,6 +81,8 @@ pub struct Keys {
     pub(crate) changing: tokio::sync::Mutex<()>,
     /// Generations this member has recorded in raft as held (`kekheld/`).
     acked: parking_lot::Mutex<std::collections::BTreeSet<u32>>,
+    /// Generations a quorum of voters is known to hold (`kekheld/`).
+    quorum_held: parking_lot::Mutex<std::collections::BTreeSet<u32>>,
 }
 
 /// A sealed secret version, and the compare its txn must carry: the blob
@@ -165,6 +171,7 @@ impl Keys {
             state: RwLock::new(state),
             changing: tokio::sync::Mutex::new(()),
             acked: parking_lot::Mutex::new(Default::default()),
+            quorum_held: parking_lot::Mutex::new(Default::default()),
         });
         keys.dump_for_tests();
         Ok(keys)
@@ -348,6 +355,65 @@ impl Keys {
             self.acked.lock().insert(rec.generation);
         }
         Ok(())
+    }
+
+    /// Waits until a majority of the voting members have recorded holding
+    /// `generation`. Until then the key lives on too few disks: a blob
+    /// sealed under it, acknowledged, would be lost with the disk of its
+    /// creator (found by the simulation: a member removed and wiped right
+    /// after it created the cluster's first KEK took every secret with it).
+    pub(crate) async fn await_quorum_held(&self, generation: u32) -> Result<()> {
+        if self.quorum_held.lock().contains(&generation) {
+            return Ok(());
+        }
+        let clock = self.node.clock().clone();
+        let mut waited_ms = 0;
+        loop {
+            let (held, voters) = self.holders(generation).await?;
+            if held * 2 > voters {
+                self.quorum_held.lock().insert(generation);
+                return Ok(());
+            }
+            if waited_ms >= QUORUM_HELD_WAIT_MS {
+                return Err(Error::Unavailable(format!(
+                    "key-encryption key generation {generation} is held by {held} of {voters} \
+                     voting members, fewer than a quorum; members fetch it within a second, \
+                     unless they are down or partitioned: try again"
+                )));
+            }
+            clock
+                .sleep(std::time::Duration::from_millis(QUORUM_HELD_POLL_MS))
+                .await;
+            waited_ms += QUORUM_HELD_POLL_MS;
+        }
+    }
+
+    /// (voting members that recorded holding `generation`, voting members).
+    async fn holders(&self, generation: u32) -> Result<(usize, usize)> {
+        let prefix = layout::kek_held_prefix(generation);
+        let resp = self
+            .node
+            .range(RangeRequest {
+                range_end: layout::prefix_end(&prefix),
+                key: prefix,
+                keys_only: true,
+                ..Default::default()
+            })
+            .await?;
+        let held: std::collections::BTreeSet<u64> = resp
+            .kvs
+            .iter()
+            .filter_map(|kv| layout::member_of_kek_held_key(generation, &kv.key))
+            .collect();
+        let voters: Vec<u64> = self
+            .node
+            .members()
+            .iter()
+            .filter(|m| !m.is_learner)
+            .map(|m| m.id)
+            .collect();
+        let count = voters.iter().filter(|id| held.contains(id)).count();
+        Ok((count, voters.len()))
     }
 
     /// Members (by name) that have not recorded holding every live
@@ -543,6 +609,7 @@ impl Keys {
             .sync(true)
             .await?
             .ok_or_else(|| Error::internal("no key-encryption key after creating one"))?;
+        self.await_quorum_held(newest).await?;
         let st = self.state.read();
         let ring = st.ring.as_ref().ok_or(Error::Locked)?;
         if ring.current() != newest {
@@ -600,6 +667,12 @@ impl Keys {
             .map(|r| r.generations())
             .unwrap_or_default();
         Ok((registered.iter().map(|r| r.generation).collect(), held))
+    }
+
+    /// One round of what [`Keys::spawn_sync`] does every few seconds, for a
+    /// driver that owns time itself (the deterministic simulation).
+    pub async fn sync_once(&self) -> Result<Option<u32>> {
+        self.sync(false).await
     }
 
     /// Keeps this member in step in the background, so every member holds

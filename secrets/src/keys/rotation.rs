@@ -64,6 +64,11 @@ impl Keys {
         } else {
             self.add_generation(newest).await?
         };
+        // Nothing moves under the new generation until a quorum holds it
+        // (this member first: it holds `changing`, so its own sync cannot
+        // record it): the old ones are destroyed at the end.
+        self.ack_held(&self.registry(true).await?).await?;
+        self.await_quorum_held(newest).await?;
         let rewrapped = self.rewrap_all(newest).await?;
         self.reseal_unlock_key(newest).await?;
         let retired = self.retire_older(newest).await?;

@@ -419,6 +419,11 @@ impl Node {
         &self.mvcc
     }
 
+    /// The clock this member's loop and leases run on.
+    pub fn clock(&self) -> &Clock {
+        self.mvcc.clock()
+    }
+
     /// The member's database, for read-only inspection (tests, tools).
     /// Writing to it behind the loop's back breaks every invariant.
     pub fn db(&self) -> &Arc<Db> {

@@ -52,26 +52,38 @@ enum Ev {
     },
     Client(usize),
     Lease,
+    /// The secrets client's turn.
+    Secret,
+    /// Every member's keyring syncs (what `Keys::spawn_sync` does).
+    KeySync,
     FaultStart(usize),
     FaultEnd(usize),
     Settle,
     FinalReads,
 }
 
-/// What an operation run as a future (a membership change) came to.
+mod membership;
+mod secrets;
+
+/// What an operation run as a future came to.
 enum Done {
     Removed { slot: usize, ok: bool },
     Added { slot: usize, join: Option<JoinInfo> },
+    MembershipTimedOut,
+    Secret(secrets::SecretDone),
 }
 
 type Task = std::pin::Pin<Box<dyn std::future::Future<Output = Done>>>;
 
-/// How long a membership change may take before its outcome is unknown.
+/// How long an operation run as a future may take before its outcome is
+/// unknown.
 const TASK_TIMEOUT_MS: u64 = 3_000;
 
 /// A running incarnation of a member.
 struct Up {
     node: Arc<Node>,
+    /// The secrets object store and keyring over `node`.
+    objects: Arc<secretd_secrets::store::ObjectStore>,
     stepper: Stepper,
     /// The lease this incarnation has been seen to hold.
     lease_seen: Option<i64>,
@@ -139,8 +151,11 @@ pub struct World {
     /// early on a leader whose clock jumped.
     clock_forward_ms: u64,
     settling: bool,
-    /// Futures in flight, with the virtual time they give up at.
-    tasks: Vec<(u64, Task)>,
+    /// Futures in flight, with the virtual time they give up at and what
+    /// they come to then.
+    tasks: Vec<(u64, Task, Option<Done>)>,
+    /// The secrets workload and the keyring faults.
+    secrets: secrets::SecretsState,
     /// The membership fault whose removal or re-join is under way, and
     /// its slot: one at a time, and only that fault's end adds it back.
     changing: Option<(usize, usize)>,
@@ -152,7 +167,16 @@ pub struct World {
 
 impl World {
     pub fn new(seed: u64, opts: &Options, plan: Vec<Planned>) -> std::io::Result<World> {
-        let dir = tempfile::Builder::new().prefix("secretd-sim").tempdir()?;
+        // Snapshot and keyring files: on tmpfs where there is one, so their
+        // fsyncs cost nothing.
+        let shm = Path::new("/dev/shm");
+        let mut b = tempfile::Builder::new();
+        b.prefix("secretd-sim");
+        let dir = if shm.is_dir() {
+            b.tempdir_in(shm)
+        } else {
+            b.tempdir()
+        }?;
         let mut sched_rng = StdRng::seed_from_u64(seed ^ 0x5c4e_d001);
         let members = cluster_members(opts.nodes);
         let members = members
@@ -216,6 +240,7 @@ impl World {
             clock_forward_ms: 0,
             settling: false,
             tasks: Vec::new(),
+            secrets: secrets::SecretsState::default(),
             changing: None,
             history: History::new(),
             invariants: Invariants::default(),
@@ -237,6 +262,8 @@ impl World {
             self.at(start, Ev::Client(c));
         }
         self.at(2_000, Ev::Lease);
+        self.at(1_500, Ev::Secret);
+        self.at(2_000, Ev::KeySync);
         for i in 0..self.plan.len() {
             let keep = self
                 .opts
@@ -310,6 +337,8 @@ impl World {
             Ev::Deliver { from, to, msg } => self.deliver(from, to, *msg),
             Ev::Client(c) => self.client_turn(c),
             Ev::Lease => self.lease_turn(),
+            Ev::Secret => self.secret_turn(),
+            Ev::KeySync => self.key_sync(),
             Ev::FaultStart(i) => self.fault_start(i),
             Ev::FaultEnd(i) => self.fault_end(i),
             Ev::Settle => self.settle(),
@@ -362,12 +391,24 @@ impl World {
                         ));
                     }
                 }
+                let objects = match self.secrets.objects(&node, &m.cfg.data_dir) {
+                    Ok(o) => o,
+                    Err(e) => {
+                        self.invariants.violations.push(format!(
+                            "{} ms: m{slot}'s keyring cannot load: {e}",
+                            self.now_ms
+                        ));
+                        return;
+                    }
+                };
                 m.up = Some(Up {
                     node,
+                    objects,
                     stepper,
                     lease_seen: None,
                 });
                 self.schedule_run(slot);
+                self.unlock_if_locked(slot);
             }
             Err(e) => self
                 .invariants
@@ -764,6 +805,8 @@ impl World {
             }
             Fault::ClockJump { member, by_ms } => self.jump_clock(member, by_ms),
             Fault::Membership { member } => self.remove_member(i, member),
+            Fault::RotateKek { member } => self.rotate_kek(member),
+            Fault::Autolock { member, victim } => self.autolock_on(member, victim),
             _ => self.relink(),
         }
     }
@@ -782,6 +825,8 @@ impl World {
             }
             Fault::ClockJump { member, by_ms } => self.jump_clock(member, -by_ms),
             Fault::Membership { member } => self.add_member_back(i, member),
+            Fault::RotateKek { .. } => {}
+            Fault::Autolock { member, .. } => self.autolock_off(member),
             _ => self.relink(),
         }
     }
@@ -820,7 +865,11 @@ impl World {
                     links.duplicate_permille = links.duplicate_permille.max(*duplicate_permille);
                     links.jitter_ms = links.jitter_ms.max(*jitter_ms);
                 }
-                Fault::Crash { .. } | Fault::ClockJump { .. } | Fault::Membership { .. } => {}
+                Fault::Crash { .. }
+                | Fault::ClockJump { .. }
+                | Fault::Membership { .. }
+                | Fault::RotateKek { .. }
+                | Fault::Autolock { .. } => {}
             }
         }
         self.links = links;
@@ -848,6 +897,7 @@ impl World {
                 self.history.record(c as u64, p, outcome);
             }
         }
+        self.final_secret_checks();
         // Extra client processes, one per (key, member).
         for key in 0..clients::KEYS {
             for member in 0..n {
@@ -894,6 +944,43 @@ impl World {
     }
 }
 
+// Futures of the real APIs (membership changes, secrets), polled by the world.
+impl World {
+    fn spawn(&mut self, f: impl std::future::Future<Output = Done> + 'static, on_timeout: Done) {
+        self.tasks
+            .push((self.now_ms + TASK_TIMEOUT_MS, Box::pin(f), Some(on_timeout)));
+    }
+
+    /// Polls every future once, in order (a no-op waker: the world polls
+    /// after each step instead of being woken); one past its time comes
+    /// to its timeout outcome.
+    fn poll_tasks(&mut self) {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let mut i = 0;
+        while i < self.tasks.len() {
+            if let std::task::Poll::Ready(done) = self.tasks[i].1.as_mut().poll(&mut cx) {
+                drop(self.tasks.remove(i));
+                self.task_done(done);
+            } else if self.now_ms >= self.tasks[i].0 {
+                let (_, task, on_timeout) = self.tasks.remove(i);
+                drop(task);
+                if let Some(done) = on_timeout {
+                    self.task_done(done);
+                }
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn task_done(&mut self, done: Done) {
+        match done {
+            Done::Secret(d) => self.secret_done(d),
+            other => self.membership_done(other),
+        }
+    }
+}
+
 /// Every key and value a member holds, in order.
 type Keyspace = Vec<(Vec<u8>, Vec<u8>)>;
 
@@ -906,148 +993,5 @@ fn keyspace(node: &Node) -> Keyspace {
     match node.mvcc().range(&req) {
         Ok((resp, _)) => resp.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect(),
         Err(_) => Vec::new(),
-    }
-}
-
-// Membership changes, run as futures of the real `Node` API.
-impl World {
-    /// An up member other than `not`, to propose through.
-    fn proposer(&mut self, not: usize) -> Option<Arc<Node>> {
-        let ups: Vec<usize> = self
-            .up_members()
-            .into_iter()
-            .filter(|s| *s != not)
-            .collect();
-        if ups.is_empty() {
-            return None;
-        }
-        let s = ups[self.sched_rng.gen_range(0..ups.len())];
-        self.members[s].up.as_ref().map(|u| u.node.clone())
-    }
-
-    fn remove_member(&mut self, fault: usize, slot: usize) {
-        if self.changing.is_some() || self.members[slot].removed || self.members[slot].up.is_none()
-        {
-            self.trace
-                .note(self.now_ms, format!("removal of m{slot} skipped"));
-            return;
-        }
-        let Some(node) = self.proposer(slot) else {
-            return;
-        };
-        let id = self.members[slot].id;
-        self.changing = Some((fault, slot));
-        self.spawn(async move {
-            let ok = node.member_remove(id).await.is_ok();
-            Done::Removed { slot, ok }
-        });
-    }
-
-    fn add_member_back(&mut self, fault: usize, slot: usize) {
-        if self.changing != Some((fault, slot)) {
-            return;
-        }
-        // A removal whose answer was lost may still have happened: ask a
-        // leader.
-        let id = self.members[slot].id;
-        let gone = self.members[slot].removed
-            || self.up_members().iter().any(|s| {
-                let up = self.members[*s].up.as_ref().expect("up");
-                up.stepper.view().is_leader && !up.node.members().iter().any(|m| m.id == id)
-            });
-        if !gone {
-            self.changing = None;
-            return;
-        }
-        let Some(node) = self.proposer(slot) else {
-            self.changing = None;
-            return;
-        };
-        let generation = self.members[slot].generation + 1;
-        let peer_urls = vec![format!("http://m{slot}-g{generation}.sim:2380")];
-        self.spawn(async move {
-            let join = match node.member_add(peer_urls.clone(), false).await {
-                Ok(resp) => Some(JoinInfo {
-                    cluster_id: node.cluster_id(),
-                    member_id: cluster::member_id(&peer_urls, TOKEN),
-                    members: resp.members,
-                }),
-                Err(_) => None,
-            };
-            Done::Added { slot, join }
-        });
-    }
-
-    fn spawn(&mut self, f: impl std::future::Future<Output = Done> + 'static) {
-        self.tasks
-            .push((self.now_ms + TASK_TIMEOUT_MS, Box::pin(f)));
-    }
-
-    /// Polls every future once, in order (a no-op waker: the world polls
-    /// after each step instead of being woken).
-    fn poll_tasks(&mut self) {
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        let mut i = 0;
-        while i < self.tasks.len() {
-            if let std::task::Poll::Ready(done) = self.tasks[i].1.as_mut().poll(&mut cx) {
-                drop(self.tasks.remove(i));
-                self.task_done(done);
-            } else if self.now_ms >= self.tasks[i].0 {
-                // Unknown outcome: the fault's end asks a leader (a re-join
-                // after the fault ended just gives up).
-                drop(self.tasks.remove(i));
-                self.trace
-                    .note(self.now_ms, "a membership change timed out".into());
-                if self
-                    .changing
-                    .is_some_and(|(f, _)| !self.active.contains(&f))
-                {
-                    self.changing = None;
-                }
-            } else {
-                i += 1;
-            }
-        }
-    }
-
-    fn task_done(&mut self, done: Done) {
-        match done {
-            Done::Removed { slot, ok } => {
-                self.trace
-                    .note(self.now_ms, format!("removal of m{slot}: ok={ok}"));
-                if ok {
-                    self.members[slot].removed = true;
-                } else {
-                    self.changing = None;
-                }
-            }
-            Done::Added { slot, join: None } => {
-                self.trace
-                    .note(self.now_ms, format!("m{slot} could not be added back"));
-                self.changing = None;
-            }
-            Done::Added {
-                slot,
-                join: Some(join),
-            } => {
-                let m = &mut self.members[slot];
-                m.generation += 1;
-                m.id = join.member_id;
-                m.removed = false;
-                m.up = None;
-                m.disk = MemDisk::new();
-                m.at_crash = None; // a new member: nothing of the old one's to keep
-                m.outbox.take();
-                m.cfg.name = format!("m{slot}-g{}", m.generation);
-                m.cfg.data_dir = self._dir.path().join(&m.cfg.name);
-                m.cfg.join = Some(join);
-                self.trace.note(
-                    self.now_ms,
-                    format!("m{slot} joins again as {:x}", self.members[slot].id),
-                );
-                self.changing = None;
-                self.start_member(slot);
-            }
-        }
     }
 }

@@ -1,0 +1,138 @@
+//! Membership changes, run as futures of the real `Node` API: remove a
+//! member, and when the fault ends add it back as a new member (a new id,
+//! an empty disk) that joins the running cluster.
+
+use super::*;
+
+impl World {
+    /// An up member other than `not`, to propose through.
+    fn proposer(&mut self, not: usize) -> Option<Arc<Node>> {
+        let ups: Vec<usize> = self
+            .up_members()
+            .into_iter()
+            .filter(|s| *s != not)
+            .collect();
+        if ups.is_empty() {
+            return None;
+        }
+        let s = ups[self.sched_rng.gen_range(0..ups.len())];
+        self.members[s].up.as_ref().map(|u| u.node.clone())
+    }
+
+    pub(super) fn remove_member(&mut self, fault: usize, slot: usize) {
+        if self.changing.is_some() || self.members[slot].removed || self.members[slot].up.is_none()
+        {
+            self.trace
+                .note(self.now_ms, format!("removal of m{slot} skipped"));
+            return;
+        }
+        let Some(node) = self.proposer(slot) else {
+            return;
+        };
+        let id = self.members[slot].id;
+        self.changing = Some((fault, slot));
+        self.spawn(
+            async move {
+                let ok = node.member_remove(id).await.is_ok();
+                Done::Removed { slot, ok }
+            },
+            Done::MembershipTimedOut,
+        );
+    }
+
+    pub(super) fn add_member_back(&mut self, fault: usize, slot: usize) {
+        if self.changing != Some((fault, slot)) {
+            return;
+        }
+        // A removal whose answer was lost may still have happened: ask a
+        // leader.
+        let id = self.members[slot].id;
+        let gone = self.members[slot].removed
+            || self.up_members().iter().any(|s| {
+                let up = self.members[*s].up.as_ref().expect("up");
+                up.stepper.view().is_leader && !up.node.members().iter().any(|m| m.id == id)
+            });
+        if !gone {
+            self.changing = None;
+            return;
+        }
+        let Some(node) = self.proposer(slot) else {
+            self.changing = None;
+            return;
+        };
+        let generation = self.members[slot].generation + 1;
+        let peer_urls = vec![format!("http://m{slot}-g{generation}.sim:2380")];
+        self.spawn(
+            async move {
+                let join = match node.member_add(peer_urls.clone(), false).await {
+                    Ok(resp) => Some(JoinInfo {
+                        cluster_id: node.cluster_id(),
+                        member_id: cluster::member_id(&peer_urls, TOKEN),
+                        members: resp.members,
+                    }),
+                    Err(_) => None,
+                };
+                Done::Added { slot, join }
+            },
+            Done::MembershipTimedOut,
+        );
+    }
+
+    pub(super) fn membership_done(&mut self, done: Done) {
+        match done {
+            Done::Removed { slot, ok } => {
+                self.trace
+                    .note(self.now_ms, format!("removal of m{slot}: ok={ok}"));
+                if ok {
+                    // The operator stops the removed member's process (it
+                    // stops itself once it applies its removal, unless it
+                    // never hears of it).
+                    self.members[slot].removed = true;
+                    self.members[slot].up = None;
+                } else {
+                    self.changing = None;
+                }
+            }
+            Done::Added { slot, join: None } => {
+                self.trace
+                    .note(self.now_ms, format!("m{slot} could not be added back"));
+                self.changing = None;
+            }
+            Done::Added {
+                slot,
+                join: Some(join),
+            } => {
+                let m = &mut self.members[slot];
+                m.generation += 1;
+                m.id = join.member_id;
+                m.removed = false;
+                m.up = None;
+                m.disk = MemDisk::new();
+                m.at_crash = None; // a new member: nothing of the old one's to keep
+                m.outbox.take();
+                m.cfg.name = format!("m{slot}-g{}", m.generation);
+                m.cfg.data_dir = self._dir.path().join(&m.cfg.name);
+                m.cfg.join = Some(join);
+                self.trace.note(
+                    self.now_ms,
+                    format!("m{slot} joins again as {:x}", self.members[slot].id),
+                );
+                self.changing = None;
+                self.start_member(slot);
+            }
+            Done::MembershipTimedOut => {
+                // Unknown outcome: the fault's end asks a leader (a re-join
+                // after the fault ended just gives up).
+                self.trace
+                    .note(self.now_ms, "a membership change timed out".into());
+                if self
+                    .changing
+                    .is_some_and(|(f, _)| !self.active.contains(&f))
+                {
+                    self.changing = None;
+                }
+            }
+            _ => unreachable!("not a membership outcome"),
+        }
+    }
+}
