@@ -235,7 +235,10 @@ impl WatchHub {
 
     /// One round of catch-up for every unsynced watcher, and progress
     /// notifications for idle synced ones that asked for them.
-    fn catch_up_round(&self) {
+    /// One round of the catch-up task: every watcher that is behind gets
+    /// its next events from storage. Public for a driver that owns time
+    /// itself (the deterministic simulation runs it after each step).
+    pub fn catch_up_round(&self) {
         let pending: Vec<(WatcherKey, WatchSpec, i64)> = {
             let inner = self.inner.lock();
             inner

@@ -226,24 +226,7 @@ impl Keys {
         let current = secretd_crypto::verify_unlock_key(lock.epoch, &key, &lock.verifier).is_ok();
         // 1. The keyring file, if this key seals it (the current key, or
         //    one the cluster replaced while this member was down).
-        let from_file = match std::fs::read(self.dir.join(LOCKED_KEYRING_FILE)) {
-            Ok(blob) if blob.len() > 8 => {
-                let epoch = u64::from_be_bytes(blob[..8].try_into().expect("8 bytes"));
-                Keyring::import(&key, &blob[8..]).ok().map(|r| (r, epoch))
-            }
-            Ok(_) => {
-                return Err(Error::internal(format!(
-                    "{} is truncated",
-                    self.dir.join(LOCKED_KEYRING_FILE).display()
-                )))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => {
-                return Err(Error::internal(format!(
-                    "cannot read the locked keyring: {e}"
-                )))
-            }
-        };
+        let from_file = self.read_locked_keyring(&key)?;
         match from_file {
             Some((ring, epoch)) => {
                 let mut st = self.state.write();
@@ -289,6 +272,25 @@ impl Keys {
                 self.relock();
                 Err(e)
             }
+        }
+    }
+
+    /// The keyring in `keys/keyring.locked`, if `key` seals it, with the
+    /// epoch it was sealed at.
+    fn read_locked_keyring(&self, key: &Key) -> Result<Option<(Keyring, u64)>> {
+        match std::fs::read(self.dir.join(LOCKED_KEYRING_FILE)) {
+            Ok(blob) if blob.len() > 8 => {
+                let epoch = u64::from_be_bytes(blob[..8].try_into().expect("8 bytes"));
+                Ok(Keyring::import(key, &blob[8..]).ok().map(|r| (r, epoch)))
+            }
+            Ok(_) => Err(Error::internal(format!(
+                "{} is truncated",
+                self.dir.join(LOCKED_KEYRING_FILE).display()
+            ))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::internal(format!(
+                "cannot read the locked keyring: {e}"
+            ))),
         }
     }
 

@@ -64,6 +64,7 @@ enum Ev {
 
 mod membership;
 mod secrets;
+mod watch;
 
 /// What an operation run as a future came to.
 enum Done {
@@ -87,6 +88,11 @@ struct Up {
     stepper: Stepper,
     /// The lease this incarnation has been seen to hold.
     lease_seen: Option<i64>,
+    /// This incarnation's watcher: its log's index and its stream.
+    watcher: Option<(
+        usize,
+        tokio::sync::mpsc::Receiver<secretd_store::watch::WatchMsg>,
+    )>,
 }
 
 struct Member {
@@ -156,6 +162,8 @@ pub struct World {
     tasks: Vec<(u64, Task, Option<Done>)>,
     /// The secrets workload and the keyring faults.
     secrets: secrets::SecretsState,
+    /// Every watcher's log, for the watch checker at the end.
+    watch_logs: Vec<secretd_jepsen::check::watch::WatcherLog>,
     /// The membership fault whose removal or re-join is under way, and
     /// its slot: one at a time, and only that fault's end adds it back.
     changing: Option<(usize, usize)>,
@@ -182,32 +190,11 @@ impl World {
         let members = members
             .iter()
             .enumerate()
-            .map(|(slot, m)| Member {
-                id: m.id,
-                generation: 0,
-                removed: false,
-                cfg: NodeConfig {
-                    name: m.name.clone(),
-                    data_dir: dir.path().join(&m.name),
-                    initial_members: members.clone(),
-                    cluster_token: TOKEN.into(),
-                    client_urls: vec![format!("http://{}.sim:2379", m.name)],
-                    tick_ms: 100,
-                    // Fixed per member and different: raft-rs's own
-                    // randomised timeout cannot be seeded.
-                    election_ticks: 10 + 2 * slot + sched_rng.gen_range(0..2),
-                    heartbeat_ticks: 1,
-                    snapshot_count: 200,
-                    snapshot_catchup_entries: 50,
-                    ..Default::default()
-                },
-                disk: MemDisk::new(),
-                time: SimTime::new(CLOCK_ORIGIN_MS),
-                offset_ms: 0,
-                outbox: Arc::new(Outbox::default()),
-                up: None,
-                run_scheduled: false,
-                at_crash: None,
+            .map(|(slot, m)| {
+                // Fixed per member and different: raft-rs's own randomised
+                // timeout cannot be seeded.
+                let election_ticks = 10 + 2 * slot + sched_rng.gen_range(0..2);
+                Member::new(m.id, member_config(m, &members, dir.path(), election_ticks))
             })
             .collect();
         let clients = (0..opts.clients)
@@ -241,6 +228,7 @@ impl World {
             settling: false,
             tasks: Vec::new(),
             secrets: secrets::SecretsState::default(),
+            watch_logs: Vec::new(),
             changing: None,
             history: History::new(),
             invariants: Invariants::default(),
@@ -406,7 +394,9 @@ impl World {
                     objects,
                     stepper,
                     lease_seen: None,
+                    watcher: None,
                 });
+                self.watch_from_start(slot);
                 self.schedule_run(slot);
                 self.unlock_if_locked(slot);
             }
@@ -471,6 +461,7 @@ impl World {
             }
         }
         self.check_lease(slot);
+        self.drain_watcher(slot);
         self.route(slot);
         self.poll_clients();
         self.poll_tasks();
@@ -562,6 +553,47 @@ impl World {
                 }
             }
         }
+    }
+}
+
+impl Member {
+    fn new(id: u64, cfg: NodeConfig) -> Member {
+        Member {
+            id,
+            generation: 0,
+            removed: false,
+            cfg,
+            disk: MemDisk::new(),
+            time: SimTime::new(CLOCK_ORIGIN_MS),
+            offset_ms: 0,
+            outbox: Arc::new(Outbox::default()),
+            up: None,
+            run_scheduled: false,
+            at_crash: None,
+        }
+    }
+}
+
+/// A member's configuration: fast ticks are not needed (time is virtual),
+/// small snapshot thresholds are (so crashes and joins meet snapshots).
+fn member_config(
+    m: &ClusterMember,
+    all: &[ClusterMember],
+    dir: &Path,
+    election_ticks: usize,
+) -> NodeConfig {
+    NodeConfig {
+        name: m.name.clone(),
+        data_dir: dir.join(&m.name),
+        initial_members: all.to_vec(),
+        cluster_token: TOKEN.into(),
+        client_urls: vec![format!("http://{}.sim:2379", m.name)],
+        tick_ms: 100,
+        election_ticks,
+        heartbeat_ticks: 1,
+        snapshot_count: 200,
+        snapshot_catchup_entries: 50,
+        ..Default::default()
     }
 }
 
@@ -941,6 +973,7 @@ impl World {
             }
         }
         self.check_log_matching();
+        self.check_watches();
     }
 }
 

@@ -115,6 +115,17 @@ impl World {
         let objects = self.objects_of(slot).expect("picked an up member");
         let read = !self.secrets.acked.versions.is_empty() && self.client_rng.gen_bool(0.5);
         if read {
+            self.read_back(slot, objects);
+        } else if self.secrets.acked.id.is_none() && self.secrets.acked.create_unknown.is_some() {
+            self.resolve_create(objects);
+        } else {
+            self.write_secret(objects);
+        }
+    }
+
+    /// Reads a random acknowledged version back through `slot`.
+    fn read_back(&mut self, slot: usize, objects: Arc<ObjectStore>) {
+        {
             let versions: Vec<u64> = self.secrets.acked.versions.keys().copied().collect();
             let version = versions[self.client_rng.gen_range(0..versions.len())];
             let id = self
@@ -139,12 +150,11 @@ impl World {
                     why: "a read timed out".into(),
                 }),
             );
-            return;
         }
-        if self.secrets.acked.id.is_none() && self.secrets.acked.create_unknown.is_some() {
-            self.resolve_create(objects);
-            return;
-        }
+    }
+
+    /// Creates the secret, or rotates it to a new version.
+    fn write_secret(&mut self, objects: Arc<ObjectStore>) {
         self.secrets.written += 1;
         let data = format!("secret-{}", self.secrets.written).into_bytes();
         let id = self.secrets.acked.id.clone();
@@ -421,38 +431,8 @@ impl World {
                 create,
                 unknown,
                 why,
-            } => {
-                self.secrets.busy = false;
-                self.trace
-                    .note(self.now_ms, format!("secret write failed: {why}"));
-                match create {
-                    Some(data) if unknown => self.secrets.acked.create_unknown = Some(data),
-                    // Someone's create won: look it up.
-                    Some(_) if why.contains("already exists") => {
-                        self.secrets.acked.create_unknown = Some(Vec::new())
-                    }
-                    _ => {}
-                }
-            }
-            SecretDone::Resolved(found) => {
-                self.secrets.busy = false;
-                self.trace
-                    .note(self.now_ms, format!("secret lookup: {found:?}"));
-                match found {
-                    Ok(Some(id)) => {
-                        // Version 1 holds what the lost create wrote.
-                        let data = self.secrets.acked.create_unknown.take().unwrap_or_default();
-                        if !data.is_empty() {
-                            self.secrets.acked.versions.insert(1, data);
-                        }
-                        self.secrets.acked.id = Some(id);
-                    }
-                    // Not there (yet): a create still in the log would make
-                    // the next one fail with "already exists".
-                    Ok(None) => self.secrets.acked.create_unknown = None,
-                    Err(_) => {}
-                }
-            }
+            } => self.not_written(create, unknown, why),
+            SecretDone::Resolved(found) => self.resolved(found),
             SecretDone::Read { slot, version, got } => {
                 self.secrets.busy = false;
                 let want = &self.secrets.acked.versions[&version];
@@ -494,6 +474,40 @@ impl World {
                         .push(format!("end: m{slot}: secret {SECRET_NAME}: {f}"));
                 }
             }
+        }
+    }
+
+    fn not_written(&mut self, create: Option<Vec<u8>>, unknown: bool, why: String) {
+        self.secrets.busy = false;
+        self.trace
+            .note(self.now_ms, format!("secret write failed: {why}"));
+        match create {
+            Some(data) if unknown => self.secrets.acked.create_unknown = Some(data),
+            // An earlier create of ours won after all: look it up.
+            Some(_) if why.contains("already exists") => {
+                self.secrets.acked.create_unknown = Some(Vec::new())
+            }
+            _ => {}
+        }
+    }
+
+    fn resolved(&mut self, found: Result<Option<String>, String>) {
+        self.secrets.busy = false;
+        self.trace
+            .note(self.now_ms, format!("secret lookup: {found:?}"));
+        match found {
+            Ok(Some(id)) => {
+                // Version 1 holds what the lost create wrote.
+                let data = self.secrets.acked.create_unknown.take().unwrap_or_default();
+                if !data.is_empty() {
+                    self.secrets.acked.versions.insert(1, data);
+                }
+                self.secrets.acked.id = Some(id);
+            }
+            // Not there (yet): a create still in the log would make the
+            // next one fail with "already exists".
+            Ok(None) => self.secrets.acked.create_unknown = None,
+            Err(_) => {}
         }
     }
 
