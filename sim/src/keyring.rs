@@ -50,7 +50,11 @@ impl KekPeers for SimPeers {
 pub struct Acked {
     pub id: Option<String>,
     pub versions: BTreeMap<u64, Vec<u8>>,
-    /// The data of a create whose answer was lost: it may have made the
-    /// secret. The client looks the name up before it creates again.
-    pub create_unknown: Option<Vec<u8>>,
+    /// The data of every create whose answer was lost: any of them may
+    /// still make the secret (a lookup that finds nothing does not mean a
+    /// create still in the log will not land later).
+    pub create_unknown: Vec<Vec<u8>>,
+    /// A lost create is waiting for a lookup before the client creates
+    /// again.
+    pub lookup_due: bool,
 }

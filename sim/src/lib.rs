@@ -266,6 +266,11 @@ mod tests {
     /// - 1230 (three): a member still on its key file when the cluster
     ///   switched to autolock and rotated could never get the new KEK, and
     ///   `unlock` told it it was not locked.
+    /// - 1002332, 1004856 (three): a rotation's creator was removed before
+    ///   anyone fetched the new generation; every sync and unlock then
+    ///   failed on it for good.
+    /// - 1005124 (three): an unlock removed the key file of a member that
+    ///   autolock-off had just put back on it.
     #[test]
     fn seeds_that_found_bugs_stay_fixed() {
         quiet_panics();
@@ -278,6 +283,9 @@ mod tests {
             (22, 3),
             (154, 3),
             (1230, 3),
+            (1_002_332, 3),
+            (1_004_856, 3),
+            (1_005_124, 3),
         ];
         for (seed, nodes) in seeds {
             let r = run(

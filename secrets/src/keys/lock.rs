@@ -251,10 +251,14 @@ impl Keys {
             Ok(_) if self.state.read().ring.is_some() => {
                 self.persist(&self.state.read())?;
                 // A member that was still on its key file: the keyring is
-                // sealed under the unlock key now, as autolock wants.
-                for plain in [KEYRING_FILE, WRAP_KEY_FILE] {
-                    if self.dir.join(plain).exists() {
-                        remove_file(&self.dir, plain)?;
+                // sealed under the unlock key now, as autolock wants. (If
+                // autolock went off meanwhile, the sync put it back on the
+                // key file, which stays.)
+                if matches!(self.state.read().wrap, Wrap::Unlock { .. }) {
+                    for plain in [KEYRING_FILE, WRAP_KEY_FILE] {
+                        if self.dir.join(plain).exists() {
+                            remove_file(&self.dir, plain)?;
+                        }
                     }
                 }
                 self.dump_for_tests();

@@ -330,7 +330,16 @@ impl Keys {
         }
         for rec in registry.iter().filter(|r| !r.retired) {
             if !self.holds_verified(rec) {
-                self.fetch(rec, &lock).await?;
+                if let Err(e) = self.fetch(rec, &lock).await {
+                    if !self.abandoned(rec.generation).await? {
+                        return Err(e);
+                    }
+                    tracing::warn!(
+                        generation = rec.generation,
+                        "key-encryption key generation held by no member (its creator left \
+                         the cluster before the others fetched it); the next rotate-key replaces it"
+                    );
+                }
             }
         }
         self.destroy_retired(&registry)?;
@@ -510,13 +519,37 @@ impl Keys {
 
     /// Registers a generation's verifier if that generation is new;
     /// Returns whether it was registered.
+    ///
+    /// The registration records that this member holds the generation in
+    /// the same txn: a generation no current voter holds is then one whose
+    /// every holder left the cluster, never one whose creator is merely
+    /// slow (see [`Keys::abandoned`]).
     pub(crate) async fn register(&self, record: &KekRecord) -> Result<bool> {
         let k = layout::kek_key(record.generation);
-        self.txn(
-            vec![absent(k.clone())],
-            vec![put(k, record.encode_to_vec())],
-        )
-        .await
+        let held = layout::kek_held_key(record.generation, self.node.id());
+        let won = self
+            .txn(
+                vec![absent(k.clone())],
+                vec![put(k, record.encode_to_vec()), put(held, Vec::new())],
+            )
+            .await?;
+        if won {
+            self.acked.lock().insert(record.generation);
+        }
+        Ok(won)
+    }
+
+    /// Whether `generation` is registered but held by no current voting
+    /// member and not by this one: its creator left the cluster (removed,
+    /// its disk gone) before anyone fetched it. Nothing was sealed under
+    /// it (seals wait for a quorum of holders), so it can be skipped and
+    /// replaced by the next rotation.
+    pub(crate) async fn abandoned(&self, generation: u32) -> Result<bool> {
+        if self.holds(generation) {
+            return Ok(false);
+        }
+        let (held, _) = self.holders(generation).await?;
+        Ok(held == 0)
     }
 
     /// One txn with these compares; whether they held (and it was applied).
@@ -610,6 +643,13 @@ impl Keys {
             .await?
             .ok_or_else(|| Error::internal("no key-encryption key after creating one"))?;
         self.await_quorum_held(newest).await?;
+        if !self.holds(newest) && self.abandoned(newest).await? {
+            return Err(Error::Unavailable(format!(
+                "key-encryption key generation {newest} is registered but no member holds it \
+                 (its creator left the cluster before the others fetched it): run \
+                 `secretctl cluster rotate-key` to replace it"
+            )));
+        }
         let st = self.state.read();
         let ring = st.ring.as_ref().ok_or(Error::Locked)?;
         if ring.current() != newest {

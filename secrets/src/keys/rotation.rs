@@ -58,15 +58,21 @@ impl Keys {
             .map(|r| r.generation)
             .max()
             .ok_or_else(|| Error::internal("no key-encryption key to rotate"))?;
-        let newest = if live.len() > 1 {
+        let newest = if live.len() > 1 && self.abandoned(newest).await? {
+            tracing::warn!(
+                generation = newest,
+                "replacing a KEK generation no member holds with a new one"
+            );
+            self.add_generation(newest).await?
+        } else if live.len() > 1 {
             tracing::info!(generation = newest, "resuming an interrupted KEK rotation");
             newest
         } else {
             self.add_generation(newest).await?
         };
         // Nothing moves under the new generation until a quorum holds it
-        // (this member first: it holds `changing`, so its own sync cannot
-        // record it): the old ones are destroyed at the end.
+        // (this member recorded it when it registered it): the old ones are
+        // destroyed at the end.
         self.ack_held(&self.registry(true).await?).await?;
         self.await_quorum_held(newest).await?;
         let rewrapped = self.rewrap_all(newest).await?;

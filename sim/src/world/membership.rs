@@ -88,7 +88,7 @@ impl World {
                     // stops itself once it applies its removal, unless it
                     // never hears of it).
                     self.members[slot].removed = true;
-                    self.members[slot].up = None;
+                    self.stop_member(slot);
                 } else {
                     self.changing = None;
                 }
@@ -102,11 +102,11 @@ impl World {
                 slot,
                 join: Some(join),
             } => {
+                self.stop_member(slot);
                 let m = &mut self.members[slot];
                 m.generation += 1;
                 m.id = join.member_id;
                 m.removed = false;
-                m.up = None;
                 m.disk = MemDisk::new();
                 m.at_crash = None; // a new member: nothing of the old one's to keep
                 m.outbox.take();

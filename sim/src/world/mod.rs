@@ -157,9 +157,10 @@ pub struct World {
     /// early on a leader whose clock jumped.
     clock_forward_ms: u64,
     settling: bool,
-    /// Futures in flight, with the virtual time they give up at and what
-    /// they come to then.
-    tasks: Vec<(u64, Task, Option<Done>)>,
+    /// Futures in flight: the virtual time they give up at, what they come
+    /// to then, and the member slots whose state they hold (a member that
+    /// crashes takes them with it: a dead process writes no more files).
+    tasks: Vec<(u64, Task, Option<Done>, Vec<usize>)>,
     /// The secrets workload and the keyring faults.
     secrets: secrets::SecretsState,
     /// Every watcher's log, for the watch checker at the end.
@@ -453,7 +454,7 @@ impl World {
                 );
                 self.members[slot].removed = true;
                 self.route(slot);
-                self.members[slot].up = None;
+                self.stop_member(slot);
             } else {
                 self.invariants
                     .violations
@@ -815,8 +816,8 @@ impl World {
                 member,
                 keep_permille,
             } => {
-                let m = &mut self.members[member];
-                if let Some(up) = m.up.take() {
+                if let Some(up) = self.stop_member(member) {
+                    let m = &mut self.members[member];
                     let v = up.stepper.view();
                     m.at_crash = Some(Durable {
                         term: v.term,
@@ -980,8 +981,41 @@ impl World {
 // Futures of the real APIs (membership changes, secrets), polled by the world.
 impl World {
     fn spawn(&mut self, f: impl std::future::Future<Output = Done> + 'static, on_timeout: Done) {
-        self.tasks
-            .push((self.now_ms + TASK_TIMEOUT_MS, Box::pin(f), Some(on_timeout)));
+        self.spawn_on(Vec::new(), f, on_timeout);
+    }
+
+    /// `spawn`, for a future that holds the state of members `slots`.
+    fn spawn_on(
+        &mut self,
+        slots: Vec<usize>,
+        f: impl std::future::Future<Output = Done> + 'static,
+        on_timeout: Done,
+    ) {
+        self.tasks.push((
+            self.now_ms + TASK_TIMEOUT_MS,
+            Box::pin(f),
+            Some(on_timeout),
+            slots,
+        ));
+    }
+
+    /// A member's process ends (crash, restart, removal): so does every
+    /// future working on its state, coming to its timeout outcome.
+    fn stop_member(&mut self, slot: usize) -> Option<Up> {
+        let up = self.members[slot].up.take();
+        let mut i = 0;
+        while i < self.tasks.len() {
+            if self.tasks[i].3.contains(&slot) {
+                let (_, task, on_timeout, _) = self.tasks.remove(i);
+                drop(task);
+                if let Some(done) = on_timeout {
+                    self.task_done(done);
+                }
+            } else {
+                i += 1;
+            }
+        }
+        up
     }
 
     /// Polls every future once, in order (a no-op waker: the world polls
@@ -995,7 +1029,7 @@ impl World {
                 drop(self.tasks.remove(i));
                 self.task_done(done);
             } else if self.now_ms >= self.tasks[i].0 {
-                let (_, task, on_timeout) = self.tasks.remove(i);
+                let (_, task, on_timeout, _) = self.tasks.remove(i);
                 drop(task);
                 if let Some(done) = on_timeout {
                     self.task_done(done);

@@ -116,10 +116,10 @@ impl World {
         let read = !self.secrets.acked.versions.is_empty() && self.client_rng.gen_bool(0.5);
         if read {
             self.read_back(slot, objects);
-        } else if self.secrets.acked.id.is_none() && self.secrets.acked.create_unknown.is_some() {
-            self.resolve_create(objects);
+        } else if self.secrets.acked.id.is_none() && self.secrets.acked.lookup_due {
+            self.resolve_create(slot, objects);
         } else {
-            self.write_secret(objects);
+            self.write_secret(slot, objects);
         }
     }
 
@@ -135,7 +135,8 @@ impl World {
                 .clone()
                 .expect("acked versions have an id");
             self.secrets.busy = true;
-            self.spawn(
+            self.spawn_on(
+                vec![slot],
                 async move {
                     let got = objects
                         .open_secret(&id, version, false)
@@ -154,14 +155,15 @@ impl World {
     }
 
     /// Creates the secret, or rotates it to a new version.
-    fn write_secret(&mut self, objects: Arc<ObjectStore>) {
+    fn write_secret(&mut self, slot: usize, objects: Arc<ObjectStore>) {
         self.secrets.written += 1;
         let data = format!("secret-{}", self.secrets.written).into_bytes();
         let id = self.secrets.acked.id.clone();
         let create = id.is_none().then(|| data.clone());
         let create_on_timeout = create.clone();
         self.secrets.busy = true;
-        self.spawn(
+        self.spawn_on(
+            vec![slot],
             async move {
                 let plain = SecretBytes::new(data.clone());
                 let result = match &id {
@@ -202,9 +204,10 @@ impl World {
     }
 
     /// After a create whose answer was lost: is the secret there?
-    fn resolve_create(&mut self, objects: Arc<ObjectStore>) {
+    fn resolve_create(&mut self, slot: usize, objects: Arc<ObjectStore>) {
         self.secrets.busy = true;
-        self.spawn(
+        self.spawn_on(
+            vec![slot],
             async move {
                 let found = match objects.inspect(Kind::Secret, SECRET_NAME).await {
                     Ok(o) => Ok(Some(o.id)),
@@ -224,7 +227,8 @@ impl World {
         for slot in self.up_members() {
             self.unlock_if_locked(slot);
             let objects = self.objects_of(slot).expect("up");
-            self.spawn(
+            self.spawn_on(
+                vec![slot],
                 async move {
                     let result = objects.keys().sync_once().await;
                     if matches!(result, Err(secretd_secrets::Error::Locked)) {
@@ -247,7 +251,8 @@ impl World {
         let Some(objects) = self.objects_of(member) else {
             return;
         };
-        self.spawn(
+        self.spawn_on(
+            vec![member],
             async move {
                 let result = objects.keys().rotate().await;
                 Done::Secret(SecretDone::Keyring {
@@ -269,7 +274,8 @@ impl World {
             return;
         };
         self.secrets.autolock_active = true;
-        self.spawn(
+        self.spawn_on(
+            vec![member],
             async move {
                 let key = objects.keys().set_autolock(true).await.ok().flatten();
                 Done::Secret(SecretDone::AutolockOn { victim, key })
@@ -285,19 +291,26 @@ impl World {
         let Some(key) = self.secrets.unlock_key.clone() else {
             return;
         };
-        let locked: Vec<Arc<ObjectStore>> = self
+        let locked_slots: Vec<usize> = self
             .up_members()
             .into_iter()
-            .filter_map(|s| self.objects_of(s))
-            .filter(|o| o.keys().is_locked())
+            .filter(|s| self.objects_of(*s).is_some_and(|o| o.keys().is_locked()))
             .collect();
-        let Some(via) = self
-            .objects_of(member)
-            .or_else(|| self.up_members().first().and_then(|s| self.objects_of(*s)))
+        let locked: Vec<Arc<ObjectStore>> = locked_slots
+            .iter()
+            .filter_map(|s| self.objects_of(*s))
+            .collect();
+        let Some(via_slot) = Some(member)
+            .filter(|m| self.members[*m].up.is_some())
+            .or_else(|| self.up_members().first().copied())
         else {
             return;
         };
-        self.spawn(
+        let via = self.objects_of(via_slot).expect("up");
+        let mut touched = locked_slots;
+        touched.push(via_slot);
+        self.spawn_on(
+            touched,
             async move {
                 let mut result = Ok(format!("{} unlocked", locked.len()));
                 for o in locked {
@@ -336,7 +349,8 @@ impl World {
             self.learn_unlock_key(slot);
             return;
         };
-        self.spawn(
+        self.spawn_on(
+            vec![slot],
             async move {
                 let result = objects.keys().unlock(key).await;
                 if matches!(result, Err(secretd_secrets::Error::Invalid(_))) {
@@ -358,16 +372,17 @@ impl World {
     /// (`secretctl cluster unlock-key`): an autolock switch whose answer
     /// was lost, or a key rotated since, leaves it without one.
     fn learn_unlock_key(&mut self, not: usize) {
-        let Some(from) = self
+        let Some(from_slot) = self
             .up_members()
             .into_iter()
             .filter(|s| *s != not)
-            .filter_map(|s| self.objects_of(s))
-            .find(|o| !o.keys().is_locked())
+            .find(|s| self.objects_of(*s).is_some_and(|o| !o.keys().is_locked()))
         else {
             return;
         };
-        self.spawn(
+        let from = self.objects_of(from_slot).expect("up");
+        self.spawn_on(
+            vec![from_slot],
             async move {
                 let key = from.keys().unlock_key(false).await.ok();
                 Done::Secret(SecretDone::KeyLearned(key))
@@ -392,7 +407,8 @@ impl World {
         for slot in self.up_members() {
             let objects = self.objects_of(slot).expect("up");
             let (id, versions) = (id.clone(), versions.clone());
-            self.spawn(
+            self.spawn_on(
+                vec![slot],
                 async move {
                     let mut failures = Vec::new();
                     for (v, want) in versions {
@@ -482,11 +498,12 @@ impl World {
         self.trace
             .note(self.now_ms, format!("secret write failed: {why}"));
         match create {
-            Some(data) if unknown => self.secrets.acked.create_unknown = Some(data),
-            // An earlier create of ours won after all: look it up.
-            Some(_) if why.contains("already exists") => {
-                self.secrets.acked.create_unknown = Some(Vec::new())
+            Some(data) if unknown => {
+                self.secrets.acked.create_unknown.push(data);
+                self.secrets.acked.lookup_due = true;
             }
+            // An earlier create of ours landed after all: look it up.
+            Some(_) if why.contains("already exists") => self.secrets.acked.lookup_due = true,
             _ => {}
         }
     }
@@ -497,26 +514,28 @@ impl World {
             .note(self.now_ms, format!("secret lookup: {found:?}"));
         match found {
             Ok(Some(id)) => {
-                // Version 1 holds what the lost create wrote.
-                let data = self.secrets.acked.create_unknown.take().unwrap_or_default();
-                if !data.is_empty() {
-                    self.secrets.acked.versions.insert(1, data);
+                // Version 1 holds what a lost create wrote: which one is
+                // known only if there was one.
+                let lost = std::mem::take(&mut self.secrets.acked.create_unknown);
+                if let [data] = lost.as_slice() {
+                    self.secrets.acked.versions.insert(1, data.clone());
                 }
                 self.secrets.acked.id = Some(id);
+                self.secrets.acked.lookup_due = false;
             }
-            // Not there (yet): a create still in the log would make the
-            // next one fail with "already exists".
-            Ok(None) => self.secrets.acked.create_unknown = None,
+            // Not there (yet): the client may create again; a create still
+            // in the log would make that one fail with "already exists".
+            Ok(None) => self.secrets.acked.lookup_due = false,
             Err(_) => {}
         }
     }
 
     /// A clean restart (nothing lost): the member reads its keyring anew.
     fn restart(&mut self, slot: usize) {
-        let m = &mut self.members[slot];
-        if m.up.take().is_none() || m.removed {
+        if self.members[slot].removed || self.stop_member(slot).is_none() {
             return;
         }
+        let m = &mut self.members[slot];
         m.disk.crash(usize::MAX);
         m.outbox.take();
         self.trace.note(self.now_ms, format!("m{slot} restarts"));
