@@ -271,6 +271,9 @@ mod tests {
     ///   failed on it for good.
     /// - 1005124 (three): an unlock removed the key file of a member that
     ///   autolock-off had just put back on it.
+    /// - 1007169, 1007644 (three): a leader that removed itself from a
+    ///   2-member cluster stopped before its follower knew the removal
+    ///   committed; the survivor could never win an election.
     #[test]
     fn seeds_that_found_bugs_stay_fixed() {
         quiet_panics();
@@ -286,6 +289,8 @@ mod tests {
             (1_002_332, 3),
             (1_004_856, 3),
             (1_005_124, 3),
+            (1_007_169, 3),
+            (1_007_644, 3),
         ];
         for (seed, nodes) in seeds {
             let r = run(

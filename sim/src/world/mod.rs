@@ -88,6 +88,8 @@ struct Up {
     stepper: Stepper,
     /// The lease this incarnation has been seen to hold.
     lease_seen: Option<i64>,
+    /// The (term, leading) last written to the trace.
+    noted_role: (u64, bool),
     /// This incarnation's watcher: its log's index and its stream.
     watcher: Option<(
         usize,
@@ -395,6 +397,7 @@ impl World {
                     objects,
                     stepper,
                     lease_seen: None,
+                    noted_role: (0, false),
                     watcher: None,
                 });
                 self.watch_from_start(slot);
@@ -430,7 +433,9 @@ impl World {
         let applied = up.stepper.take_applied();
         self.invariants
             .after_step(now_ms, &view, &applied, before.applied, &up.stepper);
-        if view.is_leader != before.is_leader || view.term != before.term {
+        // Against what was last noted: a tick can change the term too.
+        if up.noted_role != (view.term, view.is_leader) {
+            up.noted_role = (view.term, view.is_leader);
             self.trace.note(
                 now_ms,
                 format!(
