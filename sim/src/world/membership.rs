@@ -62,19 +62,28 @@ impl World {
         };
         let generation = self.members[slot].generation + 1;
         let peer_urls = vec![format!("http://m{slot}-g{generation}.sim:2380")];
+        let member_id = cluster::member_id(&peer_urls, TOKEN);
         self.spawn(
             async move {
-                let join = match node.member_add(peer_urls.clone(), false).await {
+                let join = match node.member_add(peer_urls, false).await {
                     Ok(resp) => Some(JoinInfo {
                         cluster_id: node.cluster_id(),
-                        member_id: cluster::member_id(&peer_urls, TOKEN),
+                        member_id,
                         members: resp.members,
                     }),
                     Err(_) => None,
                 };
-                Done::Added { slot, join }
+                Done::Added {
+                    slot,
+                    member_id,
+                    join,
+                }
             },
-            Done::MembershipTimedOut,
+            Done::Added {
+                slot,
+                member_id,
+                join: None,
+            },
         );
     }
 
@@ -93,46 +102,71 @@ impl World {
                     self.changing = None;
                 }
             }
-            Done::Added { slot, join: None } => {
-                self.trace
-                    .note(self.now_ms, format!("m{slot} could not be added back"));
-                self.changing = None;
+            Done::Added {
+                slot,
+                member_id,
+                join: None,
+            } => {
+                // An add whose answer was lost or refused may still have
+                // been committed: a voter that never starts would cost the
+                // cluster its quorum, so the operator starts it if any
+                // member lists it.
+                match self.listed_join(member_id) {
+                    Some(join) => self.rejoin(slot, join),
+                    None => {
+                        self.trace
+                            .note(self.now_ms, format!("m{slot} could not be added back"));
+                        self.changing = None;
+                    }
+                }
             }
             Done::Added {
                 slot,
                 join: Some(join),
-            } => {
-                self.stop_member(slot);
-                let m = &mut self.members[slot];
-                m.generation += 1;
-                m.id = join.member_id;
-                m.removed = false;
-                m.disk = MemDisk::new();
-                m.at_crash = None; // a new member: nothing of the old one's to keep
-                m.outbox.take();
-                m.cfg.name = format!("m{slot}-g{}", m.generation);
-                m.cfg.data_dir = self._dir.path().join(&m.cfg.name);
-                m.cfg.join = Some(join);
-                self.trace.note(
-                    self.now_ms,
-                    format!("m{slot} joins again as {:x}", self.members[slot].id),
-                );
-                self.changing = None;
-                self.start_member(slot);
-            }
+                ..
+            } => self.rejoin(slot, join),
             Done::MembershipTimedOut => {
-                // Unknown outcome: the fault's end asks a leader (a re-join
-                // after the fault ended just gives up).
+                // Unknown outcome: the fault's end asks a leader.
                 self.trace
-                    .note(self.now_ms, "a membership change timed out".into());
-                if self
-                    .changing
-                    .is_some_and(|(f, _)| !self.active.contains(&f))
-                {
-                    self.changing = None;
-                }
+                    .note(self.now_ms, "a membership removal timed out".into());
             }
             _ => unreachable!("not a membership outcome"),
+        }
+    }
+
+    /// What a member joining as `member_id` needs, if some member lists it.
+    fn listed_join(&self, member_id: u64) -> Option<JoinInfo> {
+        self.up_members().into_iter().find_map(|s| {
+            let node = &self.members[s].up.as_ref()?.node;
+            let members = node.members();
+            members.iter().any(|m| m.id == member_id).then(|| JoinInfo {
+                cluster_id: node.cluster_id(),
+                member_id,
+                members,
+            })
+        })
+    }
+
+    /// Starts slot `slot` as a new member with an empty disk.
+    fn rejoin(&mut self, slot: usize, join: JoinInfo) {
+        {
+            self.stop_member(slot);
+            let m = &mut self.members[slot];
+            m.generation += 1;
+            m.id = join.member_id;
+            m.removed = false;
+            m.disk = MemDisk::new();
+            m.at_crash = None; // a new member: nothing of the old one's to keep
+            m.outbox.take();
+            m.cfg.name = format!("m{slot}-g{}", m.generation);
+            m.cfg.data_dir = self._dir.path().join(&m.cfg.name);
+            m.cfg.join = Some(join);
+            self.trace.note(
+                self.now_ms,
+                format!("m{slot} joins again as {:x}", self.members[slot].id),
+            );
+            self.changing = None;
+            self.start_member(slot);
         }
     }
 }

@@ -68,8 +68,15 @@ mod watch;
 
 /// What an operation run as a future came to.
 enum Done {
-    Removed { slot: usize, ok: bool },
-    Added { slot: usize, join: Option<JoinInfo> },
+    Removed {
+        slot: usize,
+        ok: bool,
+    },
+    Added {
+        slot: usize,
+        member_id: u64,
+        join: Option<JoinInfo>,
+    },
     MembershipTimedOut,
     Secret(secrets::SecretDone),
 }
@@ -928,6 +935,15 @@ impl World {
     /// A final read of every key through every member: acknowledged
     /// writes must all be there.
     fn final_reads(&mut self) {
+        for s in self.up_members() {
+            let up = self.members[s].up.as_ref().expect("up");
+            let (v, voters) = (up.stepper.view(), up.stepper.voters());
+            let line = format!(
+                "m{s} ({:x}): term {} leader {:x} commit {} applied {}; voters {voters:x?}",
+                v.id, v.term, v.leader_id, v.commit, v.applied
+            );
+            self.trace.note(self.now_ms, line);
+        }
         let n = self.members.len();
         for c in 0..self.clients.len() {
             if let Some(p) = self.clients[c].pending.take() {
