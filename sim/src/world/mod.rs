@@ -425,14 +425,17 @@ impl World {
         let Some(up) = &mut m.up else { return };
         let before = up.stepper.view();
         let mut failed = None;
+        // As the real loop: a round after every batch of inputs, with or
+        // without a `Ready` (a round also sends waiting ReadIndex requests:
+        // a single-voter leader has no other reason to round).
         for _ in 0..ROUNDS_PER_RUN_MAX {
             let handled = up.stepper.handle_inputs();
-            if up.stepper.has_ready() {
-                if let Err(e) = up.stepper.ready() {
-                    failed = Some(e);
-                    break;
-                }
-            } else if handled == 0 {
+            let had_ready = up.stepper.has_ready();
+            if let Err(e) = up.stepper.ready() {
+                failed = Some(e);
+                break;
+            }
+            if !had_ready && handled == 0 {
                 break;
             }
         }
@@ -939,8 +942,15 @@ impl World {
             let up = self.members[s].up.as_ref().expect("up");
             let (v, voters) = (up.stepper.view(), up.stepper.voters());
             let line = format!(
-                "m{s} ({:x}): term {} leader {:x} commit {} applied {}; voters {voters:x?}",
-                v.id, v.term, v.leader_id, v.commit, v.applied
+                "m{s} ({:x}): term {} leader {:x} commit {} (of term {:?}) applied {}, last {}; voters {voters:x?}; reads {:?}",
+                v.id,
+                v.term,
+                v.leader_id,
+                v.commit,
+                up.stepper.log_term(v.commit),
+                v.applied,
+                v.last_index,
+                up.stepper.reads_state()
             );
             self.trace.note(self.now_ms, line);
         }

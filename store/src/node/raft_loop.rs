@@ -136,7 +136,6 @@ impl Loop {
             return Err(());
         }
         if self.removed {
-            self.tell_followers_commit();
             tracing::warn!("this member was removed from the cluster; stopping");
             self.status.write().fatal = Some(StoreError::Removed.to_string());
             return Err(());
@@ -362,37 +361,6 @@ impl Loop {
             self.apply_entries(ahead, batch, applied)?;
         }
         Ok(())
-    }
-
-    /// A leader that applied its own removal stops at once; its followers
-    /// may not know yet that the removal committed. A follower that does
-    /// not cannot apply it, so it still counts the old leader as a voter
-    /// and, in a cluster shrinking to one member, can never win an
-    /// election (found by the simulation: a 2-member cluster removing its
-    /// leader stalled for good). So it sends each follower a heartbeat with
-    /// the commit index first, as raft does (capped at what the follower
-    /// has).
-    fn tell_followers_commit(&mut self) {
-        let raft = &self.raw.raft;
-        if raft.state != StateRole::Leader {
-            return;
-        }
-        let committed = raft.raft_log.committed;
-        let msgs: Vec<Message> = raft
-            .prs()
-            .iter()
-            .filter(|(id, _)| **id != self.id)
-            .map(|(id, pr)| {
-                let mut m = Message::default();
-                m.set_msg_type(raft::eraftpb::MessageType::MsgHeartbeat);
-                m.to = *id;
-                m.from = self.id;
-                m.term = raft.term;
-                m.commit = committed.min(pr.matched);
-                m
-            })
-            .collect();
-        self.transport.send(msgs);
     }
 
     /// The leader proposes revokes for expired leases (others only track).

@@ -69,8 +69,9 @@ impl Stepper {
         }
     }
 
-    /// Sends due reads and handles one `Ready`. An error stops the member
-    /// for good (the reason is the error), as it stops the real loop.
+    /// Sends due reads and handles one `Ready` if there is one (the real
+    /// loop's round, run after every batch of inputs). An error stops the
+    /// member for good (the reason is the error), as it stops the real loop.
     pub fn ready(&mut self) -> std::result::Result<(), String> {
         if self.stopped {
             return Err("stopped".into());
@@ -123,6 +124,18 @@ impl Stepper {
             .as_mut()
             .map(std::mem::take)
             .unwrap_or_default()
+    }
+
+    /// The ReadIndex queue, for a trace: (waiting, in flight, answered).
+    pub fn reads_state(&self) -> (usize, Option<u64>, Vec<u64>) {
+        let r = &self.lp.reads;
+        (
+            r.pending.len(),
+            r.inflight
+                .as_ref()
+                .map(|(ctx, _, w)| *ctx * 1000 + w.len() as u64),
+            r.ready.iter().map(|(i, _)| *i).collect(),
+        )
     }
 
     /// The voters in this member's configuration.
