@@ -17,6 +17,8 @@ use crate::urls;
 
 pub struct ClusterService {
     pub node: Arc<Node>,
+    /// The keyring: a removal must leave every live KEK on a quorum.
+    pub keys: Arc<secretd_secrets::keys::Keys>,
 }
 
 fn check_urls(list: &[String]) -> Result<(), Status> {
@@ -61,8 +63,13 @@ impl Cluster for ClusterService {
     ) -> Result<Response<MemberRemoveResponse>, Status> {
         // Changing the membership is root's (etcd's rule).
         Who::of(&self.node, &req).await?.admin()?;
+        let id = req.into_inner().id;
+        self.keys
+            .check_member_removal(id)
+            .await
+            .map_err(crate::objects::status)?;
         self.node
-            .member_remove(req.into_inner().id)
+            .member_remove(id)
             .await
             .map(|r| no_revision(r, |r| &mut r.header))
             .map_err(status)

@@ -271,6 +271,9 @@ mod tests {
     ///   failed on it for good.
     /// - 1005124 (three): an unlock removed the key file of a member that
     ///   autolock-off had just put back on it.
+    /// - 1004487 (three): members removed and re-added one after another,
+    ///   each removal just before the new member synced its keyring,
+    ///   drained every copy of the KEK (removals now check the keyring).
     /// - 1007169, 1007644, 1000207 (three): found a bug of the simulation
     ///   itself: it ran a member's round only when raft had a `Ready`, so
     ///   a single-voter leader (after removals) never sent its ReadIndex
@@ -293,6 +296,7 @@ mod tests {
             (1_007_169, 3),
             (1_007_644, 3),
             (1_000_207, 3),
+            (1_004_487, 3),
         ];
         for (seed, nodes) in seeds {
             let r = run(

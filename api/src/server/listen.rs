@@ -100,12 +100,16 @@ pub(super) fn listener_tls(
 /// The services etcd's JSON gateway calls.
 fn gateway_services(
     node: &Arc<Node>,
+    keys: &Arc<secretd_secrets::keys::Keys>,
     auth: &Arc<crate::auth::AuthService>,
 ) -> crate::gateway::Services {
     crate::gateway::Services {
         kv: Arc::new(KvService { node: node.clone() }),
         lease: Arc::new(LeaseService { node: node.clone() }),
-        cluster: Arc::new(ClusterService { node: node.clone() }),
+        cluster: Arc::new(ClusterService {
+            node: node.clone(),
+            keys: keys.clone(),
+        }),
         maintenance: Arc::new(MaintenanceService { node: node.clone() }),
         watch: Arc::new(WatchService { node: node.clone() }),
         auth: auth.clone(),
@@ -173,7 +177,10 @@ pub(super) fn serve_clients(
                 .max_decoding_message_size(max_recv)
                 .max_encoding_message_size(usize::MAX),
         )
-        .add_service(ClusterServer::new(ClusterService { node: node.clone() }))
+        .add_service(ClusterServer::new(ClusterService {
+            node: node.clone(),
+            keys: objects.store.keys().clone(),
+        }))
         .add_service(SecretsServer::new(objects.clone()).max_decoding_message_size(max_recv))
         .add_service(ConfigsServer::new(objects.clone()).max_decoding_message_size(max_recv))
         .add_service(TasksServer::new(objects.clone()))
@@ -193,7 +200,8 @@ pub(super) fn serve_clients(
         );
         // etcd's JSON gateway shares the port (HTTP/1.1 and HTTP/2), the
         // TLS and the gate.
-        let gateway = crate::gateway::router(gateway_services(node, auth), max_recv);
+        let gateway =
+            crate::gateway::router(gateway_services(node, objects.store.keys(), auth), max_recv);
         let grpc = std::mem::take(routes.axum_router_mut());
         *routes.axum_router_mut() = grpc.merge(gateway).fallback(crate::gateway::fallback);
         let router = Server::builder()

@@ -397,8 +397,40 @@ impl Keys {
         }
     }
 
-    /// (voting members that recorded holding `generation`, voting members).
-    async fn holders(&self, generation: u32) -> Result<(usize, usize)> {
+    /// Refuses to remove member `id` if a live KEK generation would then be
+    /// held by fewer than a quorum of the remaining voting members: the
+    /// secrets sealed under it must outlive a minority of disks. Found by
+    /// the simulation: members removed and re-added one after another, each
+    /// removal just before the new member synced, drained every copy of
+    /// the KEK (etcd's strict reconfiguration check guards the log the
+    /// same way).
+    pub async fn check_member_removal(&self, id: u64) -> Result<()> {
+        let registry = self.registry(true).await?;
+        let remaining: Vec<u64> = self
+            .node
+            .members()
+            .iter()
+            .filter(|m| !m.is_learner && m.id != id)
+            .map(|m| m.id)
+            .collect();
+        for rec in registry.iter().filter(|r| !r.retired) {
+            let held = self.held_by(rec.generation).await?;
+            let count = remaining.iter().filter(|m| held.contains(m)).count();
+            if held.contains(&id) && count * 2 <= remaining.len() {
+                return Err(Error::Precondition(format!(
+                    "removing member {id:x} would leave key-encryption key generation {} on \
+                     {count} of the {} remaining voting members, fewer than a quorum; wait \
+                     until the others have synced their keyrings (within a second) and retry",
+                    rec.generation,
+                    remaining.len()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The members that recorded holding `generation`.
+    async fn held_by(&self, generation: u32) -> Result<std::collections::BTreeSet<u64>> {
         let prefix = layout::kek_held_prefix(generation);
         let resp = self
             .node
@@ -409,11 +441,16 @@ impl Keys {
                 ..Default::default()
             })
             .await?;
-        let held: std::collections::BTreeSet<u64> = resp
+        Ok(resp
             .kvs
             .iter()
             .filter_map(|kv| layout::member_of_kek_held_key(generation, &kv.key))
-            .collect();
+            .collect())
+    }
+
+    /// (voting members that recorded holding `generation`, voting members).
+    async fn holders(&self, generation: u32) -> Result<(usize, usize)> {
+        let held = self.held_by(generation).await?;
         let voters: Vec<u64> = self
             .node
             .members()

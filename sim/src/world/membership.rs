@@ -6,7 +6,7 @@ use super::*;
 
 impl World {
     /// An up member other than `not`, to propose through.
-    fn proposer(&mut self, not: usize) -> Option<Arc<Node>> {
+    fn proposer_slot(&mut self, not: usize) -> Option<usize> {
         let ups: Vec<usize> = self
             .up_members()
             .into_iter()
@@ -15,7 +15,11 @@ impl World {
         if ups.is_empty() {
             return None;
         }
-        let s = ups[self.sched_rng.gen_range(0..ups.len())];
+        Some(ups[self.sched_rng.gen_range(0..ups.len())])
+    }
+
+    fn proposer(&mut self, not: usize) -> Option<Arc<Node>> {
+        let s = self.proposer_slot(not)?;
         self.members[s].up.as_ref().map(|u| u.node.clone())
     }
 
@@ -26,14 +30,19 @@ impl World {
                 .note(self.now_ms, format!("removal of m{slot} skipped"));
             return;
         }
-        let Some(node) = self.proposer(slot) else {
+        let Some(via) = self.proposer_slot(slot) else {
             return;
         };
+        let up = self.members[via].up.as_ref().expect("an up member");
+        let (node, keys) = (up.node.clone(), up.objects.keys().clone());
         let id = self.members[slot].id;
         self.changing = Some((fault, slot));
-        self.spawn(
+        // As `Cluster.MemberRemove` does: the keyring's check first.
+        self.spawn_on(
+            vec![via],
             async move {
-                let ok = node.member_remove(id).await.is_ok();
+                let ok = keys.check_member_removal(id).await.is_ok()
+                    && node.member_remove(id).await.is_ok();
                 Done::Removed { slot, ok }
             },
             Done::MembershipTimedOut,
