@@ -783,6 +783,11 @@ impl World {
         let req = if self.lease.live {
             clients::lease_renew(self.lease.id)
         } else {
+            // A fresh id for every grant attempt: an attempt whose answer
+            // was lost may still land, expire and be revoked, and a member
+            // catching up later must not take that revoke for one of the
+            // lease the client holds.
+            self.lease.id += 1;
             clients::lease_grant(self.lease.id)
         };
         if let Ok(rx) = up.node.submit(req, None) {
