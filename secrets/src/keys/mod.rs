@@ -468,21 +468,7 @@ impl Keys {
         let registry = self.registry(true).await?;
         let mut missing = Vec::new();
         for rec in registry.iter().filter(|r| !r.retired) {
-            let prefix = layout::kek_held_prefix(rec.generation);
-            let resp = self
-                .node
-                .range(RangeRequest {
-                    range_end: layout::prefix_end(&prefix),
-                    key: prefix,
-                    keys_only: true,
-                    ..Default::default()
-                })
-                .await?;
-            let held: std::collections::BTreeSet<u64> = resp
-                .kvs
-                .iter()
-                .filter_map(|kv| layout::member_of_kek_held_key(rec.generation, &kv.key))
-                .collect();
+            let held = self.held_by(rec.generation).await?;
             for m in self.node.members() {
                 if !held.contains(&m.id) {
                     let name = if m.name.is_empty() {

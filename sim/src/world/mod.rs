@@ -169,7 +169,7 @@ pub struct World {
     /// Futures in flight: the virtual time they give up at, what they come
     /// to then, and the member slots whose state they hold (a member that
     /// crashes takes them with it: a dead process writes no more files).
-    tasks: Vec<(u64, Task, Option<Done>, Vec<usize>)>,
+    tasks: Vec<(u64, Task, Done, Vec<usize>)>,
     /// The secrets workload and the keyring faults.
     secrets: secrets::SecretsState,
     /// Every watcher's log, for the watch checker at the end.
@@ -1030,7 +1030,7 @@ impl World {
         self.tasks.push((
             self.now_ms + TASK_TIMEOUT_MS,
             Box::pin(f),
-            Some(on_timeout),
+            on_timeout,
             slots,
         ));
     }
@@ -1042,11 +1042,7 @@ impl World {
         let mut i = 0;
         while i < self.tasks.len() {
             if self.tasks[i].3.contains(&slot) {
-                let (_, task, on_timeout, _) = self.tasks.remove(i);
-                drop(task);
-                if let Some(done) = on_timeout {
-                    self.task_done(done);
-                }
+                self.give_up_task(i);
             } else {
                 i += 1;
             }
@@ -1065,15 +1061,18 @@ impl World {
                 drop(self.tasks.remove(i));
                 self.task_done(done);
             } else if self.now_ms >= self.tasks[i].0 {
-                let (_, task, on_timeout, _) = self.tasks.remove(i);
-                drop(task);
-                if let Some(done) = on_timeout {
-                    self.task_done(done);
-                }
+                self.give_up_task(i);
             } else {
                 i += 1;
             }
         }
+    }
+
+    /// Drops future `i` unfinished: it comes to its timeout outcome.
+    fn give_up_task(&mut self, i: usize) {
+        let (_, task, on_timeout, _) = self.tasks.remove(i);
+        drop(task);
+        self.task_done(on_timeout);
     }
 
     fn task_done(&mut self, done: Done) {
