@@ -416,6 +416,13 @@ impl Keys {
         for rec in registry.iter().filter(|r| !r.retired) {
             let held = self.held_by(rec.generation).await?;
             let count = remaining.iter().filter(|m| held.contains(m)).count();
+            if held.contains(&id) && remaining.is_empty() {
+                return Err(Error::Precondition(format!(
+                    "member {id:x} is the last voting member and holds key-encryption key \
+                     generation {}: removing it would lose every secret",
+                    rec.generation
+                )));
+            }
             if held.contains(&id) && count * 2 <= remaining.len() {
                 return Err(Error::Precondition(format!(
                     "removing member {id:x} would leave key-encryption key generation {} on \
