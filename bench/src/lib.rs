@@ -2,6 +2,7 @@
 //! same run can measure secretd and etcd. It prints numbers; it asserts
 //! nothing (benchmarks on a shared 2-core machine are not tests).
 
+pub mod agent;
 pub mod compare;
 pub mod report;
 

@@ -11,8 +11,10 @@ enum Op {
     Get,
     /// secretstore.v1 secret create (secretd only).
     SecretCreate,
-    /// etcd 3.4 against secretd, every workload, in one run.
+    /// etcd 3.4 and etcd 3.5.1 against secretd, every workload, in one run.
     Compare,
+    /// Reading a secret through the agent's FUSE mount against tmpfs.
+    Agent,
 }
 
 #[derive(Parser, Debug)]
@@ -52,8 +54,12 @@ struct Cli {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    if let Op::Compare = cli.op {
-        return match secretd_bench::report::run(cli.rounds.max(1)).await {
+    if let Op::Compare | Op::Agent = cli.op {
+        let done = match cli.op {
+            Op::Compare => secretd_bench::report::run(cli.rounds.max(1)).await,
+            _ => secretd_bench::agent::run().await,
+        };
+        return match done {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("bench: {e:#}");
@@ -66,7 +72,7 @@ async fn main() -> std::process::ExitCode {
         (Op::SecretCreate, _) => Workload::SecretCreate,
         (Op::Get, "l") => Workload::GetLinearizable,
         (Op::Get, "s") => Workload::GetSerializable,
-        (Op::Compare, _) => unreachable!("handled above"),
+        (Op::Compare | Op::Agent, _) => unreachable!("handled above"),
         (Op::Get, other) => {
             eprintln!("secretd-bench: --consistency must be l or s, not {other:?}");
             return std::process::ExitCode::FAILURE;

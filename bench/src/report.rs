@@ -1,6 +1,7 @@
-//! The comparison run and its table: every workload against etcd and
-//! secretd, alternating which goes first, for several rounds; the median
-//! round goes in the table, and the last line is the headline result.
+//! The comparison run and its tables: every workload against etcd 3.4,
+//! etcd 3.5.1 and secretd, rotating which goes first, for several rounds;
+//! the median round goes in the tables (one per etcd, the anchor), and
+//! each table ends in its headline `RESULT` lines.
 
 use anyhow::Result;
 
@@ -84,7 +85,7 @@ async fn measure(c: &ClusterProc, row: Row) -> Result<Sample> {
         Row::Watchers => compare::watchers(c, 1000, 200).await,
         Row::SecretCreate => {
             let w = match c.system {
-                System::Etcd => Workload::Put,
+                System::Etcd34 | System::Etcd35 => Workload::Put,
                 System::Secretd => Workload::SecretCreate,
             };
             compare::load(c, w, 64, 256, 10_000, 1_000_000).await
@@ -98,57 +99,68 @@ fn median(mut v: Vec<Sample>) -> Sample {
     v[v.len() / 2]
 }
 
-/// Per row: etcd's samples and secretd's, one per round.
-type Samples = Vec<(Vec<Sample>, Vec<Sample>)>;
+/// The systems in a run, in `Samples` order; the first two are anchors.
+const SYSTEMS: [System; 3] = [System::Etcd34, System::Etcd35, System::Secretd];
+
+/// Per row, per system (in `SYSTEMS` order): one sample per round.
+type Samples = Vec<[Vec<Sample>; 3]>;
 
 pub async fn run(rounds: usize) -> Result<()> {
     let base = compare::base_port();
-    let etcd = compare::start(System::Etcd, base)?;
-    let secretd = compare::start(System::Secretd, base + 100)?;
-    compare::ready(&etcd).await?;
-    compare::ready(&secretd).await?;
-    let results = run_rounds(rounds, &etcd, &secretd).await?;
-    let rss_e = measure(&etcd, Row::Rss).await?;
-    let rss_s = measure(&secretd, Row::Rss).await?;
-    print_table(rounds, &results, rss_e, rss_s);
+    let mut clusters = Vec::new();
+    for (i, sys) in SYSTEMS.iter().enumerate() {
+        clusters.push(compare::start(*sys, base + 100 * i as u16, 3)?);
+    }
+    for c in &clusters {
+        compare::ready(c).await?;
+    }
+    let results = run_rounds(rounds, &clusters).await?;
+    let mut rss = Vec::new();
+    for c in &clusters {
+        rss.push(measure(c, Row::Rss).await?);
+    }
+    for anchor in 0..2 {
+        print_table(rounds, &results, anchor, &rss);
+    }
     Ok(())
 }
 
-/// Every row against both systems, `rounds` times, alternating which goes
-/// first so neither always meets a warm (or tired) machine.
-async fn run_rounds(rounds: usize, etcd: &ClusterProc, secretd: &ClusterProc) -> Result<Samples> {
-    let mut results: Samples = vec![(Vec::new(), Vec::new()); ROWS.len()];
+/// Every row against every system, `rounds` times, rotating which goes
+/// first so none always meets a warm (or tired) machine.
+async fn run_rounds(rounds: usize, clusters: &[ClusterProc]) -> Result<Samples> {
+    let mut results: Samples = vec![Default::default(); ROWS.len()];
     for round in 0..rounds {
         for (i, (name, row)) in ROWS.iter().enumerate() {
-            let order: [&ClusterProc; 2] = if (round + i) % 2 == 0 {
-                [etcd, secretd]
-            } else {
-                [secretd, etcd]
-            };
-            for c in order {
+            for k in 0..clusters.len() {
+                let which = (round + i + k) % clusters.len();
+                let c = &clusters[which];
                 let s = measure(c, *row).await?;
                 eprintln!(
-                    "round {} {name:<36} {:?}: {:>9.0}/s p99 {:>7.2} ms cpu/op server {:>6.1} us client {:>5.1} us",
+                    "round {} {name:<36} {:<10}: {:>9.0}/s p99 {:>7.2} ms cpu/op server {:>6.1} us client {:>5.1} us",
                     round + 1,
-                    c.system,
+                    c.system.name(),
                     s.ops_per_sec,
                     s.p99_ms,
                     s.server_cpu_us_per_op,
                     s.client_cpu_us_per_op
                 );
-                match c.system {
-                    System::Etcd => results[i].0.push(s),
-                    System::Secretd => results[i].1.push(s),
-                }
+                results[i][which].push(s);
             }
         }
     }
     Ok(results)
 }
 
-/// The table of medians, the RSS line, and the headline RESULT line.
-fn print_table(rounds: usize, results: &Samples, rss_e: Sample, rss_s: Sample) {
+/// secretd against one anchor: the table of medians, the RSS line, the
+/// put @1 latency line and the headline RESULT lines, tagged with the
+/// anchor.
+fn print_table(rounds: usize, results: &Samples, anchor: usize, rss: &[Sample]) {
+    let (a_name, tag) = match SYSTEMS[anchor] {
+        System::Etcd34 => ("etcd 3.4", "etcd-3.4"),
+        _ => ("etcd 3.5.1", "etcd-3.5.1"),
+    };
     println!();
+    println!("secretd against {a_name}");
     println!(
         "{:<36} {:>12} {:>10} {:>12} {:>10} {:>8} {:>9} {:>13} {:>13}",
         "workload",
@@ -168,10 +180,10 @@ fn print_table(rounds: usize, results: &Samples, rss_e: Sample, rss_s: Sample) {
             "-".into()
         }
     };
-    let mut headline = None;
+    let mut lines = Vec::new();
     for (i, (name, _)) in ROWS.iter().enumerate() {
-        let e = median(results[i].0.clone());
-        let s = median(results[i].1.clone());
+        let e = median(results[i][anchor].clone());
+        let s = median(results[i][2].clone());
         let ratio = s.ops_per_sec / e.ops_per_sec.max(1e-9);
         let p99_ratio = s.p99_ms / e.p99_ms.max(1e-9);
         println!(
@@ -185,22 +197,31 @@ fn print_table(rounds: usize, results: &Samples, rss_e: Sample, rss_s: Sample) {
             cpu(&e),
             cpu(&s)
         );
-        if *name == "put 256B @256" {
-            headline = Some((ratio, p99_ratio));
+        match *name {
+            "put 256B @256" => lines.push(format!(
+                "RESULT put256 anchor={tag} ratio={ratio:.2} p99_ratio={p99_ratio:.2}"
+            )),
+            "put 256B @1" => lines.push(format!(
+                "RESULT put256@1 anchor={tag} ratio={ratio:.2} p50_ms={:.2}/{:.2} p99_ms={:.2}/{:.2}",
+                s.p50_ms, e.p50_ms, s.p99_ms, e.p99_ms
+            )),
+            _ => {}
         }
     }
+    let (re, rs) = (rss[anchor].ops_per_sec, rss[2].ops_per_sec);
     println!(
         "{:<36} {:>9.0} MiB {:>10} {:>8.0} MiB {:>10} {:>8.2}",
         "RSS after 100k keys (3 members)",
-        rss_e.ops_per_sec,
+        re,
         "",
-        rss_s.ops_per_sec,
+        rs,
         "",
-        rss_s.ops_per_sec / rss_e.ops_per_sec.max(1e-9)
+        rs / re.max(1e-9)
     );
-    println!("({rounds} rounds, median shown; etcd 3.4 (Debian) and the release secretd, 3 members each on loopback, fsync on;");
-    println!(" cpu us: CPU time the three members used per operation, user + system)");
-    if let Some((r, p)) = headline {
-        println!("RESULT put256 ratio={r:.2} p99_ratio={p:.2}");
+    println!("({rounds} rounds, median shown; {a_name} and the release secretd, 3 members each on loopback, fsync on;");
+    println!(" cpu us: CPU time the three members used per operation, user + system;");
+    println!(" put256@1 p50_ms/p99_ms: secretd/{a_name})");
+    for l in lines {
+        println!("{l}");
     }
 }

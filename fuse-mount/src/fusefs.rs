@@ -1,27 +1,39 @@
-//! The FUSE backend: a read-only filesystem served from the agent's memory.
+//! The FUSE backend: a read-only filesystem served from the agent's memory,
+//! cached by the kernel.
 //!
-//! Inodes are stable per path across updates. Entry and attribute TTLs are
-//! zero, and files open without `FOPEN_KEEP_CACHE`, so a new image is seen
-//! by the next lookup and open. Each open takes a reference to the file's
-//! bytes at that moment: a reader keeps reading the version it opened,
-//! never a mix. The mount is `ro` (the kernel answers EROFS to writes,
-//! creates, chmods, renames and unlinks), `default_permissions` (the
-//! kernel enforces each file's mode, uid and gid) and `allow_other` (so a
-//! container's user can read). The root is 0700 (root alone lists the
-//! tasks) and each task's directories admit only root and the uid and gid
-//! of the task's files (`image::task_dir_owner`).
+//! A file's inode is one version of it: when its bytes, owner or mode
+//! change, the path gets a new inode and the kernel is told to drop its
+//! cached entry for the name (`notify_inval_entry`). An inode's bytes and
+//! attributes never change, so the kernel may cache everything about it
+//! for as long as it likes: entries and attributes have long timeouts,
+//! `open` is answered ENOSYS (FUSE_NO_OPEN_SUPPORT: the kernel opens
+//! without asking and keeps its page cache), and `flush` ENOSYS (the
+//! kernel stops sending it). An open+read+close of a cached secret never
+//! reaches this process. A reader holding a file open keeps reading the
+//! version it opened, never a mix: its inode's bytes stay here (retired)
+//! until the kernel forgets the inode. Directories keep one inode per
+//! path; a name added to one is seen at once (lookups that fail are not
+//! cached), and a directory whose owner changes has its attributes
+//! invalidated.
+//!
+//! The mount is `ro` (the kernel answers EROFS to writes, creates, chmods,
+//! renames and unlinks), `default_permissions` (the kernel enforces each
+//! file's mode, uid and gid) and `allow_other` (so a container's user can
+//! read). The root is 0700 (root alone lists the tasks) and each task's
+//! directories admit only root and the uid and gid of the task's files
+//! (`image::task_dir_owner`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ffi::OsStr;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
-    MountOption, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
-    ReplyOpen, ReplyXattr, Request,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, MountOption, Notifier, OpenFlags, ReplyAttr, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyXattr, Request,
 };
 use parking_lot::{Mutex, RwLock};
 use secretd_crypto::SecretBytes;
@@ -31,9 +43,13 @@ use crate::image::{
     ROOT_DIR_MODE,
 };
 
-const TTL: Duration = Duration::ZERO;
-/// Open files at once; past it, open fails with EMFILE.
-const HANDLES_MAX: usize = 65_536;
+/// How long the kernel may trust an entry or attributes. Inodes never
+/// change, and every name whose inode changes is invalidated explicitly,
+/// so this only bounds how long a lost invalidation could last.
+const TTL: Duration = Duration::from_secs(3600);
+/// Retired file versions kept for readers that still hold them open;
+/// past it the oldest is dropped and a read of it fails with ESTALE.
+const RETIRED_MAX: usize = 4096;
 pub const FS_NAME: &str = "secretd";
 
 enum Node {
@@ -51,31 +67,93 @@ struct Tree {
     nodes: HashMap<u64, Node>,
 }
 
+/// Inode numbers: one per directory path, one per file version.
+#[derive(Default)]
+struct Inodes {
+    dirs: HashMap<String, u64>,
+    /// path -> (inode, the version it shows)
+    files: HashMap<String, (u64, FileEntry)>,
+    last: u64,
+}
+
+impl Inodes {
+    fn next(&mut self) -> u64 {
+        // 1 is the root; a u64 never wraps in practice, so an inode
+        // number is never reused and a stale cache can never alias.
+        self.last = self.last.max(1) + 1;
+        self.last
+    }
+
+    fn dir(&mut self, path: &str) -> u64 {
+        if let Some(i) = self.dirs.get(path) {
+            return *i;
+        }
+        let i = self.next();
+        self.dirs.insert(path.to_string(), i);
+        i
+    }
+
+    fn file(&mut self, path: &str, f: &FileEntry) -> u64 {
+        if let Some((i, shown)) = self.files.get(path) {
+            if same_version(shown, f) {
+                return *i;
+            }
+        }
+        let i = self.next();
+        self.files.insert(path.to_string(), (i, f.clone()));
+        i
+    }
+}
+
+fn same_version(a: &FileEntry, b: &FileEntry) -> bool {
+    (a.uid, a.gid, a.mode, &a.source) == (b.uid, b.gid, b.mode, &b.source)
+        && a.data.expose() == b.data.expose()
+}
+
+/// Versions no longer in the tree, kept until the kernel forgets them.
+#[derive(Default)]
+struct Retired {
+    data: HashMap<u64, Arc<SecretBytes>>,
+    order: VecDeque<u64>,
+}
+
+impl Retired {
+    fn insert(&mut self, ino: u64, data: Arc<SecretBytes>) {
+        if self.data.insert(ino, data).is_none() {
+            self.order.push_back(ino);
+        }
+        while self.data.len() > RETIRED_MAX {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            self.data.remove(&old);
+        }
+    }
+
+    fn forget(&mut self, ino: u64) {
+        if self.data.remove(&ino).is_some() {
+            self.order.retain(|i| *i != ino);
+        }
+    }
+}
+
 struct Inner {
     tree: RwLock<Arc<Tree>>,
     /// What each task shows now: a task whose new files cannot be shown
     /// keeps these.
     shown: Mutex<BTreeMap<String, BTreeMap<String, FileEntry>>>,
-    /// path -> inode, kept across images so a path keeps its inode.
-    inodes: Mutex<(HashMap<String, u64>, u64)>,
-    handles: Mutex<HashMap<u64, Arc<SecretBytes>>>,
-    next_fh: AtomicU64,
+    inodes: Mutex<Inodes>,
+    retired: Mutex<Retired>,
+    /// Set once the session runs; `apply` tells the kernel through it.
+    notifier: OnceLock<Notifier>,
+    /// The kernel opens files without asking (FUSE_NO_OPEN_SUPPORT).
+    no_open: AtomicBool,
     mounted_at: SystemTime,
 }
 
 impl Inner {
-    fn ino(&self, path: &str) -> u64 {
-        let mut g = self.inodes.lock();
-        if let Some(i) = g.0.get(path) {
-            return *i;
-        }
-        g.1 += 1;
-        let i = g.1;
-        g.0.insert(path.to_string(), i);
-        i
-    }
-
     fn build(&self, image: &Image) -> Tree {
+        let mut inodes = self.inodes.lock();
         let mut t = Tree::default();
         t.nodes.insert(
             1,
@@ -92,7 +170,7 @@ impl Inner {
         };
         for (task, files) in &image.tasks {
             let owner = task_dir_owner(files);
-            let task_ino = self.ino(task);
+            let task_ino = inodes.dir(task);
             t.nodes.entry(task_ino).or_insert(Node::Dir {
                 parent: 1,
                 children: BTreeMap::new(),
@@ -105,22 +183,87 @@ impl Inner {
                 let parts: Vec<&str> = path.split('/').collect();
                 for (i, part) in parts.iter().enumerate() {
                     so_far = format!("{so_far}/{part}");
-                    let ino = self.ino(&so_far);
-                    if i + 1 == parts.len() {
+                    let ino = if i + 1 == parts.len() {
+                        let ino = inodes.file(&so_far, f);
                         t.nodes.insert(ino, Node::File(f.clone()));
+                        ino
                     } else {
+                        let ino = inodes.dir(&so_far);
                         t.nodes.entry(ino).or_insert(Node::Dir {
                             parent,
                             children: BTreeMap::new(),
                             owner,
                         });
-                    }
+                        ino
+                    };
                     add_child(&mut t, parent, part, ino);
                     parent = ino;
                 }
             }
         }
+        // Paths gone from the image give up their inode numbers' slots
+        // (their versions are retired by `replace`).
+        inodes.files.retain(|_, (i, _)| t.nodes.contains_key(i));
         t
+    }
+
+    /// Shows `new`, retires the file versions it no longer has and tells
+    /// the kernel which names and attributes it must look up again.
+    fn replace(&self, new: Tree) {
+        let new = Arc::new(new);
+        let old = std::mem::replace(&mut *self.tree.write(), new.clone());
+        let mut stale_names = Vec::new();
+        let mut stale_attrs = Vec::new();
+        let mut retired = self.retired.lock();
+        for (ino, node) in &old.nodes {
+            match (node, new.nodes.get(ino)) {
+                (Node::File(f), None) => retired.insert(*ino, f.data.clone()),
+                (
+                    Node::Dir {
+                        children, owner, ..
+                    },
+                    now,
+                ) => {
+                    let (now_children, now_owner) = match now {
+                        Some(Node::Dir {
+                            children, owner, ..
+                        }) => (Some(children), Some(owner)),
+                        _ => (None, None),
+                    };
+                    for (name, child) in children {
+                        if now_children.and_then(|c| c.get(name)) != Some(child) {
+                            stale_names.push((*ino, name.clone()));
+                        }
+                    }
+                    if now_owner.is_some_and(|o| o != owner) {
+                        stale_attrs.push(*ino);
+                    }
+                }
+                (Node::File(_), Some(_)) => {}
+            }
+        }
+        drop(retired);
+        // Not under any lock a request handler takes: the kernel holds
+        // the parent directory while a lookup in it waits for our answer.
+        if let Some(n) = self.notifier.get() {
+            for (parent, name) in stale_names {
+                // ENOENT: the kernel had not cached the name; nothing to drop.
+                let _ = n.inval_entry(INodeNo(parent), OsStr::new(&name));
+            }
+            for ino in stale_attrs {
+                // Offset -1: attributes only (a directory has no pages).
+                let _ = n.inval_inode(INodeNo(ino), -1, 0);
+            }
+        }
+    }
+
+    /// The bytes of a file version, shown or retired.
+    fn file_data(&self, ino: u64) -> Option<Arc<SecretBytes>> {
+        let tree = self.tree.read().clone();
+        match tree.nodes.get(&ino) {
+            Some(Node::File(f)) => Some(f.data.clone()),
+            _ => self.retired.lock().data.get(&ino).cloned(),
+        }
     }
 
     fn attr(&self, ino: u64, node: &Node) -> FileAttr {
@@ -161,6 +304,17 @@ impl Inner {
 struct Fs(Arc<Inner>);
 
 impl Filesystem for Fs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let no_open = config
+            .add_capabilities(InitFlags::FUSE_NO_OPEN_SUPPORT)
+            .is_ok();
+        self.0.no_open.store(no_open, Ordering::Relaxed);
+        if !no_open {
+            tracing::warn!("the kernel lacks FUSE_NO_OPEN_SUPPORT: every open reaches the agent");
+        }
+        Ok(())
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let tree = self.0.tree.read().clone();
         let found = match (tree.nodes.get(&u64::from(parent)), name.to_str()) {
@@ -184,16 +338,19 @@ impl Filesystem for Fs {
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let tree = self.0.tree.read().clone();
         match tree.nodes.get(&u64::from(ino)) {
-            Some(Node::File(f)) => {
-                let mut handles = self.0.handles.lock();
-                if handles.len() >= HANDLES_MAX {
-                    return reply.error(Errno::EMFILE);
-                }
-                let fh = self.0.next_fh.fetch_add(1, Ordering::Relaxed);
-                handles.insert(fh, f.data.clone());
-                reply.opened(FileHandle(fh), FopenFlags::empty());
+            // ENOSYS, once, makes the kernel open every file without
+            // asking from then on, keeping its page cache.
+            Some(Node::File(_)) if self.0.no_open.load(Ordering::Relaxed) => {
+                reply.error(Errno::ENOSYS)
             }
+            // A kernel without FUSE_NO_OPEN_SUPPORT asks every time; an
+            // inode's bytes never change, so its cache is always valid.
+            Some(Node::File(_)) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
             Some(Node::Dir { .. }) => reply.error(Errno::EISDIR),
+            // A retired version opened through a cached entry.
+            None if self.0.retired.lock().data.contains_key(&u64::from(ino)) => {
+                reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE)
+            }
             None => reply.error(Errno::ENOENT),
         }
     }
@@ -201,37 +358,42 @@ impl Filesystem for Fs {
     fn read(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
+        ino: INodeNo,
+        _fh: FileHandle,
         offset: u64,
         size: u32,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let data = self.0.handles.lock().get(&u64::from(fh)).cloned();
-        match data {
+        match self.0.file_data(u64::from(ino)) {
             Some(d) => {
                 let b = d.expose();
                 let start = (offset as usize).min(b.len());
                 let end = start.saturating_add(size as usize).min(b.len());
                 reply.data(&b[start..end]);
             }
-            None => reply.error(Errno::EBADF),
+            // Retired past RETIRED_MAX while someone still held it.
+            None => reply.error(Errno::ESTALE),
         }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, _nlookup: u64) {
+        // The kernel sends the whole lookup count once, when it evicts
+        // the inode: nothing can reach a retired version after this.
+        self.0.retired.lock().forget(u64::from(ino));
     }
 
     fn release(
         &self,
         _req: &Request,
         _ino: INodeNo,
-        fh: FileHandle,
+        _fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.0.handles.lock().remove(&u64::from(fh));
         reply.ok();
     }
 
@@ -243,7 +405,9 @@ impl Filesystem for Fs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        // Nothing is ever written. ENOSYS makes the kernel stop sending
+        // flush on every close.
+        reply.error(Errno::ENOSYS);
     }
 
     // No extended attributes. ENOSYS tells the kernel to stop asking.
@@ -307,9 +471,10 @@ impl FuseBackend {
         let inner = Arc::new(Inner {
             tree: RwLock::new(Arc::new(Tree::default())),
             shown: Mutex::new(BTreeMap::new()),
-            inodes: Mutex::new((HashMap::new(), 1)),
-            handles: Mutex::new(HashMap::new()),
-            next_fh: AtomicU64::new(1),
+            inodes: Mutex::new(Inodes::default()),
+            retired: Mutex::new(Retired::default()),
+            notifier: OnceLock::new(),
+            no_open: AtomicBool::new(false),
             mounted_at: SystemTime::now(),
         });
         let empty = inner.build(&Image::default());
@@ -327,6 +492,7 @@ impl FuseBackend {
         cfg.acl = fuser::SessionACL::All;
         let session = fuser::spawn_mount(Fs(inner.clone()), mountpoint, &cfg)
             .map_err(|e| anyhow::anyhow!("cannot mount FUSE at {}: {e}", mountpoint.display()))?;
+        let _ = inner.notifier.set(session.notifier());
         Ok(FuseBackend {
             inner,
             session: Mutex::new(Some(session)),
@@ -357,7 +523,7 @@ impl Backend for FuseBackend {
             }
         }
         let tree = self.inner.build(&effective);
-        *self.inner.tree.write() = Arc::new(tree);
+        self.inner.replace(tree);
         *shown = effective.tasks;
         failures
     }
@@ -366,6 +532,6 @@ impl Backend for FuseBackend {
         // Dropping the session unmounts.
         drop(self.session.lock().take());
         *self.inner.tree.write() = Arc::new(Tree::default());
-        self.inner.handles.lock().clear();
+        *self.inner.retired.lock() = Retired::default();
     }
 }

@@ -304,6 +304,45 @@ async fn agent_end_to_end(backend: &str) {
     );
     assert!(reads.load(Ordering::Relaxed) > 0);
 
+    // A reader that holds the file open across a rotation reads the
+    // version it opened to the end, even when the kernel has dropped its
+    // cached pages meanwhile (FUSE then asks the agent for the old bytes).
+    {
+        use std::io::Read;
+        let mut f = std::fs::File::open(&pw).unwrap();
+        let mut head = vec![0u8; 600];
+        f.read_exact(&mut head).unwrap();
+        c.sctl(&["secret", "rotate", "db_pw", "-"], Some(&value(555)));
+        wait_for(
+            "the rotation past an open reader",
+            Duration::from_secs(10),
+            || read(&pw) == Some(value(555)),
+        );
+        // SAFETY: a valid open descriptor; the advice only drops clean
+        // cached pages of this file.
+        let rc = unsafe {
+            libc::posix_fadvise(
+                std::os::fd::AsRawFd::as_raw_fd(&f),
+                0,
+                0,
+                libc::POSIX_FADV_DONTNEED,
+            )
+        };
+        assert_eq!(rc, 0);
+        let mut rest = Vec::new();
+        f.read_to_end(&mut rest).unwrap();
+        head.extend(rest);
+        assert_eq!(
+            head,
+            value(100),
+            "{backend}: an open reader saw another version"
+        );
+        c.sctl(&["secret", "rotate", "db_pw", "-"], Some(&value(100)));
+        wait_for("the rotation back", Duration::from_secs(10), || {
+            read(&pw) == Some(value(100))
+        });
+    }
+
     // The cluster goes away: the agent keeps serving what it has, then
     // reconnects and catches up with what changed meanwhile.
     for i in 0..3 {
