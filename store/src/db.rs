@@ -5,8 +5,14 @@
 //! `meta`: small records (applied index, current and compacted revision,
 //!         member identity, initial cluster).
 //!
-//! Everything a `Ready` produces goes into one `WriteBatch`; durability comes
-//! from RocksDB's WAL, synced once per batch (`write_sync`).
+//! `raft` holds nothing new: the raft log lives in its own segment files
+//! (`raftlog`), and the column family is read only to migrate a data
+//! directory written by an older secretd.
+//!
+//! The state machine's changes of a `Ready` go into one `WriteBatch`,
+//! written without fsync: they are re-derivable from the synced raft log.
+//! Only bootstrap, snapshot installs and the step before a log compaction
+//! sync RocksDB's WAL.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -115,6 +121,9 @@ enum Backend {
 /// Shared handle to a member's database.
 pub struct Db {
     backend: Backend,
+    /// Where the raft log's segments live (`raftlog`): beside RocksDB's
+    /// directory, or on the same simulated disk.
+    log_dir: crate::raftlog::files::LogDir,
 }
 
 impl Db {
@@ -145,6 +154,7 @@ impl Db {
         let db = DB::open_cf_descriptors(&opts, dir.join("db"), cfs)?;
         Ok(Arc::new(Db {
             backend: Backend::Rocks(db),
+            log_dir: crate::raftlog::files::LogDir::Real(dir.join("raftlog")),
         }))
     }
 
@@ -152,6 +162,7 @@ impl Db {
     /// deterministic simulation runs members on.
     pub fn open_mem(disk: Arc<MemDisk>) -> Arc<Db> {
         Arc::new(Db {
+            log_dir: crate::raftlog::files::LogDir::Mem(disk.clone()),
             backend: Backend::Mem(disk),
         })
     }
@@ -188,6 +199,18 @@ impl Db {
                 cf,
                 next: Bound::Included(from),
             },
+        }
+    }
+
+    pub fn log_dir(&self) -> crate::raftlog::files::LogDir {
+        self.log_dir.clone()
+    }
+
+    /// Makes every batch written so far durable (fsyncs the WAL).
+    pub fn sync_wal(&self) -> Result<()> {
+        match &self.backend {
+            Backend::Rocks(db) => Ok(db.flush_wal(true)?),
+            Backend::Mem(disk) => disk.write(WriteBatch::default(), true),
         }
     }
 
@@ -316,6 +339,8 @@ struct MemState {
     written: Tables,
     synced: Tables,
     unsynced: Vec<WriteBatch>,
+    /// The raft log's segment files (`raftlog::files`).
+    files: BTreeMap<String, MemFile>,
     /// Set by the simulation to make the next writes fail (a dead disk).
     failing: bool,
     syncs: u64,
@@ -380,9 +405,11 @@ impl MemDisk {
     }
 
     /// The power goes out: what survives is the synced state plus the
-    /// first `keep` unsynced batches (clamped). Reopen a [`Db`] on the disk
+    /// first `keep` unsynced batches (clamped), and of each file its synced
+    /// bytes plus the first `torn(unsynced bytes)` of the rest (clamped):
+    /// a file's tail may end mid-record. Reopen a [`Db`] on the disk
     /// afterwards; the old handle must not be used again.
-    pub fn crash(&self, keep: usize) {
+    pub fn crash(&self, keep: usize, torn: &mut dyn FnMut(usize) -> usize) {
         let mut st = self.state.lock();
         let pending = std::mem::take(&mut st.unsynced);
         let keep = keep.min(pending.len());
@@ -390,11 +417,116 @@ impl MemDisk {
             apply(&mut st.synced, b);
         }
         st.written = st.synced.clone();
+        for f in st.files.values_mut() {
+            if !f.overwrote_synced {
+                let extra = f.written.len().saturating_sub(f.synced.len());
+                let kept = torn(extra).min(extra);
+                let from = f.synced.len();
+                let tail = f.written[from..from + kept].to_vec();
+                f.synced.extend_from_slice(&tail);
+            }
+            f.written = f.synced.clone();
+            f.overwrote_synced = false;
+        }
     }
 
     /// Makes every later write fail (or heals the disk).
     pub fn set_failing(&self, failing: bool) {
         self.state.lock().failing = failing;
+    }
+}
+
+/// A simulated file: what reads see, and what a crash keeps.
+#[derive(Default)]
+struct MemFile {
+    written: Vec<u8>,
+    synced: Vec<u8>,
+    /// An unsynced write landed inside the synced bytes (a crash then
+    /// keeps only the synced bytes: no model of which sectors made it).
+    overwrote_synced: bool,
+}
+
+impl MemDisk {
+    pub(crate) fn file_names(&self) -> Vec<String> {
+        self.state.lock().files.keys().cloned().collect()
+    }
+
+    /// A new file holding `head`, durable at once (as a real segment is
+    /// synced, with its directory, before use).
+    pub(crate) fn file_create(&self, name: &str, head: &[u8]) {
+        self.state.lock().files.insert(
+            name.to_string(),
+            MemFile {
+                written: head.to_vec(),
+                synced: head.to_vec(),
+                overwrote_synced: false,
+            },
+        );
+    }
+
+    pub(crate) fn file_write(&self, name: &str, offset: u64, bytes: &[u8]) -> Result<()> {
+        let mut st = self.state.lock();
+        if st.failing {
+            return Err(StoreError::Storage("simulated disk failure".into()));
+        }
+        let f = st
+            .files
+            .get_mut(name)
+            .ok_or_else(|| StoreError::Storage(format!("no simulated file {name}")))?;
+        let at = offset as usize;
+        if at < f.synced.len() {
+            f.overwrote_synced = true;
+        }
+        if f.written.len() < at + bytes.len() {
+            f.written.resize(at + bytes.len(), 0);
+        }
+        f.written[at..at + bytes.len()].copy_from_slice(bytes);
+        Ok(())
+    }
+
+    pub(crate) fn file_sync(&self, name: &str) -> Result<()> {
+        let mut st = self.state.lock();
+        if st.failing {
+            return Err(StoreError::Storage("simulated disk failure".into()));
+        }
+        st.syncs += 1;
+        let f = st
+            .files
+            .get_mut(name)
+            .ok_or_else(|| StoreError::Storage(format!("no simulated file {name}")))?;
+        if f.overwrote_synced {
+            f.synced = f.written.clone();
+            f.overwrote_synced = false;
+        } else {
+            let from = f.synced.len();
+            f.synced.extend_from_slice(&f.written[from..]);
+        }
+        Ok(())
+    }
+
+    /// Up to `len` bytes from `offset` (fewer at the end of the file).
+    pub(crate) fn file_read(&self, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let st = self.state.lock();
+        let f = st
+            .files
+            .get(name)
+            .ok_or_else(|| StoreError::Storage(format!("no simulated file {name}")))?;
+        let from = (offset as usize).min(f.written.len());
+        let to = from.saturating_add(len).min(f.written.len());
+        Ok(f.written[from..to].to_vec())
+    }
+
+    pub(crate) fn file_remove(&self, name: &str) {
+        self.state.lock().files.remove(name);
+    }
+
+    /// Bytes written to files and not yet synced.
+    pub fn unsynced_file_bytes(&self) -> usize {
+        let st = self.state.lock();
+        st.files
+            .values()
+            .map(|f| f.written.len().saturating_sub(f.synced.len()))
+            .sum()
     }
 }
 

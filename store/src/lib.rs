@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod mvcc;
 pub mod node;
 pub mod planted;
+pub mod raftlog;
 pub mod revision;
 pub mod schema;
 pub mod snapshot;

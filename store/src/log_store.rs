@@ -1,14 +1,21 @@
-//! The raft log, hard state and conf state in RocksDB's `raft` column
-//! family: raft-rs's `Storage` for one member.
+//! raft-rs's `Storage` for one member: the raft log and hard state in
+//! segment files (`raftlog`), the configuration with the state machine in
+//! RocksDB's meta column family.
 //!
-//! Writes are staged into the caller's `WriteBatch` (one per `Ready`) and
-//! must be durable before `RawNode::advance`, because raft-rs reads entries
-//! back through `Storage` once they leave its unstable log. The term of every
-//! entry is also kept in memory (8 bytes per entry), so `term()`, which raft
-//! calls on every append, never reads the disk. The newest entries are also
-//! kept whole in a bounded cache (`EntryCache`): raft reads back every entry
-//! it commits and every entry it sends a follower, and serving those from
-//! memory saves an iterator, a copy and a decode per entry.
+//! Appends and hard states are staged by `append`/`set_hard_state` and
+//! written by `persist` (synced when raft-rs says the `Ready` must be),
+//! before `RawNode::advance`, because raft-rs reads entries back through
+//! `Storage` once they leave its unstable log. Each entry's term and place
+//! are kept in memory (24 bytes per entry), so `term()`, which raft calls
+//! on every append, never reads the disk. The newest entries are also kept
+//! whole in a bounded cache (`EntryCache`): raft reads back every entry it
+//! commits and every entry it sends a follower, and serving those from
+//! memory saves a read, a CRC check and a decode per entry.
+//!
+//! The state machine is written without fsync (it is re-derivable from the
+//! synced log), so on open the two are reconciled: the log must reach the
+//! applied index, and a snapshot the state machine was set to (`LOG_BASE`)
+//! moves the log's start there if a crash came before the log's reset.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -20,8 +27,10 @@ use protobuf::Message as PbMessage;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, Storage, StorageError};
 
-use crate::db::{u64_from, Db, CF_RAFT};
+use crate::db::{u64_from, Db, CF_META, CF_RAFT};
 use crate::error::{Result, StoreError};
+use crate::raftlog::{files::LogDir, Loc, SegmentLog, SEGMENT_BYTES_REAL, SEGMENT_BYTES_SIM};
+use crate::schema::meta;
 use crate::snapshot::{self, SnapshotHeader, SnapshotWriter};
 
 /// The state machine, as raft's storage needs it: able to write itself into
@@ -39,6 +48,7 @@ const ENTRY_CACHE_ENTRIES_MAX: usize = 64 * 1024;
 /// Snapshot files kept on disk (older ones are pruned).
 const SNAPSHOT_FILES_KEPT: usize = 3;
 
+// The old layout in the `raft` column family, read only to migrate.
 const KEY_HARD_STATE: &[u8] = b"hs";
 const KEY_CONF_STATE: &[u8] = b"cs";
 /// Index and term of the last entry folded into a snapshot (0/0 at start).
@@ -147,12 +157,13 @@ fn storage_err(e: impl std::fmt::Display) -> raft::Error {
 
 pub struct LogStore {
     db: Arc<Db>,
+    log: SegmentLog,
     hard_state: HardState,
     conf_state: ConfState,
     snap_index: u64,
     snap_term: u64,
-    /// terms[i] is the term of entry snap_index + 1 + i.
-    terms: Vec<u64>,
+    /// metas[i] is the term and place of entry snap_index + 1 + i.
+    metas: Vec<(u64, Loc)>,
     cache: EntryCache,
     /// Applied index of the state machine (set by the raft loop).
     applied: u64,
@@ -162,76 +173,144 @@ pub struct LogStore {
     latest_file: RefCell<Option<(u64, u64)>>,
 }
 
+/// The old layout's state: (hard state, conf state, snapshot index and
+/// term, entries).
+type OldLog = (HardState, ConfState, u64, u64, Vec<Entry>);
+
 impl LogStore {
-    /// Loads the log's metadata and every entry's term.
+    /// Opens the log (migrating an old data directory's), and reconciles it
+    /// with the state machine in `db`.
     pub fn open(db: Arc<Db>) -> Result<LogStore> {
-        let hard_state = match db.get(CF_RAFT, KEY_HARD_STATE)? {
-            Some(v) => parse::<HardState>(&v, "hard state")?,
-            None => HardState::default(),
+        let dir = db.log_dir();
+        let segment_bytes = match dir {
+            LogDir::Real(_) => SEGMENT_BYTES_REAL,
+            LogDir::Mem(_) => SEGMENT_BYTES_SIM,
         };
-        let conf_state = match db.get(CF_RAFT, KEY_CONF_STATE)? {
+        let fresh = dir.list()?.is_empty();
+        let (log, replayed) = SegmentLog::open(dir, segment_bytes)?;
+        let conf_state = match db.get(CF_META, meta::CONF_STATE)? {
             Some(v) => parse::<ConfState>(&v, "conf state")?,
             None => ConfState::default(),
         };
-        let (snap_index, snap_term) = match db.get(CF_RAFT, KEY_SNAPSHOT_META)? {
-            Some(v) if v.len() == 16 => (
-                u64_from(&v[..8], "snapshot index")?,
-                u64_from(&v[8..], "snapshot term")?,
-            ),
-            Some(v) => {
-                return Err(StoreError::Storage(format!(
-                    "corrupt snapshot metadata: {} bytes",
-                    v.len()
-                )))
-            }
-            None => (0, 0),
-        };
-        let mut terms = Vec::new();
-        // Warm from the same scan: after a restart a leader's followers read
-        // the log's tail, and the raft column family's vector memtable
-        // sorts a copy of itself for every read it serves.
-        let mut cache = EntryCache::default();
-        let start = entry_key(snap_index + 1);
-        for item in db.iterator_cf(
-            db.cf(CF_RAFT),
-            IteratorMode::From(&start, Direction::Forward),
-        ) {
-            let (k, v) = item?;
-            if k.first() != Some(&ENTRY_PREFIX) {
-                break;
-            }
-            let e = parse::<Entry>(&v, "log entry")?;
-            let want = snap_index + 1 + terms.len() as u64;
-            if e.index != want || u64_from(&k[1..], "entry key")? != want {
-                return Err(StoreError::Storage(format!(
-                    "raft log has a hole: expected entry {want}, found {}",
-                    e.index
-                )));
-            }
-            terms.push(e.term);
-            cache.append(std::slice::from_ref(&e));
-        }
-        let store = LogStore {
+        let mut store = LogStore {
             db,
-            hard_state,
+            log,
+            hard_state: replayed.hard_state,
             conf_state,
-            snap_index,
-            snap_term,
-            terms,
-            cache,
+            snap_index: replayed.snap_index,
+            snap_term: replayed.snap_term,
+            metas: replayed.entries,
+            cache: EntryCache::default(),
             applied: 0,
             snap_dir: PathBuf::new(),
             state: None,
             latest_file: RefCell::new(None),
         };
-        if store.hard_state.commit > store.last() {
+        if fresh {
+            store.migrate()?;
+        }
+        store.reconcile()?;
+        store.warm_cache()?;
+        Ok(store)
+    }
+
+    /// Moves an old data directory's log out of the `raft` column family:
+    /// into the segments, synced, then out of RocksDB.
+    fn migrate(&mut self) -> Result<()> {
+        let Some((hs, cs, snap_index, snap_term, entries)) = read_old_log(&self.db)? else {
+            return Ok(());
+        };
+        tracing::info!(
+            entries = entries.len(),
+            snap_index,
+            "moving the raft log from RocksDB into segment files"
+        );
+        let mut batch = WriteBatch::default();
+        self.apply_snapshot(snap_index, snap_term, cs, &mut batch);
+        self.append(&entries, &mut batch)?;
+        self.set_hard_state(hs, &mut batch);
+        self.db.write_sync(batch)?;
+        self.persist(true)?;
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(self.db.cf(CF_RAFT), [0u8], [0xffu8; 10]);
+        self.db.write_sync(batch)
+    }
+
+    /// Makes the log agree with the state machine after a crash: it starts
+    /// at the newest snapshot the state machine was set to, and reaches
+    /// the applied index (which it always does unless a synced write was
+    /// lost); the commit index is at least the applied one.
+    fn reconcile(&mut self) -> Result<()> {
+        let applied = match self.db.get(CF_META, meta::APPLIED)? {
+            Some(v) => u64_from(&v, "applied index")?,
+            None => 0,
+        };
+        if let Some(v) = self.db.get(CF_META, meta::LOG_BASE)? {
+            let (index, term) = (
+                u64_from(&v[..8.min(v.len())], "log base index")?,
+                u64_from(&v[8.min(v.len())..], "log base term")?,
+            );
+            if index > self.snap_index {
+                if self.term(index).ok() == Some(term) {
+                    self.log.compact(index, term)?;
+                    self.drop_through(index, term);
+                } else {
+                    tracing::warn!(index, term, "the raft log predates the installed snapshot; resetting it there");
+                    self.reset_to(index, term)?;
+                    self.persist(true)?;
+                }
+            }
+        }
+        if applied > self.last() {
             return Err(StoreError::Storage(format!(
-                "hard state commits {} but the log ends at {}",
-                store.hard_state.commit,
-                store.last()
+                "the raft log ends at entry {} but the state machine applied {applied}: \
+                 the log lost synced entries (a disk or file system that does not honour fsync?)",
+                self.last()
             )));
         }
-        Ok(store)
+        if self.hard_state.commit < applied {
+            let mut hs = self.hard_state.clone();
+            hs.commit = applied;
+            self.set_hard_state(hs, &mut WriteBatch::default());
+            self.persist(true)?;
+        }
+        if self.hard_state.commit > self.last() {
+            return Err(StoreError::Storage(format!(
+                "hard state commits {} but the log ends at {}",
+                self.hard_state.commit,
+                self.last()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Loads the newest entries into the cache: after a restart a leader's
+    /// followers read the log's tail.
+    fn warm_cache(&mut self) -> Result<()> {
+        let mut bytes = 0usize;
+        let mut from = self.metas.len();
+        while from > 0 && self.metas.len() - from < ENTRY_CACHE_ENTRIES_MAX {
+            let len = self.metas[from - 1].1.len as usize + 24;
+            if bytes + len > ENTRY_CACHE_BYTES_MAX {
+                break;
+            }
+            bytes += len;
+            from -= 1;
+        }
+        let mut tail = Vec::with_capacity(self.metas.len() - from);
+        for (i, (term, loc)) in self.metas[from..].iter().enumerate() {
+            let e = self.log.read(*loc)?;
+            let want = self.snap_index + 1 + (from + i) as u64;
+            if e.index != want || e.term != *term {
+                return Err(StoreError::Storage(format!(
+                    "raft log entry {want} reads back as {}/{}",
+                    e.index, e.term
+                )));
+            }
+            tail.push(e);
+        }
+        self.cache.append(&tail);
+        Ok(())
     }
 
     /// Where snapshot files live, and the state machine that fills them.
@@ -249,8 +328,9 @@ impl LogStore {
         self.snap_index
     }
 
-    /// Drops entries up to and including `to` (which must be applied).
-    pub fn compact(&mut self, to: u64, batch: &mut WriteBatch) -> Result<()> {
+    /// Drops entries up to and including `to` (which must be applied, and
+    /// whose results the caller made durable: the log forgets them).
+    pub fn compact(&mut self, to: u64) -> Result<()> {
         if to <= self.snap_index {
             return Ok(());
         }
@@ -258,36 +338,48 @@ impl LogStore {
         let term = self
             .term(to)
             .map_err(|e| StoreError::Storage(format!("term of {to}: {e}")))?;
-        let cf = self.db.cf(CF_RAFT);
-        batch.delete_range_cf(cf, entry_key(self.snap_index + 1), entry_key(to + 1));
-        self.terms.drain(..(to - self.snap_index) as usize);
+        self.log.compact(to, term)?;
+        self.drop_through(to, term);
+        Ok(())
+    }
+
+    /// Forgets entries up to and including `to` in memory.
+    fn drop_through(&mut self, to: u64, term: u64) {
+        let n = ((to - self.snap_index) as usize).min(self.metas.len());
+        self.metas.drain(..n);
         self.cache.compact(to);
         self.snap_index = to;
         self.snap_term = term;
-        let mut meta = [0u8; 16];
-        meta[..8].copy_from_slice(&to.to_be_bytes());
-        meta[8..].copy_from_slice(&term.to_be_bytes());
-        batch.put_cf(cf, KEY_SNAPSHOT_META, meta);
+    }
+
+    /// Stages a reset of the log to continue after `index`.
+    fn reset_to(&mut self, index: u64, term: u64) -> Result<()> {
+        self.log.append_reset(index, term)?;
+        self.metas.clear();
+        self.cache.clear();
+        self.snap_index = index;
+        self.snap_term = term;
+        let mut hs = self.hard_state.clone();
+        hs.commit = hs.commit.max(index);
+        hs.term = hs.term.max(term);
+        self.set_hard_state(hs, &mut WriteBatch::default());
         Ok(())
     }
 
     /// Replaces the log by an installed snapshot: every entry goes, the
-    /// configuration and commit index come from the snapshot.
+    /// configuration and commit index come from the snapshot. The state
+    /// machine's part goes into `batch`; the log's is staged, and the
+    /// caller must `persist` it after the batch is durable (`LOG_BASE`
+    /// redoes it if a crash comes between).
     pub fn apply_snapshot(&mut self, index: u64, term: u64, cs: ConfState, batch: &mut WriteBatch) {
-        let cf = self.db.cf(CF_RAFT);
-        batch.delete_range_cf(cf, entry_key(0), entry_key(u64::MAX));
-        self.terms.clear();
-        self.cache.clear();
-        self.snap_index = index;
-        self.snap_term = term;
-        let mut meta = [0u8; 16];
-        meta[..8].copy_from_slice(&index.to_be_bytes());
-        meta[8..].copy_from_slice(&term.to_be_bytes());
-        batch.put_cf(cf, KEY_SNAPSHOT_META, meta);
-        let mut hs = self.hard_state.clone();
-        hs.commit = hs.commit.max(index);
-        hs.term = hs.term.max(term);
-        self.set_hard_state(hs, batch);
+        let mut base = [0u8; 16];
+        base[..8].copy_from_slice(&index.to_be_bytes());
+        base[8..].copy_from_slice(&term.to_be_bytes());
+        batch.put_cf(self.db.cf(CF_META), meta::LOG_BASE, base);
+        // A staged record cannot fail to fit; a write error shows at persist.
+        if let Err(e) = self.reset_to(index, term) {
+            tracing::error!(error = %e, "cannot stage the raft log's reset");
+        }
         self.set_conf_state(cs, batch);
         self.applied = index;
         *self.latest_file.borrow_mut() = Some((index, term));
@@ -355,7 +447,7 @@ impl LogStore {
     }
 
     fn last(&self) -> u64 {
-        self.snap_index + self.terms.len() as u64
+        self.snap_index + self.metas.len() as u64
     }
 
     pub fn hard_state(&self) -> &HardState {
@@ -366,8 +458,9 @@ impl LogStore {
         &self.conf_state
     }
 
-    /// Stages entries; a conflicting tail (from an older leader) is replaced.
-    pub fn append(&mut self, entries: &[Entry], batch: &mut WriteBatch) -> Result<()> {
+    /// Stages entries; a conflicting tail (from an older leader) is
+    /// replaced. `persist` writes them.
+    pub fn append(&mut self, entries: &[Entry], _batch: &mut WriteBatch) -> Result<()> {
         let Some(first) = entries.first() else {
             return Ok(());
         };
@@ -379,32 +472,30 @@ impl LogStore {
                 self.last()
             )));
         }
-        let cf = self.db.cf(CF_RAFT);
-        // Drop the conflicting tail beyond what the new entries overwrite.
-        let new_last = first.index + entries.len() as u64 - 1;
-        for idx in new_last + 1..=self.last() {
-            batch.delete_cf(cf, entry_key(idx));
-        }
-        self.terms
-            .truncate((first.index - self.snap_index - 1) as usize);
         for (i, e) in entries.iter().enumerate() {
-            assert_eq!(
-                e.index,
-                first.index + i as u64,
-                "entries must be contiguous"
-            );
-            let bytes = e
-                .write_to_bytes()
-                .map_err(|e| StoreError::Storage(e.to_string()))?;
-            batch.put_cf(cf, entry_key(e.index), bytes);
-            self.terms.push(e.term);
+            assert_eq!(e.index, first.index + i as u64, "entries must be contiguous");
+        }
+        let locs = self.log.append_entries(entries)?;
+        self.metas
+            .truncate((first.index - self.snap_index - 1) as usize);
+        for (e, loc) in entries.iter().zip(locs) {
+            self.metas.push((e.term, loc));
         }
         self.cache.append(entries);
         Ok(())
     }
 
-    pub fn set_hard_state(&mut self, hs: HardState, batch: &mut WriteBatch) {
-        put_msg(&self.db, batch, KEY_HARD_STATE, &hs);
+    /// Writes what was staged; with `sync`, makes it durable.
+    pub fn persist(&mut self, sync: bool) -> Result<()> {
+        self.log.write(sync)
+    }
+
+    pub fn set_hard_state(&mut self, hs: HardState, _batch: &mut WriteBatch) {
+        // Staging a small record; an I/O error of rolling to a new segment
+        // shows again at the next persist, which the caller checks.
+        if let Err(e) = self.log.append_hard_state(&hs) {
+            tracing::error!(error = %e, "cannot stage the hard state");
+        }
         self.hard_state = hs;
     }
 
@@ -414,16 +505,60 @@ impl LogStore {
         self.set_hard_state(hs, batch);
     }
 
+    /// The configuration changes with the state machine: into its batch.
     pub fn set_conf_state(&mut self, cs: ConfState, batch: &mut WriteBatch) {
-        put_msg(&self.db, batch, KEY_CONF_STATE, &cs);
+        let bytes = cs.write_to_bytes().expect("encode conf state");
+        batch.put_cf(self.db.cf(CF_META), meta::CONF_STATE, bytes);
         self.conf_state = cs;
+    }
+
+    /// Segment files the log uses now.
+    pub fn segment_count(&self) -> usize {
+        self.log.segment_count()
     }
 }
 
-fn put_msg(db: &Db, batch: &mut WriteBatch, key: &[u8], m: &impl PbMessage) {
-    // Encoding a well-formed in-memory message cannot fail.
-    let bytes = m.write_to_bytes().expect("encode raft state");
-    batch.put_cf(db.cf(CF_RAFT), key, bytes);
+/// The log of a data directory written before the segment files, if any.
+fn read_old_log(db: &Db) -> Result<Option<OldLog>> {
+    let hs = match db.get(CF_RAFT, KEY_HARD_STATE)? {
+        Some(v) => parse::<HardState>(&v, "hard state")?,
+        None => return Ok(None),
+    };
+    let cs = match db.get(CF_RAFT, KEY_CONF_STATE)? {
+        Some(v) => parse::<ConfState>(&v, "conf state")?,
+        None => ConfState::default(),
+    };
+    let (snap_index, snap_term) = match db.get(CF_RAFT, KEY_SNAPSHOT_META)? {
+        Some(v) if v.len() == 16 => (
+            u64_from(&v[..8], "snapshot index")?,
+            u64_from(&v[8..], "snapshot term")?,
+        ),
+        Some(v) => {
+            return Err(StoreError::Storage(format!(
+                "corrupt snapshot metadata: {} bytes",
+                v.len()
+            )))
+        }
+        None => (0, 0),
+    };
+    let mut entries = Vec::new();
+    let start = entry_key(snap_index + 1);
+    for item in db.iterator_cf(db.cf(CF_RAFT), IteratorMode::From(&start, Direction::Forward)) {
+        let (k, v) = item?;
+        if k.first() != Some(&ENTRY_PREFIX) {
+            break;
+        }
+        let e = parse::<Entry>(&v, "log entry")?;
+        let want = snap_index + 1 + entries.len() as u64;
+        if e.index != want || u64_from(&k[1..], "entry key")? != want {
+            return Err(StoreError::Storage(format!(
+                "raft log has a hole: expected entry {want}, found {}",
+                e.index
+            )));
+        }
+        entries.push(e);
+    }
+    Ok(Some((hs, cs, snap_index, snap_term, entries)))
 }
 
 fn parse<M: PbMessage>(bytes: &[u8], what: &str) -> Result<M> {
@@ -457,32 +592,17 @@ impl Storage for LogStore {
         }
         let mut out = Vec::with_capacity((high - low).min(1024) as usize);
         let mut size = 0u64;
-        let start = entry_key(low);
-        let iter = self.db.iterator_cf(
-            self.db.cf(CF_RAFT),
-            IteratorMode::From(&start, Direction::Forward),
-        );
-        for item in iter {
-            let (_, v) = item.map_err(storage_err)?;
-            let e = Entry::parse_from_bytes(&v).map_err(storage_err)?;
-            let want = low + out.len() as u64;
-            if e.index != want {
-                return Err(storage_err(format!(
-                    "log entry {want} missing (found {})",
-                    e.index
-                )));
+        for idx in low..high {
+            let (_, loc) = self.metas[(idx - self.snap_index - 1) as usize];
+            let e = self.log.read(loc).map_err(storage_err)?;
+            if e.index != idx {
+                return Err(storage_err(format!("log entry {idx} reads back as {}", e.index)));
             }
-            size += v.len() as u64;
+            size += payload_bytes(&e) as u64;
             if !out.is_empty() && size > max {
                 break;
             }
             out.push(e);
-            if want + 1 == high {
-                break;
-            }
-        }
-        if out.is_empty() && low < high {
-            return Err(storage_err(format!("log entries {low}..{high} missing")));
         }
         Ok(out)
     }
@@ -494,8 +614,8 @@ impl Storage for LogStore {
         if idx < self.snap_index {
             return Err(raft::Error::Store(StorageError::Compacted));
         }
-        match self.terms.get((idx - self.snap_index - 1) as usize) {
-            Some(t) => Ok(*t),
+        match self.metas.get((idx - self.snap_index - 1) as usize) {
+            Some((t, _)) => Ok(*t),
             None => Err(raft::Error::Store(StorageError::Unavailable)),
         }
     }
@@ -592,6 +712,7 @@ mod tests {
         s.append(&(2..=6).map(|i| entry(i, 1)).collect::<Vec<_>>(), &mut b)
             .unwrap();
         db.write_sync(b).unwrap();
+        s.persist(true).unwrap();
         // A new leader overwrites 5..: entry 6 must disappear.
         let mut b = WriteBatch::default();
         s.append(&[entry(5, 2)], &mut b).unwrap();
@@ -602,6 +723,7 @@ mod tests {
         };
         s.set_hard_state(hs, &mut b);
         db.write_sync(b).unwrap();
+        s.persist(true).unwrap();
         assert_eq!(s.last_index().unwrap(), 5);
         // From the cache, then (below) from disk.
         let index_terms = |s: &LogStore| {
@@ -647,6 +769,7 @@ mod tests {
         let mut b = WriteBatch::default();
         s.bootstrap(vec![1], &mut b);
         db.write_sync(b).unwrap();
+        s.persist(true).unwrap();
         let mut term = 1;
         let mut seed = 7u64;
         let mut rand = |n: u64| {
@@ -680,9 +803,10 @@ mod tests {
             if rand(10) == 0 && last >= lo {
                 let to = lo + rand(last - lo + 1);
                 s.set_applied(to);
-                s.compact(to, &mut b).unwrap();
+                s.compact(to).unwrap();
             }
             db.write_sync(b).unwrap();
+        s.persist(true).unwrap();
             let (lo, hi) = (s.first_index().unwrap(), s.last_index().unwrap() + 1);
             if lo == hi {
                 continue;

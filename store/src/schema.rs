@@ -11,8 +11,9 @@
 
 use crate::{auth, lease, membership};
 
-/// The raft log, hard state, conf state and snapshot metadata
-/// (`log_store`).
+/// Formerly the raft log, hard state, conf state and snapshot metadata;
+/// now only read to migrate an old data directory (`log_store`): the log
+/// lives in segment files (`raftlog`).
 pub const CF_RAFT: &str = "raft";
 /// The MVCC keyspace: values by revision (`mvcc`).
 pub const CF_KV: &str = "kv";
@@ -29,6 +30,14 @@ pub mod meta {
     /// Present while a snapshot is being installed: its index. A start that
     /// finds it redoes the install before anything reads the keyspace.
     pub const INSTALLING: &[u8] = b"installing_snapshot";
+    /// The raft configuration as of the applied index (protobuf
+    /// `ConfState`), written with the apply results that change it.
+    pub const CONF_STATE: &[u8] = b"conf_state";
+    /// `index term` (u64 BE each) of the newest snapshot the state machine
+    /// was set to (bootstrap, install): the raft log must continue from
+    /// there, and `LogStore::open` makes it so if a crash came between the
+    /// install and the log's reset.
+    pub const LOG_BASE: &[u8] = b"log_base";
 
     // Replicated.
     pub const CURRENT_REV: &[u8] = b"current_rev";
@@ -57,6 +66,8 @@ pub const LOCAL: &[&[u8]] = &[
     meta::MEMBER_ID,
     meta::CLUSTER_ID,
     meta::INSTALLING,
+    meta::CONF_STATE,
+    meta::LOG_BASE,
 ];
 /// Replicated single records.
 pub const REPLICATED: &[&[u8]] = &[meta::CURRENT_REV, meta::COMPACT_REV, meta::CLUSTER_TOKEN];

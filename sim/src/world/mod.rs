@@ -848,11 +848,23 @@ impl World {
                     let unsynced = m.disk.unsynced_batches();
                     let keep = unsynced * keep_permille as usize / 1000;
                     let keep = keep.min(self.crash_rng.gen_range(0..=unsynced));
-                    m.disk.crash(keep);
+                    let unsynced_bytes = m.disk.unsynced_file_bytes();
+                    // Each log file keeps some prefix of its unsynced bytes,
+                    // which may end mid-record (a torn write).
+                    let rng = &mut self.crash_rng;
+                    let mut kept_bytes = 0;
+                    m.disk.crash(keep, &mut |extra| {
+                        let k = (extra * keep_permille as usize / 1000).min(rng.gen_range(0..=extra));
+                        kept_bytes += k;
+                        k
+                    });
                     m.outbox.take();
                     self.trace.note(
                         self.now_ms,
-                        format!("m{member} crashed: kept {keep} of {unsynced} unsynced batches"),
+                        format!(
+                            "m{member} crashed: kept {keep} of {unsynced} unsynced batches, \
+                             {kept_bytes} of {unsynced_bytes} unsynced log bytes"
+                        ),
                     );
                 }
             }

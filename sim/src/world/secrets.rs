@@ -536,7 +536,7 @@ impl World {
             return;
         }
         let m = &mut self.members[slot];
-        m.disk.crash(usize::MAX);
+        m.disk.crash(usize::MAX, &mut |extra| extra);
         m.outbox.take();
         self.trace.note(self.now_ms, format!("m{slot} restarts"));
         self.start_member(slot);

@@ -5,8 +5,8 @@
 use super::*;
 
 /// Installs the snapshot file at `path`: durable marker, records in bounded
-/// batches, then one synced batch that moves the log and applied index to
-/// the snapshot and drops the marker. Returns the snapshot's index. The
+/// batches, then one synced batch that moves the applied index to the
+/// snapshot and drops the marker, then the log's reset, synced. Returns the snapshot's index. The
 /// caller reloads the keyspace view.
 pub(super) fn install_snapshot(
     db: &Db,
@@ -37,6 +37,9 @@ pub(super) fn install_snapshot(
     b.put_cf(db.cf(CF_META), META_APPLIED, header.index.to_be_bytes());
     b.delete_cf(db.cf(CF_META), META_INSTALLING);
     db.write_sync(b)?;
+    // After the state machine: a crash between the two leaves `LOG_BASE`,
+    // from which `LogStore::open` redoes the log's reset.
+    log.persist(true)?;
     Ok(header.index)
 }
 
@@ -72,6 +75,7 @@ pub(super) fn identity(db: &Arc<Db>, log: &mut LogStore, cfg: &NodeConfig) -> Re
         None => bootstrap_new_cluster(db, log, cfg, &mut batch)?,
     };
     db.write_sync(batch)?;
+    log.persist(true)?;
     Ok(ids)
 }
 
@@ -142,6 +146,7 @@ pub fn restore(cfg: &NodeConfig, backup: &std::path::Path) -> Result<()> {
     }
     bootstrap_new_cluster(&db, &mut log, cfg, &mut batch)?;
     db.write_sync(batch)?;
+    log.persist(true)?;
     // Read it all back before declaring success.
     Mvcc::open(db.clone())?;
     Ok(())

@@ -271,15 +271,20 @@ impl Loop {
         // Only new entries or a term/vote change need an fsync before we go
         // on (raft-rs's must_sync). A batch holding just applied results and
         // a higher commit index is re-derivable from the synced log.
+        // The state machine's batch needs no fsync: the entries it applied
+        // are already in the synced log, and a crash re-applies them.
+        if !batch.is_empty() {
+            self.db.write_nosync(batch)?;
+        }
         if rd.must_sync() && !crate::planted::on(crate::planted::Bug::AckBeforeFsync) {
             let t = Instant::now();
-            self.db.write_sync(batch)?;
+            self.raw.mut_store().persist(true)?;
             crate::metrics::FSYNC_SECONDS.observe(t.elapsed().as_secs_f64());
             let mut st = self.status.write();
             st.fsyncs += 1;
             st.entries_persisted += new_entries;
-        } else if !batch.is_empty() {
-            self.db.write_nosync(batch)?;
+        } else {
+            self.raw.mut_store().persist(false)?;
         }
         self.finish(applied);
         self.transport.send(rd.take_persisted_messages());
@@ -297,6 +302,8 @@ impl Loop {
         let mut applied = Applied::default();
         if let Some(commit) = light.commit_index() {
             self.raw.mut_store().set_commit(commit, &mut batch);
+            // Unsynced: a lost commit index is learned again from the leader.
+            self.raw.mut_store().persist(false)?;
         }
         self.transport.send(light.take_messages());
         self.apply_entries(light.take_committed_entries(), &mut batch, &mut applied)?;
@@ -404,11 +411,10 @@ impl Loop {
         if to <= store.truncated_index() {
             return Ok(());
         }
-        let mut batch = WriteBatch::default();
-        store.compact(to, &mut batch)?;
-        // Ordered after the apply batches in the WAL: if this survives a
-        // crash, so did everything applied up to `to`.
-        self.db.write_nosync(batch)?;
+        // The log forgets entries up to `to`: what applying them wrote must
+        // be durable first.
+        self.db.sync_wal()?;
+        store.compact(to)?;
         tracing::debug!(to, applied = self.applied, "compacted raft log");
         Ok(())
     }
