@@ -273,7 +273,7 @@ pub struct Streams {
 }
 
 impl Streams {
-    fn begin(self: &Arc<Self>) -> StreamGuard {
+    pub(crate) fn begin(self: &Arc<Self>) -> StreamGuard {
         self.active.fetch_add(1, Ordering::AcqRel);
         StreamGuard(self.clone())
     }
@@ -332,6 +332,20 @@ impl<S> Conn<S> {
     pub fn with_common_name(mut self, cn: Option<String>) -> Conn<S> {
         self.info.common_name = cn;
         self
+    }
+
+    pub fn info(&self) -> &ConnInfo {
+        &self.info
+    }
+
+    /// The same connection (identity, slot, idle timer) over `f(io)`.
+    pub fn map_io<T>(self, f: impl FnOnce(S) -> T) -> Conn<T> {
+        Conn {
+            io: f(self.io),
+            info: self.info,
+            idle: self.idle,
+            slot: self.slot,
+        }
     }
 
     fn idle_ms(&self) -> u64 {
@@ -412,6 +426,115 @@ impl<S> tonic::transport::server::Connected for Conn<S> {
     }
 }
 
+/// TCP keepalive probes after 10 s of silence, every 5 s, 3 unanswered
+/// and the connection is dead: a peer that vanished behind a partition
+/// (no FIN, no RST) is noticed in about 25 s instead of never, so a
+/// half-open raft stream or idle client cannot hold a slot for good.
+pub fn keepalive(tcp: &TcpStream) {
+    let ka = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(10))
+        .with_interval(Duration::from_secs(5))
+        .with_retries(3);
+    if let Err(e) = socket2::SockRef::from(tcp).set_tcp_keepalive(&ka) {
+        tracing::warn!(error = %e, "cannot set TCP keepalive");
+    }
+}
+
+/// A stream whose first bytes were already read (to see which protocol
+/// it speaks): they are read again first.
+pub struct Prefixed<S> {
+    head: Vec<u8>,
+    pos: usize,
+    io: S,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.pos < self.head.len() {
+            let n = (self.head.len() - self.pos).min(buf.remaining());
+            let from = self.pos;
+            buf.put_slice(&self.head[from..from + n]);
+            self.pos += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// Splits a peer listener's connections by the protocol they speak: one
+/// that opens with `magic` goes to `raw` (the raft stream, `peer_raw`),
+/// any other (gRPC's HTTP/2 preface) comes out of the returned stream, its
+/// first bytes intact. A connection that sends fewer bytes than the magic
+/// within the handshake time is closed.
+pub fn split_by_magic<S, In, F>(
+    incoming: In,
+    magic: &'static [u8],
+    raw: F,
+) -> impl futures::Stream<Item = std::io::Result<Conn<Prefixed<S>>>>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    In: futures::Stream<Item = std::io::Result<Conn<S>>> + Send + 'static,
+    F: Fn(Conn<Prefixed<S>>) + Send + Sync + 'static,
+{
+    use futures::StreamExt;
+    use tokio::io::AsyncReadExt;
+    let raw = Arc::new(raw);
+    let (tx, rx) = mpsc::channel(ACCEPTED_QUEUE_MAX);
+    tokio::spawn(async move {
+        let mut incoming = std::pin::pin!(incoming);
+        while let Some(item) = incoming.next().await {
+            let Ok(mut conn) = item else { continue };
+            let (conn_tx, raw) = (tx.clone(), raw.clone());
+            tokio::spawn(async move {
+                let mut head = vec![0u8; magic.len()];
+                let read = tokio::time::timeout(
+                    Duration::from_millis(HANDSHAKE_TIMEOUT_MS),
+                    conn.read_exact(&mut head),
+                )
+                .await;
+                if !matches!(read, Ok(Ok(_))) {
+                    return;
+                }
+                if head == magic {
+                    raw(conn.map_io(|io| Prefixed {
+                        head: Vec::new(),
+                        pos: 0,
+                        io,
+                    }));
+                } else {
+                    let _ = conn_tx
+                        .send(Ok(conn.map_io(|io| Prefixed { head, pos: 0, io })))
+                        .await;
+                }
+            });
+            if tx.is_closed() {
+                return;
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
 /// The next connection the listener's budget admits, with TCP_NODELAY
 /// (`serve_with_incoming` ignores the builder's, and with Nagle on a
 /// stream's next small message waited 40 ms for a delayed ACK). Accept
@@ -433,6 +556,7 @@ pub async fn accept(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::warn!(error = %e, "cannot set TCP_NODELAY");
         }
+        keepalive(&tcp);
         if let Some(slot) = adm.admit(Some(addr)) {
             return (tcp, addr, slot);
         }

@@ -18,6 +18,7 @@ pub mod maintenance;
 pub mod metrics;
 pub mod objects;
 pub mod peer;
+pub mod peer_raw;
 pub mod reserved;
 pub mod server;
 pub mod tls;

@@ -1,7 +1,10 @@
-//! Member-to-member raft transport over gRPC.
+//! Member-to-member raft transport.
 //!
-//! Sending: one task per peer owns a bounded queue and a long-lived client
-//! stream; it drains whatever raft produced meanwhile into one batch. A full
+//! Sending: one task per peer owns a bounded queue and a long-lived raft
+//! stream (`peer_raw`: length-prefixed messages over TCP or TLS, no
+//! HTTP/2); it drains whatever raft produced meanwhile into one write.
+//! Snapshots, cluster info, promotions and KEK fetches stay on gRPC, and
+//! so does the receiving side of the old `Send` stream. A full
 //! queue or a dead connection drops messages and tells raft the peer is
 //! unreachable: raft's own retransmission is the recovery, so the raft loop
 //! never waits on the network.
@@ -233,62 +236,30 @@ async fn peer_sender(
     node: Arc<OnceLock<Weak<Node>>>,
 ) {
     let mut backoff = RECONNECT_BACKOFF_MIN;
-    let endpoint = match crate::tls::peer_endpoint(&url) {
-        Ok(e) => e.connect_timeout(Duration::from_secs(1)).tcp_nodelay(true),
-        Err(e) => {
-            tracing::error!(peer = format_args!("{peer:x}"), %url, error = %e, "bad peer URL; not sending to it");
-            return;
-        }
-    };
+    // A refusal is a configuration problem: say so once per reason, not
+    // at every retry.
+    let mut last_refusal = String::new();
     loop {
-        let channel = endpoint.connect_lazy();
-        let mut client = RaftClient::new(channel)
-            .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX)
-            .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX);
-        let (btx, brx) = mpsc::channel::<RaftBatch>(16);
-        let call =
-            tokio::spawn(async move { client.send(Request::new(ReceiverStream::new(brx))).await });
-        let mut sent_any = false;
-        // Pump batches until the stream breaks.
-        while let Some(first) = rx.recv().await {
-            let mut batch = RaftBatch {
-                from: my_id,
-                cluster_id,
-                messages: Vec::new(),
-            };
-            let mut bytes = 0usize;
-            let mut next = Some(first);
-            while let Some(m) = next.take() {
-                match m.write_to_bytes() {
-                    Ok(b) => {
-                        bytes += b.len();
-                        batch.messages.push(b.into());
-                    }
-                    Err(e) => tracing::error!(error = %e, "cannot encode raft message"),
-                }
-                if bytes >= BATCH_BYTES_MAX {
-                    break;
-                }
-                next = rx.try_recv().ok();
-            }
-            if btx.send(batch).await.is_err() {
-                report_unreachable(&node, peer);
-                break;
-            }
-            if !sent_any {
-                sent_any = true;
+        match crate::peer_raw::connect(&url, my_id, cluster_id, peer).await {
+            Ok(io) => {
                 backoff = RECONNECT_BACKOFF_MIN;
+                last_refusal.clear();
+                if let Err(e) = crate::peer_raw::pump(io, &mut rx).await {
+                    tracing::debug!(peer = format_args!("{peer:x}"), error = %e, "raft stream ended");
+                }
+            }
+            Err(crate::peer_raw::ConnectError::Refused(why)) => {
+                if why != last_refusal {
+                    tracing::warn!(peer = format_args!("{peer:x}"), %url, reason = %why, "the peer refused our raft stream");
+                    last_refusal = why;
+                }
+            }
+            Err(crate::peer_raw::ConnectError::Unreachable(e)) => {
+                tracing::debug!(peer = format_args!("{peer:x}"), %url, error = %e, "peer unreachable");
             }
         }
         if rx.is_closed() && rx.is_empty() {
             return; // transport dropped: member shutting down
-        }
-        match call.await {
-            Ok(Err(status)) => {
-                tracing::debug!(peer = format_args!("{peer:x}"), %status, "peer stream ended")
-            }
-            Ok(Ok(_)) => {}
-            Err(e) => tracing::warn!(error = %e, "peer stream task failed"),
         }
         // Drop what queued up while disconnected: raft retransmits anyway,
         // and stale heartbeats only confuse the peer.
@@ -358,8 +329,46 @@ impl RaftService {
         )))
     }
 
+    /// Checks a raft stream's hello: our cluster, addressed to us, from a
+    /// member the caller's certificate may speak as.
+    pub(crate) fn check_hello(
+        &self,
+        caller: &Caller,
+        cluster_id: u64,
+        from: u64,
+        to: u64,
+    ) -> Result<(), Status> {
+        // The role matrix of the gRPC `Send` this stream replaces: members
+        // only (the gate does not see raw streams).
+        if let crate::authz::Decision::Deny(why) =
+            crate::authz::decide(&caller.role, "/secretd.raft.v1.Raft/Send")
+        {
+            tracing::warn!(remote = ?caller.remote, role = %caller.role, reason = %why, "refused a raft stream");
+            return Err(Status::permission_denied(why));
+        }
+        if cluster_id != self.node.cluster_id() {
+            tracing::warn!(
+                remote = ?caller.remote,
+                cluster = format_args!("{cluster_id:x}"),
+                "refused raft traffic from another cluster"
+            );
+            return Err(Status::failed_precondition(format!(
+                "cluster id mismatch: this member belongs to cluster {:x}, the sender to {cluster_id:x}",
+                self.node.cluster_id()
+            )));
+        }
+        let me = self.node.id();
+        if to != me || from == me {
+            tracing::warn!(remote = ?caller.remote, from, to, "refused a misaddressed raft stream");
+            return Err(Status::invalid_argument(format!(
+                "a raft stream from {from:x} to {to:x} reached member {me:x}"
+            )));
+        }
+        self.bind_member(caller, from)
+    }
+
     /// Checks a message against the sender, the cluster and ourselves.
-    fn check(
+    pub(crate) fn check(
         &self,
         remote: Option<std::net::SocketAddr>,
         cluster_id: u64,

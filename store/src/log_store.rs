@@ -183,7 +183,7 @@ impl LogStore {
     pub fn open(db: Arc<Db>) -> Result<LogStore> {
         let dir = db.log_dir();
         let segment_bytes = match dir {
-            LogDir::Real(_) => SEGMENT_BYTES_REAL,
+            LogDir::Real(_) => segment_bytes_real()?,
             LogDir::Mem(_) => SEGMENT_BYTES_SIM,
         };
         let fresh = dir.list()?.is_empty();
@@ -255,7 +255,11 @@ impl LogStore {
                     self.log.compact(index, term)?;
                     self.drop_through(index, term);
                 } else {
-                    tracing::warn!(index, term, "the raft log predates the installed snapshot; resetting it there");
+                    tracing::warn!(
+                        index,
+                        term,
+                        "the raft log predates the installed snapshot; resetting it there"
+                    );
                     self.reset_to(index, term)?;
                     self.persist(true)?;
                 }
@@ -473,7 +477,11 @@ impl LogStore {
             )));
         }
         for (i, e) in entries.iter().enumerate() {
-            assert_eq!(e.index, first.index + i as u64, "entries must be contiguous");
+            assert_eq!(
+                e.index,
+                first.index + i as u64,
+                "entries must be contiguous"
+            );
         }
         let locs = self.log.append_entries(entries)?;
         self.metas
@@ -518,6 +526,22 @@ impl LogStore {
     }
 }
 
+/// Bytes per segment file: `SECRETD_LOG_SEGMENT_BYTES` if set (tests use
+/// small segments so that they roll and get dropped), else the default.
+fn segment_bytes_real() -> Result<u64> {
+    const MIN: u64 = 64 << 10;
+    const MAX: u64 = 1 << 30;
+    match std::env::var("SECRETD_LOG_SEGMENT_BYTES") {
+        Err(_) => Ok(SEGMENT_BYTES_REAL),
+        Ok(v) => match v.parse::<u64>() {
+            Ok(n) if (MIN..=MAX).contains(&n) => Ok(n),
+            _ => Err(StoreError::InvalidArgument(format!(
+                "SECRETD_LOG_SEGMENT_BYTES={v:?}: must be a number of bytes from {MIN} to {MAX}"
+            ))),
+        },
+    }
+}
+
 /// The log of a data directory written before the segment files, if any.
 fn read_old_log(db: &Db) -> Result<Option<OldLog>> {
     let hs = match db.get(CF_RAFT, KEY_HARD_STATE)? {
@@ -543,7 +567,10 @@ fn read_old_log(db: &Db) -> Result<Option<OldLog>> {
     };
     let mut entries = Vec::new();
     let start = entry_key(snap_index + 1);
-    for item in db.iterator_cf(db.cf(CF_RAFT), IteratorMode::From(&start, Direction::Forward)) {
+    for item in db.iterator_cf(
+        db.cf(CF_RAFT),
+        IteratorMode::From(&start, Direction::Forward),
+    ) {
         let (k, v) = item?;
         if k.first() != Some(&ENTRY_PREFIX) {
             break;
@@ -596,7 +623,10 @@ impl Storage for LogStore {
             let (_, loc) = self.metas[(idx - self.snap_index - 1) as usize];
             let e = self.log.read(loc).map_err(storage_err)?;
             if e.index != idx {
-                return Err(storage_err(format!("log entry {idx} reads back as {}", e.index)));
+                return Err(storage_err(format!(
+                    "log entry {idx} reads back as {}",
+                    e.index
+                )));
             }
             size += payload_bytes(&e) as u64;
             if !out.is_empty() && size > max {
@@ -806,7 +836,7 @@ mod tests {
                 s.compact(to).unwrap();
             }
             db.write_sync(b).unwrap();
-        s.persist(true).unwrap();
+            s.persist(true).unwrap();
             let (lo, hi) = (s.first_index().unwrap(), s.last_index().unwrap() + 1);
             if lo == hi {
                 continue;
@@ -840,6 +870,50 @@ mod tests {
                     assert_eq!(cached.len() as u64, high - low);
                 }
             }
+        }
+    }
+
+    /// A data directory from before the segment files: its log, hard
+    /// state and configuration move out of the `raft` column family.
+    #[test]
+    fn an_old_log_in_rocksdb_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let cf = db.cf(CF_RAFT);
+        let mut b = WriteBatch::default();
+        let hs = HardState {
+            term: 3,
+            vote: 2,
+            commit: 8,
+            ..Default::default()
+        };
+        b.put_cf(cf, KEY_HARD_STATE, hs.write_to_bytes().unwrap());
+        let cs = ConfState {
+            voters: vec![1, 2, 3],
+            ..Default::default()
+        };
+        b.put_cf(cf, KEY_CONF_STATE, cs.write_to_bytes().unwrap());
+        let mut snap = [0u8; 16];
+        snap[..8].copy_from_slice(&4u64.to_be_bytes());
+        snap[8..].copy_from_slice(&2u64.to_be_bytes());
+        b.put_cf(cf, KEY_SNAPSHOT_META, snap);
+        for i in 5..=9 {
+            b.put_cf(cf, entry_key(i), entry(i, 3).write_to_bytes().unwrap());
+        }
+        b.put_cf(db.cf(CF_META), meta::APPLIED, 7u64.to_be_bytes());
+        db.write_sync(b).unwrap();
+        for _ in 0..2 {
+            // Twice: the second open finds the segments and migrates nothing.
+            let s = LogStore::open(db.clone()).unwrap();
+            assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (5, 9));
+            assert_eq!(s.term(4).unwrap(), 2);
+            assert_eq!(s.hard_state(), &hs);
+            assert_eq!(s.conf_state().voters, vec![1, 2, 3]);
+            let got = s
+                .entries(5, 10, None, GetEntriesContext::empty(false))
+                .unwrap();
+            assert_eq!(got, (5..=9).map(|i| entry(i, 3)).collect::<Vec<_>>());
+            assert!(read_old_log(&db).unwrap().is_none(), "the old log is gone");
         }
     }
 }

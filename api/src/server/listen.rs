@@ -23,6 +23,7 @@ use crate::pb::secretstore::{
     secrets_server::SecretsServer, tasks_server::TasksServer,
 };
 use crate::peer::{RaftService, PEER_MESSAGE_BYTES_MAX};
+use crate::peer_raw::MAGIC;
 use crate::urls;
 use crate::watch::WatchService;
 
@@ -124,8 +125,8 @@ pub(super) struct Door<'a> {
     pub admission: &'a Arc<crate::conn::Admission>,
 }
 
-/// The peer port: raft, snapshots, cluster info, promotions and KEK
-/// fetches, behind the gate.
+/// The peer port: raft streams (`peer_raw`) and, behind the gate, gRPC
+/// for snapshots, cluster info, promotions and KEK fetches.
 pub(super) fn serve_peers(
     tasks: &mut Listeners,
     listeners: Vec<(TcpListener, bool)>,
@@ -143,15 +144,28 @@ pub(super) fn serve_peers(
         let router = Server::builder()
             .layer(crate::conn::GateLayer)
             .add_service(svc);
-        serve(
-            tasks,
-            router,
-            l,
-            https,
-            door.tls.clone(),
-            door.enforce,
-            door.admission,
-        );
+        // Raft streams (`peer_raw`) share the port: split off by their magic.
+        let raw = Arc::new(RaftService {
+            node: node.clone(),
+            keys: keys.clone(),
+        });
+        let adm = door.admission.clone();
+        match (https, door.tls.clone()) {
+            (true, Some(cfg)) => {
+                let incoming = crate::conn::tls_incoming(l, cfg, door.enforce, adm);
+                let incoming = crate::conn::split_by_magic(incoming, MAGIC, move |c| {
+                    tokio::spawn(crate::peer_raw::serve(c, raw.clone()));
+                });
+                tasks.spawn(async move { router.serve_with_incoming(incoming).await });
+            }
+            _ => {
+                let incoming = crate::conn::plain_incoming(l, adm);
+                let incoming = crate::conn::split_by_magic(incoming, MAGIC, move |c| {
+                    tokio::spawn(crate::peer_raw::serve(c, raw.clone()));
+                });
+                tasks.spawn(async move { router.serve_with_incoming(incoming).await });
+            }
+        }
     }
 }
 

@@ -123,6 +123,11 @@ fn harden(flags: &ServerFlags, cfg: &secretd_store::node::NodeConfig) -> Result<
             flags.peer_cert_file.as_deref(),
             flags.peer_key_file.as_deref(),
         )?));
+        tls::set_peer_raw_client(
+            ca,
+            flags.peer_cert_file.as_deref(),
+            flags.peer_key_file.as_deref(),
+        )?;
     }
     Ok(fds)
 }

@@ -221,6 +221,41 @@ pub fn common_name(der: &[u8]) -> Option<String> {
 pub use secretd_client::ClientTls;
 
 static PEER_CLIENT: OnceLock<Option<ClientTls>> = OnceLock::new();
+static PEER_RUSTLS: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+
+/// Sets the TLS client config of this member's raft streams (`peer_raw`):
+/// the cluster's CA, and the member's certificate as client identity.
+pub fn set_peer_raw_client(ca: &Path, cert: Option<&Path>, key: Option<&Path>) -> Result<()> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in read_certs(ca)? {
+        roots
+            .add(c)
+            .with_context(|| format!("{}: not a usable CA certificate", ca.display()))?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| anyhow!("TLS: {e}"))?
+        .with_root_certificates(roots);
+    let cfg = match (cert, key) {
+        (Some(c), Some(k)) => builder
+            .with_client_auth_cert(read_certs(c)?, read_key(k)?)
+            .with_context(|| {
+                format!(
+                    "{} and {} do not make a usable certificate and key",
+                    c.display(),
+                    k.display()
+                )
+            })?,
+        _ => builder.with_no_client_auth(),
+    };
+    let _ = PEER_RUSTLS.set(Arc::new(cfg));
+    Ok(())
+}
+
+pub fn peer_client_config() -> Option<Arc<rustls::ClientConfig>> {
+    PEER_RUSTLS.get().cloned()
+}
 
 /// Sets how this member connects to other members (once, at start).
 pub fn set_peer_client(tls: Option<ClientTls>) {

@@ -136,3 +136,115 @@ async fn garbage_foreign_and_misaddressed_peer_traffic_is_refused() {
         "refusals are logged"
     );
 }
+
+/// Opens a raft stream (`peer_raw`) to member `to` and sends `hello`;
+/// returns the connection and the member's answer (status, reason).
+async fn raw_hello(
+    c: &Cluster,
+    to: usize,
+    from: u64,
+    cluster_id: u64,
+    to_id: u64,
+) -> (tokio::net::TcpStream, u8, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", c.members[to].peer_port))
+        .await
+        .unwrap();
+    let mut hello = secretd_api::peer_raw::MAGIC.to_vec();
+    for x in [from, cluster_id, to_id] {
+        hello.extend_from_slice(&x.to_le_bytes());
+    }
+    s.write_all(&hello).await.unwrap();
+    let mut head = [0u8; 3];
+    s.read_exact(&mut head).await.unwrap();
+    let mut why = vec![0u8; u16::from_le_bytes([head[1], head[2]]) as usize];
+    s.read_exact(&mut why).await.unwrap();
+    (s, head[0], String::from_utf8(why).unwrap())
+}
+
+/// The raft stream without gRPC holds senders to the same checks: a
+/// foreign cluster or a misaddressed hello is refused with its reason, and
+/// a bad frame (oversized, undecodable, from someone else, a snapshot)
+/// ends the stream before raft sees it. The cluster loses nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_raft_streams_are_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let c = Cluster::start(3);
+    c.wait_leader(Duration::from_secs(15)).await;
+    c.ok(&["put", "safe", "1"]);
+    let mut m = MaintenanceClient::new(c.channel(0).await);
+    let status = m.status(StatusRequest {}).await.unwrap().into_inner();
+    let cluster_id = status.header.unwrap().cluster_id;
+    let me = u64::from_str_radix(&c.member_id(0).await, 16).unwrap();
+    let other = u64::from_str_radix(&c.member_id(1).await, 16).unwrap();
+
+    let (_, code, why) = raw_hello(&c, 0, other, cluster_id ^ 1, me).await;
+    assert_eq!(code, 1);
+    assert!(why.contains("cluster id mismatch"), "{why}");
+    let (_, code, why) = raw_hello(&c, 0, other, cluster_id, me ^ 1).await;
+    assert_eq!(code, 1);
+    assert!(why.contains("reached member"), "{why}");
+
+    let mut heartbeat = Message::default();
+    heartbeat.set_msg_type(MessageType::MsgHeartbeat);
+    heartbeat.from = other;
+    heartbeat.to = me;
+    heartbeat.term = 1000; // would depose the leader if it were believed
+    let frame = |m: &Message| {
+        let b = m.write_to_bytes().unwrap();
+        let mut f = (b.len() as u32).to_le_bytes().to_vec();
+        f.extend(b);
+        f
+    };
+    let mut from_elsewhere = heartbeat.clone();
+    from_elsewhere.from = 7;
+    let mut snapshot = heartbeat.clone();
+    snapshot.set_msg_type(MessageType::MsgSnapshot);
+    let bad_frames: Vec<(&str, Vec<u8>)> = vec![
+        ("oversized", u32::MAX.to_le_bytes().to_vec()),
+        ("empty", 0u32.to_le_bytes().to_vec()),
+        ("undecodable", {
+            let mut f = 6u32.to_le_bytes().to_vec();
+            f.extend(b"\xff\xfe\xfd\xfc\xfb\xfa");
+            f
+        }),
+        ("from someone else", frame(&from_elsewhere)),
+        ("a snapshot", frame(&snapshot)),
+    ];
+    for (what, f) in bad_frames {
+        let (mut s, code, why) = raw_hello(&c, 0, other, cluster_id, me).await;
+        assert_eq!((code, why.as_str()), (0, ""), "{what}: the hello is fine");
+        s.write_all(&f).await.unwrap();
+        let mut rest = Vec::new();
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+            .await
+            .expect("the member closes the stream");
+        assert!(
+            n.is_err() || rest.is_empty(),
+            "{what}: nothing comes back but the close"
+        );
+    }
+
+    c.wait_leader(Duration::from_secs(10)).await;
+    assert_eq!(c.ok(&["get", "safe"]), "safe\n1\n");
+    c.ok(&["put", "after", "2"]);
+    let term = m
+        .status(StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .raft_term;
+    assert!(term < 1000, "a refused message changed the term to {term}");
+    let log = std::fs::read_to_string(&c.members[0].log).unwrap();
+    for said in [
+        "another cluster",
+        "misaddressed raft stream",
+        "refused a frame of 4294967295 bytes",
+        "refused a frame of 0 bytes",
+        "undecodable raft message",
+        "raft message from 7",
+        "a snapshot on the raft stream",
+    ] {
+        assert!(log.contains(said), "the log does not say {said:?}");
+    }
+}

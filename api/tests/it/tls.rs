@@ -528,6 +528,22 @@ async fn a_member_certificate_speaks_only_as_its_member() {
         &c,
         "refused peer traffic: the certificate is another member's",
     );
+    // The raft stream without gRPC (`peer_raw`) binds the certificate the
+    // same way, and admits members only.
+    let me = id(c.member_id(0).await);
+    let (code, why) = raw_tls_hello(&c, "member-n2", n3, info.cluster_id, me).await;
+    assert_eq!(code, 1);
+    assert!(
+        why.contains(&format!(
+            "the certificate of member n2 may not speak as member {n3:x}"
+        )),
+        "{why}"
+    );
+    let (code, why) = raw_tls_hello(&c, "member-n2", n2, info.cluster_id, me).await;
+    assert_eq!((code, why.as_str()), (0, ""));
+    let (code, why) = raw_tls_hello(&c, "node-n1", n2, info.cluster_id, me).await;
+    assert_eq!(code, 1);
+    assert!(why.contains("it is for cluster members only"), "{why}");
     // Unknown IDs are printed in hex, and said to be.
     let e = raft.fetch_kek(kek(0x1092)).await.unwrap_err();
     assert_eq!(
@@ -611,6 +627,36 @@ async fn loop_until_closed(
 }
 
 /// A rustls client presenting `cert` from the cluster's dev CA.
+/// A raft stream's hello over TLS with `cert`: the member's answer.
+async fn raw_tls_hello(
+    c: &Cluster,
+    cert: &str,
+    from: u64,
+    cluster_id: u64,
+    to: u64,
+) -> (u8, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cfg = std::sync::Arc::new(rustls_client(c, cert));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", c.members[0].peer_port))
+        .await
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut s = tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let mut hello = secretd_api::peer_raw::MAGIC.to_vec();
+    for x in [from, cluster_id, to] {
+        hello.extend_from_slice(&x.to_le_bytes());
+    }
+    s.write_all(&hello).await.unwrap();
+    let mut head = [0u8; 3];
+    s.read_exact(&mut head).await.unwrap();
+    let mut why = vec![0u8; u16::from_le_bytes([head[1], head[2]]) as usize];
+    s.read_exact(&mut why).await.unwrap();
+    (head[0], String::from_utf8(why).unwrap())
+}
+
 fn rustls_client(c: &Cluster, cert: &str) -> rustls::ClientConfig {
     let certs = c.tls.clone().unwrap();
     let (crt, key) = c.cert(cert);

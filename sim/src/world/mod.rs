@@ -854,7 +854,8 @@ impl World {
                     let rng = &mut self.crash_rng;
                     let mut kept_bytes = 0;
                     m.disk.crash(keep, &mut |extra| {
-                        let k = (extra * keep_permille as usize / 1000).min(rng.gen_range(0..=extra));
+                        let k =
+                            (extra * keep_permille as usize / 1000).min(rng.gen_range(0..=extra));
                         kept_bytes += k;
                         k
                     });

@@ -146,7 +146,8 @@ impl LogDir {
 /// Writes `head` and zeros up to `size_bytes` into a new file, synced.
 pub fn prepare_file(path: &std::path::Path, head: &[u8], size_bytes: u64) -> Result<()> {
     const CHUNK_BYTES: usize = 1 << 20;
-    let f = File::create(path).map_err(|e| io_err(&format!("cannot create {}", path.display()), e))?;
+    let f =
+        File::create(path).map_err(|e| io_err(&format!("cannot create {}", path.display()), e))?;
     let zeros = vec![0u8; CHUNK_BYTES];
     let mut at = 0u64;
     while at < size_bytes {
@@ -180,7 +181,9 @@ impl SegFile {
     /// Makes every byte written so far durable (`fdatasync`).
     pub fn sync(&self) -> Result<()> {
         match self {
-            SegFile::Real(f) => f.sync_data().map_err(|e| io_err("cannot sync a segment", e)),
+            SegFile::Real(f) => f
+                .sync_data()
+                .map_err(|e| io_err("cannot sync a segment", e)),
             SegFile::Mem { disk, name } => disk.file_sync(name),
         }
     }

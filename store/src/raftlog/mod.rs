@@ -162,7 +162,9 @@ impl SegmentLog {
         for n in dir.list()? {
             match parse_name(&n) {
                 Some(seq) => seqs.push(seq),
-                None => tracing::warn!(file = %n, "ignoring a stray file in the raft log directory"),
+                None => {
+                    tracing::warn!(file = %n, "ignoring a stray file in the raft log directory")
+                }
             }
         }
         seqs.sort_unstable();
@@ -338,11 +340,15 @@ impl SegmentLog {
             let offset = a.end as usize + self.buf.len() + FRAME_BYTES + 1;
             let seq = a.seq;
             record::encode(&mut self.buf, Kind::Entry, &bytes);
-            let a = self.segments.last_mut().expect("a log always has a segment");
+            let a = self
+                .segments
+                .last_mut()
+                .expect("a log always has a segment");
             a.max_index = a.max_index.max(e.index);
             locs.push(Loc {
                 seq,
-                offset: u32::try_from(offset).map_err(|_| corrupt("segment offset beyond 4 GiB".into()))?,
+                offset: u32::try_from(offset)
+                    .map_err(|_| corrupt("segment offset beyond 4 GiB".into()))?,
                 len: bytes.len() as u32,
             });
         }
@@ -371,7 +377,11 @@ impl SegmentLog {
     /// nothing newer are deleted.
     pub fn compact(&mut self, index: u64, term: u64) -> Result<()> {
         self.reserve(FRAME_BYTES + 17)?;
-        record::encode(&mut self.buf, Kind::Compact, &record::index_term(index, term));
+        record::encode(
+            &mut self.buf,
+            Kind::Compact,
+            &record::index_term(index, term),
+        );
         self.snap = (index, term);
         self.write(true)?;
         while self.segments.len() > 1 && self.segments[0].max_index <= index {
@@ -383,7 +393,10 @@ impl SegmentLog {
 
     /// Writes the staged records; with `sync`, makes them durable.
     pub fn write(&mut self, sync: bool) -> Result<()> {
-        let a = self.segments.last_mut().expect("a log always has a segment");
+        let a = self
+            .segments
+            .last_mut()
+            .expect("a log always has a segment");
         if !self.buf.is_empty() {
             a.file.write_at(a.end, &self.buf)?;
             a.end += self.buf.len() as u64;
@@ -411,7 +424,12 @@ impl SegmentLog {
                 .segments
                 .iter()
                 .find(|s| s.seq == loc.seq)
-                .ok_or_else(|| corrupt(format!("segment {} of entry {loc:?} is gone", name(loc.seq))))?;
+                .ok_or_else(|| {
+                    corrupt(format!(
+                        "segment {} of entry {loc:?} is gone",
+                        name(loc.seq)
+                    ))
+                })?;
             seg.file.read_at(frame_at as u64, rec_len)?
         };
         match record::decode(&bytes) {
@@ -436,7 +454,11 @@ fn apply_record(
     first_segment: bool,
     seg_name: &str,
 ) -> Result<()> {
-    let bad = |what: &str| corrupt(format!("segment {seg_name}: a {what} record does not decode"));
+    let bad = |what: &str| {
+        corrupt(format!(
+            "segment {seg_name}: a {what} record does not decode"
+        ))
+    };
     match kind {
         Kind::Entry => {
             let e = Entry::parse_from_bytes(payload).map_err(|_| bad("entry"))?;
@@ -448,7 +470,8 @@ fn apply_record(
             replay.entry(&e, loc, first_segment)?;
         }
         Kind::HardState => {
-            replay.out.hard_state = HardState::parse_from_bytes(payload).map_err(|_| bad("hard state"))?;
+            replay.out.hard_state =
+                HardState::parse_from_bytes(payload).map_err(|_| bad("hard state"))?;
         }
         Kind::Compact => {
             let (i, t) = record::parse_index_term(payload).ok_or_else(|| bad("compaction"))?;
@@ -510,7 +533,11 @@ mod tests {
         let rolled = log.segment_count();
         assert!(rolled > 10, "only {rolled} segments");
         log.compact(250, written[250].term).unwrap();
-        assert!(log.segment_count() < rolled / 3, "{} left", log.segment_count());
+        assert!(
+            log.segment_count() < rolled / 3,
+            "{} left",
+            log.segment_count()
+        );
         drop(log);
         let (log, r) = SegmentLog::open(dir, 4096).unwrap();
         assert_eq!((r.snap_index, r.snap_term), (250, 3));
@@ -585,7 +612,10 @@ mod tests {
         drop(log);
         disk.file_remove(&name(1));
         let err = SegmentLog::open(dir, 1024).err().expect("refused");
-        assert!(err.to_string().contains("no compaction record covers"), "{err}");
+        assert!(
+            err.to_string().contains("no compaction record covers"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -607,7 +637,10 @@ mod tests {
         assert_eq!(r.entries.len(), 400);
         check(&log, &r, &written);
         // Every segment file is whole-size: appends never grew one.
-        for f in std::fs::read_dir(tmp.path().join("raftlog")).unwrap().flatten() {
+        for f in std::fs::read_dir(tmp.path().join("raftlog"))
+            .unwrap()
+            .flatten()
+        {
             let name = f.file_name().to_string_lossy().into_owned();
             if name.ends_with(".seg") {
                 assert_eq!(f.metadata().unwrap().len(), 64 << 10, "{name}");

@@ -75,7 +75,10 @@ pub fn check_header(bytes: &[u8], seq: u64, name: &str) -> Result<()> {
 
 /// Appends one framed record to `out`.
 pub fn encode(out: &mut Vec<u8>, kind: Kind, payload: &[u8]) {
-    assert!(payload.len() < RECORD_BYTES_MAX, "raft log record too large");
+    assert!(
+        payload.len() < RECORD_BYTES_MAX,
+        "raft log record too large"
+    );
     let len = (payload.len() + 1) as u32;
     let mut h = crc32fast::Hasher::new();
     h.update(&[kind as u8]);
