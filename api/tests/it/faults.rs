@@ -288,7 +288,7 @@ async fn kill9_at_random_points_under_load() {
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let key = format!("k9/{w}/{n}");
-                let val = format!("{}", "v".repeat(200 + (n as usize % 300)));
+                let val = "v".repeat(200 + (n as usize % 300));
                 let ok = {
                     let c = c.lock().await;
                     let i = (w + n as usize) % 3;
