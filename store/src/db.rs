@@ -27,6 +27,9 @@ use crate::error::{Result, StoreError};
 pub use crate::schema::{CF_KV, CF_META, CF_RAFT};
 pub use rocksdb::{Direction, IteratorMode};
 
+/// Bytes of one memtable (see `Db::open`).
+const MEMTABLE_BYTES_MAX: usize = 16 << 20;
+
 /// A column family, by what it holds (resolved to a handle only when a
 /// batch is written, so a batch does not borrow the database).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -144,6 +147,12 @@ impl Db {
         // at start (`LogStore` serves recent entries from memory): a vector
         // memtable makes each append O(1) instead of a skip-list insert; it
         // sorts once, when flushed, or when (rarely) read.
+        // Memtables sized for this store's write rate (a few MiB/s of
+        // values): 16 MiB each, at most two per column family, instead of
+        // RocksDB's 64 MiB. Memtables are resident in every member, and the
+        // state they hold is durable in the WAL and the raft log anyway.
+        opts.set_write_buffer_size(MEMTABLE_BYTES_MAX);
+        opts.set_max_write_buffer_number(2);
         let mut raft_opts = opts.clone();
         raft_opts.set_memtable_factory(MemtableFactory::Vector);
         let cfs = [
