@@ -23,6 +23,8 @@ pub enum Reason {
     NotLocked,
     /// Autolock is already in the state asked for.
     AutolockAlready,
+    /// An ID prefix matched several objects.
+    Ambiguous,
 }
 
 impl Reason {
@@ -32,6 +34,7 @@ impl Reason {
             Reason::Locked => "locked",
             Reason::NotLocked => "not-locked",
             Reason::AutolockAlready => "autolock-already",
+            Reason::Ambiguous => "ambiguous",
         }
     }
 
@@ -58,6 +61,7 @@ impl Reason {
             "locked" => Reason::Locked,
             "not-locked" => Reason::NotLocked,
             "autolock-already" => Reason::AutolockAlready,
+            "ambiguous" => Reason::Ambiguous,
             _ => return None,
         })
     }
@@ -77,6 +81,7 @@ mod tests {
             Reason::Locked,
             Reason::NotLocked,
             Reason::AutolockAlready,
+            Reason::Ambiguous,
         ] {
             let mut s = tonic::Status::not_found("x");
             r.attach(s.metadata_mut());

@@ -55,7 +55,10 @@ pub async fn unlock_key(cli: &Cli, rotate: bool, quiet: bool) -> Result<()> {
             .await
     })
     .await
-    .map_err(|(e, ep)| grpc_error(e, &ep))?
+    .map_err(|(e, ep)| match super::transport_error(&e, &ep) {
+        Some(t) => t,
+        None => anyhow!("Error response from daemon: {}", e.message()),
+    })?
     .into_inner()
     .unlock_key;
     if quiet {
@@ -105,8 +108,12 @@ pub async fn unlock(cli: &Cli) -> Result<()> {
             })
             .await;
         match r {
-            Ok(_) => println!("{ep}: unlocked"),
-            Err(e) if Reason::of(&e) == Some(Reason::NotLocked) => println!("{ep}: not locked"),
+            // Silent on success, as `docker swarm unlock`.
+            Ok(_) => {}
+            // Docker fails here ("swarm is not locked"); secretctl unlocks
+            // several members at once, and one already unlocked is no
+            // failure of the others: it is reported, not fatal.
+            Err(e) if Reason::of(&e) == Some(Reason::NotLocked) => eprintln!("{ep}: not locked"),
             Err(e) => {
                 failed += 1;
                 eprintln!("{ep}: {}", grpc_error(e, ep));

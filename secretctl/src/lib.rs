@@ -28,6 +28,38 @@ impl Kind {
     }
 }
 
+/// A usage error as Docker reports one (exit status 125): the message,
+/// then where to read the command's usage.
+#[derive(Debug)]
+pub struct UsageError {
+    pub message: String,
+    /// The command after `secretctl`, e.g. `secret ls`.
+    pub command: String,
+}
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}\nSee 'secretctl {} --help'.",
+            self.message, self.command
+        )
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Docker's exit status for a usage error.
+pub const USAGE_EXIT_STATUS: u8 = 125;
+
+pub(crate) fn usage(command: &str, message: &str) -> anyhow::Error {
+    UsageError {
+        message: message.to_string(),
+        command: command.to_string(),
+    }
+    .into()
+}
+
 /// Docker's limits on an object's data, checked before anything is sent
 /// (the server checks them again: `secretd_secrets::validate`).
 pub const SECRET_DATA_BYTES_LIMIT: usize = 500 * 1024;
@@ -228,14 +260,17 @@ where
 pub async fn run(cli: Cli) -> Result<()> {
     match &cli.command {
         Command::Secret(cmd) => match cmd {
-            objects::SecretCmd::Create(a) => objects::create(&cli, Kind::Secret, a).await?,
+            objects::SecretCmd::Create(a) => {
+                objects::create(&cli, Kind::Secret, &a.common, a.driver.as_deref()).await?
+            }
             objects::SecretCmd::Inspect(a) => objects::inspect(&cli, Kind::Secret, a).await?,
             objects::SecretCmd::Ls(a) => objects::ls(&cli, Kind::Secret, a).await?,
             objects::SecretCmd::Rm(a) => objects::rm(&cli, Kind::Secret, a).await?,
             objects::SecretCmd::Rotate { name, file } => objects::rotate(&cli, name, file).await?,
+            objects::SecretCmd::Versions { names } => objects::versions(&cli, names).await?,
         },
         Command::Config(cmd) => match cmd {
-            objects::ConfigCmd::Create(a) => objects::create(&cli, Kind::Config, a).await?,
+            objects::ConfigCmd::Create(a) => objects::create(&cli, Kind::Config, a, None).await?,
             objects::ConfigCmd::Inspect(a) => objects::inspect(&cli, Kind::Config, a).await?,
             objects::ConfigCmd::Ls(a) => objects::ls(&cli, Kind::Config, a).await?,
             objects::ConfigCmd::Rm(a) => objects::rm(&cli, Kind::Config, a).await?,

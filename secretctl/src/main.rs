@@ -27,7 +27,11 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{e:#}");
-            std::process::ExitCode::FAILURE
+            if e.downcast_ref::<secretctl::UsageError>().is_some() {
+                std::process::ExitCode::from(secretctl::USAGE_EXIT_STATUS)
+            } else {
+                std::process::ExitCode::FAILURE
+            }
         }
     }
 }

@@ -32,6 +32,16 @@ pub struct CreateArgs {
     pub file: String,
 }
 
+/// `secret create` has Docker's `--driver`, which `config create` lacks.
+#[derive(Args, Debug)]
+pub struct SecretCreateArgs {
+    #[command(flatten)]
+    pub common: CreateArgs,
+    /// Secret driver: secretd has none, so only the empty one is accepted.
+    #[arg(short = 'd', long)]
+    pub driver: Option<String>,
+}
+
 #[derive(Args, Debug)]
 pub struct InspectArgs {
     /// Format output using a custom template: 'json' or a Go template.
@@ -46,9 +56,9 @@ pub struct InspectArgs {
 
 #[derive(Args, Debug)]
 pub struct LsArgs {
-    /// Only display IDs.
-    #[arg(short, long)]
-    pub quiet: bool,
+    /// Only display IDs (`-q -q` is `-q`, as in Docker).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub quiet: u8,
     /// Filter output based on conditions provided (name=, id=, label=).
     #[arg(short = 'f', long = "filter")]
     pub filters: Vec<String>,
@@ -66,7 +76,7 @@ pub struct RmArgs {
 #[derive(Subcommand, Debug)]
 pub enum SecretCmd {
     /// Create a secret from a file or STDIN as content.
-    Create(CreateArgs),
+    Create(SecretCreateArgs),
     /// Display detailed information on one or more secrets.
     Inspect(InspectArgs),
     /// List secrets.
@@ -81,6 +91,11 @@ pub enum SecretCmd {
         name: String,
         /// A file, or - for standard input.
         file: String,
+    },
+    /// Show a secret's current version and every version kept.
+    Versions {
+        #[arg(required = true, value_name = "NAME|ID")]
+        names: Vec<String>,
     },
 }
 
@@ -98,18 +113,38 @@ pub enum ConfigCmd {
     Rm(RmArgs),
 }
 
-/// A failed call as Docker prints it: a lookup that found nothing is
-/// "Error: No such secret: X", anything the server refused is
-/// "Error response from daemon: ...".
+/// A failed call as Docker 28 prints it: a lookup that found nothing is
+/// the daemon's "secret X not found"; anything swarm refused comes with
+/// gRPC's wrapper, "rpc error: code = InvalidArgument desc = ...".
 pub(crate) fn daemon(word: &str, input: &str, (s, ep): (tonic::Status, String)) -> anyhow::Error {
-    if let Some(Reason::NotFound { kind, .. }) = Reason::of(&s) {
-        if kind == word {
-            return anyhow!("Error: No such {word}: {input}");
+    // Lookups happen in Docker's daemon, outside swarm's gRPC: their
+    // errors come without the wrapper.
+    match Reason::of(&s) {
+        Some(Reason::NotFound { kind, .. }) if kind == word => {
+            return anyhow!("Error response from daemon: {word} {input} not found");
         }
+        // A locked manager refuses in the daemon too, without the wrapper.
+        Some(Reason::Ambiguous | Reason::Locked) => {
+            return anyhow!("Error response from daemon: {}", s.message())
+        }
+        _ => {}
     }
     match super::transport_error(&s, &ep) {
         Some(e) => e,
-        None => anyhow!("Error response from daemon: {}", s.message()),
+        None => anyhow!(
+            "Error response from daemon: rpc error: code = {} desc = {}",
+            go_code(s.code()),
+            s.message()
+        ),
+    }
+}
+
+/// A gRPC code as Go's `codes.Code` prints it.
+fn go_code(c: tonic::Code) -> String {
+    match c {
+        tonic::Code::Ok => "OK".into(),
+        tonic::Code::Cancelled => "Canceled".into(),
+        other => format!("{other:?}"),
     }
 }
 
@@ -155,17 +190,22 @@ fn parse_labels(list: &[String]) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn parse_filters(list: &[String]) -> Result<ListRequest> {
+fn parse_filters(kind: Kind, list: &[String]) -> Result<ListRequest> {
     let mut req = ListRequest::default();
     for f in list {
-        let (k, v) = f
-            .split_once('=')
-            .ok_or_else(|| anyhow!("bad format of filter (expected name=value)"))?;
+        let Some((k, v)) = f.split_once('=') else {
+            return Err(crate::usage(
+                &format!("{} ls", kind.word()),
+                &format!(
+                    "invalid argument {f:?} for \"-f, --filter\" flag: bad format of filter (expected name=value)"
+                ),
+            ));
+        };
         match k {
             "name" => req.name_prefixes.push(v.to_string()),
             "id" => req.id_prefixes.push(v.to_string()),
             "label" => req.labels.push(v.to_string()),
-            other => bail!("invalid filter '{other}'"),
+            other => bail!("Error response from daemon: Invalid filter '{other}'"),
         }
     }
     Ok(req)
@@ -180,8 +220,8 @@ fn labels_json(labels: &std::collections::HashMap<String, String>) -> Value {
     Value::Object(m)
 }
 
-/// `inspect`'s JSON: Docker's keys in Docker's order, then secretd's
-/// version history for secrets.
+/// `inspect`'s JSON: Docker's keys in Docker's order, nothing more (the
+/// version history is `secret versions`).
 pub fn object_json(kind: Kind, o: &Object) -> Value {
     let spec = o.spec.clone().unwrap_or_default();
     let mut s = Map::new();
@@ -199,27 +239,35 @@ pub fn object_json(kind: Kind, o: &Object) -> Value {
     m.insert("CreatedAt".into(), json!(rfc3339_nano(o.created_at_ns)));
     m.insert("UpdatedAt".into(), json!(rfc3339_nano(o.updated_at_ns)));
     m.insert("Spec".into(), Value::Object(s));
-    if kind == Kind::Secret {
-        m.insert("CurrentVersion".into(), json!(o.current_version));
-        let versions: Vec<Value> = o
-            .versions
-            .iter()
-            .map(|v| json!({ "Version": v.version, "CreatedAt": rfc3339_nano(v.created_at_ns) }))
-            .collect();
-        m.insert("Versions".into(), Value::Array(versions));
-    }
     Value::Object(m)
 }
 
+/// `secret versions`' JSON: the current version and every version kept.
+fn versions_json(o: &Object) -> Value {
+    let versions: Vec<Value> = o
+        .versions
+        .iter()
+        .map(|v| json!({ "Version": v.version, "CreatedAt": rfc3339_nano(v.created_at_ns) }))
+        .collect();
+    json!({
+        "ID": o.id,
+        "Name": o.spec.as_ref().map(|s| s.name.clone()).unwrap_or_default(),
+        "CurrentVersion": o.current_version,
+        "Versions": versions,
+    })
+}
+
+/// `inspect --pretty`, laid out as docker/cli's templates: secrets end
+/// with their "Updated at" line, configs with their data and a blank line.
 fn pretty(kind: Kind, o: &Object) -> String {
     let spec = o.spec.clone().unwrap_or_default();
     let mut out = String::new();
-    let (id_pad, pad) = match kind {
+    let (id_pad, name_pad) = match kind {
         Kind::Secret => ("              ", "              "),
         Kind::Config => ("\t\t\t", "\t\t\t"),
     };
     out.push_str(&format!("ID:{id_pad}{}\n", o.id));
-    out.push_str(&format!("Name:{pad}{}\n", spec.name));
+    out.push_str(&format!("Name:{name_pad}{}\n", spec.name));
     if !spec.labels.is_empty() {
         out.push_str("Labels:\n");
         let sorted: BTreeMap<_, _> = spec.labels.iter().collect();
@@ -231,35 +279,19 @@ fn pretty(kind: Kind, o: &Object) -> String {
             }
         }
     }
+    let (created, updated) = (
+        format::pretty_time(o.created_at_ns),
+        format::pretty_time(o.updated_at_ns),
+    );
     match kind {
         Kind::Secret => {
-            out.push_str(&format!(
-                "Created at:        {}\n",
-                format::pretty_time(o.created_at_ns)
-            ));
-            out.push_str(&format!(
-                "Updated at:        {}\n",
-                format::pretty_time(o.updated_at_ns)
-            ));
-            out.push_str(&format!("Current version:   {}\n", o.current_version));
-            out.push_str("Versions:\n");
-            for v in &o.versions {
-                out.push_str(&format!(
-                    " - {} (created {})\n",
-                    v.version,
-                    format::pretty_time(v.created_at_ns)
-                ));
-            }
+            out.push_str("Driver:            \n");
+            out.push_str(&format!("Created at:        {created}\n"));
+            out.push_str(&format!("Updated at:        {updated}\n"));
         }
         Kind::Config => {
-            out.push_str(&format!(
-                "Created at:            \t{}\n",
-                format::pretty_time(o.created_at_ns)
-            ));
-            out.push_str(&format!(
-                "Updated at:            \t{}\n",
-                format::pretty_time(o.updated_at_ns)
-            ));
+            out.push_str(&format!("Created at:            \t{created}\n"));
+            out.push_str(&format!("Updated at:            \t{updated}\n"));
             if !spec.data.is_empty() {
                 out.push_str(&format!("Data:\n{}\n", String::from_utf8_lossy(&spec.data)));
             }
@@ -295,13 +327,15 @@ pub(crate) fn print_rows(
     ids: &[String],
     label_maps: &[Value],
 ) -> Result<()> {
-    if quiet {
-        for id in ids {
-            println!("{id}");
-        }
-        return Ok(());
-    }
     let format = match format {
+        // As docker/cli's formatter: -q replaces the table, not a format
+        // the user wrote.
+        None | Some("") | Some("table") if quiet => {
+            for id in ids {
+                println!("{id}");
+            }
+            return Ok(());
+        }
         None | Some("") | Some("table") => default_table,
         Some(f) => f,
     };
@@ -346,9 +380,7 @@ pub(crate) fn print_inspect(
 ) -> Result<()> {
     match format {
         None | Some("") | Some("json") => {
-            if !found.is_empty() || errors.is_empty() {
-                println!("{}", indented_json(&Value::Array(found)));
-            }
+            println!("{}", indented_json(&Value::Array(found)));
         }
         Some(f) => {
             let t = Template::parse(f).map_err(anyhow::Error::msg)?;
@@ -419,11 +451,18 @@ impl ObjClient {
     }
 }
 
-pub async fn create(cli: &Cli, kind: Kind, a: &CreateArgs) -> Result<()> {
+pub async fn create(cli: &Cli, kind: Kind, a: &CreateArgs, driver: Option<&str>) -> Result<()> {
     let limit = match kind {
         Kind::Secret => SECRET_DATA_BYTES_LIMIT,
         Kind::Config => CONFIG_DATA_BYTES_LIMIT,
     };
+    if let Some(d) = driver.filter(|d| !d.is_empty()) {
+        bail!(
+            "--driver {d:?}: secretd has no external {} drivers; every {} is stored in the cluster (leave --driver empty)",
+            kind.word(),
+            kind.word()
+        );
+    }
     let data = read_data(&a.file, limit)?;
     let labels = parse_labels(&a.labels).into_iter().collect();
     let mut req = CreateRequest {
@@ -440,9 +479,7 @@ pub async fn create(cli: &Cli, kind: Kind, a: &CreateArgs) -> Result<()> {
 }
 
 pub async fn inspect(cli: &Cli, kind: Kind, a: &InspectArgs) -> Result<()> {
-    if a.pretty && a.format.is_some() {
-        bail!("--format is incompatible with human friendly format");
-    }
+    // With --pretty, Docker ignores --format.
     let mut found = Vec::new();
     let mut pretty_out = Vec::new();
     let mut errors = Vec::new();
@@ -458,7 +495,11 @@ pub async fn inspect(cli: &Cli, kind: Kind, a: &InspectArgs) -> Result<()> {
         }
     }
     if a.pretty {
-        print!("{}", pretty_out.join("\n\n"));
+        let sep = match kind {
+            Kind::Secret => "",
+            Kind::Config => "\n",
+        };
+        print!("{}", pretty_out.join(sep));
         if errors.is_empty() {
             return Ok(());
         }
@@ -468,7 +509,7 @@ pub async fn inspect(cli: &Cli, kind: Kind, a: &InspectArgs) -> Result<()> {
 }
 
 pub async fn ls(cli: &Cli, kind: Kind, a: &LsArgs) -> Result<()> {
-    let req = parse_filters(&a.filters)?;
+    let req = parse_filters(kind, &a.filters)?;
     let mut objects = object_call!(cli, kind, req, |c, r| c.list(r))
         .await
         .map_err(|e| daemon(kind.word(), "", e))?;
@@ -482,8 +523,18 @@ pub async fn ls(cli: &Cli, kind: Kind, a: &LsArgs) -> Result<()> {
         .iter()
         .map(|o| labels_json(&o.spec.clone().unwrap_or_default().labels))
         .collect();
-    let table = "table {{.ID}}\t{{.Name}}\t{{.CreatedAt}}\t{{.UpdatedAt}}";
-    print_rows(a.quiet, a.format.as_deref(), table, &rows, &ids, &labels)
+    let table = match kind {
+        Kind::Secret => "table {{.ID}}\t{{.Name}}\t{{.Driver}}\t{{.CreatedAt}}\t{{.UpdatedAt}}",
+        Kind::Config => "table {{.ID}}\t{{.Name}}\t{{.CreatedAt}}\t{{.UpdatedAt}}",
+    };
+    print_rows(
+        a.quiet > 0,
+        a.format.as_deref(),
+        table,
+        &rows,
+        &ids,
+        &labels,
+    )
 }
 
 pub async fn rm(cli: &Cli, kind: Kind, a: &RmArgs) -> Result<()> {
@@ -499,6 +550,20 @@ pub async fn rm(cli: &Cli, kind: Kind, a: &RmArgs) -> Result<()> {
     } else {
         Err(anyhow!("{}", errors.join("\n")))
     }
+}
+
+/// `secret versions`: the version history `inspect` leaves out (Docker's
+/// shape has none).
+pub async fn versions(cli: &Cli, names: &[String]) -> Result<()> {
+    let mut found = Vec::new();
+    let mut errors = Vec::new();
+    for name in names {
+        match object_call!(cli, Kind::Secret, name, |c, n| c.inspect(n)).await {
+            Ok(o) => found.push(versions_json(&o)),
+            Err(e) => errors.push(daemon("secret", name, e).to_string()),
+        }
+    }
+    print_inspect(None, found, errors)
 }
 
 pub async fn rotate(cli: &Cli, name: &str, file: &str) -> Result<()> {
@@ -525,12 +590,15 @@ mod tests {
 
     #[test]
     fn filters_parse() {
-        let f =
-            parse_filters(&["name=db".into(), "label=env=prod".into(), "id=ab".into()]).unwrap();
+        let f = parse_filters(
+            Kind::Secret,
+            &["name=db".into(), "label=env=prod".into(), "id=ab".into()],
+        )
+        .unwrap();
         assert_eq!(f.name_prefixes, ["db"]);
         assert_eq!(f.labels, ["env=prod"]);
         assert_eq!(f.id_prefixes, ["ab"]);
-        assert!(parse_filters(&["colour=red".into()]).is_err());
-        assert!(parse_filters(&["name".into()]).is_err());
+        assert!(parse_filters(Kind::Secret, &["colour=red".into()]).is_err());
+        assert!(parse_filters(Kind::Secret, &["name".into()]).is_err());
     }
 }

@@ -6,7 +6,7 @@ use anyhow::{anyhow, bail, Result};
 use clap::Subcommand;
 use serde_json::{json, Map, Value};
 
-use super::objects::{daemon, print_inspect, print_rows};
+use super::objects::{print_inspect, print_rows};
 use super::{call, Cli};
 use crate::pb::secretstore::{tasks_client::TasksClient, ListTasksRequest, Mount, Task, TaskRef};
 use crate::Kind;
@@ -131,8 +131,18 @@ pub fn task_json(t: &Task) -> Value {
     })
 }
 
-fn task_error(id: &str, e: (tonic::Status, String)) -> anyhow::Error {
-    daemon("task", id, e)
+/// Tasks are secretd's own (Docker has no such command): its errors keep
+/// the plain "Error: No such task: X" and the server's sentence.
+fn task_error(id: &str, (s, ep): (tonic::Status, String)) -> anyhow::Error {
+    if let Some(Reason::NotFound { kind, .. }) = Reason::of(&s) {
+        if kind == "task" {
+            return anyhow!("Error: No such task: {id}");
+        }
+    }
+    match super::transport_error(&s, &ep) {
+        Some(e) => e,
+        None => anyhow!("Error response from daemon: {}", s.message()),
+    }
 }
 
 pub async fn run(cli: &Cli, cmd: &TaskCmd) -> Result<()> {

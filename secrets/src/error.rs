@@ -18,6 +18,10 @@ pub enum Error {
     /// (NotFound). `kind` is Docker's word: "secret", "config", "task".
     #[error("{kind} {name} not found")]
     NotFound { kind: &'static str, name: String },
+    /// An ID prefix that matches several objects (InvalidArgument), in
+    /// Docker's words: "secret ab is ambiguous (2 matches found)".
+    #[error("{0}")]
+    Ambiguous(String),
     /// Something inside an existing object that does not exist, e.g. a
     /// secret version no longer kept (NotFound).
     #[error("{0}")]

@@ -155,7 +155,7 @@ impl ObjectStore {
         match by_prefix.count {
             0 => Err(not_found(kind, input)),
             1 => decode_object(kind, &by_prefix.kvs[0]),
-            n => Err(Error::invalid(format!(
+            n => Err(Error::Ambiguous(format!(
                 "{} {} is ambiguous ({n} matches found)",
                 kind.word(),
                 validate::echo(input)
@@ -259,13 +259,13 @@ impl ObjectStore {
         for kv in &r[0].kvs {
             let mut o = decode_object(kind, kv)?;
             let spec = o.spec.clone().unwrap_or_default();
+            // As swarm: name and ID filters are case-insensitive prefixes,
+            // several of one kind OR-ed.
+            let starts = |s: &str, p: &str| s.to_lowercase().starts_with(&p.to_lowercase());
             let name_ok = filters.name_prefixes.is_empty()
-                || filters
-                    .name_prefixes
-                    .iter()
-                    .any(|p| spec.name.starts_with(p));
+                || filters.name_prefixes.iter().any(|p| starts(&spec.name, p));
             let id_ok = filters.id_prefixes.is_empty()
-                || filters.id_prefixes.iter().any(|p| o.id.starts_with(p));
+                || filters.id_prefixes.iter().any(|p| starts(&o.id, p));
             let labels_ok = label_filters
                 .iter()
                 .all(|(k, v)| match (spec.labels.get(*k), v) {

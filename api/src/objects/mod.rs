@@ -30,6 +30,7 @@ pub fn status(e: Error) -> Status {
             }),
         ),
         Error::Missing(_) => (Code::NotFound, None),
+        Error::Ambiguous(_) => (Code::InvalidArgument, Some(Reason::Ambiguous)),
         Error::AlreadyExists(_) => (Code::AlreadyExists, None),
         Error::Locked => (Code::FailedPrecondition, Some(Reason::Locked)),
         Error::NotLocked => (Code::FailedPrecondition, Some(Reason::NotLocked)),

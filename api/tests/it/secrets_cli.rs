@@ -25,7 +25,7 @@ fn check_size_limit(c: &Cluster, kind: &str, limit: usize) {
     let (_, e) = c.sctl_err(&[kind, "create", "big", "-"], Some(&vec![b'x'; limit]));
     assert_eq!(
         e,
-        format!("Error response from daemon: {kind} data must be larger than 0 and less than {limit} bytes\n")
+        format!("Error response from daemon: rpc error: code = InvalidArgument desc = {kind} data must be larger than 0 and less than {limit} bytes\n")
     );
     c.sctl(
         &[kind, "create", "biggest", "-"],
@@ -73,7 +73,11 @@ async fn secrets_like_docker() {
     // ls: Docker's columns, natural name order, relative times.
     let out = c.sctl(&["secret", "ls"], None);
     let l = lines(&out);
-    assert_eq!(cells(l[0]), ["ID", "NAME", "CREATED", "UPDATED"], "{out}");
+    assert_eq!(
+        cells(l[0]),
+        ["ID", "NAME", "DRIVER", "CREATED", "UPDATED"],
+        "{out}"
+    );
     assert!(
         l[0].starts_with("ID                          NAME"),
         "{out}"
@@ -86,6 +90,45 @@ async fn secrets_like_docker() {
         assert!(cl[2].ends_with(" ago") && cl[3].ends_with(" ago"), "{r}");
     }
     assert_eq!(lines(&c.sctl(&["secret", "ls", "-q"], None)).len(), 4);
+    // Docker's filters and flags: a case-insensitive name prefix, several
+    // OR-ed; -q twice is -q; -q gives way to a format of one's own.
+    assert_eq!(
+        lines(&c.sctl(
+            &["secret", "ls", "-q", "-q", "-f", "name=DB", "-f", "name=S2"],
+            None
+        )),
+        [id.as_str(), s2.as_str()]
+    );
+    assert_eq!(
+        c.sctl(
+            &[
+                "secret",
+                "ls",
+                "-q",
+                "--format",
+                "{{.Name}}",
+                "-f",
+                "name=db"
+            ],
+            None
+        ),
+        "db_pw\n"
+    );
+    let out = c.secretctl(&["secret", "ls", "--filter", "name"], None);
+    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "invalid argument \"name\" for \"-f, --filter\" flag: bad format of filter (expected name=value)\nSee 'secretctl secret ls --help'.\n"
+    );
+    let (_, e) = c.sctl_err(&["secret", "ls", "-f", "bogus=1"], None);
+    assert_eq!(e, "Error response from daemon: Invalid filter 'bogus'\n");
+    let (_, e) = c.sctl_err(
+        &["secret", "create", "--driver", "vault", "d1", "-"],
+        Some(b"x"),
+    );
+    assert!(e.contains("secretd has no external secret drivers"), "{e}");
+    c.sctl(&["secret", "create", "--driver", "", "d1", "-"], Some(b"x"));
+    c.sctl(&["secret", "rm", "d1"], None);
     assert_eq!(
         lines(&c.sctl(&["secret", "ls", "-q", "--filter", "name=s1"], None)),
         [s1.as_str(), s10.as_str()]
@@ -165,7 +208,7 @@ async fn secrets_like_docker() {
     assert_eq!(v[0]["Spec"]["Labels"], serde_json::json!({}));
     assert_eq!(v[1]["Spec"]["Name"], "s2");
     assert_eq!(v[1]["Spec"]["Labels"]["env"], "prod");
-    assert_eq!(v[0]["CurrentVersion"], 1);
+    assert!(v[0].get("CurrentVersion").is_none(), "Docker's shape only");
     assert_eq!(
         c.sctl(&["secret", "inspect", &id], None),
         c.sctl(&["secret", "inspect", "--format", "json", &id], None)
@@ -184,7 +227,14 @@ async fn secrets_like_docker() {
         "s2 prod\n"
     );
     let pretty = c.sctl(&["secret", "inspect", "--pretty", "s2"], None);
-    assert!(pretty.starts_with(&format!("ID:              {s2}\nName:              s2\nLabels:\n - env=prod\n - team\nCreated at:        ")), "{pretty}");
+    assert!(pretty.starts_with(&format!("ID:              {s2}\nName:              s2\nLabels:\n - env=prod\n - team\nDriver:            \nCreated at:        ")), "{pretty}");
+    // Several secrets: no separator (configs: a blank line); --format is
+    // ignored with --pretty, as Docker does.
+    let two = c.sctl(
+        &["secret", "inspect", "--pretty", "-f", "{{.ID}}", "s2", "s2"],
+        None,
+    );
+    assert_eq!(two, format!("{pretty}{pretty}"));
 
     // rotate: a new version, history bounded by --secret-history 2.
     for i in 2..=5 {
@@ -194,7 +244,7 @@ async fn secrets_like_docker() {
         );
         assert_eq!(out.trim(), id);
     }
-    let v: Value = serde_json::from_str(&c.sctl(&["secret", "inspect", "db_pw"], None)).unwrap();
+    let v: Value = serde_json::from_str(&c.sctl(&["secret", "versions", "db_pw"], None)).unwrap();
     assert_eq!(v[0]["CurrentVersion"], 5);
     let kept: Vec<u64> = v[0]["Versions"]
         .as_array()
@@ -203,6 +253,7 @@ async fn secrets_like_docker() {
         .map(|x| x["Version"].as_u64().unwrap())
         .collect();
     assert_eq!(kept, [3, 4, 5]);
+    let v: Value = serde_json::from_str(&c.sctl(&["secret", "inspect", "db_pw"], None)).unwrap();
     assert_ne!(v[0]["UpdatedAt"], v[0]["CreatedAt"]);
 
     // Docker's errors: one line on stderr, exit status 1.
@@ -223,18 +274,24 @@ async fn secrets_like_docker() {
     );
     let long = "a".repeat(65);
     let (_, e) = c.sctl_err(&["secret", "create", &long, "-"], Some(b"x"));
-    assert_eq!(e, "Error response from daemon: invalid name, only 64 [a-zA-Z0-9-_.] characters allowed, and the start and end character must be [a-zA-Z0-9]\n");
+    assert_eq!(e, "Error response from daemon: rpc error: code = InvalidArgument desc = invalid name, only 64 [a-zA-Z0-9-_.] characters allowed, and the start and end character must be [a-zA-Z0-9]\n");
     c.sctl(&["secret", "create", &"a".repeat(64), "-"], Some(b"x"));
     let (_, e) = c.sctl_err(&["secret", "create", "db_pw", "-"], Some(b"x"));
     assert_eq!(
         e,
-        "Error response from daemon: secret db_pw already exists\n"
+        "Error response from daemon: rpc error: code = AlreadyExists desc = secret db_pw already exists\n"
     );
     check_size_limit(&c, "secret", 500 * 1024);
-    let (_, e) = c.sctl_err(&["secret", "inspect", "nosuch"], None);
-    assert_eq!(e, "Error: No such secret: nosuch\n");
+    let (out, e) = c.sctl_err(&["secret", "inspect", "nosuch"], None);
+    assert_eq!(
+        (out.as_str(), e.as_str()),
+        (
+            "[]\n",
+            "Error response from daemon: secret nosuch not found\n"
+        )
+    );
     let (out, e) = c.sctl_err(&["secret", "inspect", "db_pw", "nosuch"], None);
-    assert_eq!(e, "Error: No such secret: nosuch\n");
+    assert_eq!(e, "Error response from daemon: secret nosuch not found\n");
     assert!(out.contains("\"db_pw\""));
 
     // An ambiguous ID prefix: 37 IDs must share a first character.
@@ -270,9 +327,9 @@ async fn secrets_like_docker() {
     // rm: prints each removed argument, keeps going, fails at the end.
     let (out, e) = c.sctl_err(&["secret", "rm", "s1", "nosuch", &s10[..10]], None);
     assert_eq!(out, format!("s1\n{}\n", &s10[..10]));
-    assert_eq!(e, "Error: No such secret: nosuch\n");
+    assert_eq!(e, "Error response from daemon: secret nosuch not found\n");
     let (_, e) = c.sctl_err(&["secret", "rm", "s1"], None);
-    assert_eq!(e, "Error: No such secret: s1\n");
+    assert_eq!(e, "Error response from daemon: secret s1 not found\n");
 
     // The etcd API neither shows nor touches the reserved range.
     assert_eq!(c.ok(&["get", "", "--prefix", "--keys-only"]), "");
@@ -326,7 +383,7 @@ async fn configs_and_tasks_like_docker() {
     assert_eq!(cells(lines(&out)[1])[1], "nginx_conf");
     check_size_limit(&c, "config", 1000 * 1024);
     let (_, e) = c.sctl_err(&["config", "inspect", "nope"], None);
-    assert_eq!(e, "Error: No such config: nope\n");
+    assert_eq!(e, "Error response from daemon: config nope not found\n");
 
     // Tasks: create with defaults and explicit fields.
     let out = c.sctl(
@@ -417,11 +474,11 @@ async fn configs_and_tasks_like_docker() {
     );
     assert!(e.contains("invalid secret target \"../x\""), "{e}");
     let (_, e) = c.sctl_err(&["secret", "rm", "db_pw"], None);
-    assert_eq!(e, "Error response from daemon: secret 'db_pw' is in use by the following tasks: web.1, web.2\n");
+    assert_eq!(e, "Error response from daemon: rpc error: code = InvalidArgument desc = secret 'db_pw' is in use by the following tasks: web.1, web.2\n");
     let (_, e) = c.sctl_err(&["config", "rm", "nginx_conf"], None);
     assert_eq!(
         e,
-        "Error response from daemon: config 'nginx_conf' is in use by the following task: web.1\n"
+        "Error response from daemon: rpc error: code = InvalidArgument desc = config 'nginx_conf' is in use by the following task: web.1\n"
     );
     let (_, e) = c.sctl_err(&["task", "inspect", "web.9"], None);
     assert_eq!(e, "Error: No such task: web.9\n");
@@ -445,7 +502,7 @@ async fn configs_and_tasks_like_docker() {
             Some(format!("v{i}").as_bytes()),
         );
     }
-    let v: Value = serde_json::from_str(&c.sctl(&["secret", "inspect", "db_pw"], None)).unwrap();
+    let v: Value = serde_json::from_str(&c.sctl(&["secret", "versions", "db_pw"], None)).unwrap();
     let kept: Vec<u64> = v[0]["Versions"]
         .as_array()
         .unwrap()

@@ -138,7 +138,7 @@ async fn only_the_clusters_certificates_get_in_each_as_far_as_its_role() {
         .unwrap();
     assert_eq!(
         stderr(&out),
-        "Error response from daemon: node agent n1 may not call /secretstore.v1.Secrets/List: it is for admin certificates only\n"
+        "Error response from daemon: rpc error: code = PermissionDenied desc = node agent n1 may not call /secretstore.v1.Secrets/List: it is for admin certificates only\n"
     );
     // Peers only speak raft: the admin cannot use the peer port.
     let peer = format!("https://127.0.0.1:{}", c.members[0].peer_port);

@@ -176,10 +176,8 @@ impl Keys {
         let _guard = self.changing.lock().await;
         let (lock, rev) = self.lock_record(true).await?;
         if !lock.autolock {
-            return Err(Error::Precondition(
-                "autolock is off; switch it on with `secretctl cluster settings --autolock=true`"
-                    .into(),
-            ));
+            // Docker's words (`docker swarm unlock-key` without autolock).
+            return Err(Error::Precondition("no unlock key is set".into()));
         }
         if self.is_locked() {
             return Err(Error::Locked);
