@@ -326,6 +326,7 @@ pub(crate) fn print_rows(
     rows: &[Value],
     ids: &[String],
     label_maps: &[Value],
+    (fields, go_type): (&[&str], &str),
 ) -> Result<()> {
     let format = match format {
         // As docker/cli's formatter: -q replaces the table, not a format
@@ -346,16 +347,14 @@ pub(crate) fn print_rows(
         return Ok(());
     }
     let t = Template::parse(format).map_err(anyhow::Error::msg)?;
+    t.check_fields(fields, go_type)
+        .map_err(anyhow::Error::msg)?;
     let mut lines: Vec<String> = Vec::new();
     if t.table {
         lines.push(t.header());
     }
     for (r, labels) in rows.iter().zip(label_maps) {
-        let mut ctx = r.clone();
-        if let (Value::Object(m), Value::Object(l)) = (&mut ctx, labels) {
-            m.insert("LabelMap".into(), Value::Object(l.clone()));
-        }
-        lines.push(t.render(&ctx));
+        lines.push(t.render_with(r, Some(labels)));
     }
     if t.table {
         let cells: Vec<Vec<String>> = lines
@@ -527,6 +526,16 @@ pub async fn ls(cli: &Cli, kind: Kind, a: &LsArgs) -> Result<()> {
         Kind::Secret => "table {{.ID}}\t{{.Name}}\t{{.Driver}}\t{{.CreatedAt}}\t{{.UpdatedAt}}",
         Kind::Config => "table {{.ID}}\t{{.Name}}\t{{.CreatedAt}}\t{{.UpdatedAt}}",
     };
+    let context: (&[&str], &str) = match kind {
+        Kind::Secret => (
+            &["ID", "Name", "Driver", "CreatedAt", "UpdatedAt", "Labels"],
+            "*secret.secretContext",
+        ),
+        Kind::Config => (
+            &["ID", "Name", "CreatedAt", "UpdatedAt", "Labels"],
+            "*config.configContext",
+        ),
+    };
     print_rows(
         a.quiet > 0,
         a.format.as_deref(),
@@ -534,6 +543,7 @@ pub async fn ls(cli: &Cli, kind: Kind, a: &LsArgs) -> Result<()> {
         &rows,
         &ids,
         &labels,
+        context,
     )
 }
 

@@ -251,7 +251,16 @@ async fn ls(cli: &Cli, quiet: bool, node: Option<&str>, format: Option<&str>) ->
     let ids: Vec<String> = tasks.iter().map(|t| t.id.clone()).collect();
     let labels = vec![json!({}); rows.len()];
     let table = "table {{.ID}}\t{{.Node}}\t{{.Secrets}}\t{{.Configs}}\t{{.CreatedAt}}";
-    print_rows(quiet, format, table, &rows, &ids, &labels)
+    let fields: &[&str] = &["Configs", "CreatedAt", "ID", "Node", "Secrets"];
+    print_rows(
+        quiet,
+        format,
+        table,
+        &rows,
+        &ids,
+        &labels,
+        (fields, "*task.taskContext"),
+    )
 }
 
 async fn rm(cli: &Cli, ids: &[String]) -> Result<()> {

@@ -12,12 +12,16 @@ enum Expr {
     Path(Vec<String>),
     Json(Vec<String>),
     Index(Vec<String>, String),
+    /// A listing's `{{.Label "key"}}`: the label's value, "" if unset.
+    Label(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]
 enum Part {
     Text(String),
-    Action(Expr),
+    /// The expression, and the byte offset of its text in the template
+    /// (for Go's error positions).
+    Action(Expr, usize),
 }
 
 #[derive(Debug, Clone)]
@@ -62,7 +66,7 @@ fn parse_action(a: &str) -> Result<Expr, String> {
         ["json", p] => Ok(Expr::Json(path(p, a)?)),
         ["index", p, k] => Ok(Expr::Index(path(p, a)?, quoted(k, a)?)),
         // Docker's listing contexts: {{.Label "key"}}.
-        [".Label", k] => Ok(Expr::Index(vec!["LabelMap".into()], quoted(k, a)?)),
+        [".Label", k] => Ok(Expr::Label(quoted(k, a)?)),
         _ => Err(unsupported(a)),
     }
 }
@@ -83,8 +87,10 @@ impl Template {
             let end = rest[start..]
                 .find("}}")
                 .ok_or_else(|| format!("template: unclosed action in {format:?}"))?;
-            let action = rest[start + 2..start + end].trim();
-            parts.push(Part::Action(parse_action(action)?));
+            let raw = &rest[start + 2..start + end];
+            let action = raw.trim();
+            let offset = body.len() - rest.len() + start + 2 + (raw.len() - raw.trim_start().len());
+            parts.push(Part::Action(parse_action(action)?, offset));
             rest = &rest[start + end + 2..];
         }
         if !rest.is_empty() {
@@ -93,24 +99,53 @@ impl Template {
         Ok(Template { parts, table })
     }
 
-    /// Renders one value. `fields` maps listing fields to their headers.
+    /// Renders one value.
     pub fn render(&self, v: &Value) -> String {
+        self.render_with(v, None)
+    }
+
+    /// Renders one row of a listing, whose `{{.Label "k"}}` reads `labels`
+    /// (kept out of the row, so `{{json .}}` shows Docker's fields only).
+    pub fn render_with(&self, v: &Value, labels: Option<&Value>) -> String {
         let mut out = String::new();
         for p in &self.parts {
             match p {
                 Part::Text(t) => out.push_str(t),
-                Part::Action(Expr::Path(p)) => out.push_str(&plain(lookup(v, p))),
-                Part::Action(Expr::Json(p)) => out.push_str(
+                Part::Action(Expr::Path(p), _) => out.push_str(&plain(lookup(v, p))),
+                Part::Action(Expr::Json(p), _) => out.push_str(
                     &lookup(v, p)
                         .map(|x| x.to_string())
                         .unwrap_or_else(|| "null".into()),
                 ),
-                Part::Action(Expr::Index(p, k)) => {
+                Part::Action(Expr::Index(p, k), _) => {
                     out.push_str(&plain(lookup(v, p).and_then(|m| m.get(k))))
                 }
+                Part::Action(Expr::Label(k), _) => out.push_str(
+                    labels
+                        .and_then(|l| l.get(k))
+                        .and_then(Value::as_str)
+                        .unwrap_or(""),
+                ),
             }
         }
         out
+    }
+
+    /// A listing's fields are a Go struct's methods: a name it lacks is
+    /// Go's template error (and exit status 1), never `<no value>`.
+    pub fn check_fields(&self, fields: &[&str], go_type: &str) -> Result<(), String> {
+        for p in &self.parts {
+            let Part::Action(Expr::Path(path) | Expr::Json(path) | Expr::Index(path, _), at) = p
+            else {
+                continue;
+            };
+            if let Some(f) = path.first().filter(|f| !fields.contains(&f.as_str())) {
+                return Err(format!(
+                    "template: :1:{at}: executing \"\" at <.{f}>: can't evaluate field {f} in type {go_type}"
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The header row of a `table` template: each action's last field,
@@ -120,17 +155,19 @@ impl Template {
         for p in &self.parts {
             match p {
                 Part::Text(t) => out.push_str(t),
-                Part::Action(e) => {
-                    let (p, label) = match e {
-                        Expr::Path(p) | Expr::Json(p) => (p, None),
-                        Expr::Index(p, k) => (p, Some(k)),
+                Part::Action(e, _) => {
+                    let p = match e {
+                        Expr::Path(p) | Expr::Json(p) | Expr::Index(p, _) => p,
+                        Expr::Label(_) => {
+                            out.push_str("LABEL");
+                            continue;
+                        }
                     };
-                    let name = match (p.last().map(String::as_str), label) {
-                        (Some("LabelMap"), Some(_)) => "LABEL".into(),
-                        (Some("CreatedAt"), _) => "CREATED".into(),
-                        (Some("UpdatedAt"), _) => "UPDATED".into(),
-                        (Some(f), _) => f.to_uppercase(),
-                        (None, _) => String::new(),
+                    let name = match p.last().map(String::as_str) {
+                        Some("CreatedAt") => "CREATED".into(),
+                        Some("UpdatedAt") => "UPDATED".into(),
+                        Some(f) => f.to_uppercase(),
+                        None => String::new(),
                     };
                     out.push_str(&name);
                 }
@@ -184,6 +221,27 @@ mod tests {
         let t = Template::parse("table {{.ID}}\\t{{.Name}}\\t{{.CreatedAt}}").unwrap();
         assert!(t.table);
         assert_eq!(t.header(), "ID\tNAME\tCREATED");
+    }
+
+    #[test]
+    fn listing_fields_labels_and_go_errors() {
+        let row = json!({"ID": "abc", "Name": "db"});
+        let labels = json!({"env": "dev"});
+        let t =
+            Template::parse("{{.Name}} {{.Label \"env\"}} {{.Label \"none\"}}|{{json .}}").unwrap();
+        assert_eq!(
+            t.render_with(&row, Some(&labels)),
+            "db dev |{\"ID\":\"abc\",\"Name\":\"db\"}"
+        );
+        let fields = ["ID", "Name"];
+        assert!(t.check_fields(&fields, "*secret.secretContext").is_ok());
+        assert_eq!(
+            Template::parse("{{.Nope}}")
+                .unwrap()
+                .check_fields(&fields, "*secret.secretContext")
+                .unwrap_err(),
+            "template: :1:2: executing \"\" at <.Nope>: can't evaluate field Nope in type *secret.secretContext"
+        );
     }
 
     #[test]

@@ -159,6 +159,10 @@ async fn secrets_like_docker() {
     let row: Value = serde_json::from_str(json_rows.trim()).unwrap();
     assert_eq!(row["Name"], "s2");
     assert_eq!(row["Labels"], "env=prod,team=");
+    assert!(row.get("LabelMap").is_none(), "Docker's fields only: {row}");
+    let (out, e) = c.sctl_err(&["secret", "ls", "--format", "{{.Name}} {{.Nope}}"], None);
+    assert_eq!(out, "");
+    assert_eq!(e, "template: :1:12: executing \"\" at <.Nope>: can't evaluate field Nope in type *secret.secretContext\n");
     assert!(row["CreatedAt"].as_str().unwrap().ends_with(" ago"));
     assert_eq!(
         c.sctl(
