@@ -111,7 +111,23 @@ impl Template {
         for p in &self.parts {
             match p {
                 Part::Text(t) => out.push_str(t),
-                Part::Action(Expr::Path(p), _) => out.push_str(&plain(lookup(v, p))),
+                Part::Action(Expr::Path(p), _) => {
+                    let x = lookup(v, p);
+                    // `inspect -f` runs Go's template on Docker's structs,
+                    // where the times are `time.Time`s and print as such.
+                    let is_time = matches!(
+                        p.last().map(String::as_str),
+                        Some("CreatedAt" | "UpdatedAt")
+                    );
+                    match x
+                        .and_then(Value::as_str)
+                        .and_then(go_time)
+                        .filter(|_| is_time)
+                    {
+                        Some(t) => out.push_str(&t),
+                        None => out.push_str(&plain(x)),
+                    }
+                }
                 Part::Action(Expr::Json(p), _) => out.push_str(
                     &lookup(v, p)
                         .map(|x| x.to_string())
@@ -175,6 +191,21 @@ impl Template {
         }
         out
     }
+}
+
+/// An RFC 3339 UTC time (`2026-11-30T18:33:40.270352427Z`) as Go's
+/// `Time.String()` prints it (`2026-11-30 18:33:40.270352427 +0000 UTC`);
+/// `None` for anything else (a listing's "2 hours ago").
+fn go_time(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let shaped = b.len() >= 20
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b'T'
+        && b[13] == b':'
+        && b[16] == b':'
+        && s.ends_with('Z');
+    shaped.then(|| format!("{} {} +0000 UTC", &s[..10], &s[11..s.len() - 1]))
 }
 
 fn lookup<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
@@ -241,6 +272,20 @@ mod tests {
                 .check_fields(&fields, "*secret.secretContext")
                 .unwrap_err(),
             "template: :1:2: executing \"\" at <.Nope>: can't evaluate field Nope in type *secret.secretContext"
+        );
+    }
+
+    #[test]
+    fn times_print_as_go_prints_them() {
+        let v = json!({"CreatedAt": "2026-11-30T18:33:40.270352427Z", "UpdatedAt": "3 hours ago"});
+        let t = Template::parse("{{.CreatedAt}}|{{json .CreatedAt}}|{{.UpdatedAt}}").unwrap();
+        assert_eq!(
+            t.render(&v),
+            "2026-11-30 18:33:40.270352427 +0000 UTC|\"2026-11-30T18:33:40.270352427Z\"|3 hours ago"
+        );
+        assert_eq!(
+            go_time("2026-11-30T18:33:40Z").unwrap(),
+            "2026-11-30 18:33:40 +0000 UTC"
         );
     }
 

@@ -230,6 +230,28 @@ async fn secrets_like_docker() {
         ),
         "s2 prod\n"
     );
+    // Go's time.Time, as Docker's typed template sees it; JSON keeps RFC 3339.
+    let t = c.sctl(
+        &[
+            "secret",
+            "inspect",
+            "-f",
+            "{{.CreatedAt}}|{{json .CreatedAt}}",
+            "s2",
+        ],
+        None,
+    );
+    let (go, js) = t.trim_end().split_once('|').unwrap();
+    assert!(
+        go.ends_with(" +0000 UTC") && go.as_bytes()[10] == b' ',
+        "{t}"
+    );
+    assert_eq!(
+        js.trim_matches('"')
+            .replacen('T', " ", 1)
+            .replace('Z', " +0000 UTC"),
+        go
+    );
     let pretty = c.sctl(&["secret", "inspect", "--pretty", "s2"], None);
     assert!(pretty.starts_with(&format!("ID:              {s2}\nName:              s2\nLabels:\n - env=prod\n - team\nDriver:            \nCreated at:        ")), "{pretty}");
     // Several secrets: no separator (configs: a blank line); --format is
