@@ -229,9 +229,9 @@ impl LogStore {
             "moving the raft log from RocksDB into segment files"
         );
         let mut batch = WriteBatch::default();
-        self.apply_snapshot(snap_index, snap_term, cs, &mut batch);
-        self.append(&entries, &mut batch)?;
-        self.set_hard_state(hs, &mut batch);
+        self.apply_snapshot(snap_index, snap_term, cs, &mut batch)?;
+        self.append(&entries)?;
+        self.set_hard_state(hs)?;
         self.db.write_sync(batch)?;
         self.persist(true)?;
         let mut batch = WriteBatch::default();
@@ -278,7 +278,7 @@ impl LogStore {
         if self.hard_state.commit < applied {
             let mut hs = self.hard_state.clone();
             hs.commit = applied;
-            self.set_hard_state(hs, &mut WriteBatch::default());
+            self.set_hard_state(hs)?;
             self.persist(true)?;
         }
         if self.hard_state.commit > self.last() {
@@ -369,8 +369,7 @@ impl LogStore {
         let mut hs = self.hard_state.clone();
         hs.commit = hs.commit.max(index);
         hs.term = hs.term.max(term);
-        self.set_hard_state(hs, &mut WriteBatch::default());
-        Ok(())
+        self.set_hard_state(hs)
     }
 
     /// Replaces the log by an installed snapshot: every entry goes, the
@@ -378,18 +377,22 @@ impl LogStore {
     /// machine's part goes into `batch`; the log's is staged, and the
     /// caller must `persist` it after the batch is durable (`LOG_BASE`
     /// redoes it if a crash comes between).
-    pub fn apply_snapshot(&mut self, index: u64, term: u64, cs: ConfState, batch: &mut WriteBatch) {
+    pub fn apply_snapshot(
+        &mut self,
+        index: u64,
+        term: u64,
+        cs: ConfState,
+        batch: &mut WriteBatch,
+    ) -> Result<()> {
         let mut base = [0u8; 16];
         base[..8].copy_from_slice(&index.to_be_bytes());
         base[8..].copy_from_slice(&term.to_be_bytes());
         batch.put_cf(self.db.cf(CF_META), meta::LOG_BASE, base);
-        // A staged record cannot fail to fit; a write error shows at persist.
-        if let Err(e) = self.reset_to(index, term) {
-            tracing::error!(error = %e, "cannot stage the raft log's reset");
-        }
+        self.reset_to(index, term)?;
         self.set_conf_state(cs, batch);
         self.applied = index;
         *self.latest_file.borrow_mut() = Some((index, term));
+        Ok(())
     }
 
     /// Writes a snapshot of the state machine at the applied index into
@@ -442,15 +445,16 @@ impl LogStore {
     pub const BOOTSTRAP_INDEX: u64 = 1;
 
     /// Sets the first configuration of a new cluster.
-    pub fn bootstrap(&mut self, voters: Vec<u64>, batch: &mut WriteBatch) {
+    pub fn bootstrap(&mut self, voters: Vec<u64>, batch: &mut WriteBatch) -> Result<()> {
         assert!(!self.is_initialized(), "bootstrap of an initialized log");
         let cs = ConfState {
             voters,
             ..Default::default()
         };
-        self.apply_snapshot(Self::BOOTSTRAP_INDEX, 1, cs, batch);
+        self.apply_snapshot(Self::BOOTSTRAP_INDEX, 1, cs, batch)?;
         // No snapshot file exists for it: one is written when first needed.
         *self.latest_file.borrow_mut() = None;
+        Ok(())
     }
 
     fn last(&self) -> u64 {
@@ -467,7 +471,7 @@ impl LogStore {
 
     /// Stages entries; a conflicting tail (from an older leader) is
     /// replaced. `persist` writes them.
-    pub fn append(&mut self, entries: &[Entry], _batch: &mut WriteBatch) -> Result<()> {
+    pub fn append(&mut self, entries: &[Entry]) -> Result<()> {
         let Some(first) = entries.first() else {
             return Ok(());
         };
@@ -501,19 +505,18 @@ impl LogStore {
         self.log.write(sync)
     }
 
-    pub fn set_hard_state(&mut self, hs: HardState, _batch: &mut WriteBatch) {
-        // Staging a small record; an I/O error of rolling to a new segment
-        // shows again at the next persist, which the caller checks.
-        if let Err(e) = self.log.append_hard_state(&hs) {
-            tracing::error!(error = %e, "cannot stage the hard state");
-        }
+    /// Stages a hard state (staging may roll to a new segment, which can
+    /// fail: the caller must not go on as if it were staged).
+    pub fn set_hard_state(&mut self, hs: HardState) -> Result<()> {
+        self.log.append_hard_state(&hs)?;
         self.hard_state = hs;
+        Ok(())
     }
 
-    pub fn set_commit(&mut self, commit: u64, batch: &mut WriteBatch) {
+    pub fn set_commit(&mut self, commit: u64) -> Result<()> {
         let mut hs = self.hard_state.clone();
         hs.commit = commit;
-        self.set_hard_state(hs, batch);
+        self.set_hard_state(hs)
     }
 
     /// The configuration changes with the state machine: into its batch.
@@ -732,7 +735,7 @@ mod tests {
         let db = Db::open(dir.path()).unwrap();
         let mut s = LogStore::open(db.clone()).unwrap();
         let mut b = WriteBatch::default();
-        s.bootstrap(vec![1, 2, 3], &mut b);
+        s.bootstrap(vec![1, 2, 3], &mut b).unwrap();
         // The configuration is entry 1: the log proper starts at 2.
         assert_eq!(
             (
@@ -742,19 +745,19 @@ mod tests {
             ),
             (2, 1, 1)
         );
-        s.append(&(2..=6).map(|i| entry(i, 1)).collect::<Vec<_>>(), &mut b)
+        s.append(&(2..=6).map(|i| entry(i, 1)).collect::<Vec<_>>())
             .unwrap();
         db.write_sync(b).unwrap();
         s.persist(true).unwrap();
         // A new leader overwrites 5..: entry 6 must disappear.
         let mut b = WriteBatch::default();
-        s.append(&[entry(5, 2)], &mut b).unwrap();
+        s.append(&[entry(5, 2)]).unwrap();
         let hs = HardState {
             term: 2,
             commit: 5,
             ..Default::default()
         };
-        s.set_hard_state(hs, &mut b);
+        s.set_hard_state(hs).unwrap();
         db.write_sync(b).unwrap();
         s.persist(true).unwrap();
         assert_eq!(s.last_index().unwrap(), 5);
@@ -800,7 +803,7 @@ mod tests {
         let db = Db::open(dir.path()).unwrap();
         let mut s = LogStore::open(db.clone()).unwrap();
         let mut b = WriteBatch::default();
-        s.bootstrap(vec![1], &mut b);
+        s.bootstrap(vec![1], &mut b).unwrap();
         db.write_sync(b).unwrap();
         s.persist(true).unwrap();
         let mut term = 1;
@@ -831,7 +834,7 @@ mod tests {
                     ..Default::default()
                 })
                 .collect();
-            s.append(&es, &mut b).unwrap();
+            s.append(&es).unwrap();
             let (lo, last) = (s.first_index().unwrap(), s.last_index().unwrap());
             if rand(10) == 0 && last >= lo {
                 let to = lo + rand(last - lo + 1);

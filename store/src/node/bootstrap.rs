@@ -33,7 +33,7 @@ pub(super) fn install_snapshot(
     let cs = ConfState::parse_from_bytes(&header.conf_state)
         .map_err(|e| StoreError::Storage(format!("snapshot conf state: {e}")))?;
     let mut b = WriteBatch::default();
-    log.apply_snapshot(header.index, header.term, cs, &mut b);
+    log.apply_snapshot(header.index, header.term, cs, &mut b)?;
     b.put_cf(db.cf(CF_META), META_APPLIED, header.index.to_be_bytes());
     b.delete_cf(db.cf(CF_META), META_INSTALLING);
     db.write_sync(b)?;
@@ -97,7 +97,7 @@ pub(super) fn bootstrap_new_cluster(
         })?;
     let ids: Vec<u64> = cfg.initial_members.iter().map(|m| m.id).collect();
     let cluster_id = cluster::cluster_id(&ids);
-    log.bootstrap(ids, batch);
+    log.bootstrap(ids, batch)?;
     let meta = db.cf(CF_META);
     batch.put_cf(meta, META_APPLIED, LogStore::BOOTSTRAP_INDEX.to_be_bytes());
     batch.put_cf(meta, META_MEMBER_ID, me.id.to_be_bytes());

@@ -260,10 +260,10 @@ impl Loop {
         let mut applied = Applied::default();
         self.apply_entries(rd.take_committed_entries(), &mut batch, &mut applied)?;
         let new_entries = rd.entries().len() as u64;
-        self.raw.mut_store().append(rd.entries(), &mut batch)?;
+        self.raw.mut_store().append(rd.entries())?;
         self.planted_apply_appended(rd.entries(), &mut batch, &mut applied)?;
         if let Some(hs) = rd.hs() {
-            self.raw.mut_store().set_hard_state(hs.clone(), &mut batch);
+            self.raw.mut_store().set_hard_state(hs.clone())?;
         }
         for rs in rd.take_read_states() {
             self.reads.on_read_state(&rs.request_ctx, rs.index);
@@ -301,9 +301,10 @@ impl Loop {
         let mut batch = WriteBatch::default();
         let mut applied = Applied::default();
         if let Some(commit) = light.commit_index() {
-            self.raw.mut_store().set_commit(commit, &mut batch);
-            // Unsynced: a lost commit index is learned again from the leader.
-            self.raw.mut_store().persist(false)?;
+            // Staged only: it is written with the next Ready's records (a
+            // commit index lost in a crash is learned again from the
+            // leader, and never below the applied index: `reconcile`).
+            self.raw.mut_store().set_commit(commit)?;
         }
         self.transport.send(light.take_messages());
         self.apply_entries(light.take_committed_entries(), &mut batch, &mut applied)?;
