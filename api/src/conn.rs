@@ -306,6 +306,10 @@ pub struct ConnInfo {
 /// idle timer.
 pub struct Conn<S> {
     io: S,
+    /// Bytes already read from `io` (to see which protocol it speaks),
+    /// read again first; `head_pos` of them are consumed.
+    head: Vec<u8>,
+    head_pos: usize,
     info: ConnInfo,
     idle: Pin<Box<Sleep>>,
     slot: Slot,
@@ -318,6 +322,8 @@ impl<S> Conn<S> {
         streams.idle_since_ms.store(now_ms(), Ordering::Release);
         Conn {
             io,
+            head: Vec::new(),
+            head_pos: 0,
             info: ConnInfo {
                 remote,
                 role,
@@ -338,14 +344,12 @@ impl<S> Conn<S> {
         &self.info
     }
 
-    /// The same connection (identity, slot, idle timer) over `f(io)`.
-    pub fn map_io<T>(self, f: impl FnOnce(S) -> T) -> Conn<T> {
-        Conn {
-            io: f(self.io),
-            info: self.info,
-            idle: self.idle,
-            slot: self.slot,
-        }
+    /// Puts `head` back in front of what is still to be read.
+    fn unread(mut self, mut head: Vec<u8>) -> Conn<S> {
+        head.extend_from_slice(&self.head[self.head_pos..]);
+        self.head = head;
+        self.head_pos = 0;
+        self
     }
 
     fn idle_ms(&self) -> u64 {
@@ -388,6 +392,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for Conn<S> {
                 std::io::ErrorKind::TimedOut,
                 "connection idle: no request in flight",
             )));
+        }
+        if self.head_pos < self.head.len() {
+            let n = (self.head.len() - self.head_pos).min(buf.remaining());
+            let from = self.head_pos;
+            buf.put_slice(&self.head[from..from + n]);
+            self.head_pos += n;
+            return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.io).poll_read(cx, buf)
     }
@@ -440,61 +451,20 @@ pub fn keepalive(tcp: &TcpStream) {
     }
 }
 
-/// A stream whose first bytes were already read (to see which protocol
-/// it speaks): they are read again first.
-pub struct Prefixed<S> {
-    head: Vec<u8>,
-    pos: usize,
-    io: S,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        if self.pos < self.head.len() {
-            let n = (self.head.len() - self.pos).min(buf.remaining());
-            let from = self.pos;
-            buf.put_slice(&self.head[from..from + n]);
-            self.pos += n;
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
-
 /// Splits a peer listener's connections by the protocol they speak: one
 /// that opens with `magic` goes to `raw` (the raft stream, `peer_raw`),
 /// any other (gRPC's HTTP/2 preface) comes out of the returned stream, its
-/// first bytes intact. A connection that sends fewer bytes than the magic
+/// first bytes put back (`Conn::unread`). A connection that sends fewer bytes than the magic
 /// within the handshake time is closed.
 pub fn split_by_magic<S, In, F>(
     incoming: In,
     magic: &'static [u8],
     raw: F,
-) -> impl futures::Stream<Item = std::io::Result<Conn<Prefixed<S>>>>
+) -> impl futures::Stream<Item = std::io::Result<Conn<S>>>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     In: futures::Stream<Item = std::io::Result<Conn<S>>> + Send + 'static,
-    F: Fn(Conn<Prefixed<S>>) + Send + Sync + 'static,
+    F: Fn(Conn<S>) + Send + Sync + 'static,
 {
     use futures::StreamExt;
     use tokio::io::AsyncReadExt;
@@ -516,15 +486,9 @@ where
                     return;
                 }
                 if head == magic {
-                    raw(conn.map_io(|io| Prefixed {
-                        head: Vec::new(),
-                        pos: 0,
-                        io,
-                    }));
+                    raw(conn);
                 } else {
-                    let _ = conn_tx
-                        .send(Ok(conn.map_io(|io| Prefixed { head, pos: 0, io })))
-                        .await;
+                    let _ = conn_tx.send(Ok(conn.unread(head))).await;
                 }
             });
             if tx.is_closed() {

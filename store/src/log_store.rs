@@ -750,7 +750,7 @@ mod tests {
         db.write_sync(b).unwrap();
         s.persist(true).unwrap();
         // A new leader overwrites 5..: entry 6 must disappear.
-        let mut b = WriteBatch::default();
+        let b = WriteBatch::default();
         s.append(&[entry(5, 2)]).unwrap();
         let hs = HardState {
             term: 2,
@@ -815,7 +815,7 @@ mod tests {
             (seed >> 33) % n
         };
         for round in 0..200u64 {
-            let mut b = WriteBatch::default();
+            let b = WriteBatch::default();
             let last = s.last_index().unwrap();
             let first = s.first_index().unwrap();
             // Mostly appends; sometimes a new leader overwrites a tail.

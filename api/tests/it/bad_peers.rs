@@ -120,6 +120,33 @@ async fn garbage_foreign_and_misaddressed_peer_traffic_is_refused() {
     assert_eq!(st.code(), Code::InvalidArgument, "{}", st.message());
 
     // Nothing was lost and the cluster still works, with the same term.
+    cluster_unharmed(&c, &mut m).await;
+    let log = std::fs::read_to_string(&c.members[0].log).unwrap();
+    assert!(
+        log.contains("refused undecodable raft message") && log.contains("another cluster"),
+        "refusals are logged"
+    );
+}
+
+/// Opens a raft stream to member `to` over plain TCP: the connection and
+/// the member's answer to the hello.
+async fn raw_hello(
+    c: &Cluster,
+    to: usize,
+    from: u64,
+    cluster_id: u64,
+    to_id: u64,
+) -> (tokio::net::TcpStream, u8, String) {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", c.members[to].peer_port))
+        .await
+        .unwrap();
+    let (code, why) = crate::common::raft_hello(&mut s, from, cluster_id, to_id).await;
+    (s, code, why)
+}
+
+/// Nothing was lost, the cluster still works, and no refused message
+/// changed the term.
+async fn cluster_unharmed(c: &Cluster, m: &mut MaintenanceClient<tonic::transport::Channel>) {
     c.wait_leader(Duration::from_secs(10)).await;
     assert_eq!(c.ok(&["get", "safe"]), "safe\n1\n");
     c.ok(&["put", "after", "2"]);
@@ -130,36 +157,6 @@ async fn garbage_foreign_and_misaddressed_peer_traffic_is_refused() {
         .into_inner()
         .raft_term;
     assert!(term < 1000, "a refused message changed the term to {term}");
-    let log = std::fs::read_to_string(&c.members[0].log).unwrap();
-    assert!(
-        log.contains("refused undecodable raft message") && log.contains("another cluster"),
-        "refusals are logged"
-    );
-}
-
-/// Opens a raft stream (`peer_raw`) to member `to` and sends `hello`;
-/// returns the connection and the member's answer (status, reason).
-async fn raw_hello(
-    c: &Cluster,
-    to: usize,
-    from: u64,
-    cluster_id: u64,
-    to_id: u64,
-) -> (tokio::net::TcpStream, u8, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", c.members[to].peer_port))
-        .await
-        .unwrap();
-    let mut hello = secretd_api::peer_raw::MAGIC.to_vec();
-    for x in [from, cluster_id, to_id] {
-        hello.extend_from_slice(&x.to_le_bytes());
-    }
-    s.write_all(&hello).await.unwrap();
-    let mut head = [0u8; 3];
-    s.read_exact(&mut head).await.unwrap();
-    let mut why = vec![0u8; u16::from_le_bytes([head[1], head[2]]) as usize];
-    s.read_exact(&mut why).await.unwrap();
-    (s, head[0], String::from_utf8(why).unwrap())
 }
 
 /// The raft stream without gRPC holds senders to the same checks: a
@@ -225,16 +222,7 @@ async fn bad_raft_streams_are_refused() {
         );
     }
 
-    c.wait_leader(Duration::from_secs(10)).await;
-    assert_eq!(c.ok(&["get", "safe"]), "safe\n1\n");
-    c.ok(&["put", "after", "2"]);
-    let term = m
-        .status(StatusRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .raft_term;
-    assert!(term < 1000, "a refused message changed the term to {term}");
+    cluster_unharmed(&c, &mut m).await;
     let log = std::fs::read_to_string(&c.members[0].log).unwrap();
     for said in [
         "another cluster",

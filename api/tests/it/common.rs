@@ -605,3 +605,41 @@ pub fn is_root() -> bool {
         })
         .unwrap_or(false)
 }
+
+/// Sends a raft stream's opening (`peer_raw`: the magic, then from, cluster
+/// id and to) over `s`, which the caller connected (plain or TLS); returns
+/// the member's answer: (0 accepted or 1 refused, the reason).
+pub async fn raft_hello<S>(s: &mut S, from: u64, cluster_id: u64, to: u64) -> (u8, String)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut hello = secretd_api::peer_raw::MAGIC.to_vec();
+    for x in [from, cluster_id, to] {
+        hello.extend_from_slice(&x.to_le_bytes());
+    }
+    s.write_all(&hello).await.unwrap();
+    let mut head = [0u8; 3];
+    s.read_exact(&mut head).await.unwrap();
+    let mut why = vec![0u8; u16::from_le_bytes([head[1], head[2]]) as usize];
+    s.read_exact(&mut why).await.unwrap();
+    (head[0], String::from_utf8(why).unwrap())
+}
+
+/// Every acknowledged write reads back from `who` with its value.
+pub fn assert_none_lost(
+    who: &str,
+    acked: &std::collections::BTreeMap<String, String>,
+    got: &std::collections::BTreeMap<String, String>,
+) {
+    let lost: Vec<_> = acked
+        .iter()
+        .filter(|(k, v)| got.get(*k) != Some(*v))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{who} lost {} acknowledged writes, e.g. {:?}",
+        lost.len(),
+        lost.first()
+    );
+}

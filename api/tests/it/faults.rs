@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::common::Cluster;
+use crate::common::{assert_none_lost, Cluster};
 use parking_lot::Mutex;
 use secretd_api::pb::etcdserverpb::{PutRequest, RangeRequest};
 
@@ -187,16 +187,7 @@ async fn every_acknowledged_write_survives_kill_9_of_all_members() {
     let got = dump(&c, leader, "d/", false)
         .await
         .expect("read after restart");
-    let lost: Vec<_> = acked
-        .iter()
-        .filter(|(k, v)| got.get(*k) != Some(*v))
-        .collect();
-    assert!(
-        lost.is_empty(),
-        "{} acknowledged writes lost, e.g. {:?}",
-        lost.len(),
-        lost.first()
-    );
+    assert_none_lost("the cluster", &acked, &got);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -334,16 +325,7 @@ async fn kill9_at_random_points_under_load() {
     );
     let leader = c.wait_leader(Duration::from_secs(20)).await;
     let reference = dump(&c, leader, "k9/", false).await.expect("read");
-    let lost: Vec<_> = acked
-        .iter()
-        .filter(|(k, v)| reference.get(*k) != Some(*v))
-        .collect();
-    assert!(
-        lost.is_empty(),
-        "{} acknowledged writes lost, e.g. {:?}",
-        lost.len(),
-        lost.first()
-    );
+    assert_none_lost("the cluster", &acked, &reference);
     for i in 0..3 {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {

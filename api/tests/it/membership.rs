@@ -194,16 +194,7 @@ async fn grow_to_five_and_shrink_to_three_while_writing() {
                 })
                 .collect();
             if got.contains_key("m/zz-final") {
-                let lost: Vec<_> = acked
-                    .iter()
-                    .filter(|(k, v)| got.get(*k) != Some(*v))
-                    .collect();
-                assert!(
-                    lost.is_empty(),
-                    "member {i} lost {} acknowledged writes, e.g. {:?}",
-                    lost.len(),
-                    lost.first()
-                );
+                crate::common::assert_none_lost(&format!("member {i}"), &acked, &got);
                 break;
             }
             assert!(Instant::now() < deadline, "member {i} never caught up");

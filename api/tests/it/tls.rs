@@ -635,7 +635,6 @@ async fn raw_tls_hello(
     cluster_id: u64,
     to: u64,
 ) -> (u8, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let cfg = std::sync::Arc::new(rustls_client(c, cert));
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", c.members[0].peer_port))
         .await
@@ -645,16 +644,7 @@ async fn raw_tls_hello(
         .connect(name, tcp)
         .await
         .unwrap();
-    let mut hello = secretd_api::peer_raw::MAGIC.to_vec();
-    for x in [from, cluster_id, to] {
-        hello.extend_from_slice(&x.to_le_bytes());
-    }
-    s.write_all(&hello).await.unwrap();
-    let mut head = [0u8; 3];
-    s.read_exact(&mut head).await.unwrap();
-    let mut why = vec![0u8; u16::from_le_bytes([head[1], head[2]]) as usize];
-    s.read_exact(&mut why).await.unwrap();
-    (head[0], String::from_utf8(why).unwrap())
+    crate::common::raft_hello(&mut s, from, cluster_id, to).await
 }
 
 fn rustls_client(c: &Cluster, cert: &str) -> rustls::ClientConfig {

@@ -578,8 +578,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn damage_before_the_last_segment_is_refused() {
+    /// A log of 60 synced entries over several 1 KiB segments.
+    fn sixty_entries_in_small_segments() -> (std::sync::Arc<MemDisk>, LogDir) {
         let disk = MemDisk::new();
         let dir = LogDir::Mem(disk.clone());
         let (mut log, _) = SegmentLog::open(dir.clone(), 1024).unwrap();
@@ -588,7 +588,12 @@ mod tests {
             log.write(true).unwrap();
         }
         assert!(log.segment_count() > 3);
-        drop(log);
+        (disk, dir)
+    }
+
+    #[test]
+    fn damage_before_the_last_segment_is_refused() {
+        let (disk, dir) = sixty_entries_in_small_segments();
         let first = name(1);
         disk.file_write(&first, 200, &[0xAB; 3]).unwrap();
         let err = SegmentLog::open(dir.clone(), 1024).err().expect("refused");
@@ -602,14 +607,7 @@ mod tests {
 
     #[test]
     fn deleted_segments_without_a_compaction_are_refused() {
-        let disk = MemDisk::new();
-        let dir = LogDir::Mem(disk.clone());
-        let (mut log, _) = SegmentLog::open(dir.clone(), 1024).unwrap();
-        for i in 1..=60u64 {
-            log.append_entries(&[entry(i, 1, 100)]).unwrap();
-            log.write(true).unwrap();
-        }
-        drop(log);
+        let (disk, dir) = sixty_entries_in_small_segments();
         disk.file_remove(&name(1));
         let err = SegmentLog::open(dir, 1024).err().expect("refused");
         assert!(
