@@ -191,8 +191,23 @@ fn key_range(key: &str, prefix: bool) -> (Vec<u8>, Vec<u8>) {
     }
 }
 
-/// A connection failure (as opposed to an answer), in words.
+/// Marks a status made here, before any member was asked (a bad endpoint,
+/// TLS settings that do not fit it): never shown as the daemon's answer.
+const LOCAL_KEY: &str = "secretctl-local";
+
+fn local_error(msg: String) -> tonic::Status {
+    let mut s = tonic::Status::invalid_argument(msg);
+    s.metadata_mut()
+        .insert(LOCAL_KEY, tonic::metadata::MetadataValue::from_static("1"));
+    s
+}
+
+/// A connection failure or a local mistake (as opposed to an answer), in
+/// words.
 fn transport_error(e: &tonic::Status, endpoint: &str) -> Option<anyhow::Error> {
+    if e.metadata().contains_key(LOCAL_KEY) {
+        return Some(anyhow!("{}", e.message()));
+    }
     match e.code() {
         tonic::Code::Unavailable if e.message().starts_with("etcdserver") => None,
         tonic::Code::Unavailable | tonic::Code::Unknown => Some(anyhow!(
@@ -217,16 +232,11 @@ where
     Fut: std::future::Future<Output = Result<T, tonic::Status>>,
 {
     let timeout = Duration::from_secs(cli.command_timeout);
-    let eps = endpoints(&cli.endpoints).map_err(|e| {
-        (
-            tonic::Status::invalid_argument(e.to_string()),
-            String::new(),
-        )
-    })?;
+    let eps = endpoints(&cli.endpoints).map_err(|e| (local_error(e.to_string()), String::new()))?;
     let mut last = None;
     for ep in eps {
-        let ch = channel(cli, &ep, timeout)
-            .map_err(|e| (tonic::Status::invalid_argument(e.to_string()), ep.clone()))?;
+        let ch =
+            channel(cli, &ep, timeout).map_err(|e| (local_error(e.to_string()), ep.clone()))?;
         match f(ch).await {
             Ok(v) => return Ok(v),
             Err(e)

@@ -120,6 +120,13 @@ async fn secrets_like_docker() {
         String::from_utf8_lossy(&out.stderr),
         "invalid argument \"name\" for \"-f, --filter\" flag: bad format of filter (expected name=value)\nSee 'secretctl secret ls --help'.\n"
     );
+    // A mistake made before any member is asked is not the daemon's answer.
+    let https = format!("https://{}", c.endpoint(0));
+    let out = c.secretctl_at(&https, &["secret", "ls"], None);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!("{https} is https: give the cluster's CA with --cacert\n")
+    );
     let (_, e) = c.sctl_err(&["secret", "ls", "-f", "bogus=1"], None);
     assert_eq!(e, "Error response from daemon: Invalid filter 'bogus'\n");
     let (_, e) = c.sctl_err(
