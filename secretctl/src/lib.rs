@@ -8,6 +8,7 @@ mod kv;
 mod objects;
 mod task;
 mod template;
+pub mod usage;
 
 pub use secretd_client::pb;
 
@@ -28,36 +29,24 @@ impl Kind {
     }
 }
 
-/// A usage error as Docker reports one (exit status 125): the message,
-/// then where to read the command's usage.
+/// A flag value found wrong after parsing (a `--filter` without `=`):
+/// printed as Docker prints a usage error, with the command's usage line,
+/// exit 125 (`usage::flag_error_for`).
 #[derive(Debug)]
 pub struct UsageError {
     pub message: String,
-    /// The command after `secretctl`, e.g. `secret ls`.
-    pub command: String,
 }
 
 impl std::fmt::Display for UsageError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}\nSee 'secretctl {} --help'.",
-            self.message, self.command
-        )
+        f.write_str(&self.message)
     }
 }
 
 impl std::error::Error for UsageError {}
 
-/// Docker's exit status for a usage error.
-pub const USAGE_EXIT_STATUS: u8 = 125;
-
-pub(crate) fn usage(command: &str, message: &str) -> anyhow::Error {
-    UsageError {
-        message: message.to_string(),
-        command: command.to_string(),
-    }
-    .into()
+pub(crate) fn usage_error(message: String) -> anyhow::Error {
+    UsageError { message }.into()
 }
 
 /// Docker's limits on an object's data, checked before anything is sent
@@ -202,11 +191,48 @@ fn local_error(msg: String) -> tonic::Status {
     s
 }
 
+/// How long the TLS probe may take, per step (connect, answer).
+const TLS_PROBE_TIMEOUT_MS: u64 = 1_000;
+
+/// Whether the member at a plaintext endpoint answers HTTP/2's preface
+/// with a TLS record (an alert, 0x15, or a handshake, 0x16).
+fn speaks_tls(endpoint: &str) -> bool {
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+    let host_port = endpoint.trim_start_matches("http://");
+    let timeout = Duration::from_millis(TLS_PROBE_TIMEOUT_MS);
+    let Some(addr) = host_port.to_socket_addrs().ok().and_then(|mut a| a.next()) else {
+        return false;
+    };
+    let Ok(mut conn) = std::net::TcpStream::connect_timeout(&addr, timeout) else {
+        return false;
+    };
+    let _ = conn.set_read_timeout(Some(timeout));
+    let _ = conn.set_write_timeout(Some(timeout));
+    let mut first = [0u8; 1];
+    conn.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").is_ok()
+        && conn.read_exact(&mut first).is_ok()
+        && matches!(first[0], 0x15 | 0x16)
+}
+
 /// A connection failure or a local mistake (as opposed to an answer), in
 /// words.
 fn transport_error(e: &tonic::Status, endpoint: &str) -> Option<anyhow::Error> {
     if e.metadata().contains_key(LOCAL_KEY) {
         return Some(anyhow!("{}", e.message()));
+    }
+    // Plain HTTP/2 to a member that serves TLS fails as an h2 protocol
+    // error, which reads like the member's fault. Ask the port itself.
+    let plain = !endpoint.starts_with("https://");
+    let broken = matches!(
+        e.code(),
+        tonic::Code::Internal | tonic::Code::Unavailable | tonic::Code::Unknown
+    ) && !e.message().starts_with("etcdserver");
+    if plain && broken && speaks_tls(endpoint) {
+        let host_port = endpoint.trim_start_matches("http://");
+        return Some(anyhow!(
+            "cannot talk to secretd at {endpoint}: it serves TLS; use --endpoints https://{host_port} with --cacert (and --cert/--key)"
+        ));
     }
     match e.code() {
         tonic::Code::Unavailable if e.message().starts_with("etcdserver") => None,
@@ -265,6 +291,56 @@ where
     call(cli, |ch| f(KvClient::new(ch)))
         .await
         .map_err(|(e, ep)| grpc_error(e, &ep))
+}
+
+/// The command tree as parsed and as `usage` describes it: the derive's,
+/// with Docker's per-kind names (`SECRET`, `CONFIG`) and `config create`'s
+/// file required, as in Docker.
+pub fn cli_command() -> clap::Command {
+    use clap::CommandFactory;
+    let name_as = |word: &'static str| {
+        move |c: clap::Command| {
+            c.mut_subcommand("create", |c| c.mut_arg("name", |a| a.value_name(word)))
+                .mut_subcommand("inspect", |c| c.mut_arg("names", |a| a.value_name(word)))
+                .mut_subcommand("rm", |c| c.mut_arg("names", |a| a.value_name(word)))
+        }
+    };
+    Cli::command()
+        .mut_subcommand("secret", name_as("SECRET"))
+        .mut_subcommand("config", |c| {
+            name_as("CONFIG")(c).mut_subcommand("create", |c| {
+                c.mut_arg("file", |a| a.required(true))
+                    .mut_arg("labels", |a| a.help("Config labels"))
+            })
+        })
+}
+
+/// Parses `argv` (with the binary's name first) as Docker would: a mistake
+/// in a `secret`/`config` command is reported in Docker's words.
+pub fn parse(argv: Vec<String>) -> std::result::Result<Cli, usage::Exit> {
+    use clap::FromArgMatches;
+    let parsed = cli_command()
+        .try_get_matches_from(&argv)
+        .and_then(|m| Cli::from_arg_matches(&m));
+    parsed.map_err(|e| {
+        usage::docker_error(&cli_command(), &argv[1.min(argv.len())..], &e).unwrap_or_else(|| {
+            let status = u8::try_from(e.exit_code()).unwrap_or(2);
+            let text = e.render().to_string();
+            if e.use_stderr() {
+                usage::Exit {
+                    stdout: String::new(),
+                    stderr: text,
+                    status,
+                }
+            } else {
+                usage::Exit {
+                    stdout: text,
+                    stderr: String::new(),
+                    status,
+                }
+            }
+        })
+    })
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
@@ -330,5 +406,13 @@ mod tests {
         assert_eq!(key_range("", true), (vec![0], vec![0]));
         assert_eq!(key_range("a", true), (b"a".to_vec(), b"b".to_vec()));
         assert_eq!(key_range("a", false), (b"a".to_vec(), vec![]));
+    }
+}
+
+#[cfg(test)]
+mod cli_tests {
+    #[test]
+    fn the_command_tree_is_valid() {
+        super::cli_command().debug_assert();
     }
 }

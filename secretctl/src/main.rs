@@ -1,6 +1,6 @@
 //! `secretctl`: the operator's CLI. All logic lives in the `secretctl` library.
 
-use clap::Parser;
+use std::io::Write;
 
 fn main() -> std::process::ExitCode {
     // `secretctl ... | head` must end quietly when the pipe closes, as a
@@ -12,7 +12,11 @@ fn main() -> std::process::ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = secretctl::Cli::parse();
+    let argv: Vec<String> = std::env::args().collect();
+    let cli = match secretctl::parse(argv.clone()) {
+        Ok(cli) => cli,
+        Err(exit) => return print_exit(&exit),
+    };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -25,13 +29,22 @@ fn main() -> std::process::ExitCode {
     };
     match rt.block_on(secretctl::run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{e:#}");
-            if e.downcast_ref::<secretctl::UsageError>().is_some() {
-                std::process::ExitCode::from(secretctl::USAGE_EXIT_STATUS)
-            } else {
+        Err(e) => match e.downcast_ref::<secretctl::UsageError>() {
+            Some(u) => print_exit(&secretctl::usage::flag_error_for(
+                &secretctl::cli_command(),
+                &argv[1..],
+                &u.message,
+            )),
+            None => {
+                eprintln!("{e:#}");
                 std::process::ExitCode::FAILURE
             }
-        }
+        },
     }
+}
+
+fn print_exit(exit: &secretctl::usage::Exit) -> std::process::ExitCode {
+    let _ = std::io::stdout().write_all(exit.stdout.as_bytes());
+    let _ = std::io::stderr().write_all(exit.stderr.as_bytes());
+    std::process::ExitCode::from(exit.status)
 }

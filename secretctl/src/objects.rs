@@ -24,52 +24,67 @@ use secretd_client::reason::Reason;
 
 #[derive(Args, Debug)]
 pub struct CreateArgs {
-    /// Secret or config labels (key=value).
-    #[arg(short = 'l', long = "label")]
+    #[arg(
+        short = 'l',
+        long = "label",
+        value_name = "list",
+        help = "Secret labels"
+    )]
     pub labels: Vec<String>,
+    /// The object's name (`value_name` per kind: `cli_command`).
+    /// Indexes are explicit: `cli_command` edits these arguments, and an
+    /// edited positional would otherwise move to the end.
+    #[arg(index = 1, value_name = "SECRET")]
     pub name: String,
-    /// A file, or - for standard input.
-    pub file: String,
+    /// A file, or - for standard input (Docker's `secret create` takes one
+    /// argument with a driver, so only `config create` requires it).
+    #[arg(index = 2, value_name = "file|-")]
+    pub file: Option<String>,
 }
 
 /// `secret create` has Docker's `--driver`, which `config create` lacks.
 #[derive(Args, Debug)]
 pub struct SecretCreateArgs {
+    /// Secret driver: secretd has none, so only the empty one is accepted.
+    #[arg(short = 'd', long, value_name = "string", help = "Secret driver")]
+    pub driver: Option<String>,
     #[command(flatten)]
     pub common: CreateArgs,
-    /// Secret driver: secretd has none, so only the empty one is accepted.
-    #[arg(short = 'd', long)]
-    pub driver: Option<String>,
 }
+
+const FORMAT_HELP: &str = "Format output using a custom template:\n'json': Print in JSON format\n'TEMPLATE': Print output using the given Go template.\nRefer to https://docs.docker.com/go/formatting/ for more information about formatting output with templates";
+
+const LS_FORMAT_HELP: &str = "Format output using a custom template:\n'table': Print output in table format with column headers (default)\n'table TEMPLATE': Print output in table format using the given Go template\n'json': Print in JSON format\n'TEMPLATE': Print output using the given Go template.\nRefer to https://docs.docker.com/go/formatting/ for more information about formatting output with templates";
 
 #[derive(Args, Debug)]
 pub struct InspectArgs {
-    /// Format output using a custom template: 'json' or a Go template.
-    #[arg(short = 'f', long)]
+    #[arg(short = 'f', long, value_name = "string", help = FORMAT_HELP)]
     pub format: Option<String>,
-    /// Print the information in a human friendly format.
-    #[arg(long)]
+    #[arg(long, help = "Print the information in a human friendly format")]
     pub pretty: bool,
-    #[arg(required = true, value_name = "NAME|ID")]
+    #[arg(required = true, value_name = "SECRET")]
     pub names: Vec<String>,
 }
 
 #[derive(Args, Debug)]
 pub struct LsArgs {
-    /// Only display IDs (`-q -q` is `-q`, as in Docker).
-    #[arg(short, long, action = clap::ArgAction::Count)]
+    /// `-q -q` is `-q`, as in Docker.
+    #[arg(short, long, action = clap::ArgAction::Count, help = "Only display IDs")]
     pub quiet: u8,
-    /// Filter output based on conditions provided (name=, id=, label=).
-    #[arg(short = 'f', long = "filter")]
+    #[arg(
+        short = 'f',
+        long = "filter",
+        value_name = "filter",
+        help = "Filter output based on conditions provided"
+    )]
     pub filters: Vec<String>,
-    /// Format output: 'table', 'json' or a Go template.
-    #[arg(long)]
+    #[arg(long, value_name = "string", help = LS_FORMAT_HELP)]
     pub format: Option<String>,
 }
 
 #[derive(Args, Debug)]
 pub struct RmArgs {
-    #[arg(required = true, value_name = "NAME|ID")]
+    #[arg(required = true, value_name = "SECRET")]
     pub names: Vec<String>,
 }
 
@@ -101,7 +116,7 @@ pub enum SecretCmd {
 
 #[derive(Subcommand, Debug)]
 pub enum ConfigCmd {
-    /// Create a config from a file or STDIN as content.
+    /// Create a config from a file or STDIN
     Create(CreateArgs),
     /// Display detailed information on one or more configs.
     Inspect(InspectArgs),
@@ -148,6 +163,21 @@ fn go_code(c: tonic::Code) -> String {
     }
 }
 
+/// An OS error as Go's `syscall.Errno` prints it: the C library's text,
+/// first letter lowercased, without Rust's "(os error N)".
+fn go_errno(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    let text = match text.rfind(" (os error ") {
+        Some(i) => &text[..i],
+        None => &text,
+    };
+    let mut c = text.chars();
+    match c.next() {
+        Some(first) => first.to_lowercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
 /// Reads a secret's or config's content as Docker does, refusing empty
 /// input. At most one byte past the limit is read; the server gives the
 /// size error in Docker's words. The buffer never reallocates, so no
@@ -158,18 +188,24 @@ fn read_data(file: &str, limit: usize) -> Result<Zeroizing<Vec<u8>>> {
         if file == "-" {
             anyhow!("error reading from STDIN: {e}")
         } else {
-            anyhow!("error reading content from {file:?}: {e}")
+            anyhow!("error reading from {file}: {e}")
         }
     };
     let reader: Box<dyn Read> = if file == "-" {
         Box::new(std::io::stdin())
     } else {
-        Box::new(std::fs::File::open(file).map_err(|e| what(e.to_string()))?)
+        Box::new(
+            std::fs::File::open(file)
+                .map_err(|e| what(format!("open {file}: {}", go_errno(&e))))?,
+        )
     };
     let mut take = reader.take(limit as u64 + 1);
     let mut chunk = Zeroizing::new([0u8; 8192]);
     loop {
-        let n = take.read(&mut chunk[..]).map_err(|e| what(e.to_string()))?;
+        let n = take.read(&mut chunk[..]).map_err(|e| {
+            let at = if file == "-" { "/dev/stdin" } else { file };
+            what(format!("read {at}: {}", go_errno(&e)))
+        })?;
         if n == 0 {
             break;
         }
@@ -190,16 +226,13 @@ fn parse_labels(list: &[String]) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn parse_filters(kind: Kind, list: &[String]) -> Result<ListRequest> {
+fn parse_filters(list: &[String]) -> Result<ListRequest> {
     let mut req = ListRequest::default();
     for f in list {
         let Some((k, v)) = f.split_once('=') else {
-            return Err(crate::usage(
-                &format!("{} ls", kind.word()),
-                &format!(
-                    "invalid argument {f:?} for \"-f, --filter\" flag: bad format of filter (expected name=value)"
-                ),
-            ));
+            return Err(crate::usage_error(format!(
+                "invalid argument {f:?} for \"-f, --filter\" flag: bad format of filter (expected name=value)"
+            )));
         };
         match k {
             "name" => req.name_prefixes.push(v.to_string()),
@@ -346,9 +379,8 @@ pub(crate) fn print_rows(
         }
         return Ok(());
     }
-    let t = Template::parse(format).map_err(anyhow::Error::msg)?;
-    t.check_fields(fields, go_type)
-        .map_err(anyhow::Error::msg)?;
+    let t = Template::parse(format).map_err(template_error)?;
+    t.check_fields(fields, go_type).map_err(template_error)?;
     let mut lines: Vec<String> = Vec::new();
     if t.table {
         lines.push(t.header());
@@ -370,6 +402,11 @@ pub(crate) fn print_rows(
     Ok(())
 }
 
+/// A template that does not parse or run, in Docker's words.
+fn template_error(e: String) -> anyhow::Error {
+    anyhow!("template parsing error: {e}")
+}
+
 /// Prints inspect results (JSON array or a template per object), then the
 /// errors; fails if any lookup failed, as `docker inspect` does.
 pub(crate) fn print_inspect(
@@ -382,9 +419,16 @@ pub(crate) fn print_inspect(
             println!("{}", indented_json(&Value::Array(found)));
         }
         Some(f) => {
-            let t = Template::parse(f).map_err(anyhow::Error::msg)?;
+            let t = Template::parse(f).map_err(template_error)?;
             for v in &found {
-                println!("{}", t.render(v));
+                match t.render_inspect(v) {
+                    Ok(line) => println!("{line}"),
+                    Err(e) => {
+                        // Docker has already started the line.
+                        println!();
+                        return Err(template_error(e));
+                    }
+                }
             }
         }
     }
@@ -462,7 +506,11 @@ pub async fn create(cli: &Cli, kind: Kind, a: &CreateArgs, driver: Option<&str>)
             kind.word()
         );
     }
-    let data = read_data(&a.file, limit)?;
+    // Docker's words: a secret needs content unless a driver provides it.
+    let Some(file) = a.file.as_deref() else {
+        bail!("{} file is required", kind.word());
+    };
+    let data = read_data(file, limit)?;
     let labels = parse_labels(&a.labels).into_iter().collect();
     let mut req = CreateRequest {
         name: a.name.clone(),
@@ -494,11 +542,11 @@ pub async fn inspect(cli: &Cli, kind: Kind, a: &InspectArgs) -> Result<()> {
         }
     }
     if a.pretty {
-        let sep = match kind {
-            Kind::Secret => "",
-            Kind::Config => "\n",
-        };
-        print!("{}", pretty_out.join(sep));
+        // Blocks follow each other directly; a config's ends with a blank
+        // line after its data (`pretty`).
+        for block in &pretty_out {
+            print!("{block}");
+        }
         if errors.is_empty() {
             return Ok(());
         }
@@ -508,7 +556,7 @@ pub async fn inspect(cli: &Cli, kind: Kind, a: &InspectArgs) -> Result<()> {
 }
 
 pub async fn ls(cli: &Cli, kind: Kind, a: &LsArgs) -> Result<()> {
-    let req = parse_filters(kind, &a.filters)?;
+    let req = parse_filters(&a.filters)?;
     let mut objects = object_call!(cli, kind, req, |c, r| c.list(r))
         .await
         .map_err(|e| daemon(kind.word(), "", e))?;
@@ -600,15 +648,12 @@ mod tests {
 
     #[test]
     fn filters_parse() {
-        let f = parse_filters(
-            Kind::Secret,
-            &["name=db".into(), "label=env=prod".into(), "id=ab".into()],
-        )
-        .unwrap();
+        let f =
+            parse_filters(&["name=db".into(), "label=env=prod".into(), "id=ab".into()]).unwrap();
         assert_eq!(f.name_prefixes, ["db"]);
         assert_eq!(f.labels, ["env=prod"]);
         assert_eq!(f.id_prefixes, ["ab"]);
-        assert!(parse_filters(Kind::Secret, &["colour=red".into()]).is_err());
-        assert!(parse_filters(Kind::Secret, &["name".into()]).is_err());
+        assert!(parse_filters(&["colour=red".into()]).is_err());
+        assert!(parse_filters(&["name".into()]).is_err());
     }
 }

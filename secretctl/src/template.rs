@@ -14,6 +14,124 @@ enum Expr {
     Index(Vec<String>, String),
     /// A listing's `{{.Label "key"}}`: the label's value, "" if unset.
     Label(String),
+    /// `{{printf "%s-%d" .Name 7}}`: Go's fmt verbs %s %v %d %q %%.
+    Printf(String, Vec<Operand>),
+}
+
+impl Expr {
+    /// The field paths the action reads.
+    fn paths(&self) -> Vec<&Vec<String>> {
+        match self {
+            Expr::Path(p) | Expr::Json(p) | Expr::Index(p, _) => vec![p],
+            Expr::Printf(_, args) => args
+                .iter()
+                .filter_map(|a| match a {
+                    Operand::Path(p) => Some(p),
+                    _ => None,
+                })
+                .collect(),
+            Expr::Label(_) => Vec::new(),
+        }
+    }
+}
+
+/// An argument of `printf`.
+#[derive(Debug, Clone, PartialEq)]
+enum Operand {
+    Path(Vec<String>),
+    Text(String),
+    Int(i64),
+}
+
+/// An action's words, with Go's double-quoted strings (and their `\"`,
+/// `\\`, `\n`, `\t` escapes) kept whole: `printf "%s %s" .A` is three
+/// words.
+fn words(a: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut chars = a.chars().peekable();
+    while let Some(&c) = chars.peek() {
+        if c.is_whitespace() {
+            chars.next();
+            continue;
+        }
+        let mut w = String::new();
+        if c == '"' {
+            w.push(chars.next().expect("peeked"));
+            loop {
+                match chars.next() {
+                    Some('"') => break,
+                    Some('\\') => match chars.next() {
+                        Some('n') => w.push('\n'),
+                        Some('t') => w.push('\t'),
+                        Some(e @ ('"' | '\\')) => w.push(e),
+                        _ => return Err(unsupported(a)),
+                    },
+                    Some(c) => w.push(c),
+                    None => return Err("template: :1: unterminated quoted string".to_string()),
+                }
+            }
+            w.push('"');
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c.is_whitespace() {
+                    break;
+                }
+                w.push(c);
+                chars.next();
+            }
+        }
+        out.push(w);
+    }
+    Ok(out)
+}
+
+fn operand(w: &str, action: &str) -> Result<Operand, String> {
+    if w.starts_with('"') {
+        return Ok(Operand::Text(quoted(w, action)?));
+    }
+    if let Ok(n) = w.parse::<i64>() {
+        return Ok(Operand::Int(n));
+    }
+    Ok(Operand::Path(path(w, action)?))
+}
+
+/// Go's fmt.Sprintf for the verbs templates use; a verb without an
+/// operand prints `%!v(MISSING)` and an operand left over `%!(EXTRA ...)`,
+/// as Go does.
+fn sprintf(format: &str, args: &[Option<&Value>]) -> String {
+    let mut out = String::new();
+    let mut next = args.iter();
+    let mut chars = format.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let Some(verb) = chars.next() else {
+            out.push_str("%!(NOVERB)");
+            break;
+        };
+        if verb == '%' {
+            out.push('%');
+            continue;
+        }
+        let Some(arg) = next.next() else {
+            out.push_str(&format!("%!{verb}(MISSING)"));
+            continue;
+        };
+        let v = go_value(*arg);
+        match (verb, arg) {
+            ('s' | 'v', _) => out.push_str(&v),
+            ('d', Some(Value::Number(n))) if n.is_i64() || n.is_u64() => out.push_str(&v),
+            ('q', Some(Value::String(s))) => out.push_str(&format!("{s:?}")),
+            _ => out.push_str(&format!("%!{verb}({v})")),
+        }
+    }
+    let extra: Vec<String> = next.map(|a| go_value(*a)).collect();
+    if !extra.is_empty() {
+        out.push_str(&format!("%!(EXTRA {})", extra.join(", ")));
+    }
+    out
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -60,7 +178,17 @@ fn quoted(s: &str, action: &str) -> Result<String, String> {
 }
 
 fn parse_action(a: &str) -> Result<Expr, String> {
-    let words: Vec<&str> = a.split_whitespace().collect();
+    let owned = words(a)?;
+    if owned.first().map(String::as_str) == Some("printf") {
+        let format = owned.get(1).ok_or_else(|| unsupported(a))?;
+        let format = quoted(format, a)?;
+        let args = owned[2..]
+            .iter()
+            .map(|w| operand(w, a))
+            .collect::<Result<Vec<_>, _>>()?;
+        return Ok(Expr::Printf(format, args));
+    }
+    let words: Vec<&str> = owned.iter().map(String::as_str).collect();
     match words.as_slice() {
         [p] => Ok(Expr::Path(path(p, a)?)),
         ["json", p] => Ok(Expr::Json(path(p, a)?)),
@@ -86,7 +214,7 @@ impl Template {
             }
             let end = rest[start..]
                 .find("}}")
-                .ok_or_else(|| format!("template: unclosed action in {format:?}"))?;
+                .ok_or_else(|| "template: :1: unclosed action".to_string())?;
             let raw = &rest[start + 2..start + end];
             let action = raw.trim();
             let offset = body.len() - rest.len() + start + 2 + (raw.len() - raw.trim_start().len());
@@ -142,23 +270,70 @@ impl Template {
                         .and_then(Value::as_str)
                         .unwrap_or(""),
                 ),
+                Part::Action(Expr::Printf(f, args), _) => {
+                    let owned: Vec<Option<Value>> = args
+                        .iter()
+                        .map(|a| match a {
+                            Operand::Path(p) => lookup(v, p).cloned(),
+                            Operand::Text(t) => Some(Value::String(t.clone())),
+                            Operand::Int(n) => Some(Value::from(*n)),
+                        })
+                        .collect();
+                    let refs: Vec<Option<&Value>> = owned.iter().map(Option::as_ref).collect();
+                    out.push_str(&sprintf(f, &refs));
+                }
             }
         }
         out
+    }
+
+    /// Renders one object for `inspect -f`, where Docker's template runs on
+    /// the object's JSON as a map: a key it lacks is Go's error ("map has
+    /// no entry for key"), never `<no value>`.
+    pub fn render_inspect(&self, v: &Value) -> Result<String, String> {
+        for p in &self.parts {
+            let Part::Action(e, at) = p else { continue };
+            for path in e.paths() {
+                let mut cur = v;
+                for f in path {
+                    match cur {
+                        Value::Object(m) => match m.get(f) {
+                            Some(next) => cur = next,
+                            None => {
+                                // Go points at the missing field itself.
+                                let col = at
+                                    + path
+                                        .iter()
+                                        .take_while(|p| *p != f)
+                                        .map(|p| p.len() + 1)
+                                        .sum::<usize>();
+                                return Err(format!(
+                                    "template: :1:{col}: executing \"\" at <.{}>: map has no entry for key \"{f}\"",
+                                    path.join(".")
+                                ));
+                            }
+                        },
+                        _ => break,
+                    }
+                }
+            }
+        }
+        Ok(self.render(v))
     }
 
     /// A listing's fields are a Go struct's methods: a name it lacks is
     /// Go's template error (and exit status 1), never `<no value>`.
     pub fn check_fields(&self, fields: &[&str], go_type: &str) -> Result<(), String> {
         for p in &self.parts {
-            let Part::Action(Expr::Path(path) | Expr::Json(path) | Expr::Index(path, _), at) = p
-            else {
+            let Part::Action(e, at) = p else {
                 continue;
             };
-            if let Some(f) = path.first().filter(|f| !fields.contains(&f.as_str())) {
-                return Err(format!(
-                    "template: :1:{at}: executing \"\" at <.{f}>: can't evaluate field {f} in type {go_type}"
-                ));
+            for path in e.paths() {
+                if let Some(f) = path.first().filter(|f| !fields.contains(&f.as_str())) {
+                    return Err(format!(
+                        "template: :1:{at}: executing \"\" at <.{f}>: can't evaluate field {f} in type {go_type}"
+                    ));
+                }
             }
         }
         Ok(())
@@ -176,6 +351,10 @@ impl Template {
                         Expr::Path(p) | Expr::Json(p) | Expr::Index(p, _) => p,
                         Expr::Label(_) => {
                             out.push_str("LABEL");
+                            continue;
+                        }
+                        Expr::Printf(..) => {
+                            out.push_str("PRINTF");
                             continue;
                         }
                     };
@@ -213,11 +392,33 @@ fn lookup<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
 }
 
 /// Go's default printing: strings bare, missing values `<no value>`,
-/// maps and lists as JSON (closer to useful than Go's `map[...]`).
+/// maps as `map[k:v k2:v2]` (keys sorted, as Go's fmt sorts them), lists
+/// as `[a b]`.
 fn plain(v: Option<&Value>) -> String {
     match v {
         None | Some(Value::Null) => "<no value>".into(),
+        Some(v) => go_value(Some(v)),
+    }
+}
+
+fn go_value(v: Option<&Value>) -> String {
+    match v {
+        None => "<nil>".into(),
+        Some(Value::Null) => "<nil>".into(),
         Some(Value::String(s)) => s.clone(),
+        Some(Value::Object(m)) => {
+            let mut kv: Vec<(&String, &Value)> = m.iter().collect();
+            kv.sort_by(|a, b| a.0.cmp(b.0));
+            let items: Vec<String> = kv
+                .into_iter()
+                .map(|(k, v)| format!("{k}:{}", go_value(Some(v))))
+                .collect();
+            format!("map[{}]", items.join(" "))
+        }
+        Some(Value::Array(a)) => {
+            let items: Vec<String> = a.iter().map(|v| go_value(Some(v))).collect();
+            format!("[{}]", items.join(" "))
+        }
         Some(other) => other.to_string(),
     }
 }
@@ -291,7 +492,7 @@ mod tests {
 
     #[test]
     fn unsupported_actions_are_errors() {
-        for bad in ["{{range .}}", "{{.ID", "{{printf \"%s\" .ID}}", "{{.a..b}}"] {
+        for bad in ["{{range .}}", "{{.ID", "{{printf .ID}}", "{{.a..b}}"] {
             assert!(Template::parse(bad).is_err(), "{bad}");
         }
     }

@@ -24,7 +24,7 @@ fn require_root_and_fuse() {
     );
 }
 
-struct Agent {
+pub(crate) struct Agent {
     child: Option<Child>,
     log: PathBuf,
     args: Vec<String>,
@@ -32,7 +32,7 @@ struct Agent {
 }
 
 impl Agent {
-    fn start(c: &Cluster, mount: &Path, backend: &str, log: &Path) -> Agent {
+    pub(crate) fn start(c: &Cluster, mount: &Path, backend: &str, log: &Path) -> Agent {
         Self::start_with(c, mount, backend, log, Vec::new())
     }
 
@@ -114,7 +114,7 @@ impl Drop for Agent {
     }
 }
 
-fn wait_for(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
+pub(crate) fn wait_for(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
     while !ok() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -817,4 +817,153 @@ async fn fuse_mount_refuses_other_users() {
 #[tokio::test(flavor = "multi_thread")]
 async fn tmpfs_mount_refuses_other_users() {
     other_users_read_nothing("tmpfs").await;
+}
+
+/// A 1-member cluster with one secret `name` = `value`, served to task
+/// `web.1` on node n1 at `password` by an agent with this backend; the
+/// mount point.
+pub(crate) async fn one_served_task(
+    backend: &str,
+    name: &str,
+    value: &[u8],
+) -> (Cluster, Agent, PathBuf) {
+    let c = Cluster::start(1);
+    c.wait_leader(Duration::from_secs(15)).await;
+    c.sctl(&["secret", "create", name, "-"], Some(value));
+    let secret = format!("source={name},target=password");
+    c.sctl(
+        &[
+            "task", "create", "web.1", "--node", "n1", "--secret", &secret,
+        ],
+        None,
+    );
+    let mount = c.dir.path().join("mnt");
+    let agent = Agent::start(&c, &mount, backend, &c.dir.path().join("agent.log"));
+    wait_for("the secret in the mount", Duration::from_secs(15), || {
+        read(&mount.join("web.1/password")).is_some()
+    });
+    (c, agent, mount)
+}
+
+/// SIGTERM to a child, and its exit status.
+pub(crate) fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    Command::new("kill")
+        .args(["-s", "TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    child.wait().unwrap()
+}
+
+/// `agent exec --on-change`: CMD is signalled, or restarted, when a secret
+/// of its task changes; a burst of rotations is one action; the log names
+/// the secret; SIGTERM to `agent exec` reaches CMD.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_exec_acts_on_changes() {
+    use std::io::BufRead;
+    require_root_and_fuse();
+    let (c, _agent, mount) = one_served_task("fuse", "db_pw", b"v0").await;
+    let mut secrets = SecretsClient::new(c.channel(0).await);
+    let mut version = 0;
+
+    // Starts `agent exec` with these flags and a shell script as CMD; its
+    // stdout lines arrive on the channel, its log goes to a file.
+    let exec = |flags: &[&str], script: &str, log: &Path| {
+        let mut child = Command::new(secretd_bin())
+            .args([
+                "agent",
+                "--mount",
+                mount.to_str().unwrap(),
+                "--endpoints",
+                &c.endpoints(),
+            ])
+            .args(["exec", "--task", "web.1"])
+            .args(flags)
+            .args(["--", "sh", "-c", script])
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        (child, rx)
+    };
+    let next = |rx: &std::sync::mpsc::Receiver<String>, within: Duration| {
+        rx.recv_timeout(within)
+            .unwrap_or_else(|e| panic!("no line from CMD within {within:?}: {e}"))
+    };
+
+    // signal=HUP, with a 2 s quiet period: three quick rotations are one HUP.
+    let log = c.dir.path().join("exec-hup.log");
+    let (mut child, rx) = exec(
+        &["--on-change", "signal=HUP", "--on-change-quiet-ms", "2000"],
+        "trap 'echo hup $(cat /run/secrets/password)' HUP; echo ready; while :; do sleep 0.05; done",
+        &log,
+    );
+    assert_eq!(next(&rx, Duration::from_secs(15)), "ready");
+    let rotate = |version: usize| RotateRequest {
+        name_or_id: "db_pw".into(),
+        data: format!("v{version}").into_bytes(),
+    };
+    for _ in 0..3 {
+        version += 1;
+        secrets.rotate(rotate(version)).await.unwrap();
+    }
+    assert_eq!(next(&rx, Duration::from_secs(15)), "hup v3");
+    assert!(
+        rx.recv_timeout(Duration::from_secs(4)).is_err(),
+        "a burst of rotations must be one signal"
+    );
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("secret db_pw (password)") && logged.contains("signalling"),
+        "{logged}"
+    );
+    // SIGTERM to `agent exec` reaches CMD, and its status is exec's.
+    assert_eq!(terminate(&mut child).code(), Some(128 + 15));
+
+    // restart: a new CMD process that reads the new version.
+    let log = c.dir.path().join("exec-restart.log");
+    let (mut child, rx) = exec(
+        &["--on-change", "restart", "--on-change-quiet-ms", "100"],
+        "echo start $$ $(cat /run/secrets/password); exec sleep 1000",
+        &log,
+    );
+    let first = next(&rx, Duration::from_secs(15));
+    assert!(first.ends_with(" v3"), "{first}");
+    version += 1;
+    secrets.rotate(rotate(version)).await.unwrap();
+    let second = next(&rx, Duration::from_secs(15));
+    assert!(second.ends_with(" v4"), "{second}");
+    assert_ne!(
+        first.split(' ').nth(1),
+        second.split(' ').nth(1),
+        "a new process"
+    );
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("restarting") && logged.contains("secret db_pw"),
+        "{logged}"
+    );
+    assert_eq!(terminate(&mut child).code(), Some(128 + 15));
+
+    // A mistaken value is refused before anything runs.
+    let out = Command::new(secretd_bin())
+        .args([
+            "agent",
+            "--mount",
+            mount.to_str().unwrap(),
+            "exec",
+            "--task",
+            "web.1",
+        ])
+        .args(["--on-change", "signal=NOPE", "--", "true"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a signal name"));
 }

@@ -13,6 +13,8 @@ mod bad_input;
 mod bad_peers;
 mod canary;
 mod cluster_ops;
+mod docker;
+mod docker_table;
 mod etcdctl;
 mod faults;
 mod jepsen_smoke;

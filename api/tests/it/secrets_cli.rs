@@ -118,7 +118,8 @@ async fn secrets_like_docker() {
     assert_eq!(out.status.code(), Some(125));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
-        "invalid argument \"name\" for \"-f, --filter\" flag: bad format of filter (expected name=value)\nSee 'secretctl secret ls --help'.\n"
+        "invalid argument \"name\" for \"-f, --filter\" flag: bad format of filter (expected name=value)\n\n\
+         Usage:  secretctl secret ls [OPTIONS]\n\nRun 'secretctl secret ls --help' for more information\n"
     );
     // A mistake made before any member is asked is not the daemon's answer.
     let https = format!("https://{}", c.endpoint(0));
@@ -169,7 +170,7 @@ async fn secrets_like_docker() {
     assert!(row.get("LabelMap").is_none(), "Docker's fields only: {row}");
     let (out, e) = c.sctl_err(&["secret", "ls", "--format", "{{.Name}} {{.Nope}}"], None);
     assert_eq!(out, "");
-    assert_eq!(e, "template: :1:12: executing \"\" at <.Nope>: can't evaluate field Nope in type *secret.secretContext\n");
+    assert_eq!(e, "template parsing error: template: :1:12: executing \"\" at <.Nope>: can't evaluate field Nope in type *secret.secretContext\n");
     assert!(row["CreatedAt"].as_str().unwrap().ends_with(" ago"));
     assert_eq!(
         c.sctl(
@@ -300,10 +301,17 @@ async fn secrets_like_docker() {
     );
     assert_eq!(
         e,
-        format!(
-            "error reading content from {:?}: data is empty\n",
-            empty.to_str().unwrap()
-        )
+        format!("error reading from {}: data is empty\n", empty.display())
+    );
+    // A folder, as Docker 28 words it.
+    let (_, e) = c.sctl_err(
+        &["secret", "create", "dir", c.dir.path().to_str().unwrap()],
+        None,
+    );
+    let d = c.dir.path().display();
+    assert_eq!(
+        e,
+        format!("error reading from {d}: read {d}: is a directory\n")
     );
     let long = "a".repeat(65);
     let (_, e) = c.sctl_err(&["secret", "create", &long, "-"], Some(b"x"));

@@ -140,6 +140,20 @@ async fn only_the_clusters_certificates_get_in_each_as_far_as_its_role() {
         stderr(&out),
         "Error response from daemon: rpc error: code = PermissionDenied desc = node agent n1 may not call /secretstore.v1.Secrets/List: it is for admin certificates only\n"
     );
+    // Plain HTTP to a member that serves TLS: said so, with the fix.
+    let http = format!("http://{}", c.endpoint(0));
+    let out = std::process::Command::new(crate::common::secretctl_bin())
+        .args(["--endpoints", &http, "secret", "ls"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "cannot talk to secretd at {http}: it serves TLS; use --endpoints https://{} with --cacert (and --cert/--key)\n",
+            c.endpoint(0)
+        )
+    );
     // Peers only speak raft: the admin cannot use the peer port.
     let peer = format!("https://127.0.0.1:{}", c.members[0].peer_port);
     let tls = secretd_client::ClientTls::load(

@@ -1,0 +1,368 @@
+//! The main use, end to end, with Docker itself: a real `dockerd` runs a
+//! container that bind-mounts the node agent's view of its task at
+//! `/run/secrets`, exactly as the README shows.
+//!
+//! Docker is confined: `dockerd` runs inside a network namespace of its own
+//! (`unshare --net`, loopback only) with `--bridge=none --iptables=false
+//! --ip6tables=false`, its data and exec roots in the test's temp folder,
+//! and every container on `--network none`. It never creates a bridge on
+//! the host or touches the host's firewall. The image is built here from
+//! Debian's `busybox-static` with `docker import`; nothing is pulled. Every
+//! process is stopped by its PID and every mount it left is undone.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::agent::wait_for;
+
+const IMAGE: &str = "secretd-test/busybox:local";
+
+fn require_docker() {
+    assert!(
+        crate::common::is_root(),
+        "the Docker test needs root (dockerd, FUSE): run it as root"
+    );
+    for tool in ["dockerd", "docker", "unshare", "busybox"] {
+        assert!(
+            Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .output()
+                .is_ok_and(|o| o.status.success()),
+            "the Docker test needs `{tool}`: scripts/deps.sh --test installs docker.io and busybox-static"
+        );
+    }
+    assert!(
+        Path::new("/dev/fuse").exists(),
+        "the Docker test needs /dev/fuse (modprobe fuse)"
+    );
+}
+
+/// A `dockerd` in a network namespace of its own, with everything it owns
+/// under `dir`.
+struct Dockerd {
+    child: Option<Child>,
+    dir: PathBuf,
+}
+
+impl Dockerd {
+    fn start(dir: &Path) -> Dockerd {
+        std::fs::create_dir_all(dir).unwrap();
+        let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
+        // `exec` keeps the PID: the child we hold is dockerd itself.
+        let script = format!(
+            "ip link set lo up && exec dockerd --data-root {d}/data --exec-root {d}/exec \
+             --pidfile {d}/dockerd.pid -H unix://{d}/docker.sock --storage-driver vfs \
+             --bridge=none --iptables=false --ip6tables=false --ip-forward=false --ip-masq=false",
+            d = dir.display()
+        );
+        let child = Command::new("unshare")
+            .args(["--net", "sh", "-c", &script])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn unshare --net dockerd");
+        let mut d = Dockerd {
+            child: Some(child),
+            dir: dir.to_path_buf(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !d.docker(&["version"]).status.success() {
+            if let Some(status) = d.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("dockerd exited ({status}):\n{}", d.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "dockerd did not start:\n{}",
+                d.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        d
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default()
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new("docker");
+        c.env(
+            "DOCKER_HOST",
+            format!("unix://{}/docker.sock", self.dir.display()),
+        )
+        .env("DOCKER_CONFIG", self.dir.join("client"));
+        c
+    }
+
+    fn docker(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().expect("run docker")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.docker(args);
+        assert!(
+            out.status.success(),
+            "docker {args:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// `docker run --rm --network none -v VOLUME IMAGE CMD...`.
+    fn run(&self, volume: &str, cmd: &[&str]) -> Output {
+        self.command()
+            .args(["run", "--rm", "--network", "none", "-v", volume, IMAGE])
+            .args(cmd)
+            .output()
+            .expect("run docker")
+    }
+
+    /// Builds the test image from Debian's busybox-static: `/bin/busybox`
+    /// and a link per applet, and the folders a container expects.
+    fn import_busybox(&self) {
+        let root = self.dir.join("rootfs");
+        std::fs::create_dir_all(root.join("bin")).unwrap();
+        for d in ["run", "tmp", "proc", "sys", "dev", "etc"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        let busybox = which("busybox");
+        std::fs::copy(&busybox, root.join("bin/busybox")).unwrap();
+        let list = Command::new(&busybox).arg("--list").output().unwrap();
+        for applet in String::from_utf8(list.stdout).unwrap().lines() {
+            if applet != "busybox" {
+                std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+            }
+        }
+        let tar = self.dir.join("rootfs.tar");
+        let st = Command::new("tar")
+            .args([
+                "-C",
+                root.to_str().unwrap(),
+                "-cf",
+                tar.to_str().unwrap(),
+                ".",
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success(), "tar the busybox root");
+        self.ok(&["import", tar.to_str().unwrap(), IMAGE]);
+    }
+
+    /// Every mount point left under our folder (netns files, the data
+    /// root's bind), deepest first.
+    fn leftover_mounts(&self) -> Vec<String> {
+        let prefix = self.dir.display().to_string();
+        let mut m: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+            .filter(|p| p.starts_with(&prefix))
+            .collect();
+        m.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        m
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = self.command().args(["rm", "-f", "secretd-reader"]).output();
+        // containerd is dockerd's child; its PID is in its pid file.
+        let containerd = std::fs::read_to_string(self.dir.join("exec/containerd/containerd.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok());
+        signal(child.id() as i32, libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while child.try_wait().ok().flatten().is_none() {
+            if Instant::now() > deadline {
+                signal(child.id() as i32, libc::SIGKILL);
+                let _ = child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if let Some(pid) = containerd {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while alive(pid) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if alive(pid) {
+                signal(pid, libc::SIGKILL);
+            }
+        }
+        for m in self.leftover_mounts() {
+            let _ = Command::new("umount").args(["-l", &m]).status();
+        }
+    }
+}
+
+fn signal(pid: i32, sig: i32) {
+    // SAFETY: kill(2) with a PID we started; no memory is involved.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+fn which(tool: &str) -> PathBuf {
+    let out = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .unwrap();
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_container_reads_the_agents_secrets() {
+    require_docker();
+    let (c, _agent, mount) = crate::agent::one_served_task("fuse", "web_pw", b"v0").await;
+    let view = mount.join("web.1");
+
+    let docker = Dockerd::start(&c.dir.path().join("docker"));
+    assert!(
+        !std::fs::read_to_string("/proc/net/dev")
+            .unwrap()
+            .contains("docker0"),
+        "dockerd must not create a bridge on the host"
+    );
+    docker.import_busybox();
+    let volume = format!("{}:/run/secrets:ro", view.display());
+
+    // The README's command: the container reads the secret.
+    let out = docker.run(&volume, &["cat", "/run/secrets/password"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stdout, b"v0");
+
+    // A long-running container reads the file in a loop; every rotation
+    // shows up in what it prints.
+    let mut reader = docker
+        .command()
+        .args([
+            "run",
+            "--rm",
+            "--name",
+            "secretd-reader",
+            "--network",
+            "none",
+            "-v",
+            &volume,
+            IMAGE,
+        ])
+        .args([
+            "sh",
+            "-c",
+            "while :; do cat /run/secrets/password; echo; usleep 2000; done",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel::<(Instant, String)>();
+    let stdout = reader.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send((Instant::now(), line)).is_err() {
+                break;
+            }
+        }
+    });
+    let seen = |want: &str, after: Instant, within: Duration| -> Duration {
+        let deadline = after + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok((at, line)) if line == want => return at.saturating_duration_since(after),
+                Ok(_) => {}
+                Err(e) => panic!("the container never printed {want:?} ({e})"),
+            }
+        }
+    };
+    seen("v0", Instant::now(), Duration::from_secs(30));
+
+    let rotations = 20;
+    let mut delays = Vec::new();
+    for i in 1..=rotations {
+        let value = format!("v{i}");
+        c.sctl(&["secret", "rotate", "web_pw", "-"], Some(value.as_bytes()));
+        let rotated = Instant::now();
+        delays.push(seen(&value, rotated, Duration::from_secs(10)));
+    }
+    delays.sort();
+    let (p50, p99) = (percentile(&delays, 0.5), percentile(&delays, 0.99));
+    println!(
+        "RESULT docker rotation_visible_ms p50={:.1} p99={:.1} max={:.1} (n={rotations})",
+        p50.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3,
+        delays.last().unwrap().as_secs_f64() * 1e3
+    );
+    // The 100 ms goal is checked on the median: one slow round on a noisy
+    // shared box says nothing about the agent (bench agent measures p99).
+    assert!(
+        p50 <= Duration::from_millis(100),
+        "rotation seen after {p50:?} (median)"
+    );
+
+    // The container cannot write the file: not through the read-only
+    // volume, and not through a writable one (the agent refuses).
+    let w = docker.docker(&[
+        "exec",
+        "secretd-reader",
+        "sh",
+        "-c",
+        "echo x > /run/secrets/password",
+    ]);
+    assert!(!w.status.success());
+    assert!(
+        String::from_utf8_lossy(&w.stderr).contains("Read-only file system"),
+        "{w:?}"
+    );
+    let rw = format!("{}:/run/secrets", view.display());
+    let w = docker.run(&rw, &["sh", "-c", "echo x > /run/secrets/password"]);
+    assert!(!w.status.success());
+    assert!(
+        String::from_utf8_lossy(&w.stderr).contains("Read-only file system"),
+        "{w:?}"
+    );
+    assert_eq!(
+        std::fs::read(view.join("password")).unwrap(),
+        format!("v{rotations}").as_bytes()
+    );
+
+    // The task goes: the running container's view empties.
+    c.sctl(&["task", "rm", "web.1"], None);
+    wait_for(
+        "the container's view to empty",
+        Duration::from_secs(15),
+        || {
+            let o = docker.docker(&["exec", "secretd-reader", "ls", "-A", "/run/secrets"]);
+            o.stdout.is_empty()
+        },
+    );
+    let gone = docker.docker(&["exec", "secretd-reader", "cat", "/run/secrets/password"]);
+    assert!(!gone.status.success());
+
+    docker.ok(&["rm", "-f", "secretd-reader"]);
+    let _ = reader.wait();
+    drop(docker);
+    let left: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&format!("{}/docker/", c.dir.path().display())))
+        .map(str::to_string)
+        .collect();
+    assert!(left.is_empty(), "mounts left behind: {left:?}");
+}

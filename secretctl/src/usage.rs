@@ -1,0 +1,496 @@
+//! Command-line mistakes as Docker reports them. clap parses; this module
+//! turns clap's errors and help requests into Docker's (cobra's) words and
+//! exit statuses, so a script written against `docker secret` sees the same
+//! bytes from `secretctl secret`:
+//!
+//! - a wrong number of arguments: `secretctl: 'secretctl secret ls' accepts
+//!   no arguments`, the usage line, exit 1;
+//! - an unknown flag or a bad flag value: `unknown flag: --bogus`, the usage
+//!   line, exit 125;
+//! - `--help`: Docker's layout (usage, description, aliases, options).
+//!
+//! Every fact printed (usage line, argument counts, option list) is read
+//! from clap's command tree, so help and errors cannot drift from what the
+//! parser accepts.
+
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{Arg, ArgAction, Command};
+
+/// Docker's exit status for a usage error (a flag it does not know or
+/// cannot parse).
+pub const USAGE_EXIT_STATUS: u8 = 125;
+
+/// What to do instead of running a command.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Exit {
+    pub stdout: String,
+    pub stderr: String,
+    pub status: u8,
+}
+
+/// Lines longer than this are wrapped in help output, as Docker's are on a
+/// terminal of 80 columns.
+const HELP_WIDTH_CHARS: usize = 80;
+
+/// The commands found in `argv` (after the binary's name), outermost first.
+/// Flags and their values are stepped over; `--` ends the search.
+fn command_path<'a>(root: &'a Command, argv: &[String]) -> Vec<&'a Command> {
+    let mut path = vec![root];
+    let mut i = 0;
+    while i < argv.len() {
+        let tok = argv[i].as_str();
+        i += 1;
+        if tok == "--" {
+            break;
+        }
+        let cur = *path.last().expect("root is always there");
+        if let Some(flag) = tok.strip_prefix('-') {
+            if !tok.contains('=') && takes_value(cur, &path, flag) {
+                i += 1;
+            }
+            continue;
+        }
+        match cur
+            .get_subcommands()
+            .find(|s| s.get_name() == tok || s.get_all_aliases().any(|a| a == tok))
+        {
+            Some(sub) => path.push(sub),
+            None if cur.has_subcommands() => break,
+            None => {}
+        }
+    }
+    path
+}
+
+/// Whether `flag` (without its first dash) takes a value, in the command
+/// or any command above it (global flags).
+fn takes_value(cur: &Command, path: &[&Command], flag: &str) -> bool {
+    let matches = |a: &Arg| match flag.strip_prefix('-') {
+        Some(long) => a.get_long() == Some(long),
+        None => flag.len() == 1 && a.get_short() == flag.chars().next(),
+    };
+    std::iter::once(cur)
+        .chain(path.iter().copied())
+        .flat_map(|c| c.get_arguments())
+        .find(|a| matches(a))
+        .is_some_and(|a| a.get_action().takes_values())
+}
+
+fn full_name(path: &[&Command]) -> String {
+    path.iter()
+        .map(|c| c.get_name())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// In index order (an edited argument is stored last, keeping its index).
+fn positionals(cmd: &Command) -> impl Iterator<Item = &Arg> {
+    let mut v: Vec<&Arg> = cmd.get_positionals().filter(|a| !a.is_hide_set()).collect();
+    v.sort_by_key(|a| a.get_index());
+    v.into_iter()
+}
+
+fn options(cmd: &Command) -> impl Iterator<Item = &Arg> {
+    cmd.get_arguments()
+        .filter(|a| !a.is_positional() && !a.is_hide_set() && !a.is_global_set())
+        .filter(|a| !matches!(a.get_action(), ArgAction::Help | ArgAction::Version))
+}
+
+fn is_multiple(a: &Arg) -> bool {
+    matches!(a.get_action(), ArgAction::Append)
+        || a.get_num_args().is_some_and(|n| n.max_values() > 1)
+}
+
+fn value_name(a: &Arg) -> String {
+    a.get_value_names()
+        .and_then(|v| v.first())
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| a.get_id().as_str().to_uppercase())
+}
+
+/// Docker's usage line: `secretctl secret create [OPTIONS] SECRET [file|-]`.
+fn usage_line(path: &[&Command]) -> String {
+    let cmd = path.last().expect("a path is never empty");
+    let mut line = full_name(path);
+    if cmd.has_subcommands() {
+        line.push_str(" COMMAND");
+        return line;
+    }
+    if options(cmd).next().is_some() {
+        line.push_str(" [OPTIONS]");
+    }
+    for a in positionals(cmd) {
+        let v = value_name(a);
+        let one = if a.is_required_set() {
+            v.clone()
+        } else {
+            format!("[{v}]")
+        };
+        line.push(' ');
+        line.push_str(&one);
+        if is_multiple(a) {
+            line.push_str(&format!(" [{v}...]"));
+        }
+    }
+    line
+}
+
+/// How many arguments a command takes: (at least, at most).
+fn arity(cmd: &Command) -> (usize, Option<usize>) {
+    let mut min = 0;
+    let mut max = Some(0);
+    for a in positionals(cmd) {
+        if a.is_required_set() {
+            min += 1;
+        }
+        max = match (max, is_multiple(a)) {
+            (Some(m), false) => Some(m + 1),
+            _ => None,
+        };
+    }
+    (min, max)
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        "argument"
+    } else {
+        "arguments"
+    }
+}
+
+/// cobra's argument-count error (Docker 28's words), exit 1.
+fn arity_error(path: &[&Command]) -> Exit {
+    let name = full_name(path);
+    let bin = path[0].get_name();
+    let (min, max) = arity(path.last().expect("a path is never empty"));
+    // Docker says "See" after a minimum-only count and "Run" elsewhere.
+    let (what, verb) = match max {
+        Some(0) => ("accepts no arguments".to_string(), "Run"),
+        Some(m) if m == min => (format!("requires {m} {}", plural(m)), "Run"),
+        Some(m) => (
+            format!("requires at least {min} and at most {m} {}", plural(m)),
+            "Run",
+        ),
+        None => (format!("requires at least {min} {}", plural(min)), "See"),
+    };
+    Exit {
+        stdout: String::new(),
+        stderr: format!(
+            "{bin}: '{name}' {what}\n\nUsage:  {}\n\n{verb} '{name} --help' for more information\n",
+            usage_line(path)
+        ),
+        status: 1,
+    }
+}
+
+/// A flag mistake: the message, the usage line, exit 125.
+fn flag_error(path: &[&Command], message: &str) -> Exit {
+    Exit {
+        stdout: String::new(),
+        stderr: format!(
+            "{message}\n\nUsage:  {}\n\nRun '{} --help' for more information\n",
+            usage_line(path),
+            full_name(path)
+        ),
+        status: USAGE_EXIT_STATUS,
+    }
+}
+
+fn context(e: &clap::Error, kind: ContextKind) -> Option<String> {
+    match e.get(kind)? {
+        ContextValue::String(s) => Some(s.clone()),
+        ContextValue::Strings(v) => v.first().cloned(),
+        _ => None,
+    }
+}
+
+/// The flag as written in the error: `--format <string>` becomes `--format`.
+fn flag_of(e: &clap::Error) -> String {
+    context(e, ContextKind::InvalidArg)
+        .map(|s| s.split([' ', '=']).next().unwrap_or_default().to_string())
+        .unwrap_or_default()
+}
+
+/// Docker's help for a command: usage, description, aliases, options or
+/// subcommands.
+fn help(path: &[&Command]) -> String {
+    let cmd = path.last().expect("a path is never empty");
+    let name = full_name(path);
+    let mut out = format!("Usage:  {}\n\n", usage_line(path));
+    if let Some(about) = cmd.get_about() {
+        out.push_str(&format!("{about}\n\n"));
+    }
+    let aliases: Vec<_> = cmd.get_visible_aliases().collect();
+    if !aliases.is_empty() {
+        let parent = full_name(&path[..path.len() - 1]);
+        let all: Vec<String> = std::iter::once(cmd.get_name())
+            .chain(aliases)
+            .map(|a| format!("{parent} {a}"))
+            .collect();
+        out.push_str(&format!("Aliases:\n  {}\n\n", all.join(", ")));
+    }
+    if cmd.has_subcommands() {
+        out.push_str("Commands:\n");
+        // Sorted by name, as cobra lists them.
+        let mut subs: Vec<_> = cmd.get_subcommands().filter(|s| !s.is_hide_set()).collect();
+        subs.sort_by_key(|s| s.get_name());
+        // cobra pads names to at least 11 characters, then one space.
+        let width = subs
+            .iter()
+            .map(|s| s.get_name().len())
+            .max()
+            .unwrap_or(0)
+            .max(11);
+        for s in subs {
+            let about = s.get_about().map(|a| a.to_string()).unwrap_or_default();
+            out.push_str(&format!("  {:width$} {about}\n", s.get_name()));
+        }
+        out.push_str(&format!(
+            "\nRun '{name} COMMAND --help' for more information on a command.\n"
+        ));
+        return out;
+    }
+    // Sorted by long name, as pflag lists them.
+    let mut opts: Vec<&Arg> = options(cmd).collect();
+    opts.sort_by_key(|a| a.get_long().unwrap_or_default());
+    let rows: Vec<(String, String)> = opts
+        .into_iter()
+        .map(|a| {
+            let short = a
+                .get_short()
+                .map(|c| format!("-{c}, "))
+                .unwrap_or_else(|| "    ".into());
+            let long = a.get_long().map(|l| format!("--{l}")).unwrap_or_default();
+            let typ = if a.get_action().takes_values() {
+                format!(" {}", value_name(a))
+            } else {
+                String::new()
+            };
+            let desc = a.get_help().map(|h| h.to_string()).unwrap_or_default();
+            (format!("  {short}{long}{typ}"), desc)
+        })
+        .collect();
+    if !rows.is_empty() {
+        out.push_str("Options:\n");
+        let width = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
+        for (left, desc) in rows {
+            let mut lines = wrap(&desc, HELP_WIDTH_CHARS.saturating_sub(width + 3).max(20));
+            if lines.is_empty() {
+                lines.push(String::new());
+            }
+            out.push_str(format!("{left:width$}   {}", lines[0]).trim_end());
+            out.push('\n');
+            for l in &lines[1..] {
+                out.push_str(&format!("{:width$}   {l}\n", ""));
+            }
+        }
+    }
+    out
+}
+
+/// Greedy word wrap; a word longer than the width gets a line of its own.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    for para in text.lines() {
+        let mut line = String::new();
+        for word in para.split_whitespace() {
+            if !line.is_empty() && line.len() + 1 + word.len() > width {
+                lines.push(std::mem::take(&mut line));
+            }
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str(word);
+        }
+        lines.push(line);
+    }
+    lines
+}
+
+/// Whether Docker's layout applies: `secret` and `config` mirror Docker's
+/// commands; the rest of secretctl keeps clap's own messages.
+fn docker_shaped(path: &[&Command]) -> bool {
+    path.get(1)
+        .is_some_and(|c| matches!(c.get_name(), "secret" | "config"))
+}
+
+/// Maps a clap error for `argv` (without the binary's name) to what Docker
+/// would print, or `None` where clap's own report stands.
+pub fn docker_error(root: &Command, argv: &[String], e: &clap::Error) -> Option<Exit> {
+    let path = command_path(root, argv);
+    if !docker_shaped(&path) {
+        return None;
+    }
+    let p = &path[..];
+    Some(match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => Exit {
+            stdout: help(p),
+            stderr: String::new(),
+            status: 0,
+        },
+        ErrorKind::MissingRequiredArgument | ErrorKind::TooManyValues => arity_error(p),
+        ErrorKind::UnknownArgument => {
+            let arg = context(e, ContextKind::InvalidArg).unwrap_or_default();
+            match arg.strip_prefix("--") {
+                Some(_) => flag_error(p, &format!("unknown flag: {arg}")),
+                None => match arg.strip_prefix('-') {
+                    Some(s) => {
+                        let c = s.chars().next().unwrap_or('-');
+                        flag_error(p, &format!("unknown shorthand flag: '{c}' in {arg}"))
+                    }
+                    None => arity_error(p),
+                },
+            }
+        }
+        ErrorKind::InvalidSubcommand => {
+            let name = full_name(p);
+            let sub = context(e, ContextKind::InvalidSubcommand).unwrap_or_default();
+            Exit {
+                stdout: String::new(),
+                stderr: format!(
+                    "{}: unknown command: {name} {sub}\n\nUsage:  {name}\n\nRun '{name} --help' for more information\n",
+                    p[0].get_name()
+                ),
+                status: 1,
+            }
+        }
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation => {
+            let flag = flag_of(e);
+            match context(e, ContextKind::InvalidValue) {
+                Some(v) if !v.is_empty() => flag_error(
+                    p,
+                    &format!(
+                        "invalid argument {v:?} for {flag:?} flag: {}",
+                        std::error::Error::source(e)
+                            .map(|s| s.to_string())
+                            .unwrap_or_else(|| "invalid value".into())
+                    ),
+                ),
+                _ => flag_error(p, &format!("flag needs an argument: {flag}")),
+            }
+        }
+        _ => return None,
+    })
+}
+
+/// Docker's layout for `--help` and argument mistakes, from a usage
+/// error raised after parsing (a bad `--filter`): the message, the usage
+/// line, exit 125.
+pub fn flag_error_for(root: &Command, argv: &[String], message: &str) -> Exit {
+    let path = command_path(root, argv);
+    flag_error(&path, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmd() -> Command {
+        Command::new("tool").subcommand(
+            Command::new("secret")
+                .about("Manage secrets")
+                .subcommand(
+                    Command::new("create")
+                        .about("Create a secret")
+                        .arg(
+                            Arg::new("label")
+                                .short('l')
+                                .long("label")
+                                .value_name("list")
+                                .action(ArgAction::Append)
+                                .help("Secret labels"),
+                        )
+                        .arg(Arg::new("name").value_name("SECRET").required(true))
+                        .arg(Arg::new("file").value_name("file|-")),
+                )
+                .subcommand(
+                    Command::new("ls")
+                        .visible_alias("list")
+                        .about("List secrets")
+                        .arg(
+                            Arg::new("quiet")
+                                .short('q')
+                                .long("quiet")
+                                .action(ArgAction::SetTrue)
+                                .help("Only display IDs"),
+                        ),
+                )
+                .subcommand(
+                    Command::new("rm").arg(
+                        Arg::new("names")
+                            .value_name("SECRET")
+                            .required(true)
+                            .num_args(1..),
+                    ),
+                ),
+        )
+    }
+
+    fn run(args: &[&str]) -> Exit {
+        let argv: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let c = cmd();
+        let e = c
+            .clone()
+            .try_get_matches_from(std::iter::once("tool".to_string()).chain(argv.clone()))
+            .unwrap_err();
+        docker_error(&c, &argv, &e).expect("docker-shaped")
+    }
+
+    #[test]
+    fn usage_lines_come_from_the_command_tree() {
+        let c = cmd();
+        let create = command_path(&c, &["secret".into(), "create".into()]);
+        assert_eq!(
+            usage_line(&create),
+            "tool secret create [OPTIONS] SECRET [file|-]"
+        );
+        assert_eq!(arity(create.last().unwrap()), (1, Some(2)));
+        let rm = command_path(&c, &["-x".into(), "secret".into(), "rm".into()]);
+        assert_eq!(usage_line(&rm), "tool secret rm SECRET [SECRET...]");
+        assert_eq!(arity(rm.last().unwrap()), (1, None));
+        let ls = command_path(&c, &["secret".into(), "list".into(), "a".into()]);
+        assert_eq!(full_name(&ls), "tool secret ls");
+    }
+
+    #[test]
+    fn mistakes_read_as_dockers() {
+        let e = run(&["secret", "create", "a", "b", "c"]);
+        assert_eq!(e.status, 1);
+        assert_eq!(
+            e.stderr,
+            "tool: 'tool secret create' requires at least 1 and at most 2 arguments\n\n\
+             Usage:  tool secret create [OPTIONS] SECRET [file|-]\n\n\
+             Run 'tool secret create --help' for more information\n"
+        );
+        let e = run(&["secret", "rm"]);
+        assert!(e
+            .stderr
+            .starts_with("tool: 'tool secret rm' requires at least 1 argument\n"));
+        assert!(e
+            .stderr
+            .ends_with("See 'tool secret rm --help' for more information\n"));
+        let e = run(&["secret", "ls", "x"]);
+        assert!(e
+            .stderr
+            .starts_with("tool: 'tool secret ls' accepts no arguments\n"));
+        let e = run(&["secret", "ls", "--bogus"]);
+        assert_eq!(
+            (e.status, e.stderr.lines().next()),
+            (125, Some("unknown flag: --bogus"))
+        );
+        let e = run(&["secret", "ls", "-z"]);
+        assert_eq!(
+            e.stderr.lines().next(),
+            Some("unknown shorthand flag: 'z' in -z")
+        );
+        let e = run(&["secret", "ls", "--help"]);
+        assert_eq!(e.status, 0);
+        assert_eq!(
+            e.stdout,
+            "Usage:  tool secret ls [OPTIONS]\n\nList secrets\n\n\
+             Aliases:\n  tool secret ls, tool secret list\n\n\
+             Options:\n  -q, --quiet   Only display IDs\n"
+        );
+    }
+}
