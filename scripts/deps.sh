@@ -40,5 +40,15 @@ if [ "$(id -u)" -ne 0 ]; then
   SUDO=sudo
 fi
 echo "deps.sh: installing ${need[*]}" >&2
+# docker.io's install would start the host's dockerd (a bridge, iptables
+# rules) where an init system runs; the tests start their own, confined
+# one. A policy-rc.d that refuses every start stops that, for this install.
+policy=""
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  policy=/usr/sbin/policy-rc.d
+  printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+  $SUDO chmod 755 "$policy"
+  trap '$SUDO rm -f "$policy"' EXIT
+fi
 $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
