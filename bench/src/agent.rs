@@ -129,6 +129,7 @@ async fn set_up(ch: Channel, files: &[PathBuf], first: &[u8]) -> Result<()> {
             name: "bench_pw".into(),
             labels: Default::default(),
             data: first.to_vec(),
+            ..Default::default()
         })
         .await
         .context("secret create")?;

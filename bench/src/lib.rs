@@ -240,6 +240,7 @@ impl Worker {
                     name: format!("bench-{:08x}-{}-{ops}-{errors}", self.run_id, self.w),
                     labels: Default::default(),
                     data: value.to_vec(),
+                    ..Default::default()
                 })
                 .await
                 .map(|_| ()),

@@ -5,6 +5,7 @@
 
 pub mod format;
 pub mod reason;
+pub mod template;
 
 /// etcd's and secretstore.v1's client stubs, generated from `proto/`: no
 /// server types, so no client links the server.

@@ -11,6 +11,7 @@ pub mod fusefs;
 pub mod health;
 pub mod image;
 pub mod mountpoint;
+pub mod render;
 pub mod sync;
 pub mod tmpfs;
 

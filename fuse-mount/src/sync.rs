@@ -4,9 +4,10 @@
 //! unreachable the mount keeps what it has and the agent reconnects with
 //! exponential backoff, trying each endpoint in turn; the first state after
 //! a reconnect is complete, so nothing missed during the gap stays missed.
-//! Failures are per task: a task whose files cannot be fetched or written
-//! keeps what it showed, is reported (`health`), and is retried every
-//! `TASK_RETRY_MS`; the node's other tasks, additions and removals apply.
+//! Failures are per task: a task whose files cannot be fetched, rendered
+//! (templated configs and secrets, `render`) or written keeps what it
+//! showed, is reported (`health`), and is retried every `TASK_RETRY_MS`;
+//! the node's other tasks, additions and removals apply.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use tonic::transport::Channel;
 use crate::health::Health;
 use crate::image::{Backend, FileEntry, Image};
 use crate::pb::{agent_client::AgentClient, AgentState, AgentWatchRequest, FetchRequest};
+use crate::render;
 
 const BACKOFF_MIN_MS: u64 = 100;
 const BACKOFF_MAX_MS: u64 = 5_000;
@@ -43,6 +45,8 @@ pub struct Sync {
     /// cannot be fetched keeps these.
     last: Image,
     health: Health,
+    /// This machine's name, for templates' `.Node.Hostname`.
+    hostname: String,
 }
 
 impl Sync {
@@ -61,6 +65,7 @@ impl Sync {
             cache: HashMap::new(),
             last: Image::default(),
             health,
+            hostname: render::hostname(),
         }
     }
 
@@ -156,14 +161,23 @@ impl Sync {
                 },
             );
         }
+        // The raw bytes of templated files stay cached under their own
+        // source; the image shows the rendered bytes.
+        let mut used: std::collections::HashSet<Key> = state
+            .files
+            .iter()
+            .map(|f| (f.secret, f.object_id.clone(), f.version))
+            .collect();
+        self.render_templates(state, &mut image, &mut failed);
         self.keep_failed(&mut image, &failed);
         let written = self.backend.apply(&image);
         failed.extend(written);
-        let used: std::collections::HashSet<Key> = image
-            .tasks
-            .values()
-            .flat_map(|files| files.values().map(|f| f.source.clone()))
-            .collect();
+        used.extend(
+            image
+                .tasks
+                .values()
+                .flat_map(|files| files.values().map(|f| f.source.clone())),
+        );
         self.cache.retain(|k, _| used.contains(k));
         self.last = image;
         tracing::info!(
@@ -215,6 +229,62 @@ impl Sync {
                     *broken = Some(e);
                 }
                 Err(why)
+            }
+        }
+    }
+
+    /// Replaces each templated file's raw bytes with its rendering for
+    /// its task (`render`); a task whose template fails fails alone.
+    fn render_templates(
+        &self,
+        state: &AgentState,
+        image: &mut Image,
+        failed: &mut BTreeMap<String, String>,
+    ) {
+        let envs: HashMap<&str, &HashMap<String, String>> = state
+            .envs
+            .iter()
+            .map(|e| (e.task.as_str(), &e.env))
+            .collect();
+        let mut rendered: Vec<(String, String, Arc<SecretBytes>, Key)> = Vec::new();
+        for f in state.files.iter().filter(|f| !f.template_driver.is_empty()) {
+            let Some(files) = image
+                .tasks
+                .get(&f.task)
+                .filter(|_| !failed.contains_key(&f.task))
+            else {
+                continue;
+            };
+            let ctx = render::TaskContext {
+                task: &f.task,
+                node: &self.node,
+                hostname: &self.hostname,
+                env: envs.get(f.task.as_str()).copied(),
+            };
+            let source: Key = (f.secret, f.object_id.clone(), f.version);
+            let t = render::Templated {
+                path: &f.path,
+                secret: f.secret,
+                source: &source,
+            };
+            match render::render(&ctx, files, &t) {
+                Ok((data, key)) => rendered.push((f.task.clone(), f.path.clone(), data, key)),
+                Err(why) => {
+                    let kind = if f.secret { "secret" } else { "config" };
+                    failed.insert(
+                        f.task.clone(),
+                        format!("cannot render {kind} {} ({}): {why}", f.object_id, f.path),
+                    );
+                }
+            }
+        }
+        for (task, path, data, key) in rendered {
+            if failed.contains_key(&task) {
+                continue;
+            }
+            if let Some(entry) = image.tasks.get_mut(&task).and_then(|t| t.get_mut(&path)) {
+                entry.data = data;
+                entry.source = key;
             }
         }
     }

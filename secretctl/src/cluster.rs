@@ -13,8 +13,8 @@ use zeroize::Zeroize;
 use super::{channel, endpoints, grpc_error, Cli};
 use crate::pb::etcdserverpb::{maintenance_client::MaintenanceClient, StatusRequest};
 use crate::pb::secretstore::{
-    admin_client::AdminClient, RotateKeyRequest, SetAutolockRequest, UnlockKeyRequest,
-    UnlockRequest,
+    admin_client::AdminClient, GetSettingsRequest, RotateKeyRequest, SetAutolockRequest,
+    UnlockKeyRequest, UnlockRequest,
 };
 
 /// A rotation re-wraps every stored secret version; give it time.
@@ -97,30 +97,53 @@ fn read_unlock_key() -> Result<String> {
 /// after a restart an operator usually unlocks the one member that
 /// restarted, and `--endpoints` names it.
 pub async fn unlock(cli: &Cli) -> Result<()> {
-    let mut key = read_unlock_key()?;
     let timeout = Duration::from_secs(cli.command_timeout);
-    let mut failed = 0;
     let eps = secretd_client::endpoints(&cli.endpoints)?;
+    // As `docker swarm unlock`: find out which members are locked before
+    // asking for the key; when none is, say so and fail.
+    let mut failed = 0;
+    let mut locked = Vec::new();
     for ep in &eps {
         let r = AdminClient::new(channel(cli, ep, timeout)?)
-            .unlock(UnlockRequest {
-                unlock_key: key.clone(),
-            })
+            .get_settings(GetSettingsRequest {})
             .await;
         match r {
-            // Silent on success, as `docker swarm unlock`.
+            Ok(s) if s.get_ref().locked => locked.push(ep.clone()),
             Ok(_) => {}
-            // Docker fails here ("swarm is not locked"); secretctl unlocks
-            // several members at once, and one already unlocked is no
-            // failure of the others: it is reported, not fatal.
-            Err(e) if Reason::of(&e) == Some(Reason::NotLocked) => eprintln!("{ep}: not locked"),
             Err(e) => {
                 failed += 1;
                 eprintln!("{ep}: {}", grpc_error(e, ep));
             }
         }
     }
-    key.zeroize();
+    if locked.is_empty() && failed == 0 {
+        bail!(if eps.len() == 1 {
+            "Error: this member is not locked"
+        } else {
+            "Error: no member is locked"
+        });
+    }
+    if !locked.is_empty() {
+        let mut key = read_unlock_key()?;
+        for ep in &locked {
+            let r = AdminClient::new(channel(cli, ep, timeout)?)
+                .unlock(UnlockRequest {
+                    unlock_key: key.clone(),
+                })
+                .await;
+            match r {
+                // Silent on success, as `docker swarm unlock`; one unlocked
+                // meanwhile (by another admin) is no failure either.
+                Ok(_) => {}
+                Err(e) if Reason::of(&e) == Some(Reason::NotLocked) => {}
+                Err(e) => {
+                    failed += 1;
+                    eprintln!("{ep}: {}", grpc_error(e, ep));
+                }
+            }
+        }
+        key.zeroize();
+    }
     if failed > 0 {
         bail!(
             "{failed} of {} member{} not unlocked",

@@ -7,7 +7,6 @@ mod cluster;
 mod kv;
 mod objects;
 mod task;
-mod template;
 pub mod usage;
 
 pub use secretd_client::pb;

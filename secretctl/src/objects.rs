@@ -12,7 +12,6 @@ use serde_json::{json, Map, Value};
 use tonic::transport::Channel;
 use zeroize::Zeroizing;
 
-use super::template::Template;
 use super::{call, Cli};
 use crate::pb::secretstore::{
     configs_client::ConfigsClient, secrets_client::SecretsClient, CreateRequest, InspectRequest,
@@ -21,6 +20,7 @@ use crate::pb::secretstore::{
 use crate::{Kind, CONFIG_DATA_BYTES_LIMIT, SECRET_DATA_BYTES_LIMIT};
 use secretd_client::format::{self, ago, indented_json, natural_cmp, rfc3339_nano};
 use secretd_client::reason::Reason;
+use secretd_client::template::Template;
 
 #[derive(Args, Debug)]
 pub struct CreateArgs {
@@ -32,6 +32,10 @@ pub struct CreateArgs {
     )]
     pub labels: Vec<String>,
     /// The object's name (`value_name` per kind: `cli_command`).
+    /// Swarm's templated configs and secrets: "golang" makes the node
+    /// agent render the data per task.
+    #[arg(long, value_name = "string", help = "Template driver")]
+    pub template_driver: Option<String>,
     /// Indexes are explicit: `cli_command` edits these arguments, and an
     /// edited positional would otherwise move to the end.
     #[arg(index = 1, value_name = "SECRET")]
@@ -265,6 +269,9 @@ pub fn object_json(kind: Kind, o: &Object) -> Value {
             "Data".into(),
             json!(base64::engine::general_purpose::STANDARD.encode(&spec.data)),
         );
+    }
+    if !spec.templating.is_empty() {
+        s.insert("Templating".into(), json!({ "Name": spec.templating }));
     }
     let mut m = Map::new();
     m.insert("ID".into(), json!(o.id));
@@ -516,6 +523,7 @@ pub async fn create(cli: &Cli, kind: Kind, a: &CreateArgs, driver: Option<&str>)
         name: a.name.clone(),
         labels,
         data: data.to_vec(),
+        templating: a.template_driver.clone().unwrap_or_default(),
     };
     let id = object_call!(cli, kind, req, |c, r| c.create(r))
         .await

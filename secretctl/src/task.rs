@@ -27,6 +27,10 @@ pub enum TaskCmd {
         /// source=C[,target=PATH][,uid=U][,gid=G][,mode=M], or just C.
         #[arg(long = "config")]
         configs: Vec<String>,
+        /// KEY=VALUE in the task's environment (what templated configs
+        /// read with `{{env "KEY"}}`).
+        #[arg(short = 'e', long = "env")]
+        env: Vec<String>,
     },
     /// Display detailed information on one or more tasks.
     Inspect {
@@ -127,6 +131,7 @@ pub fn task_json(t: &Task) -> Value {
             "Node": t.node,
             "Secrets": t.secrets.iter().map(|m| mount_json(Kind::Secret, m)).collect::<Vec<_>>(),
             "Configs": t.configs.iter().map(|m| mount_json(Kind::Config, m)).collect::<Vec<_>>(),
+            "Env": t.env.iter().collect::<std::collections::BTreeMap<_, _>>(),
         }
     })
 }
@@ -152,7 +157,8 @@ pub async fn run(cli: &Cli, cmd: &TaskCmd) -> Result<()> {
             node,
             secrets,
             configs,
-        } => create(cli, id, node, secrets, configs).await,
+            env,
+        } => create(cli, id, node, secrets, configs, env).await,
         TaskCmd::Inspect { format, ids } => inspect(cli, format.as_deref(), ids).await,
         TaskCmd::Ls {
             quiet,
@@ -169,8 +175,17 @@ async fn create(
     node: &str,
     secrets: &[String],
     configs: &[String],
+    env: &[String],
 ) -> Result<()> {
+    let env = env
+        .iter()
+        .map(|e| match e.split_once('=') {
+            Some((k, v)) => Ok((k.to_string(), v.to_string())),
+            None => Err(anyhow!("invalid --env {e:?}: expected KEY=VALUE")),
+        })
+        .collect::<Result<_>>()?;
     let req = Task {
+        env,
         id: id.to_string(),
         node: node.to_string(),
         secrets: secrets

@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 
 use crate::layout::Kind;
-use crate::pb::secretstore::{AgentFile, AgentState, FetchRequest, Mount};
+use crate::pb::secretstore::{AgentFile, AgentState, AgentTaskEnv, FetchRequest, Mount};
 use crate::store::ObjectStore;
 use crate::{validate, Error, Result};
 
@@ -26,6 +26,12 @@ pub async fn node_state(store: &ObjectStore, node: &str) -> Result<AgentState> {
     out.revision = revision;
     for t in &tasks {
         out.tasks.push(t.id.clone());
+        if !t.env.is_empty() {
+            out.envs.push(AgentTaskEnv {
+                task: t.id.clone(),
+                env: t.env.clone(),
+            });
+        }
         for (kind, list) in [(Kind::Secret, &t.secrets), (Kind::Config, &t.configs)] {
             for m in list {
                 let version = match kind {
@@ -47,6 +53,7 @@ pub async fn node_state(store: &ObjectStore, node: &str) -> Result<AgentState> {
                     secret: kind == Kind::Secret,
                     object_id: m.source_id.clone(),
                     version,
+                    template_driver: m.template_driver.clone(),
                 });
             }
         }
@@ -56,7 +63,7 @@ pub async fn node_state(store: &ObjectStore, node: &str) -> Result<AgentState> {
 
 /// Two states an agent would act on the same way (the revision aside).
 pub fn same(a: &AgentState, b: &AgentState) -> bool {
-    a.tasks == b.tasks && a.files == b.files
+    a.tasks == b.tasks && a.files == b.files && a.envs == b.envs
 }
 
 /// The data of one file a node's task serves now: the pinned secret

@@ -172,6 +172,7 @@ impl ObjectStore {
         let data = SecretBytes::new(std::mem::take(&mut req.data));
         validate::name(&req.name)?;
         validate::labels(&req.labels)?;
+        validate::templating(&req.templating)?;
         validate::data(kind, data.expose())?;
         let id = validate::new_id();
         let now = now_ns();
@@ -184,6 +185,7 @@ impl ObjectStore {
                 name: req.name.clone(),
                 labels: req.labels,
                 data: Vec::new(),
+                templating: req.templating,
             }),
             current_version: 0,
             versions: Vec::new(),
@@ -454,6 +456,7 @@ impl ObjectStore {
         validate::task_id(&req.id)?;
         validate::node(&req.node)?;
         validate::mounts(&req.secrets, &req.configs)?;
+        validate::env(&req.env)?;
         for _ in 0..CONFLICT_RETRIES_MAX {
             let mut task = req.clone();
             let mut compares = vec![absent(layout::task_key(&task.id))];
@@ -482,6 +485,11 @@ impl ObjectStore {
                         )));
                     }
                     m.source_id = o.id.clone();
+                    m.template_driver = o
+                        .spec
+                        .as_ref()
+                        .map(|s| s.templating.clone())
+                        .unwrap_or_default();
                     refs.entry((kind == Kind::Secret, o.id.clone()))
                         .or_default()
                         .insert(m.version);

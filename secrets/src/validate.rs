@@ -83,6 +83,60 @@ pub fn data(kind: Kind, data: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// The template drivers the node agent renders: Swarm's only one.
+pub const TEMPLATE_DRIVERS: &[&str] = &["golang"];
+
+/// Docker accepts any driver name and fails when a task starts; refusing
+/// it at creation loses nothing and says why at once.
+pub fn templating(driver: &str) -> Result<()> {
+    if driver.is_empty() || TEMPLATE_DRIVERS.contains(&driver) {
+        return Ok(());
+    }
+    Err(invalid(format!(
+        "template driver '{}' is not supported: secretd renders \"golang\" templates (or none)",
+        echo(driver)
+    )))
+}
+
+/// Limits on a task's environment (read by `{{env "X"}}`).
+pub const ENV_VARS_MAX: usize = 256;
+pub const ENV_BYTES_MAX: usize = 64 * 1024;
+
+/// A task's environment: names as POSIX shells accept them, values
+/// without NUL, within the limits.
+pub fn env(env: &std::collections::HashMap<String, String>) -> Result<()> {
+    if env.len() > ENV_VARS_MAX {
+        return Err(invalid(format!(
+            "too many environment variables: {}, at most {ENV_VARS_MAX}",
+            env.len()
+        )));
+    }
+    let bytes: usize = env.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if bytes > ENV_BYTES_MAX {
+        return Err(invalid(format!(
+            "the environment is too large: {bytes} bytes, at most {ENV_BYTES_MAX}"
+        )));
+    }
+    for (k, v) in env {
+        let mut chars = k.chars();
+        let good_start = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+        if !good_start || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(invalid(format!(
+                "environment variable name '{}' is not valid: letters, digits and '_', not starting with a digit",
+                echo(k)
+            )));
+        }
+        if v.contains('\0') {
+            return Err(invalid(format!(
+                "environment variable {k} contains a NUL byte"
+            )));
+        }
+    }
+    Ok(())
+}
+
 pub fn labels(labels: &std::collections::HashMap<String, String>) -> Result<()> {
     if labels.len() > LABELS_MAX {
         return Err(invalid(format!(

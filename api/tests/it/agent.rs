@@ -967,3 +967,139 @@ async fn agent_exec_acts_on_changes() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a signal name"));
 }
+
+/// Swarm's templated configs (`--template-driver golang`): the agent
+/// renders each for its task (context, environment, the task's secrets),
+/// renders again when a secret it reads rotates, and a template that
+/// cannot render fails its own task only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn templated_configs_render_per_task() {
+    require_root_and_fuse();
+    let (c, agent, mount) = one_served_task("fuse", "db_pw", b"hunter2").await;
+    let tpl = "task={{.Task.Name}} svc={{.Service.Name}} node={{.Node.ID}} \
+               host={{.Node.Hostname}} user={{env \"APP_USER\"}} pw={{secret \"password\"}}\n";
+    c.sctl(
+        &[
+            "config",
+            "create",
+            "--template-driver",
+            "golang",
+            "app_tpl",
+            "-",
+        ],
+        Some(tpl.as_bytes()),
+    );
+    c.sctl(
+        &[
+            "config",
+            "create",
+            "--template-driver",
+            "golang",
+            "bad_tpl",
+            "-",
+        ],
+        Some(b"{{secret \"nope\"}}"),
+    );
+    assert_eq!(
+        c.sctl(
+            &[
+                "config",
+                "inspect",
+                "-f",
+                "{{json .Spec.Templating}}",
+                "app_tpl"
+            ],
+            None
+        ),
+        "{\"Name\":\"golang\"}\n"
+    );
+    for (task, user) in [("api.1", "alice"), ("api.2", "bob")] {
+        c.sctl(
+            &[
+                "task",
+                "create",
+                task,
+                "--node",
+                "n1",
+                "--secret",
+                "source=db_pw,target=password",
+                "--config",
+                "source=app_tpl,target=/etc/app.conf",
+                "--env",
+                &format!("APP_USER={user}"),
+            ],
+            None,
+        );
+    }
+    c.sctl(
+        &[
+            "task",
+            "create",
+            "broken.1",
+            "--node",
+            "n1",
+            "--config",
+            "source=bad_tpl,target=/etc/b.conf",
+        ],
+        None,
+    );
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let want = |task: &str, svc: &str, user: &str, pw: &str| {
+        format!(
+            "task={task} svc={svc} node=n1 host={} user={user} pw={pw}\n",
+            host.trim()
+        )
+    };
+    let conf = |task: &str| mount.join(task).join("etc/app.conf");
+    wait_for("the rendered configs", Duration::from_secs(15), || {
+        read(&conf("api.2")).is_some()
+    });
+    assert_eq!(
+        read(&conf("api.1")).unwrap(),
+        want("api.1", "api", "alice", "hunter2").as_bytes()
+    );
+    assert_eq!(
+        read(&conf("api.2")).unwrap(),
+        want("api.2", "api", "bob", "hunter2").as_bytes()
+    );
+    // The broken template fails its task alone, with the reason.
+    wait_for(
+        "the render error in the log",
+        Duration::from_secs(15),
+        || agent.logs().contains("cannot render config"),
+    );
+    assert!(
+        agent.logs().contains("secret nope not found"),
+        "{}",
+        agent.logs()
+    );
+    assert!(!mount.join("broken.1/etc/b.conf").exists());
+    assert_eq!(read(&mount.join("web.1/password")).unwrap(), b"hunter2");
+
+    // A rotation of the secret it reads renders it again.
+    c.sctl(&["secret", "rotate", "db_pw", "-"], Some(b"s3cond"));
+    wait_for("the re-rendered config", Duration::from_secs(15), || {
+        read(&conf("api.1")) == Some(want("api.1", "api", "alice", "s3cond").into_bytes())
+    });
+
+    // Mistakes are refused with the reason.
+    let out = c.secretctl(
+        &["config", "create", "--template-driver", "jinja", "x", "-"],
+        Some(b"x"),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("template driver 'jinja' is not supported")
+    );
+    let out = c.secretctl(
+        &["task", "create", "t.1", "--node", "n1", "--env", "1X=y"],
+        None,
+    );
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("environment variable name '1X' is not valid"));
+    let out = c.secretctl(
+        &["task", "create", "t.1", "--node", "n1", "--env", "NOEQUALS"],
+        None,
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected KEY=VALUE"));
+}

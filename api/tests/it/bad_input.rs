@@ -36,6 +36,7 @@ fn create(name: &str, data: &[u8]) -> CreateRequest {
         name: name.into(),
         labels: Default::default(),
         data: data.to_vec(),
+        ..Default::default()
     }
 }
 
@@ -623,6 +624,7 @@ async fn bad_requests_get_specific_errors_and_lose_nothing() {
                             .into_iter()
                             .collect(),
                         data: b"x".to_vec(),
+                        ..Default::default()
                     })
                     .await,
             ),

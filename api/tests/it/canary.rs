@@ -108,6 +108,7 @@ async fn no_secret_plaintext_reaches_any_file() {
                     name,
                     labels: Default::default(),
                     data,
+                    ..Default::default()
                 })
                 .await
             }));
@@ -135,6 +136,7 @@ async fn no_secret_plaintext_reaches_any_file() {
             name: "control".into(),
             labels: Default::default(),
             data: [b"setting=".as_slice(), &config_canary].concat(),
+            ..Default::default()
         })
         .await
         .expect("create config");
@@ -292,6 +294,7 @@ async fn create_secrets(c: &Cluster, i: usize, prefix: &str, n: usize) -> Vec<St
             name: format!("{prefix}{j}"),
             labels: Default::default(),
             data: format!("password={can};\n").into_bytes(),
+            ..Default::default()
         })
         .await
         .expect("create secret");

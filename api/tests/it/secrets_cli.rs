@@ -599,6 +599,7 @@ async fn members_racing_to_create_the_kek_agree_on_one() {
                     name: format!("first{i}x{j}"),
                     labels: Default::default(),
                     data: b"x".to_vec(),
+                    ..Default::default()
                 })
                 .await
             }));

@@ -159,6 +159,7 @@ async fn create(ch: Channel, name: &str, data: &str, known: &Known) -> Outcome {
             name: name.to_string(),
             labels: Default::default(),
             data: data.as_bytes().to_vec(),
+            ..Default::default()
         })
         .await
         .map_err(|e| write_error(&e))?

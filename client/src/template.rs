@@ -1,8 +1,10 @@
 //! The part of Go's text/template that `docker ... --format` users write:
-//! `{{.Field}}`, `{{.A.B}}`, `{{json .Field}}`, `{{index .Field "key"}}`
-//! (and `{{.Label "key"}}` in listings), with `table ` for a header row
-//! and `\t`/`\n` escapes. Anything else is a clear error, never output
-//! that silently differs from Docker's.
+//! `{{.Field}}`, `{{.A.B}}`, `{{json .Field}}`, `{{index .Field "key"}}`,
+//! `{{printf "%s" .F}}` (and `{{.Label "key"}}` in listings), with `table `
+//! for a header row and `\t`/`\n` escapes. Swarm's templated configs and
+//! secrets (`parse_text`) add one-argument functions the caller provides
+//! (`{{env "X"}}`, `{{secret "target"}}`). Anything else is a clear error,
+//! never output that silently differs from Docker's.
 
 use serde_json::Value;
 
@@ -16,6 +18,8 @@ enum Expr {
     Label(String),
     /// `{{printf "%s-%d" .Name 7}}`: Go's fmt verbs %s %v %d %q %%.
     Printf(String, Vec<Operand>),
+    /// `{{env "HOME"}}`: a function the caller allowed, with its argument.
+    Call(String, String),
 }
 
 impl Expr {
@@ -30,10 +34,14 @@ impl Expr {
                     _ => None,
                 })
                 .collect(),
-            Expr::Label(_) => Vec::new(),
+            Expr::Label(_) | Expr::Call(..) => Vec::new(),
         }
     }
 }
+
+/// Writes a function's result into the output (so a secret's bytes are
+/// copied once, into a buffer the caller sized and will zeroize).
+pub type Call<'a> = &'a dyn Fn(&str, &str, &mut String) -> Result<(), String>;
 
 /// An argument of `printf`.
 #[derive(Debug, Clone, PartialEq)]
@@ -177,8 +185,13 @@ fn quoted(s: &str, action: &str) -> Result<String, String> {
         .ok_or_else(|| unsupported(action))
 }
 
-fn parse_action(a: &str) -> Result<Expr, String> {
+fn parse_action(a: &str, functions: &[&str]) -> Result<Expr, String> {
     let owned = words(a)?;
+    if let [f, arg] = owned.as_slice() {
+        if functions.contains(&f.as_str()) {
+            return Ok(Expr::Call(f.clone(), quoted(arg, a)?));
+        }
+    }
     if owned.first().map(String::as_str) == Some("printf") {
         let format = owned.get(1).ok_or_else(|| unsupported(a))?;
         let format = quoted(format, a)?;
@@ -206,8 +219,16 @@ impl Template {
             _ => (false, format),
         };
         let body = body.replace("\\t", "\t").replace("\\n", "\n");
+        let mut t = Self::parse_text(&body, &[])?;
+        t.table = table;
+        Ok(t)
+    }
+
+    /// A template file's text as it is (no `table`, no escapes), with the
+    /// one-argument functions `functions` (Swarm's templated configs).
+    pub fn parse_text(body: &str, functions: &[&str]) -> Result<Template, String> {
         let mut parts = Vec::new();
-        let mut rest = body.as_str();
+        let mut rest = body;
         while let Some(start) = rest.find("{{") {
             if start > 0 {
                 parts.push(Part::Text(rest[..start].to_string()));
@@ -218,13 +239,32 @@ impl Template {
             let raw = &rest[start + 2..start + end];
             let action = raw.trim();
             let offset = body.len() - rest.len() + start + 2 + (raw.len() - raw.trim_start().len());
-            parts.push(Part::Action(parse_action(action)?, offset));
+            parts.push(Part::Action(parse_action(action, functions)?, offset));
             rest = &rest[start + end + 2..];
         }
         if !rest.is_empty() {
             parts.push(Part::Text(rest.to_string()));
         }
-        Ok(Template { parts, table })
+        Ok(Template {
+            parts,
+            table: false,
+        })
+    }
+
+    /// Renders a templated config or secret: a field `v` lacks is Go's
+    /// error, and calls go to `call`, which writes into the output. The
+    /// output is made with `capacity` bytes and must not outgrow it, so no
+    /// reallocation leaves a copy of secret bytes behind in freed memory.
+    pub fn render_text(&self, v: &Value, call: Call, capacity: usize) -> Result<String, String> {
+        self.render_inspect(v)?;
+        let mut out = String::with_capacity(capacity);
+        self.render_into(v, None, Some(call), &mut out)?;
+        if out.len() > capacity {
+            return Err(format!(
+                "the rendered text is larger than {capacity} bytes, the limit for this file"
+            ));
+        }
+        Ok(out)
     }
 
     /// Renders one value.
@@ -236,6 +276,19 @@ impl Template {
     /// (kept out of the row, so `{{json .}}` shows Docker's fields only).
     pub fn render_with(&self, v: &Value, labels: Option<&Value>) -> String {
         let mut out = String::new();
+        // Without a `call`, a template has no Call actions (parse refused
+        // them), so rendering cannot fail.
+        let _ = self.render_into(v, labels, None, &mut out);
+        out
+    }
+
+    fn render_into(
+        &self,
+        v: &Value,
+        labels: Option<&Value>,
+        call: Option<Call>,
+        out: &mut String,
+    ) -> Result<(), String> {
         for p in &self.parts {
             match p {
                 Part::Text(t) => out.push_str(t),
@@ -282,9 +335,15 @@ impl Template {
                     let refs: Vec<Option<&Value>> = owned.iter().map(Option::as_ref).collect();
                     out.push_str(&sprintf(f, &refs));
                 }
+                Part::Action(Expr::Call(f, arg), at) => {
+                    let call = call.ok_or_else(|| unsupported(f))?;
+                    call(f, arg, out).map_err(|e| {
+                        format!("template: :1:{at}: executing \"\" at <{f} {arg:?}>: error calling {f}: {e}")
+                    })?;
+                }
             }
         }
-        out
+        Ok(())
     }
 
     /// Renders one object for `inspect -f`, where Docker's template runs on
@@ -353,7 +412,7 @@ impl Template {
                             out.push_str("LABEL");
                             continue;
                         }
-                        Expr::Printf(..) => {
+                        Expr::Printf(..) | Expr::Call(..) => {
                             out.push_str("PRINTF");
                             continue;
                         }
@@ -488,6 +547,44 @@ mod tests {
             go_time("2026-11-30T18:33:40Z").unwrap(),
             "2026-11-30 18:33:40 +0000 UTC"
         );
+    }
+
+    #[test]
+    fn templated_files_call_their_functions() {
+        let v = json!({"Task": {"Name": "web.1"}});
+        let t = Template::parse_text(
+            "name={{.Task.Name}}\\t{{env \"HOME\"}} pw={{secret \"password\"}}\n",
+            &["env", "secret"],
+        )
+        .unwrap();
+        let call = |f: &str, a: &str, out: &mut String| -> Result<(), String> {
+            match (f, a) {
+                ("env", "HOME") => out.push_str("/root"),
+                ("secret", "password") => out.push_str("hunter2"),
+                _ => return Err(format!("no {a}")),
+            }
+            Ok(())
+        };
+        assert_eq!(
+            t.render_text(&v, &call, 64).unwrap(),
+            "name=web.1\\t/root pw=hunter2\n"
+        );
+        assert!(t
+            .render_text(&v, &call, 8)
+            .unwrap_err()
+            .contains("larger than 8"));
+        let bad = Template::parse_text("{{secret \"nope\"}}", &["secret"]).unwrap();
+        assert_eq!(
+            bad.render_text(&v, &call, 64).unwrap_err(),
+            "template: :1:2: executing \"\" at <secret \"nope\">: error calling secret: no nope"
+        );
+        let missing = Template::parse_text("{{.Task.Nope}}", &[]).unwrap();
+        assert!(missing
+            .render_text(&v, &call, 64)
+            .unwrap_err()
+            .contains("map has no entry for key \"Nope\""));
+        // Functions exist only where the caller allows them.
+        assert!(Template::parse("{{env \"HOME\"}}").is_err());
     }
 
     #[test]
