@@ -3,15 +3,7 @@
 use std::io::Write;
 
 fn main() -> std::process::ExitCode {
-    // `secretctl ... | head` must end quietly when the pipe closes, as a
-    // shell tool does, not panic in `println!`. Rust ignores SIGPIPE by
-    // default; the default action is what a CLI wants. Sockets are safe:
-    // the standard library sends with MSG_NOSIGNAL.
-    // SAFETY: signal() with a valid signal number and SIG_DFL, before any
-    // thread starts.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+    end_quietly_on_closed_stdout();
     let argv: Vec<String> = std::env::args().collect();
     let cli = match secretctl::parse(argv.clone()) {
         Ok(cli) => cli,
@@ -41,6 +33,33 @@ fn main() -> std::process::ExitCode {
             }
         },
     }
+}
+
+/// `secretctl ... | head` must end quietly when the pipe closes, as a shell
+/// tool does (by SIGPIPE), not panic in `println!`. SIGPIPE itself stays
+/// ignored, as Rust sets it: HTTP/2 writes to a member use `writev`, which
+/// raises SIGPIPE on a socket the member closed, and that must be an
+/// error, not death. So only a failed write to stdout on a closed pipe
+/// ends the process, the way the signal would.
+fn end_quietly_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            // SAFETY: restores the default action and raises the signal
+            // in this thread; the process ends as `head`'s writers do.
+            unsafe {
+                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+                libc::raise(libc::SIGPIPE);
+            }
+        }
+        default(info);
+    }));
 }
 
 fn print_exit(exit: &secretctl::usage::Exit) -> std::process::ExitCode {
