@@ -104,7 +104,8 @@ const WATCHED_FILES_MAX: usize = 4_096;
 
 /// Which version of each file CMD has seen: path under the task's
 /// directory -> (device, inode, size, mtime). A new version of a secret or
-/// config is a new inode in both backends.
+/// config is a new inode in both backends (with tmpfs, the inode behind
+/// the name's symlink).
 type FilesSeen = BTreeMap<PathBuf, (u64, u64, u64, i64)>;
 
 fn look(dir: &Path) -> FilesSeen {
@@ -115,7 +116,13 @@ fn look(dir: &Path) -> FilesSeen {
             continue;
         };
         for e in entries.flatten() {
-            let Ok(m) = std::fs::symlink_metadata(e.path()) else {
+            // The tmpfs backend's own names (`..data`, `..<timestamp>`) are
+            // how it swaps versions; its visible names are symlinks into
+            // them, followed here so a change shows on the file's own name.
+            if e.file_name().as_encoded_bytes().starts_with(b"..") {
+                continue;
+            }
+            let Ok(m) = std::fs::metadata(e.path()) else {
                 continue;
             };
             if m.is_dir() {

@@ -858,10 +858,19 @@ pub(crate) fn terminate(child: &mut Child) -> std::process::ExitStatus {
 /// of its task changes; a burst of rotations is one action; the log names
 /// the secret; SIGTERM to `agent exec` reaches CMD.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn agent_exec_acts_on_changes() {
+async fn fuse_agent_exec_acts_on_changes() {
+    agent_exec_acts_on_changes("fuse").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tmpfs_agent_exec_acts_on_changes() {
+    agent_exec_acts_on_changes("tmpfs").await;
+}
+
+async fn agent_exec_acts_on_changes(backend: &str) {
     use std::io::BufRead;
     require_root_and_fuse();
-    let (c, _agent, mount) = one_served_task("fuse", "db_pw", b"v0").await;
+    let (c, _agent, mount) = one_served_task(backend, "db_pw", b"v0").await;
     let mut secrets = SecretsClient::new(c.channel(0).await);
     let mut version = 0;
 
