@@ -251,6 +251,14 @@ fn help(path: &[&Command]) -> String {
         ));
         return out;
     }
+    out.push_str(&options_section(cmd));
+    out
+}
+
+/// The Options section: flags sorted by long name with pflag's type words,
+/// descriptions wrapped in a column of their own.
+fn options_section(cmd: &Command) -> String {
+    let mut out = String::new();
     // Sorted by long name, as pflag lists them.
     let mut opts: Vec<&Arg> = options(cmd).collect();
     opts.sort_by_key(|a| a.get_long().unwrap_or_default());
