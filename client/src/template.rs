@@ -256,7 +256,7 @@ impl Template {
     /// output is made with `capacity` bytes and must not outgrow it, so no
     /// reallocation leaves a copy of secret bytes behind in freed memory.
     pub fn render_text(&self, v: &Value, call: Call, capacity: usize) -> Result<String, String> {
-        self.render_inspect(v)?;
+        self.check_keys(v)?;
         let mut out = String::with_capacity(capacity);
         self.render_into(v, None, Some(call), &mut out)?;
         if out.len() > capacity {
@@ -350,34 +350,31 @@ impl Template {
     /// the object's JSON as a map: a key it lacks is Go's error ("map has
     /// no entry for key"), never `<no value>`.
     pub fn render_inspect(&self, v: &Value) -> Result<String, String> {
+        self.check_keys(v)?;
+        Ok(self.render(v))
+    }
+
+    /// Go's error for the first field path that names a key `v` lacks,
+    /// pointing at the missing field itself, as Go does.
+    fn check_keys(&self, v: &Value) -> Result<(), String> {
         for p in &self.parts {
             let Part::Action(e, at) = p else { continue };
             for path in e.paths() {
-                let mut cur = v;
+                let (mut cur, mut col) = (v, *at);
                 for f in path {
-                    match cur {
-                        Value::Object(m) => match m.get(f) {
-                            Some(next) => cur = next,
-                            None => {
-                                // Go points at the missing field itself.
-                                let col = at
-                                    + path
-                                        .iter()
-                                        .take_while(|p| *p != f)
-                                        .map(|p| p.len() + 1)
-                                        .sum::<usize>();
-                                return Err(format!(
-                                    "template: :1:{col}: executing \"\" at <.{}>: map has no entry for key \"{f}\"",
-                                    path.join(".")
-                                ));
-                            }
-                        },
-                        _ => break,
-                    }
+                    let Value::Object(m) = cur else { break };
+                    let Some(next) = m.get(f) else {
+                        return Err(format!(
+                            "template: :1:{col}: executing \"\" at <.{}>: map has no entry for key \"{f}\"",
+                            path.join(".")
+                        ));
+                    };
+                    cur = next;
+                    col += f.len() + 1;
                 }
             }
         }
-        Ok(self.render(v))
+        Ok(())
     }
 
     /// A listing's fields are a Go struct's methods: a name it lacks is

@@ -17,7 +17,7 @@
 //! burst of rotations is one action) and the log names the objects that
 //! triggered it. SIGTERM and SIGINT to `agent exec` are passed on to CMD.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -98,53 +98,36 @@ fn parse_on_change(s: &str) -> std::result::Result<OnChange, String> {
 const ON_CHANGE_DELAY_MS_MAX: u64 = 5_000;
 /// How often the task's files are looked at.
 const POLL_INTERVAL_MS: u64 = 50;
-/// A task with more files than this is refused by the watcher (a task has
-/// a few secrets and configs; the walk must stay cheap at 20 Hz).
-const WATCHED_FILES_MAX: usize = 4_096;
 
 /// Which version of each file CMD has seen: path under the task's
-/// directory -> (device, inode, size, mtime). A new version of a secret or
-/// config is a new inode in both backends (with tmpfs, the inode behind
-/// the name's symlink).
-type FilesSeen = BTreeMap<PathBuf, (u64, u64, u64, i64)>;
+/// directory -> (device, inode, size, mtime), `None` while it is absent.
+/// A new version of a secret or config is a new inode in both backends
+/// (with tmpfs, the inode behind the name's symlink, which `metadata`
+/// follows). The task's files are fixed when exec starts (a task is never
+/// edited), so only those are looked at.
+type FilesSeen = BTreeMap<PathBuf, Option<(u64, u64, u64, i64)>>;
 
-fn look(dir: &Path) -> FilesSeen {
-    let mut seen = FilesSeen::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            // The tmpfs backend's own names (`..data`, `..<timestamp>`) are
-            // how it swaps versions; its visible names are symlinks into
-            // them, followed here so a change shows on the file's own name.
-            if e.file_name().as_encoded_bytes().starts_with(b"..") {
-                continue;
-            }
-            let Ok(m) = std::fs::metadata(e.path()) else {
-                continue;
-            };
-            if m.is_dir() {
-                stack.push(e.path());
-            } else if seen.len() < WATCHED_FILES_MAX {
-                let rel = e
-                    .path()
-                    .strip_prefix(dir)
-                    .unwrap_or(&e.path())
-                    .to_path_buf();
-                seen.insert(rel, (m.dev(), m.ino(), m.size(), m.mtime()));
-            }
-        }
-    }
-    seen
+fn look(dir: &Path, names: &BTreeMap<PathBuf, String>) -> FilesSeen {
+    names
+        .keys()
+        .map(|rel| {
+            let m = std::fs::metadata(dir.join(rel)).ok();
+            (
+                rel.clone(),
+                m.map(|m| (m.dev(), m.ino(), m.size(), m.mtime())),
+            )
+        })
+        .collect()
 }
 
 /// The objects behind the changed files, in the log's words: "secret
 /// db_pw (password)", "config app_conf (etc/app.conf)".
-fn describe(changed: &[PathBuf], names: &BTreeMap<PathBuf, String>) -> String {
+fn describe<'a>(
+    changed: impl IntoIterator<Item = &'a PathBuf>,
+    names: &BTreeMap<PathBuf, String>,
+) -> String {
     changed
-        .iter()
+        .into_iter()
         .map(|p| match names.get(p) {
             Some(n) => format!("{n} ({})", p.display()),
             None => p.display().to_string(),
@@ -315,12 +298,12 @@ async fn supervise(
     let mut child = spawn()?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    let mut seen = look(dir);
+    let mut seen = look(dir, names);
     let mut poll = tokio::time::interval(Duration::from_millis(POLL_INTERVAL_MS));
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Files changed since CMD last heard, with when the burst began and
     // when it last grew.
-    let mut pending: Vec<PathBuf> = Vec::new();
+    let mut pending: BTreeSet<PathBuf> = BTreeSet::new();
     let mut burst: Option<(Instant, Instant)> = None;
     let quiet = Duration::from_millis(a.on_change_quiet_ms);
     loop {
@@ -329,21 +312,16 @@ async fn supervise(
             _ = term.recv() => send(&child, Signal::SIGTERM),
             _ = int.recv() => send(&child, Signal::SIGINT),
             _ = poll.tick(), if a.on_change.is_some() => {
-                let now_seen = look(dir);
-                let changed: Vec<PathBuf> = seen
-                    .keys()
-                    .chain(now_seen.keys())
-                    .filter(|p| seen.get(*p) != now_seen.get(*p))
-                    .cloned()
+                let now_seen = look(dir, names);
+                let now = Instant::now();
+                let changed: Vec<PathBuf> = now_seen
+                    .iter()
+                    .filter(|(p, v)| seen.get(*p) != Some(*v))
+                    .map(|(p, _)| p.clone())
                     .collect();
                 seen = now_seen;
-                let now = Instant::now();
                 if !changed.is_empty() {
-                    for p in changed {
-                        if !pending.contains(&p) {
-                            pending.push(p);
-                        }
-                    }
+                    pending.extend(changed);
                     burst = Some((burst.map_or(now, |b| b.0), now));
                 }
                 let Some((began, last)) = burst else { continue };
@@ -352,7 +330,6 @@ async fn supervise(
                 {
                     continue;
                 }
-                pending.sort();
                 let what = describe(&pending, names);
                 pending.clear();
                 burst = None;

@@ -323,20 +323,16 @@ pub fn parse(argv: Vec<String>) -> std::result::Result<Cli, usage::Exit> {
         .and_then(|m| Cli::from_arg_matches(&m));
     parsed.map_err(|e| {
         usage::docker_error(&cli_command(), &argv[1.min(argv.len())..], &e).unwrap_or_else(|| {
-            let status = u8::try_from(e.exit_code()).unwrap_or(2);
             let text = e.render().to_string();
-            if e.use_stderr() {
-                usage::Exit {
-                    stdout: String::new(),
-                    stderr: text,
-                    status,
-                }
+            let (stdout, stderr) = if e.use_stderr() {
+                (String::new(), text)
             } else {
-                usage::Exit {
-                    stdout: text,
-                    stderr: String::new(),
-                    status,
-                }
+                (text, String::new())
+            };
+            usage::Exit {
+                stdout,
+                stderr,
+                status: u8::try_from(e.exit_code()).unwrap_or(2),
             }
         })
     })
@@ -362,7 +358,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         },
         Command::Task(cmd) => task::run(&cli, cmd).await?,
         Command::Completion { shell } => {
-            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut cmd = cli_command();
             clap_complete::generate(*shell, &mut cmd, "secretctl", &mut std::io::stdout());
         }
         Command::Cluster(ClusterCmd::Settings {

@@ -45,7 +45,7 @@ fn command_path<'a>(root: &'a Command, argv: &[String]) -> Vec<&'a Command> {
         }
         let cur = *path.last().expect("root is always there");
         if let Some(flag) = tok.strip_prefix('-') {
-            if !tok.contains('=') && takes_value(cur, &path, flag) {
+            if !tok.contains('=') && takes_value(&path, flag) {
                 i += 1;
             }
             continue;
@@ -64,13 +64,12 @@ fn command_path<'a>(root: &'a Command, argv: &[String]) -> Vec<&'a Command> {
 
 /// Whether `flag` (without its first dash) takes a value, in the command
 /// or any command above it (global flags).
-fn takes_value(cur: &Command, path: &[&Command], flag: &str) -> bool {
+fn takes_value(path: &[&Command], flag: &str) -> bool {
     let matches = |a: &Arg| match flag.strip_prefix('-') {
         Some(long) => a.get_long() == Some(long),
         None => flag.len() == 1 && a.get_short() == flag.chars().next(),
     };
-    std::iter::once(cur)
-        .chain(path.iter().copied())
+    path.iter()
         .flat_map(|c| c.get_arguments())
         .find(|a| matches(a))
         .is_some_and(|a| a.get_action().takes_values())
@@ -330,7 +329,7 @@ pub fn docker_error(root: &Command, argv: &[String], e: &clap::Error) -> Option<
     if !docker_shaped(&path) {
         return None;
     }
-    let p = &path[..];
+    let p = path.as_slice();
     Some(match e.kind() {
         ErrorKind::DisplayHelp | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => Exit {
             stdout: help(p),
@@ -340,15 +339,13 @@ pub fn docker_error(root: &Command, argv: &[String], e: &clap::Error) -> Option<
         ErrorKind::MissingRequiredArgument | ErrorKind::TooManyValues => arity_error(p),
         ErrorKind::UnknownArgument => {
             let arg = context(e, ContextKind::InvalidArg).unwrap_or_default();
-            match arg.strip_prefix("--") {
-                Some(_) => flag_error(p, &format!("unknown flag: {arg}")),
-                None => match arg.strip_prefix('-') {
-                    Some(s) => {
-                        let c = s.chars().next().unwrap_or('-');
-                        flag_error(p, &format!("unknown shorthand flag: '{c}' in {arg}"))
-                    }
-                    None => arity_error(p),
-                },
+            if arg.starts_with("--") {
+                flag_error(p, &format!("unknown flag: {arg}"))
+            } else if let Some(c) = arg.strip_prefix('-').and_then(|s| s.chars().next()) {
+                flag_error(p, &format!("unknown shorthand flag: '{c}' in {arg}"))
+            } else {
+                // A word clap did not expect: one argument too many.
+                arity_error(p)
             }
         }
         ErrorKind::InvalidSubcommand => {
@@ -382,9 +379,8 @@ pub fn docker_error(root: &Command, argv: &[String], e: &clap::Error) -> Option<
     })
 }
 
-/// Docker's layout for `--help` and argument mistakes, from a usage
-/// error raised after parsing (a bad `--filter`): the message, the usage
-/// line, exit 125.
+/// A flag value found wrong after parsing (a bad `--filter`), as Docker
+/// reports it: the message, the usage line, exit 125.
 pub fn flag_error_for(root: &Command, argv: &[String], message: &str) -> Exit {
     let path = command_path(root, argv);
     flag_error(&path, message)

@@ -845,6 +845,14 @@ pub(crate) async fn one_served_task(
     (c, agent, mount)
 }
 
+/// The log file at `log` says each of `needles`.
+fn assert_logged(log: &Path, needles: &[&str]) {
+    let logged = std::fs::read_to_string(log).unwrap();
+    for n in needles {
+        assert!(logged.contains(n), "{n:?} not in the log:\n{logged}");
+    }
+}
+
 /// SIGTERM to a child, and its exit status.
 pub(crate) fn terminate(child: &mut Child) -> std::process::ExitStatus {
     Command::new("kill")
@@ -927,11 +935,7 @@ async fn agent_exec_acts_on_changes(backend: &str) {
         rx.recv_timeout(Duration::from_secs(4)).is_err(),
         "a burst of rotations must be one signal"
     );
-    let logged = std::fs::read_to_string(&log).unwrap();
-    assert!(
-        logged.contains("secret db_pw (password)") && logged.contains("signalling"),
-        "{logged}"
-    );
+    assert_logged(&log, &["secret db_pw (password)", "signalling"]);
     // SIGTERM to `agent exec` reaches CMD, and its status is exec's.
     assert_eq!(terminate(&mut child).code(), Some(128 + 15));
 
@@ -953,11 +957,7 @@ async fn agent_exec_acts_on_changes(backend: &str) {
         second.split(' ').nth(1),
         "a new process"
     );
-    let logged = std::fs::read_to_string(&log).unwrap();
-    assert!(
-        logged.contains("restarting") && logged.contains("secret db_pw"),
-        "{logged}"
-    );
+    assert_logged(&log, &["restarting", "secret db_pw"]);
     assert_eq!(terminate(&mut child).code(), Some(128 + 15));
 
     // A mistaken value is refused before anything runs.
