@@ -35,6 +35,7 @@ use crate::pb::etcdserverpb::{
     maintenance_server::Maintenance,
 };
 use crate::watch::WatchService;
+use crate::watch_grpc::WatchOut;
 
 /// Requests one streaming call's body may carry (each a JSON object).
 const STREAM_REQUESTS_MAX: usize = 1024;
@@ -313,11 +314,13 @@ fn stream_routes(mut r: axum::Router, s: &Services, prefix: &str) -> axum::Route
                     // The watches stay open after the body ends, as etcd
                     // keeps them, until the client goes away.
                     streaming(&node, caller, &body, |reqs, who| {
-                        watch.serve(
-                            futures::stream::iter(reqs.into_iter().map(Ok))
-                                .chain(futures::stream::pending()),
-                            who,
-                        )
+                        watch
+                            .serve(
+                                futures::stream::iter(reqs.into_iter().map(Ok))
+                                    .chain(futures::stream::pending()),
+                                who,
+                            )
+                            .map(|r| r.and_then(WatchOut::into_response))
                     })
                     .await
                 },

@@ -24,6 +24,7 @@ pub mod server;
 pub mod tls;
 pub mod urls;
 pub mod watch;
+pub mod watch_grpc;
 
 /// Generated gRPC services and clients. Message types live in
 /// `secretd_store::pb` and are re-exported here.

@@ -18,23 +18,25 @@ use std::sync::Arc;
 
 use futures::Stream;
 use secretd_store::node::Node;
-use secretd_store::watch::{WatchMsg, WatchSpec, WatcherKey};
+use secretd_store::watch::{WatchMsg, WatchSink, WatchSpec, WatcherKey};
 use secretd_store::StoreError;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::Status;
 
 use crate::auth::Who;
 use crate::pb::etcdserverpb::{
-    watch_create_request::FilterType, watch_request::RequestUnion, watch_server::Watch,
-    WatchCreateRequest, WatchRequest, WatchResponse,
+    watch_create_request::FilterType, watch_request::RequestUnion, WatchCreateRequest,
+    WatchRequest, WatchResponse,
 };
+use crate::watch_grpc::WatchOut;
 
 /// Hub messages buffered per stream before its watchers fall back to
 /// catch-up from storage.
 const STREAM_EVENTS_MAX: usize = 1024;
-/// Responses buffered towards the client.
-const STREAM_RESPONSES_MAX: usize = 256;
+/// Batches of responses buffered towards the client (a batch is one
+/// request's answer, or one hub batch: at most one response per watcher).
+const STREAM_RESPONSE_BATCHES_MAX: usize = 16;
 /// Watchers one stream may hold.
 const STREAM_WATCHERS_MAX: usize = 10_000;
 
@@ -42,20 +44,9 @@ pub struct WatchService {
     pub node: Arc<Node>,
 }
 
-type ResponseStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send>>;
-
-#[tonic::async_trait]
-impl Watch for WatchService {
-    type WatchStream = ResponseStream;
-
-    async fn watch(
-        &self,
-        req: Request<Streaming<WatchRequest>>,
-    ) -> Result<Response<ResponseStream>, Status> {
-        let who = Who::of(&self.node, &req).await?;
-        Ok(Response::new(self.serve(req.into_inner(), who)))
-    }
-}
+/// Responses towards the client, events already encoded (served on gRPC
+/// by `watch_grpc`, decoded again by the JSON gateway).
+type ResponseStream = Pin<Box<dyn Stream<Item = Result<WatchOut, Status>> + Send>>;
 
 /// Requests from a client: gRPC's stream, or the JSON gateway's body.
 pub type Inbound<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -68,7 +59,7 @@ impl WatchService {
         inbound: impl Stream<Item = Result<WatchRequest, Status>> + Send + 'static,
         who: Who,
     ) -> ResponseStream {
-        let (out_tx, out_rx) = mpsc::channel(STREAM_RESPONSES_MAX);
+        let (out_tx, out_rx) = mpsc::channel(STREAM_RESPONSE_BATCHES_MAX);
         let stream = WatchStream {
             node: self.node.clone(),
             out: out_tx,
@@ -77,13 +68,17 @@ impl WatchService {
             who,
         };
         tokio::spawn(stream.run(Box::pin(inbound)));
-        Box::pin(ReceiverStream::new(out_rx))
+        use futures::StreamExt;
+        Box::pin(
+            ReceiverStream::new(out_rx)
+                .flat_map(|batch: Vec<WatchOut>| futures::stream::iter(batch.into_iter().map(Ok))),
+        )
     }
 }
 
 struct WatchStream {
     node: Arc<Node>,
-    out: mpsc::Sender<Result<WatchResponse, Status>>,
+    out: mpsc::Sender<Vec<WatchOut>>,
     /// watch_id → hub key and watched range, for this stream's live
     /// watchers.
     watchers: HashMap<i64, Watcher>,
@@ -101,14 +96,14 @@ struct Watcher {
 impl WatchStream {
     async fn run(mut self, mut inbound: Inbound<WatchRequest>) {
         use futures::StreamExt;
-        let (hub_tx, mut hub_rx) = mpsc::channel::<WatchMsg>(STREAM_EVENTS_MAX);
+        let (hub_tx, mut hub_rx) = secretd_store::watch::inbox(STREAM_EVENTS_MAX);
         loop {
             let ok = tokio::select! {
                 req = inbound.next() => match req {
                     Some(Ok(r)) => self.on_request(r, &hub_tx).await,
                     None | Some(Err(_)) => false, // client went away
                 },
-                Some(msg) = hub_rx.recv() => self.on_hub(msg).await,
+                Some(batch) = hub_rx.recv() => self.on_hub(batch).await,
                 _ = self.out.closed() => false,
             };
             if !ok {
@@ -121,7 +116,11 @@ impl WatchStream {
     }
 
     async fn send(&self, resp: WatchResponse) -> bool {
-        self.out.send(Ok(resp)).await.is_ok()
+        self.send_out(WatchOut::new(resp)).await
+    }
+
+    async fn send_out(&self, out: WatchOut) -> bool {
+        self.out.send(vec![out]).await.is_ok()
     }
 
     fn response(&self, revision: i64, watch_id: i64) -> WatchResponse {
@@ -132,7 +131,7 @@ impl WatchStream {
         }
     }
 
-    async fn on_request(&mut self, req: WatchRequest, hub_tx: &mpsc::Sender<WatchMsg>) -> bool {
+    async fn on_request(&mut self, req: WatchRequest, hub_tx: &WatchSink) -> bool {
         match req.request_union {
             Some(RequestUnion::CreateRequest(c)) => self.create(c, hub_tx).await,
             Some(RequestUnion::CancelRequest(c)) => {
@@ -155,7 +154,7 @@ impl WatchStream {
         }
     }
 
-    async fn create(&mut self, c: WatchCreateRequest, hub_tx: &mpsc::Sender<WatchMsg>) -> bool {
+    async fn create(&mut self, c: WatchCreateRequest, hub_tx: &WatchSink) -> bool {
         // Checked against the auth state of now, not the stream's start.
         if !self.recheck_auth().await {
             return false;
@@ -269,23 +268,41 @@ impl WatchStream {
         id
     }
 
-    async fn on_hub(&mut self, msg: WatchMsg) -> bool {
-        if !self.watchers.contains_key(&msg.watch_id) {
-            return true; // cancelled while the message was queued
-        }
+    /// One publish's (or one catch-up's) messages for this stream's
+    /// watchers, answered as one batch of responses.
+    async fn on_hub(&mut self, batch: Vec<WatchMsg>) -> bool {
         if !self.recheck_auth().await {
             return false;
         }
-        if !self.watchers.contains_key(&msg.watch_id) {
-            return true; // its user may no longer read it
+        let mut out = Vec::with_capacity(batch.len());
+        let mut header: Option<crate::pb::etcdserverpb::ResponseHeader> = None;
+        for msg in batch {
+            if !self.watchers.contains_key(&msg.watch_id) {
+                // Cancelled while the message was queued, or its user may
+                // no longer read it.
+                continue;
+            }
+            // A hub batch is one revision: one header for all of it.
+            let h = match header {
+                Some(h) if h.revision == msg.revision => h,
+                _ => *header.insert(self.node.header(msg.revision)),
+            };
+            let head = WatchResponse {
+                header: Some(h),
+                watch_id: msg.watch_id,
+                ..Default::default()
+            };
+            if msg.compact_revision > 0 {
+                self.watchers.remove(&msg.watch_id);
+                out.push(WatchOut::new(compacted(head, msg.compact_revision)));
+                continue;
+            }
+            out.push(WatchOut {
+                head,
+                events: msg.events,
+            });
         }
-        let mut r = self.response(msg.revision, msg.watch_id);
-        if msg.compact_revision > 0 {
-            self.watchers.remove(&msg.watch_id);
-            return self.send(compacted(r, msg.compact_revision)).await;
-        }
-        r.events = msg.events;
-        self.send(r).await
+        out.is_empty() || self.out.send(out).await.is_ok()
     }
 }
 

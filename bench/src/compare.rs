@@ -379,6 +379,7 @@ pub async fn watchers(c: &ClusterProc, watchers: usize, puts: u64) -> Result<Sam
     }
     let ch = Channel::from_shared(format!("http://{}", c.endpoints[0]))?.connect_lazy();
     let mut kv = KvClient::new(ch);
+    let (server0, client0) = (c.cpu_seconds(), cpu_seconds("self"));
     let started = Instant::now();
     for i in 0..puts {
         kv.put(PutRequest {
@@ -394,6 +395,7 @@ pub async fn watchers(c: &ClusterProc, watchers: usize, puts: u64) -> Result<Sam
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let (server1, client1) = (c.cpu_seconds(), cpu_seconds("self"));
     tally.stop.store(true, Ordering::Relaxed);
     for t in tasks {
         t.abort();
@@ -409,11 +411,14 @@ pub async fn watchers(c: &ClusterProc, watchers: usize, puts: u64) -> Result<Sam
         let h = tally.delay_us.lock();
         (h.value_at_quantile(0.5), h.value_at_quantile(0.99))
     };
+    // CPU per delivered event (the writer's puts included).
+    let per_event = |a: f64, b: f64| (b - a) * 1e6 / (got.max(1) as f64);
     Ok(Sample {
         ops_per_sec: got as f64 / elapsed,
         p50_ms: p50 as f64 / 1000.0,
         p99_ms: p99 as f64 / 1000.0,
-        ..Default::default()
+        server_cpu_us_per_op: per_event(server0, server1),
+        client_cpu_us_per_op: per_event(client0, client1),
     })
 }
 

@@ -49,6 +49,11 @@ struct Cli {
     /// Rounds of `compare` (the table shows the median).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// `compare` only: run just the rows whose names contain one of these
+    /// comma-separated words (e.g. `watchers,serializable`; `rss` for the
+    /// memory line).
+    #[arg(long, value_delimiter = ',')]
+    rows: Vec<String>,
 }
 
 #[tokio::main]
@@ -56,7 +61,7 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     if let Op::Compare | Op::Agent = cli.op {
         let done = match cli.op {
-            Op::Compare => secretd_bench::report::run(cli.rounds.max(1)).await,
+            Op::Compare => secretd_bench::report::run(cli.rounds.max(1), &cli.rows).await,
             _ => secretd_bench::agent::run().await,
         };
         return match done {

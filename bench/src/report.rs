@@ -3,7 +3,7 @@
 //! the median round goes in the tables (one per etcd, the anchor), and
 //! each table ends in its headline `RESULT` lines.
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 
 use crate::compare::{self, ClusterProc, Sample, System};
 use crate::Workload;
@@ -105,7 +105,21 @@ const SYSTEMS: [System; 3] = [System::Etcd34, System::Etcd35, System::Secretd];
 /// Per row, per system (in `SYSTEMS` order): one sample per round.
 type Samples = Vec<[Vec<Sample>; 3]>;
 
-pub async fn run(rounds: usize) -> Result<()> {
+/// Runs `compare`. `only`: run just the rows whose names contain one of
+/// these words (`rss` names the RSS line); empty runs every row.
+pub async fn run(rounds: usize, only: &[String]) -> Result<()> {
+    let picked: Vec<usize> = (0..ROWS.len())
+        .filter(|&i| only.is_empty() || only.iter().any(|w| ROWS[i].0.contains(w.as_str())))
+        .collect();
+    let with_rss = only.is_empty() || only.iter().any(|w| w == "rss");
+    if picked.is_empty() && !with_rss {
+        let names: Vec<&str> = ROWS.iter().map(|r| r.0).collect();
+        bail!(
+            "--rows {:?} names no row; rows are: {}, and rss",
+            only.join(","),
+            names.join("; ")
+        );
+    }
     let base = compare::base_port();
     let mut clusters = Vec::new();
     for (i, sys) in SYSTEMS.iter().enumerate() {
@@ -114,10 +128,12 @@ pub async fn run(rounds: usize) -> Result<()> {
     for c in &clusters {
         compare::ready(c).await?;
     }
-    let results = run_rounds(rounds, &clusters).await?;
+    let results = run_rounds(rounds, &clusters, &picked).await?;
     let mut rss = Vec::new();
-    for c in &clusters {
-        rss.push(measure(c, Row::Rss).await?);
+    if with_rss {
+        for c in &clusters {
+            rss.push(measure(c, Row::Rss).await?);
+        }
     }
     for anchor in 0..2 {
         print_table(rounds, &results, anchor, &rss);
@@ -127,10 +143,11 @@ pub async fn run(rounds: usize) -> Result<()> {
 
 /// Every row against every system, `rounds` times, rotating which goes
 /// first so none always meets a warm (or tired) machine.
-async fn run_rounds(rounds: usize, clusters: &[ClusterProc]) -> Result<Samples> {
+async fn run_rounds(rounds: usize, clusters: &[ClusterProc], picked: &[usize]) -> Result<Samples> {
     let mut results: Samples = vec![Default::default(); ROWS.len()];
     for round in 0..rounds {
-        for (i, (name, row)) in ROWS.iter().enumerate() {
+        for &i in picked {
+            let (name, row) = &ROWS[i];
             for k in 0..clusters.len() {
                 let which = (round + i + k) % clusters.len();
                 let c = &clusters[which];
@@ -182,6 +199,9 @@ fn print_table(rounds: usize, results: &Samples, anchor: usize, rss: &[Sample]) 
     };
     let mut lines = Vec::new();
     for (i, (name, _)) in ROWS.iter().enumerate() {
+        if results[i][2].is_empty() {
+            continue; // not picked by --rows
+        }
         let e = median(results[i][anchor].clone());
         let s = median(results[i][2].clone());
         let ratio = s.ops_per_sec / e.ops_per_sec.max(1e-9);
@@ -208,18 +228,20 @@ fn print_table(rounds: usize, results: &Samples, anchor: usize, rss: &[Sample]) 
             _ => {}
         }
     }
-    let (re, rs) = (rss[anchor].ops_per_sec, rss[2].ops_per_sec);
-    println!(
-        "{:<36} {:>9.0} MiB {:>10} {:>8.0} MiB {:>10} {:>8.2}",
-        "RSS after 100k keys (3 members)",
-        re,
-        "",
-        rs,
-        "",
-        rs / re.max(1e-9)
-    );
+    if let [e34, e35, s] = rss {
+        let (re, rs) = ([e34, e35][anchor].ops_per_sec, s.ops_per_sec);
+        println!(
+            "{:<36} {:>9.0} MiB {:>10} {:>8.0} MiB {:>10} {:>8.2}",
+            "RSS after 100k keys (3 members)",
+            re,
+            "",
+            rs,
+            "",
+            rs / re.max(1e-9)
+        );
+    }
     println!("({rounds} rounds, median shown; {a_name} and the release secretd, 3 members each on loopback, fsync on;");
-    println!(" cpu us: CPU time the three members used per operation, user + system;");
+    println!(" cpu us: CPU time the three members used per operation (watchers: per delivered event), user + system;");
     println!(" put256@1 p50_ms/p99_ms: secretd/{a_name})");
     for l in lines {
         println!("{l}");

@@ -11,13 +11,23 @@
 //! Invariant: `next_rev` is the first revision a watcher has not been sent;
 //! publication and registration both happen under the hub lock, so a
 //! revision is either before a new watcher's start or delivered to it.
+//!
+//! Events leave the hub already encoded (`WireEvent`): a put seen by a
+//! thousand watchers is encoded once per publish (twice if some watchers
+//! want `prev_kv` and the event has one), and every watcher's message holds
+//! a reference to the same bytes. Encoding per watcher was the largest
+//! single cost of a fan-out (`bench compare --rows watchers`). And a stream
+//! gets one batch per publish for all its watchers (`WatchInbox`), not one
+//! message (and one task wake-up) per watcher.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use bytes::{BufMut, Bytes, BytesMut};
 use parking_lot::Mutex;
+use prost::Message as _;
 use tokio::sync::mpsc;
 
 use crate::error::StoreError;
@@ -28,13 +38,198 @@ use crate::pb::mvccpb::{event::EventType, Event};
 const CATCH_UP_EVENTS_MAX: usize = 1000;
 const CATCH_UP_INTERVAL: Duration = Duration::from_millis(50);
 
+/// Field number of `events` in etcd's `WatchResponse`.
+const WATCH_RESPONSE_EVENTS_FIELD: u32 = 11;
+
+/// One event as a `WatchResponse` carries it on the wire: the `events`
+/// field's key, the length, and the encoded `mvccpb.Event`. Cloning shares
+/// the bytes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WireEvent(Bytes);
+
+impl WireEvent {
+    pub fn encode(ev: &Event) -> WireEvent {
+        let len = ev.encoded_len();
+        let mut buf = BytesMut::with_capacity(len + 16);
+        prost::encoding::encode_key(
+            WATCH_RESPONSE_EVENTS_FIELD,
+            prost::encoding::WireType::LengthDelimited,
+            &mut buf,
+        );
+        prost::encoding::encode_varint(len as u64, &mut buf);
+        ev.encode_raw(&mut buf);
+        debug_assert_eq!(buf.len(), len + Self::head_len(len));
+        WireEvent(buf.freeze())
+    }
+
+    /// Bytes of the field's key and length before the event.
+    fn head_len(event_len: usize) -> usize {
+        prost::encoding::key_len(WATCH_RESPONSE_EVENTS_FIELD)
+            + prost::encoding::encoded_len_varint(event_len as u64)
+    }
+
+    /// The whole field, ready to append to an encoded `WatchResponse`.
+    pub fn field_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Wraps a field read off the wire (key, length and event), as a
+    /// decoder of `WatchResponse`'s field 11 finds it.
+    pub fn from_event_bytes(event: &[u8]) -> WireEvent {
+        let mut buf = BytesMut::with_capacity(event.len() + 16);
+        prost::encoding::encode_key(
+            WATCH_RESPONSE_EVENTS_FIELD,
+            prost::encoding::WireType::LengthDelimited,
+            &mut buf,
+        );
+        prost::encoding::encode_varint(event.len() as u64, &mut buf);
+        buf.put_slice(event);
+        WireEvent(buf.freeze())
+    }
+
+    /// The event itself, decoded again (the JSON gateway and the
+    /// simulation read events; gRPC streams only copy the bytes). `None`
+    /// if the bytes are not exactly one event field, which bytes made by
+    /// `encode` always are.
+    pub fn decode(&self) -> Option<Event> {
+        // The field alone is a valid `WatchResponse` holding one event.
+        let mut r = crate::pb::etcdserverpb::WatchResponse::decode(&self.0[..]).ok()?;
+        (r.events.len() == 1).then(|| r.events.pop()).flatten()
+    }
+}
+
+/// The encodings of one publish's events, made on first use: index
+/// `[flat event][with prev_kv]`.
+struct WireCache {
+    /// Index of each revision's first event in `wire`.
+    starts: Vec<usize>,
+    wire: Vec<[Option<WireEvent>; 2]>,
+}
+
+impl WireCache {
+    fn new(batch: &[RevEvents]) -> WireCache {
+        let mut starts = Vec::with_capacity(batch.len());
+        let mut n = 0;
+        for re in batch {
+            starts.push(n);
+            n += re.events.len();
+        }
+        WireCache {
+            starts,
+            wire: vec![[None, None]; n],
+        }
+    }
+
+    /// Event `e` of revision `r` of the batch, with or without its
+    /// previous value.
+    fn get(&mut self, batch: &[RevEvents], r: usize, e: usize, prev_kv: bool) -> WireEvent {
+        let ev = &batch[r].events[e];
+        let with_prev = prev_kv && ev.prev_kv.is_some();
+        let slot = &mut self.wire[self.starts[r] + e][with_prev as usize];
+        slot.get_or_insert_with(|| {
+            if with_prev || ev.prev_kv.is_none() {
+                WireEvent::encode(ev)
+            } else {
+                WireEvent::encode(&Event {
+                    prev_kv: None,
+                    ..ev.clone()
+                })
+            }
+        })
+        .clone()
+    }
+}
+
+/// The sending half of a stream's inbox, which the hub keeps per watcher.
+/// Bounded in messages, not batches: a batch holds one message per watcher
+/// of the stream that the publish concerns.
+#[derive(Clone)]
+pub struct WatchSink {
+    /// Identifies the inbox, to group a publish's messages by stream.
+    id: u64,
+    tx: mpsc::UnboundedSender<Vec<WatchMsg>>,
+    queued: Arc<AtomicUsize>,
+    messages_max: usize,
+}
+
+/// The receiving half: what one watch stream reads.
+pub struct WatchInbox {
+    rx: mpsc::UnboundedReceiver<Vec<WatchMsg>>,
+    queued: Arc<AtomicUsize>,
+}
+
+/// A new inbox that holds at most `messages_max` undelivered messages;
+/// past that, the hub's sends fail and the watchers concerned catch up
+/// from storage instead.
+pub fn inbox(messages_max: usize) -> (WatchSink, WatchInbox) {
+    static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let queued = Arc::new(AtomicUsize::new(0));
+    (
+        WatchSink {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            tx,
+            queued: queued.clone(),
+            messages_max: messages_max.max(1),
+        },
+        WatchInbox { rx, queued },
+    )
+}
+
+/// Why a batch was not queued; it comes back.
+enum SendError {
+    Full,
+    Closed,
+}
+
+impl WatchSink {
+    fn try_send(&self, batch: Vec<WatchMsg>) -> Result<(), SendError> {
+        let n = batch.len();
+        // Only the hub sends (under its lock), so the count cannot grow
+        // between this check and the add.
+        if self.queued.load(Ordering::Acquire) + n > self.messages_max {
+            return Err(SendError::Full);
+        }
+        self.queued.fetch_add(n, Ordering::AcqRel);
+        self.tx.send(batch).map_err(|_| {
+            self.queued.fetch_sub(n, Ordering::AcqRel);
+            SendError::Closed
+        })
+    }
+}
+
+impl WatchInbox {
+    /// The next batch, in the order sent; `None` once the hub dropped
+    /// every sink (never while a watcher of the stream is registered).
+    pub async fn recv(&mut self) -> Option<Vec<WatchMsg>> {
+        let b = self.rx.recv().await?;
+        self.queued.fetch_sub(b.len(), Ordering::AcqRel);
+        Some(b)
+    }
+
+    /// The next batch if one is waiting.
+    pub fn try_recv(&mut self) -> Option<Vec<WatchMsg>> {
+        let b = self.rx.try_recv().ok()?;
+        self.queued.fetch_sub(b.len(), Ordering::AcqRel);
+        Some(b)
+    }
+}
+
+/// One publish's messages for one stream, and each message's watcher with
+/// the `next_rev` to restore if the batch cannot be queued.
+struct StreamBatch {
+    sink: WatchSink,
+    msgs: Vec<WatchMsg>,
+    sent: Vec<(WatcherKey, i64)>,
+}
+
 /// What a watcher's stream receives.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WatchMsg {
     pub watch_id: i64,
     /// Revision for the response header: the last revision covered.
     pub revision: i64,
-    pub events: Vec<Event>,
+    pub events: Vec<WireEvent>,
     /// Non-zero: the watcher was cancelled because its next revision was
     /// compacted away.
     pub compact_revision: i64,
@@ -57,18 +252,21 @@ struct Watcher {
     watch_id: i64,
     next_rev: i64,
     synced: bool,
-    sink: mpsc::Sender<WatchMsg>,
+    sink: WatchSink,
     last_sent: Instant,
 }
 
 impl Watcher {
     /// The message for these revisions, or None if nothing matches.
-    fn select(&self, batch: &[RevEvents]) -> Option<WatchMsg> {
+    fn select(&self, batch: &[RevEvents], wire: &mut WireCache) -> Option<WatchMsg> {
         let mut events = Vec::new();
         let mut last = 0;
-        for re in batch.iter().filter(|re| re.revision >= self.next_rev) {
+        for (r, re) in batch.iter().enumerate() {
+            if re.revision < self.next_rev {
+                continue;
+            }
             last = re.revision;
-            for ev in &re.events {
+            for (e, ev) in re.events.iter().enumerate() {
                 let Some(kv) = &ev.kv else { continue };
                 if !key_in_range(&kv.key, &self.spec.key, &self.spec.range_end) {
                     continue;
@@ -77,11 +275,7 @@ impl Watcher {
                 if (is_put && self.spec.no_put) || (!is_put && self.spec.no_delete) {
                     continue;
                 }
-                let mut ev = ev.clone();
-                if !self.spec.prev_kv {
-                    ev.prev_kv = None;
-                }
-                events.push(ev);
+                events.push(wire.get(batch, r, e, self.spec.prev_kv));
             }
         }
         (!events.is_empty()).then_some(WatchMsg {
@@ -139,7 +333,7 @@ impl WatchHub {
         &self,
         spec: WatchSpec,
         watch_id: i64,
-        sink: mpsc::Sender<WatchMsg>,
+        sink: WatchSink,
     ) -> Result<WatcherKey, StoreError> {
         let mut inner = self.inner.lock();
         let current = self.mvcc.current_revision();
@@ -191,24 +385,38 @@ impl WatchHub {
         let mut inner = self.inner.lock();
         make_visible();
         let current = self.mvcc.current_revision();
-        let mut closed = Vec::new();
+        let mut wire = WireCache::new(batch);
+        let now = Instant::now();
+        let mut out: HashMap<u64, StreamBatch> = HashMap::new();
         for (key, w) in inner.watchers.iter_mut().filter(|(_, w)| w.synced) {
-            if let Some(msg) = w.select(batch) {
-                match w.sink.try_send(msg) {
-                    Ok(()) => w.last_sent = Instant::now(),
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        // Leave next_rev where it is: catch-up resends.
-                        w.synced = false;
-                        continue;
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => {
-                        closed.push(*key);
-                        continue;
-                    }
-                }
+            if let Some(msg) = w.select(batch, &mut wire) {
+                let b = out.entry(w.sink.id).or_insert_with(|| StreamBatch {
+                    sink: w.sink.clone(),
+                    msgs: Vec::new(),
+                    sent: Vec::new(),
+                });
+                b.msgs.push(msg);
+                b.sent.push((*key, w.next_rev));
+                w.last_sent = now;
             }
             // A watcher that starts in the future keeps its start.
             w.next_rev = w.next_rev.max(current + 1);
+        }
+        let mut closed = Vec::new();
+        for StreamBatch { sink, msgs, sent } in out.into_values() {
+            match sink.try_send(msgs) {
+                Ok(()) => {}
+                Err(SendError::Full) => {
+                    // Catch-up resends from where each watcher was.
+                    for (key, next_rev) in sent {
+                        if let Some(w) = inner.watchers.get_mut(&key) {
+                            w.next_rev = next_rev;
+                            w.synced = false;
+                        }
+                    }
+                }
+                Err(SendError::Closed) => closed.extend(sent.into_iter().map(|(k, _)| k)),
+            }
         }
         drop(inner);
         for k in closed {
@@ -273,22 +481,22 @@ impl WatchHub {
                         compact_revision,
                     };
                     // The stream learns of the cancel, or is gone anyway.
-                    if w.sink.try_send(msg).is_ok() {
+                    if w.sink.try_send(vec![msg]).is_ok() {
                         drop(inner);
                         self.cancel(key);
                     }
                 }
                 Err(e) => tracing::error!(error = %e, "watch catch-up read failed"),
                 Ok((batch, next)) => {
-                    let sent = match w.select(&batch) {
+                    let sent = match w.select(&batch, &mut WireCache::new(&batch)) {
                         None => true,
-                        Some(msg) => match w.sink.try_send(msg) {
+                        Some(msg) => match w.sink.try_send(vec![msg]) {
                             Ok(()) => {
                                 w.last_sent = Instant::now();
                                 true
                             }
-                            Err(mpsc::error::TrySendError::Full(_)) => false,
-                            Err(mpsc::error::TrySendError::Closed(_)) => {
+                            Err(SendError::Full) => false,
+                            Err(SendError::Closed) => {
                                 drop(inner);
                                 self.cancel(key);
                                 continue;
@@ -317,7 +525,7 @@ impl WatchHub {
                     events: Vec::new(),
                     compact_revision: 0,
                 };
-                if w.sink.try_send(msg).is_ok() {
+                if w.sink.try_send(vec![msg]).is_ok() {
                     w.last_sent = Instant::now();
                 }
             }
@@ -410,14 +618,22 @@ mod tests {
         }
     }
 
-    async fn recv_revs(rx: &mut mpsc::Receiver<WatchMsg>, want: usize) -> Vec<i64> {
+    async fn recv_revs(rx: &mut WatchInbox, want: usize) -> Vec<i64> {
         let mut revs = Vec::new();
         while revs.len() < want {
-            let m = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            let batch = tokio::time::timeout(Duration::from_secs(5), rx.recv())
                 .await
                 .expect("event in time")
                 .unwrap();
-            revs.extend(m.events.iter().map(|e| e.kv.as_ref().unwrap().mod_revision));
+            for m in batch {
+                revs.extend(m.events.iter().map(|e| {
+                    e.decode()
+                        .expect("the hub's own encoding")
+                        .kv
+                        .unwrap()
+                        .mod_revision
+                }));
+            }
         }
         revs
     }
@@ -425,20 +641,20 @@ mod tests {
     #[tokio::test]
     async fn future_start_revision_is_kept() {
         let mut f = Fixture::new();
-        let (tx, mut rx) = mpsc::channel(16);
+        let (tx, mut rx) = inbox(16);
         f.hub.watch(spec("k", 4), 1, tx).unwrap();
         for v in ["a", "b", "c", "d"] {
             f.put("k", v); // revisions 2..=5
         }
         assert_eq!(recv_revs(&mut rx, 2).await, vec![4, 5]);
-        assert!(rx.try_recv().is_err());
+        assert!(rx.try_recv().is_none());
     }
 
     #[tokio::test]
     async fn slow_watcher_catches_up_without_gaps_or_duplicates() {
         let mut f = Fixture::new();
         // Room for one message: the watcher falls behind at once.
-        let (tx, mut rx) = mpsc::channel(1);
+        let (tx, mut rx) = inbox(1);
         f.hub.watch(spec("k", 0), 7, tx).unwrap();
         for i in 0..200 {
             f.put("k", &i.to_string()); // never blocks, whatever the watcher does
@@ -457,15 +673,61 @@ mod tests {
             revision: 4,
             physical: false,
         }));
-        let (tx, _rx) = mpsc::channel(4);
+        let (tx, _rx) = inbox(4);
         assert_eq!(
             f.hub.watch(spec("k", 2), 1, tx).unwrap_err(),
             StoreError::Compacted {
                 compact_revision: 4
             }
         );
-        let (tx, mut rx) = mpsc::channel(4);
+        let (tx, mut rx) = inbox(4);
         f.hub.watch(spec("k", 4), 2, tx).unwrap();
         assert_eq!(recv_revs(&mut rx, 3).await, vec![4, 5, 6]);
+    }
+
+    /// Watchers of one stream get one batch per publish, each with the
+    /// events it asked for: one encoding shared, `prev_kv` only where
+    /// wanted, a filtered-out event absent. A batch that would pass the
+    /// inbox's bound is not queued; every watcher in it catches up.
+    #[tokio::test]
+    async fn a_streams_watchers_share_one_batch_per_publish() {
+        let mut f = Fixture::new();
+        f.put("k", "old"); // revision 2
+        let (tx, mut rx) = inbox(3);
+        let with_prev = WatchSpec {
+            prev_kv: true,
+            ..spec("k", 0)
+        };
+        let no_put = WatchSpec {
+            no_put: true,
+            ..spec("k", 0)
+        };
+        f.hub.watch(spec("k", 0), 1, tx.clone()).unwrap();
+        f.hub.watch(with_prev, 2, tx.clone()).unwrap();
+        f.hub.watch(no_put, 3, tx.clone()).unwrap();
+        f.put("k", "new"); // revision 3
+        let mut batch = rx.try_recv().expect("one batch");
+        assert!(rx.try_recv().is_none(), "one batch per publish");
+        batch.sort_by_key(|m| m.watch_id);
+        let ids: Vec<i64> = batch.iter().map(|m| m.watch_id).collect();
+        assert_eq!(ids, vec![1, 2], "the put is filtered out for watcher 3");
+        let plain = batch[0].events[0].decode().unwrap();
+        let prev = batch[1].events[0].decode().unwrap();
+        assert_eq!(plain.kv.as_ref().unwrap().value, b"new");
+        assert_eq!(plain.prev_kv, None);
+        assert_eq!(prev.prev_kv.unwrap().value, b"old");
+        // Four messages would not fit in an inbox of three: two puts with
+        // nothing read leave the second batch out, and catch-up brings it.
+        f.put("k", "a"); // revision 4: two messages queued
+        f.put("k", "b"); // revision 5: two more would make four
+        assert_eq!(rx.try_recv().map(|b| b.len()), Some(2));
+        assert!(rx.try_recv().is_none());
+        f.hub.catch_up_round();
+        let mut caught: Vec<(i64, i64)> = std::iter::from_fn(|| rx.try_recv())
+            .flatten()
+            .map(|m| (m.watch_id, m.revision))
+            .collect();
+        caught.sort();
+        assert_eq!(caught, vec![(1, 5), (2, 5)]);
     }
 }

@@ -97,7 +97,7 @@ impl Agent for AgentService {
         bind_node(&req, &req.get_ref().node)?;
         let node_name = req.into_inner().node;
         validate::node(&node_name).map_err(status)?;
-        let (events_tx, mut events) = mpsc::channel(EVENTS_QUEUED_MAX);
+        let (events_tx, mut events) = secretd_store::watch::inbox(EVENTS_QUEUED_MAX);
         let spec = WatchSpec {
             key: RESERVED.to_vec(),
             range_end: vec![0],
@@ -138,7 +138,7 @@ impl Agent for AgentService {
                     ev = events.recv() => if ev.is_none() { break },
                     _ = tx.closed() => break,
                 }
-                while events.try_recv().is_ok() {}
+                while events.try_recv().is_some() {}
                 tracing::debug!(node = %node_name, "agent state: woken by a change");
             }
             tracing::info!(node = %node_name, "agent disconnected");

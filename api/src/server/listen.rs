@@ -15,7 +15,7 @@ use crate::lease::LeaseService;
 use crate::maintenance::MaintenanceService;
 use crate::pb::etcdserverpb::{
     auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
-    lease_server::LeaseServer, maintenance_server::MaintenanceServer, watch_server::WatchServer,
+    lease_server::LeaseServer, maintenance_server::MaintenanceServer,
 };
 use crate::pb::raftpb::raft_server::RaftServer;
 use crate::pb::secretstore::{
@@ -186,11 +186,10 @@ pub(super) fn serve_clients(
                 .max_decoding_message_size(max_recv)
                 .max_encoding_message_size(usize::MAX),
         )
-        .add_service(
-            WatchServer::new(WatchService { node: node.clone() })
-                .max_decoding_message_size(max_recv)
-                .max_encoding_message_size(usize::MAX),
-        )
+        .add_service(crate::watch_grpc::WatchGrpc::new(
+            WatchService { node: node.clone() },
+            max_recv,
+        ))
         .add_service(ClusterServer::new(ClusterService {
             node: node.clone(),
             keys: objects.store.keys().clone(),

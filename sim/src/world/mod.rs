@@ -98,10 +98,7 @@ struct Up {
     /// The (term, leading) last written to the trace.
     noted_role: (u64, bool),
     /// This incarnation's watcher: its log's index and its stream.
-    watcher: Option<(
-        usize,
-        tokio::sync::mpsc::Receiver<secretd_store::watch::WatchMsg>,
-    )>,
+    watcher: Option<(usize, secretd_store::watch::WatchInbox)>,
 }
 
 struct Member {
