@@ -25,6 +25,11 @@ const GENERATIONS_MAX: usize = 16;
 pub struct Keyring {
     keks: BTreeMap<KekId, Key>,
     cipher: Cipher,
+    /// Per generation, the verifier its key last matched (`verify`): a
+    /// member checks its keys against the cluster's records before every
+    /// seal, and the check (an AEAD open) cost as much as the seal itself.
+    /// An entry goes whenever its generation's key changes or goes.
+    verified: std::sync::Mutex<BTreeMap<KekId, Vec<u8>>>,
 }
 
 impl std::fmt::Debug for Keyring {
@@ -43,7 +48,11 @@ impl Keyring {
     pub fn generate(cipher: Cipher) -> Keyring {
         let mut keks = BTreeMap::new();
         keks.insert(1, Key::generate());
-        Keyring { keks, cipher }
+        Keyring {
+            keks,
+            cipher,
+            verified: Default::default(),
+        }
     }
 
     pub fn cipher(&self) -> Cipher {
@@ -79,6 +88,7 @@ impl Keyring {
             .checked_add(1)
             .ok_or_else(|| CryptoError::Keyring("KEK generations exhausted".into()))?;
         self.keks.insert(id, Key::generate());
+        self.forget_verified(id);
         Ok(id)
     }
 
@@ -89,10 +99,36 @@ impl Keyring {
                 "generation {id} is the newest; add a generation before retiring it"
             )));
         }
+        self.forget_verified(id);
         self.keks
             .remove(&id)
             .map(drop)
             .ok_or(CryptoError::UnknownKey(id))
+    }
+
+    fn forget_verified(&mut self, id: KekId) {
+        self.verified
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+    }
+
+    /// Whether this keyring holds generation `id` and its key is the one
+    /// `verifier` (from the cluster's KEK record) was made with. Remembers
+    /// a match, so a repeated check of an unchanged record is a compare.
+    pub fn verify(&self, id: KekId, verifier: &[u8]) -> bool {
+        let Some(key) = self.keks.get(&id) else {
+            return false;
+        };
+        let mut known = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if known.get(&id).is_some_and(|v| v.as_slice() == verifier) {
+            return true;
+        }
+        let ok = crate::verify_kek(id, key, verifier).is_ok();
+        if ok {
+            known.insert(id, verifier.to_vec());
+        }
+        ok
     }
 
     pub fn seal(&self, ctx: &Context<'_>, plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
@@ -117,7 +153,11 @@ impl Keyring {
     pub fn with_generation(id: KekId, key: Key, cipher: Cipher) -> Keyring {
         let mut keks = BTreeMap::new();
         keks.insert(id, key);
-        Keyring { keks, cipher }
+        Keyring {
+            keks,
+            cipher,
+            verified: Default::default(),
+        }
     }
 
     /// Adds (or replaces) a generation received from elsewhere. Replacing
@@ -130,6 +170,7 @@ impl Keyring {
             )));
         }
         self.keks.insert(id, key);
+        self.forget_verified(id);
         Ok(())
     }
 
@@ -225,6 +266,7 @@ impl Keyring {
         Ok(Keyring {
             keks,
             cipher: Cipher::from_id(cid)?,
+            verified: Default::default(),
         })
     }
 }
@@ -238,6 +280,28 @@ mod tests {
         object_id: "abc",
         version: 1,
     };
+
+    /// `verify` remembers a match, and forgets it when the generation's
+    /// key is replaced or retired: a replaced key never passes on the old
+    /// key's record.
+    #[test]
+    fn verify_follows_the_generations_key() {
+        let mut ring = Keyring::generate(Cipher::XChaCha20Poly1305);
+        let v1 = crate::kek_verifier(1, ring.key(1).unwrap()).unwrap();
+        assert!(ring.verify(1, &v1));
+        assert!(ring.verify(1, &v1), "remembered");
+        assert!(!ring.verify(1, b"not a verifier"));
+        assert!(!ring.verify(2, &v1), "a generation it does not hold");
+        ring.insert(1, Key::generate()).unwrap();
+        assert!(!ring.verify(1, &v1), "replaced key, old record");
+        let v1b = crate::kek_verifier(1, ring.key(1).unwrap()).unwrap();
+        assert!(ring.verify(1, &v1b));
+        let g2 = ring.add_generation().unwrap();
+        let v2 = crate::kek_verifier(g2, ring.key(g2).unwrap()).unwrap();
+        assert!(ring.verify(g2, &v2));
+        ring.retire(1).unwrap();
+        assert!(!ring.verify(1, &v1b), "retired");
+    }
 
     #[test]
     fn both_ciphers_round_trip_and_bind_their_context() {

@@ -267,8 +267,7 @@ impl Keys {
         let st = self.state.read();
         st.ring
             .as_ref()
-            .and_then(|r| r.key(rec.generation))
-            .is_some_and(|k| secretd_crypto::verify_kek(rec.generation, k, &rec.verifier).is_ok())
+            .is_some_and(|r| r.verify(rec.generation, &rec.verifier))
     }
 
     fn holds(&self, generation: u32) -> bool {
