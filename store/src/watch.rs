@@ -158,9 +158,9 @@ pub struct WatchInbox {
     queued: Arc<AtomicUsize>,
 }
 
-/// A new inbox that holds at most `messages_max` undelivered messages;
-/// past that, the hub's sends fail and the watchers concerned catch up
-/// from storage instead.
+/// A new inbox that holds at most `messages_max` undelivered messages (or
+/// one batch, if that is larger); past that, the hub's sends fail and the
+/// watchers concerned catch up from storage instead.
 pub fn inbox(messages_max: usize) -> (WatchSink, WatchInbox) {
     static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let (tx, rx) = mpsc::unbounded_channel();
@@ -186,8 +186,12 @@ impl WatchSink {
     fn try_send(&self, batch: Vec<WatchMsg>) -> Result<(), SendError> {
         let n = batch.len();
         // Only the hub sends (under its lock), so the count cannot grow
-        // between this check and the add.
-        if self.queued.load(Ordering::Acquire) + n > self.messages_max {
+        // between this check and the add. An empty inbox takes any batch
+        // (at most one message per watcher of the stream, itself bounded),
+        // so a stream with more matching watchers than the bound still
+        // gets its events at publish time.
+        let queued = self.queued.load(Ordering::Acquire);
+        if queued > 0 && queued + n > self.messages_max {
             return Err(SendError::Full);
         }
         self.queued.fetch_add(n, Ordering::AcqRel);
@@ -729,5 +733,11 @@ mod tests {
             .collect();
         caught.sort();
         assert_eq!(caught, vec![(1, 5), (2, 5)]);
+        // An empty inbox takes a batch larger than its bound.
+        let (tx, mut rx) = inbox(1);
+        f.hub.watch(spec("k", 0), 4, tx.clone()).unwrap();
+        f.hub.watch(spec("k", 0), 5, tx).unwrap();
+        f.put("k", "c"); // revision 6
+        assert_eq!(rx.try_recv().map(|b| b.len()), Some(2));
     }
 }
