@@ -116,11 +116,7 @@ impl WatchStream {
     }
 
     async fn send(&self, resp: WatchResponse) -> bool {
-        self.send_out(WatchOut::new(resp)).await
-    }
-
-    async fn send_out(&self, out: WatchOut) -> bool {
-        self.out.send(vec![out]).await.is_ok()
+        self.out.send(vec![WatchOut::new(resp)]).await.is_ok()
     }
 
     fn response(&self, revision: i64, watch_id: i64) -> WatchResponse {

@@ -22,15 +22,13 @@ use bytes::{Buf, BufMut};
 use futures::Stream;
 use prost::encoding::{DecodeContext, WireType};
 use prost::Message;
-use secretd_store::watch::WireEvent;
+use secretd_store::watch::{WireEvent, WATCH_RESPONSE_EVENTS_FIELD};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::Who;
 use crate::pb::etcdserverpb::{WatchRequest, WatchResponse};
 use crate::watch::WatchService;
 
-/// `events` in etcd's `WatchResponse`.
-const EVENTS_FIELD: u32 = 11;
 /// A response's fields other than events fit here in practice (a header
 /// and a few scalars; a cancel reason is short); longer ones are encoded
 /// straight into the output.
@@ -93,7 +91,7 @@ impl Message for WatchOut {
         buf: &mut impl Buf,
         ctx: DecodeContext,
     ) -> Result<(), prost::DecodeError> {
-        if tag == EVENTS_FIELD {
+        if tag == WATCH_RESPONSE_EVENTS_FIELD {
             let mut event = Vec::new();
             prost::encoding::bytes::merge(wire_type, &mut event, buf, ctx)?;
             self.events.push(WireEvent::from_event_bytes(&event));

@@ -39,7 +39,7 @@ const CATCH_UP_EVENTS_MAX: usize = 1000;
 const CATCH_UP_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Field number of `events` in etcd's `WatchResponse`.
-const WATCH_RESPONSE_EVENTS_FIELD: u32 = 11;
+pub const WATCH_RESPONSE_EVENTS_FIELD: u32 = 11;
 
 /// One event as a `WatchResponse` carries it on the wire: the `events`
 /// field's key, the length, and the encoded `mvccpb.Event`. Cloning shares
@@ -49,42 +49,33 @@ pub struct WireEvent(Bytes);
 
 impl WireEvent {
     pub fn encode(ev: &Event) -> WireEvent {
-        let len = ev.encoded_len();
-        let mut buf = BytesMut::with_capacity(len + 16);
+        Self::field(ev.encoded_len(), |buf| ev.encode_raw(buf))
+    }
+
+    /// Wraps an encoded event read off the wire (the body of a
+    /// `WatchResponse`'s field 11).
+    pub fn from_event_bytes(event: &[u8]) -> WireEvent {
+        Self::field(event.len(), |buf| buf.put_slice(event))
+    }
+
+    /// The field's key and length, then the `event_len` bytes `body` writes.
+    fn field(event_len: usize, body: impl FnOnce(&mut BytesMut)) -> WireEvent {
+        let mut buf = BytesMut::with_capacity(event_len + 16);
         prost::encoding::encode_key(
             WATCH_RESPONSE_EVENTS_FIELD,
             prost::encoding::WireType::LengthDelimited,
             &mut buf,
         );
-        prost::encoding::encode_varint(len as u64, &mut buf);
-        ev.encode_raw(&mut buf);
-        debug_assert_eq!(buf.len(), len + Self::head_len(len));
+        prost::encoding::encode_varint(event_len as u64, &mut buf);
+        let head = buf.len();
+        body(&mut buf);
+        debug_assert_eq!(buf.len() - head, event_len, "the length written ahead");
         WireEvent(buf.freeze())
-    }
-
-    /// Bytes of the field's key and length before the event.
-    fn head_len(event_len: usize) -> usize {
-        prost::encoding::key_len(WATCH_RESPONSE_EVENTS_FIELD)
-            + prost::encoding::encoded_len_varint(event_len as u64)
     }
 
     /// The whole field, ready to append to an encoded `WatchResponse`.
     pub fn field_bytes(&self) -> &[u8] {
         &self.0
-    }
-
-    /// Wraps a field read off the wire (key, length and event), as a
-    /// decoder of `WatchResponse`'s field 11 finds it.
-    pub fn from_event_bytes(event: &[u8]) -> WireEvent {
-        let mut buf = BytesMut::with_capacity(event.len() + 16);
-        prost::encoding::encode_key(
-            WATCH_RESPONSE_EVENTS_FIELD,
-            prost::encoding::WireType::LengthDelimited,
-            &mut buf,
-        );
-        prost::encoding::encode_varint(event.len() as u64, &mut buf);
-        buf.put_slice(event);
-        WireEvent(buf.freeze())
     }
 
     /// The event itself, decoded again (the JSON gateway and the
@@ -99,44 +90,37 @@ impl WireEvent {
 }
 
 /// The encodings of one publish's events, made on first use: index
-/// `[flat event][with prev_kv]`.
+/// `[revision][event][with prev_kv]`. Nothing is allocated until a watcher
+/// matches, so a publish nobody watches costs nothing here.
+#[derive(Default)]
 struct WireCache {
-    /// Index of each revision's first event in `wire`.
-    starts: Vec<usize>,
-    wire: Vec<[Option<WireEvent>; 2]>,
+    wire: Vec<Vec<[Option<WireEvent>; 2]>>,
 }
 
 impl WireCache {
-    fn new(batch: &[RevEvents]) -> WireCache {
-        let mut starts = Vec::with_capacity(batch.len());
-        let mut n = 0;
-        for re in batch {
-            starts.push(n);
-            n += re.events.len();
-        }
-        WireCache {
-            starts,
-            wire: vec![[None, None]; n],
-        }
-    }
-
     /// Event `e` of revision `r` of the batch, with or without its
     /// previous value.
     fn get(&mut self, batch: &[RevEvents], r: usize, e: usize, prev_kv: bool) -> WireEvent {
+        if self.wire.is_empty() {
+            self.wire = batch
+                .iter()
+                .map(|re| vec![[None, None]; re.events.len()])
+                .collect();
+        }
         let ev = &batch[r].events[e];
         let with_prev = prev_kv && ev.prev_kv.is_some();
-        let slot = &mut self.wire[self.starts[r] + e][with_prev as usize];
-        slot.get_or_insert_with(|| {
-            if with_prev || ev.prev_kv.is_none() {
-                WireEvent::encode(ev)
-            } else {
-                WireEvent::encode(&Event {
-                    prev_kv: None,
-                    ..ev.clone()
-                })
-            }
-        })
-        .clone()
+        self.wire[r][e][with_prev as usize]
+            .get_or_insert_with(|| {
+                if with_prev || ev.prev_kv.is_none() {
+                    WireEvent::encode(ev)
+                } else {
+                    WireEvent::encode(&Event {
+                        prev_kv: None,
+                        ..ev.clone()
+                    })
+                }
+            })
+            .clone()
     }
 }
 
@@ -219,12 +203,18 @@ impl WatchInbox {
     }
 }
 
-/// One publish's messages for one stream, and each message's watcher with
-/// the `next_rev` to restore if the batch cannot be queued.
+/// One publish's messages for one stream, and for each message its
+/// watcher's state before it, restored if the batch cannot be queued.
 struct StreamBatch {
     sink: WatchSink,
     msgs: Vec<WatchMsg>,
-    sent: Vec<(WatcherKey, i64)>,
+    sent: Vec<Before>,
+}
+
+struct Before {
+    key: WatcherKey,
+    next_rev: i64,
+    last_sent: Instant,
 }
 
 /// What a watcher's stream receives.
@@ -389,7 +379,7 @@ impl WatchHub {
         let mut inner = self.inner.lock();
         make_visible();
         let current = self.mvcc.current_revision();
-        let mut wire = WireCache::new(batch);
+        let mut wire = WireCache::default();
         let now = Instant::now();
         let mut out: HashMap<u64, StreamBatch> = HashMap::new();
         for (key, w) in inner.watchers.iter_mut().filter(|(_, w)| w.synced) {
@@ -400,7 +390,11 @@ impl WatchHub {
                     sent: Vec::new(),
                 });
                 b.msgs.push(msg);
-                b.sent.push((*key, w.next_rev));
+                b.sent.push(Before {
+                    key: *key,
+                    next_rev: w.next_rev,
+                    last_sent: w.last_sent,
+                });
                 w.last_sent = now;
             }
             // A watcher that starts in the future keeps its start.
@@ -412,14 +406,15 @@ impl WatchHub {
                 Ok(()) => {}
                 Err(SendError::Full) => {
                     // Catch-up resends from where each watcher was.
-                    for (key, next_rev) in sent {
-                        if let Some(w) = inner.watchers.get_mut(&key) {
-                            w.next_rev = next_rev;
+                    for b in sent {
+                        if let Some(w) = inner.watchers.get_mut(&b.key) {
+                            w.next_rev = b.next_rev;
+                            w.last_sent = b.last_sent;
                             w.synced = false;
                         }
                     }
                 }
-                Err(SendError::Closed) => closed.extend(sent.into_iter().map(|(k, _)| k)),
+                Err(SendError::Closed) => closed.extend(sent.into_iter().map(|b| b.key)),
             }
         }
         drop(inner);
@@ -492,7 +487,7 @@ impl WatchHub {
                 }
                 Err(e) => tracing::error!(error = %e, "watch catch-up read failed"),
                 Ok((batch, next)) => {
-                    let sent = match w.select(&batch, &mut WireCache::new(&batch)) {
+                    let sent = match w.select(&batch, &mut WireCache::default()) {
                         None => true,
                         Some(msg) => match w.sink.try_send(vec![msg]) {
                             Ok(()) => {
