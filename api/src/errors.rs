@@ -13,6 +13,7 @@ pub fn status(e: StoreError) -> Status {
         | StoreError::ValueProvided
         | StoreError::LeaseProvided
         | StoreError::TooManyOps
+        | StoreError::TxnTooDeep
         | StoreError::DuplicateKey
         | StoreError::RequestTooLarge
         | StoreError::InvalidArgument(_) => Code::InvalidArgument,

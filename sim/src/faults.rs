@@ -29,6 +29,11 @@ pub enum Fault {
     /// The member is removed from the cluster; at the end it joins again
     /// as a new member with an empty disk.
     Membership { member: usize },
+    /// The member (`None`: whichever leads when the fault starts) is
+    /// removed for good: the operator shrinks the cluster. What survives
+    /// must keep every acknowledged write and elect a leader among what is
+    /// left.
+    Shrink { member: Option<usize> },
     /// `member` rotates the cluster's KEK (the secrets workload goes on).
     RotateKek { member: usize },
     /// `member` switches autolock on and `victim` restarts (so it comes
@@ -64,6 +69,8 @@ impl std::fmt::Display for Planned {
             } => write!(f, "crash m{member} (keeps {keep_permille}‰ of unsynced)"),
             Fault::ClockJump { member, by_ms } => write!(f, "clock m{member} {by_ms:+} ms"),
             Fault::Membership { member } => write!(f, "remove m{member}, then add it back"),
+            Fault::Shrink { member: Some(m) } => write!(f, "remove m{m} for good"),
+            Fault::Shrink { member: None } => write!(f, "remove the leader for good"),
             Fault::RotateKek { member } => write!(f, "rotate the KEK through m{member}"),
             Fault::Autolock { member, victim } => write!(
                 f,
@@ -74,8 +81,38 @@ impl std::fmt::Display for Planned {
 }
 
 /// Faults one every 400 to 2,000 ms, each lasting 200 to 2,500 ms, all
-/// over before `until_ms` (the run then heals and converges).
-pub fn plan(rng: &mut StdRng, nodes: usize, until_ms: u64) -> Vec<Planned> {
+/// over before `until_ms` (the run then heals and converges). Then, from a
+/// stream of their own (so the plans drawn before they existed are kept),
+/// the cluster is shrunk for good in one run of six: once, or as far as
+/// one member in one run of thirty.
+pub fn plan(
+    rng: &mut StdRng,
+    shrink_rng: &mut StdRng,
+    nodes: usize,
+    until_ms: u64,
+) -> Vec<Planned> {
+    let mut out = random_faults(rng, nodes, until_ms);
+    let shrinks = match shrink_rng.gen_range(0..30) {
+        0 => nodes - 1,
+        1..=4 => 1,
+        _ => 0,
+    };
+    let mut members: Vec<usize> = (0..nodes).collect();
+    members.shuffle(shrink_rng);
+    for member in members.into_iter().take(shrinks) {
+        let at_ms = shrink_rng.gen_range(1_000..until_ms.max(1_001));
+        // Half of them the leader: its own removal is the harder case.
+        let member = (!shrink_rng.gen_bool(0.5)).then_some(member);
+        out.push(Planned {
+            at_ms,
+            until_ms: (at_ms + 2_000).min(until_ms.max(at_ms)),
+            fault: Fault::Shrink { member },
+        });
+    }
+    out
+}
+
+fn random_faults(rng: &mut StdRng, nodes: usize, until_ms: u64) -> Vec<Planned> {
     let mut out = Vec::new();
     let mut at_ms = 1_000 + rng.gen_range(0..1_000);
     while at_ms < until_ms {

@@ -13,8 +13,9 @@ use secretd_store::node::{AppliedEntry, RaftView, Stepper};
 pub struct Invariants {
     /// The leader of each term, as first seen.
     leaders: BTreeMap<u64, u64>,
-    /// Every entry some member applied: (term, data hash) by index.
-    applied: BTreeMap<u64, (u64, u32, u64)>,
+    /// Every entry some member applied: (term, data hash, by whom, what
+    /// it came to) by index.
+    applied: BTreeMap<u64, (u64, u32, u64, u64)>,
     pub violations: Vec<String>,
 }
 
@@ -45,13 +46,23 @@ impl Invariants {
         for e in entries {
             match self.applied.get(&e.index) {
                 None => {
-                    self.applied.insert(e.index, (e.term, e.data_hash, id));
+                    self.applied
+                        .insert(e.index, (e.term, e.data_hash, id, e.result_hash));
                 }
-                Some(&(term, hash, by)) if (term, hash) != (e.term, e.data_hash) => {
+                Some(&(term, hash, by, _)) if (term, hash) != (e.term, e.data_hash) => {
                     self.violate(format!(
                         "{now_ms} ms: state machine safety: m{id:x} applied entry {} of term {} \
                          (data {:08x}), m{by:x} applied term {term} (data {hash:08x})",
                         e.index, e.term, e.data_hash
+                    ));
+                }
+                // The apply invariant: the same entry comes to the same
+                // result on every member (a refusal included).
+                Some(&(_, _, by, result)) if result != e.result_hash => {
+                    self.violate(format!(
+                        "{now_ms} ms: apply divergence: entry {} came to {:x} on m{id:x} and \
+                         {result:x} on m{by:x} (revision << 1 | refused)",
+                        e.index, e.result_hash
                     ));
                 }
                 Some(_) => {}
@@ -81,8 +92,8 @@ impl Invariants {
         let missing = self
             .applied
             .range(view.first_index..)
-            .find(|(i, (term, _, _))| stepper.log_term(**i) != Some(*term))
-            .map(|(i, (term, _, by))| (*i, *term, *by));
+            .find(|(i, (term, _, _, _))| stepper.log_term(**i) != Some(*term))
+            .map(|(i, (term, _, by, _))| (*i, *term, *by));
         if let Some((index, term, by)) = missing {
             self.violate(format!(
                 "{now_ms} ms: leader completeness: m{:x} leads term {} without entry {index} \
@@ -92,6 +103,11 @@ impl Invariants {
                 stepper.log_term(index)
             ));
         }
+    }
+
+    /// The term of the entry applied at `index`, if any member applied it.
+    pub fn applied_term(&self, index: u64) -> Option<u64> {
+        self.applied.get(&index).map(|a| a.0)
     }
 
     /// Log matching between two members.

@@ -42,6 +42,13 @@ pub enum StoreError {
     NoSpace,
     #[error("etcdserver: too many operations in txn request")]
     TooManyOps,
+    /// Past `node::entry::TXN_NESTING_MAX` (etcd has no such limit; prost's
+    /// decoder does).
+    #[error(
+        "etcdserver: txn request nested too deeply (at most {} levels)",
+        crate::node::entry::TXN_NESTING_MAX
+    )]
+    TxnTooDeep,
     #[error("etcdserver: duplicate key given in txn request")]
     DuplicateKey,
     #[error("etcdserver: request is too large")]

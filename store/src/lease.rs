@@ -7,9 +7,13 @@
 //! proposing revokes. On becoming leader a member first extends every lease
 //! to a full TTL from now, so a leader change never expires a lease early.
 //!
-//! Lease records (id → granted TTL) live in the meta column family under
-//! `lease/`, so they are part of snapshots; which keys a lease holds is
-//! rebuilt from the keyspace at start.
+//! Lease records (id → granted TTL, and the raft index of the lease's last
+//! renewal) live in the meta column family under `lease/`, so they are
+//! part of snapshots; which keys a lease holds is rebuilt from the keyspace
+//! at start. The leader's revoke of an expired lease names the index it
+//! decided at, and is skipped where the lease was renewed after it
+//! (`Lessor::renewed_after`): renewals are entries proposed by any member,
+//! so one can be committed between the leader's decision and its revoke.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -29,11 +33,34 @@ pub fn id_from_meta_key(k: &[u8]) -> Option<i64> {
     Some(u64::from_be_bytes(rest.try_into().ok()?) as i64)
 }
 
+/// A lease record as stored: the granted TTL, then the index of the last
+/// renewal (0: never renewed). Records written before the renewal index
+/// existed hold the TTL alone.
+pub fn encode_record(ttl_secs: i64, renewed_index: u64) -> [u8; 16] {
+    let mut v = [0u8; 16];
+    v[..8].copy_from_slice(&(ttl_secs as u64).to_be_bytes());
+    v[8..].copy_from_slice(&renewed_index.to_be_bytes());
+    v
+}
+
+/// (TTL, last renewal index) of a stored record, or why it is damaged.
+pub fn decode_record(v: &[u8]) -> Result<(i64, u64), String> {
+    let word = |b: &[u8]| u64::from_be_bytes(b.try_into().expect("8 bytes"));
+    match v.len() {
+        8 => Ok((word(v) as i64, 0)),
+        16 => Ok((word(&v[..8]) as i64, word(&v[8..]))),
+        n => Err(format!("lease record of {n} bytes (8 or 16 expected)")),
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Lease {
     pub ttl_secs: i64,
     pub expiry: Instant,
     pub keys: BTreeSet<Vec<u8>>,
+    /// The raft index of the last renewal applied (0: none): replicated,
+    /// so every member decides `renewed_after` alike.
+    pub renewed_index: u64,
 }
 
 #[derive(Default)]
@@ -67,21 +94,43 @@ impl Lessor {
     }
 
     pub fn grant(&mut self, id: i64, ttl_secs: i64, now: Instant) {
+        self.restore(id, ttl_secs, 0, now);
+    }
+
+    /// A lease read back from its record at start.
+    pub fn restore(&mut self, id: i64, ttl_secs: i64, renewed_index: u64, now: Instant) {
         self.leases.insert(
             id,
             Lease {
                 ttl_secs,
                 expiry: now + secs(ttl_secs),
                 keys: BTreeSet::new(),
+                renewed_index,
             },
         );
     }
 
-    /// Renews; returns the TTL, or None if the lease does not exist.
-    pub fn renew(&mut self, id: i64, now: Instant) -> Option<i64> {
+    /// Renews by the entry at raft index `index`; returns the TTL, or None
+    /// if the lease does not exist.
+    pub fn renew(&mut self, id: i64, now: Instant, index: u64) -> Option<i64> {
         let l = self.leases.get_mut(&id)?;
         l.expiry = now + secs(l.ttl_secs);
+        l.renewed_index = l.renewed_index.max(index);
         Some(l.ttl_secs)
+    }
+
+    /// Whether the lease was renewed by an entry after raft index `index`
+    /// (the leader decided it expired there): then its revoke is skipped,
+    /// and the leader may decide again later.
+    pub fn renewed_after(&mut self, id: i64, index: u64) -> bool {
+        let renewed = self
+            .leases
+            .get(&id)
+            .is_some_and(|l| l.renewed_index > index);
+        if renewed {
+            self.revoking.remove(&id);
+        }
+        renewed
     }
 
     /// Removes the lease; returns the keys it held.
@@ -177,12 +226,22 @@ mod tests {
         // A new leader extends it: a full TTL from its promotion.
         l.promote(t0 + Duration::from_secs(12));
         assert!(l.take_expired(t0 + Duration::from_secs(21), 10).is_empty());
-        assert_eq!(l.renew(7, t0 + Duration::from_secs(21)), Some(10));
+        assert_eq!(l.renew(7, t0 + Duration::from_secs(21), 40), Some(10));
+        // Decided at 39: the renewal at 40 keeps it; decided at 40: it goes.
+        assert!(l.renewed_after(7, 39));
+        assert!(!l.renewed_after(7, 40));
         assert_eq!(
             l.revoke(7).unwrap().into_iter().collect::<Vec<_>>(),
             vec![b"k".to_vec()]
         );
-        assert_eq!(l.renew(7, t0), None);
+        assert_eq!(l.renew(7, t0, 41), None);
         assert_eq!(id_from_meta_key(&meta_key(-5)), Some(-5));
+    }
+
+    #[test]
+    fn records_old_and_new() {
+        assert_eq!(decode_record(&encode_record(60, 9)), Ok((60, 9)));
+        assert_eq!(decode_record(&60u64.to_be_bytes()), Ok((60, 0)));
+        assert!(decode_record(&[1, 2, 3]).unwrap_err().contains("3 bytes"));
     }
 }

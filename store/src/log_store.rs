@@ -174,6 +174,10 @@ pub struct LogStore {
     state: Option<Arc<dyn StateSource>>,
     /// The newest snapshot file written or received: (index, term).
     latest_file: RefCell<Option<(u64, u64)>>,
+    /// The last entry known to be on disk: written with a sync, or found
+    /// there at open (the simulation's check that what a member
+    /// acknowledged is on a quorum's synced log reads it).
+    synced_last: u64,
 }
 
 /// The old layout's state: (hard state, conf state, snapshot index and
@@ -208,12 +212,14 @@ impl LogStore {
             snap_dir: PathBuf::new(),
             state: None,
             latest_file: RefCell::new(None),
+            synced_last: 0,
         };
         if fresh {
             store.migrate()?;
         }
         store.reconcile()?;
         store.warm_cache()?;
+        store.synced_last = store.last();
         Ok(store)
     }
 
@@ -362,6 +368,7 @@ impl LogStore {
     /// Stages a reset of the log to continue after `index`.
     fn reset_to(&mut self, index: u64, term: u64) -> Result<()> {
         self.log.append_reset(index, term)?;
+        self.synced_last = self.synced_last.min(index);
         self.metas.clear();
         self.cache.clear();
         self.snap_index = index;
@@ -491,6 +498,8 @@ impl LogStore {
             );
         }
         let locs = self.log.append_entries(entries)?;
+        // A replaced tail is no longer what the disk holds once synced.
+        self.synced_last = self.synced_last.min(first.index - 1);
         self.metas
             .truncate((first.index - self.snap_index - 1) as usize);
         for (e, loc) in entries.iter().zip(locs) {
@@ -502,7 +511,16 @@ impl LogStore {
 
     /// Writes what was staged; with `sync`, makes it durable.
     pub fn persist(&mut self, sync: bool) -> Result<()> {
-        self.log.write(sync)
+        self.log.write(sync)?;
+        if sync {
+            self.synced_last = self.last();
+        }
+        Ok(())
+    }
+
+    /// The last entry on disk for certain (see `synced_last`).
+    pub fn synced_last_index(&self) -> u64 {
+        self.synced_last
     }
 
     /// Stages a hard state (staging may roll to a new segment, which can

@@ -344,3 +344,75 @@ async fn every_meta_record_is_classified() {
         }
     }
 }
+
+/// D16: a txn nested 50 deep once passed admission, and apply could not
+/// decode its entry (prost stops at 100 nested messages, and the entry
+/// wraps the request), so every member stopped with "corrupt log entry",
+/// again at every restart. Admission refuses it now, and the cluster goes
+/// on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deeply_nested_txn_is_refused_and_the_cluster_goes_on() {
+    let c = MemCluster::start(3, 5);
+    let leader = c.leader(&[0, 1, 2], Duration::from_secs(10)).await;
+    let deep = crate::node::entry::tests::nested_txn(50);
+    for i in 0..3 {
+        let got = c.nodes[i].txn(deep.clone(), None).await;
+        assert_eq!(got.unwrap_err(), StoreError::TxnTooDeep, "member {i}");
+    }
+    let deepest = crate::node::entry::tests::nested_txn(crate::node::entry::TXN_NESTING_MAX);
+    c.nodes[leader]
+        .txn(deepest, None)
+        .await
+        .expect("the deepest admitted txn");
+    c.put(0, "k/000", "v0").await;
+    for i in 0..3 {
+        assert_eq!(c.read_all_retrying(i).await, expected(1), "member {i}");
+        assert!(c.nodes[i].status().fatal.is_none(), "member {i} stopped");
+    }
+}
+
+/// An entry that passed its checksum but cannot be applied (from an older
+/// member, or one admission should have refused) is never a reason to
+/// stop: every member skips it alike, its proposer hears why, and later
+/// writes apply everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_apply_cannot_decode_is_refused_on_every_member() {
+    use crate::pb::internal::{internal_request::Request, InternalRequest};
+    use prost::Message as _;
+    let c = MemCluster::start(3, 9);
+    let leader = c.leader(&[0, 1, 2], Duration::from_secs(10)).await;
+    let node = &c.nodes[leader];
+    let too_deep = InternalRequest {
+        id: node.next_request_id(),
+        proposer: node.id(),
+        request: Some(Request::Txn(crate::node::entry::tests::nested_txn(60))),
+        auth_revision: None,
+    }
+    .encode_to_vec();
+    let no_request = InternalRequest {
+        id: node.next_request_id(),
+        proposer: node.id(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    for (what, data) in [("too deep", too_deep), ("no request", no_request)] {
+        let rx = node.submit_raw(data).expect("proposed");
+        let got = tokio::time::timeout(Duration::from_secs(10), rx)
+            .await
+            .expect("answered")
+            .expect("not dropped");
+        match got {
+            Err(StoreError::InvalidArgument(m)) => {
+                assert!(m.starts_with("request cannot be applied"), "{what}: {m}")
+            }
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+    // Garbage that names nobody: nobody to answer, and nothing stops.
+    drop(node.submit_raw(vec![0xff; 7]).expect("proposed"));
+    c.put((leader + 1) % 3, "k/000", "v0").await;
+    for i in 0..3 {
+        assert_eq!(c.read_all_retrying(i).await, expected(1), "member {i}");
+        assert!(c.nodes[i].status().fatal.is_none(), "member {i} stopped");
+    }
+}

@@ -53,3 +53,12 @@ pub static PROPOSALS_COMMITTED: LazyLock<IntCounter> = LazyLock::new(|| {
     )
     .expect("metric registered once")
 });
+
+pub static APPLY_REFUSED_ENTRIES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "secretd_apply_refused_entries_total",
+        "Committed entries that could not be applied and were skipped alike on every member \
+         (their proposer was told why). Any at all deserves a look."
+    )
+    .expect("metric registered once")
+});

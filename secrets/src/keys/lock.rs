@@ -225,6 +225,7 @@ impl Keys {
         // 1. The keyring file, if this key seals it (the current key, or
         //    one the cluster replaced while this member was down).
         let from_file = self.read_locked_keyring(&key)?;
+        let file_opened = from_file.is_some();
         match from_file {
             Some((ring, epoch)) => {
                 let mut st = self.state.write();
@@ -268,6 +269,18 @@ impl Keys {
                 Err(Error::Unavailable(
                     "the unlock key is right, but no peer could send the keyring yet; try again"
                         .into(),
+                ))
+            }
+            // Its own file is sealed under an earlier key and no member
+            // that could send it the keys is unlocked (or left): only
+            // that earlier key opens it. Docker's advice holds here too:
+            // keep a replaced unlock key until every manager has the new.
+            Err(Error::Locked) if !file_opened => {
+                self.relock();
+                Err(Error::invalid(
+                    "this member's keyring is sealed under an earlier unlock key, and no \
+                     unlocked member can send it the keys: unlock it with the unlock key that \
+                     was current when it stopped",
                 ))
             }
             Err(e) => {

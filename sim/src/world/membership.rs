@@ -4,6 +4,9 @@
 
 use super::*;
 
+/// How long the operator waits before trying a refused removal again.
+const REMOVAL_RETRY_MS: u64 = 250;
+
 impl World {
     /// An up member other than `not`, to propose through.
     fn proposer_slot(&mut self, not: usize) -> Option<usize> {
@@ -106,9 +109,16 @@ impl World {
                     // stops itself once it applies its removal, unless it
                     // never hears of it).
                     self.members[slot].removed = true;
-                    self.stop_member(slot);
+                    self.stop_removed(slot);
                 } else {
-                    self.changing = None;
+                    // Refused (no leader yet, a keyring not synced yet):
+                    // the operator tries again while the fault lasts.
+                    if let Some((fault, _)) = self.changing.take() {
+                        self.at(
+                            self.now_ms + REMOVAL_RETRY_MS,
+                            Ev::RetryRemoval(fault, slot),
+                        );
+                    }
                 }
             }
             Done::Added {
@@ -166,6 +176,8 @@ impl World {
             m.removed = false;
             m.disk = MemDisk::new();
             m.at_crash = None; // a new member: nothing of the old one's to keep
+            m.last_conf_index = 0;
+            m.prev_voters.clear();
             m.outbox.take();
             m.cfg.name = format!("m{slot}-g{}", m.generation);
             m.cfg.data_dir = self._dir.path().join(&m.cfg.name);

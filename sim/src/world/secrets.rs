@@ -21,6 +21,7 @@ const SECRET_NAME: &str = "db_pw";
 const HISTORY_MAX: usize = 10_000;
 /// How often the secrets client acts, and the keyrings sync.
 const SECRET_TURN_MS: u64 = 250;
+const OLD_KEYS_KEPT: usize = 8;
 const KEY_SYNC_MS: u64 = 500;
 
 #[derive(Default)]
@@ -31,6 +32,10 @@ pub(super) struct SecretsState {
     busy: bool,
     written: u64,
     unlock_key: Option<String>,
+    /// Keys replaced since, newest first (at most `OLD_KEYS_KEPT`): as
+    /// Docker advises, the operator keeps them for a member that stopped
+    /// before it followed a change.
+    old_unlock_keys: Vec<String>,
     /// Members stay locked while an autolock fault is active.
     autolock_active: bool,
     /// Members whose keyring sync said they need the unlock key (a member
@@ -77,9 +82,32 @@ pub(super) enum SecretDone {
         slot: usize,
         failures: Vec<String>,
     },
+    /// The final check ran out of time: how many versions it had opened,
+    /// and which one it was waiting on.
+    FinalTimedOut {
+        slot: usize,
+        total: usize,
+        progress: Progress,
+    },
 }
 
+/// Versions opened so far and the one being opened, shared with the
+/// check's future so that a timeout can say where it stood.
+pub(super) type Progress = std::rc::Rc<std::cell::RefCell<(usize, String)>>;
+
 impl SecretsState {
+    /// The operator's key changes; the one it had is kept (not twice).
+    fn replace_unlock_key(&mut self, key: Option<String>) {
+        if key.is_some() && key == self.unlock_key {
+            return;
+        }
+        if let Some(old) = std::mem::replace(&mut self.unlock_key, key) {
+            self.old_unlock_keys.retain(|k| *k != old);
+            self.old_unlock_keys.insert(0, old);
+            self.old_unlock_keys.truncate(OLD_KEYS_KEPT);
+        }
+    }
+
     /// The object store and keyring of a member that just started.
     pub(super) fn objects(
         &self,
@@ -349,10 +377,19 @@ impl World {
             self.learn_unlock_key(slot);
             return;
         };
+        let older = self.secrets.old_unlock_keys.clone();
         self.spawn_on(
             vec![slot],
             async move {
-                let result = objects.keys().unlock(key).await;
+                // The current key first, then the replaced ones: a member
+                // whose file is sealed under one of those opens only so.
+                let mut result = objects.keys().unlock(key).await;
+                for old in older {
+                    if !matches!(result, Err(secretd_secrets::Error::Invalid(_))) {
+                        break;
+                    }
+                    result = objects.keys().unlock(old).await;
+                }
                 if matches!(result, Err(secretd_secrets::Error::Invalid(_))) {
                     return Done::Secret(SecretDone::StaleKey);
                 }
@@ -407,11 +444,16 @@ impl World {
         for slot in self.up_members() {
             let objects = self.objects_of(slot).expect("up");
             let (id, versions) = (id.clone(), versions.clone());
+            // How far it got, for the message if it runs out of time.
+            let progress = std::rc::Rc::new(std::cell::RefCell::new((0usize, String::new())));
+            let seen = progress.clone();
+            let total = versions.len();
             self.spawn_on(
                 vec![slot],
                 async move {
                     let mut failures = Vec::new();
                     for (v, want) in versions {
+                        seen.borrow_mut().1 = format!("version {v}");
                         match objects.open_secret(&id, v, false).await {
                             Ok(got) if got.expose() == want.as_slice() => {}
                             Ok(got) => failures.push(format!(
@@ -421,12 +463,14 @@ impl World {
                             )),
                             Err(e) => failures.push(format!("version {v}: {e}")),
                         }
+                        seen.borrow_mut().0 += 1;
                     }
                     Done::Secret(SecretDone::Final { slot, failures })
                 },
-                Done::Secret(SecretDone::Final {
+                Done::Secret(SecretDone::FinalTimedOut {
                     slot,
-                    failures: vec!["could not open the acknowledged versions in time".into()],
+                    total,
+                    progress,
                 }),
             );
         }
@@ -466,10 +510,10 @@ impl World {
             SecretDone::NeedsKey(slot) => {
                 self.secrets.needs_key.insert(slot);
             }
-            SecretDone::StaleKey => self.secrets.unlock_key = None,
+            SecretDone::StaleKey => self.secrets.replace_unlock_key(None),
             SecretDone::KeyLearned(key) => {
                 if key.is_some() {
-                    self.secrets.unlock_key = key;
+                    self.secrets.replace_unlock_key(key);
                 }
             }
             SecretDone::Keyring { what, result } => {
@@ -479,9 +523,20 @@ impl World {
                 self.trace
                     .note(self.now_ms, format!("autolock on: {}", key.is_some()));
                 if let Some(key) = key {
-                    self.secrets.unlock_key = Some(key);
+                    self.secrets.replace_unlock_key(Some(key));
                     self.restart(victim);
                 }
+            }
+            SecretDone::FinalTimedOut {
+                slot,
+                total,
+                progress,
+            } => {
+                let (opened, at) = progress.borrow().clone();
+                self.invariants.violations.push(format!(
+                    "end: m{slot}: secret {SECRET_NAME}: could not open the acknowledged \
+                     versions in time ({opened} of {total} opened, waiting on {at})"
+                ));
             }
             SecretDone::Final { slot, failures } => {
                 for f in failures {

@@ -39,7 +39,9 @@ pub use txn::{KvOp, WriteResult};
 
 /// The checks etcd makes before a request enters the raft log.
 pub mod txn_checks {
-    pub use super::txn::{has_put, is_read_only, is_serializable, validate_put, validate_txn};
+    pub use super::txn::{
+        has_put, is_read_only, is_serializable, nesting_depth, validate_put, validate_txn,
+    };
 }
 
 use crate::schema::meta::{COMPACT_REV as META_COMPACT_REV, CURRENT_REV as META_CURRENT_REV};
@@ -264,7 +266,9 @@ fn load_index(db: &Db, now: std::time::Instant) -> Result<(Index, i64, Lessor)> 
         let Some(id) = lease::id_from_meta_key(&k) else {
             break;
         };
-        lessor.grant(id, u64_from(&v, "lease TTL")? as i64, now);
+        let (ttl, renewed) = lease::decode_record(&v)
+            .map_err(|e| StoreError::Storage(format!("lease {id:x}: {e}")))?;
+        lessor.restore(id, ttl, renewed, now);
     }
     // The lease of each key's newest put, in revision order.
     let mut key_lease: std::collections::HashMap<Vec<u8>, i64> = std::collections::HashMap::new();

@@ -273,3 +273,38 @@ fn txn_sub_responses_carry_etcds_headers() {
     };
     assert_eq!(rev(inner.responses[0].response.as_ref().unwrap()), Some(3));
 }
+
+/// Seed 7707871: the leader decided lease 2 expired at index 81 (its last
+/// renewal had not committed, the cluster being cut apart) and proposed a
+/// revoke; a renewal proposed before, and acknowledged, landed at 83, then
+/// the revoke at 84 took the lease. A revoke decided before the lease's
+/// last renewal is skipped on every member; one decided after it is not.
+/// The renewal's index survives a reopen (it is in the lease record).
+#[test]
+fn an_expiry_decided_before_a_renewal_is_skipped() {
+    use crate::pb::etcdserverpb::{LeaseGrantRequest, LeaseKeepAliveRequest};
+    use crate::pb::internal::LeaseExpiry;
+    let mut h = Harness::open(tempfile::tempdir().unwrap());
+    h.apply(Request::LeaseGrant(LeaseGrantRequest { ttl: 5, id: 2 }))
+        .unwrap();
+    let mut batch = WriteBatch::default();
+    let renew = LeaseKeepAliveRequest { id: 2 };
+    let (res, _) = h
+        .applier
+        .apply(KvOp::LeaseRenew(&renew, 83), &mut batch, false);
+    res.unwrap();
+    h.applier.stage_revision(&mut batch);
+    h.applier.mvcc.db.write_sync(batch).unwrap();
+    h.applier.publish();
+    let expire = |decided_at| Request::LeaseExpiry(LeaseExpiry { id: 2, decided_at });
+    h.apply(expire(81)).unwrap();
+    assert!(h.applier.mvcc.lessor().contains(2), "renewed after 81");
+    // Reopened, the renewal index comes back from the record.
+    let dir = h.dir;
+    drop(h.applier);
+    let mut h = Harness::open(dir);
+    h.apply(expire(82)).unwrap();
+    assert!(h.applier.mvcc.lessor().contains(2), "renewed after 82");
+    h.apply(expire(83)).unwrap();
+    assert!(!h.applier.mvcc.lessor().contains(2), "not renewed after 83");
+}

@@ -23,7 +23,7 @@ use crate::pb::etcdserverpb::{
     LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
     RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
-use crate::pb::internal::internal_request::Request;
+use crate::pb::internal::{internal_request::Request, LeaseExpiry};
 use crate::pb::mvccpb::{event::EventType, Event, KeyValue};
 use crate::revision::Rev;
 
@@ -59,7 +59,9 @@ pub enum KvOp<'a> {
     Compaction(&'a CompactionRequest),
     LeaseGrant(&'a LeaseGrantRequest),
     LeaseRevoke(&'a LeaseRevokeRequest),
-    LeaseRenew(&'a LeaseKeepAliveRequest),
+    /// A renewal, by the entry at this raft index.
+    LeaseRenew(&'a LeaseKeepAliveRequest, u64),
+    LeaseExpiry(&'a LeaseExpiry),
 }
 
 impl KvOp<'_> {
@@ -72,7 +74,8 @@ impl KvOp<'_> {
             KvOp::DeleteRange(_)
             | KvOp::Compaction(_)
             | KvOp::LeaseRevoke(_)
-            | KvOp::LeaseRenew(_) => false,
+            | KvOp::LeaseRenew(..)
+            | KvOp::LeaseExpiry(_) => false,
         }
     }
 }
@@ -88,8 +91,11 @@ impl<'a> TryFrom<&'a Request> for KvOp<'a> {
             Request::Compaction(c) => KvOp::Compaction(c),
             Request::LeaseGrant(g) => KvOp::LeaseGrant(g),
             Request::LeaseRevoke(r) => KvOp::LeaseRevoke(r),
-            Request::LeaseRenew(r) => KvOp::LeaseRenew(r),
-            Request::MemberAttrs(_)
+            Request::LeaseExpiry(x) => KvOp::LeaseExpiry(x),
+            // A renewal is applied with its entry's index, which the
+            // request alone does not carry.
+            Request::LeaseRenew(_)
+            | Request::MemberAttrs(_)
             | Request::MemberUpdate(_)
             | Request::Alarm(_)
             | Request::Auth(_) => {
@@ -350,8 +356,16 @@ impl Writer<'_> {
             }
             KvOp::Compaction(c) => self.compact(c).map(WriteResult::Compaction),
             KvOp::LeaseGrant(g) => self.lease_grant(g).map(WriteResult::LeaseGrant),
-            KvOp::LeaseRevoke(r) => self.lease_revoke(r).map(WriteResult::LeaseRevoke),
-            KvOp::LeaseRenew(r) => self.lease_renew(r).map(WriteResult::LeaseRenew),
+            KvOp::LeaseRevoke(r) => self.lease_revoke(r.id).map(WriteResult::LeaseRevoke),
+            KvOp::LeaseRenew(r, index) => self.lease_renew(r, index).map(WriteResult::LeaseRenew),
+            KvOp::LeaseExpiry(x) => {
+                if self.applier.mvcc.lessor().renewed_after(x.id, x.decided_at) {
+                    return Ok(WriteResult::LeaseRevoke(LeaseRevokeResponse {
+                        header: None,
+                    }));
+                }
+                self.lease_revoke(x.id).map(WriteResult::LeaseRevoke)
+            }
         }
     }
 
@@ -414,7 +428,7 @@ impl Writer<'_> {
         lessor.grant(g.id, g.ttl, now);
         let meta = self.applier.mvcc.db.cf(CF_META);
         self.batch
-            .put_cf(meta, lease::meta_key(g.id), (g.ttl as u64).to_be_bytes());
+            .put_cf(meta, lease::meta_key(g.id), lease::encode_record(g.ttl, 0));
         Ok(LeaseGrantResponse {
             header: None,
             id: g.id,
@@ -424,12 +438,12 @@ impl Writer<'_> {
     }
 
     /// Deletes the lease's keys, all at one revision, then the lease.
-    fn lease_revoke(&mut self, r: &LeaseRevokeRequest) -> Result<LeaseRevokeResponse> {
+    fn lease_revoke(&mut self, id: i64) -> Result<LeaseRevokeResponse> {
         let keys = self
             .applier
             .mvcc
             .lessor()
-            .revoke(r.id)
+            .revoke(id)
             .ok_or(StoreError::LeaseNotFound)?;
         for key in keys {
             self.delete(&DeleteRangeRequest {
@@ -439,17 +453,29 @@ impl Writer<'_> {
             })?;
         }
         let meta = self.applier.mvcc.db.cf(CF_META);
-        self.batch.delete_cf(meta, lease::meta_key(r.id));
+        self.batch.delete_cf(meta, lease::meta_key(id));
         Ok(LeaseRevokeResponse { header: None })
     }
 
-    fn lease_renew(&mut self, r: &LeaseKeepAliveRequest) -> Result<LeaseKeepAliveResponse> {
+    /// Renews the lease, and records the renewal's index with it (so a
+    /// revoke the leader decided before it is skipped on every member).
+    fn lease_renew(
+        &mut self,
+        r: &LeaseKeepAliveRequest,
+        index: u64,
+    ) -> Result<LeaseKeepAliveResponse> {
         let ttl = self
             .applier
             .mvcc
             .lessor()
-            .renew(r.id, self.applier.mvcc.clock.now())
+            .renew(r.id, self.applier.mvcc.clock.now(), index)
             .ok_or(StoreError::LeaseNotFound)?;
+        let meta = self.applier.mvcc.db.cf(CF_META);
+        self.batch.put_cf(
+            meta,
+            lease::meta_key(r.id),
+            lease::encode_record(ttl, index),
+        );
         Ok(LeaseKeepAliveResponse {
             header: None,
             id: r.id,
@@ -620,6 +646,11 @@ pub fn validate_put(p: &PutRequest) -> Result<()> {
 /// Checks a Txn before it is proposed: op counts per level, keys present,
 /// and no key written twice (etcd's "duplicate key" rule).
 pub fn validate_txn(t: &TxnRequest, max_txn_ops: usize) -> Result<()> {
+    // First, and without recursing past the limit: everything below walks
+    // the request recursively.
+    if nesting_exceeds(t, crate::node::entry::TXN_NESTING_MAX) {
+        return Err(StoreError::TxnTooDeep);
+    }
     let mut puts = Vec::new();
     let mut dels = Vec::new();
     check_txn(t, max_txn_ops, &mut puts, &mut dels)?;
@@ -639,6 +670,26 @@ pub fn validate_txn(t: &TxnRequest, max_txn_ops: usize) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// How deeply txns nest in `t` (a txn with no txn inside is 1).
+pub fn nesting_depth(t: &TxnRequest) -> usize {
+    1 + nested_txns(t).map(nesting_depth).max().unwrap_or(0)
+}
+
+/// Whether `t` nests deeper than `max`, looking no deeper than `max + 1`.
+fn nesting_exceeds(t: &TxnRequest, max: usize) -> bool {
+    max == 0 || nested_txns(t).any(|inner| nesting_exceeds(inner, max - 1))
+}
+
+fn nested_txns(t: &TxnRequest) -> impl Iterator<Item = &TxnRequest> {
+    t.success
+        .iter()
+        .chain(&t.failure)
+        .filter_map(|op| match &op.request {
+            Some(Op::RequestTxn(inner)) => Some(inner),
+            _ => None,
+        })
 }
 
 /// The most ops one execution of `t` can run: the longer branch, with a

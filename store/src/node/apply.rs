@@ -26,31 +26,24 @@ impl Loop {
             {
                 continue;
             }
-            if let Some(trace) = &mut self.applied_trace {
-                trace.push(AppliedEntry {
-                    index: e.index,
-                    term: e.term,
-                    data_hash: crc32fast::hash(&e.data),
-                });
-            }
             assert_eq!(e.index, self.applied + 1, "entries apply in order, once");
+            let (replies_before, refused_before) = (out.replies.len(), self.refused_entries);
             match e.get_entry_type() {
                 EntryType::EntryNormal if e.data.is_empty() => {} // leader's no-op
                 EntryType::EntryNormal => self.apply_request(&e, batch, out)?,
-                EntryType::EntryConfChange => {
-                    let cc = ConfChange::parse_from_bytes(&e.data).map_err(|err| {
-                        StoreError::Storage(format!("corrupt conf change at {}: {err}", e.index))
-                    })?;
-                    self.apply_conf_change(&cc, batch)?;
-                }
-                EntryType::EntryConfChangeV2 => {
-                    let cc = ConfChangeV2::parse_from_bytes(&e.data).map_err(|err| {
-                        StoreError::Storage(format!("corrupt conf change at {}: {err}", e.index))
-                    })?;
-                    self.apply_membership_change(&cc, &e, batch, out)?;
-                }
+                EntryType::EntryConfChange => match ConfChange::parse_from_bytes(&e.data) {
+                    Ok(cc) => self.apply_conf_change(&cc, batch)?,
+                    Err(err) => self.refuse_entry(&e, &err.to_string(), out),
+                },
+                EntryType::EntryConfChangeV2 => match ConfChangeV2::parse_from_bytes(&e.data) {
+                    Ok(cc) => self.apply_membership_change(&cc, &e, batch, out)?,
+                    Err(err) => self.refuse_entry(&e, &err.to_string(), out),
+                },
             }
             self.applied = e.index;
+            if self.applied_trace.is_some() {
+                self.trace_applied(&e, &out.replies[replies_before..], refused_before);
+            }
         }
         self.applier.stage_revision(batch);
         batch.put_cf(
@@ -60,6 +53,67 @@ impl Loop {
         );
         Ok(())
     }
+    /// Records an applied entry for the simulation's checks: what it came
+    /// to, from the replies it produced here and the state it left.
+    fn trace_applied(
+        &mut self,
+        e: &Entry,
+        replies: &[(Waiter, Result<(WriteResult, ResponseHeader)>)],
+        refused_before: u64,
+    ) {
+        let acknowledged = replies.iter().any(|(_, r)| r.is_ok())
+            || self
+                .held_removal_reply
+                .as_ref()
+                .is_some_and(|(_, r)| r.is_ok());
+        // The revision and the refusal count are the same on every member
+        // after the same entry (replies exist only on the proposer).
+        let refused = self.refused_entries > refused_before;
+        let result_hash = (self.applier.revision() as u64) << 1 | refused as u64;
+        let entry = AppliedEntry {
+            index: e.index,
+            term: e.term,
+            data_hash: crc32fast::hash(&e.data),
+            conf_change: e.get_entry_type() != EntryType::EntryNormal,
+            acknowledged,
+            result_hash,
+        };
+        if let Some(trace) = &mut self.applied_trace {
+            trace.push(entry);
+        }
+    }
+
+    /// A committed entry that cannot be applied (it passed the log's
+    /// checksum, so it is what was proposed): every member skips it alike,
+    /// which keeps them identical, and its proposer hears why. Never a
+    /// reason to stop: a request must not be able to halt the cluster.
+    fn refuse_entry(&mut self, e: &Entry, why: &str, out: &mut Applied) {
+        crate::metrics::APPLY_REFUSED_ENTRIES.inc();
+        self.refused_entries += 1;
+        tracing::error!(
+            index = e.index,
+            term = e.term,
+            kind = ?e.get_entry_type(),
+            bytes = e.data.len(),
+            reason = why,
+            "committed entry cannot be applied; skipped on every member"
+        );
+        let ids = match e.get_entry_type() {
+            EntryType::EntryNormal => entry::ids_of_undecodable(e.data.as_ref()),
+            _ => ConfChangeContext::decode(e.context.as_ref())
+                .ok()
+                .map(|c| (c.request_id, c.proposer)),
+        };
+        if let Some(w) = ids.and_then(|(id, proposer)| self.take_waiter(proposer, id)) {
+            out.replies.push((
+                w,
+                Err(StoreError::InvalidArgument(format!(
+                    "request cannot be applied: {why}"
+                ))),
+            ));
+        }
+    }
+
     pub(super) fn apply_conf_change(
         &mut self,
         cc: &impl raft_proto::ConfChangeI,
@@ -70,6 +124,7 @@ impl Loop {
             .apply_conf_change(cc)
             .map_err(|e| StoreError::Storage(format!("conf change: {e}")))?;
         self.raw.mut_store().set_conf_state(cs, batch);
+        self.conf_in_batch = true;
         Ok(())
     }
     pub(super) fn apply_request(
@@ -78,14 +133,14 @@ impl Loop {
         batch: &mut WriteBatch,
         out: &mut Applied,
     ) -> Result<()> {
-        let req = InternalRequest::decode(e.data.as_ref())
-            .map_err(|err| StoreError::Storage(format!("corrupt log entry {}: {err}", e.index)))?;
-        let Some(request) = &req.request else {
-            return Err(StoreError::Storage(format!(
-                "log entry {} has no request",
-                e.index
-            )));
+        let req = match entry::decode(e.data.as_ref()) {
+            Ok(req) => req,
+            Err(why) => {
+                self.refuse_entry(e, &why, out);
+                return Ok(());
+            }
         };
+        let request = req.request.as_ref().expect("entry::decode checks it");
         if let Err(refused) = self.auth.check_fence(req.auth_revision) {
             if let Some(w) = self.take_waiter(req.proposer, req.id) {
                 out.replies.push((w, Err(refused)));
@@ -110,7 +165,8 @@ impl Loop {
             Request::Compaction(c) => self.apply_keyspace(KvOp::Compaction(c), batch),
             Request::LeaseGrant(g) => self.apply_keyspace(KvOp::LeaseGrant(g), batch),
             Request::LeaseRevoke(r) => self.apply_keyspace(KvOp::LeaseRevoke(r), batch),
-            Request::LeaseRenew(r) => self.apply_keyspace(KvOp::LeaseRenew(r), batch),
+            Request::LeaseRenew(r) => self.apply_keyspace(KvOp::LeaseRenew(r, e.index), batch),
+            Request::LeaseExpiry(x) => self.apply_keyspace(KvOp::LeaseExpiry(x), batch),
         };
         // A storage failure stops the member; anything else is the
         // client's answer, the same on every member.
@@ -160,9 +216,13 @@ impl Loop {
         let ctx = if e.context.is_empty() {
             ConfChangeContext::default()
         } else {
-            ConfChangeContext::decode(e.context.as_ref()).map_err(|err| {
-                StoreError::Storage(format!("corrupt conf change context at {}: {err}", e.index))
-            })?
+            match ConfChangeContext::decode(e.context.as_ref()) {
+                Ok(ctx) => ctx,
+                Err(err) => {
+                    self.refuse_entry(e, &format!("its context: {err}"), out);
+                    return Ok(());
+                }
+            }
         };
         let waiter = self.take_waiter(ctx.proposer, ctx.request_id);
         let cs = match self.raw.apply_conf_change(cc) {
@@ -181,6 +241,7 @@ impl Loop {
             }
         };
         self.raw.mut_store().set_conf_state(cs, batch);
+        self.conf_in_batch = true;
         {
             let mut reg = self.registry.write();
             for ch in cc.get_changes() {
@@ -211,8 +272,14 @@ impl Loop {
         );
         if let Some(w) = waiter {
             let members = self.registry.read().list();
-            out.replies
-                .push((w, Ok((WriteResult::Members(members), self.entry_header(e)))));
+            let reply = Ok((WriteResult::Members(members), self.entry_header(e)));
+            if self.removed && self.raw.raft.state == StateRole::Leader {
+                // Its own removal: answered once the remaining voters know
+                // (`raft_loop::Leaving`).
+                self.held_removal_reply = Some((w, reply));
+            } else {
+                out.replies.push((w, reply));
+            }
         }
         Ok(())
     }

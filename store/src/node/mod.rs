@@ -24,7 +24,7 @@ use prost::Message as _;
 use protobuf::Message as _;
 use raft::eraftpb::{
     ConfChange, ConfChangeSingle, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType,
-    Message,
+    Message, MessageType,
 };
 use raft::{Config, RawNode, ReadOnlyOption, SnapshotStatus, StateRole};
 use tokio::sync::oneshot;
@@ -50,12 +50,15 @@ use crate::pb::etcdserverpb::{
     LeaseTimeToLiveResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader,
     TxnRequest, TxnResponse,
 };
-use crate::pb::internal::{internal_request::Request, ConfChangeContext, InternalRequest};
+use crate::pb::internal::{
+    internal_request::Request, ConfChangeContext, InternalRequest, LeaseExpiry,
+};
 use crate::snapshot;
 use crate::watch::WatchHub;
 
 mod apply;
 mod bootstrap;
+pub mod entry;
 mod raft_loop;
 mod read_index;
 mod stepper;
@@ -169,6 +172,14 @@ pub struct AppliedEntry {
     pub term: u64,
     /// CRC-32 of the entry's data: enough to tell two entries apart.
     pub data_hash: u32,
+    /// A configuration change (applied or refused).
+    pub conf_change: bool,
+    /// This member told a waiting client it succeeded.
+    pub acknowledged: bool,
+    /// A digest of what applying it came to (the result's kind, refusal,
+    /// or the revision it produced): equal on every member that applies
+    /// the same entry, or the members diverged.
+    pub result_hash: u64,
 }
 
 /// What the loop publishes about itself for Status and response headers.
@@ -390,6 +401,10 @@ impl Opened {
             auth,
             membership_changed: true,
             removed: false,
+            conf_in_batch: false,
+            leaving: None,
+            held_removal_reply: None,
+            refused_entries: 0,
             snapshot_count: cfg.snapshot_count.max(1),
             catchup_entries: cfg.snapshot_catchup_entries,
             applied_trace: None,
@@ -526,6 +541,7 @@ impl Node {
     /// and what the simulation polls.
     pub fn submit(&self, request: Request, fence: Fence) -> Result<Reply<WriteResult>> {
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let decode_check = entry::needs_decode_check(&request);
         let data = InternalRequest {
             id,
             proposer: self.id,
@@ -536,9 +552,30 @@ impl Node {
         if data.len() > self.cfg.max_request_bytes {
             return Err(StoreError::RequestTooLarge);
         }
+        // Apply's own decoder is the judge of what may be committed.
+        if decode_check {
+            entry::check_decodes(&data)?;
+        }
         let (reply, rx) = oneshot::channel();
         self.send_input(Input::Propose { id, data, reply })?;
         Ok(rx)
+    }
+
+    /// Proposes `data` as an entry as it is, past every admission check:
+    /// what an older member, or a request admission wrongly let through,
+    /// can put in the log. For the tests that apply survives it.
+    #[cfg(test)]
+    pub(crate) fn submit_raw(&self, data: Vec<u8>) -> Result<Reply<WriteResult>> {
+        let id = entry::ids_of_undecodable(&data).map_or(0, |(id, _)| id);
+        let (reply, rx) = oneshot::channel();
+        self.send_input(Input::Propose { id, data, reply })?;
+        Ok(rx)
+    }
+
+    /// The next request id this member will use (tests build raw entries).
+    #[cfg(test)]
+    pub(crate) fn next_request_id(&self) -> u64 {
+        self.next_request.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Asks for a ReadIndex round without waiting (see `read_index`).

@@ -24,6 +24,26 @@ pub(super) struct Applied {
     pub(super) replies: Vec<(Waiter, Result<(WriteResult, ResponseHeader)>)>,
 }
 
+/// A leader that applied its own removal. Stopping at once can strand the
+/// remaining voters: if none of them has heard that the removal committed
+/// (the broadcast was lost or reordered), each still counts this member in
+/// its configuration, and a quorum of that configuration no longer exists
+/// (found by the simulation: a cluster shrunk to one voter never elected
+/// a leader again). So it stays, as etcd's removed leader lingers, sending
+/// heartbeats that carry the commit index, until a quorum of the remaining
+/// voters has acknowledged an index at or past the removal (they can then
+/// elect a leader, who brings the rest along), or `ticks_left` run out.
+/// It proposes, reads and ticks nothing meanwhile, and the removal's own
+/// client hears only when it leaves, so an operator who stops the process
+/// on that answer strands nobody.
+pub(super) struct Leaving {
+    removal_index: u64,
+    ticks_left: usize,
+    held_reply: Option<(Waiter, Result<(WriteResult, ResponseHeader)>)>,
+    /// The highest commit index each voter has acknowledged since.
+    acked: HashMap<u64, u64>,
+}
+
 pub(super) struct Loop {
     pub(super) raw: RawNode<LogStore>,
     pub(super) db: Arc<Db>,
@@ -46,6 +66,16 @@ pub(super) struct Loop {
     pub(super) membership_changed: bool,
     /// This member applied its own removal: it stops.
     pub(super) removed: bool,
+    /// The batch being built applies a configuration change: it is synced
+    /// before anything else happens (see `write_applied`).
+    pub(super) conf_in_batch: bool,
+    /// A leader that applied its own removal, still telling the remaining
+    /// voters that the removal is committed (see `leaving_round`).
+    pub(super) leaving: Option<Leaving>,
+    /// Committed entries this member could not apply and skipped.
+    pub(super) refused_entries: u64,
+    /// The answer to this leader's own removal, until it is `Leaving`.
+    pub(super) held_removal_reply: Option<(Waiter, Result<(WriteResult, ResponseHeader)>)>,
     pub(super) snapshot_count: u64,
     pub(super) catchup_entries: u64,
     /// Every entry applied, in order, for the simulation's checks; `None`
@@ -119,6 +149,9 @@ impl Loop {
 
     /// One tick of raft's logical clock, and what is timed by it.
     pub(super) fn tick(&mut self, now: Instant) {
+        if self.leaving.is_some() {
+            return self.leaving_tick();
+        }
         self.raw.tick();
         self.waiters.retain(|_, w| !w.is_closed());
         self.expire_leases(now);
@@ -128,6 +161,9 @@ impl Loop {
     /// Sends due reads and handles one `Ready`. An error means the loop
     /// must stop (the reason is in the status).
     pub(super) fn round(&mut self) -> std::result::Result<(), ()> {
+        if self.leaving.is_some() {
+            return self.leaving_round();
+        }
         let now = self.now();
         self.reads.maybe_send(&mut self.raw, now);
         if let Err(e) = self.on_ready() {
@@ -136,14 +172,114 @@ impl Loop {
             return Err(());
         }
         if self.removed {
-            tracing::warn!("this member was removed from the cluster; stopping");
-            self.status.write().fatal = Some(StoreError::Removed.to_string());
-            return Err(());
+            if self.raw.raft.state == StateRole::Leader && std::env::var("NOLEAVE").is_err() {
+                tracing::warn!(
+                    index = self.applied,
+                    "this member was removed while leading; it stays until the remaining \
+                     voters know the removal is committed"
+                );
+                self.leaving = Some(Leaving {
+                    removal_index: self.applied,
+                    ticks_left: 2 * self.raw.raft.election_timeout(),
+                    held_reply: self.held_removal_reply.take(),
+                    acked: HashMap::new(),
+                });
+                return self.leaving_round();
+            }
+            return self.stop_removed();
         }
         Ok(())
     }
 
+    fn stop_removed(&mut self) -> std::result::Result<(), ()> {
+        tracing::warn!("this member was removed from the cluster; stopping");
+        self.status.write().fatal = Some(StoreError::Removed.to_string());
+        Err(())
+    }
+
+    /// A round of a removed leader (`Leaving`): send the heartbeats `tick`
+    /// queued, and stop once a quorum of the remaining voters acknowledged
+    /// the removal's index, or the time is up. `advance` is never called
+    /// again, nor is anything stepped into raft: raft-rs looks the leader
+    /// up in its own progress, which no longer holds it.
+    fn leaving_round(&mut self) -> std::result::Result<(), ()> {
+        let msgs = std::mem::take(&mut self.raw.raft.msgs);
+        if !msgs.is_empty() {
+            self.transport.send(msgs);
+        }
+        let leaving = self.leaving.as_ref().expect("leaving");
+        let mut voters = self.voters();
+        voters.retain(|id| *id != self.id);
+        let informed = voters
+            .iter()
+            .filter(|id| {
+                leaving
+                    .acked
+                    .get(id)
+                    .is_some_and(|c| *c >= leaving.removal_index)
+            })
+            .count();
+        let quorum = voters.is_empty() || informed * 2 > voters.len();
+        if !quorum && leaving.ticks_left > 0 {
+            return Ok(());
+        }
+        if !quorum {
+            tracing::warn!(
+                informed,
+                voters = voters.len(),
+                "too few remaining voters acknowledged the removal in time"
+            );
+        }
+        self.hand_over(&voters);
+        if let Some((w, res)) = self.leaving.as_mut().and_then(|l| l.held_reply.take()) {
+            let _ = w.send(res);
+        }
+        self.stop_removed()
+    }
+
+    /// As it leaves, a removed leader tells the remaining voter furthest
+    /// along to campaign at once (raft's `TimeoutNow`, what a leadership
+    /// transfer ends with), so the cluster is not without a leader for an
+    /// election timeout, which pre-vote and the followers' leader lease
+    /// can stretch to two.
+    fn hand_over(&mut self, voters: &[u64]) {
+        let prs = self.raw.raft.prs();
+        let Some(to) = voters
+            .iter()
+            .filter_map(|id| Some((prs.get(*id)?.matched, *id)))
+            .max()
+            .map(|(_, id)| id)
+        else {
+            return;
+        };
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgTimeoutNow);
+        m.from = self.id;
+        m.to = to;
+        m.term = self.raw.raft.term;
+        self.transport.send(vec![m]);
+    }
+
+    /// The voters in this member's configuration, in order.
+    pub(super) fn voters(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = self.raw.raft.prs().conf().voters().ids().iter().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// A tick while `Leaving`: a heartbeat to every remaining voter (it
+    /// carries the commit index each can take), and no election clock.
+    fn leaving_tick(&mut self) {
+        if let Some(l) = &mut self.leaving {
+            l.ticks_left = l.ticks_left.saturating_sub(1);
+            self.raw.raft.ping();
+        }
+    }
+
     pub(super) fn handle(&mut self, input: Input) {
+        if self.leaving.is_some() {
+            return self.handle_leaving(input);
+        }
         match input {
             Input::Propose { id, data, reply } => {
                 let res = self.raw.propose(vec![], data);
@@ -220,6 +356,37 @@ impl Loop {
         }
     }
 
+    /// Inputs while `Leaving`: peers' replies say how far each voter's
+    /// commit index got; everything asked of this member is refused, since
+    /// it is no longer one.
+    fn handle_leaving(&mut self, input: Input) {
+        match input {
+            Input::Step(m) => {
+                let replies = [
+                    MessageType::MsgHeartbeatResponse,
+                    MessageType::MsgAppendResponse,
+                ];
+                let term = self.raw.raft.term;
+                if let Some(l) = &mut self.leaving {
+                    if m.term == term && replies.contains(&m.get_msg_type()) {
+                        let c = l.acked.entry(m.from).or_default();
+                        *c = (*c).max(m.commit);
+                    }
+                }
+            }
+            Input::Propose { reply, .. } | Input::ConfChange { reply, .. } => {
+                let _ = reply.send(Err(StoreError::Removed));
+            }
+            Input::ReadIndex(reply) | Input::TransferLeader { reply, .. } => {
+                let _ = reply.send(Err(StoreError::Removed));
+            }
+            Input::Backup { reply, .. } => {
+                let _ = reply.send(Err(StoreError::Removed));
+            }
+            Input::Unreachable(_) | Input::SnapshotReport(..) | Input::Stop => {}
+        }
+    }
+
     /// Waits for a proposal raft took; answers one it refused at once.
     /// The waiter for an applied entry, if this member proposed it. Ids are
     /// only unique per member, so the proposer must match too: another
@@ -273,9 +440,7 @@ impl Loop {
         // a higher commit index is re-derivable from the synced log.
         // The state machine's batch needs no fsync: the entries it applied
         // are already in the synced log, and a crash re-applies them.
-        if !batch.is_empty() {
-            self.db.write_nosync(batch)?;
-        }
+        self.write_applied(batch)?;
         if rd.must_sync() && !crate::planted::on(crate::planted::Bug::AckBeforeFsync) {
             let t = Instant::now();
             self.raw.mut_store().persist(true)?;
@@ -308,11 +473,7 @@ impl Loop {
         }
         self.transport.send(light.take_messages());
         self.apply_entries(light.take_committed_entries(), &mut batch, &mut applied)?;
-        if !batch.is_empty() {
-            // Entries applied here are durable in the (synced) raft log; the
-            // applied index travels with the results, so a crash re-applies.
-            self.db.write_nosync(batch)?;
-        }
+        self.write_applied(batch)?;
         self.finish(applied);
         if self.removed {
             return Ok(()); // as above
@@ -323,6 +484,25 @@ impl Loop {
         self.update_status();
         Ok(())
     }
+    /// Writes a batch of apply results. Unsynced as a rule: the entries it
+    /// applied are in the synced log, the applied index travels with the
+    /// results, and a crash re-applies them once the commit index is
+    /// learned again. Except a configuration change: it is synced, with
+    /// everything before it, before anyone hears of it. Otherwise a crash
+    /// brings back the configuration before it, whose quorum may no longer
+    /// exist (a removed member stops): the survivor could never learn the
+    /// commit index again, and what it acknowledged under the new
+    /// configuration was lost (found by the simulation, seed 7319532).
+    fn write_applied(&mut self, batch: WriteBatch) -> Result<()> {
+        if !batch.is_empty() {
+            self.db.write_nosync(batch)?;
+        }
+        if std::mem::take(&mut self.conf_in_batch) && std::env::var("NOSYNC").is_err() {
+            self.db.sync_wal()?;
+        }
+        Ok(())
+    }
+
     /// Installs the snapshot a `Ready` carries, and reloads everything
     /// derived from the replaced state.
     fn install_ready_snapshot(&mut self, snapshot: &raft::eraftpb::Snapshot) -> Result<()> {
@@ -387,7 +567,10 @@ impl Loop {
             let data = InternalRequest {
                 id: 0,
                 proposer: 0,
-                request: Some(Request::LeaseRevoke(LeaseRevokeRequest { id })),
+                request: Some(Request::LeaseExpiry(LeaseExpiry {
+                    id,
+                    decided_at: self.applied,
+                })),
                 auth_revision: None,
             }
             .encode_to_vec();

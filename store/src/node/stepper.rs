@@ -88,9 +88,15 @@ impl Stepper {
         self.stopped
     }
 
+    /// Whether inputs wait in the queue (the real loop's thread would wake).
+    pub fn has_inputs(&self) -> bool {
+        !self.stopped && !self.lp.rx.is_empty()
+    }
+
     /// Whether raft has something to do (a `Ready`).
     pub fn has_ready(&mut self) -> bool {
-        !self.stopped && self.lp.raw.has_ready()
+        // A leaving leader never takes another `Ready` (see `Leaving`).
+        !self.stopped && self.lp.leaving.is_none() && self.lp.raw.has_ready()
     }
 
     pub fn view(&self) -> RaftView {
@@ -117,6 +123,11 @@ impl Stepper {
         log.term(index).ok()
     }
 
+    /// The last log entry known to be on disk (synced, or found at open).
+    pub fn synced_last_index(&self) -> u64 {
+        self.lp.raw.store().synced_last_index()
+    }
+
     /// The entries applied since the last call, in order.
     pub fn take_applied(&mut self) -> Vec<AppliedEntry> {
         self.lp
@@ -140,17 +151,6 @@ impl Stepper {
 
     /// The voters in this member's configuration.
     pub fn voters(&self) -> Vec<u64> {
-        let mut v: Vec<u64> = self
-            .lp
-            .raw
-            .raft
-            .prs()
-            .conf()
-            .voters()
-            .ids()
-            .iter()
-            .collect();
-        v.sort_unstable();
-        v
+        self.lp.voters()
     }
 }
