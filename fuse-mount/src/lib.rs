@@ -12,6 +12,7 @@ pub mod health;
 pub mod image;
 pub mod mountpoint;
 pub mod render;
+pub mod state;
 pub mod sync;
 pub mod tmpfs;
 

@@ -25,8 +25,11 @@ use crate::render;
 const BACKOFF_MIN_MS: u64 = 100;
 const BACKOFF_MAX_MS: u64 = 5_000;
 const FETCH_TIMEOUT_MS: u64 = 10_000;
-/// Largest message the agent accepts (a config is under 1000 KiB).
+/// Largest message the agent accepts (a config is under 1000 KiB; a
+/// state's part under 1 MiB).
 const MESSAGE_BYTES_MAX: usize = 4 << 20;
+/// A node's whole state, put together from its parts, at most.
+const STATE_BYTES_MAX: usize = 256 << 20;
 
 type Key = crate::image::Source;
 
@@ -97,17 +100,20 @@ impl Sync {
         let mut stream = client
             .watch(AgentWatchRequest {
                 node: self.node.clone(),
+                parts: true,
             })
             .await?
             .into_inner();
         self.health.connected(true);
         let mut state: Option<AgentState> = None;
+        // A state comes whole or in parts; only a whole one is applied.
+        let mut parts = crate::state::Assembler::default();
         loop {
             let failing = self.health.failing();
             tokio::select! {
                 next = stream.next() => {
                     let Some(next) = next else { return Ok(()) };
-                    let next = next?;
+                    let Some(next) = parts.add(next?, STATE_BYTES_MAX)? else { continue };
                     tracing::debug!(revision = next.revision, "state received");
                     self.apply(&mut client, &next).await?;
                     state = Some(next);

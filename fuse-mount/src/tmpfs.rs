@@ -12,7 +12,15 @@
 //! directory, then renames a new `..data` symlink over the old one, then
 //! fixes the top-level symlinks and removes the old directory. A reader
 //! resolves `..data` once per open, so it gets the old tree or the new
-//! one, never a half-written file or a mix of versions.
+//! one, never a half-written file or a mix of versions. Files a change
+//! leaves alone are hard links to the old directory's (a file is never
+//! written in place, so sharing its inode is safe): an update costs the
+//! changed bytes only.
+//!
+//! The tmpfs is sized from what the node's tasks hold (`size_for`), grown
+//! before an update needs it, up to half the machine's memory (a tmpfs's
+//! default). A fixed 64 MiB once made a 35 MB task impossible to rotate:
+//! it kept its old value with no end (D17).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -28,8 +36,13 @@ use parking_lot::Mutex;
 use crate::image::{check_task, task_dir_owner, Backend, Failures, Image};
 
 pub const TMPFS_SOURCE: &str = "secretd-agent";
-/// Size cap of the tmpfs: what the node's secrets may use.
-const TMPFS_SIZE: &str = "size=64m";
+/// The tmpfs's size at first, and never less.
+const TMPFS_SIZE_MIN_BYTES: u64 = 64 << 20;
+/// What a file, directory or link costs on a tmpfs at least: a page.
+const TMPFS_PAGE_BYTES: u64 = 4096;
+/// Room kept beyond what the files need, so that small growth needs no
+/// remount.
+const TMPFS_HEADROOM_PERCENT: u64 = 25;
 
 pub struct TmpfsBackend {
     /// Where users look (the read-only bind).
@@ -40,6 +53,47 @@ pub struct TmpfsBackend {
     /// task -> fingerprint of what its directory holds now.
     written: Mutex<BTreeMap<String, Vec<crate::image::FileShape>>>,
     seq: Mutex<u64>,
+    /// The tmpfs's size now, and the most it may grow to.
+    size_bytes: Mutex<u64>,
+    size_max_bytes: u64,
+}
+
+/// Bytes a tmpfs needs for a task directory holding `files`: each file
+/// and its name rounded up to a page, and the task's own directories.
+fn task_bytes<'a>(files: impl Iterator<Item = (&'a String, &'a crate::image::FileEntry)>) -> u64 {
+    let pages = |n: u64| n.div_ceil(TMPFS_PAGE_BYTES).max(1) * TMPFS_PAGE_BYTES;
+    files
+        .map(|(path, f)| pages(f.data.expose().len() as u64) + pages(path.len() as u64))
+        .sum::<u64>()
+        // The task's directory, `..data`, the timestamped directory.
+        + 3 * TMPFS_PAGE_BYTES
+}
+
+/// The size a tmpfs must have to show `image` and, meanwhile, hold the new
+/// copy of the largest task being rewritten (its old copy stays until the
+/// swap): what the node's tasks need, plus headroom.
+fn size_for(image: &Image, rewritten_max_bytes: u64) -> u64 {
+    let need: u64 = image
+        .tasks
+        .values()
+        .map(|files| task_bytes(files.iter()))
+        .sum::<u64>()
+        + rewritten_max_bytes;
+    (need + need * TMPFS_HEADROOM_PERCENT / 100).max(TMPFS_SIZE_MIN_BYTES)
+}
+
+/// Half the machine's memory: a tmpfs's default size, and the most the
+/// agent's tmpfs may grow to.
+fn memory_half_bytes() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            let line = m.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib * 1024 / 2)
+        })
+        .unwrap_or(1 << 30)
+        .max(TMPFS_SIZE_MIN_BYTES)
 }
 
 impl TmpfsBackend {
@@ -49,7 +103,7 @@ impl TmpfsBackend {
             root,
             Some("tmpfs"),
             MsFlags::MS_NODEV | MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-            Some(format!("mode=0700,{TMPFS_SIZE}").as_str()),
+            Some(format!("mode=0700,size={TMPFS_SIZE_MIN_BYTES}").as_str()),
         )
         .with_context(|| format!("cannot mount a tmpfs at {}", root.display()))?;
         let handle =
@@ -87,7 +141,45 @@ impl TmpfsBackend {
             _handle: handle,
             written: Mutex::new(BTreeMap::new()),
             seq: Mutex::new(0),
+            size_bytes: Mutex::new(TMPFS_SIZE_MIN_BYTES),
+            size_max_bytes: memory_half_bytes(),
         })
+    }
+
+    /// Grows the tmpfs (remounting the writable one, through the agent's
+    /// handle on it) to what `image` needs, if it is smaller. Past the
+    /// most it may grow to, it stays as it is and says why: the tasks that
+    /// do not fit fail, each with that reason.
+    fn fit(&self, image: &Image, rewritten_max_bytes: u64) -> Result<()> {
+        let want = size_for(image, rewritten_max_bytes);
+        let mut size = self.size_bytes.lock();
+        if want <= *size {
+            return Ok(());
+        }
+        let mib = |b: u64| b.div_ceil(1 << 20);
+        if want > self.size_max_bytes {
+            anyhow::bail!(
+                "the node's files need a tmpfs of {} MiB, more than it may take ({} MiB, half \
+                 the memory); use the FUSE backend, or fewer or smaller files",
+                mib(want),
+                mib(self.size_max_bytes)
+            );
+        }
+        mount(
+            None::<&str>,
+            &self.root,
+            None::<&str>,
+            MsFlags::MS_REMOUNT | MsFlags::MS_NODEV | MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            Some(format!("mode=0700,size={want}").as_str()),
+        )
+        .with_context(|| format!("cannot grow the tmpfs to {} MiB", mib(want)))?;
+        tracing::info!(
+            from_mib = mib(*size),
+            to_mib = mib(want),
+            "tmpfs grown for the node's files"
+        );
+        *size = want;
+        Ok(())
     }
 
     /// Writes a task's files into a new timestamped directory and swaps
@@ -97,6 +189,7 @@ impl TmpfsBackend {
         &self,
         task: &str,
         files: &BTreeMap<String, crate::image::FileEntry>,
+        unchanged: Option<&BTreeSet<&String>>,
     ) -> Result<()> {
         let owner = task_dir_owner(files);
         let dir = self.root.join(task);
@@ -113,13 +206,15 @@ impl TmpfsBackend {
             format!("..{}.{:09}.{}", t.as_secs(), t.subsec_nanos(), *s)
         };
         let data_dir = dir.join(&stamp);
+        // The live tree, whose unchanged files are linked, not copied.
+        let live = fs::read_link(dir.join("..data")).ok().map(|l| dir.join(l));
         let top =
-            match fill(&data_dir, files, owner).and_then(
-                |top| match crate::image::injected_failure(task) {
+            match fill(&data_dir, files, owner, live.as_deref().zip(unchanged)).and_then(|top| {
+                match crate::image::injected_failure(task) {
                     Some(e) => Err(anyhow::anyhow!(e)),
                     None => Ok(top),
-                },
-            ) {
+                }
+            }) {
                 Ok(top) => top,
                 Err(e) => {
                     let _ = fs::remove_dir_all(&data_dir);
@@ -173,11 +268,14 @@ fn own_dir(dir: &Path, (uid, gid, mode): (u32, u32, u32)) -> Result<()> {
 }
 
 /// Writes every file of a task under `data_dir` (new); returns the
-/// top-level names.
+/// top-level names. A file in `keep` (`(live tree, paths)`: the paths
+/// whose bytes, owner and mode are as the live tree has them) is a hard
+/// link to the live tree's.
 fn fill(
     data_dir: &Path,
     files: &BTreeMap<String, crate::image::FileEntry>,
     owner: (u32, u32, u32),
+    keep: Option<(&Path, &BTreeSet<&String>)>,
 ) -> Result<BTreeSet<String>> {
     fs::create_dir(data_dir)?;
     own_dir(data_dir, owner)?;
@@ -194,6 +292,11 @@ fn fill(
             }
         }
         top.insert(parts[0].to_string());
+        if let Some((live, _)) = keep.filter(|(_, same)| same.contains(path)) {
+            if fs::hard_link(live.join(path), &target).is_ok() {
+                continue;
+            }
+        }
         let mut out = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -211,33 +314,16 @@ fn fill(
     Ok(top)
 }
 
-impl Backend for TmpfsBackend {
-    fn apply(&self, image: &Image) -> Failures {
-        let mut failures = Failures::new();
-        let mut written = self.written.lock();
-        for (task, files) in &image.tasks {
-            let fp = Image::fingerprint(files);
-            if written.get(task) == Some(&fp) {
-                continue;
-            }
-            let r = check_task(files)
-                .map_err(anyhow::Error::msg)
-                .and_then(|()| self.write_task(task, files));
-            match r {
-                Ok(()) => {
-                    written.insert(task.clone(), fp);
-                }
-                Err(e) => {
-                    if !written.contains_key(task) {
-                        // Never shown: leave no empty directory behind.
-                        let _ = fs::remove_dir_all(self.root.join(task));
-                    }
-                    failures.insert(task.clone(), format!("{e:#}"));
-                }
-            }
-        }
-        // Removed tasks go, whatever happened to the others. A task that
-        // failed before it was ever written may still have a directory.
+impl TmpfsBackend {
+    /// Removed tasks go first (their space is the others'), whatever
+    /// happens to the rest. A task that failed before it was ever written
+    /// may still have a directory.
+    fn remove_gone(
+        &self,
+        image: &Image,
+        written: &mut BTreeMap<String, Vec<crate::image::FileShape>>,
+        failures: &mut Failures,
+    ) {
         let mut gone: BTreeSet<String> = written
             .keys()
             .filter(|t| !image.tasks.contains_key(*t))
@@ -262,6 +348,67 @@ impl Backend for TmpfsBackend {
                 }
                 Err(e) => {
                     failures.insert(t.clone(), format!("cannot remove {}: {e}", p.display()));
+                }
+            }
+        }
+    }
+}
+
+impl Backend for TmpfsBackend {
+    fn apply(&self, image: &Image) -> Failures {
+        let mut failures = Failures::new();
+        let mut written = self.written.lock();
+        // Each task's files that change (the rest keep their inodes), and
+        // the most one rewrite holds beside the old copy.
+        let mut changes = BTreeMap::new();
+        for (task, files) in &image.tasks {
+            let fp = Image::fingerprint(files);
+            let Some(old) = written.get(task) else {
+                changes.insert(task, (fp, BTreeSet::new()));
+                continue;
+            };
+            if *old == fp {
+                continue;
+            }
+            // Paths borrowed from the image; shapes compared as stored.
+            let same: BTreeSet<&String> = files
+                .keys()
+                .zip(&fp)
+                .filter(|(_, shape)| old.contains(shape))
+                .map(|(path, _)| path)
+                .collect();
+            changes.insert(task, (fp, same));
+        }
+        let rewritten_max_bytes = changes
+            .iter()
+            .map(|(task, (_, same))| {
+                task_bytes(image.tasks[*task].iter().filter(|(p, _)| !same.contains(p)))
+            })
+            .max()
+            .unwrap_or(0);
+        self.remove_gone(image, &mut written, &mut failures);
+        // Short of room (past the most the tmpfs may take), tasks are
+        // still written: what fits shows, what does not fails saying why.
+        let room = self.fit(image, rewritten_max_bytes).err();
+        for (task, (fp, same)) in changes {
+            let files = &image.tasks[task];
+            let r = check_task(files)
+                .map_err(anyhow::Error::msg)
+                .and_then(|()| self.write_task(task, files, Some(&same)));
+            match r {
+                Ok(()) => {
+                    written.insert(task.clone(), fp);
+                }
+                Err(e) => {
+                    if !written.contains_key(task) {
+                        // Never shown: leave no empty directory behind.
+                        let _ = fs::remove_dir_all(self.root.join(task));
+                    }
+                    let why = match &room {
+                        Some(room) => format!("{e:#}; {room:#}"),
+                        None => format!("{e:#}"),
+                    };
+                    failures.insert(task.clone(), why);
                 }
             }
         }

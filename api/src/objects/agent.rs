@@ -38,15 +38,78 @@ use crate::pb::secretstore::{
     agent_server::Agent, AgentState, AgentWatchRequest, FetchRequest, FetchResponse,
 };
 
-/// States queued per agent stream; a slow agent only ever needs the latest.
+/// Messages queued per agent stream (a state's parts wait their turn).
 const STATES_QUEUED_MAX: usize = 2;
+/// A state's part, at most: well under the agent's largest message
+/// (`AGENT_MESSAGE_BYTES_MAX`), whatever `--max-request-bytes` says. A task
+/// larger than a part (its spec is bounded by the request size at `task
+/// create`) travels alone.
+pub const STATE_PART_BYTES_MAX: usize = 1 << 20;
+/// Largest message on the agent's stream, both ways (the agent decodes up
+/// to this).
+pub const AGENT_MESSAGE_BYTES_MAX: usize = 4 << 20;
 /// Store events queued before the watcher is demoted to catch-up; any one
 /// event is enough to recompute, so this only bounds memory.
 const EVENTS_QUEUED_MAX: usize = 64;
 
+/// `Agent.Watch` streams one node may hold open on one member: an agent
+/// needs one, and a reconnect may briefly overlap the old one. Each stream
+/// is a store watcher and a task that reads the node's tasks on changes,
+/// so a node certificate opening thousands slowed the whole member (D14).
+pub const STREAMS_PER_NODE_MAX: usize = 4;
+/// `Agent.Watch` streams on one member, all nodes together.
+pub const STREAMS_MAX: usize = 4_096;
+
 pub struct AgentService {
     pub node: Arc<Node>,
     pub store: Arc<ObjectStore>,
+    pub streams: Arc<StreamCount>,
+}
+
+/// Open `Agent.Watch` streams, by node.
+#[derive(Default)]
+pub struct StreamCount(parking_lot::Mutex<std::collections::HashMap<String, usize>>);
+
+/// One open stream, counted until dropped.
+struct StreamSlot {
+    count: Arc<StreamCount>,
+    node: String,
+}
+
+impl StreamCount {
+    fn open(self: &Arc<Self>, node: &str) -> Result<StreamSlot, Status> {
+        let mut open = self.0.lock();
+        let total: usize = open.values().sum();
+        let mine = open.get(node).copied().unwrap_or(0);
+        if mine >= STREAMS_PER_NODE_MAX {
+            return Err(Status::resource_exhausted(format!(
+                "node {node} already has {mine} agent streams open on this member (at most \
+                 {STREAMS_PER_NODE_MAX}; an agent needs one)"
+            )));
+        }
+        if total >= STREAMS_MAX {
+            return Err(Status::resource_exhausted(format!(
+                "this member serves {total} agent streams, its most; try another member"
+            )));
+        }
+        *open.entry(node.to_string()).or_default() += 1;
+        Ok(StreamSlot {
+            count: self.clone(),
+            node: node.to_string(),
+        })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.count.0.lock();
+        if let Some(n) = open.get_mut(&self.node) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.node);
+            }
+        }
+    }
 }
 
 /// Removes the store watcher when the stream's task ends.
@@ -95,8 +158,12 @@ impl Agent for AgentService {
         req: Request<AgentWatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         bind_node(&req, &req.get_ref().node)?;
-        let node_name = req.into_inner().node;
+        let AgentWatchRequest {
+            node: node_name,
+            parts,
+        } = req.into_inner();
         validate::node(&node_name).map_err(status)?;
+        let slot = self.streams.open(&node_name)?;
         let (events_tx, mut events) = secretd_store::watch::inbox(EVENTS_QUEUED_MAX);
         let spec = WatchSpec {
             key: RESERVED.to_vec(),
@@ -116,14 +183,14 @@ impl Agent for AgentService {
         let store = self.store.clone();
         tracing::info!(node = %node_name, "agent connected");
         tokio::spawn(async move {
-            let _guard = guard;
+            let _held = (guard, slot);
             let mut last: Option<AgentState> = None;
             loop {
                 match node_state(&store, &node_name).await {
                     Ok(s) => {
                         if last.as_ref().is_none_or(|l| !node_view::same(l, &s)) {
                             tracing::debug!(revision = s.revision, "agent state: sending");
-                            if tx.send(Ok(s.clone())).await.is_err() {
+                            if send_state(&tx, s.clone(), parts).await.is_err() {
                                 break;
                             }
                             last = Some(s);
@@ -134,11 +201,19 @@ impl Agent for AgentService {
                         break;
                     }
                 }
-                tokio::select! {
-                    ev = events.recv() => if ev.is_none() { break },
-                    _ = tx.closed() => break,
+                let last = last.as_ref().expect("sent above");
+                match next_change(&mut events, &tx, last, &node_name).await {
+                    Change::Concerns => {}
+                    Change::Behind => {
+                        let _ = tx
+                            .send(Err(Status::unavailable(
+                                "this agent stream fell behind the member's compaction; reconnect",
+                            )))
+                            .await;
+                        break;
+                    }
+                    Change::Closed => break,
                 }
-                while events.try_recv().is_some() {}
                 tracing::debug!(node = %node_name, "agent state: woken by a change");
             }
             tracing::info!(node = %node_name, "agent disconnected");
@@ -166,6 +241,83 @@ impl Agent for AgentService {
         crate::audit::record(&who, &format!("{kind}.deliver"), &what, version, &r);
         r
     }
+}
+
+/// What ended a stream's wait for a change.
+enum Change {
+    /// A change that may alter what the node is owed.
+    Concerns,
+    /// The watcher was cancelled: the revisions it missed were compacted.
+    Behind,
+    /// The agent went away, or the member is stopping.
+    Closed,
+}
+
+/// Waits for a change that concerns the node (`node_view::concerns`),
+/// taking every batch already queued with it; the rest are read and
+/// dropped here, without reading any task.
+async fn next_change(
+    events: &mut secretd_store::watch::WatchInbox,
+    tx: &mpsc::Sender<Result<AgentState, Status>>,
+    last: &AgentState,
+    node: &str,
+) -> Change {
+    let mut concerns = false;
+    loop {
+        let batch = tokio::select! {
+            b = events.recv() => b,
+            _ = tx.closed() => return Change::Closed,
+        };
+        let Some(batch) = batch else {
+            return Change::Closed;
+        };
+        for msg in batch {
+            if msg.compact_revision != 0 {
+                return Change::Behind;
+            }
+            concerns |= msg.events.iter().any(|ev| match ev.decode() {
+                Some(ev) => {
+                    let put = ev.r#type == secretd_store::pb::mvccpb::event::EventType::Put as i32;
+                    let kv = ev.kv.unwrap_or_default();
+                    node_view::concerns(last, node, &kv.key, put.then_some(&kv.value[..]))
+                }
+                None => true,
+            });
+        }
+        if concerns {
+            // What is queued already is seen by the state about to be read.
+            while let Some(batch) = events.try_recv() {
+                if batch.iter().any(|m| m.compact_revision != 0) {
+                    return Change::Behind;
+                }
+            }
+            return Change::Concerns;
+        }
+    }
+}
+
+/// Sends a state whole, or in parts to an agent that takes them (D10: a
+/// state past one message once stopped every update, removals included).
+/// An agent that does not take parts is told why it gets nothing.
+async fn send_state(
+    tx: &mpsc::Sender<Result<AgentState, Status>>,
+    state: AgentState,
+    parts: bool,
+) -> Result<(), ()> {
+    use prost::Message as _;
+    let len = state.encoded_len();
+    if !parts && len > STATE_PART_BYTES_MAX {
+        let why = format!(
+            "the node's state is {len} bytes, more than one message ({STATE_PART_BYTES_MAX}); \
+             this agent cannot take it in parts: upgrade it"
+        );
+        let _ = tx.send(Err(Status::failed_precondition(why))).await;
+        return Err(());
+    }
+    for part in node_view::parts(state, STATE_PART_BYTES_MAX) {
+        tx.send(Ok(part)).await.map_err(drop)?;
+    }
+    Ok(())
 }
 
 impl AgentService {

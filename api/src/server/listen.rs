@@ -180,6 +180,8 @@ pub(super) fn serve_clients(
     max_recv: usize,
     door: &Door<'_>,
 ) {
+    // One count of agent streams for the member, whatever the listener.
+    let agent_streams = Arc::new(crate::objects::agent::StreamCount::default());
     for (l, https) in listeners {
         let mut routes = tonic::service::Routes::new(
             KvServer::new(KvService { node: node.clone() })
@@ -202,8 +204,9 @@ pub(super) fn serve_clients(
             AgentServer::new(crate::objects::agent::AgentService {
                 node: node.clone(),
                 store: objects.store.clone(),
+                streams: agent_streams.clone(),
             })
-            .max_encoding_message_size(max_recv),
+            .max_encoding_message_size(crate::objects::agent::AGENT_MESSAGE_BYTES_MAX),
         )
         .add_service(LeaseServer::new(LeaseService { node: node.clone() }))
         .add_service(AuthServer::from_arc(auth.clone()))

@@ -1112,3 +1112,92 @@ async fn templated_configs_render_per_task() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("expected KEY=VALUE"));
 }
+
+/// D10: forty valid tasks, each with 60 KB of environment, made the node's
+/// state larger than one message, and the agent applied nothing after: a
+/// removed task's secret stayed readable in the mount, rotations stopped.
+/// The state now goes in parts: removals and rotations still arrive.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_state_past_one_message_still_reaches_the_mount() {
+    require_root_and_fuse();
+    let c = Cluster::start(1);
+    c.wait_leader(Duration::from_secs(15)).await;
+    c.sctl(&["secret", "create", "victim_pw", "-"], Some(b"victim-1"));
+    c.sctl(&["secret", "create", "kept_pw", "-"], Some(b"kept-1"));
+    let env = format!("BIG={}", "e".repeat(60_000));
+    for i in 0..40 {
+        let name = format!("big.{i}");
+        let mut args = vec!["task", "create", name.as_str(), "--node", "n1", "--env"];
+        args.push(&env);
+        if i == 0 {
+            args.extend(["--secret", "source=kept_pw,target=pw"]);
+        }
+        c.sctl(&args, None);
+    }
+    let victim = ["--secret", "source=victim_pw,target=pw"];
+    let mut args = vec!["task", "create", "victim.1", "--node", "n1"];
+    args.extend(victim);
+    c.sctl(&args, None);
+    let mount = c.dir.path().join("mnt");
+    let agent = Agent::start(&c, &mount, "tmpfs", &c.dir.path().join("agent.log"));
+    wait_for("every task", Duration::from_secs(30), || {
+        read(&mount.join("victim.1/pw")) == Some(b"victim-1".to_vec())
+            && read(&mount.join("big.0/pw")) == Some(b"kept-1".to_vec())
+            && mount.join("big.39").is_dir()
+    });
+    c.sctl(&["task", "rm", "victim.1"], None);
+    wait_for("the removal", Duration::from_secs(15), || {
+        !mount.join("victim.1").exists()
+    });
+    c.sctl(&["secret", "rotate", "kept_pw", "-"], Some(b"kept-2"));
+    wait_for("the rotation", Duration::from_secs(15), || {
+        read(&mount.join("big.0/pw")) == Some(b"kept-2".to_vec())
+    });
+    assert!(
+        !agent.logs().contains("agent stream failed"),
+        "{}",
+        agent.logs()
+    );
+}
+
+/// D17: the tmpfs backend was a fixed 64 MiB and wrote every update as a
+/// whole second copy, so a task of about 35 MB could never rotate (ENOSPC,
+/// the old value served with no end). The tmpfs now grows with the node's
+/// files, and an update writes only what changed: a task of 72 MB is
+/// shown, and its secret rotates.
+#[tokio::test(flavor = "multi_thread")]
+async fn tmpfs_holds_and_rotates_a_task_larger_than_its_first_size() {
+    require_root_and_fuse();
+    let c = Cluster::start(1);
+    c.wait_leader(Duration::from_secs(15)).await;
+    let chunk = vec![b'c'; 900 * 1024];
+    let mut args: Vec<String> = ["task", "create", "huge.1", "--node", "n1"]
+        .map(String::from)
+        .to_vec();
+    for i in 0..80 {
+        c.sctl(&["config", "create", &format!("big{i}"), "-"], Some(&chunk));
+        args.extend(["--config".into(), format!("source=big{i},target=/cfg/{i}")]);
+    }
+    c.sctl(&["secret", "create", "huge_pw", "-"], Some(b"huge-1"));
+    args.extend(["--secret".into(), "source=huge_pw,target=pw".into()]);
+    c.sctl(&args.iter().map(String::as_str).collect::<Vec<_>>(), None);
+    let mount = c.dir.path().join("mnt");
+    let agent = Agent::start(&c, &mount, "tmpfs", &c.dir.path().join("agent.log"));
+    wait_for("72 MB of files", Duration::from_secs(60), || {
+        read(&mount.join("huge.1/pw")) == Some(b"huge-1".to_vec())
+            && std::fs::metadata(mount.join("huge.1/cfg/79")).is_ok_and(|m| m.len() == 900 * 1024)
+    });
+    c.sctl(&["secret", "rotate", "huge_pw", "-"], Some(b"huge-2"));
+    wait_for("the rotation", Duration::from_secs(30), || {
+        read(&mount.join("huge.1/pw")) == Some(b"huge-2".to_vec())
+    });
+    assert_eq!(
+        std::fs::read(mount.join("huge.1/cfg/0")).unwrap().len(),
+        900 * 1024
+    );
+    assert!(
+        !agent.logs().contains("cannot serve this task"),
+        "{}",
+        agent.logs()
+    );
+}

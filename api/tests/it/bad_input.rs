@@ -494,6 +494,7 @@ async fn bad_requests_get_specific_errors_and_lose_nothing() {
                 agent
                     .watch(AgentWatchRequest {
                         node: "../n1".into(),
+                        parts: true,
                     })
                     .await,
             ),
