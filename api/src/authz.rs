@@ -90,6 +90,7 @@ pub const MATRIX: &[(&str, Access)] = &[
     ("/secretstore.v1.Admin/RotateKey", Access::Admin),
     ("/secretstore.v1.Agent/Watch", Access::NodeAgent),
     ("/secretstore.v1.Agent/Fetch", Access::NodeAgent),
+    ("/secretstore.v1.Agent/InspectTask", Access::NodeAgent),
     ("/secretd.raft.v1.Raft/Send", Access::Member),
     ("/secretd.raft.v1.Raft/SendSnapshot", Access::Member),
     ("/secretd.raft.v1.Raft/ClusterInfo", Access::Member),

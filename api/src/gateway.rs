@@ -229,6 +229,7 @@ pub fn router(s: Services, body_bytes_max: usize) -> axum::Router {
         r = stream_routes(r, &s, prefix);
     }
     public_routes(r, &s)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(body_bytes_max))
         .layer(axum::middleware::map_response(cors))
 }
@@ -312,14 +313,11 @@ fn stream_routes(mut r: axum::Router, s: &Services, prefix: &str) -> axum::Route
             post(
                 move |caller: Option<axum::Extension<Caller>>, body: Bytes| async move {
                     // The watches stay open after the body ends, as etcd
-                    // keeps them, until the client goes away.
+                    // keeps them, until the client goes away (`serve`
+                    // outlives its requests).
                     streaming(&node, caller, &body, |reqs, who| {
                         watch
-                            .serve(
-                                futures::stream::iter(reqs.into_iter().map(Ok))
-                                    .chain(futures::stream::pending()),
-                                who,
-                            )
+                            .serve(futures::stream::iter(reqs.into_iter().map(Ok)), who)
                             .map(|r| r.and_then(WatchOut::into_response))
                     })
                     .await
@@ -430,10 +428,39 @@ pub fn not_found(headers: &axum::http::HeaderMap) -> Response {
     if grpc {
         return Status::unimplemented("").into_http();
     }
-    let mut r = (StatusCode::NOT_FOUND, "Not Found\n").into_response();
-    r.headers_mut().insert(
+    go_error(StatusCode::NOT_FOUND, "Not Found\n")
+}
+
+/// Request bytes a 405 reads before it answers, and for how long.
+const REFUSED_BODY_BYTES_MAX: usize = 64 * 1024;
+const REFUSED_BODY_WAIT_MS: u64 = 1_000;
+
+/// A route asked with a method it does not take: Go's 405, as etcd's
+/// gateway answers it. axum's own has no body, which an HTTP/2 client sees
+/// as the stream closing on a bare header. The request's body is read
+/// first (bounded, as the gate's refusals do): answering while the client
+/// still sends makes HTTP/2 reset the stream instead.
+async fn method_not_allowed(req: axum::extract::Request) -> Response {
+    let drain = axum::body::to_bytes(req.into_body(), REFUSED_BODY_BYTES_MAX);
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_millis(REFUSED_BODY_WAIT_MS),
+        drain,
+    )
+    .await;
+    go_error(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n")
+}
+
+/// What Go's `http.Error` writes: the text, as plain text, not sniffed.
+fn go_error(code: StatusCode, text: &'static str) -> Response {
+    let mut r = (code, text).into_response();
+    let h = r.headers_mut();
+    h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
     );
     r
 }

@@ -52,8 +52,9 @@ type ResponseStream = Pin<Box<dyn Stream<Item = Result<WatchOut, Status>> + Send
 pub type Inbound<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 impl WatchService {
-    /// One watch stream: requests in, responses out, until either side
-    /// goes away.
+    /// One watch stream: requests in, responses out, until the client goes
+    /// away. Its requests ending is not that: a client that half-closed
+    /// keeps its watchers, as with etcd.
     pub fn serve(
         &self,
         inbound: impl Stream<Item = Result<WatchRequest, Status>> + Send + 'static,
@@ -97,11 +98,19 @@ impl WatchStream {
     async fn run(mut self, mut inbound: Inbound<WatchRequest>) {
         use futures::StreamExt;
         let (hub_tx, mut hub_rx) = secretd_store::watch::inbox(STREAM_EVENTS_MAX);
+        // A client may half-close its side once it has sent its requests:
+        // its watchers live on, as etcd's do, until it goes away (the
+        // response stream is dropped) or the stream fails.
+        let mut requests_open = true;
         loop {
             let ok = tokio::select! {
-                req = inbound.next() => match req {
+                req = inbound.next(), if requests_open => match req {
                     Some(Ok(r)) => self.on_request(r, &hub_tx).await,
-                    None | Some(Err(_)) => false, // client went away
+                    None => {
+                        requests_open = false;
+                        true
+                    }
+                    Some(Err(_)) => false, // the stream broke: the client is gone
                 },
                 Some(batch) = hub_rx.recv() => self.on_hub(batch).await,
                 _ = self.out.closed() => false,

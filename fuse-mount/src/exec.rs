@@ -2,8 +2,14 @@
 //! takes, for a standalone process. CMD runs in a new mount namespace
 //! where the task's directory is bind-mounted read-only at `/run/secrets`
 //! and each config is bind-mounted read-only at its target path. Nothing
-//! changes outside the namespace, except that `/run/secrets` and a
-//! missing config target are created (empty) as mount points.
+//! changes outside the namespace: a mount point that does not exist on the
+//! host is made inside a private tmpfs (`Shadow`), never on the host,
+//! where a task author could otherwise have root create any path (say
+//! `/etc/nologin`).
+//!
+//! Which task it is comes from the node's own API (`Agent.InspectTask`),
+//! so the node certificate the agent already holds is enough; no admin key
+//! needs to be on the node.
 //!
 //! The namespace is made in the child between fork and exec: `unshare`
 //! refuses a multi-threaded process, and the agent's runtime has threads.
@@ -29,7 +35,7 @@ use clap::Args;
 use nix::sys::signal::Signal;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::pb::{tasks_client::TasksClient, TaskRef};
+use crate::pb::{agent_client::AgentClient, AgentTaskRequest};
 use crate::AgentArgs;
 
 #[derive(Args, Debug, Clone)]
@@ -140,9 +146,6 @@ fn cstr(p: &Path) -> Result<CString> {
     CString::new(p.as_os_str().as_encoded_bytes()).context("path contains a NUL byte")
 }
 
-/// (source, target) bind mounts, made read-only.
-struct Binds(Vec<(CString, CString)>);
-
 fn check(rc: libc::c_int) -> std::io::Result<()> {
     if rc == 0 {
         Ok(())
@@ -151,7 +154,121 @@ fn check(rc: libc::c_int) -> std::io::Result<()> {
     }
 }
 
-impl Binds {
+/// What a missing mount point becomes inside a shadow.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Dir,
+    File,
+}
+
+/// One name of a shadowed directory, as the host has it.
+enum Entry {
+    /// Bound from the original (relative to it), over an empty directory
+    /// or file made in the tmpfs: mounts below it come along.
+    Bind {
+        name: CString,
+        at: CString,
+        kind: Kind,
+    },
+    /// A symlink is copied (a bind mount would follow it).
+    Symlink { target: CString, at: CString },
+}
+
+/// An existing host directory covered, in CMD's namespace only, by a
+/// tmpfs that shows what it held (each entry bound from the original, or
+/// a symlink copied) plus the mount points that were missing. Names added
+/// to the host directory after exec started are not seen by CMD; new files
+/// CMD writes there stay in the tmpfs and go with the namespace.
+struct Shadow {
+    dir: CString,
+    /// `mode=...,uid=...,gid=...`: the original's.
+    options: CString,
+    entries: Vec<Entry>,
+    /// Missing components, parents first.
+    missing: Vec<(CString, Kind)>,
+}
+
+/// CMD's namespace: shadows (shallowest first), then read-only binds
+/// (source, target).
+struct Namespace {
+    shadows: Vec<Shadow>,
+    binds: Vec<(CString, CString)>,
+}
+
+/// Makes an empty directory or file to mount on.
+///
+/// # Safety
+/// Only system calls on a NUL-terminated string.
+unsafe fn make(at: &CString, kind: Kind) -> std::io::Result<()> {
+    match kind {
+        Kind::Dir => check(libc::mkdir(at.as_ptr(), 0o755)),
+        Kind::File => {
+            let fd = libc::open(
+                at.as_ptr(),
+                libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC,
+                0o444,
+            );
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::close(fd);
+            Ok(())
+        }
+    }
+}
+
+impl Shadow {
+    /// Runs in the forked child, inside the new namespace: system calls
+    /// only. The working directory is the covered original while the
+    /// entries are bound, so their relative names reach it under the
+    /// tmpfs.
+    ///
+    /// # Safety
+    /// Only system calls on strings prepared before the fork.
+    unsafe fn apply(&self) -> std::io::Result<()> {
+        check(libc::chdir(self.dir.as_ptr()))?;
+        check(libc::mount(
+            c"secretd-exec".as_ptr(),
+            self.dir.as_ptr(),
+            c"tmpfs".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            self.options.as_ptr().cast(),
+        ))?;
+        for e in &self.entries {
+            match e {
+                Entry::Symlink { target, at } => {
+                    check(libc::symlink(target.as_ptr(), at.as_ptr()))?;
+                }
+                Entry::Bind { name, at, kind } => {
+                    make(at, *kind)?;
+                    let rc = libc::mount(
+                        name.as_ptr(),
+                        at.as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_BIND | libc::MS_REC,
+                        std::ptr::null(),
+                    );
+                    if let Err(err) = check(rc) {
+                        // Gone since it was listed: show it gone.
+                        if err.raw_os_error() != Some(libc::ENOENT) {
+                            return Err(err);
+                        }
+                        match kind {
+                            Kind::Dir => libc::rmdir(at.as_ptr()),
+                            Kind::File => libc::unlink(at.as_ptr()),
+                        };
+                    }
+                }
+            }
+        }
+        for (at, kind) in &self.missing {
+            make(at, *kind)?;
+        }
+        Ok(())
+    }
+}
+
+impl Namespace {
     /// Runs in the forked child: system calls only.
     fn apply(&self, uid: Option<u32>, gid: Option<u32>) -> std::io::Result<()> {
         // SAFETY: plain system calls on NUL-terminated strings prepared
@@ -165,7 +282,21 @@ impl Binds {
                 libc::MS_REC | libc::MS_PRIVATE,
                 std::ptr::null(),
             ))?;
-            for (src, dst) in &self.0 {
+            if !self.shadows.is_empty() {
+                let cwd = libc::open(
+                    c".".as_ptr(),
+                    libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+                );
+                if cwd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                for s in &self.shadows {
+                    s.apply()?;
+                }
+                check(libc::fchdir(cwd))?;
+                libc::close(cwd);
+            }
+            for (src, dst) in &self.binds {
                 check(libc::mount(
                     src.as_ptr(),
                     dst.as_ptr(),
@@ -197,27 +328,117 @@ impl Binds {
     }
 }
 
-/// Creates an empty mount point (file or directory) if none exists.
-fn mount_point(path: &Path, dir: bool) -> Result<()> {
-    if path.exists() {
-        return Ok(());
+/// Plans CMD's namespace: a bind of each (source, target, kind). A target
+/// that exists is bound over; a missing one is made inside a shadow of its
+/// deepest existing ancestor directory.
+fn plan(mounts: &[(PathBuf, PathBuf, Kind)]) -> Result<Namespace> {
+    // Shadowed directory -> its missing paths.
+    let mut shadowed: BTreeMap<PathBuf, BTreeMap<PathBuf, Kind>> = BTreeMap::new();
+    let mut binds = Vec::new();
+    for (src, dst, kind) in mounts {
+        binds.push((cstr(src)?, cstr(dst)?));
+        if dst.exists() {
+            continue;
+        }
+        let mut missing = vec![(dst.clone(), *kind)];
+        let mut dir = dst.parent();
+        while let Some(d) = dir {
+            if d.exists() {
+                break;
+            }
+            missing.push((d.to_path_buf(), Kind::Dir));
+            dir = d.parent();
+        }
+        let Some(dir) = dir.filter(|d| d.parent().is_some()) else {
+            bail!(
+                "{}: no part of it exists on this host, and agent exec creates nothing outside its namespace (it would have to cover /): create its top directory, or choose a target under an existing one",
+                dst.display()
+            );
+        };
+        if !dir.is_dir() {
+            bail!("{}: {} is not a directory", dst.display(), dir.display());
+        }
+        shadowed
+            .entry(dir.to_path_buf())
+            .or_default()
+            .extend(missing);
     }
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create {}", parent.display()))?;
+    // BTreeMap order puts a directory before those under it: shallowest
+    // shadows first, so a deeper one covers a bind of the shallower.
+    let shadows = shadowed
+        .into_iter()
+        .map(|(dir, missing)| shadow(&dir, missing))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Namespace { shadows, binds })
+}
+
+/// Lists `dir` for its shadow.
+fn shadow(dir: &Path, missing: BTreeMap<PathBuf, Kind>) -> Result<Shadow> {
+    use std::os::unix::ffi::OsStrExt;
+    let meta = std::fs::metadata(dir).with_context(|| format!("cannot stat {}", dir.display()))?;
+    let options = CString::new(format!(
+        "mode={:o},uid={},gid={}",
+        meta.mode() & 0o7777,
+        meta.uid(),
+        meta.gid()
+    ))?;
+    let mut entries = Vec::new();
+    for e in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let e = e.with_context(|| format!("cannot list {}", dir.display()))?;
+        let name = e.file_name();
+        let at = cstr(&dir.join(&name))?;
+        let ft = match e.file_type() {
+            Ok(ft) => ft,
+            Err(_) => continue, // gone since listed
+        };
+        if ft.is_symlink() {
+            let target = std::fs::read_link(e.path())
+                .with_context(|| format!("cannot read the link {}", e.path().display()))?;
+            entries.push(Entry::Symlink {
+                target: cstr(&target)?,
+                at,
+            });
+        } else {
+            entries.push(Entry::Bind {
+                name: CString::new(name.as_bytes()).context("a name with a NUL byte")?,
+                at,
+                kind: if ft.is_dir() { Kind::Dir } else { Kind::File },
+            });
+        }
     }
-    if dir {
-        std::fs::create_dir_all(path)
-    } else {
-        std::fs::File::create(path).map(drop)
-    }
-    .with_context(|| format!("cannot create the mount point {}", path.display()))
+    let missing = missing
+        .into_iter()
+        .map(|(p, k)| Ok((cstr(&p)?, k)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Shadow {
+        dir: cstr(dir)?,
+        options,
+        entries,
+        missing,
+    })
 }
 
 pub async fn run(agent: &AgentArgs, a: &ExecArgs) -> Result<()> {
     if !nix::unistd::Uid::effective().is_root() {
         bail!("secretd agent exec must run as root (it makes a mount namespace)");
     }
+    // Which files are configs, and where they go: from the cluster, asked
+    // as this node (its certificate names it).
+    let ep = crate::endpoints(&agent.endpoints)?.remove(0);
+    let tls = secretd_client::ClientTls::from_flags(
+        agent.cacert.as_deref(),
+        agent.cert.as_deref(),
+        agent.key.as_deref(),
+    )?;
+    let ch = secretd_client::channel(&ep, tls.as_ref(), Some(Duration::from_secs(10)))?;
+    let task = AgentClient::new(ch)
+        .inspect_task(AgentTaskRequest {
+            node: agent.node.clone().unwrap_or_default(),
+            task: a.task.clone(),
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("task {}: {} (asked {ep})", a.task, s.message()))?
+        .into_inner();
     let dir = agent.mount.join(&a.task);
     if !dir.is_dir() {
         bail!(
@@ -227,42 +448,25 @@ pub async fn run(agent: &AgentArgs, a: &ExecArgs) -> Result<()> {
             agent.mount.display()
         );
     }
-    // Which files are configs, and where they go: from the cluster.
-    let ep = crate::endpoints(&agent.endpoints)?.remove(0);
-    let tls = secretd_client::ClientTls::from_flags(
-        agent.cacert.as_deref(),
-        agent.cert.as_deref(),
-        agent.key.as_deref(),
-    )?;
-    let ch = secretd_client::channel(&ep, tls.as_ref(), Some(Duration::from_secs(10)))?;
-    let task = TasksClient::new(ch)
-        .inspect(TaskRef { id: a.task.clone() })
-        .await
-        .map_err(|s| anyhow::anyhow!("task {}: {} (asked {ep})", a.task, s.message()))?
-        .into_inner();
 
-    let secrets = PathBuf::from("/run/secrets");
-    mount_point(&secrets, true)?;
-    let mut binds = vec![(cstr(&dir)?, cstr(&secrets)?)];
+    let mut mounts = vec![(dir.clone(), PathBuf::from("/run/secrets"), Kind::Dir)];
     let mut names = BTreeMap::new();
     for s in &task.secrets {
         names.insert(PathBuf::from(&s.target), format!("secret {}", s.source));
     }
     for c in &task.configs {
         let rel = c.target.trim_start_matches('/');
-        let target = Path::new("/").join(rel);
-        mount_point(&target, false)?;
-        binds.push((cstr(&dir.join(rel))?, cstr(&target)?));
+        mounts.push((dir.join(rel), Path::new("/").join(rel), Kind::File));
         names.insert(PathBuf::from(rel), format!("config {}", c.source));
     }
-    let binds = std::sync::Arc::new(Binds(binds));
+    let ns = std::sync::Arc::new(plan(&mounts)?);
     let spawn = || -> Result<tokio::process::Child> {
         let mut cmd = tokio::process::Command::new(&a.cmd[0]);
         cmd.args(&a.cmd[1..]);
-        let (binds, uid, gid) = (binds.clone(), a.uid, a.gid);
+        let (ns, uid, gid) = (ns.clone(), a.uid, a.gid);
         // SAFETY: `apply` makes only system calls (see its comment).
         unsafe {
-            cmd.pre_exec(move || binds.apply(uid, gid));
+            cmd.pre_exec(move || ns.apply(uid, gid));
         }
         cmd.spawn()
             .with_context(|| format!("cannot run {}", a.cmd[0]))

@@ -64,12 +64,25 @@ pub fn task_dir_owner(files: &BTreeMap<String, FileEntry>) -> (u32, u32, u32) {
     (uid.unwrap_or(0), gid.unwrap_or(0), mode)
 }
 
+/// `(uid_t)-1`: chown takes it for "no change", so no file can be owned
+/// by it.
+const OWNER_UNCHANGED: u32 = u32::MAX;
+
 /// Checks that a task's files can coexist in one tree: relative paths of
-/// plain components, none of them the agent's own (`..` names), and no
-/// file that is also another file's directory. The server refuses such
-/// tasks at creation; this guards against tasks stored before it did.
+/// plain components, none of them the agent's own (`..` names), no file
+/// that is also another file's directory, and owners a file can have
+/// (not 4294967295). The server refuses such tasks at creation; this
+/// guards against tasks stored before it did, the same way in both
+/// backends.
 pub fn check_task(files: &BTreeMap<String, FileEntry>) -> Result<(), String> {
-    for path in files.keys() {
+    for (path, f) in files {
+        for (what, id) in [("uid", f.uid), ("gid", f.gid)] {
+            if id == OWNER_UNCHANGED {
+                return Err(format!(
+                    "target {path:?}: {what} {id} is not a valid owner (it is (uid_t)-1, \"no change\" to chown)"
+                ));
+            }
+        }
         if path.is_empty() || path.starts_with('/') {
             return Err(format!("bad target path {path:?}"));
         }
@@ -156,6 +169,50 @@ mod tests {
             &[("a\nb", 0, 0)][..],
         ] {
             assert!(check_task(&files(bad)).is_err(), "{bad:?}");
+        }
+    }
+
+    /// `(uid_t)-1` asks chown for "no change": the tmpfs backend once left
+    /// such a file to root while FUSE showed it owned by 4294967295. Both
+    /// refuse the task alike now, and show the others.
+    #[test]
+    fn both_backends_refuse_an_owner_of_minus_one() {
+        use crate::{fusefs::FuseBackend, tmpfs::TmpfsBackend};
+        use std::os::unix::fs::MetadataExt;
+        assert!(
+            nix::unistd::Uid::effective().is_root() && std::path::Path::new("/dev/fuse").exists(),
+            "this test mounts FUSE and a tmpfs: run it as root, with /dev/fuse"
+        );
+        type Mount = fn(&std::path::Path) -> anyhow::Result<Box<dyn Backend>>;
+        let backends: [(&str, Mount); 2] = [
+            ("fuse", |p| Ok(Box::new(FuseBackend::mount(p)?))),
+            ("tmpfs", |p| Ok(Box::new(TmpfsBackend::mount(p)?))),
+        ];
+        for (name, mount) in backends {
+            for (uid, gid) in [(u32::MAX, 0), (0, u32::MAX)] {
+                let dir = std::env::temp_dir()
+                    .join(format!("secretd-owner-test-{}-{name}", std::process::id()));
+                std::fs::create_dir_all(&dir).unwrap();
+                let b = mount(&dir).unwrap();
+                let mut image = Image::default();
+                image.tasks.insert("bad".into(), files(&[("pw", uid, gid)]));
+                image
+                    .tasks
+                    .insert("good".into(), files(&[("pw", 1000, 1000)]));
+                let failures = b.apply(&image);
+                let shown_bad = dir.join("bad/pw").exists();
+                let good = std::fs::metadata(dir.join("good/pw")).map(|m| m.uid());
+                b.shutdown();
+                std::fs::remove_dir(&dir).unwrap();
+                let why = failures.get("bad").map(String::as_str).unwrap_or_default();
+                assert!(
+                    why.contains("4294967295"),
+                    "{name}, uid {uid} gid {gid}: {failures:?}"
+                );
+                assert!(!shown_bad, "{name}: the refused task is shown");
+                assert_eq!(good.ok(), Some(1000), "{name}: the other task");
+                assert_eq!(failures.len(), 1, "{name}: {failures:?}");
+            }
         }
     }
 

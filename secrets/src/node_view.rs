@@ -1,6 +1,6 @@
 //! What one node's agent may see and fetch: the node's tasks with the file
-//! each gets (and the version to serve), and the data of exactly those
-//! files. Who is asking (the node certificate) is the API's concern; this
+//! each gets (and the version to serve), one of its tasks whole (for
+//! `agent exec`), and the data of exactly those files. Who is asking (the node certificate) is the API's concern; this
 //! module decides what that node is owed.
 //!
 //! Both read this member's applied state without a ReadIndex round: the
@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 
 use crate::layout::Kind;
-use crate::pb::secretstore::{AgentFile, AgentState, AgentTaskEnv, FetchRequest, Mount};
+use crate::pb::secretstore::{AgentFile, AgentState, AgentTaskEnv, FetchRequest, Mount, Task};
 use crate::store::ObjectStore;
 use crate::{validate, Error, Result};
 
@@ -59,6 +59,22 @@ pub async fn node_state(store: &ObjectStore, node: &str) -> Result<AgentState> {
         }
     }
     Ok(out)
+}
+
+/// One task, for the node `node` (`None`: any node, for a listener
+/// without client certificates, where every caller may do anything). A
+/// task of another node is answered exactly as one that does not exist,
+/// so a node learns nothing of the others' tasks. A linearizable read:
+/// `agent exec` may ask right after the task was created elsewhere.
+pub async fn task(store: &ObjectStore, node: Option<&str>, id: &str) -> Result<Task> {
+    let t = store.task_get(id, false).await?;
+    match node {
+        Some(n) if t.node != n => Err(Error::NotFound {
+            kind: "task",
+            name: id.to_string(),
+        }),
+        _ => Ok(t),
+    }
 }
 
 /// Two states an agent would act on the same way (the revision aside).

@@ -247,6 +247,24 @@ pub fn mode(mode: u32) -> Result<()> {
 /// Checks a task's mounts: each valid, and no two that collide: the same
 /// path, or one path a directory above another (`a` and `a/b`), which no
 /// file tree can hold both of.
+/// `(uid_t)-1`: what chown reads as "leave the owner as it is".
+pub const OWNER_UNCHANGED: u32 = u32::MAX;
+
+/// A file's uid and gid. 4294967295 is `(uid_t)-1`, which chown takes
+/// for "no change", so no file can be given it: refused here, by name,
+/// rather than left to root by one agent backend and shown as 4294967295
+/// by the other.
+fn owner(uid: u32, gid: u32) -> Result<()> {
+    for (what, id) in [("uid", uid), ("gid", gid)] {
+        if id == OWNER_UNCHANGED {
+            return Err(invalid(format!(
+                "{what} {id} is not a valid owner: it is (uid_t)-1, which chown takes for \"no change\""
+            )));
+        }
+    }
+    Ok(())
+}
+
 pub fn mounts(secrets: &[Mount], configs: &[Mount]) -> Result<()> {
     if secrets.len() + configs.len() > TASK_MOUNTS_MAX {
         return Err(invalid(format!(
@@ -261,6 +279,7 @@ pub fn mounts(secrets: &[Mount], configs: &[Mount]) -> Result<()> {
             }
             target(kind, &m.target)?;
             mode(m.mode)?;
+            owner(m.uid, m.gid)?;
             let place = match kind {
                 Kind::Secret => m.target.clone(),
                 Kind::Config => m.target.trim_start_matches('/').to_string(),
@@ -403,6 +422,28 @@ mod tests {
             ("", "x"),
         ] {
             assert!(labels(&l(k, v)).is_err(), "{k:?}={v:?}");
+        }
+    }
+
+    /// (uid_t)-1 means "no change" to chown: no file can be owned by it,
+    /// so a task asking for it is refused at creation, by name.
+    #[test]
+    fn an_owner_of_minus_one_is_refused() {
+        let m = |uid, gid| Mount {
+            source: "db_pw".into(),
+            target: "pw".into(),
+            uid,
+            gid,
+            mode: 0o400,
+            ..Default::default()
+        };
+        assert!(mounts(&[m(4294967294, 4294967294)], &[]).is_ok());
+        for (uid, gid, what) in [(u32::MAX, 0, "uid"), (0, u32::MAX, "gid")] {
+            let e = mounts(&[m(uid, gid)], &[]).unwrap_err().to_string();
+            assert!(e.contains(&format!("{what} 4294967295")), "{e}");
+            let mut c = m(uid, gid);
+            c.target = "/etc/x.conf".into();
+            assert!(mounts(&[], &[c]).is_err());
         }
     }
 

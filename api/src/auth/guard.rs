@@ -229,19 +229,24 @@ impl Who {
     }
 }
 
-/// How often a member behind a token's entry looks again.
-const TOKEN_WAIT_POLL_MS: u64 = 5;
-
-/// A token names the raft index that issued it: a member that has not
-/// applied it yet (the client logged in through a faster member) waits
-/// for it, at most one request timeout, as etcd's members do. A token it
-/// still does not know after that is refused as unknown.
+/// A token names the raft index that issued it. A member that has not
+/// applied that index yet (the client logged in through a faster member)
+/// catches up first, with one ReadIndex round: afterwards it has applied
+/// everything the cluster had committed when the request came, and a
+/// real token's entry was committed (and applied by its issuer) before
+/// the client held the token. So the wait is one round trip to the
+/// leader, never the request timeout: a token naming an index past that
+/// was not issued, and is refused at once as unknown. Without a leader the
+/// round fails, as every linearizable request does, and the token is
+/// judged on what this member has applied.
 async fn wait_for_token(node: &Node, token: &str) {
     let Some(index) = secretd_store::auth::tokens::split(token).1 else {
         return;
     };
-    let deadline = tokio::time::Instant::now() + node.config().request_timeout;
-    while node.status().applied_index < index && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(TOKEN_WAIT_POLL_MS)).await;
+    if node.status().applied_index >= index {
+        return;
+    }
+    if let Err(e) = node.read_index().await {
+        tracing::debug!(error = %e, index, "cannot catch up to a token's entry");
     }
 }

@@ -17,6 +17,10 @@
 //! assigned to the asking node uses that object, and a node agent's
 //! certificate (`spiffe://secretd/node/NAME`) may only ask as that node.
 //! Access ends with the assignment: each fetch checks it again.
+//!
+//! `InspectTask` shows one task of the asking node (`agent exec` needs its
+//! targets), so a node needs no admin key; another node's task is "not
+//! found", as a task that does not exist.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -35,7 +39,8 @@ use secretd_secrets::validate;
 use super::status;
 use crate::identity::{Caller, Role};
 use crate::pb::secretstore::{
-    agent_server::Agent, AgentState, AgentWatchRequest, FetchRequest, FetchResponse,
+    agent_server::Agent, AgentState, AgentTaskRequest, AgentWatchRequest, FetchRequest,
+    FetchResponse, Task,
 };
 
 /// Messages queued per agent stream (a state's parts wait their turn).
@@ -141,9 +146,28 @@ fn bind_node<T>(req: &Request<T>, node: &str) -> Result<(), Status> {
                 validate::echo(node)
             )))
         }
-        other => Err(Status::permission_denied(format!(
-            "{other} may not use the agent API: only a node agent's certificate may, for its own node"
-        ))),
+        other => Err(not_a_node(other)),
+    }
+}
+
+fn not_a_node(role: &Role) -> Status {
+    Status::permission_denied(format!(
+        "{role} may not use the agent API: only a node agent's certificate may, for its own node"
+    ))
+}
+
+/// The node a request asks as: the one it names (which must be the
+/// certificate's), or, when it names none, the certificate's. `None`
+/// without client certificates and no node named: any node.
+fn asking_node<T>(req: &Request<T>, named: &str) -> Result<Option<String>, Status> {
+    if !named.is_empty() {
+        bind_node(req, named)?;
+        return Ok(Some(named.to_string()));
+    }
+    match Caller::of(req)?.role {
+        Role::Node(n) => Ok(Some(n)),
+        Role::Unauthenticated => Ok(None),
+        other => Err(not_a_node(&other)),
     }
 }
 
@@ -240,6 +264,14 @@ impl Agent for AgentService {
         let r = self.deliver(req).await;
         crate::audit::record(&who, &format!("{kind}.deliver"), &what, version, &r);
         r
+    }
+
+    async fn inspect_task(&self, req: Request<AgentTaskRequest>) -> Result<Response<Task>, Status> {
+        let node = asking_node(&req, &req.get_ref().node)?;
+        let task = node_view::task(&self.store, node.as_deref(), &req.get_ref().task)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(task))
     }
 }
 

@@ -1012,6 +1012,48 @@ fn psql(port: u16, sql: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// A method a gateway path does not take gets Go's 405: status, text
+/// body and content type, as etcd 3.4 answers. Over HTTP/2 (curl with
+/// prior knowledge, a body sent or not) it was a headers-only close with
+/// no body at all.
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_methods_get_gos_405() {
+    let c = Cluster::start(1);
+    c.wait_leader(Duration::from_secs(15)).await;
+    let url = |path: &str| format!("http://{}{path}", c.endpoint(0));
+    for (http, method, path, body) in [
+        ("--http1.1", "GET", "/v3/kv/range", None),
+        ("--http2-prior-knowledge", "GET", "/v3/kv/range", None),
+        ("--http2-prior-knowledge", "PUT", "/v3/kv/put", Some("{}")),
+        ("--http2-prior-knowledge", "POST", "/health", Some("{}")),
+    ] {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-s", "-D", "-", "-X", method, http]);
+        if let Some(b) = body {
+            cmd.args(["-d", b]);
+        }
+        let out = cmd
+            .arg(url(path))
+            .output()
+            .expect("curl (Debian's curl package)");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let head = head.to_ascii_lowercase();
+        assert!(
+            head.starts_with("http/1.1 405") || head.starts_with("http/2 405"),
+            "{http} {method} {path}: {text}"
+        );
+        assert!(
+            head.contains("content-type: text/plain; charset=utf-8"),
+            "{http} {method} {path}: {text}"
+        );
+        assert_eq!(
+            body, "Method Not Allowed\n",
+            "{http} {method} {path}: {text}"
+        );
+    }
+}
+
 /// A real orchestrator on secretd: two PostgreSQL 15 instances managed by
 /// Debian's Patroni 3.0.2, whose `etcd3:` DCS (the JSON gateway) is a
 /// 3-member secretd cluster. A leader is elected and a replica streams; a

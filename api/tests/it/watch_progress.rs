@@ -1,5 +1,6 @@
-//! Watch progress notifications over the gRPC API (etcdctl 3.4 cannot ask
-//! for them): periodic ones for watchers that asked, and on request.
+//! Watch streams over the gRPC API, where etcdctl 3.4 cannot reach:
+//! progress notifications (periodic ones for watchers that asked, and on
+//! request), and a stream whose client half-closed its requests.
 
 use std::time::Duration;
 
@@ -84,5 +85,57 @@ async fn periodic_and_requested_progress() {
             assert_eq!(r.header.unwrap().revision, 3);
             break;
         }
+    }
+}
+
+/// A client that sends its create request and then closes its request
+/// stream (half-close) keeps its watcher, as with etcd: the responses
+/// outlive the requests. The stream once ended with OK right after
+/// `created`, and every later event was lost without an error.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_half_closed_watch_keeps_delivering() {
+    use secretd_client::pb::etcdserverpb as pb;
+    let c = Cluster::start(1);
+    c.wait_leader(Duration::from_secs(10)).await;
+    let mut kv = c.kv(0).await;
+    let create = pb::WatchRequest {
+        request_union: Some(pb::watch_request::RequestUnion::CreateRequest(
+            pb::WatchCreateRequest {
+                key: "half".into(),
+                ..Default::default()
+            },
+        )),
+    };
+    // One request, then the request stream ends: tonic half-closes it.
+    let mut stream = pb::watch_client::WatchClient::new(c.channel(0).await)
+        .watch(futures::stream::iter([create]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(next_or_end(&mut stream).await.created);
+    for v in ["1", "2"] {
+        kv.put(PutRequest {
+            key: "half".into(),
+            value: v.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let r = next_or_end(&mut stream).await;
+        let got = &r.events[0].kv.as_ref().unwrap().value;
+        assert_eq!(got, v.as_bytes(), "{r:?}");
+    }
+}
+
+/// The next response, failing the test if the stream ends, fails or
+/// stays silent for 5 s.
+async fn next_or_end(
+    s: &mut tonic::Streaming<secretd_client::pb::etcdserverpb::WatchResponse>,
+) -> secretd_client::pb::etcdserverpb::WatchResponse {
+    match tokio::time::timeout(Duration::from_secs(5), s.message()).await {
+        Ok(Ok(Some(r))) => r,
+        Ok(Ok(None)) => panic!("the watch ended (status OK) after the client half-closed"),
+        Ok(Err(e)) => panic!("the watch failed: {e}"),
+        Err(_) => panic!("no response within 5 s"),
     }
 }
