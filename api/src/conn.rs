@@ -2,14 +2,26 @@
 //! gate every request passes through.
 //!
 //! A member has a fixed number of file descriptors, and raft, RocksDB and
-//! the peers need some of them. So every listener admits connections
-//! against a budget (`Admission`): a total for the listener, a smaller one
-//! per certificate identity (one hostile node agent cannot take every
-//! slot), and a bound on handshakes in flight. The peer listener has its
-//! own budget, so clients can never starve raft. Each admitted connection
-//! is a `Conn`, which closes itself once it has carried no request for
-//! `idle_ms`: a TLS connection that never sends the HTTP/2 preface, or an
-//! HTTP/2 connection with no streams, is closed rather than kept forever.
+//! the peers need some of them. So the open-file limit is split: storage
+//! and this member's own connections keep `FDS_RESERVED`, the peer and
+//! metrics listeners have fixed budgets, and the client listeners share
+//! what is left; no listener can take another's descriptors or storage's.
+//! Each listener admits connections against its budget (`Admission`): a
+//! total, a smaller share per certificate identity (one hostile node agent
+//! cannot take every slot), a bound on TLS handshakes in flight (each
+//! holds a descriptor before anyone knows who is asking) and a smaller one
+//! per source address, so one host cannot take every handshake slot;
+//! a handshake must end within `HANDSHAKE_TIMEOUT_MS`. The peer listener
+//! is for members: a few handshake slots are kept for addresses members
+//! were seen at, and after the handshake a certificate of another role
+//! gets only a small shared lane whose requests are all refused
+//! (`REFUSING_CONNECTIONS_MAX`), so clients can never starve raft. Each
+//! admitted connection is a `Conn`, which closes itself once it has
+//! carried no request for `idle_ms`: a TLS connection that never sends the
+//! HTTP/2 preface, or an HTTP/2 connection with no streams, is closed
+//! rather than kept forever. Refusals are counted
+//! (`secretd_connections_refused_total`) and logged once a minute per
+//! listener and cap, never once each, so a flood cannot fill the disk.
 //!
 //! `Gate` is a tower layer over every listener's router: it decides each
 //! request with the role matrix (`authz`), audits denials, counts the
@@ -18,10 +30,10 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -36,12 +48,48 @@ use crate::authz::{self, Decision};
 use crate::identity::{Caller, Role};
 use crate::tls::{common_name, role_of};
 
-/// File descriptors kept out of every client budget: RocksDB's files, the
-/// peer transport, the audit log, logs and the metrics listener.
+/// File descriptors kept out of every listener's budget: RocksDB's files
+/// (at most `secretd_store::db::ROCKSDB_OPEN_FILES_MAX`, 64), the raft
+/// log's segments, snapshots, this member's connections to its peers
+/// (two or three per peer), the audit log, and the runtime's own.
 pub const FDS_RESERVED: usize = 128;
-/// A refusal is logged at most this often per listener, so a flood cannot
-/// fill the log.
-const REFUSAL_LOG_INTERVAL_MS: u64 = 1_000;
+
+/// The peer port's budget: a member keeps a few long-lived connections to
+/// each other member (raft, snapshots, key fetches).
+pub const PEER_CONNECTIONS_MAX: usize = 64;
+pub const PEER_CONNECTIONS_PER_MEMBER_MAX: usize = 16;
+/// Peer handshakes in flight from any source; `PEER_HANDSHAKES_RESERVED`
+/// more only from sources members were seen at, so a flood from many
+/// addresses still leaves a restarted member a way in. With the refusing
+/// lane, at most 36 of the 64 peer slots are ever held by connections
+/// that are not members'.
+const PEER_HANDSHAKES_MAX: usize = 24;
+const PEER_HANDSHAKES_RESERVED: usize = 8;
+/// Peer handshakes in flight from one source (not a member's): a member
+/// opens two or three connections to each peer.
+const PEER_HANDSHAKES_PER_SOURCE_MAX: usize = 8;
+/// Client handshakes in flight from one source, at most (and at most a
+/// quarter of the listener's handshakes).
+const CLIENT_HANDSHAKES_PER_SOURCE_MAX: usize = 32;
+/// Connections on the peer port whose certificate is not a member's (an
+/// admin or node agent that dialled the wrong port), all together: each
+/// request they send is refused with the role matrix's message, and they
+/// close after `REFUSING_IDLE_MS` without one.
+pub const REFUSING_CONNECTIONS_MAX: usize = 4;
+const REFUSING_IDLE_MS: u64 = 5_000;
+/// The metrics listeners' budget (all of them together), and the longest
+/// a metrics connection may wait for its next request.
+pub const METRICS_CONNECTIONS_MAX: usize = 16;
+pub const METRICS_IDLE_MS_MAX: u64 = 10_000;
+/// Sources members were seen at that are remembered (least recent out).
+const MEMBER_SOURCES_MAX: usize = 64;
+/// A refusal is logged once per listener and cap, then at most once per
+/// this interval while refusals go on (with how many were not logged).
+const REFUSAL_LOG_INTERVAL_MS: u64 = 60_000;
+/// Failed handshakes are logged one by one (each reason matters to an
+/// operator) up to this many at once, then one a second.
+const HANDSHAKE_FAILURE_LOG_BURST: u64 = 32;
+const HANDSHAKE_FAILURE_LOG_INTERVAL_MS: u64 = 1_000;
 
 /// One listener's connection budget.
 #[derive(Clone, Copy, Debug)]
@@ -50,26 +98,40 @@ pub struct Limits {
     pub total_max: usize,
     /// Connections one certificate identity may hold at once.
     pub per_identity_max: usize,
-    /// TLS handshakes in flight at once (each holds a descriptor before
-    /// anyone knows who is asking).
+    /// TLS handshakes in flight at once, from sources members were not
+    /// seen at.
     pub handshakes_max: usize,
+    /// Handshakes beyond `handshakes_max` that only sources members were
+    /// seen at may start.
+    pub handshakes_reserved: usize,
+    /// TLS handshakes in flight from one source (an IPv4 address or an
+    /// IPv6 /64) members were not seen at.
+    pub handshakes_per_source_max: usize,
+    /// After the handshake, a certificate that is not a member's gets
+    /// only the refusing lane (the peer port).
+    pub members_only: bool,
     /// A connection that carries no request for this long is closed.
     pub idle_ms: u64,
 }
 
 impl Limits {
     /// The client listeners' budget: at most `total_max`, and never more
-    /// than the descriptors left after `FDS_RESERVED` and the peers'
-    /// budget.
+    /// than the descriptors left after `FDS_RESERVED` and the peer and
+    /// metrics budgets.
     pub fn clients(total_max: usize, per_identity_max: usize, idle_ms: u64, fds: usize) -> Limits {
         let usable = fds
-            .saturating_sub(FDS_RESERVED + PEER_CONNECTIONS_MAX)
+            .saturating_sub(FDS_RESERVED + PEER_CONNECTIONS_MAX + METRICS_CONNECTIONS_MAX)
             .max(8);
         let total_max = total_max.min(usable).max(2);
+        let handshakes_max = (total_max / 4).max(1);
         Limits {
             total_max,
             per_identity_max: per_identity_max.min(total_max / 2).max(1),
-            handshakes_max: (total_max / 4).max(1),
+            handshakes_max,
+            handshakes_reserved: 0,
+            handshakes_per_source_max: (handshakes_max / 4)
+                .clamp(1, CLIENT_HANDSHAKES_PER_SOURCE_MAX),
+            members_only: false,
             idle_ms,
         }
     }
@@ -79,16 +141,28 @@ impl Limits {
         Limits {
             total_max: PEER_CONNECTIONS_MAX,
             per_identity_max: PEER_CONNECTIONS_PER_MEMBER_MAX,
-            handshakes_max: PEER_CONNECTIONS_MAX / 2,
+            handshakes_max: PEER_HANDSHAKES_MAX,
+            handshakes_reserved: PEER_HANDSHAKES_RESERVED,
+            handshakes_per_source_max: PEER_HANDSHAKES_PER_SOURCE_MAX,
+            members_only: true,
             idle_ms,
         }
     }
-}
 
-/// The peer port's budget: a member keeps a few long-lived connections to
-/// each other member (raft, snapshots, key fetches).
-pub const PEER_CONNECTIONS_MAX: usize = 64;
-pub const PEER_CONNECTIONS_PER_MEMBER_MAX: usize = 16;
+    /// The metrics listeners' budget (plain HTTP: no handshakes, no
+    /// identities).
+    pub fn metrics(idle_ms: u64) -> Limits {
+        Limits {
+            total_max: METRICS_CONNECTIONS_MAX,
+            per_identity_max: 0,
+            handshakes_max: 0,
+            handshakes_reserved: 0,
+            handshakes_per_source_max: 0,
+            members_only: false,
+            idle_ms: idle_ms.min(METRICS_IDLE_MS_MAX),
+        }
+    }
+}
 
 /// Raises this process's open-file limit to its hard limit, logs it, and
 /// returns the limit now in force.
@@ -121,14 +195,136 @@ pub fn raise_fd_limit() -> usize {
     }
 }
 
+/// Where a connection comes from, for per-source caps: an IPv4 address
+/// (an IPv4-mapped IPv6 one included), or an IPv6 /64, since one host
+/// usually holds a whole /64 and a per-address cap would be none.
+pub fn source_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+/// Sources members were seen at (a member's certificate on the peer port,
+/// or a peer this member reached over TLS), least recent first.
+static MEMBER_SOURCES: Mutex<Vec<IpAddr>> = Mutex::new(Vec::new());
+
+/// Remembers `ip` as a member's source: its handshakes may use the peer
+/// port's reserved slots.
+pub fn member_seen_at(ip: IpAddr) {
+    let source = source_of(ip);
+    let mut seen = MEMBER_SOURCES.lock();
+    if seen.last() == Some(&source) {
+        return;
+    }
+    seen.retain(|s| *s != source);
+    if seen.len() >= MEMBER_SOURCES_MAX {
+        seen.remove(0);
+    }
+    seen.push(source);
+}
+
+fn is_member_source(source: IpAddr) -> bool {
+    MEMBER_SOURCES.lock().contains(&source)
+}
+
+/// Which cap refused a connection (a label of the refusal counter, and
+/// the key of its log budget).
+#[derive(Clone, Copy, Debug)]
+enum Cap {
+    Total,
+    Handshakes,
+    Source,
+    Identity,
+    MembersOnly,
+    Accept,
+}
+const CAPS: usize = 6;
+
+impl Cap {
+    fn name(self) -> &'static str {
+        match self {
+            Cap::Total => "total",
+            Cap::Handshakes => "handshakes",
+            Cap::Source => "handshakes_per_source",
+            Cap::Identity => "per_identity",
+            Cap::MembersOnly => "members_only",
+            Cap::Accept => "accept_error",
+        }
+    }
+}
+
+static REFUSED: LazyLock<prometheus::IntCounterVec> = LazyLock::new(|| {
+    prometheus::register_int_counter_vec!(
+        "secretd_connections_refused_total",
+        "Connections refused, by listener and by the cap that refused them.",
+        &["listener", "cap"]
+    )
+    .expect("metric registered once")
+});
+
+/// At most `burst` log lines at once, then one per `interval_ms`; the
+/// lines held back are counted and the next line says how many.
+struct LogBudget {
+    burst: u64,
+    interval_ms: u64,
+    /// (lines that may be written now, when they were last topped up,
+    /// lines held back since the last one written)
+    state: Mutex<(u64, u64, u64)>,
+}
+
+impl LogBudget {
+    fn new(burst: u64, interval_ms: u64) -> LogBudget {
+        LogBudget {
+            burst,
+            interval_ms,
+            state: Mutex::new((burst, now_ms(), 0)),
+        }
+    }
+
+    /// `Some(lines held back since the last one)` when a line may be
+    /// written now.
+    fn take(&self) -> Option<u64> {
+        let now = now_ms();
+        let mut s = self.state.lock();
+        let (tokens, at, held) = &mut *s;
+        let earned = now.saturating_sub(*at) / self.interval_ms;
+        if earned > 0 {
+            *tokens = (*tokens + earned).min(self.burst);
+            *at += earned * self.interval_ms;
+        }
+        if *tokens == 0 {
+            *held += 1;
+            return None;
+        }
+        *tokens -= 1;
+        Some(std::mem::take(held))
+    }
+}
+
+/// TLS handshakes in flight on one listener, in all and per source.
+#[derive(Default)]
+struct Handshakes {
+    total: usize,
+    per_source: HashMap<IpAddr, usize>,
+}
+
 /// A listener's admission counters.
 pub struct Admission {
     pub what: &'static str,
     pub limits: Limits,
     open: AtomicUsize,
-    handshakes: AtomicUsize,
+    handshakes: Mutex<Handshakes>,
+    refusing: AtomicUsize,
     per_identity: Mutex<HashMap<String, usize>>,
-    last_refusal_log_ms: AtomicU64,
+    refusal_logs: [LogBudget; CAPS],
+    handshake_failure_logs: LogBudget,
 }
 
 fn now_ms() -> u64 {
@@ -142,9 +338,14 @@ impl Admission {
             what,
             limits,
             open: AtomicUsize::new(0),
-            handshakes: AtomicUsize::new(0),
+            handshakes: Mutex::new(Handshakes::default()),
+            refusing: AtomicUsize::new(0),
             per_identity: Mutex::new(HashMap::new()),
-            last_refusal_log_ms: AtomicU64::new(0),
+            refusal_logs: std::array::from_fn(|_| LogBudget::new(1, REFUSAL_LOG_INTERVAL_MS)),
+            handshake_failure_logs: LogBudget::new(
+                HANDSHAKE_FAILURE_LOG_BURST,
+                HANDSHAKE_FAILURE_LOG_INTERVAL_MS,
+            ),
         })
     }
 
@@ -153,21 +354,26 @@ impl Admission {
         self.open.load(Ordering::Relaxed)
     }
 
-    fn refused(&self, remote: Option<SocketAddr>, why: &str) {
-        let now = now_ms();
-        let last = self.last_refusal_log_ms.load(Ordering::Relaxed);
-        if now.saturating_sub(last) >= REFUSAL_LOG_INTERVAL_MS
-            && self
-                .last_refusal_log_ms
-                .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
+    /// Counts a refusal; logs it if its cap has not been logged within
+    /// `REFUSAL_LOG_INTERVAL_MS`.
+    fn refused(&self, cap: Cap, remote: Option<SocketAddr>, why: impl FnOnce() -> String) {
+        REFUSED.with_label_values(&[self.what, cap.name()]).inc();
+        if let Some(not_logged) = self.refusal_logs[cap as usize].take() {
             tracing::warn!(
                 listener = self.what,
+                cap = cap.name(),
                 ?remote,
-                reason = why,
-                "refused a connection (logged at most once a second)"
+                reason = %why(),
+                refused_unlogged = not_logged,
+                "refused a connection (logged once a minute per listener and cap while refusals go on; secretd_connections_refused_total counts them all)"
             );
+        }
+    }
+
+    /// Logs a failed TLS handshake, within the listener's log budget.
+    fn handshake_failed(&self, remote: SocketAddr, reason: &dyn std::fmt::Display) {
+        if let Some(not_logged) = self.handshake_failure_logs.take() {
+            tracing::warn!(listener = self.what, %remote, %reason, unlogged_before = not_logged, "refused a TLS connection");
         }
     }
 
@@ -178,61 +384,111 @@ impl Admission {
         let slot = Slot {
             adm: self.clone(),
             identity: None,
+            refusing: false,
         };
         if n >= self.limits.total_max {
-            self.refused(
-                remote,
-                &format!(
+            self.refused(Cap::Total, remote, || {
+                format!(
                     "{} connections are open, the most this listener takes",
                     self.limits.total_max
-                ),
-            );
+                )
+            });
             return None;
         }
         Some(slot)
     }
 
-    /// A handshake may start; `None` when too many are in flight.
-    pub fn handshake(self: &Arc<Self>, remote: Option<SocketAddr>) -> Option<HandshakeSlot> {
-        let n = self.handshakes.fetch_add(1, Ordering::AcqRel);
-        let slot = HandshakeSlot(self.clone());
-        if n >= self.limits.handshakes_max {
-            self.refused(
-                remote,
-                &format!(
-                    "{} TLS handshakes are in flight, the most this listener takes",
-                    self.limits.handshakes_max
-                ),
-            );
-            return None;
+    /// A handshake from `remote` may start; `None` when too many are in
+    /// flight, in all or from its source. Sources members were seen at
+    /// are held to neither the per-source cap nor `handshakes_max`, only
+    /// to `handshakes_max + handshakes_reserved`.
+    pub fn handshake(self: &Arc<Self>, remote: SocketAddr) -> Option<HandshakeSlot> {
+        let source = source_of(remote.ip());
+        let member = self.limits.handshakes_reserved > 0 && is_member_source(source);
+        let refusal = {
+            let mut h = self.handshakes.lock();
+            let from_source = h.per_source.get(&source).copied().unwrap_or(0);
+            let max = if member {
+                self.limits.handshakes_max + self.limits.handshakes_reserved
+            } else {
+                self.limits.handshakes_max
+            };
+            if !member && from_source >= self.limits.handshakes_per_source_max {
+                Some((Cap::Source, self.limits.handshakes_per_source_max))
+            } else if h.total >= max {
+                Some((Cap::Handshakes, max))
+            } else {
+                h.total += 1;
+                *h.per_source.entry(source).or_insert(0) += 1;
+                None
+            }
+        };
+        match refusal {
+            None => Some(HandshakeSlot {
+                adm: self.clone(),
+                source,
+            }),
+            Some((cap, n)) => {
+                self.refused(cap, Some(remote), || match cap {
+                    Cap::Source => format!(
+                        "{source} has {n} TLS handshakes in flight, the most one source may"
+                    ),
+                    _ => format!("{n} TLS handshakes are in flight, the most this listener takes"),
+                });
+                None
+            }
         }
-        Some(slot)
     }
 
     /// Charges `slot` to the identity of `role`; refuses when that
     /// identity holds its share already. Unauthenticated connections have
-    /// no identity and count only against the total.
+    /// no identity and count only against the total. On a members-only
+    /// listener another role's certificate gets the refusing lane, or
+    /// nothing when the lane is full.
     pub fn bind(&self, slot: &mut Slot, role: &Role, remote: Option<SocketAddr>) -> bool {
-        if *role == Role::Unauthenticated {
-            return true;
+        match role {
+            Role::Unauthenticated => return true,
+            Role::Member(_) => {}
+            _ if self.limits.members_only => return self.bind_refusing(slot, role, remote),
+            _ => {}
         }
         let id = role.to_string();
         let mut m = self.per_identity.lock();
         let n = m.entry(id.clone()).or_insert(0);
         if *n >= self.limits.per_identity_max {
             drop(m);
-            self.refused(
-                remote,
-                &format!(
+            self.refused(Cap::Identity, remote, || {
+                format!(
                     "{id} holds {} connections, the most one identity may",
                     self.limits.per_identity_max
-                ),
-            );
+                )
+            });
             return false;
         }
         *n += 1;
         slot.identity = Some(id);
+        drop(m);
+        if self.limits.members_only {
+            if let Some(r) = remote {
+                member_seen_at(r.ip());
+            }
+        }
         true
+    }
+
+    fn bind_refusing(&self, slot: &mut Slot, role: &Role, remote: Option<SocketAddr>) -> bool {
+        let n = self.refusing.fetch_add(1, Ordering::AcqRel);
+        slot.refusing = true;
+        let full = n >= REFUSING_CONNECTIONS_MAX;
+        self.refused(Cap::MembersOnly, remote, || {
+            let then = if full {
+                format!("{REFUSING_CONNECTIONS_MAX} such connections are open already: closed")
+            } else {
+                "each of its requests is refused".to_string()
+            };
+            format!("a certificate of {role} on the {} port, which admits member certificates only: {then}", self.what)
+        });
+        !full
     }
 }
 
@@ -240,11 +496,26 @@ impl Admission {
 pub struct Slot {
     adm: Arc<Admission>,
     identity: Option<String>,
+    /// In the refusing lane of a members-only listener.
+    refusing: bool,
+}
+
+impl Slot {
+    fn idle_ms(&self) -> u64 {
+        if self.refusing {
+            REFUSING_IDLE_MS.min(self.adm.limits.idle_ms)
+        } else {
+            self.adm.limits.idle_ms
+        }
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         self.adm.open.fetch_sub(1, Ordering::AcqRel);
+        if self.refusing {
+            self.adm.refusing.fetch_sub(1, Ordering::AcqRel);
+        }
         if let Some(id) = self.identity.take() {
             let mut m = self.adm.per_identity.lock();
             if let Some(n) = m.get_mut(&id) {
@@ -257,11 +528,22 @@ impl Drop for Slot {
     }
 }
 
-pub struct HandshakeSlot(Arc<Admission>);
+/// One handshake in flight, given back on drop.
+pub struct HandshakeSlot {
+    adm: Arc<Admission>,
+    source: IpAddr,
+}
 
 impl Drop for HandshakeSlot {
     fn drop(&mut self) {
-        self.0.handshakes.fetch_sub(1, Ordering::AcqRel);
+        let mut h = self.adm.handshakes.lock();
+        h.total -= 1;
+        if let Some(n) = h.per_source.get_mut(&self.source) {
+            *n -= 1;
+            if *n == 0 {
+                h.per_source.remove(&self.source);
+            }
+        }
     }
 }
 
@@ -317,7 +599,7 @@ pub struct Conn<S> {
 
 impl<S> Conn<S> {
     pub fn new(io: S, remote: Option<SocketAddr>, role: Role, slot: Slot) -> Conn<S> {
-        let idle_ms = slot.adm.limits.idle_ms;
+        let idle_ms = slot.idle_ms();
         let streams = Arc::new(Streams::default());
         streams.idle_since_ms.store(now_ms(), Ordering::Release);
         Conn {
@@ -353,7 +635,7 @@ impl<S> Conn<S> {
     }
 
     fn idle_ms(&self) -> u64 {
-        self.slot.adm.limits.idle_ms
+        self.slot.idle_ms()
     }
 
     /// Has the connection been without a request for `idle_ms`? If not,
@@ -454,8 +736,8 @@ pub fn keepalive(tcp: &TcpStream) {
 /// Splits a peer listener's connections by the protocol they speak: one
 /// that opens with `magic` goes to `raw` (the raft stream, `peer_raw`),
 /// any other (gRPC's HTTP/2 preface) comes out of the returned stream, its
-/// first bytes put back (`Conn::unread`). A connection that sends fewer bytes than the magic
-/// within the handshake time is closed.
+/// first bytes put back (`Conn::unread`). A connection that sends fewer
+/// bytes than the magic within `FIRST_BYTES_TIMEOUT_MS` is closed.
 pub fn split_by_magic<S, In, F>(
     incoming: In,
     magic: &'static [u8],
@@ -478,7 +760,7 @@ where
             tokio::spawn(async move {
                 let mut head = vec![0u8; magic.len()];
                 let read = tokio::time::timeout(
-                    Duration::from_millis(HANDSHAKE_TIMEOUT_MS),
+                    Duration::from_millis(FIRST_BYTES_TIMEOUT_MS),
                     conn.read_exact(&mut head),
                 )
                 .await;
@@ -502,8 +784,8 @@ where
 /// The next connection the listener's budget admits, with TCP_NODELAY
 /// (`serve_with_incoming` ignores the builder's, and with Nagle on a
 /// stream's next small message waited 40 ms for a delayed ACK). Accept
-/// errors (EMFILE and friends) wait for descriptors to come back; refused
-/// connections are closed at once.
+/// errors (EMFILE and friends) wait for descriptors to come back, logged
+/// once a minute; refused connections are closed at once.
 pub async fn accept(
     listener: &tokio::net::TcpListener,
     adm: &Arc<Admission>,
@@ -512,7 +794,7 @@ pub async fn accept(
         let (tcp, addr) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!(listener = adm.what, error = %e, "accept failed");
+                adm.refused(Cap::Accept, None, || format!("accept failed: {e}"));
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -712,8 +994,13 @@ impl http_body::Body for Guarded {
     }
 }
 
-/// Time a client has to finish its TLS handshake.
-const HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+/// Time a client has to finish its TLS handshake: a member or client on
+/// any working network needs two round trips and a few milliseconds of
+/// CPU; a silent connection holds a handshake slot this long.
+pub const HANDSHAKE_TIMEOUT_MS: u64 = 3_000;
+/// Time a connection on the peer port has, after its handshake, to say
+/// which protocol it speaks (the raft stream's magic or HTTP/2's preface).
+const FIRST_BYTES_TIMEOUT_MS: u64 = 3_000;
 /// Handshaken connections waiting for the server to take them.
 const ACCEPTED_QUEUE_MAX: usize = 128;
 
@@ -736,8 +1023,9 @@ fn connection_role(
 
 /// Accepted TLS connections, admitted against `adm`. Each handshake runs
 /// in its own task with a time limit, so a slow or hostile client holds up
-/// no one; each refusal is logged with the reason. A certificate without a
-/// secretd role is refused here, before any request.
+/// no one; refusals are logged with the reason (within the listener's log
+/// budget). A certificate without a secretd role is refused here, before
+/// any request.
 pub fn tls_incoming(
     listener: TcpListener,
     cfg: Arc<rustls::ServerConfig>,
@@ -745,13 +1033,12 @@ pub fn tls_incoming(
     adm: Arc<Admission>,
 ) -> impl futures::Stream<Item = std::io::Result<Conn<tokio_rustls::server::TlsStream<TcpStream>>>>
 {
-    let what = adm.what;
     let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
     let (tx, rx) = mpsc::channel(ACCEPTED_QUEUE_MAX);
     tokio::spawn(async move {
         loop {
             let (tcp, addr, mut slot) = accept(&listener, &adm).await;
-            let Some(hs_slot) = adm.handshake(Some(addr)) else {
+            let Some(hs_slot) = adm.handshake(addr) else {
                 continue;
             };
             let (acceptor, conn_tx, adm) = (acceptor.clone(), tx.clone(), adm.clone());
@@ -764,21 +1051,16 @@ pub fn tls_incoming(
                 drop(hs_slot);
                 let s = match hs {
                     Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::warn!(listener = what, remote = %addr, reason = %e, "refused a TLS connection");
-                        return;
-                    }
+                    Ok(Err(e)) => return adm.handshake_failed(addr, &e),
                     Err(_) => {
-                        tracing::warn!(listener = what, remote = %addr, "refused a TLS connection: handshake timed out");
-                        return;
+                        let why =
+                            format!("the handshake did not end within {HANDSHAKE_TIMEOUT_MS} ms");
+                        return adm.handshake_failed(addr, &why);
                     }
                 };
                 let (role, cn) = match connection_role(&s, client_auth) {
                     Ok(r) => r,
-                    Err(e) => {
-                        tracing::warn!(listener = what, remote = %addr, reason = %e, "refused a TLS connection");
-                        return;
-                    }
+                    Err(e) => return adm.handshake_failed(addr, &e),
                 };
                 if !adm.bind(&mut slot, &role, Some(addr)) {
                     return;
@@ -804,8 +1086,15 @@ mod tests {
             total_max: 4,
             per_identity_max: 2,
             handshakes_max: 1,
+            handshakes_reserved: 0,
+            handshakes_per_source_max: 1,
+            members_only: false,
             idle_ms: 1000,
         }
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
     }
 
     #[test]
@@ -829,18 +1118,136 @@ mod tests {
         assert_eq!(adm.open(), 2);
         let mut e = adm.admit(None).unwrap();
         assert!(adm.bind(&mut e, &node, None), "a slot came back");
-        let h = adm.handshake(None).unwrap();
-        assert!(adm.handshake(None).is_none());
+        let h = adm.handshake(addr("192.0.2.1:1")).unwrap();
+        assert!(adm.handshake(addr("192.0.2.2:1")).is_none());
         drop(h);
-        assert!(adm.handshake(None).is_some());
+        assert!(adm.handshake(addr("192.0.2.2:1")).is_some());
+    }
+
+    /// D11: one source cannot take every handshake slot, and sources
+    /// members were seen at keep a reserve that no other source can use.
+    #[test]
+    fn handshakes_are_capped_per_source_and_members_keep_a_reserve() {
+        let adm = Admission::new(
+            "test",
+            Limits {
+                handshakes_max: 4,
+                handshakes_reserved: 2,
+                handshakes_per_source_max: 2,
+                ..limits()
+            },
+        );
+        let a1 = adm.handshake(addr("192.0.2.1:1000")).unwrap();
+        let _a2 = adm.handshake(addr("192.0.2.1:1001")).unwrap();
+        assert!(
+            adm.handshake(addr("192.0.2.1:1002")).is_none(),
+            "a third from one source"
+        );
+        // An IPv4-mapped address is the same source.
+        assert!(adm.handshake(addr("[::ffff:192.0.2.1]:1003")).is_none());
+        // One IPv6 /64 is one source.
+        let _b1 = adm.handshake(addr("[2001:db8:0:1::1]:1")).unwrap();
+        let _b2 = adm.handshake(addr("[2001:db8:0:1::2]:1")).unwrap();
+        assert!(adm.handshake(addr("[2001:db8:0:1:ffff::3]:1")).is_none());
+        // The listener's own cap (4) is reached: a new source is refused.
+        assert!(adm.handshake(addr("192.0.2.9:1")).is_none());
+        // A member's source gets the reserve, and only the reserve.
+        member_seen_at("198.51.100.7".parse().unwrap());
+        let m1 = adm.handshake(addr("198.51.100.7:1")).unwrap();
+        let m2 = adm.handshake(addr("198.51.100.7:2")).unwrap();
+        assert!(adm.handshake(addr("198.51.100.7:3")).is_none());
+        drop(a1);
+        assert!(
+            adm.handshake(addr("192.0.2.9:1")).is_none(),
+            "members hold the reserve, so the listener is still over its cap for others"
+        );
+        drop((m1, m2));
+        assert!(adm.handshake(addr("192.0.2.9:1")).is_some());
+    }
+
+    /// D11: on the peer port, only members' certificates hold slots past
+    /// the handshake; other roles share a small lane whose requests are
+    /// refused, and close soon when idle.
+    #[test]
+    fn the_peer_port_keeps_its_slots_for_members() {
+        let adm = Admission::new("peer", Limits::peers(120_000));
+        let mut lane = Vec::new();
+        for i in 0..REFUSING_CONNECTIONS_MAX {
+            let mut s = adm.admit(None).unwrap();
+            let role = if i % 2 == 0 {
+                Role::Admin
+            } else {
+                Role::Node("n1".into())
+            };
+            assert!(adm.bind(&mut s, &role, Some(addr("192.0.2.5:1"))));
+            assert_eq!(s.idle_ms(), REFUSING_IDLE_MS);
+            lane.push(s);
+        }
+        let mut s = adm.admit(None).unwrap();
+        assert!(
+            !adm.bind(&mut s, &Role::Admin, Some(addr("192.0.2.5:2"))),
+            "the lane is full"
+        );
+        drop(s);
+        assert!(!is_member_source("203.0.113.4".parse().unwrap()));
+        for _ in 0..PEER_CONNECTIONS_PER_MEMBER_MAX {
+            let mut s = adm.admit(None).unwrap();
+            assert!(adm.bind(
+                &mut s,
+                &Role::Member("n2".into()),
+                Some(addr("203.0.113.4:7"))
+            ));
+            assert_eq!(s.idle_ms(), 120_000);
+            lane.push(s);
+        }
+        assert!(is_member_source("203.0.113.4".parse().unwrap()));
+        lane.clear();
+        assert_eq!(adm.open(), 0);
+        assert_eq!(adm.refusing.load(Ordering::Relaxed), 0);
     }
 
     #[test]
-    fn client_budget_leaves_room_for_peers_and_storage() {
+    fn log_budget_writes_a_burst_then_one_per_interval() {
+        let b = LogBudget::new(2, 60_000);
+        assert_eq!(
+            (b.take(), b.take(), b.take(), b.take()),
+            (Some(0), Some(0), None, None)
+        );
+        let b = LogBudget::new(1, 20);
+        assert_eq!((b.take(), b.take()), (Some(0), None));
+        // Polls until the next interval (20 ms) begins; 10 s is the bound.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let held = loop {
+            if let Some(n) = b.take() {
+                break n;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no line allowed after an interval"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        assert!(held >= 1, "the next line says how many were held back");
+    }
+
+    /// D19: the client listeners get what is left after storage and the
+    /// peer and metrics listeners.
+    #[test]
+    fn client_budget_leaves_room_for_peers_metrics_and_storage() {
         let l = Limits::clients(4096, 1024, 1000, 256);
-        assert!(l.total_max + FDS_RESERVED + PEER_CONNECTIONS_MAX <= 256 + 8);
+        assert_eq!(
+            l.total_max,
+            256 - FDS_RESERVED - PEER_CONNECTIONS_MAX - METRICS_CONNECTIONS_MAX
+        );
         assert!(l.per_identity_max <= l.total_max / 2);
+        assert!(l.handshakes_per_source_max < l.handshakes_max);
         let big = Limits::clients(4096, 1024, 1000, 1 << 20);
         assert_eq!((big.total_max, big.per_identity_max), (4096, 1024));
+        assert_eq!(
+            big.handshakes_per_source_max,
+            CLIENT_HANDSHAKES_PER_SOURCE_MAX
+        );
+        assert_eq!(Limits::metrics(120_000).idle_ms, METRICS_IDLE_MS_MAX);
+        assert_eq!(Limits::metrics(3_000).idle_ms, 3_000);
     }
 }

@@ -1,7 +1,10 @@
 //! Prometheus `/metrics` and `/health` over plain HTTP, on their own
 //! listeners (`--listen-metrics-urls`, as etcd has it), so that scrapers and
 //! load balancers need no client certificate. Both reveal counts and
-//! states only, never keys or values.
+//! states only, never keys or values. Anyone who reaches the port may
+//! connect, so the listeners have their own budget (`conn::Limits::metrics`:
+//! 16 connections, closed after at most 10 s without a request), apart
+//! from the client port's and storage's descriptors.
 
 use std::sync::{Arc, LazyLock};
 
@@ -10,6 +13,8 @@ use axum::routing::get;
 use prometheus::{register_int_gauge, Encoder, IntGauge, TextEncoder};
 use secretd_store::node::Node;
 use tokio::net::TcpListener;
+
+use crate::conn::Admission;
 
 use crate::pb::etcdserverpb::RangeRequest;
 use secretd_secrets::layout::{self, Kind};
@@ -128,8 +133,9 @@ pub fn health(node: &Node) -> (StatusCode, String) {
     (code, body.to_string())
 }
 
-/// Serves `/metrics` and `/health` on each listener until the process ends.
-pub fn spawn(listeners: Vec<TcpListener>, node: Arc<Node>) {
+/// Serves `/metrics` and `/health` on each listener until the process
+/// ends, every connection admitted against `adm`.
+pub fn spawn(listeners: Vec<TcpListener>, node: Arc<Node>, adm: &Arc<Admission>) {
     for l in listeners {
         let (n1, n2) = (node.clone(), node.clone());
         let app = axum::Router::new()
@@ -156,9 +162,15 @@ pub fn spawn(listeners: Vec<TcpListener>, node: Arc<Node>) {
                     )
                 }),
             );
+        let adm = adm.clone();
         tokio::spawn(async move {
-            if let Err(e) = axum::serve(l, app).await {
-                tracing::error!(error = %e, "metrics listener stopped");
+            loop {
+                let (tcp, _, slot) = crate::conn::accept(&l, &adm).await;
+                let (app, idle_ms) = (app.clone(), adm.limits.idle_ms);
+                tokio::spawn(async move {
+                    secretd_fuse::health::serve_http1(tcp, app, idle_ms).await;
+                    drop(slot);
+                });
             }
         });
     }

@@ -118,6 +118,7 @@ async fn open(https: bool, hostport: &str) -> Result<Box<dyn Io>> {
     if !https {
         return Ok(Box::new(tcp));
     }
+    let peer_ip = tcp.peer_addr().ok().map(|a| a.ip());
     let cfg = crate::tls::peer_client_config().ok_or_else(|| {
         anyhow!("peer {hostport} is https but this member has no --peer-trusted-ca-file")
     })?;
@@ -132,6 +133,12 @@ async fn open(https: bool, hostport: &str) -> Result<Box<dyn Io>> {
         .connect(name, tcp)
         .await
         .with_context(|| format!("TLS with {hostport}"))?;
+    // A peer we reached is likely to dial us from the same address: its
+    // handshakes may use the peer port's reserve (`conn`), which matters
+    // most when this member has just restarted into a flood.
+    if let Some(ip) = peer_ip {
+        crate::conn::member_seen_at(ip);
+    }
     Ok(Box::new(tls))
 }
 

@@ -1,15 +1,59 @@
 //! The agent's own health: whether it follows the cluster, and which tasks
 //! it could not serve and why. Served as `/health` (JSON; 503 while a task
 //! fails or the cluster was never reached) and `/metrics` (Prometheus
-//! text) on `--listen-metrics-urls`, and logged on every change.
+//! text) on `--listen-metrics-urls`, and logged on every change. Anyone
+//! who reaches the port may connect, so the listeners hold at most
+//! `HEALTH_CONNECTIONS_MAX` connections and close idle ones
+//! (`serve_http1`, which a member's metrics listener uses too).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use axum::routing::get;
 use parking_lot::Mutex;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+
+/// Connections the agent's health listeners hold at once, all together:
+/// a prober or two per node need a few.
+pub const HEALTH_CONNECTIONS_MAX: usize = 16;
+/// A health connection without a request for this long is closed.
+pub const HEALTH_IDLE_MS: u64 = 10_000;
+/// The longest any plain HTTP connection of `serve_http1` lives, busy or
+/// not (a client that never reads its response would hold it otherwise).
+const CONNECTION_LIFETIME_MS: u64 = 60_000;
+/// A refused connection or failed accept is logged at most this often.
+const REFUSAL_LOG_INTERVAL_MS: u64 = 60_000;
+
+/// Serves `app` over HTTP/1.1 on one connection. The head of each request
+/// must arrive within `idle_ms` of the connection opening or of the last
+/// response (hyper's header timeout, which also closes a silent or idle
+/// keep-alive connection); the connection ends after
+/// `CONNECTION_LIFETIME_MS` whatever it does.
+pub async fn serve_http1(tcp: TcpStream, app: axum::Router, idle_ms: u64) {
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(idle_ms))
+        .serve_connection(
+            hyper_util::rt::TokioIo::new(tcp),
+            hyper_util::service::TowerToHyperService::new(app),
+        );
+    let _ = tokio::time::timeout(Duration::from_millis(CONNECTION_LIFETIME_MS), conn).await;
+}
+
+/// Whether a line about refusals may be logged now: at most one per
+/// `REFUSAL_LOG_INTERVAL_MS` (a flood must not fill the disk).
+fn may_log(last_ms: &AtomicU64) -> bool {
+    static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let now = BASE.get_or_init(Instant::now).elapsed().as_millis() as u64 + REFUSAL_LOG_INTERVAL_MS;
+    let last = last_ms.load(Ordering::Relaxed);
+    now.saturating_sub(last) >= REFUSAL_LOG_INTERVAL_MS
+        && last_ms
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+}
 
 #[derive(Default)]
 struct State {
@@ -99,8 +143,15 @@ impl Health {
         )
     }
 
-    /// Serves `/health` and `/metrics` on each listener.
+    /// Serves `/health` and `/metrics` on each listener, at most
+    /// `HEALTH_CONNECTIONS_MAX` connections in all.
     pub fn spawn(&self, listeners: Vec<TcpListener>) {
+        self.serve(listeners, HEALTH_IDLE_MS);
+    }
+
+    fn serve(&self, listeners: Vec<TcpListener>, idle_ms: u64) {
+        let permits = Arc::new(tokio::sync::Semaphore::new(HEALTH_CONNECTIONS_MAX));
+        let last_log_ms = Arc::new(AtomicU64::new(0));
         for l in listeners {
             let (h1, h2) = (self.clone(), self.clone());
             let app = axum::Router::new()
@@ -127,11 +178,94 @@ impl Health {
                         )
                     }),
                 );
+            let (permits, last_log_ms) = (permits.clone(), last_log_ms.clone());
             tokio::spawn(async move {
-                if let Err(e) = axum::serve(l, app).await {
-                    tracing::error!(error = %e, "the health listener stopped");
+                loop {
+                    let tcp = match l.accept().await {
+                        Ok((tcp, _)) => tcp,
+                        Err(e) => {
+                            if may_log(&last_log_ms) {
+                                tracing::warn!(error = %e, "the health listener cannot accept (logged once a minute)");
+                            }
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let Ok(permit) = permits.clone().try_acquire_owned() else {
+                        if may_log(&last_log_ms) {
+                            tracing::warn!(
+                                connections_max = HEALTH_CONNECTIONS_MAX,
+                                "the health listeners are at their cap: refusing connections (logged once a minute)"
+                            );
+                        }
+                        continue;
+                    };
+                    let app = app.clone();
+                    tokio::spawn(async move {
+                        serve_http1(tcp, app, idle_ms).await;
+                        drop(permit);
+                    });
                 }
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Reads `s` until the other side closes it; false if it is still open
+    /// after `within`.
+    async fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut buf = [0u8; 1024];
+        loop {
+            match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+                Err(_) => return false,
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// D19: the agent's health listener holds at most
+    /// `HEALTH_CONNECTIONS_MAX` connections (the rest are closed at once),
+    /// closes idle ones, and serves again once they are gone.
+    #[tokio::test]
+    async fn the_health_listener_is_capped_and_closes_idle_connections() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        Health::default().serve(vec![l], 8_000);
+        let mut held = Vec::new();
+        for _ in 0..HEALTH_CONNECTIONS_MAX + 8 {
+            held.push(TcpStream::connect(addr).await.unwrap());
+        }
+        // Those past the cap are closed at once (bound: 4 s, half the idle
+        // timeout); the others after the idle timeout (8 s; bound: 30 s).
+        let mut refused = 0;
+        for s in held.iter_mut().skip(HEALTH_CONNECTIONS_MAX) {
+            refused += usize::from(closed_within(s, Duration::from_secs(4)).await);
+        }
+        assert_eq!(refused, 8, "connections past the cap were kept");
+        for s in held.iter_mut().take(HEALTH_CONNECTIONS_MAX) {
+            assert!(
+                closed_within(s, Duration::from_secs(30)).await,
+                "an idle connection was kept"
+            );
+        }
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+            .await
+            .expect("an answer within 10 s")
+            .unwrap();
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+        assert!(text.contains("the cluster was never reached"), "{text}");
     }
 }

@@ -29,6 +29,11 @@ pub use rocksdb::{Direction, IteratorMode};
 
 /// Bytes of one memtable (see `Db::open`).
 const MEMTABLE_BYTES_MAX: usize = 16 << 20;
+/// Table files RocksDB keeps open at once (its default is all of them):
+/// part of the descriptors a member keeps for storage (`api::conn::
+/// FDS_RESERVED`), so a large keyspace cannot take the listeners' share,
+/// nor a flood on a listener storage's. Older tables are reopened on use.
+pub const ROCKSDB_OPEN_FILES_MAX: usize = 64;
 
 /// A column family, by what it holds (resolved to a handle only when a
 /// batch is written, so a batch does not borrow the database).
@@ -153,6 +158,7 @@ impl Db {
         // state they hold is durable in the WAL and the raft log anyway.
         opts.set_write_buffer_size(MEMTABLE_BYTES_MAX);
         opts.set_max_write_buffer_number(2);
+        opts.set_max_open_files(ROCKSDB_OPEN_FILES_MAX as i32);
         let mut raft_opts = opts.clone();
         raft_opts.set_memtable_factory(MemtableFactory::Vector);
         let cfs = [

@@ -121,7 +121,12 @@ fn main() -> std::process::ExitCode {
         }
     };
     let result = match cli.command {
-        Some(Command::Agent(args)) => rt.block_on(secretd_fuse::run(args)),
+        Some(Command::Agent(args)) => {
+            // A member raises it in `server::run`, where it splits it
+            // between its listeners and storage.
+            secretd_api::conn::raise_fd_limit();
+            rt.block_on(secretd_fuse::run(args))
+        }
         _ => rt.block_on(secretd_api::server::run(cli.server)),
     };
     match result {

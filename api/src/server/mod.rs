@@ -132,28 +132,42 @@ fn harden(flags: &ServerFlags, cfg: &secretd_store::node::NodeConfig) -> Result<
     Ok(fds)
 }
 
-/// The client and peer connection budgets.
-fn admissions(
-    flags: &ServerFlags,
-    fds: usize,
-) -> (Arc<crate::conn::Admission>, Arc<crate::conn::Admission>) {
+/// The client, peer and metrics listeners' budgets (`conn`), which split
+/// the open-file limit `fds` between them and storage.
+struct Admissions {
+    client: Arc<crate::conn::Admission>,
+    peer: Arc<crate::conn::Admission>,
+    metrics: Arc<crate::conn::Admission>,
+}
+
+fn admissions(flags: &ServerFlags, fds: usize) -> Admissions {
+    use crate::conn::{Admission, Limits};
     let idle_ms = flags.idle_connection_timeout.as_millis() as u64;
-    let client_limits = crate::conn::Limits::clients(
+    let client = Limits::clients(
         flags.max_client_connections,
         flags.max_connections_per_identity,
         idle_ms,
         fds,
     );
+    let (peer, metrics) = (Limits::peers(idle_ms), Limits::metrics(idle_ms));
     tracing::info!(
-        total = client_limits.total_max,
-        per_identity = client_limits.per_identity_max,
-        idle_ms = client_limits.idle_ms,
-        "client connection budget"
+        open_files = fds,
+        reserved = crate::conn::FDS_RESERVED,
+        client = client.total_max,
+        client_per_identity = client.per_identity_max,
+        client_handshakes = client.handshakes_max,
+        client_handshakes_per_source = client.handshakes_per_source_max,
+        peer = peer.total_max,
+        metrics = metrics.total_max,
+        idle_ms,
+        metrics_idle_ms = metrics.idle_ms,
+        "connection budgets"
     );
-    (
-        crate::conn::Admission::new("client", client_limits),
-        crate::conn::Admission::new("peer", crate::conn::Limits::peers(idle_ms)),
-    )
+    Admissions {
+        client: Admission::new("client", client),
+        peer: Admission::new("peer", peer),
+        metrics: Admission::new("metrics", metrics),
+    }
 }
 
 /// Runs a member until SIGINT/SIGTERM or a fatal storage error.
@@ -161,7 +175,7 @@ pub async fn run(flags: ServerFlags) -> Result<()> {
     let plan = Plan::check(&flags)?;
     let mut cfg = plan.cfg.clone();
     let fds = harden(&flags, &cfg)?;
-    let (client_adm, peer_adm) = admissions(&flags, fds);
+    let adm = admissions(&flags, fds);
     let fresh = !cfg.data_dir.join("db").exists();
     if fresh && !cfg.initial_members.iter().any(|m| m.name == cfg.name) {
         bail!(
@@ -193,12 +207,12 @@ pub async fn run(flags: ServerFlags) -> Result<()> {
     let peer_door = Door {
         tls: plan.peer_tls.clone(),
         enforce: plan.peer_tls.is_some() && flags.peer_client_cert_auth,
-        admission: &peer_adm,
+        admission: &adm.peer,
     };
     let client_door = Door {
         tls: plan.client_tls.clone(),
         enforce: plan.client_tls.is_some() && flags.client_cert_auth,
-        admission: &client_adm,
+        admission: &adm.client,
     };
     if !client_door.enforce {
         tracing::warn!("CLIENT CONNECTIONS ARE NOT AUTHENTICATED: anyone who reaches the client port may do anything (use https client URLs with --cert-file, --key-file and --trusted-ca-file)");
@@ -209,6 +223,7 @@ pub async fn run(flags: ServerFlags) -> Result<()> {
     crate::metrics::spawn(
         metrics_listeners.into_iter().map(|(l, _)| l).collect(),
         node.clone(),
+        &adm.metrics,
     );
     let mut tasks = Listeners::new();
     listen::serve_peers(&mut tasks, peer_listeners, &node, &m.keys, &peer_door);

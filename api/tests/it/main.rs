@@ -18,6 +18,7 @@ mod docker;
 mod docker_table;
 mod etcdctl;
 mod faults;
+mod floods;
 mod jepsen_smoke;
 mod keys;
 mod layering;

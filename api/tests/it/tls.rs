@@ -664,7 +664,7 @@ async fn raw_tls_hello(
     crate::common::raft_hello(&mut s, from, cluster_id, to).await
 }
 
-fn rustls_client(c: &Cluster, cert: &str) -> rustls::ClientConfig {
+pub(crate) fn rustls_client(c: &Cluster, cert: &str) -> rustls::ClientConfig {
     let certs = c.tls.clone().unwrap();
     let (crt, key) = c.cert(cert);
     let mut roots = rustls::RootCertStore::empty();
