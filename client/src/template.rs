@@ -5,8 +5,52 @@
 //! secrets (`parse_text`) add one-argument functions the caller provides
 //! (`{{env "X"}}`, `{{secret "target"}}`). Anything else is a clear error,
 //! never output that silently differs from Docker's.
+//!
+//! The agent renders templates any admin stored, so a template is bounded
+//! like any input: its text is at most `TEMPLATE_BYTES_MAX` with at most
+//! `TEMPLATE_WORDS_MAX` words in its actions (what a parse spends), and its
+//! output
+//! goes into an `Output` that refuses the write that would pass its limit
+//! (a template repeating a large secret fails there, having spent no more
+//! than the limit). The subset has no loops, no nested templates and no
+//! nested actions (`range`, `define`, `template`, pipelines and
+//! parentheses are refused at parse, and the parser never recurses), so
+//! rendering is one pass over the parsed actions and needs no other bound.
+//!
+//! Errors come in two wordings (`Errors`): Go's, as Docker prints them,
+//! which quote the template; and redacted ones, which say where and what
+//! kind of mistake and never repeat a word of the template or its output,
+//! for templates that are secret data.
+
+use std::borrow::Cow;
 
 use serde_json::Value;
+use zeroize::Zeroize;
+
+/// Largest template text parsed, in bytes: Docker's limit on a config's
+/// data (a templated file is one), and what bounds a parse's work and
+/// memory.
+pub const TEMPLATE_BYTES_MAX: usize = 1000 * 1024;
+
+/// Most words in one template's actions, a field path counting one per
+/// field (`{{printf "%s" .A.B}}` is four), so also most actions: each word
+/// and action parsed costs up to ~100 bytes beside its text. Measured
+/// without it, a 1000 KiB template took up to 64 MiB to parse (one
+/// `printf` of 330,000 `.a` arguments; 60 MiB for `a{{.}}` repeated); with
+/// it, at most 8 MiB. A config file rarely has more than a few hundred.
+pub const TEMPLATE_WORDS_MAX: usize = 20_000;
+
+/// How a template's errors are worded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Errors {
+    /// Go's messages, as Docker prints them: they quote the template (right
+    /// for `--format`, whose template is the operator's own command line).
+    Go,
+    /// The line, the byte column and the kind of mistake; never a word of
+    /// the template or of what it rendered (for templates that are secret
+    /// data, whose errors reach logs and `/health`).
+    Redacted,
+}
 
 #[derive(Debug, Clone, PartialEq)]
 enum Expr {
@@ -39,9 +83,81 @@ impl Expr {
     }
 }
 
+/// Rendered text, in one buffer allocated once at its limit: the write that
+/// would pass the limit fails and writes nothing, so a template spends no
+/// more memory than that, and the buffer never reallocates (which would
+/// leave a copy of what it held in freed memory). Zeroized when dropped: it
+/// may hold secrets, after a failed render too.
+pub struct Output {
+    buf: String,
+    bytes_max: usize,
+}
+
+/// The write that would take an `Output` past its limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputFull;
+
+impl Output {
+    fn bounded(bytes_max: usize) -> Output {
+        Output {
+            buf: String::with_capacity(bytes_max),
+            bytes_max,
+        }
+    }
+
+    /// For `--format`, whose output holds no secret and has no limit.
+    fn unbounded() -> Output {
+        Output {
+            buf: String::new(),
+            bytes_max: usize::MAX,
+        }
+    }
+
+    /// Appends `s` whole, or, if that would pass the limit, nothing.
+    pub fn push_str(&mut self, s: &str) -> Result<(), OutputFull> {
+        if s.len() > self.bytes_max - self.buf.len() {
+            return Err(OutputFull);
+        }
+        self.buf.push_str(s);
+        Ok(())
+    }
+
+    fn push_char(&mut self, c: char) -> Result<(), OutputFull> {
+        self.push_str(c.encode_utf8(&mut [0; 4]))
+    }
+
+    /// The text, in its buffer (a bounded one keeps its full capacity).
+    fn take(mut self) -> String {
+        std::mem::take(&mut self.buf)
+    }
+}
+
+impl Drop for Output {
+    fn drop(&mut self) {
+        self.buf.zeroize();
+    }
+}
+
+/// Why a caller's function failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallError {
+    /// Its output would pass the limit (`Output::push_str`'s error, passed
+    /// on with `?`).
+    Full,
+    /// Its own reason, shown as is in both wordings: it must quote neither
+    /// the template nor any secret.
+    Failed(String),
+}
+
+impl From<OutputFull> for CallError {
+    fn from(_: OutputFull) -> CallError {
+        CallError::Full
+    }
+}
+
 /// Writes a function's result into the output (so a secret's bytes are
-/// copied once, into a buffer the caller sized and will zeroize).
-pub type Call<'a> = &'a dyn Fn(&str, &str, &mut String) -> Result<(), String>;
+/// copied once, into the bounded buffer).
+pub type Call<'a> = &'a dyn Fn(&str, &str, &mut Output) -> Result<(), CallError>;
 
 /// An argument of `printf`.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,10 +167,167 @@ enum Operand {
     Int(i64),
 }
 
+/// Where a part of the template starts: its byte offset (Go's column, for
+/// Go's messages, which always say line 1), and its 1-based line and byte
+/// column (for redacted ones).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Pos {
+    offset: usize,
+    line: usize,
+    column: usize,
+}
+
+/// Lines and columns of offsets met in increasing order, each byte of the
+/// template scanned once.
+struct Lines<'t> {
+    body: &'t [u8],
+    scanned: usize,
+    line: usize,
+    line_start: usize,
+}
+
+impl<'t> Lines<'t> {
+    fn new(body: &'t str) -> Self {
+        Lines {
+            body: body.as_bytes(),
+            scanned: 0,
+            line: 1,
+            line_start: 0,
+        }
+    }
+
+    fn pos(&mut self, offset: usize) -> Pos {
+        for (i, b) in self.body[self.scanned..offset].iter().enumerate() {
+            if *b == b'\n' {
+                self.line += 1;
+                self.line_start = self.scanned + i + 1;
+            }
+        }
+        self.scanned = offset;
+        Pos {
+            offset,
+            line: self.line,
+            column: offset - self.line_start + 1,
+        }
+    }
+}
+
+/// What went wrong, borrowing the words Go's messages quote, so a redacted
+/// message is made without ever copying them.
+#[derive(Debug)]
+enum Fault<'a> {
+    TooLarge {
+        bytes: usize,
+    },
+    TooManyWords(Pos),
+    Unclosed(Pos),
+    Unterminated(Pos),
+    Unsupported {
+        at: Pos,
+        action: &'a str,
+    },
+    MissingKey {
+        at: Pos,
+        go_column: usize,
+        path: &'a [String],
+        field: &'a str,
+    },
+    CallFailed {
+        at: Pos,
+        function: &'a str,
+        arg: &'a str,
+        why: String,
+    },
+    OutputFull {
+        at: Pos,
+        bytes_max: usize,
+    },
+}
+
+impl Fault<'_> {
+    /// The message in the caller's wording; `functions` (the caller's) are
+    /// named in the redacted list of what is supported.
+    fn message(&self, errors: Errors, functions: &[&str]) -> String {
+        match errors {
+            Errors::Go => self.go(),
+            Errors::Redacted => self.redacted(functions),
+        }
+    }
+
+    fn go(&self) -> String {
+        match self {
+            Fault::TooLarge { bytes } => too_large(*bytes),
+            Fault::TooManyWords(_) => self.redacted(&[]),
+            Fault::Unclosed(_) => "template: :1: unclosed action".into(),
+            Fault::Unterminated(_) => "template: :1: unterminated quoted string".into(),
+            Fault::Unsupported { action, .. } => unsupported(action),
+            Fault::MissingKey {
+                go_column,
+                path,
+                field,
+                ..
+            } => format!(
+                "template: :1:{go_column}: executing \"\" at <.{}>: map has no entry for key \"{field}\"",
+                path.join(".")
+            ),
+            Fault::CallFailed {
+                at,
+                function,
+                arg,
+                why,
+            } => format!(
+                "template: :1:{}: executing \"\" at <{function} {arg:?}>: error calling {function}: {why}",
+                at.offset
+            ),
+            Fault::OutputFull { bytes_max, .. } => output_full(*bytes_max),
+        }
+    }
+
+    fn redacted(&self, functions: &[&str]) -> String {
+        let (at, what) = match self {
+            Fault::TooLarge { bytes } => return too_large(*bytes),
+            Fault::TooManyWords(at) => (
+                at,
+                format!(
+                    "more than {TEMPLATE_WORDS_MAX} words in actions (a field path counts one per field), the limit for a template"
+                ),
+            ),
+            Fault::Unclosed(at) => (at, "unclosed action (a {{ without its }})".to_string()),
+            Fault::Unterminated(at) => (at, "unterminated quoted string".to_string()),
+            Fault::Unsupported { at, .. } => {
+                let mut what =
+                    "unsupported action: supported are fields (.A.B), json, index and printf"
+                        .to_string();
+                if !functions.is_empty() {
+                    what.push_str(&format!(", and calls of {}", functions.join(", ")));
+                }
+                (at, what)
+            }
+            Fault::MissingKey { at, .. } => {
+                (at, "a field the action reads does not exist".to_string())
+            }
+            Fault::CallFailed {
+                at, function, why, ..
+            } => (at, format!("error calling {function}: {why}")),
+            Fault::OutputFull { at, bytes_max } => (at, output_full(*bytes_max)),
+        };
+        format!("template: line {}, column {}: {what}", at.line, at.column)
+    }
+}
+
+fn too_large(bytes: usize) -> String {
+    format!("template: the template is {bytes} bytes, more than the {TEMPLATE_BYTES_MAX} allowed")
+}
+
+fn output_full(bytes_max: usize) -> String {
+    format!("the rendered text is larger than {bytes_max} bytes, the limit for this file")
+}
+
 /// An action's words, with Go's double-quoted strings (and their `\"`,
 /// `\\`, `\n`, `\t` escapes) kept whole: `printf "%s %s" .A` is three
-/// words.
-fn words(a: &str) -> Result<Vec<String>, String> {
+/// words. Each is taken from `words_left`, the template's budget, as it is
+/// made (a path `.A.B` takes one per field).
+fn words<'a>(a: &'a str, at: Pos, words_left: &mut usize) -> Result<Vec<String>, Fault<'a>> {
     let mut out = Vec::new();
     let mut chars = a.chars().peekable();
     while let Some(&c) = chars.peek() {
@@ -72,10 +345,10 @@ fn words(a: &str) -> Result<Vec<String>, String> {
                         Some('n') => w.push('\n'),
                         Some('t') => w.push('\t'),
                         Some(e @ ('"' | '\\')) => w.push(e),
-                        _ => return Err(unsupported(a)),
+                        _ => return Err(Fault::Unsupported { at, action: a }),
                     },
                     Some(c) => w.push(c),
-                    None => return Err("template: :1: unterminated quoted string".to_string()),
+                    None => return Err(Fault::Unterminated(at)),
                 }
             }
             w.push('"');
@@ -88,66 +361,77 @@ fn words(a: &str) -> Result<Vec<String>, String> {
                 chars.next();
             }
         }
+        let cost = if w.starts_with('"') {
+            1
+        } else {
+            w.matches('.').count().max(1)
+        };
+        *words_left = words_left
+            .checked_sub(cost)
+            .ok_or(Fault::TooManyWords(at))?;
         out.push(w);
     }
     Ok(out)
 }
 
-fn operand(w: &str, action: &str) -> Result<Operand, String> {
+fn operand(w: &str) -> Option<Operand> {
     if w.starts_with('"') {
-        return Ok(Operand::Text(quoted(w, action)?));
+        return quoted(w).map(Operand::Text);
     }
     if let Ok(n) = w.parse::<i64>() {
-        return Ok(Operand::Int(n));
+        return Some(Operand::Int(n));
     }
-    Ok(Operand::Path(path(w, action)?))
+    path(w).map(Operand::Path)
 }
 
-/// Go's fmt.Sprintf for the verbs templates use; a verb without an
-/// operand prints `%!v(MISSING)` and an operand left over `%!(EXTRA ...)`,
-/// as Go does.
-fn sprintf(format: &str, args: &[Option<&Value>]) -> String {
-    let mut out = String::new();
+/// Go's fmt.Sprintf for the verbs templates use, written into `out`; a verb
+/// without an operand prints `%!v(MISSING)` and an operand left over
+/// `%!(EXTRA ...)`, as Go does.
+fn sprintf(format: &str, args: &[Option<&Value>], out: &mut Output) -> Result<(), OutputFull> {
     let mut next = args.iter();
     let mut chars = format.chars();
     while let Some(c) = chars.next() {
         if c != '%' {
-            out.push(c);
+            out.push_char(c)?;
             continue;
         }
         let Some(verb) = chars.next() else {
-            out.push_str("%!(NOVERB)");
+            out.push_str("%!(NOVERB)")?;
             break;
         };
         if verb == '%' {
-            out.push('%');
+            out.push_char('%')?;
             continue;
         }
         let Some(arg) = next.next() else {
-            out.push_str(&format!("%!{verb}(MISSING)"));
+            out.push_str(&format!("%!{verb}(MISSING)"))?;
             continue;
         };
         let v = go_value(*arg);
         match (verb, arg) {
-            ('s' | 'v', _) => out.push_str(&v),
-            ('d', Some(Value::Number(n))) if n.is_i64() || n.is_u64() => out.push_str(&v),
-            ('q', Some(Value::String(s))) => out.push_str(&format!("{s:?}")),
-            _ => out.push_str(&format!("%!{verb}({v})")),
+            ('s' | 'v', _) => out.push_str(&v)?,
+            ('d', Some(Value::Number(n))) if n.is_i64() || n.is_u64() => out.push_str(&v)?,
+            ('q', Some(Value::String(s))) => out.push_str(&format!("{s:?}"))?,
+            _ => out.push_str(&format!("%!{verb}({v})"))?,
         }
     }
-    let extra: Vec<String> = next.map(|a| go_value(*a)).collect();
-    if !extra.is_empty() {
-        out.push_str(&format!("%!(EXTRA {})", extra.join(", ")));
+    let mut extra = false;
+    for a in next {
+        out.push_str(if extra { ", " } else { "%!(EXTRA " })?;
+        out.push_str(&go_value(*a))?;
+        extra = true;
     }
-    out
+    if extra {
+        out.push_char(')')?;
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, PartialEq)]
 enum Part {
-    Text(String),
-    /// The expression, and the byte offset of its text in the template
-    /// (for Go's error positions).
-    Action(Expr, usize),
+    Text(String, Pos),
+    /// The expression, and where its text starts (after `{{` and spaces).
+    Action(Expr, Pos),
 }
 
 #[derive(Debug, Clone)]
@@ -155,6 +439,8 @@ pub struct Template {
     parts: Vec<Part>,
     /// `table ...`: print a header row and align columns.
     pub table: bool,
+    /// How render errors are worded (parse errors were, too).
+    errors: Errors,
 }
 
 fn unsupported(action: &str) -> String {
@@ -163,108 +449,135 @@ fn unsupported(action: &str) -> String {
     )
 }
 
-fn path(s: &str, action: &str) -> Result<Vec<String>, String> {
+fn path(s: &str) -> Option<Vec<String>> {
     if s == "." {
-        return Ok(Vec::new());
+        return Some(Vec::new());
     }
-    let rest = s.strip_prefix('.').ok_or_else(|| unsupported(action))?;
-    let fields: Vec<String> = rest.split('.').map(str::to_string).collect();
-    if fields
+    let fields: Vec<String> = s
+        .strip_prefix('.')?
+        .split('.')
+        .map(str::to_string)
+        .collect();
+    fields
         .iter()
-        .any(|f| f.is_empty() || !f.chars().all(|c| c.is_alphanumeric() || c == '_'))
-    {
-        return Err(unsupported(action));
-    }
-    Ok(fields)
+        .all(|f| !f.is_empty() && f.chars().all(|c| c.is_alphanumeric() || c == '_'))
+        .then_some(fields)
 }
 
-fn quoted(s: &str, action: &str) -> Result<String, String> {
+fn quoted(s: &str) -> Option<String> {
     s.strip_prefix('"')
         .and_then(|s| s.strip_suffix('"'))
         .map(str::to_string)
-        .ok_or_else(|| unsupported(action))
 }
 
-fn parse_action(a: &str, functions: &[&str]) -> Result<Expr, String> {
-    let owned = words(a)?;
-    if let [f, arg] = owned.as_slice() {
-        if functions.contains(&f.as_str()) {
-            return Ok(Expr::Call(f.clone(), quoted(arg, a)?));
+fn parse_action<'a>(
+    a: &'a str,
+    functions: &[&str],
+    at: Pos,
+    words_left: &mut usize,
+) -> Result<Expr, Fault<'a>> {
+    let owned = words(a, at, words_left)?;
+    let expr = || -> Option<Expr> {
+        if let [f, arg] = owned.as_slice() {
+            if functions.contains(&f.as_str()) {
+                return Some(Expr::Call(f.clone(), quoted(arg)?));
+            }
         }
+        if owned.first().map(String::as_str) == Some("printf") {
+            let format = quoted(owned.get(1)?)?;
+            let args = owned[2..]
+                .iter()
+                .map(|w| operand(w))
+                .collect::<Option<_>>()?;
+            return Some(Expr::Printf(format, args));
+        }
+        let words: Vec<&str> = owned.iter().map(String::as_str).collect();
+        match words.as_slice() {
+            [p] => Some(Expr::Path(path(p)?)),
+            ["json", p] => Some(Expr::Json(path(p)?)),
+            ["index", p, k] => Some(Expr::Index(path(p)?, quoted(k)?)),
+            // Docker's listing contexts: {{.Label "key"}}.
+            [".Label", k] => Some(Expr::Label(quoted(k)?)),
+            _ => None,
+        }
+    };
+    expr().ok_or(Fault::Unsupported { at, action: a })
+}
+
+/// The one parser, for both uses: text and actions, each with where it
+/// starts.
+fn parse_parts<'a>(body: &'a str, functions: &[&str]) -> Result<Vec<Part>, Fault<'a>> {
+    if body.len() > TEMPLATE_BYTES_MAX {
+        return Err(Fault::TooLarge { bytes: body.len() });
     }
-    if owned.first().map(String::as_str) == Some("printf") {
-        let format = owned.get(1).ok_or_else(|| unsupported(a))?;
-        let format = quoted(format, a)?;
-        let args = owned[2..]
-            .iter()
-            .map(|w| operand(w, a))
-            .collect::<Result<Vec<_>, _>>()?;
-        return Ok(Expr::Printf(format, args));
+    let mut parts = Vec::new();
+    let mut lines = Lines::new(body);
+    let mut rest = body;
+    let mut words_left = TEMPLATE_WORDS_MAX;
+    while let Some(start) = rest.find("{{") {
+        let open = body.len() - rest.len() + start;
+        if start > 0 {
+            let at = lines.pos(open - start);
+            parts.push(Part::Text(rest[..start].to_string(), at));
+        }
+        let Some(end) = rest[start..].find("}}") else {
+            return Err(Fault::Unclosed(lines.pos(open)));
+        };
+        let raw = &rest[start + 2..start + end];
+        let action = raw.trim();
+        let at = lines.pos(open + 2 + (raw.len() - raw.trim_start().len()));
+        let expr = parse_action(action, functions, at, &mut words_left)?;
+        parts.push(Part::Action(expr, at));
+        rest = &rest[start + end + 2..];
     }
-    let words: Vec<&str> = owned.iter().map(String::as_str).collect();
-    match words.as_slice() {
-        [p] => Ok(Expr::Path(path(p, a)?)),
-        ["json", p] => Ok(Expr::Json(path(p, a)?)),
-        ["index", p, k] => Ok(Expr::Index(path(p, a)?, quoted(k, a)?)),
-        // Docker's listing contexts: {{.Label "key"}}.
-        [".Label", k] => Ok(Expr::Label(quoted(k, a)?)),
-        _ => Err(unsupported(a)),
+    if !rest.is_empty() {
+        let at = lines.pos(body.len() - rest.len());
+        parts.push(Part::Text(rest.to_string(), at));
     }
+    Ok(parts)
 }
 
 impl Template {
+    /// A `--format` template (Go's error messages).
     pub fn parse(format: &str) -> Result<Template, String> {
         let (table, body) = match format.strip_prefix("table") {
             Some(rest) if rest.is_empty() || rest.starts_with(' ') => (true, rest.trim()),
             _ => (false, format),
         };
         let body = body.replace("\\t", "\t").replace("\\n", "\n");
-        let mut t = Self::parse_text(&body, &[])?;
-        t.table = table;
-        Ok(t)
+        let parts = parse_parts(&body, &[]).map_err(|f| f.go())?;
+        Ok(Template {
+            parts,
+            table,
+            errors: Errors::Go,
+        })
     }
 
     /// A template file's text as it is (no `table`, no escapes), with the
-    /// one-argument functions `functions` (Swarm's templated configs).
-    pub fn parse_text(body: &str, functions: &[&str]) -> Result<Template, String> {
-        let mut parts = Vec::new();
-        let mut rest = body;
-        while let Some(start) = rest.find("{{") {
-            if start > 0 {
-                parts.push(Part::Text(rest[..start].to_string()));
-            }
-            let end = rest[start..]
-                .find("}}")
-                .ok_or_else(|| "template: :1: unclosed action".to_string())?;
-            let raw = &rest[start + 2..start + end];
-            let action = raw.trim();
-            let offset = body.len() - rest.len() + start + 2 + (raw.len() - raw.trim_start().len());
-            parts.push(Part::Action(parse_action(action, functions)?, offset));
-            rest = &rest[start + end + 2..];
-        }
-        if !rest.is_empty() {
-            parts.push(Part::Text(rest.to_string()));
-        }
+    /// one-argument functions `functions` (Swarm's templated configs), its
+    /// errors worded as `errors` says.
+    pub fn parse_text(body: &str, functions: &[&str], errors: Errors) -> Result<Template, String> {
+        let parts = parse_parts(body, functions).map_err(|f| f.message(errors, functions))?;
         Ok(Template {
             parts,
             table: false,
+            errors,
         })
     }
 
     /// Renders a templated config or secret: a field `v` lacks is Go's
     /// error, and calls go to `call`, which writes into the output. The
-    /// output is made with `capacity` bytes and must not outgrow it, so no
-    /// reallocation leaves a copy of secret bytes behind in freed memory.
-    pub fn render_text(&self, v: &Value, call: Call, capacity: usize) -> Result<String, String> {
-        self.check_keys(v)?;
-        let mut out = String::with_capacity(capacity);
-        self.render_into(v, None, Some(call), &mut out)?;
-        if out.len() > capacity {
-            return Err(format!(
-                "the rendered text is larger than {capacity} bytes, the limit for this file"
-            ));
-        }
-        Ok(out)
+    /// output is one buffer of `bytes_max` bytes that fails the write that
+    /// would pass it (so nothing reallocates, and a template costs at most
+    /// that much); the text comes back in that buffer, for the caller to
+    /// zeroize.
+    pub fn render_text(&self, v: &Value, call: Call, bytes_max: usize) -> Result<String, String> {
+        let fail = |f: Fault| f.message(self.errors, &[]);
+        self.check_keys(v).map_err(fail)?;
+        let mut out = Output::bounded(bytes_max);
+        self.render_into(v, None, Some(call), &mut out)
+            .map_err(fail)?;
+        Ok(out.take())
     }
 
     /// Renders one value.
@@ -275,24 +588,27 @@ impl Template {
     /// Renders one row of a listing, whose `{{.Label "k"}}` reads `labels`
     /// (kept out of the row, so `{{json .}}` shows Docker's fields only).
     pub fn render_with(&self, v: &Value, labels: Option<&Value>) -> String {
-        let mut out = String::new();
-        // Without a `call`, a template has no Call actions (parse refused
-        // them), so rendering cannot fail.
+        let mut out = Output::unbounded();
+        // Without a `call` or a limit, rendering cannot fail: a template
+        // has Call actions only when its parser allowed functions, and then
+        // it is rendered by `render_text`.
         let _ = self.render_into(v, labels, None, &mut out);
-        out
+        out.take()
     }
 
-    fn render_into(
-        &self,
+    fn render_into<'a>(
+        &'a self,
         v: &Value,
         labels: Option<&Value>,
         call: Option<Call>,
-        out: &mut String,
-    ) -> Result<(), String> {
+        out: &mut Output,
+    ) -> Result<(), Fault<'a>> {
+        let bytes_max = out.bytes_max;
+        let full = |at: &Pos| Fault::OutputFull { at: *at, bytes_max };
         for p in &self.parts {
             match p {
-                Part::Text(t) => out.push_str(t),
-                Part::Action(Expr::Path(p), _) => {
+                Part::Text(t, at) => out.push_str(t).map_err(|_| full(at))?,
+                Part::Action(Expr::Path(p), at) => {
                     let x = lookup(v, p);
                     // `inspect -f` runs Go's template on Docker's structs,
                     // where the times are `time.Time`s and print as such.
@@ -300,45 +616,58 @@ impl Template {
                         p.last().map(String::as_str),
                         Some("CreatedAt" | "UpdatedAt")
                     );
-                    match x
+                    let text = match x
                         .and_then(Value::as_str)
                         .and_then(go_time)
                         .filter(|_| is_time)
                     {
-                        Some(t) => out.push_str(&t),
-                        None => out.push_str(&plain(x)),
-                    }
+                        Some(t) => t,
+                        None => plain(x),
+                    };
+                    out.push_str(&text).map_err(|_| full(at))?;
                 }
-                Part::Action(Expr::Json(p), _) => out.push_str(
-                    &lookup(v, p)
-                        .map(|x| x.to_string())
-                        .unwrap_or_else(|| "null".into()),
-                ),
-                Part::Action(Expr::Index(p, k), _) => {
-                    out.push_str(&plain(lookup(v, p).and_then(|m| m.get(k))))
-                }
-                Part::Action(Expr::Label(k), _) => out.push_str(
-                    labels
-                        .and_then(|l| l.get(k))
-                        .and_then(Value::as_str)
-                        .unwrap_or(""),
-                ),
-                Part::Action(Expr::Printf(f, args), _) => {
-                    let owned: Vec<Option<Value>> = args
+                Part::Action(Expr::Json(p), at) => out
+                    .push_str(
+                        &lookup(v, p)
+                            .map(|x| x.to_string())
+                            .unwrap_or_else(|| "null".into()),
+                    )
+                    .map_err(|_| full(at))?,
+                Part::Action(Expr::Index(p, k), at) => out
+                    .push_str(&plain(lookup(v, p).and_then(|m| m.get(k))))
+                    .map_err(|_| full(at))?,
+                Part::Action(Expr::Label(k), at) => out
+                    .push_str(
+                        labels
+                            .and_then(|l| l.get(k))
+                            .and_then(Value::as_str)
+                            .unwrap_or(""),
+                    )
+                    .map_err(|_| full(at))?,
+                Part::Action(Expr::Printf(f, args), at) => {
+                    // Borrowed, not cloned: a template may name the whole
+                    // context in every one of many arguments.
+                    let values: Vec<Option<Cow<Value>>> = args
                         .iter()
                         .map(|a| match a {
-                            Operand::Path(p) => lookup(v, p).cloned(),
-                            Operand::Text(t) => Some(Value::String(t.clone())),
-                            Operand::Int(n) => Some(Value::from(*n)),
+                            Operand::Path(p) => lookup(v, p).map(Cow::Borrowed),
+                            Operand::Text(t) => Some(Cow::Owned(Value::String(t.clone()))),
+                            Operand::Int(n) => Some(Cow::Owned(Value::from(*n))),
                         })
                         .collect();
-                    let refs: Vec<Option<&Value>> = owned.iter().map(Option::as_ref).collect();
-                    out.push_str(&sprintf(f, &refs));
+                    let refs: Vec<Option<&Value>> = values.iter().map(Option::as_deref).collect();
+                    sprintf(f, &refs, out).map_err(|_| full(at))?;
                 }
                 Part::Action(Expr::Call(f, arg), at) => {
-                    let call = call.ok_or_else(|| unsupported(f))?;
-                    call(f, arg, out).map_err(|e| {
-                        format!("template: :1:{at}: executing \"\" at <{f} {arg:?}>: error calling {f}: {e}")
+                    let call = call.ok_or(Fault::Unsupported { at: *at, action: f })?;
+                    call(f, arg, out).map_err(|e| match e {
+                        CallError::Full => full(at),
+                        CallError::Failed(why) => Fault::CallFailed {
+                            at: *at,
+                            function: f,
+                            arg,
+                            why,
+                        },
                     })?;
                 }
             }
@@ -350,27 +679,30 @@ impl Template {
     /// the object's JSON as a map: a key it lacks is Go's error ("map has
     /// no entry for key"), never `<no value>`.
     pub fn render_inspect(&self, v: &Value) -> Result<String, String> {
-        self.check_keys(v)?;
+        self.check_keys(v)
+            .map_err(|f| f.message(self.errors, &[]))?;
         Ok(self.render(v))
     }
 
     /// Go's error for the first field path that names a key `v` lacks,
     /// pointing at the missing field itself, as Go does.
-    fn check_keys(&self, v: &Value) -> Result<(), String> {
+    fn check_keys(&self, v: &Value) -> Result<(), Fault<'_>> {
         for p in &self.parts {
             let Part::Action(e, at) = p else { continue };
             for path in e.paths() {
-                let (mut cur, mut col) = (v, *at);
+                let (mut cur, mut go_column) = (v, at.offset);
                 for f in path {
                     let Value::Object(m) = cur else { break };
                     let Some(next) = m.get(f) else {
-                        return Err(format!(
-                            "template: :1:{col}: executing \"\" at <.{}>: map has no entry for key \"{f}\"",
-                            path.join(".")
-                        ));
+                        return Err(Fault::MissingKey {
+                            at: *at,
+                            go_column,
+                            path,
+                            field: f,
+                        });
                     };
                     cur = next;
-                    col += f.len() + 1;
+                    go_column += f.len() + 1;
                 }
             }
         }
@@ -387,7 +719,8 @@ impl Template {
             for path in e.paths() {
                 if let Some(f) = path.first().filter(|f| !fields.contains(&f.as_str())) {
                     return Err(format!(
-                        "template: :1:{at}: executing \"\" at <.{f}>: can't evaluate field {f} in type {go_type}"
+                        "template: :1:{}: executing \"\" at <.{f}>: can't evaluate field {f} in type {go_type}",
+                        at.offset
                     ));
                 }
             }
@@ -401,7 +734,7 @@ impl Template {
         let mut out = String::new();
         for p in &self.parts {
             match p {
-                Part::Text(t) => out.push_str(t),
+                Part::Text(t, _) => out.push_str(t),
                 Part::Action(e, _) => {
                     let p = match e {
                         Expr::Path(p) | Expr::Json(p) | Expr::Index(p, _) => p,
@@ -552,13 +885,14 @@ mod tests {
         let t = Template::parse_text(
             "name={{.Task.Name}}\\t{{env \"HOME\"}} pw={{secret \"password\"}}\n",
             &["env", "secret"],
+            Errors::Go,
         )
         .unwrap();
-        let call = |f: &str, a: &str, out: &mut String| -> Result<(), String> {
+        let call = |f: &str, a: &str, out: &mut Output| -> Result<(), CallError> {
             match (f, a) {
-                ("env", "HOME") => out.push_str("/root"),
-                ("secret", "password") => out.push_str("hunter2"),
-                _ => return Err(format!("no {a}")),
+                ("env", "HOME") => out.push_str("/root")?,
+                ("secret", "password") => out.push_str("hunter2")?,
+                _ => return Err(CallError::Failed(format!("no {a}"))),
             }
             Ok(())
         };
@@ -570,12 +904,12 @@ mod tests {
             .render_text(&v, &call, 8)
             .unwrap_err()
             .contains("larger than 8"));
-        let bad = Template::parse_text("{{secret \"nope\"}}", &["secret"]).unwrap();
+        let bad = Template::parse_text("{{secret \"nope\"}}", &["secret"], Errors::Go).unwrap();
         assert_eq!(
             bad.render_text(&v, &call, 64).unwrap_err(),
             "template: :1:2: executing \"\" at <secret \"nope\">: error calling secret: no nope"
         );
-        let missing = Template::parse_text("{{.Task.Nope}}", &[]).unwrap();
+        let missing = Template::parse_text("{{.Task.Nope}}", &[], Errors::Go).unwrap();
         assert!(missing
             .render_text(&v, &call, 64)
             .unwrap_err()
@@ -588,6 +922,193 @@ mod tests {
     fn unsupported_actions_are_errors() {
         for bad in ["{{range .}}", "{{.ID", "{{printf .ID}}", "{{.a..b}}"] {
             assert!(Template::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// The test's functions: `secret "big"` is `big` bytes of 'B', counted
+    /// in `calls`.
+    fn secrets(
+        big: usize,
+        calls: &std::cell::Cell<usize>,
+    ) -> impl Fn(&str, &str, &mut Output) -> Result<(), CallError> + '_ {
+        move |f, a, out| {
+            calls.set(calls.get() + 1);
+            match (f, a) {
+                ("secret", "big") => out.push_str(&"B".repeat(big))?,
+                ("secret", "pw") => out.push_str("hunter2-TOPSECRET")?,
+                _ => return Err(CallError::Failed("no such file".into())),
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn output_stops_at_the_write_that_passes_its_limit() {
+        let v = json!({});
+        let calls = std::cell::Cell::new(0);
+        let call = secrets(1000, &calls);
+        let bomb = Template::parse_text(
+            &"{{secret \"big\"}}".repeat(1000),
+            &["secret"],
+            Errors::Redacted,
+        )
+        .unwrap();
+        // Exactly at the limit renders, in the buffer it was given.
+        let fits = Template::parse_text(
+            &"{{secret \"big\"}}".repeat(3),
+            &["secret"],
+            Errors::Redacted,
+        )
+        .unwrap();
+        let out = fits.render_text(&v, &call, 3000).unwrap();
+        assert_eq!((out.len(), out.capacity()), (3000, 3000));
+        // One byte less, and the third write fails; a bomb of a thousand
+        // stops at the fourth of them, having written three.
+        calls.set(0);
+        let e = fits.render_text(&v, &call, 2999).unwrap_err();
+        assert_eq!(
+            e,
+            "template: line 1, column 35: the rendered text is larger than 2999 bytes, the limit for this file"
+        );
+        calls.set(0);
+        assert!(bomb
+            .render_text(&v, &call, 3999)
+            .unwrap_err()
+            .contains("larger than 3999 bytes"));
+        assert_eq!(calls.get(), 4);
+        // Text, fields and printf are bounded alike.
+        let v = json!({"Node": {"ID": "n1", "Hostname": "box"}});
+        for (t, bytes_max) in [
+            ("x".repeat(11), 10),
+            ("{{.Node}}".repeat(100), 1000),
+            (
+                format!(
+                    "{{{{printf \"{}\" {}}}}}",
+                    "%v".repeat(100),
+                    ".Node ".repeat(100)
+                ),
+                1000,
+            ),
+            (
+                format!("{{{{printf \"\" {}}}}}", ".Node ".repeat(100)),
+                1000,
+            ),
+            (format!("{{{{printf \"{}\"}}}}", "%v".repeat(100)), 1000),
+        ] {
+            let t = Template::parse_text(&t, &[], Errors::Redacted).unwrap();
+            let e = t.render_text(&v, &call, bytes_max).unwrap_err();
+            assert!(e.contains(&format!("larger than {bytes_max} bytes")), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_template_is_at_most_its_size_and_word_limits() {
+        let at_max = "x".repeat(TEMPLATE_BYTES_MAX);
+        assert!(Template::parse_text(&at_max, &[], Errors::Redacted).is_ok());
+        let past = "x".repeat(TEMPLATE_BYTES_MAX + 1);
+        assert_eq!(
+            Template::parse_text(&past, &[], Errors::Redacted).unwrap_err(),
+            format!(
+                "template: the template is {} bytes, more than the {TEMPLATE_BYTES_MAX} allowed",
+                TEMPLATE_BYTES_MAX + 1
+            )
+        );
+        assert!(Template::parse(&past).is_err());
+
+        // Words: `.A.B` is two, `printf "%v" .` three; the one past the
+        // limit fails where it is, in one action or across many.
+        let at_max = "{{.A.B}}".repeat(TEMPLATE_WORDS_MAX / 2);
+        assert!(Template::parse_text(&at_max, &[], Errors::Redacted).is_ok());
+        let past = format!("{at_max}\n{{{{.}}}}");
+        let want = format!(
+            "template: line 2, column 3: more than {TEMPLATE_WORDS_MAX} words in actions (a field path counts one per field), the limit for a template"
+        );
+        assert_eq!(
+            Template::parse_text(&past, &[], Errors::Redacted).unwrap_err(),
+            want
+        );
+        let args = format!(
+            "{{{{printf \"%v\"{}}}}}",
+            " .".repeat(TEMPLATE_WORDS_MAX - 2)
+        );
+        assert!(Template::parse_text(&args, &[], Errors::Redacted).is_ok());
+        let past = format!(
+            "{{{{printf \"%v\"{}}}}}",
+            " .".repeat(TEMPLATE_WORDS_MAX - 1)
+        );
+        assert!(Template::parse_text(&past, &[], Errors::Redacted)
+            .unwrap_err()
+            .contains("words in actions"));
+        let path = format!("{{{{{}}}}}", ".A".repeat(TEMPLATE_WORDS_MAX + 1));
+        assert!(Template::parse(&path)
+            .unwrap_err()
+            .contains("words in actions"));
+    }
+
+    /// Nothing iterates or nests, so nothing needs an iteration or depth
+    /// limit: every such construct is refused at parse.
+    #[test]
+    fn loops_nested_templates_and_pipelines_are_refused() {
+        for bad in [
+            "{{range .}}x{{end}}",
+            "{{with .Task}}{{.Name}}{{end}}",
+            "{{if .Task}}x{{else}}y{{end}}",
+            "{{define \"t\"}}{{template \"t\"}}{{end}}",
+            "{{template \"t\" .}}",
+            "{{block \"t\" .}}x{{end}}",
+            "{{.Task.Name | printf \"%s\"}}",
+            "{{(secret \"big\")}}",
+            "{{secret (secret \"big\")}}",
+            "{{$x := .}}",
+        ] {
+            let e = Template::parse_text(bad, &["secret"], Errors::Redacted).unwrap_err();
+            assert!(e.contains("unsupported action"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn redacted_errors_say_where_and_never_what() {
+        let v = json!({"Task": {"Name": "web.1"}});
+        let calls = std::cell::Cell::new(0);
+        let call = secrets(10, &calls);
+        let f = &["env", "secret"];
+        // Parse errors, with where each is.
+        for (bad, want) in [
+            (
+                "a\nb {{if hunter2-TOPSECRET}}",
+                "template: line 2, column 5: unsupported action: supported are fields (.A.B), json, index and printf, and calls of env, secret",
+            ),
+            ("{{\"hunter2-TOPSECRET", "template: line 1, column 1: unclosed action (a {{ without its }})"),
+            ("x\n\n  {{ printf \"hunter2-TOPSECRET }}", "template: line 3, column 6: unterminated quoted string"),
+            ("{{printf \"hunter2-TOPSECRET\\q\"}}", "template: line 1, column 3: unsupported action: supported are fields (.A.B), json, index and printf, and calls of env, secret"),
+        ] {
+            assert_eq!(Template::parse_text(bad, f, Errors::Redacted).unwrap_err(), want, "{bad}");
+            // Go's wording quotes the template (where Go's does).
+            let go = Template::parse_text(bad, f, Errors::Go).unwrap_err();
+            assert!(!go.contains("line "), "{go}");
+        }
+        // Render errors: neither the template nor the output.
+        for (bad, want) in [
+            ("pw={{secret \"pw\"}} {{.Task.TOPSECRET}}", "template: line 1, column 22: a field the action reads does not exist"),
+            ("pw={{secret \"pw\"}} {{secret \"TOPSECRET\"}}", "template: line 1, column 22: error calling secret: no such file"),
+            ("pw={{secret \"pw\"}} {{secret \"pw\"}}", "template: line 1, column 22: the rendered text is larger than 30 bytes, the limit for this file"),
+        ] {
+            let t = Template::parse_text(bad, f, Errors::Redacted).unwrap();
+            assert_eq!(t.render_text(&v, &call, 30).unwrap_err(), want, "{bad}");
+            let go = Template::parse_text(bad, f, Errors::Go).unwrap();
+            assert!(!go.render_text(&v, &call, 30).unwrap_err().contains("line "));
+        }
+    }
+
+    /// Any prefix of a template parses or fails with a message, in both
+    /// wordings (positions never go past the text).
+    #[test]
+    fn every_prefix_parses_or_fails_cleanly() {
+        let t = "a {{.Task.Name}}\n{{printf \"%s\\\"\" .X 7}} é{{secret \"x\"}}\n{{ json . }}}}{{";
+        for (i, _) in t.char_indices() {
+            for errors in [Errors::Go, Errors::Redacted] {
+                let _ = Template::parse_text(&t[..i], &["secret"], errors);
+            }
         }
     }
 }

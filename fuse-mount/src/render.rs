@@ -5,23 +5,27 @@
 //! `{{env "X"}}` (the task's environment), `{{secret "target"}}` and
 //! `{{config "target"}}` (the plaintext of another file of the same task,
 //! by its target, as stored, never rendered). A template that does not
-//! parse or render fails its task alone, with the reason.
+//! parse or render fails its task alone, with the reason: where in the
+//! template and what kind of mistake, never its text (a templated secret's
+//! text is the secret) nor any of its output (`Errors::Redacted`).
 //!
 //! Rendered bytes are plaintext like any secret: they are written into one
-//! buffer sized up front (no reallocation leaves a copy behind), copied
-//! once to their exact size, and the buffer is zeroized.
+//! buffer of the file's limit (no reallocation leaves a copy behind, and a
+//! template repeating a large secret fails at the limit, having spent no
+//! more), copied once to their exact size, and the buffer is zeroized.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use secretd_client::template::Template;
+use secretd_client::template::{CallError, Errors, Output, Template};
 use secretd_crypto::SecretBytes;
 use serde_json::json;
 
 use crate::image::{FileEntry, Source};
 
-/// Docker's limits on an object's data, which a rendered one keeps too.
+/// Docker's limits on an object's data, which a rendered one keeps too: the
+/// write that would pass one fails the render.
 const SECRET_RENDERED_BYTES_MAX: usize = 500 * 1024;
 const CONFIG_RENDERED_BYTES_MAX: usize = 1000 * 1024;
 
@@ -77,7 +81,7 @@ pub fn render(
         .ok_or_else(|| format!("{} is not among the task's files", t.path))?;
     let text = std::str::from_utf8(raw.data.expose())
         .map_err(|_| "a template must be UTF-8 text".to_string())?;
-    let template = Template::parse_text(text, FUNCTIONS)?;
+    let template = Template::parse_text(text, FUNCTIONS, Errors::Redacted)?;
     let (service, slot) = service_and_slot(ctx.task);
     let context = json!({
         "Service": {"ID": service, "Name": service, "Labels": {}},
@@ -88,12 +92,14 @@ pub fn render(
         },
         "Task": {"ID": ctx.task, "Name": ctx.task, "Slot": slot},
     });
-    let call = |f: &str, arg: &str, out: &mut String| -> Result<(), String> {
+    // Its reasons are shown as they are, so they name neither the target
+    // (template text) nor anything read.
+    let call = |f: &str, arg: &str, out: &mut Output| -> Result<(), CallError> {
         match f {
             "env" => {
                 // Swarm's env: an unset variable is empty.
                 if let Some(v) = ctx.env.and_then(|e| e.get(arg)) {
-                    out.push_str(v);
+                    out.push_str(v)?;
                 }
                 Ok(())
             }
@@ -104,14 +110,14 @@ pub fn render(
                     .get(path)
                     .filter(|file| file.source.0 == want_secret)
                     .ok_or_else(|| {
-                        format!("{f} {arg} not found: the task has no {f} with that target")
+                        CallError::Failed(format!("the task has no {f} with that target"))
                     })?;
                 let text = std::str::from_utf8(file.data.expose())
-                    .map_err(|_| format!("{f} {arg} is not UTF-8 text"))?;
-                out.push_str(text);
+                    .map_err(|_| CallError::Failed(format!("that {f} is not UTF-8 text")))?;
+                out.push_str(text)?;
                 Ok(())
             }
-            _ => Err(format!("no function {f}")),
+            _ => Err(CallError::Failed("no such function".into())),
         }
     };
     let limit = if t.secret {
@@ -190,13 +196,89 @@ mod tests {
             "etc/app.conf".to_string(),
             file("{{config \"password\"}}", false),
         );
-        assert!(render(&ctx, &files, &t)
+        assert_eq!(
+            render(&ctx, &files, &t).unwrap_err(),
+            "template: line 1, column 3: error calling config: the task has no config with that target"
+        );
+    }
+
+    fn ctx() -> TaskContext<'static> {
+        TaskContext {
+            task: "web.1",
+            node: "n1",
+            hostname: "box",
+            env: None,
+        }
+    }
+
+    /// D15: what a template's error says is where and what kind of mistake,
+    /// never its text (a templated secret's text is secret) nor its output.
+    #[test]
+    fn errors_quote_neither_the_template_nor_its_output() {
+        let mut files = BTreeMap::new();
+        files.insert("pw".to_string(), file("hunter2-TOPSECRET", true));
+        let source = (true, "tpl".to_string(), 0);
+        let t = Templated {
+            path: "app",
+            secret: true,
+            source: &source,
+        };
+        for (text, want) in [
+            (
+                "x\n{{if hunter2-TOPSECRET}}",
+                "template: line 2, column 3: unsupported action",
+            ),
+            (
+                "{{.Task.TOPSECRET}}",
+                "template: line 1, column 3: a field the action reads",
+            ),
+            (
+                "{{secret \"TOPSECRET\"}}",
+                "template: line 1, column 3: error calling secret",
+            ),
+            (
+                "{{secret \"pw\"}}\n{{\"TOPSECRET",
+                "template: line 2, column 1: unclosed action",
+            ),
+        ] {
+            files.insert("app".to_string(), file(text, true));
+            let e = render(&ctx(), &files, &t).unwrap_err();
+            assert!(e.starts_with(want), "{text}: {e}");
+            assert!(!e.contains("TOPSECRET"), "{text}: {e}");
+        }
+    }
+
+    /// D9: a template repeating a large secret fails at the file's limit,
+    /// with the limit's message; one at the limit renders.
+    #[test]
+    fn output_is_bounded_by_the_files_limit() {
+        let mut files = BTreeMap::new();
+        let big = "B".repeat(100 * 1024);
+        files.insert("big".to_string(), file(&big, true));
+        let source = (false, "bomb".to_string(), 0);
+        let t = Templated {
+            path: "app",
+            secret: false,
+            source: &source,
+        };
+        files.insert(
+            "app".to_string(),
+            file(&"{{secret \"big\"}}".repeat(10), false),
+        );
+        let (data, _) = render(&ctx(), &files, &t).unwrap();
+        assert_eq!(data.len(), CONFIG_RENDERED_BYTES_MAX);
+        files.insert(
+            "app".to_string(),
+            file(&"{{secret \"big\"}}".repeat(1500), false),
+        );
+        assert_eq!(
+            render(&ctx(), &files, &t).unwrap_err(),
+            format!("template: line 1, column 163: the rendered text is larger than {CONFIG_RENDERED_BYTES_MAX} bytes, the limit for this file")
+        );
+        let secret = Templated { secret: true, ..t };
+        assert!(render(&ctx(), &files, &secret)
             .unwrap_err()
-            .contains("config password not found"));
-        files.insert("etc/app.conf".to_string(), file("{{if .X}}", false));
-        assert!(render(&ctx, &files, &t)
-            .unwrap_err()
-            .contains("unsupported action"));
+            .contains(&format!("larger than {SECRET_RENDERED_BYTES_MAX} bytes")));
     }
 
     #[test]

@@ -959,6 +959,16 @@ pub(crate) async fn one_served_task(
     name: &str,
     value: &[u8],
 ) -> (Cluster, Agent, PathBuf) {
+    one_served_task_with(backend, name, value, Vec::new()).await
+}
+
+/// `one_served_task`, the agent started with the `extra` flags.
+async fn one_served_task_with(
+    backend: &str,
+    name: &str,
+    value: &[u8],
+    extra: Vec<String>,
+) -> (Cluster, Agent, PathBuf) {
     let c = Cluster::start(1);
     c.wait_leader(Duration::from_secs(15)).await;
     c.sctl(&["secret", "create", name, "-"], Some(value));
@@ -970,7 +980,8 @@ pub(crate) async fn one_served_task(
         None,
     );
     let mount = c.dir.path().join("mnt");
-    let agent = Agent::start(&c, &mount, backend, &c.dir.path().join("agent.log"));
+    let log = c.dir.path().join("agent.log");
+    let agent = Agent::start_with(&c, &mount, backend, &log, extra);
     wait_for("the secret in the mount", Duration::from_secs(15), || {
         read(&mount.join("web.1/password")).is_some()
     });
@@ -1210,7 +1221,9 @@ async fn templated_configs_render_per_task() {
         || agent.logs().contains("cannot render config"),
     );
     assert!(
-        agent.logs().contains("secret nope not found"),
+        agent
+            .logs()
+            .contains("template: line 1, column 3: error calling secret: the task has no secret with that target"),
         "{}",
         agent.logs()
     );
@@ -1332,4 +1345,126 @@ async fn tmpfs_holds_and_rotates_a_task_larger_than_its_first_size() {
         "{}",
         agent.logs()
     );
+}
+
+/// A figure (in KiB) of /proc/<pid>/status, such as `VmHWM`: the peak
+/// resident memory.
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status:\n{status}"))
+}
+
+/// D9 and D15 (issue 27): a template bomb (a config repeating a 400 KiB
+/// secret 1,536 times, 600 MiB unbounded) fails its own task with the
+/// limit's message, in bounded memory; a templated secret that does not
+/// parse fails with where the mistake is, never with its text, in the log
+/// and on /health; the node's other task keeps being served throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn template_bombs_and_leaky_errors_stay_in_their_task() {
+    require_root_and_fuse();
+    let port = crate::common::free_port();
+    let metrics = vec![
+        "--listen-metrics-urls".to_string(),
+        format!("http://127.0.0.1:{port}"),
+    ];
+    let (c, mut agent, mount) = one_served_task_with("fuse", "db_pw", b"pw-1", metrics).await;
+    let password = mount.join("web.1/password");
+    assert_eq!(read(&password).unwrap(), b"pw-1");
+    let pid = agent.child.as_ref().unwrap().id();
+    let peak_before_kib = status_kib(pid, "VmHWM");
+
+    c.sctl(&["secret", "create", "big", "-"], Some(&[b'B'; 400 * 1024]));
+    let bomb = "{{secret \"big\"}}".repeat(1536);
+    let leaky = "user=app\n{{if hunter2-TOPSECRET}}";
+    for (kind, name, data) in [
+        ("config", "bomb", bomb.as_str()),
+        ("secret", "leaky", leaky),
+    ] {
+        c.sctl(
+            &[kind, "create", "--template-driver", "golang", name, "-"],
+            Some(data.as_bytes()),
+        );
+    }
+    c.sctl(
+        &[
+            "task",
+            "create",
+            "bomb.1",
+            "--node",
+            "n1",
+            "--secret",
+            "source=big,target=big",
+            "--config",
+            "source=bomb,target=/etc/bomb.conf",
+        ],
+        None,
+    );
+    c.sctl(
+        &[
+            "task",
+            "create",
+            "leak.1",
+            "--node",
+            "n1",
+            "--secret",
+            "source=leaky,target=app.conf",
+        ],
+        None,
+    );
+    let mut health = String::new();
+    wait_for(
+        "/health to report both tasks",
+        Duration::from_secs(20),
+        || {
+            let (code, body) = http_get(port, "/health");
+            health = body;
+            code == 503 && health.contains("\"bomb.1\"") && health.contains("\"leak.1\"")
+        },
+    );
+    wait_for("both failures in the log", Duration::from_secs(10), || {
+        let logs = agent.logs();
+        logs.contains("task=bomb.1") && logs.contains("task=leak.1")
+    });
+    // The other task is still served: a rotation reaches it.
+    c.sctl(&["secret", "rotate", "db_pw", "-"], Some(b"pw-2"));
+    wait_for("web.1 rotated", Duration::from_secs(15), || {
+        read(&password) == Some(b"pw-2".to_vec())
+    });
+    assert!(agent.child.as_mut().unwrap().try_wait().unwrap().is_none());
+    let peak_grew_kib = status_kib(pid, "VmHWM") - peak_before_kib;
+
+    let logs = agent.logs();
+    let failed: serde_json::Value = serde_json::from_str(&health).unwrap();
+    let failed = &failed["failed_tasks"];
+    let (bomb_why, leak_why) = (
+        failed["bomb.1"].as_str().unwrap(),
+        failed["leak.1"].as_str().unwrap(),
+    );
+    eprintln!("peak grew by {peak_grew_kib} KiB\nbomb.1: {bomb_why}\nleak.1: {leak_why}");
+    // Measured: unbounded, the render's buffer grew to hold 600 MiB
+    // and the peak grew by 2.5 GiB; bounded, by 2.5-5 MiB (the 1000 KiB
+    // output buffer, the 400 KiB secret, the fetches and the new tasks).
+    assert!(
+        peak_grew_kib < 64 * 1024,
+        "the agent's peak memory grew by {peak_grew_kib} KiB"
+    );
+    assert!(
+        bomb_why
+            .contains("the rendered text is larger than 1024000 bytes, the limit for this file"),
+        "{bomb_why}"
+    );
+    assert!(
+        leak_why.contains("(app.conf): template: line 2, column 3: unsupported action"),
+        "{leak_why}"
+    );
+    for text in ["TOPSECRET", "hunter2", "BBBB", "pw-1", "pw-2"] {
+        assert!(!health.contains(text), "{text:?} on /health: {health}");
+        assert!(!logs.contains(text), "{text:?} in the log:\n{logs}");
+    }
+    agent.signal("TERM");
 }
