@@ -122,9 +122,13 @@ fn main() -> std::process::ExitCode {
     };
     let result = match cli.command {
         Some(Command::Agent(args)) => {
-            // A member raises it in `server::run`, where it splits it
+            // The agent's listeners and its stream need it; `agent exec`
+            // (a wrapper, whose stderr is its command's) does not. A
+            // member raises it in `server::run`, where it splits it
             // between its listeners and storage.
-            secretd_api::conn::raise_fd_limit();
+            if args.command.is_none() {
+                secretd_api::conn::raise_fd_limit();
+            }
             rt.block_on(secretd_fuse::run(args))
         }
         _ => rt.block_on(secretd_api::server::run(cli.server)),
