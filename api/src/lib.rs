@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod objects;
 pub mod peer;
 pub mod peer_raw;
+pub mod refusals;
 pub mod reserved;
 pub mod server;
 pub mod tls;

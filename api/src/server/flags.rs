@@ -129,6 +129,11 @@ pub struct ServerFlags {
     /// secret, config, task or setting to this file (mode 0600).
     #[arg(long)]
     pub audit_log: Option<PathBuf>,
+    /// Bytes the audit log may hold: past half of it the file moves to
+    /// FILE.1 (replacing the one before) and a new one begins, so the two
+    /// together stay under it, whatever a caller makes the member record.
+    #[arg(long, default_value_t = 256 << 20, value_parser = clap::value_parser!(u64).range(1 << 20..))]
+    pub audit_log_max_bytes: u64,
     /// Old versions of a secret kept after a rotation (pinned versions are
     /// kept regardless).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=100))]
@@ -146,6 +151,11 @@ pub struct ServerFlags {
     /// most half of --max-client-connections).
     #[arg(long, default_value_t = 1024)]
     pub max_connections_per_identity: usize,
+    /// HTTP/2 streams (RPCs, watch streams) one client connection may have
+    /// open at once (etcd's flag; its default is unbounded, secretd's is
+    /// not: each open stream holds memory on the member).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_streams: u32,
     /// A client or peer connection with no request in flight for this long
     /// is closed (clients reconnect on their next request).
     #[arg(long, default_value = "2m", value_parser = secretd_client::format::parse_duration)]

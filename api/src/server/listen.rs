@@ -123,6 +123,8 @@ pub(super) struct Door<'a> {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub enforce: bool,
     pub admission: &'a Arc<crate::conn::Admission>,
+    /// HTTP/2 streams one connection may have open at once.
+    pub streams_per_connection_max: u32,
 }
 
 /// The peer port: raft streams (`peer_raw`) and, behind the gate, gRPC
@@ -142,6 +144,7 @@ pub(super) fn serve_peers(
         .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
         let router = Server::builder()
+            .max_concurrent_streams(door.streams_per_connection_max)
             .layer(crate::conn::GateLayer)
             .add_service(svc);
         // Raft streams (`peer_raw`) share the port: split off by their magic.
@@ -222,6 +225,7 @@ pub(super) fn serve_clients(
         *routes.axum_router_mut() = grpc.merge(gateway).fallback(crate::gateway::fallback);
         let router = Server::builder()
             .accept_http1(true)
+            .max_concurrent_streams(door.streams_per_connection_max)
             .layer(crate::conn::GateLayer)
             .add_routes(routes);
         serve(

@@ -114,7 +114,7 @@ fn harden(flags: &ServerFlags, cfg: &secretd_store::node::NodeConfig) -> Result<
     crate::datadir::secure(&cfg.data_dir)?;
     let fds = crate::conn::raise_fd_limit();
     if let Some(p) = &flags.audit_log {
-        crate::audit::open(p)?;
+        crate::audit::open(p, flags.audit_log_max_bytes)?;
     }
     // How this member connects to others over https peer URLs.
     if let Some(ca) = &flags.peer_trusted_ca_file {
@@ -208,11 +208,13 @@ pub async fn run(flags: ServerFlags) -> Result<()> {
         tls: plan.peer_tls.clone(),
         enforce: plan.peer_tls.is_some() && flags.peer_client_cert_auth,
         admission: &adm.peer,
+        streams_per_connection_max: PEER_STREAMS_PER_CONNECTION_MAX,
     };
     let client_door = Door {
         tls: plan.client_tls.clone(),
         enforce: plan.client_tls.is_some() && flags.client_cert_auth,
         admission: &adm.client,
+        streams_per_connection_max: flags.max_concurrent_streams,
     };
     if !client_door.enforce {
         tracing::warn!("CLIENT CONNECTIONS ARE NOT AUTHENTICATED: anyone who reaches the client port may do anything (use https client URLs with --cert-file, --key-file and --trusted-ca-file)");
@@ -245,6 +247,10 @@ pub async fn run(flags: ServerFlags) -> Result<()> {
     node.stop();
     result
 }
+
+/// HTTP/2 streams a peer connection may hold: snapshots, cluster info,
+/// promotions and KEK fetches are a handful at a time.
+const PEER_STREAMS_PER_CONNECTION_MAX: u32 = 64;
 
 /// Until SIGINT or SIGTERM (a clean stop), the member's loop failing, or
 /// a listener ending.

@@ -864,3 +864,68 @@ async fn a_node_holds_a_bounded_number_of_agent_streams() {
         }
     }
 }
+
+/// D18: every refused request wrote an audit line and a WARN line: a node
+/// certificate made 10 MB of audit log in 10 s, and 83k refusals filled
+/// the disk until the member stopped. Refusals are now written once per
+/// window per (role, RPC), the rest counted in one line when the window
+/// ends, and the audit log keeps to its byte budget.
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_are_counted_not_each_written() {
+    use secretd_api::pb::etcdserverpb::{kv_client::KvClient, RangeRequest};
+    let audit_dir = tempfile::tempdir().unwrap();
+    let audit = audit_dir.path().join("audit.log");
+    let c = Cluster::start_tls(
+        1,
+        &[
+            "--audit-log",
+            audit.to_str().unwrap(),
+            "--audit-log-max-bytes",
+            "1048576",
+        ],
+    );
+    c.wait_leader(Duration::from_secs(20)).await;
+    let mut kv = KvClient::new(c.channel_as(0, "node-n1"));
+    let range = || RangeRequest {
+        key: b"k".to_vec(),
+        ..Default::default()
+    };
+    let refusals = 3_000;
+    for _ in 0..refusals {
+        let e = kv.range(range()).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    }
+    let lines = |needle: &str| {
+        let text = std::fs::read_to_string(&audit).unwrap_or_default();
+        text.lines().filter(|l| l.contains(needle)).count()
+    };
+    let log = std::fs::read_to_string(&c.members[0].log).unwrap();
+    let warned = log.matches("refused a request: wrong role").count();
+    assert!(warned <= 2, "{warned} WARN lines for {refusals} refusals");
+    let audited = lines("/etcdserverpb.KV/Range");
+    assert!(
+        audited <= 2,
+        "{audited} audit lines for {refusals} refusals"
+    );
+    // Once the window is over, one line counts the rest.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while lines("\"denied x") == 0 {
+        assert!(Instant::now() < deadline, "no count of the refusals");
+        let _ = kv.range(range()).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let text = std::fs::read_to_string(&audit).unwrap();
+    let count = text
+        .lines()
+        .find(|l| l.contains("\"denied x"))
+        .and_then(|l| l.split("\"denied x").nth(1))
+        .and_then(|r| r.split('"').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .expect("a count");
+    assert!(count >= refusals - 2, "counted {count} of {refusals}");
+    let total = std::fs::metadata(&audit).unwrap().len()
+        + std::fs::metadata(audit.with_extension("log.1")).map_or(0, |m| m.len());
+    assert!(total <= 1 << 20, "the audit log holds {total} bytes");
+    // The member is fine, and an admin's write goes through.
+    assert_eq!(c.etcdctl(&["put", "after", "v"]).status.code(), Some(0));
+}
