@@ -31,6 +31,10 @@ pub mod watch;
 #[cfg(test)]
 mod mem_cluster_tests;
 
+/// Structured fuzzing of the store's decoders, a fixed number of cases.
+#[cfg(test)]
+mod fuzz_tests;
+
 pub use error::{Result, StoreError};
 
 /// Generated wire types: etcd's messages and secretd's raft-log entry.
