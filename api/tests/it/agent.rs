@@ -36,8 +36,20 @@ impl Agent {
         Self::start_with(c, mount, backend, log, Vec::new())
     }
 
-    fn start_with(
+    pub(crate) fn start_with(
         c: &Cluster,
+        mount: &Path,
+        backend: &str,
+        log: &Path,
+        extra: Vec<String>,
+    ) -> Agent {
+        Self::start_as(c, "n1", mount, backend, log, extra)
+    }
+
+    /// An agent for node `node`, with `extra` flags.
+    pub(crate) fn start_as(
+        c: &Cluster,
+        node: &str,
         mount: &Path,
         backend: &str,
         log: &Path,
@@ -46,7 +58,7 @@ impl Agent {
         let mut args = vec![
             "agent".to_string(),
             "--node".into(),
-            "n1".into(),
+            node.into(),
             "--mount".into(),
             mount.display().to_string(),
             "--backend".into(),
@@ -98,7 +110,14 @@ impl Agent {
         }
     }
 
-    fn logs(&self) -> String {
+    /// Whether the agent's process still runs.
+    pub(crate) fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    pub(crate) fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
@@ -122,7 +141,7 @@ pub(crate) fn wait_for(what: &str, within: Duration, mut ok: impl FnMut() -> boo
     }
 }
 
-fn read(p: &Path) -> Option<Vec<u8>> {
+pub(crate) fn read(p: &Path) -> Option<Vec<u8>> {
     std::fs::read(p).ok()
 }
 
@@ -615,7 +634,7 @@ async fn agent_exec_needs_only_the_node_certificate() {
 }
 
 /// `GET path` on a plain-HTTP listener: (status code, body).
-fn http_get(port: u16, path: &str) -> (u16, String) {
+pub(crate) fn http_get(port: u16, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
@@ -627,6 +646,14 @@ fn http_get(port: u16, path: &str) -> (u16, String) {
 /// Every regular file under `dir` (symlinks not followed) that holds
 /// `needle`.
 fn files_holding(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    files_under(dir)
+        .into_iter()
+        .filter(|p| std::fs::read(p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle)))
+        .collect()
+}
+
+/// Every regular file under `dir`, not following links.
+pub(crate) fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let Ok(rd) = std::fs::read_dir(dir) else {
         return out;
@@ -637,13 +664,9 @@ fn files_holding(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
             continue;
         };
         if m.is_dir() {
-            out.extend(files_holding(&p, needle));
+            out.extend(files_under(&p));
         } else if m.is_file() {
-            if let Ok(b) = std::fs::read(&p) {
-                if b.windows(needle.len()).any(|w| w == needle) {
-                    out.push(p);
-                }
-            }
+            out.push(p);
         }
     }
     out
@@ -846,7 +869,7 @@ async fn tmpfs_agent_isolates_a_broken_task() {
 }
 
 /// Runs `cmd` as user nobody (uid and gid 65534, no other groups).
-fn as_nobody(cmd: &[&str]) -> std::process::Output {
+pub(crate) fn as_nobody(cmd: &[&str]) -> std::process::Output {
     Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
         .args(cmd)

@@ -20,6 +20,8 @@ pub struct Member {
     child: Option<Child>,
     /// Flags of a member that joined a running cluster.
     join_args: Vec<String>,
+    /// A plain-HTTP metrics listener of its own (`--listen-metrics-urls`).
+    pub metrics_port: Option<u16>,
 }
 
 pub struct Cluster {
@@ -133,6 +135,7 @@ impl Cluster {
                 log: dir.path().join(format!("n{i}.log")),
                 child: None,
                 join_args: Vec::new(),
+                metrics_port: None,
             });
         }
         let scheme = if tls { "https" } else { "http" };
@@ -267,6 +270,12 @@ impl Cluster {
             })
             .args(&self.extra_args)
             .args(&tls_args)
+            .args(m.metrics_port.iter().flat_map(|p| {
+                [
+                    "--listen-metrics-urls".to_string(),
+                    format!("http://127.0.0.1:{p}"),
+                ]
+            }))
             .env("SECRETD_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -303,6 +312,7 @@ impl Cluster {
                 "--initial-cluster-state".into(),
                 "existing".into(),
             ],
+            metrics_port: None,
         });
         (self.members.len() - 1, peer)
     }

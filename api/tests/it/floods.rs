@@ -16,19 +16,19 @@ use crate::common::{free_port, Cluster};
 use crate::tls::rustls_client;
 
 /// Where the attacker's connections come from.
-const ATTACKER: [u8; 4] = [127, 0, 0, 66];
+pub(crate) const ATTACKER: [u8; 4] = [127, 0, 0, 66];
 
 /// Silent TCP connections from `ATTACKER` to member ports, `per_port` at
 /// once on each, each reopened (after 100 ms) when the member closes it.
 /// Ends by itself at its deadline, or when dropped.
-struct Flood {
+pub(crate) struct Flood {
     /// Per port: connections the member closed.
     closed: Arc<Vec<AtomicUsize>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Flood {
-    fn start(ports: &[u16], per_port: usize, lasting: Duration) -> Flood {
+    pub(crate) fn start(ports: &[u16], per_port: usize, lasting: Duration) -> Flood {
         let closed: Arc<Vec<AtomicUsize>> =
             Arc::new(ports.iter().map(|_| AtomicUsize::new(0)).collect());
         let until = tokio::time::Instant::now() + lasting;

@@ -19,6 +19,7 @@ mod docker_table;
 mod etcdctl;
 mod faults;
 mod floods;
+mod hostile;
 mod jepsen_smoke;
 mod keys;
 mod layering;
