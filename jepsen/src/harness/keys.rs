@@ -377,4 +377,29 @@ mod tests {
         assert_eq!(parse_destroyed(out).unwrap(), vec![1]);
         assert!(parse_destroyed("something else").is_err());
     }
+
+    /// A keyring still sealed under the unlock key is secretd's fault
+    /// only if the final heal switched autolock off.
+    #[test]
+    fn a_locked_keyring_is_invalid_after_a_heal_and_unknown_without_one() {
+        let dir = std::env::temp_dir().join(format!("jepsen-keys-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("keys")).unwrap();
+        std::fs::write(dir.join("keys").join(LOCKED_KEYRING_FILE), b"sealed").unwrap();
+        let dirs = [dir.clone()];
+        let healed = retired_on_disk(&dirs, &BTreeSet::new(), false);
+        assert_eq!(healed.valid, Some(false), "{}", healed.detail);
+        assert!(
+            healed.detail.contains("still autolocked"),
+            "{}",
+            healed.detail
+        );
+        let unhealed = retired_on_disk(&dirs, &BTreeSet::new(), true);
+        assert_eq!(unhealed.valid, None, "{}", unhealed.detail);
+        assert!(
+            unhealed.detail.contains("could not switch autolock off"),
+            "{}",
+            unhealed.detail
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -617,3 +617,43 @@ async fn watch_final(clients: &Clients, rec: &Recorder, n: usize, watchers: Watc
         .clone();
     watch::check(&rec.events(), &logs, truth.as_deref(), target)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(recovery_ms: Option<u64>, unhealed: &[&str], valid: Option<bool>) -> RunResult {
+        RunResult {
+            seed: 1,
+            workload: Workload::Secrets,
+            nemesis: vec!["keys"],
+            nodes: 5,
+            dir: PathBuf::new(),
+            checks: vec![Check {
+                name: "c".into(),
+                valid,
+                ops: 1,
+                detail: String::new(),
+            }],
+            crashes: Vec::new(),
+            recovery_ms,
+            unhealed: unhealed.iter().map(|u| u.to_string()).collect(),
+            ok: 1,
+            fail: 0,
+            info: 0,
+        }
+    }
+
+    /// A fault the nemesis left in place makes the verdict unknown, never
+    /// valid, and never turns the cluster's resulting stall into an
+    /// anomaly; an anomaly the checks found stays one.
+    #[test]
+    fn a_fault_left_in_place_makes_the_run_unknown() {
+        assert_eq!(result(Some(1), &[], Some(true)).valid(), Some(true));
+        assert_eq!(result(None, &[], Some(true)).valid(), Some(false));
+        let left = ["keys: could not unlock n2"];
+        assert_eq!(result(Some(1), &left, Some(true)).valid(), None);
+        assert_eq!(result(None, &left, Some(true)).valid(), None);
+        assert_eq!(result(Some(1), &left, Some(false)).valid(), Some(false));
+    }
+}
