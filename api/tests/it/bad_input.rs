@@ -62,7 +62,7 @@ fn task(id: &str, node: &str, secrets: Vec<Mount>, configs: Vec<Mount>) -> Task 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_requests_get_specific_errors_and_lose_nothing() {
     let c = Cluster::start(3);
-    c.wait_leader(Duration::from_secs(15)).await;
+    c.wait_leader(crate::common::secs(15)).await;
     let ch = c.channel(0).await;
     let mut kv = KvClient::new(ch.clone());
     let mut lease = LeaseClient::new(ch.clone());
@@ -74,7 +74,7 @@ async fn bad_requests_get_specific_errors_and_lose_nothing() {
     let peer_ch = secretd_client::channel(
         &format!("http://127.0.0.1:{}", c.members[0].peer_port),
         None,
-        Some(Duration::from_secs(5)),
+        Some(crate::common::secs(5)),
     )
     .unwrap();
     let mut raft = RaftClient::new(peer_ch);
@@ -672,7 +672,7 @@ async fn bad_requests_get_specific_errors_and_lose_nothing() {
             &c.endpoint(i),
             &["get", "after", "--consistency=s", "--print-value-only"],
         );
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let deadline = std::time::Instant::now() + crate::common::secs(5);
         let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
         while text != "bad input\n" && std::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -697,7 +697,7 @@ async fn a_connection_holds_a_bounded_number_of_streams() {
         WatchCreateRequest, WatchRequest,
     };
     let c = Cluster::start_with(1, &["--max-concurrent-streams", "4"]);
-    c.wait_leader(Duration::from_secs(15)).await;
+    c.wait_leader(crate::common::secs(15)).await;
     let channel = c.channel(0).await;
     let mut watches = Vec::new();
     for _ in 0..4 {
@@ -730,10 +730,10 @@ async fn a_connection_holds_a_bounded_number_of_streams() {
         }
     };
     // A fifth stream waits; it is not refused and nothing breaks.
-    let waiting = tokio::time::timeout(Duration::from_secs(2), put()).await;
+    let waiting = tokio::time::timeout(crate::common::secs(2), put()).await;
     assert!(waiting.is_err(), "a fifth stream was served: {waiting:?}");
     drop(watches.pop());
-    tokio::time::timeout(Duration::from_secs(20), put())
+    tokio::time::timeout(crate::common::secs(20), put())
         .await
         .expect("served once a stream closed")
         .expect("put");

@@ -41,6 +41,26 @@ pub struct Cluster {
     pub envs: Vec<(String, String)>,
 }
 
+/// How much slower than a quiet machine this one may be: every deadline
+/// a test waits for is scaled by it (`SECRETD_TEST_TIME_SCALE`, an integer,
+/// default 1; CI on a loaded machine raises it). Tests wait for
+/// conditions; this only moves the point at which they give up.
+pub fn time_scale() -> u32 {
+    static SCALE: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *SCALE.get_or_init(|| {
+        std::env::var("SECRETD_TEST_TIME_SCALE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|s| *s >= 1)
+            .unwrap_or(1)
+    })
+}
+
+/// `n` seconds, scaled by `time_scale`: what a test waits at most.
+pub fn secs(n: u64) -> Duration {
+    Duration::from_secs(n) * time_scale()
+}
+
 /// A port for a test member. Taken below Linux's ephemeral range
 /// (32768-60999), from which every client connection draws its local port:
 /// an ephemeral "free" port can be taken by a connection before the member
@@ -416,8 +436,7 @@ impl Cluster {
     pub async fn channel(&self, i: usize) -> Channel {
         match &self.tls {
             Some(_) => self.channel_as(i, "admin"),
-            None => secretd_client::channel(&self.endpoint(i), None, Some(Duration::from_secs(10)))
-                .unwrap(),
+            None => secretd_client::channel(&self.endpoint(i), None, Some(secs(10))).unwrap(),
         }
     }
 
@@ -432,8 +451,7 @@ impl Cluster {
             Some(Path::new(&k)),
         )
         .unwrap();
-        secretd_client::channel(&self.endpoint(i), Some(&tls), Some(Duration::from_secs(10)))
-            .unwrap()
+        secretd_client::channel(&self.endpoint(i), Some(&tls), Some(secs(10))).unwrap()
     }
 
     pub async fn kv(&self, i: usize) -> KvClient<Channel> {

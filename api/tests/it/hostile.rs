@@ -178,7 +178,7 @@ async fn half_closed_watch(c: &Cluster) {
         .put(put("half", b"after the half-close"))
         .await
         .unwrap();
-    let m = tokio::time::timeout(Duration::from_secs(30), s.message())
+    let m = tokio::time::timeout(crate::common::secs(30), s.message())
         .await
         .expect("an event after the half-close")
         .unwrap()
@@ -253,7 +253,7 @@ async fn hostile_tier_leaves_the_cluster_serving() {
         metrics_ports.push(port);
         c.spawn(i);
     }
-    c.wait_leader(Duration::from_secs(30)).await;
+    c.wait_leader(crate::common::secs(30)).await;
 
     // What the agents serve: a task per node with a secret that rotates,
     // a victim task to remove, a template bomb and a leaky template.
@@ -360,7 +360,7 @@ async fn hostile_tier_leaves_the_cluster_serving() {
     let health_ports = [free_port(), free_port()];
     let (mut fuse_agent, fuse_mnt) = start_agent("n1", "fuse", health_ports[0]);
     let (mut tmpfs_agent, tmpfs_mnt) = start_agent("n2", "tmpfs", health_ports[1]);
-    wait_for("both agents serving", Duration::from_secs(30), || {
+    wait_for("both agents serving", crate::common::secs(30), || {
         read(&fuse_mnt.join("app.1/pw")) == Some(b"victim-secret-1".to_vec())
             && read(&fuse_mnt.join("gone.1/pw")).is_some()
             && fuse_mnt.join("env.39").is_dir()
@@ -404,7 +404,7 @@ async fn hostile_tier_leaves_the_cluster_serving() {
         let key = format!("victim/{i:05}");
         let t = Instant::now();
         let r = tokio::time::timeout(
-            Duration::from_millis(VICTIM_LATENCY_MAX_MS as u64),
+            Duration::from_millis(VICTIM_LATENCY_MAX_MS as u64) * crate::common::time_scale(),
             kv.put(put(&key, key.as_bytes())),
         )
         .await;
@@ -442,7 +442,7 @@ async fn hostile_tier_leaves_the_cluster_serving() {
     // Delivery went on: the removal and the rotation reached both mounts.
     wait_for(
         "the removal and the rotation",
-        Duration::from_secs(30),
+        crate::common::secs(30),
         || {
             !fuse_mnt.join("gone.1").exists()
                 && read(&fuse_mnt.join("app.1/pw")) == Some(b"victim-secret-2".to_vec())

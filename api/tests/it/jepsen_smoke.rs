@@ -7,7 +7,6 @@
 //! (README, "Fault suite"), not CI.
 
 use std::sync::Mutex;
-use std::time::Duration;
 
 use secretd_jepsen::harness::{self, nemesis::Kind, Config, Workload};
 
@@ -79,7 +78,7 @@ fn two_short_runs_with_partitions_and_kills_are_valid() {
             "seed {seed}: only {} operations succeeded",
             r.ok
         );
-        assert!(r.recovery_ms.unwrap() < Duration::from_secs(30).as_millis() as u64);
+        assert!(r.recovery_ms.unwrap() < crate::common::secs(30).as_millis() as u64);
         let report = std::fs::read_to_string(r.dir.join("report.html")).unwrap();
         assert!(report.contains("<svg") && report.contains("class=\"fault\""));
         let history = std::fs::read_to_string(r.dir.join("history.jsonl")).unwrap();
