@@ -45,6 +45,13 @@ pub struct ServerFlags {
     /// Initial cluster state.
     #[arg(long, value_enum, default_value = "new")]
     pub initial_cluster_state: ClusterState,
+    /// After a permanent loss of quorum: make this member, with its data
+    /// directory, the only member of its cluster (etcd's flag). It keeps
+    /// what it committed, discards entries it had not seen commit, and
+    /// removes every other member. Remove the flag before the next start:
+    /// a second forced start is refused (README, "Losing quorum for good").
+    #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub force_new_cluster: bool,
     /// Initial cluster token, mixed into member and cluster ids.
     #[arg(long, default_value = "etcd-cluster")]
     pub initial_cluster_token: String,
@@ -240,6 +247,7 @@ impl ServerFlags {
             snapshot_count: self.snapshot_count,
             snapshot_catchup_entries: self.snapshot_catchup_entries,
             auth_token_ttl: Duration::from_secs(self.auth_token_ttl),
+            force_new_cluster: self.force_new_cluster,
         };
         Ok((cfg, client, peer))
     }

@@ -174,6 +174,10 @@ fn admissions(flags: &ServerFlags, fds: usize) -> Admissions {
 pub async fn run(flags: ServerFlags) -> Result<()> {
     let plan = Plan::check(&flags)?;
     let mut cfg = plan.cfg.clone();
+    // Before anything creates the data directory.
+    if cfg.force_new_cluster && !cfg.data_dir.join("db").exists() {
+        return Err(secretd_store::node::nothing_to_force(&cfg).into());
+    }
     let fds = harden(&flags, &cfg)?;
     let adm = admissions(&flags, fds);
     let fresh = !cfg.data_dir.join("db").exists();

@@ -201,25 +201,7 @@ async fn no_secret_plaintext_reaches_any_file() {
 
     // Autolock: every keyring re-sealed under the unlock key; a restarted
     // member unlocked; more secrets.
-    let deadline = Instant::now() + crate::common::secs(20);
-    let unlock_key = loop {
-        let out = c.secretctl(&["cluster", "settings", "--autolock=true"], None);
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        if out.status.success() {
-            break text
-                .lines()
-                .map(str::trim)
-                .find(|l| l.starts_with("SECRETD-UNLOCK-"))
-                .expect("the unlock key is shown")
-                .to_string();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+    let unlock_key = c.autolock_on().await;
     for m in &c.members {
         let d = m.data_dir.join("keys");
         let deadline = Instant::now() + crate::common::secs(20);

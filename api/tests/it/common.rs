@@ -202,6 +202,11 @@ impl Cluster {
     }
 
     pub fn spawn(&mut self, i: usize) {
+        self.spawn_with(i, &[]);
+    }
+
+    /// `spawn` with flags for this start only (e.g. `--force-new-cluster`).
+    pub fn spawn_with(&mut self, i: usize, once: &[&str]) {
         let scheme = self.scheme();
         let tls_args: Vec<String> = match &self.tls {
             Some(d) => {
@@ -289,6 +294,7 @@ impl Cluster {
                 m.join_args.clone()
             })
             .args(&self.extra_args)
+            .args(once)
             .args(&tls_args)
             .args(m.metrics_port.iter().flat_map(|p| {
                 [
@@ -309,6 +315,23 @@ impl Cluster {
     pub fn new_member(&mut self, name: &str, current: &[usize]) -> (usize, String) {
         let peer_port = free_port();
         let peer = format!("http://127.0.0.1:{peer_port}");
+        let join_args = self.join_args(name, &peer, current);
+        self.members.push(Member {
+            name: name.to_string(),
+            client_port: free_port(),
+            peer_port,
+            data_dir: self.dir.path().join(format!("{name}.etcd")),
+            log: self.dir.path().join(format!("{name}.log")),
+            child: None,
+            join_args,
+            metrics_port: None,
+        });
+        (self.members.len() - 1, peer)
+    }
+
+    /// The flags that make member `name` at `peer` join the running
+    /// members `current`.
+    fn join_args(&self, name: &str, peer: &str, current: &[usize]) -> Vec<String> {
         let mut ic: Vec<String> = current
             .iter()
             .map(|i| {
@@ -319,22 +342,24 @@ impl Cluster {
             })
             .collect();
         ic.push(format!("{name}={peer}"));
-        self.members.push(Member {
-            name: name.to_string(),
-            client_port: free_port(),
-            peer_port,
-            data_dir: self.dir.path().join(format!("{name}.etcd")),
-            log: self.dir.path().join(format!("{name}.log")),
-            child: None,
-            join_args: vec![
-                "--initial-cluster".into(),
-                ic.join(","),
-                "--initial-cluster-state".into(),
-                "existing".into(),
-            ],
-            metrics_port: None,
-        });
-        (self.members.len() - 1, peer)
+        vec![
+            "--initial-cluster".into(),
+            ic.join(","),
+            "--initial-cluster-state".into(),
+            "existing".into(),
+        ]
+    }
+
+    /// Makes stopped member `i` a new member at its old ports, as an
+    /// operator re-adds a host after wiping it: its data directory goes,
+    /// and it joins the running members `current` (run `member add` with
+    /// the returned peer URL, then `spawn`).
+    pub fn rejoin(&mut self, i: usize, current: &[usize]) -> String {
+        assert!(self.members[i].child.is_none(), "member {i} is running");
+        let _ = std::fs::remove_dir_all(&self.members[i].data_dir);
+        let peer = format!("http://127.0.0.1:{}", self.members[i].peer_port);
+        self.members[i].join_args = self.join_args(&self.members[i].name, &peer, current);
+        peer
     }
 
     /// Sends a signal (e.g. "STOP", "CONT") to member `i`'s process.
@@ -588,6 +613,30 @@ impl Cluster {
         let out = child.wait_with_output().expect("secretctl output");
         let _ = writer.join();
         out
+    }
+
+    /// Switches autolock on (retrying until every member holds the KEK,
+    /// which it requires); returns the unlock key it shows once.
+    pub async fn autolock_on(&self) -> String {
+        let deadline = Instant::now() + secs(20);
+        loop {
+            let out = self.secretctl(&["cluster", "settings", "--autolock=true"], None);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            if out.status.success() {
+                return text
+                    .lines()
+                    .map(str::trim)
+                    .find(|l| l.starts_with("SECRETD-UNLOCK-"))
+                    .unwrap_or_else(|| panic!("no unlock key in {text:?}"))
+                    .to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
     }
 
     /// `secretctl ...` that must succeed; its stdout.

@@ -2,8 +2,6 @@
 //! `config` and `task` command and flag, the shapes Docker prints, and
 //! Docker's error messages.
 
-use std::time::Duration;
-
 use crate::common::Cluster;
 use serde_json::Value;
 

@@ -3,8 +3,6 @@
 //! past, two live ones on different members, and a slow one that stops
 //! reading (so its buffer overflows and it catches up from storage).
 
-use std::time::Duration;
-
 use crate::common::Cluster;
 use secretd_api::pb::etcdserverpb::{
     watch_client::WatchClient, watch_request::RequestUnion, DeleteRangeRequest, PutRequest,

@@ -2,8 +2,6 @@
 //! progress notifications (periodic ones for watchers that asked, and on
 //! request), and a stream whose client half-closed its requests.
 
-use std::time::Duration;
-
 use crate::common::Cluster;
 use secretd_api::pb::etcdserverpb::WatchResponse;
 use secretd_api::pb::etcdserverpb::{
