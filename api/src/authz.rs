@@ -103,6 +103,7 @@ pub const MATRIX: &[(&str, Access)] = &[
     ("/secretd.raft.v1.Raft/ClusterInfo", Access::Member),
     ("/secretd.raft.v1.Raft/PromoteMember", Access::Member),
     ("/secretd.raft.v1.Raft/FetchKek", Access::Member),
+    ("/secretd.raft.v1.Raft/HashKv", Access::Member),
 ];
 
 /// etcd's JSON gateway: each route (under every prefix of

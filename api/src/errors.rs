@@ -25,11 +25,12 @@ pub fn status(e: StoreError) -> Status {
         | StoreError::MemberNotLearner
         | StoreError::LearnerNotReady
         | StoreError::NotLeader => Code::FailedPrecondition,
-        StoreError::Removed => Code::Unavailable,
+        StoreError::Removed | StoreError::MemberDamaged => Code::Unavailable,
         StoreError::LeaseTtlTooLarge => Code::OutOfRange,
         StoreError::TooManyRequests | StoreError::NoSpace => Code::ResourceExhausted,
         StoreError::NoLeader | StoreError::Timeout | StoreError::Stopped => Code::Unavailable,
         StoreError::Storage(_) => Code::Internal,
+        StoreError::Corrupt => Code::DataLoss,
         StoreError::Auth(a) => auth_code(*a),
     };
     Status::new(code, e.to_string())

@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod compactor;
 pub mod concurrency;
 pub mod conn;
+pub mod corruption;
 pub mod datadir;
 pub mod election;
 pub mod errors;

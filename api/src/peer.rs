@@ -31,8 +31,8 @@ use crate::identity::{Caller, Role};
 
 use crate::pb::raftpb::{
     raft_client::RaftClient, raft_server::Raft, ClusterInfoRequest, ClusterInfoResponse,
-    FetchKekRequest, FetchKekResponse, MemberInfo, PromoteMemberRequest, RaftBatch, SendResponse,
-    SnapshotChunk,
+    FetchKekRequest, FetchKekResponse, MemberInfo, PeerHashKvRequest, PeerHashKvResponse,
+    PromoteMemberRequest, RaftBatch, SendResponse, SnapshotChunk,
 };
 
 /// Bytes of snapshot file per chunk on the wire.
@@ -486,6 +486,31 @@ impl Raft for RaftService {
             "sent a key-encryption key to a member"
         );
         Ok(Response::new(resp))
+    }
+
+    async fn hash_kv(
+        &self,
+        req: Request<PeerHashKvRequest>,
+    ) -> Result<Response<PeerHashKvResponse>, Status> {
+        let caller = Caller::of(&req)?;
+        let r = req.into_inner();
+        if r.cluster_id != self.node.cluster_id() {
+            return Err(Status::permission_denied(format!(
+                "cluster id mismatch: this member belongs to cluster {:x}, the asker to {:x}",
+                self.node.cluster_id(),
+                r.cluster_id
+            )));
+        }
+        if !self.node.members().iter().any(|m| m.id == r.from) {
+            return Err(Status::permission_denied(format!(
+                "member {} (hex ID) is not a member of this cluster",
+                member_id(r.from)
+            )));
+        }
+        self.bind_member(&caller, r.from)?;
+        crate::corruption::answer(&self.node, r.revision)
+            .await
+            .map(Response::new)
     }
 
     async fn promote_member(

@@ -40,6 +40,14 @@ pub enum StoreError {
     Removed,
     #[error("etcdserver: mvcc: database space exceeded")]
     NoSpace,
+    /// A CORRUPT alarm is raised: the keyspace is refused until an operator
+    /// repairs the member and disarms it (etcd's ErrCorrupt).
+    #[error("etcdserver: corrupt cluster")]
+    Corrupt,
+    /// This member's own keyspace was found damaged: it serves no reads,
+    /// and clients with other endpoints move on (UNAVAILABLE).
+    #[error("etcdserver: this member's data is damaged (CORRUPT alarm); ask another member")]
+    MemberDamaged,
     #[error("etcdserver: too many operations in txn request")]
     TooManyOps,
     /// Past `node::entry::TXN_NESTING_MAX` (etcd has no such limit; prost's

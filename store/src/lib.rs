@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod clock;
 pub mod cluster;
+pub mod damage;
 pub mod db;
 pub mod disk;
 pub mod error;

@@ -371,6 +371,72 @@ async fn a_deeply_nested_txn_is_refused_and_the_cluster_goes_on() {
     }
 }
 
+/// CORRUPT naming one member: every member refuses keyspace writes alike
+/// (etcd's corrupt applier), the named member serves no reads while the
+/// others do, keepalives go on, and disarming it lets writes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_stops_writes_everywhere_and_reads_on_the_named_member() {
+    use crate::pb::etcdserverpb::{alarm_request::AlarmAction, AlarmRequest, AlarmType};
+    let c = MemCluster::start(3, 5);
+    let leader = c.leader(&[0, 1, 2], Duration::from_secs(10)).await;
+    c.put(leader, "k/000", "v0").await;
+    let lease = c.nodes[leader].lease_grant(600, 0, None).await.unwrap().id;
+    let named = (leader + 1) % 3;
+    c.nodes[leader]
+        .raise_corrupt(c.nodes[named].id())
+        .await
+        .unwrap();
+    for i in 0..3 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while c.nodes[i].check_serving().is_ok() && i == named {
+            assert!(
+                Instant::now() < deadline,
+                "member {i} never heard of CORRUPT"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let put = PutRequest {
+        key: b"k/001".to_vec(),
+        value: b"v1".to_vec(),
+        ..Default::default()
+    };
+    for i in 0..3 {
+        assert_eq!(
+            c.nodes[i].put(put.clone(), None).await.unwrap_err(),
+            StoreError::Corrupt,
+            "member {i}"
+        );
+    }
+    let read = RangeRequest {
+        key: b"k/000".to_vec(),
+        serializable: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        c.nodes[named].range(read.clone()).await.unwrap_err(),
+        StoreError::MemberDamaged
+    );
+    let other = (named + 1) % 3;
+    assert_eq!(c.nodes[other].range(read).await.unwrap().kvs.len(), 1);
+    c.nodes[leader]
+        .lease_renew(lease, None)
+        .await
+        .expect("keepalives go on");
+    c.nodes[leader]
+        .alarm(AlarmRequest {
+            action: AlarmAction::Deactivate as i32,
+            member_id: c.nodes[named].id(),
+            alarm: AlarmType::Corrupt as i32,
+        })
+        .await
+        .unwrap();
+    c.put(leader, "k/001", "v1").await;
+    for i in 0..3 {
+        assert_eq!(c.read_all_retrying(i).await, expected(2), "member {i}");
+    }
+}
+
 /// An entry that passed its checksum but cannot be applied (from an older
 /// member, or one admission should have refused) is never a reason to
 /// stop: every member skips it alike, its proposer hears why, and later

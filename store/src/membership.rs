@@ -44,6 +44,21 @@ pub fn nospace_raised(alarms: &std::collections::BTreeSet<(u64, i32)>) -> bool {
     alarms.iter().any(|(_, a)| *a == AlarmType::Nospace as i32)
 }
 
+/// Is CORRUPT raised on any member? Then the keyspace is refused on every
+/// member alike, when applied (etcd's corrupt applier): a cluster whose
+/// members disagree takes no more writes until an operator repairs it.
+pub fn corrupt_raised(alarms: &std::collections::BTreeSet<(u64, i32)>) -> bool {
+    use crate::pb::etcdserverpb::AlarmType;
+    alarms.iter().any(|(_, a)| *a == AlarmType::Corrupt as i32)
+}
+
+/// Is `member` named in a CORRUPT alarm? Then it serves no reads: its state
+/// is the one found damaged (or it cannot be told apart from the damaged).
+pub fn corrupt_member(alarms: &std::collections::BTreeSet<(u64, i32)>, member: u64) -> bool {
+    use crate::pb::etcdserverpb::AlarmType;
+    alarms.contains(&(member, AlarmType::Corrupt as i32))
+}
+
 /// Every raised alarm: (member id, alarm type).
 pub fn load_alarms(db: &Db) -> Result<std::collections::BTreeSet<(u64, i32)>> {
     let mut out = std::collections::BTreeSet::new();

@@ -167,6 +167,16 @@ pub struct ServerFlags {
     /// is closed (clients reconnect on their next request).
     #[arg(long, default_value = "2m", value_parser = secretd_client::format::parse_duration)]
     pub idle_connection_timeout: Duration,
+    /// Before serving clients, compare this member's keyspace hash with
+    /// its peers' at its revision, and refuse to start when outvoted
+    /// (etcd's flag; on by default here, off in etcd).
+    #[arg(long = "experimental-initial-corrupt-check", default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub initial_corrupt_check: bool,
+    /// How often the leader compares every member's keyspace hash at its
+    /// revision and raises CORRUPT on a mismatch; 0 turns it off (etcd's
+    /// flag; 5m by default here, off in etcd).
+    #[arg(long = "experimental-corrupt-check-time", default_value = "5m", value_parser = secretd_client::format::parse_duration)]
+    pub corrupt_check_time: Duration,
 }
 
 impl ServerFlags {

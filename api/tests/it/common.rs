@@ -542,6 +542,20 @@ impl Drop for Cluster {
 }
 
 /// etcdctl with `input` on its standard input (txn scripts, large values).
+/// Waits until `ok`, polling every 200 ms; past `within`, fails with the
+/// members' log tails.
+pub async fn wait_for(what: &str, c: &Cluster, within: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !ok() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}\n{}",
+            c.logs_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 pub fn etcdctl_stdin(endpoints: &str, args: &[&str], input: &[u8]) -> Output {
     let mut child = Command::new(etcdctl_bin())
         .env("ETCDCTL_API", "3")

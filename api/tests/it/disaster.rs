@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::common::Cluster;
+use crate::common::{wait_for, Cluster};
 use secretd_api::pb::etcdserverpb::{
     maintenance_client::MaintenanceClient, PutRequest, RangeRequest, StatusRequest, StatusResponse,
 };
@@ -20,18 +20,6 @@ use secretd_api::pb::secretstore::{
 
 const LOCKED: &str = "member is locked; run secretctl cluster unlock";
 const FORCED_LOG: &str = "FORCING A NEW CLUSTER";
-
-async fn wait_for(what: &str, c: &Cluster, within: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !ok() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}\n{}",
-            c.logs_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 async fn status(c: &Cluster, i: usize) -> Option<StatusResponse> {
     let mut m = MaintenanceClient::new(c.channel(i).await);

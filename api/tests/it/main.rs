@@ -14,6 +14,7 @@ mod bad_input;
 mod bad_peers;
 mod canary;
 mod cluster_ops;
+mod corruption;
 mod disaster;
 mod docker;
 mod docker_table;

@@ -186,13 +186,16 @@ impl Loop {
         }
         Ok(())
     }
-    /// A keyspace request, refused on every member alike while NOSPACE is
-    /// raised if it adds data.
+    /// A keyspace request, refused on every member alike while CORRUPT is
+    /// raised, and while NOSPACE is raised if it adds data.
     fn apply_keyspace(
         &mut self,
         op: KvOp<'_>,
         batch: &mut WriteBatch,
     ) -> (Result<WriteResult>, Vec<crate::pb::mvccpb::Event>) {
+        if !matches!(op, KvOp::LeaseRenew(..)) && membership::corrupt_raised(&self.alarms.read()) {
+            return (Err(StoreError::Corrupt), Vec::new());
+        }
         if op.adds_data() && membership::nospace_raised(&self.alarms.read()) {
             return (Err(StoreError::NoSpace), Vec::new());
         }

@@ -250,6 +250,9 @@ pub struct Node {
     status: Arc<RwLock<NodeStatus>>,
     next_request: AtomicU64,
     thread: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Set when this member found itself outvoted by its peers' hashes,
+    /// before (or without) a CORRUPT alarm naming it being committed.
+    found_damaged: std::sync::atomic::AtomicBool,
 }
 
 impl Node {
@@ -424,6 +427,7 @@ impl Opened {
             status: status.clone(),
             next_request: AtomicU64::new(initial_request_counter()),
             thread: parking_lot::Mutex::new(None),
+            found_damaged: Default::default(),
         });
         let lp = Loop {
             raw,
@@ -646,12 +650,41 @@ impl Node {
         if req.key.is_empty() {
             return Err(StoreError::EmptyKey);
         }
+        self.check_serving()?;
         if !req.serializable {
             self.read_index().await?;
         }
         let (mut resp, rev) = self.mvcc.range(&req)?;
         resp.header = Some(self.header(rev));
         Ok(resp)
+    }
+
+    /// A member whose keyspace was found damaged serves no reads from it:
+    /// named in a CORRUPT alarm, or outvoted by its peers' hashes.
+    pub fn check_serving(&self) -> Result<()> {
+        if self.found_damaged.load(Ordering::Relaxed)
+            || membership::corrupt_member(&self.alarms.read(), self.id)
+        {
+            return Err(StoreError::MemberDamaged);
+        }
+        Ok(())
+    }
+
+    /// Records that this member's keyspace disagrees with its peers'
+    /// (`check_serving` refuses reads from now until restart).
+    pub fn mark_damaged(&self) {
+        self.found_damaged.store(true, Ordering::Relaxed);
+    }
+
+    /// Raises CORRUPT naming `member` through raft, as etcd's corruption
+    /// checker does (`Maintenance.Alarm` checks the caller; this does not).
+    pub async fn raise_corrupt(&self, member: u64) -> Result<()> {
+        let raise = AlarmRequest {
+            action: AlarmAction::Activate as i32,
+            member_id: member,
+            alarm: AlarmType::Corrupt as i32,
+        };
+        self.propose(Request::Alarm(raise)).await.map(|_| ())
     }
 
     /// etcd's quota: refuse a write that adds data while NOSPACE is raised,
@@ -753,6 +786,7 @@ impl Node {
     pub async fn txn(&self, req: TxnRequest, fence: Fence) -> Result<TxnResponse> {
         txn_checks::validate_txn(&req, self.cfg.max_txn_ops)?;
         if txn_checks::is_read_only(&req) {
+            self.check_serving()?;
             if !txn_checks::is_serializable(&req) {
                 self.read_index().await?;
             }

@@ -1,0 +1,44 @@
+//! Damage done on purpose to a stopped member's keyspace, as a lying disk
+//! or a bug in the write path would do it: the record is rewritten whole,
+//! so RocksDB's own checksums still hold and only comparing members
+//! (`HashKV`, the corruption checks) can find it. For the corruption tests
+//! and the fault suite's `corrupt` nemesis; nothing in a member calls it.
+
+use std::path::Path;
+
+use prost::Message as _;
+
+use crate::db::{Db, IteratorMode, WriteBatch, CF_KV};
+use crate::error::{Result, StoreError};
+use crate::pb::mvccpb::KeyValue;
+
+/// Flips one bit of the newest stored value of `key` in the member whose
+/// data directory is `data_dir` (the member must be stopped). Returns the
+/// revision of the record damaged.
+pub fn flip_value_bit(data_dir: &Path, key: &[u8]) -> Result<i64> {
+    let db = Db::open(data_dir)?;
+    let cf = db.cf(CF_KV);
+    let mut newest: Option<(Vec<u8>, KeyValue)> = None;
+    for item in db.iterator_cf(cf, IteratorMode::Start) {
+        let (k, v) = item?;
+        let kv = KeyValue::decode(&v[..])
+            .map_err(|e| StoreError::Storage(format!("corrupt key-value record: {e}")))?;
+        if kv.key == key {
+            newest = Some((k.to_vec(), kv));
+        }
+    }
+    let Some((record_key, mut kv)) = newest else {
+        return Err(StoreError::Storage(format!(
+            "no record of key {:?} to damage",
+            String::from_utf8_lossy(key)
+        )));
+    };
+    match kv.value.first_mut() {
+        Some(b) => *b ^= 0x01,
+        None => kv.value.push(0x01),
+    }
+    let mut batch = WriteBatch::default();
+    batch.put_cf(db.cf(CF_KV), &record_key, kv.encode_to_vec());
+    db.write_sync(batch)?;
+    Ok(kv.mod_revision)
+}
