@@ -12,10 +12,10 @@ use crate::db::{Db, IteratorMode, WriteBatch, CF_KV};
 use crate::error::{Result, StoreError};
 use crate::pb::mvccpb::KeyValue;
 
-/// Flips one bit of the newest stored value of `key` in the member whose
-/// data directory is `data_dir` (the member must be stopped). Returns the
-/// revision of the record damaged.
-pub fn flip_value_bit(data_dir: &Path, key: &[u8]) -> Result<i64> {
+/// Flips one bit of the newest stored value of `key` (of any key, when
+/// `None`) in the member whose data directory is `data_dir` (the member
+/// must be stopped). Returns the key and revision of the record damaged.
+pub fn flip_value_bit(data_dir: &Path, key: Option<&[u8]>) -> Result<(Vec<u8>, i64)> {
     let db = Db::open(data_dir)?;
     let cf = db.cf(CF_KV);
     let mut newest: Option<(Vec<u8>, KeyValue)> = None;
@@ -23,14 +23,14 @@ pub fn flip_value_bit(data_dir: &Path, key: &[u8]) -> Result<i64> {
         let (k, v) = item?;
         let kv = KeyValue::decode(&v[..])
             .map_err(|e| StoreError::Storage(format!("corrupt key-value record: {e}")))?;
-        if kv.key == key {
+        if key.is_none_or(|k| kv.key == k) {
             newest = Some((k.to_vec(), kv));
         }
     }
     let Some((record_key, mut kv)) = newest else {
         return Err(StoreError::Storage(format!(
             "no record of key {:?} to damage",
-            String::from_utf8_lossy(key)
+            key.map(String::from_utf8_lossy).unwrap_or_default()
         )));
     };
     match kv.value.first_mut() {
@@ -40,5 +40,5 @@ pub fn flip_value_bit(data_dir: &Path, key: &[u8]) -> Result<i64> {
     let mut batch = WriteBatch::default();
     batch.put_cf(db.cf(CF_KV), &record_key, kv.encode_to_vec());
     db.write_sync(batch)?;
-    Ok(kv.mod_revision)
+    Ok((kv.key, kv.mod_revision))
 }

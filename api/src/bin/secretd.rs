@@ -41,6 +41,22 @@ enum Command {
     /// A development PKI.
     #[command(subcommand)]
     Certs(CertsCmd),
+    /// Fault injection for the fault suite's `corrupt` nemesis.
+    #[command(subcommand, hide = true)]
+    Debug(DebugCmd),
+}
+
+#[derive(Subcommand)]
+enum DebugCmd {
+    /// Flips one bit of the newest record of KEY (of any key without it)
+    /// in a STOPPED member's keyspace, RocksDB's checksums intact, as a
+    /// lying disk would: only the corruption checks can find it.
+    DamageRecord {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        key: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -78,6 +94,19 @@ fn main() -> std::process::ExitCode {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("secretd: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(Command::Debug(DebugCmd::DamageRecord { data_dir, key })) = &cli.command {
+        let key = key.as_deref().map(str::as_bytes);
+        return match secretd_store::damage::flip_value_bit(data_dir, key) {
+            Ok((k, rev)) => {
+                println!("damaged {} at revision {rev}", String::from_utf8_lossy(&k));
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("secretd: {e}");
                 std::process::ExitCode::FAILURE
             }
         };

@@ -44,7 +44,7 @@ async fn a_damaged_member_is_found_refused_and_rebuilt_from_its_peers() {
     })
     .await;
     c.kill9(victim);
-    secretd_store::damage::flip_value_bit(&c.members[victim].data_dir, b"kv/7")
+    secretd_store::damage::flip_value_bit(&c.members[victim].data_dir, Some(b"kv/7"))
         .expect("damage kv/7");
 
     // The initial check: outvoted by both peers, it never serves.

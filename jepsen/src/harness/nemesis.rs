@@ -38,10 +38,11 @@ pub enum Kind {
     Member,
     Disk,
     Keys,
+    Corrupt,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Partition,
         Kind::Kill,
         Kind::Pause,
@@ -49,6 +50,7 @@ impl Kind {
         Kind::Member,
         Kind::Disk,
         Kind::Keys,
+        Kind::Corrupt,
     ];
 
     pub fn name(self) -> &'static str {
@@ -60,6 +62,7 @@ impl Kind {
             Kind::Member => "member",
             Kind::Disk => "disk",
             Kind::Keys => "keys",
+            Kind::Corrupt => "corrupt",
         }
     }
 
@@ -130,6 +133,10 @@ pub enum Fault {
     Member(usize),
     Disk,
     Keys(KeysFault),
+    /// One record of this stopped node's keyspace rewritten with a bit
+    /// flipped (RocksDB's checksums intact); it must be found before it is
+    /// served, and the node is rebuilt from its peers.
+    Corrupt(usize),
 }
 
 /// The keys nemesis's faults (`keys.rs`).
@@ -189,7 +196,12 @@ pub fn plan(
             let offset_ms = rng.gen_range(duration_ms / 4..=duration_ms / 2);
             // Two faults aimed at the same node by name would undo or
             // confuse each other (restart what the other removed).
-            if node_of(&second).is_none() || node_of(&second) != node_of(&fault) {
+            // Two removals at once could leave a 3-node cluster one member.
+            let removals = [&fault, &second]
+                .iter()
+                .filter(|f| matches!(f, Fault::Member(_) | Fault::Corrupt(_)))
+                .count();
+            if removals < 2 && (node_of(&second).is_none() || node_of(&second) != node_of(&fault)) {
                 also = Some((offset_ms, second));
             }
         }
@@ -202,6 +214,9 @@ pub fn plan(
         t += duration_ms + rng.gen_range(QUIET_MS.0..=QUIET_MS.1);
     }
 }
+
+/// How long damage may go unfound after the damaged node restarts.
+const CORRUPT_FOUND_WITHIN_MS: u64 = 30_000;
 
 /// Overlapping slots: this many in that many.
 const OVERLAP_ONE_IN: (u32, u32) = (1, 3);
@@ -248,6 +263,7 @@ fn draw(rng: &mut StdRng, kind: Kind, n: usize, disk_node: Option<usize>) -> Fau
         } else {
             KeysFault::Autolock(order[0])
         }),
+        Kind::Corrupt => Fault::Corrupt(order[0]),
     }
 }
 
@@ -260,6 +276,7 @@ fn node_of(f: &Fault) -> Option<usize> {
         | Fault::ClockStep(i, _)
         | Fault::ClockStrobe(i, _)
         | Fault::Member(i)
+        | Fault::Corrupt(i)
         | Fault::Keys(KeysFault::Rotate(i) | KeysFault::Autolock(i)) => Some(*i),
         _ => None,
     }
@@ -276,6 +293,9 @@ struct Damage {
     removed: Option<Removed>,
     disk_full: bool,
     autolocked: bool,
+    /// A CORRUPT alarm may be raised (by the leader's periodic check): the
+    /// heal disarms it once the damaged member is rebuilt.
+    corrupt_alarm: bool,
 }
 
 /// A member removed from the cluster (its data wiped), to be added back.
@@ -432,8 +452,109 @@ impl Nemesis {
                 json!({"fault": "disk-full", "node": i + 1})
             }
             Fault::Keys(k) => self.keys_fault(k).await?,
+            Fault::Corrupt(i) => self.corrupt(*i).await?,
         };
         Ok(desc)
+    }
+
+    /// Damages node `i`'s keyspace while it is stopped, restarts it, and
+    /// waits for the damage to be found: the node refusing to start
+    /// (initial check) or a CORRUPT alarm naming it (the leader's periodic
+    /// check). Found or not, the node is then removed with its data and
+    /// re-added by the heal, as an operator repairs it. Not found in time
+    /// is a verdict of its own.
+    async fn corrupt(&mut self, i: usize) -> Result<serde_json::Value> {
+        let damaged = {
+            let mut nodes = lock(&self.nodes);
+            nodes.kill(i);
+            let d = nodes.damage_record(i);
+            nodes.start(i)?;
+            d?
+        };
+        self.damage.corrupt_alarm = true;
+        let name = format!("n{}", i + 1);
+        let t0 = Instant::now();
+        let found = loop {
+            if !lock(&self.nodes).alive(i) {
+                break Some("refused to start");
+            }
+            if self.alarm_names(i, &name).await {
+                break Some("CORRUPT alarm");
+            }
+            if t0.elapsed() >= Duration::from_millis(CORRUPT_FOUND_WITHIN_MS) {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        if found.is_none() {
+            self.crashes.push(format!(
+                "{name}: a damaged record ({damaged}) was not found within {} s",
+                CORRUPT_FOUND_WITHIN_MS / 1000
+            ));
+        }
+        let removed = self.remove_member(i).await?;
+        if removed {
+            self.damage.removed = Some(Removed {
+                node: i,
+                peer_url: None,
+            });
+        } else {
+            lock(&self.nodes).kill(i);
+            self.damage.killed.insert(i);
+        }
+        Ok(
+            json!({"fault": "corrupt-record", "node": i + 1, "damaged": damaged,
+            "found": found, "found_after_ms": t0.elapsed().as_millis() as u64, "removed": removed}),
+        )
+    }
+
+    /// Whether a member other than `i` lists a CORRUPT alarm for `name`.
+    async fn alarm_names(&self, i: usize, name: &str) -> bool {
+        for via in (0..self.n()).filter(|&v| v != i) {
+            let Some(id) = self.clients.member_id(via, name).await else {
+                continue;
+            };
+            let req = etcd::AlarmRequest {
+                action: etcd::alarm_request::AlarmAction::Get as i32,
+                member_id: 0,
+                alarm: etcd::AlarmType::Corrupt as i32,
+            };
+            let mut m = etcd::maintenance_client::MaintenanceClient::new(self.clients.channel(via));
+            if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(2), m.alarm(req)).await {
+                return r.into_inner().alarms.iter().any(|a| a.member_id == id);
+            }
+        }
+        false
+    }
+
+    /// Disarms every CORRUPT alarm through any member; whether it worked.
+    async fn disarm_corrupt(&self) -> bool {
+        for via in 0..self.n() {
+            let mut m = etcd::maintenance_client::MaintenanceClient::new(self.clients.channel(via));
+            let get = etcd::AlarmRequest {
+                action: etcd::alarm_request::AlarmAction::Get as i32,
+                member_id: 0,
+                alarm: etcd::AlarmType::Corrupt as i32,
+            };
+            let Ok(Ok(list)) = tokio::time::timeout(Duration::from_secs(2), m.alarm(get)).await
+            else {
+                continue;
+            };
+            let mut all = true;
+            for a in list.into_inner().alarms {
+                let off = etcd::AlarmRequest {
+                    action: etcd::alarm_request::AlarmAction::Deactivate as i32,
+                    member_id: a.member_id,
+                    alarm: a.alarm,
+                };
+                all &= matches!(
+                    tokio::time::timeout(Duration::from_secs(5), m.alarm(off)).await,
+                    Ok(Ok(_))
+                );
+            }
+            return all;
+        }
+        false
     }
 
     async fn keys_fault(&mut self, k: &KeysFault) -> Result<serde_json::Value> {
@@ -681,6 +802,13 @@ impl Nemesis {
                 }
             }
         }
+        if self.damage.corrupt_alarm && self.damage.removed.is_none() {
+            if self.disarm_corrupt().await {
+                self.damage.corrupt_alarm = false;
+            } else {
+                left.push("corrupt: CORRUPT alarms not disarmed".into());
+            }
+        }
         if self.damage.autolocked {
             let members: Vec<usize> = (0..self.n()).filter(|&i| Some(i) != removed).collect();
             let pass = match self.keys.as_mut() {
@@ -715,6 +843,7 @@ mod tests {
             Fault::Member(_) => "member",
             Fault::Disk => "disk",
             Fault::Keys(_) => "keys",
+            Fault::Corrupt(_) => "corrupt",
         }
     }
 
@@ -789,7 +918,7 @@ mod tests {
             Kind::parse_list("kill,partition").unwrap(),
             vec![Kind::Partition, Kind::Kill]
         );
-        assert_eq!(Kind::parse_list("all").unwrap().len(), 7);
+        assert_eq!(Kind::parse_list("all").unwrap().len(), 8);
         let e = Kind::parse_list(" , ").unwrap_err().to_string();
         assert!(e.contains("no nemesis given"), "{e}");
         let e = Kind::parse_list("partition,flood").unwrap_err().to_string();

@@ -185,6 +185,8 @@ impl Nodes {
             .args(["--initial-advertise-peer-urls", &n.peer_url()])
             .args(["--initial-cluster", &cluster])
             .args(["--initial-cluster-state", state])
+            // The corrupt nemesis waits for the leader's check.
+            .args(["--experimental-corrupt-check-time", "2s"])
             .env("SECRETD_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -298,6 +300,23 @@ impl Nodes {
             std::fs::remove_dir_all(d).with_context(|| format!("cannot remove {}", d.display()))?;
         }
         Ok(())
+    }
+
+    /// Flips a bit in one record of stopped node `i`'s keyspace (`secretd
+    /// debug damage-record`); what was damaged, as the tool says it.
+    pub fn damage_record(&self, i: usize) -> Result<String> {
+        let out = Command::new(&self.secretd)
+            .args(["debug", "damage-record", "--data-dir"])
+            .arg(&self.nodes[i].data_dir)
+            .output()
+            .context("cannot run secretd debug damage-record")?;
+        if !out.status.success() {
+            bail!(
+                "secretd debug damage-record: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
     /// Gives node `i` its other peer URL and returns it; the node then
