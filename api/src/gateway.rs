@@ -5,7 +5,8 @@
 //! with the JSON response: proto3 JSON with the protos' own field names,
 //! int64 as strings, bytes as base64 (the serde code is generated from the
 //! protos, in `secretd_store::pb`). Watch, LeaseKeepAlive and Snapshot
-//! answer a chunked stream of `{"result": ...}` objects, one per line.
+//! answer (as does Election's Observe) a chunked stream of `{"result": ...}`
+//! objects, one per line.
 //! Errors have etcd's gateway shape, `{"error", "message", "code"}`, and
 //! the HTTP status grpc-gateway maps the gRPC code to.
 //!
@@ -26,14 +27,18 @@ use serde::Serialize;
 use tonic::Status;
 
 use crate::cluster::ClusterService;
+use crate::election::ElectionService;
 use crate::identity::Caller;
 use crate::kv::KvService;
 use crate::lease::LeaseService;
+use crate::lock::LockService;
 use crate::maintenance::MaintenanceService;
 use crate::pb::etcdserverpb::{
     auth_server::Auth, cluster_server::Cluster, kv_server::Kv, lease_server::Lease,
     maintenance_server::Maintenance,
 };
+use crate::pb::v3electionpb::election_server::Election;
+use crate::pb::v3lockpb::lock_server::Lock;
 use crate::watch::WatchService;
 use crate::watch_grpc::WatchOut;
 
@@ -49,6 +54,8 @@ pub struct Services {
     pub maintenance: Arc<MaintenanceService>,
     pub watch: Arc<WatchService>,
     pub auth: Arc<crate::auth::AuthService>,
+    pub lock: Arc<LockService>,
+    pub election: Arc<ElectionService>,
     pub node: Arc<secretd_store::node::Node>,
 }
 
@@ -226,6 +233,7 @@ pub fn router(s: Services, body_bytes_max: usize) -> axum::Router {
         r = kv_and_lease_routes(r, &s, prefix);
         r = cluster_and_maintenance_routes(r, &s, prefix);
         r = auth_routes(r, &s, prefix);
+        r = lock_and_election_routes(r, &s, prefix);
         r = stream_routes(r, &s, prefix);
     }
     public_routes(r, &s)
@@ -301,6 +309,35 @@ fn auth_routes(mut r: axum::Router, s: &Services, prefix: &str) -> axum::Router 
         unary_route!(r, &p("auth/role/revoke"), s.auth, role_revoke_permission);
     }
     r
+}
+
+/// etcd 3.5's Lock and Election routes; Observe answers a stream of lines.
+fn lock_and_election_routes(mut r: axum::Router, s: &Services, prefix: &str) -> axum::Router {
+    let p = |route: &str| format!("{prefix}{route}");
+    {
+        unary_route!(r, &p("lock/lock"), s.lock, lock);
+        unary_route!(r, &p("lock/unlock"), s.lock, unlock);
+        unary_route!(r, &p("election/campaign"), s.election, campaign);
+        unary_route!(r, &p("election/proclaim"), s.election, proclaim);
+        unary_route!(r, &p("election/leader"), s.election, leader);
+        unary_route!(r, &p("election/resign"), s.election, resign);
+    }
+    let election = s.election.clone();
+    r.route(
+        &p("election/observe"),
+        post(
+            move |caller: Option<axum::Extension<Caller>>, body: Bytes| async move {
+                let req = match parse(&body) {
+                    Ok(r) => r,
+                    Err(e) => return error_response(&e),
+                };
+                match election.observe(request(req, caller.map(|c| c.0))).await {
+                    Ok(stream) => stream_response(stream.into_inner()),
+                    Err(e) => error_response(&e),
+                }
+            },
+        ),
+    )
 }
 
 /// Watch, LeaseKeepAlive and Snapshot: a body in, a stream of lines out.
@@ -549,6 +586,12 @@ mod fuzz {
         let _ = parse::<AuthRoleGrantPermissionRequest>(body);
         let _ = parse::<MemberAddRequest>(body);
         let _ = parse::<AlarmRequest>(body);
+        let _ = parse::<crate::pb::v3lockpb::LockRequest>(body);
+        let _ = parse::<crate::pb::v3lockpb::UnlockRequest>(body);
+        let _ = parse::<crate::pb::v3electionpb::CampaignRequest>(body);
+        let _ = parse::<crate::pb::v3electionpb::ProclaimRequest>(body);
+        let _ = parse::<crate::pb::v3electionpb::LeaderRequest>(body);
+        let _ = parse::<crate::pb::v3electionpb::ResignRequest>(body);
         let _ = parse_stream::<WatchRequest>(body);
         let _ = parse_stream::<LeaseKeepAliveRequest>(body);
     }

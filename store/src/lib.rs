@@ -54,6 +54,14 @@ pub mod pb {
         include!(concat!(env!("OUT_DIR"), "/etcdserverpb.rs"));
         include!(concat!(env!("OUT_DIR"), "/etcdserverpb.serde.rs"));
     }
+    pub mod v3lockpb {
+        include!(concat!(env!("OUT_DIR"), "/v3lockpb.rs"));
+        include!(concat!(env!("OUT_DIR"), "/v3lockpb.serde.rs"));
+    }
+    pub mod v3electionpb {
+        include!(concat!(env!("OUT_DIR"), "/v3electionpb.rs"));
+        include!(concat!(env!("OUT_DIR"), "/v3electionpb.serde.rs"));
+    }
     pub mod secretd {
         pub mod internal {
             include!(concat!(env!("OUT_DIR"), "/secretd.internal.rs"));

@@ -180,7 +180,9 @@ pub async fn run(flags: ServerFlags) -> Result<()> {
     }
     let fds = harden(&flags, &cfg)?;
     let adm = admissions(&flags, fds);
-    let fresh = !cfg.data_dir.join("db").exists();
+    // No identity yet (an empty directory, or a joiner stopped before it
+    // saved one): a new member, which joins or bootstraps as the flags say.
+    let fresh = !secretd_store::node::holds_member(&cfg.data_dir)?;
     if fresh && !cfg.initial_members.iter().any(|m| m.name == cfg.name) {
         bail!(
             "--initial-cluster has no member named {:?} (--name)",

@@ -724,3 +724,74 @@ pub fn assert_none_lost(
         lost.first()
     );
 }
+
+/// etcd 3.5.1's own binaries (`etcd`, `etcdctl`), which `scripts/deps.sh
+/// --test` fetches into `~/.cache`.
+pub fn etcd35_bin(name: &str) -> PathBuf {
+    let p = PathBuf::from(std::env::var("HOME").unwrap_or_default())
+        .join(".cache/secretd-etcd-3.5.1")
+        .join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: scripts/deps.sh --test fetches etcd 3.5.1",
+        p.display()
+    );
+    p
+}
+
+/// A one-member etcd on loopback, for side-by-side comparisons; killed on
+/// drop.
+pub struct Etcd {
+    child: Child,
+    pub client_port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    /// Starts `bin` and waits (bounded) until it answers `/health`.
+    pub fn start(bin: &Path) -> Etcd {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (cp, pp) = (free_port(), free_port());
+        let child = Command::new(bin)
+            .args(["--name", "e1", "--data-dir"])
+            .arg(dir.path().join("e1"))
+            .args([
+                "--listen-client-urls",
+                &format!("http://127.0.0.1:{cp}"),
+                "--advertise-client-urls",
+                &format!("http://127.0.0.1:{cp}"),
+                "--listen-peer-urls",
+                &format!("http://127.0.0.1:{pp}"),
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{pp}"),
+                "--initial-cluster",
+                &format!("e1=http://127.0.0.1:{pp}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start etcd");
+        let etcd = Etcd {
+            child,
+            client_port: cp,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + secs(20);
+        while crate::etcdctl::http(cp, "GET", "/health", "", Duration::ZERO).0 != 200 {
+            assert!(Instant::now() < deadline, "{} did not start", bin.display());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        etcd
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

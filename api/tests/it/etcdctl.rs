@@ -273,7 +273,13 @@ async fn per_endpoint_commands_work_with_scheme_and_bare_endpoints() {
 
 /// One HTTP/1.0 request on a plain port: (status, body). `read_for` bounds
 /// how long a streaming answer is read.
-fn http(port: u16, method: &str, path: &str, body: &str, read_for: Duration) -> (u16, String) {
+pub(crate) fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: &str,
+    read_for: Duration,
+) -> (u16, String) {
     http_with(port, method, path, "", body, read_for)
 }
 
@@ -344,7 +350,7 @@ fn mask(v: &mut serde_json::Value) {
 
 /// Parses a body as JSON (one object, or one per line for streams) and
 /// masks it.
-fn masked(body: &str) -> Vec<serde_json::Value> {
+pub(crate) fn masked(body: &str) -> Vec<serde_json::Value> {
     body.lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
@@ -369,41 +375,8 @@ async fn json_gateway_answers_as_etcd_does() {
     );
     let c = Cluster::start(1);
     c.wait_leader(crate::common::secs(15)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (ep, pp) = (crate::common::free_port(), crate::common::free_port());
-    let mut etcd = Command::new(etcd_bin)
-        .args(["--name", "e1", "--data-dir"])
-        .arg(dir.path().join("e1"))
-        .args([
-            "--listen-client-urls",
-            &format!("http://127.0.0.1:{ep}"),
-            "--advertise-client-urls",
-            &format!("http://127.0.0.1:{ep}"),
-            "--listen-peer-urls",
-            &format!("http://127.0.0.1:{pp}"),
-            "--initial-advertise-peer-urls",
-            &format!("http://127.0.0.1:{pp}"),
-            "--initial-cluster",
-            &format!("e1=http://127.0.0.1:{pp}"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _ = &mut etcd;
-    let _guard = Kill(etcd);
-    let deadline = Instant::now() + crate::common::secs(20);
-    while http(ep, "GET", "/health", "", Duration::ZERO).0 != 200 {
-        assert!(Instant::now() < deadline, "etcd 3.4 did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let etcd = crate::common::Etcd::start(etcd_bin);
+    let ep = etcd.client_port;
     let sp = c.members[0].client_port;
     // etcd publishes its client URLs before it serves; we publish them as
     // soon as the member has a leader.

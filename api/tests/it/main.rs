@@ -25,6 +25,7 @@ mod jepsen_smoke;
 mod keys;
 mod layering;
 mod leases;
+mod locks;
 mod membership;
 mod secrets_cli;
 mod snapshots;

@@ -299,7 +299,18 @@ async fn joiner_killed_before_its_first_snapshot_rejoins_as_itself() {
     // but gets no snapshot; it dies before a new leader is elected.
     c.signal(leader, "STOP");
     c.spawn(n4);
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Killed once it saved its identity and runs, before any snapshot (a
+    // fixed wait here once killed it before it saved its ids; that case
+    // must work too: it asks the running members again).
+    let log = c.members[n4].log.clone();
+    let deadline = Instant::now() + crate::common::secs(15);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("raft loop started")
+    {
+        assert!(Instant::now() < deadline, "the joiner never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     c.kill9(n4);
     c.signal(leader, "CONT");
     c.spawn(n4);

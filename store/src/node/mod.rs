@@ -308,6 +308,20 @@ impl Node {
     }
 }
 
+/// Whether `data_dir` holds a member's identity (its member and cluster
+/// ids). A member that was to join a running cluster and stopped before
+/// it saved them has a database but no identity: it must ask the running
+/// members again, never bootstrap a cluster of its own (it once came back
+/// under a new cluster id, killed between creating its database and
+/// saving its ids).
+pub fn holds_member(data_dir: &std::path::Path) -> Result<bool> {
+    if !data_dir.join("db").exists() {
+        return Ok(false);
+    }
+    let db = Db::open(data_dir)?;
+    Ok(db.get(CF_META, META_MEMBER_ID)?.is_some())
+}
+
 /// `--force-new-cluster` on a data directory that holds no member.
 pub fn nothing_to_force(cfg: &NodeConfig) -> StoreError {
     StoreError::InvalidArgument(format!(
