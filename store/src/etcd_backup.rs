@@ -253,7 +253,11 @@ pub fn export(snap: &Path, out: &Path) -> Result<u64> {
         bucket_meta.insert(FINISHED_COMPACT, rev.clone());
         marks = [Some(rev.clone()), Some(rev)];
     }
-    put_all(&mut w, BUCKET_META, bucket_meta.iter().map(|(k, v)| (*k, &v[..])))?;
+    put_all(
+        &mut w,
+        BUCKET_META,
+        bucket_meta.iter().map(|(k, v)| (*k, &v[..])),
+    )?;
 
     // lease: `leasepb.Lease` by id (8 bytes, big-endian, as the meta key).
     let mut leases = Vec::new();
@@ -565,7 +569,10 @@ fn convert_kv(path: &Path, k: &[u8], v: &[u8]) -> Result<(i64, Vec<u8>, Vec<u8>,
     let mut kv = KeyValue::decode(v)
         .map_err(|e| bad(path, format!("key bucket: revision {main}/{sub}: {e}")))?;
     if kv.key.is_empty() {
-        return Err(bad(path, format!("key bucket: revision {main}/{sub}: no key")));
+        return Err(bad(
+            path,
+            format!("key bucket: revision {main}/{sub}: no key"),
+        ));
     }
     let value = if tomb {
         if kv.mod_revision == main {
@@ -635,12 +642,18 @@ pub fn plan(path: &Path) -> Result<EtcdImport> {
         stamp.pair(BUCKET_LEASE, k, v);
         let l = LeasePb::decode(&v[..]).map_err(|e| bad(path, format!("lease record: {e}")))?;
         if k[..] != (l.id as u64).to_be_bytes() || l.id == 0 {
-            return Err(bad(path, format!("lease record {k:x?} holds lease {:x}", l.id)));
+            return Err(bad(
+                path,
+                format!("lease record {k:x?} holds lease {:x}", l.id),
+            ));
         }
         if !(1..=lease::TTL_MAX_SECS).contains(&l.ttl) {
             return Err(bad(path, format!("lease {:x}: TTL {}", l.id, l.ttl)));
         }
-        records.push((lease::meta_key(l.id), lease::encode_record(l.ttl, 0).to_vec()));
+        records.push((
+            lease::meta_key(l.id),
+            lease::encode_record(l.ttl, 0).to_vec(),
+        ));
     }
     let mut auth_enabled = false;
     for (k, v) in read_small(&r, &buckets, BUCKET_AUTH)? {
@@ -752,9 +765,15 @@ pub fn plan(path: &Path) -> Result<EtcdImport> {
         ));
     }
     if !secretd_records {
-        records.push((m::CURRENT_REV.to_vec(), (current as u64).to_be_bytes().to_vec()));
+        records.push((
+            m::CURRENT_REV.to_vec(),
+            (current as u64).to_be_bytes().to_vec(),
+        ));
         if compact > 0 {
-            records.push((m::COMPACT_REV.to_vec(), (compact as u64).to_be_bytes().to_vec()));
+            records.push((
+                m::COMPACT_REV.to_vec(),
+                (compact as u64).to_be_bytes().to_vec(),
+            ));
         }
     }
     let current_revision = match records.iter().find(|(k, _)| k == m::CURRENT_REV) {

@@ -17,6 +17,7 @@ mod cluster_ops;
 mod disaster;
 mod docker;
 mod docker_table;
+mod etcd_format;
 mod etcdctl;
 mod faults;
 mod floods;

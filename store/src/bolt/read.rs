@@ -92,7 +92,10 @@ impl Reader {
         if !(PAGE_BYTES_MIN..=PAGE_BYTES_MAX).contains(&meta.page_size)
             || !meta.page_size.is_power_of_two()
         {
-            return Err(corrupt(format!("page size {} out of range", meta.page_size)));
+            return Err(corrupt(format!(
+                "page size {} out of range",
+                meta.page_size
+            )));
         }
         let page_bytes = meta.page_size as u64;
         if meta.pages < 3 || meta.pages.saturating_mul(page_bytes) > content_bytes {
@@ -134,10 +137,7 @@ impl Reader {
             .read_exact_at(&mut head, id * self.page_bytes)
             .map_err(|e| io_err(&self.path, "read", e))?;
         if le64(&head[0..8]) != id {
-            return Err(self.corrupt(format!(
-                "page {id} says it is page {}",
-                le64(&head[0..8])
-            )));
+            return Err(self.corrupt(format!("page {id} says it is page {}", le64(&head[0..8]))));
         }
         let span = le32(&head[12..16]) as u64 + 1;
         if id + span > self.pages || span * self.page_bytes > PAGE_SPAN_BYTES_MAX {

@@ -11,7 +11,12 @@ type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 
 fn sample() -> Vec<(&'static str, Pairs, bool)> {
     let many: Pairs = (0..20_000u32)
-        .map(|i| (format!("k{i:08}").into_bytes(), vec![i as u8; (i % 97) as usize]))
+        .map(|i| {
+            (
+                format!("k{i:08}").into_bytes(),
+                vec![i as u8; (i % 97) as usize],
+            )
+        })
         .collect();
     let big: Pairs = vec![
         (b"a".to_vec(), vec![7u8; 100_000]),
