@@ -24,7 +24,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::Read;
 use std::path::Path;
 
 use prost::Message;
@@ -449,16 +449,7 @@ fn content_bytes(path: &Path) -> Result<(u64, bool)> {
         .len();
     if len % 512 == 32 {
         let content = len - 32;
-        let mut f = BufReader::with_capacity(
-            1 << 20,
-            File::open(path).map_err(|e| io_err(path, "open", e))?,
-        );
-        let mut h = Sha256::new();
-        std::io::copy(&mut (&mut f).take(content), &mut h).map_err(|e| io_err(path, "read", e))?;
-        let mut want = [0u8; 32];
-        f.read_exact(&mut want)
-            .map_err(|e| io_err(path, "read", e))?;
-        if h.finalize()[..] != want[..] {
+        if !crate::snapshot::sha256_trailer_matches(path, content)? {
             return Err(bad(
                 path,
                 "sha256 mismatch: the file is damaged or truncated",
@@ -559,7 +550,17 @@ fn read_small(
 /// One `key` bucket record as secretd stores it: (kv key, value), or why
 /// it is refused. Tombstones get their revision as `mod_revision`, as
 /// secretd writes them (etcd's hold the key alone).
-fn convert_kv(path: &Path, k: &[u8], v: &[u8]) -> Result<(i64, Vec<u8>, Vec<u8>, Vec<u8>)> {
+/// A `key` bucket record converted.
+struct Converted {
+    main: i64,
+    /// secretd's `kv` key and value.
+    kv_key: Vec<u8>,
+    kv_value: Vec<u8>,
+    /// The user's key.
+    key: Vec<u8>,
+}
+
+fn convert_kv(path: &Path, k: &[u8], v: &[u8]) -> Result<Converted> {
     let Some((main, sub, tomb)) = parse_etcd_key(k) else {
         return Err(bad(path, format!("key bucket: {k:x?} is not a revision")));
     };
@@ -595,7 +596,12 @@ fn convert_kv(path: &Path, k: &[u8], v: &[u8]) -> Result<(i64, Vec<u8>, Vec<u8>,
         v.to_vec()
     };
     let rev = crate::revision::Rev::new(main, sub);
-    Ok((main, rev.key(tomb).to_vec(), value, kv.key))
+    Ok(Converted {
+        main,
+        kv_key: rev.key(tomb).to_vec(),
+        kv_value: value,
+        key: kv.key,
+    })
 }
 
 fn compact_mark(path: &Path, v: Option<&Vec<u8>>) -> Result<i64> {
@@ -711,7 +717,7 @@ pub fn plan(path: &Path) -> Result<EtcdImport> {
     let keys = find(&buckets, BUCKET_KEY).expect("checked above");
     r.for_each(BUCKET_KEY, keys, &mut |k, v| {
         stamp.pair(BUCKET_KEY, k, v);
-        let (main, _, _, key) = convert_kv(path, k, v)?;
+        let Converted { main, key, .. } = convert_kv(path, k, v)?;
         reserved |= key.starts_with(RESERVED_PREFIX);
         max_main = max_main.max(main);
         revisions += 1;
@@ -818,7 +824,7 @@ pub fn plan(path: &Path) -> Result<EtcdImport> {
 impl EtcdImport {
     /// Feeds every record to `sink` as a state snapshot carries it: the
     /// keyspace in revision order, then the meta records.
-    pub fn install(&self, sink: &mut dyn FnMut(u8, &[u8], &[u8]) -> Result<()>) -> Result<()> {
+    pub fn install(&self, sink: &mut crate::mvcc::RecordVisitor<'_>) -> Result<()> {
         let path = &self.path;
         let r = Reader::open(path, self.content_bytes)?;
         let buckets = r.buckets()?;
@@ -826,9 +832,9 @@ impl EtcdImport {
             .ok_or_else(|| bad(path, "the key bucket is gone (the file changed)"))?;
         let mut n = 0u64;
         r.for_each(BUCKET_KEY, keys, &mut |k, v| {
-            let (_, key, value, _) = convert_kv(path, k, v)?;
+            let c = convert_kv(path, k, v)?;
             n += 1;
-            sink(CF_TAG_KV, &key, &value)
+            sink(CF_TAG_KV, &c.kv_key, &c.kv_value)
         })?;
         if n != self.summary.revisions {
             return Err(bad(path, "the file changed during the restore"));

@@ -299,28 +299,25 @@ async fn fill(r: &Release, e: &Etcd) -> Vec<i64> {
     })
     .await
     .unwrap();
-    let before_compact = kv
-        .put(put("k/0000".into(), b"v0-last-before".to_vec(), 0))
-        .await
-        .unwrap()
-        .into_inner()
-        .header
-        .unwrap()
-        .revision;
+    let revision_of = |r: tonic::Response<secretd_api::pb::etcdserverpb::PutResponse>| {
+        r.into_inner().header.unwrap().revision
+    };
+    let before_compact = revision_of(
+        kv.put(put("k/0000".into(), b"v0-last-before".to_vec(), 0))
+            .await
+            .unwrap(),
+    );
     kv.compact(CompactionRequest {
         revision: before_compact - 10,
         physical: true,
     })
     .await
     .unwrap();
-    let mid = kv
-        .put(put("k/0000".into(), b"v0-after".to_vec(), 0))
-        .await
-        .unwrap()
-        .into_inner()
-        .header
-        .unwrap()
-        .revision;
+    let mid = revision_of(
+        kv.put(put("k/0000".into(), b"v0-after".to_vec(), 0))
+            .await
+            .unwrap(),
+    );
     kv.put(put("k/0001".into(), b"v1-after".to_vec(), 0))
         .await
         .unwrap();

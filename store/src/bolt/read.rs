@@ -23,6 +23,11 @@ pub const PAGE_SPAN_BYTES_MAX: u64 = 80 << 20;
 const PAGE_BYTES_MIN: u32 = 512;
 const PAGE_BYTES_MAX: u32 = 64 << 10;
 
+/// Called with each pair of a bucket: key, value.
+pub type PairVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<()> + 'a;
+/// Called with each leaf element: key, value, element flags.
+type ElementVisitor<'a> = dyn FnMut(&[u8], &[u8], u32) -> Result<()> + 'a;
+
 /// An open bbolt file: its chosen meta page, checked.
 pub struct Reader {
     file: File,
@@ -189,12 +194,7 @@ impl Reader {
 
     /// Calls `f` with every pair of a bucket, in key order. Nested buckets
     /// (etcd writes none) are refused.
-    pub fn for_each(
-        &self,
-        name: &[u8],
-        b: &Bucket,
-        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<()>,
-    ) -> Result<()> {
+    pub fn for_each(&self, name: &[u8], b: &Bucket, f: &mut PairVisitor<'_>) -> Result<()> {
         let mut visited = Visited::new(self.pages);
         self.walk(b, &mut visited, &mut |k, v, flags| {
             if flags & ELEMENT_BUCKET != 0 {
@@ -208,12 +208,7 @@ impl Reader {
         })
     }
 
-    fn walk(
-        &self,
-        b: &Bucket,
-        visited: &mut Visited,
-        f: &mut dyn FnMut(&[u8], &[u8], u32) -> Result<()>,
-    ) -> Result<()> {
+    fn walk(&self, b: &Bucket, visited: &mut Visited, f: &mut ElementVisitor<'_>) -> Result<()> {
         let mut last: Option<Vec<u8>> = None;
         match b {
             Bucket::Page(id) => self.walk_page(*id, 0, visited, &mut last, f),
@@ -230,7 +225,7 @@ impl Reader {
         depth: usize,
         visited: &mut Visited,
         last: &mut Option<Vec<u8>>,
-        f: &mut dyn FnMut(&[u8], &[u8], u32) -> Result<()>,
+        f: &mut ElementVisitor<'_>,
     ) -> Result<()> {
         if depth > DEPTH_MAX {
             return Err(self.corrupt(format!("tree deeper than {DEPTH_MAX} at page {id}")));
@@ -289,7 +284,7 @@ impl Reader {
         page: &[u8],
         count: usize,
         last: &mut Option<Vec<u8>>,
-        f: &mut dyn FnMut(&[u8], &[u8], u32) -> Result<()>,
+        f: &mut ElementVisitor<'_>,
     ) -> Result<()> {
         for i in 0..count {
             let e = PAGE_HEADER_BYTES + i * ELEMENT_BYTES;

@@ -321,7 +321,7 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 const INSTALL_BATCH_BYTES_MAX: usize = 4 << 20;
 
 /// Called with (column family tag, key, value) for each state record.
-type RecordVisitor<'a> = dyn FnMut(u8, &[u8], &[u8]) -> Result<()> + 'a;
+pub type RecordVisitor<'a> = dyn FnMut(u8, &[u8], &[u8]) -> Result<()> + 'a;
 
 impl Mvcc {
     /// Every record of the replicated state (what a snapshot carries), in
