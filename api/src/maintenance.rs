@@ -122,14 +122,31 @@ impl Maintenance for MaintenanceService {
 
     type SnapshotStream = SnapshotStream;
 
-    /// A consistent copy of this member's state, streamed in 1 MiB chunks;
-    /// `secretd snapshot restore` turns it into a new cluster.
+    /// A consistent copy of this member's state as an etcd database
+    /// (`secretd_store::etcd_backup`), streamed in 1 MiB chunks: `etcdutl
+    /// snapshot restore` turns it into an etcd cluster, `secretd snapshot
+    /// restore` into a secretd one.
     async fn snapshot(
         &self,
         req: Request<SnapshotRequest>,
     ) -> Result<Response<SnapshotStream>, Status> {
         Who::of(&self.node, &req).await?.admin()?;
-        let path = self.node.backup().await.map_err(crate::errors::status)?;
+        let state = self.node.backup().await.map_err(crate::errors::status)?;
+        // The raft thread wrote the point-in-time state; the conversion
+        // runs off it and off the async runtime.
+        let path = state.with_extension("db");
+        let out = path.clone();
+        let converted = tokio::task::spawn_blocking(move || {
+            let done = secretd_store::etcd_backup::export(&state, &out);
+            let _ = std::fs::remove_file(&state);
+            done
+        })
+        .await
+        .map_err(|e| Status::internal(format!("backup: {e}")))?;
+        if let Err(e) = converted {
+            let _ = tokio::fs::remove_file(&path).await;
+            return Err(crate::errors::status(e));
+        }
         let mut file = tokio::fs::File::open(&path)
             .await
             .map_err(|e| Status::internal(format!("backup: {e}")))?;

@@ -7,12 +7,14 @@
 //! the watch hub (`watch`). Nothing here knows about gRPC.
 
 pub mod auth;
+pub mod bolt;
 pub mod clock;
 pub mod cluster;
 pub mod damage;
 pub mod db;
 pub mod disk;
 pub mod error;
+pub mod etcd_backup;
 pub mod lease;
 pub mod log_store;
 pub mod membership;

@@ -165,13 +165,7 @@ impl SnapshotReader {
             ));
         }
         let content = len - 32;
-        let mut f = BufReader::new(File::open(path).map_err(|e| io_err(path, "open", e))?);
-        let mut h = Sha256::new();
-        std::io::copy(&mut (&mut f).take(content), &mut h).map_err(|e| io_err(path, "read", e))?;
-        let mut want = [0u8; 32];
-        f.read_exact(&mut want)
-            .map_err(|e| io_err(path, "read", e))?;
-        if h.finalize()[..] != want[..] {
+        if !sha256_trailer_matches(path, content)? {
             return Err(corrupt(path, "backup sha256 mismatch"));
         }
         Self::open_limited(path, content, true)
@@ -328,6 +322,21 @@ pub fn prune(dir: &Path, keep: usize) {
     for p in &snaps[..n] {
         let _ = fs::remove_file(p);
     }
+}
+
+/// Whether the 32 bytes after the first `content` bytes of `path` are the
+/// sha256 of those bytes (etcd's backup framing, read in one pass).
+pub fn sha256_trailer_matches(path: &Path, content: u64) -> Result<bool> {
+    let mut f = BufReader::with_capacity(
+        1 << 20,
+        File::open(path).map_err(|e| io_err(path, "open", e))?,
+    );
+    let mut h = Sha256::new();
+    std::io::copy(&mut (&mut f).take(content), &mut h).map_err(|e| io_err(path, "read", e))?;
+    let mut want = [0u8; 32];
+    f.read_exact(&mut want)
+        .map_err(|e| io_err(path, "read", e))?;
+    Ok(h.finalize()[..] == want[..])
 }
 
 #[cfg(test)]

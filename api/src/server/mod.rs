@@ -22,11 +22,11 @@ use crate::urls;
 pub fn restore(flags: ServerFlags, backup: &std::path::Path) -> Result<()> {
     let (cfg, _, _) = flags.node_config()?;
     crate::datadir::private_umask();
-    secretd_store::node::restore(&cfg, backup)
+    let what = secretd_store::node::restore(&cfg, backup)
         .with_context(|| format!("restore {}", backup.display()))?;
     crate::datadir::secure(&cfg.data_dir)?;
     println!(
-        "restored {} into {} as member {:?}",
+        "restored {} into {} as member {:?}: {what}",
         backup.display(),
         cfg.data_dir.display(),
         cfg.name

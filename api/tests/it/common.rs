@@ -765,7 +765,12 @@ impl Etcd {
     /// Starts `bin` and waits (bounded) until it answers `/health`.
     pub fn start(bin: &Path) -> Etcd {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (cp, pp) = (free_port(), free_port());
+        Self::start_in(bin, dir, free_port(), free_port())
+    }
+
+    /// `start` on `dir/e1`, which may hold a data directory already (one
+    /// that `etcdutl snapshot restore --name e1` made for `peer_url(pp)`).
+    pub fn start_in(bin: &Path, dir: tempfile::TempDir, cp: u16, pp: u16) -> Etcd {
         let child = Command::new(bin)
             .args(["--name", "e1", "--data-dir"])
             .arg(dir.path().join("e1"))
@@ -800,6 +805,11 @@ impl Etcd {
 
     pub fn endpoint(&self) -> String {
         format!("127.0.0.1:{}", self.client_port)
+    }
+
+    /// The peer URL of a member listening on `peer_port`.
+    pub fn peer_url(peer_port: u16) -> String {
+        format!("http://127.0.0.1:{peer_port}")
     }
 }
 

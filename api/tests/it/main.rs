@@ -18,6 +18,7 @@ mod corruption;
 mod disaster;
 mod docker;
 mod docker_table;
+mod etcd_format;
 mod etcdctl;
 mod faults;
 mod floods;

@@ -296,7 +296,18 @@ impl Keys {
             (Wrap::Unlock { epoch, .. }, true) => *epoch == lock.epoch,
             _ => false,
         };
-        live_held && retired_gone && wrap_ok
+        // A member restored from a backup with an old member's keys/ holds
+        // every generation under a new member id: it must still record
+        // that it does (`ack_held`), or a one-member cluster never counts a
+        // quorum holding the key and every seal stalls.
+        let acked = {
+            let acked = self.acked.lock();
+            registry
+                .iter()
+                .filter(|r| !r.retired)
+                .all(|r| acked.contains(&r.generation))
+        };
+        live_held && retired_gone && wrap_ok && acked
     }
 
     /// Brings this member in step with the cluster: fetches every live

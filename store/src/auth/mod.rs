@@ -43,8 +43,8 @@ use tokens::Tokens;
 
 /// Every auth record is under this prefix of the meta column family.
 pub const META_PREFIX: &[u8] = crate::schema::meta::AUTH_PREFIX;
-const META_ENABLED: &[u8] = b"auth/enabled";
-const META_REVISION: &[u8] = b"auth/revision";
+pub const META_ENABLED: &[u8] = b"auth/enabled";
+pub const META_REVISION: &[u8] = b"auth/revision";
 const USER_PREFIX: &[u8] = b"auth/user/";
 const ROLE_PREFIX: &[u8] = b"auth/role/";
 
@@ -621,11 +621,11 @@ fn check_invariants(s: &AuthState) {
     }
 }
 
-fn user_key(name: &str) -> Vec<u8> {
+pub fn user_key(name: &str) -> Vec<u8> {
     [USER_PREFIX, name.as_bytes()].concat()
 }
 
-fn role_key(name: &str) -> Vec<u8> {
+pub fn role_key(name: &str) -> Vec<u8> {
     [ROLE_PREFIX, name.as_bytes()].concat()
 }
 

@@ -321,7 +321,7 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 const INSTALL_BATCH_BYTES_MAX: usize = 4 << 20;
 
 /// Called with (column family tag, key, value) for each state record.
-type RecordVisitor<'a> = dyn FnMut(u8, &[u8], &[u8]) -> Result<()> + 'a;
+pub type RecordVisitor<'a> = dyn FnMut(u8, &[u8], &[u8]) -> Result<()> + 'a;
 
 impl Mvcc {
     /// Every record of the replicated state (what a snapshot carries), in
@@ -383,6 +383,20 @@ impl StateSource for Mvcc {
 /// bounded size. Not atomic by itself: the caller brackets it with a
 /// durable "installing" marker and redoes it after a crash.
 pub fn install_records(db: &Db, r: &mut SnapshotReader) -> Result<()> {
+    install_with(db, &mut |sink| {
+        while let Some((cf, k, v)) = r.next_record()? {
+            sink(cf, &k, &v)?;
+        }
+        Ok(())
+    })
+}
+
+/// `install_records` from any source: `feed` calls the sink with each
+/// record (column family tag, key, value).
+pub fn install_with(
+    db: &Db,
+    feed: &mut dyn FnMut(&mut RecordVisitor<'_>) -> Result<()>,
+) -> Result<()> {
     let (kv, meta) = (db.cf(CF_KV), db.cf(CF_META));
     let mut batch = WriteBatch::default();
     batch.delete_range_cf(kv, &[][..], &[0xffu8; revision::KEY_BYTES + 1][..]);
@@ -392,25 +406,26 @@ pub fn install_records(db: &Db, r: &mut SnapshotReader) -> Result<()> {
     for prefix in REPLICATED_PREFIXES {
         batch.delete_range_cf(meta, *prefix, &prefix_end(prefix)[..]);
     }
-    while let Some((cf, k, v)) = r.next_record()? {
+    feed(&mut |cf, k, v| {
         match cf {
             CF_TAG_KV => {
-                Rev::decode(&k)?;
-                decode_kv(&v)?;
-                batch.put_cf(kv, &k, &v);
+                Rev::decode(k)?;
+                decode_kv(v)?;
+                batch.put_cf(kv, k, v);
             }
-            _ if is_replicated_meta(&k) => batch.put_cf(meta, &k, &v),
+            _ if is_replicated_meta(k) => batch.put_cf(meta, k, v),
             _ => {
                 return Err(StoreError::Storage(format!(
                     "snapshot carries unknown meta record {:?}",
-                    String::from_utf8_lossy(&k)
+                    String::from_utf8_lossy(k)
                 )))
             }
         }
         if batch.size_in_bytes() >= INSTALL_BATCH_BYTES_MAX {
             db.write_nosync(std::mem::take(&mut batch))?;
         }
-    }
+        Ok(())
+    })?;
     db.write_nosync(batch)
 }
 

@@ -118,27 +118,59 @@ pub(super) fn bootstrap_new_cluster(
     Ok((me.id, cluster_id))
 }
 
-/// Creates the data directory of a member of a *new* cluster from a backup
-/// (`etcdctl snapshot save`): keys, revisions and leases from the backup;
-/// identity and membership from `cfg` (as etcdutl's snapshot restore).
-pub fn restore(cfg: &NodeConfig, backup: &std::path::Path) -> Result<()> {
+/// Creates the data directory of a member of a *new* cluster from a backup:
+/// keys, revisions, leases, users and roles from the backup; identity and
+/// membership from `cfg` (as etcdutl's snapshot restore). The backup is
+/// what `etcdctl snapshot save` stores, from secretd or from etcd 3.4/3.5
+/// (`etcd_backup`), or a secretd backup of the format before. The whole
+/// file is read and checked before the data directory is created, and a
+/// restore that fails afterwards removes what it made. Returns what was
+/// restored, in words.
+pub fn restore(cfg: &NodeConfig, backup: &std::path::Path) -> Result<String> {
     if cfg.data_dir.exists() {
         return Err(StoreError::InvalidArgument(format!(
             "data directory {} already exists; restore needs a new one",
             cfg.data_dir.display()
         )));
     }
-    let mut r = snapshot::SnapshotReader::open_backup(backup)?;
-    while r.next_record()?.is_some() {}
     if !cfg.initial_members.iter().any(|m| m.name == cfg.name) {
         return Err(StoreError::InvalidArgument(format!(
             "--initial-cluster has no member named {:?} (--name)",
             cfg.name
         )));
     }
+    let etcd = match crate::etcd_backup::sniff(backup)? {
+        crate::etcd_backup::Format::Etcd => Some(crate::etcd_backup::plan(backup)?),
+        crate::etcd_backup::Format::Secretd => {
+            let mut r = snapshot::SnapshotReader::open_backup(backup)?;
+            while r.next_record()?.is_some() {}
+            None
+        }
+    };
+    let done = restore_into(cfg, backup, etcd.as_ref());
+    if done.is_err() {
+        let _ = std::fs::remove_dir_all(&cfg.data_dir);
+    }
+    done?;
+    Ok(match etcd {
+        Some(plan) => plan.summary.to_string(),
+        None => "a secretd backup".into(),
+    })
+}
+
+fn restore_into(
+    cfg: &NodeConfig,
+    backup: &std::path::Path,
+    etcd: Option<&crate::etcd_backup::EtcdImport>,
+) -> Result<()> {
     let db = Db::open(&cfg.data_dir)?;
-    let mut r = snapshot::SnapshotReader::open_backup(backup)?;
-    mvcc::install_records(&db, &mut r)?;
+    match etcd {
+        Some(plan) => mvcc::install_with(&db, &mut |sink| plan.install(sink))?,
+        None => {
+            let mut r = snapshot::SnapshotReader::open_backup(backup)?;
+            mvcc::install_records(&db, &mut r)?;
+        }
+    }
     let mut log = LogStore::open(db.clone())?;
     let mut batch = WriteBatch::default();
     // The backup's members are the old cluster's: replace them.
@@ -148,8 +180,9 @@ pub fn restore(cfg: &NodeConfig, backup: &std::path::Path) -> Result<()> {
     bootstrap_new_cluster(&db, &mut log, cfg, &mut batch)?;
     db.write_sync(batch)?;
     log.persist(true)?;
-    // Read it all back before declaring success.
+    // Read it all back, as a start would, before declaring success.
     Mvcc::open(db.clone())?;
+    crate::auth::Auth::load(&db, std::time::Duration::from_secs(1))?;
     Ok(())
 }
 
