@@ -85,7 +85,7 @@ struct TestArgs {
     #[arg(long, default_value_t = 60)]
     time_limit: u64,
     /// Comma-separated, in any order: partition, kill, pause, clock,
-    /// member, disk, keys, or all (campaign: the set to spread its runs
+    /// member, disk, keys, corrupt, or all (campaign: the set to spread its runs
     /// over: each nemesis alone, then all of them together).
     #[arg(long, default_value = "partition,kill")]
     nemesis: String,
