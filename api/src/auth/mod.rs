@@ -1,8 +1,8 @@
 //! etcd's Auth service: users, roles, permissions, the auth switch, and
 //! simple tokens, over the replicated auth state (`secretd_store::auth`).
 //!
-//! Changes go through raft, each fenced at the auth revision its caller
-//! was checked at (`guard::Who::fence`). Reads wait for a ReadIndex, as
+//! Changes go through raft, each checked again at apply by its caller's
+//! root role (`guard::Who::admin_fence`), as etcd does. Reads wait for a ReadIndex, as
 //! etcd serves them through raft. Passwords are hashed here with bcrypt at
 //! `--bcrypt-cost` before they are proposed, so neither the raft log nor
 //! a snapshot ever holds one; a token is proposed as its SHA-256 only.
@@ -71,7 +71,9 @@ impl AuthService {
 
     async fn propose(&self, op: Op, who: &Who) -> Result<Option<ResponseHeader>, Status> {
         let req = internal_request::Request::Auth(AuthRequest { op: Some(op) });
-        match self.node.propose_checked(req, who.fence()).await {
+        // etcd checks an auth change at apply by the proposer's root role
+        // alone: concurrent changes do not refuse each other.
+        match self.node.propose_checked(req, who.admin_fence()).await {
             Ok((WriteResult::Auth { .. }, h)) => Ok(Some(h)),
             Ok((other, _)) => Err(Status::internal(format!("auth apply returned {other:?}"))),
             Err(e) => Err(status(e)),
@@ -182,7 +184,8 @@ impl Auth for AuthService {
             let req = internal_request::Request::Auth(AuthRequest { op: Some(op) });
             // Fenced at the revision the password was checked against: a
             // password change or deletion in between refuses the token.
-            match self.node.propose_checked(req, Some(state.revision)).await {
+            let fence = Some(state.fence(Some(&r.name)));
+            match self.node.propose_checked(req, fence).await {
                 Ok((WriteResult::Auth { index }, h)) => {
                     tracing::info!(user = %r.name, remote = ?caller.remote, "etcd user authenticated");
                     // etcd's format: the index lets a member that has not

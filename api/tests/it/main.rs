@@ -9,6 +9,7 @@
 mod common;
 
 mod agent;
+mod auth_races;
 mod auth_tokens;
 mod bad_input;
 mod bad_peers;

@@ -141,7 +141,10 @@ impl Loop {
             }
         };
         let request = req.request.as_ref().expect("entry::decode checks it");
-        if let Err(refused) = self.auth.check_fence(req.auth_revision) {
+        if let Err(refused) = self
+            .auth
+            .check_fence(req.auth_revision, req.auth_fence.as_ref())
+        {
             if let Some(w) = self.take_waiter(req.proposer, req.id) {
                 out.replies.push((w, Err(refused)));
             }

@@ -93,9 +93,10 @@ use crate::schema::meta::{
 /// Where a submitted write's outcome arrives.
 pub type Reply<T> = oneshot::Receiver<Result<(T, ResponseHeader)>>;
 
-/// The auth revision an etcd client's request was checked at (`None` for
-/// secretd's own writes). Apply refuses the request if auth changed since.
-pub type Fence = Option<u64>;
+/// What apply must still find for an etcd client's request
+/// (`auth::AuthState::admits`); `None` for secretd's own writes and for
+/// requests etcd checks nothing for.
+pub type Fence = Option<crate::auth::AuthFence>;
 
 pub use crate::transport::Transport;
 
@@ -546,7 +547,8 @@ impl Node {
             id,
             proposer: self.id,
             request: Some(request),
-            auth_revision: fence,
+            auth_revision: None,
+            auth_fence: fence,
         }
         .encode_to_vec();
         if data.len() > self.cfg.max_request_bytes {

@@ -572,6 +572,7 @@ impl Loop {
                     decided_at: self.applied,
                 })),
                 auth_revision: None,
+                auth_fence: None,
             }
             .encode_to_vec();
             if self.raw.propose(vec![], data).is_err() {
