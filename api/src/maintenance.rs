@@ -54,7 +54,7 @@ impl Maintenance for MaintenanceService {
         let size = self.node.db_size_bytes();
         Ok(Response::new(StatusResponse {
             header: Some(self.node.header(self.node.mvcc().current_revision())),
-            version: crate::ETCD_API_VERSION.to_string(),
+            version: crate::ETCD_SERVER_VERSION.to_string(),
             db_size: size,
             leader: st.leader,
             raft_index: st.commit_index,
@@ -79,9 +79,9 @@ impl Maintenance for MaintenanceService {
             .defragment()
             .await
             .map_err(crate::errors::status)?;
-        Ok(Response::new(DefragmentResponse {
-            header: Some(self.node.header(self.node.mvcc().current_revision())),
-        }))
+        // etcd answers Defragment and MoveLeader without a header, and
+        // clients assert that.
+        Ok(Response::new(DefragmentResponse { header: None }))
     }
 
     async fn hash(&self, req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
@@ -179,7 +179,7 @@ impl Maintenance for MaintenanceService {
                     header: Some(header),
                     remaining_bytes: remaining,
                     blob,
-                    version: crate::ETCD_API_VERSION.into(),
+                    version: crate::ETCD_CLUSTER_VERSION.into(),
                 };
                 if tx.send(Ok(msg)).await.is_err() {
                     break; // the client went away
@@ -201,8 +201,6 @@ impl Maintenance for MaintenanceService {
             .move_leader(req.into_inner().target_id)
             .await
             .map_err(crate::errors::status)?;
-        Ok(Response::new(MoveLeaderResponse {
-            header: Some(self.node.header(self.node.mvcc().current_revision())),
-        }))
+        Ok(Response::new(MoveLeaderResponse { header: None }))
     }
 }

@@ -636,25 +636,24 @@ impl Node {
         Err(StoreError::NoSpace)
     }
 
-    /// Maintenance.Alarm: list, raise or clear alarms.
+    /// Maintenance.Alarm: list, raise or clear alarms, as etcd 3.5's
+    /// applier does: a list ignores the member id (every member's alarms,
+    /// of one type or, for NONE, all); a raise or clear names one member by
+    /// id, any id (0 included, which no member has), and answers the alarm
+    /// it raised or cleared, if any; raising NONE does nothing.
     pub async fn alarm(&self, req: AlarmRequest) -> Result<Vec<AlarmMember>> {
         match AlarmAction::try_from(req.action) {
             Ok(AlarmAction::Get) => Ok(self
                 .alarms
                 .read()
                 .iter()
-                .filter(|(m, t)| {
-                    (req.member_id == 0 || *m == req.member_id)
-                        && (req.alarm == AlarmType::None as i32 || *t == req.alarm)
-                })
+                .filter(|(_, t)| req.alarm == AlarmType::None as i32 || *t == req.alarm)
                 .map(|(m, t)| AlarmMember {
                     member_id: *m,
                     alarm: *t,
                 })
                 .collect()),
-            Ok(AlarmAction::Activate) if !self.members().iter().any(|m| m.id == req.member_id) => {
-                Err(StoreError::MemberNotFound)
-            }
+            Ok(AlarmAction::Activate) if req.alarm == AlarmType::None as i32 => Ok(Vec::new()),
             Ok(_) => match self.propose(Request::Alarm(req)).await? {
                 (WriteResult::Alarms(a), _) => Ok(a),
                 (other, _) => Err(unexpected(other)),

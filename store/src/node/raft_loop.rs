@@ -304,9 +304,7 @@ impl Loop {
                 let result = if raft.state != StateRole::Leader {
                     Err(StoreError::NotLeader)
                 } else if !raft.prs().conf().voters().contains(target) {
-                    Err(StoreError::InvalidArgument(
-                        "bad leader transferee: not a voting member".into(),
-                    ))
+                    Err(StoreError::BadLeaderTransferee)
                 } else {
                     self.raw.transfer_leader(target);
                     Ok(())
