@@ -893,7 +893,9 @@ where
             };
             let status = Status::permission_denied(why);
             crate::audit::denied(&caller, &path, &status);
-            let resp = if rpc != path {
+            // Gateway routes and plain HTTP paths get an HTTP refusal.
+            let http = rpc != path || authz::HTTP_PATHS.iter().any(|(p, _)| *p == path);
+            let resp = if http {
                 crate::gateway::error_response(&status).map(tonic::body::Body::new)
             } else {
                 status.into_http()
@@ -1004,15 +1006,24 @@ const FIRST_BYTES_TIMEOUT_MS: u64 = 3_000;
 /// Handshaken connections waiting for the server to take them.
 const ACCEPTED_QUEUE_MAX: usize = 128;
 
+/// What a TLS listener asks of its clients.
+#[derive(Clone, Debug)]
+pub enum ClientCerts {
+    /// A certificate from the listener's CA; its role is the client's.
+    Required,
+    /// None is asked for: every client gets this role.
+    NotAsked(Role),
+}
+
 /// The role of the client on a handshaken connection, and its
 /// certificate's common name: from its certificate when the listener
-/// requires one, else unauthenticated.
+/// requires one, else the listener's role for clients without one.
 fn connection_role(
     s: &tokio_rustls::server::TlsStream<TcpStream>,
-    client_auth: bool,
+    certs: &ClientCerts,
 ) -> Result<(Role, Option<String>), String> {
-    if !client_auth {
-        return Ok((Role::Unauthenticated, None));
+    if let ClientCerts::NotAsked(role) = certs {
+        return Ok((role.clone(), None));
     }
     let (_, conn) = s.get_ref();
     match conn.peer_certificates().and_then(|c| c.first()) {
@@ -1029,7 +1040,7 @@ fn connection_role(
 pub fn tls_incoming(
     listener: TcpListener,
     cfg: Arc<rustls::ServerConfig>,
-    client_auth: bool,
+    certs: ClientCerts,
     adm: Arc<Admission>,
 ) -> impl futures::Stream<Item = std::io::Result<Conn<tokio_rustls::server::TlsStream<TcpStream>>>>
 {
@@ -1041,7 +1052,8 @@ pub fn tls_incoming(
             let Some(hs_slot) = adm.handshake(addr) else {
                 continue;
             };
-            let (acceptor, conn_tx, adm) = (acceptor.clone(), tx.clone(), adm.clone());
+            let (acceptor, conn_tx, adm, certs) =
+                (acceptor.clone(), tx.clone(), adm.clone(), certs.clone());
             tokio::spawn(async move {
                 let hs = tokio::time::timeout(
                     Duration::from_millis(HANDSHAKE_TIMEOUT_MS),
@@ -1058,7 +1070,7 @@ pub fn tls_incoming(
                         return adm.handshake_failed(addr, &why);
                     }
                 };
-                let (role, cn) = match connection_role(&s, client_auth) {
+                let (role, cn) = match connection_role(&s, &certs) {
                     Ok(r) => r,
                     Err(e) => return adm.handshake_failed(addr, &e),
                 };

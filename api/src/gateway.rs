@@ -360,10 +360,18 @@ fn stream_routes(mut r: axum::Router, s: &Services, prefix: &str) -> axum::Route
     r
 }
 
-/// `/version`, `/health`, `/livez` and `/readyz`.
+/// `/version`, `/health`, `/livez` and `/readyz`, and `/metrics` (which
+/// the gate decides as `authz::HTTP_PATHS` says).
 fn public_routes(r: axum::Router, s: &Services) -> axum::Router {
-    let (node, ready) = (s.node.clone(), s.node.clone());
+    let (node, ready, metrics) = (s.node.clone(), s.node.clone(), s.node.clone());
     r.route(
+        "/metrics",
+        get(move || {
+            let node = metrics.clone();
+            async move { crate::metrics::response(&node) }
+        }),
+    )
+    .route(
         "/version",
         get(|| async {
             json_response(

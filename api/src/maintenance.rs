@@ -128,7 +128,17 @@ impl Maintenance for MaintenanceService {
         &self,
         req: Request<SnapshotRequest>,
     ) -> Result<Response<SnapshotStream>, Status> {
-        Who::of(&self.node, &req).await?.admin()?;
+        let who = Who::of(&self.node, &req).await?;
+        who.admin()?;
+        if who.anonymous() && who.user().is_none() {
+            // The snapshot is the whole database, secretd's sealed objects
+            // included: never for a caller nobody identified.
+            return Err(Status::permission_denied(
+                "a snapshot holds the whole database (secretd's sealed objects included): \
+                 without a client certificate, only etcd's root user may take one \
+                 (after `etcdctl auth enable`)",
+            ));
+        }
         let path = self.node.backup().await.map_err(crate::errors::status)?;
         let mut file = tokio::fs::File::open(&path)
             .await

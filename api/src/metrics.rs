@@ -1,7 +1,9 @@
 //! Prometheus `/metrics` and `/health` over plain HTTP, on their own
 //! listeners (`--listen-metrics-urls`, as etcd has it), so that scrapers and
 //! load balancers need no client certificate. Both reveal counts and
-//! states only, never keys or values. Anyone who reaches the port may
+//! states only, never keys or values. `/metrics` is also on the client
+//! port, as etcd serves it (behind the gate: `authz::HTTP_PATHS`), with
+//! Prometheus' `process_*` metrics, which `etcdctl check datascale` reads. Anyone who reaches the port may
 //! connect, so the listeners have their own budget (`conn::Limits::metrics`:
 //! 16 connections, closed after at most 10 s without a request), apart
 //! from the client port's and storage's descriptors.
@@ -110,6 +112,20 @@ fn render(node: &Node) -> String {
     String::from_utf8_lossy(&buf).into_owned()
 }
 
+/// The `/metrics` answer, on the metrics listeners and (gated, as etcd
+/// serves it there) on the client port.
+pub fn response(node: &Node) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        render(node),
+    )
+        .into_response()
+}
+
 /// etcd's `/health`: healthy when this member has a leader, no alarm is
 /// raised and its storage has not failed.
 pub fn health(node: &Node) -> (StatusCode, String) {
@@ -139,18 +155,7 @@ pub fn spawn(listeners: Vec<TcpListener>, node: Arc<Node>, adm: &Arc<Admission>)
     for l in listeners {
         let (n1, n2) = (node.clone(), node.clone());
         let app = axum::Router::new()
-            .route(
-                "/metrics",
-                get(move || async move {
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4",
-                        )],
-                        render(&n1),
-                    )
-                }),
-            )
+            .route("/metrics", get(move || async move { response(&n1) }))
             .route(
                 "/health",
                 get(move || async move {

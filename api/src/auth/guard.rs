@@ -133,6 +133,11 @@ impl Who {
         }
     }
 
+    /// A client without a certificate (`--client-cert-auth=false`).
+    pub fn anonymous(&self) -> bool {
+        self.caller.role == Role::Anonymous
+    }
+
     pub fn is_admin(&self) -> bool {
         match &self.user {
             None => true,

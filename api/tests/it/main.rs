@@ -17,6 +17,7 @@ mod canary;
 mod cluster_ops;
 mod docker;
 mod docker_table;
+mod etcd_fidelity;
 mod etcdctl;
 mod faults;
 mod floods;
