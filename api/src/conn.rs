@@ -441,13 +441,13 @@ impl Admission {
     }
 
     /// Charges `slot` to the identity of `role`; refuses when that
-    /// identity holds its share already. Unauthenticated connections have
-    /// no identity and count only against the total. On a members-only
+    /// identity holds its share already. Unauthenticated and anonymous
+    /// connections have no identity and count only against the total. On a members-only
     /// listener another role's certificate gets the refusing lane, or
     /// nothing when the lane is full.
     pub fn bind(&self, slot: &mut Slot, role: &Role, remote: Option<SocketAddr>) -> bool {
         match role {
-            Role::Unauthenticated => return true,
+            Role::Unauthenticated | Role::Anonymous => return true,
             Role::Member(_) => {}
             _ if self.limits.members_only => return self.bind_refusing(slot, role, remote),
             _ => {}

@@ -18,21 +18,10 @@ use tonic::transport::Channel;
 /// Writers at once: each keeps one put in flight.
 const WRITERS: usize = 8;
 
-pub fn etcdctl35() -> std::path::PathBuf {
-    let p = std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default())
-        .join(".cache/secretd-etcd-3.5.1/etcdctl");
-    assert!(
-        p.exists(),
-        "{} is missing: scripts/deps.sh --test fetches etcd 3.5.1's etcdctl",
-        p.display()
-    );
-    p
-}
-
 /// etcdctl 3.5.1 against every member of `c`, optionally as `user`
 /// (`name:password`): (success, stdout and stderr).
 fn ctl(c: &Cluster, user: Option<&str>, args: &[&str]) -> (bool, String) {
-    let mut cmd = std::process::Command::new(etcdctl35());
+    let mut cmd = std::process::Command::new(crate::common::etcd35_bin("etcdctl"));
     cmd.env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={}", c.endpoints()))
         .args(["--command-timeout=10s", "--dial-timeout=5s"]);

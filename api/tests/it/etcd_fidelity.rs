@@ -8,7 +8,6 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::auth_races::etcdctl35;
 use crate::common::{secretd_bin, Cluster};
 use secretd_client::pb::etcdserverpb as pb;
 use tonic::Code;
@@ -16,7 +15,7 @@ use tonic::Code;
 /// etcdctl 3.5.1 with `args` against `endpoints` (plain): (success,
 /// stdout and stderr).
 fn ctl(endpoints: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new(etcdctl35())
+    let out = Command::new(crate::common::etcd35_bin("etcdctl"))
         .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={endpoints}"))
         .args(["--command-timeout=30s", "--dial-timeout=5s"])

@@ -209,13 +209,7 @@ async fn per_endpoint_commands_work_with_scheme_and_bare_endpoints() {
     }
     assert!(h2.iter().all(|x| *x == h2[0]), "{h2:?}");
     assert_ne!(h2[0].0, h[0].0);
-    let etcd35 = std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default())
-        .join(".cache/secretd-etcd-3.5.1/etcdctl");
-    assert!(
-        etcd35.exists(),
-        "{} is missing: scripts/deps.sh --test fetches etcd 3.5.1's etcdctl",
-        etcd35.display()
-    );
+    let etcd35 = crate::common::etcd35_bin("etcdctl");
     for bin in [etcdctl_bin(), etcd35] {
         for form in ["http://", ""] {
             let eps: Vec<String> = (0..3).map(|i| format!("{form}{}", c.endpoint(i))).collect();
@@ -380,13 +374,7 @@ async fn json_gateway_answers_as_etcd_does() {
 /// 3.5 fills and leaves out must match too.
 #[tokio::test(flavor = "multi_thread")]
 async fn json_gateway_answers_as_etcd_3_5_does() {
-    let etcd_bin = std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default())
-        .join(".cache/secretd-etcd-3.5.1/etcd");
-    assert!(
-        etcd_bin.exists(),
-        "{} is missing: scripts/deps.sh --test fetches etcd 3.5.1",
-        etcd_bin.display()
-    );
+    let etcd_bin = crate::common::etcd35_bin("etcd");
     gateway_side_by_side(&etcd_bin, true).await;
 }
 
@@ -1459,13 +1447,7 @@ fn gateway_as(
 async fn etcd_auth_with_etcdctl_3_4_and_3_5() {
     let mut c = Cluster::start_tls(3, &["--bcrypt-cost", "4", "--auth-token-ttl", "3"]);
     c.wait_leader(Duration::from_secs(20)).await;
-    let etcd35 = std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default())
-        .join(".cache/secretd-etcd-3.5.1/etcdctl");
-    assert!(
-        etcd35.exists(),
-        "{} is missing: scripts/deps.sh --test fetches etcd 3.5.1's etcdctl",
-        etcd35.display()
-    );
+    let etcd35 = crate::common::etcd35_bin("etcdctl");
     let bins = [etcdctl_bin(), etcd35.clone()];
     let all = [0, 1, 2];
     let ok = |bin: &std::path::Path, user: Option<&str>, args: &[&str]| {

@@ -230,6 +230,7 @@ fn passwords_tokens_and_the_fence() {
         Op::TokenIssue(AuthTokenIssue {
             name: "root".into(),
             token_sha256: tokens::hash(t).to_vec(),
+            password_sha256: Vec::new(),
         })
     };
     assert_eq!(h.err(issue("t0")), AuthError::AuthNotEnabled);
@@ -263,6 +264,23 @@ fn passwords_tokens_and_the_fence() {
     );
     let hash = h.auth.state().password_hash("root").unwrap().to_vec();
     assert!(verify_password("new", &hash) && !verify_password("secret", &hash));
+    // A token names the password hash it was checked against: other auth
+    // changes in between do not refuse it, a password change does.
+    let issue_checked = |t: &str, checked: &[u8]| {
+        Op::TokenIssue(AuthTokenIssue {
+            name: "root".into(),
+            token_sha256: tokens::hash(t).to_vec(),
+            password_sha256: password_digest(checked).to_vec(),
+        })
+    };
+    h.apply(role_add("unrelated")).unwrap();
+    h.apply(issue_checked("t4", &hash)).unwrap();
+    assert_eq!(h.auth.token_user("t4").as_deref(), Ok("root"));
+    assert_eq!(
+        h.err(issue_checked("t5", b"the hash before the change")),
+        AuthError::AuthFailed
+    );
+    assert_eq!(h.auth.token_user("t5"), Err(AuthError::InvalidAuthToken));
     // A token is forgotten on disable; the state survives a reload.
     h.apply(issue("t3")).unwrap();
     h.apply(Op::Disable(AuthDisableRequest {})).unwrap();
