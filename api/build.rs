@@ -5,6 +5,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = "../proto";
     let files = [
         "etcd/etcdserverpb/rpc.proto",
+        "etcd/v3lockpb/v3lock.proto",
+        "etcd/v3electionpb/v3election.proto",
         "secretd/raft.proto",
         "secretd/records.proto",
         "secretstore/v1/secretstore.proto",
@@ -16,6 +18,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .extern_path(".mvccpb", "::secretd_store::pb::mvccpb")
         .extern_path(".authpb", "::secretd_store::pb::authpb")
         .extern_path(".etcdserverpb", "::secretd_store::pb::etcdserverpb")
+        .extern_path(".v3lockpb", "::secretd_store::pb::v3lockpb")
+        .extern_path(".v3electionpb", "::secretd_store::pb::v3electionpb")
         .extern_path(".secretd.records.v1", "::secretd_secrets::pb::records")
         .extern_path(".secretstore.v1", "::secretd_secrets::pb::secretstore")
         // Raft messages decode as slices of the received buffer: entry

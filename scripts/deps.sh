@@ -3,6 +3,8 @@
 #   librocksdb-dev  RocksDB 7.8.3, linked instead of compiling its C++ (see ARCHITECTURE.md)
 #   libclang-dev    bindgen (librocksdb-sys) needs it
 #   make            jemalloc's build (tikv-jemalloc-sys runs configure and make)
+#   protobuf-compiler  protoc, for the build of the tests' `etcd-client` (the
+#                   Rust etcd client they run; secretd's own protos need none)
 #   etcd-client     the real etcdctl, which the integration tests drive
 #   etcd-server     the real etcd 3.4, which the JSON gateway test compares against
 #   patroni, postgresql  a real orchestrator on the JSON gateway (the Patroni failover test)
@@ -17,6 +19,7 @@ need=()
 dpkg -s librocksdb-dev >/dev/null 2>&1 || need+=(librocksdb-dev)
 dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
 command -v make >/dev/null 2>&1 || need+=(make)
+command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 if [ "${1:-}" = "--test" ]; then
   command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
   dpkg -s etcd-server >/dev/null 2>&1 || need+=(etcd-server)

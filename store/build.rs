@@ -7,6 +7,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "etcd/mvccpb/kv.proto",
         "etcd/authpb/auth.proto",
         "etcd/etcdserverpb/rpc.proto",
+        "etcd/v3lockpb/v3lock.proto",
+        "etcd/v3electionpb/v3election.proto",
         "secretd/internal.proto",
     ];
     for f in &files {
@@ -20,6 +22,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     pbjson_build::Builder::new()
         .register_descriptors(&descriptors)?
         .preserve_proto_field_names()
-        .build(&[".etcdserverpb", ".mvccpb", ".authpb"])?;
+        .build(&[
+            ".etcdserverpb",
+            ".mvccpb",
+            ".authpb",
+            ".v3lockpb",
+            ".v3electionpb",
+        ])?;
     Ok(())
 }

@@ -3,9 +3,16 @@
 //! asked (role from the certificate, and address), what (action, object
 //! and version), when, and the outcome. It never holds a plaintext or a key:
 //! callers pass only names, IDs and versions.
+//!
+//! Its size has a budget (`--audit-log-max-bytes`): past half of it the
+//! file moves to `FILE.1` and a new one begins, so the two stay under the
+//! budget and audit volume can never fill the disk and stop the member
+//! (D18). Each such rotation is logged loudly and counted
+//! (`secretd_audit_log_rotations_total`): a member rotating often is being
+//! flooded, or keeps more history than its budget allows.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use parking_lot::Mutex;
@@ -13,18 +20,76 @@ use tonic::{Request, Status};
 
 use crate::identity::{Caller, Role};
 
-static LOG: OnceLock<Mutex<std::fs::File>> = OnceLock::new();
+static LOG: OnceLock<Mutex<AuditFile>> = OnceLock::new();
 
-/// Opens (appends to) the audit log, mode 0600.
-pub fn open(path: &Path) -> anyhow::Result<()> {
+static ROTATIONS: std::sync::LazyLock<prometheus::IntCounter> = std::sync::LazyLock::new(|| {
+    prometheus::register_int_counter!(
+        "secretd_audit_log_rotations_total",
+        "Times the audit log reached half its byte budget and moved to FILE.1."
+    )
+    .expect("metric registered once")
+});
+
+/// The open audit file, its size, and its budget.
+pub struct AuditFile {
+    path: PathBuf,
+    file: std::fs::File,
+    bytes: u64,
+    max_bytes: u64,
+}
+
+impl AuditFile {
+    /// Opens (appends to) the audit log, mode 0600.
+    pub fn open(path: &Path, max_bytes: u64) -> anyhow::Result<AuditFile> {
+        let file = open_file(path)?;
+        let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Ok(AuditFile {
+            path: path.to_path_buf(),
+            file,
+            bytes,
+            max_bytes,
+        })
+    }
+
+    /// Appends a line, moving the file to `FILE.1` first if the line
+    /// would take it past half the budget.
+    pub fn write(&mut self, line: &[u8]) -> std::io::Result<()> {
+        let len = line.len() as u64;
+        if self.bytes > 0 && self.bytes + len > self.max_bytes / 2 {
+            let old = self.path.with_extension(match self.path.extension() {
+                Some(e) => format!("{}.1", e.to_string_lossy()),
+                None => "1".into(),
+            });
+            std::fs::rename(&self.path, &old)?;
+            self.file = open_file(&self.path).map_err(std::io::Error::other)?;
+            self.bytes = 0;
+            ROTATIONS.inc();
+            tracing::warn!(
+                file = %self.path.display(),
+                kept = %old.display(),
+                max_bytes = self.max_bytes,
+                "the audit log reached half its budget and was moved aside; the one before it is gone"
+            );
+        }
+        self.file.write_all(line)?;
+        self.bytes += len;
+        Ok(())
+    }
+}
+
+fn open_file(path: &Path) -> anyhow::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
         .open(path)
-        .map_err(|e| anyhow::anyhow!("--audit-log {}: {e}", path.display()))?;
-    let _ = LOG.set(Mutex::new(f));
+        .map_err(|e| anyhow::anyhow!("--audit-log {}: {e}", path.display()))
+}
+
+/// Opens the member's audit log.
+pub fn open(path: &Path, max_bytes: u64) -> anyhow::Result<()> {
+    let _ = LOG.set(Mutex::new(AuditFile::open(path, max_bytes)?));
     Ok(())
 }
 
@@ -51,6 +116,18 @@ pub fn who_of(c: &Caller) -> (String, String) {
 /// A request the role matrix refused, before any service saw it.
 pub fn denied(c: &Caller, rpc: &str, status: &Status) {
     record::<()>(&who_of(c), "denied", rpc, None, &Err(status.clone()));
+}
+
+/// `count` more refusals like `denied`'s, not written one by one
+/// (`refusals`).
+pub fn denied_many(c: &Caller, rpc: &str, status: &Status, count: u64) {
+    record::<()>(
+        &who_of(c),
+        &format!("denied x{count}"),
+        rpc,
+        None,
+        &Err(status.clone()),
+    );
 }
 
 /// Writes one line. A failing audit log is reported in the member's log;
@@ -95,7 +172,34 @@ pub fn record<T>(
     }
     let mut text = serde_json::Value::Object(line).to_string();
     text.push('\n');
-    if let Err(e) = log.lock().write_all(text.as_bytes()) {
+    if let Err(e) = log.lock().write(text.as_bytes()) {
         tracing::error!(error = %e, "cannot write the audit log");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whatever is written, the file and the one moved aside stay within
+    /// the budget, and the newest lines are in the file.
+    #[test]
+    fn the_audit_log_keeps_to_its_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let mut f = AuditFile::open(&path, 64 * 1024).unwrap();
+        for i in 0..10_000 {
+            f.write(format!("{{\"line\":{i:08}}}\n").as_bytes())
+                .unwrap();
+        }
+        let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        let old = dir.path().join("audit.log.1");
+        assert!(size(&path) + size(&old) <= 64 * 1024);
+        assert!(size(&old) > 0, "moved aside");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.ends_with("{\"line\":00009999}\n"));
+        // Reopened, it knows its size.
+        let f = AuditFile::open(&path, 64 * 1024).unwrap();
+        assert_eq!(f.bytes, size(&path));
     }
 }

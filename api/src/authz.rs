@@ -74,6 +74,13 @@ pub const MATRIX: &[(&str, Access)] = &[
     ("/etcdserverpb.Auth/RoleDelete", Access::Etcd),
     ("/etcdserverpb.Auth/RoleGrantPermission", Access::Etcd),
     ("/etcdserverpb.Auth/RoleRevokePermission", Access::Etcd),
+    ("/v3lockpb.Lock/Lock", Access::Etcd),
+    ("/v3lockpb.Lock/Unlock", Access::Etcd),
+    ("/v3electionpb.Election/Campaign", Access::Etcd),
+    ("/v3electionpb.Election/Proclaim", Access::Etcd),
+    ("/v3electionpb.Election/Leader", Access::Etcd),
+    ("/v3electionpb.Election/Observe", Access::Etcd),
+    ("/v3electionpb.Election/Resign", Access::Etcd),
     ("/secretstore.v1.Secrets/Create", Access::Admin),
     ("/secretstore.v1.Secrets/Inspect", Access::Admin),
     ("/secretstore.v1.Secrets/List", Access::Admin),
@@ -108,7 +115,8 @@ pub const HTTP_PATHS: &[(&str, Access)] = &[("/metrics", Access::Etcd)];
 
 /// etcd's JSON gateway: each route (under every prefix of
 /// `GATEWAY_PREFIXES`) and the RPC it calls, which decides who may use it.
-/// Paths are etcd 3.4's, additional bindings included.
+/// Paths are etcd 3.4's, additional bindings included, and etcd 3.5's
+/// for Lock and Election.
 pub const GATEWAY: &[(&str, &str)] = &[
     ("kv/range", "/etcdserverpb.KV/Range"),
     ("kv/put", "/etcdserverpb.KV/Put"),
@@ -174,6 +182,14 @@ pub const GATEWAY: &[(&str, &str)] = &[
         "auth/role/revoke",
         "/etcdserverpb.Auth/RoleRevokePermission",
     ),
+    // etcd 3.5's lock and election gateways (their protos' annotations).
+    ("lock/lock", "/v3lockpb.Lock/Lock"),
+    ("lock/unlock", "/v3lockpb.Lock/Unlock"),
+    ("election/campaign", "/v3electionpb.Election/Campaign"),
+    ("election/proclaim", "/v3electionpb.Election/Proclaim"),
+    ("election/leader", "/v3electionpb.Election/Leader"),
+    ("election/observe", "/v3electionpb.Election/Observe"),
+    ("election/resign", "/v3electionpb.Election/Resign"),
 ];
 
 /// etcd 3.4 serves its gateway under both.

@@ -17,7 +17,8 @@ use crate::urls;
 
 pub struct ClusterService {
     pub node: Arc<Node>,
-    /// The keyring: a removal must leave every live KEK on a quorum.
+    /// The keyring: a removal must leave every live KEK on a quorum, and an
+    /// added member starts with no record of holding one.
     pub keys: Arc<secretd_secrets::keys::Keys>,
 }
 
@@ -50,6 +51,15 @@ impl Cluster for ClusterService {
         Who::of(&self.node, &req).await?.admin()?;
         let r = req.into_inner();
         check_urls(&r.peer_ur_ls)?;
+        // A member added where a former one was has its id: that one's
+        // records of holding KEKs must not count the new, empty keyring.
+        let id = self.node.member_id_for(&r.peer_ur_ls).map_err(status)?;
+        if !self.node.members().iter().any(|m| m.id == id) {
+            self.keys
+                .forget_member(id)
+                .await
+                .map_err(crate::objects::status)?;
+        }
         self.node
             .member_add(r.peer_ur_ls, r.is_learner)
             .await

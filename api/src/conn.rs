@@ -884,7 +884,6 @@ where
             return Box::pin(refuse(req.into_body(), resp));
         }
         if let Decision::Deny(why) = decision {
-            tracing::warn!(remote = ?info.remote, role = %info.role, rpc = %path, "refused a request: wrong role");
             let caller = Caller {
                 role: info.role.clone(),
                 remote: info.remote,
@@ -892,7 +891,7 @@ where
                 token: None,
             };
             let status = Status::permission_denied(why);
-            crate::audit::denied(&caller, &path, &status);
+            crate::refusals::refused(&caller, &path, &status);
             // Gateway routes and plain HTTP paths get an HTTP refusal.
             let http = rpc != path || authz::HTTP_PATHS.iter().any(|(p, _)| *p == path);
             let resp = if http {

@@ -7,18 +7,22 @@ pub mod auth;
 pub mod authz;
 pub mod cluster;
 pub mod compactor;
+pub mod concurrency;
 pub mod conn;
 pub mod datadir;
+pub mod election;
 pub mod errors;
 pub mod gateway;
 pub mod identity;
 pub mod kv;
 pub mod lease;
+pub mod lock;
 pub mod maintenance;
 pub mod metrics;
 pub mod objects;
 pub mod peer;
 pub mod peer_raw;
+pub mod refusals;
 pub mod reserved;
 pub mod server;
 pub mod tls;
@@ -35,6 +39,14 @@ pub mod pb {
     pub mod etcdserverpb {
         pub use secretd_store::pb::etcdserverpb::*;
         include!(concat!(env!("OUT_DIR"), "/etcdserverpb.rs"));
+    }
+    pub mod v3lockpb {
+        pub use secretd_store::pb::v3lockpb::*;
+        include!(concat!(env!("OUT_DIR"), "/v3lockpb.rs"));
+    }
+    pub mod v3electionpb {
+        pub use secretd_store::pb::v3electionpb::*;
+        include!(concat!(env!("OUT_DIR"), "/v3electionpb.rs"));
     }
     pub mod raftpb {
         include!(concat!(env!("OUT_DIR"), "/secretd.raft.v1.rs"));

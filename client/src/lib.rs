@@ -20,6 +20,12 @@ pub mod pb {
     pub mod etcdserverpb {
         tonic::include_proto!("etcdserverpb");
     }
+    pub mod v3lockpb {
+        tonic::include_proto!("v3lockpb");
+    }
+    pub mod v3electionpb {
+        tonic::include_proto!("v3electionpb");
+    }
     pub mod secretstore {
         tonic::include_proto!("secretstore.v1");
     }

@@ -45,8 +45,9 @@ enum Command {
     /// One run: N secretd members in network namespaces, clients, faults,
     /// checks. Exit status: 0 valid, 1 anomaly, 2 unknown or error.
     Test(TestArgs),
-    /// Runs many seeds across nemesis and workload combinations and prints
-    /// a summary table. Exit status as for `test`, for the worst run.
+    /// Runs many seeds (seed, seed+1, ...) spread over the nemeses (each
+    /// alone, then all together) and the workloads, and prints a summary
+    /// table. Exit status as for `test`, for the worst run.
     Campaign {
         #[command(flatten)]
         args: TestArgs,
@@ -83,8 +84,9 @@ struct TestArgs {
     /// Seconds of workload and faults.
     #[arg(long, default_value_t = 60)]
     time_limit: u64,
-    /// partition,kill,pause,clock,member,disk or all (campaign: the set to
-    /// draw combinations from).
+    /// Comma-separated, in any order: partition, kill, pause, clock,
+    /// member, disk, keys, or all (campaign: the set to spread its runs
+    /// over: each nemesis alone, then all of them together).
     #[arg(long, default_value = "partition,kill")]
     nemesis: String,
     /// register, append, watch or secrets (campaign: all of them unless given).
@@ -97,7 +99,9 @@ struct TestArgs {
     /// Concurrent client processes.
     #[arg(long, default_value_t = 10)]
     concurrency: usize,
-    /// Where runs are written (a folder per run).
+    /// Where runs are written: a folder per run,
+    /// <workload>-<nemeses joined by + in the order above>-<seed>, with .2,
+    /// .3, ... added when that folder holds an earlier run.
     #[arg(long, default_value = "jepsen-runs")]
     out: PathBuf,
     /// The secretd binary (default: `secretd` next to this binary).
@@ -129,13 +133,10 @@ fn config(
             .and_then(|p| p.parent().map(|d| d.join("secretd")))
             .unwrap_or_else(|| PathBuf::from("secretd"))
     });
-    let names: Vec<&str> = nemesis.iter().map(|k| k.name()).collect();
     harness::Config {
         nodes: a.nodes,
         time_limit_ms: a.time_limit * 1000,
-        out: a
-            .out
-            .join(format!("{}-{}-{seed}", w.name(), names.join("+"))),
+        out: run_dir(&a.out, w, &nemesis, seed),
         nemesis,
         workload: w,
         seed,
@@ -145,6 +146,39 @@ fn config(
         recovery_bound_ms: 30_000,
         quiet: false,
     }
+}
+
+/// `<workload>-<nemeses>-<seed>` under `out`: the nemeses in their fixed
+/// order (as `parse_list` gives them), so one set has one name. An earlier
+/// run of the same seed is kept (its data may be what a bug report needs)
+/// and this one gets the first free `.2`, `.3`, ...
+fn run_dir(
+    out: &std::path::Path,
+    w: harness::Workload,
+    nemesis: &[harness::nemesis::Kind],
+    seed: u64,
+) -> PathBuf {
+    let names: Vec<&str> = nemesis.iter().map(|k| k.name()).collect();
+    let base = format!("{}-{}-{seed}", w.name(), names.join("+"));
+    let mut dir = out.join(&base);
+    let mut copy = 1;
+    while dir.exists() {
+        copy += 1;
+        dir = out.join(format!("{base}.{copy}"));
+    }
+    dir
+}
+
+/// Run `i` of a campaign over `combos` and `workloads`: the nemesis
+/// combination turns fastest (each nemesis alone comes first, so a
+/// campaign of as many runs as nemeses meets every one), and each block of
+/// combinations shifts the workloads by one, so every (combination,
+/// workload) pair comes once in `combos * workloads` runs.
+fn campaign_slot(i: usize, combos: usize, workloads: usize) -> (usize, usize) {
+    let k = i % (combos * workloads);
+    let combo = k % combos;
+    let workload = (combo + k / combos) % workloads;
+    (combo, workload)
 }
 
 fn status_of(r: &harness::RunResult) -> &'static str {
@@ -178,6 +212,9 @@ fn print_result(r: &harness::RunResult) {
     }
     for c in &r.crashes {
         println!("  crash: {c}");
+    }
+    for u in &r.unhealed {
+        println!("  NOT HEALED (the verdict is unknown at best): {u}");
     }
     match r.recovery_ms {
         Some(ms) => println!("  recovered {ms} ms after the final heal"),
@@ -235,8 +272,8 @@ fn campaign(a: &TestArgs, runs: u64) -> Result<u8, String> {
         if harness::interrupted() {
             break;
         }
-        let w = workloads[(i as usize) % workloads.len()];
-        let combo = combos[(i as usize / workloads.len()) % combos.len()].clone();
+        let (c, wi) = campaign_slot(i as usize, combos.len(), workloads.len());
+        let (w, combo) = (workloads[wi], combos[c].clone());
         let seed = base + i;
         let names: Vec<&str> = combo.iter().map(|k| k.name()).collect();
         println!(
@@ -249,17 +286,18 @@ fn campaign(a: &TestArgs, runs: u64) -> Result<u8, String> {
             Ok(r) => {
                 print_result(&r);
                 worst = worst.max(exit_for(r.valid()));
-                (
-                    status_of(&r).to_string(),
-                    format!(
-                        "ok {} unknown {} recovery {}",
-                        r.ok,
-                        r.info,
-                        r.recovery_ms
-                            .map(|m| format!("{m} ms"))
-                            .unwrap_or_else(|| "none".into())
-                    ),
-                )
+                let mut detail = format!(
+                    "ok {} unknown {} recovery {}",
+                    r.ok,
+                    r.info,
+                    r.recovery_ms
+                        .map(|m| format!("{m} ms"))
+                        .unwrap_or_else(|| "none".into())
+                );
+                if !r.unhealed.is_empty() {
+                    detail += &format!(" · not healed: {}", r.unhealed.join("; "));
+                }
+                (status_of(&r).to_string(), detail)
             }
             Err(e) => {
                 worst = worst.max(2);
@@ -400,4 +438,76 @@ fn main() -> ExitCode {
     } else {
         0
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+    use harness::nemesis::Kind;
+    use std::collections::BTreeSet;
+
+    fn help(sub: &str) -> String {
+        let mut cmd = Cli::command();
+        cmd.build();
+        cmd.find_subcommand_mut(sub)
+            .unwrap_or_else(|| panic!("no subcommand {sub}"))
+            .render_long_help()
+            .to_string()
+    }
+
+    #[test]
+    fn help_names_every_nemesis() {
+        for sub in ["test", "campaign"] {
+            let text = help(sub);
+            for k in Kind::ALL {
+                assert!(
+                    text.contains(k.name()),
+                    "{sub} --help omits {}:\n{text}",
+                    k.name()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_short_campaign_meets_every_nemesis_and_then_every_pairing() {
+        let kinds = Kind::parse_list("all").unwrap();
+        // Each nemesis alone, then all together.
+        let combos = kinds.len() + 1;
+        let workloads = harness::Workload::ALL.len();
+        let first: BTreeSet<usize> = (0..kinds.len())
+            .map(|i| campaign_slot(i, combos, workloads).0)
+            .collect();
+        assert_eq!(
+            first,
+            (0..kinds.len()).collect(),
+            "the first runs are each nemesis alone"
+        );
+        let pairs: BTreeSet<(usize, usize)> = (0..combos * workloads)
+            .map(|i| campaign_slot(i, combos, workloads))
+            .collect();
+        assert_eq!(pairs.len(), combos * workloads);
+        // A single nemesis still meets every workload.
+        let pairs: BTreeSet<(usize, usize)> = (0..workloads)
+            .map(|i| campaign_slot(i, 1, workloads))
+            .collect();
+        assert_eq!(pairs.len(), workloads);
+    }
+
+    #[test]
+    fn a_run_folder_names_the_nemesis_set_in_a_fixed_order_and_keeps_earlier_runs() {
+        let dir = std::env::temp_dir().join(format!("jepsen-run-dir-{}", std::process::id()));
+        let kinds = Kind::parse_list("keys,kill,partition").unwrap();
+        assert_eq!(
+            kinds,
+            Kind::parse_list("partition, kill,keys,kill").unwrap()
+        );
+        let first = run_dir(&dir, harness::Workload::Secrets, &kinds, 88101);
+        assert_eq!(first, dir.join("secrets-partition+kill+keys-88101"));
+        std::fs::create_dir_all(&first).unwrap();
+        let second = run_dir(&dir, harness::Workload::Secrets, &kinds, 88101);
+        assert_eq!(second, dir.join("secrets-partition+kill+keys-88101.2"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -244,6 +244,41 @@ mod tests {
         }
     }
 
+    /// A failure line's trace hash must match the one its `--trace`
+    /// reproduction prints: recording every event changes no hash (it did
+    /// when the clients' detail lines were hashed as notes).
+    #[test]
+    fn recording_every_event_keeps_the_trace_hash() {
+        for seed in [1, 1790] {
+            let opts = Options {
+                duration_ms: 4_000,
+                ..Options::default()
+            };
+            let plain = run(seed, &opts);
+            let traced = run(
+                seed,
+                &Options {
+                    record: true,
+                    ..opts.clone()
+                },
+            );
+            assert!(plain.ops > 0, "seed {seed} ran no operation");
+            assert!(traced
+                .all_events
+                .as_ref()
+                .is_some_and(|a| a.len() as u64 > plain.ops as u64));
+            assert_eq!(
+                format!("{:016x}", plain.trace_hash),
+                format!("{:016x}", traced.trace_hash),
+                "seed {seed}: --trace changed the hash"
+            );
+            assert_eq!(
+                plain.notes, traced.notes,
+                "seed {seed}: --trace changed the notes"
+            );
+        }
+    }
+
     /// CI's share of the simulation: 1,000 seeds (600 of three members,
     /// 400 of five), each with a full fault plan.
     #[test]

@@ -14,7 +14,8 @@ use secretd_store::planted::{self, Bug};
 #[command(
     name = "sim",
     about = "Deterministic simulation of a secretd cluster: one seed decides everything. \
-             Exit status: 0 every seed passed, 1 a seed failed, 2 bad usage."
+             Exit status: 0 no seed failed, 1 a seed failed, 2 bad usage. Seeds whose \
+             history the checker could not decide in time are counted as unknown."
 )]
 struct Args {
     /// The first seed.
@@ -100,11 +101,11 @@ fn main() -> ExitCode {
         ..Options::default()
     };
     let t0 = Instant::now();
-    let (ran, failures) = run_all(&args, &opts);
+    let (ran, unknown, failures) = run_all(&args, &opts);
     let wall = t0.elapsed();
     let failed = failures.lock().expect("results lock");
     println!(
-        "sim: {ran} seeds from {}: {} failed; {:.1} s wall, {:.1} seeds/s",
+        "sim: {ran} seeds from {}: {} failed, {unknown} unknown; {:.1} s wall, {:.1} seeds/s",
         args.seed,
         failed.len(),
         wall.as_secs_f64(),
@@ -120,11 +121,13 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs the seeds on `--jobs` threads; returns how many ran, and the
-/// failing ones.
-fn run_all(args: &Args, opts: &Options) -> (u64, Mutex<Vec<Report>>) {
+/// Runs the seeds on `--jobs` threads; returns how many ran, how many the
+/// checker could not decide (they passed nothing: the summary says so),
+/// and the failing ones.
+fn run_all(args: &Args, opts: &Options) -> (u64, u64, Mutex<Vec<Report>>) {
     let next = AtomicU64::new(0);
     let ran = AtomicU64::new(0);
+    let unknown = AtomicU64::new(0);
     let failures = Mutex::new(Vec::new());
     let stop = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|s| {
@@ -137,6 +140,9 @@ fn run_all(args: &Args, opts: &Options) -> (u64, Mutex<Vec<Report>>) {
                 let r = secretd_sim::run(args.seed + i, opts);
                 ran.fetch_add(1, Ordering::Relaxed);
                 print_line(&r, args.seeds == 1);
+                if undecided(&r) {
+                    unknown.fetch_add(1, Ordering::Relaxed);
+                }
                 if r.failed() {
                     if args.stop_at_failure {
                         stop.store(true, Ordering::Relaxed);
@@ -146,18 +152,24 @@ fn run_all(args: &Args, opts: &Options) -> (u64, Mutex<Vec<Report>>) {
             });
         }
     });
-    (ran.into_inner(), failures)
+    (ran.into_inner(), unknown.into_inner(), failures)
+}
+
+/// Passed every invariant, but the linearizability search ran out of time.
+fn undecided(r: &Report) -> bool {
+    !r.failed() && matches!(r.verdict, secretd_jepsen::check::Verdict::Unknown)
 }
 
 fn print_line(r: &Report, full: bool) {
     let status = if r.failed() {
         "FAILED"
-    } else if matches!(r.verdict, secretd_jepsen::check::Verdict::Unknown) {
+    } else if undecided(r) {
         "unknown"
     } else {
         "ok"
     };
-    if full || r.failed() {
+    // An undecided seed gets its line too: a batch otherwise hides it.
+    if full || r.failed() || undecided(r) {
         println!(
             "seed {}: {status}: trace {:016x}, {} events, {} ops, {} faults, {:.2} s",
             r.seed,
@@ -225,4 +237,33 @@ fn report_failure(args: &Args, opts: &Options, r: &Report) {
         args.clients,
         keep_s
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secretd_jepsen::check::Verdict;
+
+    fn report(violations: Vec<String>, verdict: Verdict) -> Report {
+        Report {
+            seed: 1,
+            trace_hash: 0,
+            events: 0,
+            ops: 0,
+            faults: Vec::new(),
+            violations,
+            verdict,
+            notes: Vec::new(),
+            all_events: None,
+            wall: std::time::Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn a_seed_the_checker_could_not_decide_is_counted_as_unknown() {
+        assert!(undecided(&report(Vec::new(), Verdict::Unknown)));
+        assert!(!undecided(&report(Vec::new(), Verdict::Linearizable)));
+        // A violation is a failure (its verdict is not searched).
+        assert!(!undecided(&report(vec!["x".into()], Verdict::Unknown)));
+    }
 }

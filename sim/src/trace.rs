@@ -1,7 +1,9 @@
 //! What happened in a run. Every event is folded into a 64-bit hash (the
 //! same seed must give the same hash, bit for bit); notable events (faults,
 //! crashes, elections, timeouts) are kept as lines for the report; with
-//! `--trace` every event is kept.
+//! `--trace` every event is kept, and so are details only `--trace` prints.
+//! Recording never changes the hash: a failure's hash must match the one
+//! its `--trace` reproduction prints.
 
 /// FNV-1a over the events' fields.
 pub struct Trace {
@@ -53,6 +55,15 @@ impl Trace {
             self.notes.remove(0);
         }
         self.notes.push(line);
+    }
+
+    /// A line only `--trace` shows. Not hashed and not a note: it exists
+    /// only when recording, so hashing it would make a recorded run's hash
+    /// differ from the same seed's unrecorded one.
+    pub fn detail(&mut self, now_ms: u64, what: String) {
+        if let Some(all) = &mut self.all {
+            all.push(format!("{now_ms:>7} ms  {what}"));
+        }
     }
 
     /// Whether every event is kept (`--trace`): worth formatting details.

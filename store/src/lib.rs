@@ -31,6 +31,10 @@ pub mod watch;
 #[cfg(test)]
 mod mem_cluster_tests;
 
+/// Structured fuzzing of the store's decoders, a fixed number of cases.
+#[cfg(test)]
+mod fuzz_tests;
+
 pub use error::{Result, StoreError};
 
 /// Generated wire types: etcd's messages and secretd's raft-log entry.
@@ -47,6 +51,14 @@ pub mod pb {
     pub mod etcdserverpb {
         include!(concat!(env!("OUT_DIR"), "/etcdserverpb.rs"));
         include!(concat!(env!("OUT_DIR"), "/etcdserverpb.serde.rs"));
+    }
+    pub mod v3lockpb {
+        include!(concat!(env!("OUT_DIR"), "/v3lockpb.rs"));
+        include!(concat!(env!("OUT_DIR"), "/v3lockpb.serde.rs"));
+    }
+    pub mod v3electionpb {
+        include!(concat!(env!("OUT_DIR"), "/v3electionpb.rs"));
+        include!(concat!(env!("OUT_DIR"), "/v3electionpb.serde.rs"));
     }
     pub mod secretd {
         pub mod internal {

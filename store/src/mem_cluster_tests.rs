@@ -417,3 +417,147 @@ async fn an_entry_apply_cannot_decode_is_refused_on_every_member() {
         assert!(c.nodes[i].status().fatal.is_none(), "member {i} stopped");
     }
 }
+
+/// Opens member `cfg` again once the stopped one has let go of its
+/// database (its last tasks drop their handles within moments).
+fn reopen(cfg: &NodeConfig) -> Result<crate::node::Opened, StoreError> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match Node::open(cfg.clone()) {
+            Err(StoreError::Storage(m)) if m.contains("lock") && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Waits until member `node` leads.
+async fn leads(node: &Node, within: Duration) {
+    let deadline = Instant::now() + within;
+    while !node.status().is_leader {
+        assert!(Instant::now() < deadline, "never led: {:?}", node.status());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `--force-new-cluster` in the store: 3 members commit writes and stop
+/// for good; the survivor's log also holds entries past its commit index
+/// (a lost leader's last appends). Forced, it discards them, keeps every
+/// write it committed, is the only member in raft's configuration and the
+/// registry, leads at once with the same cluster id, and takes writes. A
+/// second forced start is refused, a start without the flag clears that,
+/// and then there is nobody left to remove, which is refused too; so is
+/// a data directory with no member in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_new_cluster_keeps_what_the_survivor_committed() {
+    use crate::db::Db;
+    use crate::log_store::LogStore;
+    use crate::pb::internal::{internal_request::Request, InternalRequest};
+    use prost::Message as _;
+    use raft::Storage as _;
+
+    let mut c = MemCluster::start(3, 11);
+    let leader = c.leader(&[0, 1, 2], Duration::from_secs(10)).await;
+    for i in 0..20 {
+        c.put(leader, &format!("k/{i:03}"), &format!("v{i}")).await;
+    }
+    let survivor = (leader + 1) % 3;
+    let commit = c.nodes[leader].status().commit_index;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.nodes[survivor].status().applied_index < commit {
+        assert!(Instant::now() < deadline, "the survivor never caught up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (id, cluster_id) = (c.nodes[survivor].id(), c.nodes[survivor].cluster_id());
+    let mut cfg = c.nodes[survivor].config().clone();
+    for n in std::mem::take(&mut c.nodes) {
+        n.stop();
+    }
+
+    // The uncommitted tail: three puts appended after the last entry, in
+    // the last term, never committed.
+    let tail_from = {
+        let opened = reopen(&cfg).expect("reopen the survivor");
+        drop(opened);
+        let db = Db::open(&cfg.data_dir).unwrap();
+        let mut log = LogStore::open(db.clone()).unwrap();
+        let (last, term) = (log.last_index().unwrap(), log.hard_state().term);
+        assert!(log.hard_state().commit <= last);
+        let tail: Vec<raft::eraftpb::Entry> = (1..=3)
+            .map(|i| raft::eraftpb::Entry {
+                index: last + i,
+                term,
+                data: InternalRequest {
+                    id: i,
+                    proposer: 0,
+                    request: Some(Request::Put(PutRequest {
+                        key: format!("k/tail-{i}").into(),
+                        value: b"never committed".to_vec(),
+                        ..Default::default()
+                    })),
+                    auth_revision: None,
+                }
+                .encode_to_vec()
+                .into(),
+                ..Default::default()
+            })
+            .collect();
+        log.append(&tail).unwrap();
+        log.persist(true).unwrap();
+        last + 1
+    };
+
+    cfg.force_new_cluster = true;
+    let opened = reopen(&cfg).expect("forced start");
+    assert_eq!((opened.id(), opened.cluster_id()), (id, cluster_id));
+    let node = opened.start(c.net.transport(id)).unwrap();
+    c.net.attach(&node);
+    c.nodes = vec![node];
+    leads(&c.nodes[0], Duration::from_secs(10)).await;
+    let ids: Vec<u64> = c.nodes[0].members().iter().map(|m| m.id).collect();
+    assert_eq!(ids, vec![id], "the registry holds the survivor alone");
+    assert_eq!(c.nodes[0].cluster_id(), cluster_id);
+    assert!(c.nodes[0].status().commit_index > tail_from);
+    assert_eq!(
+        c.read_all_retrying(0).await,
+        expected(20),
+        "every committed write, and none of the tail"
+    );
+    c.put(0, "k/020", "v20").await;
+    assert_eq!(c.read_all_retrying(0).await, expected(21));
+
+    // The flag left on: refused, nothing changed.
+    c.nodes.pop().unwrap().stop();
+    let err = reopen(&cfg)
+        .err()
+        .expect("a second forced start is refused");
+    assert!(err.to_string().contains("already applied"), "{err}");
+    // Without it: a member as before, which clears the mark...
+    cfg.force_new_cluster = false;
+    let node = reopen(&cfg).unwrap().start(c.net.transport(id)).unwrap();
+    c.net.attach(&node);
+    c.nodes = vec![node];
+    leads(&c.nodes[0], Duration::from_secs(10)).await;
+    assert_eq!(c.read_all_retrying(0).await, expected(21));
+    c.nodes.pop().unwrap().stop();
+    // ...but there is nobody left to remove.
+    cfg.force_new_cluster = true;
+    let err = reopen(&cfg).err().expect("nothing to force");
+    assert!(err.to_string().contains("already the only member"), "{err}");
+
+    // No member to recover: a missing or an empty data directory.
+    for dir in ["missing", "empty"] {
+        let mut empty = cfg.clone();
+        empty.data_dir = c._dir.path().join(dir);
+        if dir == "empty" {
+            std::fs::create_dir(&empty.data_dir).unwrap();
+        }
+        let err = Node::open(empty).err().expect("nothing to recover");
+        assert!(
+            err.to_string().contains("nothing to recover"),
+            "{dir}: {err}"
+        );
+    }
+    assert!(!c._dir.path().join("missing").exists(), "nothing created");
+}

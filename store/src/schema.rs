@@ -38,6 +38,12 @@ pub mod meta {
     /// there, and `LogStore::open` makes it so if a crash came between the
     /// install and the log's reset.
     pub const LOG_BASE: &[u8] = b"log_base";
+    /// Index of the last configuration change `--force-new-cluster` wrote
+    /// (u64 BE): this member made itself a one-member cluster and has not
+    /// been started without the flag since. A start with the flag that
+    /// finds it refuses (the flag left on would split the cluster grown
+    /// back from this member); a start without it removes it.
+    pub const FORCED_NEW_CLUSTER: &[u8] = b"forced_new_cluster";
 
     // Replicated.
     pub const CURRENT_REV: &[u8] = b"current_rev";
@@ -68,6 +74,7 @@ pub const LOCAL: &[&[u8]] = &[
     meta::INSTALLING,
     meta::CONF_STATE,
     meta::LOG_BASE,
+    meta::FORCED_NEW_CLUSTER,
 ];
 /// Replicated single records.
 pub const REPLICATED: &[&[u8]] = &[meta::CURRENT_REV, meta::COMPACT_REV, meta::CLUSTER_TOKEN];

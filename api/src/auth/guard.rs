@@ -29,6 +29,7 @@ use crate::pb::etcdserverpb::{
 };
 
 /// An etcd request's identity and the auth state it is checked against.
+#[derive(Clone)]
 pub struct Who {
     state: Arc<AuthState>,
     /// `None` while auth is disabled: nothing to check.

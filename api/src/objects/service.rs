@@ -188,7 +188,7 @@ impl ObjectService {
             settings: Some(settings),
             keys: Some(KeyStatus { registered, held }),
             autolock,
-            locked: self.store.keys().is_locked(),
+            locked: self.store.keys().needs_unlock_key(autolock),
         }))
     }
 }

@@ -45,6 +45,13 @@ pub struct ServerFlags {
     /// Initial cluster state.
     #[arg(long, value_enum, default_value = "new")]
     pub initial_cluster_state: ClusterState,
+    /// After a permanent loss of quorum: make this member, with its data
+    /// directory, the only member of its cluster (etcd's flag). It keeps
+    /// what it committed, discards entries it had not seen commit, and
+    /// removes every other member. Remove the flag before the next start:
+    /// a second forced start is refused (README, "Losing quorum for good").
+    #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub force_new_cluster: bool,
     /// Initial cluster token, mixed into member and cluster ids.
     #[arg(long, default_value = "etcd-cluster")]
     pub initial_cluster_token: String,
@@ -129,6 +136,11 @@ pub struct ServerFlags {
     /// secret, config, task or setting to this file (mode 0600).
     #[arg(long)]
     pub audit_log: Option<PathBuf>,
+    /// Bytes the audit log may hold: past half of it the file moves to
+    /// FILE.1 (replacing the one before) and a new one begins, so the two
+    /// together stay under it, whatever a caller makes the member record.
+    #[arg(long, default_value_t = 256 << 20, value_parser = clap::value_parser!(u64).range(1 << 20..))]
+    pub audit_log_max_bytes: u64,
     /// Old versions of a secret kept after a rotation (pinned versions are
     /// kept regardless).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=100))]
@@ -146,6 +158,11 @@ pub struct ServerFlags {
     /// most half of --max-client-connections).
     #[arg(long, default_value_t = 1024)]
     pub max_connections_per_identity: usize,
+    /// HTTP/2 streams (RPCs, watch streams) one client connection may have
+    /// open at once (etcd's flag; its default is unbounded, secretd's is
+    /// not: each open stream holds memory on the member).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_streams: u32,
     /// A client or peer connection with no request in flight for this long
     /// is closed (clients reconnect on their next request).
     #[arg(long, default_value = "2m", value_parser = secretd_client::format::parse_duration)]
@@ -230,6 +247,7 @@ impl ServerFlags {
             snapshot_count: self.snapshot_count,
             snapshot_catchup_entries: self.snapshot_catchup_entries,
             auth_token_ttl: Duration::from_secs(self.auth_token_ttl),
+            force_new_cluster: self.force_new_cluster,
         };
         Ok((cfg, client, peer))
     }

@@ -10,8 +10,11 @@ use tokio::net::TcpListener;
 use tonic::transport::Server;
 
 use crate::cluster::ClusterService;
+use crate::concurrency::Limits;
+use crate::election::ElectionService;
 use crate::kv::KvService;
 use crate::lease::LeaseService;
+use crate::lock::LockService;
 use crate::maintenance::MaintenanceService;
 use crate::pb::etcdserverpb::{
     auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
@@ -22,6 +25,8 @@ use crate::pb::secretstore::{
     admin_server::AdminServer, agent_server::AgentServer, configs_server::ConfigsServer,
     secrets_server::SecretsServer, tasks_server::TasksServer,
 };
+use crate::pb::v3electionpb::election_server::ElectionServer;
+use crate::pb::v3lockpb::lock_server::LockServer;
 use crate::peer::{RaftService, PEER_MESSAGE_BYTES_MAX};
 use crate::peer_raw::MAGIC;
 use crate::urls;
@@ -103,6 +108,7 @@ fn gateway_services(
     node: &Arc<Node>,
     keys: &Arc<secretd_secrets::keys::Keys>,
     auth: &Arc<crate::auth::AuthService>,
+    limits: &Arc<Limits>,
 ) -> crate::gateway::Services {
     crate::gateway::Services {
         kv: Arc::new(KvService { node: node.clone() }),
@@ -114,6 +120,14 @@ fn gateway_services(
         maintenance: Arc::new(MaintenanceService { node: node.clone() }),
         watch: Arc::new(WatchService { node: node.clone() }),
         auth: auth.clone(),
+        lock: Arc::new(LockService {
+            node: node.clone(),
+            limits: limits.clone(),
+        }),
+        election: Arc::new(ElectionService {
+            node: node.clone(),
+            limits: limits.clone(),
+        }),
         node: node.clone(),
     }
 }
@@ -123,6 +137,8 @@ pub(super) struct Door<'a> {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub certs: crate::conn::ClientCerts,
     pub admission: &'a Arc<crate::conn::Admission>,
+    /// HTTP/2 streams one connection may have open at once.
+    pub streams_per_connection_max: u32,
 }
 
 /// The peer port: raft streams (`peer_raw`) and, behind the gate, gRPC
@@ -142,6 +158,7 @@ pub(super) fn serve_peers(
         .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
         let router = Server::builder()
+            .max_concurrent_streams(door.streams_per_connection_max)
             .layer(crate::conn::GateLayer)
             .add_service(svc);
         // Raft streams (`peer_raw`) share the port: split off by their magic.
@@ -182,6 +199,9 @@ pub(super) fn serve_clients(
 ) {
     // One count of agent streams for the member, whatever the listener.
     let agent_streams = Arc::new(crate::objects::agent::StreamCount::default());
+    // One count of lock and election waiters and observers, gRPC and
+    // gateway alike.
+    let limits = Arc::new(Limits::default());
     for (l, https) in listeners {
         let mut routes = tonic::service::Routes::new(
             KvServer::new(KvService { node: node.clone() })
@@ -211,17 +231,34 @@ pub(super) fn serve_clients(
         .add_service(LeaseServer::new(LeaseService { node: node.clone() }))
         .add_service(AuthServer::from_arc(auth.clone()))
         .add_service(
+            LockServer::new(LockService {
+                node: node.clone(),
+                limits: limits.clone(),
+            })
+            .max_decoding_message_size(max_recv),
+        )
+        .add_service(
+            ElectionServer::new(ElectionService {
+                node: node.clone(),
+                limits: limits.clone(),
+            })
+            .max_decoding_message_size(max_recv),
+        )
+        .add_service(
             MaintenanceServer::new(MaintenanceService { node: node.clone() })
                 .max_encoding_message_size(usize::MAX),
         );
         // etcd's JSON gateway shares the port (HTTP/1.1 and HTTP/2), the
         // TLS and the gate.
-        let gateway =
-            crate::gateway::router(gateway_services(node, objects.store.keys(), auth), max_recv);
+        let gateway = crate::gateway::router(
+            gateway_services(node, objects.store.keys(), auth, &limits),
+            max_recv,
+        );
         let grpc = std::mem::take(routes.axum_router_mut());
         *routes.axum_router_mut() = grpc.merge(gateway).fallback(crate::gateway::fallback);
         let router = Server::builder()
             .accept_http1(true)
+            .max_concurrent_streams(door.streams_per_connection_max)
             .layer(crate::conn::GateLayer)
             .add_routes(routes);
         serve(

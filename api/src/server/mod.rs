@@ -114,7 +114,7 @@ fn harden(flags: &ServerFlags, cfg: &secretd_store::node::NodeConfig) -> Result<
     crate::datadir::secure(&cfg.data_dir)?;
     let fds = crate::conn::raise_fd_limit();
     if let Some(p) = &flags.audit_log {
-        crate::audit::open(p)?;
+        crate::audit::open(p, flags.audit_log_max_bytes)?;
     }
     // How this member connects to others over https peer URLs.
     if let Some(ca) = &flags.peer_trusted_ca_file {
@@ -174,9 +174,15 @@ fn admissions(flags: &ServerFlags, fds: usize) -> Admissions {
 pub async fn run(flags: ServerFlags) -> Result<()> {
     let plan = Plan::check(&flags)?;
     let mut cfg = plan.cfg.clone();
+    // Before anything creates the data directory.
+    if cfg.force_new_cluster && !cfg.data_dir.join("db").exists() {
+        return Err(secretd_store::node::nothing_to_force(&cfg).into());
+    }
     let fds = harden(&flags, &cfg)?;
     let adm = admissions(&flags, fds);
-    let fresh = !cfg.data_dir.join("db").exists();
+    // No identity yet (an empty directory, or a joiner stopped before it
+    // saved one): a new member, which joins or bootstraps as the flags say.
+    let fresh = !secretd_store::node::holds_member(&cfg.data_dir)?;
     if fresh && !cfg.initial_members.iter().any(|m| m.name == cfg.name) {
         bail!(
             "--initial-cluster has no member named {:?} (--name)",
@@ -216,6 +222,7 @@ pub async fn run(flags: ServerFlags) -> Result<()> {
             false => ClientCerts::NotAsked(Role::Unauthenticated),
         },
         admission: &adm.peer,
+        streams_per_connection_max: PEER_STREAMS_PER_CONNECTION_MAX,
     };
     let client_door = Door {
         tls: plan.client_tls.clone(),
@@ -224,6 +231,7 @@ pub async fn run(flags: ServerFlags) -> Result<()> {
             false => ClientCerts::NotAsked(Role::Anonymous),
         },
         admission: &adm.client,
+        streams_per_connection_max: flags.max_concurrent_streams,
     };
     if plan.client_tls.is_none() {
         tracing::warn!("CLIENT CONNECTIONS ARE NOT AUTHENTICATED: anyone who reaches the client port may do anything (use https client URLs with --cert-file, --key-file and --trusted-ca-file)");
@@ -258,6 +266,10 @@ pub async fn run(flags: ServerFlags) -> Result<()> {
     node.stop();
     result
 }
+
+/// HTTP/2 streams a peer connection may hold: snapshots, cluster info,
+/// promotions and KEK fetches are a handful at a time.
+const PEER_STREAMS_PER_CONNECTION_MAX: u32 = 64;
 
 /// Until SIGINT or SIGTERM (a clean stop), the member's loop failing, or
 /// a listener ending.

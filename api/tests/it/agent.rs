@@ -36,8 +36,20 @@ impl Agent {
         Self::start_with(c, mount, backend, log, Vec::new())
     }
 
-    fn start_with(
+    pub(crate) fn start_with(
         c: &Cluster,
+        mount: &Path,
+        backend: &str,
+        log: &Path,
+        extra: Vec<String>,
+    ) -> Agent {
+        Self::start_as(c, "n1", mount, backend, log, extra)
+    }
+
+    /// An agent for node `node`, with `extra` flags.
+    pub(crate) fn start_as(
+        c: &Cluster,
+        node: &str,
         mount: &Path,
         backend: &str,
         log: &Path,
@@ -46,7 +58,7 @@ impl Agent {
         let mut args = vec![
             "agent".to_string(),
             "--node".into(),
-            "n1".into(),
+            node.into(),
             "--mount".into(),
             mount.display().to_string(),
             "--backend".into(),
@@ -98,7 +110,14 @@ impl Agent {
         }
     }
 
-    fn logs(&self) -> String {
+    /// Whether the agent's process still runs.
+    pub(crate) fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    pub(crate) fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
@@ -122,7 +141,7 @@ pub(crate) fn wait_for(what: &str, within: Duration, mut ok: impl FnMut() -> boo
     }
 }
 
-fn read(p: &Path) -> Option<Vec<u8>> {
+pub(crate) fn read(p: &Path) -> Option<Vec<u8>> {
     std::fs::read(p).ok()
 }
 
@@ -150,7 +169,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn agent_end_to_end(backend: &str) {
     require_root_and_fuse();
     let mut c = Cluster::start(3);
-    c.wait_leader(Duration::from_secs(15)).await;
+    c.wait_leader(crate::common::secs(15)).await;
     let conf_dir = c.dir.path().join("etc-app");
     let conf_target = conf_dir.join("app.conf");
     c.sctl(&["secret", "create", "db_pw", "-"], Some(b"hunter2"));
@@ -185,7 +204,7 @@ async fn agent_end_to_end(backend: &str) {
     let conf = mount
         .join("web.1")
         .join(conf_target.strip_prefix("/").unwrap());
-    wait_for("the secret in the mount", Duration::from_secs(15), || {
+    wait_for("the secret in the mount", crate::common::secs(15), || {
         read(&pw).is_some()
     });
 
@@ -257,7 +276,7 @@ async fn agent_end_to_end(backend: &str) {
         })
         .await
         .unwrap();
-    wait_for("the first rotation", Duration::from_secs(10), || {
+    wait_for("the first rotation", crate::common::secs(10), || {
         read(&pw) == Some(value(0))
     });
     let stop = Arc::new(AtomicBool::new(false));
@@ -287,7 +306,7 @@ async fn agent_end_to_end(backend: &str) {
             .await
             .unwrap();
         let t = Instant::now();
-        wait_for("a rotation to show", Duration::from_secs(10), || {
+        wait_for("a rotation to show", crate::common::secs(10), || {
             read(&pw) == Some(value(i))
         });
         delays.push(t.elapsed());
@@ -315,7 +334,7 @@ async fn agent_end_to_end(backend: &str) {
         c.sctl(&["secret", "rotate", "db_pw", "-"], Some(&value(555)));
         wait_for(
             "the rotation past an open reader",
-            Duration::from_secs(10),
+            crate::common::secs(10),
             || read(&pw) == Some(value(555)),
         );
         // SAFETY: a valid open descriptor; the advice only drops clean
@@ -338,7 +357,7 @@ async fn agent_end_to_end(backend: &str) {
             "{backend}: an open reader saw another version"
         );
         c.sctl(&["secret", "rotate", "db_pw", "-"], Some(&value(100)));
-        wait_for("the rotation back", Duration::from_secs(10), || {
+        wait_for("the rotation back", crate::common::secs(10), || {
             read(&pw) == Some(value(100))
         });
     }
@@ -353,11 +372,11 @@ async fn agent_end_to_end(backend: &str) {
     for i in 0..3 {
         c.spawn(i);
     }
-    c.wait_leader(Duration::from_secs(15)).await;
+    c.wait_leader(crate::common::secs(15)).await;
     c.sctl(&["secret", "rotate", "db_pw", "-"], Some(&value(101)));
     wait_for(
         "the agent to reconnect and update",
-        Duration::from_secs(20),
+        crate::common::secs(20),
         || read(&pw) == Some(value(101)),
     );
 
@@ -366,7 +385,7 @@ async fn agent_end_to_end(backend: &str) {
     assert!(!is_mounted(&mount), "still mounted after SIGTERM");
     assert!(!pw.exists());
     agent.spawn();
-    wait_for("the rebuilt mount", Duration::from_secs(15), || {
+    wait_for("the rebuilt mount", crate::common::secs(15), || {
         read(&pw) == Some(value(101))
     });
 
@@ -376,10 +395,10 @@ async fn agent_end_to_end(backend: &str) {
     agent.spawn();
     wait_for(
         "the stale mount to be cleaned",
-        Duration::from_secs(15),
+        crate::common::secs(15),
         || agent.logs().contains("cleaned up a mount left by an agent"),
     );
-    wait_for("the mount after a crash", Duration::from_secs(15), || {
+    wait_for("the mount after a crash", crate::common::secs(15), || {
         read(&pw) == Some(value(101))
     });
 
@@ -403,7 +422,7 @@ async fn agent_end_to_end(backend: &str) {
     c.sctl(&["task", "rm", "web.1"], None);
     wait_for(
         "the task's directory to go",
-        Duration::from_secs(10),
+        crate::common::secs(10),
         || !mount.join("web.1").exists(),
     );
 }
@@ -448,7 +467,7 @@ fn unusable_mount_points_are_refused_clearly() {
 async fn agent_authenticates_with_its_node_certificate() {
     require_root_and_fuse();
     let c = Cluster::start_tls(3, &[]);
-    c.wait_leader(Duration::from_secs(20)).await;
+    c.wait_leader(crate::common::secs(20)).await;
     c.sctl(&["secret", "create", "db_pw", "-"], Some(b"over-tls"));
     c.sctl(
         &[
@@ -471,12 +490,12 @@ async fn agent_authenticates_with_its_node_certificate() {
     };
     let good = c.dir.path().join("good");
     let _a = start("node-n1", &good, &c.dir.path().join("good.log"));
-    wait_for("the secret over TLS", Duration::from_secs(15), || {
+    wait_for("the secret over TLS", crate::common::secs(15), || {
         read(&good.join("web.1/db_pw")) == Some(b"over-tls".to_vec())
     });
     let bad = c.dir.path().join("bad");
     let b = start("node-n2", &bad, &c.dir.path().join("bad.log"));
-    wait_for("the refusal", Duration::from_secs(15), || {
+    wait_for("the refusal", crate::common::secs(15), || {
         b.logs().contains("this certificate is for node n2, not n1")
     });
     assert!(!bad.join("web.1").exists());
@@ -491,7 +510,7 @@ async fn agent_authenticates_with_its_node_certificate() {
 async fn agent_exec_needs_only_the_node_certificate() {
     require_root_and_fuse();
     let c = Cluster::start_tls(1, &[]);
-    c.wait_leader(Duration::from_secs(20)).await;
+    c.wait_leader(crate::common::secs(20)).await;
     let marker = PathBuf::from(format!(
         "/etc/secretd-exec-marker-{}-{}",
         std::process::id(),
@@ -536,7 +555,7 @@ async fn agent_exec_needs_only_the_node_certificate() {
         &c.dir.path().join("agent.log"),
         tls.clone(),
     );
-    wait_for("the secret over TLS", Duration::from_secs(15), || {
+    wait_for("the secret over TLS", crate::common::secs(15), || {
         read(&mount.join("web.1/db_pw")).is_some()
     });
     let exec = |task: &str, script: &str| {
@@ -615,7 +634,7 @@ async fn agent_exec_needs_only_the_node_certificate() {
 }
 
 /// `GET path` on a plain-HTTP listener: (status code, body).
-fn http_get(port: u16, path: &str) -> (u16, String) {
+pub(crate) fn http_get(port: u16, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
@@ -627,6 +646,14 @@ fn http_get(port: u16, path: &str) -> (u16, String) {
 /// Every regular file under `dir` (symlinks not followed) that holds
 /// `needle`.
 fn files_holding(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    files_under(dir)
+        .into_iter()
+        .filter(|p| std::fs::read(p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle)))
+        .collect()
+}
+
+/// Every regular file under `dir`, not following links.
+pub(crate) fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let Ok(rd) = std::fs::read_dir(dir) else {
         return out;
@@ -637,13 +664,9 @@ fn files_holding(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
             continue;
         };
         if m.is_dir() {
-            out.extend(files_holding(&p, needle));
+            out.extend(files_under(&p));
         } else if m.is_file() {
-            if let Ok(b) = std::fs::read(&p) {
-                if b.windows(needle.len()).any(|w| w == needle) {
-                    out.push(p);
-                }
-            }
+            out.push(p);
         }
     }
     out
@@ -657,7 +680,7 @@ fn files_holding(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
 async fn one_broken_task_breaks_nothing_else(backend: &str) {
     require_root_and_fuse();
     let c = Cluster::start(1);
-    c.wait_leader(Duration::from_secs(15)).await;
+    c.wait_leader(crate::common::secs(15)).await;
     c.sctl(&["secret", "create", "a", "-"], Some(b"secret-of-a-1"));
     c.sctl(&["secret", "create", "b", "-"], Some(b"secret-of-b-1"));
     c.sctl(&["config", "create", "conf", "-"], Some(b"config-of-conf"));
@@ -760,12 +783,12 @@ async fn one_broken_task_breaks_nothing_else(backend: &str) {
         a
     };
     let mut agent = start();
-    wait_for("web.1", Duration::from_secs(15), || {
+    wait_for("web.1", crate::common::secs(15), || {
         read(&mount.join("web.1/password")) == Some(b"secret-of-a-1".to_vec())
     });
     wait_for(
         "/health to report the broken task",
-        Duration::from_secs(10),
+        crate::common::secs(10),
         || {
             let (code, body) = http_get(port, "/health");
             code == 503 && body.contains("\"bad\"")
@@ -774,7 +797,7 @@ async fn one_broken_task_breaks_nothing_else(backend: &str) {
     assert!(http_get(port, "/metrics")
         .1
         .contains("secretd_agent_tasks_failed 1"));
-    wait_for("the failure in the log", Duration::from_secs(10), || {
+    wait_for("the failure in the log", crate::common::secs(10), || {
         agent.logs().contains("cannot serve this task")
     });
     // Later changes for the node still apply.
@@ -790,21 +813,21 @@ async fn one_broken_task_breaks_nothing_else(backend: &str) {
         ],
         None,
     );
-    wait_for("a new task", Duration::from_secs(10), || {
+    wait_for("a new task", crate::common::secs(10), || {
         read(&mount.join("web.2/pw")).is_some()
     });
     c.sctl(&["secret", "rotate", "a", "-"], Some(b"secret-of-a-2"));
-    wait_for("a rotation", Duration::from_secs(10), || {
+    wait_for("a rotation", crate::common::secs(10), || {
         read(&mount.join("web.2/pw")) == Some(b"secret-of-a-2".to_vec())
     });
     c.sctl(&["task", "rm", "web.1"], None);
-    wait_for("a removal", Duration::from_secs(10), || {
+    wait_for("a removal", crate::common::secs(10), || {
         !mount.join("web.1").exists()
     });
     // Two retries later: no copy of the broken task's plaintext anywhere in
     // the mount (FUSE: the tree; tmpfs: every file, timestamped directories
     // included).
-    std::thread::sleep(Duration::from_secs(11));
+    std::thread::sleep(crate::common::secs(11));
     assert!(files_holding(&mount, b"secret-of-b-1").is_empty());
     assert!(files_holding(&mount, b"config-of-conf").is_empty());
     assert!(!mount.join("bad/password").exists());
@@ -825,11 +848,11 @@ async fn one_broken_task_breaks_nothing_else(backend: &str) {
     // An agent started while the broken task exists serves the others.
     agent.signal("TERM");
     let mut agent = start();
-    wait_for("web.2 after a restart", Duration::from_secs(15), || {
+    wait_for("web.2 after a restart", crate::common::secs(15), || {
         read(&mount.join("web.2/pw")) == Some(b"secret-of-a-2".to_vec())
     });
     c.sctl(&["task", "rm", "bad"], None);
-    wait_for("/health healthy again", Duration::from_secs(15), || {
+    wait_for("/health healthy again", crate::common::secs(15), || {
         http_get(port, "/health").0 == 200
     });
     agent.signal("TERM");
@@ -846,7 +869,7 @@ async fn tmpfs_agent_isolates_a_broken_task() {
 }
 
 /// Runs `cmd` as user nobody (uid and gid 65534, no other groups).
-fn as_nobody(cmd: &[&str]) -> std::process::Output {
+pub(crate) fn as_nobody(cmd: &[&str]) -> std::process::Output {
     Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
         .args(cmd)
@@ -861,7 +884,7 @@ fn as_nobody(cmd: &[&str]) -> std::process::Output {
 async fn other_users_read_nothing(backend: &str) {
     require_root_and_fuse();
     let c = Cluster::start(1);
-    c.wait_leader(Duration::from_secs(15)).await;
+    c.wait_leader(crate::common::secs(15)).await;
     c.sctl(&["secret", "create", "s", "-"], Some(b"nobody-must-not"));
     c.sctl(
         &[
@@ -893,7 +916,7 @@ async fn other_users_read_nothing(backend: &str) {
     std::fs::set_permissions(c.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let mount = c.dir.path().join("mnt");
     let _agent = Agent::start(&c, &mount, backend, &c.dir.path().join("agent.log"));
-    wait_for("the files", Duration::from_secs(15), || {
+    wait_for("the files", crate::common::secs(15), || {
         read(&mount.join("web.1/password")).is_some() && read(&mount.join("mine.1/pw")).is_some()
     });
     let root_meta = std::fs::metadata(&mount).unwrap();
@@ -970,7 +993,7 @@ async fn one_served_task_with(
     extra: Vec<String>,
 ) -> (Cluster, Agent, PathBuf) {
     let c = Cluster::start(1);
-    c.wait_leader(Duration::from_secs(15)).await;
+    c.wait_leader(crate::common::secs(15)).await;
     c.sctl(&["secret", "create", name, "-"], Some(value));
     let secret = format!("source={name},target=password");
     c.sctl(
@@ -982,7 +1005,7 @@ async fn one_served_task_with(
     let mount = c.dir.path().join("mnt");
     let log = c.dir.path().join("agent.log");
     let agent = Agent::start_with(&c, &mount, backend, &log, extra);
-    wait_for("the secret in the mount", Duration::from_secs(15), || {
+    wait_for("the secret in the mount", crate::common::secs(15), || {
         read(&mount.join("web.1/password")).is_some()
     });
     (c, agent, mount)
@@ -1064,7 +1087,7 @@ async fn agent_exec_acts_on_changes(backend: &str) {
         "trap 'echo hup $(cat /run/secrets/password)' HUP; echo ready; while :; do sleep 0.05; done",
         &log,
     );
-    assert_eq!(next(&rx, Duration::from_secs(15)), "ready");
+    assert_eq!(next(&rx, crate::common::secs(15)), "ready");
     let rotate = |version: usize| RotateRequest {
         name_or_id: "db_pw".into(),
         data: format!("v{version}").into_bytes(),
@@ -1073,9 +1096,9 @@ async fn agent_exec_acts_on_changes(backend: &str) {
         version += 1;
         secrets.rotate(rotate(version)).await.unwrap();
     }
-    assert_eq!(next(&rx, Duration::from_secs(15)), "hup v3");
+    assert_eq!(next(&rx, crate::common::secs(15)), "hup v3");
     assert!(
-        rx.recv_timeout(Duration::from_secs(4)).is_err(),
+        rx.recv_timeout(crate::common::secs(4)).is_err(),
         "a burst of rotations must be one signal"
     );
     assert_logged(&log, &["secret db_pw (password)", "signalling"]);
@@ -1089,11 +1112,11 @@ async fn agent_exec_acts_on_changes(backend: &str) {
         "echo start $$ $(cat /run/secrets/password); exec sleep 1000",
         &log,
     );
-    let first = next(&rx, Duration::from_secs(15));
+    let first = next(&rx, crate::common::secs(15));
     assert!(first.ends_with(" v3"), "{first}");
     version += 1;
     secrets.rotate(rotate(version)).await.unwrap();
-    let second = next(&rx, Duration::from_secs(15));
+    let second = next(&rx, crate::common::secs(15));
     assert!(second.ends_with(" v4"), "{second}");
     assert_ne!(
         first.split(' ').nth(1),
@@ -1203,7 +1226,7 @@ async fn templated_configs_render_per_task() {
         )
     };
     let conf = |task: &str| mount.join(task).join("etc/app.conf");
-    wait_for("the rendered configs", Duration::from_secs(15), || {
+    wait_for("the rendered configs", crate::common::secs(15), || {
         read(&conf("api.2")).is_some()
     });
     assert_eq!(
@@ -1217,7 +1240,7 @@ async fn templated_configs_render_per_task() {
     // The broken template fails its task alone, with the reason.
     wait_for(
         "the render error in the log",
-        Duration::from_secs(15),
+        crate::common::secs(15),
         || agent.logs().contains("cannot render config"),
     );
     assert!(
@@ -1232,7 +1255,7 @@ async fn templated_configs_render_per_task() {
 
     // A rotation of the secret it reads renders it again.
     c.sctl(&["secret", "rotate", "db_pw", "-"], Some(b"s3cond"));
-    wait_for("the re-rendered config", Duration::from_secs(15), || {
+    wait_for("the re-rendered config", crate::common::secs(15), || {
         read(&conf("api.1")) == Some(want("api.1", "api", "alice", "s3cond").into_bytes())
     });
 
@@ -1266,7 +1289,7 @@ async fn templated_configs_render_per_task() {
 async fn a_node_state_past_one_message_still_reaches_the_mount() {
     require_root_and_fuse();
     let c = Cluster::start(1);
-    c.wait_leader(Duration::from_secs(15)).await;
+    c.wait_leader(crate::common::secs(15)).await;
     c.sctl(&["secret", "create", "victim_pw", "-"], Some(b"victim-1"));
     c.sctl(&["secret", "create", "kept_pw", "-"], Some(b"kept-1"));
     let env = format!("BIG={}", "e".repeat(60_000));
@@ -1285,17 +1308,17 @@ async fn a_node_state_past_one_message_still_reaches_the_mount() {
     c.sctl(&args, None);
     let mount = c.dir.path().join("mnt");
     let agent = Agent::start(&c, &mount, "tmpfs", &c.dir.path().join("agent.log"));
-    wait_for("every task", Duration::from_secs(30), || {
+    wait_for("every task", crate::common::secs(30), || {
         read(&mount.join("victim.1/pw")) == Some(b"victim-1".to_vec())
             && read(&mount.join("big.0/pw")) == Some(b"kept-1".to_vec())
             && mount.join("big.39").is_dir()
     });
     c.sctl(&["task", "rm", "victim.1"], None);
-    wait_for("the removal", Duration::from_secs(15), || {
+    wait_for("the removal", crate::common::secs(15), || {
         !mount.join("victim.1").exists()
     });
     c.sctl(&["secret", "rotate", "kept_pw", "-"], Some(b"kept-2"));
-    wait_for("the rotation", Duration::from_secs(15), || {
+    wait_for("the rotation", crate::common::secs(15), || {
         read(&mount.join("big.0/pw")) == Some(b"kept-2".to_vec())
     });
     assert!(
@@ -1314,7 +1337,7 @@ async fn a_node_state_past_one_message_still_reaches_the_mount() {
 async fn tmpfs_holds_and_rotates_a_task_larger_than_its_first_size() {
     require_root_and_fuse();
     let c = Cluster::start(1);
-    c.wait_leader(Duration::from_secs(15)).await;
+    c.wait_leader(crate::common::secs(15)).await;
     let chunk = vec![b'c'; 900 * 1024];
     let mut args: Vec<String> = ["task", "create", "huge.1", "--node", "n1"]
         .map(String::from)
@@ -1328,12 +1351,12 @@ async fn tmpfs_holds_and_rotates_a_task_larger_than_its_first_size() {
     c.sctl(&args.iter().map(String::as_str).collect::<Vec<_>>(), None);
     let mount = c.dir.path().join("mnt");
     let agent = Agent::start(&c, &mount, "tmpfs", &c.dir.path().join("agent.log"));
-    wait_for("72 MB of files", Duration::from_secs(60), || {
+    wait_for("72 MB of files", crate::common::secs(60), || {
         read(&mount.join("huge.1/pw")) == Some(b"huge-1".to_vec())
             && std::fs::metadata(mount.join("huge.1/cfg/79")).is_ok_and(|m| m.len() == 900 * 1024)
     });
     c.sctl(&["secret", "rotate", "huge_pw", "-"], Some(b"huge-2"));
-    wait_for("the rotation", Duration::from_secs(30), || {
+    wait_for("the rotation", crate::common::secs(30), || {
         read(&mount.join("huge.1/pw")) == Some(b"huge-2".to_vec())
     });
     assert_eq!(
@@ -1419,20 +1442,20 @@ async fn template_bombs_and_leaky_errors_stay_in_their_task() {
     let mut health = String::new();
     wait_for(
         "/health to report both tasks",
-        Duration::from_secs(20),
+        crate::common::secs(20),
         || {
             let (code, body) = http_get(port, "/health");
             health = body;
             code == 503 && health.contains("\"bomb.1\"") && health.contains("\"leak.1\"")
         },
     );
-    wait_for("both failures in the log", Duration::from_secs(10), || {
+    wait_for("both failures in the log", crate::common::secs(10), || {
         let logs = agent.logs();
         logs.contains("task=bomb.1") && logs.contains("task=leak.1")
     });
     // The other task is still served: a rotation reaches it.
     c.sctl(&["secret", "rotate", "db_pw", "-"], Some(b"pw-2"));
-    wait_for("web.1 rotated", Duration::from_secs(15), || {
+    wait_for("web.1 rotated", crate::common::secs(15), || {
         read(&password) == Some(b"pw-2".to_vec())
     });
     assert!(agent.child.as_mut().unwrap().try_wait().unwrap().is_none());

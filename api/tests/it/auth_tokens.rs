@@ -30,7 +30,7 @@ async fn range_with(ch: Channel, token: &str) -> (Result<(), tonic::Status>, Dur
 #[tokio::test(flavor = "multi_thread")]
 async fn tokens_wait_only_for_committed_entries() {
     let c = Cluster::start_with(3, &["--bcrypt-cost", "4"]);
-    c.wait_leader(Duration::from_secs(20)).await;
+    c.wait_leader(crate::common::secs(20)).await;
     let mut auth = pb::auth_client::AuthClient::new(c.channel(0).await);
     auth.user_add(pb::AuthUserAddRequest {
         name: "root".into(),
@@ -73,7 +73,7 @@ async fn tokens_wait_only_for_committed_entries() {
         assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
         assert!(e.message().contains("invalid auth token"), "{e:?}");
         assert!(
-            took < Duration::from_secs(2),
+            took < crate::common::secs(2),
             "member {i} took {took:?} to refuse a forged token"
         );
     }

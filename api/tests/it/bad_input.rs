@@ -62,7 +62,7 @@ fn task(id: &str, node: &str, secrets: Vec<Mount>, configs: Vec<Mount>) -> Task 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_requests_get_specific_errors_and_lose_nothing() {
     let c = Cluster::start(3);
-    c.wait_leader(Duration::from_secs(15)).await;
+    c.wait_leader(crate::common::secs(15)).await;
     let ch = c.channel(0).await;
     let mut kv = KvClient::new(ch.clone());
     let mut lease = LeaseClient::new(ch.clone());
@@ -74,7 +74,7 @@ async fn bad_requests_get_specific_errors_and_lose_nothing() {
     let peer_ch = secretd_client::channel(
         &format!("http://127.0.0.1:{}", c.members[0].peer_port),
         None,
-        Some(Duration::from_secs(5)),
+        Some(crate::common::secs(5)),
     )
     .unwrap();
     let mut raft = RaftClient::new(peer_ch);
@@ -672,7 +672,7 @@ async fn bad_requests_get_specific_errors_and_lose_nothing() {
             &c.endpoint(i),
             &["get", "after", "--consistency=s", "--print-value-only"],
         );
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let deadline = std::time::Instant::now() + crate::common::secs(5);
         let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
         while text != "bad input\n" && std::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -684,4 +684,57 @@ async fn bad_requests_get_specific_errors_and_lose_nothing() {
         }
         assert_eq!(text, "bad input\n", "member {i}");
     }
+}
+
+/// HTTP/2 streams one connection may hold (`--max-concurrent-streams`,
+/// etcd's flag; its default is unbounded, secretd's 1024): past it, the
+/// next request on that connection waits for a stream to close instead of
+/// holding more of the member's memory.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_holds_a_bounded_number_of_streams() {
+    use secretd_api::pb::etcdserverpb::{
+        kv_client::KvClient, watch_client::WatchClient, watch_request::RequestUnion, PutRequest,
+        WatchCreateRequest, WatchRequest,
+    };
+    let c = Cluster::start_with(1, &["--max-concurrent-streams", "4"]);
+    c.wait_leader(crate::common::secs(15)).await;
+    let channel = c.channel(0).await;
+    let mut watches = Vec::new();
+    for _ in 0..4 {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tx.send(WatchRequest {
+            request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+                key: b"k".to_vec(),
+                ..Default::default()
+            })),
+        })
+        .await
+        .unwrap();
+        let mut s = WatchClient::new(channel.clone())
+            .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        s.message().await.unwrap().expect("created");
+        watches.push((tx, s));
+    }
+    let put = || {
+        let mut kv = KvClient::new(channel.clone());
+        async move {
+            kv.put(PutRequest {
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+                ..Default::default()
+            })
+            .await
+        }
+    };
+    // A fifth stream waits; it is not refused and nothing breaks.
+    let waiting = tokio::time::timeout(crate::common::secs(2), put()).await;
+    assert!(waiting.is_err(), "a fifth stream was served: {waiting:?}");
+    drop(watches.pop());
+    tokio::time::timeout(crate::common::secs(20), put())
+        .await
+        .expect("served once a stream closed")
+        .expect("put");
 }

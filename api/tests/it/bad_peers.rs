@@ -1,8 +1,6 @@
 //! A peer that speaks garbage, belongs to another cluster, or misaddresses
 //! its messages is refused with a clear error, and the cluster loses nothing.
 
-use std::time::Duration;
-
 use crate::common::Cluster;
 use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
@@ -26,7 +24,7 @@ async fn send(c: &Cluster, to: usize, batch: RaftBatch) -> tonic::Status {
 #[tokio::test(flavor = "multi_thread")]
 async fn garbage_foreign_and_misaddressed_peer_traffic_is_refused() {
     let c = Cluster::start(3);
-    c.wait_leader(Duration::from_secs(15)).await;
+    c.wait_leader(crate::common::secs(15)).await;
     c.ok(&["put", "safe", "1"]);
     let mut m = MaintenanceClient::new(c.channel(0).await);
     let cluster_id = m
@@ -147,7 +145,7 @@ async fn raw_hello(
 /// Nothing was lost, the cluster still works, and no refused message
 /// changed the term.
 async fn cluster_unharmed(c: &Cluster, m: &mut MaintenanceClient<tonic::transport::Channel>) {
-    c.wait_leader(Duration::from_secs(10)).await;
+    c.wait_leader(crate::common::secs(10)).await;
     assert_eq!(c.ok(&["get", "safe"]), "safe\n1\n");
     c.ok(&["put", "after", "2"]);
     let term = m
@@ -167,7 +165,7 @@ async fn cluster_unharmed(c: &Cluster, m: &mut MaintenanceClient<tonic::transpor
 async fn bad_raft_streams_are_refused() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let c = Cluster::start(3);
-    c.wait_leader(Duration::from_secs(15)).await;
+    c.wait_leader(crate::common::secs(15)).await;
     c.ok(&["put", "safe", "1"]);
     let mut m = MaintenanceClient::new(c.channel(0).await);
     let status = m.status(StatusRequest {}).await.unwrap().into_inner();
@@ -213,7 +211,7 @@ async fn bad_raft_streams_are_refused() {
         assert_eq!((code, why.as_str()), (0, ""), "{what}: the hello is fine");
         s.write_all(&f).await.unwrap();
         let mut rest = Vec::new();
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+        let n = tokio::time::timeout(crate::common::secs(5), s.read_to_end(&mut rest))
             .await
             .expect("the member closes the stream");
         assert!(

@@ -86,7 +86,7 @@ async fn no_secret_plaintext_reaches_any_file() {
     for i in 0..3 {
         c.spawn(i);
     }
-    let leader = c.wait_leader(Duration::from_secs(15)).await;
+    let leader = c.wait_leader(crate::common::secs(15)).await;
     let follower = (leader + 1) % 3;
     // A member that misses everything and must catch up by raft snapshot
     // (--snapshot-count 60 truncates the log long before it returns).
@@ -153,7 +153,7 @@ async fn no_secret_plaintext_reaches_any_file() {
     // Restart the lagging member: it receives a raft snapshot, then the
     // KEK from a peer, and serves every secret.
     c.spawn(lagger);
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + crate::common::secs(30);
     loop {
         let out = c.secretctl_at(&c.endpoint(lagger), &["secret", "ls", "-q"], None);
         let listed = out
@@ -178,7 +178,7 @@ async fn no_secret_plaintext_reaches_any_file() {
     );
     // Every member holds the cluster's KEK, received from the one that
     // created it and checked against its verifier.
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + crate::common::secs(20);
     for i in 0..3 {
         loop {
             let out = c.secretctl_at(&c.endpoint(i), &["cluster", "settings"], None);
@@ -201,28 +201,10 @@ async fn no_secret_plaintext_reaches_any_file() {
 
     // Autolock: every keyring re-sealed under the unlock key; a restarted
     // member unlocked; more secrets.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let unlock_key = loop {
-        let out = c.secretctl(&["cluster", "settings", "--autolock=true"], None);
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        if out.status.success() {
-            break text
-                .lines()
-                .map(str::trim)
-                .find(|l| l.starts_with("SECRETD-UNLOCK-"))
-                .expect("the unlock key is shown")
-                .to_string();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+    let unlock_key = c.autolock_on().await;
     for m in &c.members {
         let d = m.data_dir.join("keys");
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + crate::common::secs(20);
         while !d.join("keyring.locked").exists() || d.join("wrap.key").exists() {
             assert!(
                 Instant::now() < deadline,
@@ -234,7 +216,7 @@ async fn no_secret_plaintext_reaches_any_file() {
     }
     c.kill9(lagger);
     c.spawn(lagger);
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + crate::common::secs(30);
     loop {
         let out = c.secretctl_at(
             &c.endpoint(lagger),
@@ -261,7 +243,7 @@ async fn no_secret_plaintext_reaches_any_file() {
     let out = c.sctl(&["cluster", "rotate-key"], None);
     assert!(out.contains("rotated to generation 2"), "{out}");
     for i in 0..3 {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + crate::common::secs(20);
         loop {
             let out = c.secretctl_at(&c.endpoint(i), &["cluster", "settings"], None);
             let text = String::from_utf8_lossy(&out.stdout).into_owned();

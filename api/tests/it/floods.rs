@@ -16,19 +16,19 @@ use crate::common::{free_port, Cluster};
 use crate::tls::rustls_client;
 
 /// Where the attacker's connections come from.
-const ATTACKER: [u8; 4] = [127, 0, 0, 66];
+pub(crate) const ATTACKER: [u8; 4] = [127, 0, 0, 66];
 
 /// Silent TCP connections from `ATTACKER` to member ports, `per_port` at
 /// once on each, each reopened (after 100 ms) when the member closes it.
 /// Ends by itself at its deadline, or when dropped.
-struct Flood {
+pub(crate) struct Flood {
     /// Per port: connections the member closed.
     closed: Arc<Vec<AtomicUsize>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Flood {
-    fn start(ports: &[u16], per_port: usize, lasting: Duration) -> Flood {
+    pub(crate) fn start(ports: &[u16], per_port: usize, lasting: Duration) -> Flood {
         let closed: Arc<Vec<AtomicUsize>> =
             Arc::new(ports.iter().map(|_| AtomicUsize::new(0)).collect());
         let until = tokio::time::Instant::now() + lasting;
@@ -86,7 +86,7 @@ async fn silent_connection(port: u16) -> Option<TcpStream> {
     let s = TcpSocket::new_v4().ok()?;
     s.bind((ATTACKER, 0).into()).ok()?;
     let connect = s.connect(([127, 0, 0, 1], port).into());
-    tokio::time::timeout(Duration::from_secs(1), connect)
+    tokio::time::timeout(crate::common::secs(1), connect)
         .await
         .ok()?
         .ok()
@@ -161,7 +161,7 @@ async fn a_handshake_flood_starves_no_member() {
     for i in 0..3 {
         c.spawn(i);
     }
-    c.wait_leader(Duration::from_secs(20)).await;
+    c.wait_leader(crate::common::secs(20)).await;
     let (n1, cluster_id) = ids(&c, 0).await;
     let (n2, _) = ids(&c, 1).await;
 
@@ -173,7 +173,7 @@ async fn a_handshake_flood_starves_no_member() {
             .unwrap();
         let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
         let connect = tokio_rustls::TlsConnector::from(cfg.clone()).connect(name, tcp);
-        let s = tokio::time::timeout(Duration::from_secs(5), connect)
+        let s = tokio::time::timeout(crate::common::secs(5), connect)
             .await
             .expect("a handshake within 5 s")
             .expect("the handshake succeeds: the refusal comes after it");
@@ -186,7 +186,7 @@ async fn a_handshake_flood_starves_no_member() {
         20 - at_once
     );
     assert_eq!(
-        count_closed(&mut admins, Duration::from_secs(15)).await,
+        count_closed(&mut admins, crate::common::secs(15)).await,
         20,
         "the refusing lane's connections were kept"
     );
@@ -198,12 +198,12 @@ async fn a_handshake_flood_starves_no_member() {
 
     let mut ports: Vec<u16> = c.members.iter().map(|m| m.peer_port).collect();
     ports.push(c.members[0].client_port);
-    let flood = Flood::start(&ports, 48, Duration::from_secs(120));
-    flood.wait_closed(8, Duration::from_secs(30)).await;
+    let flood = Flood::start(&ports, 48, crate::common::secs(120));
+    flood.wait_closed(8, crate::common::secs(30)).await;
     for attempt in 0..5 {
         let t = Instant::now();
         let hello = member_hello(&c, 0, "member-n2", (n2, cluster_id, n1));
-        let r = tokio::time::timeout(Duration::from_secs(5), hello).await;
+        let r = tokio::time::timeout(crate::common::secs(5), hello).await;
         assert!(
             matches!(&r, Ok(Ok((0, _)))),
             "member hello {attempt} during the flood: {r:?} after {:?}",
@@ -226,7 +226,7 @@ async fn a_handshake_flood_starves_no_member() {
         "{}",
         String::from_utf8_lossy(&put.stderr)
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + crate::common::secs(30);
     loop {
         let out = c.etcdctl_at(
             &c.endpoint(2),
@@ -272,11 +272,11 @@ async fn a_metrics_flood_starves_neither_clients_nor_storage() {
     );
     c.nofile_max = Some(256);
     c.spawn(0);
-    c.wait_leader(Duration::from_secs(20)).await;
+    c.wait_leader(crate::common::secs(20)).await;
     let mut held = Vec::new();
     for _ in 0..300 {
         let connect = TcpStream::connect(("127.0.0.1", metrics_port));
-        if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(1), connect).await {
+        if let Ok(Ok(s)) = tokio::time::timeout(crate::common::secs(1), connect).await {
             held.push(s);
         }
     }
@@ -285,7 +285,7 @@ async fn a_metrics_flood_starves_neither_clients_nor_storage() {
     }
     assert_eq!(c.ok(&["get", "k4", "--print-value-only"]), "v\n");
     assert_eq!(
-        count_closed(&mut held, Duration::from_secs(30)).await,
+        count_closed(&mut held, crate::common::secs(30)).await,
         held.len(),
         "idle metrics connections were kept"
     );
@@ -311,7 +311,7 @@ async fn http_get(port: u16, path: &str) -> String {
     let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
     let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+    tokio::time::timeout(crate::common::secs(10), s.read_to_end(&mut out))
         .await
         .expect("a response within 10 s")
         .unwrap();

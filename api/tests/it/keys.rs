@@ -41,7 +41,7 @@ async fn restart(c: &mut Cluster, i: usize) {
     c.kill9(i);
     c.spawn(i);
     let ep = c.endpoint(i);
-    wait_for("the restarted member", Duration::from_secs(30), || {
+    wait_for("the restarted member", crate::common::secs(30), || {
         c.secretctl_at(&ep, &["secret", "ls", "-q"], None)
             .status
             .success()
@@ -79,13 +79,13 @@ async fn fetch(c: &Cluster, i: usize, id: &str, version: u64) -> Result<Vec<u8>,
 #[tokio::test(flavor = "multi_thread")]
 async fn autolock_locks_restarted_members_until_unlocked() {
     let mut c = Cluster::start_tls(3, &[]);
-    c.wait_leader(Duration::from_secs(20)).await;
+    c.wait_leader(crate::common::secs(20)).await;
     let id = db_pw_for_web1(&c, b"hunter2");
 
     // On: refused until every member holds the KEK (a member without it
     // could only get it with the unlock key); then the key is shown once
     // and every member re-seals its keyring.
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + crate::common::secs(20);
     let key = loop {
         let out = c.secretctl(&["cluster", "settings", "--autolock=true"], None);
         if out.status.success() {
@@ -102,7 +102,7 @@ async fn autolock_locks_restarted_members_until_unlocked() {
         let d = keys_dir(&c, i);
         wait_for(
             "every member to switch to autolock",
-            Duration::from_secs(15),
+            crate::common::secs(15),
             || {
                 d.join("keyring.locked").exists()
                     && !d.join("keyring").exists()
@@ -196,7 +196,7 @@ async fn autolock_locks_restarted_members_until_unlocked() {
     let before = std::fs::read(d2.join("keyring.locked")).unwrap();
     wait_for(
         "member 3 to re-seal under the new key",
-        Duration::from_secs(15),
+        crate::common::secs(15),
         || std::fs::read(d2.join("keyring.locked")).unwrap() != before,
     )
     .await;
@@ -230,7 +230,7 @@ async fn autolock_locks_restarted_members_until_unlocked() {
         let d = keys_dir(&c, i);
         wait_for(
             "every member to leave autolock",
-            Duration::from_secs(15),
+            crate::common::secs(15),
             || {
                 !d.join("keyring.locked").exists()
                     && d.join("keyring").exists()
@@ -277,7 +277,7 @@ fn file_contains(dir: &Path, needle: &[u8]) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn kek_rotation_under_load_with_a_member_down() {
     let mut c = Cluster::start_tls(3, &[]);
-    let leader = c.wait_leader(Duration::from_secs(20)).await;
+    let leader = c.wait_leader(crate::common::secs(20)).await;
     let down = (leader + 1) % 3;
     let up = (leader + 2) % 3;
     let secrets = SecretsClient::new(c.channel_as(leader, "admin"));
@@ -349,7 +349,7 @@ async fn kek_rotation_under_load_with_a_member_down() {
     c.spawn(down);
     for i in 0..3 {
         let ch = c.channel_as(i, "admin");
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + crate::common::secs(30);
         loop {
             let k = AdminClient::new(ch.clone())
                 .get_settings(GetSettingsRequest {})
@@ -384,7 +384,7 @@ async fn kek_rotation_under_load_with_a_member_down() {
                 .get(&i)
                 .cloned()
                 .unwrap_or((1, format!("value-{i}-v1")));
-            let deadline = Instant::now() + Duration::from_secs(20);
+            let deadline = Instant::now() + crate::common::secs(20);
             let got = loop {
                 match fetch(&c, m, id, v).await {
                     Ok(d) => break d,
@@ -411,10 +411,10 @@ async fn kek_rotation_under_load_with_a_member_down() {
 #[tokio::test(flavor = "multi_thread")]
 async fn autolock_flag_prints_the_key_once_and_a_lone_member_unlocks_from_its_file() {
     let mut c = Cluster::start_tls(1, &["--autolock"]);
-    c.wait_leader(Duration::from_secs(20)).await;
+    c.wait_leader(crate::common::secs(20)).await;
     let log = c.members[0].log.clone();
     let mut key = String::new();
-    wait_for("the unlock key on stderr", Duration::from_secs(30), || {
+    wait_for("the unlock key on stderr", crate::common::secs(30), || {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         match text
             .lines()

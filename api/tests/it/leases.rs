@@ -16,7 +16,7 @@ fn lease_id(grant_output: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn grant_attach_keepalive_revoke_and_expire() {
     let c = Cluster::start(3);
-    c.wait_leader(Duration::from_secs(15)).await;
+    c.wait_leader(crate::common::secs(15)).await;
     let out = c.ok(&["lease", "grant", "30"]);
     assert!(out.contains("granted with TTL(30s)"), "{out}");
     let id = lease_id(&out);
@@ -56,7 +56,7 @@ async fn grant_attach_keepalive_revoke_and_expire() {
         "TTL raised to the minimum"
     );
     c.ok(&["put", "l/short", "x", &format!("--lease={id}")]);
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + crate::common::secs(15);
     while !c.ok(&["get", "l/short"]).is_empty() {
         assert!(
             Instant::now() < deadline,
@@ -69,18 +69,18 @@ async fn grant_attach_keepalive_revoke_and_expire() {
 #[tokio::test(flavor = "multi_thread")]
 async fn leader_change_does_not_expire_leases_early() {
     let mut c = Cluster::start(3);
-    let leader = c.wait_leader(Duration::from_secs(15)).await;
+    let leader = c.wait_leader(crate::common::secs(15)).await;
     let t0 = Instant::now();
     let id = lease_id(&c.ok(&["lease", "grant", "8"]));
     c.ok(&["put", "lc/k", "v", &format!("--lease={id}")]);
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(crate::common::secs(3));
     c.kill9(leader);
     let survivors: Vec<String> = c.running().iter().map(|i| c.endpoint(*i)).collect();
     let eps = survivors.join(",");
-    c.wait_leader(Duration::from_secs(15)).await;
+    c.wait_leader(crate::common::secs(15)).await;
     // Past the original expiry (t0 + 8 s): the new leader gave the lease a
     // full TTL when it took over, so the key is still there.
-    let until = t0 + Duration::from_secs(9);
+    let until = t0 + crate::common::secs(9);
     if Instant::now() < until {
         std::thread::sleep(until - Instant::now());
     }
@@ -93,7 +93,7 @@ async fn leader_change_does_not_expire_leases_early() {
     // Keep-alives through the new leader keep it; without them it expires.
     let out = c.etcdctl_at(&eps, &["lease", "keep-alive", "--once", &id]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("keepalived"));
-    let deadline = Instant::now() + Duration::from_secs(25);
+    let deadline = Instant::now() + crate::common::secs(25);
     loop {
         let out = c.etcdctl_at(&eps, &["get", "lc/k"]);
         if out.stdout.is_empty() && out.status.success() {

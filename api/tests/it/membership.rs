@@ -65,7 +65,7 @@ async fn grow(c: &mut Cluster, name: &str) -> usize {
         String::from_utf8_lossy(&out.stderr)
     );
     c.spawn(i);
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + crate::common::secs(30);
     while !members(c, &eps(c)).iter().any(|m| m.1 == name) {
         assert!(
             Instant::now() < deadline,
@@ -80,7 +80,7 @@ async fn grow(c: &mut Cluster, name: &str) -> usize {
 #[tokio::test(flavor = "multi_thread")]
 async fn grow_to_five_and_shrink_to_three_while_writing() {
     let mut c = Cluster::start(1);
-    c.wait_leader(Duration::from_secs(10)).await;
+    c.wait_leader(crate::common::secs(10)).await;
     let endpoints = Arc::new(Mutex::new(vec![c.endpoint(0)]));
     let acked = Arc::new(Mutex::new(BTreeMap::new()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -93,7 +93,7 @@ async fn grow_to_five_and_shrink_to_three_while_writing() {
                 let ep = &eps[i as usize % eps.len()];
                 let ch = tonic::transport::Channel::from_shared(format!("http://{ep}"))
                     .unwrap()
-                    .timeout(Duration::from_secs(5))
+                    .timeout(crate::common::secs(5))
                     .connect_lazy();
                 let mut kv = secretd_api::pb::etcdserverpb::kv_client::KvClient::new(ch);
                 let key = format!("m/{i:06}");
@@ -137,7 +137,7 @@ async fn grow_to_five_and_shrink_to_three_while_writing() {
             "member remove: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + crate::common::secs(15);
         while c.exited(i).is_none() {
             assert!(
                 Instant::now() < deadline,
@@ -160,7 +160,7 @@ async fn grow_to_five_and_shrink_to_three_while_writing() {
         acked.len()
     );
     // Every acknowledged write is on every remaining member.
-    let leader = c.wait_leader(Duration::from_secs(15)).await;
+    let leader = c.wait_leader(crate::common::secs(15)).await;
     let mut kv = c.kv(leader).await;
     kv.put(PutRequest {
         key: "m/zz-final".into(),
@@ -170,7 +170,7 @@ async fn grow_to_five_and_shrink_to_three_while_writing() {
     .await
     .unwrap();
     for i in c.running() {
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + crate::common::secs(15);
         loop {
             let mut kv = c.kv(i).await;
             let got = kv
@@ -206,7 +206,7 @@ async fn grow_to_five_and_shrink_to_three_while_writing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn learner_promotion_and_leader_removal() {
     let mut c = Cluster::start(3);
-    c.wait_leader(Duration::from_secs(15)).await;
+    c.wait_leader(crate::common::secs(15)).await;
     c.ok(&["put", "before", "1"]);
     // A learner that is not running yet cannot be promoted.
     let l = add_learner(&mut c, "n4");
@@ -225,7 +225,7 @@ async fn learner_promotion_and_leader_removal() {
     );
     // Running, it catches up and can be promoted.
     c.spawn(l);
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + crate::common::secs(30);
     loop {
         let out = c.etcdctl_at(&eps(&c), &["member", "promote", &id]);
         if out.status.success() {
@@ -244,7 +244,7 @@ async fn learner_promotion_and_leader_removal() {
     );
 
     // Remove the leader itself: the others elect a new one and go on.
-    let leader = c.wait_leader(Duration::from_secs(15)).await;
+    let leader = c.wait_leader(crate::common::secs(15)).await;
     let leader_id = c.member_id(leader).await;
     let others = c
         .running()
@@ -259,17 +259,17 @@ async fn learner_promotion_and_leader_removal() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + crate::common::secs(15);
     while c.exited(leader).is_none() {
         assert!(Instant::now() < deadline, "removed leader still running");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     c.kill9(leader);
-    let new_leader = c.wait_leader(Duration::from_secs(15)).await;
+    let new_leader = c.wait_leader(crate::common::secs(15)).await;
     assert_ne!(new_leader, leader);
     // Right after a leader change a member may briefly answer "no leader";
     // clients retry that, and so does this one, for a bounded time.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + crate::common::secs(10);
     loop {
         let out = c.etcdctl_at(&others, &["put", "after", "2"]);
         if out.status.success() {
@@ -292,18 +292,29 @@ async fn learner_promotion_and_leader_removal() {
 #[tokio::test(flavor = "multi_thread")]
 async fn joiner_killed_before_its_first_snapshot_rejoins_as_itself() {
     let mut c = Cluster::start(3);
-    let leader = c.wait_leader(Duration::from_secs(15)).await;
+    let leader = c.wait_leader(crate::common::secs(15)).await;
     c.ok(&["put", "j", "1"]);
     let n4 = add_learner(&mut c, "n4");
     // With the leader frozen, the joiner learns the cluster from a follower
     // but gets no snapshot; it dies before a new leader is elected.
     c.signal(leader, "STOP");
     c.spawn(n4);
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Killed once it saved its identity and runs, before any snapshot (a
+    // fixed wait here once killed it before it saved its ids; that case
+    // must work too: it asks the running members again).
+    let log = c.members[n4].log.clone();
+    let deadline = Instant::now() + crate::common::secs(15);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("raft loop started")
+    {
+        assert!(Instant::now() < deadline, "the joiner never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     c.kill9(n4);
     c.signal(leader, "CONT");
     c.spawn(n4);
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + crate::common::secs(20);
     loop {
         let out = c.etcdctl_at(&c.endpoint(n4), &["get", "j", "--consistency=s"]);
         if String::from_utf8_lossy(&out.stdout) == "j\n1\n" {
@@ -318,7 +329,7 @@ async fn joiner_killed_before_its_first_snapshot_rejoins_as_itself() {
     }
     // Still one cluster of four; n4 publishes its name once it runs (as in
     // etcd, a member is listed unnamed until then).
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + crate::common::secs(15);
     loop {
         let ms = members(&c, &eps(&c));
         assert_eq!(ms.len(), 4, "{ms:?}");

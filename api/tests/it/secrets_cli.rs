@@ -2,8 +2,6 @@
 //! `config` and `task` command and flag, the shapes Docker prints, and
 //! Docker's error messages.
 
-use std::time::Duration;
-
 use crate::common::Cluster;
 use serde_json::Value;
 
@@ -42,7 +40,7 @@ fn is_id(s: &str) -> bool {
 #[tokio::test(flavor = "multi_thread")]
 async fn secrets_like_docker() {
     let c = Cluster::start_with(3, &["--secret-history", "2"]);
-    c.wait_leader(Duration::from_secs(15)).await;
+    c.wait_leader(crate::common::secs(15)).await;
 
     // create: from stdin and from a file, with labels; prints the ID.
     let id = c.sctl(
@@ -399,7 +397,7 @@ async fn secrets_like_docker() {
 #[tokio::test(flavor = "multi_thread")]
 async fn configs_and_tasks_like_docker() {
     let c = Cluster::start(3);
-    c.wait_leader(Duration::from_secs(15)).await;
+    c.wait_leader(crate::common::secs(15)).await;
     c.sctl(&["secret", "create", "db_pw", "-"], Some(b"pw"));
     let conf = c.sctl(
         &["config", "create", "-l", "app=web", "nginx_conf", "-"],
@@ -589,7 +587,7 @@ async fn configs_and_tasks_like_docker() {
 async fn members_racing_to_create_the_kek_agree_on_one() {
     use secretd_api::pb::secretstore::{secrets_client::SecretsClient, CreateRequest};
     let c = Cluster::start(3);
-    c.wait_leader(Duration::from_secs(15)).await;
+    c.wait_leader(crate::common::secs(15)).await;
     let mut calls = Vec::new();
     for i in 0..3 {
         for j in 0..4 {
@@ -637,7 +635,7 @@ async fn members_racing_to_create_the_kek_agree_on_one() {
 async fn a_closed_pipe_ends_secretctl_quietly() {
     use std::os::unix::process::ExitStatusExt;
     let c = Cluster::start(1);
-    c.wait_leader(std::time::Duration::from_secs(15)).await;
+    c.wait_leader(crate::common::secs(15)).await;
     for i in 0..20 {
         c.sctl(&["secret", "create", &format!("s{i}"), "-"], Some(b"x"));
     }

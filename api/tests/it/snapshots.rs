@@ -57,7 +57,7 @@ async fn lagging_follower_catches_up_by_snapshot() {
             "20",
         ],
     );
-    let leader = c.wait_leader(Duration::from_secs(15)).await;
+    let leader = c.wait_leader(crate::common::secs(15)).await;
     let follower = (leader + 1) % 3;
     c.kill9(follower);
     let mut kv = c.kv(leader).await;
@@ -125,7 +125,7 @@ async fn lagging_follower_catches_up_by_snapshot() {
     );
 
     c.spawn(follower);
-    let h1 = converge(&c, Duration::from_secs(30)).await;
+    let h1 = converge(&c, crate::common::secs(30)).await;
     let log = std::fs::read_to_string(&c.members[follower].log).unwrap();
     assert!(
         log.contains("installed snapshot"),
@@ -167,12 +167,12 @@ async fn lagging_follower_catches_up_by_snapshot() {
         .await
         .unwrap();
     }
-    let h2 = converge(&c, Duration::from_secs(20)).await;
+    let h2 = converge(&c, crate::common::secs(20)).await;
     assert_ne!(h1, h2);
 
     // Restarted from its snapshot plus log, it still equals the others.
     c.kill9(follower);
     c.spawn(follower);
-    c.wait_leader(Duration::from_secs(15)).await;
-    assert_eq!(converge(&c, Duration::from_secs(20)).await, h2);
+    c.wait_leader(crate::common::secs(15)).await;
+    assert_eq!(converge(&c, crate::common::secs(20)).await, h2);
 }

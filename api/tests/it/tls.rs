@@ -33,7 +33,7 @@ fn etcdctl_with(
 }
 
 fn wait_log(c: &Cluster, needle: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + crate::common::secs(10);
     while !c.logs_tail().contains(needle)
         && !std::fs::read_to_string(&c.members[0].log)
             .unwrap_or_default()
@@ -58,7 +58,7 @@ async fn only_the_clusters_certificates_get_in_each_as_far_as_its_role() {
     let audit_dir = tempfile::tempdir().unwrap();
     let audit = audit_dir.path().join("audit.log");
     let c = Cluster::start_tls(3, &["--audit-log", audit.to_str().unwrap()]);
-    c.wait_leader(Duration::from_secs(20)).await;
+    c.wait_leader(crate::common::secs(20)).await;
     let certs = c.tls.clone().unwrap();
     let ca = certs.join("ca.pem").display().to_string();
     let (admin, admin_key) = c.cert("admin");
@@ -162,7 +162,7 @@ async fn only_the_clusters_certificates_get_in_each_as_far_as_its_role() {
         Some(Path::new(&admin_key)),
     )
     .unwrap();
-    let ch = secretd_client::channel(&peer, Some(&tls), Some(Duration::from_secs(5))).unwrap();
+    let ch = secretd_client::channel(&peer, Some(&tls), Some(crate::common::secs(5))).unwrap();
     let err = secretd_api::pb::raftpb::raft_client::RaftClient::new(ch)
         .cluster_info(secretd_api::pb::raftpb::ClusterInfoRequest {})
         .await
@@ -319,7 +319,7 @@ async fn call_raw(ch: tonic::transport::Channel, path: &'static str) -> tonic::S
         resp.message().await?;
         Ok::<_, tonic::Status>(())
     };
-    match tokio::time::timeout(Duration::from_secs(3), run).await {
+    match tokio::time::timeout(crate::common::secs(3), run).await {
         Ok(Ok(())) | Err(_) => tonic::Status::ok(""),
         Ok(Err(s)) => s,
     }
@@ -335,7 +335,7 @@ async fn role_matrix_over_the_wire() {
     let audit_dir = tempfile::tempdir().unwrap();
     let audit = audit_dir.path().join("audit.log");
     let c = Cluster::start_tls(1, &["--audit-log", audit.to_str().unwrap()]);
-    c.wait_leader(Duration::from_secs(20)).await;
+    c.wait_leader(crate::common::secs(20)).await;
     let certs = c.tls.clone().unwrap();
     let ca = certs.join("ca.pem");
     let roles = [
@@ -353,7 +353,7 @@ async fn role_matrix_over_the_wire() {
             let ch = secretd_client::channel(
                 &format!("127.0.0.1:{port}"),
                 Some(&tls),
-                Some(Duration::from_secs(5)),
+                Some(crate::common::secs(5)),
             )
             .unwrap();
             for (path, _) in MATRIX {
@@ -432,7 +432,7 @@ async fn role_matrix_over_the_wire() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_fetches_only_the_versions_its_tasks_serve() {
     let c = Cluster::start_tls(1, &[]);
-    c.wait_leader(Duration::from_secs(20)).await;
+    c.wait_leader(crate::common::secs(20)).await;
     let id = c
         .sctl(&["secret", "create", "db_pw", "-"], Some(b"v1"))
         .trim()
@@ -488,7 +488,7 @@ async fn a_node_fetches_only_the_versions_its_tasks_serve() {
 async fn a_member_certificate_speaks_only_as_its_member() {
     use secretd_api::pb::raftpb::{raft_client::RaftClient, FetchKekRequest, RaftBatch};
     let c = Cluster::start_tls(3, &[]);
-    c.wait_leader(Duration::from_secs(20)).await;
+    c.wait_leader(crate::common::secs(20)).await;
     // The first secret makes KEK generation 1.
     c.sctl(&["secret", "create", "s", "-"], Some(b"x"));
     let id = |hex: String| u64::from_str_radix(&hex, 16).unwrap();
@@ -502,7 +502,7 @@ async fn a_member_certificate_speaks_only_as_its_member() {
     )
     .unwrap();
     let peer = format!("127.0.0.1:{}", c.members[0].peer_port);
-    let ch = secretd_client::channel(&peer, Some(&tls), Some(Duration::from_secs(5))).unwrap();
+    let ch = secretd_client::channel(&peer, Some(&tls), Some(crate::common::secs(5))).unwrap();
     let mut raft = RaftClient::new(ch);
     let info = raft
         .cluster_info(secretd_api::pb::raftpb::ClusterInfoRequest {})
@@ -580,7 +580,7 @@ async fn a_connection_flood_starves_neither_admins_nor_raft() {
     for i in 0..3 {
         c.spawn(i);
     }
-    c.wait_leader(Duration::from_secs(20)).await;
+    c.wait_leader(crate::common::secs(20)).await;
     let cfg = rustls_client(&c, "node-n1");
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg));
     let addr = format!("127.0.0.1:{}", c.members[0].client_port);
@@ -591,7 +591,7 @@ async fn a_connection_flood_starves_neither_admins_nor_raft() {
         };
         let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
         if let Ok(Ok(s)) =
-            tokio::time::timeout(Duration::from_secs(2), connector.connect(name, tcp)).await
+            tokio::time::timeout(crate::common::secs(2), connector.connect(name, tcp)).await
         {
             held.push(s);
         }
@@ -607,7 +607,7 @@ async fn a_connection_flood_starves_neither_admins_nor_raft() {
     assert!(!log.contains("Too many open files"), "{log}");
     assert!(log.contains("refused a connection"), "no refusal logged");
     // Idle connections are closed: every held stream reads EOF or an error.
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    tokio::time::sleep(crate::common::secs(6)).await;
     let mut open = 0;
     for mut s in held {
         use tokio::io::AsyncReadExt;
@@ -701,7 +701,7 @@ async fn https_post(c: &Cluster, cert: &str, path: &str, body: &str) -> (u16, St
     );
     s.write_all(req.as_bytes()).await.unwrap();
     let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    let _ = tokio::time::timeout(crate::common::secs(5), s.read_to_end(&mut out)).await;
     crate::common::http_response(&out)
 }
 
@@ -711,7 +711,7 @@ async fn https_post(c: &Cluster, cert: &str, path: &str, body: &str) -> (u16, St
 #[tokio::test(flavor = "multi_thread")]
 async fn the_json_gateway_keeps_the_role_matrix() {
     let c = Cluster::start_tls(1, &[]);
-    c.wait_leader(Duration::from_secs(20)).await;
+    c.wait_leader(crate::common::secs(20)).await;
     let put = r#"{"key":"Zm9v","value":"YmFy"}"#;
     let (code, body) = https_post(&c, "admin", "/v3/kv/put", put).await;
     assert_eq!(code, 200, "{body}");
@@ -817,7 +817,7 @@ async fn a_node_holds_a_bounded_number_of_agent_streams() {
     use secretd_api::objects::agent::STREAMS_PER_NODE_MAX;
     use secretd_api::pb::secretstore::{agent_client::AgentClient, AgentWatchRequest};
     let c = Cluster::start_tls(1, &[]);
-    c.wait_leader(Duration::from_secs(15)).await;
+    c.wait_leader(crate::common::secs(15)).await;
     let watch = |node: &'static str| {
         let channel = c.channel_as(0, &format!("node-{node}"));
         async move {
@@ -844,7 +844,7 @@ async fn a_node_holds_a_bounded_number_of_agent_streams() {
     watch("n2").await.expect("n2's stream");
     // A closed stream frees its place (once the member sees it closed).
     held.pop();
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let deadline = std::time::Instant::now() + crate::common::secs(15);
     loop {
         match watch("n1").await {
             Ok(_) => break,
@@ -858,4 +858,69 @@ async fn a_node_holds_a_bounded_number_of_agent_streams() {
             Err(e) => panic!("{e:?}"),
         }
     }
+}
+
+/// D18: every refused request wrote an audit line and a WARN line: a node
+/// certificate made 10 MB of audit log in 10 s, and 83k refusals filled
+/// the disk until the member stopped. Refusals are now written once per
+/// window per (role, RPC), the rest counted in one line when the window
+/// ends, and the audit log keeps to its byte budget.
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_are_counted_not_each_written() {
+    use secretd_api::pb::etcdserverpb::{kv_client::KvClient, RangeRequest};
+    let audit_dir = tempfile::tempdir().unwrap();
+    let audit = audit_dir.path().join("audit.log");
+    let c = Cluster::start_tls(
+        1,
+        &[
+            "--audit-log",
+            audit.to_str().unwrap(),
+            "--audit-log-max-bytes",
+            "1048576",
+        ],
+    );
+    c.wait_leader(crate::common::secs(20)).await;
+    let mut kv = KvClient::new(c.channel_as(0, "node-n1"));
+    let range = || RangeRequest {
+        key: b"k".to_vec(),
+        ..Default::default()
+    };
+    let refusals = 3_000;
+    for _ in 0..refusals {
+        let e = kv.range(range()).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    }
+    let lines = |needle: &str| {
+        let text = std::fs::read_to_string(&audit).unwrap_or_default();
+        text.lines().filter(|l| l.contains(needle)).count()
+    };
+    let log = std::fs::read_to_string(&c.members[0].log).unwrap();
+    let warned = log.matches("refused a request: wrong role").count();
+    assert!(warned <= 2, "{warned} WARN lines for {refusals} refusals");
+    let audited = lines("/etcdserverpb.KV/Range");
+    assert!(
+        audited <= 2,
+        "{audited} audit lines for {refusals} refusals"
+    );
+    // Once the window is over, one line counts the rest.
+    let deadline = Instant::now() + crate::common::secs(40);
+    while lines("\"denied x") == 0 {
+        assert!(Instant::now() < deadline, "no count of the refusals");
+        let _ = kv.range(range()).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let text = std::fs::read_to_string(&audit).unwrap();
+    let count = text
+        .lines()
+        .find(|l| l.contains("\"denied x"))
+        .and_then(|l| l.split("\"denied x").nth(1))
+        .and_then(|r| r.split('"').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .expect("a count");
+    assert!(count >= refusals - 2, "counted {count} of {refusals}");
+    let total = std::fs::metadata(&audit).unwrap().len()
+        + std::fs::metadata(audit.with_extension("log.1")).map_or(0, |m| m.len());
+    assert!(total <= 1 << 20, "the audit log holds {total} bytes");
+    // The member is fine, and an admin's write goes through.
+    assert_eq!(c.etcdctl(&["put", "after", "v"]).status.code(), Some(0));
 }

@@ -3,8 +3,6 @@
 //! past, two live ones on different members, and a slow one that stops
 //! reading (so its buffer overflows and it catches up from storage).
 
-use std::time::Duration;
-
 use crate::common::Cluster;
 use secretd_api::pb::etcdserverpb::{
     watch_client::WatchClient, watch_request::RequestUnion, DeleteRangeRequest, PutRequest,
@@ -79,7 +77,7 @@ async fn drain(
     let mut responses = Vec::new();
     let mut last = 0;
     while last < upto {
-        let r = tokio::time::timeout(Duration::from_secs(20), s.message())
+        let r = tokio::time::timeout(crate::common::secs(20), s.message())
             .await
             .expect("watch events in time")
             .unwrap()
@@ -100,7 +98,7 @@ async fn drain(
 #[tokio::test(flavor = "multi_thread")]
 async fn watchers_keep_etcds_guarantees() {
     let c = Cluster::start(3);
-    c.wait_leader(Duration::from_secs(15)).await;
+    c.wait_leader(crate::common::secs(15)).await;
     let (live1, _k1) = open(&c, 0, 0).await;
     let (live2, _k2) = open(&c, 1, 0).await;
     let (slow, _k3) = open(&c, 2, 0).await; // not read until the end

@@ -2,8 +2,6 @@
 //! progress notifications (periodic ones for watchers that asked, and on
 //! request), and a stream whose client half-closed its requests.
 
-use std::time::Duration;
-
 use crate::common::Cluster;
 use secretd_api::pb::etcdserverpb::WatchResponse;
 use secretd_api::pb::etcdserverpb::{
@@ -14,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 async fn next(s: &mut tonic::Streaming<WatchResponse>) -> WatchResponse {
-    tokio::time::timeout(Duration::from_secs(5), s.message())
+    tokio::time::timeout(crate::common::secs(5), s.message())
         .await
         .expect("response in time")
         .unwrap()
@@ -27,7 +25,7 @@ async fn periodic_and_requested_progress() {
         1,
         &["--experimental-watch-progress-notify-interval", "300ms"],
     );
-    c.wait_leader(Duration::from_secs(10)).await;
+    c.wait_leader(crate::common::secs(10)).await;
     let mut kv = c.kv(0).await;
     kv.put(PutRequest {
         key: "p".into(),
@@ -96,7 +94,7 @@ async fn periodic_and_requested_progress() {
 async fn a_half_closed_watch_keeps_delivering() {
     use secretd_client::pb::etcdserverpb as pb;
     let c = Cluster::start(1);
-    c.wait_leader(Duration::from_secs(10)).await;
+    c.wait_leader(crate::common::secs(10)).await;
     let mut kv = c.kv(0).await;
     let create = pb::WatchRequest {
         request_union: Some(pb::watch_request::RequestUnion::CreateRequest(
@@ -132,7 +130,7 @@ async fn a_half_closed_watch_keeps_delivering() {
 async fn next_or_end(
     s: &mut tonic::Streaming<secretd_client::pb::etcdserverpb::WatchResponse>,
 ) -> secretd_client::pb::etcdserverpb::WatchResponse {
-    match tokio::time::timeout(Duration::from_secs(5), s.message()).await {
+    match tokio::time::timeout(crate::common::secs(5), s.message()).await {
         Ok(Ok(Some(r))) => r,
         Ok(Ok(None)) => panic!("the watch ended (status OK) after the client half-closed"),
         Ok(Err(e)) => panic!("the watch failed: {e}"),

@@ -76,15 +76,30 @@ impl Clients {
         ids.iter().position(|id| *id == Some(leader))
     }
 
-    /// Member id of the member called `name`, asking node `via`.
-    pub async fn member_id(&self, via: usize, name: &str) -> Option<u64> {
+    /// The member list as node `via` reports it (None: no answer).
+    async fn members(&self, via: usize) -> Option<Vec<pb::etcdserverpb::Member>> {
         let r = self
             .cluster(via)
             .member_list(MemberListRequest { linearizable: true })
             .await
-            .ok()?
-            .into_inner();
-        r.members.iter().find(|m| m.name == name).map(|m| m.id)
+            .ok()?;
+        Some(r.into_inner().members)
+    }
+
+    /// Whether node `via` lists a member with this peer URL.
+    pub async fn has_peer_url(&self, via: usize, url: &str) -> Option<bool> {
+        let members = self.members(via).await?;
+        Some(
+            members
+                .iter()
+                .any(|m| m.peer_ur_ls.iter().any(|u| u == url)),
+        )
+    }
+
+    /// Member id of the member called `name`, asking node `via`.
+    pub async fn member_id(&self, via: usize, name: &str) -> Option<u64> {
+        let members = self.members(via).await?;
+        members.iter().find(|m| m.name == name).map(|m| m.id)
     }
 }
 

@@ -123,21 +123,26 @@ pub struct RunResult {
     pub crashes: Vec<String>,
     /// From the final heal to the first acknowledged write.
     pub recovery_ms: Option<u64>,
+    /// Faults the final heal could not undo, with why. A run with any is
+    /// never valid: what it checked ran against a cluster the nemesis had
+    /// left broken.
+    pub unhealed: Vec<String>,
     pub ok: usize,
     pub fail: usize,
     pub info: usize,
 }
 
 impl RunResult {
-    /// Some(true) valid, Some(false) an anomaly, None undecided.
+    /// Some(true) valid, Some(false) an anomaly, None undecided. A fault
+    /// left in place makes the run undecided, and excuses a cluster that
+    /// made no progress after it; the checks themselves hold anyway (a
+    /// history's anomaly is one whatever the nemesis left behind).
     pub fn valid(&self) -> Option<bool> {
-        if self.checks.iter().any(|c| c.valid == Some(false))
-            || !self.crashes.is_empty()
-            || self.recovery_ms.is_none()
-        {
+        let stuck = self.recovery_ms.is_none() && self.unhealed.is_empty();
+        if self.checks.iter().any(|c| c.valid == Some(false)) || !self.crashes.is_empty() || stuck {
             return Some(false);
         }
-        if self.checks.iter().any(|c| c.valid.is_none()) {
+        if self.checks.iter().any(|c| c.valid.is_none()) || !self.unhealed.is_empty() {
             return None;
         }
         Some(true)
@@ -163,6 +168,13 @@ pub fn run(cfg: &Config) -> Result<RunResult> {
         bail!("--nodes must be at least 3");
     }
     net::Net::preflight()?;
+    // Members started on an earlier run's data would resume its cluster.
+    if cfg.out.join("history.jsonl").exists() {
+        bail!(
+            "{} holds an earlier run: give this one another folder",
+            cfg.out.display()
+        );
+    }
     std::fs::create_dir_all(&cfg.out)
         .with_context(|| format!("cannot create {}", cfg.out.display()))?;
     let disk_node = cfg
@@ -281,10 +293,7 @@ async fn run_async(
     run_plan(cfg, &plan, &mut nem, &rec).await;
     // Final heal, then the cluster must make progress within the bound.
     let healed = nem.heal().await;
-    rec.nemesis(
-        "final-heal",
-        healed.unwrap_or_else(|e| json!({"error": e.to_string()})),
-    );
+    rec.nemesis("final-heal", healed.desc);
     stop.store(true, Ordering::Relaxed);
     for w in workers {
         let _ = w.await;
@@ -295,7 +304,7 @@ async fn run_async(
     rec.nemesis("recovered", json!({"ms": recovery_ms}));
     let mut checks = final_checks(cfg, &clients, &rec, &known, watchers).await;
     if let Some(k) = &nem.keys {
-        checks.push(retired_keys(&nodes, &k.retired).await);
+        checks.push(retired_keys(&nodes, &k.retired, nem.autolock_left()).await);
     }
     rec.flush();
     let (ok, fail, info) = rec.counts();
@@ -308,6 +317,7 @@ async fn run_async(
         checks,
         crashes: std::mem::take(&mut nem.crashes),
         recovery_ms,
+        unhealed: healed.left,
         ok,
         fail,
         info,
@@ -476,7 +486,11 @@ async fn start_fault(
 /// Destroyed KEK generations must be gone from every member's keyring
 /// file. Members destroy them on their next keyring sync (every 2 s), so
 /// the check looks again for a while before it reports one.
-async fn retired_keys(nodes: &Arc<Mutex<nodes::Nodes>>, retired: &BTreeSet<u32>) -> Check {
+async fn retired_keys(
+    nodes: &Arc<Mutex<nodes::Nodes>>,
+    retired: &BTreeSet<u32>,
+    autolock_left: bool,
+) -> Check {
     const SETTLE_MS: u64 = 10_000;
     let dirs: Vec<PathBuf> = nodes
         .lock()
@@ -487,7 +501,7 @@ async fn retired_keys(nodes: &Arc<Mutex<nodes::Nodes>>, retired: &BTreeSet<u32>)
         .collect();
     let deadline = Instant::now() + Duration::from_millis(SETTLE_MS);
     loop {
-        let c = keys::retired_on_disk(&dirs, retired);
+        let c = keys::retired_on_disk(&dirs, retired, autolock_left);
         if c.valid == Some(true) || Instant::now() >= deadline {
             return c;
         }
@@ -525,11 +539,16 @@ async fn run_plan(
             }
         }
         sleep_until(t0, at + Duration::from_millis(p.duration_ms)).await;
+        // What this heal could not undo, the next one retries.
         let healed = nem.heal().await;
-        rec.nemesis(
-            "heal",
-            healed.unwrap_or_else(|e| json!({"error": e.to_string()})),
-        );
+        if !cfg.quiet && !healed.left.is_empty() {
+            eprintln!(
+                "jepsen: {:>4.0} s  heal incomplete (retried at the next heal): {}",
+                t0.elapsed().as_secs_f64(),
+                healed.left.join("; ")
+            );
+        }
+        rec.nemesis("heal", healed.desc);
     }
     sleep_until(t0, Duration::from_millis(cfg.time_limit_ms)).await;
 }
@@ -597,4 +616,44 @@ async fn watch_final(clients: &Clients, rec: &Recorder, n: usize, watchers: Watc
         .unwrap_or_else(|e| e.into_inner())
         .clone();
     watch::check(&rec.events(), &logs, truth.as_deref(), target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(recovery_ms: Option<u64>, unhealed: &[&str], valid: Option<bool>) -> RunResult {
+        RunResult {
+            seed: 1,
+            workload: Workload::Secrets,
+            nemesis: vec!["keys"],
+            nodes: 5,
+            dir: PathBuf::new(),
+            checks: vec![Check {
+                name: "c".into(),
+                valid,
+                ops: 1,
+                detail: String::new(),
+            }],
+            crashes: Vec::new(),
+            recovery_ms,
+            unhealed: unhealed.iter().map(|u| u.to_string()).collect(),
+            ok: 1,
+            fail: 0,
+            info: 0,
+        }
+    }
+
+    /// A fault the nemesis left in place makes the verdict unknown, never
+    /// valid, and never turns the cluster's resulting stall into an
+    /// anomaly; an anomaly the checks found stays one.
+    #[test]
+    fn a_fault_left_in_place_makes_the_run_unknown() {
+        assert_eq!(result(Some(1), &[], Some(true)).valid(), Some(true));
+        assert_eq!(result(None, &[], Some(true)).valid(), Some(false));
+        let left = ["keys: could not unlock n2"];
+        assert_eq!(result(Some(1), &left, Some(true)).valid(), None);
+        assert_eq!(result(None, &left, Some(true)).valid(), None);
+        assert_eq!(result(Some(1), &left, Some(false)).valid(), Some(false));
+    }
 }

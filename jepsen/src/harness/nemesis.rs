@@ -1,14 +1,23 @@
 //! Faults. The whole schedule (when, what, against which node, which
 //! partition shape) is drawn from the run's seed before the run starts, so
-//! a seed reproduces its fault schedule; only "the leader" is resolved when
-//! the fault starts. Quiet, fault (sometimes two overlapping), heal,
-//! repeat; then a final heal.
+//! a seed reproduces its fault schedule. "The leader" is a role in that
+//! schedule, resolved when the fault starts (the leader is the cluster's
+//! choice, not the seed's; the fault event records which node it was, or
+//! that none was known and the node the seed drew instead was hit).
+//! Quiet, fault (sometimes two overlapping), heal, repeat; then a final
+//! heal.
+//!
+//! A heal undoes what the damage record says and clears each entry only
+//! once its undo worked; it repeats, within bounds, until nothing is left.
+//! Whatever is still undone is carried to the next heal, and what the
+//! final heal could not undo is reported with the run's verdict: a fault
+//! left in place must not pass for an anomaly of secretd.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -54,7 +63,14 @@ impl Kind {
         }
     }
 
-    /// `partition,kill` or `all`.
+    /// Every nemesis name, comma-separated (for messages).
+    pub fn names() -> String {
+        Kind::ALL.map(Kind::name).join(", ")
+    }
+
+    /// `partition,kill` or `all`, in any order and with repeats: the set,
+    /// in the fixed order of [`Kind::ALL`], so the same set gives the same
+    /// schedule and the same run folder however it was spelled.
     pub fn parse_list(s: &str) -> Result<Vec<Kind>> {
         let mut out = BTreeSet::new();
         for w in s.split(',').map(str::trim).filter(|w| !w.is_empty()) {
@@ -66,10 +82,11 @@ impl Kind {
                 Some(k) => {
                     out.insert(*k);
                 }
-                None => bail!(
-                    "unknown nemesis {w:?}: choose from partition, kill, pause, clock, member, disk, keys, all"
-                ),
+                None => bail!("unknown nemesis {w:?}: choose from {}, all", Kind::names()),
             }
+        }
+        if out.is_empty() {
+            bail!("no nemesis given: choose from {}, all", Kind::names());
         }
         Ok(out.into_iter().collect())
     }
@@ -77,7 +94,11 @@ impl Kind {
 
 #[derive(Clone, Debug)]
 pub enum Target {
-    Leader,
+    /// Whichever node leads when the fault starts; `fallback` (drawn from
+    /// the seed) when no leader is known then.
+    Leader {
+        fallback: usize,
+    },
     Node(usize),
 }
 
@@ -85,7 +106,9 @@ pub enum Target {
 pub enum Shape {
     /// The shuffled nodes cut in two halves.
     Halves(Vec<usize>),
-    IsolateLeader,
+    /// The leader cut off from the rest; `fallback` as for
+    /// [`Target::Leader`].
+    IsolateLeader { fallback: usize },
     /// Two halves that both reach the bridge node (the first).
     Bridge(Vec<usize>),
     /// Each node reaches only its two neighbours in this order.
@@ -183,21 +206,24 @@ pub fn plan(
 /// Overlapping slots: this many in that many.
 const OVERLAP_ONE_IN: (u32, u32) = (1, 3);
 
-/// One fault of `kind`, its targets drawn from `rng`.
+/// One fault of `kind`, its targets drawn from `rng`. (A leader's
+/// fallback is the shuffle's first node, drawn anyway: adding draws would
+/// change every seed's schedule.)
 fn draw(rng: &mut StdRng, kind: Kind, n: usize, disk_node: Option<usize>) -> Fault {
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(rng);
+    let fallback = order[0];
     let target = |rng: &mut StdRng| {
         if rng.gen_bool(0.5) {
-            Target::Leader
+            Target::Leader { fallback }
         } else {
             Target::Node(rng.gen_range(0..n))
         }
     };
-    let mut order: Vec<usize> = (0..n).collect();
-    order.shuffle(rng);
     match kind {
         Kind::Partition => Fault::Partition(match rng.gen_range(0..5) {
             0 => Shape::Halves(order),
-            1 => Shape::IsolateLeader,
+            1 => Shape::IsolateLeader { fallback },
             2 => Shape::Bridge(order),
             3 => Shape::Ring(order),
             _ => Shape::OneWay(target(rng)),
@@ -239,16 +265,54 @@ fn node_of(f: &Fault) -> Option<usize> {
     }
 }
 
-/// What the nemesis did to the cluster, for healing it.
+/// What the nemesis did to the cluster and is not undone yet. An entry is
+/// cleared only when its undo worked, so a later heal retries the rest.
 #[derive(Default)]
 struct Damage {
     partitioned: bool,
     killed: BTreeSet<usize>,
     paused: BTreeSet<usize>,
     clocks: BTreeSet<usize>,
-    removed: Option<usize>,
+    removed: Option<Removed>,
     disk_full: bool,
     autolocked: bool,
+}
+
+/// A member removed from the cluster (its data wiped), to be added back.
+struct Removed {
+    node: usize,
+    /// Its new peer URL, once chosen: chosen once, since choosing again
+    /// would give back the removed member's URL, and so its ID.
+    peer_url: Option<String>,
+}
+
+/// The nodes, through a lock a panicked holder did not poison for good
+/// (a free function: it borrows the field, not the whole nemesis).
+fn lock(nodes: &Mutex<Nodes>) -> std::sync::MutexGuard<'_, Nodes> {
+    nodes.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Bounds of one heal: passes, and time, after which what is still undone
+/// is left to the next heal (or reported, after the final one).
+const HEAL_PASSES_MAX: u32 = 40;
+const HEAL_BUDGET_MS: u64 = 30_000;
+const HEAL_RETRY_MS: u64 = 500;
+
+/// What a heal did, and what it could not undo.
+pub struct Healed {
+    /// For the history (`heal`/`final-heal` events).
+    pub desc: serde_json::Value,
+    /// Each fault still in place, with why; empty when all is undone.
+    pub left: Vec<String>,
+}
+
+/// What the passes of one heal did, for its description.
+#[derive(Default)]
+struct HealLog {
+    restarted: Vec<usize>,
+    readded: Vec<usize>,
+    /// What each keys pass found or did, in order.
+    keys: Vec<String>,
 }
 
 pub struct Nemesis {
@@ -285,13 +349,21 @@ impl Nemesis {
     }
 
     fn n(&self) -> usize {
-        self.nodes.lock().unwrap_or_else(|e| e.into_inner()).len()
+        lock(&self.nodes).len()
     }
 
-    async fn resolve(&self, t: &Target) -> usize {
+    /// The node a target names now, and how it was chosen.
+    async fn resolve(&self, t: &Target) -> (usize, &'static str) {
         match t {
-            Target::Node(i) => *i,
-            Target::Leader => self.clients.leader().await.unwrap_or(0),
+            Target::Node(i) => (*i, "named"),
+            Target::Leader { fallback } => self.leader_or(*fallback).await,
+        }
+    }
+
+    async fn leader_or(&self, fallback: usize) -> (usize, &'static str) {
+        match self.clients.leader().await {
+            Some(l) => (l, "leader"),
+            None => (fallback, "leader unknown: the seed's fallback"),
         }
     }
 
@@ -299,38 +371,34 @@ impl Nemesis {
         let n = self.n();
         let desc = match f {
             Fault::Partition(shape) => {
-                let groups = self.partition(shape, n).await?;
+                // Recorded before the rules go in: a rule added before an
+                // error must be flushed too.
                 self.damage.partitioned = true;
+                let (groups, target) = self.partition(shape, n).await?;
                 let name = match shape {
                     Shape::Halves(_) => "halves",
-                    Shape::IsolateLeader => "isolate-leader",
+                    Shape::IsolateLeader { .. } => "isolate-leader",
                     Shape::Bridge(_) => "bridge",
                     Shape::Ring(_) => "ring",
                     Shape::OneWay(_) => "one-way (from the node)",
                 };
-                json!({"fault": "partition", "shape": name, "groups": groups})
+                json!({"fault": "partition", "shape": name, "groups": groups, "target": target})
             }
             Fault::Kill(t) => {
-                let i = self.resolve(t).await;
-                self.nodes.lock().unwrap_or_else(|e| e.into_inner()).kill(i);
+                let (i, target) = self.resolve(t).await;
+                lock(&self.nodes).kill(i);
                 self.damage.killed.insert(i);
-                json!({"fault": "kill", "node": i + 1})
+                json!({"fault": "kill", "node": i + 1, "target": target})
             }
             Fault::Pause(t) => {
-                let i = self.resolve(t).await;
-                self.nodes
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .pause(i);
+                let (i, target) = self.resolve(t).await;
+                lock(&self.nodes).pause(i);
                 self.damage.paused.insert(i);
-                json!({"fault": "pause", "node": i + 1})
+                json!({"fault": "pause", "node": i + 1, "target": target})
             }
             Fault::ClockStep(i, off) => {
-                self.nodes
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .set_clock_offset(*i, *off)?;
                 self.damage.clocks.insert(*i);
+                lock(&self.nodes).set_clock_offset(*i, *off)?;
                 json!({"fault": "clock-step", "node": i + 1, "offset_s": off})
             }
             Fault::ClockStrobe(i, off) => {
@@ -340,10 +408,7 @@ impl Nemesis {
                     let mut on = false;
                     loop {
                         on = !on;
-                        let _ = nodes
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .set_clock_offset(i, if on { off } else { 0 });
+                        let _ = lock(&nodes).set_clock_offset(i, if on { off } else { 0 });
                         tokio::time::sleep(Duration::from_millis(250)).await;
                     }
                 }));
@@ -353,15 +418,17 @@ impl Nemesis {
             Fault::Member(i) => {
                 let removed = self.remove_member(*i).await?;
                 if removed {
-                    self.damage.removed = Some(*i);
+                    self.damage.removed = Some(Removed {
+                        node: *i,
+                        peer_url: None,
+                    });
                 }
                 json!({"fault": "member-remove", "node": i + 1, "removed": removed})
             }
             Fault::Disk => {
-                let nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
-                let i = nodes.disk_node().unwrap_or(0);
-                nodes.fill_disk(i)?;
+                let i = lock(&self.nodes).disk_node().unwrap_or(0);
                 self.damage.disk_full = true;
+                lock(&self.nodes).fill_disk(i)?;
                 json!({"fault": "disk-full", "node": i + 1})
             }
             Fault::Keys(k) => self.keys_fault(k).await?,
@@ -374,43 +441,54 @@ impl Nemesis {
         let keys = self
             .keys
             .as_mut()
-            .ok_or_else(|| anyhow::anyhow!("the keys nemesis is not enabled"))?;
+            .ok_or_else(|| anyhow!("the keys nemesis is not enabled"))?;
         Ok(match k {
             KeysFault::Rotate(i) => {
                 let retired = keys.rotate(&urls[*i]).await?;
                 json!({"fault": "keys-rotate", "node": i + 1, "destroyed": retired})
             }
             KeysFault::Autolock(i) => {
-                keys.autolock_on(&urls).await?;
+                // From the attempt on: a command that failed or timed out
+                // may still have switched autolock on, and the heal finds
+                // out from the members either way.
                 self.damage.autolocked = true;
-                let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+                keys.autolock_on(&urls).await?;
+                let mut nodes = lock(&self.nodes);
                 nodes.kill(*i);
                 nodes.start(*i)?;
-                json!({"fault": "keys-autolock", "restarted-locked": i + 1})
+                // Locked when it comes back, unless it had not followed the
+                // lock yet: the heal asks the members which they are.
+                json!({"fault": "keys-autolock", "node": i + 1, "restarted": true})
             }
         })
     }
 
-    async fn partition(&self, shape: &Shape, n: usize) -> Result<Vec<Vec<usize>>> {
+    /// Puts the shape's rules in; the groups (1-based) and, for a shape
+    /// aimed at the leader, how its node was chosen.
+    async fn partition(
+        &self,
+        shape: &Shape,
+        n: usize,
+    ) -> Result<(Vec<Vec<usize>>, Option<&'static str>)> {
         let one = |v: &[usize]| v.iter().map(|x| x + 1).collect::<Vec<_>>();
         Ok(match shape {
             Shape::Halves(order) => {
                 let (a, b) = order.split_at(n / 2);
                 self.net.split(a, b)?;
-                vec![one(a), one(b)]
+                (vec![one(a), one(b)], None)
             }
-            Shape::IsolateLeader => {
-                let l = self.clients.leader().await.unwrap_or(0);
+            Shape::IsolateLeader { fallback } => {
+                let (l, target) = self.leader_or(*fallback).await;
                 let rest: Vec<usize> = (0..n).filter(|&x| x != l).collect();
                 self.net.split(&[l], &rest)?;
-                vec![vec![l + 1], one(&rest)]
+                (vec![vec![l + 1], one(&rest)], Some(target))
             }
             Shape::Bridge(order) => {
                 let bridge = order[0];
                 let rest = &order[1..];
                 let (a, b) = rest.split_at(rest.len() / 2);
                 self.net.split(a, b)?;
-                vec![one(a), vec![bridge + 1], one(b)]
+                (vec![one(a), vec![bridge + 1], one(b)], None)
             }
             Shape::Ring(order) => {
                 for (pos, &x) in order.iter().enumerate() {
@@ -422,14 +500,14 @@ impl Nemesis {
                         }
                     }
                 }
-                vec![one(order)]
+                (vec![one(order)], None)
             }
             Shape::OneWay(t) => {
-                let from = self.resolve(t).await;
+                let (from, target) = self.resolve(t).await;
                 for to in (0..n).filter(|&x| x != from) {
                     self.net.drop_link(from, to)?;
                 }
-                vec![vec![from + 1]]
+                (vec![vec![from + 1]], Some(target))
             }
         })
     }
@@ -448,10 +526,7 @@ impl Nemesis {
                     .member_remove(etcd::MemberRemoveRequest { id })
                     .await;
                 if r.is_ok() {
-                    self.nodes
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .forget(i)?;
+                    lock(&self.nodes).forget(i)?;
                     return Ok(true);
                 }
             }
@@ -460,102 +535,170 @@ impl Nemesis {
         Ok(false)
     }
 
-    async fn add_member_back(&self, i: usize) -> Result<()> {
+    /// One attempt at adding a removed member back and starting it. An
+    /// add whose answer was lost may have landed: a member list that
+    /// already shows its peer URL leaves only the start.
+    async fn add_member_back(&self, r: &mut Removed) -> Result<()> {
         let n = self.n();
-        let others: Vec<usize> = (0..n).filter(|&x| x != i).collect();
-        let url = self
-            .nodes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .prepare_rejoin(i, &others);
-        for _ in 0..40 {
-            for &via in &others {
-                let r = self
-                    .clients
-                    .cluster(via)
-                    .member_add(etcd::MemberAddRequest {
-                        peer_ur_ls: vec![url.clone()],
-                        is_learner: false,
-                    })
-                    .await;
-                if r.is_ok() {
-                    return self
-                        .nodes
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .start(i);
-                }
+        let others: Vec<usize> = (0..n).filter(|&x| x != r.node).collect();
+        let url = match &r.peer_url {
+            Some(u) => u.clone(),
+            None => {
+                let u = lock(&self.nodes).prepare_rejoin(r.node, &others);
+                r.peer_url = Some(u.clone());
+                u
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        let mut last = anyhow!("no other member answered");
+        for &via in &others {
+            if self.clients.has_peer_url(via, &url).await == Some(true) {
+                return lock(&self.nodes).start(r.node);
+            }
+            let added = self
+                .clients
+                .cluster(via)
+                .member_add(etcd::MemberAddRequest {
+                    peer_ur_ls: vec![url.clone()],
+                    is_learner: false,
+                })
+                .await;
+            match added {
+                Ok(_) => return lock(&self.nodes).start(r.node),
+                Err(e) => last = anyhow!("MemberAdd through n{}: {}", via + 1, e.message()),
+            }
         }
-        bail!("could not add n{} back to the cluster", i + 1)
+        Err(last)
     }
 
-    /// Undoes every fault, restarts dead nodes, and notes nodes that died
-    /// without being killed.
-    pub async fn heal(&mut self) -> Result<serde_json::Value> {
+    /// Undoes every fault, restarts dead nodes and notes those that died
+    /// without being killed; passes repeat, within bounds, until nothing
+    /// is left undone. What is left stays recorded for the next heal.
+    pub async fn heal(&mut self) -> Healed {
         if let Some(s) = self.strobe.take() {
             s.abort();
         }
-        let d = std::mem::take(&mut self.damage);
-        if d.partitioned {
-            self.net.heal()?;
+        // Nodes that may be found dead without having crashed.
+        let mut excused = self.damage.killed.clone();
+        if self.damage.disk_full {
+            excused.extend(lock(&self.nodes).disk_node());
         }
-        for &i in &d.clocks {
-            self.nodes
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .set_clock_offset(i, 0)?;
+        let t0 = Instant::now();
+        let mut log = HealLog::default();
+        let mut passes = 0;
+        let left = loop {
+            passes += 1;
+            let left = self.heal_pass(&mut excused, &mut log).await;
+            let spent =
+                passes >= HEAL_PASSES_MAX || t0.elapsed() >= Duration::from_millis(HEAL_BUDGET_MS);
+            if left.is_empty() || spent || super::interrupted() {
+                break left;
+            }
+            tokio::time::sleep(Duration::from_millis(HEAL_RETRY_MS)).await;
+        };
+        let one = |v: &[usize]| v.iter().map(|x| x + 1).collect::<Vec<_>>();
+        Healed {
+            desc: json!({
+                "restarted": one(&log.restarted),
+                "re-added": one(&log.readded),
+                "keys": log.keys,
+                "passes": passes,
+                "left": left,
+            }),
+            left,
         }
-        if d.disk_full {
-            let nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+    }
+
+    /// Whether autolock may still be on (the last heal could not make
+    /// every member report it off and unlocked).
+    pub fn autolock_left(&self) -> bool {
+        self.damage.autolocked
+    }
+
+    /// One pass over the damage record: each undo that works clears its
+    /// entry; the rest come back as reasons.
+    async fn heal_pass(&mut self, excused: &mut BTreeSet<usize>, log: &mut HealLog) -> Vec<String> {
+        let mut left = Vec::new();
+        if self.damage.partitioned {
+            match self.net.heal() {
+                Ok(()) => self.damage.partitioned = false,
+                Err(e) => left.push(format!("partition: rules not flushed: {e:#}")),
+            }
+        }
+        let clocks = std::mem::take(&mut self.damage.clocks);
+        for i in clocks {
+            if let Err(e) = lock(&self.nodes).set_clock_offset(i, 0) {
+                left.push(format!("clock: n{} not reset: {e:#}", i + 1));
+                self.damage.clocks.insert(i);
+            }
+        }
+        if self.damage.disk_full {
+            let nodes = lock(&self.nodes);
             if let Some(i) = nodes.disk_node() {
                 nodes.free_disk(i);
             }
+            drop(nodes);
+            self.damage.disk_full = false;
         }
-        {
-            let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
-            for &i in &d.paused {
-                nodes.resume(i);
-            }
+        let paused = std::mem::take(&mut self.damage.paused);
+        for i in paused {
+            lock(&self.nodes).resume(i);
         }
-        let mut readded = Vec::new();
-        if let Some(i) = d.removed {
-            self.add_member_back(i).await?;
-            readded.push(i + 1);
-        }
-        let mut restarted = Vec::new();
-        let disk_node = self
-            .nodes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .disk_node();
-        for i in 0..self.n() {
-            let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
-            if !nodes.alive(i) {
-                let expected = d.killed.contains(&i) || (d.disk_full && disk_node == Some(i));
-                if !expected {
-                    self.crashes.push(format!(
-                        "n{} exited without being killed (at {:.1} s)",
-                        i + 1,
-                        self.rec.elapsed_ns() as f64 / 1e9
-                    ));
+        if let Some(mut r) = self.damage.removed.take() {
+            match self.add_member_back(&mut r).await {
+                Ok(()) => log.readded.push(r.node),
+                Err(e) => {
+                    left.push(format!("member: n{} not added back: {e:#}", r.node + 1));
+                    self.damage.removed = Some(r);
                 }
-                nodes.start(i)?;
-                restarted.push(i + 1);
             }
         }
-        let mut unlocked = serde_json::Value::Null;
-        if d.autolocked {
-            let urls = self.clients.urls.clone();
-            if let Some(keys) = self.keys.as_mut() {
-                unlocked = match keys.heal(&urls).await {
-                    Ok(()) => json!("unlocked, autolock off"),
-                    Err(e) => json!({"error": e.to_string()}),
-                };
+        let removed = self.damage.removed.as_ref().map(|r| r.node);
+        for i in (0..self.n()).filter(|&i| Some(i) != removed) {
+            let mut nodes = lock(&self.nodes);
+            if nodes.alive(i) {
+                // Killed, then restarted by another fault (autolock's).
+                self.damage.killed.remove(&i);
+                continue;
+            }
+            if !excused.contains(&i) {
+                self.crashes.push(format!(
+                    "n{} exited without being killed (at {:.1} s)",
+                    i + 1,
+                    self.rec.elapsed_ns() as f64 / 1e9
+                ));
+            }
+            match nodes.start(i) {
+                Ok(()) => {
+                    // Running again: dying from here on is a crash.
+                    excused.remove(&i);
+                    self.damage.killed.remove(&i);
+                    log.restarted.push(i);
+                }
+                Err(e) => {
+                    excused.insert(i);
+                    self.damage.killed.insert(i);
+                    left.push(format!("n{} not restarted: {e:#}", i + 1));
+                }
             }
         }
-        Ok(json!({"restarted": restarted, "re-added": readded, "keys": unlocked}))
+        if self.damage.autolocked {
+            let members: Vec<usize> = (0..self.n()).filter(|&i| Some(i) != removed).collect();
+            let pass = match self.keys.as_mut() {
+                Some(keys) => keys.heal_pass(&self.clients, &members).await,
+                None => None,
+            };
+            match pass {
+                None => {
+                    self.damage.autolocked = false;
+                    log.keys.push("every member unlocked, autolock off".into());
+                }
+                Some(why) => {
+                    log.keys.push(why.clone());
+                    left.push(format!("keys: {why}"));
+                }
+            }
+        }
+        left
     }
 }
 
@@ -608,6 +751,38 @@ mod tests {
         assert!(last.at_ms + last.duration_ms + TAIL_MS <= 120_000);
     }
 
+    /// Issue 30's seeds keep the schedules they failed with (a change to
+    /// the draws would silently make them test something else).
+    #[test]
+    fn issue_30_seeds_keep_their_schedules() {
+        let short = |p: &[Planned]| {
+            p.iter()
+                .map(|p| {
+                    let also = p.also.as_ref().map(|(_, f)| format!("+{f:?}"));
+                    format!("{} {:?}{}", p.at_ms, p.fault, also.unwrap_or_default())
+                })
+                .collect::<Vec<_>>()
+        };
+        let kinds = Kind::parse_list("keys,kill").unwrap();
+        assert_eq!(
+            short(&plan(88101, &kinds, 5, 60_000, None)),
+            [
+                "3000 Kill(Node(2))",
+                "11344 Kill(Leader { fallback: 0 })",
+                "22242 Keys(Rotate(0))",
+                "31131 Kill(Leader { fallback: 3 })+Keys(Autolock(3))",
+                "38395 Keys(Rotate(0))",
+                "45881 Kill(Leader { fallback: 2 })+Keys(Autolock(2))",
+            ]
+        );
+        let kinds = Kind::parse_list("keys").unwrap();
+        let p = short(&plan(89102, &kinds, 5, 60_000, None));
+        assert_eq!(
+            &p[..2],
+            ["3000 Keys(Autolock(0))", "12136 Keys(Autolock(2))"]
+        );
+    }
+
     #[test]
     fn nemesis_names_parse_and_bad_ones_are_refused() {
         assert_eq!(
@@ -615,6 +790,8 @@ mod tests {
             vec![Kind::Partition, Kind::Kill]
         );
         assert_eq!(Kind::parse_list("all").unwrap().len(), 7);
+        let e = Kind::parse_list(" , ").unwrap_err().to_string();
+        assert!(e.contains("no nemesis given"), "{e}");
         let e = Kind::parse_list("partition,flood").unwrap_err().to_string();
         assert!(e.contains("unknown nemesis \"flood\""), "{e}");
     }

@@ -217,6 +217,13 @@ pub fn write(path: &Path, r: &RunResult, events: &[Event]) -> anyhow::Result<()>
             esc(crash)
         );
     }
+    for u in &r.unhealed {
+        let _ = write!(
+            h,
+            "<tr><td>final heal</td><td>unknown</td><td>not undone: {}</td></tr>",
+            esc(u)
+        );
+    }
     h.push_str("</table><h2>Latency over time</h2>");
     h.push_str(&plot(events));
     h.push_str("<h2>Timeline</h2><table><tr><th>time</th><th>event</th><th>detail</th></tr>");

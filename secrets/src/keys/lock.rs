@@ -29,6 +29,19 @@ fn invalid_key() -> Error {
 }
 
 impl Keys {
+    /// Whether this member needs the unlock key before it can serve
+    /// secrets: it is locked, or autolock is on and it holds no keyring (a
+    /// member added since, which peers send keys only sealed under the
+    /// unlock key) or is still on its key file (down when the cluster
+    /// switched, and the KEK rotated since). `GetSettings` reports this as
+    /// locked, so that `secretctl cluster unlock` gives the key to such a
+    /// member too instead of answering that it is not locked.
+    pub fn needs_unlock_key(&self, autolock: bool) -> bool {
+        let st = self.state.read();
+        matches!(st.wrap, Wrap::Locked)
+            || (autolock && (st.ring.is_none() || matches!(st.wrap, Wrap::File(_))))
+    }
+
     /// Whether the cluster has autolock on (this member's view).
     pub async fn autolock(&self) -> Result<bool> {
         Ok(self.lock_record(false).await?.0.autolock)

@@ -41,7 +41,7 @@ use secretd_store::pb::etcdserverpb::{Compare, RangeRequest, RequestOp};
 
 use crate::layout;
 use crate::pb::records::{KekRecord, LockRecord};
-use crate::txns::{absent, put};
+use crate::txns::{absent, del, put};
 use crate::{Error, Result};
 use disk::{remove_file, write_file, KEYRING_FILE, LOCKED_KEYRING_FILE, WRAP_KEY_FILE};
 pub use peers::{KekPeers, PeerKek};
@@ -55,6 +55,9 @@ const SYNC_INTERVAL_MS: u64 = 500;
 /// before it refuses to seal under it, and how often it looks.
 const QUORUM_HELD_WAIT_MS: u64 = 10_000;
 const QUORUM_HELD_POLL_MS: u64 = 100;
+/// Deletes per txn when forgetting a former member (within etcd's
+/// default `--max-txn-ops`, 128).
+const FORGET_OPS_PER_TXN_MAX: usize = 64;
 
 /// What protects the keyring on disk.
 pub(crate) enum Wrap {
@@ -433,6 +436,39 @@ impl Keys {
             }
         }
         Ok(())
+    }
+
+    /// Deletes the `kekheld` records of `id`, which must not be a member:
+    /// called before a member is added. Member ids derive from peer URLs,
+    /// so a member added back where a removed one was (or one lost when
+    /// `--force-new-cluster` removed it) has the old one's id, and the old
+    /// records would count its empty keyring as a copy of every KEK: a
+    /// seal or a removal could then go ahead with fewer real copies than a
+    /// quorum. Returns how many records it deleted.
+    pub async fn forget_member(&self, id: u64) -> Result<usize> {
+        if self.node.members().iter().any(|m| m.id == id) {
+            return Err(Error::Precondition(format!(
+                "member {id:x} is a member: its records of holding key-encryption keys stay"
+            )));
+        }
+        let mut stale = Vec::new();
+        for rec in self.registry(true).await? {
+            if self.held_by(rec.generation).await?.contains(&id) {
+                stale.push(layout::kek_held_key(rec.generation, id));
+            }
+        }
+        for chunk in stale.chunks(FORGET_OPS_PER_TXN_MAX) {
+            let ops = chunk.iter().map(|k| del(k.clone(), Vec::new())).collect();
+            self.txn(Vec::new(), ops).await?;
+        }
+        if !stale.is_empty() {
+            tracing::info!(
+                member = format_args!("{id:x}"),
+                records = stale.len(),
+                "forgot a former member's records of holding key-encryption keys"
+            );
+        }
+        Ok(stale.len())
     }
 
     /// The members that recorded holding `generation`.

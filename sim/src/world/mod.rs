@@ -783,7 +783,7 @@ impl World {
                 let applied = node
                     .as_ref()
                     .map(|_| self.members[p.member].up.as_ref().map(|u| u.stepper.view()));
-                self.trace.note(
+                self.trace.detail(
                     self.now_ms,
                     format!(
                         "client {c} via m{}: {:?} on r{} (invoked #{}) -> {:?}; member {:?}",

@@ -41,6 +41,9 @@ impl Loop {
                 },
             }
             self.applied = e.index;
+            if self.forced == Some(e.index) {
+                self.check_forced()?;
+            }
             if self.applied_trace.is_some() {
                 self.trace_applied(&e, &out.replies[replies_before..], refused_before);
             }

@@ -1,6 +1,7 @@
 //! A member's storage before the loop runs: bootstrapping a new cluster,
-//! restoring one from a backup, and installing a snapshot file (also used
-//! by the loop when a snapshot arrives).
+//! restoring one from a backup, installing a snapshot file (also used by
+//! the loop when a snapshot arrives), and `--force-new-cluster`, which
+//! turns a survivor of a lost quorum into a one-member cluster.
 
 use super::*;
 
@@ -150,4 +151,248 @@ pub fn restore(cfg: &NodeConfig, backup: &std::path::Path) -> Result<()> {
     // Read it all back before declaring success.
     Mvcc::open(db.clone())?;
     Ok(())
+}
+
+/// Entries of the log read per step while looking for configuration
+/// changes (bounds the memory a long uncommitted stretch could take).
+const FORCE_SCAN_ENTRIES_MAX: u64 = 1024;
+
+/// What the flag asks of this start: `--force-new-cluster` if set, else
+/// nothing but clearing the mark of an earlier forced start. Returns the
+/// index of the last configuration change a forced start appended, which
+/// the loop checks once it applies it (`Loop::check_forced`).
+pub(super) fn force_flag(db: &Db, log: &mut LogStore, id: u64, force: bool) -> Result<Option<u64>> {
+    if force {
+        return force_new_cluster(db, log, id).map(Some);
+    }
+    if let Some(v) = db.get(CF_META, META_FORCED)? {
+        let at = u64_from(&v, "forced-new-cluster index")?;
+        tracing::info!(
+            index = at,
+            "started without --force-new-cluster after a forced start: the flag may be used again"
+        );
+        let mut b = WriteBatch::default();
+        b.delete_cf(db.cf(CF_META), META_FORCED);
+        db.write_sync(b)?;
+    }
+    Ok(None)
+}
+
+/// etcd's `--force-new-cluster` (etcd 3.5's `restartAsStandaloneNode`):
+/// after a permanent loss of quorum, this member becomes the only member
+/// of its cluster (same cluster id), with every entry it knows committed.
+///
+/// Entries past its commit index are discarded, as etcd discards them:
+/// this member never learned that they committed. Some may have: a leader
+/// now lost can have counted this member's copy in its quorum, applied the
+/// entry and answered its client before its next message carried the
+/// commit index here. That write is what a forced start can lose (README,
+/// "Losing quorum for good").
+///
+/// Then, appended after the commit index and committed at once, as etcd
+/// appends them: a change making this member a voter, and one change per
+/// other member removing it, from raft's configuration and from the
+/// registry alike (the loop applies them as any committed change, one
+/// voter at a time, so raft refuses none). Every id the configuration
+/// named since the applied index is removed, not only the ones still in
+/// it by this function's reading: removing an absent id changes nothing,
+/// and one left in would leave a configuration without a quorum.
+///
+/// Refused (nothing written): a second forced start before a start
+/// without the flag (`FORCED_NEW_CLUSTER`), a member no longer in its own
+/// configuration, and a member that is already the only one. Returns the
+/// index of the last entry appended.
+pub(super) fn force_new_cluster(db: &Db, log: &mut LogStore, id: u64) -> Result<u64> {
+    use raft::Storage;
+    use std::collections::BTreeSet;
+
+    if let Some(v) = db.get(CF_META, META_FORCED)? {
+        let at = u64_from(&v, "forced-new-cluster index")?;
+        return Err(StoreError::InvalidArgument(format!(
+            "--force-new-cluster was already applied to this member (its configuration \
+             changes end at raft index {at}), and it has not been started without the flag \
+             since: remove --force-new-cluster from its command line. Left on, it would \
+             again cut this member off from every member added since, and split the cluster"
+        )));
+    }
+    let applied = match db.get(CF_META, META_APPLIED)? {
+        Some(v) => u64_from(&v, "applied index")?,
+        None => 0,
+    };
+    let hs = log.hard_state().clone();
+    let last = log
+        .last_index()
+        .map_err(|e| StoreError::Storage(e.to_string()))?;
+    // `LogStore::open` reconciled these; anything else is a damaged store.
+    if !(applied <= hs.commit && hs.commit <= last) {
+        return Err(StoreError::Storage(format!(
+            "raft log out of order: applied {applied}, commit {}, last entry {last}",
+            hs.commit
+        )));
+    }
+    let cs = log.conf_state().clone();
+    if !cs.voters_outgoing.is_empty() || !cs.learners_next.is_empty() {
+        return Err(StoreError::Storage(format!(
+            "the configuration is joint (voters {:x?}, outgoing {:x?}), which secretd never makes",
+            cs.voters, cs.voters_outgoing
+        )));
+    }
+
+    // The configuration as of the commit index: the applied one, then
+    // every change committed but not applied yet.
+    let mut voters: BTreeSet<u64> = cs.voters.iter().copied().collect();
+    let mut learners: BTreeSet<u64> = cs.learners.iter().copied().collect();
+    let mut named: BTreeSet<u64> = voters.union(&learners).copied().collect();
+    let mut self_removed_at = None;
+    let mut low = applied + 1;
+    while low <= hs.commit {
+        let high = (low + FORCE_SCAN_ENTRIES_MAX).min(hs.commit + 1);
+        let entries = log
+            .entries(low, high, None, raft::GetEntriesContext::empty(false))
+            .map_err(|e| StoreError::Storage(format!("reading entries {low}..{high}: {e}")))?;
+        if entries.is_empty() {
+            return Err(StoreError::Storage(format!("no raft log entry {low}")));
+        }
+        for e in &entries {
+            for ch in conf_changes(e) {
+                if ch.node_id == 0 {
+                    continue; // raft's "not applied" marker
+                }
+                named.insert(ch.node_id);
+                match ch.get_change_type() {
+                    ConfChangeType::AddNode => {
+                        voters.insert(ch.node_id);
+                        learners.remove(&ch.node_id);
+                    }
+                    ConfChangeType::AddLearnerNode => {
+                        learners.insert(ch.node_id);
+                        voters.remove(&ch.node_id);
+                    }
+                    ConfChangeType::RemoveNode => {
+                        voters.remove(&ch.node_id);
+                        learners.remove(&ch.node_id);
+                        if ch.node_id == id {
+                            self_removed_at = Some(e.index);
+                        }
+                    }
+                }
+            }
+        }
+        low += entries.len() as u64;
+    }
+    if let Some(at) = self_removed_at {
+        return Err(StoreError::InvalidArgument(format!(
+            "this member's own removal committed at raft index {at}: it is no longer a member \
+             and cannot carry the cluster; force a new cluster from another survivor, or \
+             restore a backup"
+        )));
+    }
+    if !voters.contains(&id) && !learners.contains(&id) {
+        return Err(StoreError::InvalidArgument(format!(
+            "this member ({id:x}) is not in its own configuration (voters {voters:x?}, learners \
+             {learners:x?}): it was removed from the cluster and cannot carry it; force a new \
+             cluster from another survivor, or restore a backup"
+        )));
+    }
+    let registry = Registry::load(db)?;
+    let mut others: BTreeSet<u64> = voters.union(&learners).copied().collect();
+    others.extend(registry.list().iter().map(|m| m.id));
+    others.remove(&id);
+    if others.is_empty() {
+        return Err(StoreError::InvalidArgument(
+            "--force-new-cluster: this member is already the only member of its cluster, so \
+             there is nothing to force: start it without the flag"
+                .into(),
+        ));
+    }
+    let mut remove = others.clone();
+    remove.extend(named);
+    remove.remove(&id);
+
+    let term = hs.term;
+    let mut entries = vec![forced_change(
+        ConfChangeType::AddNode,
+        id,
+        term,
+        hs.commit + 1,
+    )?];
+    for (i, other) in remove.iter().enumerate() {
+        let index = hs.commit + 2 + i as u64;
+        entries.push(forced_change(
+            ConfChangeType::RemoveNode,
+            *other,
+            term,
+            index,
+        )?);
+    }
+    let forced_last = hs.commit + entries.len() as u64;
+    // Appending right after the commit index replaces every entry past it.
+    log.append(&entries)?;
+    let mut forced_hs = hs.clone();
+    forced_hs.commit = forced_last;
+    log.set_hard_state(forced_hs)?;
+    log.persist(true)?;
+    // After the log: a crash between the two leaves the changes in the log
+    // and no mark, and a retry with the flag appends them again (removing
+    // an absent member changes nothing).
+    let mut b = WriteBatch::default();
+    b.put_cf(db.cf(CF_META), META_FORCED, forced_last.to_be_bytes());
+    db.write_sync(b)?;
+
+    let now_last = log
+        .last_index()
+        .map_err(|e| StoreError::Storage(e.to_string()))?;
+    if now_last != forced_last || log.hard_state().commit != forced_last {
+        return Err(StoreError::Storage(format!(
+            "--force-new-cluster: the log ends at {now_last} with commit {}, not at {forced_last}",
+            log.hard_state().commit
+        )));
+    }
+    tracing::warn!(
+        member = format_args!("{id:x}"),
+        commit = hs.commit,
+        discarded_uncommitted_entries = last - hs.commit,
+        removed_members = format_args!("{remove:x?}"),
+        "FORCING A NEW CLUSTER (--force-new-cluster): this member becomes the only member of \
+         its cluster, with everything it committed. Entries past its commit index are \
+         discarded. Wipe the data directories of every other old member before adding any \
+         back, and remove the flag before the next start"
+    );
+    Ok(forced_last)
+}
+
+/// The membership changes an entry carries (none for a normal entry or
+/// one that does not decode: apply refuses that one on every member).
+fn conf_changes(e: &Entry) -> Vec<ConfChangeSingle> {
+    use raft_proto::ConfChangeI;
+    match e.get_entry_type() {
+        EntryType::EntryNormal => Vec::new(),
+        EntryType::EntryConfChange => ConfChange::parse_from_bytes(&e.data)
+            .map(|cc| cc.as_v2().changes.to_vec())
+            .unwrap_or_default(),
+        EntryType::EntryConfChangeV2 => ConfChangeV2::parse_from_bytes(&e.data)
+            .map(|cc| cc.changes.to_vec())
+            .unwrap_or_default(),
+    }
+}
+
+/// One forced configuration change as a committed entry. No context: no
+/// client waits for it, and an added member keeps its registry record.
+fn forced_change(change: ConfChangeType, node_id: u64, term: u64, index: u64) -> Result<Entry> {
+    let mut single = ConfChangeSingle::default();
+    single.set_change_type(change);
+    single.node_id = node_id;
+    let mut cc = ConfChangeV2::default();
+    cc.set_changes(vec![single].into());
+    let data = cc
+        .write_to_bytes()
+        .map_err(|e| StoreError::Storage(format!("encoding a configuration change: {e}")))?;
+    let mut e = Entry {
+        term,
+        index,
+        data: data.into(),
+        ..Default::default()
+    };
+    e.set_entry_type(EntryType::EntryConfChangeV2);
+    Ok(e)
 }

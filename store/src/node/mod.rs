@@ -86,8 +86,8 @@ const LEARNER_READY_FRACTION: f64 = 0.9;
 const PUBLISH_RETRY: Duration = Duration::from_millis(500);
 
 use crate::schema::meta::{
-    APPLIED as META_APPLIED, CLUSTER_ID as META_CLUSTER_ID, INSTALLING as META_INSTALLING,
-    MEMBER_ID as META_MEMBER_ID,
+    APPLIED as META_APPLIED, CLUSTER_ID as META_CLUSTER_ID, FORCED_NEW_CLUSTER as META_FORCED,
+    INSTALLING as META_INSTALLING, MEMBER_ID as META_MEMBER_ID,
 };
 
 /// Where a submitted write's outcome arrives.
@@ -140,6 +140,10 @@ pub struct NodeConfig {
     /// How long an unused simple token stays valid (etcd's
     /// --auth-token-ttl).
     pub auth_token_ttl: Duration,
+    /// etcd's `--force-new-cluster`: make this (existing) member the only
+    /// member of its cluster, keeping what it committed
+    /// (`bootstrap::force_new_cluster`).
+    pub force_new_cluster: bool,
 }
 
 impl Default for NodeConfig {
@@ -162,6 +166,7 @@ impl Default for NodeConfig {
             snapshot_count: 10_000,
             snapshot_catchup_entries: 5_000,
             auth_token_ttl: Duration::from_secs(300),
+            force_new_cluster: false,
         }
     }
 }
@@ -259,6 +264,9 @@ impl Node {
     /// without starting anything: the caller builds its transport from
     /// `Opened`'s ids and members, then starts the node on it.
     pub fn open(cfg: NodeConfig) -> Result<Opened> {
+        if cfg.force_new_cluster && !cfg.data_dir.exists() {
+            return Err(nothing_to_force(&cfg));
+        }
         if cfg.data_dir.exists() {
             crate::disk::check(&cfg.data_dir)?;
         }
@@ -270,6 +278,10 @@ impl Node {
     /// simulated disk). Snapshot files still live under `cfg.data_dir`.
     pub fn open_on(cfg: NodeConfig, db: Arc<Db>) -> Result<Opened> {
         let mut log = LogStore::open(db.clone())?;
+        // Before `identity`, which would bootstrap a new cluster here.
+        if cfg.force_new_cluster && !log.is_initialized() {
+            return Err(nothing_to_force(&cfg));
+        }
         let (id, cluster_id) = bootstrap::identity(&db, &mut log, &cfg)?;
         let snap_dir = cfg.data_dir.join("snap");
         if let Some(v) = db.get(CF_META, META_INSTALLING)? {
@@ -277,6 +289,9 @@ impl Node {
             tracing::warn!(index, "a snapshot install was interrupted; redoing it");
             install_snapshot(&db, &mut log, &snapshot::file_path(&snap_dir, index), None)?;
         }
+        // After the install is redone: it can move the log and the
+        // configuration.
+        let forced = bootstrap::force_flag(&db, &mut log, id, cfg.force_new_cluster)?;
         let applied = match db.get(CF_META, META_APPLIED)? {
             Some(v) => u64_from(&v, "applied index")?,
             None => 0,
@@ -289,8 +304,33 @@ impl Node {
             cluster_id,
             snap_dir,
             applied,
+            forced,
         })
     }
+}
+
+/// Whether `data_dir` holds a member's identity (its member and cluster
+/// ids). A member that was to join a running cluster and stopped before
+/// it saved them has a database but no identity: it must ask the running
+/// members again, never bootstrap a cluster of its own (it once came back
+/// under a new cluster id, killed between creating its database and
+/// saving its ids).
+pub fn holds_member(data_dir: &std::path::Path) -> Result<bool> {
+    if !data_dir.join("db").exists() {
+        return Ok(false);
+    }
+    let db = Db::open(data_dir)?;
+    Ok(db.get(CF_META, META_MEMBER_ID)?.is_some())
+}
+
+/// `--force-new-cluster` on a data directory that holds no member.
+pub fn nothing_to_force(cfg: &NodeConfig) -> StoreError {
+    StoreError::InvalidArgument(format!(
+        "--force-new-cluster: {} holds no member (empty or missing, or a member that joined and \
+         never received its first snapshot), so there is nothing to recover: give it the data \
+         directory of a surviving member",
+        cfg.data_dir.display()
+    ))
 }
 
 /// A member's storage, opened and with its ids decided, not yet running.
@@ -302,6 +342,9 @@ pub struct Opened {
     cluster_id: u64,
     snap_dir: PathBuf,
     applied: u64,
+    /// Set by `--force-new-cluster`: the index of its last configuration
+    /// change.
+    forced: Option<u64>,
 }
 
 impl Opened {
@@ -351,6 +394,7 @@ impl Opened {
             cluster_id,
             snap_dir,
             applied,
+            forced,
         } = self;
         let mvcc = Mvcc::open_with_clock(db.clone(), clock)?;
         let registry = Arc::new(RwLock::new(Registry::load(&db)?));
@@ -409,6 +453,8 @@ impl Opened {
             snapshot_count: cfg.snapshot_count.max(1),
             catchup_entries: cfg.snapshot_catchup_entries,
             applied_trace: None,
+            forced,
+            campaign_alone: false,
         };
         Ok((node, lp))
     }
@@ -766,6 +812,17 @@ impl Node {
         }
     }
 
+    /// The id a member with these peer URLs has in this cluster (derived
+    /// with the cluster token, as the member itself derives it).
+    pub fn member_id_for(&self, peer_urls: &[String]) -> Result<u64> {
+        let token = self
+            .db
+            .get(CF_META, membership::META_TOKEN)?
+            .map(|t| String::from_utf8_lossy(&t).into_owned())
+            .unwrap_or_default();
+        Ok(cluster::member_id(peer_urls, &token))
+    }
+
     /// Adds a member (as a learner if asked). Its id is derived from its
     /// peer URLs and the cluster token, as the new member derives it.
     pub async fn member_add(
@@ -778,12 +835,7 @@ impl Node {
                 "member add needs at least one peer URL".into(),
             ));
         }
-        let token = self
-            .db
-            .get(CF_META, membership::META_TOKEN)?
-            .map(|t| String::from_utf8_lossy(&t).into_owned())
-            .unwrap_or_default();
-        let id = cluster::member_id(&peer_urls, &token);
+        let id = self.member_id_for(&peer_urls)?;
         {
             let reg = self.registry.read();
             if reg.with_peer_url(&peer_urls).is_some() {

@@ -81,6 +81,12 @@ pub(super) struct Loop {
     /// Every entry applied, in order, for the simulation's checks; `None`
     /// (nothing recorded) in production.
     pub(super) applied_trace: Option<Vec<AppliedEntry>>,
+    /// The index of the last configuration change `--force-new-cluster`
+    /// appended, until it is applied (`check_forced`).
+    pub(super) forced: Option<u64>,
+    /// This member was just forced to be the only voter: it campaigns at
+    /// the end of the round instead of waiting out an election timeout.
+    pub(super) campaign_alone: bool,
 }
 
 impl Loop {
@@ -171,6 +177,11 @@ impl Loop {
             self.status.write().fatal = Some(e.to_string());
             return Err(());
         }
+        if std::mem::take(&mut self.campaign_alone) && self.raw.raft.state != StateRole::Leader {
+            if let Err(e) = self.raw.campaign() {
+                tracing::warn!(error = %e, "cannot campaign after --force-new-cluster");
+            }
+        }
         if self.removed {
             if self.raw.raft.state == StateRole::Leader && std::env::var("NOLEAVE").is_err() {
                 tracing::warn!(
@@ -258,6 +269,39 @@ impl Loop {
         m.to = to;
         m.term = self.raw.raft.term;
         self.transport.send(vec![m]);
+    }
+
+    /// Runs once the last change `--force-new-cluster` appended is applied:
+    /// this member must now be the only member, in raft's configuration
+    /// and in the registry alike, or the forced start failed and the member
+    /// stops rather than serve as something else. Then it campaigns at once.
+    pub(super) fn check_forced(&mut self) -> Result<()> {
+        self.forced = None;
+        let voters = self.voters();
+        let learners: Vec<u64> = self
+            .raw
+            .raft
+            .prs()
+            .conf()
+            .learners()
+            .iter()
+            .copied()
+            .collect();
+        let members: Vec<u64> = self.registry.read().list().iter().map(|m| m.id).collect();
+        if voters != [self.id] || !learners.is_empty() || members != [self.id] {
+            return Err(StoreError::Storage(format!(
+                "--force-new-cluster did not leave this member ({:x}) alone: voters {voters:x?}, \
+                 learners {learners:x?}, members {members:x?}",
+                self.id
+            )));
+        }
+        tracing::warn!(
+            index = self.applied,
+            "--force-new-cluster: this member is now the only member of its cluster; add \
+             members back with `member add` and `--initial-cluster-state existing`"
+        );
+        self.campaign_alone = true;
+        Ok(())
     }
 
     /// The voters in this member's configuration, in order.
