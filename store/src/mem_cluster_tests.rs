@@ -497,6 +497,7 @@ async fn force_new_cluster_keeps_what_the_survivor_committed() {
                         ..Default::default()
                     })),
                     auth_revision: None,
+                    auth_fence: None,
                 }
                 .encode_to_vec()
                 .into(),

@@ -7,9 +7,11 @@
 //! with etcdctl 3.5.1, the writes over gRPC from many tasks at once, so
 //! that some are always between their check and their apply.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use crate::common::secs;
 
 use crate::common::Cluster;
 use secretd_client::pb::etcdserverpb as pb;
@@ -62,16 +64,20 @@ fn parallel(c: &Cluster, user: Option<&str>, n: usize, args: &[&str]) -> Vec<Str
 /// (acknowledged puts with their header revision, refusals' messages).
 struct Writers {
     stop: Arc<AtomicBool>,
+    /// Puts answered so far, acknowledged or refused: (acked, refused).
+    counts: Arc<(AtomicUsize, AtomicUsize)>,
     tasks: Vec<tokio::task::JoinHandle<(Vec<i64>, Vec<String>)>>,
 }
 
 impl Writers {
     fn start(channels: Vec<Channel>, key_prefix: &str, token: Option<String>) -> Writers {
         let stop = Arc::new(AtomicBool::new(false));
+        let counts = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
         let tasks = (0..WRITERS)
             .map(|w| {
-                let (stop, ch, token) = (
+                let (stop, counts, ch, token) = (
                     stop.clone(),
+                    counts.clone(),
                     channels[w % channels.len()].clone(),
                     token.clone(),
                 );
@@ -90,15 +96,38 @@ impl Writers {
                             None => tonic::Request::new(put),
                         };
                         match kv.put(req).await {
-                            Ok(r) => acked.push(r.into_inner().header.unwrap().revision),
-                            Err(e) => refused.push(e.message().to_string()),
+                            Ok(r) => {
+                                acked.push(r.into_inner().header.unwrap().revision);
+                                counts.0.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(e) => {
+                                refused.push(e.message().to_string());
+                                counts.1.fetch_add(1, Ordering::Relaxed);
+                            }
                         }
                     }
                     (acked, refused)
                 })
             })
             .collect();
-        Writers { stop, tasks }
+        Writers {
+            stop,
+            counts,
+            tasks,
+        }
+    }
+
+    /// Waits (bounded) until `done(acked, refused)` holds for the counts
+    /// of answered puts.
+    async fn wait_for(&self, what: &str, done: impl Fn(usize, usize) -> bool) {
+        let deadline = Instant::now() + secs(30);
+        while !done(
+            self.counts.0.load(Ordering::Relaxed),
+            self.counts.1.load(Ordering::Relaxed),
+        ) {
+            assert!(Instant::now() < deadline, "writers: no {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     async fn stop(self) -> (Vec<i64>, Vec<String>) {
@@ -134,7 +163,7 @@ async fn channels(c: &Cluster) -> Vec<Channel> {
 #[tokio::test(flavor = "multi_thread")]
 async fn user_and_role_changes_fail_no_write_with_auth_disabled() {
     let c = Cluster::start(3);
-    c.wait_leader(Duration::from_secs(20)).await;
+    c.wait_leader(secs(20)).await;
     let writers = Writers::start(channels(&c).await, "/w/", None);
     let mut failed = Vec::new();
     for round in 0..3 {
@@ -176,7 +205,7 @@ async fn user_and_role_changes_fail_no_write_with_auth_disabled() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_write_checked_before_a_revoke_is_refused_after_it() {
     let c = Cluster::start_with(3, &["--bcrypt-cost", "4"]);
-    c.wait_leader(Duration::from_secs(20)).await;
+    c.wait_leader(secs(20)).await;
     let root = Some("root:rootpw");
     for args in [
         &["user", "add", "root:rootpw"][..],
@@ -223,7 +252,7 @@ async fn a_write_checked_before_a_revoke_is_refused_after_it() {
         range_end: b"/app0".to_vec(),
     };
     let mut caught = 0;
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + secs(60);
     for round in 0.. {
         auth.role_grant_permission(with_token(
             &root_token,
@@ -235,7 +264,10 @@ async fn a_write_checked_before_a_revoke_is_refused_after_it() {
         .await
         .unwrap();
         let writers = Writers::start(chans.clone(), "/app/", Some(login("alice", "apw").await));
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Every writer has had a put acknowledged: puts are in flight.
+        writers
+            .wait_for("puts acknowledged before the revoke", |a, _| a >= WRITERS)
+            .await;
         let revoked = auth
             .role_revoke_permission(with_token(
                 &root_token,
@@ -251,7 +283,12 @@ async fn a_write_checked_before_a_revoke_is_refused_after_it() {
             .header
             .unwrap()
             .revision;
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Puts checked after the revoke are refused; one per writer means
+        // each has seen it.
+        let seen = writers.counts.1.load(Ordering::Relaxed);
+        writers
+            .wait_for("puts refused after the revoke", |_, r| r >= seen + WRITERS)
+            .await;
         let (acked, refused) = writers.stop().await;
         assert!(
             !acked.is_empty(),

@@ -38,7 +38,7 @@ fn last_line(out: &str) -> &str {
 #[tokio::test(flavor = "multi_thread")]
 async fn maintenance_answers_as_etcd_3_5_1() {
     let c = Cluster::start(3);
-    let leader = c.wait_leader(Duration::from_secs(20)).await;
+    let leader = c.wait_leader(crate::common::secs(20)).await;
     let mut m = pb::maintenance_client::MaintenanceClient::new(c.channel(leader).await);
 
     // Member id 0 is an id like any other: raised, listed, cleared.
@@ -125,7 +125,7 @@ async fn maintenance_answers_as_etcd_3_5_1() {
 #[tokio::test(flavor = "multi_thread")]
 async fn check_datascale_reads_the_client_ports_metrics() {
     let c = Cluster::start(1);
-    c.wait_leader(Duration::from_secs(20)).await;
+    c.wait_leader(crate::common::secs(20)).await;
     let out = Command::new("curl")
         .args(["-s", &format!("http://{}/metrics", c.endpoint(0))])
         .output()
@@ -250,7 +250,7 @@ async fn tls_without_client_certificates_as_etcd() {
             .spawn()
             .expect("spawn secretd"),
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + crate::common::secs(20);
     while !ctl_tls(&c, None, &["put", "k", "v"]).0 {
         assert!(
             Instant::now() < deadline,
@@ -318,7 +318,7 @@ async fn tls_without_client_certificates_as_etcd() {
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_on_the_client_port_follow_the_role_matrix() {
     let c = Cluster::start_tls(1, &[]);
-    c.wait_leader(Duration::from_secs(20)).await;
+    c.wait_leader(crate::common::secs(20)).await;
     let (code, body) = curl(&c, Some("admin"), "GET", "/metrics", "");
     assert!(
         code == 200 && body.contains("process_resident_memory_bytes"),
