@@ -909,13 +909,26 @@ where
             token,
         });
         let guard = info.streams.begin();
+        // A gRPC call (not a gateway route) is counted as etcd counts it.
+        let is_grpc = req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        let mut call = is_grpc
+            .then(|| crate::metrics::GrpcCall::start(&path))
+            .flatten();
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
             let resp = inner.call(req).await?;
+            // A trailers-only answer has its status in the headers.
+            if let (Some(c), Some(st)) = (call.as_mut(), resp.headers().get("grpc-status")) {
+                c.finish(st.as_bytes());
+            }
             Ok(resp.map(|body| {
                 tonic::body::Body::new(Guarded {
                     body,
+                    call,
                     _guard: guard,
                 })
             }))
@@ -972,6 +985,8 @@ where
 /// A response body that keeps its request counted until it ends.
 struct Guarded {
     body: tonic::body::Body,
+    /// The gRPC call's metrics, finished by the status in its trailers.
+    call: Option<crate::metrics::GrpcCall>,
     _guard: StreamGuard,
 }
 
@@ -983,7 +998,13 @@ impl http_body::Body for Guarded {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Status>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if let (Poll::Ready(Some(Ok(frame))), Some(call)) = (&polled, self.call.as_mut()) {
+            if let Some(st) = frame.trailers_ref().and_then(|t| t.get("grpc-status")) {
+                call.finish(st.as_bytes());
+            }
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

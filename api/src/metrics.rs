@@ -12,7 +12,9 @@ use std::sync::{Arc, LazyLock};
 
 use axum::http::StatusCode;
 use axum::routing::get;
-use prometheus::{register_int_gauge, Encoder, IntGauge, TextEncoder};
+use prometheus::{
+    register_int_counter_vec, register_int_gauge, Encoder, IntCounterVec, IntGauge, TextEncoder,
+};
 use secretd_store::node::Node;
 use tokio::net::TcpListener;
 
@@ -66,6 +68,101 @@ static GAUGES: LazyLock<Gauges> = LazyLock::new(|| Gauges {
         "Keys in the keyspace, secretd's objects included.",
     ),
 });
+
+/// go-grpc-prometheus's server counters, which etcd exports on its client
+/// port and clients read (the `etcd-client` crate counts successful
+/// `Authenticate` calls by `grpc_server_handled_total`). Only the RPCs of
+/// `authz::MATRIX` are counted, so the labels stay bounded.
+static GRPC_STARTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "grpc_server_started_total",
+        "Total number of RPCs started on the server.",
+        &["grpc_type", "grpc_service", "grpc_method"]
+    )
+    .expect("metric registered once")
+});
+static GRPC_HANDLED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "grpc_server_handled_total",
+        "Total number of RPCs completed on the server, regardless of success or failure.",
+        &["grpc_type", "grpc_service", "grpc_method", "grpc_code"]
+    )
+    .expect("metric registered once")
+});
+
+/// gRPC's status codes by number, as go-grpc-prometheus names them.
+const GRPC_CODES: [&str; 17] = [
+    "OK",
+    "Canceled",
+    "Unknown",
+    "InvalidArgument",
+    "DeadlineExceeded",
+    "NotFound",
+    "AlreadyExists",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "FailedPrecondition",
+    "Aborted",
+    "OutOfRange",
+    "Unimplemented",
+    "Internal",
+    "Unavailable",
+    "DataLoss",
+    "Unauthenticated",
+];
+
+/// One served gRPC call, counted as started when made and as handled, with
+/// its status, when `finish` sees it; a call dropped before it had one (the
+/// client went away) counts as `Canceled`.
+pub struct GrpcCall {
+    labels: [&'static str; 3],
+    done: bool,
+}
+
+impl GrpcCall {
+    /// The call to `path` (`/package.Service/Method`), if the role matrix
+    /// names it.
+    pub fn start(path: &str) -> Option<GrpcCall> {
+        let &(known, _) = crate::authz::MATRIX.iter().find(|(p, _)| *p == path)?;
+        let (service, method) = known.trim_start_matches('/').split_once('/')?;
+        let ty = match known {
+            "/etcdserverpb.Watch/Watch" | "/etcdserverpb.Lease/LeaseKeepAlive" => "bidi_stream",
+            "/etcdserverpb.Maintenance/Snapshot" | "/v3electionpb.Election/Observe" => {
+                "server_stream"
+            }
+            _ => "unary",
+        };
+        GRPC_STARTED.with_label_values(&[ty, service, method]).inc();
+        Some(GrpcCall {
+            labels: [ty, service, method],
+            done: false,
+        })
+    }
+
+    /// Counts the call as handled with `grpc-status` `status` (a number;
+    /// anything else is `Unknown`). Only the first call counts.
+    pub fn finish(&mut self, status: &[u8]) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        let code = std::str::from_utf8(status)
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .and_then(|n| GRPC_CODES.get(n))
+            .unwrap_or(&"Unknown");
+        let [ty, service, method] = self.labels;
+        GRPC_HANDLED
+            .with_label_values(&[ty, service, method, code])
+            .inc();
+    }
+}
+
+impl Drop for GrpcCall {
+    fn drop(&mut self) {
+        self.finish(b"1");
+    }
+}
 
 fn count(node: &Node, prefix: Vec<u8>) -> i64 {
     let req = RangeRequest {

@@ -149,6 +149,33 @@ async fn check_datascale_reads_the_client_ports_metrics() {
         ok && out.contains("PASS: Approximate system memory used"),
         "check datascale: {out}"
     );
+    // go-grpc-prometheus's counters, as etcd exports them (the etcd-client
+    // crate counts its logins by them): the check's puts, and a refusal.
+    let (ok, _) = ctl(&c.endpoints(), &["move-leader", "1234"]);
+    assert!(!ok);
+    let out = Command::new("curl")
+        .args(["-s", &format!("http://{}/metrics", c.endpoint(0))])
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let handled = |method: &str, code: &str| {
+        text.lines()
+            .filter(|l| {
+                l.starts_with("grpc_server_handled_total{")
+                    && l.contains(&format!("grpc_method=\"{method}\""))
+                    && l.contains(&format!("grpc_code=\"{code}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    assert!(handled("Put", "OK") >= 1.0, "{text}");
+    assert_eq!(handled("MoveLeader", "FailedPrecondition"), 1.0, "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("grpc_server_started_total{")
+                && l.contains(r#"grpc_type="unary""#)),
+        "{text}"
+    );
 }
 
 /// A member run with the given flags (plain peer URL, TLS client URL with
