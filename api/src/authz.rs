@@ -317,7 +317,10 @@ mod tests {
         for rpc in paths {
             let agent = rpc.starts_with("/secretstore.v1.Agent/");
             let raft = rpc.starts_with("/secretd.raft.v1.Raft/");
-            let etcd = rpc.starts_with("/etcdserverpb.") || *rpc == "/metrics";
+            let etcd = rpc.starts_with("/etcdserverpb.")
+                || rpc.starts_with("/v3lockpb.")
+                || rpc.starts_with("/v3electionpb.")
+                || *rpc == "/metrics";
             for role in &roles {
                 let expect = match role {
                     Role::Admin => !agent && !raft,

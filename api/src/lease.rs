@@ -54,14 +54,22 @@ impl Lease for LeaseService {
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
         let who = Who::of(&self.node, &req).await?;
         let id = req.into_inner().id;
-        // etcd checks permissions (and so the auth revision) at apply only
-        // for a lease that holds keys.
+        // etcd checks permissions (and so the auth revision) at apply for
+        // the keys the lease holds then. With auth disabled that is
+        // nothing, unless the lease holds keys (auth may be enabled before
+        // apply); with auth enabled the revision is always checked, as a
+        // key attached after this check must not be deleted by a caller
+        // who may not write it.
         let holds_keys = {
             let lessor = self.node.mvcc().lessor();
             who.lease_keys(id, &lessor, Access::Write)?;
             lessor.get(id).is_some_and(|l| !l.keys.is_empty())
         };
-        let fence = if holds_keys { who.fence() } else { None };
+        let fence = if holds_keys || who.user().is_some() {
+            who.fence()
+        } else {
+            None
+        };
         self.node
             .lease_revoke(id, fence)
             .await
