@@ -54,22 +54,11 @@ impl Lease for LeaseService {
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
         let who = Who::of(&self.node, &req).await?;
         let id = req.into_inner().id;
-        // etcd checks permissions (and so the auth revision) at apply for
-        // the keys the lease holds then. With auth disabled that is
-        // nothing, unless the lease holds keys (auth may be enabled before
-        // apply); with auth enabled the revision is always checked, as a
-        // key attached after this check must not be deleted by a caller
-        // who may not write it.
-        let holds_keys = {
-            let lessor = self.node.mvcc().lessor();
-            who.lease_keys(id, &lessor, Access::Write)?;
-            lessor.get(id).is_some_and(|l| !l.keys.is_empty())
-        };
-        let fence = if holds_keys || who.user().is_some() {
-            who.fence()
-        } else {
-            None
-        };
+        // Checked here against the keys the lease holds now, and again at
+        // apply against the keys it holds then (etcd's `checkLeasePuts`):
+        // nothing for a lease without keys or while auth is disabled.
+        who.lease_keys(id, &self.node.mvcc().lessor(), Access::Write)?;
+        let fence = who.fence();
         self.node
             .lease_revoke(id, fence)
             .await

@@ -153,6 +153,35 @@ impl AuthState {
         Ok(())
     }
 
+    /// etcd's apply-time check of a lease revoke (`checkLeasePuts`): the
+    /// keys the lease holds now (`keys`), each as a put (`isOpPermitted`:
+    /// a user, the revision it was checked at, write permission). Nothing
+    /// while auth is disabled or for a lease without keys.
+    pub fn admits_lease_revoke<'k>(
+        &self,
+        f: &AuthFence,
+        mut keys: impl Iterator<Item = &'k [u8]>,
+    ) -> std::result::Result<(), AuthError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let Some(first) = keys.next() else {
+            return Ok(());
+        };
+        self.admits(&AuthFence {
+            admin: false,
+            ..f.clone()
+        })?;
+        if std::iter::once(first)
+            .chain(keys)
+            .all(|k| self.permitted(&f.user, k, &[], Access::Write))
+        {
+            Ok(())
+        } else {
+            Err(AuthError::PermissionDenied)
+        }
+    }
+
     pub fn has_role(&self, user: &str, role: &str) -> bool {
         self.users
             .get(user)

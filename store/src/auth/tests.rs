@@ -289,6 +289,17 @@ fn passwords_tokens_and_the_fence() {
     assert!(!h.auth.enabled());
 }
 
+/// root, and alice in role `app`, which may read and write `[a, b)`.
+fn root_and_alice(h: &H) {
+    h.apply(user_add("root", "pw")).unwrap();
+    h.apply(grant_role("root", "root")).unwrap();
+    h.apply(role_add("app")).unwrap();
+    h.apply(grant_perm("app", PermType::Readwrite, b"a", b"b"))
+        .unwrap();
+    h.apply(user_add("alice", "pw")).unwrap();
+    h.apply(grant_role("alice", "app")).unwrap();
+}
+
 /// etcd's apply-time check (`isOpPermitted`, `IsAdminPermitted`): nothing
 /// while auth is disabled, so user and role changes never fail unrelated
 /// writes; with auth enabled, the revision for ordinary requests (root's
@@ -305,13 +316,7 @@ fn the_fence_checks_what_etcd_checks_at_apply() {
     let off = h.auth.state().fence(None);
     let off_admin = h.auth.state().admin_fence(None);
     let legacy = h.auth.revision();
-    h.apply(user_add("root", "pw")).unwrap();
-    h.apply(grant_role("root", "root")).unwrap();
-    h.apply(role_add("app")).unwrap();
-    h.apply(grant_perm("app", PermType::Readwrite, b"a", b"b"))
-        .unwrap();
-    h.apply(user_add("alice", "pw")).unwrap();
-    h.apply(grant_role("alice", "app")).unwrap();
+    root_and_alice(&h);
     assert_eq!(refused(None, &off), None);
     assert_eq!(refused(None, &off_admin), None);
     // An entry of an earlier version keeps its old rule when replayed.
@@ -353,6 +358,43 @@ fn the_fence_checks_what_etcd_checks_at_apply() {
     h.apply(Op::Disable(AuthDisableRequest {})).unwrap();
     assert_eq!(refused(None, &alice), None);
     assert_eq!(refused(None, &alice_admin), None);
+}
+
+/// A lease revoke is checked at apply by the keys its lease holds then
+/// (etcd's `checkLeasePuts`): nothing for a lease without keys or with auth
+/// disabled; else each key as a put, revision first.
+#[test]
+fn a_lease_revoke_is_checked_by_the_keys_it_holds_at_apply() {
+    let h = H::new();
+    root_and_alice(&h);
+    let off = h.auth.state().fence(None);
+    let keys = |ks: &'static [&'static [u8]]| ks.iter().copied();
+    assert_eq!(
+        h.auth.state().admits_lease_revoke(&off, keys(&[b"z"])),
+        Ok(())
+    );
+    h.apply(enable()).unwrap();
+    let s = h.auth.state();
+    let alice = s.fence(Some("alice"));
+    assert_eq!(s.admits_lease_revoke(&alice, keys(&[])), Ok(()));
+    assert_eq!(s.admits_lease_revoke(&alice, keys(&[b"a1", b"a2"])), Ok(()));
+    assert_eq!(
+        s.admits_lease_revoke(&alice, keys(&[b"a1", b"z"])),
+        Err(AuthError::PermissionDenied)
+    );
+    assert_eq!(
+        s.admits_lease_revoke(&off, keys(&[b"a1"])),
+        Err(AuthError::UserEmpty)
+    );
+    // An auth change in between: a lease without keys still goes, one
+    // with keys is refused as a put would be.
+    h.apply(role_add("other")).unwrap();
+    let s = h.auth.state();
+    assert_eq!(s.admits_lease_revoke(&alice, keys(&[])), Ok(()));
+    assert_eq!(
+        s.admits_lease_revoke(&alice, keys(&[b"a1"])),
+        Err(AuthError::AuthOldRevision)
+    );
 }
 
 #[test]

@@ -144,10 +144,25 @@ impl Loop {
             }
         };
         let request = req.request.as_ref().expect("entry::decode checks it");
-        if let Err(refused) = self
-            .auth
-            .check_fence(req.auth_revision, req.auth_fence.as_ref())
-        {
+        let checked = match (request, req.auth_fence.as_ref()) {
+            // A revoke is checked by the keys its lease holds now, as etcd
+            // checks it (a key attached after the caller's check counts).
+            (Request::LeaseRevoke(r), Some(f)) => self
+                .auth
+                .check_fence(req.auth_revision, None)
+                .and_then(|()| {
+                    let lessor = self.applier.mvcc().lessor();
+                    let keys = lessor.get(r.id).map(|l| &l.keys);
+                    Ok(self
+                        .auth
+                        .state()
+                        .admits_lease_revoke(f, keys.into_iter().flatten().map(Vec::as_slice))?)
+                }),
+            _ => self
+                .auth
+                .check_fence(req.auth_revision, req.auth_fence.as_ref()),
+        };
+        if let Err(refused) = checked {
             if let Some(w) = self.take_waiter(req.proposer, req.id) {
                 out.replies.push((w, Err(refused)));
             }
