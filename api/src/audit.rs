@@ -107,6 +107,7 @@ pub fn who_of(c: &Caller) -> (String, String) {
         Role::Node(n) => format!("node/{n}"),
         Role::Member(n) => format!("member/{n}"),
         Role::Unauthenticated => "unauthenticated".to_string(),
+        Role::Anonymous => "anonymous".to_string(),
     };
     let addr = c.remote.map(|a| a.to_string()).unwrap_or_default();
     (role, addr)

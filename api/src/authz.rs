@@ -17,9 +17,14 @@ use crate::identity::Role;
 /// Who may call an RPC.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
-    /// Operators: the etcd API and secretd's admin APIs. Never a secret's
-    /// plaintext.
+    /// Operators: secretd's admin APIs (secrets, configs, tasks,
+    /// settings, keys). Never a secret's plaintext.
     Admin,
+    /// etcd's API (and `/metrics`, which etcd serves on its client port):
+    /// the admin certificate, and, on a client listener with
+    /// `--client-cert-auth=false`, a client without a certificate, whom
+    /// etcd's users and roles alone then govern.
+    Etcd,
     /// A node agent, for its own node only (bound in the service). The
     /// admin is refused: it could otherwise read every secret.
     NodeAgent,
@@ -29,53 +34,53 @@ pub enum Access {
 
 /// Every RPC secretd serves, with who may call it.
 pub const MATRIX: &[(&str, Access)] = &[
-    ("/etcdserverpb.KV/Range", Access::Admin),
-    ("/etcdserverpb.KV/Put", Access::Admin),
-    ("/etcdserverpb.KV/DeleteRange", Access::Admin),
-    ("/etcdserverpb.KV/Txn", Access::Admin),
-    ("/etcdserverpb.KV/Compact", Access::Admin),
-    ("/etcdserverpb.Watch/Watch", Access::Admin),
-    ("/etcdserverpb.Lease/LeaseGrant", Access::Admin),
-    ("/etcdserverpb.Lease/LeaseRevoke", Access::Admin),
-    ("/etcdserverpb.Lease/LeaseKeepAlive", Access::Admin),
-    ("/etcdserverpb.Lease/LeaseTimeToLive", Access::Admin),
-    ("/etcdserverpb.Lease/LeaseLeases", Access::Admin),
-    ("/etcdserverpb.Cluster/MemberAdd", Access::Admin),
-    ("/etcdserverpb.Cluster/MemberRemove", Access::Admin),
-    ("/etcdserverpb.Cluster/MemberUpdate", Access::Admin),
-    ("/etcdserverpb.Cluster/MemberList", Access::Admin),
-    ("/etcdserverpb.Cluster/MemberPromote", Access::Admin),
-    ("/etcdserverpb.Maintenance/Alarm", Access::Admin),
-    ("/etcdserverpb.Maintenance/Status", Access::Admin),
-    ("/etcdserverpb.Maintenance/Defragment", Access::Admin),
-    ("/etcdserverpb.Maintenance/Hash", Access::Admin),
-    ("/etcdserverpb.Maintenance/HashKV", Access::Admin),
-    ("/etcdserverpb.Maintenance/Snapshot", Access::Admin),
-    ("/etcdserverpb.Maintenance/MoveLeader", Access::Admin),
-    ("/etcdserverpb.Auth/AuthEnable", Access::Admin),
-    ("/etcdserverpb.Auth/AuthDisable", Access::Admin),
-    ("/etcdserverpb.Auth/AuthStatus", Access::Admin),
-    ("/etcdserverpb.Auth/Authenticate", Access::Admin),
-    ("/etcdserverpb.Auth/UserAdd", Access::Admin),
-    ("/etcdserverpb.Auth/UserGet", Access::Admin),
-    ("/etcdserverpb.Auth/UserList", Access::Admin),
-    ("/etcdserverpb.Auth/UserDelete", Access::Admin),
-    ("/etcdserverpb.Auth/UserChangePassword", Access::Admin),
-    ("/etcdserverpb.Auth/UserGrantRole", Access::Admin),
-    ("/etcdserverpb.Auth/UserRevokeRole", Access::Admin),
-    ("/etcdserverpb.Auth/RoleAdd", Access::Admin),
-    ("/etcdserverpb.Auth/RoleGet", Access::Admin),
-    ("/etcdserverpb.Auth/RoleList", Access::Admin),
-    ("/etcdserverpb.Auth/RoleDelete", Access::Admin),
-    ("/etcdserverpb.Auth/RoleGrantPermission", Access::Admin),
-    ("/etcdserverpb.Auth/RoleRevokePermission", Access::Admin),
-    ("/v3lockpb.Lock/Lock", Access::Admin),
-    ("/v3lockpb.Lock/Unlock", Access::Admin),
-    ("/v3electionpb.Election/Campaign", Access::Admin),
-    ("/v3electionpb.Election/Proclaim", Access::Admin),
-    ("/v3electionpb.Election/Leader", Access::Admin),
-    ("/v3electionpb.Election/Observe", Access::Admin),
-    ("/v3electionpb.Election/Resign", Access::Admin),
+    ("/etcdserverpb.KV/Range", Access::Etcd),
+    ("/etcdserverpb.KV/Put", Access::Etcd),
+    ("/etcdserverpb.KV/DeleteRange", Access::Etcd),
+    ("/etcdserverpb.KV/Txn", Access::Etcd),
+    ("/etcdserverpb.KV/Compact", Access::Etcd),
+    ("/etcdserverpb.Watch/Watch", Access::Etcd),
+    ("/etcdserverpb.Lease/LeaseGrant", Access::Etcd),
+    ("/etcdserverpb.Lease/LeaseRevoke", Access::Etcd),
+    ("/etcdserverpb.Lease/LeaseKeepAlive", Access::Etcd),
+    ("/etcdserverpb.Lease/LeaseTimeToLive", Access::Etcd),
+    ("/etcdserverpb.Lease/LeaseLeases", Access::Etcd),
+    ("/etcdserverpb.Cluster/MemberAdd", Access::Etcd),
+    ("/etcdserverpb.Cluster/MemberRemove", Access::Etcd),
+    ("/etcdserverpb.Cluster/MemberUpdate", Access::Etcd),
+    ("/etcdserverpb.Cluster/MemberList", Access::Etcd),
+    ("/etcdserverpb.Cluster/MemberPromote", Access::Etcd),
+    ("/etcdserverpb.Maintenance/Alarm", Access::Etcd),
+    ("/etcdserverpb.Maintenance/Status", Access::Etcd),
+    ("/etcdserverpb.Maintenance/Defragment", Access::Etcd),
+    ("/etcdserverpb.Maintenance/Hash", Access::Etcd),
+    ("/etcdserverpb.Maintenance/HashKV", Access::Etcd),
+    ("/etcdserverpb.Maintenance/Snapshot", Access::Etcd),
+    ("/etcdserverpb.Maintenance/MoveLeader", Access::Etcd),
+    ("/etcdserverpb.Auth/AuthEnable", Access::Etcd),
+    ("/etcdserverpb.Auth/AuthDisable", Access::Etcd),
+    ("/etcdserverpb.Auth/AuthStatus", Access::Etcd),
+    ("/etcdserverpb.Auth/Authenticate", Access::Etcd),
+    ("/etcdserverpb.Auth/UserAdd", Access::Etcd),
+    ("/etcdserverpb.Auth/UserGet", Access::Etcd),
+    ("/etcdserverpb.Auth/UserList", Access::Etcd),
+    ("/etcdserverpb.Auth/UserDelete", Access::Etcd),
+    ("/etcdserverpb.Auth/UserChangePassword", Access::Etcd),
+    ("/etcdserverpb.Auth/UserGrantRole", Access::Etcd),
+    ("/etcdserverpb.Auth/UserRevokeRole", Access::Etcd),
+    ("/etcdserverpb.Auth/RoleAdd", Access::Etcd),
+    ("/etcdserverpb.Auth/RoleGet", Access::Etcd),
+    ("/etcdserverpb.Auth/RoleList", Access::Etcd),
+    ("/etcdserverpb.Auth/RoleDelete", Access::Etcd),
+    ("/etcdserverpb.Auth/RoleGrantPermission", Access::Etcd),
+    ("/etcdserverpb.Auth/RoleRevokePermission", Access::Etcd),
+    ("/v3lockpb.Lock/Lock", Access::Etcd),
+    ("/v3lockpb.Lock/Unlock", Access::Etcd),
+    ("/v3electionpb.Election/Campaign", Access::Etcd),
+    ("/v3electionpb.Election/Proclaim", Access::Etcd),
+    ("/v3electionpb.Election/Leader", Access::Etcd),
+    ("/v3electionpb.Election/Observe", Access::Etcd),
+    ("/v3electionpb.Election/Resign", Access::Etcd),
     ("/secretstore.v1.Secrets/Create", Access::Admin),
     ("/secretstore.v1.Secrets/Inspect", Access::Admin),
     ("/secretstore.v1.Secrets/List", Access::Admin),
@@ -105,6 +110,9 @@ pub const MATRIX: &[(&str, Access)] = &[
     ("/secretd.raft.v1.Raft/FetchKek", Access::Member),
     ("/secretd.raft.v1.Raft/HashKv", Access::Member),
 ];
+
+/// HTTP paths the gate decides like RPCs (not in any proto).
+pub const HTTP_PATHS: &[(&str, Access)] = &[("/metrics", Access::Etcd)];
 
 /// etcd's JSON gateway: each route (under every prefix of
 /// `GATEWAY_PREFIXES`) and the RPC it calls, which decides who may use it.
@@ -213,7 +221,7 @@ pub enum Decision {
 /// `MATRIX` and `GATEWAY` as maps: every request is decided, so the
 /// lookups are hashed, not scans.
 static ACCESS: std::sync::LazyLock<std::collections::HashMap<&'static str, Access>> =
-    std::sync::LazyLock::new(|| MATRIX.iter().copied().collect());
+    std::sync::LazyLock::new(|| MATRIX.iter().chain(HTTP_PATHS).copied().collect());
 static GATEWAY_RPC: std::sync::LazyLock<std::collections::HashMap<&'static str, &'static str>> =
     std::sync::LazyLock::new(|| GATEWAY.iter().copied().collect());
 
@@ -224,9 +232,11 @@ pub fn access(path: &str) -> Option<Access> {
 /// May `role` call `path`?
 ///
 /// `Role::Unauthenticated` is a listener without client certificates
-/// (plaintext, or TLS without `--client-cert-auth`): there is no identity
-/// to check, so everything is allowed, and the member says so loudly at
-/// start (see the threat model in ARCHITECTURE.md).
+/// (plaintext, or a peer port without `--peer-client-cert-auth`): there is
+/// no identity to check, so everything is allowed, and the member says so
+/// loudly at start (see the threat model in ARCHITECTURE.md).
+/// `Role::Anonymous`, a client without a certificate where TLS asks for
+/// none (`--client-cert-auth=false`), gets etcd's API only.
 pub fn decide(role: &Role, path: &str) -> Decision {
     let Some(access) = access(path) else {
         return Decision::Unknown;
@@ -234,7 +244,8 @@ pub fn decide(role: &Role, path: &str) -> Decision {
     let ok = matches!(
         (role, access),
         (Role::Unauthenticated, _)
-            | (Role::Admin, Access::Admin)
+            | (Role::Admin, Access::Admin | Access::Etcd)
+            | (Role::Anonymous, Access::Etcd)
             | (Role::Node(_), Access::NodeAgent)
             | (Role::Member(_), Access::Member)
     );
@@ -243,6 +254,7 @@ pub fn decide(role: &Role, path: &str) -> Decision {
     }
     let why = match access {
         Access::Admin => "it is for admin certificates only",
+        Access::Etcd => "it is etcd's API, for admin certificates or clients without one",
         Access::NodeAgent => "only a node agent's certificate may use it, for its own node",
         Access::Member => "it is for cluster members only (the peer port)",
     };
@@ -291,7 +303,8 @@ mod tests {
     }
 
     /// Each role × each RPC, spelled out: the admin gets every client API
-    /// but the agent's, a node agent only the agent's, a member only raft.
+    /// but the agent's, a node agent only the agent's, a member only raft,
+    /// a client without a certificate only etcd's.
     #[test]
     fn each_role_by_each_rpc() {
         let roles = [
@@ -299,16 +312,23 @@ mod tests {
             Role::Node("n1".into()),
             Role::Member("n2".into()),
             Role::Unauthenticated,
+            Role::Anonymous,
         ];
-        for rpc in ALL_RPCS {
+        let paths = ALL_RPCS.iter().chain(HTTP_PATHS.iter().map(|(p, _)| p));
+        for rpc in paths {
             let agent = rpc.starts_with("/secretstore.v1.Agent/");
             let raft = rpc.starts_with("/secretd.raft.v1.Raft/");
+            let etcd = rpc.starts_with("/etcdserverpb.")
+                || rpc.starts_with("/v3lockpb.")
+                || rpc.starts_with("/v3electionpb.")
+                || *rpc == "/metrics";
             for role in &roles {
                 let expect = match role {
                     Role::Admin => !agent && !raft,
                     Role::Node(_) => agent,
                     Role::Member(_) => raft,
                     Role::Unauthenticated => true,
+                    Role::Anonymous => etcd,
                 };
                 let got = decide(role, rpc);
                 assert_eq!(got == Decision::Allow, expect, "{role} × {rpc}: {got:?}");

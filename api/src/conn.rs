@@ -441,13 +441,13 @@ impl Admission {
     }
 
     /// Charges `slot` to the identity of `role`; refuses when that
-    /// identity holds its share already. Unauthenticated connections have
-    /// no identity and count only against the total. On a members-only
+    /// identity holds its share already. Unauthenticated and anonymous
+    /// connections have no identity and count only against the total. On a members-only
     /// listener another role's certificate gets the refusing lane, or
     /// nothing when the lane is full.
     pub fn bind(&self, slot: &mut Slot, role: &Role, remote: Option<SocketAddr>) -> bool {
         match role {
-            Role::Unauthenticated => return true,
+            Role::Unauthenticated | Role::Anonymous => return true,
             Role::Member(_) => {}
             _ if self.limits.members_only => return self.bind_refusing(slot, role, remote),
             _ => {}
@@ -892,7 +892,9 @@ where
             };
             let status = Status::permission_denied(why);
             crate::refusals::refused(&caller, &path, &status);
-            let resp = if rpc != path {
+            // Gateway routes and plain HTTP paths get an HTTP refusal.
+            let http = rpc != path || authz::HTTP_PATHS.iter().any(|(p, _)| *p == path);
+            let resp = if http {
                 crate::gateway::error_response(&status).map(tonic::body::Body::new)
             } else {
                 status.into_http()
@@ -907,13 +909,26 @@ where
             token,
         });
         let guard = info.streams.begin();
+        // A gRPC call (not a gateway route) is counted as etcd counts it.
+        let is_grpc = req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        let mut call = is_grpc
+            .then(|| crate::metrics::GrpcCall::start(&path))
+            .flatten();
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
             let resp = inner.call(req).await?;
+            // A trailers-only answer has its status in the headers.
+            if let (Some(c), Some(st)) = (call.as_mut(), resp.headers().get("grpc-status")) {
+                c.finish(st.as_bytes());
+            }
             Ok(resp.map(|body| {
                 tonic::body::Body::new(Guarded {
                     body,
+                    call,
                     _guard: guard,
                 })
             }))
@@ -970,6 +985,8 @@ where
 /// A response body that keeps its request counted until it ends.
 struct Guarded {
     body: tonic::body::Body,
+    /// The gRPC call's metrics, finished by the status in its trailers.
+    call: Option<crate::metrics::GrpcCall>,
     _guard: StreamGuard,
 }
 
@@ -981,7 +998,13 @@ impl http_body::Body for Guarded {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Status>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if let (Poll::Ready(Some(Ok(frame))), Some(call)) = (&polled, self.call.as_mut()) {
+            if let Some(st) = frame.trailers_ref().and_then(|t| t.get("grpc-status")) {
+                call.finish(st.as_bytes());
+            }
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -1003,15 +1026,24 @@ const FIRST_BYTES_TIMEOUT_MS: u64 = 3_000;
 /// Handshaken connections waiting for the server to take them.
 const ACCEPTED_QUEUE_MAX: usize = 128;
 
+/// What a TLS listener asks of its clients.
+#[derive(Clone, Debug)]
+pub enum ClientCerts {
+    /// A certificate from the listener's CA; its role is the client's.
+    Required,
+    /// None is asked for: every client gets this role.
+    NotAsked(Role),
+}
+
 /// The role of the client on a handshaken connection, and its
 /// certificate's common name: from its certificate when the listener
-/// requires one, else unauthenticated.
+/// requires one, else the listener's role for clients without one.
 fn connection_role(
     s: &tokio_rustls::server::TlsStream<TcpStream>,
-    client_auth: bool,
+    certs: &ClientCerts,
 ) -> Result<(Role, Option<String>), String> {
-    if !client_auth {
-        return Ok((Role::Unauthenticated, None));
+    if let ClientCerts::NotAsked(role) = certs {
+        return Ok((role.clone(), None));
     }
     let (_, conn) = s.get_ref();
     match conn.peer_certificates().and_then(|c| c.first()) {
@@ -1028,7 +1060,7 @@ fn connection_role(
 pub fn tls_incoming(
     listener: TcpListener,
     cfg: Arc<rustls::ServerConfig>,
-    client_auth: bool,
+    certs: ClientCerts,
     adm: Arc<Admission>,
 ) -> impl futures::Stream<Item = std::io::Result<Conn<tokio_rustls::server::TlsStream<TcpStream>>>>
 {
@@ -1040,7 +1072,8 @@ pub fn tls_incoming(
             let Some(hs_slot) = adm.handshake(addr) else {
                 continue;
             };
-            let (acceptor, conn_tx, adm) = (acceptor.clone(), tx.clone(), adm.clone());
+            let (acceptor, conn_tx, adm, certs) =
+                (acceptor.clone(), tx.clone(), adm.clone(), certs.clone());
             tokio::spawn(async move {
                 let hs = tokio::time::timeout(
                     Duration::from_millis(HANDSHAKE_TIMEOUT_MS),
@@ -1057,7 +1090,7 @@ pub fn tls_incoming(
                         return adm.handshake_failed(addr, &why);
                     }
                 };
-                let (role, cn) = match connection_role(&s, client_auth) {
+                let (role, cn) = match connection_role(&s, &certs) {
                     Ok(r) => r,
                     Err(e) => return adm.handshake_failed(addr, &e),
                 };

@@ -24,6 +24,7 @@ pub fn status(e: StoreError) -> Status {
         | StoreError::PeerUrlExists
         | StoreError::MemberNotLearner
         | StoreError::LearnerNotReady
+        | StoreError::BadLeaderTransferee
         | StoreError::NotLeader => Code::FailedPrecondition,
         StoreError::Removed | StoreError::MemberDamaged => Code::Unavailable,
         StoreError::LeaseTtlTooLarge => Code::OutOfRange,

@@ -66,8 +66,8 @@ fn http_status(code: tonic::Code) -> StatusCode {
         C::Ok => StatusCode::OK,
         C::Cancelled => StatusCode::REQUEST_TIMEOUT,
         C::InvalidArgument | C::OutOfRange => StatusCode::BAD_REQUEST,
-        // grpc-gateway v1, which etcd 3.4 and 3.5 use (v2 says 400).
-        C::FailedPrecondition => StatusCode::PRECONDITION_FAILED,
+        // grpc-gateway 1.16, etcd 3.5's (etcd 3.4's 1.9 said 412).
+        C::FailedPrecondition => StatusCode::BAD_REQUEST,
         C::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
         C::NotFound => StatusCode::NOT_FOUND,
         C::AlreadyExists | C::Aborted => StatusCode::CONFLICT,
@@ -81,7 +81,8 @@ fn http_status(code: tonic::Code) -> StatusCode {
 }
 
 fn error_body(s: &Status) -> serde_json::Value {
-    serde_json::json!({"error": s.message(), "message": s.message(), "code": s.code() as i32})
+    // etcd 3.5's key order.
+    serde_json::json!({"error": s.message(), "code": s.code() as i32, "message": s.message()})
 }
 
 fn json_response(code: StatusCode, body: Vec<u8>) -> Response {
@@ -396,17 +397,29 @@ fn stream_routes(mut r: axum::Router, s: &Services, prefix: &str) -> axum::Route
     r
 }
 
-/// `/version`, `/health`, `/livez` and `/readyz`.
+/// `/version`, `/health`, `/livez` and `/readyz`, and `/metrics` (which
+/// the gate decides as `authz::HTTP_PATHS` says).
 fn public_routes(r: axum::Router, s: &Services) -> axum::Router {
-    let (node, ready) = (s.node.clone(), s.node.clone());
+    let (node, ready, metrics) = (s.node.clone(), s.node.clone(), s.node.clone());
     r.route(
+        "/metrics",
+        get(move || {
+            let node = metrics.clone();
+            async move { crate::metrics::response(&node) }
+        }),
+    )
+    .route(
         "/version",
         get(|| async {
             json_response(
                 StatusCode::OK,
-                serde_json::json!({"etcdserver": crate::ETCD_SERVER_VERSION, "etcdcluster": crate::ETCD_API_VERSION})
-                    .to_string()
-                    .into_bytes(),
+                // etcd's bytes, keys in its order.
+                format!(
+                    r#"{{"etcdserver":"{}","etcdcluster":"{}"}}"#,
+                    crate::ETCD_SERVER_VERSION,
+                    crate::ETCD_CLUSTER_VERSION
+                )
+                .into_bytes(),
             )
         }),
     )
@@ -427,7 +440,11 @@ fn public_routes(r: axum::Router, s: &Services) -> axum::Router {
             let node = ready.clone();
             async move {
                 let (code, _) = crate::metrics::health(&node);
-                let text = if code == StatusCode::OK { "ok" } else { "not ready" };
+                let text = if code == StatusCode::OK {
+                    "ok"
+                } else {
+                    "not ready"
+                };
                 (code, text)
             }
         }),

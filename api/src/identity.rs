@@ -13,9 +13,15 @@ pub enum Role {
     Admin,
     Node(String),
     Member(String),
-    /// No client authentication on this listener (plaintext or TLS without
-    /// `--client-cert-auth`): a development setup, logged loudly at start.
+    /// No client authentication on this listener (plaintext, or a peer
+    /// port without `--peer-client-cert-auth`): a development setup,
+    /// logged loudly at start. May do anything.
     Unauthenticated,
+    /// A client without a certificate on an https client URL with
+    /// `--client-cert-auth=false` (etcd's TLS without client
+    /// certificates): etcd's API only, where etcd's users and roles are
+    /// its only gate; never secretd's objects, settings or agent API.
+    Anonymous,
 }
 
 impl std::fmt::Display for Role {
@@ -25,6 +31,7 @@ impl std::fmt::Display for Role {
             Role::Node(n) => write!(f, "node agent {n}"),
             Role::Member(n) => write!(f, "member {n}"),
             Role::Unauthenticated => write!(f, "an unauthenticated client"),
+            Role::Anonymous => write!(f, "a client without a certificate"),
         }
     }
 }

@@ -80,7 +80,7 @@ impl Kv for KvService {
         let who = Who::of(&self.node, &req).await?;
         who.admin()?;
         self.node
-            .compact(req.into_inner(), who.fence())
+            .compact(req.into_inner(), who.admin_fence())
             .await
             .map(Response::new)
             .map_err(status)

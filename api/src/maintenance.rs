@@ -54,7 +54,7 @@ impl Maintenance for MaintenanceService {
         let size = self.node.db_size_bytes();
         Ok(Response::new(StatusResponse {
             header: Some(self.node.header(self.node.mvcc().current_revision())),
-            version: crate::ETCD_API_VERSION.to_string(),
+            version: crate::ETCD_SERVER_VERSION.to_string(),
             db_size: size,
             leader: st.leader,
             raft_index: st.commit_index,
@@ -79,9 +79,9 @@ impl Maintenance for MaintenanceService {
             .defragment()
             .await
             .map_err(crate::errors::status)?;
-        Ok(Response::new(DefragmentResponse {
-            header: Some(self.node.header(self.node.mvcc().current_revision())),
-        }))
+        // etcd answers Defragment and MoveLeader without a header, and
+        // clients assert that.
+        Ok(Response::new(DefragmentResponse { header: None }))
     }
 
     async fn hash(&self, req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
@@ -130,7 +130,17 @@ impl Maintenance for MaintenanceService {
         &self,
         req: Request<SnapshotRequest>,
     ) -> Result<Response<SnapshotStream>, Status> {
-        Who::of(&self.node, &req).await?.admin()?;
+        let who = Who::of(&self.node, &req).await?;
+        who.admin()?;
+        if who.anonymous() && who.user().is_none() {
+            // The snapshot is the whole database, secretd's sealed objects
+            // included: never for a caller nobody identified.
+            return Err(Status::permission_denied(
+                "a snapshot holds the whole database (secretd's sealed objects included): \
+                 without a client certificate, only etcd's root user may take one \
+                 (after `etcdctl auth enable`)",
+            ));
+        }
         let state = self.node.backup().await.map_err(crate::errors::status)?;
         // The raft thread wrote the point-in-time state; the conversion
         // runs off it and off the async runtime.
@@ -196,7 +206,7 @@ impl Maintenance for MaintenanceService {
                     header: Some(header),
                     remaining_bytes: remaining,
                     blob,
-                    version: crate::ETCD_API_VERSION.into(),
+                    version: crate::ETCD_CLUSTER_VERSION.into(),
                 };
                 if tx.send(Ok(msg)).await.is_err() {
                     break; // the client went away
@@ -218,8 +228,6 @@ impl Maintenance for MaintenanceService {
             .move_leader(req.into_inner().target_id)
             .await
             .map_err(crate::errors::status)?;
-        Ok(Response::new(MoveLeaderResponse {
-            header: Some(self.node.header(self.node.mvcc().current_revision())),
-        }))
+        Ok(Response::new(MoveLeaderResponse { header: None }))
     }
 }

@@ -1,7 +1,9 @@
 //! Prometheus `/metrics` and `/health` over plain HTTP, on their own
 //! listeners (`--listen-metrics-urls`, as etcd has it), so that scrapers and
 //! load balancers need no client certificate. Both reveal counts and
-//! states only, never keys or values. Anyone who reaches the port may
+//! states only, never keys or values. `/metrics` is also on the client
+//! port, as etcd serves it (behind the gate: `authz::HTTP_PATHS`), with
+//! Prometheus' `process_*` metrics, which `etcdctl check datascale` reads. Anyone who reaches the port may
 //! connect, so the listeners have their own budget (`conn::Limits::metrics`:
 //! 16 connections, closed after at most 10 s without a request), apart
 //! from the client port's and storage's descriptors.
@@ -10,7 +12,9 @@ use std::sync::{Arc, LazyLock};
 
 use axum::http::StatusCode;
 use axum::routing::get;
-use prometheus::{register_int_gauge, Encoder, IntGauge, TextEncoder};
+use prometheus::{
+    register_int_counter_vec, register_int_gauge, Encoder, IntCounterVec, IntGauge, TextEncoder,
+};
 use secretd_store::node::Node;
 use tokio::net::TcpListener;
 
@@ -65,6 +69,101 @@ static GAUGES: LazyLock<Gauges> = LazyLock::new(|| Gauges {
     ),
 });
 
+/// go-grpc-prometheus's server counters, which etcd exports on its client
+/// port and clients read (the `etcd-client` crate counts successful
+/// `Authenticate` calls by `grpc_server_handled_total`). Only the RPCs of
+/// `authz::MATRIX` are counted, so the labels stay bounded.
+static GRPC_STARTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "grpc_server_started_total",
+        "Total number of RPCs started on the server.",
+        &["grpc_type", "grpc_service", "grpc_method"]
+    )
+    .expect("metric registered once")
+});
+static GRPC_HANDLED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "grpc_server_handled_total",
+        "Total number of RPCs completed on the server, regardless of success or failure.",
+        &["grpc_type", "grpc_service", "grpc_method", "grpc_code"]
+    )
+    .expect("metric registered once")
+});
+
+/// gRPC's status codes by number, as go-grpc-prometheus names them.
+const GRPC_CODES: [&str; 17] = [
+    "OK",
+    "Canceled",
+    "Unknown",
+    "InvalidArgument",
+    "DeadlineExceeded",
+    "NotFound",
+    "AlreadyExists",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "FailedPrecondition",
+    "Aborted",
+    "OutOfRange",
+    "Unimplemented",
+    "Internal",
+    "Unavailable",
+    "DataLoss",
+    "Unauthenticated",
+];
+
+/// One served gRPC call, counted as started when made and as handled, with
+/// its status, when `finish` sees it; a call dropped before it had one (the
+/// client went away) counts as `Canceled`.
+pub struct GrpcCall {
+    labels: [&'static str; 3],
+    done: bool,
+}
+
+impl GrpcCall {
+    /// The call to `path` (`/package.Service/Method`), if the role matrix
+    /// names it.
+    pub fn start(path: &str) -> Option<GrpcCall> {
+        let &(known, _) = crate::authz::MATRIX.iter().find(|(p, _)| *p == path)?;
+        let (service, method) = known.trim_start_matches('/').split_once('/')?;
+        let ty = match known {
+            "/etcdserverpb.Watch/Watch" | "/etcdserverpb.Lease/LeaseKeepAlive" => "bidi_stream",
+            "/etcdserverpb.Maintenance/Snapshot" | "/v3electionpb.Election/Observe" => {
+                "server_stream"
+            }
+            _ => "unary",
+        };
+        GRPC_STARTED.with_label_values(&[ty, service, method]).inc();
+        Some(GrpcCall {
+            labels: [ty, service, method],
+            done: false,
+        })
+    }
+
+    /// Counts the call as handled with `grpc-status` `status` (a number;
+    /// anything else is `Unknown`). Only the first call counts.
+    pub fn finish(&mut self, status: &[u8]) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        let code = std::str::from_utf8(status)
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .and_then(|n| GRPC_CODES.get(n))
+            .unwrap_or(&"Unknown");
+        let [ty, service, method] = self.labels;
+        GRPC_HANDLED
+            .with_label_values(&[ty, service, method, code])
+            .inc();
+    }
+}
+
+impl Drop for GrpcCall {
+    fn drop(&mut self) {
+        self.finish(b"1");
+    }
+}
+
 fn count(node: &Node, prefix: Vec<u8>) -> i64 {
     let req = RangeRequest {
         range_end: layout::prefix_end(&prefix),
@@ -110,6 +209,20 @@ fn render(node: &Node) -> String {
     String::from_utf8_lossy(&buf).into_owned()
 }
 
+/// The `/metrics` answer, on the metrics listeners and (gated, as etcd
+/// serves it there) on the client port.
+pub fn response(node: &Node) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        render(node),
+    )
+        .into_response()
+}
+
 /// etcd's `/health`: healthy when this member has a leader, no alarm is
 /// raised and its storage has not failed.
 pub fn health(node: &Node) -> (StatusCode, String) {
@@ -139,18 +252,7 @@ pub fn spawn(listeners: Vec<TcpListener>, node: Arc<Node>, adm: &Arc<Admission>)
     for l in listeners {
         let (n1, n2) = (node.clone(), node.clone());
         let app = axum::Router::new()
-            .route(
-                "/metrics",
-                get(move || async move {
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4",
-                        )],
-                        render(&n1),
-                    )
-                }),
-            )
+            .route("/metrics", get(move || async move { response(&n1) }))
             .route(
                 "/health",
                 get(move || async move {

@@ -231,7 +231,7 @@ impl WatchStream {
     /// After an auth change: cancels, with etcd's "permission denied",
     /// every watcher whose user may no longer read its whole range.
     async fn recheck_auth(&mut self) -> bool {
-        if self.who.recheck(&self.node).is_ok() {
+        if !self.who.auth_changed(&self.node) {
             return true;
         }
         let fresh = self.who.refresh(&self.node).await;

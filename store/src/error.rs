@@ -36,6 +36,9 @@ pub enum StoreError {
     LearnerNotReady,
     #[error("etcdserver: not leader")]
     NotLeader,
+    /// MoveLeader to a member that is not a voter (unknown, or a learner).
+    #[error("etcdserver: bad leader transferee")]
+    BadLeaderTransferee,
     #[error("etcdserver: the member has been permanently removed from the cluster")]
     Removed,
     #[error("etcdserver: mvcc: database space exceeded")]

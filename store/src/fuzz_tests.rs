@@ -74,6 +74,11 @@ fn an_entry() -> Vec<u8> {
             ..Default::default()
         })),
         auth_revision: Some(3),
+        auth_fence: Some(crate::auth::AuthFence {
+            revision: 3,
+            user: "u".into(),
+            admin: false,
+        }),
     }
     .encode_to_vec()
 }

@@ -453,6 +453,7 @@ async fn an_entry_apply_cannot_decode_is_refused_on_every_member() {
         proposer: node.id(),
         request: Some(Request::Txn(crate::node::entry::tests::nested_txn(60))),
         auth_revision: None,
+        auth_fence: None,
     }
     .encode_to_vec();
     let no_request = InternalRequest {
@@ -562,6 +563,7 @@ async fn force_new_cluster_keeps_what_the_survivor_committed() {
                         ..Default::default()
                     })),
                     auth_revision: None,
+                    auth_fence: None,
                 }
                 .encode_to_vec()
                 .into(),

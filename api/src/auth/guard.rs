@@ -88,18 +88,33 @@ impl Who {
         self.user.as_deref()
     }
 
-    /// For a write: the auth revision apply must still find.
+    /// For a request whose permissions were checked here: what apply
+    /// checks again (`AuthState::admits`; nothing while auth is disabled
+    /// then, the same auth revision while it is enabled).
     pub fn fence(&self) -> Fence {
-        Some(self.state.revision)
+        Some(self.state.fence(self.user()))
+    }
+
+    /// For a root-only request: apply checks that the user still holds
+    /// root, and no revision (etcd's `IsAdminPermitted`).
+    pub fn admin_fence(&self) -> Fence {
+        Some(self.state.admin_fence(self.user()))
     }
 
     /// For a read served without raft: refuses the answer if auth changed
-    /// while it was read (etcd does the same after a serializable read).
+    /// while it was read. As etcd after a serializable read, only for a
+    /// request that had a user, so only with auth enabled.
     pub fn recheck(&self, node: &Node) -> Result<(), Status> {
-        if node.auth().revision() != self.state.revision {
+        if self.user.is_some() && self.auth_changed(node) {
             return Err(auth_status(AuthError::AuthOldRevision));
         }
         Ok(())
+    }
+
+    /// Has anything in the auth state (the switch included) changed since
+    /// this identity was checked? A stream then checks its caller again.
+    pub fn auth_changed(&self, node: &Node) -> bool {
+        node.auth().revision() != self.state.revision
     }
 
     fn require(&self, key: &[u8], range_end: &[u8], access: Access) -> Result<(), Status> {
@@ -117,6 +132,11 @@ impl Who {
                 Err(auth_status(AuthError::PermissionDenied))
             }
         }
+    }
+
+    /// A client without a certificate (`--client-cert-auth=false`).
+    pub fn anonymous(&self) -> bool {
+        self.caller.role == Role::Anonymous
     }
 
     pub fn is_admin(&self) -> bool {

@@ -1,8 +1,8 @@
 //! etcd's Auth service: users, roles, permissions, the auth switch, and
 //! simple tokens, over the replicated auth state (`secretd_store::auth`).
 //!
-//! Changes go through raft, each fenced at the auth revision its caller
-//! was checked at (`guard::Who::fence`). Reads wait for a ReadIndex, as
+//! Changes go through raft, each checked again at apply by its caller's
+//! root role (`guard::Who::admin_fence`), as etcd does. Reads wait for a ReadIndex, as
 //! etcd serves them through raft. Passwords are hashed here with bcrypt at
 //! `--bcrypt-cost` before they are proposed, so neither the raft log nor
 //! a snapshot ever holds one; a token is proposed as its SHA-256 only.
@@ -29,9 +29,6 @@ pub use guard::Who;
 /// the default cost, so a burst of logins queues instead of starving the
 /// member's other work.
 const BCRYPT_CONCURRENT_MAX: usize = 2;
-/// An Authenticate raced by an auth change retries this many times (the
-/// password is checked again each time, as etcd does).
-const AUTHENTICATE_ATTEMPTS_MAX: usize = 3;
 /// Longest password accepted. bcrypt reads only the first 72 bytes; a
 /// longer one is refused rather than silently cut.
 pub const PASSWORD_BYTES_MAX: usize = 72;
@@ -71,7 +68,9 @@ impl AuthService {
 
     async fn propose(&self, op: Op, who: &Who) -> Result<Option<ResponseHeader>, Status> {
         let req = internal_request::Request::Auth(AuthRequest { op: Some(op) });
-        match self.node.propose_checked(req, who.fence()).await {
+        // etcd checks an auth change at apply by the proposer's root role
+        // alone: concurrent changes do not refuse each other.
+        match self.node.propose_checked(req, who.admin_fence()).await {
             Ok((WriteResult::Auth { .. }, h)) => Ok(Some(h)),
             Ok((other, _)) => Err(Status::internal(format!("auth apply returned {other:?}"))),
             Err(e) => Err(status(e)),
@@ -160,46 +159,44 @@ impl Auth for AuthService {
         let caller = crate::identity::Caller::of(&req)?;
         let r = req.into_inner();
         self.node.read_index().await.map_err(status)?;
-        for _ in 0..AUTHENTICATE_ATTEMPTS_MAX {
-            let state = self.node.auth().state();
-            let hash = match state.password_hash(&r.name) {
-                Ok(h) => h.to_vec(),
-                Err(e) => return Err(self.failed_login(&caller, &r.name, e)),
-            };
-            let pw = r.password.clone();
-            let ok = r.password.len() <= PASSWORD_BYTES_MAX
-                && self
-                    .bcrypt(move || store_auth::verify_password(&pw, &hash))
-                    .await?;
-            if !ok {
-                return Err(self.failed_login(&caller, &r.name, AuthError::AuthFailed));
-            }
-            let token = tokens::generate();
-            let op = Op::TokenIssue(AuthTokenIssue {
-                name: r.name.clone(),
-                token_sha256: tokens::hash(&token).to_vec(),
-            });
-            let req = internal_request::Request::Auth(AuthRequest { op: Some(op) });
-            // Fenced at the revision the password was checked against: a
-            // password change or deletion in between refuses the token.
-            match self.node.propose_checked(req, Some(state.revision)).await {
-                Ok((WriteResult::Auth { index }, h)) => {
-                    tracing::info!(user = %r.name, remote = ?caller.remote, "etcd user authenticated");
-                    // etcd's format: the index lets a member that has not
-                    // applied the token yet wait for it.
-                    return Ok(Response::new(AuthenticateResponse {
-                        header: Some(h),
-                        token: format!("{token}.{index}"),
-                    }));
-                }
-                Ok((other, _)) => {
-                    return Err(Status::internal(format!("auth apply returned {other:?}")))
-                }
-                Err(StoreError::Auth(AuthError::AuthOldRevision)) => continue,
-                Err(e) => return Err(status(e)),
-            }
+        let state = self.node.auth().state();
+        let hash = match state.password_hash(&r.name) {
+            Ok(h) => h.to_vec(),
+            Err(e) => return Err(self.failed_login(&caller, &r.name, e)),
+        };
+        let password_sha256 = store_auth::password_digest(&hash).to_vec();
+        let pw = r.password.clone();
+        let ok = r.password.len() <= PASSWORD_BYTES_MAX
+            && self
+                .bcrypt(move || store_auth::verify_password(&pw, &hash))
+                .await?;
+        if !ok {
+            return Err(self.failed_login(&caller, &r.name, AuthError::AuthFailed));
         }
-        Err(auth_status(AuthError::AuthOldRevision))
+        let token = tokens::generate();
+        let op = Op::TokenIssue(AuthTokenIssue {
+            name: r.name.clone(),
+            token_sha256: tokens::hash(&token).to_vec(),
+            password_sha256,
+        });
+        let req = internal_request::Request::Auth(AuthRequest { op: Some(op) });
+        // No revision fence: apply issues the token only if the user still
+        // has the password hash checked here, so unrelated auth changes
+        // never fail a login (etcd retries until they hold still).
+        match self.node.propose(req).await {
+            Ok((WriteResult::Auth { index }, h)) => {
+                tracing::info!(user = %r.name, remote = ?caller.remote, "etcd user authenticated");
+                // etcd's format: the index lets a member that has not
+                // applied the token yet wait for it.
+                Ok(Response::new(AuthenticateResponse {
+                    header: Some(h),
+                    token: format!("{token}.{index}"),
+                }))
+            }
+            Ok((other, _)) => Err(Status::internal(format!("auth apply returned {other:?}"))),
+            Err(StoreError::Auth(e)) => Err(self.failed_login(&caller, &r.name, e)),
+            Err(e) => Err(status(e)),
+        }
     }
 
     async fn user_add(

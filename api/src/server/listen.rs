@@ -52,12 +52,12 @@ pub(super) fn serve(
     l: TcpListener,
     https: bool,
     tls_cfg: Option<Arc<rustls::ServerConfig>>,
-    client_auth: bool,
+    certs: crate::conn::ClientCerts,
     adm: &Arc<crate::conn::Admission>,
 ) {
     match (https, tls_cfg) {
         (true, Some(cfg)) => {
-            let incoming = crate::conn::tls_incoming(l, cfg, client_auth, adm.clone());
+            let incoming = crate::conn::tls_incoming(l, cfg, certs, adm.clone());
             tasks.spawn(async move { router.serve_with_incoming(incoming).await });
         }
         _ => {
@@ -135,7 +135,7 @@ fn gateway_services(
 /// One listener's TLS and admission, and whether it checks certificates.
 pub(super) struct Door<'a> {
     pub tls: Option<Arc<rustls::ServerConfig>>,
-    pub enforce: bool,
+    pub certs: crate::conn::ClientCerts,
     pub admission: &'a Arc<crate::conn::Admission>,
     /// HTTP/2 streams one connection may have open at once.
     pub streams_per_connection_max: u32,
@@ -169,7 +169,7 @@ pub(super) fn serve_peers(
         let adm = door.admission.clone();
         match (https, door.tls.clone()) {
             (true, Some(cfg)) => {
-                let incoming = crate::conn::tls_incoming(l, cfg, door.enforce, adm);
+                let incoming = crate::conn::tls_incoming(l, cfg, door.certs.clone(), adm);
                 let incoming = crate::conn::split_by_magic(incoming, MAGIC, move |c| {
                     tokio::spawn(crate::peer_raw::serve(c, raw.clone()));
                 });
@@ -267,7 +267,7 @@ pub(super) fn serve_clients(
             l,
             https,
             door.tls.clone(),
-            door.enforce,
+            door.certs.clone(),
             door.admission,
         );
     }

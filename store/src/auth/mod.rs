@@ -7,10 +7,13 @@
 //! permission check and the revision it was made at always agree.
 //!
 //! The auth revision counts changes to that state (etcd's auth revision;
-//! it is not the keyspace revision). Every request an etcd client sends
-//! carries the auth revision it was checked at, and apply refuses it if
-//! the state changed in between (`check_fence`), so no write slips through
-//! a permission that was revoked while it was in flight.
+//! it is not the keyspace revision). A request whose permissions were
+//! checked carries the auth revision and user it was checked as
+//! (`AuthFence`), and apply makes etcd's apply-time check with them
+//! (`check_fence`): with auth enabled, a request checked at another
+//! revision is refused, so no write slips through a permission that was
+//! revoked while it was in flight; with auth disabled nothing is checked,
+//! so user and role changes never fail unrelated writes.
 //!
 //! Invariants: user and role names are never empty; a user's roles and a
 //! role's permissions are sorted; `enabled` implies the user `root` exists
@@ -37,6 +40,7 @@ use crate::pb::etcdserverpb::{
     AuthRoleRevokePermissionRequest, AuthUserAddRequest, AuthUserChangePasswordRequest,
     AuthUserDeleteRequest, AuthUserGrantRoleRequest, AuthUserRevokeRoleRequest,
 };
+pub use crate::pb::internal::AuthFence;
 use crate::pb::internal::{auth_request::Op, AuthRequest, AuthTokenIssue};
 pub use perms::UserPerms;
 use tokens::Tokens;
@@ -105,6 +109,76 @@ impl AuthState {
             None => Err(AuthError::UserNotFound),
             Some(u) if has_root_role(u) => Ok(()),
             Some(_) => Err(AuthError::PermissionDenied),
+        }
+    }
+
+    /// The fence of a request whose permissions were checked against this
+    /// state as `user` (`None`: auth was disabled).
+    pub fn fence(&self, user: Option<&str>) -> AuthFence {
+        AuthFence {
+            revision: self.revision,
+            user: user.unwrap_or_default().to_string(),
+            admin: false,
+        }
+    }
+
+    /// The fence of a root-only request (etcd's `needAdminPermission`):
+    /// apply checks `user`'s root role again instead of the revision.
+    pub fn admin_fence(&self, user: Option<&str>) -> AuthFence {
+        AuthFence {
+            admin: true,
+            ..self.fence(user)
+        }
+    }
+
+    /// etcd's apply-time check of a request fenced with `f`, against this
+    /// state: nothing while auth is disabled (`isOpPermitted` and
+    /// `IsAdminPermitted` return at once); else a user is needed, a
+    /// root-only request needs that user to hold root now, and any other
+    /// request the revision it was checked at (etcd compares it before it
+    /// looks at roles, so root's writes too).
+    pub fn admits(&self, f: &AuthFence) -> std::result::Result<(), AuthError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        if f.user.is_empty() {
+            return Err(AuthError::UserEmpty);
+        }
+        if f.admin {
+            return self.check_admin(&f.user);
+        }
+        if f.revision != self.revision {
+            return Err(AuthError::AuthOldRevision);
+        }
+        Ok(())
+    }
+
+    /// etcd's apply-time check of a lease revoke (`checkLeasePuts`): the
+    /// keys the lease holds now (`keys`), each as a put (`isOpPermitted`:
+    /// a user, the revision it was checked at, write permission). Nothing
+    /// while auth is disabled or for a lease without keys.
+    pub fn admits_lease_revoke<'k>(
+        &self,
+        f: &AuthFence,
+        mut keys: impl Iterator<Item = &'k [u8]>,
+    ) -> std::result::Result<(), AuthError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let Some(first) = keys.next() else {
+            return Ok(());
+        };
+        self.admits(&AuthFence {
+            admin: false,
+            ..f.clone()
+        })?;
+        if std::iter::once(first)
+            .chain(keys)
+            .all(|k| self.permitted(&f.user, k, &[], Access::Write))
+        {
+            Ok(())
+        } else {
+            Err(AuthError::PermissionDenied)
         }
     }
 
@@ -230,12 +304,17 @@ impl Auth {
             .ok_or(AuthError::InvalidAuthToken)
     }
 
-    /// Apply's fence: a request checked at `checked` may apply only if the
-    /// auth state is still the one it was checked against.
-    pub fn check_fence(&self, checked: Option<u64>) -> Result<()> {
-        match checked {
-            Some(rev) if rev != self.revision() => Err(AuthError::AuthOldRevision.into()),
-            _ => Ok(()),
+    /// Apply's fence (`AuthState::admits`). `legacy` is the bare revision
+    /// earlier versions wrote: such an entry applies, as it did then, only
+    /// if nothing in the auth state changed since, so a replayed entry
+    /// comes out as it did on the members that applied it first.
+    pub fn check_fence(&self, legacy: Option<u64>, fence: Option<&AuthFence>) -> Result<()> {
+        if legacy.is_some_and(|rev| rev != self.revision()) {
+            return Err(AuthError::AuthOldRevision.into());
+        }
+        match fence {
+            Some(f) => Ok(self.state().admits(f)?),
+            None => Ok(()),
         }
     }
 
@@ -553,10 +632,20 @@ fn token_issue(s: &mut AuthState, t: &AuthTokenIssue) -> Result<()> {
     if !s.enabled {
         return Err(E::AuthNotEnabled.into());
     }
-    if !s.users.contains_key(&t.name) {
+    let Some(u) = s.users.get(&t.name) else {
+        return Err(E::AuthFailed.into());
+    };
+    if !t.password_sha256.is_empty() && password_digest(&u.password) != t.password_sha256[..] {
         return Err(E::AuthFailed.into());
     }
     Ok(())
+}
+
+/// What a token issue names a user's stored password by
+/// (`AuthTokenIssue.password_sha256`): a digest of the bcrypt hash.
+pub fn password_digest(stored_hash: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(stored_hash).into()
 }
 
 /// A password hash as the proposer sent it: etcd 3.5's `hashedPassword`,

@@ -230,6 +230,7 @@ fn passwords_tokens_and_the_fence() {
         Op::TokenIssue(AuthTokenIssue {
             name: "root".into(),
             token_sha256: tokens::hash(t).to_vec(),
+            password_sha256: Vec::new(),
         })
     };
     assert_eq!(h.err(issue("t0")), AuthError::AuthNotEnabled);
@@ -246,8 +247,9 @@ fn passwords_tokens_and_the_fence() {
     assert_eq!(h.auth.revision(), rev, "a token is not an auth change");
     assert_eq!(h.auth.token_user("t1").as_deref(), Ok("root"));
     assert_eq!(h.auth.token_user("t2"), Err(AuthError::InvalidAuthToken));
-    h.auth.check_fence(Some(rev)).unwrap();
-    h.auth.check_fence(None).unwrap();
+    let checked = h.auth.state().fence(Some("root"));
+    h.auth.check_fence(None, Some(&checked)).unwrap();
+    h.auth.check_fence(None, None).unwrap();
     // A password change kills the user's tokens and moves the revision.
     h.apply(Op::UserChangePassword(AuthUserChangePasswordRequest {
         name: "root".into(),
@@ -257,17 +259,142 @@ fn passwords_tokens_and_the_fence() {
     .unwrap();
     assert_eq!(h.auth.token_user("t1"), Err(AuthError::InvalidAuthToken));
     assert_eq!(
-        h.auth.check_fence(Some(rev)),
+        h.auth.check_fence(None, Some(&checked)),
         Err(StoreError::Auth(AuthError::AuthOldRevision))
     );
     let hash = h.auth.state().password_hash("root").unwrap().to_vec();
     assert!(verify_password("new", &hash) && !verify_password("secret", &hash));
+    // A token names the password hash it was checked against: other auth
+    // changes in between do not refuse it, a password change does.
+    let issue_checked = |t: &str, checked: &[u8]| {
+        Op::TokenIssue(AuthTokenIssue {
+            name: "root".into(),
+            token_sha256: tokens::hash(t).to_vec(),
+            password_sha256: password_digest(checked).to_vec(),
+        })
+    };
+    h.apply(role_add("unrelated")).unwrap();
+    h.apply(issue_checked("t4", &hash)).unwrap();
+    assert_eq!(h.auth.token_user("t4").as_deref(), Ok("root"));
+    assert_eq!(
+        h.err(issue_checked("t5", b"the hash before the change")),
+        AuthError::AuthFailed
+    );
+    assert_eq!(h.auth.token_user("t5"), Err(AuthError::InvalidAuthToken));
     // A token is forgotten on disable; the state survives a reload.
     h.apply(issue("t3")).unwrap();
     h.apply(Op::Disable(AuthDisableRequest {})).unwrap();
     assert_eq!(h.auth.token_user("t3"), Err(AuthError::InvalidAuthToken));
     h.auth.reload(&h.db).unwrap();
     assert!(!h.auth.enabled());
+}
+
+/// root, and alice in role `app`, which may read and write `[a, b)`.
+fn root_and_alice(h: &H) {
+    h.apply(user_add("root", "pw")).unwrap();
+    h.apply(grant_role("root", "root")).unwrap();
+    h.apply(role_add("app")).unwrap();
+    h.apply(grant_perm("app", PermType::Readwrite, b"a", b"b"))
+        .unwrap();
+    h.apply(user_add("alice", "pw")).unwrap();
+    h.apply(grant_role("alice", "app")).unwrap();
+}
+
+/// etcd's apply-time check (`isOpPermitted`, `IsAdminPermitted`): nothing
+/// while auth is disabled, so user and role changes never fail unrelated
+/// writes; with auth enabled, the revision for ordinary requests (root's
+/// too), the root role now for root-only ones, a user for both.
+#[test]
+fn the_fence_checks_what_etcd_checks_at_apply() {
+    let h = H::new();
+    let refused = |legacy: Option<u64>, f: &AuthFence| match h.auth.check_fence(legacy, Some(f)) {
+        Err(StoreError::Auth(e)) => Some(e),
+        Ok(()) => None,
+        Err(e) => panic!("{e:?}"),
+    };
+    // Auth disabled: checked with no user, then users and roles change.
+    let off = h.auth.state().fence(None);
+    let off_admin = h.auth.state().admin_fence(None);
+    let legacy = h.auth.revision();
+    root_and_alice(&h);
+    assert_eq!(refused(None, &off), None);
+    assert_eq!(refused(None, &off_admin), None);
+    // An entry of an earlier version keeps its old rule when replayed.
+    assert_eq!(
+        h.auth.check_fence(Some(legacy), None),
+        Err(StoreError::Auth(AuthError::AuthOldRevision))
+    );
+    // Checked while disabled, applied after `auth enable`: no user.
+    h.apply(enable()).unwrap();
+    assert_eq!(refused(None, &off), Some(AuthError::UserEmpty));
+    assert_eq!(refused(None, &off_admin), Some(AuthError::UserEmpty));
+    // Enabled: a write checked before a revoke and applied after it is
+    // refused, root's as well (etcd compares revisions first).
+    let s = h.auth.state();
+    let (alice, root, root_admin) = (
+        s.fence(Some("alice")),
+        s.fence(Some("root")),
+        s.admin_fence(Some("root")),
+    );
+    assert_eq!(refused(None, &alice), None);
+    h.apply(Op::RoleRevokePermission(AuthRoleRevokePermissionRequest {
+        role: "app".into(),
+        key: b"a".to_vec(),
+        range_end: b"b".to_vec(),
+    }))
+    .unwrap();
+    assert_eq!(refused(None, &alice), Some(AuthError::AuthOldRevision));
+    assert_eq!(refused(None, &root), Some(AuthError::AuthOldRevision));
+    // A root-only request needs root at apply, not the same revision.
+    assert_eq!(refused(None, &root_admin), None);
+    let alice_admin = h.auth.state().admin_fence(Some("alice"));
+    assert_eq!(
+        refused(None, &alice_admin),
+        Some(AuthError::PermissionDenied)
+    );
+    let gone = h.auth.state().admin_fence(Some("nobody"));
+    assert_eq!(refused(None, &gone), Some(AuthError::UserNotFound));
+    // Disabled again: nothing is checked.
+    h.apply(Op::Disable(AuthDisableRequest {})).unwrap();
+    assert_eq!(refused(None, &alice), None);
+    assert_eq!(refused(None, &alice_admin), None);
+}
+
+/// A lease revoke is checked at apply by the keys its lease holds then
+/// (etcd's `checkLeasePuts`): nothing for a lease without keys or with auth
+/// disabled; else each key as a put, revision first.
+#[test]
+fn a_lease_revoke_is_checked_by_the_keys_it_holds_at_apply() {
+    let h = H::new();
+    root_and_alice(&h);
+    let off = h.auth.state().fence(None);
+    let keys = |ks: &'static [&'static [u8]]| ks.iter().copied();
+    assert_eq!(
+        h.auth.state().admits_lease_revoke(&off, keys(&[b"z"])),
+        Ok(())
+    );
+    h.apply(enable()).unwrap();
+    let s = h.auth.state();
+    let alice = s.fence(Some("alice"));
+    assert_eq!(s.admits_lease_revoke(&alice, keys(&[])), Ok(()));
+    assert_eq!(s.admits_lease_revoke(&alice, keys(&[b"a1", b"a2"])), Ok(()));
+    assert_eq!(
+        s.admits_lease_revoke(&alice, keys(&[b"a1", b"z"])),
+        Err(AuthError::PermissionDenied)
+    );
+    assert_eq!(
+        s.admits_lease_revoke(&off, keys(&[b"a1"])),
+        Err(AuthError::UserEmpty)
+    );
+    // An auth change in between: a lease without keys still goes, one
+    // with keys is refused as a put would be.
+    h.apply(role_add("other")).unwrap();
+    let s = h.auth.state();
+    assert_eq!(s.admits_lease_revoke(&alice, keys(&[])), Ok(()));
+    assert_eq!(
+        s.admits_lease_revoke(&alice, keys(&[b"a1"])),
+        Err(AuthError::AuthOldRevision)
+    );
 }
 
 #[test]

@@ -144,7 +144,25 @@ impl Loop {
             }
         };
         let request = req.request.as_ref().expect("entry::decode checks it");
-        if let Err(refused) = self.auth.check_fence(req.auth_revision) {
+        let checked = match (request, req.auth_fence.as_ref()) {
+            // A revoke is checked by the keys its lease holds now, as etcd
+            // checks it (a key attached after the caller's check counts).
+            (Request::LeaseRevoke(r), Some(f)) => self
+                .auth
+                .check_fence(req.auth_revision, None)
+                .and_then(|()| {
+                    let lessor = self.applier.mvcc().lessor();
+                    let keys = lessor.get(r.id).map(|l| &l.keys);
+                    Ok(self
+                        .auth
+                        .state()
+                        .admits_lease_revoke(f, keys.into_iter().flatten().map(Vec::as_slice))?)
+                }),
+            _ => self
+                .auth
+                .check_fence(req.auth_revision, req.auth_fence.as_ref()),
+        };
+        if let Err(refused) = checked {
             if let Some(w) = self.take_waiter(req.proposer, req.id) {
                 out.replies.push((w, Err(refused)));
             }
@@ -296,8 +314,16 @@ impl Loop {
     ) -> Result<WriteResult> {
         let mut alarms = self.alarms.write();
         let key = membership::alarm_key(a.member_id, a.alarm);
+        let this = AlarmMember {
+            member_id: a.member_id,
+            alarm: a.alarm,
+        };
+        // etcd answers the alarm raised or cleared, if any.
         match AlarmAction::try_from(a.action) {
-            Ok(AlarmAction::Activate) if a.alarm != AlarmType::None as i32 => {
+            Ok(AlarmAction::Activate) if a.alarm == AlarmType::None as i32 => {
+                Ok(WriteResult::Alarms(Vec::new()))
+            }
+            Ok(AlarmAction::Activate) => {
                 if alarms.insert((a.member_id, a.alarm)) {
                     tracing::warn!(
                         member = format_args!("{:x}", a.member_id),
@@ -306,26 +332,21 @@ impl Loop {
                     );
                 }
                 batch.put_cf(self.db.cf(CF_META), key, []);
+                Ok(WriteResult::Alarms(vec![this]))
             }
             Ok(AlarmAction::Deactivate) => {
-                alarms.remove(&(a.member_id, a.alarm));
+                let cleared = alarms.remove(&(a.member_id, a.alarm));
                 batch.delete_cf(self.db.cf(CF_META), key);
+                Ok(WriteResult::Alarms(if cleared {
+                    vec![this]
+                } else {
+                    Vec::new()
+                }))
             }
-            _ => {
-                return Err(StoreError::InvalidArgument(
-                    "alarm request must activate or deactivate a specific alarm".into(),
-                ))
-            }
+            _ => Err(StoreError::InvalidArgument(
+                "alarm request must activate or deactivate an alarm".into(),
+            )),
         }
-        Ok(WriteResult::Alarms(
-            alarms
-                .iter()
-                .map(|(m, t)| AlarmMember {
-                    member_id: *m,
-                    alarm: *t,
-                })
-                .collect(),
-        ))
     }
     /// Published attributes and peer URL updates of an existing member.
     pub(super) fn apply_member_record(

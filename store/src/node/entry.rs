@@ -103,7 +103,12 @@ pub(crate) mod tests {
             id: 7,
             proposer: 9,
             request: Some(Request::Txn(t)),
-            auth_revision: Some(3),
+            auth_revision: None,
+            auth_fence: Some(crate::auth::AuthFence {
+                revision: 3,
+                user: "u".into(),
+                admin: false,
+            }),
         }
         .encode_to_vec()
     }

@@ -93,9 +93,10 @@ use crate::schema::meta::{
 /// Where a submitted write's outcome arrives.
 pub type Reply<T> = oneshot::Receiver<Result<(T, ResponseHeader)>>;
 
-/// The auth revision an etcd client's request was checked at (`None` for
-/// secretd's own writes). Apply refuses the request if auth changed since.
-pub type Fence = Option<u64>;
+/// What apply must still find for an etcd client's request
+/// (`auth::AuthState::admits`); `None` for secretd's own writes and for
+/// requests etcd checks nothing for.
+pub type Fence = Option<crate::auth::AuthFence>;
 
 pub use crate::transport::Transport;
 
@@ -596,7 +597,8 @@ impl Node {
             id,
             proposer: self.id,
             request: Some(request),
-            auth_revision: fence,
+            auth_revision: None,
+            auth_fence: fence,
         }
         .encode_to_vec();
         if data.len() > self.cfg.max_request_bytes {
@@ -713,25 +715,24 @@ impl Node {
         Err(StoreError::NoSpace)
     }
 
-    /// Maintenance.Alarm: list, raise or clear alarms.
+    /// Maintenance.Alarm: list, raise or clear alarms, as etcd 3.5's
+    /// applier does: a list ignores the member id (every member's alarms,
+    /// of one type or, for NONE, all); a raise or clear names one member by
+    /// id, any id (0 included, which no member has), and answers the alarm
+    /// it raised or cleared, if any; raising NONE does nothing.
     pub async fn alarm(&self, req: AlarmRequest) -> Result<Vec<AlarmMember>> {
         match AlarmAction::try_from(req.action) {
             Ok(AlarmAction::Get) => Ok(self
                 .alarms
                 .read()
                 .iter()
-                .filter(|(m, t)| {
-                    (req.member_id == 0 || *m == req.member_id)
-                        && (req.alarm == AlarmType::None as i32 || *t == req.alarm)
-                })
+                .filter(|(_, t)| req.alarm == AlarmType::None as i32 || *t == req.alarm)
                 .map(|(m, t)| AlarmMember {
                     member_id: *m,
                     alarm: *t,
                 })
                 .collect()),
-            Ok(AlarmAction::Activate) if !self.members().iter().any(|m| m.id == req.member_id) => {
-                Err(StoreError::MemberNotFound)
-            }
+            Ok(AlarmAction::Activate) if req.alarm == AlarmType::None as i32 => Ok(Vec::new()),
             Ok(_) => match self.propose(Request::Alarm(req)).await? {
                 (WriteResult::Alarms(a), _) => Ok(a),
                 (other, _) => Err(unexpected(other)),

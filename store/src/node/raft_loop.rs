@@ -348,9 +348,7 @@ impl Loop {
                 let result = if raft.state != StateRole::Leader {
                     Err(StoreError::NotLeader)
                 } else if !raft.prs().conf().voters().contains(target) {
-                    Err(StoreError::InvalidArgument(
-                        "bad leader transferee: not a voting member".into(),
-                    ))
+                    Err(StoreError::BadLeaderTransferee)
                 } else {
                     self.raw.transfer_leader(target);
                     Ok(())
@@ -616,6 +614,7 @@ impl Loop {
                     decided_at: self.applied,
                 })),
                 auth_revision: None,
+                auth_fence: None,
             }
             .encode_to_vec();
             if self.raw.propose(vec![], data).is_err() {
