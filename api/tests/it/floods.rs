@@ -220,12 +220,20 @@ async fn a_handshake_flood_starves_no_member() {
     }
     c.kill9(2);
     c.spawn(2);
-    let put = c.etcdctl_at(&c.endpoint(1), &["put", "after-restart", "v"]);
-    assert!(
-        put.status.success(),
-        "{}",
-        String::from_utf8_lossy(&put.stderr)
-    );
+    // A put may time out while the restarted member rejoins under the
+    // flood (on a loaded machine); the same put again is harmless.
+    let deadline = Instant::now() + crate::common::secs(30);
+    loop {
+        let put = c.etcdctl_at(&c.endpoint(1), &["put", "after-restart", "v"]);
+        if put.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no put through member 2 within 30 s: {}",
+            String::from_utf8_lossy(&put.stderr)
+        );
+    }
     let deadline = Instant::now() + crate::common::secs(30);
     loop {
         let out = c.etcdctl_at(
