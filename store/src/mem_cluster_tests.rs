@@ -437,6 +437,54 @@ async fn corrupt_stops_writes_everywhere_and_reads_on_the_named_member() {
     }
 }
 
+/// The raft input queue holds `INPUT_QUEUE_MAX` proposals and reads; past
+/// it a request is refused at once with `too many requests`, never queued
+/// without bound (a member whose loop handles nothing: stepped, never
+/// stepped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_raft_input_queue_is_bounded() {
+    fn now_or_never<F: std::future::Future>(f: F) -> Option<F::Output> {
+        let mut f = std::pin::pin!(f);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match f.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(v) => Some(v),
+            std::task::Poll::Pending => None,
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let net = MemNetwork::new(1);
+    let peer_urls = vec!["http://n1.mem:2380".to_string()];
+    let m = Member {
+        id: cluster::member_id(&peer_urls, TOKEN),
+        name: "n1".into(),
+        peer_urls,
+    };
+    let cfg = NodeConfig {
+        name: m.name.clone(),
+        data_dir: dir.path().join("n1"),
+        initial_members: vec![m.clone()],
+        cluster_token: TOKEN.into(),
+        ..Default::default()
+    };
+    let (node, _stepper) = Node::open(cfg)
+        .unwrap()
+        .start_stepped(net.transport(m.id), crate::clock::Clock::real(), 1)
+        .unwrap();
+    let put = || PutRequest {
+        key: b"k".to_vec(),
+        value: b"v".to_vec(),
+        ..Default::default()
+    };
+    for i in 0..crate::node::INPUT_QUEUE_MAX {
+        // Polled once: queued, then waiting for an answer never to come.
+        assert!(now_or_never(node.put(put(), None)).is_none(), "request {i}");
+    }
+    assert_eq!(
+        now_or_never(node.put(put(), None)),
+        Some(Err(StoreError::TooManyRequests))
+    );
+}
+
 /// An entry that passed its checksum but cannot be applied (from an older
 /// member, or one admission should have refused) is never a reason to
 /// stop: every member skips it alike, its proposer hears why, and later

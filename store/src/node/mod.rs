@@ -73,7 +73,7 @@ pub use stepper::{RaftView, Stepper};
 /// latency one round adds, while letting one fsync carry many proposals.
 const INPUTS_PER_ROUND_MAX: usize = 4096;
 /// Proposals and reads waiting to enter the loop.
-const INPUT_QUEUE_MAX: usize = 16 * 1024;
+pub(crate) const INPUT_QUEUE_MAX: usize = 16 * 1024;
 /// A ReadIndex request unanswered this long is sent again (raft-rs drops
 /// them silently while there is no leader, or before a new leader commits).
 const READ_INDEX_RETRY: Duration = Duration::from_millis(500);
