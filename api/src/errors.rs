@@ -24,7 +24,8 @@ pub fn status(e: StoreError) -> Status {
         | StoreError::PeerUrlExists
         | StoreError::MemberNotLearner
         | StoreError::LearnerNotReady
-        | StoreError::NotLeader => Code::FailedPrecondition,
+        | StoreError::NotLeader
+        | StoreError::OlderMembers(_) => Code::FailedPrecondition,
         StoreError::Removed => Code::Unavailable,
         StoreError::LeaseTtlTooLarge => Code::OutOfRange,
         StoreError::TooManyRequests | StoreError::NoSpace => Code::ResourceExhausted,
