@@ -25,7 +25,8 @@ pub fn status(e: StoreError) -> Status {
         | StoreError::MemberNotLearner
         | StoreError::LearnerNotReady
         | StoreError::BadLeaderTransferee
-        | StoreError::NotLeader => Code::FailedPrecondition,
+        | StoreError::NotLeader
+        | StoreError::OlderMembers(_) => Code::FailedPrecondition,
         StoreError::Removed | StoreError::MemberDamaged => Code::Unavailable,
         StoreError::LeaseTtlTooLarge => Code::OutOfRange,
         StoreError::TooManyRequests | StoreError::NoSpace => Code::ResourceExhausted,

@@ -3,6 +3,12 @@
 //! Sending: one task per peer owns a bounded queue and a long-lived raft
 //! stream (`peer_raw`: length-prefixed messages over TCP or TLS, no
 //! HTTP/2); it drains whatever raft produced meanwhile into one write.
+//! A peer that does not take the raw stream and says (`ClusterInfo`'s
+//! `wire_version`) it speaks peer wire 1 (a release before the raw stream,
+//! d63c56e and earlier) gets the same messages over gRPC `Raft.Send`, as
+//! that release sent them, until the stream breaks; then the raw stream is
+//! tried again (the peer may have been upgraded meanwhile). This is what
+//! lets a cluster be upgraded, or rolled back, one member at a time.
 //! Snapshots, cluster info, promotions and KEK fetches stay on gRPC, and
 //! so does the receiving side of the old `Send` stream. A full
 //! queue or a dead connection drops messages and tells raft the peer is
@@ -46,14 +52,23 @@ const PEER_QUEUE_MAX: usize = 8192;
 pub const BATCH_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Largest gRPC message the peer service accepts (one batch, with slack).
 pub const PEER_MESSAGE_BYTES_MAX: usize = 2 * BATCH_BYTES_MAX + 1024 * 1024;
+/// The peer wire this member speaks. 1: the gRPC `Raft` service only
+/// (d63c56e and earlier). 2: also the raw raft stream (`peer_raw`), and
+/// `ClusterInfo` reports the version; `Send` is still served, and still
+/// used towards a peer of wire 1. A newer member must keep speaking every
+/// version the previous release spoke (README, "Upgrades").
+pub const PEER_WIRE_VERSION: u32 = 2;
 const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(50);
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 type PeerQueues = HashMap<u64, mpsc::Sender<Message>>;
+/// Each peer's peer wire version, as last learnt (absent: not known yet).
+type PeerWires = Arc<parking_lot::Mutex<HashMap<u64, u32>>>;
 
 pub struct GrpcTransport {
     /// Per-peer queues and URLs; replaced when membership changes.
     peers: parking_lot::RwLock<(PeerQueues, HashMap<u64, String>)>,
+    wires: PeerWires,
     node: Arc<OnceLock<Weak<Node>>>,
     my_id: u64,
     cluster_id: u64,
@@ -77,6 +92,7 @@ impl GrpcTransport {
         let runtime = tokio::runtime::Handle::current();
         let t = GrpcTransport {
             peers: Default::default(),
+            wires: Default::default(),
             node,
             my_id,
             cluster_id,
@@ -169,10 +185,30 @@ impl Transport for GrpcTransport {
                     url.clone(),
                     rx,
                     self.node.clone(),
+                    self.wires.clone(),
                 ));
             }
         }
+        self.wires.lock().retain(|id, _| wanted.contains_key(id));
         *urls = wanted;
+    }
+
+    /// Peers not known to speak peer wire 2: older releases, or members
+    /// this one has not reached since it started. They may not apply the
+    /// entry kinds added with peer wire 2 (`LeaseExpiry`, `AuthRequest`):
+    /// d63c56e stops at an entry it cannot decode.
+    fn older_peers(&self) -> Vec<u64> {
+        let wires = self.wires.lock();
+        let mut out: Vec<u64> = self
+            .peers
+            .read()
+            .1
+            .keys()
+            .filter(|id| wires.get(id).is_none_or(|v| *v < PEER_WIRE_VERSION))
+            .copied()
+            .collect();
+        out.sort_unstable();
+        out
     }
 }
 
@@ -234,16 +270,21 @@ async fn peer_sender(
     url: String,
     mut rx: mpsc::Receiver<Message>,
     node: Arc<OnceLock<Weak<Node>>>,
+    wires: PeerWires,
 ) {
     let mut backoff = RECONNECT_BACKOFF_MIN;
     // A refusal is a configuration problem: say so once per reason, not
     // at every retry.
     let mut last_refusal = String::new();
+    let mut said_legacy = false;
     loop {
         match crate::peer_raw::connect(&url, my_id, cluster_id, peer).await {
             Ok(io) => {
                 backoff = RECONNECT_BACKOFF_MIN;
                 last_refusal.clear();
+                if wires.lock().insert(peer, PEER_WIRE_VERSION) != Some(PEER_WIRE_VERSION) {
+                    said_legacy = false;
+                }
                 if let Err(e) = crate::peer_raw::pump(io, &mut rx).await {
                     tracing::debug!(peer = format_args!("{peer:x}"), error = %e, "raft stream ended");
                 }
@@ -254,6 +295,24 @@ async fn peer_sender(
                     last_refusal = why;
                 }
             }
+            Err(crate::peer_raw::ConnectError::NotRaw(why)) => match peer_wire(&url).await {
+                Ok(v) if v < PEER_WIRE_VERSION => {
+                    wires.lock().insert(peer, v);
+                    if !said_legacy {
+                        tracing::info!(peer = format_args!("{peer:x}"), %url, peer_wire = v, our_wire = PEER_WIRE_VERSION,
+                            "the peer runs an older release (no raw raft stream); sending over gRPC Raft.Send");
+                        said_legacy = true;
+                    }
+                    backoff = RECONNECT_BACKOFF_MIN;
+                    send_grpc(my_id, cluster_id, peer, &url, &mut rx, &node).await;
+                }
+                Ok(v) => {
+                    tracing::debug!(peer = format_args!("{peer:x}"), %url, peer_wire = v, reason = %why, "the raft stream failed");
+                }
+                Err(e) => {
+                    tracing::debug!(peer = format_args!("{peer:x}"), %url, error = %e, reason = %why, "peer unreachable");
+                }
+            },
             Err(crate::peer_raw::ConnectError::Unreachable(e)) => {
                 tracing::debug!(peer = format_args!("{peer:x}"), %url, error = %e, "peer unreachable");
             }
@@ -267,6 +326,80 @@ async fn peer_sender(
         report_unreachable(&node, peer);
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
+    }
+}
+
+/// The peer wire version a member at `url` speaks, from `ClusterInfo`
+/// (1 for a release that does not report one).
+async fn peer_wire(url: &str) -> anyhow::Result<u32> {
+    let ch = crate::tls::peer_endpoint(url)?
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(5))
+        .connect()
+        .await?;
+    let info = RaftClient::new(ch)
+        .cluster_info(ClusterInfoRequest {})
+        .await?
+        .into_inner();
+    Ok(info.wire_version.max(1))
+}
+
+/// Peer wire 1: batches over one gRPC `Raft.Send` client stream, as
+/// d63c56e sends them, until the stream breaks or the queue closes.
+async fn send_grpc(
+    my_id: u64,
+    cluster_id: u64,
+    peer: u64,
+    url: &str,
+    rx: &mut mpsc::Receiver<Message>,
+    node: &OnceLock<Weak<Node>>,
+) {
+    let endpoint = match crate::tls::peer_endpoint(url) {
+        Ok(e) => e.connect_timeout(Duration::from_secs(1)).tcp_nodelay(true),
+        Err(e) => {
+            tracing::error!(peer = format_args!("{peer:x}"), %url, error = %e, "bad peer URL");
+            return;
+        }
+    };
+    let mut client = RaftClient::new(endpoint.connect_lazy())
+        .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX)
+        .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX);
+    let (btx, brx) = mpsc::channel::<RaftBatch>(16);
+    let call =
+        tokio::spawn(async move { client.send(Request::new(ReceiverStream::new(brx))).await });
+    while let Some(first) = rx.recv().await {
+        let mut batch = RaftBatch {
+            from: my_id,
+            cluster_id,
+            messages: Vec::new(),
+        };
+        let mut bytes = 0usize;
+        let mut next = Some(first);
+        while let Some(m) = next.take() {
+            match m.write_to_bytes() {
+                Ok(b) => {
+                    bytes += b.len();
+                    batch.messages.push(b.into());
+                }
+                Err(e) => tracing::error!(error = %e, "cannot encode a raft message; dropped"),
+            }
+            if bytes >= BATCH_BYTES_MAX {
+                break;
+            }
+            next = rx.try_recv().ok();
+        }
+        if btx.send(batch).await.is_err() {
+            report_unreachable(node, peer);
+            break;
+        }
+    }
+    drop(btx);
+    match call.await {
+        Ok(Err(status)) => {
+            tracing::debug!(peer = format_args!("{peer:x}"), %status, "gRPC raft stream ended")
+        }
+        Ok(Ok(_)) => {}
+        Err(e) => tracing::warn!(error = %e, "gRPC raft stream task failed"),
     }
 }
 
@@ -439,6 +572,7 @@ impl Raft for RaftService {
         Ok(Response::new(ClusterInfoResponse {
             cluster_id: self.node.cluster_id(),
             members,
+            wire_version: PEER_WIRE_VERSION,
         }))
     }
 
@@ -537,6 +671,7 @@ impl Raft for RaftService {
         Ok(Response::new(ClusterInfoResponse {
             cluster_id: self.node.cluster_id(),
             members,
+            wire_version: PEER_WIRE_VERSION,
         }))
     }
 

@@ -3,10 +3,17 @@
 //! port. No HTTP/2: no stream bookkeeping, no HPACK, no per-message gRPC
 //! frame, one `write` per batch of whatever raft produced meanwhile.
 //!
-//! The sender opens with `MAGIC` (which the peer listener uses to tell
-//! this stream from gRPC, `conn::split_by_magic`) and a hello naming
-//! itself, the cluster and the receiver; the receiver answers once,
-//! accepting or refusing with a reason, then only reads. After that each
+//! The sender opens with `MAGIC` (its first six bytes, `MAGIC_PREFIX`, are
+//! what the peer listener uses to tell this stream from gRPC,
+//! `conn::split_by_magic`; the last two are the stream's version,
+//! `STREAM_VERSION`) and a hello naming itself, the cluster and the
+//! receiver; the receiver answers once (`ANSWER_TAG`, then accepting, or
+//! refusing with a reason: a stream version it does not speak is refused
+//! with both versions named), then only reads. A peer that answers
+//! anything else is no raft stream receiver: a release before peer wire 2
+//! (d63c56e and earlier), whose HTTP/2 server answers with its own
+//! preface or closes. The sender then falls back to gRPC `Raft.Send`
+//! (`peer::peer_sender`). After that each
 //! frame is `[len u32 LE][eraftpb.Message]`. The receiver holds the stream
 //! to the checks the gRPC `Send` applies: the cluster id, the sender's
 //! member certificate bound to the member id it claims (at the hello and
@@ -28,8 +35,16 @@ use crate::conn::Conn;
 use crate::identity::Caller;
 use crate::peer::{RaftService, PEER_MESSAGE_BYTES_MAX};
 
-/// What a raft stream opens with (gRPC opens with `PRI * HTTP/2.0`).
+/// What a raft stream opens with (gRPC opens with `PRI * HTTP/2.0`):
+/// `MAGIC_PREFIX` and `STREAM_VERSION`.
 pub const MAGIC: &[u8; 8] = b"SDRAFT01";
+/// What the peer listener splits raft streams off by, whatever their version.
+pub const MAGIC_PREFIX: &[u8; 6] = b"SDRAFT";
+/// The raw stream's own format version (part of peer wire 2).
+pub const STREAM_VERSION: &[u8; 2] = b"01";
+/// The receiver's answer starts with this, so an HTTP/2 server's preface
+/// (an older member) is never taken for an answer.
+const ANSWER_TAG: &[u8; 2] = b"SD";
 /// from, cluster id, to (u64 LE each).
 const HELLO_BYTES: usize = 24;
 /// The largest frame either side accepts.
@@ -52,6 +67,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 pub enum ConnectError {
     Refused(String),
     Unreachable(anyhow::Error),
+    /// Connected, but the peer answered the hello with something that is
+    /// no raft stream answer, or closed: a member before peer wire 2.
+    NotRaw(String),
 }
 
 /// `host:port` and whether TLS, from a peer URL.
@@ -89,16 +107,25 @@ pub async fn connect(
     let answer = async {
         io.write_all(&hello).await?;
         io.flush().await?;
-        let mut head = [0u8; 3];
+        let mut head = [0u8; 5];
         io.read_exact(&mut head).await?;
-        let mut why = vec![0u8; u16::from_le_bytes([head[1], head[2]]) as usize];
+        if &head[..2] != ANSWER_TAG {
+            return Ok(Err(head));
+        }
+        let mut why = vec![0u8; u16::from_le_bytes([head[3], head[4]]) as usize];
         io.read_exact(&mut why).await?;
-        Ok::<_, std::io::Error>((head[0], why))
+        Ok::<_, std::io::Error>(Ok((head[2], why)))
     };
     match tokio::time::timeout(Duration::from_millis(HELLO_TIMEOUT_MS), answer).await {
-        Ok(Ok((0, _))) => Ok(io),
-        Ok(Ok((_, why))) => Err(ConnectError::Refused(
+        Ok(Ok(Ok((0, _)))) => Ok(io),
+        Ok(Ok(Ok((_, why)))) => Err(ConnectError::Refused(
             String::from_utf8_lossy(&why).into_owned(),
+        )),
+        Ok(Ok(Err(head))) => Err(ConnectError::NotRaw(format!(
+            "the peer answered the raft stream's hello with {head:02x?}, not a raft stream answer"
+        ))),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(ConnectError::NotRaw(
+            "the peer closed the connection at the raft stream's hello".into(),
         )),
         Ok(Err(e)) => Err(ConnectError::Unreachable(e.into())),
         Err(_) => Err(ConnectError::Unreachable(anyhow!("no answer to the hello"))),
@@ -197,7 +224,9 @@ pub async fn serve<S: Io + 'static>(mut conn: Conn<S>, svc: Arc<RaftService>) {
         common_name: info.common_name.clone(),
         token: None,
     };
-    let mut hello = [0u8; HELLO_BYTES];
+    // The version (the magic's last two bytes; the listener took the
+    // prefix), then the hello.
+    let mut hello = [0u8; STREAM_VERSION.len() + HELLO_BYTES];
     let read = tokio::time::timeout(
         Duration::from_millis(HELLO_TIMEOUT_MS),
         conn.read_exact(&mut hello),
@@ -207,15 +236,28 @@ pub async fn serve<S: Io + 'static>(mut conn: Conn<S>, svc: Arc<RaftService>) {
         tracing::warn!(remote = ?info.remote, "refused a raft stream: no hello");
         return;
     }
+    let (version, hello) = hello.split_at(STREAM_VERSION.len());
     let word = |i: usize| u64::from_le_bytes(hello[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
     let (from, cluster_id, to) = (word(0), word(1), word(2));
-    let verdict = svc.check_hello(&caller, cluster_id, from, to);
+    let verdict = if version != STREAM_VERSION {
+        let why = format!(
+            "raft stream version {:?}: this member speaks version {:?} (peer wire {})",
+            String::from_utf8_lossy(version),
+            String::from_utf8_lossy(STREAM_VERSION),
+            crate::peer::PEER_WIRE_VERSION
+        );
+        tracing::warn!(remote = ?info.remote, reason = %why, "refused a raft stream");
+        Err(tonic::Status::failed_precondition(why))
+    } else {
+        svc.check_hello(&caller, cluster_id, from, to)
+    };
     let why = verdict
         .as_ref()
         .err()
         .map(|s| s.message().to_string())
         .unwrap_or_default();
-    let mut answer = vec![u8::from(verdict.is_err())];
+    let mut answer = ANSWER_TAG.to_vec();
+    answer.push(u8::from(verdict.is_err()));
     let why = &why.as_bytes()[..why.len().min(u16::MAX as usize)];
     answer.extend_from_slice(&(why.len() as u16).to_le_bytes());
     answer.extend_from_slice(why);

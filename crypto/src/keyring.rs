@@ -275,6 +275,24 @@ impl Keyring {
 mod tests {
     use super::*;
 
+    /// A keyring file of another format version is refused with both
+    /// versions named, before any key is read.
+    #[test]
+    fn a_keyring_file_of_another_version_is_refused() {
+        let wrap = Key::generate();
+        let ring = Keyring::generate(Cipher::XChaCha20Poly1305);
+        let mut blob = ring.export(&wrap).unwrap();
+        assert!(Keyring::import(&wrap, &blob).is_ok());
+        blob[4] = EXPORT_VERSION + 1;
+        let e = Keyring::import(&wrap, &blob).unwrap_err();
+        assert_eq!(e, CryptoError::UnsupportedVersion(EXPORT_VERSION + 1));
+        let msg = e.to_string();
+        assert!(
+            msg.contains("version 2") && msg.contains("reads version 1"),
+            "{msg}"
+        );
+    }
+
     const CTX: Context<'static> = Context {
         kind: "secret",
         object_id: "abc",

@@ -110,6 +110,17 @@ struct TestArgs {
     /// Linearizability search time per run, in seconds.
     #[arg(long, default_value_t = 60)]
     check_time_limit: u64,
+    /// `test` only: drive a running cluster at these client URLs
+    /// (comma-separated, e.g. http://127.0.0.1:12379,...) instead of
+    /// starting one; no namespaces and no nemesis (`--nemesis none`): the
+    /// faults are whatever its operator does meanwhile, such as an upgrade
+    /// member by member (scripts/upgrade-test.sh). Needs no root.
+    #[arg(long, value_delimiter = ',')]
+    endpoints: Vec<String>,
+    /// With --endpoints: end the workload when this file appears (or at
+    /// the time limit, whichever comes first).
+    #[arg(long)]
+    until_file: Option<PathBuf>,
 }
 
 fn workload(name: &str) -> Result<harness::Workload, String> {
@@ -134,7 +145,11 @@ fn config(
             .unwrap_or_else(|| PathBuf::from("secretd"))
     });
     harness::Config {
-        nodes: a.nodes,
+        nodes: if a.endpoints.is_empty() {
+            a.nodes
+        } else {
+            a.endpoints.len()
+        },
         time_limit_ms: a.time_limit * 1000,
         out: run_dir(&a.out, w, &nemesis, seed),
         nemesis,
@@ -145,6 +160,8 @@ fn config(
         check_budget_ms: a.check_time_limit * 1000,
         recovery_bound_ms: 30_000,
         quiet: false,
+        endpoints: a.endpoints.clone(),
+        until_file: a.until_file.clone(),
     }
 }
 
@@ -245,7 +262,16 @@ fn seed_from_clock() -> u64 {
 }
 
 fn test(a: &TestArgs) -> Result<u8, String> {
-    let nemesis = harness::nemesis::Kind::parse_list(&a.nemesis).map_err(|e| e.to_string())?;
+    let nemesis = if !a.endpoints.is_empty() {
+        if a.nemesis != "none" {
+            return Err(
+                "--endpoints drives a cluster the harness does not own: give --nemesis none".into(),
+            );
+        }
+        Vec::new()
+    } else {
+        harness::nemesis::Kind::parse_list(&a.nemesis).map_err(|e| e.to_string())?
+    };
     let w = workload(a.workload.as_deref().unwrap_or("register"))?;
     let seed = a.seed.unwrap_or_else(seed_from_clock);
     println!("seed {seed}");
@@ -255,6 +281,11 @@ fn test(a: &TestArgs) -> Result<u8, String> {
 }
 
 fn campaign(a: &TestArgs, runs: u64) -> Result<u8, String> {
+    if !a.endpoints.is_empty() {
+        return Err(
+            "--endpoints is for `test` (one run against a cluster the harness does not own)".into(),
+        );
+    }
     let kinds = harness::nemesis::Kind::parse_list(&a.nemesis).map_err(|e| e.to_string())?;
     let workloads: Vec<harness::Workload> = match &a.workload {
         Some(w) => vec![workload(w)?],

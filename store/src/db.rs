@@ -24,6 +24,7 @@ use rocksdb::{ColumnFamilyDescriptor, MemtableFactory, Options, WriteOptions, DB
 
 use crate::error::{Result, StoreError};
 
+use crate::schema::{CF_FORMAT, FORMAT_KEY, STORAGE_FORMAT};
 pub use crate::schema::{CF_KV, CF_META, CF_RAFT};
 pub use rocksdb::{Direction, IteratorMode};
 
@@ -64,6 +65,44 @@ impl Cf {
             other => panic!("unknown column family {other:?}"),
         }
     }
+}
+
+fn parse_format(v: &[u8], dir: &Path) -> Result<u32> {
+    let bytes: [u8; 4] = v.try_into().map_err(|_| {
+        StoreError::Storage(format!(
+            "data directory {}: the storage format record is {} bytes, not 4 (corrupt)",
+            dir.display(),
+            v.len()
+        ))
+    })?;
+    Ok(u32::from_be_bytes(bytes))
+}
+
+/// Refuses a data directory of a newer storage format than this build's;
+/// records this build's otherwise (synced), so an older release's data
+/// directory is marked as upgraded once it was opened here.
+fn check_format(db: &DB, dir: &Path) -> Result<()> {
+    let cf = db
+        .cf_handle(CF_FORMAT)
+        .ok_or_else(|| StoreError::Storage("format column family missing after open".into()))?;
+    if let Some(v) = db.get_cf(cf, FORMAT_KEY)? {
+        let found = parse_format(&v, dir)?;
+        if found > STORAGE_FORMAT {
+            return Err(StoreError::Storage(format!(
+                "data directory {} has storage format version {found}, written by a newer \
+                 release; this secretd reads versions 1 to {STORAGE_FORMAT}: run a release \
+                 that reads it, or restore this member from a snapshot",
+                dir.display()
+            )));
+        }
+        if found == STORAGE_FORMAT {
+            return Ok(());
+        }
+    }
+    let mut w = rocksdb::WriteOptions::default();
+    w.set_sync(true);
+    db.put_cf_opt(cf, FORMAT_KEY, STORAGE_FORMAT.to_be_bytes(), &w)?;
+    Ok(())
 }
 
 /// One change in a batch.
@@ -165,12 +204,32 @@ impl Db {
             ColumnFamilyDescriptor::new(CF_RAFT, raft_opts),
             ColumnFamilyDescriptor::new(CF_KV, opts.clone()),
             ColumnFamilyDescriptor::new(CF_META, opts.clone()),
+            ColumnFamilyDescriptor::new(CF_FORMAT, Options::default()),
         ];
         let db = DB::open_cf_descriptors(&opts, dir.join("db"), cfs)?;
+        check_format(&db, dir)?;
         Ok(Arc::new(Db {
             backend: Backend::Rocks(db),
             log_dir: crate::raftlog::files::LogDir::Real(dir.join("raftlog")),
         }))
+    }
+
+    /// The storage format version recorded in the data directory at `dir`
+    /// (None: no record, a d63c56e directory or none at all), without
+    /// opening it for writing.
+    pub fn format_version(dir: &Path) -> Result<Option<u32>> {
+        let path = dir.join("db");
+        let names = DB::list_cf(&Options::default(), &path).unwrap_or_default();
+        if !names.iter().any(|n| n == CF_FORMAT) {
+            return Ok(None);
+        }
+        let db = DB::open_cf_for_read_only(&Options::default(), &path, names, false)?;
+        let cf = db
+            .cf_handle(CF_FORMAT)
+            .ok_or_else(|| StoreError::Storage("format column family vanished".into()))?;
+        db.get_cf(cf, FORMAT_KEY)?
+            .map(|v| parse_format(&v, dir))
+            .transpose()
     }
 
     /// A database on a simulated disk (see [`MemDisk`]): what the
@@ -573,4 +632,49 @@ pub fn u64_from(bytes: &[u8], what: &str) -> Result<u64> {
         .try_into()
         .map_err(|_| StoreError::Storage(format!("corrupt {what}: {} bytes", bytes.len())))?;
     Ok(u64::from_be_bytes(arr))
+}
+
+#[cfg(test)]
+mod format_tests {
+    use super::*;
+
+    fn put_format(dir: &Path, v: &[u8]) {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        let cfs = [CF_RAFT, CF_KV, CF_META, CF_FORMAT]
+            .map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
+        let db = DB::open_cf_descriptors(&opts, dir.join("db"), cfs).unwrap();
+        db.put_cf(db.cf_handle(CF_FORMAT).unwrap(), FORMAT_KEY, v)
+            .unwrap();
+    }
+
+    /// A directory with no record (d63c56e's, format 1) gets this build's;
+    /// a newer one is refused naming both versions, and so is a damaged
+    /// record; none is rewritten.
+    #[test]
+    fn the_storage_format_is_recorded_and_a_newer_one_refused() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(Db::format_version(d.path()).unwrap(), None);
+        drop(Db::open(d.path()).unwrap());
+        assert_eq!(Db::format_version(d.path()).unwrap(), Some(STORAGE_FORMAT));
+
+        let newer = tempfile::tempdir().unwrap();
+        put_format(newer.path(), &(STORAGE_FORMAT + 1).to_be_bytes());
+        let e = Db::open(newer.path()).err().unwrap().to_string();
+        assert!(
+            e.contains(&format!("storage format version {}", STORAGE_FORMAT + 1))
+                && e.contains(&format!("versions 1 to {STORAGE_FORMAT}")),
+            "{e}"
+        );
+        assert_eq!(
+            Db::format_version(newer.path()).unwrap(),
+            Some(STORAGE_FORMAT + 1)
+        );
+
+        let damaged = tempfile::tempdir().unwrap();
+        put_format(damaged.path(), b"xy");
+        let e = Db::open(damaged.path()).err().unwrap().to_string();
+        assert!(e.contains("2 bytes, not 4"), "{e}");
+    }
 }

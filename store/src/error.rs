@@ -74,6 +74,11 @@ pub enum StoreError {
     Stopped,
     #[error("etcdserver: {0}")]
     InvalidArgument(String),
+    /// A request older members could not apply, while some may run an
+    /// older release (a rolling upgrade not finished, or a member not
+    /// reached since this one started). Names those members.
+    #[error("etcdserver: not while members {0} may run an older release (finish the upgrade, or wait until every member is reachable)")]
+    OlderMembers(String),
     /// Refused by etcd's users and roles (`auth`).
     #[error(transparent)]
     Auth(#[from] AuthError),

@@ -15,6 +15,21 @@ use crate::{auth, lease, membership};
 /// now only read to migrate an old data directory (`log_store`): the log
 /// lives in segment files (`raftlog`).
 pub const CF_RAFT: &str = "raft";
+/// The data directory's format version, one record (`FORMAT_KEY`, u32 BE),
+/// checked and written by `Db::open`. A column family of its own, not a
+/// meta record, so that releases before it (d63c56e, storage format 1),
+/// which open exactly the column families they know, refuse the directory
+/// (RocksDB: "Column families not opened: format") instead of misreading a
+/// log they can no longer find.
+pub const CF_FORMAT: &str = "format";
+/// The one record of `CF_FORMAT`.
+pub const FORMAT_KEY: &[u8] = b"storage";
+/// The storage format this build writes, and the newest it reads.
+/// 1: d63c56e (the raft log in the `raft` column family, no record).
+/// 2: the raft log in segment files (`raftlog`, whose segments carry their
+///    own version), the meta records below, this record.
+/// Opening a directory of a newer version is refused, naming both.
+pub const STORAGE_FORMAT: u32 = 2;
 /// The MVCC keyspace: values by revision (`mvcc`).
 pub const CF_KV: &str = "kv";
 /// Everything else, by the records below.

@@ -193,7 +193,10 @@ impl SnapshotReader {
         }
         let version = r.u8()?;
         if version != VERSION {
-            return Err(corrupt(path, format!("unsupported version {version}")));
+            return Err(corrupt(
+                path,
+                format!("snapshot format version {version}; this secretd reads version {VERSION}"),
+            ));
         }
         r.header.index = r.u64()?;
         r.header.term = r.u64()?;

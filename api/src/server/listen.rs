@@ -28,7 +28,7 @@ use crate::pb::secretstore::{
 use crate::pb::v3electionpb::election_server::ElectionServer;
 use crate::pb::v3lockpb::lock_server::LockServer;
 use crate::peer::{RaftService, PEER_MESSAGE_BYTES_MAX};
-use crate::peer_raw::MAGIC;
+use crate::peer_raw::MAGIC_PREFIX;
 use crate::urls;
 use crate::watch::WatchService;
 
@@ -170,14 +170,14 @@ pub(super) fn serve_peers(
         match (https, door.tls.clone()) {
             (true, Some(cfg)) => {
                 let incoming = crate::conn::tls_incoming(l, cfg, door.certs.clone(), adm);
-                let incoming = crate::conn::split_by_magic(incoming, MAGIC, move |c| {
+                let incoming = crate::conn::split_by_magic(incoming, MAGIC_PREFIX, move |c| {
                     tokio::spawn(crate::peer_raw::serve(c, raw.clone()));
                 });
                 tasks.spawn(async move { router.serve_with_incoming(incoming).await });
             }
             _ => {
                 let incoming = crate::conn::plain_incoming(l, adm);
-                let incoming = crate::conn::split_by_magic(incoming, MAGIC, move |c| {
+                let incoming = crate::conn::split_by_magic(incoming, MAGIC_PREFIX, move |c| {
                     tokio::spawn(crate::peer_raw::serve(c, raw.clone()));
                 });
                 tasks.spawn(async move { router.serve_with_incoming(incoming).await });

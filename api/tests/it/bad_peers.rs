@@ -179,6 +179,28 @@ async fn bad_raft_streams_are_refused() {
     let (_, code, why) = raw_hello(&c, 0, other, cluster_id, me ^ 1).await;
     assert_eq!(code, 1);
     assert!(why.contains("reached member"), "{why}");
+    // A raft stream of a version this member does not speak is refused
+    // with both versions named (the sender can fall back), never misread.
+    {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", c.members[0].peer_port))
+            .await
+            .unwrap();
+        let mut hello = b"SDRAFT99".to_vec();
+        for x in [other, cluster_id, me] {
+            hello.extend_from_slice(&x.to_le_bytes());
+        }
+        s.write_all(&hello).await.unwrap();
+        let mut head = [0u8; 5];
+        s.read_exact(&mut head).await.unwrap();
+        assert_eq!((&head[..2], head[2]), (&b"SD"[..], 1));
+        let mut why = vec![0u8; u16::from_le_bytes([head[3], head[4]]) as usize];
+        s.read_exact(&mut why).await.unwrap();
+        let why = String::from_utf8(why).unwrap();
+        assert!(
+            why.contains("\"99\"") && why.contains("\"01\"") && why.contains("peer wire 2"),
+            "{why}"
+        );
+    }
 
     let mut heartbeat = Message::default();
     heartbeat.set_msg_type(MessageType::MsgHeartbeat);

@@ -703,7 +703,8 @@ pub fn is_root() -> bool {
 
 /// Sends a raft stream's opening (`peer_raw`: the magic, then from, cluster
 /// id and to) over `s`, which the caller connected (plain or TLS); returns
-/// the member's answer: (0 accepted or 1 refused, the reason).
+/// the member's answer (after its `SD` tag): (0 accepted or 1 refused, the
+/// reason).
 pub async fn raft_hello<S>(s: &mut S, from: u64, cluster_id: u64, to: u64) -> (u8, String)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -714,11 +715,12 @@ where
         hello.extend_from_slice(&x.to_le_bytes());
     }
     s.write_all(&hello).await.unwrap();
-    let mut head = [0u8; 3];
+    let mut head = [0u8; 5];
     s.read_exact(&mut head).await.unwrap();
-    let mut why = vec![0u8; u16::from_le_bytes([head[1], head[2]]) as usize];
+    assert_eq!(&head[..2], b"SD", "not a raft stream answer: {head:02x?}");
+    let mut why = vec![0u8; u16::from_le_bytes([head[3], head[4]]) as usize];
     s.read_exact(&mut why).await.unwrap();
-    (head[0], String::from_utf8(why).unwrap())
+    (head[2], String::from_utf8(why).unwrap())
 }
 
 /// Every acknowledged write reads back from `who` with its value.

@@ -47,6 +47,8 @@ fn config(dir: &std::path::Path, seed: u64, workload: Workload) -> Config {
         check_budget_ms: 60_000,
         recovery_bound_ms: 30_000,
         quiet: true,
+        endpoints: Vec::new(),
+        until_file: None,
     }
 }
 

@@ -34,5 +34,6 @@ mod membership;
 mod secrets_cli;
 mod snapshots;
 mod tls;
+mod upgrade;
 mod watch_guarantees;
 mod watch_progress;

@@ -84,6 +84,14 @@ pub struct Config {
     /// How long the cluster has after the final heal to make progress.
     pub recovery_bound_ms: u64,
     pub quiet: bool,
+    /// Client URLs of a cluster started by someone else (`--endpoints`):
+    /// no namespaces, no members started, no nemesis; the faults are the
+    /// operator's (an upgrade, member by member). Empty: the harness runs
+    /// its own cluster.
+    pub endpoints: Vec<String>,
+    /// With `endpoints`: the run also ends when this file appears (the
+    /// operator's script says it is done), whatever the time limit.
+    pub until_file: Option<PathBuf>,
 }
 
 /// One checker's verdict: `valid` is None when it could not decide.
@@ -164,19 +172,15 @@ pub fn interrupted() -> bool {
 /// namespace for the duration, so run it on a thread of its own (the
 /// binary does; tests use [`run_on_thread`]).
 pub fn run(cfg: &Config) -> Result<RunResult> {
+    if !cfg.endpoints.is_empty() {
+        return run_external(cfg);
+    }
     if cfg.nodes < 3 {
         bail!("--nodes must be at least 3");
     }
     net::Net::preflight()?;
     // Members started on an earlier run's data would resume its cluster.
-    if cfg.out.join("history.jsonl").exists() {
-        bail!(
-            "{} holds an earlier run: give this one another folder",
-            cfg.out.display()
-        );
-    }
-    std::fs::create_dir_all(&cfg.out)
-        .with_context(|| format!("cannot create {}", cfg.out.display()))?;
+    fresh_out(cfg)?;
     let disk_node = cfg
         .nemesis
         .contains(&nemesis::Kind::Disk)
@@ -207,7 +211,13 @@ pub fn run(cfg: &Config) -> Result<RunResult> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let result = rt.block_on(run_async(cfg, plan, net.clone(), nodes.clone(), urls, keys));
+    let fleet = Fleet {
+        net: net.clone(),
+        nodes: nodes.clone(),
+        keys,
+        plan,
+    };
+    let result = rt.block_on(run_async(cfg, Some(fleet), urls));
     rt.shutdown_timeout(Duration::from_secs(2));
     let mut nodes = nodes.lock().unwrap_or_else(|e| e.into_inner());
     nodes.shutdown();
@@ -217,6 +227,48 @@ pub fn run(cfg: &Config) -> Result<RunResult> {
         nodes.remove_data();
     }
     result
+}
+
+/// Makes the run's folder, refusing one that holds an earlier run.
+fn fresh_out(cfg: &Config) -> Result<()> {
+    if cfg.out.join("history.jsonl").exists() {
+        bail!(
+            "{} holds an earlier run: give this one another folder",
+            cfg.out.display()
+        );
+    }
+    std::fs::create_dir_all(&cfg.out)
+        .with_context(|| format!("cannot create {}", cfg.out.display()))
+}
+
+/// A run against a cluster someone else started and changes (`--endpoints`):
+/// the workload, its final reads and its checks, nothing else.
+fn run_external(cfg: &Config) -> Result<RunResult> {
+    if !cfg.nemesis.is_empty() {
+        bail!("--endpoints drives a cluster the harness does not own: give no --nemesis");
+    }
+    fresh_out(cfg)?;
+    // One node per endpoint, whatever `nodes` says: clients and final reads
+    // address nodes by index.
+    let cfg = &Config {
+        nodes: cfg.endpoints.len(),
+        ..cfg.clone()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let result = rt.block_on(run_async(cfg, None, cfg.endpoints.clone()));
+    rt.shutdown_timeout(Duration::from_secs(2));
+    result
+}
+
+/// The harness's own cluster and what it does to it.
+struct Fleet {
+    net: Arc<net::Net>,
+    nodes: Arc<Mutex<nodes::Nodes>>,
+    keys: Option<keys::KeysState>,
+    plan: Vec<nemesis::Planned>,
 }
 
 /// [`run`] on a thread of its own (the namespace switch stays there).
@@ -255,14 +307,7 @@ struct Watchers {
     target: Arc<AtomicI64>,
 }
 
-async fn run_async(
-    cfg: &Config,
-    plan: Vec<nemesis::Planned>,
-    net: Arc<net::Net>,
-    nodes: Arc<Mutex<nodes::Nodes>>,
-    urls: Vec<String>,
-    keys: Option<keys::KeysState>,
-) -> Result<RunResult> {
+async fn run_async(cfg: &Config, fleet: Option<Fleet>, urls: Vec<String>) -> Result<RunResult> {
     spawn_interrupt_handler();
     let clients = Clients::new(urls)?;
     if wait_ready(&clients, Duration::from_secs(30))
@@ -283,16 +328,30 @@ async fn run_async(
         .map(|c| spawn_worker(cfg, c, &clients, &rec, &stop, &known))
         .collect();
     let progress = spawn_progress(&rec, &stop, cfg.quiet);
-    let mut nem = nemesis::Nemesis::new(
-        net.clone(),
-        nodes.clone(),
-        clients.clone(),
-        rec.clone(),
-        keys,
-    );
-    run_plan(cfg, &plan, &mut nem, &rec).await;
-    // Final heal, then the cluster must make progress within the bound.
-    let healed = nem.heal().await;
+    let mut nem = None;
+    let healed = match fleet {
+        Some(f) => {
+            let mut n = nemesis::Nemesis::new(
+                f.net.clone(),
+                f.nodes.clone(),
+                clients.clone(),
+                rec.clone(),
+                f.keys,
+            );
+            run_plan(cfg, &f.plan, &mut n, &rec).await;
+            // Final heal, then the cluster must make progress within the bound.
+            let healed = n.heal().await;
+            nem = Some((n, f.nodes));
+            healed
+        }
+        None => {
+            wait_external(cfg).await;
+            nemesis::Healed {
+                desc: json!("no nemesis: the cluster is the operator's"),
+                left: Vec::new(),
+            }
+        }
+    };
     rec.nemesis("final-heal", healed.desc);
     stop.store(true, Ordering::Relaxed);
     for w in workers {
@@ -303,8 +362,12 @@ async fn run_async(
     let recovery_ms = recovery.map(|d| d.as_millis() as u64);
     rec.nemesis("recovered", json!({"ms": recovery_ms}));
     let mut checks = final_checks(cfg, &clients, &rec, &known, watchers).await;
-    if let Some(k) = &nem.keys {
-        checks.push(retired_keys(&nodes, &k.retired, nem.autolock_left()).await);
+    let mut crashes = Vec::new();
+    if let Some((n, nodes)) = &mut nem {
+        if let Some(k) = &n.keys {
+            checks.push(retired_keys(nodes, &k.retired, n.autolock_left()).await);
+        }
+        crashes = std::mem::take(&mut n.crashes);
     }
     rec.flush();
     let (ok, fail, info) = rec.counts();
@@ -315,7 +378,7 @@ async fn run_async(
         nodes: cfg.nodes,
         dir: cfg.out.clone(),
         checks,
-        crashes: std::mem::take(&mut nem.crashes),
+        crashes,
         recovery_ms,
         unhealed: healed.left,
         ok,
@@ -506,6 +569,19 @@ async fn retired_keys(
             return c;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// An external run's workload time: the time limit, or until the
+/// operator's file appears.
+async fn wait_external(cfg: &Config) {
+    let t0 = Instant::now();
+    let limit = Duration::from_millis(cfg.time_limit_ms);
+    while t0.elapsed() < limit && !interrupted() {
+        if cfg.until_file.as_ref().is_some_and(|f| f.exists()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

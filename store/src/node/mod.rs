@@ -254,6 +254,8 @@ pub struct Node {
     /// Set when this member found itself outvoted by its peers' hashes,
     /// before (or without) a CORRUPT alarm naming it being committed.
     found_damaged: std::sync::atomic::AtomicBool,
+    /// The loop's transport, asked which peers may run an older release.
+    transport: Arc<dyn Transport>,
 }
 
 impl Node {
@@ -429,6 +431,7 @@ impl Opened {
             next_request: AtomicU64::new(initial_request_counter()),
             thread: parking_lot::Mutex::new(None),
             found_damaged: Default::default(),
+            transport: transport.clone(),
         });
         let lp = Loop {
             raw,
@@ -572,6 +575,20 @@ impl Node {
         self.propose_checked(request, None).await
     }
 
+    /// Peers that may run an older release (`Transport::older_peers`).
+    pub fn older_peers(&self) -> Vec<u64> {
+        self.transport.older_peers()
+    }
+
+    fn refuse_if_older_members(&self) -> Result<()> {
+        let older = self.older_peers();
+        if older.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = older.iter().map(|id| format!("{id:x}")).collect();
+        Err(StoreError::OlderMembers(ids.join(", ")))
+    }
+
     /// `propose` for an etcd client's request whose permissions were
     /// checked at auth revision `fence` (see `auth::Auth::check_fence`).
     pub async fn propose_checked(
@@ -591,6 +608,11 @@ impl Node {
     /// it is applied here (or refused). What `propose_checked` waits on,
     /// and what the simulation polls.
     pub fn submit(&self, request: Request, fence: Fence) -> Result<Reply<WriteResult>> {
+        // d63c56e stops at an entry it cannot decode: no auth entry while
+        // a member may still run it (README, "Upgrades").
+        if matches!(request, Request::Auth(_)) {
+            self.refuse_if_older_members()?;
+        }
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let decode_check = entry::needs_decode_check(&request);
         let data = InternalRequest {

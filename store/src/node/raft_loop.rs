@@ -604,15 +604,25 @@ impl Loop {
         }
         let mvcc = self.applier.mvcc().clone();
         let expired = mvcc.lessor().take_expired(now, LEASE_REVOKES_PER_TICK_MAX);
+        let legacy = !expired.is_empty() && !self.transport.older_peers().is_empty();
         for id in expired {
+            // A member of an older release stops at a `LeaseExpiry` (it
+            // cannot decode it): while one may be in the cluster, the
+            // revoke is the plain one every release applies (README,
+            // "Upgrades").
+            let request = if legacy {
+                Request::LeaseRevoke(LeaseRevokeRequest { id })
+            } else {
+                Request::LeaseExpiry(LeaseExpiry {
+                    id,
+                    decided_at: self.applied,
+                })
+            };
             // Request id 0: nobody waits for these.
             let data = InternalRequest {
                 id: 0,
                 proposer: 0,
-                request: Some(Request::LeaseExpiry(LeaseExpiry {
-                    id,
-                    decided_at: self.applied,
-                })),
+                request: Some(request),
                 auth_revision: None,
                 auth_fence: None,
             }

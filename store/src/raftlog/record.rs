@@ -152,6 +152,22 @@ pub fn decode(rest: &[u8]) -> Decoded<'_> {
 mod tests {
     use super::*;
 
+    /// A segment of another format version is refused, naming both
+    /// versions and the segment, never misread.
+    #[test]
+    fn a_segment_of_another_version_is_refused_by_name() {
+        let mut h = header(5);
+        check_header(&h, 5, "0005.seg").unwrap();
+        h[8..12].copy_from_slice(&(VERSION + 1).to_le_bytes());
+        let e = check_header(&h, 5, "0005.seg").unwrap_err().to_string();
+        assert!(
+            e.contains("0005.seg")
+                && e.contains(&format!("format version {}", VERSION + 1))
+                && e.contains(&format!("reads {VERSION}")),
+            "{e}"
+        );
+    }
+
     #[test]
     fn records_round_trip_and_damage_is_seen() {
         let mut buf = Vec::new();

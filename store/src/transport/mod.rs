@@ -12,4 +12,13 @@ pub trait Transport: Send + Sync + 'static {
     fn send(&self, msgs: Vec<Message>);
     /// The other members and their peer URL, after a membership change.
     fn update_peers(&self, peers: Vec<(u64, String)>);
+    /// Peers that may run an older release, one that cannot apply the
+    /// entry kinds added since (`LeaseExpiry`, `AuthRequest`): the leader
+    /// then proposes only what every member applies (a lease expiry as a
+    /// plain `LeaseRevoke`) and auth changes are refused until the upgrade
+    /// is done. A peer not reached yet counts as one. In-process
+    /// transports have none.
+    fn older_peers(&self) -> Vec<u64> {
+        Vec::new()
+    }
 }
