@@ -27,7 +27,7 @@ use secretd_store::node::Node;
 use secretd_store::StoreError;
 use tonic::Status;
 
-use crate::pb::raftpb::{raft_client::RaftClient, PeerHashKvRequest, PeerHashKvResponse};
+use crate::pb::raftpb::{PeerHashKvRequest, PeerHashKvResponse};
 
 /// How long a peer gets to connect and answer one hash request of the
 /// periodic check.
@@ -95,12 +95,8 @@ async fn peer_hash(
     revision: i64,
     timeout_ms: u64,
 ) -> anyhow::Result<PeerHashKvResponse> {
-    let ch = crate::tls::peer_endpoint(url)?
-        .connect_timeout(Duration::from_millis(timeout_ms.min(2_000)))
-        .timeout(Duration::from_millis(timeout_ms))
-        .connect()
-        .await?;
-    let resp = RaftClient::new(ch)
+    let resp = crate::peer::raft_client(url, timeout_ms.min(2_000), timeout_ms)
+        .await?
         .hash_kv(PeerHashKvRequest {
             cluster_id: node.cluster_id(),
             from: node.id(),
@@ -161,6 +157,14 @@ async fn gather(
     Ok(out)
 }
 
+fn ids(members: &[u64]) -> String {
+    members
+        .iter()
+        .map(|m| format!("{m:x}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 fn describe(hashes: &[MemberHash]) -> String {
     hashes
         .iter()
@@ -201,7 +205,7 @@ pub async fn initial_check(node: &Arc<Node>) -> anyhow::Result<()> {
     tracing::error!(
         revision,
         hashes = %describe(&hashes),
-        damaged = %bad.iter().map(|m| format!("{m:x}")).collect::<Vec<_>>().join(","),
+        damaged = %ids(&bad),
         "initial corruption check: a peer's keyspace differs from the majority's"
     );
     Ok(())
@@ -225,7 +229,7 @@ pub async fn leader_round(node: &Arc<Node>) -> Result<Vec<u64>, StoreError> {
     tracing::error!(
         revision,
         hashes = %describe(&hashes),
-        damaged = %bad.iter().map(|m| format!("{m:x}")).collect::<Vec<_>>().join(","),
+        damaged = %ids(&bad),
         "corruption check: members' keyspaces differ at the same revision; raising CORRUPT"
     );
     for m in &bad {

@@ -329,15 +329,26 @@ async fn peer_sender(
     }
 }
 
+/// A gRPC client of the member at peer URL `url` (TLS as this member's
+/// peer flags say): at most `connect_ms` to connect, `timeout_ms` per call.
+pub async fn raft_client(
+    url: &str,
+    connect_ms: u64,
+    timeout_ms: u64,
+) -> anyhow::Result<RaftClient<tonic::transport::Channel>> {
+    let ch = crate::tls::peer_endpoint(url)?
+        .connect_timeout(Duration::from_millis(connect_ms))
+        .timeout(Duration::from_millis(timeout_ms))
+        .connect()
+        .await?;
+    Ok(RaftClient::new(ch))
+}
+
 /// The peer wire version a member at `url` speaks, from `ClusterInfo`
 /// (1 for a release that does not report one).
 async fn peer_wire(url: &str) -> anyhow::Result<u32> {
-    let ch = crate::tls::peer_endpoint(url)?
-        .connect_timeout(Duration::from_secs(1))
-        .timeout(Duration::from_secs(5))
-        .connect()
-        .await?;
-    let info = RaftClient::new(ch)
+    let info = raft_client(url, 1_000, 5_000)
+        .await?
         .cluster_info(ClusterInfoRequest {})
         .await?
         .into_inner();
@@ -784,13 +795,9 @@ pub async fn fetch_cluster_info(peer_urls: &[String]) -> anyhow::Result<ClusterI
     let mut last = None;
     for url in peer_urls {
         let attempt = async {
-            let ch = crate::tls::peer_endpoint(url)?
-                .connect_timeout(Duration::from_secs(2))
-                .timeout(Duration::from_secs(5))
-                .connect()
-                .await?;
             anyhow::Ok(
-                RaftClient::new(ch)
+                raft_client(url, 2_000, 5_000)
+                    .await?
                     .cluster_info(ClusterInfoRequest {})
                     .await?
                     .into_inner(),

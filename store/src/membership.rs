@@ -44,12 +44,24 @@ pub fn nospace_raised(alarms: &std::collections::BTreeSet<(u64, i32)>) -> bool {
     alarms.iter().any(|(_, a)| *a == AlarmType::Nospace as i32)
 }
 
-/// Is CORRUPT raised on any member? Then the keyspace is refused on every
-/// member alike, when applied (etcd's corrupt applier): a cluster whose
-/// members disagree takes no more writes until an operator repairs it.
-pub fn corrupt_raised(alarms: &std::collections::BTreeSet<(u64, i32)>) -> bool {
+/// The refusal raised alarms make of a keyspace request, applied alike on
+/// every member (alarms are replicated state): while CORRUPT is raised on
+/// any member, everything but a lease renewal (`keeps_lease`; etcd's
+/// corrupt applier); while NOSPACE is, whatever `adds_data`.
+pub fn alarm_refusal(
+    alarms: &std::collections::BTreeSet<(u64, i32)>,
+    keeps_lease: bool,
+    adds_data: bool,
+) -> Option<crate::StoreError> {
     use crate::pb::etcdserverpb::AlarmType;
-    alarms.iter().any(|(_, a)| *a == AlarmType::Corrupt as i32)
+    let raised = |t: AlarmType| alarms.iter().any(|(_, a)| *a == t as i32);
+    if !keeps_lease && raised(AlarmType::Corrupt) {
+        return Some(crate::StoreError::Corrupt);
+    }
+    if adds_data && raised(AlarmType::Nospace) {
+        return Some(crate::StoreError::NoSpace);
+    }
+    None
 }
 
 /// Is `member` named in a CORRUPT alarm? Then it serves no reads: its state

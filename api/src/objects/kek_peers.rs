@@ -2,14 +2,12 @@
 //! (`Raft.FetchKek`, mutual TLS between members): each attempt bounded in
 //! time, the answer's key material moved straight into a zeroizing holder.
 
-use std::time::Duration;
-
 use futures::future::BoxFuture;
 use secretd_secrets::keys::{KekPeers, PeerKek};
 use secretd_store::pb::etcdserverpb::Member;
 use zeroize::Zeroize;
 
-use crate::pb::raftpb::{raft_client::RaftClient, FetchKekRequest};
+use crate::pb::raftpb::FetchKekRequest;
 
 /// How long one peer gets to connect and answer a KEK fetch.
 const FETCH_TIMEOUT_MS: u64 = 3000;
@@ -31,12 +29,8 @@ impl KekPeers for GrpcKekPeers {
                 .peer_ur_ls
                 .first()
                 .ok_or_else(|| anyhow::anyhow!("member {:x} has no peer URL", peer.id))?;
-            let ch = crate::tls::peer_endpoint(url)?
-                .connect_timeout(Duration::from_millis(FETCH_TIMEOUT_MS))
-                .timeout(Duration::from_millis(FETCH_TIMEOUT_MS))
-                .connect()
-                .await?;
-            let mut resp = RaftClient::new(ch)
+            let mut resp = crate::peer::raft_client(url, FETCH_TIMEOUT_MS, FETCH_TIMEOUT_MS)
+                .await?
                 .fetch_kek(FetchKekRequest {
                     cluster_id: self.cluster_id,
                     from: self.me,

@@ -508,20 +508,28 @@ impl Nemesis {
         )
     }
 
+    /// The CORRUPT alarms member `via` lists, if it answers.
+    async fn corrupt_alarms(&self, via: usize) -> Option<Vec<etcd::AlarmMember>> {
+        let get = etcd::AlarmRequest {
+            action: etcd::alarm_request::AlarmAction::Get as i32,
+            member_id: 0,
+            alarm: etcd::AlarmType::Corrupt as i32,
+        };
+        let mut m = etcd::maintenance_client::MaintenanceClient::new(self.clients.channel(via));
+        match tokio::time::timeout(Duration::from_secs(2), m.alarm(get)).await {
+            Ok(Ok(r)) => Some(r.into_inner().alarms),
+            _ => None,
+        }
+    }
+
     /// Whether a member other than `i` lists a CORRUPT alarm for `name`.
     async fn alarm_names(&self, i: usize, name: &str) -> bool {
         for via in (0..self.n()).filter(|&v| v != i) {
             let Some(id) = self.clients.member_id(via, name).await else {
                 continue;
             };
-            let req = etcd::AlarmRequest {
-                action: etcd::alarm_request::AlarmAction::Get as i32,
-                member_id: 0,
-                alarm: etcd::AlarmType::Corrupt as i32,
-            };
-            let mut m = etcd::maintenance_client::MaintenanceClient::new(self.clients.channel(via));
-            if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(2), m.alarm(req)).await {
-                return r.into_inner().alarms.iter().any(|a| a.member_id == id);
+            if let Some(alarms) = self.corrupt_alarms(via).await {
+                return alarms.iter().any(|a| a.member_id == id);
             }
         }
         false
@@ -530,18 +538,12 @@ impl Nemesis {
     /// Disarms every CORRUPT alarm through any member; whether it worked.
     async fn disarm_corrupt(&self) -> bool {
         for via in 0..self.n() {
-            let mut m = etcd::maintenance_client::MaintenanceClient::new(self.clients.channel(via));
-            let get = etcd::AlarmRequest {
-                action: etcd::alarm_request::AlarmAction::Get as i32,
-                member_id: 0,
-                alarm: etcd::AlarmType::Corrupt as i32,
-            };
-            let Ok(Ok(list)) = tokio::time::timeout(Duration::from_secs(2), m.alarm(get)).await
-            else {
+            let Some(alarms) = self.corrupt_alarms(via).await else {
                 continue;
             };
+            let mut m = etcd::maintenance_client::MaintenanceClient::new(self.clients.channel(via));
             let mut all = true;
-            for a in list.into_inner().alarms {
+            for a in alarms {
                 let off = etcd::AlarmRequest {
                     action: etcd::alarm_request::AlarmAction::Deactivate as i32,
                     member_id: a.member_id,

@@ -211,11 +211,10 @@ impl Loop {
         op: KvOp<'_>,
         batch: &mut WriteBatch,
     ) -> (Result<WriteResult>, Vec<crate::pb::mvccpb::Event>) {
-        if !matches!(op, KvOp::LeaseRenew(..)) && membership::corrupt_raised(&self.alarms.read()) {
-            return (Err(StoreError::Corrupt), Vec::new());
-        }
-        if op.adds_data() && membership::nospace_raised(&self.alarms.read()) {
-            return (Err(StoreError::NoSpace), Vec::new());
+        let keeps_lease = matches!(op, KvOp::LeaseRenew(..));
+        if let Some(e) = membership::alarm_refusal(&self.alarms.read(), keeps_lease, op.adds_data())
+        {
+            return (Err(e), Vec::new());
         }
         self.applier.apply(op, batch, self.hub.wants_prev_kv())
     }
