@@ -74,8 +74,18 @@ pub fn damaged(hashes: &[MemberHash]) -> Vec<u64> {
     out
 }
 
+/// Hashes of the whole keyspace computed at once on this member (each
+/// reads every record and holds compaction off): peers asking more often
+/// than that wait their turn, bounded by their calls' timeouts.
+const HASHES_AT_ONCE_MAX: usize = 1;
+static HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(HASHES_AT_ONCE_MAX);
+
 /// This member's hash at `revision`, off the async threads.
 async fn own_hash(node: &Arc<Node>, revision: i64) -> Result<MemberHash, StoreError> {
+    let _turn = HASHING
+        .acquire()
+        .await
+        .map_err(|e| StoreError::Storage(e.to_string()))?;
     let n = node.clone();
     let (hash, compact_revision, _) =
         tokio::task::spawn_blocking(move || n.mvcc().hash_kv(revision))

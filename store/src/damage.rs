@@ -16,6 +16,13 @@ use crate::pb::mvccpb::KeyValue;
 /// `None`) in the member whose data directory is `data_dir` (the member
 /// must be stopped). Returns the key and revision of the record damaged.
 pub fn flip_value_bit(data_dir: &Path, key: Option<&[u8]>) -> Result<(Vec<u8>, i64)> {
+    // Never create a member's storage where there was none.
+    if !data_dir.join("db").is_dir() {
+        return Err(StoreError::Storage(format!(
+            "{} holds no member's data (no db/ folder)",
+            data_dir.display()
+        )));
+    }
     let db = Db::open(data_dir)?;
     let cf = db.cf(CF_KV);
     let mut newest: Option<(Vec<u8>, KeyValue)> = None;
@@ -28,10 +35,13 @@ pub fn flip_value_bit(data_dir: &Path, key: Option<&[u8]>) -> Result<(Vec<u8>, i
         }
     }
     let Some((record_key, mut kv)) = newest else {
-        return Err(StoreError::Storage(format!(
-            "no record of key {:?} to damage",
-            key.map(String::from_utf8_lossy).unwrap_or_default()
-        )));
+        return Err(StoreError::Storage(match key {
+            Some(k) => format!(
+                "no record of key {:?} to damage",
+                String::from_utf8_lossy(k)
+            ),
+            None => "the keyspace holds no record to damage".into(),
+        }));
     };
     match kv.value.first_mut() {
         Some(b) => *b ^= 0x01,
@@ -41,4 +51,19 @@ pub fn flip_value_bit(data_dir: &Path, key: Option<&[u8]>) -> Result<(Vec<u8>, i
     batch.put_cf(db.cf(CF_KV), &record_key, kv.encode_to_vec());
     db.write_sync(batch)?;
     Ok((kv.key, kv.mod_revision))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_folder_without_a_member_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = flip_value_bit(dir.path(), None).unwrap_err().to_string();
+        assert!(e.contains("holds no member's data"), "{e}");
+        assert!(!dir.path().join("db").exists(), "created storage");
+        let e = flip_value_bit(&dir.path().join("missing"), Some(b"k")).unwrap_err();
+        assert!(e.to_string().contains("holds no member's data"), "{e}");
+    }
 }

@@ -198,3 +198,108 @@ async fn a_damaged_member_is_found_refused_and_rebuilt_from_its_peers() {
     let alarms = text(&c.etcdctl_at(&all, &["alarm", "list"]));
     assert!(!alarms.contains("CORRUPT"), "raised again: {alarms}");
 }
+
+/// `Raft.HashKv` as an attacker meets it on a TLS cluster: an admin's
+/// certificate is refused; a member's certificate may not speak as another
+/// member; nonsense revisions are refused or time out; a thousand requests
+/// at once (half of them for a revision far ahead) are all answered or
+/// refused within their bounds while the member keeps taking writes.
+#[tokio::test(flavor = "multi_thread")]
+async fn hash_requests_are_members_only_and_bounded() {
+    use secretd_api::pb::raftpb::{raft_client::RaftClient, ClusterInfoRequest, PeerHashKvRequest};
+    use std::path::Path;
+    let c = Cluster::start_tls(3, &[]);
+    c.wait_leader(secs(20)).await;
+    c.ok(&["put", "k", "v"]);
+    let certs = c.tls.clone().unwrap();
+    let peer = format!("127.0.0.1:{}", c.members[0].peer_port);
+    let client = |cert: &str| {
+        let (crt, key) = c.cert(cert);
+        let tls = secretd_client::ClientTls::load(
+            &certs.join("ca.pem"),
+            Some(Path::new(&crt)),
+            Some(Path::new(&key)),
+        )
+        .unwrap();
+        RaftClient::new(secretd_client::channel(&peer, Some(&tls), Some(secs(10))).unwrap())
+    };
+    let mut member = client("member-n2");
+    let cluster_id = member
+        .cluster_info(ClusterInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .cluster_id;
+    let n2 = u64::from_str_radix(&c.member_id(1).await, 16).unwrap();
+    let n3 = u64::from_str_radix(&c.member_id(2).await, 16).unwrap();
+    let ask = move |from: u64, revision: i64| PeerHashKvRequest {
+        cluster_id,
+        from,
+        revision,
+    };
+    let e = client("admin").hash_kv(ask(n2, 1)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    let e = member.hash_kv(ask(n3, 1)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    for bad in [0, -1, i64::MIN] {
+        let e = member.hash_kv(ask(n2, bad)).await.unwrap_err();
+        assert_eq!(
+            e.code(),
+            tonic::Code::InvalidArgument,
+            "revision {bad}: {e:?}"
+        );
+    }
+    let e = member.hash_kv(ask(n2, i64::MAX)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    let ok = member.hash_kv(ask(n2, 1)).await.unwrap().into_inner();
+    assert_eq!(ok.revision, 1);
+
+    let flood: Vec<_> = (0..1000)
+        .map(|i| {
+            let mut m = member.clone();
+            let r = if i % 2 == 0 { 2 } else { 1 << 40 };
+            tokio::spawn(async move { m.hash_kv(ask(n2, r)).await.map(|_| ()) })
+        })
+        .collect();
+    let t = std::time::Instant::now();
+    let put = c.etcdctl_at(&c.endpoint(0), &["put", "during", "flood"]);
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    let put_ms = t.elapsed().as_millis();
+    let (mut answered, mut refused) = (0, 0);
+    for f in flood {
+        match f.await.unwrap() {
+            Ok(()) => answered += 1,
+            Err(e) => {
+                // Refused: behind, out of time, or the connection closed
+                // by the member's stream limits.
+                let closed = e.code() == tonic::Code::Unknown && e.message() == "transport error";
+                assert!(
+                    closed
+                        || matches!(
+                            e.code(),
+                            tonic::Code::Unavailable
+                                | tonic::Code::Cancelled
+                                | tonic::Code::DeadlineExceeded
+                        ),
+                    "{e:?}"
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert!(
+        answered >= 1 && answered + refused == 1000,
+        "{answered} {refused}"
+    );
+    eprintln!(
+        "hash flood: {answered} answered, {refused} refused; a put took {put_ms} ms meanwhile"
+    );
+    assert!(c
+        .etcdctl_at(&c.endpoint(0), &["endpoint", "health"])
+        .status
+        .success());
+}
