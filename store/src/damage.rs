@@ -17,13 +17,27 @@ use crate::pb::mvccpb::KeyValue;
 /// must be stopped). Returns the key and revision of the record damaged.
 pub fn flip_value_bit(data_dir: &Path, key: Option<&[u8]>) -> Result<(Vec<u8>, i64)> {
     // Never create a member's storage where there was none.
-    if !data_dir.join("db").is_dir() {
-        return Err(StoreError::Storage(format!(
-            "{} holds no member's data (no db/ folder)",
-            data_dir.display()
-        )));
+    match std::fs::metadata(data_dir.join("db")) {
+        Ok(m) if m.is_dir() => {}
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(StoreError::Storage(format!(
+                "cannot read {}: {e}",
+                data_dir.display()
+            )))
+        }
+        _ => {
+            return Err(StoreError::Storage(format!(
+                "{} holds no member's data (no db/ folder)",
+                data_dir.display()
+            )))
+        }
     }
-    let db = Db::open(data_dir)?;
+    let db = Db::open(data_dir).map_err(|e| {
+        StoreError::Storage(format!(
+            "cannot open {} (stop its member first): {e}",
+            data_dir.display()
+        ))
+    })?;
     let cf = db.cf(CF_KV);
     let mut newest: Option<(Vec<u8>, KeyValue)> = None;
     for item in db.iterator_cf(cf, IteratorMode::Start) {
