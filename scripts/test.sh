@@ -12,6 +12,22 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/secretd-target}"
 start=$(date +%s)
 cargo build --workspace --all-targets
 echo "build: $(( $(date +%s) - start ))s"
+# scripts/dev.sh builds the binaries alone. Right after this build that
+# must cost nothing: if the two builds resolve features differently (a
+# dev-dependency turning on a feature the binaries' build does not), every
+# crate above the difference rebuilds, 8 minutes here. testkit/Cargo.toml
+# pins the features; this says which crate drifted if one does.
+rebuilt=$(cargo build --workspace --bins 2>&1 | sed -n 's/^ *Compiling //p')
+if [ -n "$rebuilt" ]; then
+  echo "the binaries' build resolved different features from the test build and rebuilt:" >&2
+  echo "$rebuilt" >&2
+  echo "pin the features those crates' dependencies differ in (testkit/Cargo.toml)" >&2
+  exit 1
+fi
+# The code's form: formatted, and no clippy warning anywhere.
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
+echo "build and lint: $(( $(date +%s) - start ))s"
 cargo test --workspace --no-fail-fast
 # An independent client's own test suite and CI examples against a member
 # (the crate etcd-client, pinned; in a network namespace of its own).

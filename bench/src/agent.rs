@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use hdrhistogram::Histogram;
-use secretd_api::pb::secretstore::{
+use secretd_client::pb::secretstore::{
     secrets_client::SecretsClient, tasks_client::TasksClient, CreateRequest, Mount, RotateRequest,
     Task,
 };

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use hdrhistogram::Histogram;
-use secretd_api::pb::etcdserverpb::{
+use secretd_client::pb::etcdserverpb::{
     kv_client::KvClient, watch_client::WatchClient, watch_request, PutRequest, WatchCreateRequest,
     WatchRequest,
 };
@@ -357,26 +357,7 @@ pub async fn watchers(c: &ClusterProc, watchers: usize, puts: u64) -> Result<Sam
         stop: Arc::new(AtomicBool::new(false)),
         epoch: Instant::now(),
     };
-    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(streams);
-    let tasks: Vec<_> = (0..streams)
-        .map(|s| {
-            let ep = c.endpoints[s % c.endpoints.len()].clone();
-            tokio::spawn(watch_stream(
-                ep,
-                per_stream,
-                tally.clone(),
-                ready_tx.clone(),
-            ))
-        })
-        .collect();
-    for _ in 0..streams {
-        if tokio::time::timeout(Duration::from_secs(30), ready_rx.recv())
-            .await
-            .is_err()
-        {
-            bail!("{:?}: watchers were not created in time", c.system);
-        }
-    }
+    let tasks = start_watchers(c, streams, per_stream, &tally).await?;
     let ch = Channel::from_shared(format!("http://{}", c.endpoints[0]))?.connect_lazy();
     let mut kv = KvClient::new(ch);
     let (server0, client0) = (c.cpu_seconds(), cpu_seconds("self"));
@@ -420,6 +401,37 @@ pub async fn watchers(c: &ClusterProc, watchers: usize, puts: u64) -> Result<Sam
         server_cpu_us_per_op: per_event(server0, server1),
         client_cpu_us_per_op: per_event(client0, client1),
     })
+}
+
+/// `streams` watch streams of `per_stream` watchers each, spread over the
+/// members; returns once every watcher is created.
+async fn start_watchers(
+    c: &ClusterProc,
+    streams: usize,
+    per_stream: usize,
+    tally: &WatchTally,
+) -> Result<Vec<tokio::task::JoinHandle<()>>> {
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(streams);
+    let tasks: Vec<_> = (0..streams)
+        .map(|s| {
+            let ep = c.endpoints[s % c.endpoints.len()].clone();
+            tokio::spawn(watch_stream(
+                ep,
+                per_stream,
+                tally.clone(),
+                ready_tx.clone(),
+            ))
+        })
+        .collect();
+    for _ in 0..streams {
+        if tokio::time::timeout(Duration::from_secs(30), ready_rx.recv())
+            .await
+            .is_err()
+        {
+            bail!("{:?}: watchers were not created in time", c.system);
+        }
+    }
+    Ok(tasks)
 }
 
 /// One watch stream with `per_stream` watchers on `watch/`: says when all

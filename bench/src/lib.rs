@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod compare;
+pub mod markdown;
 pub mod report;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,8 +14,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use hdrhistogram::Histogram;
 use rand::{Rng, SeedableRng};
-use secretd_api::pb::etcdserverpb::{kv_client::KvClient, PutRequest, RangeRequest};
-use secretd_api::pb::secretstore::{secrets_client::SecretsClient, CreateRequest};
+use secretd_client::pb::etcdserverpb::{kv_client::KvClient, PutRequest, RangeRequest};
+use secretd_client::pb::secretstore::{secrets_client::SecretsClient, CreateRequest};
 use tonic::transport::Channel;
 
 #[derive(Clone, Debug)]

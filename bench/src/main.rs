@@ -54,6 +54,10 @@ struct Cli {
     /// memory line).
     #[arg(long, value_delimiter = ',')]
     rows: Vec<String>,
+    /// `compare` only: also write the tables into this file's generated
+    /// section (the repository's BENCHMARKS.md), keeping its notes.
+    #[arg(long)]
+    markdown: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -61,7 +65,10 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     if let Op::Compare | Op::Agent = cli.op {
         let done = match cli.op {
-            Op::Compare => secretd_bench::report::run(cli.rounds.max(1), &cli.rows).await,
+            Op::Compare => {
+                secretd_bench::report::run(cli.rounds.max(1), &cli.rows, cli.markdown.as_deref())
+                    .await
+            }
             _ => secretd_bench::agent::run().await,
         };
         return match done {

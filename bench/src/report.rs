@@ -99,6 +99,17 @@ fn median(mut v: Vec<Sample>) -> Sample {
     v[v.len() / 2]
 }
 
+/// `writeln!` into a String, which cannot fail.
+macro_rules! out {
+    ($out:expr) => {{
+        $out.push('\n');
+    }};
+    ($out:expr, $($fmt:tt)*) => {{
+        use std::fmt::Write as _;
+        let _ = writeln!($out, $($fmt)*);
+    }};
+}
+
 /// The systems in a run, in `Samples` order; the first two are anchors.
 const SYSTEMS: [System; 3] = [System::Etcd34, System::Etcd35, System::Secretd];
 
@@ -107,7 +118,9 @@ type Samples = Vec<[Vec<Sample>; 3]>;
 
 /// Runs `compare`. `only`: run just the rows whose names contain one of
 /// these words (`rss` names the RSS line); empty runs every row.
-pub async fn run(rounds: usize, only: &[String]) -> Result<()> {
+/// `markdown`: also write the tables into that file's generated section
+/// (BENCHMARKS.md), keeping the rest of it.
+pub async fn run(rounds: usize, only: &[String], markdown: Option<&std::path::Path>) -> Result<()> {
     let picked: Vec<usize> = (0..ROWS.len())
         .filter(|&i| only.is_empty() || only.iter().any(|w| ROWS[i].0.contains(w.as_str())))
         .collect();
@@ -135,8 +148,13 @@ pub async fn run(rounds: usize, only: &[String]) -> Result<()> {
             rss.push(measure(c, Row::Rss).await?);
         }
     }
-    for anchor in 0..2 {
-        print_table(rounds, &results, anchor, &rss);
+    let tables: Vec<String> = (0..2).map(|a| table(rounds, &results, a, &rss)).collect();
+    for t in &tables {
+        print!("{t}");
+    }
+    if let Some(path) = markdown {
+        crate::markdown::write(path, rounds, &tables)?;
+        eprintln!("bench: wrote {}", path.display());
     }
     Ok(())
 }
@@ -168,17 +186,39 @@ async fn run_rounds(rounds: usize, clusters: &[ClusterProc], picked: &[usize]) -
     Ok(results)
 }
 
-/// secretd against one anchor: the table of medians, the RSS line, the
+/// The RSS row and what the table's columns mean.
+fn write_footer(out: &mut String, rounds: usize, anchor: usize, a_name: &str, rss: &[Sample]) {
+    if let [e34, e35, s] = rss {
+        let (re, rs) = ([e34, e35][anchor].ops_per_sec, s.ops_per_sec);
+        out!(
+            out,
+            "{:<36} {:>9.0} MiB {:>10} {:>8.0} MiB {:>10} {:>8.2}",
+            "RSS after 100k keys (3 members)",
+            re,
+            "",
+            rs,
+            "",
+            rs / re.max(1e-9)
+        );
+    }
+    out!(out, "({rounds} rounds, median shown; {a_name} and the release secretd, 3 members each on loopback, fsync on;");
+    out!(out, " cpu us: CPU time the three members used per operation (watchers: per delivered event), user + system;");
+    out!(out, " put256@1 p50_ms/p99_ms: secretd/{a_name})");
+}
+
+/// secretd against one anchor, as text: the table of medians, the RSS line, the
 /// put @1 latency line and the headline RESULT lines, tagged with the
 /// anchor.
-fn print_table(rounds: usize, results: &Samples, anchor: usize, rss: &[Sample]) {
+fn table(rounds: usize, results: &Samples, anchor: usize, rss: &[Sample]) -> String {
+    let mut out = String::new();
     let (a_name, tag) = match SYSTEMS[anchor] {
         System::Etcd34 => ("etcd 3.4", "etcd-3.4"),
         _ => ("etcd 3.5.1", "etcd-3.5.1"),
     };
-    println!();
-    println!("secretd against {a_name}");
-    println!(
+    out!(out);
+    out!(out, "secretd against {a_name}");
+    out!(
+        out,
         "{:<36} {:>12} {:>10} {:>12} {:>10} {:>8} {:>9} {:>13} {:>13}",
         "workload",
         "etcd ops/s",
@@ -206,7 +246,8 @@ fn print_table(rounds: usize, results: &Samples, anchor: usize, rss: &[Sample]) 
         let s = median(results[i][2].clone());
         let ratio = s.ops_per_sec / e.ops_per_sec.max(1e-9);
         let p99_ratio = s.p99_ms / e.p99_ms.max(1e-9);
-        println!(
+        out!(
+            out,
             "{name:<36} {:>12.0} {:>10.2} {:>12.0} {:>10.2} {:>8.2} {:>9.2} {:>13} {:>13}",
             e.ops_per_sec,
             e.p99_ms,
@@ -228,22 +269,9 @@ fn print_table(rounds: usize, results: &Samples, anchor: usize, rss: &[Sample]) 
             _ => {}
         }
     }
-    if let [e34, e35, s] = rss {
-        let (re, rs) = ([e34, e35][anchor].ops_per_sec, s.ops_per_sec);
-        println!(
-            "{:<36} {:>9.0} MiB {:>10} {:>8.0} MiB {:>10} {:>8.2}",
-            "RSS after 100k keys (3 members)",
-            re,
-            "",
-            rs,
-            "",
-            rs / re.max(1e-9)
-        );
-    }
-    println!("({rounds} rounds, median shown; {a_name} and the release secretd, 3 members each on loopback, fsync on;");
-    println!(" cpu us: CPU time the three members used per operation (watchers: per delivered event), user + system;");
-    println!(" put256@1 p50_ms/p99_ms: secretd/{a_name})");
+    write_footer(&mut out, rounds, anchor, a_name, rss);
     for l in lines {
-        println!("{l}");
+        out!(out, "{l}");
     }
+    out
 }

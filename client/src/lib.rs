@@ -133,16 +133,5 @@ pub fn channel(ep: &str, tls: Option<&ClientTls>, timeout: Option<Duration>) -> 
     Ok(e.connect_lazy())
 }
 
-/// The key just past every key with this prefix, as etcd clients compute
-/// it: trailing 0xff bytes drop out, and a prefix of only 0xff (or the
-/// empty prefix) ranges to the end of the keyspace (`[0]`).
-pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
-}
+/// etcd's prefix rule, shared with the server (`secretd_vocab`).
+pub use secretd_vocab::prefix_end;

@@ -232,31 +232,38 @@ impl TmpfsBackend {
             let _ = fs::remove_dir_all(&data_dir);
             return Err(e).context("cannot swap ..data");
         }
-        // Top-level names point through `..data`.
-        for name in &top {
-            let link = dir.join(name);
-            if fs::symlink_metadata(&link).is_err() {
-                let tmp = dir.join(format!("..{name}.tmp"));
-                let _ = fs::remove_file(&tmp);
-                symlink(format!("..data/{name}"), &tmp)?;
-                fs::rename(&tmp, &link)?;
-            }
-        }
-        for e in fs::read_dir(&dir)?.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name == "..data" || name == stamp {
-                continue;
-            }
-            if name.starts_with("..") {
-                // An older timestamped directory, or a leftover link.
-                let p = e.path();
-                let _ = fs::remove_dir_all(&p).or_else(|_| fs::remove_file(&p));
-            } else if !top.contains(&name) {
-                let _ = fs::remove_file(e.path());
-            }
-        }
-        Ok(())
+        link_names_and_sweep(&dir, &stamp, &top)
     }
+}
+
+/// Points the task's top-level names through `..data` (new ones), then
+/// removes what the swap left behind: older timestamped directories,
+/// leftover links, and names the task no longer has.
+fn link_names_and_sweep(dir: &Path, stamp: &str, top: &BTreeSet<String>) -> Result<()> {
+    // Top-level names point through `..data`.
+    for name in top {
+        let link = dir.join(name);
+        if fs::symlink_metadata(&link).is_err() {
+            let tmp = dir.join(format!("..{name}.tmp"));
+            let _ = fs::remove_file(&tmp);
+            symlink(format!("..data/{name}"), &tmp)?;
+            fs::rename(&tmp, &link)?;
+        }
+    }
+    for e in fs::read_dir(dir)?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name == "..data" || name == stamp {
+            continue;
+        }
+        if name.starts_with("..") {
+            // An older timestamped directory, or a leftover link.
+            let p = e.path();
+            let _ = fs::remove_dir_all(&p).or_else(|_| fs::remove_file(&p));
+        } else if !top.contains(&name) {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+    Ok(())
 }
 
 /// Gives a task directory its owner and mode (`image::task_dir_owner`).

@@ -11,22 +11,8 @@ pub mod usage;
 
 pub use secretd_client::pb;
 
-/// Secrets or configs: the two kinds of object Docker's commands manage.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    Secret,
-    Config,
-}
-
-impl Kind {
-    /// The word Docker's messages use.
-    pub fn word(self) -> &'static str {
-        match self {
-            Kind::Secret => "secret",
-            Kind::Config => "config",
-        }
-    }
-}
+/// Secrets or configs, as the server names them (`secretd_vocab`).
+pub use secretd_vocab::Kind;
 
 /// A flag value found wrong after parsing (a `--filter` without `=`):
 /// printed as Docker prints a usage error, with the command's usage line,

@@ -66,6 +66,11 @@ const RULES: &[(&str, &[&str], &str)] = &[
         "the server does not depend on its tools",
     ),
     (
+        "bench",
+        &["secretd-api", "secretd-store", "secretd-fuse"],
+        "the bench measures secretd from outside, as any client does",
+    ),
+    (
         "secretd-sim",
         &["secretd-api", "secretd-fuse", "secretctl"],
         "the simulation runs the store itself, in one thread: no server",

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use secretd_testkit::shape;
+use crate::shape;
 
 const FUNCTION_LINES_MAX: usize = 70;
 const FILE_LINES_MAX: usize = 900;

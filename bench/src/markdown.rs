@@ -1,0 +1,86 @@
+//! BENCHMARKS.md's generated section: `secretd-bench compare --markdown
+//! BENCHMARKS.md` replaces what lies between its two markers with this
+//! run's tables, dated and with the commit and machine they came from, and
+//! keeps the rest of the file (the notes people wrote about earlier runs).
+//! Dated numbers live there, not in ARCHITECTURE.md, which says why the
+//! code is shaped as it is and should not go stale with each run.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+pub const BEGIN: &str = "<!-- secretd-bench compare: begin (generated, do not edit) -->";
+pub const END: &str = "<!-- secretd-bench compare: end -->";
+
+/// Writes `tables` between the markers of `path` (creating the file, or
+/// the markers at its top, if missing).
+pub fn write(path: &Path, rounds: usize, tables: &[String]) -> Result<()> {
+    let old = match std::fs::read_to_string(path) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let section = section(rounds, tables);
+    let new = splice(&old, &section)?;
+    std::fs::write(path, new).with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn section(rounds: usize, tables: &[String]) -> String {
+    let mut s = format!(
+        "{BEGIN}\n\nLast run: {} UTC, commit {}, {} ({rounds} rounds).\n\n",
+        run_output("date", &["-u", "+%Y-%m-%d %H:%M"]),
+        run_output("git", &["rev-parse", "--short", "HEAD"]),
+        machine(),
+    );
+    for t in tables {
+        s.push_str("```\n");
+        s.push_str(t.trim_matches('\n'));
+        s.push_str("\n```\n\n");
+    }
+    s.push_str(END);
+    s
+}
+
+/// `old` with its generated section replaced by `section`.
+fn splice(old: &str, section: &str) -> Result<String> {
+    match (old.find(BEGIN), old.find(END)) {
+        (Some(b), Some(e)) if b < e => Ok(format!("{}{section}{}", &old[..b], &old[e + END.len()..])),
+        (None, None) if old.is_empty() => Ok(format!("# Benchmarks\n\n{section}\n")),
+        (None, None) => Ok(format!("{section}\n\n{old}")),
+        _ => bail!("the file's generated-section markers are out of order or one is missing; fix them by hand"),
+    }
+}
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cores} cores, Linux {}", run_output("uname", &["-r"]))
+}
+
+fn run_output(cmd: &str, args: &[&str]) -> String {
+    std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_generated_section_is_replaced_and_the_notes_kept() {
+        let old = format!("# Benchmarks\n\nintro\n\n{BEGIN}\nold table\n{END}\n\n## Notes\nkept\n");
+        let new = splice(&old, &format!("{BEGIN}\nnew table\n{END}")).unwrap();
+        assert_eq!(
+            new,
+            format!("# Benchmarks\n\nintro\n\n{BEGIN}\nnew table\n{END}\n\n## Notes\nkept\n")
+        );
+        assert!(splice(&format!("{END}\n{BEGIN}"), "x").is_err());
+        assert!(splice(&format!("{BEGIN} only"), "x").is_err());
+        assert!(splice("", "S").unwrap().starts_with("# Benchmarks\n\nS"));
+        assert_eq!(splice("notes", "S").unwrap(), "S\n\nnotes");
+    }
+}
