@@ -3,8 +3,11 @@
 
 use secretd_store::mvcc::WriteResult;
 
-use super::{Ev, World, LEASE_SLACK_MS};
+use super::{Ev, World};
 use crate::clients;
+
+/// Slack for the lease check: ticks, elections and apply lag.
+const LEASE_SLACK_MS: u64 = 1_500;
 
 impl World {
     pub(super) fn lease_turn(&mut self) {

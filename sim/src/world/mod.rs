@@ -38,12 +38,6 @@ const TOKEN: &str = "sim";
 const CLOCK_ORIGIN_MS: u64 = 1_000_000;
 /// Virtual time given to the cluster to heal and converge after the faults.
 const SETTLE_MS: u64 = 6_000;
-/// Slack for the lease check: ticks, elections and apply lag.
-const LEASE_SLACK_MS: u64 = 1_500;
-/// Rounds a member's loop runs per scheduling, at most.
-const ROUNDS_PER_RUN_MAX: usize = 32;
-/// Events per run, at most (a livelock is a finding, not a hang).
-const EVENTS_MAX: u64 = 2_000_000;
 
 /// Something that happens at a moment of virtual time.
 enum Ev {

@@ -11,8 +11,13 @@ use secretd_store::db::Db;
 use secretd_store::node::{AppliedEntry, Node, RaftView, Stepper};
 use secretd_store::StoreError;
 
-use super::{clock_ms, Ev, Up, World, EVENTS_MAX, ROUNDS_PER_RUN_MAX, SETTLE_MS};
+use super::{clock_ms, Ev, Up, World, SETTLE_MS};
 use crate::net::SimTransport;
+
+/// Rounds a member's loop runs per scheduling, at most.
+const ROUNDS_PER_RUN_MAX: usize = 32;
+/// Events per run, at most (a livelock is a finding, not a hang).
+const EVENTS_MAX: u64 = 2_000_000;
 
 impl World {
     pub(super) fn at(&mut self, time_ms: u64, ev: Ev) {
