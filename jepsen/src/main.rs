@@ -291,11 +291,7 @@ fn campaign(a: &TestArgs, runs: u64) -> Result<u8, String> {
         Some(w) => vec![workload(w)?],
         None => harness::Workload::ALL.to_vec(),
     };
-    // Each single nemesis, then all of them together.
-    let mut combos: Vec<Vec<harness::nemesis::Kind>> = kinds.iter().map(|k| vec![*k]).collect();
-    if kinds.len() > 1 {
-        combos.push(kinds.clone());
-    }
+    let combos = nemesis_combos(&kinds);
     let base = a.seed.unwrap_or_else(seed_from_clock);
     let mut rows = Vec::new();
     let mut worst = 0u8;
@@ -313,36 +309,61 @@ fn campaign(a: &TestArgs, runs: u64) -> Result<u8, String> {
             w.name(),
             names.join(",")
         );
-        let (status, detail) = match harness::run_on_thread(config(a, seed, w, combo.clone())) {
-            Ok(r) => {
-                print_result(&r);
-                worst = worst.max(exit_for(r.valid()));
-                let mut detail = format!(
-                    "ok {} unknown {} recovery {}",
-                    r.ok,
-                    r.info,
-                    r.recovery_ms
-                        .map(|m| format!("{m} ms"))
-                        .unwrap_or_else(|| "none".into())
-                );
-                if !r.unhealed.is_empty() {
-                    detail += &format!(" · not healed: {}", r.unhealed.join("; "));
-                }
-                (status_of(&r).to_string(), detail)
-            }
-            Err(e) => {
-                worst = worst.max(2);
-                ("error".to_string(), format!("{e:#}"))
-            }
-        };
+        let (code, status, detail) = campaign_run(a, seed, w, combo);
+        worst = worst.max(code);
         rows.push((seed, w.name(), names.join(","), status, detail));
     }
+    print_campaign(&rows);
+    Ok(worst)
+}
+
+/// Each single nemesis, then all of them together.
+fn nemesis_combos(kinds: &[harness::nemesis::Kind]) -> Vec<Vec<harness::nemesis::Kind>> {
+    let mut combos: Vec<Vec<harness::nemesis::Kind>> = kinds.iter().map(|k| vec![*k]).collect();
+    if kinds.len() > 1 {
+        combos.push(kinds.to_vec());
+    }
+    combos
+}
+
+/// One run of a campaign: its exit code, and its row's result and detail.
+fn campaign_run(
+    a: &TestArgs,
+    seed: u64,
+    w: harness::Workload,
+    combo: Vec<harness::nemesis::Kind>,
+) -> (u8, String, String) {
+    match harness::run_on_thread(config(a, seed, w, combo)) {
+        Ok(r) => {
+            print_result(&r);
+            let mut detail = format!(
+                "ok {} unknown {} recovery {}",
+                r.ok,
+                r.info,
+                r.recovery_ms
+                    .map(|m| format!("{m} ms"))
+                    .unwrap_or_else(|| "none".into())
+            );
+            if !r.unhealed.is_empty() {
+                detail += &format!(" · not healed: {}", r.unhealed.join("; "));
+            }
+            (exit_for(r.valid()), status_of(&r).to_string(), detail)
+        }
+        Err(e) => (2, "error".to_string(), format!("{e:#}")),
+    }
+}
+
+/// A campaign's rows: (seed, workload, nemeses, result, detail).
+type CampaignRow = (u64, &'static str, String, String, String);
+
+/// The campaign's summary table and its totals.
+fn print_campaign(rows: &[CampaignRow]) {
     println!();
     println!(
         "{:<10} {:<9} {:<40} {:<8} DETAIL",
         "SEED", "WORKLOAD", "NEMESIS", "RESULT"
     );
-    for (seed, w, n, s, d) in &rows {
+    for (seed, w, n, s, d) in rows {
         println!("{seed:<10} {w:<9} {n:<40} {s:<8} {d}");
     }
     let count = |s: &str| rows.iter().filter(|r| r.3 == s).count();
@@ -354,7 +375,6 @@ fn campaign(a: &TestArgs, runs: u64) -> Result<u8, String> {
         count("unknown"),
         count("error")
     );
-    Ok(worst)
 }
 
 fn check_file(model: ModelName, path: &PathBuf, budget: Duration) -> Result<Verdict, String> {
@@ -378,21 +398,13 @@ fn check_file(model: ModelName, path: &PathBuf, budget: Duration) -> Result<Verd
 }
 
 fn main() -> ExitCode {
-    let (model, time_limit, files) = match Cli::parse().command {
+    match Cli::parse().command {
         Command::Check {
             model,
             time_limit,
             files,
-        } => (model, time_limit, files),
-        Command::Test(a) => {
-            return match test(&a) {
-                Ok(code) => ExitCode::from(code),
-                Err(e) => {
-                    eprintln!("jepsen: {e}");
-                    ExitCode::from(2)
-                }
-            }
-        }
+        } => check_files(model, time_limit, &files),
+        Command::Test(a) => exit(test(&a)),
         Command::Synth {
             model,
             clients,
@@ -410,37 +422,49 @@ fn main() -> ExitCode {
                 bad,
                 timeout_percent: timeouts,
             };
-            let text = match model {
-                ModelName::Register => check::synth::register(spec),
-                ModelName::Kv => check::synth::kv(spec),
-            };
-            use std::io::Write;
-            return match std::io::stdout().write_all(text.as_bytes()) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("jepsen: cannot write the history: {e}");
-                    ExitCode::from(2)
-                }
-            };
+            synth(model, spec)
         }
-        Command::Campaign { args, runs } => {
-            return match campaign(&args, runs) {
-                Ok(code) => ExitCode::from(code),
-                Err(e) => {
-                    eprintln!("jepsen: {e}");
-                    ExitCode::from(2)
-                }
-            }
+        Command::Campaign { args, runs } => exit(campaign(&args, runs)),
+    }
+}
+
+/// A command's exit: its code, or 2 with the error on stderr.
+fn exit(result: Result<u8, String>) -> ExitCode {
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("jepsen: {e}");
+            ExitCode::from(2)
         }
+    }
+}
+
+/// `jepsen synth`: the history to stdout.
+fn synth(model: ModelName, spec: check::synth::Spec) -> ExitCode {
+    let text = match model {
+        ModelName::Register => check::synth::register(spec),
+        ModelName::Kv => check::synth::kv(spec),
     };
+    use std::io::Write;
+    match std::io::stdout().write_all(text.as_bytes()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("jepsen: cannot write the history: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `jepsen check`: each file's verdict; the exit status is the worst.
+fn check_files(model: ModelName, time_limit: f64, files: &[PathBuf]) -> ExitCode {
     if !(time_limit > 0.0 && time_limit.is_finite()) {
         eprintln!("jepsen: --time-limit must be a positive number of seconds");
         return ExitCode::from(2);
     }
     let budget = Duration::from_secs_f64(time_limit);
     let (mut bad, mut unsure) = (false, false);
-    for f in &files {
+    for f in files {
         match check_file(model, f, budget) {
             Ok(v) => {
                 println!("{} {}", f.display(), v.word());

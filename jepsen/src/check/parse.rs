@@ -255,8 +255,13 @@ pub fn kv_edn(text: &str) -> Result<KvHistory, ParseError> {
             (_, f) => return err(line, format!("unknown operation {f:?}")),
         }
     }
+    Ok(by_key(p.finish()))
+}
+
+/// Operations on (key, op) regrouped as each key's history, keys in order.
+fn by_key(ops: Vec<Op<(String, KvOp), Option<String>>>) -> KvHistory {
     let mut by_key: KvHistory = BTreeMap::new();
-    for op in p.finish() {
+    for op in ops {
         let (key, input) = op.input;
         by_key.entry(key).or_default().push(Op {
             process: op.process,
@@ -267,7 +272,7 @@ pub fn kv_edn(text: &str) -> Result<KvHistory, ParseError> {
             line: op.line,
         });
     }
-    Ok(by_key)
+    by_key
 }
 
 #[derive(Debug, PartialEq)]

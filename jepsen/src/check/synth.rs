@@ -116,90 +116,149 @@ pub fn kv(spec: Spec) -> String {
 }
 
 fn generate(spec: Spec, kv: bool) -> String {
-    let mut rng = StdRng::seed_from_u64(spec.seed);
-    let keys = if kv { spec.keys.max(1) } else { 1 };
-    let mut state: Vec<Option<String>> = vec![if kv { Some(String::new()) } else { None }; keys];
-    // Each key's states so far, with the tick each was replaced by an
-    // operation that completed (for the planted stale read).
-    let mut replaced: Vec<Vec<(String, u64)>> = vec![Vec::new(); keys];
-    let mut out = Writer {
-        kv,
-        lines: Vec::new(),
-    };
+    let mut run = Run::new(spec, kv);
     let mut slots: Vec<Option<Pending>> = (0..spec.clients).map(|_| None).collect();
-    let mut process: Vec<u64> = (0..spec.clients as u64).collect();
-    let (mut invoked, mut counter, mut planted) = (0usize, 0u64, !spec.bad);
-    // The stale read goes in the second half, where the search is deepest.
-    let plant_after = rng.gen_range(spec.ops / 2..spec.ops.max(1));
-    let mut tick = 0u64;
-    while invoked < spec.ops || slots.iter().any(Option::is_some) {
-        tick += 1;
+    while run.invoked < spec.ops || slots.iter().any(Option::is_some) {
+        run.tick += 1;
         for (c, slot) in slots.iter_mut().enumerate() {
             let Some(p) = slot else {
-                if invoked < spec.ops && rng.gen_ratio(INVOKE_PERCENT, 100) {
-                    invoked += 1;
-                    counter += 1;
-                    let key = rng.gen_range(0..keys);
-                    let input = pick_input(&mut rng, kv, &state[key], process[c], counter);
-                    out.event(process[c], ":invoke", key, &input, None);
-                    let effect_at = tick + rng.gen_range(0..=PHASE_TICKS_MAX);
-                    *slot = Some(Pending {
-                        process: process[c],
-                        key,
-                        input,
-                        effect_at,
-                        complete_at: effect_at + rng.gen_range(1..=PHASE_TICKS_MAX),
-                        timeout: rng.gen_ratio(spec.timeout_percent.min(100), 100),
-                        result: None,
-                    });
-                }
+                *slot = run.maybe_invoke(c);
                 continue;
             };
-            if p.result.is_none() && tick >= p.effect_at {
-                // A timed-out operation takes effect or not, at random.
-                let applies = !p.timeout || rng.gen_bool(0.5);
-                let before = state[p.key].clone();
-                p.result = Some(apply(&mut state[p.key], &p.input, applies));
-                // A timed-out change may be linearized anywhere after its
-                // invocation, so only a completed one makes a value stale.
-                if state[p.key] != before && !p.timeout {
-                    replaced[p.key].push((before.unwrap_or_default(), tick));
-                }
-            }
-            if tick < p.complete_at {
+            run.maybe_take_effect(p);
+            if run.tick < p.complete_at {
                 continue;
             }
             let p = slot.take().expect("pending");
-            if p.timeout {
-                // Reads that time out constrain nothing; writes stay open.
-                let kind = if matches!(p.input, Input::Read) && !kv {
-                    ":fail"
-                } else {
-                    ":info"
-                };
-                out.event(p.process, kind, p.key, &p.input, None);
-                process[c] += spec.clients as u64;
-                continue;
-            }
-            let mut result = p.result.expect("took effect");
-            if !planted && invoked > plant_after && matches!(p.input, Input::Read) {
-                // The stale value: one replaced before this read began.
-                let invoked_at = p.effect_at.saturating_sub(PHASE_TICKS_MAX);
-                if let Some((old, _)) = replaced[p.key]
-                    .iter()
-                    .rev()
-                    .find(|(_, at)| *at + PHASE_TICKS_MAX * 2 < invoked_at)
-                {
-                    result = Result::Read(Some(old.clone()).filter(|s| kv || !s.is_empty()));
-                    planted = true;
-                }
-            }
-            out.event(p.process, ":ok", p.key, &p.input, Some(&result));
+            run.complete(c, p);
         }
     }
-    let mut text = out.lines.join("\n");
+    let mut text = run.out.lines.join("\n");
     text.push('\n');
     text
+}
+
+/// A synthetic history being made: the store's state, the clients'
+/// process numbers and the events written so far.
+struct Run {
+    spec: Spec,
+    kv: bool,
+    keys: usize,
+    rng: StdRng,
+    state: Vec<Option<String>>,
+    /// Each key's states so far, with the tick each was replaced by an
+    /// operation that completed (for the planted stale read).
+    replaced: Vec<Vec<(String, u64)>>,
+    out: Writer,
+    process: Vec<u64>,
+    invoked: usize,
+    counter: u64,
+    planted: bool,
+    plant_after: usize,
+    tick: u64,
+}
+
+impl Run {
+    fn new(spec: Spec, kv: bool) -> Run {
+        let mut rng = StdRng::seed_from_u64(spec.seed);
+        let keys = if kv { spec.keys.max(1) } else { 1 };
+        // The stale read goes in the second half, where the search is deepest.
+        let plant_after = rng.gen_range(spec.ops / 2..spec.ops.max(1));
+        Run {
+            spec,
+            kv,
+            keys,
+            rng,
+            state: vec![if kv { Some(String::new()) } else { None }; keys],
+            replaced: vec![Vec::new(); keys],
+            out: Writer {
+                kv,
+                lines: Vec::new(),
+            },
+            process: (0..spec.clients as u64).collect(),
+            invoked: 0,
+            counter: 0,
+            planted: !spec.bad,
+            plant_after,
+            tick: 0,
+        }
+    }
+
+    /// An idle client `c` may invoke its next operation.
+    fn maybe_invoke(&mut self, c: usize) -> Option<Pending> {
+        if self.invoked >= self.spec.ops || !self.rng.gen_ratio(INVOKE_PERCENT, 100) {
+            return None;
+        }
+        self.invoked += 1;
+        self.counter += 1;
+        let key = self.rng.gen_range(0..self.keys);
+        let input = pick_input(
+            &mut self.rng,
+            self.kv,
+            &self.state[key],
+            self.process[c],
+            self.counter,
+        );
+        self.out
+            .event(self.process[c], ":invoke", key, &input, None);
+        let effect_at = self.tick + self.rng.gen_range(0..=PHASE_TICKS_MAX);
+        Some(Pending {
+            process: self.process[c],
+            key,
+            input,
+            effect_at,
+            complete_at: effect_at + self.rng.gen_range(1..=PHASE_TICKS_MAX),
+            timeout: self.rng.gen_ratio(self.spec.timeout_percent.min(100), 100),
+            result: None,
+        })
+    }
+
+    /// `p` takes effect on the store, once, when its moment has come.
+    fn maybe_take_effect(&mut self, p: &mut Pending) {
+        if p.result.is_some() || self.tick < p.effect_at {
+            return;
+        }
+        // A timed-out operation takes effect or not, at random.
+        let applies = !p.timeout || self.rng.gen_bool(0.5);
+        let before = self.state[p.key].clone();
+        p.result = Some(apply(&mut self.state[p.key], &p.input, applies));
+        // A timed-out change may be linearized anywhere after its
+        // invocation, so only a completed one makes a value stale.
+        if self.state[p.key] != before && !p.timeout {
+            self.replaced[p.key].push((before.unwrap_or_default(), self.tick));
+        }
+    }
+
+    /// Client `c`'s operation `p` completes: timed out, or its result
+    /// (the planted stale read, when its turn has come).
+    fn complete(&mut self, c: usize, p: Pending) {
+        if p.timeout {
+            // Reads that time out constrain nothing; writes stay open.
+            let kind = if matches!(p.input, Input::Read) && !self.kv {
+                ":fail"
+            } else {
+                ":info"
+            };
+            self.out.event(p.process, kind, p.key, &p.input, None);
+            self.process[c] += self.spec.clients as u64;
+            return;
+        }
+        let mut result = p.result.expect("took effect");
+        if !self.planted && self.invoked > self.plant_after && matches!(p.input, Input::Read) {
+            // The stale value: one replaced before this read began.
+            let invoked_at = p.effect_at.saturating_sub(PHASE_TICKS_MAX);
+            if let Some((old, _)) = self.replaced[p.key]
+                .iter()
+                .rev()
+                .find(|(_, at)| *at + PHASE_TICKS_MAX * 2 < invoked_at)
+            {
+                result = Result::Read(Some(old.clone()).filter(|s| self.kv || !s.is_empty()));
+                self.planted = true;
+            }
+        }
+        self.out
+            .event(p.process, ":ok", p.key, &p.input, Some(&result));
+    }
 }
 
 fn pick_input(

@@ -109,9 +109,34 @@ pub async fn execute(clients: &Clients, node: usize, inv: &Value) -> Result<Valu
         return Ok(json!({"revision": revision, "reads": seen, "appends": appends}));
     }
     // 2. Commit if nothing changed since.
+    let r = kv.txn(commit(&keys, &reads, &appends, &state)).await;
+    match r {
+        Ok(r) if r.get_ref().succeeded => {
+            let r = r.into_inner();
+            let seen: Vec<(String, Vec<String>)> = reads
+                .iter()
+                .zip(ranges(&r))
+                .map(|(k, (_, v, _))| (k.clone(), list(&v)))
+                .collect();
+            let revision = r.header.map(|h| h.revision).unwrap_or(0);
+            Ok(json!({"revision": revision, "reads": seen, "appends": appends}))
+        }
+        Ok(_) => Err((Type::Fail, "conflict".into())),
+        Err(e) => Err(write_error(&e)),
+    }
+}
+
+/// The txn that appends to the lists read at `state` (in the order of
+/// `keys`) and reads `reads` again, if no key changed since.
+fn commit(
+    keys: &[String],
+    reads: &[String],
+    appends: &[(String, String)],
+    state: &[(String, Vec<u8>, i64)],
+) -> etcd::TxnRequest {
     let compare = keys
         .iter()
-        .zip(&state)
+        .zip(state)
         .map(|(k, (_, _, m))| etcd::Compare {
             result: etcd::compare::CompareResult::Equal as i32,
             target: etcd::compare::CompareTarget::Mod as i32,
@@ -121,7 +146,7 @@ pub async fn execute(clients: &Clients, node: usize, inv: &Value) -> Result<Valu
         })
         .collect();
     let mut success: Vec<etcd::RequestOp> = reads.iter().map(|k| range_op(k)).collect();
-    for (k, v) in &appends {
+    for (k, v) in appends {
         let idx = keys.iter().position(|x| x == k).unwrap_or(0);
         let mut value = state[idx].1.clone();
         if !value.is_empty() {
@@ -136,26 +161,10 @@ pub async fn execute(clients: &Clients, node: usize, inv: &Value) -> Result<Valu
             })),
         });
     }
-    let r = kv
-        .txn(etcd::TxnRequest {
-            compare,
-            success,
-            failure: Vec::new(),
-        })
-        .await;
-    match r {
-        Ok(r) if r.get_ref().succeeded => {
-            let r = r.into_inner();
-            let seen: Vec<(String, Vec<String>)> = reads
-                .iter()
-                .zip(ranges(&r))
-                .map(|(k, (_, v, _))| (k.clone(), list(&v)))
-                .collect();
-            let revision = r.header.map(|h| h.revision).unwrap_or(0);
-            Ok(json!({"revision": revision, "reads": seen, "appends": appends}))
-        }
-        Ok(_) => Err((Type::Fail, "conflict".into())),
-        Err(e) => Err(write_error(&e)),
+    etcd::TxnRequest {
+        compare,
+        success,
+        failure: Vec::new(),
     }
 }
 

@@ -8,8 +8,9 @@
 //! - `net`: namespaces, bridge, iptables partitions.
 //! - `nodes`: the secretd processes.
 //! - `client`: the etcd v3 client.
-//! - `nemesis`: the seeded fault schedule and its execution; `keys`: the
-//!   keys nemesis (KEK rotation, autolock) through `secretctl`.
+//! - `nemesis`: the seeded fault schedule, the faults, the damage record
+//!   and the heals; `keys`: the keys nemesis (KEK rotation, autolock)
+//!   through `secretctl`.
 //! - `register`, `append`, `watch`, `secrets`: workloads and their checks.
 //! - `history`: the JSON-lines recorder.
 //! - `report`: `report.html`.
@@ -328,30 +329,7 @@ async fn run_async(cfg: &Config, fleet: Option<Fleet>, urls: Vec<String>) -> Res
         .map(|c| spawn_worker(cfg, c, &clients, &rec, &stop, &known))
         .collect();
     let progress = spawn_progress(&rec, &stop, cfg.quiet);
-    let mut nem = None;
-    let healed = match fleet {
-        Some(f) => {
-            let mut n = nemesis::Nemesis::new(
-                f.net.clone(),
-                f.nodes.clone(),
-                clients.clone(),
-                rec.clone(),
-                f.keys,
-            );
-            run_plan(cfg, &f.plan, &mut n, &rec).await;
-            // Final heal, then the cluster must make progress within the bound.
-            let healed = n.heal().await;
-            nem = Some((n, f.nodes));
-            healed
-        }
-        None => {
-            wait_external(cfg).await;
-            nemesis::Healed {
-                desc: json!("no nemesis: the cluster is the operator's"),
-                left: Vec::new(),
-            }
-        }
-    };
+    let (healed, mut nem) = faults(cfg, fleet, &clients, &rec).await;
     rec.nemesis("final-heal", healed.desc);
     stop.store(true, Ordering::Relaxed);
     for w in workers {
@@ -385,12 +363,53 @@ async fn run_async(cfg: &Config, fleet: Option<Fleet>, urls: Vec<String>) -> Res
         fail,
         info,
     };
+    write_result(cfg, &result, &rec)?;
+    Ok(result)
+}
+
+/// The nemesis and the nodes it acted on, kept for the checks at the end.
+type Acted = Option<(nemesis::Nemesis, Arc<Mutex<nodes::Nodes>>)>;
+
+/// The run's faults: the fleet's plan and the final heal, or, on a
+/// cluster someone else runs, the operator's time.
+async fn faults(
+    cfg: &Config,
+    fleet: Option<Fleet>,
+    clients: &Clients,
+    rec: &Recorder,
+) -> (nemesis::Healed, Acted) {
+    match fleet {
+        Some(f) => {
+            let mut n = nemesis::Nemesis::new(
+                f.net.clone(),
+                f.nodes.clone(),
+                clients.clone(),
+                rec.clone(),
+                f.keys,
+            );
+            run_plan(cfg, &f.plan, &mut n, rec).await;
+            // Final heal, then the cluster must make progress within the bound.
+            let healed = n.heal().await;
+            (healed, Some((n, f.nodes)))
+        }
+        None => {
+            wait_external(cfg).await;
+            let healed = nemesis::Healed {
+                desc: json!("no nemesis: the cluster is the operator's"),
+                left: Vec::new(),
+            };
+            (healed, None)
+        }
+    }
+}
+
+/// `results.json` and `report.html` in the run's folder.
+fn write_result(cfg: &Config, result: &RunResult, rec: &Recorder) -> Result<()> {
     std::fs::write(
         cfg.out.join("results.json"),
-        serde_json::to_string_pretty(&result)?,
+        serde_json::to_string_pretty(result)?,
     )?;
-    report::write(&cfg.out.join("report.html"), &result, &rec.events())?;
-    Ok(result)
+    report::write(&cfg.out.join("report.html"), result, &rec.events())
 }
 
 /// Ctrl-C or SIGTERM stop the run cleanly: faults healed, members stopped,

@@ -82,6 +82,25 @@ fn windows(events: &[Event], end_s: f64) -> Vec<(f64, f64, String)> {
     out
 }
 
+/// The plot's frame: seconds since the start across, latency up (log
+/// scale).
+struct Frame {
+    end_s: f64,
+    plot_w: f64,
+    plot_h: f64,
+}
+
+impl Frame {
+    fn x(&self, t_s: f64) -> f64 {
+        MARGIN_LEFT + t_s / self.end_s * self.plot_w
+    }
+
+    fn y(&self, ms: f64) -> f64 {
+        let v = ms.clamp(LAT_MIN_MS, LAT_MAX_MS);
+        10.0 + (1.0 - (v / LAT_MIN_MS).log10() / (LAT_MAX_MS / LAT_MIN_MS).log10()) * self.plot_h
+    }
+}
+
 fn plot(events: &[Event]) -> String {
     let pts = points(events);
     let end_s = events
@@ -89,13 +108,12 @@ fn plot(events: &[Event]) -> String {
         .map(|e| e.time_ns as f64 / 1e9)
         .unwrap_or(1.0)
         .max(1.0);
-    let plot_w = WIDTH - MARGIN_LEFT - 10.0;
-    let plot_h = HEIGHT - MARGIN_BOTTOM - 10.0;
-    let x = |t: f64| MARGIN_LEFT + t / end_s * plot_w;
-    let y = |ms: f64| {
-        let v = ms.clamp(LAT_MIN_MS, LAT_MAX_MS);
-        10.0 + (1.0 - (v / LAT_MIN_MS).log10() / (LAT_MAX_MS / LAT_MIN_MS).log10()) * plot_h
+    let f = Frame {
+        end_s,
+        plot_w: WIDTH - MARGIN_LEFT - 10.0,
+        plot_h: HEIGHT - MARGIN_BOTTOM - 10.0,
     };
+    let (plot_w, plot_h) = (f.plot_w, f.plot_h);
     let mut s = String::new();
     let _ = write!(
         s,
@@ -105,38 +123,8 @@ fn plot(events: &[Event]) -> String {
         s,
         r##"<rect x="{MARGIN_LEFT}" y="10" width="{plot_w}" height="{plot_h}" fill="#fff" stroke="#999"/>"##
     );
-    for (a, b, label) in windows(events, end_s) {
-        let _ = write!(
-            s,
-            r##"<rect class="fault" x="{:.1}" y="10" width="{:.1}" height="{plot_h}" fill="#f4b4b4" fill-opacity="0.45"><title>{}</title></rect><text x="{:.1}" y="22" fill="#a33">{}</text>"##,
-            x(a),
-            (x(b) - x(a)).max(1.0),
-            esc(&label),
-            x(a) + 2.0,
-            esc(&label)
-        );
-    }
-    for ms in [0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0] {
-        let _ = write!(
-            s,
-            r##"<line x1="{MARGIN_LEFT}" x2="{:.1}" y1="{y:.1}" y2="{y:.1}" stroke="#eee"/><text x="{:.1}" y="{:.1}" text-anchor="end">{ms} ms</text>"##,
-            MARGIN_LEFT + plot_w,
-            MARGIN_LEFT - 4.0,
-            y(ms) + 4.0,
-            y = y(ms)
-        );
-    }
-    let step = (end_s / 10.0).max(1.0).ceil();
-    let mut t = 0.0;
-    while t <= end_s {
-        let _ = write!(
-            s,
-            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{t:.0} s</text>"#,
-            x(t),
-            HEIGHT - MARGIN_BOTTOM + 16.0
-        );
-        t += step;
-    }
+    fault_windows(&mut s, &f, events);
+    axes(&mut s, &f);
     let every = pts.len().div_ceil(POINTS_MAX).max(1);
     for p in pts.iter().step_by(every) {
         let color = match p.kind {
@@ -147,8 +135,8 @@ fn plot(events: &[Event]) -> String {
         let _ = write!(
             s,
             r#"<circle cx="{:.1}" cy="{:.1}" r="1.6" fill="{color}"/>"#,
-            x(p.t_s),
-            y(p.lat_ms)
+            f.x(p.t_s),
+            f.y(p.lat_ms)
         );
     }
     let _ = write!(
@@ -161,13 +149,75 @@ fn plot(events: &[Event]) -> String {
     s
 }
 
+/// Each fault's window, shaded and labelled.
+fn fault_windows(s: &mut String, f: &Frame, events: &[Event]) {
+    let plot_h = f.plot_h;
+    for (a, b, label) in windows(events, f.end_s) {
+        let _ = write!(
+            s,
+            r##"<rect class="fault" x="{:.1}" y="10" width="{:.1}" height="{plot_h}" fill="#f4b4b4" fill-opacity="0.45"><title>{}</title></rect><text x="{:.1}" y="22" fill="#a33">{}</text>"##,
+            f.x(a),
+            (f.x(b) - f.x(a)).max(1.0),
+            esc(&label),
+            f.x(a) + 2.0,
+            esc(&label)
+        );
+    }
+}
+
+/// The latency grid lines and the time ticks.
+fn axes(s: &mut String, f: &Frame) {
+    for ms in [0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0] {
+        let _ = write!(
+            s,
+            r##"<line x1="{MARGIN_LEFT}" x2="{:.1}" y1="{y:.1}" y2="{y:.1}" stroke="#eee"/><text x="{:.1}" y="{:.1}" text-anchor="end">{ms} ms</text>"##,
+            MARGIN_LEFT + f.plot_w,
+            MARGIN_LEFT - 4.0,
+            f.y(ms) + 4.0,
+            y = f.y(ms)
+        );
+    }
+    let step = (f.end_s / 10.0).max(1.0).ceil();
+    let mut t = 0.0;
+    while t <= f.end_s {
+        let _ = write!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{t:.0} s</text>"#,
+            f.x(t),
+            HEIGHT - MARGIN_BOTTOM + 16.0
+        );
+        t += step;
+    }
+}
+
 pub fn write(path: &Path, r: &RunResult, events: &[Event]) -> anyhow::Result<()> {
+    let mut h = String::new();
+    heading(&mut h, r);
+    checks(&mut h, r);
+    h.push_str("<h2>Latency over time</h2>");
+    h.push_str(&plot(events));
+    h.push_str("<h2>Timeline</h2><table><tr><th>time</th><th>event</th><th>detail</th></tr>");
+    for e in events.iter().filter(|e| e.process < 0) {
+        let _ = write!(
+            h,
+            "<tr><td>{:.2} s</td><td>{}</td><td>{}</td></tr>",
+            e.time_ns as f64 / 1e9,
+            esc(&e.f),
+            esc(&e.value.to_string())
+        );
+    }
+    h.push_str("</table><p>Files: history.jsonl (every event), results.json (verdicts), n*.log (members).</p></body></html>");
+    std::fs::write(path, h)?;
+    Ok(())
+}
+
+/// The page's head, its title line with the verdict, and the counts.
+fn heading(h: &mut String, r: &RunResult) {
     let verdict = match r.valid() {
         Some(true) => ("VALID", "#2a7"),
         Some(false) => ("ANOMALY", "#c33"),
         None => ("UNKNOWN", "#e90"),
     };
-    let mut h = String::new();
     let _ = write!(
         h,
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>jepsen {} {} seed {}</title>\
@@ -196,6 +246,11 @@ pub fn write(path: &Path, r: &RunResult, events: &[Event]) -> anyhow::Result<()>
             .map(|m| format!("{m} ms"))
             .unwrap_or_else(|| "none within the bound".into())
     );
+}
+
+/// The checks table: each check, each crash, each fault the final heal
+/// left.
+fn checks(h: &mut String, r: &RunResult) {
     h.push_str("<h2>Checks</h2><table><tr><th>check</th><th>verdict</th><th>detail</th></tr>");
     for c in &r.checks {
         let v = match c.valid {
@@ -224,19 +279,5 @@ pub fn write(path: &Path, r: &RunResult, events: &[Event]) -> anyhow::Result<()>
             esc(u)
         );
     }
-    h.push_str("</table><h2>Latency over time</h2>");
-    h.push_str(&plot(events));
-    h.push_str("<h2>Timeline</h2><table><tr><th>time</th><th>event</th><th>detail</th></tr>");
-    for e in events.iter().filter(|e| e.process < 0) {
-        let _ = write!(
-            h,
-            "<tr><td>{:.2} s</td><td>{}</td><td>{}</td></tr>",
-            e.time_ns as f64 / 1e9,
-            esc(&e.f),
-            esc(&e.value.to_string())
-        );
-    }
-    h.push_str("</table><p>Files: history.jsonl (every event), results.json (verdicts), n*.log (members).</p></body></html>");
-    std::fs::write(path, h)?;
-    Ok(())
+    h.push_str("</table>");
 }

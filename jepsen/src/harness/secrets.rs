@@ -216,31 +216,12 @@ pub async fn final_reads(clients: &Clients, rec: &Recorder, process: i64, n: usi
 }
 
 pub fn check(events: &[Event]) -> Check {
-    // id -> version -> acknowledged data; id -> data of unacknowledged writes.
-    let mut acked: HashMap<String, BTreeMap<u64, String>> = HashMap::new();
-    let mut unknown: HashMap<String, Vec<String>> = HashMap::new();
-    let mut problems = Vec::new();
     let paired = pair(events);
-    for (inv, end) in &paired {
-        match (inv.f.as_str(), end) {
-            ("create" | "rotate", End::Ok(e)) => {
-                let id = e.value["id"].as_str().unwrap_or("").to_string();
-                let v = e.value["version"].as_u64().unwrap_or(0);
-                let data = e.value["data"].as_str().unwrap_or("").to_string();
-                if let Some(prev) = acked.entry(id.clone()).or_default().insert(v, data.clone()) {
-                    problems.push(format!(
-                        "lost write: secret {id} version {v} acknowledged twice ({prev} and {data}, line {})",
-                        inv.index + 1
-                    ));
-                }
-            }
-            ("rotate", End::Unknown(_)) => unknown
-                .entry(inv.value["id"].as_str().unwrap_or("").to_string())
-                .or_default()
-                .push(inv.value["data"].as_str().unwrap_or("").to_string()),
-            _ => {}
-        }
-    }
+    let Written {
+        acked,
+        unknown,
+        mut problems,
+    } = written(&paired);
     let explains = |id: &str, v: u64, data: &str| -> bool {
         match acked.get(id).and_then(|m| m.get(&v)) {
             Some(d) => d == data,
@@ -293,5 +274,46 @@ pub fn check(events: &[Event]) -> Check {
         } else {
             problems.into_iter().take(20).collect::<Vec<_>>().join("\n")
         },
+    }
+}
+
+/// What the history says was written.
+struct Written {
+    /// id -> version -> acknowledged data.
+    acked: HashMap<String, BTreeMap<u64, String>>,
+    /// id -> data of rotations whose outcome is unknown.
+    unknown: HashMap<String, Vec<String>>,
+    /// A version acknowledged twice is a lost write already.
+    problems: Vec<String>,
+}
+
+fn written(paired: &[(&Event, End<'_>)]) -> Written {
+    let mut acked: HashMap<String, BTreeMap<u64, String>> = HashMap::new();
+    let mut unknown: HashMap<String, Vec<String>> = HashMap::new();
+    let mut problems = Vec::new();
+    for (inv, end) in paired {
+        match (inv.f.as_str(), end) {
+            ("create" | "rotate", End::Ok(e)) => {
+                let id = e.value["id"].as_str().unwrap_or("").to_string();
+                let v = e.value["version"].as_u64().unwrap_or(0);
+                let data = e.value["data"].as_str().unwrap_or("").to_string();
+                if let Some(prev) = acked.entry(id.clone()).or_default().insert(v, data.clone()) {
+                    problems.push(format!(
+                        "lost write: secret {id} version {v} acknowledged twice ({prev} and {data}, line {})",
+                        inv.index + 1
+                    ));
+                }
+            }
+            ("rotate", End::Unknown(_)) => unknown
+                .entry(inv.value["id"].as_str().unwrap_or("").to_string())
+                .or_default()
+                .push(inv.value["data"].as_str().unwrap_or("").to_string()),
+            _ => {}
+        }
+    }
+    Written {
+        acked,
+        unknown,
+        problems,
     }
 }

@@ -255,7 +255,27 @@ pub fn check(
         .into_iter()
         .map(|v| format!("{}: {}: {}", v.watcher, v.guarantee, v.detail))
         .collect();
-    // Progress: each watcher (its last segment) reached the final write.
+    problems.extend(progress_problems(logs, target));
+    let acked = lost_puts(events, truth, &mut problems);
+    Check {
+        name: name.into(),
+        valid: Some(problems.is_empty()),
+        ops: acked,
+        detail: if problems.is_empty() {
+            format!(
+                "{} watch streams, {} committed events, {acked} acknowledged puts",
+                logs.len(),
+                truth.len()
+            )
+        } else {
+            problems.into_iter().take(20).collect::<Vec<_>>().join("\n")
+        },
+    }
+}
+
+/// Progress: each watcher (its last segment) reached the final write.
+fn progress_problems(logs: &[WatcherLog], target: i64) -> Vec<String> {
+    let mut problems = Vec::new();
     let mut last_seen: std::collections::BTreeMap<String, i64> = Default::default();
     for l in logs {
         let base = l.name.split('.').next().unwrap_or("").to_string();
@@ -275,7 +295,12 @@ pub fn check(
             ));
         }
     }
-    // Acknowledged puts are committed at their revision.
+    problems
+}
+
+/// Acknowledged puts are committed at their revision: each one that is
+/// not is a problem. How many puts were acknowledged.
+fn lost_puts(events: &[HEvent], truth: &[Event], problems: &mut Vec<String>) -> usize {
     let set: std::collections::HashSet<(i64, &str, Option<&str>)> = truth
         .iter()
         .map(|e| (e.revision, e.key.as_str(), e.value.as_deref()))
@@ -294,18 +319,5 @@ pub fn check(
             ));
         }
     }
-    Check {
-        name: name.into(),
-        valid: Some(problems.is_empty()),
-        ops: acked,
-        detail: if problems.is_empty() {
-            format!(
-                "{} watch streams, {} committed events, {acked} acknowledged puts",
-                logs.len(),
-                truth.len()
-            )
-        } else {
-            problems.into_iter().take(20).collect::<Vec<_>>().join("\n")
-        },
-    }
+    acked
 }

@@ -478,35 +478,14 @@ impl World {
 
     pub(super) fn secret_done(&mut self, done: SecretDone) {
         match done {
-            SecretDone::Written { id, version, data } => {
-                self.secrets.busy = false;
-                self.trace.note(
-                    self.now_ms,
-                    format!("secret version {version} acknowledged"),
-                );
-                self.secrets.acked.id = Some(id);
-                self.secrets.acked.versions.insert(version, data);
-            }
+            SecretDone::Written { id, version, data } => self.written(id, version, data),
             SecretDone::NotWritten {
                 create,
                 unknown,
                 why,
             } => self.not_written(create, unknown, why),
             SecretDone::Resolved(found) => self.resolved(found),
-            SecretDone::Read { slot, version, got } => {
-                self.secrets.busy = false;
-                let want = &self.secrets.acked.versions[&version];
-                if let Ok(got) = got {
-                    if &got != want {
-                        self.invariants.violations.push(format!(
-                            "{} ms: m{slot} decrypted version {version} to {:?}, {:?} was written",
-                            self.now_ms,
-                            String::from_utf8_lossy(&got),
-                            String::from_utf8_lossy(want)
-                        ));
-                    }
-                }
-            }
+            SecretDone::Read { slot, version, got } => self.read_back_done(slot, version, got),
             SecretDone::NeedsKey(slot) => {
                 self.secrets.needs_key.insert(slot);
             }
@@ -544,6 +523,32 @@ impl World {
                         .violations
                         .push(format!("end: m{slot}: secret {SECRET_NAME}: {f}"));
                 }
+            }
+        }
+    }
+
+    fn written(&mut self, id: String, version: u64, data: Vec<u8>) {
+        self.secrets.busy = false;
+        self.trace.note(
+            self.now_ms,
+            format!("secret version {version} acknowledged"),
+        );
+        self.secrets.acked.id = Some(id);
+        self.secrets.acked.versions.insert(version, data);
+    }
+
+    /// An acknowledged version read back must decrypt to what was written.
+    fn read_back_done(&mut self, slot: usize, version: u64, got: Result<Vec<u8>, String>) {
+        self.secrets.busy = false;
+        let want = &self.secrets.acked.versions[&version];
+        if let Ok(got) = got {
+            if &got != want {
+                self.invariants.violations.push(format!(
+                    "{} ms: m{slot} decrypted version {version} to {:?}, {:?} was written",
+                    self.now_ms,
+                    String::from_utf8_lossy(&got),
+                    String::from_utf8_lossy(want)
+                ));
             }
         }
     }
