@@ -84,8 +84,8 @@ pub struct ServerFlags {
     pub max_txn_ops: usize,
     /// Cost of the bcrypt hashes of etcd user passwords (etcd's flag):
     /// 4 to 31, each step doubling the work of a login and of a guess.
-    #[arg(long, default_value_t = crate::auth::BCRYPT_COST_DEFAULT,
-          value_parser = clap::value_parser!(u32).range(crate::auth::BCRYPT_COST_MIN as i64..=crate::auth::BCRYPT_COST_MAX as i64))]
+    #[arg(long, default_value_t = crate::etcd::auth::BCRYPT_COST_DEFAULT,
+          value_parser = clap::value_parser!(u32).range(crate::etcd::auth::BCRYPT_COST_MIN as i64..=crate::etcd::auth::BCRYPT_COST_MAX as i64))]
     pub bcrypt_cost: u32,
     /// etcd's auth token kind: only `simple` (random tokens held in
     /// members' memory) is served.

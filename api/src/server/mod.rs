@@ -250,13 +250,13 @@ pub async fn run(flags: ServerFlags) -> Result<()> {
     listen::serve_peers(&mut tasks, peer_listeners, &node, &m.keys, &peer_door);
     // Peers can ask us now; we ask them before serving any client.
     if flags.initial_corrupt_check {
-        if let Err(e) = crate::corruption::initial_check(&node).await {
+        if let Err(e) = crate::peer::corruption::initial_check(&node).await {
             node.stop();
             return Err(e);
         }
     }
-    crate::corruption::start_periodic(node.clone(), flags.corrupt_check_time);
-    let auth = Arc::new(crate::auth::AuthService::new(
+    crate::peer::corruption::start_periodic(node.clone(), flags.corrupt_check_time);
+    let auth = Arc::new(crate::etcd::auth::AuthService::new(
         node.clone(),
         flags.bcrypt_cost,
     ));

@@ -736,7 +736,9 @@ async fn lock_and_election_follow_etcd_auth_and_the_reserved_range() {
 /// when the streams and calls end.
 #[tokio::test(flavor = "multi_thread")]
 async fn waiters_observers_names_and_keys_are_bounded() {
-    use secretd_api::concurrency::{KEY_BYTES_MAX, NAME_BYTES_MAX, OBSERVERS_MAX, WAITERS_MAX};
+    use secretd_api::etcd::concurrency::{
+        KEY_BYTES_MAX, NAME_BYTES_MAX, OBSERVERS_MAX, WAITERS_MAX,
+    };
     let c = Cluster::start(1);
     c.wait_leader(secs(15)).await;
     let ch = c.channel(0).await;

@@ -545,7 +545,7 @@ async fn a_member_certificate_speaks_only_as_its_member() {
         &c,
         "refused peer traffic: the certificate is another member's",
     );
-    // The raft stream without gRPC (`peer_raw`) binds the certificate the
+    // The raft stream without gRPC (`peer::raw`) binds the certificate the
     // same way, and admits members only.
     let me = id(c.member_id(0).await);
     let (code, why) = raw_tls_hello(&c, "member-n2", n3, info.cluster_id, me).await;

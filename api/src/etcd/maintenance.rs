@@ -9,7 +9,7 @@ use futures::Stream;
 use secretd_store::node::Node;
 use tonic::{Request, Response, Status};
 
-use crate::auth::Who;
+use crate::etcd::auth::Who;
 
 use crate::pb::etcdserverpb::{
     maintenance_server::Maintenance, AlarmRequest, AlarmResponse, DefragmentRequest,
