@@ -66,30 +66,7 @@ where
             return Box::pin(async move { Ok(s.into_http()) });
         };
         let path = req.uri().path().to_string();
-        // A JSON gateway request is decided as the RPC it calls.
-        let rpc = authz::gateway_rpc(&path).unwrap_or(&path);
-        let decision = authz::decide(&info.role, rpc);
-        if decision == Decision::Unknown && !authz::PUBLIC_PATHS.contains(&path.as_str()) {
-            // Fail closed: nothing the matrix does not name is served.
-            let resp = crate::errors::not_found(req.headers()).map(tonic::body::Body::new);
-            return Box::pin(refuse(req.into_body(), resp));
-        }
-        if let Decision::Deny(why) = decision {
-            let caller = Caller {
-                role: info.role.clone(),
-                remote: info.remote,
-                common_name: info.common_name.clone(),
-                token: None,
-            };
-            let status = Status::permission_denied(why);
-            crate::refusals::refused(&caller, &path, &status);
-            // Gateway routes and plain HTTP paths get an HTTP refusal.
-            let http = rpc != path || authz::HTTP_PATHS.iter().any(|(p, _)| *p == path);
-            let resp = if http {
-                crate::errors::error_response(&status).map(tonic::body::Body::new)
-            } else {
-                status.into_http()
-            };
+        if let Some(resp) = refusal(&info, &path, req.headers()) {
             return Box::pin(refuse(req.into_body(), resp));
         }
         let token = auth_token(req.headers());
@@ -125,6 +102,41 @@ where
             }))
         })
     }
+}
+
+/// The role matrix's answer when it refuses the request: what the caller
+/// gets (in gRPC's shape, or for gateway routes and plain HTTP paths in
+/// HTTP's), the denial audited. `None` when the request may go on.
+fn refusal(
+    info: &ConnInfo,
+    path: &str,
+    headers: &http::HeaderMap,
+) -> Option<http::Response<tonic::body::Body>> {
+    // A JSON gateway request is decided as the RPC it calls.
+    let rpc = authz::gateway_rpc(path).unwrap_or(path);
+    let decision = authz::decide(&info.role, rpc);
+    if decision == Decision::Unknown && !authz::PUBLIC_PATHS.contains(&path) {
+        // Fail closed: nothing the matrix does not name is served.
+        return Some(crate::errors::not_found(headers).map(tonic::body::Body::new));
+    }
+    let Decision::Deny(why) = decision else {
+        return None;
+    };
+    let caller = Caller {
+        role: info.role.clone(),
+        remote: info.remote,
+        common_name: info.common_name.clone(),
+        token: None,
+    };
+    let status = Status::permission_denied(why);
+    crate::refusals::refused(&caller, path, &status);
+    // Gateway routes and plain HTTP paths get an HTTP refusal.
+    let http = rpc != path || authz::HTTP_PATHS.iter().any(|(p, _)| *p == path);
+    Some(if http {
+        crate::errors::error_response(&status).map(tonic::body::Body::new)
+    } else {
+        status.into_http()
+    })
 }
 
 /// etcd's auth token: gRPC clients send it as `token` metadata, gateway

@@ -204,51 +204,7 @@ pub(super) fn serve_clients(
     // gateway alike.
     let limits = Arc::new(Limits::default());
     for (l, https) in listeners {
-        let mut routes = tonic::service::Routes::new(
-            KvServer::new(KvService { node: node.clone() })
-                .max_decoding_message_size(max_recv)
-                .max_encoding_message_size(usize::MAX),
-        )
-        .add_service(crate::etcd::watch::grpc::WatchGrpc::new(
-            WatchService { node: node.clone() },
-            max_recv,
-        ))
-        .add_service(ClusterServer::new(ClusterService {
-            node: node.clone(),
-            keys: objects.store.keys().clone(),
-        }))
-        .add_service(SecretsServer::new(objects.clone()).max_decoding_message_size(max_recv))
-        .add_service(ConfigsServer::new(objects.clone()).max_decoding_message_size(max_recv))
-        .add_service(TasksServer::new(objects.clone()))
-        .add_service(AdminServer::new(objects.clone()))
-        .add_service(
-            AgentServer::new(crate::objects::agent::AgentService {
-                node: node.clone(),
-                store: objects.store.clone(),
-                streams: agent_streams.clone(),
-            })
-            .max_encoding_message_size(crate::objects::agent::AGENT_MESSAGE_BYTES_MAX),
-        )
-        .add_service(LeaseServer::new(LeaseService { node: node.clone() }))
-        .add_service(AuthServer::from_arc(auth.clone()))
-        .add_service(
-            LockServer::new(LockService {
-                node: node.clone(),
-                limits: limits.clone(),
-            })
-            .max_decoding_message_size(max_recv),
-        )
-        .add_service(
-            ElectionServer::new(ElectionService {
-                node: node.clone(),
-                limits: limits.clone(),
-            })
-            .max_decoding_message_size(max_recv),
-        )
-        .add_service(
-            MaintenanceServer::new(MaintenanceService { node: node.clone() })
-                .max_encoding_message_size(usize::MAX),
-        );
+        let mut routes = client_grpc_routes(node, objects, auth, max_recv, &agent_streams, &limits);
         // etcd's JSON gateway shares the port (HTTP/1.1 and HTTP/2), the
         // TLS and the gate.
         let gateway = crate::etcd::gateway::router(
@@ -272,4 +228,61 @@ pub(super) fn serve_clients(
             door.admission,
         );
     }
+}
+
+/// Every client gRPC service, etcd's and secretstore's, as one set of
+/// routes for one client listener.
+fn client_grpc_routes(
+    node: &Arc<Node>,
+    objects: &crate::objects::service::ObjectService,
+    auth: &Arc<crate::etcd::auth::AuthService>,
+    max_recv: usize,
+    agent_streams: &Arc<crate::objects::agent::StreamCount>,
+    limits: &Arc<Limits>,
+) -> tonic::service::Routes {
+    tonic::service::Routes::new(
+        KvServer::new(KvService { node: node.clone() })
+            .max_decoding_message_size(max_recv)
+            .max_encoding_message_size(usize::MAX),
+    )
+    .add_service(crate::etcd::watch::grpc::WatchGrpc::new(
+        WatchService { node: node.clone() },
+        max_recv,
+    ))
+    .add_service(ClusterServer::new(ClusterService {
+        node: node.clone(),
+        keys: objects.store.keys().clone(),
+    }))
+    .add_service(SecretsServer::new(objects.clone()).max_decoding_message_size(max_recv))
+    .add_service(ConfigsServer::new(objects.clone()).max_decoding_message_size(max_recv))
+    .add_service(TasksServer::new(objects.clone()))
+    .add_service(AdminServer::new(objects.clone()))
+    .add_service(
+        AgentServer::new(crate::objects::agent::AgentService {
+            node: node.clone(),
+            store: objects.store.clone(),
+            streams: agent_streams.clone(),
+        })
+        .max_encoding_message_size(crate::objects::agent::AGENT_MESSAGE_BYTES_MAX),
+    )
+    .add_service(LeaseServer::new(LeaseService { node: node.clone() }))
+    .add_service(AuthServer::from_arc(auth.clone()))
+    .add_service(
+        LockServer::new(LockService {
+            node: node.clone(),
+            limits: limits.clone(),
+        })
+        .max_decoding_message_size(max_recv),
+    )
+    .add_service(
+        ElectionServer::new(ElectionService {
+            node: node.clone(),
+            limits: limits.clone(),
+        })
+        .max_decoding_message_size(max_recv),
+    )
+    .add_service(
+        MaintenanceServer::new(MaintenanceService { node: node.clone() })
+            .max_encoding_message_size(usize::MAX),
+    )
 }

@@ -180,18 +180,7 @@ pub async fn run(flags: ServerFlags) -> Result<()> {
     }
     let fds = harden(&flags, &cfg)?;
     let adm = admissions(&flags, fds);
-    // No identity yet (an empty directory, or a joiner stopped before it
-    // saved one): a new member, which joins or bootstraps as the flags say.
-    let fresh = !secretd_store::node::holds_member(&cfg.data_dir)?;
-    if fresh && !cfg.initial_members.iter().any(|m| m.name == cfg.name) {
-        bail!(
-            "--initial-cluster has no member named {:?} (--name)",
-            cfg.name
-        );
-    }
-    if flags.initial_cluster_state == ClusterState::Existing && fresh {
-        cfg.join = Some(member::join_info(&cfg).await?);
-    }
+    settle_identity(&flags, &mut cfg).await?;
     // Bind before starting raft, so a busy port fails fast and clearly.
     let peer_listeners = bind_all("--listen-peer-urls", &plan.peer_urls).await?;
     let client_listeners = bind_all("--listen-client-urls", &plan.client_urls).await?;
@@ -210,37 +199,7 @@ pub async fn run(flags: ServerFlags) -> Result<()> {
     if let Some(r) = plan.retention {
         crate::compactor::start(node.clone(), r);
     }
-    use crate::conn::ClientCerts;
-    use crate::identity::Role;
-    let peer_certs =
-        tls::requires_client_certs(flags.peer_client_cert_auth, &flags.peer_trusted_ca_file);
-    let client_certs = tls::requires_client_certs(flags.client_cert_auth, &flags.trusted_ca_file);
-    let peer_door = Door {
-        tls: plan.peer_tls.clone(),
-        certs: match peer_certs {
-            true => ClientCerts::Required,
-            false => ClientCerts::NotAsked(Role::Unauthenticated),
-        },
-        admission: &adm.peer,
-        streams_per_connection_max: PEER_STREAMS_PER_CONNECTION_MAX,
-    };
-    let client_door = Door {
-        tls: plan.client_tls.clone(),
-        certs: match client_certs {
-            true => ClientCerts::Required,
-            false => ClientCerts::NotAsked(Role::Anonymous),
-        },
-        admission: &adm.client,
-        streams_per_connection_max: flags.max_concurrent_streams,
-    };
-    if plan.client_tls.is_none() {
-        tracing::warn!("CLIENT CONNECTIONS ARE NOT AUTHENTICATED: anyone who reaches the client port may do anything (use https client URLs with --cert-file, --key-file and --trusted-ca-file)");
-    } else if !client_certs {
-        tracing::warn!("CLIENTS NEED NO CERTIFICATE (--client-cert-auth=false): anyone who reaches the client port may use etcd's API as etcd's users and roles allow, anything in etcd's keyspace until `etcdctl auth enable`; secretd's own APIs are refused on it (without --trusted-ca-file no certificate can be verified)");
-    }
-    if plan.peer_tls.is_none() || !peer_certs {
-        tracing::warn!("PEER CONNECTIONS ARE NOT AUTHENTICATED: anyone who reaches the peer port may speak raft and fetch the key-encryption key (use https peer URLs with --peer-cert-file, --peer-key-file and --peer-trusted-ca-file)");
-    }
+    let (peer_door, client_door) = doors(&flags, &plan, &adm);
     crate::metrics::spawn(
         metrics_listeners.into_iter().map(|(l, _)| l).collect(),
         node.clone(),
@@ -273,6 +232,66 @@ pub async fn run(flags: ServerFlags) -> Result<()> {
     let result = wait_for_stop(&node, &mut tasks).await;
     node.stop();
     result
+}
+
+/// A member without an identity yet (an empty directory, or a joiner
+/// stopped before it saved one) is new: it must be in `--initial-cluster`,
+/// and with `--initial-cluster-state existing` it asks the cluster how to
+/// join.
+async fn settle_identity(
+    flags: &ServerFlags,
+    cfg: &mut secretd_store::node::NodeConfig,
+) -> Result<()> {
+    // No identity yet (an empty directory, or a joiner stopped before it
+    // saved one): a new member, which joins or bootstraps as the flags say.
+    let fresh = !secretd_store::node::holds_member(&cfg.data_dir)?;
+    if fresh && !cfg.initial_members.iter().any(|m| m.name == cfg.name) {
+        bail!(
+            "--initial-cluster has no member named {:?} (--name)",
+            cfg.name
+        );
+    }
+    if flags.initial_cluster_state == ClusterState::Existing && fresh {
+        cfg.join = Some(member::join_info(cfg).await?);
+    }
+    Ok(())
+}
+
+/// The peer and client listeners' doors (TLS, whether a certificate is
+/// required, admission), with a loud warning for each door left open.
+fn doors<'a>(flags: &ServerFlags, plan: &Plan, adm: &'a Admissions) -> (Door<'a>, Door<'a>) {
+    use crate::conn::ClientCerts;
+    use crate::identity::Role;
+    let peer_certs =
+        tls::requires_client_certs(flags.peer_client_cert_auth, &flags.peer_trusted_ca_file);
+    let client_certs = tls::requires_client_certs(flags.client_cert_auth, &flags.trusted_ca_file);
+    let peer_door = Door {
+        tls: plan.peer_tls.clone(),
+        certs: match peer_certs {
+            true => ClientCerts::Required,
+            false => ClientCerts::NotAsked(Role::Unauthenticated),
+        },
+        admission: &adm.peer,
+        streams_per_connection_max: PEER_STREAMS_PER_CONNECTION_MAX,
+    };
+    let client_door = Door {
+        tls: plan.client_tls.clone(),
+        certs: match client_certs {
+            true => ClientCerts::Required,
+            false => ClientCerts::NotAsked(Role::Anonymous),
+        },
+        admission: &adm.client,
+        streams_per_connection_max: flags.max_concurrent_streams,
+    };
+    if plan.client_tls.is_none() {
+        tracing::warn!("CLIENT CONNECTIONS ARE NOT AUTHENTICATED: anyone who reaches the client port may do anything (use https client URLs with --cert-file, --key-file and --trusted-ca-file)");
+    } else if !client_certs {
+        tracing::warn!("CLIENTS NEED NO CERTIFICATE (--client-cert-auth=false): anyone who reaches the client port may use etcd's API as etcd's users and roles allow, anything in etcd's keyspace until `etcdctl auth enable`; secretd's own APIs are refused on it (without --trusted-ca-file no certificate can be verified)");
+    }
+    if plan.peer_tls.is_none() || !peer_certs {
+        tracing::warn!("PEER CONNECTIONS ARE NOT AUTHENTICATED: anyone who reaches the peer port may speak raft and fetch the key-encryption key (use https peer URLs with --peer-cert-file, --peer-key-file and --peer-trusted-ca-file)");
+    }
+    (peer_door, client_door)
 }
 
 /// HTTP/2 streams a peer connection may hold: snapshots, cluster info,
