@@ -54,7 +54,7 @@ pub mod pb {
 /// The etcd release whose behaviour secretd matches, as etcd reports its
 /// own (Status, `GET /version`'s `etcdserver`): clients gate features on
 /// it, so it names the release secretd is checked against (etcd 3.5.1,
-/// side by side in `api/tests/it/etcdctl.rs`).
+/// side by side in `api/tests/it/etcdctl/gateway.rs`).
 pub const ETCD_SERVER_VERSION: &str = "3.5.1";
 /// The cluster version etcd 3.5.1 reports (`GET /version`'s
 /// `etcdcluster`: major.minor, patch 0).
