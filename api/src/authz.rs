@@ -2,7 +2,7 @@
 //! table keyed by gRPC path (`/package.Service/Method`).
 //!
 //! Every listener's requests pass through `decide` before any service sees
-//! them (`conn::Gate`), so a service cannot forget a check. Services that
+//! them (`gate::Gate`), so a service cannot forget a check. Services that
 //! bind a request to the caller's identity (the agent API: a node
 //! certificate asks only as its own node, and only for its own tasks) do
 //! that second check themselves, with the `Caller` this gate leaves in the

@@ -38,7 +38,7 @@ impl std::fmt::Display for Role {
 
 /// Who is asking: the role the connection's certificate grants, its
 /// address, and what etcd's auth reads (the certificate's common name, the
-/// token the request carries). `conn::Gate` puts one in every request it
+/// token the request carries). `gate::Gate` puts one in every request it
 /// lets through.
 #[derive(Clone)]
 pub struct Caller {

@@ -1,7 +1,7 @@
 //! `secretd`: a cluster member (`secretd_api::server`), or the node agent
 //! (`secretd agent`, `secretd_fuse`). All logic lives in those crates.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -89,27 +89,12 @@ enum SnapshotCmd {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // Commands on files, run before logging and without a runtime.
     if let Some(Command::Snapshot(SnapshotCmd::Restore { file, server })) = cli.command {
-        return match secretd_api::server::restore(*server, &file) {
-            Ok(()) => std::process::ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("secretd: {e:#}");
-                std::process::ExitCode::FAILURE
-            }
-        };
+        return restore(*server, &file);
     }
     if let Some(Command::Debug(DebugCmd::DamageRecord { data_dir, key })) = &cli.command {
-        let key = key.as_deref().map(str::as_bytes);
-        return match secretd_store::damage::flip_value_bit(data_dir, key) {
-            Ok((k, rev)) => {
-                println!("damaged {} at revision {rev}", String::from_utf8_lossy(&k));
-                std::process::ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("secretd: {e}");
-                std::process::ExitCode::FAILURE
-            }
-        };
+        return damage_record(data_dir, key.as_deref());
     }
     if let Some(Command::Certs(CertsCmd::Init {
         dir,
@@ -117,31 +102,11 @@ fn main() -> std::process::ExitCode {
         nodes,
     })) = &cli.command
     {
-        return match secretd_api::tls::pki::init(dir, members, nodes) {
-            Ok(files) => {
-                for f in files {
-                    println!("{}", f.display());
-                }
-                std::process::ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("secretd: {e:#}");
-                std::process::ExitCode::FAILURE
-            }
-        };
+        return certs_init(dir, members, nodes);
     }
-    let filter = match EnvFilter::try_new(&cli.log_level) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("secretd: --log-level {:?}: {e}", cli.log_level);
-            return std::process::ExitCode::from(2);
-        }
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    if let Err(code) = init_logging(&cli.log_level) {
+        return code;
+    }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -169,6 +134,66 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `secretd snapshot restore`.
+fn restore(server: secretd_api::server::ServerFlags, file: &Path) -> std::process::ExitCode {
+    match secretd_api::server::restore(server, file) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("secretd: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// `secretd debug damage-record`.
+fn damage_record(data_dir: &Path, key: Option<&str>) -> std::process::ExitCode {
+    let key = key.map(str::as_bytes);
+    match secretd_store::damage::flip_value_bit(data_dir, key) {
+        Ok((k, rev)) => {
+            println!("damaged {} at revision {rev}", String::from_utf8_lossy(&k));
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("secretd: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// `secretd certs init`.
+fn certs_init(dir: &Path, members: &[String], nodes: &[String]) -> std::process::ExitCode {
+    match secretd_api::tls::pki::init(dir, members, nodes) {
+        Ok(files) => {
+            for f in files {
+                println!("{}", f.display());
+            }
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("secretd: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs to stderr at `--log-level`; a level that does not parse is a
+/// usage error (exit 2), said before anything starts.
+fn init_logging(log_level: &str) -> Result<(), std::process::ExitCode> {
+    let filter = match EnvFilter::try_new(log_level) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("secretd: --log-level {log_level:?}: {e}");
+            return Err(std::process::ExitCode::from(2));
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    Ok(())
 }
 
 #[cfg(test)]

@@ -36,7 +36,7 @@ use secretd_secrets::node_view::{self, node_state};
 use secretd_secrets::store::ObjectStore;
 use secretd_secrets::validate;
 
-use super::status;
+use crate::errors::secrets_status as status;
 use crate::identity::{Caller, Role};
 use crate::pb::secretstore::{
     agent_server::Agent, AgentState, AgentTaskRequest, AgentWatchRequest, FetchRequest,

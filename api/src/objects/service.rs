@@ -9,8 +9,8 @@ use secretd_secrets::layout::Kind;
 use secretd_secrets::store::ObjectStore;
 use tonic::{Request, Response, Status};
 
-use super::status;
 use crate::audit;
+use crate::errors::secrets_status as status;
 use crate::pb::secretstore::{
     admin_server::Admin, configs_server::Configs, secrets_server::Secrets, tasks_server::Tasks,
     ClusterSettings, CreateRequest, CreateResponse, GetSettingsRequest, InspectRequest, KeyStatus,

@@ -84,8 +84,8 @@ pub struct ServerFlags {
     pub max_txn_ops: usize,
     /// Cost of the bcrypt hashes of etcd user passwords (etcd's flag):
     /// 4 to 31, each step doubling the work of a login and of a guess.
-    #[arg(long, default_value_t = crate::auth::BCRYPT_COST_DEFAULT,
-          value_parser = clap::value_parser!(u32).range(crate::auth::BCRYPT_COST_MIN as i64..=crate::auth::BCRYPT_COST_MAX as i64))]
+    #[arg(long, default_value_t = crate::etcd::auth::BCRYPT_COST_DEFAULT,
+          value_parser = clap::value_parser!(u32).range(crate::etcd::auth::BCRYPT_COST_MIN as i64..=crate::etcd::auth::BCRYPT_COST_MAX as i64))]
     pub bcrypt_cost: u32,
     /// etcd's auth token kind: only `simple` (random tokens held in
     /// members' memory) is served.
@@ -181,25 +181,7 @@ pub struct ServerFlags {
 
 impl ServerFlags {
     pub(super) fn node_config(&self) -> Result<(NodeConfig, Vec<String>, Vec<String>)> {
-        if self.heartbeat_interval == 0 || self.election_timeout < 5 * self.heartbeat_interval {
-            bail!(
-                "--election-timeout ({} ms) must be at least 5 times --heartbeat-interval ({} ms)",
-                self.election_timeout,
-                self.heartbeat_interval
-            );
-        }
-        if !(1024..=64 * 1024 * 1024).contains(&self.max_request_bytes) {
-            bail!("--max-request-bytes must be between 1 KiB and 64 MiB");
-        }
-        if self.max_txn_ops == 0 {
-            bail!("--max-txn-ops must be at least 1");
-        }
-        if self.max_client_connections < 2 || self.max_connections_per_identity == 0 {
-            bail!("--max-client-connections must be at least 2 and --max-connections-per-identity at least 1");
-        }
-        if self.idle_connection_timeout < Duration::from_secs(1) {
-            bail!("--idle-connection-timeout must be at least 1s");
-        }
+        self.check_bounds()?;
         let client = urls::parse_list("--listen-client-urls", &self.listen_client_urls)?;
         let peer = urls::parse_list("--listen-peer-urls", &self.listen_peer_urls)?;
         urls::parse_list("--advertise-client-urls", &self.advertise_client_urls)?;
@@ -207,28 +189,7 @@ impl ServerFlags {
             "--initial-advertise-peer-urls",
             &self.initial_advertise_peer_urls,
         )?;
-        let initial = self.initial_cluster.clone().unwrap_or_else(|| {
-            advertise_peer
-                .iter()
-                .map(|u| format!("{}={u}", self.name))
-                .collect::<Vec<_>>()
-                .join(",")
-        });
-        let members = cluster::parse_initial_cluster(&initial, &self.initial_cluster_token)?;
-        if let Some(me) = members.iter().find(|m| m.name == self.name) {
-            let mut mine = me.peer_urls.clone();
-            let mut adv = advertise_peer.clone();
-            mine.sort();
-            adv.sort();
-            if mine != adv {
-                bail!(
-                    "--initial-cluster has {} for {:?} but --initial-advertise-peer-urls is {}",
-                    me.peer_urls.join(","),
-                    self.name,
-                    advertise_peer.join(",")
-                );
-            }
-        }
+        let members = self.initial_members(&advertise_peer)?;
         let client_urls = urls::parse_list("--advertise-client-urls", &self.advertise_client_urls)?;
         let cfg = NodeConfig {
             join: None,
@@ -260,6 +221,60 @@ impl ServerFlags {
             force_new_cluster: self.force_new_cluster,
         };
         Ok((cfg, client, peer))
+    }
+
+    /// Flags whose values would make the member unsafe or unusable, refused
+    /// before anything starts.
+    fn check_bounds(&self) -> Result<()> {
+        if self.heartbeat_interval == 0 || self.election_timeout < 5 * self.heartbeat_interval {
+            bail!(
+                "--election-timeout ({} ms) must be at least 5 times --heartbeat-interval ({} ms)",
+                self.election_timeout,
+                self.heartbeat_interval
+            );
+        }
+        if !(1024..=64 * 1024 * 1024).contains(&self.max_request_bytes) {
+            bail!("--max-request-bytes must be between 1 KiB and 64 MiB");
+        }
+        if self.max_txn_ops == 0 {
+            bail!("--max-txn-ops must be at least 1");
+        }
+        if self.max_client_connections < 2 || self.max_connections_per_identity == 0 {
+            bail!("--max-client-connections must be at least 2 and --max-connections-per-identity at least 1");
+        }
+        if self.idle_connection_timeout < Duration::from_secs(1) {
+            bail!("--idle-connection-timeout must be at least 1s");
+        }
+        Ok(())
+    }
+
+    /// The initial cluster (`--initial-cluster`, or this member alone at
+    /// its advertised peer URLs), which must list this member at the URLs
+    /// it advertises.
+    fn initial_members(&self, advertise_peer: &[String]) -> Result<Vec<cluster::Member>> {
+        let initial = self.initial_cluster.clone().unwrap_or_else(|| {
+            advertise_peer
+                .iter()
+                .map(|u| format!("{}={u}", self.name))
+                .collect::<Vec<_>>()
+                .join(",")
+        });
+        let members = cluster::parse_initial_cluster(&initial, &self.initial_cluster_token)?;
+        if let Some(me) = members.iter().find(|m| m.name == self.name) {
+            let mut mine = me.peer_urls.clone();
+            let mut adv = advertise_peer.to_vec();
+            mine.sort();
+            adv.sort();
+            if mine != adv {
+                bail!(
+                    "--initial-cluster has {} for {:?} but --initial-advertise-peer-urls is {}",
+                    me.peer_urls.join(","),
+                    self.name,
+                    advertise_peer.join(",")
+                );
+            }
+        }
+        Ok(members)
     }
 }
 

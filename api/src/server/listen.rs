@@ -9,13 +9,14 @@ use secretd_store::node::Node;
 use tokio::net::TcpListener;
 use tonic::transport::Server;
 
-use crate::cluster::ClusterService;
-use crate::concurrency::Limits;
-use crate::election::ElectionService;
-use crate::kv::KvService;
-use crate::lease::LeaseService;
-use crate::lock::LockService;
-use crate::maintenance::MaintenanceService;
+use crate::etcd::cluster::ClusterService;
+use crate::etcd::concurrency::Limits;
+use crate::etcd::election::ElectionService;
+use crate::etcd::kv::KvService;
+use crate::etcd::lease::LeaseService;
+use crate::etcd::lock::LockService;
+use crate::etcd::maintenance::MaintenanceService;
+use crate::etcd::watch::WatchService;
 use crate::pb::etcdserverpb::{
     auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
     lease_server::LeaseServer, maintenance_server::MaintenanceServer,
@@ -27,10 +28,10 @@ use crate::pb::secretstore::{
 };
 use crate::pb::v3electionpb::election_server::ElectionServer;
 use crate::pb::v3lockpb::lock_server::LockServer;
-use crate::peer::{RaftService, PEER_MESSAGE_BYTES_MAX};
-use crate::peer_raw::MAGIC_PREFIX;
+use crate::peer::raw::MAGIC_PREFIX;
+use crate::peer::service::RaftService;
+use crate::peer::PEER_MESSAGE_BYTES_MAX;
 use crate::urls;
-use crate::watch::WatchService;
 
 /// gRPC overhead etcd allows on top of `--max-request-bytes`, so that an
 /// oversized request gets etcd's clear error instead of a transport one.
@@ -47,7 +48,7 @@ pub(super) type Listeners = tokio::task::JoinSet<std::result::Result<(), tonic::
 pub(super) fn serve(
     tasks: &mut Listeners,
     router: tonic::transport::server::Router<
-        tower::layer::util::Stack<crate::conn::GateLayer, tower::layer::util::Identity>,
+        tower::layer::util::Stack<crate::gate::GateLayer, tower::layer::util::Identity>,
     >,
     l: TcpListener,
     https: bool,
@@ -107,10 +108,10 @@ pub(super) fn listener_tls(
 fn gateway_services(
     node: &Arc<Node>,
     keys: &Arc<secretd_secrets::keys::Keys>,
-    auth: &Arc<crate::auth::AuthService>,
+    auth: &Arc<crate::etcd::auth::AuthService>,
     limits: &Arc<Limits>,
-) -> crate::gateway::Services {
-    crate::gateway::Services {
+) -> crate::etcd::gateway::Services {
+    crate::etcd::gateway::Services {
         kv: Arc::new(KvService { node: node.clone() }),
         lease: Arc::new(LeaseService { node: node.clone() }),
         cluster: Arc::new(ClusterService {
@@ -141,7 +142,7 @@ pub(super) struct Door<'a> {
     pub streams_per_connection_max: u32,
 }
 
-/// The peer port: raft streams (`peer_raw`) and, behind the gate, gRPC
+/// The peer port: raft streams (`peer::raw`) and, behind the gate, gRPC
 /// for snapshots, cluster info, promotions and KEK fetches.
 pub(super) fn serve_peers(
     tasks: &mut Listeners,
@@ -159,9 +160,9 @@ pub(super) fn serve_peers(
         .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
         let router = Server::builder()
             .max_concurrent_streams(door.streams_per_connection_max)
-            .layer(crate::conn::GateLayer)
+            .layer(crate::gate::GateLayer)
             .add_service(svc);
-        // Raft streams (`peer_raw`) share the port: split off by their magic.
+        // Raft streams (`peer::raw`) share the port: split off by their magic.
         let raw = Arc::new(RaftService {
             node: node.clone(),
             keys: keys.clone(),
@@ -171,14 +172,14 @@ pub(super) fn serve_peers(
             (true, Some(cfg)) => {
                 let incoming = crate::conn::tls_incoming(l, cfg, door.certs.clone(), adm);
                 let incoming = crate::conn::split_by_magic(incoming, MAGIC_PREFIX, move |c| {
-                    tokio::spawn(crate::peer_raw::serve(c, raw.clone()));
+                    tokio::spawn(crate::peer::raw::serve(c, raw.clone()));
                 });
                 tasks.spawn(async move { router.serve_with_incoming(incoming).await });
             }
             _ => {
                 let incoming = crate::conn::plain_incoming(l, adm);
                 let incoming = crate::conn::split_by_magic(incoming, MAGIC_PREFIX, move |c| {
-                    tokio::spawn(crate::peer_raw::serve(c, raw.clone()));
+                    tokio::spawn(crate::peer::raw::serve(c, raw.clone()));
                 });
                 tasks.spawn(async move { router.serve_with_incoming(incoming).await });
             }
@@ -193,7 +194,7 @@ pub(super) fn serve_clients(
     listeners: Vec<(TcpListener, bool)>,
     node: &Arc<Node>,
     objects: &crate::objects::service::ObjectService,
-    auth: &Arc<crate::auth::AuthService>,
+    auth: &Arc<crate::etcd::auth::AuthService>,
     max_recv: usize,
     door: &Door<'_>,
 ) {
@@ -203,63 +204,19 @@ pub(super) fn serve_clients(
     // gateway alike.
     let limits = Arc::new(Limits::default());
     for (l, https) in listeners {
-        let mut routes = tonic::service::Routes::new(
-            KvServer::new(KvService { node: node.clone() })
-                .max_decoding_message_size(max_recv)
-                .max_encoding_message_size(usize::MAX),
-        )
-        .add_service(crate::watch_grpc::WatchGrpc::new(
-            WatchService { node: node.clone() },
-            max_recv,
-        ))
-        .add_service(ClusterServer::new(ClusterService {
-            node: node.clone(),
-            keys: objects.store.keys().clone(),
-        }))
-        .add_service(SecretsServer::new(objects.clone()).max_decoding_message_size(max_recv))
-        .add_service(ConfigsServer::new(objects.clone()).max_decoding_message_size(max_recv))
-        .add_service(TasksServer::new(objects.clone()))
-        .add_service(AdminServer::new(objects.clone()))
-        .add_service(
-            AgentServer::new(crate::objects::agent::AgentService {
-                node: node.clone(),
-                store: objects.store.clone(),
-                streams: agent_streams.clone(),
-            })
-            .max_encoding_message_size(crate::objects::agent::AGENT_MESSAGE_BYTES_MAX),
-        )
-        .add_service(LeaseServer::new(LeaseService { node: node.clone() }))
-        .add_service(AuthServer::from_arc(auth.clone()))
-        .add_service(
-            LockServer::new(LockService {
-                node: node.clone(),
-                limits: limits.clone(),
-            })
-            .max_decoding_message_size(max_recv),
-        )
-        .add_service(
-            ElectionServer::new(ElectionService {
-                node: node.clone(),
-                limits: limits.clone(),
-            })
-            .max_decoding_message_size(max_recv),
-        )
-        .add_service(
-            MaintenanceServer::new(MaintenanceService { node: node.clone() })
-                .max_encoding_message_size(usize::MAX),
-        );
+        let mut routes = client_grpc_routes(node, objects, auth, max_recv, &agent_streams, &limits);
         // etcd's JSON gateway shares the port (HTTP/1.1 and HTTP/2), the
         // TLS and the gate.
-        let gateway = crate::gateway::router(
+        let gateway = crate::etcd::gateway::router(
             gateway_services(node, objects.store.keys(), auth, &limits),
             max_recv,
         );
         let grpc = std::mem::take(routes.axum_router_mut());
-        *routes.axum_router_mut() = grpc.merge(gateway).fallback(crate::gateway::fallback);
+        *routes.axum_router_mut() = grpc.merge(gateway).fallback(crate::etcd::gateway::fallback);
         let router = Server::builder()
             .accept_http1(true)
             .max_concurrent_streams(door.streams_per_connection_max)
-            .layer(crate::conn::GateLayer)
+            .layer(crate::gate::GateLayer)
             .add_routes(routes);
         serve(
             tasks,
@@ -271,4 +228,61 @@ pub(super) fn serve_clients(
             door.admission,
         );
     }
+}
+
+/// Every client gRPC service, etcd's and secretstore's, as one set of
+/// routes for one client listener.
+fn client_grpc_routes(
+    node: &Arc<Node>,
+    objects: &crate::objects::service::ObjectService,
+    auth: &Arc<crate::etcd::auth::AuthService>,
+    max_recv: usize,
+    agent_streams: &Arc<crate::objects::agent::StreamCount>,
+    limits: &Arc<Limits>,
+) -> tonic::service::Routes {
+    tonic::service::Routes::new(
+        KvServer::new(KvService { node: node.clone() })
+            .max_decoding_message_size(max_recv)
+            .max_encoding_message_size(usize::MAX),
+    )
+    .add_service(crate::etcd::watch::grpc::WatchGrpc::new(
+        WatchService { node: node.clone() },
+        max_recv,
+    ))
+    .add_service(ClusterServer::new(ClusterService {
+        node: node.clone(),
+        keys: objects.store.keys().clone(),
+    }))
+    .add_service(SecretsServer::new(objects.clone()).max_decoding_message_size(max_recv))
+    .add_service(ConfigsServer::new(objects.clone()).max_decoding_message_size(max_recv))
+    .add_service(TasksServer::new(objects.clone()))
+    .add_service(AdminServer::new(objects.clone()))
+    .add_service(
+        AgentServer::new(crate::objects::agent::AgentService {
+            node: node.clone(),
+            store: objects.store.clone(),
+            streams: agent_streams.clone(),
+        })
+        .max_encoding_message_size(crate::objects::agent::AGENT_MESSAGE_BYTES_MAX),
+    )
+    .add_service(LeaseServer::new(LeaseService { node: node.clone() }))
+    .add_service(AuthServer::from_arc(auth.clone()))
+    .add_service(
+        LockServer::new(LockService {
+            node: node.clone(),
+            limits: limits.clone(),
+        })
+        .max_decoding_message_size(max_recv),
+    )
+    .add_service(
+        ElectionServer::new(ElectionService {
+            node: node.clone(),
+            limits: limits.clone(),
+        })
+        .max_decoding_message_size(max_recv),
+    )
+    .add_service(
+        MaintenanceServer::new(MaintenanceService { node: node.clone() })
+            .max_encoding_message_size(usize::MAX),
+    )
 }

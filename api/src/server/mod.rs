@@ -180,18 +180,7 @@ pub async fn run(flags: ServerFlags) -> Result<()> {
     }
     let fds = harden(&flags, &cfg)?;
     let adm = admissions(&flags, fds);
-    // No identity yet (an empty directory, or a joiner stopped before it
-    // saved one): a new member, which joins or bootstraps as the flags say.
-    let fresh = !secretd_store::node::holds_member(&cfg.data_dir)?;
-    if fresh && !cfg.initial_members.iter().any(|m| m.name == cfg.name) {
-        bail!(
-            "--initial-cluster has no member named {:?} (--name)",
-            cfg.name
-        );
-    }
-    if flags.initial_cluster_state == ClusterState::Existing && fresh {
-        cfg.join = Some(member::join_info(&cfg).await?);
-    }
+    settle_identity(&flags, &mut cfg).await?;
     // Bind before starting raft, so a busy port fails fast and clearly.
     let peer_listeners = bind_all("--listen-peer-urls", &plan.peer_urls).await?;
     let client_listeners = bind_all("--listen-client-urls", &plan.client_urls).await?;
@@ -210,6 +199,67 @@ pub async fn run(flags: ServerFlags) -> Result<()> {
     if let Some(r) = plan.retention {
         crate::compactor::start(node.clone(), r);
     }
+    let (peer_door, client_door) = doors(&flags, &plan, &adm);
+    crate::metrics::spawn(
+        metrics_listeners.into_iter().map(|(l, _)| l).collect(),
+        node.clone(),
+        &adm.metrics,
+    );
+    let mut tasks = Listeners::new();
+    listen::serve_peers(&mut tasks, peer_listeners, &node, &m.keys, &peer_door);
+    // Peers can ask us now; we ask them before serving any client.
+    if flags.initial_corrupt_check {
+        if let Err(e) = crate::peer::corruption::initial_check(&node).await {
+            node.stop();
+            return Err(e);
+        }
+    }
+    crate::peer::corruption::start_periodic(node.clone(), flags.corrupt_check_time);
+    let auth = Arc::new(crate::etcd::auth::AuthService::new(
+        node.clone(),
+        flags.bcrypt_cost,
+    ));
+    let max_recv = cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
+    listen::serve_clients(
+        &mut tasks,
+        client_listeners,
+        &node,
+        &m.objects,
+        &auth,
+        max_recv,
+        &client_door,
+    );
+    let result = wait_for_stop(&node, &mut tasks).await;
+    node.stop();
+    result
+}
+
+/// A member without an identity yet (an empty directory, or a joiner
+/// stopped before it saved one) is new: it must be in `--initial-cluster`,
+/// and with `--initial-cluster-state existing` it asks the cluster how to
+/// join.
+async fn settle_identity(
+    flags: &ServerFlags,
+    cfg: &mut secretd_store::node::NodeConfig,
+) -> Result<()> {
+    // No identity yet (an empty directory, or a joiner stopped before it
+    // saved one): a new member, which joins or bootstraps as the flags say.
+    let fresh = !secretd_store::node::holds_member(&cfg.data_dir)?;
+    if fresh && !cfg.initial_members.iter().any(|m| m.name == cfg.name) {
+        bail!(
+            "--initial-cluster has no member named {:?} (--name)",
+            cfg.name
+        );
+    }
+    if flags.initial_cluster_state == ClusterState::Existing && fresh {
+        cfg.join = Some(member::join_info(cfg).await?);
+    }
+    Ok(())
+}
+
+/// The peer and client listeners' doors (TLS, whether a certificate is
+/// required, admission), with a loud warning for each door left open.
+fn doors<'a>(flags: &ServerFlags, plan: &Plan, adm: &'a Admissions) -> (Door<'a>, Door<'a>) {
     use crate::conn::ClientCerts;
     use crate::identity::Role;
     let peer_certs =
@@ -241,38 +291,7 @@ pub async fn run(flags: ServerFlags) -> Result<()> {
     if plan.peer_tls.is_none() || !peer_certs {
         tracing::warn!("PEER CONNECTIONS ARE NOT AUTHENTICATED: anyone who reaches the peer port may speak raft and fetch the key-encryption key (use https peer URLs with --peer-cert-file, --peer-key-file and --peer-trusted-ca-file)");
     }
-    crate::metrics::spawn(
-        metrics_listeners.into_iter().map(|(l, _)| l).collect(),
-        node.clone(),
-        &adm.metrics,
-    );
-    let mut tasks = Listeners::new();
-    listen::serve_peers(&mut tasks, peer_listeners, &node, &m.keys, &peer_door);
-    // Peers can ask us now; we ask them before serving any client.
-    if flags.initial_corrupt_check {
-        if let Err(e) = crate::corruption::initial_check(&node).await {
-            node.stop();
-            return Err(e);
-        }
-    }
-    crate::corruption::start_periodic(node.clone(), flags.corrupt_check_time);
-    let auth = Arc::new(crate::auth::AuthService::new(
-        node.clone(),
-        flags.bcrypt_cost,
-    ));
-    let max_recv = cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
-    listen::serve_clients(
-        &mut tasks,
-        client_listeners,
-        &node,
-        &m.objects,
-        &auth,
-        max_recv,
-        &client_door,
-    );
-    let result = wait_for_stop(&node, &mut tasks).await;
-    node.stop();
-    result
+    (peer_door, client_door)
 }
 
 /// HTTP/2 streams a peer connection may hold: snapshots, cluster info,

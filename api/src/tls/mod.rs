@@ -251,7 +251,7 @@ pub use secretd_client::ClientTls;
 static PEER_CLIENT: OnceLock<Option<ClientTls>> = OnceLock::new();
 static PEER_RUSTLS: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
 
-/// Sets the TLS client config of this member's raft streams (`peer_raw`):
+/// Sets the TLS client config of this member's raft streams (`peer::raw`):
 /// the cluster's CA, and the member's certificate as client identity.
 pub fn set_peer_raw_client(ca: &Path, cert: Option<&Path>, key: Option<&Path>) -> Result<()> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());

@@ -701,7 +701,7 @@ pub fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// Sends a raft stream's opening (`peer_raw`: the magic, then from, cluster
+/// Sends a raft stream's opening (`peer::raw`: the magic, then from, cluster
 /// id and to) over `s`, which the caller connected (plain or TLS); returns
 /// the member's answer (after its `SD` tag): (0 accepted or 1 refused, the
 /// reason).
@@ -710,7 +710,7 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut hello = secretd_api::peer_raw::MAGIC.to_vec();
+    let mut hello = secretd_api::peer::raw::MAGIC.to_vec();
     for x in [from, cluster_id, to] {
         hello.extend_from_slice(&x.to_le_bytes());
     }

@@ -34,7 +34,7 @@ fn last_line(out: &str) -> &str {
 
 /// Alarms, Defragment, MoveLeader, promotion and the version, as etcd
 /// 3.5.1 answers them (checked by hand against etcd 3.5.1; the gateway
-/// table in `etcdctl.rs` compares the same side by side).
+/// table in `etcdctl/gateway.rs` compares the same side by side).
 #[tokio::test(flavor = "multi_thread")]
 async fn maintenance_answers_as_etcd_3_5_1() {
     let c = Cluster::start(3);

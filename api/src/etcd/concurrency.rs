@@ -20,8 +20,9 @@ use secretd_store::node::Node;
 use secretd_store::watch::{WatchSpec, WatcherKey};
 use tonic::{Code, Status};
 
-use crate::auth::Who;
 use crate::errors::status;
+use crate::etcd::auth::Who;
+use crate::etcd::reserved;
 use crate::pb::etcdserverpb::{
     compare::{CompareResult, CompareTarget, TargetUnion},
     range_request::{SortOrder, SortTarget},
@@ -30,7 +31,6 @@ use crate::pb::etcdserverpb::{
     Compare, DeleteRangeRequest, PutRequest, RangeRequest, RangeResponse, RequestOp,
     ResponseHeader, TxnRequest, TxnResponse,
 };
-use crate::reserved;
 
 /// TTL of the lease Lock and Campaign grant when the request names none
 /// (etcd's `concurrency` session default; nothing renews it).

@@ -1,52 +1,19 @@
-//! Connections: who may hold how many, how long an idle one lives, and the
-//! gate every request passes through.
-//!
-//! A member has a fixed number of file descriptors, and raft, RocksDB and
-//! the peers need some of them. So the open-file limit is split: storage
-//! and this member's own connections keep `FDS_RESERVED`, the peer and
-//! metrics listeners have fixed budgets, and the client listeners share
-//! what is left; no listener can take another's descriptors or storage's.
-//! Each listener admits connections against its budget (`Admission`): a
-//! total, a smaller share per certificate identity (one hostile node agent
-//! cannot take every slot), a bound on TLS handshakes in flight (each
-//! holds a descriptor before anyone knows who is asking) and a smaller one
-//! per source address, so one host cannot take every handshake slot;
-//! a handshake must end within `HANDSHAKE_TIMEOUT_MS`. The peer listener
-//! is for members: a few handshake slots are kept for addresses members
-//! were seen at, and after the handshake a certificate of another role
-//! gets only a small shared lane whose requests are all refused
-//! (`REFUSING_CONNECTIONS_MAX`), so clients can never starve raft. Each
-//! admitted connection is a `Conn`, which closes itself once it has
-//! carried no request for `idle_ms`: a TLS connection that never sends the
-//! HTTP/2 preface, or an HTTP/2 connection with no streams, is closed
-//! rather than kept forever. Refusals are counted
-//! (`secretd_connections_refused_total`) and logged once a minute per
-//! listener and cap, never once each, so a flood cannot fill the disk.
-//!
-//! `Gate` is a tower layer over every listener's router: it decides each
-//! request with the role matrix (`authz`), audits denials, counts the
-//! connection's streams for the idle timer, and leaves a `Caller` in the
-//! request for services that bind to the caller's identity.
+//! A listener's admission budget: how many connections it may hold, how
+//! many per certificate identity and per source, how many TLS handshakes
+//! at once, and how refusals are counted and logged. The numbers are
+//! split from the process's open-file limit (`raise_fd_limit`,
+//! `FDS_RESERVED`), so no listener can take another's descriptors or
+//! storage's; the module comment of `conn` says why each cap exists.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock, OnceLock};
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock};
 
 use parking_lot::Mutex;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-use tokio::time::Sleep;
-use tonic::Status;
 
-use crate::authz::{self, Decision};
-use crate::identity::{Caller, Role};
-use crate::tls::{common_name, role_of};
+use super::now_ms;
+use crate::identity::Role;
 
 /// File descriptors kept out of every listener's budget: RocksDB's files
 /// (at most `secretd_store::db::ROCKSDB_OPEN_FILES_MAX`, 64), the raft
@@ -237,7 +204,7 @@ fn is_member_source(source: IpAddr) -> bool {
 /// Which cap refused a connection (a label of the refusal counter, and
 /// the key of its log budget).
 #[derive(Clone, Copy, Debug)]
-enum Cap {
+pub(super) enum Cap {
     Total,
     Handshakes,
     Source,
@@ -327,11 +294,6 @@ pub struct Admission {
     handshake_failure_logs: LogBudget,
 }
 
-fn now_ms() -> u64 {
-    static BASE: OnceLock<Instant> = OnceLock::new();
-    BASE.get_or_init(Instant::now).elapsed().as_millis() as u64
-}
-
 impl Admission {
     pub fn new(what: &'static str, limits: Limits) -> Arc<Admission> {
         Arc::new(Admission {
@@ -356,7 +318,12 @@ impl Admission {
 
     /// Counts a refusal; logs it if its cap has not been logged within
     /// `REFUSAL_LOG_INTERVAL_MS`.
-    fn refused(&self, cap: Cap, remote: Option<SocketAddr>, why: impl FnOnce() -> String) {
+    pub(super) fn refused(
+        &self,
+        cap: Cap,
+        remote: Option<SocketAddr>,
+        why: impl FnOnce() -> String,
+    ) {
         REFUSED.with_label_values(&[self.what, cap.name()]).inc();
         if let Some(not_logged) = self.refusal_logs[cap as usize].take() {
             tracing::warn!(
@@ -371,7 +338,7 @@ impl Admission {
     }
 
     /// Logs a failed TLS handshake, within the listener's log budget.
-    fn handshake_failed(&self, remote: SocketAddr, reason: &dyn std::fmt::Display) {
+    pub(super) fn handshake_failed(&self, remote: SocketAddr, reason: &dyn std::fmt::Display) {
         if let Some(not_logged) = self.handshake_failure_logs.take() {
             tracing::warn!(listener = self.what, %remote, %reason, unlogged_before = not_logged, "refused a TLS connection");
         }
@@ -501,7 +468,7 @@ pub struct Slot {
 }
 
 impl Slot {
-    fn idle_ms(&self) -> u64 {
+    pub(super) fn idle_ms(&self) -> u64 {
         if self.refusing {
             REFUSING_IDLE_MS.min(self.adm.limits.idle_ms)
         } else {
@@ -547,570 +514,10 @@ impl Drop for HandshakeSlot {
     }
 }
 
-/// Streams in flight on one connection, and since when it has had none.
-#[derive(Default)]
-pub struct Streams {
-    active: AtomicUsize,
-    idle_since_ms: AtomicU64,
-}
-
-impl Streams {
-    pub(crate) fn begin(self: &Arc<Self>) -> StreamGuard {
-        self.active.fetch_add(1, Ordering::AcqRel);
-        StreamGuard(self.clone())
-    }
-}
-
-/// Held by a request (then its response body) while it is in flight.
-pub struct StreamGuard(Arc<Streams>);
-
-impl Drop for StreamGuard {
-    fn drop(&mut self) {
-        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.idle_since_ms.store(now_ms(), Ordering::Release);
-        }
-    }
-}
-
-/// What every request on a connection carries (tonic puts it in the
-/// request's extensions).
-#[derive(Clone)]
-pub struct ConnInfo {
-    pub remote: Option<SocketAddr>,
-    pub role: Role,
-    /// The client certificate's common name (etcd's user name for a client
-    /// without a token).
-    pub common_name: Option<String>,
-    pub streams: Arc<Streams>,
-}
-
-/// An admitted connection: the stream, who is on the other end, and the
-/// idle timer.
-pub struct Conn<S> {
-    io: S,
-    /// Bytes already read from `io` (to see which protocol it speaks),
-    /// read again first; `head_pos` of them are consumed.
-    head: Vec<u8>,
-    head_pos: usize,
-    info: ConnInfo,
-    idle: Pin<Box<Sleep>>,
-    slot: Slot,
-}
-
-impl<S> Conn<S> {
-    pub fn new(io: S, remote: Option<SocketAddr>, role: Role, slot: Slot) -> Conn<S> {
-        let idle_ms = slot.idle_ms();
-        let streams = Arc::new(Streams::default());
-        streams.idle_since_ms.store(now_ms(), Ordering::Release);
-        Conn {
-            io,
-            head: Vec::new(),
-            head_pos: 0,
-            info: ConnInfo {
-                remote,
-                role,
-                common_name: None,
-                streams,
-            },
-            idle: Box::pin(tokio::time::sleep(Duration::from_millis(idle_ms))),
-            slot,
-        }
-    }
-
-    pub fn with_common_name(mut self, cn: Option<String>) -> Conn<S> {
-        self.info.common_name = cn;
-        self
-    }
-
-    pub fn info(&self) -> &ConnInfo {
-        &self.info
-    }
-
-    /// Puts `head` back in front of what is still to be read.
-    fn unread(mut self, mut head: Vec<u8>) -> Conn<S> {
-        head.extend_from_slice(&self.head[self.head_pos..]);
-        self.head = head;
-        self.head_pos = 0;
-        self
-    }
-
-    fn idle_ms(&self) -> u64 {
-        self.slot.idle_ms()
-    }
-
-    /// Has the connection been without a request for `idle_ms`? If not,
-    /// re-arms the timer for the earliest moment it could be.
-    fn check_idle(&mut self, cx: &mut Context<'_>) -> bool {
-        let idle_ms = self.idle_ms();
-        while self.idle.as_mut().poll(cx).is_ready() {
-            let s = &self.info.streams;
-            let now = now_ms();
-            let next_ms = if s.active.load(Ordering::Acquire) > 0 {
-                idle_ms
-            } else {
-                let since = s.idle_since_ms.load(Ordering::Acquire);
-                let idle_for = now.saturating_sub(since);
-                if idle_for >= idle_ms {
-                    return true;
-                }
-                idle_ms - idle_for
-            };
-            let at = tokio::time::Instant::now() + Duration::from_millis(next_ms);
-            self.idle.as_mut().reset(at);
-        }
-        false
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Conn<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        if self.check_idle(cx) {
-            tracing::info!(remote = ?self.info.remote, role = %self.info.role, idle_ms = self.idle_ms(), "closing an idle connection");
-            return Poll::Ready(Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "connection idle: no request in flight",
-            )));
-        }
-        if self.head_pos < self.head.len() {
-            let n = (self.head.len() - self.head_pos).min(buf.remaining());
-            let from = self.head_pos;
-            buf.put_slice(&self.head[from..from + n]);
-            self.head_pos += n;
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Conn<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-}
-
-impl<S> tonic::transport::server::Connected for Conn<S> {
-    type ConnectInfo = ConnInfo;
-    fn connect_info(&self) -> ConnInfo {
-        self.info.clone()
-    }
-}
-
-/// TCP keepalive probes after 10 s of silence, every 5 s, 3 unanswered
-/// and the connection is dead: a peer that vanished behind a partition
-/// (no FIN, no RST) is noticed in about 25 s instead of never, so a
-/// half-open raft stream or idle client cannot hold a slot for good.
-pub fn keepalive(tcp: &TcpStream) {
-    let ka = socket2::TcpKeepalive::new()
-        .with_time(Duration::from_secs(10))
-        .with_interval(Duration::from_secs(5))
-        .with_retries(3);
-    if let Err(e) = socket2::SockRef::from(tcp).set_tcp_keepalive(&ka) {
-        tracing::warn!(error = %e, "cannot set TCP keepalive");
-    }
-}
-
-/// Splits a peer listener's connections by the protocol they speak: one
-/// that opens with `magic` goes to `raw` (the raft stream, `peer_raw`),
-/// any other (gRPC's HTTP/2 preface) comes out of the returned stream, its
-/// first bytes put back (`Conn::unread`). A connection that sends fewer
-/// bytes than the magic within `FIRST_BYTES_TIMEOUT_MS` is closed.
-pub fn split_by_magic<S, In, F>(
-    incoming: In,
-    magic: &'static [u8],
-    raw: F,
-) -> impl futures::Stream<Item = std::io::Result<Conn<S>>>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    In: futures::Stream<Item = std::io::Result<Conn<S>>> + Send + 'static,
-    F: Fn(Conn<S>) + Send + Sync + 'static,
-{
-    use futures::StreamExt;
-    use tokio::io::AsyncReadExt;
-    let raw = Arc::new(raw);
-    let (tx, rx) = mpsc::channel(ACCEPTED_QUEUE_MAX);
-    tokio::spawn(async move {
-        let mut incoming = std::pin::pin!(incoming);
-        while let Some(item) = incoming.next().await {
-            let Ok(mut conn) = item else { continue };
-            let (conn_tx, raw) = (tx.clone(), raw.clone());
-            tokio::spawn(async move {
-                let mut head = vec![0u8; magic.len()];
-                let read = tokio::time::timeout(
-                    Duration::from_millis(FIRST_BYTES_TIMEOUT_MS),
-                    conn.read_exact(&mut head),
-                )
-                .await;
-                if !matches!(read, Ok(Ok(_))) {
-                    return;
-                }
-                if head == magic {
-                    raw(conn);
-                } else {
-                    let _ = conn_tx.send(Ok(conn.unread(head))).await;
-                }
-            });
-            if tx.is_closed() {
-                return;
-            }
-        }
-    });
-    tokio_stream::wrappers::ReceiverStream::new(rx)
-}
-
-/// The next connection the listener's budget admits, with TCP_NODELAY
-/// (`serve_with_incoming` ignores the builder's, and with Nagle on a
-/// stream's next small message waited 40 ms for a delayed ACK). Accept
-/// errors (EMFILE and friends) wait for descriptors to come back, logged
-/// once a minute; refused connections are closed at once.
-pub async fn accept(
-    listener: &tokio::net::TcpListener,
-    adm: &Arc<Admission>,
-) -> (tokio::net::TcpStream, SocketAddr, Slot) {
-    loop {
-        let (tcp, addr) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                adm.refused(Cap::Accept, None, || format!("accept failed: {e}"));
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::warn!(error = %e, "cannot set TCP_NODELAY");
-        }
-        keepalive(&tcp);
-        if let Some(slot) = adm.admit(Some(addr)) {
-            return (tcp, addr, slot);
-        }
-    }
-}
-
-/// Accepted plaintext connections, admitted against `adm`.
-pub fn plain_incoming(
-    listener: tokio::net::TcpListener,
-    adm: Arc<Admission>,
-) -> impl futures::Stream<Item = std::io::Result<Conn<tokio::net::TcpStream>>> {
-    let (tx, rx) = tokio::sync::mpsc::channel(ACCEPTED_QUEUE_MAX);
-    tokio::spawn(async move {
-        loop {
-            let (tcp, addr, slot) = accept(&listener, &adm).await;
-            let conn = Conn::new(tcp, Some(addr), Role::Unauthenticated, slot);
-            if tx.send(Ok(conn)).await.is_err() {
-                return;
-            }
-        }
-    });
-    tokio_stream::wrappers::ReceiverStream::new(rx)
-}
-
-/// The gate over a listener's router (see the module comment).
-#[derive(Clone, Default)]
-pub struct GateLayer;
-
-impl<S> tower::Layer<S> for GateLayer {
-    type Service = Gate<S>;
-    fn layer(&self, inner: S) -> Gate<S> {
-        Gate { inner }
-    }
-}
-
-#[derive(Clone)]
-pub struct Gate<S> {
-    inner: S,
-}
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-impl<S, B> tower::Service<http::Request<B>> for Gate<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
-    B: http_body::Body + Send + Unpin + 'static,
-    B::Data: Send,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
-        let Some(info) = req.extensions().get::<ConnInfo>().cloned() else {
-            // Every listener builds `Conn`s; a request without one is a
-            // wiring mistake, and the safe answer is no.
-            tracing::error!(
-                path = req.uri().path(),
-                "a request arrived without connection info"
-            );
-            let s = Status::internal("connection without identity");
-            return Box::pin(async move { Ok(s.into_http()) });
-        };
-        let path = req.uri().path().to_string();
-        // A JSON gateway request is decided as the RPC it calls.
-        let rpc = authz::gateway_rpc(&path).unwrap_or(&path);
-        let decision = authz::decide(&info.role, rpc);
-        if decision == Decision::Unknown && !authz::PUBLIC_PATHS.contains(&path.as_str()) {
-            // Fail closed: nothing the matrix does not name is served.
-            let resp = crate::gateway::not_found(req.headers()).map(tonic::body::Body::new);
-            return Box::pin(refuse(req.into_body(), resp));
-        }
-        if let Decision::Deny(why) = decision {
-            let caller = Caller {
-                role: info.role.clone(),
-                remote: info.remote,
-                common_name: info.common_name.clone(),
-                token: None,
-            };
-            let status = Status::permission_denied(why);
-            crate::refusals::refused(&caller, &path, &status);
-            // Gateway routes and plain HTTP paths get an HTTP refusal.
-            let http = rpc != path || authz::HTTP_PATHS.iter().any(|(p, _)| *p == path);
-            let resp = if http {
-                crate::gateway::error_response(&status).map(tonic::body::Body::new)
-            } else {
-                status.into_http()
-            };
-            return Box::pin(refuse(req.into_body(), resp));
-        }
-        let token = auth_token(req.headers());
-        req.extensions_mut().insert(Caller {
-            role: info.role.clone(),
-            remote: info.remote,
-            common_name: info.common_name.clone(),
-            token,
-        });
-        let guard = info.streams.begin();
-        // A gRPC call (not a gateway route) is counted as etcd counts it.
-        let is_grpc = req
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-        let mut call = is_grpc
-            .then(|| crate::metrics::GrpcCall::start(&path))
-            .flatten();
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(async move {
-            let resp = inner.call(req).await?;
-            // A trailers-only answer has its status in the headers.
-            if let (Some(c), Some(st)) = (call.as_mut(), resp.headers().get("grpc-status")) {
-                c.finish(st.as_bytes());
-            }
-            Ok(resp.map(|body| {
-                tonic::body::Body::new(Guarded {
-                    body,
-                    call,
-                    _guard: guard,
-                })
-            }))
-        })
-    }
-}
-
-/// etcd's auth token: gRPC clients send it as `token` metadata, gateway
-/// clients as `Authorization` (with or without `Bearer `), as etcd reads
-/// them. A value that is not text is no token (and fails as one).
-fn auth_token(headers: &http::HeaderMap) -> Option<String> {
-    let v = headers
-        .get("token")
-        .or_else(|| headers.get(http::header::AUTHORIZATION))?;
-    let s = String::from_utf8_lossy(v.as_bytes());
-    let s = s.strip_prefix("Bearer ").unwrap_or(&s);
-    Some(s.to_string())
-}
-
-/// Request bytes a refusal reads before it answers.
-const REFUSED_BODY_BYTES_MAX: usize = 64 * 1024;
-/// How long a refusal waits for them.
-const REFUSED_BODY_WAIT_MS: u64 = 1_000;
-
-/// Answers a refused request after reading (and dropping) a bounded part
-/// of its body. Answering first makes HTTP/2 reset the stream while the
-/// client is still sending, and curl then reports a framing error instead
-/// of our 403 or 404. A body larger or slower than the bounds is cut off,
-/// so a refusal costs the member little.
-async fn refuse<B, E>(
-    body: B,
-    resp: http::Response<tonic::body::Body>,
-) -> Result<http::Response<tonic::body::Body>, E>
-where
-    B: http_body::Body + Unpin,
-{
-    use http_body_util::BodyExt;
-    let mut body = body;
-    let drain = async {
-        let mut read = 0usize;
-        while let Some(Ok(frame)) = body.frame().await {
-            if let Some(d) = frame.data_ref() {
-                read += bytes::Buf::remaining(d);
-            }
-            if read > REFUSED_BODY_BYTES_MAX {
-                break;
-            }
-        }
-    };
-    let _ = tokio::time::timeout(Duration::from_millis(REFUSED_BODY_WAIT_MS), drain).await;
-    Ok(resp)
-}
-
-/// A response body that keeps its request counted until it ends.
-struct Guarded {
-    body: tonic::body::Body,
-    /// The gRPC call's metrics, finished by the status in its trailers.
-    call: Option<crate::metrics::GrpcCall>,
-    _guard: StreamGuard,
-}
-
-impl http_body::Body for Guarded {
-    type Data = bytes::Bytes;
-    type Error = Status;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Status>>> {
-        let polled = Pin::new(&mut self.body).poll_frame(cx);
-        if let (Poll::Ready(Some(Ok(frame))), Some(call)) = (&polled, self.call.as_mut()) {
-            if let Some(st) = frame.trailers_ref().and_then(|t| t.get("grpc-status")) {
-                call.finish(st.as_bytes());
-            }
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
-    }
-}
-
-/// Time a client has to finish its TLS handshake: a member or client on
-/// any working network needs two round trips and a few milliseconds of
-/// CPU; a silent connection holds a handshake slot this long.
-pub const HANDSHAKE_TIMEOUT_MS: u64 = 3_000;
-/// Time a connection on the peer port has, after its handshake, to say
-/// which protocol it speaks (the raft stream's magic or HTTP/2's preface).
-const FIRST_BYTES_TIMEOUT_MS: u64 = 3_000;
-/// Handshaken connections waiting for the server to take them.
-const ACCEPTED_QUEUE_MAX: usize = 128;
-
-/// What a TLS listener asks of its clients.
-#[derive(Clone, Debug)]
-pub enum ClientCerts {
-    /// A certificate from the listener's CA; its role is the client's.
-    Required,
-    /// None is asked for: every client gets this role.
-    NotAsked(Role),
-}
-
-/// The role of the client on a handshaken connection, and its
-/// certificate's common name: from its certificate when the listener
-/// requires one, else the listener's role for clients without one.
-fn connection_role(
-    s: &tokio_rustls::server::TlsStream<TcpStream>,
-    certs: &ClientCerts,
-) -> Result<(Role, Option<String>), String> {
-    if let ClientCerts::NotAsked(role) = certs {
-        return Ok((role.clone(), None));
-    }
-    let (_, conn) = s.get_ref();
-    match conn.peer_certificates().and_then(|c| c.first()) {
-        Some(cert) => Ok((role_of(cert.as_ref())?, common_name(cert.as_ref()))),
-        None => Err("a client certificate from the cluster's CA is required".to_string()),
-    }
-}
-
-/// Accepted TLS connections, admitted against `adm`. Each handshake runs
-/// in its own task with a time limit, so a slow or hostile client holds up
-/// no one; refusals are logged with the reason (within the listener's log
-/// budget). A certificate without a secretd role is refused here, before
-/// any request.
-pub fn tls_incoming(
-    listener: TcpListener,
-    cfg: Arc<rustls::ServerConfig>,
-    certs: ClientCerts,
-    adm: Arc<Admission>,
-) -> impl futures::Stream<Item = std::io::Result<Conn<tokio_rustls::server::TlsStream<TcpStream>>>>
-{
-    let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
-    let (tx, rx) = mpsc::channel(ACCEPTED_QUEUE_MAX);
-    tokio::spawn(async move {
-        loop {
-            let (tcp, addr, mut slot) = accept(&listener, &adm).await;
-            let Some(hs_slot) = adm.handshake(addr) else {
-                continue;
-            };
-            let (acceptor, conn_tx, adm, certs) =
-                (acceptor.clone(), tx.clone(), adm.clone(), certs.clone());
-            tokio::spawn(async move {
-                let hs = tokio::time::timeout(
-                    Duration::from_millis(HANDSHAKE_TIMEOUT_MS),
-                    acceptor.accept(tcp),
-                )
-                .await;
-                drop(hs_slot);
-                let s = match hs {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => return adm.handshake_failed(addr, &e),
-                    Err(_) => {
-                        let why =
-                            format!("the handshake did not end within {HANDSHAKE_TIMEOUT_MS} ms");
-                        return adm.handshake_failed(addr, &why);
-                    }
-                };
-                let (role, cn) = match connection_role(&s, &certs) {
-                    Ok(r) => r,
-                    Err(e) => return adm.handshake_failed(addr, &e),
-                };
-                if !adm.bind(&mut slot, &role, Some(addr)) {
-                    return;
-                }
-                let _ = conn_tx
-                    .send(Ok(Conn::new(s, Some(addr), role, slot).with_common_name(cn)))
-                    .await;
-            });
-            if tx.is_closed() {
-                return;
-            }
-        }
-    });
-    tokio_stream::wrappers::ReceiverStream::new(rx)
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, Instant};
+
     use super::*;
 
     fn limits() -> Limits {

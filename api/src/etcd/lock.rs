@@ -13,16 +13,16 @@ use secretd_store::mvcc::prefix_end;
 use secretd_store::node::Node;
 use tonic::{Request, Response, Status};
 
-use crate::auth::Who;
-use crate::concurrency::{
+use crate::etcd::auth::Who;
+use crate::etcd::concurrency::{
     check_key, check_name, client_error, create_or_get, first_created, lease_key, prefix_of,
     range_at, via_client, wait_turn, Acting, Limits, Undo, WaitEnd,
 };
+use crate::etcd::reserved;
 use crate::pb::etcdserverpb::{request_op::Request as Op, RequestOp, ResponseHeader};
 use crate::pb::v3lockpb::{
     lock_server::Lock, LockRequest, LockResponse, UnlockRequest, UnlockResponse,
 };
-use crate::reserved;
 
 pub struct LockService {
     pub node: Arc<Node>,

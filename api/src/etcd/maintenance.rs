@@ -9,13 +9,13 @@ use futures::Stream;
 use secretd_store::node::Node;
 use tonic::{Request, Response, Status};
 
-use crate::auth::Who;
+use crate::etcd::auth::Who;
 
 use crate::pb::etcdserverpb::{
     maintenance_server::Maintenance, AlarmRequest, AlarmResponse, DefragmentRequest,
     DefragmentResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse,
-    MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest,
-    StatusResponse,
+    MoveLeaderRequest, MoveLeaderResponse, ResponseHeader, SnapshotRequest, SnapshotResponse,
+    StatusRequest, StatusResponse,
 };
 
 const BACKUP_CHUNK_BYTES: usize = 1 << 20;
@@ -141,6 +141,29 @@ impl Maintenance for MaintenanceService {
                  (after `etcdctl auth enable`)",
             ));
         }
+        let (file, path, len) = self.write_backup().await?;
+        let header = self.node.header(self.node.mvcc().current_revision());
+        Ok(Response::new(stream_backup(file, path, len, header)))
+    }
+
+    async fn move_leader(
+        &self,
+        req: Request<MoveLeaderRequest>,
+    ) -> Result<Response<MoveLeaderResponse>, Status> {
+        Who::of(&self.node, &req).await?.admin()?;
+        self.node
+            .move_leader(req.into_inner().target_id)
+            .await
+            .map_err(crate::errors::status)?;
+        Ok(Response::new(MoveLeaderResponse { header: None }))
+    }
+}
+
+impl MaintenanceService {
+    /// Writes this member's state as an etcd database next to the raft
+    /// thread's point-in-time copy, and opens it: the file, its path (the
+    /// stream removes it when done) and its length.
+    async fn write_backup(&self) -> Result<(tokio::fs::File, std::path::PathBuf, u64), Status> {
         let state = self.node.backup().await.map_err(crate::errors::status)?;
         // The raft thread wrote the point-in-time state; the conversion
         // runs off it and off the async runtime.
@@ -157,7 +180,7 @@ impl Maintenance for MaintenanceService {
             let _ = tokio::fs::remove_file(&path).await;
             return Err(crate::errors::status(e));
         }
-        let mut file = tokio::fs::File::open(&path)
+        let file = tokio::fs::File::open(&path)
             .await
             .map_err(|e| Status::internal(format!("backup: {e}")))?;
         let len = file
@@ -165,69 +188,65 @@ impl Maintenance for MaintenanceService {
             .await
             .map_err(|e| Status::internal(format!("backup: {e}")))?
             .len();
-        // etcd's framing, which etcdctl checks: zero padding to a 512-byte
-        // multiple, then the sha256 of everything before it.
-        let align = secretd_store::snapshot::BACKUP_ALIGN_BYTES;
-        let padding = (align - len % align) % align;
-        let mut remaining = len + padding + 32;
-        let header = self.node.header(self.node.mvcc().current_revision());
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
-        tokio::spawn(async move {
-            use sha2::Digest;
-            use tokio::io::AsyncReadExt;
-            let mut hash = sha2::Sha256::new();
-            let mut tail_sent = false;
-            loop {
-                let mut blob = vec![0u8; BACKUP_CHUNK_BYTES];
-                let n = match file.read(&mut blob).await {
-                    Ok(0) if tail_sent => break,
-                    Ok(0) => {
-                        let mut tail = vec![0u8; padding as usize];
-                        hash.update(&tail);
-                        tail.extend_from_slice(&std::mem::take(&mut hash).finalize());
-                        tail_sent = true;
-                        blob = tail;
-                        blob.len()
-                    }
-                    Ok(n) => n,
-                    Err(e) => {
-                        let _ = tx
-                            .send(Err(Status::internal(format!("backup read: {e}"))))
-                            .await;
-                        break;
-                    }
-                };
-                blob.truncate(n);
-                if !tail_sent {
-                    hash.update(&blob);
-                }
-                remaining -= n as u64;
-                let msg = SnapshotResponse {
-                    header: Some(header),
-                    remaining_bytes: remaining,
-                    blob,
-                    version: crate::ETCD_CLUSTER_VERSION.into(),
-                };
-                if tx.send(Ok(msg)).await.is_err() {
-                    break; // the client went away
-                }
-            }
-            let _ = tokio::fs::remove_file(&path).await;
-        });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        Ok((file, path, len))
     }
+}
 
-    async fn move_leader(
-        &self,
-        req: Request<MoveLeaderRequest>,
-    ) -> Result<Response<MoveLeaderResponse>, Status> {
-        Who::of(&self.node, &req).await?.admin()?;
-        self.node
-            .move_leader(req.into_inner().target_id)
-            .await
-            .map_err(crate::errors::status)?;
-        Ok(Response::new(MoveLeaderResponse { header: None }))
-    }
+/// Streams the backup at `path` (`len` bytes, open as `file`) in
+/// `BACKUP_CHUNK_BYTES` chunks, then removes it.
+fn stream_backup(
+    mut file: tokio::fs::File,
+    path: std::path::PathBuf,
+    len: u64,
+    header: ResponseHeader,
+) -> SnapshotStream {
+    // etcd's framing, which etcdctl checks: zero padding to a 512-byte
+    // multiple, then the sha256 of everything before it.
+    let align = secretd_store::snapshot::BACKUP_ALIGN_BYTES;
+    let padding = (align - len % align) % align;
+    let mut remaining = len + padding + 32;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        use sha2::Digest;
+        use tokio::io::AsyncReadExt;
+        let mut hash = sha2::Sha256::new();
+        let mut tail_sent = false;
+        loop {
+            let mut blob = vec![0u8; BACKUP_CHUNK_BYTES];
+            let n = match file.read(&mut blob).await {
+                Ok(0) if tail_sent => break,
+                Ok(0) => {
+                    let mut tail = vec![0u8; padding as usize];
+                    hash.update(&tail);
+                    tail.extend_from_slice(&std::mem::take(&mut hash).finalize());
+                    tail_sent = true;
+                    blob = tail;
+                    blob.len()
+                }
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = tx
+                        .send(Err(Status::internal(format!("backup read: {e}"))))
+                        .await;
+                    break;
+                }
+            };
+            blob.truncate(n);
+            if !tail_sent {
+                hash.update(&blob);
+            }
+            remaining -= n as u64;
+            let msg = SnapshotResponse {
+                header: Some(header),
+                remaining_bytes: remaining,
+                blob,
+                version: crate::ETCD_CLUSTER_VERSION.into(),
+            };
+            if tx.send(Ok(msg)).await.is_err() {
+                break; // the client went away
+            }
+        }
+        let _ = tokio::fs::remove_file(&path).await;
+    });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }

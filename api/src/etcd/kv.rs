@@ -6,13 +6,13 @@ use std::sync::Arc;
 use secretd_store::node::Node;
 use tonic::{Request, Response, Status};
 
-use crate::auth::Who;
 use crate::errors::status;
+use crate::etcd::auth::Who;
+use crate::etcd::reserved;
 use crate::pb::etcdserverpb::{
     kv_server::Kv, CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
     PutRequest, PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
-use crate::reserved;
 
 pub struct KvService {
     pub node: Arc<Node>,

@@ -6,8 +6,8 @@ use secretd_store::node::Node;
 use secretd_store::StoreError;
 use tonic::{Request, Response, Status};
 
-use crate::auth::Who;
 use crate::errors::status;
+use crate::etcd::auth::Who;
 use crate::pb::etcdserverpb::{
     cluster_server::Cluster, MemberAddRequest, MemberAddResponse, MemberListRequest,
     MemberListResponse, MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest,
@@ -58,7 +58,7 @@ impl Cluster for ClusterService {
             self.keys
                 .forget_member(id)
                 .await
-                .map_err(crate::objects::status)?;
+                .map_err(crate::errors::secrets_status)?;
         }
         self.node
             .member_add(r.peer_ur_ls, r.is_learner)
@@ -77,7 +77,7 @@ impl Cluster for ClusterService {
         self.keys
             .check_member_removal(id)
             .await
-            .map_err(crate::objects::status)?;
+            .map_err(crate::errors::secrets_status)?;
         self.node
             .member_remove(id)
             .await

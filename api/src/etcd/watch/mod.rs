@@ -11,6 +11,14 @@
 //! checked again when users or roles change, and cancelled the same way
 //! once its user may no longer read its range: a revoked permission stops
 //! the events, not just new watches.
+//!
+//! - `wire`: a response whose events the hub encoded once (`WatchOut`).
+//! - `grpc`: this service on gRPC, sending those responses as they are.
+//!
+//! The JSON gateway calls `WatchService::serve` directly.
+
+pub mod grpc;
+pub mod wire;
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -24,12 +32,12 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
-use crate::auth::Who;
+use crate::etcd::auth::Who;
 use crate::pb::etcdserverpb::{
     watch_create_request::FilterType, watch_request::RequestUnion, WatchCreateRequest,
     WatchRequest, WatchResponse,
 };
-use crate::watch_grpc::WatchOut;
+use wire::WatchOut;
 
 /// Hub messages buffered per stream before its watchers fall back to
 /// catch-up from storage.
@@ -45,7 +53,7 @@ pub struct WatchService {
 }
 
 /// Responses towards the client, events already encoded (served on gRPC
-/// by `watch_grpc`, decoded again by the JSON gateway).
+/// by `grpc`, decoded again by the JSON gateway).
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<WatchOut, Status>> + Send>>;
 
 /// Requests from a client: gRPC's stream, or the JSON gateway's body.
@@ -181,7 +189,7 @@ impl WatchStream {
             return self.send(refuse("etcdserver: key is not provided")).await;
         }
         let mut c = c;
-        if let Err(e) = crate::reserved::clamp(&c.key, &mut c.range_end) {
+        if let Err(e) = crate::etcd::reserved::clamp(&c.key, &mut c.range_end) {
             return self.send(refuse(e.message())).await;
         }
         if let Err(e) = self.who.read(&c.key, &c.range_end) {

@@ -1,6 +1,6 @@
 //! Who an etcd request acts as, and whether etcd's users and roles let it.
 //!
-//! The certificate role is the outer gate (`conn::Gate`, `authz`): only an
+//! The certificate role is the outer gate (`gate::Gate`, `authz`): only an
 //! admin certificate, or any client on a listener without client
 //! certificates, reaches the etcd API at all. Behind it, once `auth
 //! enable` has run, each request acts as an etcd user, as etcd decides it:

@@ -13,7 +13,7 @@
 //! anything else is no raft stream receiver: a release before peer wire 2
 //! (d63c56e and earlier), whose HTTP/2 server answers with its own
 //! preface or closes. The sender then falls back to gRPC `Raft.Send`
-//! (`peer::peer_sender`). After that each
+//! (`peer::peer_sender`, in `peer`). After that each
 //! frame is `[len u32 LE][eraftpb.Message]`. The receiver holds the stream
 //! to the checks the gRPC `Send` applies: the cluster id, the sender's
 //! member certificate bound to the member id it claims (at the hello and
@@ -33,7 +33,8 @@ use tokio::sync::mpsc;
 
 use crate::conn::Conn;
 use crate::identity::Caller;
-use crate::peer::{RaftService, PEER_MESSAGE_BYTES_MAX};
+use crate::peer::service::RaftService;
+use crate::peer::PEER_MESSAGE_BYTES_MAX;
 
 /// What a raft stream opens with (gRPC opens with `PRI * HTTP/2.0`):
 /// `MAGIC_PREFIX` and `STREAM_VERSION`.

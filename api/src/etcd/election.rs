@@ -24,19 +24,19 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::auth::Who;
-use crate::concurrency::{
+use crate::etcd::auth::Who;
+use crate::etcd::concurrency::{
     check_key, check_name, client_error, create_or_get, first_created, lease_key, prefix_of,
     proclaim, range_at, resign, via_client, wait_turn, Acting, HubWatchers, Limits, Slot, Undo,
     WaitEnd,
 };
+use crate::etcd::reserved;
 use crate::pb::etcdserverpb::ResponseHeader;
 use crate::pb::mvccpb::{event::EventType, KeyValue};
 use crate::pb::v3electionpb::{
     election_server::Election, CampaignRequest, CampaignResponse, LeaderKey, LeaderRequest,
     LeaderResponse, ProclaimRequest, ProclaimResponse, ResignRequest, ResignResponse,
 };
-use crate::reserved;
 
 /// etcd's words (`v3election`, `concurrency`), with code Unknown.
 const MISSING_LEADER: &str = "\"leader\" field must be provided";

@@ -1,33 +1,22 @@
-//! etcd's Watch service on gRPC, written by hand so that a response can
+//! A watch response on the wire, written by hand so that a response can
 //! carry events the hub already encoded (`WireEvent`).
 //!
-//! tonic's generated server would take a `WatchResponse` and encode every
+//! tonic's generated code would take a `WatchResponse` and encode every
 //! event again for every watcher: with a thousand watchers on a key, a put
 //! was encoded a thousand times, the largest single cost of the fan-out.
 //! Here a response is `WatchOut`: the response's other fields, encoded per
 //! watcher (a few dozen bytes), followed by the shared event bytes, copied
-//! as they are. On the wire it is exactly etcd's `WatchResponse`.
-//!
-//! The service answers the one path `/etcdserverpb.Watch/Watch` with the
-//! limits and codec the generated server had; anything else under the
-//! service is gRPC's `Unimplemented`, as tonic answers.
-
-use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
+//! as they are. On the wire it is exactly etcd's `WatchResponse`. The
+//! service (`watch`) produces them, gRPC (`grpc`) sends them, and the JSON
+//! gateway decodes them again.
 
 use bytes::{Buf, BufMut};
-use futures::Stream;
 use prost::encoding::{DecodeContext, WireType};
 use prost::Message;
 use secretd_store::watch::{WireEvent, WATCH_RESPONSE_EVENTS_FIELD};
-use tonic::{Request, Response, Status, Streaming};
+use tonic::Status;
 
-use crate::auth::Who;
-use crate::pb::etcdserverpb::{WatchRequest, WatchResponse};
-use crate::watch::WatchService;
+use crate::pb::etcdserverpb::WatchResponse;
 
 /// A response's fields other than events fit here in practice (a header
 /// and a few scalars; a cancel reason is short); longer ones are encoded
@@ -113,73 +102,6 @@ impl Message for WatchOut {
     fn clear(&mut self) {
         self.head.clear();
         self.events.clear();
-    }
-}
-
-/// The gRPC service: `WatchService` behind tonic's streaming machinery.
-#[derive(Clone)]
-pub struct WatchGrpc {
-    svc: Arc<WatchService>,
-    decoding_bytes_max: usize,
-}
-
-impl WatchGrpc {
-    pub fn new(svc: WatchService, decoding_bytes_max: usize) -> WatchGrpc {
-        WatchGrpc {
-            svc: Arc::new(svc),
-            decoding_bytes_max,
-        }
-    }
-}
-
-impl tonic::server::NamedService for WatchGrpc {
-    const NAME: &'static str = "etcdserverpb.Watch";
-}
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-type OutStream = Pin<Box<dyn Stream<Item = Result<WatchOut, Status>> + Send>>;
-
-/// One call of the Watch RPC.
-struct WatchCall(Arc<WatchService>);
-
-impl tonic::server::StreamingService<WatchRequest> for WatchCall {
-    type Response = WatchOut;
-    type ResponseStream = OutStream;
-    type Future = BoxFuture<Result<Response<OutStream>, Status>>;
-
-    fn call(&mut self, req: Request<Streaming<WatchRequest>>) -> Self::Future {
-        let svc = self.0.clone();
-        Box::pin(async move {
-            let who = Who::of(&svc.node, &req).await?;
-            Ok(Response::new(svc.serve(req.into_inner(), who)))
-        })
-    }
-}
-
-impl<B> tower::Service<http::Request<B>> for WatchGrpc
-where
-    B: http_body::Body + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Result<Self::Response, Infallible>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        if req.uri().path() != "/etcdserverpb.Watch/Watch" {
-            return Box::pin(async { Ok(Status::unimplemented("").into_http()) });
-        }
-        let call = WatchCall(self.svc.clone());
-        let decoding_bytes_max = self.decoding_bytes_max;
-        Box::pin(async move {
-            let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::default())
-                .apply_max_message_size_config(Some(decoding_bytes_max), Some(usize::MAX));
-            Ok(grpc.streaming(call, req).await)
-        })
     }
 }
 

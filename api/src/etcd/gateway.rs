@@ -8,10 +8,11 @@
 //! answer (as does Election's Observe) a chunked stream of `{"result": ...}`
 //! objects, one per line.
 //! Errors have etcd's gateway shape, `{"error", "message", "code"}`, and
-//! the HTTP status grpc-gateway maps the gRPC code to.
+//! the HTTP status grpc-gateway maps the gRPC code to (both in `errors`,
+//! which the gate answers refusals with too).
 //!
 //! Each route calls the same service as its RPC, with the caller the gate
-//! found (`conn::Gate` decides a route as its RPC, `authz::GATEWAY`), so
+//! found (`gate::Gate` decides a route as its RPC, `authz::GATEWAY`), so
 //! the gateway adds no path around the role matrix or the reserved range.
 
 use std::convert::Infallible;
@@ -19,28 +20,29 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use futures::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::Status;
 
-use crate::cluster::ClusterService;
-use crate::election::ElectionService;
+use crate::errors::{error_body, error_response, go_error, json_response, not_found};
+use crate::etcd::cluster::ClusterService;
+use crate::etcd::election::ElectionService;
+use crate::etcd::kv::KvService;
+use crate::etcd::lease::LeaseService;
+use crate::etcd::lock::LockService;
+use crate::etcd::maintenance::MaintenanceService;
+use crate::etcd::watch::wire::WatchOut;
+use crate::etcd::watch::WatchService;
 use crate::identity::Caller;
-use crate::kv::KvService;
-use crate::lease::LeaseService;
-use crate::lock::LockService;
-use crate::maintenance::MaintenanceService;
 use crate::pb::etcdserverpb::{
     auth_server::Auth, cluster_server::Cluster, kv_server::Kv, lease_server::Lease,
     maintenance_server::Maintenance,
 };
 use crate::pb::v3electionpb::election_server::Election;
 use crate::pb::v3lockpb::lock_server::Lock;
-use crate::watch::WatchService;
-use crate::watch_grpc::WatchOut;
 
 /// Requests one streaming call's body may carry (each a JSON object).
 const STREAM_REQUESTS_MAX: usize = 1024;
@@ -53,53 +55,10 @@ pub struct Services {
     pub cluster: Arc<ClusterService>,
     pub maintenance: Arc<MaintenanceService>,
     pub watch: Arc<WatchService>,
-    pub auth: Arc<crate::auth::AuthService>,
+    pub auth: Arc<crate::etcd::auth::AuthService>,
     pub lock: Arc<LockService>,
     pub election: Arc<ElectionService>,
     pub node: Arc<secretd_store::node::Node>,
-}
-
-/// grpc-gateway's HTTP status for a gRPC code.
-fn http_status(code: tonic::Code) -> StatusCode {
-    use tonic::Code as C;
-    match code {
-        C::Ok => StatusCode::OK,
-        C::Cancelled => StatusCode::REQUEST_TIMEOUT,
-        C::InvalidArgument | C::OutOfRange => StatusCode::BAD_REQUEST,
-        // grpc-gateway 1.16, etcd 3.5's (etcd 3.4's 1.9 said 412).
-        C::FailedPrecondition => StatusCode::BAD_REQUEST,
-        C::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
-        C::NotFound => StatusCode::NOT_FOUND,
-        C::AlreadyExists | C::Aborted => StatusCode::CONFLICT,
-        C::PermissionDenied => StatusCode::FORBIDDEN,
-        C::Unauthenticated => StatusCode::UNAUTHORIZED,
-        C::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
-        C::Unimplemented => StatusCode::NOT_IMPLEMENTED,
-        C::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        C::Unknown | C::Internal | C::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
-    }
-}
-
-fn error_body(s: &Status) -> serde_json::Value {
-    // etcd 3.5's key order.
-    serde_json::json!({"error": s.message(), "code": s.code() as i32, "message": s.message()})
-}
-
-fn json_response(code: StatusCode, body: Vec<u8>) -> Response {
-    let mut r = (code, body).into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r
-}
-
-/// An error as etcd's gateway answers it.
-pub fn error_response(s: &Status) -> Response {
-    json_response(
-        http_status(s.code()),
-        error_body(s).to_string().into_bytes(),
-    )
 }
 
 fn parse<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, Status> {
@@ -181,9 +140,9 @@ fn stream_response<T: Serialize + Send + 'static>(
 async fn who(
     node: &secretd_store::node::Node,
     caller: Option<axum::Extension<Caller>>,
-) -> Result<crate::auth::Who, Status> {
+) -> Result<crate::etcd::auth::Who, Status> {
     let caller = caller.ok_or_else(|| Status::permission_denied("no caller identity"))?;
-    crate::auth::Who::from_caller(node, &caller.0).await
+    crate::etcd::auth::Who::from_caller(node, &caller.0).await
 }
 
 /// A streaming route: the caller as an etcd user, the body's JSON objects
@@ -192,7 +151,7 @@ async fn streaming<Req, Resp, S>(
     node: &secretd_store::node::Node,
     caller: Option<axum::Extension<Caller>>,
     body: &[u8],
-    serve: impl FnOnce(Vec<Req>, crate::auth::Who) -> S,
+    serve: impl FnOnce(Vec<Req>, crate::etcd::auth::Who) -> S,
 ) -> Response
 where
     Req: DeserializeOwned,
@@ -473,18 +432,6 @@ pub async fn fallback(req: axum::extract::Request) -> Response {
     not_found(req.headers())
 }
 
-/// "Not found", in gRPC's terms for a gRPC request, else the gateway's.
-pub fn not_found(headers: &axum::http::HeaderMap) -> Response {
-    let grpc = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/grpc"));
-    if grpc {
-        return Status::unimplemented("").into_http();
-    }
-    go_error(StatusCode::NOT_FOUND, "Not Found\n")
-}
-
 /// Request bytes a 405 reads before it answers, and for how long.
 const REFUSED_BODY_BYTES_MAX: usize = 64 * 1024;
 const REFUSED_BODY_WAIT_MS: u64 = 1_000;
@@ -502,21 +449,6 @@ async fn method_not_allowed(req: axum::extract::Request) -> Response {
     )
     .await;
     go_error(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n")
-}
-
-/// What Go's `http.Error` writes: the text, as plain text, not sniffed.
-fn go_error(code: StatusCode, text: &'static str) -> Response {
-    let mut r = (code, text).into_response();
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    h.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
-    r
 }
 
 /// Structured fuzzing of the gateway's JSON: every request type a route

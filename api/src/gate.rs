@@ -1,0 +1,220 @@
+//! The gate: a tower layer over every listener's router. It decides each
+//! request with the role matrix (`authz`), audits denials, counts the
+//! connection's streams for the idle timer, and leaves a `Caller` in the
+//! request for services that bind to the caller's identity.
+//!
+//! It sits above the connections (`conn`) and below every service it
+//! serves: a refusal is answered here, in gRPC's or etcd's gateway shape
+//! (`errors`), without reaching a service.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tonic::Status;
+
+use crate::authz::{self, Decision};
+use crate::conn::{ConnInfo, StreamGuard};
+use crate::identity::Caller;
+
+/// The gate over a listener's router (see the module comment).
+#[derive(Clone, Default)]
+pub struct GateLayer;
+
+impl<S> tower::Layer<S> for GateLayer {
+    type Service = Gate<S>;
+    fn layer(&self, inner: S) -> Gate<S> {
+        Gate { inner }
+    }
+}
+
+#[derive(Clone)]
+pub struct Gate<S> {
+    inner: S,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, B> tower::Service<http::Request<B>> for Gate<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+    B: http_body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        let Some(info) = req.extensions().get::<ConnInfo>().cloned() else {
+            // Every listener builds `Conn`s; a request without one is a
+            // wiring mistake, and the safe answer is no.
+            tracing::error!(
+                path = req.uri().path(),
+                "a request arrived without connection info"
+            );
+            let s = Status::internal("connection without identity");
+            return Box::pin(async move { Ok(s.into_http()) });
+        };
+        let path = req.uri().path().to_string();
+        if let Some(resp) = refusal(&info, &path, req.headers()) {
+            return Box::pin(refuse(req.into_body(), resp));
+        }
+        let token = auth_token(req.headers());
+        req.extensions_mut().insert(Caller {
+            role: info.role.clone(),
+            remote: info.remote,
+            common_name: info.common_name.clone(),
+            token,
+        });
+        let guard = info.streams.begin();
+        // A gRPC call (not a gateway route) is counted as etcd counts it.
+        let is_grpc = req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        let mut call = is_grpc
+            .then(|| crate::metrics::GrpcCall::start(&path))
+            .flatten();
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let resp = inner.call(req).await?;
+            // A trailers-only answer has its status in the headers.
+            if let (Some(c), Some(st)) = (call.as_mut(), resp.headers().get("grpc-status")) {
+                c.finish(st.as_bytes());
+            }
+            Ok(resp.map(|body| {
+                tonic::body::Body::new(Guarded {
+                    body,
+                    call,
+                    _guard: guard,
+                })
+            }))
+        })
+    }
+}
+
+/// The role matrix's answer when it refuses the request: what the caller
+/// gets (in gRPC's shape, or for gateway routes and plain HTTP paths in
+/// HTTP's), the denial audited. `None` when the request may go on.
+fn refusal(
+    info: &ConnInfo,
+    path: &str,
+    headers: &http::HeaderMap,
+) -> Option<http::Response<tonic::body::Body>> {
+    // A JSON gateway request is decided as the RPC it calls.
+    let rpc = authz::gateway_rpc(path).unwrap_or(path);
+    let decision = authz::decide(&info.role, rpc);
+    if decision == Decision::Unknown && !authz::PUBLIC_PATHS.contains(&path) {
+        // Fail closed: nothing the matrix does not name is served.
+        return Some(crate::errors::not_found(headers).map(tonic::body::Body::new));
+    }
+    let Decision::Deny(why) = decision else {
+        return None;
+    };
+    let caller = Caller {
+        role: info.role.clone(),
+        remote: info.remote,
+        common_name: info.common_name.clone(),
+        token: None,
+    };
+    let status = Status::permission_denied(why);
+    crate::refusals::refused(&caller, path, &status);
+    // Gateway routes and plain HTTP paths get an HTTP refusal.
+    let http = rpc != path || authz::HTTP_PATHS.iter().any(|(p, _)| *p == path);
+    Some(if http {
+        crate::errors::error_response(&status).map(tonic::body::Body::new)
+    } else {
+        status.into_http()
+    })
+}
+
+/// etcd's auth token: gRPC clients send it as `token` metadata, gateway
+/// clients as `Authorization` (with or without `Bearer `), as etcd reads
+/// them. A value that is not text is no token (and fails as one).
+fn auth_token(headers: &http::HeaderMap) -> Option<String> {
+    let v = headers
+        .get("token")
+        .or_else(|| headers.get(http::header::AUTHORIZATION))?;
+    let s = String::from_utf8_lossy(v.as_bytes());
+    let s = s.strip_prefix("Bearer ").unwrap_or(&s);
+    Some(s.to_string())
+}
+
+/// Request bytes a refusal reads before it answers.
+const REFUSED_BODY_BYTES_MAX: usize = 64 * 1024;
+/// How long a refusal waits for them.
+const REFUSED_BODY_WAIT_MS: u64 = 1_000;
+
+/// Answers a refused request after reading (and dropping) a bounded part
+/// of its body. Answering first makes HTTP/2 reset the stream while the
+/// client is still sending, and curl then reports a framing error instead
+/// of our 403 or 404. A body larger or slower than the bounds is cut off,
+/// so a refusal costs the member little.
+async fn refuse<B, E>(
+    body: B,
+    resp: http::Response<tonic::body::Body>,
+) -> Result<http::Response<tonic::body::Body>, E>
+where
+    B: http_body::Body + Unpin,
+{
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let drain = async {
+        let mut read = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Some(d) = frame.data_ref() {
+                read += bytes::Buf::remaining(d);
+            }
+            if read > REFUSED_BODY_BYTES_MAX {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(REFUSED_BODY_WAIT_MS), drain).await;
+    Ok(resp)
+}
+
+/// A response body that keeps its request counted until it ends.
+struct Guarded {
+    body: tonic::body::Body,
+    /// The gRPC call's metrics, finished by the status in its trailers.
+    call: Option<crate::metrics::GrpcCall>,
+    _guard: StreamGuard,
+}
+
+impl http_body::Body for Guarded {
+    type Data = bytes::Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Status>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if let (Poll::Ready(Some(Ok(frame))), Some(call)) = (&polled, self.call.as_mut()) {
+            if let Some(st) = frame.trailers_ref().and_then(|t| t.get("grpc-status")) {
+                call.finish(st.as_bytes());
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
