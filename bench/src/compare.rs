@@ -19,6 +19,7 @@ use secretd_client::pb::etcdserverpb::{
     kv_client::KvClient, watch_client::WatchClient, watch_request, PutRequest, WatchCreateRequest,
     WatchRequest,
 };
+use secretd_testkit::launch;
 use tonic::transport::Channel;
 
 use crate::{run, LoadSpec, Workload};
@@ -220,32 +221,22 @@ pub fn start(system: System, base: u16, members: u16) -> Result<ClusterProc> {
     for i in 1..=members {
         let client = format!("http://127.0.0.1:{}", base + i);
         let peer = format!("http://127.0.0.1:{}", base + 10 + i);
-        let log = std::fs::File::create(dir.path().join(format!("m{i}.log")))?;
-        let child = Command::new(&bin)
-            .args(["--name", &format!("m{i}")])
-            .arg("--data-dir")
-            .arg(dir.path().join(format!("m{i}")))
-            .args([
-                "--listen-client-urls",
-                &client,
-                "--advertise-client-urls",
-                &client,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &peer,
-                "--initial-advertise-peer-urls",
-                &peer,
-            ])
-            .args([
-                "--initial-cluster",
-                &ic.join(","),
-                "--initial-cluster-token",
-                tokname,
-            ])
-            .args(["--initial-cluster-state", "new"])
-            .stdout(Stdio::null())
-            .stderr(log)
+        let member = launch::Member {
+            name: format!("m{i}"),
+            data_dir: dir.path().join(format!("m{i}")),
+            client_url: client.clone(),
+            peer_url: peer,
+            cluster: launch::Cluster::New {
+                initial: ic.join(","),
+                token: Some(tokname.into()),
+            },
+            tls: None,
+            log: dir.path().join(format!("m{i}.log")),
+            extra: Vec::new(),
+        };
+        // etcd takes the same flags; it ignores SECRETD_LOG.
+        let child = member
+            .command(&bin, &[])?
             .spawn()
             .with_context(|| format!("cannot start {}", bin.display()))?;
         children.push(child);

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use secretd_api::pb::etcdserverpb::{
     kv_client::KvClient, maintenance_client::MaintenanceClient, StatusRequest,
 };
+use secretd_testkit::launch;
 use tonic::transport::Channel;
 
 pub struct Member {
@@ -208,45 +209,42 @@ impl Cluster {
     /// `spawn` with flags for this start only (e.g. `--force-new-cluster`).
     pub fn spawn_with(&mut self, i: usize, once: &[&str]) {
         let scheme = self.scheme();
-        let tls_args: Vec<String> = match &self.tls {
-            Some(d) => {
-                let name = &self.members[i].name;
-                let cert = d.join(format!("member-{name}.pem")).display().to_string();
-                let key = d
-                    .join(format!("member-{name}-key.pem"))
-                    .display()
-                    .to_string();
-                let ca = d.join("ca.pem").display().to_string();
-                [
-                    "--cert-file",
-                    &cert,
-                    "--key-file",
-                    &key,
-                    "--trusted-ca-file",
-                    &ca,
-                    "--peer-cert-file",
-                    &cert,
-                    "--peer-key-file",
-                    &key,
-                    "--peer-trusted-ca-file",
-                    &ca,
-                ]
-                .iter()
-                .map(|s| s.to_string())
-                .collect()
+        let tls = self.tls.as_ref().map(|d| {
+            let name = &self.members[i].name;
+            launch::TlsFiles {
+                cert: d.join(format!("member-{name}.pem")),
+                key: d.join(format!("member-{name}-key.pem")),
+                ca: d.join("ca.pem"),
             }
-            None => Vec::new(),
-        };
+        });
         let m = &mut self.members[i];
         assert!(m.child.is_none(), "member {} already running", m.name);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&m.log)
+        let mut extra = self.extra_args.clone();
+        extra.extend(once.iter().map(|s| s.to_string()));
+        if let Some(p) = m.metrics_port {
+            extra.push("--listen-metrics-urls".into());
+            extra.push(format!("http://127.0.0.1:{p}"));
+        }
+        let member = launch::Member {
+            name: m.name.clone(),
+            data_dir: m.data_dir.clone(),
+            client_url: format!("{scheme}://127.0.0.1:{}", m.client_port),
+            peer_url: format!("{scheme}://127.0.0.1:{}", m.peer_port),
+            cluster: if m.join_args.is_empty() {
+                launch::Cluster::Flags(vec![
+                    "--initial-cluster".into(),
+                    self.initial_cluster.clone(),
+                ])
+            } else {
+                launch::Cluster::Flags(m.join_args.clone())
+            },
+            tls,
+            log: m.log.clone(),
+            extra,
+        };
+        let mut cmd = member
+            .command(Path::new(&secretd_bin()), &[])
             .expect("log file");
-        let client = format!("{scheme}://127.0.0.1:{}", m.client_port);
-        let peer = format!("{scheme}://127.0.0.1:{}", m.peer_port);
-        let mut cmd = Command::new(secretd_bin());
         let (nofile, umask) = (self.nofile_max, self.umask);
         // SAFETY: setrlimit and umask are async-signal-safe, and the closure
         // touches nothing shared.
@@ -268,43 +266,9 @@ impl Cluster {
                 Ok(())
             });
         }
+        // The test's own environment last: it may set SECRETD_LOG.
         let child = cmd
             .envs(self.envs.iter().cloned())
-            .args(["--name", &m.name])
-            .arg("--data-dir")
-            .arg(&m.data_dir)
-            .args([
-                "--listen-client-urls",
-                &client,
-                "--advertise-client-urls",
-                &client,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &peer,
-                "--initial-advertise-peer-urls",
-                &peer,
-            ])
-            .args(if m.join_args.is_empty() {
-                vec![
-                    "--initial-cluster".to_string(),
-                    self.initial_cluster.clone(),
-                ]
-            } else {
-                m.join_args.clone()
-            })
-            .args(&self.extra_args)
-            .args(once)
-            .args(&tls_args)
-            .args(m.metrics_port.iter().flat_map(|p| {
-                [
-                    "--listen-metrics-urls".to_string(),
-                    format!("http://127.0.0.1:{p}"),
-                ]
-            }))
-            .env("SECRETD_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
             .spawn()
             .expect("spawn secretd");
         m.child = Some(child);

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use anyhow::{bail, Context, Result};
+use secretd_testkit::launch;
 
 use super::net::{self, Net};
 
@@ -164,33 +165,26 @@ impl Nodes {
         }
         let initial = self.initial_cluster();
         let n = &mut self.nodes[i];
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&n.log)
-            .with_context(|| format!("cannot open {}", n.log.display()))?;
-        let (cluster, state) = match &n.join {
-            Some(c) => (c.clone(), "existing"),
-            None => (initial, "new"),
-        };
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &n.ns])
-            .arg(&self.secretd)
-            .args(["--name", &n.name])
-            .arg("--data-dir")
-            .arg(&n.data_dir)
-            .args(["--listen-client-urls", &n.client_url()])
-            .args(["--advertise-client-urls", &n.client_url()])
-            .args(["--listen-peer-urls", &n.peer_url()])
-            .args(["--initial-advertise-peer-urls", &n.peer_url()])
-            .args(["--initial-cluster", &cluster])
-            .args(["--initial-cluster-state", state])
+        let member = launch::Member {
+            name: n.name.clone(),
+            data_dir: n.data_dir.clone(),
+            client_url: n.client_url(),
+            peer_url: n.peer_url(),
+            cluster: match &n.join {
+                Some(c) => launch::Cluster::Existing { initial: c.clone() },
+                None => launch::Cluster::New {
+                    initial,
+                    token: None,
+                },
+            },
+            tls: None,
+            log: n.log.clone(),
             // The corrupt nemesis waits for the leader's check.
-            .args(["--experimental-corrupt-check-time", "2s"])
-            .env("SECRETD_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
+            extra: vec!["--experimental-corrupt-check-time".into(), "2s".into()],
+        };
+        let mut cmd = member
+            .command(&self.secretd, &["ip", "netns", "exec", &n.ns])
+            .context("cannot open the member's log")?;
         if let (Some(f), Some(shim)) = (&n.faketime_file, &self.clock_shim) {
             cmd.env("LD_PRELOAD", shim)
                 .env("SECRETD_CLOCK_OFFSET_FILE", f);
