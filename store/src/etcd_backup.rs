@@ -35,9 +35,9 @@ use crate::bolt::write::Writer;
 use crate::error::{Result, StoreError};
 use crate::pb::authpb::{Role, User};
 use crate::pb::mvccpb::KeyValue;
-use crate::schema::meta as m;
+use crate::schema::{self, meta as m};
 use crate::snapshot::{SnapshotReader, CF_TAG_KV, CF_TAG_META};
-use crate::{auth, lease, membership};
+use crate::{auth, lease};
 
 pub const BUCKET_KEY: &[u8] = b"key";
 pub const BUCKET_META: &[u8] = b"meta";
@@ -262,7 +262,7 @@ pub fn export(snap: &Path, out: &Path) -> Result<u64> {
     // lease: `leasepb.Lease` by id (8 bytes, big-endian, as the meta key).
     let mut leases = Vec::new();
     for (k, v) in meta.range(m::LEASE_PREFIX.to_vec()..) {
-        let Some(id) = lease::id_from_meta_key(k) else {
+        let Some(id) = schema::lease_id(k) else {
             if k.starts_with(m::LEASE_PREFIX) {
                 continue;
             }
@@ -309,7 +309,7 @@ pub fn export(snap: &Path, out: &Path) -> Result<u64> {
         if !k.starts_with(m::MEMBER_PREFIX) {
             break;
         }
-        if !membership::is_meta_key(k) {
+        if !schema::is_member_key(k) {
             continue;
         }
         let mem = crate::pb::etcdserverpb::Member::decode(&v[..])
@@ -803,7 +803,7 @@ pub fn plan(path: &Path) -> Result<EtcdImport> {
         compact_revision,
         leases: records
             .iter()
-            .filter(|(k, _)| lease::id_from_meta_key(k).is_some())
+            .filter(|(k, _)| schema::lease_id(k).is_some())
             .count(),
         users: count(&auth::user_key("")),
         roles: count(&auth::role_key("")),

@@ -543,11 +543,6 @@ impl LogStore {
         batch.put_cf(self.db.cf(CF_META), meta::CONF_STATE, bytes);
         self.conf_state = cs;
     }
-
-    /// Segment files the log uses now.
-    pub fn segment_count(&self) -> usize {
-        self.log.segment_count()
-    }
 }
 
 /// Bytes per segment file: `SECRETD_LOG_SEGMENT_BYTES` if set (tests use
