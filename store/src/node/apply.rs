@@ -5,8 +5,22 @@
 //! the auth fence. Runs only on the raft thread, into the batch of the
 //! `Ready` being handled.
 
-use super::*;
-use crate::mvcc::KvOp;
+use prost::Message as _;
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType};
+use raft::StateRole;
+
+use super::raft_loop::{Applied, Loop, Waiter};
+use super::{entry, AppliedEntry};
+use crate::db::{WriteBatch, CF_META};
+use crate::error::{Result, StoreError};
+use crate::membership;
+use crate::mvcc::{KvOp, RevEvents, WriteResult};
+use crate::pb::etcdserverpb::alarm_request::AlarmAction;
+use crate::pb::etcdserverpb::{AlarmMember, AlarmRequest, AlarmType, Member, ResponseHeader};
+use crate::pb::internal::internal_request::Request;
+use crate::pb::internal::ConfChangeContext;
+use crate::schema::meta::APPLIED as META_APPLIED;
 
 impl Loop {
     pub(super) fn apply_entries(

@@ -3,7 +3,25 @@
 //! the loop when a snapshot arrives), and `--force-new-cluster`, which
 //! turns a survivor of a lost quorum into a one-member cluster.
 
-use super::*;
+use std::sync::Arc;
+
+use protobuf::Message as _;
+use raft::eraftpb::{
+    ConfChange, ConfChangeSingle, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType,
+};
+
+use super::{require, NodeConfig};
+use crate::db::{u64_from, Db, WriteBatch, CF_META};
+use crate::error::{Result, StoreError};
+use crate::log_store::LogStore;
+use crate::membership::Registry;
+use crate::mvcc::Mvcc;
+use crate::pb::etcdserverpb::Member;
+use crate::schema::meta::{
+    APPLIED as META_APPLIED, CLUSTER_ID as META_CLUSTER_ID, FORCED_NEW_CLUSTER as META_FORCED,
+    INSTALLING as META_INSTALLING, MEMBER_ID as META_MEMBER_ID,
+};
+use crate::{cluster, membership, mvcc, snapshot};
 
 /// Installs the snapshot file at `path`: durable marker, records in bounded
 /// batches, then one synced batch that moves the applied index to the

@@ -4,7 +4,35 @@
 //! publish, answer, send what waited for persistence, advance). Applying
 //! entries is `apply.rs`; storage setup and snapshot install `bootstrap.rs`.
 
-use super::*;
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use parking_lot::RwLock;
+use prost::Message as _;
+use raft::eraftpb::{Entry, Message, MessageType};
+use raft::{RawNode, SnapshotStatus, StateRole};
+use tokio::sync::oneshot;
+
+use super::bootstrap::install_snapshot;
+use super::read_index::ReadQueue;
+use super::{
+    AppliedEntry, Input, NodeStatus, Transport, INPUTS_PER_ROUND_MAX, LEARNER_READY_FRACTION,
+    LEASE_REVOKES_PER_TICK_MAX,
+};
+use crate::auth::Auth;
+use crate::db::{Db, WriteBatch};
+use crate::error::{Result, StoreError};
+use crate::log_store::LogStore;
+use crate::membership::Registry;
+use crate::mvcc::{Applier, RevEvents, WriteResult};
+use crate::pb::etcdserverpb::{LeaseRevokeRequest, ResponseHeader};
+use crate::pb::internal::internal_request::Request;
+use crate::pb::internal::{InternalRequest, LeaseExpiry};
+use crate::watch::WatchHub;
+use crate::{membership, snapshot};
 
 pub(super) type Waiter = oneshot::Sender<Result<(WriteResult, ResponseHeader)>>;
 
