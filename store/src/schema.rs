@@ -6,7 +6,7 @@
 //! Snapshots carry exactly the replicated class (`mvcc::for_each_state_record`
 //! and `install_records` read these lists), so a record added here as
 //! replicated travels without more code, and a record added anywhere else
-//! fails `store/tests/mem_cluster.rs::every_meta_record_is_classified`
+//! fails `mem_cluster_tests::every_meta_record_is_classified`
 //! instead of silently dropping out of snapshots.
 
 /// Formerly the raft log, hard state, conf state and snapshot metadata;

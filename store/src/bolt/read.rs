@@ -11,7 +11,10 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::*;
+use super::{
+    le16, le32, le64, Meta, BUCKET_HEADER_BYTES, ELEMENT_BUCKET, ELEMENT_BYTES, FLAG_BRANCH,
+    FLAG_LEAF, FLAG_META, META_BYTES, PAGE_HEADER_BYTES,
+};
 use crate::error::{Result, StoreError};
 
 /// Deepest tree accepted (bbolt's trees over a 64 GiB file are under 10).
