@@ -4,8 +4,7 @@
 //! unlock key) can tell whether it is the cluster's key, without the key
 //! itself ever entering the log.
 
-use crate::keyring::KekId;
-use crate::sealed::{self, Context};
+use crate::sealed::{self, Context, KekId};
 use crate::{Cipher, CryptoError, Key, SecretBytes};
 
 const CHECK_PAYLOAD: &[u8] = b"secretd key-encryption key check v1";

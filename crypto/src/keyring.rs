@@ -11,11 +11,9 @@
 use std::collections::BTreeMap;
 
 use crate::cipher::Cipher;
-use crate::sealed::{self, Context};
+use crate::kek_check;
+use crate::sealed::{self, Context, KekId};
 use crate::{CryptoError, Key, SecretBytes, KEY_BYTES};
-
-/// A KEK generation number. Generations only grow.
-pub type KekId = u32;
 
 const EXPORT_MAGIC: &[u8; 4] = b"SDKR";
 const EXPORT_VERSION: u8 = 1;
@@ -124,7 +122,7 @@ impl Keyring {
         if known.get(&id).is_some_and(|v| v.as_slice() == verifier) {
             return true;
         }
-        let ok = crate::verify_kek(id, key, verifier).is_ok();
+        let ok = kek_check::verify_kek(id, key, verifier).is_ok();
         if ok {
             known.insert(id, verifier.to_vec());
         }

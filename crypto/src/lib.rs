@@ -21,9 +21,9 @@ pub use cipher::Cipher;
 pub use error::CryptoError;
 pub use kek_check::{kek_verifier, unlock_verifier, verify_kek, verify_unlock_key};
 pub use keyfile::load_or_create_key_file;
-pub use keyring::{KekId, Keyring};
+pub use keyring::Keyring;
 #[cfg(debug_assertions)]
 pub use sealed::set_dek_observer;
-pub use sealed::{Context, SealedHeader, FORMAT_VERSION};
+pub use sealed::{Context, KekId, SealedHeader, FORMAT_VERSION};
 pub use secret::{key_lock_failures, Key, SecretBytes, KEY_BYTES};
 pub use unlock_key::{format_unlock_key, parse_unlock_key, UNLOCK_KEY_PREFIX};

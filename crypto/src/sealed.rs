@@ -22,6 +22,11 @@ use crate::cipher::{Cipher, TAG_BYTES};
 use crate::{CryptoError, Key, KEY_BYTES};
 
 pub const FORMAT_VERSION: u8 = 1;
+
+/// A KEK generation number. Generations only grow. Defined with the
+/// format, whose header carries it, so that the keyring and the key
+/// verifiers both build on the format rather than on each other.
+pub type KekId = u32;
 const MAGIC: &[u8; 4] = b"SDSE";
 const HEADER_BYTES: usize = 10;
 const WRAPPED_DEK_BYTES: usize = KEY_BYTES + TAG_BYTES;
@@ -69,7 +74,7 @@ impl Context<'_> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SealedHeader {
     pub cipher: Cipher,
-    pub kek_id: u32,
+    pub kek_id: KekId,
 }
 
 /// The parts of a blob, borrowed from it.

@@ -21,6 +21,10 @@ pub mod store;
 mod txns;
 pub mod validate;
 
+/// Fast tests of the object store and the keyring on in-process members.
+#[cfg(test)]
+mod tests;
+
 pub use error::{Error, Result, LOCKED_MESSAGE};
 
 /// Generated messages: secretstore.v1 (the objects as clients see them) and

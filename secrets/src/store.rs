@@ -29,6 +29,45 @@ use crate::pb::secretstore::{
 use crate::txns::*;
 use crate::{aad, now_ns, validate, Error, Result};
 
+/// The record of a new object `id` made by `req` (its labels and
+/// templating taken from it): a secret's first version, whose data is
+/// sealed apart, or a config's data, stored plain.
+fn new_record(kind: Kind, id: &str, req: &mut CreateRequest, data: &SecretBytes) -> Object {
+    let now = now_ns();
+    let mut record = Object {
+        id: id.to_string(),
+        version_index: 0,
+        created_at_ns: now,
+        updated_at_ns: now,
+        spec: Some(Spec {
+            name: req.name.clone(),
+            labels: std::mem::take(&mut req.labels),
+            data: Vec::new(),
+            templating: std::mem::take(&mut req.templating),
+        }),
+        current_version: 0,
+        versions: Vec::new(),
+    };
+    match kind {
+        Kind::Secret => {
+            record.current_version = 1;
+            record.versions.push(VersionInfo {
+                version: 1,
+                created_at_ns: now,
+            });
+        }
+        Kind::Config => {
+            if let Some(s) = record.spec.as_mut() {
+                s.data = data.expose().to_vec();
+            }
+        }
+    }
+    record
+}
+
+/// A task's refs by object ((is a secret, object id)): the versions it pins.
+type Refs = BTreeMap<(bool, String), BTreeSet<u64>>;
+
 /// Attempts of one change against concurrent changes to the same objects.
 const CONFLICT_RETRIES_MAX: usize = 16;
 
@@ -175,35 +214,7 @@ impl ObjectStore {
         validate::templating(&req.templating)?;
         validate::data(kind, data.expose())?;
         let id = validate::new_id();
-        let now = now_ns();
-        let mut record = Object {
-            id: id.clone(),
-            version_index: 0,
-            created_at_ns: now,
-            updated_at_ns: now,
-            spec: Some(Spec {
-                name: req.name.clone(),
-                labels: req.labels,
-                data: Vec::new(),
-                templating: req.templating,
-            }),
-            current_version: 0,
-            versions: Vec::new(),
-        };
-        match kind {
-            Kind::Secret => {
-                record.current_version = 1;
-                record.versions.push(VersionInfo {
-                    version: 1,
-                    created_at_ns: now,
-                });
-            }
-            Kind::Config => {
-                if let Some(s) = record.spec.as_mut() {
-                    s.data = data.expose().to_vec();
-                }
-            }
-        }
+        let record = new_record(kind, &id, &mut req, &data);
         for _ in 0..CONFLICT_RETRIES_MAX {
             let mut ops = vec![put(
                 layout::name_key(kind, &req.name),
@@ -460,47 +471,8 @@ impl ObjectStore {
         for _ in 0..CONFLICT_RETRIES_MAX {
             let mut task = req.clone();
             let mut compares = vec![absent(layout::task_key(&task.id))];
-            // One ref per object, listing every pinned version.
-            let mut refs: BTreeMap<(bool, String), BTreeSet<u64>> = BTreeMap::new();
-            let mut seen = BTreeSet::new();
-            for (kind, list) in [
-                (Kind::Secret, &mut task.secrets),
-                (Kind::Config, &mut task.configs),
-            ] {
-                for m in list.iter_mut() {
-                    let o = self.resolve(kind, &m.source).await?;
-                    if kind == Kind::Config && m.version != 0 {
-                        return Err(Error::invalid(
-                            "configs have one version; a config mount cannot pin a version",
-                        ));
-                    }
-                    if m.version != 0 && !o.versions.iter().any(|v| v.version == m.version) {
-                        let kept: Vec<String> =
-                            o.versions.iter().map(|v| v.version.to_string()).collect();
-                        return Err(Error::invalid(format!(
-                            "secret {} has no version {} (versions kept: {})",
-                            m.source,
-                            m.version,
-                            kept.join(", ")
-                        )));
-                    }
-                    m.source_id = o.id.clone();
-                    m.template_driver = o
-                        .spec
-                        .as_ref()
-                        .map(|s| s.templating.clone())
-                        .unwrap_or_default();
-                    refs.entry((kind == Kind::Secret, o.id.clone()))
-                        .or_default()
-                        .insert(m.version);
-                    if seen.insert((kind == Kind::Secret, o.id.clone())) {
-                        compares.push(unchanged(
-                            layout::object_key(kind, &o.id),
-                            o.version_index as i64,
-                        ));
-                    }
-                }
-            }
+            let (unchanged_objects, refs) = self.resolve_mounts(&mut task).await?;
+            compares.extend(unchanged_objects);
             let now = now_ns();
             task.created_at_ns = now;
             task.updated_at_ns = now;
@@ -529,6 +501,55 @@ impl ObjectStore {
             "the objects task {} uses kept changing; try again",
             req.id
         )))
+    }
+
+    /// Resolves the objects `task`'s mounts name, filling in each mount's
+    /// object id and template driver. Returns a compare per object (it is
+    /// unchanged since read) and the refs to write: one per object,
+    /// listing every version pinned (0: the current one).
+    async fn resolve_mounts(&self, task: &mut Task) -> Result<(Vec<Compare>, Refs)> {
+        let mut compares = Vec::new();
+        let mut refs = Refs::new();
+        let mut seen = BTreeSet::new();
+        for (kind, list) in [
+            (Kind::Secret, &mut task.secrets),
+            (Kind::Config, &mut task.configs),
+        ] {
+            for m in list.iter_mut() {
+                let o = self.resolve(kind, &m.source).await?;
+                if kind == Kind::Config && m.version != 0 {
+                    return Err(Error::invalid(
+                        "configs have one version; a config mount cannot pin a version",
+                    ));
+                }
+                if m.version != 0 && !o.versions.iter().any(|v| v.version == m.version) {
+                    let kept: Vec<String> =
+                        o.versions.iter().map(|v| v.version.to_string()).collect();
+                    return Err(Error::invalid(format!(
+                        "secret {} has no version {} (versions kept: {})",
+                        m.source,
+                        m.version,
+                        kept.join(", ")
+                    )));
+                }
+                m.source_id = o.id.clone();
+                m.template_driver = o
+                    .spec
+                    .as_ref()
+                    .map(|s| s.templating.clone())
+                    .unwrap_or_default();
+                refs.entry((kind == Kind::Secret, o.id.clone()))
+                    .or_default()
+                    .insert(m.version);
+                if seen.insert((kind == Kind::Secret, o.id.clone())) {
+                    compares.push(unchanged(
+                        layout::object_key(kind, &o.id),
+                        o.version_index as i64,
+                    ));
+                }
+            }
+        }
+        Ok((compares, refs))
     }
 
     pub async fn task_get(&self, id: &str, local: bool) -> Result<Task> {

@@ -53,11 +53,11 @@ pub enum StoreError {
     MemberDamaged,
     #[error("etcdserver: too many operations in txn request")]
     TooManyOps,
-    /// Past `node::entry::TXN_NESTING_MAX` (etcd has no such limit; prost's
+    /// Past `mvcc::txn_checks::TXN_NESTING_MAX` (etcd has no such limit; prost's
     /// decoder does).
     #[error(
         "etcdserver: txn request nested too deeply (at most {} levels)",
-        crate::node::entry::TXN_NESTING_MAX
+        crate::mvcc::txn_checks::TXN_NESTING_MAX
     )]
     TxnTooDeep,
     #[error("etcdserver: duplicate key given in txn request")]

@@ -28,11 +28,6 @@ pub fn meta_key(id: i64) -> Vec<u8> {
     k
 }
 
-pub fn id_from_meta_key(k: &[u8]) -> Option<i64> {
-    let rest = k.strip_prefix(META_PREFIX)?;
-    Some(u64::from_be_bytes(rest.try_into().ok()?) as i64)
-}
-
 /// A lease record as stored: the granted TTL, then the index of the last
 /// renewal (0: never renewed). Records written before the renewal index
 /// existed hold the TTL alone.
@@ -235,7 +230,7 @@ mod tests {
             vec![b"k".to_vec()]
         );
         assert_eq!(l.renew(7, t0, 41), None);
-        assert_eq!(id_from_meta_key(&meta_key(-5)), Some(-5));
+        assert_eq!(crate::schema::lease_id(&meta_key(-5)), Some(-5));
     }
 
     #[test]

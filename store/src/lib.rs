@@ -12,20 +12,24 @@ pub mod clock;
 pub mod cluster;
 pub mod damage;
 pub mod db;
-pub mod disk;
+pub(crate) mod disk;
 pub mod error;
 pub mod etcd_backup;
 pub mod lease;
-pub mod log_store;
-pub mod membership;
+pub(crate) mod log_store;
+pub(crate) mod membership;
 pub mod metrics;
 pub mod mvcc;
 pub mod node;
 pub mod planted;
-pub mod raftlog;
-pub mod revision;
+pub(crate) mod raftlog;
+pub(crate) mod revision;
 pub mod schema;
 pub mod snapshot;
+/// Whole clusters in one process (`MemCluster` on the in-memory network),
+/// for tests here and in the crates above.
+#[doc(hidden)]
+pub mod testing;
 pub mod transport;
 pub mod watch;
 

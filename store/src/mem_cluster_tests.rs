@@ -3,105 +3,22 @@
 //! message drops and partitions. Elections, replication and ReadIndex are
 //! checked here without ports, TLS or gRPC.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::cluster::{self, Member};
 use crate::node::{Node, NodeConfig};
 use crate::pb::etcdserverpb::{PutRequest, RangeRequest};
-use crate::transport::mem::MemNetwork;
+use crate::testing::net::MemNetwork;
+use crate::testing::{MemCluster, TOKEN};
 use crate::StoreError;
 
-const TOKEN: &str = "mem-cluster";
-
-struct MemCluster {
-    _dir: tempfile::TempDir,
-    net: Arc<MemNetwork>,
-    nodes: Vec<Arc<Node>>,
+/// Reads of the `k/` keys the tests write.
+trait Reads {
+    async fn read_all(&self, i: usize) -> Result<Vec<(String, String)>, StoreError>;
+    async fn read_all_retrying(&self, i: usize) -> Vec<(String, String)>;
 }
 
-impl MemCluster {
-    fn start(n: usize, seed: u64) -> MemCluster {
-        Self::start_with(n, seed, |_| {})
-    }
-
-    fn start_with(n: usize, seed: u64, tune: impl Fn(&mut NodeConfig)) -> MemCluster {
-        let dir = tempfile::tempdir().unwrap();
-        let net = MemNetwork::new(seed);
-        let members: Vec<Member> = (1..=n)
-            .map(|i| {
-                let peer_urls = vec![format!("http://n{i}.mem:2380")];
-                Member {
-                    id: cluster::member_id(&peer_urls, TOKEN),
-                    name: format!("n{i}"),
-                    peer_urls,
-                }
-            })
-            .collect();
-        let nodes = members
-            .iter()
-            .map(|m| {
-                let mut cfg = NodeConfig {
-                    name: m.name.clone(),
-                    data_dir: dir.path().join(&m.name),
-                    initial_members: members.clone(),
-                    cluster_token: TOKEN.into(),
-                    client_urls: vec![format!("http://{}.mem:2379", m.name)],
-                    tick_ms: 20,
-                    request_timeout: Duration::from_secs(2),
-                    ..Default::default()
-                };
-                tune(&mut cfg);
-                let node = Node::start(cfg, net.transport(m.id)).unwrap();
-                net.attach(&node);
-                node
-            })
-            .collect();
-        MemCluster {
-            _dir: dir,
-            net,
-            nodes,
-        }
-    }
-
-    /// The member all running members agree leads, once they do.
-    async fn leader(&self, among: &[usize], within: Duration) -> usize {
-        let deadline = Instant::now() + within;
-        loop {
-            let seen: Vec<u64> = among
-                .iter()
-                .map(|i| self.nodes[*i].status().leader)
-                .collect();
-            if seen[0] != 0 && seen.iter().all(|l| *l == seen[0]) {
-                if let Some(i) = among.iter().find(|i| self.nodes[**i].id() == seen[0]) {
-                    return *i;
-                }
-            }
-            assert!(Instant::now() < deadline, "no agreed leader: {seen:x?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Puts through member `i`, retrying what the network lost (a put of
-    /// the same value twice is harmless here).
-    async fn put(&self, i: usize, key: &str, value: &str) {
-        let req = PutRequest {
-            key: key.into(),
-            value: value.into(),
-            ..Default::default()
-        };
-        for _ in 0..20 {
-            match self.nodes[i].put(req.clone(), None).await {
-                Ok(_) => return,
-                Err(StoreError::Timeout | StoreError::TooManyRequests | StoreError::NoLeader) => {
-                    tokio::time::sleep(Duration::from_millis(50)).await
-                }
-                Err(e) => panic!("put {key} through member {i}: {e}"),
-            }
-        }
-        panic!("put {key} through member {i} never committed");
-    }
-
+impl Reads for MemCluster {
     /// A linearizable read of every `k/` key through member `i`.
     async fn read_all(&self, i: usize) -> Result<Vec<(String, String)>, StoreError> {
         let resp = self.nodes[i]
@@ -132,14 +49,6 @@ impl MemCluster {
             }
         }
         panic!("member {i} never answered a linearizable read");
-    }
-}
-
-impl Drop for MemCluster {
-    fn drop(&mut self) {
-        for n in &self.nodes {
-            n.stop();
-        }
     }
 }
 
@@ -664,7 +573,7 @@ async fn force_new_cluster_keeps_what_the_survivor_committed() {
     // No member to recover: a missing or an empty data directory.
     for dir in ["missing", "empty"] {
         let mut empty = cfg.clone();
-        empty.data_dir = c._dir.path().join(dir);
+        empty.data_dir = c.dir().join(dir);
         if dir == "empty" {
             std::fs::create_dir(&empty.data_dir).unwrap();
         }
@@ -674,5 +583,5 @@ async fn force_new_cluster_keeps_what_the_survivor_committed() {
             "{dir}: {err}"
         );
     }
-    assert!(!c._dir.path().join("missing").exists(), "nothing created");
+    assert!(!c.dir().join("missing").exists(), "nothing created");
 }

@@ -12,6 +12,7 @@ use prost::Message;
 use crate::db::{Db, CF_META};
 use crate::error::{Result, StoreError};
 use crate::pb::etcdserverpb::Member;
+use crate::schema;
 
 pub const META_PREFIX: &[u8] = crate::schema::meta::MEMBER_PREFIX;
 /// The cluster token, needed to derive the ids of members added later.
@@ -31,10 +32,6 @@ pub fn alarm_key(member: u64, alarm: i32) -> Vec<u8> {
     k.extend_from_slice(&member.to_be_bytes());
     k.extend_from_slice(&alarm.to_be_bytes());
     k
-}
-
-pub fn is_alarm_key(k: &[u8]) -> bool {
-    k.strip_prefix(ALARM_PREFIX).is_some_and(|r| r.len() == 12)
 }
 
 /// Is NOSPACE raised on any member? Then writes that add data are refused,
@@ -79,7 +76,7 @@ pub fn load_alarms(db: &Db) -> Result<std::collections::BTreeSet<(u64, i32)>> {
         IteratorMode::From(ALARM_PREFIX, Direction::Forward),
     ) {
         let (k, _) = item?;
-        if !is_alarm_key(&k) {
+        if !schema::is_alarm_key(&k) {
             break;
         }
         let r = &k[ALARM_PREFIX.len()..];
@@ -88,10 +85,6 @@ pub fn load_alarms(db: &Db) -> Result<std::collections::BTreeSet<(u64, i32)>> {
         out.insert((member, alarm));
     }
     Ok(out)
-}
-
-pub fn is_meta_key(k: &[u8]) -> bool {
-    k.strip_prefix(META_PREFIX).is_some_and(|r| r.len() == 8)
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -107,7 +100,7 @@ impl Registry {
             IteratorMode::From(META_PREFIX, Direction::Forward),
         ) {
             let (k, v) = item?;
-            if !is_meta_key(&k) {
+            if !schema::is_member_key(&k) {
                 break;
             }
             let m = Member::decode(v.as_ref())
@@ -127,10 +120,6 @@ impl Registry {
 
     pub fn len(&self) -> usize {
         self.members.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.members.is_empty()
     }
 
     pub fn put(&mut self, db: &Db, m: Member, batch: &mut WriteBatch) {

@@ -6,10 +6,8 @@
 //! Snapshots carry exactly the replicated class (`mvcc::for_each_state_record`
 //! and `install_records` read these lists), so a record added here as
 //! replicated travels without more code, and a record added anywhere else
-//! fails `store/tests/mem_cluster.rs::every_meta_record_is_classified`
+//! fails `mem_cluster_tests::every_meta_record_is_classified`
 //! instead of silently dropping out of snapshots.
-
-use crate::{auth, lease, membership};
 
 /// Formerly the raft log, hard state, conf state and snapshot metadata;
 /// now only read to migrate an old data directory (`log_store`): the log
@@ -73,6 +71,14 @@ pub mod meta {
     pub const ALARM_PREFIX: &[u8] = b"alarm/";
     /// `auth/...`: etcd's users, roles, switch and auth revision.
     pub const AUTH_PREFIX: &[u8] = b"auth/";
+    /// Whether auth is enabled (one byte, 0 or 1).
+    pub const AUTH_ENABLED: &[u8] = b"auth/enabled";
+    /// etcd's auth revision (u64 BE).
+    pub const AUTH_REVISION: &[u8] = b"auth/revision";
+    /// `auth/user/<name>`: a user (protobuf `authpb.User`).
+    pub const AUTH_USER_PREFIX: &[u8] = b"auth/user/";
+    /// `auth/role/<name>`: a role (protobuf `authpb.Role`).
+    pub const AUTH_ROLE_PREFIX: &[u8] = b"auth/role/";
 }
 
 /// Where a meta record belongs.
@@ -107,11 +113,45 @@ pub fn class(k: &[u8]) -> Option<Class> {
         return Some(Class::Local);
     }
     let replicated = REPLICATED.contains(&k)
-        || lease::id_from_meta_key(k).is_some()
-        || membership::is_meta_key(k)
-        || membership::is_alarm_key(k)
-        || auth::is_meta_key(k);
+        || lease_id(k).is_some()
+        || is_member_key(k)
+        || is_alarm_key(k)
+        || is_auth_key(k);
     replicated.then_some(Class::Replicated)
+}
+
+// The shapes of the prefixed records, here rather than with their owners
+// (`lease`, `membership`, `auth`) so that the schema, which classifies
+// them, depends on nothing above it.
+
+/// The lease a `lease/<id>` record is of (id as u64 BE), if `k` is one.
+pub fn lease_id(k: &[u8]) -> Option<i64> {
+    let rest = k.strip_prefix(meta::LEASE_PREFIX)?;
+    Some(u64::from_be_bytes(rest.try_into().ok()?) as i64)
+}
+
+/// Whether `k` is a member's record, `member/<id>` (id as u64 BE).
+pub fn is_member_key(k: &[u8]) -> bool {
+    k.strip_prefix(meta::MEMBER_PREFIX)
+        .is_some_and(|r| r.len() == 8)
+}
+
+/// Whether `k` is a raised alarm, `alarm/<member id><alarm type>` (u64 BE,
+/// i32 BE).
+pub fn is_alarm_key(k: &[u8]) -> bool {
+    k.strip_prefix(meta::ALARM_PREFIX)
+        .is_some_and(|r| r.len() == 12)
+}
+
+/// Whether `k` is one of auth's records: the switch, the revision, or a
+/// named user or role.
+pub fn is_auth_key(k: &[u8]) -> bool {
+    k == meta::AUTH_ENABLED
+        || k == meta::AUTH_REVISION
+        || k.strip_prefix(meta::AUTH_USER_PREFIX)
+            .is_some_and(|n| !n.is_empty())
+        || k.strip_prefix(meta::AUTH_ROLE_PREFIX)
+            .is_some_and(|n| !n.is_empty())
 }
 
 pub fn is_replicated(k: &[u8]) -> bool {

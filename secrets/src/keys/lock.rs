@@ -259,7 +259,15 @@ impl Keys {
         // Fetch what is missing, follow the lock record (an older key
         // moves to the current one), save. Any failure leaves the member
         // locked, as it was.
-        match self.sync_locked(false).await {
+        let synced = self.sync_locked(false).await;
+        self.finish_unlock(synced, file_opened)
+    }
+
+    /// The end of `unlock`, after the sync with the cluster: the keyring
+    /// saved under the unlock key, or the member locked again and why.
+    /// `file_opened`: the key opened this member's own keyring file.
+    fn finish_unlock(&self, synced: Result<Option<u32>>, file_opened: bool) -> Result<()> {
+        match synced {
             Ok(_) if self.state.read().ring.is_some() => {
                 self.persist(&self.state.read())?;
                 // A member that was still on its key file: the keyring is

@@ -47,10 +47,10 @@ use tokens::Tokens;
 
 /// Every auth record is under this prefix of the meta column family.
 pub const META_PREFIX: &[u8] = crate::schema::meta::AUTH_PREFIX;
-pub const META_ENABLED: &[u8] = b"auth/enabled";
-pub const META_REVISION: &[u8] = b"auth/revision";
-const USER_PREFIX: &[u8] = b"auth/user/";
-const ROLE_PREFIX: &[u8] = b"auth/role/";
+pub const META_ENABLED: &[u8] = crate::schema::meta::AUTH_ENABLED;
+pub const META_REVISION: &[u8] = crate::schema::meta::AUTH_REVISION;
+const USER_PREFIX: &[u8] = crate::schema::meta::AUTH_USER_PREFIX;
+const ROLE_PREFIX: &[u8] = crate::schema::meta::AUTH_ROLE_PREFIX;
 
 /// The user `auth enable` requires, and the role that may do everything.
 pub const ROOT: &str = "root";
@@ -716,13 +716,6 @@ pub fn user_key(name: &str) -> Vec<u8> {
 
 pub fn role_key(name: &str) -> Vec<u8> {
     [ROLE_PREFIX, name.as_bytes()].concat()
-}
-
-pub fn is_meta_key(k: &[u8]) -> bool {
-    k == META_ENABLED
-        || k == META_REVISION
-        || k.strip_prefix(USER_PREFIX).is_some_and(|n| !n.is_empty())
-        || k.strip_prefix(ROLE_PREFIX).is_some_and(|n| !n.is_empty())
 }
 
 fn corrupt(what: &str, k: &[u8]) -> StoreError {

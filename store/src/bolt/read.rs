@@ -11,7 +11,10 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::*;
+use super::{
+    le16, le32, le64, Meta, BUCKET_HEADER_BYTES, ELEMENT_BUCKET, ELEMENT_BYTES, FLAG_BRANCH,
+    FLAG_LEAF, FLAG_META, META_BYTES, PAGE_HEADER_BYTES,
+};
 use crate::error::{Result, StoreError};
 
 /// Deepest tree accepted (bbolt's trees over a 64 GiB file are under 10).
@@ -46,54 +49,53 @@ pub enum Bucket {
     Inline(Vec<u8>),
 }
 
+/// The newer of the two meta pages that decode (bbolt writes them in
+/// turn), or why neither does.
+fn newest_meta(file: &File, path: &Path, content_bytes: u64) -> Result<Meta> {
+    let read_meta = |offset: u64| -> std::result::Result<Meta, String> {
+        let mut b = [0u8; PAGE_HEADER_BYTES + META_BYTES];
+        if offset + b.len() as u64 > content_bytes {
+            return Err("file too short for a meta page".into());
+        }
+        file.read_exact_at(&mut b, offset)
+            .map_err(|e| format!("read: {e}"))?;
+        if le16(&b[8..10]) != FLAG_META {
+            return Err("not a meta page".into());
+        }
+        Meta::decode(&b[PAGE_HEADER_BYTES..])
+    };
+    let m0 = read_meta(0);
+    // Meta 1 sits one page further: at meta 0's page size if it is
+    // valid, else at whichever page size finds a valid one.
+    let sizes: Vec<u32> = match &m0 {
+        Ok(m) => vec![m.page_size],
+        Err(_) => (9..=16).map(|s| 1u32 << s).collect(),
+    };
+    let mut m1 = Err("no meta page 1".to_string());
+    for s in sizes {
+        m1 = read_meta(s as u64);
+        if m1.as_ref().is_ok_and(|m| m.page_size == s) {
+            break;
+        }
+    }
+    match (&m0, &m1) {
+        (Ok(a), Ok(b)) => Ok(if b.txid > a.txid { *b } else { *a }),
+        (Ok(a), Err(_)) => Ok(*a),
+        (Err(_), Ok(b)) => Ok(*b),
+        (Err(e0), Err(e1)) => Err(corrupt_at(
+            path,
+            format!("not a valid bbolt file: meta page 0: {e0}; meta page 1: {e1}"),
+        )),
+    }
+}
+
 impl Reader {
     /// Opens the first `content_bytes` of `path` (a backup's sha256
     /// trailer excluded) and picks the newest valid meta page.
     pub fn open(path: &Path, content_bytes: u64) -> Result<Reader> {
         let file = File::open(path).map_err(|e| io_err(path, "open", e))?;
+        let meta = newest_meta(&file, path, content_bytes)?;
         let corrupt = |m: String| corrupt_at(path, m);
-        let read_meta = |offset: u64| -> std::result::Result<Meta, String> {
-            let mut b = [0u8; PAGE_HEADER_BYTES + META_BYTES];
-            if offset + b.len() as u64 > content_bytes {
-                return Err("file too short for a meta page".into());
-            }
-            file.read_exact_at(&mut b, offset)
-                .map_err(|e| format!("read: {e}"))?;
-            if le16(&b[8..10]) != FLAG_META {
-                return Err("not a meta page".into());
-            }
-            Meta::decode(&b[PAGE_HEADER_BYTES..])
-        };
-        let m0 = read_meta(0);
-        // Meta 1 sits one page further: at meta 0's page size if it is
-        // valid, else at whichever page size finds a valid one.
-        let sizes: Vec<u32> = match &m0 {
-            Ok(m) => vec![m.page_size],
-            Err(_) => (9..=16).map(|s| 1u32 << s).collect(),
-        };
-        let mut m1 = Err("no meta page 1".to_string());
-        for s in sizes {
-            m1 = read_meta(s as u64);
-            if m1.as_ref().is_ok_and(|m| m.page_size == s) {
-                break;
-            }
-        }
-        let meta = match (&m0, &m1) {
-            (Ok(a), Ok(b)) => {
-                if b.txid > a.txid {
-                    *b
-                } else {
-                    *a
-                }
-            }
-            (Ok(a), Err(_)) => *a,
-            (Err(_), Ok(b)) => *b,
-            (Err(e0), Err(e1)) => {
-                return Err(corrupt(format!(
-                    "not a valid bbolt file: meta page 0: {e0}; meta page 1: {e1}"
-                )))
-            }
-        };
         if !(PAGE_BYTES_MIN..=PAGE_BYTES_MAX).contains(&meta.page_size)
             || !meta.page_size.is_power_of_two()
         {

@@ -10,7 +10,10 @@ use std::fs::{self, File};
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use super::*;
+use super::{
+    Meta, BUCKET_HEADER_BYTES, ELEMENT_BUCKET, ELEMENT_BYTES, FLAG_BRANCH, FLAG_FREELIST,
+    FLAG_LEAF, FLAG_META, META_BYTES, PAGE_BYTES, PAGE_HEADER_BYTES,
+};
 use crate::error::{Result, StoreError};
 
 fn io_err(path: &Path, what: &str, e: std::io::Error) -> StoreError {

@@ -33,6 +33,7 @@ use crate::pb::etcdserverpb::{
 };
 use crate::pb::mvccpb::{event::EventType, Event, KeyValue};
 use crate::revision::{self, Rev};
+use crate::schema;
 use crate::snapshot::{SnapshotReader, SnapshotWriter, CF_TAG_KV, CF_TAG_META};
 pub use index::Index;
 pub use txn::{KvOp, WriteResult};
@@ -41,6 +42,7 @@ pub use txn::{KvOp, WriteResult};
 pub mod txn_checks {
     pub use super::txn::{
         has_put, is_read_only, is_serializable, nesting_depth, validate_put, validate_txn,
+        TXN_NESTING_MAX,
     };
 }
 
@@ -263,7 +265,7 @@ fn load_index(db: &Db, now: std::time::Instant) -> Result<(Index, i64, Lessor)> 
     );
     for item in prefix_iter {
         let (k, v) = item?;
-        let Some(id) = lease::id_from_meta_key(&k) else {
+        let Some(id) = schema::lease_id(&k) else {
             break;
         };
         let (ttl, renewed) = lease::decode_record(&v)

@@ -643,12 +643,21 @@ pub fn validate_put(p: &PutRequest) -> Result<()> {
     Ok(())
 }
 
+/// Deepest nesting of txns in one request (a txn with no txn inside is 1).
+/// etcd sets none, but prost's decoder stops at 100 nested messages, and
+/// each level of nesting costs two (`TxnRequest`, `RequestOp`) plus the
+/// entry's own wrapping: at 50 levels, a request that the gRPC decoder
+/// accepted could not be decoded from the log (D16); the entry decodes up
+/// to 48 (`node::entry`). 32 keeps every admitted request well inside that
+/// (`deepest_admitted_txn_decodes` checks the margin).
+pub const TXN_NESTING_MAX: usize = 32;
+
 /// Checks a Txn before it is proposed: op counts per level, keys present,
 /// and no key written twice (etcd's "duplicate key" rule).
 pub fn validate_txn(t: &TxnRequest, max_txn_ops: usize) -> Result<()> {
     // First, and without recursing past the limit: everything below walks
     // the request recursively.
-    if nesting_exceeds(t, crate::node::entry::TXN_NESTING_MAX) {
+    if nesting_exceeds(t, TXN_NESTING_MAX) {
         return Err(StoreError::TxnTooDeep);
     }
     let mut puts = Vec::new();

@@ -5,8 +5,22 @@
 //! the auth fence. Runs only on the raft thread, into the batch of the
 //! `Ready` being handled.
 
-use super::*;
-use crate::mvcc::KvOp;
+use prost::Message as _;
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType};
+use raft::StateRole;
+
+use super::raft_loop::{Applied, Loop, Waiter};
+use super::{entry, AppliedEntry};
+use crate::db::{WriteBatch, CF_META};
+use crate::error::{Result, StoreError};
+use crate::membership;
+use crate::mvcc::{KvOp, RevEvents, WriteResult};
+use crate::pb::etcdserverpb::alarm_request::AlarmAction;
+use crate::pb::etcdserverpb::{AlarmMember, AlarmRequest, AlarmType, Member, ResponseHeader};
+use crate::pb::internal::internal_request::Request;
+use crate::pb::internal::{ConfChangeContext, InternalRequest};
+use crate::schema::meta::APPLIED as META_APPLIED;
 
 impl Loop {
     pub(super) fn apply_entries(
@@ -144,25 +158,7 @@ impl Loop {
             }
         };
         let request = req.request.as_ref().expect("entry::decode checks it");
-        let checked = match (request, req.auth_fence.as_ref()) {
-            // A revoke is checked by the keys its lease holds now, as etcd
-            // checks it (a key attached after the caller's check counts).
-            (Request::LeaseRevoke(r), Some(f)) => self
-                .auth
-                .check_fence(req.auth_revision, None)
-                .and_then(|()| {
-                    let lessor = self.applier.mvcc().lessor();
-                    let keys = lessor.get(r.id).map(|l| &l.keys);
-                    Ok(self
-                        .auth
-                        .state()
-                        .admits_lease_revoke(f, keys.into_iter().flatten().map(Vec::as_slice))?)
-                }),
-            _ => self
-                .auth
-                .check_fence(req.auth_revision, req.auth_fence.as_ref()),
-        };
-        if let Err(refused) = checked {
+        if let Err(refused) = self.check_auth(&req, request) {
             if let Some(w) = self.take_waiter(req.proposer, req.id) {
                 out.replies.push((w, Err(refused)));
             }
@@ -204,6 +200,29 @@ impl Loop {
         }
         Ok(())
     }
+    /// Whether the permissions `req` was admitted with still hold: its
+    /// auth revision and fence, as of this entry.
+    fn check_auth(&self, req: &InternalRequest, request: &Request) -> Result<()> {
+        match (request, req.auth_fence.as_ref()) {
+            // A revoke is checked by the keys its lease holds now, as etcd
+            // checks it (a key attached after the caller's check counts).
+            (Request::LeaseRevoke(r), Some(f)) => self
+                .auth
+                .check_fence(req.auth_revision, None)
+                .and_then(|()| {
+                    let lessor = self.applier.mvcc().lessor();
+                    let keys = lessor.get(r.id).map(|l| &l.keys);
+                    Ok(self
+                        .auth
+                        .state()
+                        .admits_lease_revoke(f, keys.into_iter().flatten().map(Vec::as_slice))?)
+                }),
+            _ => self
+                .auth
+                .check_fence(req.auth_revision, req.auth_fence.as_ref()),
+        }
+    }
+
     /// A keyspace request, refused on every member alike while CORRUPT is
     /// raised, and while NOSPACE is raised if it adds data.
     fn apply_keyspace(
@@ -265,28 +284,7 @@ impl Loop {
         };
         self.raw.mut_store().set_conf_state(cs, batch);
         self.conf_in_batch = true;
-        {
-            let mut reg = self.registry.write();
-            for ch in cc.get_changes() {
-                let id = ch.node_id;
-                match ch.get_change_type() {
-                    ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
-                        let mut m = reg
-                            .get(id)
-                            .cloned()
-                            .or_else(|| ctx.member.clone())
-                            .unwrap_or_default();
-                        m.id = id;
-                        m.is_learner = ch.get_change_type() == ConfChangeType::AddLearnerNode;
-                        reg.put(&self.db, m, batch);
-                    }
-                    ConfChangeType::RemoveNode => {
-                        reg.remove(&self.db, id, batch);
-                        self.removed |= id == self.id;
-                    }
-                }
-            }
-        }
+        self.update_registry(cc, ctx.member.as_ref(), batch);
         self.membership_changed = true;
         tracing::info!(
             index = e.index,
@@ -306,6 +304,37 @@ impl Loop {
         }
         Ok(())
     }
+    /// The member records of an applied configuration change: an added
+    /// member keeps its record if it has one, else takes the one its
+    /// proposer sent (`member`).
+    fn update_registry(
+        &mut self,
+        cc: &ConfChangeV2,
+        member: Option<&Member>,
+        batch: &mut WriteBatch,
+    ) {
+        let mut reg = self.registry.write();
+        for ch in cc.get_changes() {
+            let id = ch.node_id;
+            match ch.get_change_type() {
+                ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                    let mut m = reg
+                        .get(id)
+                        .cloned()
+                        .or_else(|| member.cloned())
+                        .unwrap_or_default();
+                    m.id = id;
+                    m.is_learner = ch.get_change_type() == ConfChangeType::AddLearnerNode;
+                    reg.put(&self.db, m, batch);
+                }
+                ConfChangeType::RemoveNode => {
+                    reg.remove(&self.db, id, batch);
+                    self.removed |= id == self.id;
+                }
+            }
+        }
+    }
+
     pub(super) fn apply_alarm(
         &mut self,
         a: &AlarmRequest,

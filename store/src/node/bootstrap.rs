@@ -3,7 +3,28 @@
 //! the loop when a snapshot arrives), and `--force-new-cluster`, which
 //! turns a survivor of a lost quorum into a one-member cluster.
 
-use super::*;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use protobuf::Message as _;
+use raft::eraftpb::{
+    ConfChange, ConfChangeSingle, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType,
+    HardState,
+};
+use raft::Storage as _;
+
+use super::{require, NodeConfig};
+use crate::db::{u64_from, Db, WriteBatch, CF_META};
+use crate::error::{Result, StoreError};
+use crate::log_store::LogStore;
+use crate::membership::Registry;
+use crate::mvcc::Mvcc;
+use crate::pb::etcdserverpb::Member;
+use crate::schema::meta::{
+    APPLIED as META_APPLIED, CLUSTER_ID as META_CLUSTER_ID, FORCED_NEW_CLUSTER as META_FORCED,
+    INSTALLING as META_INSTALLING, MEMBER_ID as META_MEMBER_ID,
+};
+use crate::{cluster, membership, mvcc, snapshot};
 
 /// Installs the snapshot file at `path`: durable marker, records in bounded
 /// batches, then one synced batch that moves the applied index to the
@@ -236,9 +257,6 @@ pub(super) fn force_flag(db: &Db, log: &mut LogStore, id: u64, force: bool) -> R
 /// configuration, and a member that is already the only one. Returns the
 /// index of the last entry appended.
 pub(super) fn force_new_cluster(db: &Db, log: &mut LogStore, id: u64) -> Result<u64> {
-    use raft::Storage;
-    use std::collections::BTreeSet;
-
     if let Some(v) = db.get(CF_META, META_FORCED)? {
         let at = u64_from(&v, "forced-new-cluster index")?;
         return Err(StoreError::InvalidArgument(format!(
@@ -248,6 +266,26 @@ pub(super) fn force_new_cluster(db: &Db, log: &mut LogStore, id: u64) -> Result<
              again cut this member off from every member added since, and split the cluster"
         )));
     }
+    let (applied, hs, last) = log_position(db, log)?;
+    let config = committed_config(log, applied, hs.commit, id)?;
+    let remove = members_to_remove(db, config, id)?;
+    let forced_last = append_forced(db, log, &hs, id, &remove)?;
+    tracing::warn!(
+        member = format_args!("{id:x}"),
+        commit = hs.commit,
+        discarded_uncommitted_entries = last - hs.commit,
+        removed_members = format_args!("{remove:x?}"),
+        "FORCING A NEW CLUSTER (--force-new-cluster): this member becomes the only member of \
+         its cluster, with everything it committed. Entries past its commit index are \
+         discarded. Wipe the data directories of every other old member before adding any \
+         back, and remove the flag before the next start"
+    );
+    Ok(forced_last)
+}
+
+/// The applied index, the hard state and the last index of the log, as
+/// `LogStore::open` reconciled them (anything else is a damaged store).
+fn log_position(db: &Db, log: &LogStore) -> Result<(u64, HardState, u64)> {
     let applied = match db.get(CF_META, META_APPLIED)? {
         Some(v) => u64_from(&v, "applied index")?,
         None => 0,
@@ -256,30 +294,65 @@ pub(super) fn force_new_cluster(db: &Db, log: &mut LogStore, id: u64) -> Result<
     let last = log
         .last_index()
         .map_err(|e| StoreError::Storage(e.to_string()))?;
-    // `LogStore::open` reconciled these; anything else is a damaged store.
     if !(applied <= hs.commit && hs.commit <= last) {
         return Err(StoreError::Storage(format!(
             "raft log out of order: applied {applied}, commit {}, last entry {last}",
             hs.commit
         )));
     }
-    let cs = log.conf_state().clone();
+    Ok((applied, hs, last))
+}
+
+/// A configuration as of some index, and every id it named on the way.
+struct Config {
+    voters: BTreeSet<u64>,
+    learners: BTreeSet<u64>,
+    named: BTreeSet<u64>,
+}
+
+impl Config {
+    fn change(&mut self, ch: &ConfChangeSingle) {
+        self.named.insert(ch.node_id);
+        match ch.get_change_type() {
+            ConfChangeType::AddNode => {
+                self.voters.insert(ch.node_id);
+                self.learners.remove(&ch.node_id);
+            }
+            ConfChangeType::AddLearnerNode => {
+                self.learners.insert(ch.node_id);
+                self.voters.remove(&ch.node_id);
+            }
+            ConfChangeType::RemoveNode => {
+                self.voters.remove(&ch.node_id);
+                self.learners.remove(&ch.node_id);
+            }
+        }
+    }
+}
+
+/// The configuration as of the commit index: the applied one, then every
+/// change committed but not applied yet. Refused if one of them removed
+/// this member (`id`).
+fn committed_config(log: &LogStore, applied: u64, commit: u64, id: u64) -> Result<Config> {
+    let cs = log.conf_state();
     if !cs.voters_outgoing.is_empty() || !cs.learners_next.is_empty() {
         return Err(StoreError::Storage(format!(
             "the configuration is joint (voters {:x?}, outgoing {:x?}), which secretd never makes",
             cs.voters, cs.voters_outgoing
         )));
     }
-
-    // The configuration as of the commit index: the applied one, then
-    // every change committed but not applied yet.
-    let mut voters: BTreeSet<u64> = cs.voters.iter().copied().collect();
-    let mut learners: BTreeSet<u64> = cs.learners.iter().copied().collect();
-    let mut named: BTreeSet<u64> = voters.union(&learners).copied().collect();
+    let voters: BTreeSet<u64> = cs.voters.iter().copied().collect();
+    let learners: BTreeSet<u64> = cs.learners.iter().copied().collect();
+    let named = voters.union(&learners).copied().collect();
+    let mut config = Config {
+        voters,
+        learners,
+        named,
+    };
     let mut self_removed_at = None;
     let mut low = applied + 1;
-    while low <= hs.commit {
-        let high = (low + FORCE_SCAN_ENTRIES_MAX).min(hs.commit + 1);
+    while low <= commit {
+        let high = (low + FORCE_SCAN_ENTRIES_MAX).min(commit + 1);
         let entries = log
             .entries(low, high, None, raft::GetEntriesContext::empty(false))
             .map_err(|e| StoreError::Storage(format!("reading entries {low}..{high}: {e}")))?;
@@ -287,27 +360,11 @@ pub(super) fn force_new_cluster(db: &Db, log: &mut LogStore, id: u64) -> Result<
             return Err(StoreError::Storage(format!("no raft log entry {low}")));
         }
         for e in &entries {
-            for ch in conf_changes(e) {
-                if ch.node_id == 0 {
-                    continue; // raft's "not applied" marker
-                }
-                named.insert(ch.node_id);
-                match ch.get_change_type() {
-                    ConfChangeType::AddNode => {
-                        voters.insert(ch.node_id);
-                        learners.remove(&ch.node_id);
-                    }
-                    ConfChangeType::AddLearnerNode => {
-                        learners.insert(ch.node_id);
-                        voters.remove(&ch.node_id);
-                    }
-                    ConfChangeType::RemoveNode => {
-                        voters.remove(&ch.node_id);
-                        learners.remove(&ch.node_id);
-                        if ch.node_id == id {
-                            self_removed_at = Some(e.index);
-                        }
-                    }
+            // node id 0 is raft's "not applied" marker.
+            for ch in conf_changes(e).iter().filter(|ch| ch.node_id != 0) {
+                config.change(ch);
+                if ch.get_change_type() == ConfChangeType::RemoveNode && ch.node_id == id {
+                    self_removed_at = Some(e.index);
                 }
             }
         }
@@ -320,6 +377,19 @@ pub(super) fn force_new_cluster(db: &Db, log: &mut LogStore, id: u64) -> Result<
              restore a backup"
         )));
     }
+    Ok(config)
+}
+
+/// Every member but this one (`id`): in the configuration, in the
+/// registry, or named by the configuration since the applied index.
+/// Refused if this member is not in the configuration, or is already the
+/// only member.
+fn members_to_remove(db: &Db, config: Config, id: u64) -> Result<BTreeSet<u64>> {
+    let Config {
+        voters,
+        learners,
+        named,
+    } = config;
     if !voters.contains(&id) && !learners.contains(&id) {
         return Err(StoreError::InvalidArgument(format!(
             "this member ({id:x}) is not in its own configuration (voters {voters:x?}, learners \
@@ -338,10 +408,21 @@ pub(super) fn force_new_cluster(db: &Db, log: &mut LogStore, id: u64) -> Result<
                 .into(),
         ));
     }
-    let mut remove = others.clone();
+    let mut remove = others;
     remove.extend(named);
     remove.remove(&id);
+    Ok(remove)
+}
 
+/// Appends the forced changes right after the commit index, committed at
+/// once, then marks the member as forced. Returns the last index appended.
+fn append_forced(
+    db: &Db,
+    log: &mut LogStore,
+    hs: &HardState,
+    id: u64,
+    remove: &BTreeSet<u64>,
+) -> Result<u64> {
     let term = hs.term;
     let mut entries = vec![forced_change(
         ConfChangeType::AddNode,
@@ -381,16 +462,6 @@ pub(super) fn force_new_cluster(db: &Db, log: &mut LogStore, id: u64) -> Result<
             log.hard_state().commit
         )));
     }
-    tracing::warn!(
-        member = format_args!("{id:x}"),
-        commit = hs.commit,
-        discarded_uncommitted_entries = last - hs.commit,
-        removed_members = format_args!("{remove:x?}"),
-        "FORCING A NEW CLUSTER (--force-new-cluster): this member becomes the only member of \
-         its cluster, with everything it committed. Entries past its commit index are \
-         discarded. Wipe the data directories of every other old member before adding any \
-         back, and remove the flag before the next start"
-    );
     Ok(forced_last)
 }
 

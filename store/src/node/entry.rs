@@ -13,14 +13,10 @@ use crate::error::{Result, StoreError};
 use crate::pb::etcdserverpb::{request_op, PutRequest, RequestOp, TxnRequest};
 use crate::pb::internal::{internal_request::Request, InternalRequest};
 
-/// Deepest nesting of txns in one request (a txn with no txn inside is 1).
-/// etcd sets none, but prost's decoder stops at 100 nested messages, and
-/// each level of nesting costs two (`TxnRequest`, `RequestOp`) plus the
-/// entry's own wrapping: at 50 levels, a request that the gRPC decoder
-/// accepted could not be decoded from the log (D16); the entry decodes up
-/// to 48. 32 keeps every admitted request well inside that
-/// (`deepest_admitted_txn_decodes` checks the margin).
-pub const TXN_NESTING_MAX: usize = 32;
+/// The deepest txn nesting admitted: defined with the check that enforces
+/// it (`mvcc::txn_checks`), which sits below this decoder; it exists for
+/// this decoder's sake (`deepest_admitted_txn_decodes` checks the margin).
+pub use crate::mvcc::txn_checks::TXN_NESTING_MAX;
 
 /// Decodes a committed entry's request, as apply reads it.
 pub fn decode(data: &[u8]) -> std::result::Result<InternalRequest, String> {

@@ -4,7 +4,35 @@
 //! publish, answer, send what waited for persistence, advance). Applying
 //! entries is `apply.rs`; storage setup and snapshot install `bootstrap.rs`.
 
-use super::*;
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use parking_lot::RwLock;
+use prost::Message as _;
+use raft::eraftpb::{Entry, Message, MessageType};
+use raft::{LightReady, RawNode, Ready, SnapshotStatus, StateRole};
+use tokio::sync::oneshot;
+
+use super::bootstrap::install_snapshot;
+use super::read_index::ReadQueue;
+use super::{
+    AppliedEntry, Input, NodeStatus, Transport, INPUTS_PER_ROUND_MAX, LEARNER_READY_FRACTION,
+    LEASE_REVOKES_PER_TICK_MAX,
+};
+use crate::auth::Auth;
+use crate::db::{Db, WriteBatch};
+use crate::error::{Result, StoreError};
+use crate::log_store::LogStore;
+use crate::membership::Registry;
+use crate::mvcc::{Applier, RevEvents, WriteResult};
+use crate::pb::etcdserverpb::{LeaseRevokeRequest, ResponseHeader};
+use crate::pb::internal::internal_request::Request;
+use crate::pb::internal::{InternalRequest, LeaseExpiry};
+use crate::watch::WatchHub;
+use crate::{membership, snapshot};
 
 pub(super) type Waiter = oneshot::Sender<Result<(WriteResult, ResponseHeader)>>;
 
@@ -344,16 +372,7 @@ impl Loop {
                 );
             }
             Input::TransferLeader { target, reply } => {
-                let raft = &self.raw.raft;
-                let result = if raft.state != StateRole::Leader {
-                    Err(StoreError::NotLeader)
-                } else if !raft.prs().conf().voters().contains(target) {
-                    Err(StoreError::BadLeaderTransferee)
-                } else {
-                    self.raw.transfer_leader(target);
-                    Ok(())
-                };
-                let _ = reply.send(result);
+                let _ = reply.send(self.transfer_leader(target));
             }
             Input::ConfChange {
                 id,
@@ -361,30 +380,15 @@ impl Loop {
                 context,
                 promote,
                 reply,
-            } => {
-                let raft = &self.raw.raft;
-                if let Some(learner) = promote {
-                    // Only the leader knows how far a learner got.
-                    if raft.state != StateRole::Leader {
-                        let _ = reply.send(Err(StoreError::NotLeader));
-                        return;
-                    }
-                    let leader_match = raft.raft_log.last_index();
-                    let matched = raft.prs().get(learner).map(|p| p.matched).unwrap_or(0);
-                    if (matched as f64) < LEARNER_READY_FRACTION * leader_match as f64 {
-                        let _ = reply.send(Err(StoreError::LearnerNotReady));
-                        return;
-                    }
+            } => match self.conf_change_refusal(promote) {
+                Some(e) => {
+                    let _ = reply.send(Err(e));
                 }
-                if raft.state == StateRole::Leader && raft.has_pending_conf() {
-                    let _ = reply.send(Err(StoreError::InvalidArgument(
-                        "a membership change is still in progress; retry".into(),
-                    )));
-                    return;
+                None => {
+                    let res = self.raw.propose_conf_change(context, cc);
+                    self.track_proposal(res, id, reply);
                 }
-                let res = self.raw.propose_conf_change(context, cc);
-                self.track_proposal(res, id, reply);
-            }
+            },
             Input::Unreachable(peer) => self.raw.report_unreachable(peer),
             Input::SnapshotReport(peer, delivered) => {
                 let status = if delivered {
@@ -396,6 +400,43 @@ impl Loop {
             }
             Input::Stop => {}
         }
+    }
+
+    /// Starts moving leadership to `target`, if this member leads and
+    /// `target` is a voter.
+    fn transfer_leader(&mut self, target: u64) -> Result<()> {
+        let raft = &self.raw.raft;
+        if raft.state != StateRole::Leader {
+            Err(StoreError::NotLeader)
+        } else if !raft.prs().conf().voters().contains(target) {
+            Err(StoreError::BadLeaderTransferee)
+        } else {
+            self.raw.transfer_leader(target);
+            Ok(())
+        }
+    }
+
+    /// Why a configuration change (promoting `promote`, if set) cannot be
+    /// proposed now, if it cannot.
+    fn conf_change_refusal(&self, promote: Option<u64>) -> Option<StoreError> {
+        let raft = &self.raw.raft;
+        if let Some(learner) = promote {
+            // Only the leader knows how far a learner got.
+            if raft.state != StateRole::Leader {
+                return Some(StoreError::NotLeader);
+            }
+            let leader_match = raft.raft_log.last_index();
+            let matched = raft.prs().get(learner).map(|p| p.matched).unwrap_or(0);
+            if (matched as f64) < LEARNER_READY_FRACTION * leader_match as f64 {
+                return Some(StoreError::LearnerNotReady);
+            }
+        }
+        if raft.state == StateRole::Leader && raft.has_pending_conf() {
+            return Some(StoreError::InvalidArgument(
+                "a membership change is still in progress; retry".into(),
+            ));
+        }
+        None
     }
 
     /// Inputs while `Leaving`: peers' replies say how far each voter's
@@ -465,6 +506,24 @@ impl Loop {
         if !rd.snapshot().is_empty() {
             self.install_ready_snapshot(rd.snapshot())?;
         }
+        let applied = self.apply_and_persist(&mut rd)?;
+        self.finish(applied);
+        self.transport.send(rd.take_persisted_messages());
+        if self.removed {
+            // Once it applied its own removal, raft-rs no longer tracks this
+            // member's progress, and `advance` on a leader looks itself up
+            // there and panics (found by the simulation: a leader removing
+            // itself under load). The batch is durable and the clients are
+            // answered; the loop stops.
+            return Ok(());
+        }
+        let light = self.raw.advance(rd);
+        self.on_light_ready(light)
+    }
+
+    /// A `Ready`'s committed entries applied, and its new entries and hard
+    /// state persisted with the results: one batch, at most one fsync.
+    fn apply_and_persist(&mut self, rd: &mut Ready) -> Result<Applied> {
         let mut batch = WriteBatch::default();
         let mut applied = Applied::default();
         self.apply_entries(rd.take_committed_entries(), &mut batch, &mut applied)?;
@@ -477,13 +536,19 @@ impl Loop {
         for rs in rd.take_read_states() {
             self.reads.on_read_state(&rs.request_ctx, rs.index);
         }
-        // Only new entries or a term/vote change need an fsync before we go
-        // on (raft-rs's must_sync). A batch holding just applied results and
-        // a higher commit index is re-derivable from the synced log.
         // The state machine's batch needs no fsync: the entries it applied
         // are already in the synced log, and a crash re-applies them.
         self.write_applied(batch)?;
-        if rd.must_sync() && !crate::planted::on(crate::planted::Bug::AckBeforeFsync) {
+        self.persist_log(rd.must_sync(), new_entries)?;
+        Ok(applied)
+    }
+
+    /// Writes the staged log appends and hard state. Only new entries or a
+    /// term/vote change need an fsync before we go on (raft-rs's
+    /// must_sync). A batch holding just applied results and a higher
+    /// commit index is re-derivable from the synced log.
+    fn persist_log(&mut self, must_sync: bool, new_entries: u64) -> Result<()> {
+        if must_sync && !crate::planted::on(crate::planted::Bug::AckBeforeFsync) {
             let t = Instant::now();
             self.raw.mut_store().persist(true)?;
             crate::metrics::FSYNC_SECONDS.observe(t.elapsed().as_secs_f64());
@@ -493,18 +558,12 @@ impl Loop {
         } else {
             self.raw.mut_store().persist(false)?;
         }
-        self.finish(applied);
-        self.transport.send(rd.take_persisted_messages());
-        if self.removed {
-            // Once it applied its own removal, raft-rs no longer tracks this
-            // member's progress, and `advance` on a leader looks itself up
-            // there and panics (found by the simulation: a leader removing
-            // itself under load). The batch is durable and the clients are
-            // answered; the loop stops.
-            return Ok(());
-        }
+        Ok(())
+    }
 
-        let mut light = self.raw.advance(rd);
+    /// What raft-rs hands back after `advance`: a higher commit index, the
+    /// messages that waited for it, and the entries it committed.
+    fn on_light_ready(&mut self, mut light: LightReady) -> Result<()> {
         let mut batch = WriteBatch::default();
         let mut applied = Applied::default();
         if let Some(commit) = light.commit_index() {
@@ -518,7 +577,7 @@ impl Loop {
         self.write_applied(batch)?;
         self.finish(applied);
         if self.removed {
-            return Ok(()); // as above
+            return Ok(()); // as in `on_ready`: no `advance` after its own removal
         }
         self.raw.advance_apply();
         self.reads.release(self.applied);
@@ -526,6 +585,7 @@ impl Loop {
         self.update_status();
         Ok(())
     }
+
     /// Writes a batch of apply results. Unsynced as a rule: the entries it
     /// applied are in the synced log, the applied index travels with the
     /// results, and a crash re-applies them once the commit index is

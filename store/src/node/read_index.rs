@@ -4,7 +4,14 @@
 //! ReadIndex silently without a leader, or before a new leader commits in
 //! its term). A reader is answered once apply reaches the round's index.
 
-use super::*;
+use std::time::Instant;
+
+use raft::RawNode;
+use tokio::sync::oneshot;
+
+use super::READ_INDEX_RETRY;
+use crate::error::Result;
+use crate::log_store::LogStore;
 
 pub(super) type ReadWaiter = oneshot::Sender<Result<()>>;
 

@@ -4,7 +4,16 @@
 //! a `Ready`; the code that runs is the production loop's (`raft_loop.rs`,
 //! `apply.rs`), with a simulated clock and a fixed election timeout.
 
-use super::*;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use raft::StateRole;
+
+use super::opened::{ElectionTimeout, Opened};
+use super::raft_loop::Loop;
+use super::{AppliedEntry, Input, Node, Transport};
+use crate::clock::Clock;
+use crate::error::Result;
 
 /// Raft's state as the invariant checks read it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

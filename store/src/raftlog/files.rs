@@ -9,18 +9,11 @@
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use crate::db::LogDir;
 use crate::db::MemDisk;
 use crate::error::{Result, StoreError};
-
-/// Where a log's segment files are.
-#[derive(Clone)]
-pub enum LogDir {
-    Real(PathBuf),
-    Mem(Arc<MemDisk>),
-}
 
 /// One open segment file.
 pub enum SegFile {

@@ -439,7 +439,8 @@ impl SegmentLog {
         }
     }
 
-    /// Segment files in use (for status and tests).
+    /// Segment files in use.
+    #[cfg(test)]
     pub fn segment_count(&self) -> usize {
         self.segments.len()
     }

@@ -15,9 +15,9 @@ use parking_lot::{Mutex, RwLock};
 use raft::eraftpb::{Message, MessageType};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
-use super::Transport;
 use crate::node::Node;
 use crate::snapshot;
+use crate::transport::Transport;
 
 /// Faults the network applies, drawn from one seeded generator.
 struct Faults {

@@ -18,20 +18,23 @@
 //! moves the log's start there if a crash came before the log's reset.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::db::{Direction, IteratorMode, WriteBatch};
+use crate::db::WriteBatch;
 use protobuf::Message as PbMessage;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, Storage, StorageError};
 
-use crate::db::{u64_from, Db, CF_META, CF_RAFT};
+use crate::db::{u64_from, Db, CF_META};
 use crate::error::{Result, StoreError};
 use crate::raftlog::{files::LogDir, Loc, SegmentLog, SEGMENT_BYTES_REAL, SEGMENT_BYTES_SIM};
 use crate::schema::meta;
 use crate::snapshot::{self, SnapshotHeader, SnapshotWriter};
+use cache::{payload_bytes, EntryCache, ENTRY_CACHE_BYTES_MAX, ENTRY_CACHE_ENTRIES_MAX};
+
+mod cache;
+mod migrate;
 
 /// The state machine, as raft's storage needs it: able to write itself into
 /// a snapshot file at the current applied index.
@@ -39,120 +42,8 @@ pub trait StateSource: Send + Sync {
     fn write_snapshot(&self, w: &mut SnapshotWriter) -> Result<()>;
 }
 
-/// Bytes of entry payload the cache keeps (oldest dropped first): what
-/// followers that keep up and the entries not yet applied need (seconds
-/// of writes at full speed). A follower further behind is served from the
-/// segment files, which the kernel caches: memory here is resident in
-/// every member, and is what `bench compare`'s RSS row counts.
-const ENTRY_CACHE_BYTES_MAX: usize = 8 << 20;
-/// Entries the cache keeps, whatever their size.
-const ENTRY_CACHE_ENTRIES_MAX: usize = 32 * 1024;
-
 /// Snapshot files kept on disk (older ones are pruned).
 const SNAPSHOT_FILES_KEPT: usize = 3;
-
-// The old layout in the `raft` column family, read only to migrate.
-const KEY_HARD_STATE: &[u8] = b"hs";
-const KEY_CONF_STATE: &[u8] = b"cs";
-/// Index and term of the last entry folded into a snapshot (0/0 at start).
-const KEY_SNAPSHOT_META: &[u8] = b"snap";
-const ENTRY_PREFIX: u8 = b'e';
-
-fn entry_key(index: u64) -> [u8; 9] {
-    let mut k = [0u8; 9];
-    k[0] = ENTRY_PREFIX;
-    k[1..].copy_from_slice(&index.to_be_bytes());
-    k
-}
-
-/// The newest entries of the log, contiguous and ending at the log's last
-/// entry (or empty). Entries share their payload (`Bytes`) with raft's own
-/// copies, so caching costs one `Entry` header each.
-#[derive(Default)]
-struct EntryCache {
-    entries: VecDeque<Entry>,
-    payload_bytes: usize,
-}
-
-impl EntryCache {
-    fn first_index(&self) -> Option<u64> {
-        self.entries.front().map(|e| e.index)
-    }
-
-    /// Appends `new` (contiguous) after dropping every cached entry at or
-    /// beyond its first index, then trims the oldest to the bounds.
-    fn append(&mut self, new: &[Entry]) {
-        let Some(first) = new.first() else { return };
-        match self.first_index() {
-            Some(start) if first.index >= start => {
-                let keep = (first.index - start) as usize;
-                while self.entries.len() > keep {
-                    let e = self.entries.pop_back().expect("len > keep");
-                    self.payload_bytes -= payload_bytes(&e);
-                }
-            }
-            _ => self.clear(),
-        }
-        if let Some(last) = self.entries.back() {
-            assert_eq!(last.index + 1, first.index, "entry cache stays contiguous");
-        }
-        for e in new {
-            self.payload_bytes += payload_bytes(e);
-            self.entries.push_back(e.clone());
-        }
-        while self.entries.len() > 1
-            && (self.payload_bytes > ENTRY_CACHE_BYTES_MAX
-                || self.entries.len() > ENTRY_CACHE_ENTRIES_MAX)
-        {
-            self.drop_front();
-        }
-    }
-
-    /// Drops entries up to and including `to`.
-    fn compact(&mut self, to: u64) {
-        while self.first_index().is_some_and(|i| i <= to) {
-            self.drop_front();
-        }
-    }
-
-    fn drop_front(&mut self) {
-        if let Some(e) = self.entries.pop_front() {
-            self.payload_bytes -= payload_bytes(&e);
-        }
-    }
-
-    fn clear(&mut self) {
-        self.entries.clear();
-        self.payload_bytes = 0;
-    }
-
-    /// Entries `low..high` if the cache holds `low` (the caller checked
-    /// that `high - 1` is in the log, which ends where the cache ends).
-    fn get(&self, low: u64, high: u64, max_bytes: u64) -> Option<Vec<Entry>> {
-        let start = self.first_index()?;
-        if low < start {
-            return None;
-        }
-        let from = (low - start) as usize;
-        let to = ((high - start) as usize).min(self.entries.len());
-        let mut out = Vec::with_capacity((to.saturating_sub(from)).min(1024));
-        let mut size = 0u64;
-        for e in self.entries.range(from.min(to)..to) {
-            size += payload_bytes(e) as u64;
-            if !out.is_empty() && size > max_bytes {
-                break;
-            }
-            out.push(e.clone());
-        }
-        Some(out)
-    }
-}
-
-/// An entry's size for raft's per-message limit: its payload plus the
-/// fixed fields (a close bound on its encoded size, without encoding it).
-fn payload_bytes(e: &Entry) -> usize {
-    e.data.len() + e.context.len() + 24
-}
 
 fn storage_err(e: impl std::fmt::Display) -> raft::Error {
     raft::Error::Store(StorageError::Other(e.to_string().into()))
@@ -179,10 +70,6 @@ pub struct LogStore {
     /// acknowledged is on a quorum's synced log reads it).
     synced_last: u64,
 }
-
-/// The old layout's state: (hard state, conf state, snapshot index and
-/// term, entries).
-type OldLog = (HardState, ConfState, u64, u64, Vec<Entry>);
 
 impl LogStore {
     /// Opens the log (migrating an old data directory's), and reconciles it
@@ -221,28 +108,6 @@ impl LogStore {
         store.warm_cache()?;
         store.synced_last = store.last();
         Ok(store)
-    }
-
-    /// Moves an old data directory's log out of the `raft` column family:
-    /// into the segments, synced, then out of RocksDB.
-    fn migrate(&mut self) -> Result<()> {
-        let Some((hs, cs, snap_index, snap_term, entries)) = read_old_log(&self.db)? else {
-            return Ok(());
-        };
-        tracing::info!(
-            entries = entries.len(),
-            snap_index,
-            "moving the raft log from RocksDB into segment files"
-        );
-        let mut batch = WriteBatch::default();
-        self.apply_snapshot(snap_index, snap_term, cs, &mut batch)?;
-        self.append(&entries)?;
-        self.set_hard_state(hs)?;
-        self.db.write_sync(batch)?;
-        self.persist(true)?;
-        let mut batch = WriteBatch::default();
-        batch.delete_range_cf(self.db.cf(CF_RAFT), [0u8], [0xffu8; 10]);
-        self.db.write_sync(batch)
     }
 
     /// Makes the log agree with the state machine after a crash: it starts
@@ -543,11 +408,6 @@ impl LogStore {
         batch.put_cf(self.db.cf(CF_META), meta::CONF_STATE, bytes);
         self.conf_state = cs;
     }
-
-    /// Segment files the log uses now.
-    pub fn segment_count(&self) -> usize {
-        self.log.segment_count()
-    }
 }
 
 /// Bytes per segment file: `SECRETD_LOG_SEGMENT_BYTES` if set (tests use
@@ -564,52 +424,6 @@ fn segment_bytes_real() -> Result<u64> {
             ))),
         },
     }
-}
-
-/// The log of a data directory written before the segment files, if any.
-fn read_old_log(db: &Db) -> Result<Option<OldLog>> {
-    let hs = match db.get(CF_RAFT, KEY_HARD_STATE)? {
-        Some(v) => parse::<HardState>(&v, "hard state")?,
-        None => return Ok(None),
-    };
-    let cs = match db.get(CF_RAFT, KEY_CONF_STATE)? {
-        Some(v) => parse::<ConfState>(&v, "conf state")?,
-        None => ConfState::default(),
-    };
-    let (snap_index, snap_term) = match db.get(CF_RAFT, KEY_SNAPSHOT_META)? {
-        Some(v) if v.len() == 16 => (
-            u64_from(&v[..8], "snapshot index")?,
-            u64_from(&v[8..], "snapshot term")?,
-        ),
-        Some(v) => {
-            return Err(StoreError::Storage(format!(
-                "corrupt snapshot metadata: {} bytes",
-                v.len()
-            )))
-        }
-        None => (0, 0),
-    };
-    let mut entries = Vec::new();
-    let start = entry_key(snap_index + 1);
-    for item in db.iterator_cf(
-        db.cf(CF_RAFT),
-        IteratorMode::From(&start, Direction::Forward),
-    ) {
-        let (k, v) = item?;
-        if k.first() != Some(&ENTRY_PREFIX) {
-            break;
-        }
-        let e = parse::<Entry>(&v, "log entry")?;
-        let want = snap_index + 1 + entries.len() as u64;
-        if e.index != want || u64_from(&k[1..], "entry key")? != want {
-            return Err(StoreError::Storage(format!(
-                "raft log has a hole: expected entry {want}, found {}",
-                e.index
-            )));
-        }
-        entries.push(e);
-    }
-    Ok(Some((hs, cs, snap_index, snap_term, entries)))
 }
 
 fn parse<M: PbMessage>(bytes: &[u8], what: &str) -> Result<M> {
@@ -735,209 +549,4 @@ impl Storage for LogStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn entry(index: u64, term: u64) -> Entry {
-        Entry {
-            index,
-            term,
-            data: vec![index as u8; 3].into(),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn append_truncate_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(dir.path()).unwrap();
-        let mut s = LogStore::open(db.clone()).unwrap();
-        let mut b = WriteBatch::default();
-        s.bootstrap(vec![1, 2, 3], &mut b).unwrap();
-        // The configuration is entry 1: the log proper starts at 2.
-        assert_eq!(
-            (
-                s.first_index().unwrap(),
-                s.last_index().unwrap(),
-                s.term(1).unwrap()
-            ),
-            (2, 1, 1)
-        );
-        s.append(&(2..=6).map(|i| entry(i, 1)).collect::<Vec<_>>())
-            .unwrap();
-        db.write_sync(b).unwrap();
-        s.persist(true).unwrap();
-        // A new leader overwrites 5..: entry 6 must disappear.
-        let b = WriteBatch::default();
-        s.append(&[entry(5, 2)]).unwrap();
-        let hs = HardState {
-            term: 2,
-            commit: 5,
-            ..Default::default()
-        };
-        s.set_hard_state(hs).unwrap();
-        db.write_sync(b).unwrap();
-        s.persist(true).unwrap();
-        assert_eq!(s.last_index().unwrap(), 5);
-        // From the cache, then (below) from disk.
-        let index_terms = |s: &LogStore| {
-            s.entries(3, 6, None, GetEntriesContext::empty(false))
-                .unwrap()
-                .iter()
-                .map(|e| (e.index, e.term))
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(index_terms(&s), vec![(3, 1), (4, 1), (5, 2)]);
-        drop(s);
-        let mut s = LogStore::open(db).unwrap();
-        // From disk: the cache is warmed at open, and is checked above.
-        s.cache.clear();
-        assert_eq!(s.last_index().unwrap(), 5);
-        assert_eq!(s.term(5).unwrap(), 2);
-        assert_eq!(s.term(4).unwrap(), 1);
-        assert_eq!(s.hard_state().commit, 5);
-        assert_eq!(s.conf_state().voters, vec![1, 2, 3]);
-        assert_eq!(index_terms(&s), vec![(3, 1), (4, 1), (5, 2)]);
-        // A size limit still returns at least one entry.
-        assert_eq!(
-            s.entries(3, 6, 1, GetEntriesContext::empty(false))
-                .unwrap()
-                .len(),
-            1
-        );
-        assert!(s.term(9).is_err());
-        assert!(
-            s.entries(1, 3, None, GetEntriesContext::empty(false))
-                .is_err(),
-            "entry 1 is never served"
-        );
-    }
-
-    /// Whatever appends, overwrites and compactions happen, every read
-    /// answers the same from the cache as from disk.
-    #[test]
-    fn cache_answers_as_disk_does() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(dir.path()).unwrap();
-        let mut s = LogStore::open(db.clone()).unwrap();
-        let mut b = WriteBatch::default();
-        s.bootstrap(vec![1], &mut b).unwrap();
-        db.write_sync(b).unwrap();
-        s.persist(true).unwrap();
-        let mut term = 1;
-        let mut seed = 7u64;
-        let mut rand = |n: u64| {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (seed >> 33) % n
-        };
-        for round in 0..200u64 {
-            let b = WriteBatch::default();
-            let last = s.last_index().unwrap();
-            let first = s.first_index().unwrap();
-            // Mostly appends; sometimes a new leader overwrites a tail.
-            let at = if rand(5) == 0 && last >= first {
-                term += 1;
-                first + rand(last - first + 1)
-            } else {
-                last + 1
-            };
-            let n = 1 + rand(20);
-            let es: Vec<Entry> = (at..at + n)
-                .map(|i| Entry {
-                    index: i,
-                    term,
-                    data: vec![round as u8; rand(300) as usize].into(),
-                    ..Default::default()
-                })
-                .collect();
-            s.append(&es).unwrap();
-            let (lo, last) = (s.first_index().unwrap(), s.last_index().unwrap());
-            if rand(10) == 0 && last >= lo {
-                let to = lo + rand(last - lo + 1);
-                s.set_applied(to);
-                s.compact(to).unwrap();
-            }
-            db.write_sync(b).unwrap();
-            s.persist(true).unwrap();
-            let (lo, hi) = (s.first_index().unwrap(), s.last_index().unwrap() + 1);
-            if lo == hi {
-                continue;
-            }
-            // A reopened store (cache warmed by the open scan) and one
-            // reading from disk alone.
-            let warm = LogStore::open(db.clone()).unwrap();
-            let mut fresh = LogStore::open(db.clone()).unwrap();
-            fresh.cache.clear();
-            for _ in 0..5 {
-                let low = lo + rand(hi - lo);
-                let high = low + 1 + rand(hi - low);
-                let max = if rand(3) == 0 { Some(rand(2000)) } else { None };
-                let cached = s
-                    .entries(low, high, max, GetEntriesContext::empty(false))
-                    .unwrap();
-                let disk = fresh
-                    .entries(low, high, None, GetEntriesContext::empty(false))
-                    .unwrap();
-                let reopened = warm
-                    .entries(low, high, max, GetEntriesContext::empty(false))
-                    .unwrap();
-                assert_eq!(cached, reopened, "round {round}: {low}..{high}");
-                assert!(!cached.is_empty());
-                assert_eq!(
-                    cached[..],
-                    disk[..cached.len()],
-                    "round {round}: {low}..{high}"
-                );
-                if max.is_none() {
-                    assert_eq!(cached.len() as u64, high - low);
-                }
-            }
-        }
-    }
-
-    /// A data directory from before the segment files: its log, hard
-    /// state and configuration move out of the `raft` column family.
-    #[test]
-    fn an_old_log_in_rocksdb_is_migrated() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(dir.path()).unwrap();
-        let cf = db.cf(CF_RAFT);
-        let mut b = WriteBatch::default();
-        let hs = HardState {
-            term: 3,
-            vote: 2,
-            commit: 8,
-            ..Default::default()
-        };
-        b.put_cf(cf, KEY_HARD_STATE, hs.write_to_bytes().unwrap());
-        let cs = ConfState {
-            voters: vec![1, 2, 3],
-            ..Default::default()
-        };
-        b.put_cf(cf, KEY_CONF_STATE, cs.write_to_bytes().unwrap());
-        let mut snap = [0u8; 16];
-        snap[..8].copy_from_slice(&4u64.to_be_bytes());
-        snap[8..].copy_from_slice(&2u64.to_be_bytes());
-        b.put_cf(cf, KEY_SNAPSHOT_META, snap);
-        for i in 5..=9 {
-            b.put_cf(cf, entry_key(i), entry(i, 3).write_to_bytes().unwrap());
-        }
-        b.put_cf(db.cf(CF_META), meta::APPLIED, 7u64.to_be_bytes());
-        db.write_sync(b).unwrap();
-        for _ in 0..2 {
-            // Twice: the second open finds the segments and migrates nothing.
-            let s = LogStore::open(db.clone()).unwrap();
-            assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (5, 9));
-            assert_eq!(s.term(4).unwrap(), 2);
-            assert_eq!(s.hard_state(), &hs);
-            assert_eq!(s.conf_state().voters, vec![1, 2, 3]);
-            let got = s
-                .entries(5, 10, None, GetEntriesContext::empty(false))
-                .unwrap();
-            assert_eq!(got, (5..=9).map(|i| entry(i, 3)).collect::<Vec<_>>());
-            assert!(read_old_log(&db).unwrap().is_none(), "the old log is gone");
-        }
-    }
-}
+mod tests;

@@ -1,8 +1,6 @@
 //! How a member's raft messages reach the others. The real transport is
-//! gRPC over the peer port (`api::peer`); `mem` delivers them inside one
-//! process, for tests that run whole clusters in memory.
-
-pub mod mem;
+//! gRPC over the peer port (`api::peer`); `testing::net` delivers them
+//! inside one process, for tests that run whole clusters in memory.
 
 use raft::eraftpb::Message;
 

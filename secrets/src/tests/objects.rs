@@ -1,0 +1,200 @@
+//! The object store: what a secret is at rest, its versions, and what a
+//! task's use of an object protects.
+
+use secretd_crypto::SealedHeader;
+
+use super::{create_request, secret, stored, task, Objects, HISTORY};
+use crate::layout::{self, Kind};
+use crate::Error;
+
+/// A secret's data is sealed before it is proposed: what the keyspace
+/// holds is a blob under KEK generation 1, not the plaintext, and it opens
+/// back to the plaintext. A config is stored as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_is_sealed_at_rest_and_opens_to_its_data() {
+    let o = Objects::start(1).await;
+    let store = &o.stores[0];
+    let plain = b"correct horse battery staple";
+    let id = store
+        .create(Kind::Secret, create_request("db-password", plain))
+        .await
+        .unwrap();
+
+    let blob = stored(o.node(0), layout::data_key(&id, 1))
+        .await
+        .expect("version 1 is stored");
+    assert!(
+        !blob.windows(plain.len()).any(|w| w == plain),
+        "the plaintext is in the stored blob"
+    );
+    assert_eq!(SealedHeader::parse(&blob).unwrap().kek_id, 1);
+    let object = stored(o.node(0), layout::object_key(Kind::Secret, &id))
+        .await
+        .unwrap();
+    assert!(
+        !object.windows(plain.len()).any(|w| w == plain),
+        "the plaintext is in the object record"
+    );
+    assert_eq!(
+        store.open_secret(&id, 1, false).await.unwrap().expose(),
+        plain
+    );
+
+    let inspected = store.inspect(Kind::Secret, "db-password").await.unwrap();
+    assert_eq!(inspected.id, id);
+    assert_eq!(inspected.current_version, 1);
+    assert!(inspected.spec.unwrap().data.is_empty(), "no data in a spec");
+
+    let config = store
+        .create(Kind::Config, create_request("app.conf", b"port = 80"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.config_data(&config, false).await.unwrap(),
+        b"port = 80"
+    );
+    assert!(
+        stored(o.node(0), layout::data_key(&config, 1))
+            .await
+            .is_none(),
+        "a config has no sealed versions"
+    );
+}
+
+/// A name is taken once per kind, and a sealed blob opens only as the
+/// version it was sealed for (the encryption context binds it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_are_unique_and_blobs_are_bound_to_their_version() {
+    let o = Objects::start(1).await;
+    let store = &o.stores[0];
+    let id = store
+        .create(Kind::Secret, create_request("token", b"one"))
+        .await
+        .unwrap();
+    match store
+        .create(Kind::Secret, create_request("token", b"two"))
+        .await
+    {
+        Err(Error::AlreadyExists(m)) => assert!(m.contains("token"), "{m}"),
+        other => panic!("a second secret of the same name: {other:?}"),
+    }
+    // A config may share a secret's name.
+    store
+        .create(Kind::Config, create_request("token", b"x"))
+        .await
+        .unwrap();
+
+    store.rotate(&id, secret(b"two")).await.unwrap();
+    let v1 = stored(o.node(0), layout::data_key(&id, 1)).await.unwrap();
+    let ctx = crate::aad::secret_version(&id, 2);
+    assert!(
+        store.keys().open(&ctx, &v1).await.is_err(),
+        "version 1's blob opened as version 2"
+    );
+}
+
+/// Rotating a secret adds a version; the newest `HISTORY` old versions
+/// are kept with the current one, older ones are deleted, and each kept
+/// version opens to its own data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_are_kept_up_to_the_history_and_pruned_past_it() {
+    let o = Objects::start(1).await;
+    let store = &o.stores[0];
+    let id = store
+        .create(Kind::Secret, create_request("api-key", b"v1"))
+        .await
+        .unwrap();
+    for v in 2..=5u64 {
+        let (rotated, version) = store
+            .rotate("api-key", secret(format!("v{v}").as_bytes()))
+            .await
+            .unwrap();
+        assert_eq!((rotated.as_str(), version), (id.as_str(), v));
+    }
+    let object = store.inspect(Kind::Secret, &id).await.unwrap();
+    assert_eq!(object.current_version, 5);
+    let kept: Vec<u64> = object.versions.iter().map(|v| v.version).collect();
+    assert_eq!(
+        kept,
+        vec![3, 4, 5],
+        "{HISTORY} old versions and the current"
+    );
+    for v in 3..=5u64 {
+        assert_eq!(
+            store.open_secret(&id, v, false).await.unwrap().expose(),
+            format!("v{v}").as_bytes()
+        );
+    }
+    for v in 1..=2u64 {
+        assert!(
+            matches!(
+                store.open_secret(&id, v, false).await,
+                Err(Error::Missing(_))
+            ),
+            "version {v} was pruned"
+        );
+        assert!(stored(o.node(0), layout::data_key(&id, v)).await.is_none());
+    }
+}
+
+/// A version a task pins outlives the history; an object a task uses
+/// cannot be removed, and can once the task is gone, taking every
+/// version with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_in_use_are_kept_and_pinned_versions_outlive_the_history() {
+    let o = Objects::start(1).await;
+    let store = &o.stores[0];
+    let id = store
+        .create(Kind::Secret, create_request("cert", b"v1"))
+        .await
+        .unwrap();
+    let t = store
+        .task_create(task("web-1", &[("cert", 1)]))
+        .await
+        .unwrap();
+    assert_eq!(t.secrets[0].source_id, id);
+    for v in 2..=5u64 {
+        store
+            .rotate("cert", secret(format!("v{v}").as_bytes()))
+            .await
+            .unwrap();
+    }
+    let kept: Vec<u64> = store
+        .inspect(Kind::Secret, &id)
+        .await
+        .unwrap()
+        .versions
+        .iter()
+        .map(|v| v.version)
+        .collect();
+    assert_eq!(kept, vec![1, 4, 5], "the pinned version and the history");
+    assert_eq!(
+        store.open_secret(&id, 1, false).await.unwrap().expose(),
+        b"v1"
+    );
+
+    match store.remove(Kind::Secret, "cert").await {
+        Err(Error::Invalid(m)) => assert!(m.contains("in use") && m.contains("web-1"), "{m}"),
+        other => panic!("removed a secret in use: {other:?}"),
+    }
+    assert_eq!(
+        store.open_secret(&id, 5, false).await.unwrap().expose(),
+        b"v5"
+    );
+
+    // A task cannot pin a version that is gone.
+    match store.task_create(task("web-2", &[("cert", 2)])).await {
+        Err(Error::Invalid(m)) => assert!(m.contains("no version 2"), "{m}"),
+        other => panic!("a task pinned a pruned version: {other:?}"),
+    }
+
+    store.task_remove("web-1").await.unwrap();
+    assert_eq!(store.remove(Kind::Secret, "cert").await.unwrap(), id);
+    assert!(matches!(
+        store.inspect(Kind::Secret, &id).await,
+        Err(Error::NotFound { .. })
+    ));
+    for v in [1, 4, 5] {
+        assert!(stored(o.node(0), layout::data_key(&id, v)).await.is_none());
+    }
+}
