@@ -3,8 +3,9 @@
 //! The `secretd` binary is a thin shell over this crate (`secretctl` is
 //! its own crate, a client over `secretd-client`).
 
-// Bottom to top: a module uses only modules listed before it (the
-// shape test in `testkit` checks there is no cycle).
+// rustfmt sorts these; their order from bottom to top, and what each may
+// use, is ARCHITECTURE.md's api table. No two use each other (the shape
+// test in `testkit` checks there is no cycle).
 pub mod audit;
 pub mod authz;
 pub mod compactor;

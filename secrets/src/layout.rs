@@ -22,26 +22,14 @@
 /// collide with an object's.
 pub const RESERVED: &[u8] = b"\xff\xffsecretd/";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    Secret,
-    Config,
-}
+/// Secrets or configs, the words the clients use too (`secretd_vocab`).
+pub use secretd_vocab::Kind;
 
-impl Kind {
-    /// The word Docker's messages use.
-    pub fn word(self) -> &'static str {
-        match self {
-            Kind::Secret => "secret",
-            Kind::Config => "config",
-        }
-    }
-
-    fn tag(self) -> &'static str {
-        match self {
-            Kind::Secret => "s",
-            Kind::Config => "c",
-        }
+/// A kind's letter in its keys (stored: never change one).
+fn tag(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Secret => "s",
+        Kind::Config => "c",
     }
 }
 
@@ -54,7 +42,7 @@ fn key(parts: &[&[u8]]) -> Vec<u8> {
 }
 
 pub fn object_prefix(kind: Kind) -> Vec<u8> {
-    key(&[b"obj/", kind.tag().as_bytes(), b"/"])
+    key(&[b"obj/", tag(kind).as_bytes(), b"/"])
 }
 
 pub fn object_key(kind: Kind, id: &str) -> Vec<u8> {
@@ -68,7 +56,7 @@ pub fn id_of_object_key(kind: Kind, k: &[u8]) -> Option<String> {
 }
 
 pub fn name_key(kind: Kind, name: &str) -> Vec<u8> {
-    key(&[b"name/", kind.tag().as_bytes(), b"/", name.as_bytes()])
+    key(&[b"name/", tag(kind).as_bytes(), b"/", name.as_bytes()])
 }
 
 pub fn data_prefix(id: &str) -> Vec<u8> {
@@ -110,7 +98,7 @@ pub fn task_key(id: &str) -> Vec<u8> {
 pub fn ref_prefix(kind: Kind, object_id: &str) -> Vec<u8> {
     key(&[
         b"ref/",
-        kind.tag().as_bytes(),
+        tag(kind).as_bytes(),
         b"/",
         object_id.as_bytes(),
         b"/",

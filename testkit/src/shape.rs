@@ -240,7 +240,7 @@ impl UseVisitor<'_> {
                 base.pop();
                 let mut sibling = base.clone();
                 sibling.push(first.clone());
-                if self.module.len() > 1 || !self.module.is_empty() {
+                if !self.module.is_empty() {
                     self.graph
                         .uses
                         .entry(self.module.clone())
@@ -403,7 +403,7 @@ impl ModuleGraph {
 
     fn resolve(&self, target: &ModPath) -> ModPath {
         match target.first().and_then(|n| self.reexports.get(n)) {
-            Some(origin) if !self.modules.contains(&target[..1].to_vec()) => {
+            Some(origin) if !self.modules.contains(&target[..1]) => {
                 let mut p = origin.clone();
                 p.extend(target[1..].iter().cloned());
                 p

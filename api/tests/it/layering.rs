@@ -66,6 +66,17 @@ const RULES: &[(&str, &[&str], &str)] = &[
         "the server does not depend on its tools",
     ),
     (
+        "secretd-vocab",
+        &[
+            "secretd-store",
+            "secretd-client",
+            "tonic",
+            "rocksdb",
+            "serde",
+        ],
+        "the shared words sit below server and clients alike: no dependencies",
+    ),
+    (
         "bench",
         &["secretd-api", "secretd-store", "secretd-fuse"],
         "the bench measures secretd from outside, as any client does",
@@ -117,7 +128,7 @@ fn no_crate_depends_on_what_it_must_not() {
         }
     }
     for (krate, never, why) in RULES {
-        assert!(deps.contains_key(krate), "no crate named {krate}");
+        assert!(names.values().any(|n| n == krate), "no crate named {krate}");
         let mut reach = BTreeSet::new();
         let mut todo = vec![*krate];
         while let Some(k) = todo.pop() {

@@ -54,7 +54,6 @@ pub(super) fn sprintf(
 
 /// An RFC 3339 UTC time (`2026-11-30T18:33:40.270352427Z`) as Go's
 /// `Time.String()` prints it (`2026-11-30 18:33:40.270352427 +0000 UTC`);
-
 /// `None` for anything else (a listing's "2 hours ago").
 pub(super) fn go_time(s: &str) -> Option<String> {
     let b = s.as_bytes();

@@ -7,7 +7,7 @@
 //! deadlocks against secretd's jemalloc).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
 use anyhow::{bail, Context, Result};
 use secretd_testkit::launch;

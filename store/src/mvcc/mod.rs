@@ -306,19 +306,8 @@ use crate::schema::{
     is_replicated as is_replicated_meta, REPLICATED as REPLICATED_META, REPLICATED_PREFIXES,
 };
 
-/// The key just past every key with this prefix, as etcd clients compute
-/// it: trailing 0xff bytes drop out, and a prefix of only 0xff (or the
-/// empty prefix) ranges to the end of the keyspace (`[0]`).
-pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
-}
+/// etcd's prefix rule, shared with the clients (`secretd_vocab`).
+pub use secretd_vocab::prefix_end;
 /// Bytes staged per batch while installing a snapshot.
 const INSTALL_BATCH_BYTES_MAX: usize = 4 << 20;
 

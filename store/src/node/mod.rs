@@ -3,10 +3,12 @@
 //!
 //! Each round drains up to `INPUTS_PER_ROUND_MAX` inputs (proposals, peer
 //! messages, reads), ticks, then handles one `Ready` in raft-rs's order:
-//! send the leader's messages, apply committed entries and persist new
-//! entries and hard state in **one** `WriteBatch` with **one** fsync, then
-//! publish the revision, wake watchers, answer clients, send the messages
-//! that had to wait for persistence, and `advance`.
+//! send the leader's messages, apply committed entries into one unsynced
+//! RocksDB `WriteBatch` (a configuration change's batch is synced), append
+//! new entries and hard state to the raft-log segments with **one**
+//! fdatasync, then publish the revision, wake watchers, answer clients,
+//! send the messages that had to wait for persistence, and `advance`.
+//! Applied state that a crash loses is applied again from the synced log.
 //!
 //! Invariant: a client hears about a write only after the entry is committed
 //! (durable on a quorum) and applied to a durable local batch.

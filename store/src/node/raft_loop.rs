@@ -1,7 +1,8 @@
 //! The raft loop: the one thread that owns `RawNode`. Each round drains up
 //! to `INPUTS_PER_ROUND_MAX` inputs, ticks, and handles one `Ready` in
-//! raft-rs's order (send, apply + persist in one batch with one fsync,
-//! publish, answer, send what waited for persistence, advance). Applying
+//! raft-rs's order (send; apply into an unsynced batch; append to the
+//! raft-log segments with one fdatasync; publish, answer, send what waited
+//! for persistence, advance). Applying
 //! entries is `apply.rs`; storage setup and snapshot install `bootstrap.rs`.
 
 use std::collections::{BTreeSet, HashMap};
