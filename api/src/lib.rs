@@ -4,8 +4,8 @@
 //! its own crate, a client over `secretd-client`).
 
 // rustfmt sorts these; their order from bottom to top, and what each may
-// use, is ARCHITECTURE.md's api table. No two use each other (the shape
-// test in `testkit` checks there is no cycle).
+// use, is ARCHITECTURE.md's api table. Siblings use each other one way
+// only (the shape test in `testkit` checks there is no cycle).
 pub mod audit;
 pub mod authz;
 pub mod compactor;
