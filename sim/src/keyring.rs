@@ -5,45 +5,11 @@
 //! live on the real file system under the run's temporary folder.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, Weak};
 
-use futures::future::BoxFuture;
-use secretd_secrets::keys::{KekPeers, Keys, PeerKek};
-use secretd_store::pb::etcdserverpb::Member;
+use secretd_secrets::keys::InProcessPeers;
 
 /// Every member's keyring, by raft id, for peers to fetch from.
-#[derive(Clone, Default)]
-pub struct SimPeers {
-    keys: Arc<Mutex<BTreeMap<u64, Weak<Keys>>>>,
-}
-
-impl SimPeers {
-    pub fn register(&self, id: u64, keys: &Arc<Keys>) {
-        self.keys
-            .lock()
-            .expect("peers lock")
-            .insert(id, Arc::downgrade(keys));
-    }
-}
-
-impl KekPeers for SimPeers {
-    fn fetch<'a>(
-        &'a self,
-        peer: &'a Member,
-        generation: u32,
-    ) -> BoxFuture<'a, anyhow::Result<PeerKek>> {
-        let keys = self
-            .keys
-            .lock()
-            .expect("peers lock")
-            .get(&peer.id)
-            .and_then(Weak::upgrade);
-        Box::pin(async move {
-            let keys = keys.ok_or_else(|| anyhow::anyhow!("member {:x} is down", peer.id))?;
-            Ok(keys.key_for_peer(generation)?)
-        })
-    }
-}
+pub type SimPeers = InProcessPeers;
 
 /// What the secrets client knows was acknowledged: version → plaintext.
 #[derive(Default)]

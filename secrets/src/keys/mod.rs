@@ -44,7 +44,7 @@ use crate::pb::records::{KekRecord, LockRecord};
 use crate::txns::{absent, del, put};
 use crate::{Error, Result};
 use disk::{remove_file, write_file, KEYRING_FILE, LOCKED_KEYRING_FILE, WRAP_KEY_FILE};
-pub use peers::{KekPeers, PeerKek};
+pub use peers::{InProcessPeers, KekPeers, PeerKek};
 pub use rotation::Rotated;
 
 /// Background sync period: how soon a member picks up a new generation it

@@ -4,6 +4,9 @@
 //! `api::peer`, or a direct call in an in-process cluster); this module
 //! decides what a member hands out and what it accepts.
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, Weak};
+
 use futures::future::BoxFuture;
 use secretd_crypto::{Cipher, Key, Keyring};
 use secretd_store::pb::etcdserverpb::Member;
@@ -113,5 +116,44 @@ impl Keys {
                 unlock_epoch: 0,
             }),
         }
+    }
+}
+
+/// Members' keyrings in one process, by raft id, fetched from by direct
+/// call instead of over the network: the simulation's members and the
+/// fast tests' in-memory cluster use it. Weak, so a stopped member's
+/// keyring is gone (its peers get "member is down") rather than kept alive.
+#[derive(Clone, Default)]
+pub struct InProcessPeers {
+    keys: Arc<Mutex<BTreeMap<u64, Weak<Keys>>>>,
+}
+
+impl InProcessPeers {
+    /// Makes `keys` member `id`'s keyring, replacing an earlier one (a
+    /// restart).
+    pub fn register(&self, id: u64, keys: &Arc<Keys>) {
+        self.keys
+            .lock()
+            .expect("peers lock")
+            .insert(id, Arc::downgrade(keys));
+    }
+}
+
+impl KekPeers for InProcessPeers {
+    fn fetch<'a>(
+        &'a self,
+        peer: &'a Member,
+        generation: u32,
+    ) -> BoxFuture<'a, anyhow::Result<PeerKek>> {
+        let keys = self
+            .keys
+            .lock()
+            .expect("peers lock")
+            .get(&peer.id)
+            .and_then(Weak::upgrade);
+        Box::pin(async move {
+            let keys = keys.ok_or_else(|| anyhow::anyhow!("member {:x} is down", peer.id))?;
+            Ok(keys.key_for_peer(generation)?)
+        })
     }
 }

@@ -7,17 +7,15 @@
 mod keys;
 mod objects;
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use secretd_crypto::SecretBytes;
 use secretd_store::node::Node;
-use secretd_store::pb::etcdserverpb::{Member, RangeRequest};
+use secretd_store::pb::etcdserverpb::RangeRequest;
 use secretd_store::testing::MemCluster;
 
-use crate::keys::{KekPeers, Keys, PeerKek};
+use crate::keys::{InProcessPeers, Keys};
 use crate::pb::secretstore::{CreateRequest, Mount, Task};
 use crate::store::ObjectStore;
 
@@ -25,35 +23,10 @@ use crate::store::ObjectStore;
 /// pinned one).
 const HISTORY: usize = 2;
 
-/// Every member's keyring, by raft id, for its peers to fetch from.
-#[derive(Clone, Default)]
-struct Peers {
-    keys: Arc<Mutex<BTreeMap<u64, Weak<Keys>>>>,
-}
-
-impl KekPeers for Peers {
-    fn fetch<'a>(
-        &'a self,
-        peer: &'a Member,
-        generation: u32,
-    ) -> BoxFuture<'a, anyhow::Result<PeerKek>> {
-        let keys = self
-            .keys
-            .lock()
-            .expect("peers lock")
-            .get(&peer.id)
-            .and_then(Weak::upgrade);
-        Box::pin(async move {
-            let keys = keys.ok_or_else(|| anyhow::anyhow!("member {:x} is down", peer.id))?;
-            Ok(keys.key_for_peer(generation)?)
-        })
-    }
-}
-
 /// A cluster whose every member runs the object store and its keyring.
 struct Objects {
     cluster: MemCluster,
-    peers: Peers,
+    peers: InProcessPeers,
     stores: Vec<ObjectStore>,
 }
 
@@ -65,7 +38,7 @@ impl Objects {
         let cluster = MemCluster::start_with(n, 1, |cfg| cfg.tick_ms = 5);
         let all: Vec<usize> = (0..n).collect();
         cluster.leader(&all, Duration::from_secs(10)).await;
-        let peers = Peers::default();
+        let peers = InProcessPeers::default();
         let stores = cluster
             .nodes
             .iter()
@@ -91,18 +64,14 @@ impl Objects {
 
 /// Loads member `node`'s keyring from its data directory and makes it
 /// reachable by its peers (replacing any earlier one: a restart).
-fn load_keys(node: &Arc<Node>, peers: &Peers) -> Arc<Keys> {
+fn load_keys(node: &Arc<Node>, peers: &InProcessPeers) -> Arc<Keys> {
     let keys = Keys::load(
         node.clone(),
         Arc::new(peers.clone()),
         &node.config().data_dir,
     )
     .expect("load the keyring");
-    peers
-        .keys
-        .lock()
-        .expect("peers lock")
-        .insert(node.id(), Arc::downgrade(&keys));
+    peers.register(node.id(), &keys);
     keys
 }
 
