@@ -250,7 +250,13 @@ fn help(path: &[&Command]) -> String {
         ));
         return out;
     }
-    out.push_str(&options_section(cmd));
+    let options = options_section(cmd);
+    if options.is_empty() {
+        // No Options section: Docker's help ends with the last section's
+        // line, not a blank one (`docker secret rm --help`).
+        out.pop();
+    }
+    out.push_str(&options);
     out
 }
 
@@ -331,7 +337,27 @@ pub fn docker_error(root: &Command, argv: &[String], e: &clap::Error) -> Option<
     }
     let p = path.as_slice();
     Some(match e.kind() {
+        // `docker secret` without a command prints the group's help on
+        // stderr and exits 0. clap reports it two ways: with no argument
+        // at all, and (MissingSubcommand) when a SECRETCTL_* variable
+        // counts as an argument given.
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand | ErrorKind::MissingSubcommand
+            if p.last().is_some_and(|c| c.has_subcommands()) =>
+        {
+            Exit {
+                stdout: String::new(),
+                stderr: help(p),
+                status: 0,
+            }
+        }
         ErrorKind::DisplayHelp | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => Exit {
+            stdout: help(p),
+            stderr: String::new(),
+            status: 0,
+        },
+        // An unknown command asked for its help: Docker shows the
+        // group's help, as `--help` on the group would.
+        ErrorKind::InvalidSubcommand if argv.iter().any(|a| a == "--help" || a == "-h") => Exit {
             stdout: help(p),
             stderr: String::new(),
             status: 0,
@@ -391,44 +417,55 @@ mod tests {
     use super::*;
 
     fn cmd() -> Command {
-        Command::new("tool").subcommand(
-            Command::new("secret")
-                .about("Manage secrets")
-                .subcommand(
-                    Command::new("create")
-                        .about("Create a secret")
-                        .arg(
-                            Arg::new("label")
-                                .short('l')
-                                .long("label")
-                                .value_name("list")
-                                .action(ArgAction::Append)
-                                .help("Secret labels"),
-                        )
-                        .arg(Arg::new("name").value_name("SECRET").required(true))
-                        .arg(Arg::new("file").value_name("file|-")),
-                )
-                .subcommand(
-                    Command::new("ls")
-                        .visible_alias("list")
-                        .about("List secrets")
-                        .arg(
-                            Arg::new("quiet")
-                                .short('q')
-                                .long("quiet")
-                                .action(ArgAction::SetTrue)
-                                .help("Only display IDs"),
+        Command::new("tool")
+            .arg(
+                // As secretctl's global flags, which SECRETCTL_* variables
+                // set: given, clap counts them as the group's arguments.
+                Arg::new("x")
+                    .short('x')
+                    .global(true)
+                    .action(ArgAction::SetTrue),
+            )
+            .subcommand(
+                Command::new("secret")
+                    .about("Manage secrets")
+                    .subcommand_required(true)
+                    .arg_required_else_help(true)
+                    .subcommand(
+                        Command::new("create")
+                            .about("Create a secret")
+                            .arg(
+                                Arg::new("label")
+                                    .short('l')
+                                    .long("label")
+                                    .value_name("list")
+                                    .action(ArgAction::Append)
+                                    .help("Secret labels"),
+                            )
+                            .arg(Arg::new("name").value_name("SECRET").required(true))
+                            .arg(Arg::new("file").value_name("file|-")),
+                    )
+                    .subcommand(
+                        Command::new("ls")
+                            .visible_alias("list")
+                            .about("List secrets")
+                            .arg(
+                                Arg::new("quiet")
+                                    .short('q')
+                                    .long("quiet")
+                                    .action(ArgAction::SetTrue)
+                                    .help("Only display IDs"),
+                            ),
+                    )
+                    .subcommand(
+                        Command::new("rm").arg(
+                            Arg::new("names")
+                                .value_name("SECRET")
+                                .required(true)
+                                .num_args(1..),
                         ),
-                )
-                .subcommand(
-                    Command::new("rm").arg(
-                        Arg::new("names")
-                            .value_name("SECRET")
-                            .required(true)
-                            .num_args(1..),
                     ),
-                ),
-        )
+            )
     }
 
     fn run(args: &[&str]) -> Exit {
@@ -487,6 +524,40 @@ mod tests {
         assert_eq!(
             e.stderr.lines().next(),
             Some("unknown shorthand flag: 'z' in -z")
+        );
+        // A group without a command: its help on stderr, exit 0, as
+        // Docker; the same when clap counts an environment variable as an
+        // argument (MissingSubcommand).
+        let e = run(&["secret"]);
+        assert_eq!((e.status, e.stdout.as_str()), (0, ""));
+        assert!(
+            e.stderr.starts_with("Usage:  tool secret COMMAND"),
+            "{}",
+            e.stderr
+        );
+        let e = run(&["-x", "secret"]);
+        assert_eq!((e.status, e.stdout.as_str()), (0, ""));
+        assert!(
+            e.stderr.starts_with("Usage:  tool secret COMMAND"),
+            "{}",
+            e.stderr
+        );
+        // An unknown command with --help: the group's help, exit 0.
+        let e = run(&["secret", "bogus", "--help"]);
+        assert_eq!(e.status, 0);
+        assert!(
+            e.stdout.starts_with("Usage:  tool secret COMMAND"),
+            "{}",
+            e.stdout
+        );
+        let e = run(&["secret", "bogus"]);
+        assert_eq!(e.status, 1);
+        // A command without flags: its help ends without a blank line.
+        let e = run(&["secret", "rm", "--help"]);
+        assert!(
+            e.stdout.ends_with("[SECRET...]\n") && !e.stdout.ends_with("\n\n"),
+            "{:?}",
+            e.stdout
         );
         let e = run(&["secret", "ls", "--help"]);
         assert_eq!(e.status, 0);
