@@ -328,6 +328,23 @@ fn docker_shaped(path: &[&Command]) -> bool {
         .is_some_and(|c| matches!(c.get_name(), "secret" | "config"))
 }
 
+/// pflag's words for a flag's bad or missing value.
+fn invalid_value(p: &[&Command], e: &clap::Error) -> Exit {
+    let flag = flag_of(e);
+    match context(e, ContextKind::InvalidValue) {
+        Some(v) if !v.is_empty() => flag_error(
+            p,
+            &format!(
+                "invalid argument {v:?} for {flag:?} flag: {}",
+                std::error::Error::source(e)
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "invalid value".into())
+            ),
+        ),
+        _ => flag_error(p, &format!("flag needs an argument: {flag}")),
+    }
+}
+
 /// Maps a clap error for `argv` (without the binary's name) to what Docker
 /// would print, or `None` where clap's own report stands.
 pub fn docker_error(root: &Command, argv: &[String], e: &clap::Error) -> Option<Exit> {
@@ -386,21 +403,7 @@ pub fn docker_error(root: &Command, argv: &[String], e: &clap::Error) -> Option<
                 status: 1,
             }
         }
-        ErrorKind::InvalidValue | ErrorKind::ValueValidation => {
-            let flag = flag_of(e);
-            match context(e, ContextKind::InvalidValue) {
-                Some(v) if !v.is_empty() => flag_error(
-                    p,
-                    &format!(
-                        "invalid argument {v:?} for {flag:?} flag: {}",
-                        std::error::Error::source(e)
-                            .map(|s| s.to_string())
-                            .unwrap_or_else(|| "invalid value".into())
-                    ),
-                ),
-                _ => flag_error(p, &format!("flag needs an argument: {flag}")),
-            }
-        }
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation => invalid_value(p, e),
         _ => return None,
     })
 }
