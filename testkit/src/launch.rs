@@ -57,31 +57,28 @@ impl Member {
     /// The member's flags, in the order secretd's documentation lists them.
     pub fn args(&self) -> Vec<OsString> {
         let mut a: Vec<OsString> = Vec::new();
-        let mut flag = |k: &str, v: &str| {
+        fn flag(a: &mut Vec<OsString>, k: &str, v: impl Into<OsString>) {
             a.push(k.into());
             a.push(v.into());
-        };
-        flag("--name", &self.name);
-        flag("--listen-client-urls", &self.client_url);
-        flag("--advertise-client-urls", &self.client_url);
-        flag("--listen-peer-urls", &self.peer_url);
-        flag("--initial-advertise-peer-urls", &self.peer_url);
+        }
+        flag(&mut a, "--name", &self.name);
+        flag(&mut a, "--listen-client-urls", &self.client_url);
+        flag(&mut a, "--advertise-client-urls", &self.client_url);
+        flag(&mut a, "--listen-peer-urls", &self.peer_url);
+        flag(&mut a, "--initial-advertise-peer-urls", &self.peer_url);
         match &self.cluster {
             Cluster::New { initial, token } => {
-                flag("--initial-cluster", initial);
-                flag("--initial-cluster-state", "new");
+                flag(&mut a, "--initial-cluster", initial);
+                flag(&mut a, "--initial-cluster-state", "new");
                 if let Some(t) = token {
-                    flag("--initial-cluster-token", t);
+                    flag(&mut a, "--initial-cluster-token", t);
                 }
             }
             Cluster::Existing { initial } => {
-                flag("--initial-cluster", initial);
-                flag("--initial-cluster-state", "existing");
+                flag(&mut a, "--initial-cluster", initial);
+                flag(&mut a, "--initial-cluster-state", "existing");
             }
-            Cluster::Flags(_) => {}
-        }
-        if let Cluster::Flags(f) = &self.cluster {
-            a.extend(f.iter().map(OsString::from));
+            Cluster::Flags(f) => a.extend(f.iter().map(OsString::from)),
         }
         if let Some(t) = &self.tls {
             for (k, v) in [
@@ -92,12 +89,10 @@ impl Member {
                 ("--peer-key-file", &t.key),
                 ("--peer-trusted-ca-file", &t.ca),
             ] {
-                a.push(k.into());
-                a.push(v.into());
+                flag(&mut a, k, v);
             }
         }
-        a.push("--data-dir".into());
-        a.push(self.data_dir.clone().into());
+        flag(&mut a, "--data-dir", &self.data_dir);
         a.extend(self.extra.iter().map(OsString::from));
         a
     }

@@ -90,16 +90,31 @@ struct FnVisitor {
 }
 
 impl FnVisitor {
-    fn record(&mut self, name: &syn::Ident, start: proc_macro2::Span, end: proc_macro2::Span) {
+    /// Records a function unless it is test code; says whether it did
+    /// (test code is not walked into either).
+    fn record(
+        &mut self,
+        attrs: &[syn::Attribute],
+        sig: &syn::Signature,
+        block: &syn::Block,
+    ) -> bool {
+        if is_test_attr(attrs) {
+            return false;
+        }
         let qualified = match self.owner.last() {
-            Some(o) => format!("{o}::{name}"),
-            None => name.to_string(),
+            Some(o) => format!("{o}::{}", sig.ident),
+            None => sig.ident.to_string(),
         };
+        let (start, end) = (
+            sig.fn_token.span.start().line,
+            block.brace_token.span.close().end().line,
+        );
         self.out.push(FnLength {
             name: qualified,
-            line: start.start().line,
-            lines: end.end().line + 1 - start.start().line,
+            line: start,
+            lines: end + 1 - start,
         });
+        true
     }
 }
 
@@ -119,36 +134,18 @@ impl<'a> Visit<'a> for FnVisitor {
         self.owner.pop();
     }
     fn visit_item_fn(&mut self, f: &'a syn::ItemFn) {
-        if is_test_attr(&f.attrs) {
-            return;
+        if self.record(&f.attrs, &f.sig, &f.block) {
+            syn::visit::visit_item_fn(self, f);
         }
-        self.record(
-            &f.sig.ident,
-            f.sig.fn_token.span,
-            f.block.brace_token.span.close(),
-        );
-        syn::visit::visit_item_fn(self, f);
     }
     fn visit_impl_item_fn(&mut self, f: &'a syn::ImplItemFn) {
-        if is_test_attr(&f.attrs) {
-            return;
+        if self.record(&f.attrs, &f.sig, &f.block) {
+            syn::visit::visit_impl_item_fn(self, f);
         }
-        self.record(
-            &f.sig.ident,
-            f.sig.fn_token.span,
-            f.block.brace_token.span.close(),
-        );
-        syn::visit::visit_impl_item_fn(self, f);
     }
     fn visit_trait_item_fn(&mut self, f: &'a syn::TraitItemFn) {
         if let Some(block) = &f.default {
-            if !is_test_attr(&f.attrs) {
-                self.record(
-                    &f.sig.ident,
-                    f.sig.fn_token.span,
-                    block.brace_token.span.close(),
-                );
-            }
+            self.record(&f.attrs, &f.sig, block);
         }
         syn::visit::visit_trait_item_fn(self, f);
     }

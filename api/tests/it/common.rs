@@ -230,14 +230,13 @@ impl Cluster {
             data_dir: m.data_dir.clone(),
             client_url: format!("{scheme}://127.0.0.1:{}", m.client_port),
             peer_url: format!("{scheme}://127.0.0.1:{}", m.peer_port),
-            cluster: if m.join_args.is_empty() {
-                launch::Cluster::Flags(vec![
-                    "--initial-cluster".into(),
-                    self.initial_cluster.clone(),
-                ])
+            // A rejoin's own flags (from its `member add`), else the
+            // cluster's; no state flag, as the tests always ran them.
+            cluster: launch::Cluster::Flags(if m.join_args.is_empty() {
+                vec!["--initial-cluster".into(), self.initial_cluster.clone()]
             } else {
-                launch::Cluster::Flags(m.join_args.clone())
-            },
+                m.join_args.clone()
+            }),
             tls,
             log: m.log.clone(),
             extra,
