@@ -106,6 +106,7 @@ pub fn who_of(c: &Caller) -> (String, String) {
         Role::Admin => "admin".to_string(),
         Role::Node(n) => format!("node/{n}"),
         Role::Member(n) => format!("member/{n}"),
+        Role::Driver(n) => format!("driver/{n}"),
         Role::Unauthenticated => "unauthenticated".to_string(),
         Role::Anonymous => "anonymous".to_string(),
     };

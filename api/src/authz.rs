@@ -30,6 +30,9 @@ pub enum Access {
     NodeAgent,
     /// Another member of the cluster, on the peer port.
     Member,
+    /// An orchestrator's secret driver: one secret's plaintext for one of
+    /// the orchestrator's tasks. The admin is refused, as for `NodeAgent`.
+    Driver,
 }
 
 /// Every RPC secretd serves, with who may call it.
@@ -103,6 +106,7 @@ pub const MATRIX: &[(&str, Access)] = &[
     ("/secretstore.v1.Agent/Watch", Access::NodeAgent),
     ("/secretstore.v1.Agent/Fetch", Access::NodeAgent),
     ("/secretstore.v1.Agent/InspectTask", Access::NodeAgent),
+    ("/secretstore.v1.Driver/Fetch", Access::Driver),
     ("/secretd.raft.v1.Raft/Send", Access::Member),
     ("/secretd.raft.v1.Raft/SendSnapshot", Access::Member),
     ("/secretd.raft.v1.Raft/ClusterInfo", Access::Member),
@@ -248,6 +252,7 @@ pub fn decide(role: &Role, path: &str) -> Decision {
             | (Role::Anonymous, Access::Etcd)
             | (Role::Node(_), Access::NodeAgent)
             | (Role::Member(_), Access::Member)
+            | (Role::Driver(_), Access::Driver)
     );
     if ok {
         return Decision::Allow;
@@ -257,6 +262,7 @@ pub fn decide(role: &Role, path: &str) -> Decision {
         Access::Etcd => "it is etcd's API, for admin certificates or clients without one",
         Access::NodeAgent => "only a node agent's certificate may use it, for its own node",
         Access::Member => "it is for cluster members only (the peer port)",
+        Access::Driver => "only a secret driver's certificate may use it",
     };
     Decision::Deny(format!("{role} may not call {path}: {why}"))
 }
@@ -311,6 +317,7 @@ mod tests {
             Role::Admin,
             Role::Node("n1".into()),
             Role::Member("n2".into()),
+            Role::Driver("swarm".into()),
             Role::Unauthenticated,
             Role::Anonymous,
         ];
@@ -318,15 +325,17 @@ mod tests {
         for rpc in paths {
             let agent = rpc.starts_with("/secretstore.v1.Agent/");
             let raft = rpc.starts_with("/secretd.raft.v1.Raft/");
+            let driver = rpc.starts_with("/secretstore.v1.Driver/");
             let etcd = rpc.starts_with("/etcdserverpb.")
                 || rpc.starts_with("/v3lockpb.")
                 || rpc.starts_with("/v3electionpb.")
                 || *rpc == "/metrics";
             for role in &roles {
                 let expect = match role {
-                    Role::Admin => !agent && !raft,
+                    Role::Admin => !agent && !raft && !driver,
                     Role::Node(_) => agent,
                     Role::Member(_) => raft,
+                    Role::Driver(_) => driver,
                     Role::Unauthenticated => true,
                     Role::Anonymous => etcd,
                 };

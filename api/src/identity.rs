@@ -13,6 +13,10 @@ pub enum Role {
     Admin,
     Node(String),
     Member(String),
+    /// An orchestrator's secret driver (`secretd docker-plugin`): may
+    /// fetch a secret's plaintext for one of the orchestrator's tasks,
+    /// and nothing else.
+    Driver(String),
     /// No client authentication on this listener (plaintext, or a peer
     /// port without `--peer-client-cert-auth`): a development setup,
     /// logged loudly at start. May do anything.
@@ -30,6 +34,7 @@ impl std::fmt::Display for Role {
             Role::Admin => write!(f, "admin"),
             Role::Node(n) => write!(f, "node agent {n}"),
             Role::Member(n) => write!(f, "member {n}"),
+            Role::Driver(n) => write!(f, "secret driver {n}"),
             Role::Unauthenticated => write!(f, "an unauthenticated client"),
             Role::Anonymous => write!(f, "a client without a certificate"),
         }

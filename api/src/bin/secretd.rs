@@ -1,5 +1,7 @@
-//! `secretd`: a cluster member (`secretd_api::server`), or the node agent
-//! (`secretd agent`, `secretd_fuse`). All logic lives in those crates.
+//! `secretd`: a cluster member (`secretd_api::server`), the node agent
+//! (`secretd agent`, `secretd_fuse`), or Docker Swarm's secret provider
+//! plugin (`secretd docker-plugin`, `secretd_swarm`). All logic lives in
+//! those crates.
 
 use std::path::{Path, PathBuf};
 
@@ -38,6 +40,9 @@ enum Command {
     /// The node agent: serves the secrets and configs of a node's tasks at
     /// /run/secretd/<task>/ (FUSE, or tmpfs), live.
     Agent(secretd_fuse::AgentArgs),
+    /// Docker Swarm's secret provider plugin: serves `docker secret create
+    /// --driver secretd` secrets to Swarm's tasks, by a policy.
+    DockerPlugin(secretd_swarm::PluginArgs),
     /// A development PKI.
     #[command(subcommand)]
     Certs(CertsCmd),
@@ -73,6 +78,10 @@ enum CertsCmd {
         /// A node agent's node name.
         #[arg(long = "node")]
         nodes: Vec<String>,
+        /// A secret driver's name (`secretd docker-plugin`'s certificate,
+        /// role spiffe://secretd/driver/NAME).
+        #[arg(long = "driver")]
+        drivers: Vec<String>,
     },
 }
 
@@ -100,9 +109,10 @@ fn main() -> std::process::ExitCode {
         dir,
         members,
         nodes,
+        drivers,
     })) = &cli.command
     {
-        return certs_init(dir, members, nodes);
+        return certs_init(dir, members, nodes, drivers);
     }
     if let Err(code) = init_logging(&cli.log_level) {
         return code;
@@ -125,6 +135,7 @@ fn main() -> std::process::ExitCode {
             }
             rt.block_on(secretd_fuse::run(args))
         }
+        Some(Command::DockerPlugin(args)) => rt.block_on(secretd_swarm::run(args)),
         _ => rt.block_on(secretd_api::server::run(cli.server)),
     };
     match result {
@@ -163,8 +174,13 @@ fn damage_record(data_dir: &Path, key: Option<&str>) -> std::process::ExitCode {
 }
 
 /// `secretd certs init`.
-fn certs_init(dir: &Path, members: &[String], nodes: &[String]) -> std::process::ExitCode {
-    match secretd_api::tls::pki::init(dir, members, nodes) {
+fn certs_init(
+    dir: &Path,
+    members: &[String],
+    nodes: &[String],
+    drivers: &[String],
+) -> std::process::ExitCode {
+    match secretd_api::tls::pki::init(dir, members, nodes, drivers) {
         Ok(files) => {
             for f in files {
                 println!("{}", f.display());

@@ -4,10 +4,13 @@
 //!
 //! - `service`: Secrets, Configs, Tasks and Admin.
 //! - `agent`: the node agent's stream and fetch, bound to its certificate.
+//! - `driver`: a secret's plaintext for an orchestrator's task (Docker
+//!   Swarm's secret provider plugin), for a driver's certificate.
 //! - `kek_peers`: `Raft.FetchKek` as the keyring's [`KekPeers`].
 //!
 //! [`KekPeers`]: secretd_secrets::keys::KekPeers
 
 pub mod agent;
+pub mod driver;
 pub mod kek_peers;
 pub mod service;

@@ -24,7 +24,7 @@ use crate::pb::etcdserverpb::{
 use crate::pb::raftpb::raft_server::RaftServer;
 use crate::pb::secretstore::{
     admin_server::AdminServer, agent_server::AgentServer, configs_server::ConfigsServer,
-    secrets_server::SecretsServer, tasks_server::TasksServer,
+    driver_server::DriverServer, secrets_server::SecretsServer, tasks_server::TasksServer,
 };
 use crate::pb::v3electionpb::election_server::ElectionServer;
 use crate::pb::v3lockpb::lock_server::LockServer;
@@ -265,6 +265,9 @@ fn client_grpc_routes(
         })
         .max_encoding_message_size(crate::objects::agent::AGENT_MESSAGE_BYTES_MAX),
     )
+    .add_service(DriverServer::new(crate::objects::driver::DriverService {
+        store: objects.store.clone(),
+    }))
     .add_service(LeaseServer::new(LeaseService { node: node.clone() }))
     .add_service(AuthServer::from_arc(auth.clone()))
     .add_service(

@@ -56,11 +56,12 @@ pub fn role_of(der: &[u8]) -> Result<Role, String> {
             None if rest == "admin" => Ok(Role::Admin),
             Some(("node", n)) => named(n).map(Role::Node),
             Some(("member", n)) => named(n).map(Role::Member),
+            Some(("driver", n)) => named(n).map(Role::Driver),
             _ => Err(format!("unknown certificate role {u}")),
         };
     }
     Err(format!(
-        "the client certificate carries no secretd role (a SAN URI {SPIFFE_PREFIX}admin, node/NAME or member/NAME)"
+        "the client certificate carries no secretd role (a SAN URI {SPIFFE_PREFIX}admin, node/NAME, member/NAME or driver/NAME)"
     ))
 }
 

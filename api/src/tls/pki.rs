@@ -1,5 +1,6 @@
 //! A development PKI (`secretd certs init`): a CA, and certificates for
-//! members, an admin and node agents, each with its role as a SAN URI.
+//! members, an admin, node agents and secret drivers, each with its role
+//! as a SAN URI.
 //! Production users bring their own CA; these files are for one machine.
 
 use std::io::Write;
@@ -145,8 +146,14 @@ pub fn save(dir: &Path, file: &str, i: &Issued) -> Result<(PathBuf, PathBuf)> {
 }
 
 /// `secretd certs init`: a new CA in `dir` and certificates for the given
-/// members (`name` or `name=host,host`), node agents and one admin.
-pub fn init(dir: &Path, members: &[String], nodes: &[String]) -> Result<Vec<PathBuf>> {
+/// members (`name` or `name=host,host`), node agents, secret drivers and
+/// one admin.
+pub fn init(
+    dir: &Path,
+    members: &[String],
+    nodes: &[String],
+    drivers: &[String],
+) -> Result<Vec<PathBuf>> {
     if dir.join("ca.pem").exists() {
         bail!(
             "{} already holds a CA (ca.pem); use another directory or remove it",
@@ -175,14 +182,18 @@ pub fn init(dir: &Path, members: &[String], nodes: &[String]) -> Result<Vec<Path
         )?;
         out.push(c);
     }
-    for n in nodes {
+    let named = nodes
+        .iter()
+        .map(|n| ("node", n))
+        .chain(drivers.iter().map(|d| ("driver", d)));
+    for (role, n) in named {
         if !secretd_secrets::validate::is_valid_name(n) {
-            bail!("invalid node name {n:?}");
+            bail!("invalid {role} name {n:?}");
         }
         let (c, _) = save(
             dir,
-            &format!("node-{n}"),
-            &ca.issue(&format!("node/{n}"), None, false)?,
+            &format!("{role}-{n}"),
+            &ca.issue(&format!("{role}/{n}"), None, false)?,
         )?;
         out.push(c);
     }

@@ -163,8 +163,13 @@ impl Cluster {
         let tls = tls.then(|| {
             let certs = dir.path().join("certs");
             let names: Vec<String> = members.iter().map(|m| m.name.clone()).collect();
-            secretd_api::tls::pki::init(&certs, &names, &["n1".into(), "n2".into()])
-                .expect("dev certificates");
+            secretd_api::tls::pki::init(
+                &certs,
+                &names,
+                &["n1".into(), "n2".into()],
+                &["swarm".into()],
+            )
+            .expect("dev certificates");
             certs
         });
         let initial_cluster = members

@@ -56,6 +56,19 @@ const RULES: &[(&str, &[&str], &str)] = &[
         "the node agent holds no cluster state",
     ),
     (
+        "secretd-swarm",
+        &[
+            "secretd-store",
+            "secretd-api",
+            "secretd-secrets",
+            "secretd-crypto",
+            "secretd-fuse",
+            "rocksdb",
+            "librocksdb-sys",
+        ],
+        "the Swarm plugin is a client holding no keys and no state: a value passes through it",
+    ),
+    (
         "secretd-jepsen",
         &["secretd-store", "secretd-api", "secretd-fuse"],
         "the fault suite drives secretd from outside, as any client",
