@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 
 use crate::agent::wait_for;
 
-const IMAGE: &str = "secretd-test/busybox:local";
+pub(crate) const IMAGE: &str = "secretd-test/busybox:local";
 
-fn require_docker() {
+pub(crate) fn require_docker() {
     assert!(
         crate::common::is_root(),
         "the Docker test needs root (dockerd, FUSE): run it as root"
@@ -42,20 +42,25 @@ fn require_docker() {
 
 /// A `dockerd` in a network namespace of its own, with everything it owns
 /// under `dir`.
-struct Dockerd {
+pub(crate) struct Dockerd {
     child: Option<Child>,
     dir: PathBuf,
 }
 
 impl Dockerd {
     fn start(dir: &Path) -> Dockerd {
+        Dockerd::start_with(dir, "")
+    }
+
+    /// With more flags for dockerd (`--debug`, for the swarm test).
+    pub(crate) fn start_with(dir: &Path, flags: &str) -> Dockerd {
         std::fs::create_dir_all(dir).unwrap();
         let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
         // `exec` keeps the PID: the child we hold is dockerd itself.
         let script = format!(
             "ip link set lo up && exec dockerd --data-root {d}/data --exec-root {d}/exec \
              --pidfile {d}/dockerd.pid -H unix://{d}/docker.sock --storage-driver vfs \
-             --bridge=none --iptables=false --ip6tables=false --ip-forward=false --ip-masq=false",
+             --bridge=none --iptables=false --ip6tables=false --ip-forward=false --ip-masq=false {flags}",
             d = dir.display()
         );
         let child = Command::new("unshare")
@@ -83,7 +88,7 @@ impl Dockerd {
         d
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default()
     }
 
@@ -97,11 +102,11 @@ impl Dockerd {
         c
     }
 
-    fn docker(&self, args: &[&str]) -> Output {
+    pub(crate) fn docker(&self, args: &[&str]) -> Output {
         self.command().args(args).output().expect("run docker")
     }
 
-    fn ok(&self, args: &[&str]) -> String {
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
         let out = self.docker(args);
         assert!(
             out.status.success(),
@@ -123,7 +128,7 @@ impl Dockerd {
 
     /// Builds the test image from Debian's busybox-static: `/bin/busybox`
     /// and a link per applet, and the folders a container expects.
-    fn import_busybox(&self) {
+    pub(crate) fn import_busybox(&self) {
         let root = self.dir.join("rootfs");
         std::fs::create_dir_all(root.join("bin")).unwrap();
         for d in ["run", "tmp", "proc", "sys", "dev", "etc"] {

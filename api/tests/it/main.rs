@@ -33,6 +33,7 @@ mod locks;
 mod membership;
 mod secrets_cli;
 mod snapshots;
+mod swarm;
 mod tls;
 mod upgrade;
 mod watch_guarantees;
