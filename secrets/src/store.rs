@@ -232,6 +232,7 @@ impl ObjectStore {
                 tracing::info!(kind = kind.word(), id = %id, name = %req.name, "created");
                 return Ok(id);
             }
+            self.keys.forget_sealing();
             // The name is taken, or a KEK rotation registered a newer
             // generation after the seal: seal again.
             let (r, _) = self
@@ -410,6 +411,7 @@ impl ObjectStore {
                 tracing::info!(id = %o.id, version, pruned = ?pruned, "rotated secret");
                 return Ok((o.id, version));
             }
+            self.keys.forget_sealing();
         }
         Err(Error::Conflict(format!(
             "secret {input} kept changing while it was being rotated; try again"

@@ -150,6 +150,7 @@ impl Keys {
         // A KEK must exist to seal the unlock key under.
         self.sync(enabled).await?;
         let _guard = self.changing.lock().await;
+        self.forget_sealing();
         let (lock, rev) = self.lock_record(true).await?;
         if lock.autolock == enabled {
             return Err(Error::AutolockAlready { on: enabled });
@@ -187,6 +188,7 @@ impl Keys {
     /// The current unlock key, or (with `rotate`) a new one.
     pub async fn unlock_key(&self, rotate: bool) -> Result<String> {
         let _guard = self.changing.lock().await;
+        self.forget_sealing();
         let (lock, rev) = self.lock_record(true).await?;
         if !lock.autolock {
             // Docker's words (`docker swarm unlock-key` without autolock).
@@ -220,6 +222,7 @@ impl Keys {
         text.zeroize();
         let key = parsed.map_err(|e| Error::invalid(e.to_string()))?;
         let _guard = self.changing.lock().await;
+        self.forget_sealing();
         let (lock, _) = self.lock_record(true).await?;
         // Two members need the key without being locked, both found by the
         // simulation, both told "not locked" before: one that holds no

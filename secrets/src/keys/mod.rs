@@ -86,6 +86,14 @@ pub struct Keys {
     acked: parking_lot::Mutex<std::collections::BTreeSet<u32>>,
     /// Generations a quorum of voters is known to hold (`kekheld/`).
     quorum_held: parking_lot::Mutex<std::collections::BTreeSet<u32>>,
+    /// The generation the last full check before a seal found newest, held
+    /// here and by a quorum: later seals use it without reading the
+    /// registry and the lock record again. Safe because every seal's txn
+    /// carries its guard (no newer generation registered): after a
+    /// rotation that txn fails, its caller forgets this
+    /// ([`Keys::forget_sealing`]), and the next seal checks in full. Every
+    /// change to this member's keyring forgets it too.
+    sealing: parking_lot::Mutex<Option<u32>>,
 }
 
 /// A sealed secret version, and the compare its txn must carry: the blob
@@ -175,6 +183,7 @@ impl Keys {
             changing: tokio::sync::Mutex::new(()),
             acked: parking_lot::Mutex::new(Default::default()),
             quorum_held: parking_lot::Mutex::new(Default::default()),
+            sealing: parking_lot::Mutex::new(None),
         });
         keys.dump_for_tests();
         Ok(keys)
@@ -326,6 +335,7 @@ impl Keys {
 
     /// [`Keys::sync`] for a caller that holds `changing`.
     pub(crate) async fn sync_locked(&self, create: bool) -> Result<Option<u32>> {
+        self.forget_sealing();
         let (lock, _) = self.lock_record(true).await?;
         if lock.autolock && self.is_locked() {
             return Err(Error::Locked);
@@ -714,6 +724,12 @@ impl Keys {
         if self.is_locked() {
             return Err(Error::Locked);
         }
+        let cached = *self.sealing.lock();
+        if let Some(generation) = cached {
+            if let Some(sealed) = self.seal_under(generation, cipher, ctx, plaintext)? {
+                return Ok(sealed);
+            }
+        }
         let newest = self
             .sync(true)
             .await?
@@ -726,21 +742,47 @@ impl Keys {
                  `secretctl cluster rotate-key` to replace it"
             )));
         }
+        match self.seal_under(newest, cipher, ctx, plaintext)? {
+            Some(sealed) => {
+                *self.sealing.lock() = Some(newest);
+                Ok(sealed)
+            }
+            None => {
+                let mine = self.state.read().ring.as_ref().map_or(0, |r| r.current());
+                Err(Error::Unavailable(format!(
+                    "this member's newest key-encryption key is generation {mine}, the cluster's is {newest}; try again"
+                )))
+            }
+        }
+    }
+
+    /// Seals under `generation` if it is this member's newest; `None` if
+    /// it is not (the ring moved since it was chosen).
+    fn seal_under(
+        &self,
+        generation: u32,
+        cipher: Cipher,
+        ctx: &Context<'_>,
+        plaintext: &SecretBytes,
+    ) -> Result<Option<Sealed>> {
         let st = self.state.read();
         let ring = st.ring.as_ref().ok_or(Error::Locked)?;
-        if ring.current() != newest {
-            return Err(Error::Unavailable(format!(
-                "this member's newest key-encryption key is generation {}, the cluster's is {newest}; try again",
-                ring.current()
-            )));
+        if ring.current() != generation {
+            return Ok(None);
         }
         let blob = ring
             .seal_with(cipher, ctx, plaintext.expose())
             .map_err(Error::internal)?;
-        Ok(Sealed {
+        Ok(Some(Sealed {
             blob,
-            guard: absent(layout::kek_key(newest + 1)),
-        })
+            guard: absent(layout::kek_key(generation + 1)),
+        }))
+    }
+
+    /// A seal's txn failed (its guard, or anything else it compared): the
+    /// next seal checks the registry in full.
+    pub fn forget_sealing(&self) {
+        *self.sealing.lock() = None;
     }
 
     /// Opens a sealed secret version, fetching its generation if needed.

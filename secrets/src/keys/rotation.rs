@@ -50,6 +50,7 @@ impl Keys {
         }
         self.sync(true).await?;
         let _guard = self.changing.lock().await;
+        self.forget_sealing();
         self.sync_locked(false).await?;
         let registry = self.registry(true).await?;
         let live: Vec<&KekRecord> = registry.iter().filter(|r| !r.retired).collect();

@@ -96,6 +96,40 @@ async fn members_fetch_the_generations_they_lack_from_peers() {
     );
 }
 
+/// A member seals under the generation it last checked without reading
+/// the registry again; a rotation on another member makes that seal's
+/// guard fail, and the create and the rotate that follow land under the
+/// new generation on their own, never under a retired one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seal_from_a_stale_generation_is_refused_and_done_again() {
+    let o = Objects::start(3).await;
+    let first = o.stores[0]
+        .create(Kind::Secret, create_request("before", b"b1"))
+        .await
+        .unwrap();
+    let blob = stored(o.node(0), layout::data_key(&first, 1))
+        .await
+        .unwrap();
+    assert_eq!(SealedHeader::parse(&blob).unwrap().kek_id, 1);
+
+    let rotated = o.stores[2].keys().rotate().await.unwrap();
+    assert_eq!((rotated.generation, rotated.retired), (2, vec![1]));
+
+    let after = o.stores[0]
+        .create(Kind::Secret, create_request("after", b"a1"))
+        .await
+        .unwrap();
+    o.stores[0].rotate("before", secret(b"b2")).await.unwrap();
+    for (id, v) in [(&after, 1), (&first, 2), (&first, 1)] {
+        let blob = stored(o.node(0), layout::data_key(id, v)).await.unwrap();
+        assert_eq!(SealedHeader::parse(&blob).unwrap().kek_id, 2, "{id} v{v}");
+    }
+    for (i, store) in o.stores.iter().enumerate() {
+        let got = store.open_secret(&after, 1, false).await.unwrap();
+        assert_eq!(got.expose(), b"a1", "member {i}");
+    }
+}
+
 /// Under autolock a restarted member is locked: it opens nothing, a
 /// wrong unlock key leaves it locked, and the cluster's key unlocks it,
 /// after which every version opens again.
