@@ -8,6 +8,8 @@ mod kv;
 mod objects;
 mod task;
 pub mod usage;
+#[cfg(test)]
+mod usage_docker_tests;
 
 pub use secretd_client::pb;
 
@@ -77,10 +79,11 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Manage secrets (as `docker secret`).
-    #[command(subcommand)]
+    // Its own help says what Docker's does (cobra prints Long over Short).
+    #[command(subcommand, long_about = "Manage Swarm secrets")]
     Secret(objects::SecretCmd),
     /// Manage configs (as `docker config`).
-    #[command(subcommand)]
+    #[command(subcommand, long_about = "Manage Swarm configs")]
     Config(objects::ConfigCmd),
     /// Manage task assignments: which secrets and configs a task gets.
     #[command(subcommand)]

@@ -56,9 +56,19 @@ pub struct SecretCreateArgs {
     pub common: CreateArgs,
 }
 
-const FORMAT_HELP: &str = "Format output using a custom template:\n'json': Print in JSON format\n'TEMPLATE': Print output using the given Go template.\nRefer to https://docs.docker.com/go/formatting/ for more information about formatting output with templates";
+/// docker/cli's `flagsHelper.InspectFormatHelp`, spaces and all.
+const FORMAT_HELP: &str = "Format output using a custom template:\n\
+'json':             Print in JSON format\n\
+'TEMPLATE':         Print output using the given Go template.\n\
+Refer to https://docs.docker.com/go/formatting/ for more information about formatting output with templates";
 
-const LS_FORMAT_HELP: &str = "Format output using a custom template:\n'table': Print output in table format with column headers (default)\n'table TEMPLATE': Print output in table format using the given Go template\n'json': Print in JSON format\n'TEMPLATE': Print output using the given Go template.\nRefer to https://docs.docker.com/go/formatting/ for more information about formatting output with templates";
+/// docker/cli's `flagsHelper.FormatHelp` (listings), spaces and all.
+const LS_FORMAT_HELP: &str = "Format output using a custom template:\n\
+'table':            Print output in table format with column headers (default)\n\
+'table TEMPLATE':   Print output in table format using the given Go template\n\
+'json':             Print in JSON format\n\
+'TEMPLATE':         Print output using the given Go template.\n\
+Refer to https://docs.docker.com/go/formatting/ for more information about formatting output with templates";
 
 #[derive(Args, Debug)]
 pub struct InspectArgs {
