@@ -142,6 +142,10 @@ pub enum ConfigCmd {
     Rm(RmArgs),
 }
 
+/// Docker's sentence for a locked manager, with secretd's unlock command
+/// where Docker names `docker swarm unlock`.
+pub(crate) const LOCKED_DOCKER: &str = "Swarm is encrypted and needs to be unlocked before it can be used. Please use \"secretctl cluster unlock\" to unlock it.";
+
 /// A failed call as Docker 28 prints it: a lookup that found nothing is
 /// the daemon's "secret X not found"; anything swarm refused comes with
 /// gRPC's wrapper, "rpc error: code = InvalidArgument desc = ...".
@@ -152,10 +156,11 @@ pub(crate) fn daemon(word: &str, input: &str, (s, ep): (tonic::Status, String)) 
         Some(Reason::NotFound { kind, .. }) if kind == word => {
             return anyhow!("Error response from daemon: {word} {input} not found");
         }
-        // A locked manager refuses in the daemon too, without the wrapper.
-        Some(Reason::Ambiguous | Reason::Locked) => {
-            return anyhow!("Error response from daemon: {}", s.message())
-        }
+        // A locked manager refuses in the daemon, without the wrapper, in
+        // these words (Docker 28.2.2 against a locked swarm-mode dockerd),
+        // naming the command that unlocks.
+        Some(Reason::Locked) => return anyhow!("Error response from daemon: {LOCKED_DOCKER}"),
+        Some(Reason::Ambiguous) => return anyhow!("Error response from daemon: {}", s.message()),
         _ => {}
     }
     match super::transport_error(&s, &ep) {
@@ -229,6 +234,35 @@ fn read_data(file: &str, limit: usize) -> Result<Zeroizing<Vec<u8>>> {
         return Err(what("data is empty".into()));
     }
     Ok(buf)
+}
+
+/// An object's content as Docker's `secret create` and `config create`
+/// read it, in their words: a driver takes no data; a config's read errors
+/// carry `Error reading content from "FILE": `, a secret's do not.
+fn read_content(
+    kind: Kind,
+    file: Option<&str>,
+    driver: Option<&str>,
+    limit: usize,
+) -> Result<Zeroizing<Vec<u8>>> {
+    if let Some(d) = driver.filter(|d| !d.is_empty()) {
+        if file.is_some_and(|f| !f.is_empty()) {
+            bail!("When using secret driver secret data must be empty");
+        }
+        // Docker's daemon looks the driver up as a plugin; secretd has no
+        // secret drivers, so none is ever found.
+        bail!(
+            "Error response from daemon: rpc error: code = Unknown desc = plugin {d:?} not found"
+        );
+    }
+    // Docker's words: a secret needs content unless a driver provides it.
+    let Some(file) = file.filter(|f| !f.is_empty()) else {
+        bail!("{} file is required", kind.word());
+    };
+    read_data(file, limit).map_err(|e| match kind {
+        Kind::Secret => e,
+        Kind::Config => anyhow!("Error reading content from {file:?}: {e}"),
+    })
 }
 
 fn parse_labels(list: &[String]) -> BTreeMap<String, String> {
@@ -516,18 +550,7 @@ pub async fn create(cli: &Cli, kind: Kind, a: &CreateArgs, driver: Option<&str>)
         Kind::Secret => SECRET_DATA_BYTES_LIMIT,
         Kind::Config => CONFIG_DATA_BYTES_LIMIT,
     };
-    if let Some(d) = driver.filter(|d| !d.is_empty()) {
-        bail!(
-            "--driver {d:?}: secretd has no external {} drivers; every {} is stored in the cluster (leave --driver empty)",
-            kind.word(),
-            kind.word()
-        );
-    }
-    // Docker's words: a secret needs content unless a driver provides it.
-    let Some(file) = a.file.as_deref() else {
-        bail!("{} file is required", kind.word());
-    };
-    let data = read_data(file, limit)?;
+    let data = read_content(kind, a.file.as_deref(), driver, limit)?;
     let labels = parse_labels(&a.labels).into_iter().collect();
     let mut req = CreateRequest {
         name: a.name.clone(),
@@ -673,5 +696,46 @@ mod tests {
         assert_eq!(f.id_prefixes, ["ab"]);
         assert!(parse_filters(&["colour=red".into()]).is_err());
         assert!(parse_filters(&["name".into()]).is_err());
+    }
+
+    /// Docker 28.2.2's `secret create` and `config create` read errors
+    /// (docker/cli `readSecretData`, `readConfigData`, `RunConfigCreate`).
+    #[test]
+    fn content_errors_are_dockers() {
+        let err = |kind, file: Option<&str>, driver| {
+            read_content(kind, file, driver, 16)
+                .unwrap_err()
+                .to_string()
+        };
+        let dir = std::env::temp_dir().join(format!("secretctl-content-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let empty = dir.join("empty");
+        std::fs::write(&empty, b"").unwrap();
+        let empty = empty.to_str().unwrap();
+        assert_eq!(
+            err(Kind::Config, Some(empty), None),
+            format!(
+                "Error reading content from \"{empty}\": error reading from {empty}: data is empty"
+            )
+        );
+        assert_eq!(
+            err(Kind::Secret, Some(empty), None),
+            format!("error reading from {empty}: data is empty")
+        );
+        assert_eq!(
+            err(Kind::Config, Some("/nonexistent/file"), None),
+            "Error reading content from \"/nonexistent/file\": error reading from /nonexistent/file: \
+             open /nonexistent/file: no such file or directory"
+        );
+        assert_eq!(
+            err(Kind::Secret, Some("-"), Some("vault")),
+            "When using secret driver secret data must be empty"
+        );
+        assert_eq!(
+            err(Kind::Secret, None, Some("vault")),
+            "Error response from daemon: rpc error: code = Unknown desc = plugin \"vault\" not found"
+        );
+        assert_eq!(err(Kind::Secret, None, Some("")), "secret file is required");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

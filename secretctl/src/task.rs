@@ -204,10 +204,11 @@ async fn create(
     })
     .await
     .map_err(|(s, ep)| {
-        // "No such secret" names the source, not the task.
+        // A missing source in Docker's words: docker/cli's `ParseSecrets`
+        // and `ParseConfigs` say it for `docker service create`.
         if let Some(Reason::NotFound { kind, name }) = Reason::of(&s) {
             if kind == "secret" || kind == "config" {
-                return anyhow!("Error: No such {kind}: {name}");
+                return anyhow!("{kind} not found: {name}");
             }
         }
         task_error(id, (s, ep))
