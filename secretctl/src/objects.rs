@@ -326,6 +326,35 @@ pub fn object_json(kind: Kind, o: &Object) -> Value {
     Value::Object(m)
 }
 
+/// `inspect -f`'s first context: Docker runs the template on its Go
+/// struct (swarm.Secret, swarm.Config), which prints differently from its
+/// JSON where JSON cannot say a Go value: `Version` prints its index (its
+/// `String()`), `Spec.Data` is a []byte (a secret's is nil, `[]`),
+/// `Driver` and `Templating` are nil pointers or `{Name Options}`.
+fn object_typed(kind: Kind, o: &Object) -> Value {
+    use secretd_client::template::{go_bytes, go_nil, go_stringer, go_struct};
+    let spec = o.spec.clone().unwrap_or_default();
+    let mut v = object_json(kind, o);
+    let index = o.version_index;
+    v["Version"] = go_stringer(&index.to_string(), vec![("Index", json!(index))]);
+    let data = match kind {
+        Kind::Secret => go_bytes(&[]),
+        Kind::Config => go_bytes(&spec.data),
+    };
+    let templating = match spec.templating.as_str() {
+        "" => go_nil(),
+        name => go_struct(vec![("Name", json!(name)), ("Options", json!({}))]),
+    };
+    if let Some(s) = v.get_mut("Spec").and_then(Value::as_object_mut) {
+        s.insert("Data".into(), data);
+        if kind == Kind::Secret {
+            s.insert("Driver".into(), go_nil());
+        }
+        s.insert("Templating".into(), templating);
+    }
+    v
+}
+
 /// `secret versions`' JSON: the current version and every version kept.
 fn versions_json(o: &Object) -> Value {
     let versions: Vec<Value> = o
@@ -459,10 +488,13 @@ fn template_error(e: String) -> anyhow::Error {
 }
 
 /// Prints inspect results (JSON array or a template per object), then the
-/// errors; fails if any lookup failed, as `docker inspect` does.
+/// errors; fails if any lookup failed, as `docker inspect` does. A
+/// template runs on each object's Go view in `typed` first, if given
+/// (`object_typed`), as Docker's runs on its struct.
 pub(crate) fn print_inspect(
     format: Option<&str>,
     found: Vec<Value>,
+    typed: Vec<Value>,
     errors: Vec<String>,
 ) -> Result<()> {
     match format {
@@ -471,8 +503,12 @@ pub(crate) fn print_inspect(
         }
         Some(f) => {
             let t = Template::parse(f).map_err(template_error)?;
-            for v in &found {
-                match t.render_inspect(v) {
+            for (i, v) in found.iter().enumerate() {
+                let line = match typed.get(i) {
+                    Some(go) => t.render_inspect_typed(go, v),
+                    None => t.render_inspect(v),
+                };
+                match line {
                     Ok(line) => println!("{line}"),
                     Err(e) => {
                         // Docker has already started the line.
@@ -570,6 +606,7 @@ pub async fn inspect(cli: &Cli, kind: Kind, a: &InspectArgs) -> Result<()> {
     // With --pretty, Docker ignores --format.
     let mut found = Vec::new();
     let mut pretty_out = Vec::new();
+    let mut typed = Vec::new();
     let mut errors = Vec::new();
     for name in &a.names {
         match object_call!(cli, kind, name, |c, n| c.inspect(n)).await {
@@ -578,6 +615,7 @@ pub async fn inspect(cli: &Cli, kind: Kind, a: &InspectArgs) -> Result<()> {
                     pretty_out.push(pretty(kind, &o));
                 }
                 found.push(object_json(kind, &o));
+                typed.push(object_typed(kind, &o));
             }
             Err(e) => errors.push(daemon(kind.word(), name, e).to_string()),
         }
@@ -593,7 +631,7 @@ pub async fn inspect(cli: &Cli, kind: Kind, a: &InspectArgs) -> Result<()> {
         }
         return Err(anyhow!("{}", errors.join("\n")));
     }
-    print_inspect(a.format.as_deref(), found, errors)
+    print_inspect(a.format.as_deref(), found, typed, errors)
 }
 
 pub async fn ls(cli: &Cli, kind: Kind, a: &LsArgs) -> Result<()> {
@@ -662,7 +700,7 @@ pub async fn versions(cli: &Cli, names: &[String]) -> Result<()> {
             Err(e) => errors.push(daemon("secret", name, e).to_string()),
         }
     }
-    print_inspect(None, found, errors)
+    print_inspect(None, found, Vec::new(), errors)
 }
 
 pub async fn rotate(cli: &Cli, name: &str, file: &str) -> Result<()> {
@@ -696,6 +734,64 @@ mod tests {
         assert_eq!(f.id_prefixes, ["ab"]);
         assert!(parse_filters(&["colour=red".into()]).is_err());
         assert!(parse_filters(&["name".into()]).is_err());
+    }
+
+    /// Docker 28.2.2's answers against a swarm-mode dockerd: the template
+    /// sees the struct first, the JSON map when the struct lacks a field.
+    #[test]
+    fn inspect_templates_see_dockers_struct_first() {
+        let o = |data: &[u8], templating: &str| Object {
+            id: "abc".into(),
+            version_index: 13,
+            spec: Some(crate::pb::secretstore::Spec {
+                name: "lab".into(),
+                labels: [("k".to_string(), "v".to_string()), ("a".into(), "b".into())]
+                    .into_iter()
+                    .collect(),
+                data: data.to_vec(),
+                templating: templating.into(),
+            }),
+            ..Default::default()
+        };
+        let run = |kind, o: &Object, f: &str| {
+            Template::parse(f)
+                .unwrap()
+                .render_inspect_typed(&object_typed(kind, o), &object_json(kind, o))
+        };
+        let secret = o(b"", "");
+        assert_eq!(
+            run(
+                Kind::Secret,
+                &secret,
+                r#"{{.Spec.Data}}|{{printf "%s" .Spec.Labels}}|{{.Spec.Labels}}|{{.Spec.Templating}}|{{.Version}}"#
+            )
+            .unwrap(),
+            "[]|map[a:b k:v]|map[a:b k:v]|<nil>|13"
+        );
+        // Fields the struct lacks as such: the JSON map answers.
+        assert_eq!(
+            run(
+                Kind::Secret,
+                &secret,
+                "{{.Version.Index}} {{json .Spec.Data}}"
+            )
+            .unwrap(),
+            "13 null"
+        );
+        assert_eq!(
+            run(Kind::Secret, &secret, "{{.Spec.Bogus}}").unwrap_err(),
+            "template: :1:7: executing \"\" at <.Spec.Bogus>: map has no entry for key \"Bogus\""
+        );
+        let config = o(b"x\n", "golang");
+        assert_eq!(
+            run(
+                Kind::Config,
+                &config,
+                r#"{{.Spec.Data}}|{{printf "%s" .Spec.Data}}|{{.Spec.Templating}}|{{json .Spec.Data}}|{{.Spec.Templating.Name}}"#
+            )
+            .unwrap(),
+            "[120 10]|x\n|{golang map[]}|\"eAo=\"|golang"
+        );
     }
 
     /// Docker 28.2.2's `secret create` and `config create` read errors

@@ -232,7 +232,7 @@ async fn inspect(cli: &Cli, format: Option<&str>, ids: &[String]) -> Result<()> 
             Err(e) => errors.push(task_error(id, e).to_string()),
         }
     }
-    print_inspect(format, found, errors)
+    print_inspect(format, found, Vec::new(), errors)
 }
 
 async fn ls(cli: &Cli, quiet: bool, node: Option<&str>, format: Option<&str>) -> Result<()> {
