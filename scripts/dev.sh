@@ -29,9 +29,10 @@ set -x
 "$bin/secretctl" kv put greeting "hello from secretd"
 "$bin/secretctl" kv get greeting
 { set +x; } 2>/dev/null
-if ! "$bin/secretctl" secret inspect db_pw >/dev/null 2>&1; then
+# dev_pw, not the README's db_pw: following both, the README's commands work.
+if ! "$bin/secretctl" secret inspect dev_pw >/dev/null 2>&1; then
   set -x
-  printf 'correct horse battery staple' | "$bin/secretctl" secret create --label env=dev db_pw -
+  printf 'correct horse battery staple' | "$bin/secretctl" secret create --label env=dev dev_pw -
   { set +x; } 2>/dev/null
 fi
 set -x
@@ -41,6 +42,10 @@ echo
 echo "secretd is running (pid $(cat dev-data/secretd.pid 2>/dev/null || echo '?'), log: dev-data/secretd.log)."
 echo "secretctl needs the admin certificate:"
 echo "  export SECRETCTL_CACERT=$certs/ca.pem SECRETCTL_CERT=$certs/admin.pem SECRETCTL_KEY=$certs/admin-key.pem"
-echo "Try: $bin/secretctl secret inspect db_pw"
+echo "Try: $bin/secretctl secret inspect dev_pw"
 echo "     etcdctl --endpoints=https://127.0.0.1:2379 --cacert=$certs/ca.pem --cert=$certs/admin.pem --key=$certs/admin-key.pem get greeting"
+echo "A node agent for n1 (as root) speaks TLS too, with the node's certificate:"
+echo "  $bin/secretd agent --node n1 --mount /run/secretd --endpoints 127.0.0.1:2379 \\"
+echo "    --cacert $certs/ca.pem --cert $certs/node-n1.pem --key $certs/node-n1-key.pem"
+echo "and scripts/docker-offline.sh runs the README's docker run on its mount, offline."
 echo "Stop it with: kill \$(cat dev-data/secretd.pid)"

@@ -133,5 +133,32 @@ pub fn channel(ep: &str, tls: Option<&ClientTls>, timeout: Option<Duration>) -> 
     Ok(e.connect_lazy())
 }
 
+/// How long the TLS probe may take, per step (connect, answer).
+const TLS_PROBE_TIMEOUT_MS: u64 = 1_000;
+
+/// Whether the member at a plaintext endpoint answers HTTP/2's preface
+/// with a TLS record (an alert, 0x15, or a handshake, 0x16): a client
+/// without TLS talking to a member that serves only TLS, whose failure
+/// otherwise reads as an h2 protocol error (FRAME_SIZE_ERROR). Blocking,
+/// at most twice `TLS_PROBE_TIMEOUT_MS`.
+pub fn speaks_tls(endpoint: &str) -> bool {
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+    let host_port = endpoint.trim_start_matches("http://");
+    let timeout = Duration::from_millis(TLS_PROBE_TIMEOUT_MS);
+    let Some(addr) = host_port.to_socket_addrs().ok().and_then(|mut a| a.next()) else {
+        return false;
+    };
+    let Ok(mut conn) = std::net::TcpStream::connect_timeout(&addr, timeout) else {
+        return false;
+    };
+    let _ = conn.set_read_timeout(Some(timeout));
+    let _ = conn.set_write_timeout(Some(timeout));
+    let mut first = [0u8; 1];
+    conn.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").is_ok()
+        && conn.read_exact(&mut first).is_ok()
+        && matches!(first[0], 0x15 | 0x16)
+}
+
 /// etcd's prefix rule, shared with the server (`secretd_vocab`).
 pub use secretd_vocab::prefix_end;

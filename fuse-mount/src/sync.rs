@@ -52,6 +52,18 @@ pub struct Sync {
     hostname: String,
 }
 
+/// Whether a plaintext endpoint is a member that serves only TLS
+/// (`secretd_client::speaks_tls`, which secretctl asks too).
+async fn serves_tls(endpoint: &str) -> bool {
+    if endpoint.starts_with("https://") {
+        return false;
+    }
+    let ep = endpoint.to_string();
+    tokio::task::spawn_blocking(move || secretd_client::speaks_tls(&ep))
+        .await
+        .unwrap_or(false)
+}
+
 impl Sync {
     pub fn new(
         endpoints: Vec<String>,
@@ -79,9 +91,15 @@ impl Sync {
         loop {
             let ep = self.endpoints[i % self.endpoints.len()].clone();
             i += 1;
-            match self.follow(&ep, &mut backoff_ms).await {
+            let followed = self.follow(&ep, &mut backoff_ms).await;
+            let tls_only = followed.is_err() && self.tls.is_none() && serves_tls(&ep).await;
+            match followed {
                 Ok(()) => {
                     tracing::warn!(endpoint = %ep, "the cluster closed the agent stream; reconnecting")
+                }
+                Err(e) if tls_only => {
+                    // Otherwise an endless "h2 protocol error": name it.
+                    tracing::error!(endpoint = %ep, error = %e, backoff_ms, "cannot talk to secretd at {ep}: it serves TLS; give the agent --cacert, and the node's certificate with --cert and --key");
                 }
                 Err(e) => {
                     tracing::warn!(endpoint = %ep, error = %e, backoff_ms, "agent stream failed; keeping the current files and reconnecting")

@@ -48,7 +48,13 @@ pub async fn set_autolock(cli: &Cli, enabled: bool) -> Result<()> {
     Ok(())
 }
 
+/// `docker swarm unlock-key`: Docker's words when autolock is off, which
+/// its CLI says itself (docker/cli `runUnlockKey`): before rotating, and
+/// when the daemon answers an empty key.
 pub async fn unlock_key(cli: &Cli, rotate: bool, quiet: bool) -> Result<()> {
+    if rotate && !autolock_on(cli).await? {
+        bail!("cannot rotate because autolock is not turned on");
+    }
     let mut key = super::call(cli, |ch| async move {
         AdminClient::new(ch)
             .unlock_key(UnlockKeyRequest { rotate })
@@ -61,6 +67,9 @@ pub async fn unlock_key(cli: &Cli, rotate: bool, quiet: bool) -> Result<()> {
     })?
     .into_inner()
     .unlock_key;
+    if key.is_empty() {
+        bail!("no unlock key is set");
+    }
     if quiet {
         println!("{key}");
     } else {
@@ -178,6 +187,21 @@ pub async fn rotate_key(cli: &Cli) -> Result<()> {
             .join(", ")
     );
     Ok(())
+}
+
+/// Whether autolock is on, as the member that answers knows it.
+async fn autolock_on(cli: &Cli) -> Result<bool> {
+    let r = super::call(cli, |ch| async move {
+        AdminClient::new(ch)
+            .get_settings(GetSettingsRequest {})
+            .await
+    })
+    .await
+    .map_err(|(e, ep)| match super::transport_error(&e, &ep) {
+        Some(t) => t,
+        None => anyhow!("Error response from daemon: {}", e.message()),
+    })?;
+    Ok(r.into_inner().autolock)
 }
 
 /// `cluster settings` without `--autolock`: shows the settings, or changes

@@ -8,6 +8,8 @@ mod kv;
 mod objects;
 mod task;
 pub mod usage;
+#[cfg(test)]
+mod usage_docker_tests;
 
 pub use secretd_client::pb;
 
@@ -77,10 +79,11 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Manage secrets (as `docker secret`).
-    #[command(subcommand)]
+    // Its own help says what Docker's does (cobra prints Long over Short).
+    #[command(subcommand, long_about = "Manage Swarm secrets")]
     Secret(objects::SecretCmd),
     /// Manage configs (as `docker config`).
-    #[command(subcommand)]
+    #[command(subcommand, long_about = "Manage Swarm configs")]
     Config(objects::ConfigCmd),
     /// Manage task assignments: which secrets and configs a task gets.
     #[command(subcommand)]
@@ -176,29 +179,7 @@ fn local_error(msg: String) -> tonic::Status {
     s
 }
 
-/// How long the TLS probe may take, per step (connect, answer).
-const TLS_PROBE_TIMEOUT_MS: u64 = 1_000;
-
-/// Whether the member at a plaintext endpoint answers HTTP/2's preface
-/// with a TLS record (an alert, 0x15, or a handshake, 0x16).
-fn speaks_tls(endpoint: &str) -> bool {
-    use std::io::{Read, Write};
-    use std::net::ToSocketAddrs;
-    let host_port = endpoint.trim_start_matches("http://");
-    let timeout = Duration::from_millis(TLS_PROBE_TIMEOUT_MS);
-    let Some(addr) = host_port.to_socket_addrs().ok().and_then(|mut a| a.next()) else {
-        return false;
-    };
-    let Ok(mut conn) = std::net::TcpStream::connect_timeout(&addr, timeout) else {
-        return false;
-    };
-    let _ = conn.set_read_timeout(Some(timeout));
-    let _ = conn.set_write_timeout(Some(timeout));
-    let mut first = [0u8; 1];
-    conn.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").is_ok()
-        && conn.read_exact(&mut first).is_ok()
-        && matches!(first[0], 0x15 | 0x16)
-}
+use secretd_client::speaks_tls;
 
 /// A connection failure or a local mistake (as opposed to an answer), in
 /// words.

@@ -56,9 +56,19 @@ pub struct SecretCreateArgs {
     pub common: CreateArgs,
 }
 
-const FORMAT_HELP: &str = "Format output using a custom template:\n'json': Print in JSON format\n'TEMPLATE': Print output using the given Go template.\nRefer to https://docs.docker.com/go/formatting/ for more information about formatting output with templates";
+/// docker/cli's `flagsHelper.InspectFormatHelp`, spaces and all.
+const FORMAT_HELP: &str = "Format output using a custom template:\n\
+'json':             Print in JSON format\n\
+'TEMPLATE':         Print output using the given Go template.\n\
+Refer to https://docs.docker.com/go/formatting/ for more information about formatting output with templates";
 
-const LS_FORMAT_HELP: &str = "Format output using a custom template:\n'table': Print output in table format with column headers (default)\n'table TEMPLATE': Print output in table format using the given Go template\n'json': Print in JSON format\n'TEMPLATE': Print output using the given Go template.\nRefer to https://docs.docker.com/go/formatting/ for more information about formatting output with templates";
+/// docker/cli's `flagsHelper.FormatHelp` (listings), spaces and all.
+const LS_FORMAT_HELP: &str = "Format output using a custom template:\n\
+'table':            Print output in table format with column headers (default)\n\
+'table TEMPLATE':   Print output in table format using the given Go template\n\
+'json':             Print in JSON format\n\
+'TEMPLATE':         Print output using the given Go template.\n\
+Refer to https://docs.docker.com/go/formatting/ for more information about formatting output with templates";
 
 #[derive(Args, Debug)]
 pub struct InspectArgs {
@@ -132,6 +142,10 @@ pub enum ConfigCmd {
     Rm(RmArgs),
 }
 
+/// Docker's sentence for a locked manager, with secretd's unlock command
+/// where Docker names `docker swarm unlock`.
+pub(crate) const LOCKED_DOCKER: &str = "Swarm is encrypted and needs to be unlocked before it can be used. Please use \"secretctl cluster unlock\" to unlock it.";
+
 /// A failed call as Docker 28 prints it: a lookup that found nothing is
 /// the daemon's "secret X not found"; anything swarm refused comes with
 /// gRPC's wrapper, "rpc error: code = InvalidArgument desc = ...".
@@ -142,10 +156,11 @@ pub(crate) fn daemon(word: &str, input: &str, (s, ep): (tonic::Status, String)) 
         Some(Reason::NotFound { kind, .. }) if kind == word => {
             return anyhow!("Error response from daemon: {word} {input} not found");
         }
-        // A locked manager refuses in the daemon too, without the wrapper.
-        Some(Reason::Ambiguous | Reason::Locked) => {
-            return anyhow!("Error response from daemon: {}", s.message())
-        }
+        // A locked manager refuses in the daemon, without the wrapper, in
+        // these words (Docker 28.2.2 against a locked swarm-mode dockerd),
+        // naming the command that unlocks.
+        Some(Reason::Locked) => return anyhow!("Error response from daemon: {LOCKED_DOCKER}"),
+        Some(Reason::Ambiguous) => return anyhow!("Error response from daemon: {}", s.message()),
         _ => {}
     }
     match super::transport_error(&s, &ep) {
@@ -221,6 +236,35 @@ fn read_data(file: &str, limit: usize) -> Result<Zeroizing<Vec<u8>>> {
     Ok(buf)
 }
 
+/// An object's content as Docker's `secret create` and `config create`
+/// read it, in their words: a driver takes no data; a config's read errors
+/// carry `Error reading content from "FILE": `, a secret's do not.
+fn read_content(
+    kind: Kind,
+    file: Option<&str>,
+    driver: Option<&str>,
+    limit: usize,
+) -> Result<Zeroizing<Vec<u8>>> {
+    if let Some(d) = driver.filter(|d| !d.is_empty()) {
+        if file.is_some_and(|f| !f.is_empty()) {
+            bail!("When using secret driver secret data must be empty");
+        }
+        // Docker's daemon looks the driver up as a plugin; secretd has no
+        // secret drivers, so none is ever found.
+        bail!(
+            "Error response from daemon: rpc error: code = Unknown desc = plugin {d:?} not found"
+        );
+    }
+    // Docker's words: a secret needs content unless a driver provides it.
+    let Some(file) = file.filter(|f| !f.is_empty()) else {
+        bail!("{} file is required", kind.word());
+    };
+    read_data(file, limit).map_err(|e| match kind {
+        Kind::Secret => e,
+        Kind::Config => anyhow!("Error reading content from {file:?}: {e}"),
+    })
+}
+
 fn parse_labels(list: &[String]) -> BTreeMap<String, String> {
     list.iter()
         .map(|l| match l.split_once('=') {
@@ -280,6 +324,35 @@ pub fn object_json(kind: Kind, o: &Object) -> Value {
     m.insert("UpdatedAt".into(), json!(rfc3339_nano(o.updated_at_ns)));
     m.insert("Spec".into(), Value::Object(s));
     Value::Object(m)
+}
+
+/// `inspect -f`'s first context: Docker runs the template on its Go
+/// struct (swarm.Secret, swarm.Config), which prints differently from its
+/// JSON where JSON cannot say a Go value: `Version` prints its index (its
+/// `String()`), `Spec.Data` is a []byte (a secret's is nil, `[]`),
+/// `Driver` and `Templating` are nil pointers or `{Name Options}`.
+fn object_typed(kind: Kind, o: &Object) -> Value {
+    use secretd_client::template::{go_bytes, go_nil, go_stringer, go_struct};
+    let spec = o.spec.clone().unwrap_or_default();
+    let mut v = object_json(kind, o);
+    let index = o.version_index;
+    v["Version"] = go_stringer(&index.to_string(), vec![("Index", json!(index))]);
+    let data = match kind {
+        Kind::Secret => go_bytes(&[]),
+        Kind::Config => go_bytes(&spec.data),
+    };
+    let templating = match spec.templating.as_str() {
+        "" => go_nil(),
+        name => go_struct(vec![("Name", json!(name)), ("Options", json!({}))]),
+    };
+    if let Some(s) = v.get_mut("Spec").and_then(Value::as_object_mut) {
+        s.insert("Data".into(), data);
+        if kind == Kind::Secret {
+            s.insert("Driver".into(), go_nil());
+        }
+        s.insert("Templating".into(), templating);
+    }
+    v
 }
 
 /// `secret versions`' JSON: the current version and every version kept.
@@ -415,10 +488,13 @@ fn template_error(e: String) -> anyhow::Error {
 }
 
 /// Prints inspect results (JSON array or a template per object), then the
-/// errors; fails if any lookup failed, as `docker inspect` does.
+/// errors; fails if any lookup failed, as `docker inspect` does. A
+/// template runs on each object's Go view in `typed` first, if given
+/// (`object_typed`), as Docker's runs on its struct.
 pub(crate) fn print_inspect(
     format: Option<&str>,
     found: Vec<Value>,
+    typed: Vec<Value>,
     errors: Vec<String>,
 ) -> Result<()> {
     match format {
@@ -427,8 +503,12 @@ pub(crate) fn print_inspect(
         }
         Some(f) => {
             let t = Template::parse(f).map_err(template_error)?;
-            for v in &found {
-                match t.render_inspect(v) {
+            for (i, v) in found.iter().enumerate() {
+                let line = match typed.get(i) {
+                    Some(go) => t.render_inspect_typed(go, v),
+                    None => t.render_inspect(v),
+                };
+                match line {
                     Ok(line) => println!("{line}"),
                     Err(e) => {
                         // Docker has already started the line.
@@ -506,18 +586,7 @@ pub async fn create(cli: &Cli, kind: Kind, a: &CreateArgs, driver: Option<&str>)
         Kind::Secret => SECRET_DATA_BYTES_LIMIT,
         Kind::Config => CONFIG_DATA_BYTES_LIMIT,
     };
-    if let Some(d) = driver.filter(|d| !d.is_empty()) {
-        bail!(
-            "--driver {d:?}: secretd has no external {} drivers; every {} is stored in the cluster (leave --driver empty)",
-            kind.word(),
-            kind.word()
-        );
-    }
-    // Docker's words: a secret needs content unless a driver provides it.
-    let Some(file) = a.file.as_deref() else {
-        bail!("{} file is required", kind.word());
-    };
-    let data = read_data(file, limit)?;
+    let data = read_content(kind, a.file.as_deref(), driver, limit)?;
     let labels = parse_labels(&a.labels).into_iter().collect();
     let mut req = CreateRequest {
         name: a.name.clone(),
@@ -537,6 +606,7 @@ pub async fn inspect(cli: &Cli, kind: Kind, a: &InspectArgs) -> Result<()> {
     // With --pretty, Docker ignores --format.
     let mut found = Vec::new();
     let mut pretty_out = Vec::new();
+    let mut typed = Vec::new();
     let mut errors = Vec::new();
     for name in &a.names {
         match object_call!(cli, kind, name, |c, n| c.inspect(n)).await {
@@ -545,6 +615,7 @@ pub async fn inspect(cli: &Cli, kind: Kind, a: &InspectArgs) -> Result<()> {
                     pretty_out.push(pretty(kind, &o));
                 }
                 found.push(object_json(kind, &o));
+                typed.push(object_typed(kind, &o));
             }
             Err(e) => errors.push(daemon(kind.word(), name, e).to_string()),
         }
@@ -560,7 +631,7 @@ pub async fn inspect(cli: &Cli, kind: Kind, a: &InspectArgs) -> Result<()> {
         }
         return Err(anyhow!("{}", errors.join("\n")));
     }
-    print_inspect(a.format.as_deref(), found, errors)
+    print_inspect(a.format.as_deref(), found, typed, errors)
 }
 
 pub async fn ls(cli: &Cli, kind: Kind, a: &LsArgs) -> Result<()> {
@@ -629,7 +700,7 @@ pub async fn versions(cli: &Cli, names: &[String]) -> Result<()> {
             Err(e) => errors.push(daemon("secret", name, e).to_string()),
         }
     }
-    print_inspect(None, found, errors)
+    print_inspect(None, found, Vec::new(), errors)
 }
 
 pub async fn rotate(cli: &Cli, name: &str, file: &str) -> Result<()> {
@@ -663,5 +734,104 @@ mod tests {
         assert_eq!(f.id_prefixes, ["ab"]);
         assert!(parse_filters(&["colour=red".into()]).is_err());
         assert!(parse_filters(&["name".into()]).is_err());
+    }
+
+    /// Docker 28.2.2's answers against a swarm-mode dockerd: the template
+    /// sees the struct first, the JSON map when the struct lacks a field.
+    #[test]
+    fn inspect_templates_see_dockers_struct_first() {
+        let o = |data: &[u8], templating: &str| Object {
+            id: "abc".into(),
+            version_index: 13,
+            spec: Some(crate::pb::secretstore::Spec {
+                name: "lab".into(),
+                labels: [("k".to_string(), "v".to_string()), ("a".into(), "b".into())]
+                    .into_iter()
+                    .collect(),
+                data: data.to_vec(),
+                templating: templating.into(),
+            }),
+            ..Default::default()
+        };
+        let run = |kind, o: &Object, f: &str| {
+            Template::parse(f)
+                .unwrap()
+                .render_inspect_typed(&object_typed(kind, o), &object_json(kind, o))
+        };
+        let secret = o(b"", "");
+        assert_eq!(
+            run(
+                Kind::Secret,
+                &secret,
+                r#"{{.Spec.Data}}|{{printf "%s" .Spec.Labels}}|{{.Spec.Labels}}|{{.Spec.Templating}}|{{.Version}}"#
+            )
+            .unwrap(),
+            "[]|map[a:b k:v]|map[a:b k:v]|<nil>|13"
+        );
+        // Fields the struct lacks as such: the JSON map answers.
+        assert_eq!(
+            run(
+                Kind::Secret,
+                &secret,
+                "{{.Version.Index}} {{json .Spec.Data}}"
+            )
+            .unwrap(),
+            "13 null"
+        );
+        assert_eq!(
+            run(Kind::Secret, &secret, "{{.Spec.Bogus}}").unwrap_err(),
+            "template: :1:7: executing \"\" at <.Spec.Bogus>: map has no entry for key \"Bogus\""
+        );
+        let config = o(b"x\n", "golang");
+        assert_eq!(
+            run(
+                Kind::Config,
+                &config,
+                r#"{{.Spec.Data}}|{{printf "%s" .Spec.Data}}|{{.Spec.Templating}}|{{json .Spec.Data}}|{{.Spec.Templating.Name}}"#
+            )
+            .unwrap(),
+            "[120 10]|x\n|{golang map[]}|\"eAo=\"|golang"
+        );
+    }
+
+    /// Docker 28.2.2's `secret create` and `config create` read errors
+    /// (docker/cli `readSecretData`, `readConfigData`, `RunConfigCreate`).
+    #[test]
+    fn content_errors_are_dockers() {
+        let err = |kind, file: Option<&str>, driver| {
+            read_content(kind, file, driver, 16)
+                .unwrap_err()
+                .to_string()
+        };
+        let dir = std::env::temp_dir().join(format!("secretctl-content-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let empty = dir.join("empty");
+        std::fs::write(&empty, b"").unwrap();
+        let empty = empty.to_str().unwrap();
+        assert_eq!(
+            err(Kind::Config, Some(empty), None),
+            format!(
+                "Error reading content from \"{empty}\": error reading from {empty}: data is empty"
+            )
+        );
+        assert_eq!(
+            err(Kind::Secret, Some(empty), None),
+            format!("error reading from {empty}: data is empty")
+        );
+        assert_eq!(
+            err(Kind::Config, Some("/nonexistent/file"), None),
+            "Error reading content from \"/nonexistent/file\": error reading from /nonexistent/file: \
+             open /nonexistent/file: no such file or directory"
+        );
+        assert_eq!(
+            err(Kind::Secret, Some("-"), Some("vault")),
+            "When using secret driver secret data must be empty"
+        );
+        assert_eq!(
+            err(Kind::Secret, None, Some("vault")),
+            "Error response from daemon: rpc error: code = Unknown desc = plugin \"vault\" not found"
+        );
+        assert_eq!(err(Kind::Secret, None, Some("")), "secret file is required");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

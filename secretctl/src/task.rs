@@ -204,10 +204,11 @@ async fn create(
     })
     .await
     .map_err(|(s, ep)| {
-        // "No such secret" names the source, not the task.
+        // A missing source in Docker's words: docker/cli's `ParseSecrets`
+        // and `ParseConfigs` say it for `docker service create`.
         if let Some(Reason::NotFound { kind, name }) = Reason::of(&s) {
             if kind == "secret" || kind == "config" {
-                return anyhow!("Error: No such {kind}: {name}");
+                return anyhow!("{kind} not found: {name}");
             }
         }
         task_error(id, (s, ep))
@@ -231,7 +232,7 @@ async fn inspect(cli: &Cli, format: Option<&str>, ids: &[String]) -> Result<()> 
             Err(e) => errors.push(task_error(id, e).to_string()),
         }
     }
-    print_inspect(format, found, errors)
+    print_inspect(format, found, Vec::new(), errors)
 }
 
 async fn ls(cli: &Cli, quiet: bool, node: Option<&str>, format: Option<&str>) -> Result<()> {

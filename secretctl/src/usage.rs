@@ -28,9 +28,14 @@ pub struct Exit {
     pub status: u8,
 }
 
-/// Lines longer than this are wrapped in help output, as Docker's are on a
-/// terminal of 80 columns.
+/// Help is laid out for this many columns, as Docker's is when its output
+/// is not a terminal (docker/cli's `defaultTermWidth`); pflag wraps flag
+/// descriptions one column short of it.
 const HELP_WIDTH_CHARS: usize = 80;
+
+/// The commands Docker's `secret` and `config` groups have; secretctl's
+/// others are listed apart, under "secretd commands:".
+const DOCKER_COMMANDS: &[&str] = &["create", "inspect", "ls", "rm"];
 
 /// The commands found in `argv` (after the binary's name), outermost first.
 /// Flags and their values are stepped over; `--` ends the search.
@@ -211,13 +216,12 @@ fn flag_of(e: &clap::Error) -> String {
         .unwrap_or_default()
 }
 
-/// Docker's help for a command: usage, description, aliases, options or
-/// subcommands.
+/// Docker's help for a command: usage, description (cobra's Long if set,
+/// else its Short), aliases, options or subcommands.
 fn help(path: &[&Command]) -> String {
     let cmd = path.last().expect("a path is never empty");
-    let name = full_name(path);
     let mut out = format!("Usage:  {}\n\n", usage_line(path));
-    if let Some(about) = cmd.get_about() {
+    if let Some(about) = cmd.get_long_about().or(cmd.get_about()) {
         out.push_str(&format!("{about}\n\n"));
     }
     let aliases: Vec<_> = cmd.get_visible_aliases().collect();
@@ -230,23 +234,10 @@ fn help(path: &[&Command]) -> String {
         out.push_str(&format!("Aliases:\n  {}\n\n", all.join(", ")));
     }
     if cmd.has_subcommands() {
-        out.push_str("Commands:\n");
-        // Sorted by name, as cobra lists them.
-        let mut subs: Vec<_> = cmd.get_subcommands().filter(|s| !s.is_hide_set()).collect();
-        subs.sort_by_key(|s| s.get_name());
-        // cobra pads names to at least 11 characters, then one space.
-        let width = subs
-            .iter()
-            .map(|s| s.get_name().len())
-            .max()
-            .unwrap_or(0)
-            .max(11);
-        for s in subs {
-            let about = s.get_about().map(|a| a.to_string()).unwrap_or_default();
-            out.push_str(&format!("  {:width$} {about}\n", s.get_name()));
-        }
+        out.push_str(&commands_section(cmd));
         out.push_str(&format!(
-            "\nRun '{name} COMMAND --help' for more information on a command.\n"
+            "\nRun '{} COMMAND --help' for more information on a command.\n",
+            full_name(path)
         ));
         return out;
     }
@@ -257,6 +248,37 @@ fn help(path: &[&Command]) -> String {
         out.pop();
     }
     out.push_str(&options);
+    out
+}
+
+/// A group's commands, sorted by name as cobra lists them: Docker's under
+/// "Commands:", secretd's own after them under "secretd commands:".
+fn commands_section(cmd: &Command) -> String {
+    let mut subs: Vec<_> = cmd.get_subcommands().filter(|s| !s.is_hide_set()).collect();
+    subs.sort_by_key(|s| s.get_name());
+    // cobra pads names to at least 11 characters, then one space.
+    let width = subs
+        .iter()
+        .map(|s| s.get_name().len())
+        .max()
+        .unwrap_or(0)
+        .max(11);
+    let (docker, ours): (Vec<_>, Vec<_>) = subs
+        .into_iter()
+        .partition(|s| DOCKER_COMMANDS.contains(&s.get_name()));
+    let list = |title: &str, subs: &[&Command]| {
+        let mut out = format!("{title}\n");
+        for s in subs {
+            let about = s.get_about().map(|a| a.to_string()).unwrap_or_default();
+            out.push_str(&format!("  {:width$} {about}\n", s.get_name()));
+        }
+        out
+    };
+    let mut out = list("Commands:", &docker);
+    if !ours.is_empty() {
+        out.push('\n');
+        out.push_str(&list("secretd commands:", &ours));
+    }
     out
 }
 
@@ -286,39 +308,69 @@ fn options_section(cmd: &Command) -> String {
         .collect();
     if !rows.is_empty() {
         out.push_str("Options:\n");
+        // pflag: descriptions start three columns after the longest flag.
         let width = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
         for (left, desc) in rows {
-            let mut lines = wrap(&desc, HELP_WIDTH_CHARS.saturating_sub(width + 3).max(20));
-            if lines.is_empty() {
-                lines.push(String::new());
-            }
-            out.push_str(format!("{left:width$}   {}", lines[0]).trim_end());
+            let text = pflag_wrap(width + 3, HELP_WIDTH_CHARS - 1, &desc);
+            out.push_str(format!("{left:width$}   {text}").trim_end());
             out.push('\n');
-            for l in &lines[1..] {
-                out.push_str(&format!("{:width$}   {l}\n", ""));
-            }
         }
     }
     out
 }
 
-/// Greedy word wrap; a word longer than the width gets a line of its own.
-fn wrap(text: &str, width: usize) -> Vec<String> {
-    let mut lines: Vec<String> = Vec::new();
-    for para in text.lines() {
-        let mut line = String::new();
-        for word in para.split_whitespace() {
-            if !line.is_empty() && line.len() + 1 + word.len() > width {
-                lines.push(std::mem::take(&mut line));
-            }
-            if !line.is_empty() {
-                line.push(' ');
-            }
-            line.push_str(word);
-        }
-        lines.push(line);
+/// pflag 1.0.6's `wrap(i, w, s)`, which Docker's help uses: `s` wrapped to
+/// `cols` columns, continuation lines indented by `indent`, the first line
+/// not (the caller has indented it). Runs of spaces inside a line are kept,
+/// so Docker's aligned `'table':            Print ...` stays aligned.
+fn pflag_wrap(indent: usize, cols: usize, s: &str) -> String {
+    let mut indent = indent;
+    let mut room = cols.saturating_sub(indent);
+    let mut out = String::new();
+    // Not enough room: the whole description goes below, at column 16.
+    if room < 24 {
+        indent = 16;
+        room = cols.saturating_sub(indent);
+        out = format!("\n{}", " ".repeat(indent));
     }
-    lines
+    if room < 24 {
+        return s.replace('\n', &out);
+    }
+    // pflag lets the last line run 5 columns over rather than orphan a
+    // short word.
+    let slop = 5;
+    let room = room - slop;
+    let newline = format!("\n{}", " ".repeat(indent));
+    let (first, mut rest) = pflag_wrap_n(room, slop, s);
+    out.push_str(&first.replace('\n', &newline));
+    while !rest.is_empty() {
+        let (line, more) = pflag_wrap_n(room, slop, rest);
+        out.push_str(&newline);
+        out.push_str(&line.replace('\n', &newline));
+        rest = more;
+    }
+    out
+}
+
+/// pflag's `wrapN`: `s` split at the last blank or newline within `i`
+/// bytes, unless all of `s` fits in `i + slop`. Only ASCII bytes are split
+/// at, so both halves are valid UTF-8.
+fn pflag_wrap_n(i: usize, slop: usize, s: &str) -> (&str, &str) {
+    if i + slop > s.len() {
+        return (s, "");
+    }
+    let head = &s.as_bytes()[..i];
+    let Some(w) = head
+        .iter()
+        .rposition(|b| matches!(b, b' ' | b'\t' | b'\n'))
+        .filter(|&w| w > 0)
+    else {
+        return (s, "");
+    };
+    match head.iter().rposition(|&b| b == b'\n') {
+        Some(nl) if nl > 0 && nl < w => (&s[..nl], &s[nl + 1..]),
+        _ => (&s[..w], &s[w + 1..]),
+    }
 }
 
 /// Whether Docker's layout applies: `secret` and `config` mirror Docker's
@@ -570,5 +622,34 @@ mod tests {
              Aliases:\n  tool secret ls, tool secret list\n\n\
              Options:\n  -q, --quiet   Only display IDs\n"
         );
+    }
+
+    #[test]
+    fn pflag_wraps_as_docker() {
+        // A description that fits is left alone, runs of spaces included.
+        let fits = "'json':             Print in JSON format";
+        assert_eq!(pflag_wrap(24, 79, fits), fits);
+        // Lines break at the last blank within 50 columns (79 - 24 - 5).
+        assert_eq!(
+            pflag_wrap(
+                24,
+                79,
+                "'table':            Print output in table format with column headers (default)"
+            ),
+            format!(
+                "'table':            Print output in table format\n{}with column headers (default)",
+                " ".repeat(24)
+            )
+        );
+        // Too little room: the description starts on a line of its own,
+        // at column 16.
+        assert_eq!(
+            pflag_wrap(60, 79, "short words"),
+            format!("\n{}short words", " ".repeat(16))
+        );
+        // Text without blanks, multibyte text: kept whole, no panic.
+        let long = "é".repeat(80);
+        assert_eq!(pflag_wrap(24, 79, &long), long);
+        assert_eq!(pflag_wrap_n(4, 0, "aé b"), ("aé", "b"));
     }
 }

@@ -26,6 +26,17 @@ pub struct ObjectService {
 }
 
 impl ObjectService {
+    /// A locked member refuses every secret and config call, as a locked
+    /// Docker manager does ("Swarm is encrypted and needs to be unlocked
+    /// before it can be used"), listings included: it cannot open what it
+    /// would list. Tasks, agents and the keyspace go on.
+    fn unlocked(&self) -> Result<(), Status> {
+        if self.store.keys().is_locked() {
+            return Err(status(secretd_secrets::Error::Locked));
+        }
+        Ok(())
+    }
+
     async fn create(
         &self,
         kind: Kind,
@@ -34,13 +45,17 @@ impl ObjectService {
         let who = audit::who(&req);
         let req = req.into_inner();
         let name = req.name.clone();
-        let r = self.store.create(kind, req).await.map_err(status);
+        let r = match self.unlocked() {
+            Ok(()) => self.store.create(kind, req).await.map_err(status),
+            Err(e) => Err(e),
+        };
         let v = (kind == Kind::Secret).then_some(1);
         audit::record(&who, &format!("{}.create", kind.word()), &name, v, &r);
         Ok(Response::new(CreateResponse { id: r? }))
     }
 
     async fn list(&self, kind: Kind, req: ListRequest) -> Result<Response<ListResponse>, Status> {
+        self.unlocked()?;
         let objects = self.store.list(kind, &req).await.map_err(status)?;
         Ok(Response::new(ListResponse { objects }))
     }
@@ -52,7 +67,10 @@ impl ObjectService {
     ) -> Result<Response<RemoveResponse>, Status> {
         let who = audit::who(&req);
         let target = req.into_inner().name_or_id;
-        let r = self.store.remove(kind, &target).await.map_err(status);
+        let r = match self.unlocked() {
+            Ok(()) => self.store.remove(kind, &target).await.map_err(status),
+            Err(e) => Err(e),
+        };
         audit::record(&who, &format!("{}.remove", kind.word()), &target, None, &r);
         Ok(Response::new(RemoveResponse { id: r? }))
     }
@@ -68,6 +86,7 @@ impl Secrets for ObjectService {
     }
 
     async fn inspect(&self, req: Request<InspectRequest>) -> Result<Response<Object>, Status> {
+        self.unlocked()?;
         let o = self
             .store
             .inspect(Kind::Secret, &req.into_inner().name_or_id)
@@ -116,6 +135,7 @@ impl Configs for ObjectService {
     }
 
     async fn inspect(&self, req: Request<InspectRequest>) -> Result<Response<Object>, Status> {
+        self.unlocked()?;
         let o = self
             .store
             .inspect(Kind::Config, &req.into_inner().name_or_id)

@@ -380,18 +380,28 @@ async fn docker_container_reads_the_agents_secrets() {
         format!("v{rotations}").as_bytes()
     );
 
-    // The task goes: the running container's view empties.
+    // The task goes: the container lists nothing at /run/secrets, either
+    // an empty directory (exit 0) or, once the agent's directory is gone,
+    // "No such file or directory" (exit 1); both were seen, run to run.
+    // Reading the secret fails with ENOENT. The README says exactly this.
     c.sctl(&["task", "rm", "web.1"], None);
+    let ls = || docker.docker(&["exec", "secretd-reader", "ls", "-A", "/run/secrets"]);
     wait_for(
         "the container's view to empty",
         crate::common::secs(15),
-        || {
-            let o = docker.docker(&["exec", "secretd-reader", "ls", "-A", "/run/secrets"]);
-            o.stdout.is_empty()
-        },
+        || ls().stdout.is_empty(),
     );
+    let o = ls();
+    let empty = o.status.success() && o.stderr.is_empty();
+    let enoent = o.status.code() == Some(1)
+        && String::from_utf8_lossy(&o.stderr) == "ls: /run/secrets: No such file or directory\n";
+    assert!(o.stdout.is_empty() && (empty || enoent), "{o:?}");
     let gone = docker.docker(&["exec", "secretd-reader", "cat", "/run/secrets/password"]);
-    assert!(!gone.status.success());
+    assert!(!gone.status.success(), "{gone:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&gone.stderr),
+        "cat: can't open '/run/secrets/password': No such file or directory\n"
+    );
 
     docker.ok(&["rm", "-f", "secretd-reader"]);
     let _ = reader.wait();

@@ -36,13 +36,14 @@ fn keys_dir(c: &Cluster, i: usize) -> std::path::PathBuf {
     c.members[i].data_dir.join("keys")
 }
 
-/// Restarts member `i` and waits until it answers.
+/// Restarts member `i` and waits until it answers (a task listing: a
+/// locked member refuses secret listings, as a locked Docker manager).
 async fn restart(c: &mut Cluster, i: usize) {
     c.kill9(i);
     c.spawn(i);
     let ep = c.endpoint(i);
     wait_for("the restarted member", crate::common::secs(30), || {
-        c.secretctl_at(&ep, &["secret", "ls", "-q"], None)
+        c.secretctl_at(&ep, &["task", "ls", "-q"], None)
             .status
             .success()
     })
@@ -116,21 +117,33 @@ async fn autolock_locks_restarted_members_until_unlocked() {
         key
     );
 
-    // A restarted member is locked: non-secret work goes on, secret work
-    // fails with the exact sentence.
+    // A restarted member is locked: non-secret work goes on; every secret
+    // and config command fails as Docker's do on a locked manager (Docker
+    // 28.2.2: exit 1, this line, `inspect` printing `[]` first), listings
+    // included; an agent's fetch gets the exact sentence.
     restart(&mut c, 2).await;
     let m2 = c.endpoint(2);
-    let out = c.secretctl_at(&m2, &["secret", "create", "other", "-"], Some(b"x"));
-    assert_eq!(
-        String::from_utf8_lossy(&out.stderr).trim(),
-        format!("Error response from daemon: {LOCKED}")
-    );
+    let docker_locked = "Error response from daemon: Swarm is encrypted and needs to be unlocked \
+         before it can be used. Please use \"secretctl cluster unlock\" to unlock it.\n";
+    for (args, stdin, stdout) in [
+        (&["secret", "create", "other", "-"][..], Some(&b"x"[..]), ""),
+        (&["secret", "ls"][..], None, ""),
+        (&["config", "ls"][..], None, ""),
+        (&["secret", "inspect", "db_pw"][..], None, "[]\n"),
+        (&["config", "create", "c", "-"][..], Some(&b"x"[..]), ""),
+        (&["secret", "rm", "db_pw"][..], None, ""),
+    ] {
+        let out = c.secretctl_at(&m2, args, stdin);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            docker_locked,
+            "{args:?}"
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), stdout, "{args:?}");
+    }
     let e = fetch(&c, 2, &id, 1).await.unwrap_err();
     assert_eq!(e.message(), LOCKED);
-    assert!(c
-        .secretctl_at(&m2, &["secret", "ls"], None)
-        .status
-        .success());
     let settings = AdminClient::new(c.channel_as(2, "admin"))
         .get_settings(GetSettingsRequest {})
         .await
@@ -242,9 +255,13 @@ async fn autolock_locks_restarted_members_until_unlocked() {
     assert_eq!(fetch(&c, 1, &id, 1).await.unwrap(), b"hunter2");
     restart(&mut c, 2).await;
     assert_eq!(fetch(&c, 2, &id, 1).await.unwrap(), b"hunter2");
-    // Docker's words for the unlock key of an unlocked swarm.
+    // Docker's words for the unlock key of a swarm without autolock, which
+    // its CLI says itself, without the daemon's prefix (docker/cli
+    // runUnlockKey; Docker 28.2.2 prints exactly these lines).
     let (_, e) = c.sctl_err(&["cluster", "unlock-key"], None);
-    assert_eq!(e, "Error response from daemon: no unlock key is set\n");
+    assert_eq!(e, "no unlock key is set\n");
+    let (_, e) = c.sctl_err(&["cluster", "unlock-key", "--rotate"], None);
+    assert_eq!(e, "cannot rotate because autolock is not turned on\n");
 }
 
 /// The keyring on disk of member `i`, opened the way the member opens it.

@@ -34,6 +34,7 @@ use std::borrow::Cow;
 use serde_json::Value;
 
 use fault::{Fault, Pos};
+pub use go_fmt::{go_bytes, go_nil, go_stringer, go_struct};
 use go_fmt::{go_time, lookup, plain, sprintf};
 pub use output::{Call, CallError, Output, OutputFull};
 use parse::{parse_parts, Expr, Operand, Part};
@@ -110,7 +111,7 @@ impl Template {
         let fail = |f: Fault| f.message(self.errors, &[]);
         self.check_keys(v).map_err(fail)?;
         let mut out = Output::bounded(bytes_max);
-        self.render_into(v, None, Some(call), &mut out)
+        self.render_into((v, v), None, Some(call), &mut out)
             .map_err(fail)?;
         Ok(out.take())
     }
@@ -127,13 +128,15 @@ impl Template {
         // Without a `call` or a limit, rendering cannot fail: a template
         // has Call actions only when its parser allowed functions, and then
         // it is rendered by `render_text`.
-        let _ = self.render_into(v, labels, None, &mut out);
+        let _ = self.render_into((v, v), labels, None, &mut out);
         out.take()
     }
 
+    /// Renders with `v`; `json` prints from `raw`, the JSON `v` was built
+    /// from (Go's json of a struct is the JSON Docker shows).
     fn render_into<'a>(
         &'a self,
-        v: &Value,
+        (v, raw): (&Value, &Value),
         labels: Option<&Value>,
         call: Option<Call>,
         out: &mut Output,
@@ -148,7 +151,7 @@ impl Template {
                 }
                 Part::Action(Expr::Json(p), at) => out
                     .push_str(
-                        &lookup(v, p)
+                        &lookup(raw, p)
                             .map(|x| x.to_string())
                             .unwrap_or_else(|| "null".into()),
                     )
@@ -191,6 +194,20 @@ impl Template {
         self.check_keys(v)
             .map_err(|f| f.message(self.errors, &[]))?;
         Ok(self.render(v))
+    }
+
+    /// Renders one object for `inspect -f` as Docker does: on its Go
+    /// struct first (`typed`: the JSON with the Go values JSON cannot say,
+    /// `go_bytes`, `go_nil`, `go_struct`), and on the JSON map `raw` when
+    /// the struct lacks a field the template names (docker/cli's
+    /// `tryRawInspectFallback`).
+    pub fn render_inspect_typed(&self, typed: &Value, raw: &Value) -> Result<String, String> {
+        if self.check_keys(typed).is_err() {
+            return self.render_inspect(raw);
+        }
+        let mut out = Output::unbounded();
+        let _ = self.render_into((typed, raw), None, None, &mut out);
+        Ok(out.take())
     }
 
     /// Go's error for the first field path that names a key `v` lacks,

@@ -185,14 +185,22 @@ impl Keys {
         }
     }
 
-    /// The current unlock key, or (with `rotate`) a new one.
+    /// The current unlock key, or (with `rotate`) a new one; empty when
+    /// autolock is off.
     pub async fn unlock_key(&self, rotate: bool) -> Result<String> {
         let _guard = self.changing.lock().await;
         self.forget_sealing();
         let (lock, rev) = self.lock_record(true).await?;
         if !lock.autolock {
-            // Docker's words (`docker swarm unlock-key` without autolock).
-            return Err(Error::Precondition("no unlock key is set".into()));
+            // As Docker's daemon: without autolock the key is empty (the
+            // CLI says "no unlock key is set"); there is none to rotate
+            // (docker/cli's words, which it says before asking).
+            if rotate {
+                return Err(Error::Precondition(
+                    "cannot rotate because autolock is not turned on".into(),
+                ));
+            }
+            return Ok(String::new());
         }
         if self.is_locked() {
             return Err(Error::Locked);

@@ -421,7 +421,13 @@ impl World {
         self.spawn_on(
             vec![from_slot],
             async move {
-                let key = from.keys().unlock_key(false).await.ok();
+                // Empty without autolock: no key to learn.
+                let key = from
+                    .keys()
+                    .unlock_key(false)
+                    .await
+                    .ok()
+                    .filter(|k| !k.is_empty());
                 Done::Secret(SecretDone::KeyLearned(key))
             },
             Done::Secret(SecretDone::KeyLearned(None)),

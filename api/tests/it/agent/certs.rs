@@ -46,6 +46,16 @@ async fn agent_authenticates_with_its_node_certificate() {
         b.logs().contains("this certificate is for node n2, not n1")
     });
     assert!(!bad.join("web.1").exists());
+    // No TLS flags against members that serve only TLS (the README's
+    // agent command beside scripts/dev.sh's member): the log names the
+    // problem, as secretctl does, instead of an endless h2 protocol error.
+    let plain = c.dir.path().join("plain");
+    let p = Agent::start_with(&c, &plain, "fuse", &c.dir.path().join("plain.log"), vec![]);
+    wait_for("the TLS hint", crate::common::secs(15), || {
+        p.logs().contains(
+            "it serves TLS; give the agent --cacert, and the node's certificate with --cert and --key",
+        )
+    });
 }
 
 /// `agent exec` with nothing but the node's own certificate: it runs CMD
