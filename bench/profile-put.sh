@@ -4,6 +4,8 @@
 # `secretd-bench put` run, and each member's CPU seconds. Evidence for the
 # benchmark note, not a test.
 #   bench/profile-put.sh [IN_FLIGHT] [TOTAL] [VALUE_BYTES]
+# PROFILE_OP=get|secret-create profiles that operation instead (gets with
+# PROFILE_CONSISTENCY=s|l, default s; they read keys a put run wrote first).
 # PERF_CALLGRAPH=dwarf adds call stacks; PERF_KEEP=FILE keeps perf.data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,8 +17,14 @@ command -v perf >/dev/null || { echo "profile-put.sh needs perf (apt-get install
 cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
 declare -A before
 for p in "${pids[@]}"; do before[$p]=$(cpu "$p"); done
+op=${PROFILE_OP:-put}
+extra=()
+if [ "$op" = get ]; then
+  "$bin/secretd-bench" put --endpoints "$eps" --in-flight 64 --total 20000 --key-space 20000 --value-bytes "$value" --connections 16 >/dev/null
+  extra=(--consistency "${PROFILE_CONSISTENCY:-s}" --key-space 20000)
+fi
 perf record -q -F ${PERF_FREQ:-499} ${PERF_CALLGRAPH:+--call-graph $PERF_CALLGRAPH} -o "$dir/perf.data" -p "$(IFS=,; echo "${pids[*]}")" -- \
-  "$bin/secretd-bench" put --endpoints "$eps" --in-flight "$inflight" --total "$total" --value-bytes "$value" --connections 16
+  "$bin/secretd-bench" "$op" --endpoints "$eps" --in-flight "$inflight" --total "$total" --value-bytes "$value" --connections 16 "${extra[@]}"
 tck=$(getconf CLK_TCK)
 for p in "${pids[@]}"; do
   echo "member pid $p: $(( ($(cpu "$p") - ${before[$p]}) * 1000 / tck )) ms CPU"
