@@ -39,9 +39,10 @@ pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
 pub(super) type Listeners = tokio::task::JoinSet<std::result::Result<(), tonic::transport::Error>>;
 
-/// Serves `router` on one listener: TLS when the URL is https (with the
-/// client's role from its certificate when `client_auth`), plaintext
-/// otherwise; either way admitted against `adm` and behind the gate.
+/// Serves `router` on one listener: TLS when the URL is https (the door's,
+/// with the client's role from its certificate when it asks for one),
+/// plaintext otherwise; either way admitted against the door's budget and
+/// behind the gate, until the member closes its listeners (`closed`).
 /// Connections set TCP_NODELAY: `serve_with_incoming` does not apply the
 /// builder's, and with Nagle on, a stream's next small message waited 40 ms
 /// for the peer's delayed ACK.
@@ -52,15 +53,14 @@ pub(super) fn serve(
     >,
     l: TcpListener,
     https: bool,
-    tls_cfg: Option<Arc<rustls::ServerConfig>>,
-    certs: crate::conn::ClientCerts,
-    adm: &Arc<crate::conn::Admission>,
+    door: &Door<'_>,
     closed: &Closed,
 ) {
     let until = until_closed(closed);
-    match (https, tls_cfg) {
+    let adm = door.admission;
+    match (https, door.tls.clone()) {
         (true, Some(cfg)) => {
-            let incoming = crate::conn::tls_incoming(l, cfg, certs, adm.clone());
+            let incoming = crate::conn::tls_incoming(l, cfg, door.certs.clone(), adm.clone());
             tasks.spawn(async move { router.serve_with_incoming_shutdown(incoming, until).await });
         }
         _ => {
@@ -246,16 +246,7 @@ pub(super) fn serve_clients(
             .max_concurrent_streams(door.streams_per_connection_max)
             .layer(crate::gate::GateLayer)
             .add_routes(routes);
-        serve(
-            tasks,
-            router,
-            l,
-            https,
-            door.tls.clone(),
-            door.certs.clone(),
-            door.admission,
-            closed,
-        );
+        serve(tasks, router, l, https, door, closed);
     }
 }
 
