@@ -84,7 +84,7 @@ fn start_agent(node: &str, mount: &Path, port: u16) -> std::io::Result<Child> {
         .spawn()
 }
 
-/// Waits (at most 20 s) until `path` holds `want`.
+/// Waits (at most 20 s) until `path` holds `want`, and prints it.
 async fn served(path: &Path, want: &[u8]) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::fs::read(path).ok().as_deref() != Some(want) {
@@ -95,11 +95,13 @@ async fn served(path: &Path, want: &[u8]) -> anyhow::Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    println!("{}: {}", path.display(), String::from_utf8_lossy(want));
     Ok(())
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // SAFETY: geteuid takes nothing and cannot fail.
     anyhow::ensure!(
         unsafe { libc::geteuid() } == 0,
         "the node agent mounts FUSE or a tmpfs: run this example as root"
@@ -125,25 +127,16 @@ async fn main() -> anyhow::Result<()> {
     let file = mnt.join("web.1/db-password");
     let shown = async {
         served(&file, b"hunter2").await?;
-        println!(
-            "{}: {}",
-            file.display(),
-            String::from_utf8_lossy(&std::fs::read(&file)?)
-        );
         scheduler
             .store
             .secret_rotate("db-password", b"correct horse".to_vec())
             .await?;
         served(&file, b"correct horse").await?;
-        println!(
-            "{} after rotation: {}",
-            file.display(),
-            String::from_utf8_lossy(&std::fs::read(&file)?)
-        );
         anyhow::Ok(())
     };
     let result = shown.await;
     // SIGTERM: the agent unmounts and exits; then the member stops.
+    // SAFETY: kill with our child's pid and a signal number.
     unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
     agent.wait()?;
     member.stop().await?;

@@ -296,6 +296,9 @@ async fn serve(
     // Peers can ask us now; we ask them before serving any client.
     if flags.initial_corrupt_check {
         if let Err(e) = crate::peer::corruption::initial_check(&node).await {
+            // An embedding program goes on: nothing may keep the node.
+            tasks.abort_all();
+            background.iter().for_each(|b| b.abort());
             node.stop();
             return Err(e);
         }
