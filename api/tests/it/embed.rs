@@ -124,6 +124,28 @@ async fn in_process_identities_meet_the_same_role_matrix() {
     m.stop().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn start_errors_are_types_a_program_can_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", busy.local_addr().unwrap());
+    let config = Config::new("e", dir.path().join("a"))
+        .harden_process(false)
+        .client_urls(&[&url]);
+    let err = Member::start(config).await.err();
+    assert!(
+        matches!(&err, Some(EmbedError::Io(e)) if e.kind() == std::io::ErrorKind::AddrInUse),
+        "{err:?}"
+    );
+    let mut config = Config::new("e", dir.path().join("b")).harden_process(false);
+    config.flags_mut().election_timeout = 200;
+    let err = Member::start(config).await.err();
+    assert!(
+        matches!(&err, Some(EmbedError::Config(m)) if m.contains("--election-timeout")),
+        "{err:?}"
+    );
+}
+
 /// SIGTERM to the agent, and its exit.
 fn terminate(agent: &mut std::process::Child) {
     // SAFETY: kill with a child's pid and a signal number.
