@@ -54,7 +54,7 @@ pub enum Retention {
     Age(Duration),
 }
 
-pub fn start(node: Arc<Node>, retention: Retention) {
+pub fn start(node: Arc<Node>, retention: Retention) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         match retention {
             Retention::Revisions(keep) => {
@@ -79,7 +79,7 @@ pub fn start(node: Arc<Node>, retention: Retention) {
                 }
             }
         }
-    });
+    })
 }
 
 async fn compact(node: &Node, target: i64) {

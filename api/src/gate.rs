@@ -128,8 +128,7 @@ fn refusal(
         common_name: info.common_name.clone(),
         token: None,
     };
-    let status = Status::permission_denied(why);
-    crate::refusals::refused(&caller, path, &status);
+    let status = denied(&caller, path, why);
     // Gateway routes and plain HTTP paths get an HTTP refusal.
     let http = rpc != path || authz::HTTP_PATHS.iter().any(|(p, _)| *p == path);
     Some(if http {
@@ -137,6 +136,26 @@ fn refusal(
     } else {
         status.into_http()
     })
+}
+
+/// A refusal by the role matrix, counted, logged and audited once per
+/// window (`refusals`).
+fn denied(caller: &Caller, path: &str, why: String) -> Status {
+    let status = Status::permission_denied(why);
+    crate::refusals::refused(caller, path, &status);
+    status
+}
+
+/// The gate's decision for a caller that reaches the services without a
+/// connection (`embed`'s in-process client): the same role matrix, the
+/// same refusal (counted and audited), and a path the matrix does not
+/// name is not served. `Ok` when the RPC `path` may go on.
+pub fn admit(caller: &Caller, path: &str) -> Result<(), Status> {
+    match authz::decide(&caller.role, path) {
+        Decision::Allow => Ok(()),
+        Decision::Unknown => Err(Status::unimplemented(format!("{path} is not served"))),
+        Decision::Deny(why) => Err(denied(caller, path, why)),
+    }
 }
 
 /// etcd's auth token: gRPC clients send it as `token` metadata, gateway

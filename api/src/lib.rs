@@ -11,6 +11,7 @@ pub mod authz;
 pub mod compactor;
 pub mod conn;
 pub mod datadir;
+pub mod embed;
 pub mod errors;
 pub mod etcd;
 pub mod gate;

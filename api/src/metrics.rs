@@ -247,8 +247,14 @@ pub fn health(node: &Node) -> (StatusCode, String) {
 }
 
 /// Serves `/metrics` and `/health` on each listener until the process
-/// ends, every connection admitted against `adm`.
-pub fn spawn(listeners: Vec<TcpListener>, node: Arc<Node>, adm: &Arc<Admission>) {
+/// ends (or the returned tasks are aborted), every connection admitted
+/// against `adm`.
+pub fn spawn(
+    listeners: Vec<TcpListener>,
+    node: Arc<Node>,
+    adm: &Arc<Admission>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
     for l in listeners {
         let (n1, n2) = (node.clone(), node.clone());
         let app = axum::Router::new()
@@ -265,7 +271,7 @@ pub fn spawn(listeners: Vec<TcpListener>, node: Arc<Node>, adm: &Arc<Admission>)
                 }),
             );
         let adm = adm.clone();
-        tokio::spawn(async move {
+        tasks.push(tokio::spawn(async move {
             loop {
                 let (tcp, _, slot) = crate::conn::accept(&l, &adm).await;
                 let (app, idle_ms) = (app.clone(), adm.limits.idle_ms);
@@ -274,6 +280,7 @@ pub fn spawn(listeners: Vec<TcpListener>, node: Arc<Node>, adm: &Arc<Admission>)
                     drop(slot);
                 });
             }
-        });
+        }));
     }
+    tasks
 }

@@ -131,6 +131,20 @@ impl Limits {
     }
 }
 
+/// This process's open-file limit, unchanged (an embedded member's, whose
+/// program owns its limits); 1024 if it cannot be read.
+pub fn fd_limit() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit with a valid pointer to a local struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 1024;
+    }
+    lim.rlim_cur.min(usize::MAX as u64) as usize
+}
+
 /// Raises this process's open-file limit to its hard limit, logs it, and
 /// returns the limit now in force.
 pub fn raise_fd_limit() -> usize {

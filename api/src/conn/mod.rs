@@ -45,7 +45,7 @@ mod admission;
 mod incoming;
 
 pub use admission::{
-    member_seen_at, raise_fd_limit, source_of, Admission, HandshakeSlot, Limits, Slot,
+    fd_limit, member_seen_at, raise_fd_limit, source_of, Admission, HandshakeSlot, Limits, Slot,
     FDS_RESERVED, METRICS_CONNECTIONS_MAX, METRICS_IDLE_MS_MAX, PEER_CONNECTIONS_MAX,
     PEER_CONNECTIONS_PER_MEMBER_MAX, REFUSING_CONNECTIONS_MAX,
 };

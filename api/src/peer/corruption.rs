@@ -251,11 +251,11 @@ pub async fn leader_round(node: &Arc<Node>) -> Result<Vec<u64>, StoreError> {
 }
 
 /// The leader's periodic check, every `every` (never when zero).
-pub fn start_periodic(node: Arc<Node>, every: Duration) {
+pub fn start_periodic(node: Arc<Node>, every: Duration) -> Option<tokio::task::JoinHandle<()>> {
     if every.is_zero() {
-        return;
+        return None;
     }
-    tokio::spawn(async move {
+    Some(tokio::spawn(async move {
         loop {
             tokio::time::sleep(every).await;
             if node.status().fatal.is_some() {
@@ -268,7 +268,7 @@ pub fn start_periodic(node: Arc<Node>, every: Duration) {
                 tracing::warn!(error = %e, "corruption check could not hash this member's keyspace");
             }
         }
-    });
+    }))
 }
 
 /// The answering side of `Raft.HashKv`: waits (bounded) to reach the

@@ -181,16 +181,29 @@ pub struct ServerFlags {
 
 impl ServerFlags {
     pub(super) fn node_config(&self) -> Result<(NodeConfig, Vec<String>, Vec<String>)> {
+        self.node_config_with(false)
+    }
+
+    /// The node's config and the client and peer URLs to listen on; with
+    /// `listeners_optional` (an embedded member) those lists and the
+    /// advertised client URLs may be empty.
+    pub(super) fn node_config_with(
+        &self,
+        listeners_optional: bool,
+    ) -> Result<(NodeConfig, Vec<String>, Vec<String>)> {
         self.check_bounds()?;
-        let client = urls::parse_list("--listen-client-urls", &self.listen_client_urls)?;
-        let peer = urls::parse_list("--listen-peer-urls", &self.listen_peer_urls)?;
-        urls::parse_list("--advertise-client-urls", &self.advertise_client_urls)?;
+        let list = |flag: &str, s: &str| match listeners_optional && s.trim().is_empty() {
+            true => Ok(Vec::new()),
+            false => urls::parse_list(flag, s),
+        };
+        let client = list("--listen-client-urls", &self.listen_client_urls)?;
+        let peer = list("--listen-peer-urls", &self.listen_peer_urls)?;
+        let client_urls = list("--advertise-client-urls", &self.advertise_client_urls)?;
         let advertise_peer = urls::parse_list(
             "--initial-advertise-peer-urls",
             &self.initial_advertise_peer_urls,
         )?;
         let members = self.initial_members(&advertise_peer)?;
-        let client_urls = urls::parse_list("--advertise-client-urls", &self.advertise_client_urls)?;
         let cfg = NodeConfig {
             join: None,
             cluster_token: self.initial_cluster_token.clone(),

@@ -35,13 +35,14 @@ use crate::urls;
 
 /// gRPC overhead etcd allows on top of `--max-request-bytes`, so that an
 /// oversized request gets etcd's clear error instead of a transport one.
-pub(super) const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
 pub(super) type Listeners = tokio::task::JoinSet<std::result::Result<(), tonic::transport::Error>>;
 
-/// Serves `router` on one listener: TLS when the URL is https (with the
-/// client's role from its certificate when `client_auth`), plaintext
-/// otherwise; either way admitted against `adm` and behind the gate.
+/// Serves `router` on one listener: TLS when the URL is https (the door's,
+/// with the client's role from its certificate when it asks for one),
+/// plaintext otherwise; either way admitted against the door's budget and
+/// behind the gate, until the member closes its listeners (`closed`).
 /// Connections set TCP_NODELAY: `serve_with_incoming` does not apply the
 /// builder's, and with Nagle on, a stream's next small message waited 40 ms
 /// for the peer's delayed ACK.
@@ -52,19 +53,32 @@ pub(super) fn serve(
     >,
     l: TcpListener,
     https: bool,
-    tls_cfg: Option<Arc<rustls::ServerConfig>>,
-    certs: crate::conn::ClientCerts,
-    adm: &Arc<crate::conn::Admission>,
+    door: &Door<'_>,
+    closed: &Closed,
 ) {
-    match (https, tls_cfg) {
+    let until = until_closed(closed);
+    let adm = door.admission;
+    match (https, door.tls.clone()) {
         (true, Some(cfg)) => {
-            let incoming = crate::conn::tls_incoming(l, cfg, certs, adm.clone());
-            tasks.spawn(async move { router.serve_with_incoming(incoming).await });
+            let incoming = crate::conn::tls_incoming(l, cfg, door.certs.clone(), adm.clone());
+            tasks.spawn(async move { router.serve_with_incoming_shutdown(incoming, until).await });
         }
         _ => {
             let incoming = crate::conn::plain_incoming(l, adm.clone());
-            tasks.spawn(async move { router.serve_with_incoming(incoming).await });
+            tasks.spawn(async move { router.serve_with_incoming_shutdown(incoming, until).await });
         }
+    }
+}
+
+/// Set to `true` when the member stops: listeners stop accepting and close
+/// their connections gracefully (`Running::shutdown`).
+pub(super) type Closed = tokio::sync::watch::Receiver<bool>;
+
+/// Resolves once the member asks its listeners to close (or is gone).
+fn until_closed(closed: &Closed) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let mut closed = closed.clone();
+    async move {
+        let _ = closed.wait_for(|c| *c).await;
     }
 }
 
@@ -150,8 +164,10 @@ pub(super) fn serve_peers(
     node: &Arc<Node>,
     keys: &Arc<secretd_secrets::keys::Keys>,
     door: &Door<'_>,
+    closed: &Closed,
 ) {
     for (l, https) in listeners {
+        let until = until_closed(closed);
         let svc = RaftServer::new(RaftService {
             node: node.clone(),
             keys: keys.clone(),
@@ -174,17 +190,30 @@ pub(super) fn serve_peers(
                 let incoming = crate::conn::split_by_magic(incoming, MAGIC_PREFIX, move |c| {
                     tokio::spawn(crate::peer::raw::serve(c, raw.clone()));
                 });
-                tasks.spawn(async move { router.serve_with_incoming(incoming).await });
+                tasks.spawn(
+                    async move { router.serve_with_incoming_shutdown(incoming, until).await },
+                );
             }
             _ => {
                 let incoming = crate::conn::plain_incoming(l, adm);
                 let incoming = crate::conn::split_by_magic(incoming, MAGIC_PREFIX, move |c| {
                     tokio::spawn(crate::peer::raw::serve(c, raw.clone()));
                 });
-                tasks.spawn(async move { router.serve_with_incoming(incoming).await });
+                tasks.spawn(
+                    async move { router.serve_with_incoming_shutdown(incoming, until).await },
+                );
             }
         }
     }
+}
+
+/// What the client port serves from.
+pub(super) struct Clients<'a> {
+    pub node: &'a Arc<Node>,
+    pub objects: &'a crate::objects::service::ObjectService,
+    pub auth: &'a Arc<crate::etcd::auth::AuthService>,
+    /// Bytes a request may carry (`--max-request-bytes` and gRPC's part).
+    pub max_recv: usize,
 }
 
 /// The client port: every client gRPC service and etcd's JSON gateway
@@ -192,12 +221,11 @@ pub(super) fn serve_peers(
 pub(super) fn serve_clients(
     tasks: &mut Listeners,
     listeners: Vec<(TcpListener, bool)>,
-    node: &Arc<Node>,
-    objects: &crate::objects::service::ObjectService,
-    auth: &Arc<crate::etcd::auth::AuthService>,
-    max_recv: usize,
+    c: &Clients<'_>,
     door: &Door<'_>,
+    closed: &Closed,
 ) {
+    let (node, objects, auth, max_recv) = (c.node, c.objects, c.auth, c.max_recv);
     // One count of agent streams for the member, whatever the listener.
     let agent_streams = Arc::new(crate::objects::agent::StreamCount::default());
     // One count of lock and election waiters and observers, gRPC and
@@ -218,15 +246,7 @@ pub(super) fn serve_clients(
             .max_concurrent_streams(door.streams_per_connection_max)
             .layer(crate::gate::GateLayer)
             .add_routes(routes);
-        serve(
-            tasks,
-            router,
-            l,
-            https,
-            door.tls.clone(),
-            door.certs.clone(),
-            door.admission,
-        );
+        serve(tasks, router, l, https, door, closed);
     }
 }
 

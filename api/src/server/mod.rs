@@ -1,7 +1,9 @@
 //! `secretd`'s server: startup in order (flags checked, the process
-//! hardened, ports bound, the member started, listeners served), then the
-//! wait for a signal or a fatal error. `flags.rs` has the flags,
-//! `member.rs` the member's start, `listen.rs` the listeners.
+//! hardened, ports bound, the member started, listeners served: `start`),
+//! then the wait for a signal or a fatal error (`run`, the binary's), or a
+//! graceful stop (`Running::shutdown`, an embedding program's: `embed`).
+//! `flags.rs` has the flags, `member.rs` the member's start, `listen.rs`
+//! the listeners.
 
 mod flags;
 mod listen;
@@ -13,7 +15,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 
 pub use flags::{ClusterState, ServerFlags};
-use listen::{bind_all, listener_tls, Door, Listeners, GRPC_OVERHEAD_BYTES};
+pub use listen::GRPC_OVERHEAD_BYTES;
+use listen::{bind_all, listener_tls, Door, Listeners};
 
 use crate::tls;
 use crate::urls;
@@ -47,8 +50,8 @@ struct Plan {
 }
 
 impl Plan {
-    fn check(flags: &ServerFlags) -> Result<Plan> {
-        let (cfg, client_urls, peer_urls) = flags.node_config()?;
+    fn check(flags: &ServerFlags, listeners_optional: bool) -> Result<Plan> {
+        let (cfg, client_urls, peer_urls) = flags.node_config_with(listeners_optional)?;
         let metrics_urls = if flags.listen_metrics_urls.is_empty() {
             Vec::new()
         } else {
@@ -101,18 +104,28 @@ impl Plan {
 
 /// No core dumps, a private umask and data directory, the open-file limit
 /// raised, the audit log open, and this member's TLS identity towards its
-/// peers.
-fn harden(flags: &ServerFlags, cfg: &secretd_store::node::NodeConfig) -> Result<usize> {
-    // No core dumps: the process holds the KEK and, briefly, plaintexts.
-    // SAFETY: prctl with integer arguments only.
-    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
-        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot disable core dumps");
+/// peers. `process`: the process-wide parts (core dumps, umask, the
+/// open-file limit) too; without them the current limit is split.
+fn harden(
+    flags: &ServerFlags,
+    cfg: &secretd_store::node::NodeConfig,
+    process: bool,
+) -> Result<usize> {
+    if process {
+        // No core dumps: the process holds the KEK and, briefly, plaintexts.
+        // SAFETY: prctl with integer arguments only.
+        if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+            tracing::warn!(error = %std::io::Error::last_os_error(), "cannot disable core dumps");
+        }
+        // Everything this member writes is for its own eyes: the keyspace
+        // holds configs and KV values in plaintext.
+        crate::datadir::private_umask();
     }
-    // Everything this member writes is for its own eyes: the keyspace holds
-    // configs and KV values in plaintext.
-    crate::datadir::private_umask();
     crate::datadir::secure(&cfg.data_dir)?;
-    let fds = crate::conn::raise_fd_limit();
+    let fds = match process {
+        true => crate::conn::raise_fd_limit(),
+        false => crate::conn::fd_limit(),
+    };
     if let Some(p) = &flags.audit_log {
         crate::audit::open(p, flags.audit_log_max_bytes)?;
     }
@@ -170,68 +183,198 @@ fn admissions(flags: &ServerFlags, fds: usize) -> Admissions {
     }
 }
 
+/// How a member is started: by the `secretd` binary, or inside another
+/// program (`embed`). Everything else comes from the flags.
+#[derive(Clone, Copy, Debug)]
+pub struct StartOptions {
+    /// The client and peer listener lists may be empty: an embedded member
+    /// may serve no socket at all (its program calls it in process).
+    pub listeners_optional: bool,
+    /// Process-wide hardening: no core dumps and umask 077. The binary
+    /// always; an embedding program may decline (it owns its process).
+    pub harden_process: bool,
+}
+
+impl StartOptions {
+    /// The `secretd` binary's.
+    pub const BINARY: StartOptions = StartOptions {
+        listeners_optional: false,
+        harden_process: true,
+    };
+}
+
+/// A started member: what it serves from, where it listens, and the tasks
+/// that serve it, stopped together by [`Running::shutdown`].
+pub struct Running {
+    pub node: Arc<secretd_store::node::Node>,
+    pub keys: Arc<secretd_secrets::keys::Keys>,
+    pub objects: crate::objects::service::ObjectService,
+    pub auth: Arc<crate::etcd::auth::AuthService>,
+    /// The client listeners' bound addresses (a port 0 resolved).
+    pub client_addrs: Vec<std::net::SocketAddr>,
+    /// The peer listeners' bound addresses.
+    pub peer_addrs: Vec<std::net::SocketAddr>,
+    tasks: Listeners,
+    background: Vec<tokio::task::JoinHandle<()>>,
+    /// `true` asks every listener to stop accepting and close gracefully.
+    closing: tokio::sync::watch::Sender<bool>,
+}
+
 /// Runs a member until SIGINT/SIGTERM or a fatal storage error.
 pub async fn run(flags: ServerFlags) -> Result<()> {
-    let plan = Plan::check(&flags)?;
+    let mut running = start(&flags, StartOptions::BINARY).await?;
+    let result = wait_for_stop(&running.node, &mut running.tasks).await;
+    running.node.stop();
+    result
+}
+
+/// Starts a member as the flags say: checked, hardened, bound, started,
+/// served. The binary's `run` and `embed::Member::start` both come here.
+pub async fn start(flags: &ServerFlags, opts: StartOptions) -> Result<Running> {
+    let plan = Plan::check(flags, opts.listeners_optional)?;
     let mut cfg = plan.cfg.clone();
     // Before anything creates the data directory.
     if cfg.force_new_cluster && !cfg.data_dir.join("db").exists() {
         return Err(secretd_store::node::nothing_to_force(&cfg).into());
     }
-    let fds = harden(&flags, &cfg)?;
-    let adm = admissions(&flags, fds);
-    settle_identity(&flags, &mut cfg).await?;
+    let fds = harden(flags, &cfg, opts.harden_process)?;
+    let adm = admissions(flags, fds);
+    settle_identity(flags, &mut cfg).await?;
     // Bind before starting raft, so a busy port fails fast and clearly.
-    let peer_listeners = bind_all("--listen-peer-urls", &plan.peer_urls).await?;
-    let client_listeners = bind_all("--listen-client-urls", &plan.client_urls).await?;
-    let metrics_listeners = bind_all("--listen-metrics-urls", &plan.metrics_urls).await?;
+    let bound = Bound {
+        peer: bind_all("--listen-peer-urls", &plan.peer_urls).await?,
+        client: bind_all("--listen-client-urls", &plan.client_urls).await?,
+        metrics: bind_all("--listen-metrics-urls", &plan.metrics_urls).await?,
+    };
     let m = member::start(&cfg, flags.secret_history as usize, flags.autolock)?;
-    let node = m.node.clone();
     tracing::info!(
         name = %cfg.name,
-        member = format_args!("{:x}", node.id()),
-        cluster = format_args!("{:x}", node.cluster_id()),
+        member = format_args!("{:x}", m.node.id()),
+        cluster = format_args!("{:x}", m.node.cluster_id()),
         data_dir = %cfg.data_dir.display(),
         client_urls = %plan.client_urls.join(","),
         peer_urls = %plan.peer_urls.join(","),
         "secretd member started"
     );
+    serve(flags, &plan, &adm, bound, m).await
+}
+
+/// The listeners a start bound, before anything serves them.
+struct Bound {
+    peer: Vec<(tokio::net::TcpListener, bool)>,
+    client: Vec<(tokio::net::TcpListener, bool)>,
+    metrics: Vec<(tokio::net::TcpListener, bool)>,
+}
+
+fn addrs(list: &[(tokio::net::TcpListener, bool)]) -> Vec<std::net::SocketAddr> {
+    list.iter()
+        .filter_map(|(l, _)| l.local_addr().ok())
+        .collect()
+}
+
+/// Serves a started member: background work, metrics, peers, the initial
+/// corruption check, then clients.
+async fn serve(
+    flags: &ServerFlags,
+    plan: &Plan,
+    adm: &Admissions,
+    bound: Bound,
+    m: member::Member,
+) -> Result<Running> {
+    let node = m.node.clone();
+    let mut background = Vec::new();
     if let Some(r) = plan.retention {
-        crate::compactor::start(node.clone(), r);
+        background.push(crate::compactor::start(node.clone(), r));
     }
-    let (peer_door, client_door) = doors(&flags, &plan, &adm);
-    crate::metrics::spawn(
-        metrics_listeners.into_iter().map(|(l, _)| l).collect(),
-        node.clone(),
-        &adm.metrics,
-    );
+    let (peer_door, client_door) = doors(flags, plan, adm);
+    let metrics = bound.metrics.into_iter().map(|(l, _)| l).collect();
+    background.extend(crate::metrics::spawn(metrics, node.clone(), &adm.metrics));
+    let (closing, closed) = tokio::sync::watch::channel(false);
+    let (client_addrs, peer_addrs) = (addrs(&bound.client), addrs(&bound.peer));
     let mut tasks = Listeners::new();
-    listen::serve_peers(&mut tasks, peer_listeners, &node, &m.keys, &peer_door);
+    listen::serve_peers(&mut tasks, bound.peer, &node, &m.keys, &peer_door, &closed);
     // Peers can ask us now; we ask them before serving any client.
     if flags.initial_corrupt_check {
         if let Err(e) = crate::peer::corruption::initial_check(&node).await {
+            // An embedding program goes on: nothing may keep the node.
+            tasks.abort_all();
+            background.iter().for_each(|b| b.abort());
             node.stop();
             return Err(e);
         }
     }
-    crate::peer::corruption::start_periodic(node.clone(), flags.corrupt_check_time);
+    background.extend(crate::peer::corruption::start_periodic(
+        node.clone(),
+        flags.corrupt_check_time,
+    ));
     let auth = Arc::new(crate::etcd::auth::AuthService::new(
         node.clone(),
         flags.bcrypt_cost,
     ));
-    let max_recv = cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
-    listen::serve_clients(
-        &mut tasks,
-        client_listeners,
-        &node,
-        &m.objects,
-        &auth,
+    let max_recv = node.config().max_request_bytes + GRPC_OVERHEAD_BYTES;
+    let client = listen::Clients {
+        node: &node,
+        objects: &m.objects,
+        auth: &auth,
         max_recv,
-        &client_door,
-    );
-    let result = wait_for_stop(&node, &mut tasks).await;
-    node.stop();
-    result
+    };
+    listen::serve_clients(&mut tasks, bound.client, &client, &client_door, &closed);
+    Ok(Running {
+        node,
+        keys: m.keys,
+        objects: m.objects,
+        auth,
+        client_addrs,
+        peer_addrs,
+        tasks,
+        background,
+        closing,
+    })
+}
+
+impl Running {
+    /// Whether the member stopped by itself (a storage error), or a
+    /// listener ended: what the binary waits for besides signals.
+    pub fn fatal(&self) -> Option<String> {
+        self.node.status().fatal
+    }
+
+    /// Stops the member gracefully: listeners stop accepting and close
+    /// their connections (those still busy after `grace` are cut), the
+    /// background tasks end, raft stops after its current round, and the
+    /// RocksDB write-ahead log is synced. The storage closes once the
+    /// last holder of the node lets go (the caller's own `Arc`s too).
+    pub async fn shutdown(mut self, grace: Duration) -> Result<()> {
+        let _ = self.closing.send(true);
+        let drained = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(grace, drained).await.is_err() {
+            tracing::warn!(?grace, "listeners still busy after the grace period: cut");
+            self.tasks.abort_all();
+        }
+        for b in &self.background {
+            b.abort();
+        }
+        let node = self.node.clone();
+        tokio::task::spawn_blocking(move || node.stop())
+            .await
+            .context("stopping raft")?;
+        self.node
+            .db()
+            .sync_wal()
+            .context("syncing the write-ahead log")?;
+        Ok(())
+    }
+
+    /// Stops at once, waiting for nothing but raft's current round:
+    /// listeners and background tasks aborted (a dropped embedded member).
+    pub fn abort(mut self) {
+        let _ = self.closing.send(true);
+        self.tasks.abort_all();
+        for b in &self.background {
+            b.abort();
+        }
+        self.node.stop();
+    }
 }
 
 /// A member without an identity yet (an empty directory, or a joiner

@@ -19,6 +19,7 @@ mod corruption;
 mod disaster;
 mod docker;
 mod docker_table;
+mod embed;
 mod etcd_fidelity;
 mod etcd_format;
 mod etcdctl;

@@ -1,0 +1,176 @@
+//! The in-process client's secretstore.v1 calls: secrets (create, inspect,
+//! list, remove, rotate), configs (create, inspect, list, remove) and
+//! tasks (create, inspect, list, remove), each through the role matrix to
+//! the service the member registers. These are admin calls: a `Node`
+//! identity is refused them, as over the network. No answer carries a
+//! secret's data.
+
+use std::collections::HashMap;
+
+use super::client::Client;
+use super::error::EmbedError;
+use crate::pb::secretstore::{
+    configs_server::Configs, secrets_server::Secrets, tasks_server::Tasks, CreateRequest,
+    InspectRequest, ListRequest, ListTasksRequest, Mount, Object, RemoveRequest, RotateRequest,
+    Task, TaskRef,
+};
+
+/// A secret or a config mounted by a task: `source` (a name or an ID) at
+/// `target` (a secret's file name; a config's path), mode 0444 for root
+/// unless changed.
+pub fn mount(source: &str, target: &str) -> Mount {
+    Mount {
+        source: source.to_string(),
+        target: target.to_string(),
+        mode: 0o444,
+        ..Default::default()
+    }
+}
+
+fn create_request(name: &str, data: Vec<u8>, labels: HashMap<String, String>) -> CreateRequest {
+    CreateRequest {
+        name: name.to_string(),
+        labels,
+        data,
+        templating: String::new(),
+    }
+}
+
+impl Client {
+    /// Creates a secret; its ID. The data is sealed before it is stored.
+    pub async fn secret_create(
+        &self,
+        name: &str,
+        data: Vec<u8>,
+        labels: HashMap<String, String>,
+    ) -> Result<String, EmbedError> {
+        let msg = create_request(name, data, labels);
+        let (s, req) = self.request("/secretstore.v1.Secrets/Create", msg)?;
+        Ok(Secrets::create(&s.objects, req).await?.into_inner().id)
+    }
+
+    /// A secret's metadata and versions (never its data), by name or ID.
+    pub async fn secret_inspect(&self, name_or_id: &str) -> Result<Object, EmbedError> {
+        let msg = InspectRequest {
+            name_or_id: name_or_id.to_string(),
+        };
+        let (s, req) = self.request("/secretstore.v1.Secrets/Inspect", msg)?;
+        Ok(Secrets::inspect(&s.objects, req).await?.into_inner())
+    }
+
+    /// Secrets whose name starts with `name_prefix` ("": all).
+    pub async fn secret_list(&self, name_prefix: &str) -> Result<Vec<Object>, EmbedError> {
+        let (s, req) = self.request("/secretstore.v1.Secrets/List", list(name_prefix))?;
+        Ok(Secrets::list(&s.objects, req).await?.into_inner().objects)
+    }
+
+    /// Removes a secret no task uses; its ID.
+    pub async fn secret_remove(&self, name_or_id: &str) -> Result<String, EmbedError> {
+        let msg = RemoveRequest {
+            name_or_id: name_or_id.to_string(),
+        };
+        let (s, req) = self.request("/secretstore.v1.Secrets/Remove", msg)?;
+        Ok(Secrets::remove(&s.objects, req).await?.into_inner().id)
+    }
+
+    /// A new version of a secret, delivered to the tasks that follow its
+    /// current version; the version's number.
+    pub async fn secret_rotate(&self, name_or_id: &str, data: Vec<u8>) -> Result<u64, EmbedError> {
+        let msg = RotateRequest {
+            name_or_id: name_or_id.to_string(),
+            data,
+        };
+        let (s, req) = self.request("/secretstore.v1.Secrets/Rotate", msg)?;
+        Ok(Secrets::rotate(&s.objects, req).await?.into_inner().version)
+    }
+
+    /// Creates a config; its ID.
+    pub async fn config_create(
+        &self,
+        name: &str,
+        data: Vec<u8>,
+        labels: HashMap<String, String>,
+    ) -> Result<String, EmbedError> {
+        let msg = create_request(name, data, labels);
+        let (s, req) = self.request("/secretstore.v1.Configs/Create", msg)?;
+        Ok(Configs::create(&s.objects, req).await?.into_inner().id)
+    }
+
+    /// A config, by name or ID.
+    pub async fn config_inspect(&self, name_or_id: &str) -> Result<Object, EmbedError> {
+        let msg = InspectRequest {
+            name_or_id: name_or_id.to_string(),
+        };
+        let (s, req) = self.request("/secretstore.v1.Configs/Inspect", msg)?;
+        Ok(Configs::inspect(&s.objects, req).await?.into_inner())
+    }
+
+    /// Configs whose name starts with `name_prefix` ("": all).
+    pub async fn config_list(&self, name_prefix: &str) -> Result<Vec<Object>, EmbedError> {
+        let (s, req) = self.request("/secretstore.v1.Configs/List", list(name_prefix))?;
+        Ok(Configs::list(&s.objects, req).await?.into_inner().objects)
+    }
+
+    /// Removes a config no task uses; its ID.
+    pub async fn config_remove(&self, name_or_id: &str) -> Result<String, EmbedError> {
+        let msg = RemoveRequest {
+            name_or_id: name_or_id.to_string(),
+        };
+        let (s, req) = self.request("/secretstore.v1.Configs/Remove", msg)?;
+        Ok(Configs::remove(&s.objects, req).await?.into_inner().id)
+    }
+
+    /// Creates a task: `id`, the `node` whose agent serves it, and its
+    /// mounts (see [`mount`]). The stored task, sources resolved.
+    pub async fn task_create(
+        &self,
+        id: &str,
+        node: &str,
+        secrets: Vec<Mount>,
+        configs: Vec<Mount>,
+    ) -> Result<Task, EmbedError> {
+        let msg = Task {
+            id: id.to_string(),
+            node: node.to_string(),
+            secrets,
+            configs,
+            ..Default::default()
+        };
+        let (s, req) = self.request("/secretstore.v1.Tasks/Create", msg)?;
+        Ok(Tasks::create(&s.objects, req).await?.into_inner())
+    }
+
+    /// A task, by ID.
+    pub async fn task_inspect(&self, id: &str) -> Result<Task, EmbedError> {
+        let msg = TaskRef { id: id.to_string() };
+        let (s, req) = self.request("/secretstore.v1.Tasks/Inspect", msg)?;
+        Ok(Tasks::inspect(&s.objects, req).await?.into_inner())
+    }
+
+    /// The tasks of `node` ("": every node).
+    pub async fn task_list(&self, node: &str) -> Result<Vec<Task>, EmbedError> {
+        let msg = ListTasksRequest {
+            node: node.to_string(),
+        };
+        let (s, req) = self.request("/secretstore.v1.Tasks/List", msg)?;
+        Ok(Tasks::list(&s.objects, req).await?.into_inner().tasks)
+    }
+
+    /// Removes a task: its node's agent stops serving its files.
+    pub async fn task_remove(&self, id: &str) -> Result<(), EmbedError> {
+        let msg = TaskRef { id: id.to_string() };
+        let (s, req) = self.request("/secretstore.v1.Tasks/Remove", msg)?;
+        Tasks::remove(&s.objects, req).await?;
+        Ok(())
+    }
+}
+
+fn list(name_prefix: &str) -> ListRequest {
+    ListRequest {
+        name_prefixes: match name_prefix {
+            "" => Vec::new(),
+            p => vec![p.to_string()],
+        },
+        ..Default::default()
+    }
+}
