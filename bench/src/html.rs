@@ -20,8 +20,8 @@ use crate::results::{anchor_names, result_lines, RunData, FLOOR_ROW, SYSTEMS};
 const COLORS: [&str; 4] = ["#999", "#e90", "#2a7", "#69c"];
 const FLOOR_NAME: &str = "gRPC floor (no-op server)";
 /// The bar charts' geometry, in SVG units.
-const LABEL_W: f64 = 280.0;
-const BAR_AREA_W: f64 = 560.0;
+const LABEL_W: f64 = 250.0;
+const BAR_AREA_W: f64 = 500.0;
 const BAR_H: f64 = 14.0;
 /// A latency plot's size and the top of its percentile axis (99.99%).
 const CDF_W: f64 = 490.0;
@@ -121,7 +121,7 @@ fn bars(d: &RunData, cpu: bool) -> String {
         .map(|(_, v)| v.len() as f64 * (BAR_H + 2.0) + 12.0)
         .sum::<f64>()
         + 10.0;
-    let width = LABEL_W + BAR_AREA_W + 100.0;
+    let width = LABEL_W + BAR_AREA_W + 200.0;
     let mut s = format!(
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height:.0}" viewBox="0 0 {width} {height:.0}" font-family="sans-serif" font-size="11">"#
     );
@@ -139,12 +139,12 @@ fn bars(d: &RunData, cpu: bool) -> String {
             let w = (x / max * BAR_AREA_W).max(1.0);
             let _ = write!(
                 s,
-                r##"<rect x="{LABEL_W}" y="{y:.1}" width="{w:.1}" height="{BAR_H}" fill="{}"><title>{}: {x:.1}</title></rect><text x="{:.1}" y="{:.1}">{}</text>"##,
+                r##"<rect x="{LABEL_W}" y="{y:.1}" width="{w:.1}" height="{BAR_H}" fill="{}"><title>{name}: {x:.1}</title></rect><text x="{:.1}" y="{:.1}">{} <tspan fill="#777">{name}</tspan></text>"##,
                 COLORS[*k],
-                system_name(*k),
                 LABEL_W + w + 4.0,
                 y + BAR_H - 3.0,
-                number(*x)
+                number(*x),
+                name = system_name(*k)
             );
             y += BAR_H + 2.0;
         }
@@ -184,8 +184,9 @@ fn cdf(name: &str, medians: &[Sample; 3]) -> String {
     let hi_ms = all.fold(0.0, f64::max).max(lo_ms * 10.0);
     let (lo_dec, hi_dec) = (lo_ms.log10().floor(), hi_ms.log10().ceil());
     let (left, bottom, top) = (50.0, 30.0, 24.0);
-    let (plot_w, plot_h) = (CDF_W - left - 10.0, CDF_H - bottom - top);
-    let x = |ms: f64| left + (ms.max(lo_ms).log10() - lo_dec) / (hi_dec - lo_dec) * plot_w;
+    let (plot_w, plot_h) = (CDF_W - left - 30.0, CDF_H - bottom - top);
+    let x =
+        |ms: f64| left + (ms.max(lo_ms).log10().max(lo_dec) - lo_dec) / (hi_dec - lo_dec) * plot_w;
     let y = |q: f64| top + (1.0 - nines(q) / (NINES_MAX + 0.5)) * plot_h;
     let mut s = format!(
         r##"<svg xmlns="http://www.w3.org/2000/svg" width="{CDF_W}" height="{CDF_H}" viewBox="0 0 {CDF_W} {CDF_H}" font-family="sans-serif" font-size="11"><text x="{left}" y="14" font-weight="bold">{}</text><rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="#fff" stroke="#999"/>"##,
