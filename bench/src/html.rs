@@ -186,7 +186,7 @@ fn cdf(name: &str, medians: &[Sample; 3]) -> String {
     let (left, bottom, top) = (50.0, 30.0, 24.0);
     let (plot_w, plot_h) = (CDF_W - left - 30.0, CDF_H - bottom - top);
     let x =
-        |ms: f64| left + (ms.max(lo_ms).log10().max(lo_dec) - lo_dec) / (hi_dec - lo_dec) * plot_w;
+        |ms: f64| left + (ms.max(1e-6).log10().max(lo_dec) - lo_dec) / (hi_dec - lo_dec) * plot_w;
     let y = |q: f64| top + (1.0 - nines(q) / (NINES_MAX + 0.5)) * plot_h;
     let mut s = format!(
         r##"<svg xmlns="http://www.w3.org/2000/svg" width="{CDF_W}" height="{CDF_H}" viewBox="0 0 {CDF_W} {CDF_H}" font-family="sans-serif" font-size="11"><text x="{left}" y="14" font-weight="bold">{}</text><rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="#fff" stroke="#999"/>"##,
