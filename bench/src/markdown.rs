@@ -51,8 +51,9 @@ fn splice(old: &str, section: &str) -> Result<String> {
     }
 }
 
-/// Where and from what a run's numbers came: the date, the commit (and
-/// whether the tree had changes not committed), the machine.
+/// Where and from what a run's numbers came: the date, the commit of the
+/// checkout the binary was built from (and whether its tracked files had
+/// changes not committed), the machine.
 pub struct Provenance {
     pub date_utc: String,
     pub commit: String,
@@ -73,11 +74,15 @@ impl Provenance {
                     .map(|(_, m)| m.trim().to_string())
             })
             .unwrap_or_else(|| "unknown CPU".into());
+        // The checkout this binary was built from, wherever it runs.
+        let repo = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+        let git = |args: &[&str]| run_output("git", &[&["-C", repo], args].concat());
+        let commit = git(&["rev-parse", "--short", "HEAD"]);
+        let status = git(&["status", "--porcelain", "--untracked-files=no"]);
         Provenance {
             date_utc: run_output("date", &["-u", "+%Y-%m-%d %H:%M"]),
-            commit: run_output("git", &["rev-parse", "--short", "HEAD"]),
-            dirty: !run_output("git", &["status", "--porcelain", "--untracked-files=no"])
-                .is_empty(),
+            dirty: commit != "unknown" && !status.is_empty() && status != "unknown",
+            commit,
             cpu_model,
             cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
             kernel: run_output("uname", &["-r"]),
