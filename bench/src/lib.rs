@@ -3,9 +3,13 @@
 //! nothing (benchmarks on a shared 2-core machine are not tests).
 
 pub mod agent;
+pub mod checkperf;
 pub mod compare;
+pub mod floor;
+pub mod html;
 pub mod markdown;
 pub mod report;
+pub mod results;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

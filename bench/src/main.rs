@@ -49,15 +49,19 @@ struct Cli {
     /// Rounds of `compare` (the table shows the median).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// `compare` only: run just the rows whose names contain one of these
-    /// comma-separated words (e.g. `watchers,serializable`; `rss` for the
-    /// memory line).
+    /// `compare` only: run just the rows whose names or tags contain one
+    /// of these comma-separated words (e.g. `watchers,serializable`; `rss`
+    /// for the memory line; `checkperf` for `etcdctl check perf`).
     #[arg(long, value_delimiter = ',')]
     rows: Vec<String>,
     /// `compare` only: also write the tables into this file's generated
     /// section (the repository's BENCHMARKS.md), keeping its notes.
     #[arg(long)]
     markdown: Option<std::path::PathBuf>,
+    /// `compare` only: write the HTML report (bars, latency curves, the
+    /// machine and commit) here.
+    #[arg(long, default_value = "bench-report.html")]
+    html: std::path::PathBuf,
 }
 
 #[tokio::main]
@@ -66,8 +70,13 @@ async fn main() -> std::process::ExitCode {
     if let Op::Compare | Op::Agent = cli.op {
         let done = match cli.op {
             Op::Compare => {
-                secretd_bench::report::run(cli.rounds.max(1), &cli.rows, cli.markdown.as_deref())
-                    .await
+                let o = secretd_bench::report::Options {
+                    rounds: cli.rounds.max(1),
+                    only: &cli.rows,
+                    markdown: cli.markdown.as_deref(),
+                    html: &cli.html,
+                };
+                secretd_bench::report::run(&o).await
             }
             _ => secretd_bench::agent::run().await,
         };

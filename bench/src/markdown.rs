@@ -14,23 +14,23 @@ pub const END: &str = "<!-- secretd-bench compare: end -->";
 
 /// Writes `tables` between the markers of `path` (creating the file, or
 /// the markers at its top, if missing).
-pub fn write(path: &Path, rounds: usize, tables: &[String]) -> Result<()> {
+pub fn write(path: &Path, rounds: usize, tables: &[String], prov: &Provenance) -> Result<()> {
     let old = match std::fs::read_to_string(path) {
         Ok(s) => s,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
-    let section = section(rounds, tables);
+    let section = section(rounds, tables, prov);
     let new = splice(&old, &section)?;
     std::fs::write(path, new).with_context(|| format!("cannot write {}", path.display()))
 }
 
-fn section(rounds: usize, tables: &[String]) -> String {
+fn section(rounds: usize, tables: &[String], prov: &Provenance) -> String {
     let mut s = format!(
         "{BEGIN}\n\nLast run: {} UTC, commit {}, {} ({rounds} rounds).\n\n",
-        run_output("date", &["-u", "+%Y-%m-%d %H:%M"]),
-        run_output("git", &["rev-parse", "--short", "HEAD"]),
-        machine(),
+        prov.date_utc,
+        prov.commit(),
+        prov.machine(),
     );
     for t in tables {
         s.push_str("```\n");
@@ -51,9 +51,56 @@ fn splice(old: &str, section: &str) -> Result<String> {
     }
 }
 
-fn machine() -> String {
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    format!("{cores} cores, Linux {}", run_output("uname", &["-r"]))
+/// Where and from what a run's numbers came: the date, the commit of the
+/// checkout the binary was built from (and whether its tracked files had
+/// changes not committed), the machine.
+pub struct Provenance {
+    pub date_utc: String,
+    pub commit: String,
+    pub dirty: bool,
+    pub cpu_model: String,
+    pub cores: usize,
+    pub kernel: String,
+}
+
+impl Provenance {
+    pub fn gather() -> Provenance {
+        let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split_once(':'))
+                    .map(|(_, m)| m.trim().to_string())
+            })
+            .unwrap_or_else(|| "unknown CPU".into());
+        // The checkout this binary was built from, wherever it runs.
+        let repo = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+        let git = |args: &[&str]| run_output("git", &[&["-C", repo], args].concat());
+        let commit = git(&["rev-parse", "--short", "HEAD"]);
+        let status = git(&["status", "--porcelain", "--untracked-files=no"]);
+        Provenance {
+            date_utc: run_output("date", &["-u", "+%Y-%m-%d %H:%M"]),
+            dirty: commit != "unknown" && !status.is_empty() && status != "unknown",
+            commit,
+            cpu_model,
+            cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            kernel: run_output("uname", &["-r"]),
+        }
+    }
+
+    /// The commit, `-dirty` when the tree had changes.
+    pub fn commit(&self) -> String {
+        let dirty = if self.dirty { "-dirty" } else { "" };
+        format!("{}{dirty}", self.commit)
+    }
+
+    pub fn machine(&self) -> String {
+        format!(
+            "{}, {} cores, Linux {}",
+            self.cpu_model, self.cores, self.kernel
+        )
+    }
 }
 
 fn run_output(cmd: &str, args: &[&str]) -> String {
