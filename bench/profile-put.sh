@@ -5,7 +5,7 @@
 # benchmark note, not a test.
 #   bench/profile-put.sh [IN_FLIGHT] [TOTAL] [VALUE_BYTES]
 # PROFILE_OP=get|secret-create profiles that operation instead (gets with
-# PROFILE_CONSISTENCY=s|l, default s; they read keys a put run wrote first).
+# PROFILE_CONSISTENCY=s|l, default s, over PROFILE_KEYS keys, default 1000).
 # PERF_CALLGRAPH=dwarf adds call stacks; PERF_KEEP=FILE keeps perf.data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,14 +15,13 @@ value=${3:-256}
 command -v perf >/dev/null || { echo "profile-put.sh needs perf (apt-get install linux-perf)" >&2; exit 1; }
 . bench/cluster.sh
 cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
-declare -A before
-for p in "${pids[@]}"; do before[$p]=$(cpu "$p"); done
 op=${PROFILE_OP:-put}
 extra=()
-if [ "$op" = get ]; then
-  "$bin/secretd-bench" put --endpoints "$eps" --in-flight 64 --total 20000 --key-space 20000 --value-bytes "$value" --connections 16 >/dev/null
-  extra=(--consistency "${PROFILE_CONSISTENCY:-s}" --key-space 20000)
-fi
+# The get load writes its key space first, inside the profiled window:
+# its CPU and profile include those puts (keep the key space small).
+[ "$op" = get ] && extra=(--consistency "${PROFILE_CONSISTENCY:-s}" --key-space "${PROFILE_KEYS:-1000}")
+declare -A before
+for p in "${pids[@]}"; do before[$p]=$(cpu "$p"); done
 perf record -q -F ${PERF_FREQ:-499} ${PERF_CALLGRAPH:+--call-graph $PERF_CALLGRAPH} -o "$dir/perf.data" -p "$(IFS=,; echo "${pids[*]}")" -- \
   "$bin/secretd-bench" "$op" --endpoints "$eps" --in-flight "$inflight" --total "$total" --value-bytes "$value" --connections 16 "${extra[@]}"
 tck=$(getconf CLK_TCK)
