@@ -196,6 +196,45 @@ impl Index {
     /// Rebuilds the index entry of one put read back from disk at start.
     /// Creation and version come from the record itself, since compaction
     /// may have dropped the revisions they were counted from.
+    /// The index of a store's records, given in revision order (as the kv
+    /// column family holds them): grouped by key first (a stable sort
+    /// keeps each key's records in revision order), each key's history
+    /// replayed alone, and the tree built from sorted keys in one pass.
+    /// Inserting record by record in revision order visits the keys in
+    /// random order, a cache miss per tree level per record: the cost that
+    /// made a restart grow faster than the data. Calls `last` with each
+    /// key's newest record (the caller's lease attachment).
+    pub fn restore(
+        mut records: Vec<Restored>,
+        compact_rev: i64,
+        mut last: impl FnMut(&Restored),
+    ) -> Index {
+        records.sort_by(|a, b| a.key.cmp(&b.key));
+        let mut keys: Vec<(Vec<u8>, KeyIndex)> = Vec::new();
+        let mut records = records.into_iter().peekable();
+        while let Some(first) = records.next() {
+            let mut ki: Option<KeyIndex> = None;
+            let mut r = first;
+            loop {
+                ki = replay(ki, &r);
+                match records.peek() {
+                    Some(next) if next.key == r.key => {
+                        r = records.next().expect("peeked");
+                    }
+                    _ => break,
+                }
+            }
+            last(&r);
+            if let Some(ki) = ki {
+                keys.push((r.key, ki));
+            }
+        }
+        Index {
+            keys: keys.into_iter().collect(),
+            compact_rev,
+        }
+    }
+
     pub fn restore_put(&mut self, key: &[u8], rev: Rev, created: i64, version: i64) {
         self.put(key, rev);
         if let Some(g) = self
@@ -209,9 +248,89 @@ impl Index {
     }
 }
 
+/// One record of the kv column family, as a restart reads it.
+pub struct Restored {
+    pub key: Vec<u8>,
+    pub rev: Rev,
+    pub tombstone: bool,
+    pub created: i64,
+    pub version: i64,
+    pub lease: i64,
+}
+
+/// One record applied to its key's history, as `Index::restore_put` and
+/// `Index::tombstone` apply it (a tombstone of a key not in the index is
+/// ignored, as there).
+fn replay(ki: Option<KeyIndex>, r: &Restored) -> Option<KeyIndex> {
+    if r.tombstone {
+        let mut ki = ki?;
+        ki.tombstone(r.rev);
+        return Some(ki);
+    }
+    let mut ki = ki.unwrap_or_default();
+    ki.put(r.rev);
+    if let Some(g) = ki.generations.last_mut() {
+        g.created = r.created;
+        g.version = r.version;
+    }
+    Some(ki)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A restart's bulk build is the record-by-record replay it replaced:
+    /// the same generations per key, and the same newest record per key.
+    #[test]
+    fn restore_builds_what_replaying_in_revision_order_builds() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let (mut replayed, mut records) = (Index::default(), Vec::new());
+        let mut newest = std::collections::BTreeMap::new();
+        for main in 2..3000i64 {
+            let key = format!("k{:02}", next() % 40).into_bytes();
+            let live = replayed
+                .get(&key)
+                .and_then(|ki| ki.generations.last())
+                .is_some_and(|g| !g.closed);
+            let tombstone = live && next() % 4 == 0;
+            let rev = Rev::new(main, 0);
+            let (created, version, lease) = (main - 1, (next() % 9) as i64, (next() % 3) as i64);
+            if tombstone {
+                replayed.tombstone(&key, rev);
+            } else {
+                replayed.restore_put(&key, rev, created, version);
+            }
+            newest.insert(key.clone(), (tombstone, lease));
+            records.push(Restored {
+                key,
+                rev,
+                tombstone,
+                created,
+                version,
+                lease,
+            });
+        }
+        let mut seen = std::collections::BTreeMap::new();
+        let built = Index::restore(records, 7, |r| {
+            assert!(
+                seen.insert(r.key.clone(), (r.tombstone, r.lease)).is_none(),
+                "one call per key"
+            );
+        });
+        assert_eq!(seen, newest);
+        assert_eq!(built.compact_rev, 7);
+        assert_eq!(built.keys.len(), replayed.keys.len());
+        for (k, ki) in &replayed.keys {
+            assert_eq!(format!("{:?}", built.keys[k]), format!("{ki:?}"), "{k:?}");
+        }
+    }
 
     #[test]
     fn generations_and_lookup_at_revisions() {

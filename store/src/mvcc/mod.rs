@@ -256,8 +256,6 @@ fn load_index(db: &Db, now: std::time::Instant) -> Result<(Index, i64, Lessor)> 
         Some(v) => u64_from(&v, "compact revision")? as i64,
         None => 0,
     };
-    let mut index = Index::default();
-    index.compact_rev = compact;
     let mut lessor = Lessor::default();
     let prefix_iter = db.iterator_cf(
         db.cf(CF_META),
@@ -272,8 +270,7 @@ fn load_index(db: &Db, now: std::time::Instant) -> Result<(Index, i64, Lessor)> 
             .map_err(|e| StoreError::Storage(format!("lease {id:x}: {e}")))?;
         lessor.restore(id, ttl, renewed, now);
     }
-    // The lease of each key's newest put, in revision order.
-    let mut key_lease: std::collections::HashMap<Vec<u8>, i64> = std::collections::HashMap::new();
+    let mut records = Vec::new();
     for item in db.iterator_cf(db.cf(CF_KV), IteratorMode::Start) {
         let (k, v) = item?;
         let (rev, tomb) = Rev::decode(&k)?;
@@ -286,19 +283,22 @@ fn load_index(db: &Db, now: std::time::Instant) -> Result<(Index, i64, Lessor)> 
                 rev.main
             )));
         }
-        if tomb {
-            index.tombstone(&kv.key, rev);
-            key_lease.remove(&kv.key);
-        } else {
-            index.restore_put(&kv.key, rev, kv.create_revision, kv.version);
-            key_lease.insert(kv.key, kv.lease);
-        }
+        records.push(index::Restored {
+            key: kv.key,
+            rev,
+            tombstone: tomb,
+            created: kv.create_revision,
+            version: kv.version,
+            lease: kv.lease,
+        });
     }
-    for (key, id) in key_lease {
-        if id != 0 {
-            lessor.set_key_lease(&key, id);
+    // Each key's newest put carries its lease; a key whose newest record
+    // is a tombstone has none.
+    let index = Index::restore(records, compact, |newest| {
+        if !newest.tombstone && newest.lease != 0 {
+            lessor.set_key_lease(&newest.key, newest.lease);
         }
-    }
+    });
     Ok((index, current, lessor))
 }
 
