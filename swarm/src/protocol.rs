@@ -35,7 +35,7 @@ pub const ACTIVATE_BODY: &str = r#"{"Implements":["secretprovider"]}"#;
 /// The media type of Docker's plugin protocol.
 pub const CONTENT_TYPE: &str = "application/vnd.docker.plugins.v1.2+json";
 
-/// `SecretProvider.GetSecret`'s request: the fields Docker 28 sends. Fields
+/// `SecretProvider.GetSecret`'s request: the fields dockerd 20.10 sends. Fields
 /// Docker adds later are ignored; missing ones are empty.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default)]
@@ -205,7 +205,7 @@ mod tests {
         Policy::parse(r#"{"rules":[{"services":["web"],"secrets":["db_pw","gone"]}]}"#).unwrap()
     }
 
-    /// Docker 28's request, as recorded from a real dockerd.
+    /// dockerd 20.10.24's request (Debian 12's), as recorded here.
     const RECORDED: &str = r#"{"SecretName":"ext","SecretLabels":{"secretd.source":"db_pw"},"ServiceID":"wso2kb5txm4kr3lwwvvtq4oyk","ServiceName":"web","TaskID":"vw4hervmm370lhojjw1moy7lp","TaskName":"web.1.vw4hervmm370lhojjw1moy7lp","TaskImage":"sd/busybox:local","NodeID":"qufeawt8e4osmythedxjhr8ea","ServiceEndpointSpec":{}}"#;
 
     #[tokio::test]
