@@ -234,18 +234,6 @@ impl Index {
             compact_rev,
         }
     }
-
-    pub fn restore_put(&mut self, key: &[u8], rev: Rev, created: i64, version: i64) {
-        self.put(key, rev);
-        if let Some(g) = self
-            .keys
-            .get_mut(key)
-            .and_then(|ki| ki.generations.last_mut())
-        {
-            g.created = created;
-            g.version = version;
-        }
-    }
 }
 
 /// One record of the kv column family, as a restart reads it.
@@ -258,9 +246,9 @@ pub struct Restored {
     pub lease: i64,
 }
 
-/// One record applied to its key's history, as `Index::restore_put` and
-/// `Index::tombstone` apply it (a tombstone of a key not in the index is
-/// ignored, as there).
+/// One record applied to its key's history, as the old replay
+/// (`Index::restore_put`, kept for the test) and `Index::tombstone` apply
+/// it (a tombstone of a key not in the index is ignored, as there).
 fn replay(ki: Option<KeyIndex>, r: &Restored) -> Option<KeyIndex> {
     if r.tombstone {
         let mut ki = ki?;
@@ -274,6 +262,23 @@ fn replay(ki: Option<KeyIndex>, r: &Restored) -> Option<KeyIndex> {
         g.version = r.version;
     }
     Some(ki)
+}
+
+#[cfg(test)]
+impl Index {
+    /// The record-by-record replay a restart did before `Index::restore`:
+    /// the reference `restore` is tested against.
+    fn restore_put(&mut self, key: &[u8], rev: Rev, created: i64, version: i64) {
+        self.put(key, rev);
+        if let Some(g) = self
+            .keys
+            .get_mut(key)
+            .and_then(|ki| ki.generations.last_mut())
+        {
+            g.created = created;
+            g.version = version;
+        }
+    }
 }
 
 #[cfg(test)]
