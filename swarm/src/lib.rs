@@ -87,6 +87,16 @@ pub async fn run(args: PluginArgs) -> Result<()> {
         args.key.as_deref(),
     )?;
     if tls.is_none() {
+        // Said at start, not as an h2 protocol error in every answer.
+        for ep in endpoints.iter().filter(|ep| !ep.starts_with("https://")) {
+            let probe = ep.clone();
+            let tls_only = tokio::task::spawn_blocking(move || secretd_client::speaks_tls(&probe))
+                .await
+                .unwrap_or(false);
+            if tls_only {
+                bail!("{ep} serves TLS: give the plugin --cacert, and the driver's certificate with --cert and --key");
+            }
+        }
         tracing::warn!("no --cacert: talking to the cluster in plaintext, unauthenticated");
     }
     let cluster = cluster::Cluster::new(&endpoints, tls.as_ref())?;
