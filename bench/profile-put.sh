@@ -7,6 +7,8 @@
 # PROFILE_OP=get|secret-create profiles that operation instead (gets with
 # PROFILE_CONSISTENCY=s|l, default s, over PROFILE_KEYS keys, default 1000).
 # PERF_CALLGRAPH=dwarf adds call stacks; PERF_KEEP=FILE keeps perf.data.
+# PROFILE_PRELOAD=N first puts N 256-byte values @256 over a 1M key space,
+# not profiled (the data `bench compare`'s earlier rows leave behind).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 inflight=${1:-256}
@@ -20,6 +22,9 @@ extra=()
 # The get load writes its key space first, inside the profiled window:
 # its CPU and profile include those puts (keep the key space small).
 [ "$op" = get ] && extra=(--consistency "${PROFILE_CONSISTENCY:-s}" --key-space "${PROFILE_KEYS:-1000}")
+if [ "${PROFILE_PRELOAD:-0}" -gt 0 ]; then
+  "$bin/secretd-bench" put --endpoints "$eps" --in-flight 256 --total "$PROFILE_PRELOAD" --key-space 1000000 --connections 16
+fi
 declare -A before
 for p in "${pids[@]}"; do before[$p]=$(cpu "$p"); done
 perf record -q -F ${PERF_FREQ:-499} ${PERF_CALLGRAPH:+--call-graph $PERF_CALLGRAPH} -o "$dir/perf.data" -p "$(IFS=,; echo "${pids[*]}")" -- \

@@ -36,9 +36,9 @@ const SECRET_BYTES: usize = 200;
 const VISIBLE_TIMEOUT_MS: u64 = 10_000;
 
 /// A running `secretd agent`, stopped with SIGTERM (so it unmounts).
-struct AgentProc {
+pub(crate) struct AgentProc {
     child: Child,
-    mount: PathBuf,
+    pub(crate) mount: PathBuf,
 }
 
 impl Drop for AgentProc {
@@ -49,7 +49,7 @@ impl Drop for AgentProc {
     }
 }
 
-fn check_root_and_fuse() -> Result<()> {
+pub(crate) fn check_root_and_fuse() -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("bench agent needs root (it mounts FUSE and tmpfs file systems)");
@@ -60,7 +60,12 @@ fn check_root_and_fuse() -> Result<()> {
     Ok(())
 }
 
-fn start_agent(secretd: &Path, endpoint: &str, backend: &str, dir: &Path) -> Result<AgentProc> {
+pub(crate) fn start_agent(
+    secretd: &Path,
+    endpoint: &str,
+    backend: &str,
+    dir: &Path,
+) -> Result<AgentProc> {
     let mount = dir.join(backend);
     std::fs::create_dir_all(&mount)?;
     let log = std::fs::File::create(dir.join(format!("agent-{backend}.log")))?;

@@ -51,6 +51,11 @@ pub struct ClusterProc {
     pub system: System,
     pub(crate) children: Vec<Child>,
     pub endpoints: Vec<String>,
+    /// Each child's command line, so `bench scale` can restart a member
+    /// with its data (empty for the gRPC floor, which is never restarted).
+    pub(crate) members: Vec<launch::Member>,
+    /// The program the members run.
+    pub(crate) bin: PathBuf,
     pub(crate) _dir: tempfile::TempDir,
 }
 
@@ -182,23 +187,21 @@ fn nix_root() -> bool {
 
 /// The release `secretd` next to this binary, built if missing.
 pub fn ensure_secretd() -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let p = exe.with_file_name("secretd");
+    ensure_release("secretd", "secretd-api")
+}
+
+/// The release binary `bin` of `package` next to this binary, built if
+/// missing.
+pub fn ensure_release(bin: &str, package: &str) -> Result<PathBuf> {
+    let p = std::env::current_exe()?.with_file_name(bin);
     if !p.exists() {
-        eprintln!("bench: building the release secretd");
+        eprintln!("bench: building the release {bin}");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let st = Command::new(cargo)
-            .args([
-                "build",
-                "--release",
-                "-p",
-                "secretd-api",
-                "--bin",
-                "secretd",
-            ])
+            .args(["build", "--release", "-p", package, "--bin", bin])
             .status()?;
         if !st.success() || !p.exists() {
-            bail!("cannot build secretd (cargo build --release -p secretd-api)");
+            bail!("cannot build {bin} (cargo build --release -p {package} --bin {bin})");
         }
     }
     Ok(p)
@@ -211,6 +214,16 @@ pub fn base_port() -> u16 {
 
 /// A cluster of `members` on loopback, client ports from `base + 1`.
 pub fn start(system: System, base: u16, members: u16) -> Result<ClusterProc> {
+    start_with(system, base, members, &[])
+}
+
+/// As `start`, each member with `extra` flags after the common ones.
+pub fn start_with(
+    system: System,
+    base: u16,
+    members: u16,
+    extra: &[String],
+) -> Result<ClusterProc> {
     let dir = tempfile::tempdir()?;
     let (bin, tokname) = match system {
         System::Etcd34 => (ensure_etcd()?, "bench-etcd"),
@@ -223,6 +236,7 @@ pub fn start(system: System, base: u16, members: u16) -> Result<ClusterProc> {
         .collect();
     let mut children = Vec::new();
     let mut endpoints = Vec::new();
+    let mut specs = Vec::new();
     for i in 1..=members {
         let client = format!("http://127.0.0.1:{}", base + i);
         let peer = format!("http://127.0.0.1:{}", base + 10 + i);
@@ -237,22 +251,28 @@ pub fn start(system: System, base: u16, members: u16) -> Result<ClusterProc> {
             },
             tls: None,
             log: dir.path().join(format!("m{i}.log")),
-            extra: Vec::new(),
+            extra: extra.to_vec(),
         };
-        // etcd takes the same flags; it ignores SECRETD_LOG.
-        let child = member
-            .command(&bin, &[])?
-            .spawn()
-            .with_context(|| format!("cannot start {}", bin.display()))?;
-        children.push(child);
+        children.push(spawn(&bin, &member)?);
         endpoints.push(format!("127.0.0.1:{}", base + i));
+        specs.push(member);
     }
     Ok(ClusterProc {
         system,
         children,
         endpoints,
+        members: specs,
+        bin,
         _dir: dir,
     })
+}
+
+/// Starts one member (etcd takes the same flags; it ignores SECRETD_LOG).
+pub(crate) fn spawn(bin: &std::path::Path, member: &launch::Member) -> Result<Child> {
+    member
+        .command(bin, &[])?
+        .spawn()
+        .with_context(|| format!("cannot start {}", bin.display()))
 }
 
 /// Waits until a put succeeds (a leader exists and serves).
@@ -322,15 +342,21 @@ pub async fn load(
         key_space,
         value_bytes: value,
         workload: w,
+        preloaded: false,
     };
+    measure(c, &spec).await
+}
+
+/// Runs `spec` against `c`, counting the members' CPU and this process's.
+pub async fn measure(c: &ClusterProc, spec: &LoadSpec) -> Result<Sample> {
     let (server0, client0) = (c.cpu_seconds(), cpu_seconds("self"));
-    let r = run(&spec).await?;
+    let r = run(spec).await?;
     let (server1, client1) = (c.cpu_seconds(), cpu_seconds("self"));
     let per_op = |a: f64, b: f64| (b - a) * 1e6 / (r.ops.max(1) as f64);
     if r.errors > 0 {
         eprintln!(
             "bench: {:?} on {:?}: {} errors (first: {:?})",
-            w, c.system, r.errors, r.first_error
+            spec.workload, c.system, r.errors, r.first_error
         );
     }
     Ok(Sample {

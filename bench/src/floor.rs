@@ -64,6 +64,8 @@ pub fn start(port: u16) -> Result<ClusterProc> {
         system: System::Floor,
         children: vec![child],
         endpoints: vec![format!("127.0.0.1:{port}")],
+        members: Vec::new(),
+        bin: bin.to_path_buf(),
         _dir: dir,
     })
 }

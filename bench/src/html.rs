@@ -17,7 +17,7 @@ use crate::markdown::Provenance;
 use crate::results::{anchor_names, result_lines, RunData, FLOOR_ROW, SYSTEMS};
 
 /// Bar colours: etcd 3.4, etcd 3.5.1, secretd, the gRPC floor.
-const COLORS: [&str; 4] = ["#999", "#e90", "#2a7", "#69c"];
+pub(crate) const COLORS: [&str; 4] = ["#999", "#e90", "#2a7", "#69c"];
 const FLOOR_NAME: &str = "gRPC floor (no-op server)";
 /// The bar charts' geometry, in SVG units.
 const LABEL_W: f64 = 250.0;
@@ -28,14 +28,14 @@ const CDF_W: f64 = 490.0;
 const CDF_H: f64 = 260.0;
 const NINES_MAX: f64 = 4.0;
 
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
 }
 
-fn system_name(k: usize) -> &'static str {
+pub(crate) fn system_name(k: usize) -> &'static str {
     SYSTEMS.get(k).map_or(FLOOR_NAME, |s| s.name())
 }
 
@@ -49,7 +49,8 @@ pub fn write(path: &Path, d: &RunData, prov: &Provenance) -> Result<()> {
     h.push_str(&bars(d, true));
     h.push_str("<h2>Latency</h2><p>Each row's latency distribution (median round) from the load generator's histograms: latency across (log scale), percentile up (90%, 99%, 99.9%, 99.99%, then the maximum). Further left is faster; watch rows measure put-to-delivery delay.</p>");
     for r in &d.rows {
-        h.push_str(&cdf(r.name, &r.medians));
+        let series: Vec<(usize, &Sample)> = r.medians.iter().enumerate().collect();
+        h.push_str(&cdf(r.name, &series));
     }
     checkperf(&mut h, d);
     rss(&mut h, d);
@@ -155,7 +156,7 @@ fn bars(d: &RunData, cpu: bool) -> String {
 }
 
 /// A number as the charts print it: whole above 100, else 3 digits.
-fn number(x: f64) -> String {
+pub(crate) fn number(x: f64) -> String {
     if x >= 100.0 {
         format!("{x:.0}")
     } else {
@@ -178,8 +179,8 @@ fn nines(q: f64) -> f64 {
 
 /// One row's latency curves, one per system, latency across on a log
 /// scale spanning the row's decades.
-fn cdf(name: &str, medians: &[Sample; 3]) -> String {
-    let all = medians.iter().flat_map(|s| s.cdf_ms.iter().copied());
+pub(crate) fn cdf(name: &str, series: &[(usize, &Sample)]) -> String {
+    let all = series.iter().flat_map(|(_, s)| s.cdf_ms.iter().copied());
     let lo_ms = all.clone().fold(f64::MAX, f64::min).max(0.001);
     let hi_ms = all.fold(0.0, f64::max).max(lo_ms * 10.0);
     let (lo_dec, hi_dec) = (lo_ms.log10().floor(), hi_ms.log10().ceil());
@@ -222,7 +223,7 @@ fn cdf(name: &str, medians: &[Sample; 3]) -> String {
         );
         dec += 1.0;
     }
-    for (k, m) in medians.iter().enumerate() {
+    for &(k, m) in series {
         let pts: Vec<String> = CDF_QUANTILES
             .iter()
             .zip(m.cdf_ms)

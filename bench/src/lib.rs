@@ -10,6 +10,7 @@ pub mod html;
 pub mod markdown;
 pub mod report;
 pub mod results;
+pub mod scale;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -33,6 +34,9 @@ pub struct LoadSpec {
     pub key_space: u64,
     pub value_bytes: usize,
     pub workload: Workload,
+    /// Reads only: the whole key space is already there (`bench scale`
+    /// fills it), so reads draw from all of it and nothing is preloaded.
+    pub preloaded: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,7 +118,7 @@ pub async fn run(spec: &LoadSpec) -> Result<Report> {
                 .map(|c| KvClient::new(c).max_decoding_message_size(64 << 20))
         })
         .collect::<Result<_>>()?;
-    if spec.workload.reads() {
+    if spec.workload.reads() && !spec.preloaded {
         preload(clients[0].clone(), spec).await?;
     }
     let issued = Arc::new(AtomicU64::new(0));
@@ -186,7 +190,7 @@ impl Worker {
         };
         let value = vec![b'x'; self.spec.value_bytes];
         let mut rng = rand::rngs::StdRng::from_entropy();
-        let keys = if self.spec.workload.reads() {
+        let keys = if self.spec.workload.reads() && !self.spec.preloaded {
             self.spec.key_space.min(READ_KEYS_MAX)
         } else {
             self.spec.key_space
@@ -253,6 +257,7 @@ impl Worker {
     }
 }
 
-fn key(k: u64) -> Vec<u8> {
+/// The `k`th key of every workload (`bench scale` fills them in order).
+pub(crate) fn key(k: u64) -> Vec<u8> {
     format!("bench/{k:012}").into_bytes()
 }

@@ -15,6 +15,9 @@ enum Op {
     Compare,
     /// Reading a secret through the agent's FUSE mount against tmpfs.
     Agent,
+    /// How cost grows with the data: etcd 3.5.1 and secretd at each of
+    /// --sizes keys, then secrets, 10k watchers and a 1,000-task agent.
+    Scale,
 }
 
 #[derive(Parser, Debug)]
@@ -49,34 +52,51 @@ struct Cli {
     /// Rounds of `compare` (the table shows the median).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// `compare` only: run just the rows whose names or tags contain one
-    /// of these comma-separated words (e.g. `watchers,serializable`; `rss`
+    /// `compare`: run just the rows whose names or tags contain one of
+    /// these comma-separated words (e.g. `watchers,serializable`; `rss`
     /// for the memory line; `checkperf` for `etcdctl check perf`).
+    /// `scale`: the sections to run, of keys, watchers, secrets, agent.
     #[arg(long, value_delimiter = ',')]
     rows: Vec<String>,
-    /// `compare` only: also write the tables into this file's generated
-    /// section (the repository's BENCHMARKS.md), keeping its notes.
+    /// `compare` and `scale`: also write the tables into this file's
+    /// generated section for the command (the repository's BENCHMARKS.md),
+    /// keeping its notes and the other command's section.
     #[arg(long)]
     markdown: Option<std::path::PathBuf>,
-    /// `compare` only: write the HTML report (bars, latency curves, the
-    /// machine and commit) here.
-    #[arg(long, default_value = "bench-report.html")]
-    html: std::path::PathBuf,
+    /// `compare` and `scale`: write the HTML report (charts, latency
+    /// curves, the machine and commit) here [default: bench-report.html,
+    /// or bench-scale.html for `scale`].
+    #[arg(long)]
+    html: Option<std::path::PathBuf>,
+    /// `scale` only: the key counts to measure at, ascending.
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
+    sizes: Vec<u64>,
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    if let Op::Compare | Op::Agent = cli.op {
+    if let Op::Compare | Op::Agent | Op::Scale = cli.op {
         let done = match cli.op {
             Op::Compare => {
+                let html = cli.html.unwrap_or_else(|| "bench-report.html".into());
                 let o = secretd_bench::report::Options {
                     rounds: cli.rounds.max(1),
                     only: &cli.rows,
                     markdown: cli.markdown.as_deref(),
-                    html: &cli.html,
+                    html: &html,
                 };
                 secretd_bench::report::run(&o).await
+            }
+            Op::Scale => {
+                let html = cli.html.unwrap_or_else(|| "bench-scale.html".into());
+                let o = secretd_bench::scale::Options {
+                    sizes: cli.sizes.clone(),
+                    only: &cli.rows,
+                    markdown: cli.markdown.as_deref(),
+                    html: &html,
+                };
+                secretd_bench::scale::run(&o).await
             }
             _ => secretd_bench::agent::run().await,
         };
@@ -93,7 +113,7 @@ async fn main() -> std::process::ExitCode {
         (Op::SecretCreate, _) => Workload::SecretCreate,
         (Op::Get, "l") => Workload::GetLinearizable,
         (Op::Get, "s") => Workload::GetSerializable,
-        (Op::Compare | Op::Agent, _) => unreachable!("handled above"),
+        (Op::Compare | Op::Agent | Op::Scale, _) => unreachable!("handled above"),
         (Op::Get, other) => {
             eprintln!("secretd-bench: --consistency must be l or s, not {other:?}");
             return std::process::ExitCode::FAILURE;
@@ -114,6 +134,7 @@ async fn main() -> std::process::ExitCode {
         key_space: cli.key_space,
         value_bytes: cli.value_bytes,
         workload,
+        preloaded: false,
     };
     match run(&spec).await {
         Ok(r) => {

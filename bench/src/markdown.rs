@@ -15,19 +15,38 @@ pub const END: &str = "<!-- secretd-bench compare: end -->";
 /// Writes `tables` between the markers of `path` (creating the file, or
 /// the markers at its top, if missing).
 pub fn write(path: &Path, rounds: usize, tables: &[String], prov: &Provenance) -> Result<()> {
+    let what = format!("{rounds} rounds");
+    write_between(path, (BEGIN, END), &what, tables, prov)
+}
+
+/// `bench scale`'s section has markers of its own, so each command
+/// replaces only its part of the file.
+pub const SCALE_BEGIN: &str = "<!-- secretd-bench scale: begin (generated, do not edit) -->";
+pub const SCALE_END: &str = "<!-- secretd-bench scale: end -->";
+
+/// Writes `tables` (and where they came from, with `what` said of the
+/// run) between `markers` in `path`, creating the file or the markers (at
+/// its top) if missing.
+pub fn write_between(
+    path: &Path,
+    markers: (&str, &str),
+    what: &str,
+    tables: &[String],
+    prov: &Provenance,
+) -> Result<()> {
     let old = match std::fs::read_to_string(path) {
         Ok(s) => s,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
-    let section = section(rounds, tables, prov);
-    let new = splice(&old, &section)?;
+    let section = section(markers, what, tables, prov);
+    let new = splice(&old, markers, &section)?;
     std::fs::write(path, new).with_context(|| format!("cannot write {}", path.display()))
 }
 
-fn section(rounds: usize, tables: &[String], prov: &Provenance) -> String {
+fn section((begin, end): (&str, &str), what: &str, tables: &[String], prov: &Provenance) -> String {
     let mut s = format!(
-        "{BEGIN}\n\nLast run: {} UTC, commit {}, {} ({rounds} rounds).\n\n",
+        "{begin}\n\nLast run: {} UTC, commit {}, {} ({what}).\n\n",
         prov.date_utc,
         prov.commit(),
         prov.machine(),
@@ -37,14 +56,14 @@ fn section(rounds: usize, tables: &[String], prov: &Provenance) -> String {
         s.push_str(t.trim_matches('\n'));
         s.push_str("\n```\n\n");
     }
-    s.push_str(END);
+    s.push_str(end);
     s
 }
 
-/// `old` with its generated section replaced by `section`.
-fn splice(old: &str, section: &str) -> Result<String> {
-    match (old.find(BEGIN), old.find(END)) {
-        (Some(b), Some(e)) if b < e => Ok(format!("{}{section}{}", &old[..b], &old[e + END.len()..])),
+/// `old` with the section between `markers` replaced by `section`.
+fn splice(old: &str, (begin, end): (&str, &str), section: &str) -> Result<String> {
+    match (old.find(begin), old.find(end)) {
+        (Some(b), Some(e)) if b < e => Ok(format!("{}{section}{}", &old[..b], &old[e + end.len()..])),
         (None, None) if old.is_empty() => Ok(format!("# Benchmarks\n\n{section}\n")),
         (None, None) => Ok(format!("{section}\n\n{old}")),
         _ => bail!("the file's generated-section markers are out of order or one is missing; fix them by hand"),
@@ -120,14 +139,27 @@ mod tests {
     #[test]
     fn the_generated_section_is_replaced_and_the_notes_kept() {
         let old = format!("# Benchmarks\n\nintro\n\n{BEGIN}\nold table\n{END}\n\n## Notes\nkept\n");
-        let new = splice(&old, &format!("{BEGIN}\nnew table\n{END}")).unwrap();
+        let m = (BEGIN, END);
+        let new = splice(&old, m, &format!("{BEGIN}\nnew table\n{END}")).unwrap();
         assert_eq!(
             new,
             format!("# Benchmarks\n\nintro\n\n{BEGIN}\nnew table\n{END}\n\n## Notes\nkept\n")
         );
-        assert!(splice(&format!("{END}\n{BEGIN}"), "x").is_err());
-        assert!(splice(&format!("{BEGIN} only"), "x").is_err());
-        assert!(splice("", "S").unwrap().starts_with("# Benchmarks\n\nS"));
-        assert_eq!(splice("notes", "S").unwrap(), "S\n\nnotes");
+        assert!(splice(&format!("{END}\n{BEGIN}"), m, "x").is_err());
+        assert!(splice(&format!("{BEGIN} only"), m, "x").is_err());
+        assert!(splice("", m, "S").unwrap().starts_with("# Benchmarks\n\nS"));
+        assert_eq!(splice("notes", m, "S").unwrap(), "S\n\nnotes");
+        // The other command's section is left alone.
+        let both = format!("{BEGIN}\nc\n{END}\n{SCALE_BEGIN}\ns\n{SCALE_END}\n");
+        let new = splice(
+            &both,
+            (SCALE_BEGIN, SCALE_END),
+            &format!("{SCALE_BEGIN}\nS\n{SCALE_END}"),
+        )
+        .unwrap();
+        assert_eq!(
+            new,
+            format!("{BEGIN}\nc\n{END}\n{SCALE_BEGIN}\nS\n{SCALE_END}\n")
+        );
     }
 }

@@ -15,7 +15,7 @@ use zeroize::Zeroizing;
 use super::{call, Cli};
 use crate::pb::secretstore::{
     configs_client::ConfigsClient, secrets_client::SecretsClient, CreateRequest, InspectRequest,
-    ListRequest, Object, RemoveRequest, RotateRequest,
+    ListRequest, ListResponse, Object, RemoveRequest, RotateRequest,
 };
 use crate::{Kind, CONFIG_DATA_BYTES_LIMIT, SECRET_DATA_BYTES_LIMIT};
 use secretd_client::format::{self, ago, indented_json, natural_cmp, rfc3339_nano};
@@ -566,10 +566,10 @@ impl ObjClient {
             ObjClient::Config(c) => c.inspect(r).await?.into_inner(),
         })
     }
-    async fn list(&mut self, r: ListRequest) -> Result<Vec<Object>, tonic::Status> {
+    async fn list(&mut self, r: ListRequest) -> Result<ListResponse, tonic::Status> {
         Ok(match self {
-            ObjClient::Secret(c) => c.list(r).await?.into_inner().objects,
-            ObjClient::Config(c) => c.list(r).await?.into_inner().objects,
+            ObjClient::Secret(c) => c.list(r).await?.into_inner(),
+            ObjClient::Config(c) => c.list(r).await?.into_inner(),
         })
     }
     async fn remove(&mut self, name_or_id: String) -> Result<String, tonic::Status> {
@@ -634,11 +634,28 @@ pub async fn inspect(cli: &Cli, kind: Kind, a: &InspectArgs) -> Result<()> {
     print_inspect(a.format.as_deref(), found, typed, errors)
 }
 
+/// Objects per List page secretctl asks for (the member caps a page at
+/// 10,000 objects and 3 MiB), and the most pages one `ls` reads.
+const LS_PAGE_SIZE: u32 = 10_000;
+const LS_PAGES_MAX: usize = 10_000;
+
 pub async fn ls(cli: &Cli, kind: Kind, a: &LsArgs) -> Result<()> {
-    let req = parse_filters(&a.filters)?;
-    let mut objects = object_call!(cli, kind, req, |c, r| c.list(r))
-        .await
-        .map_err(|e| daemon(kind.word(), "", e))?;
+    let mut req = parse_filters(&a.filters)?;
+    req.page_size = LS_PAGE_SIZE;
+    let mut objects = Vec::new();
+    for page in 0.. {
+        if page == LS_PAGES_MAX {
+            bail!("the member's list went on past {LS_PAGES_MAX} pages; stopped");
+        }
+        let r = object_call!(cli, kind, req, |c, r| c.list(r))
+            .await
+            .map_err(|e| daemon(kind.word(), "", e))?;
+        objects.extend(r.objects);
+        if r.next_page_token.is_empty() {
+            break;
+        }
+        req.page_token = r.next_page_token;
+    }
     objects.sort_by(|x, y| {
         let n = |o: &Object| o.spec.as_ref().map(|s| s.name.clone()).unwrap_or_default();
         natural_cmp(&n(x), &n(y))

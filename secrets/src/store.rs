@@ -24,7 +24,7 @@ use crate::keys::Keys;
 use crate::layout::{self, Kind};
 use crate::pb::records::SettingsRecord;
 use crate::pb::secretstore::{
-    CreateRequest, ListRequest, Object, Settings, Spec, Task, VersionInfo,
+    CreateRequest, ListRequest, ListResponse, Object, Settings, Spec, Task, VersionInfo,
 };
 use crate::txns::*;
 use crate::{aad, now_ns, validate, Error, Result};
@@ -70,6 +70,55 @@ type Refs = BTreeMap<(bool, String), BTreeSet<u64>>;
 
 /// Attempts of one change against concurrent changes to the same objects.
 const CONFLICT_RETRIES_MAX: usize = 16;
+
+/// A list answer's bounds: objects per page, and bytes (under a gRPC
+/// client's default 4 MiB message limit, so any client can read a page).
+pub const LIST_PAGE_OBJECTS_MAX: usize = 10_000;
+pub const LIST_PAGE_BYTES_MAX: usize = 3 << 20;
+
+/// What one List call may return: a page, or (page_size 0) everything,
+/// refused rather than cut short when everything is more than a page.
+struct Page {
+    objects_max: usize,
+    paged: bool,
+}
+
+impl Page {
+    fn of(kind: Kind, r: &ListRequest) -> Result<Page> {
+        if !r.page_token.is_empty() && r.page_size == 0 {
+            return Err(Error::invalid("page_token needs a page_size"));
+        }
+        if r.page_token.len() > validate::ID_CHARS
+            || !r.page_token.bytes().all(|b| b.is_ascii_alphanumeric())
+        {
+            return Err(Error::invalid(format!(
+                "page_token is not a {} list's token",
+                kind.word()
+            )));
+        }
+        Ok(Page {
+            objects_max: match r.page_size {
+                0 => LIST_PAGE_OBJECTS_MAX,
+                n => (n as usize).min(LIST_PAGE_OBJECTS_MAX),
+            },
+            paged: r.page_size > 0,
+        })
+    }
+
+    /// The token that continues after `last`; an unpaged list that does
+    /// not fit one page is refused, naming the way out.
+    fn continue_after(&self, kind: Kind, last: &KeyValue) -> Result<String> {
+        if !self.paged {
+            return Err(Error::Precondition(format!(
+                "more {}s than one answer holds ({LIST_PAGE_OBJECTS_MAX} or {} MiB): list them in pages (page_size; secretctl does)",
+                kind.word(),
+                LIST_PAGE_BYTES_MAX >> 20
+            )));
+        }
+        layout::id_of_object_key(kind, &last.key)
+            .ok_or_else(|| Error::internal("an object key outside its kind's prefix"))
+    }
+}
 
 fn not_found(kind: Kind, input: &str) -> Error {
     Error::NotFound {
@@ -257,9 +306,27 @@ impl ObjectStore {
         self.resolve(kind, input).await
     }
 
-    pub async fn list(&self, kind: Kind, filters: &ListRequest) -> Result<Vec<Object>> {
+    pub async fn list(&self, kind: Kind, filters: &ListRequest) -> Result<ListResponse> {
+        let page = Page::of(kind, filters)?;
+        let prefix = layout::object_prefix(kind);
+        let start = match filters.page_token.as_str() {
+            "" => prefix.clone(),
+            after => {
+                let mut k = layout::object_key(kind, after);
+                k.push(0);
+                k
+            }
+        };
         let (r, _) = self
-            .read(vec![scan(layout::object_prefix(kind), 0, false)])
+            .read(vec![RequestOp {
+                request: Some(request_op::Request::RequestRange(RangeRequest {
+                    key: start,
+                    range_end: layout::prefix_end(&prefix),
+                    // One more than a page, to know whether more follow.
+                    limit: page.objects_max as i64 + 1,
+                    ..Default::default()
+                })),
+            }])
             .await?;
         let label_filters: Vec<(&str, Option<&str>)> = filters
             .labels
@@ -269,8 +336,14 @@ impl ObjectStore {
                 None => (l.as_str(), None),
             })
             .collect();
-        let mut out = Vec::new();
-        for kv in &r[0].kvs {
+        let mut out = ListResponse::default();
+        let mut bytes = 0;
+        for (i, kv) in r[0].kvs.iter().enumerate() {
+            if i == page.objects_max {
+                // More follow: the page ends after the last one scanned.
+                out.next_page_token = page.continue_after(kind, &r[0].kvs[i - 1])?;
+                break;
+            }
             let mut o = decode_object(kind, kv)?;
             let spec = o.spec.clone().unwrap_or_default();
             // As swarm: name and ID filters are case-insensitive prefixes,
@@ -292,7 +365,12 @@ impl ObjectStore {
                 if let Some(s) = o.spec.as_mut() {
                     s.data = Vec::new();
                 }
-                out.push(o);
+                bytes += o.encoded_len();
+                if bytes > LIST_PAGE_BYTES_MAX && !out.objects.is_empty() {
+                    out.next_page_token = page.continue_after(kind, &r[0].kvs[i - 1])?;
+                    break;
+                }
+                out.objects.push(o);
             }
         }
         Ok(out)

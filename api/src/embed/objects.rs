@@ -11,8 +11,8 @@ use super::client::Client;
 use super::error::EmbedError;
 use crate::pb::secretstore::{
     configs_server::Configs, secrets_server::Secrets, tasks_server::Tasks, CreateRequest,
-    InspectRequest, ListRequest, ListTasksRequest, Mount, Object, RemoveRequest, RotateRequest,
-    Task, TaskRef,
+    InspectRequest, ListRequest, ListResponse, ListTasksRequest, Mount, Object, RemoveRequest,
+    RotateRequest, Task, TaskRef,
 };
 
 /// A secret or a config mounted by a task: `source` (a name or an ID) at
@@ -60,8 +60,11 @@ impl Client {
 
     /// Secrets whose name starts with `name_prefix` ("": all).
     pub async fn secret_list(&self, name_prefix: &str) -> Result<Vec<Object>, EmbedError> {
-        let (s, req) = self.request("/secretstore.v1.Secrets/List", list(name_prefix))?;
-        Ok(Secrets::list(&s.objects, req).await?.into_inner().objects)
+        pages(name_prefix, |msg| async move {
+            let (s, req) = self.request("/secretstore.v1.Secrets/List", msg)?;
+            Ok(Secrets::list(&s.objects, req).await?.into_inner())
+        })
+        .await
     }
 
     /// Removes a secret no task uses; its ID.
@@ -107,8 +110,11 @@ impl Client {
 
     /// Configs whose name starts with `name_prefix` ("": all).
     pub async fn config_list(&self, name_prefix: &str) -> Result<Vec<Object>, EmbedError> {
-        let (s, req) = self.request("/secretstore.v1.Configs/List", list(name_prefix))?;
-        Ok(Configs::list(&s.objects, req).await?.into_inner().objects)
+        pages(name_prefix, |msg| async move {
+            let (s, req) = self.request("/secretstore.v1.Configs/List", msg)?;
+            Ok(Configs::list(&s.objects, req).await?.into_inner())
+        })
+        .await
     }
 
     /// Removes a config no task uses; its ID.
@@ -165,12 +171,28 @@ impl Client {
     }
 }
 
-fn list(name_prefix: &str) -> ListRequest {
-    ListRequest {
+/// Every object whose name starts with `name_prefix`, one page (each a
+/// call through the gate) after another.
+async fn pages<F, Fut>(name_prefix: &str, mut call: F) -> Result<Vec<Object>, EmbedError>
+where
+    F: FnMut(ListRequest) -> Fut,
+    Fut: std::future::Future<Output = Result<ListResponse, EmbedError>>,
+{
+    let mut req = ListRequest {
         name_prefixes: match name_prefix {
             "" => Vec::new(),
             p => vec![p.to_string()],
         },
+        page_size: secretd_secrets::store::LIST_PAGE_OBJECTS_MAX as u32,
         ..Default::default()
+    };
+    let mut all = Vec::new();
+    loop {
+        let page = call(req.clone()).await?;
+        all.extend(page.objects);
+        if page.next_page_token.is_empty() {
+            return Ok(all);
+        }
+        req.page_token = page.next_page_token;
     }
 }

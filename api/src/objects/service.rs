@@ -56,8 +56,8 @@ impl ObjectService {
 
     async fn list(&self, kind: Kind, req: ListRequest) -> Result<Response<ListResponse>, Status> {
         self.unlocked()?;
-        let objects = self.store.list(kind, &req).await.map_err(status)?;
-        Ok(Response::new(ListResponse { objects }))
+        let page = self.store.list(kind, &req).await.map_err(status)?;
+        Ok(Response::new(page))
     }
 
     async fn remove(

@@ -667,3 +667,31 @@ async fn a_closed_pipe_ends_secretctl_quietly() {
         out.status
     );
 }
+
+/// `ls` reads the member's list page by page: configs whose labels make
+/// the list larger than one answer (3 MiB) are all listed, filtered or not.
+#[tokio::test(flavor = "multi_thread")]
+async fn ls_reads_every_page_of_a_list_too_large_for_one_answer() {
+    let c = Cluster::start_with(1, &[]);
+    c.wait_leader(crate::common::secs(15)).await;
+    let labels: Vec<String> = (0..64)
+        .flat_map(|l| {
+            [
+                "--label".to_string(),
+                format!("l{l:02}={}", "v".repeat(4096)),
+            ]
+        })
+        .collect();
+    for i in 0..13 {
+        let name = format!("big-{i:02}");
+        let mut args: Vec<&str> = vec!["config", "create"];
+        args.extend(labels.iter().map(String::as_str));
+        args.extend([name.as_str(), "-"]);
+        c.sctl(&args, Some(b"x"));
+    }
+    let all = c.sctl(&["config", "ls", "--format", "{{.Name}}"], None);
+    let want: Vec<String> = (0..13).map(|i| format!("big-{i:02}")).collect();
+    assert_eq!(lines(&all), want);
+    let some = c.sctl(&["config", "ls", "-q", "--filter", "name=big-1"], None);
+    assert_eq!(lines(&some).len(), 3, "big-10, big-11, big-12: {some}");
+}

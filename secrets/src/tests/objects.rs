@@ -198,3 +198,87 @@ async fn objects_in_use_are_kept_and_pinned_versions_outlive_the_history() {
         assert!(stored(o.node(0), layout::data_key(&id, v)).await.is_none());
     }
 }
+
+/// A list comes in pages by ID, each bounded in objects and bytes, and the
+/// pages together hold every object once. A list asked for in one answer
+/// that does not fit one page is refused, naming paging, never cut short;
+/// a token that is not one is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_comes_in_pages_and_one_too_large_for_an_answer_is_refused() {
+    use crate::pb::secretstore::ListRequest;
+    use crate::store::LIST_PAGE_BYTES_MAX;
+
+    let o = Objects::start(1).await;
+    let store = &o.stores[0];
+    for i in 0..25 {
+        store
+            .create(Kind::Config, create_request(&format!("small-{i:02}"), b"x"))
+            .await
+            .unwrap();
+    }
+    let mut req = ListRequest {
+        page_size: 10,
+        ..Default::default()
+    };
+    let (mut sizes, mut names) = (Vec::new(), std::collections::BTreeSet::new());
+    loop {
+        let page = store.list(Kind::Config, &req).await.unwrap();
+        sizes.push(page.objects.len());
+        names.extend(page.objects.iter().map(|o| o.spec.clone().unwrap().name));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        req.page_token = page.next_page_token;
+    }
+    assert_eq!(sizes, [10, 10, 5]);
+    assert_eq!(names.len(), 25, "each object once");
+    let all = store.list(Kind::Config, &ListRequest::default()).await;
+    assert_eq!(all.unwrap().objects.len(), 25, "25 fit one answer");
+
+    // 13 objects of 64 labels of 4 KiB: more bytes than one answer holds.
+    let label = "v".repeat(4096);
+    for i in 0..13 {
+        let mut r = create_request(&format!("big-{i:02}"), b"x");
+        r.labels = (0..64)
+            .map(|l| (format!("l{l:02}"), label.clone()))
+            .collect();
+        store.create(Kind::Secret, r).await.unwrap();
+    }
+    let refused = store.list(Kind::Secret, &ListRequest::default()).await;
+    match refused {
+        Err(Error::Precondition(m)) => assert!(m.contains("list them in pages"), "{m}"),
+        other => panic!("an unpaged list past {LIST_PAGE_BYTES_MAX} bytes: {other:?}"),
+    }
+    let mut req = ListRequest {
+        page_size: 100,
+        ..Default::default()
+    };
+    let mut got = 0;
+    loop {
+        let page = store.list(Kind::Secret, &req).await.unwrap();
+        let bytes: usize = page.objects.iter().map(prost::Message::encoded_len).sum();
+        assert!(bytes <= LIST_PAGE_BYTES_MAX, "a page of {bytes} bytes");
+        assert!(!page.objects.is_empty());
+        got += page.objects.len();
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        req.page_token = page.next_page_token;
+    }
+    assert_eq!(got, 13);
+
+    for bad in [
+        ListRequest {
+            page_token: "abc".into(),
+            ..Default::default()
+        },
+        ListRequest {
+            page_size: 5,
+            page_token: "../obj".into(),
+            ..Default::default()
+        },
+    ] {
+        let e = store.list(Kind::Secret, &bad).await.unwrap_err();
+        assert!(matches!(e, Error::Invalid(_)), "{e:?}");
+    }
+}

@@ -89,7 +89,16 @@ impl Mvcc {
 
     /// Rebuilds the index after the keyspace was replaced (snapshot install).
     pub fn reload(&self) -> Result<()> {
-        let (index, current, lessor) = load_index(&self.db, self.clock.now())?;
+        self.reload_from(None)
+    }
+
+    /// `reload` from the records the install wrote (`install_with`'s).
+    pub fn reload_installed(&self, installed: Installed) -> Result<()> {
+        self.reload_from(Some(installed))
+    }
+
+    fn reload_from(&self, installed: Option<Installed>) -> Result<()> {
+        let (index, current, lessor) = load_index_from(&self.db, self.clock.now(), installed)?;
         let mut guard = self.index.write();
         *guard = index;
         *self.lessor.lock() = lessor;
@@ -248,6 +257,16 @@ impl Mvcc {
 
 /// Reads the index, current revision and leases back from disk.
 fn load_index(db: &Db, now: std::time::Instant) -> Result<(Index, i64, Lessor)> {
+    load_index_from(db, now, None)
+}
+
+/// `load_index`, with the kv records an install just wrote (`Installed`)
+/// instead of reading them back from the column family.
+fn load_index_from(
+    db: &Db,
+    now: std::time::Instant,
+    installed: Option<Installed>,
+) -> Result<(Index, i64, Lessor)> {
     let current = match db.get(CF_META, META_CURRENT_REV)? {
         Some(v) => u64_from(&v, "current revision")? as i64,
         None => 1, // etcd's empty store is at revision 1
@@ -270,28 +289,27 @@ fn load_index(db: &Db, now: std::time::Instant) -> Result<(Index, i64, Lessor)> 
             .map_err(|e| StoreError::Storage(format!("lease {id:x}: {e}")))?;
         lessor.restore(id, ttl, renewed, now);
     }
-    let mut records = Vec::new();
-    for item in db.iterator_cf(db.cf(CF_KV), IteratorMode::Start) {
-        let (k, v) = item?;
-        let (rev, tomb) = Rev::decode(&k)?;
-        let kv = decode_kv(&v)?;
-        if rev.main > current {
-            // Written by a batch whose revision never got recorded: cannot
-            // happen with atomic batches, so the files are damaged.
-            return Err(StoreError::Storage(format!(
-                "record at revision {} beyond current revision {current}",
-                rev.main
-            )));
+    let started = std::time::Instant::now();
+    let records = match installed {
+        Some(Installed(records)) => records,
+        None => {
+            let mut records = Vec::new();
+            for item in db.iterator_cf(db.cf(CF_KV), IteratorMode::Start) {
+                let (k, v) = item?;
+                records.push(restored(&k, &v)?);
+            }
+            records
         }
-        records.push(index::Restored {
-            key: kv.key,
-            rev,
-            tombstone: tomb,
-            created: kv.create_revision,
-            version: kv.version,
-            lease: kv.lease,
-        });
+    };
+    if let Some(r) = records.iter().find(|r| r.rev.main > current) {
+        // Written by a batch whose revision never got recorded: cannot
+        // happen with atomic batches, so the files are damaged.
+        return Err(StoreError::Storage(format!(
+            "record at revision {} beyond current revision {current}",
+            r.rev.main
+        )));
     }
+    let (count, read_ms) = (records.len(), started.elapsed().as_millis() as u64);
     // Each key's newest put carries its lease; a key whose newest record
     // is a tombstone has none.
     let index = Index::restore(records, compact, |newest| {
@@ -299,8 +317,34 @@ fn load_index(db: &Db, now: std::time::Instant) -> Result<(Index, i64, Lessor)> 
             lessor.set_key_lease(&newest.key, newest.lease);
         }
     });
+    tracing::debug!(
+        records = count,
+        read_ms,
+        indexed_ms = started.elapsed().as_millis() as u64 - read_ms,
+        "loaded the key index"
+    );
     Ok((index, current, lessor))
 }
+
+/// The index's view of one stored kv record (its value is skipped).
+fn restored(k: &[u8], v: &[u8]) -> Result<index::Restored> {
+    let (rev, tombstone) = Rev::decode(k)?;
+    let kv = KvHeader::decode(v)
+        .map_err(|e| StoreError::Storage(format!("corrupt key-value record: {e}")))?;
+    Ok(index::Restored {
+        key: kv.key,
+        rev,
+        tombstone,
+        created: kv.create_revision,
+        version: kv.version,
+        lease: kv.lease,
+    })
+}
+
+/// What an install wrote to the kv column family, as the index reads it:
+/// handed to `Mvcc::reload_installed` so that a snapshot's records are not
+/// read back from disk right after they were written.
+pub struct Installed(Vec<index::Restored>);
 
 use crate::schema::{
     is_replicated as is_replicated_meta, REPLICATED as REPLICATED_META, REPLICATED_PREFIXES,
@@ -308,7 +352,7 @@ use crate::schema::{
 
 /// etcd's prefix rule, shared with the clients (`secretd_vocab`).
 pub use secretd_vocab::prefix_end;
-/// Bytes staged per batch while installing a snapshot.
+/// Bytes of meta records staged per batch while installing a snapshot.
 const INSTALL_BATCH_BYTES_MAX: usize = 4 << 20;
 
 /// Called with (column family tag, key, value) for each state record.
@@ -373,7 +417,7 @@ impl StateSource for Mvcc {
 /// Replaces the keyspace on disk by a snapshot's records, in batches of
 /// bounded size. Not atomic by itself: the caller brackets it with a
 /// durable "installing" marker and redoes it after a crash.
-pub fn install_records(db: &Db, r: &mut SnapshotReader) -> Result<()> {
+pub fn install_records(db: &Db, r: &mut SnapshotReader) -> Result<Installed> {
     install_with(db, &mut |sink| {
         while let Some((cf, k, v)) = r.next_record()? {
             sink(cf, &k, &v)?;
@@ -387,7 +431,8 @@ pub fn install_records(db: &Db, r: &mut SnapshotReader) -> Result<()> {
 pub fn install_with(
     db: &Db,
     feed: &mut dyn FnMut(&mut RecordVisitor<'_>) -> Result<()>,
-) -> Result<()> {
+) -> Result<Installed> {
+    let mut records = Vec::new();
     let (kv, meta) = (db.cf(CF_KV), db.cf(CF_META));
     let mut batch = WriteBatch::default();
     batch.delete_range_cf(kv, &[][..], &[0xffu8; revision::KEY_BYTES + 1][..]);
@@ -397,27 +442,35 @@ pub fn install_with(
     for prefix in REPLICATED_PREFIXES {
         batch.delete_range_cf(meta, *prefix, &prefix_end(prefix)[..]);
     }
-    feed(&mut |cf, k, v| {
-        match cf {
-            CF_TAG_KV => {
-                Rev::decode(k)?;
-                decode_kv(v)?;
-                batch.put_cf(kv, k, v);
+    // The deletes first: the loaded records must land after them.
+    db.write_nosync(std::mem::take(&mut batch))?;
+    // kv records come in revision order (a snapshot is written by
+    // iterating the column family) and are loaded as one table file; the
+    // few meta records go in batches.
+    db.load_sorted(kv, &mut |load| {
+        feed(&mut |cf, k, v| {
+            match cf {
+                CF_TAG_KV => {
+                    // Decoding checks the record before it is stored.
+                    records.push(restored(k, v)?);
+                    load(k, v)?;
+                }
+                _ if is_replicated_meta(k) => batch.put_cf(meta, k, v),
+                _ => {
+                    return Err(StoreError::Storage(format!(
+                        "snapshot carries unknown meta record {:?}",
+                        String::from_utf8_lossy(k)
+                    )))
+                }
             }
-            _ if is_replicated_meta(k) => batch.put_cf(meta, k, v),
-            _ => {
-                return Err(StoreError::Storage(format!(
-                    "snapshot carries unknown meta record {:?}",
-                    String::from_utf8_lossy(k)
-                )))
+            if batch.size_in_bytes() >= INSTALL_BATCH_BYTES_MAX {
+                db.write_nosync(std::mem::take(&mut batch))?;
             }
-        }
-        if batch.size_in_bytes() >= INSTALL_BATCH_BYTES_MAX {
-            db.write_nosync(std::mem::take(&mut batch))?;
-        }
-        Ok(())
+            Ok(())
+        })
     })?;
-    db.write_nosync(batch)
+    db.write_nosync(batch)?;
+    Ok(Installed(records))
 }
 
 /// Whether `k` lies in etcd's `[key, range_end)` interval.
@@ -426,6 +479,21 @@ pub fn key_in_range(k: &[u8], key: &[u8], range_end: &[u8]) -> bool {
         return k == key;
     }
     k >= key && (range_end == [0] || k < range_end)
+}
+
+/// A stored `KeyValue` without its value (field 5, which prost skips): all
+/// the index needs, read at start and after a snapshot without copying
+/// every value in the store.
+#[derive(Clone, PartialEq, prost::Message)]
+struct KvHeader {
+    #[prost(bytes = "vec", tag = "1")]
+    key: Vec<u8>,
+    #[prost(int64, tag = "2")]
+    create_revision: i64,
+    #[prost(int64, tag = "4")]
+    version: i64,
+    #[prost(int64, tag = "6")]
+    lease: i64,
 }
 
 fn decode_kv(v: &[u8]) -> Result<KeyValue> {

@@ -28,15 +28,21 @@ use crate::{cluster, membership, mvcc, snapshot};
 
 /// Installs the snapshot file at `path`: durable marker, records in bounded
 /// batches, then one synced batch that moves the applied index to the
-/// snapshot and drops the marker, then the log's reset, synced. Returns the snapshot's index. The
-/// caller reloads the keyspace view.
+/// snapshot and drops the marker, then the log's reset, synced. Returns the
+/// snapshot's index and what was installed, from which the caller reloads
+/// the keyspace view.
 pub(super) fn install_snapshot(
     db: &Db,
     log: &mut LogStore,
     path: &std::path::Path,
     want: Option<(u64, u64)>,
-) -> Result<u64> {
+) -> Result<(u64, mvcc::Installed)> {
+    let started = std::time::Instant::now();
     let header = snapshot::verify(path)?;
+    tracing::debug!(
+        verify_ms = started.elapsed().as_millis() as u64,
+        "verified snapshot before installing it"
+    );
     if let Some((index, term)) = want {
         if (header.index, header.term) != (index, term) {
             return Err(StoreError::Storage(format!(
@@ -51,7 +57,7 @@ pub(super) fn install_snapshot(
     b.put_cf(db.cf(CF_META), META_INSTALLING, header.index.to_be_bytes());
     db.write_sync(b)?;
     let mut r = snapshot::SnapshotReader::open(path)?;
-    mvcc::install_records(db, &mut r)?;
+    let installed = mvcc::install_records(db, &mut r)?;
     let cs = ConfState::parse_from_bytes(&header.conf_state)
         .map_err(|e| StoreError::Storage(format!("snapshot conf state: {e}")))?;
     let mut b = WriteBatch::default();
@@ -62,7 +68,7 @@ pub(super) fn install_snapshot(
     // After the state machine: a crash between the two leaves `LOG_BASE`,
     // from which `LogStore::open` redoes the log's reset.
     log.persist(true)?;
-    Ok(header.index)
+    Ok((header.index, installed))
 }
 
 /// Stages everything that makes this data directory a member of a new
@@ -186,10 +192,11 @@ fn restore_into(
 ) -> Result<()> {
     let db = Db::open(&cfg.data_dir)?;
     match etcd {
-        Some(plan) => mvcc::install_with(&db, &mut |sink| plan.install(sink))?,
+        // The member opens its index from disk when it starts.
+        Some(plan) => drop(mvcc::install_with(&db, &mut |sink| plan.install(sink))?),
         None => {
             let mut r = snapshot::SnapshotReader::open_backup(backup)?;
-            mvcc::install_records(&db, &mut r)?;
+            drop(mvcc::install_records(&db, &mut r)?);
         }
     }
     let mut log = LogStore::open(db.clone())?;

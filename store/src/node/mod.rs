@@ -278,7 +278,13 @@ impl Node {
         if let Some(v) = db.get(CF_META, META_INSTALLING)? {
             let index = u64_from(&v, "installing snapshot index")?;
             tracing::warn!(index, "a snapshot install was interrupted; redoing it");
-            install_snapshot(&db, &mut log, &snapshot::file_path(&snap_dir, index), None)?;
+            // The index is read from disk below, when the store opens.
+            drop(install_snapshot(
+                &db,
+                &mut log,
+                &snapshot::file_path(&snap_dir, index),
+                None,
+            )?);
         }
         // After the install is redone: it can move the log and the
         // configuration.

@@ -612,9 +612,13 @@ impl Loop {
         let meta = snapshot.get_metadata();
         let (index, term) = (meta.index, meta.term);
         let path = snapshot::file_path(&self.snap_dir, index);
-        self.applied =
+        let started = std::time::Instant::now();
+        let (applied, installed) =
             install_snapshot(&self.db, self.raw.mut_store(), &path, Some((index, term)))?;
-        self.applier.mvcc().reload()?;
+        self.applied = applied;
+        let written_ms = started.elapsed().as_millis() as u64;
+        self.applier.mvcc().reload_installed(installed)?;
+        let reloaded_ms = started.elapsed().as_millis() as u64 - written_ms;
         self.applier.reset();
         self.hub.resync_all();
         *self.registry.write() = Registry::load(&self.db)?;
@@ -625,6 +629,8 @@ impl Loop {
             index,
             term,
             revision = self.applier.revision(),
+            written_ms,
+            reloaded_ms,
             "installed snapshot"
         );
         Ok(())
