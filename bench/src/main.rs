@@ -73,34 +73,38 @@ struct Cli {
     sizes: Vec<u64>,
 }
 
+/// `compare`, `scale` and `agent`: the runs that start their own systems.
+async fn run_command(cli: Cli) -> anyhow::Result<()> {
+    match cli.op {
+        Op::Compare => {
+            let html = cli.html.unwrap_or_else(|| "bench-report.html".into());
+            let o = secretd_bench::report::Options {
+                rounds: cli.rounds.max(1),
+                only: &cli.rows,
+                markdown: cli.markdown.as_deref(),
+                html: &html,
+            };
+            secretd_bench::report::run(&o).await
+        }
+        Op::Scale => {
+            let html = cli.html.unwrap_or_else(|| "bench-scale.html".into());
+            let o = secretd_bench::scale::Options {
+                sizes: cli.sizes.clone(),
+                only: &cli.rows,
+                markdown: cli.markdown.as_deref(),
+                html: &html,
+            };
+            secretd_bench::scale::run(&o).await
+        }
+        _ => secretd_bench::agent::run().await,
+    }
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     if let Op::Compare | Op::Agent | Op::Scale = cli.op {
-        let done = match cli.op {
-            Op::Compare => {
-                let html = cli.html.unwrap_or_else(|| "bench-report.html".into());
-                let o = secretd_bench::report::Options {
-                    rounds: cli.rounds.max(1),
-                    only: &cli.rows,
-                    markdown: cli.markdown.as_deref(),
-                    html: &html,
-                };
-                secretd_bench::report::run(&o).await
-            }
-            Op::Scale => {
-                let html = cli.html.unwrap_or_else(|| "bench-scale.html".into());
-                let o = secretd_bench::scale::Options {
-                    sizes: cli.sizes.clone(),
-                    only: &cli.rows,
-                    markdown: cli.markdown.as_deref(),
-                    html: &html,
-                };
-                secretd_bench::scale::run(&o).await
-            }
-            _ => secretd_bench::agent::run().await,
-        };
-        return match done {
+        return match run_command(cli).await {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("bench: {e:#}");

@@ -250,10 +250,8 @@ fn pair(d: &ScaleData) -> Option<(&keys::Curve, &keys::Curve)> {
     }
 }
 
-/// `RESULT` lines: per size secretd over etcd 3.5.1 (lower is better for
-/// every ratio here), each system's growth from the smallest size to the
-/// largest, the secret rows, watchers and the agent.
-pub fn result_lines(d: &ScaleData) -> Vec<String> {
+/// One `RESULT scale-<size>` line per size both systems reached.
+fn size_lines(d: &ScaleData) -> Vec<String> {
     let mut out = Vec::new();
     if let Some((e, s)) = pair(d) {
         for (pe, ps) in e.points.iter().zip(&s.points) {
@@ -274,22 +272,36 @@ pub fn result_lines(d: &ScaleData) -> Vec<String> {
             ));
         }
     }
+    out
+}
+
+/// A system's growth from its smallest size to its largest.
+fn growth_line(c: &keys::Curve) -> Option<String> {
+    let (a, b) = (c.points.first()?, c.points.last()?);
+    (a.keys != b.keys).then(|| {
+        format!(
+            "RESULT scale-growth system={} from={} to={} put_cpu={:.2} get_cpu={:.2} put_p99={:.2} get_p99={:.2} restart={:.2} catchup={:.2}",
+            c.system.name().replace(' ', "-"),
+            label(a.keys),
+            label(b.keys),
+            ratio(b.put.server_cpu_us_per_op, a.put.server_cpu_us_per_op),
+            ratio(b.get.server_cpu_us_per_op, a.get.server_cpu_us_per_op),
+            ratio(b.put.p99_ms, a.put.p99_ms),
+            ratio(b.get.p99_ms, a.get.p99_ms),
+            ratio(b.restart_s, a.restart_s),
+            ratio(b.catchup_s, a.catchup_s),
+        )
+    })
+}
+
+/// `RESULT` lines: per size secretd over etcd 3.5.1 (lower is better for
+/// every ratio here), each system's growth from the smallest size to the
+/// largest, the secret rows, watchers and the agent.
+pub fn result_lines(d: &ScaleData) -> Vec<String> {
+    let mut out = size_lines(d);
     for c in &d.curves {
-        if let (Some(a), Some(b)) = (c.points.first(), c.points.last()) {
-            if a.keys != b.keys {
-                out.push(format!(
-                    "RESULT scale-growth system={} from={} to={} put_cpu={:.2} get_cpu={:.2} put_p99={:.2} get_p99={:.2} restart={:.2} catchup={:.2}",
-                    c.system.name().replace(' ', "-"),
-                    label(a.keys),
-                    label(b.keys),
-                    ratio(b.put.server_cpu_us_per_op, a.put.server_cpu_us_per_op),
-                    ratio(b.get.server_cpu_us_per_op, a.get.server_cpu_us_per_op),
-                    ratio(b.put.p99_ms, a.put.p99_ms),
-                    ratio(b.get.p99_ms, a.get.p99_ms),
-                    ratio(b.restart_s, a.restart_s),
-                    ratio(b.catchup_s, a.catchup_s),
-                ));
-            }
+        if let Some(l) = growth_line(c) {
+            out.push(l);
         }
     }
     if let Some((e, s)) = pair(d) {

@@ -132,6 +132,44 @@ fn chart(curves: &[Curve], (title, unit, value): Measure) -> String {
         esc(title),
         esc(unit)
     );
+    axes(&mut s, &pts, y_max, &x, &y, (left, pw));
+    for (c, v) in &pts {
+        let line: Vec<String> = v
+            .iter()
+            .map(|(k, val)| format!("{:.1},{:.1}", x(*k), y(*val)))
+            .collect();
+        let _ = write!(
+            s,
+            r#"<polyline points="{}" fill="none" stroke="{}" stroke-width="2"/>"#,
+            line.join(" "),
+            COLORS[*c]
+        );
+        for (k, val) in v {
+            let _ = write!(
+                s,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{}"><title>{}: {} {}</title></circle>"#,
+                x(*k),
+                y(*val),
+                COLORS[*c],
+                label(*k),
+                number(*val),
+                esc(unit)
+            );
+        }
+    }
+    s.push_str("</svg>");
+    s
+}
+
+/// A chart's value gridlines (0, half, top) and its key labels.
+fn axes(
+    s: &mut String,
+    pts: &[(usize, Vec<(u64, f64)>)],
+    y_max: f64,
+    x: &dyn Fn(u64) -> f64,
+    y: &dyn Fn(f64) -> f64,
+    (left, pw): (f64, f64),
+) {
     for f in [0.0, 0.5, 1.0] {
         let v = y_max / 1.1 * f;
         let _ = write!(
@@ -159,32 +197,6 @@ fn chart(curves: &[Curve], (title, unit, value): Measure) -> String {
             label(k)
         );
     }
-    for (c, v) in &pts {
-        let line: Vec<String> = v
-            .iter()
-            .map(|(k, val)| format!("{:.1},{:.1}", x(*k), y(*val)))
-            .collect();
-        let _ = write!(
-            s,
-            r#"<polyline points="{}" fill="none" stroke="{}" stroke-width="2"/>"#,
-            line.join(" "),
-            COLORS[*c]
-        );
-        for (k, val) in v {
-            let _ = write!(
-                s,
-                r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{}"><title>{}: {} {}</title></circle>"#,
-                x(*k),
-                y(*val),
-                COLORS[*c],
-                label(*k),
-                number(*val),
-                esc(unit)
-            );
-        }
-    }
-    s.push_str("</svg>");
-    s
 }
 
 /// The secret, watcher and agent rows as tables.

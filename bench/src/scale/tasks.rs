@@ -40,14 +40,8 @@ fn value(i: usize) -> Vec<u8> {
     v
 }
 
-/// Runs the row against `c` (a secretd cluster).
-pub async fn rotation(c: &ClusterProc) -> Result<RotationRow> {
-    check_root_and_fuse()?;
-    let secretd = compare::ensure_secretd()?;
-    let endpoint = c.endpoints[0].clone();
-    let ch = Channel::from_shared(format!("http://{endpoint}"))?
-        .timeout(Duration::from_secs(30))
-        .connect_lazy();
+/// The secret and `TASKS` tasks on node n1 that each mount it.
+async fn set_up(ch: Channel) -> Result<()> {
     SecretsClient::new(ch.clone())
         .create(CreateRequest {
             name: SECRET.into(),
@@ -73,6 +67,18 @@ pub async fn rotation(c: &ClusterProc) -> Result<RotationRow> {
             .await
             .with_context(|| format!("task create scale.{t}"))?;
     }
+    Ok(())
+}
+
+/// Runs the row against `c` (a secretd cluster).
+pub async fn rotation(c: &ClusterProc) -> Result<RotationRow> {
+    check_root_and_fuse()?;
+    let secretd = compare::ensure_secretd()?;
+    let endpoint = c.endpoints[0].clone();
+    let ch = Channel::from_shared(format!("http://{endpoint}"))?
+        .timeout(Duration::from_secs(30))
+        .connect_lazy();
+    set_up(ch.clone()).await?;
     let dir = tempfile::tempdir()?;
     let agents = [
         start_agent(&secretd, &endpoint, "fuse", dir.path())?,
