@@ -75,6 +75,56 @@ const CONFLICT_RETRIES_MAX: usize = 16;
 /// client's default 4 MiB message limit, so any client can read a page).
 pub const LIST_PAGE_OBJECTS_MAX: usize = 10_000;
 pub const LIST_PAGE_BYTES_MAX: usize = 3 << 20;
+/// Object records read per step while listing (a record is at most ~280
+/// KiB, its labels; typically a few hundred bytes).
+const LIST_SCAN_CHUNK: usize = 128;
+
+/// Docker's list filters: name and ID prefixes (case-insensitive, several
+/// of one kind OR-ed), labels (`key` or `key=value`, AND-ed).
+struct Filter<'a> {
+    r: &'a ListRequest,
+    labels: Vec<(&'a str, Option<&'a str>)>,
+}
+
+impl<'a> Filter<'a> {
+    fn of(r: &'a ListRequest) -> Filter<'a> {
+        let labels = r
+            .labels
+            .iter()
+            .map(|l| match l.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (l.as_str(), None),
+            })
+            .collect();
+        Filter { r, labels }
+    }
+
+    /// `o` without its data if it passes (listings never carry data).
+    fn keep(&self, mut o: Object) -> Option<Object> {
+        let none = Spec::default();
+        let spec = o.spec.as_ref().unwrap_or(&none);
+        let starts = |s: &str, p: &str| s.to_lowercase().starts_with(&p.to_lowercase());
+        let name_ok = self.r.name_prefixes.is_empty()
+            || self.r.name_prefixes.iter().any(|p| starts(&spec.name, p));
+        let id_ok =
+            self.r.id_prefixes.is_empty() || self.r.id_prefixes.iter().any(|p| starts(&o.id, p));
+        let labels_ok = self
+            .labels
+            .iter()
+            .all(|(k, v)| match (spec.labels.get(*k), v) {
+                (Some(have), Some(want)) => have == want,
+                (Some(_), None) => true,
+                (None, _) => false,
+            });
+        if !(name_ok && id_ok && labels_ok) {
+            return None;
+        }
+        if let Some(s) = o.spec.as_mut() {
+            s.data = Vec::new();
+        }
+        Some(o)
+    }
+}
 
 /// What one List call may return: a page, or (page_size 0) everything,
 /// refused rather than cut short when everything is more than a page.
@@ -107,7 +157,7 @@ impl Page {
 
     /// The token that continues after `last`; an unpaged list that does
     /// not fit one page is refused, naming the way out.
-    fn continue_after(&self, kind: Kind, last: &KeyValue) -> Result<String> {
+    fn continue_after(&self, kind: Kind, last: &[u8]) -> Result<String> {
         if !self.paged {
             return Err(Error::Precondition(format!(
                 "more {}s than one answer holds ({LIST_PAGE_OBJECTS_MAX} or {} MiB): list them in pages (page_size; secretctl does)",
@@ -115,7 +165,7 @@ impl Page {
                 LIST_PAGE_BYTES_MAX >> 20
             )));
         }
-        layout::id_of_object_key(kind, &last.key)
+        layout::id_of_object_key(kind, last)
             .ok_or_else(|| Error::internal("an object key outside its kind's prefix"))
     }
 }
@@ -308,72 +358,61 @@ impl ObjectStore {
 
     pub async fn list(&self, kind: Kind, filters: &ListRequest) -> Result<ListResponse> {
         let page = Page::of(kind, filters)?;
+        let filter = Filter::of(filters);
         let prefix = layout::object_prefix(kind);
-        let start = match filters.page_token.as_str() {
+        let mut from = match filters.page_token.as_str() {
             "" => prefix.clone(),
-            after => {
-                let mut k = layout::object_key(kind, after);
-                k.push(0);
-                k
-            }
+            after => layout::object_key(kind, after),
         };
-        let (r, _) = self
-            .read(vec![RequestOp {
+        let mut after_from = !filters.page_token.is_empty();
+        let (mut out, mut bytes, mut scanned, mut at_rev) = (ListResponse::default(), 0, 0, 0);
+        loop {
+            let mut start = from.clone();
+            if after_from {
+                start.push(0);
+            }
+            // In chunks: an object record may carry 256 KiB of labels, so
+            // a page's worth read at once could be gigabytes. The first
+            // chunk is a linearizable read; the rest read at its revision.
+            let want = (page.objects_max + 1 - scanned).min(LIST_SCAN_CHUNK);
+            let op = RequestOp {
                 request: Some(request_op::Request::RequestRange(RangeRequest {
                     key: start,
                     range_end: layout::prefix_end(&prefix),
-                    // One more than a page, to know whether more follow.
-                    limit: page.objects_max as i64 + 1,
+                    limit: want as i64,
+                    revision: at_rev,
                     ..Default::default()
                 })),
-            }])
-            .await?;
-        let label_filters: Vec<(&str, Option<&str>)> = filters
-            .labels
-            .iter()
-            .map(|l| match l.split_once('=') {
-                Some((k, v)) => (k, Some(v)),
-                None => (l.as_str(), None),
-            })
-            .collect();
-        let mut out = ListResponse::default();
-        let mut bytes = 0;
-        for (i, kv) in r[0].kvs.iter().enumerate() {
-            if i == page.objects_max {
-                // More follow: the page ends after the last one scanned.
-                out.next_page_token = page.continue_after(kind, &r[0].kvs[i - 1])?;
-                break;
-            }
-            let mut o = decode_object(kind, kv)?;
-            let spec = o.spec.clone().unwrap_or_default();
-            // As swarm: name and ID filters are case-insensitive prefixes,
-            // several of one kind OR-ed.
-            let starts = |s: &str, p: &str| s.to_lowercase().starts_with(&p.to_lowercase());
-            let name_ok = filters.name_prefixes.is_empty()
-                || filters.name_prefixes.iter().any(|p| starts(&spec.name, p));
-            let id_ok = filters.id_prefixes.is_empty()
-                || filters.id_prefixes.iter().any(|p| starts(&o.id, p));
-            let labels_ok = label_filters
-                .iter()
-                .all(|(k, v)| match (spec.labels.get(*k), v) {
-                    (Some(have), Some(want)) => have == want,
-                    (Some(_), None) => true,
-                    (None, _) => false,
-                });
-            if name_ok && id_ok && labels_ok {
-                // Listings stay small: data only comes back from inspect.
-                if let Some(s) = o.spec.as_mut() {
-                    s.data = Vec::new();
+            };
+            let (r, rev) = self.read_as(vec![op], at_rev > 0).await?;
+            at_rev = rev;
+            let kvs = &r[0].kvs;
+            for (i, kv) in kvs.iter().enumerate() {
+                let last = || i.checked_sub(1).map(|p| &kvs[p].key).unwrap_or(&from);
+                if scanned == page.objects_max {
+                    // More follow: the page ends after the last one scanned.
+                    out.next_page_token = page.continue_after(kind, last())?;
+                    return Ok(out);
                 }
+                scanned += 1;
+                let Some(o) = filter.keep(decode_object(kind, kv)?) else {
+                    continue;
+                };
                 bytes += o.encoded_len();
                 if bytes > LIST_PAGE_BYTES_MAX && !out.objects.is_empty() {
-                    out.next_page_token = page.continue_after(kind, &r[0].kvs[i - 1])?;
-                    break;
+                    out.next_page_token = page.continue_after(kind, last())?;
+                    return Ok(out);
                 }
                 out.objects.push(o);
             }
+            match kvs.last() {
+                Some(kv) if kvs.len() == want => {
+                    from = kv.key.clone();
+                    after_from = true;
+                }
+                _ => return Ok(out),
+            }
         }
-        Ok(out)
     }
 
     /// Tasks using an object, by name.

@@ -235,6 +235,32 @@ async fn a_list_comes_in_pages_and_one_too_large_for_an_answer_is_refused() {
     let all = store.list(Kind::Config, &ListRequest::default()).await;
     assert_eq!(all.unwrap().objects.len(), 25, "25 fit one answer");
 
+    // Pages that end inside, and exactly at, the member's read chunks.
+    for i in 25..300 {
+        store
+            .create(Kind::Config, create_request(&format!("small-{i:03}"), b"x"))
+            .await
+            .unwrap();
+    }
+    for (page_size, want) in [(200, vec![200, 100]), (128, vec![128, 128, 44])] {
+        let mut req = ListRequest {
+            page_size,
+            ..Default::default()
+        };
+        let (mut sizes, mut ids) = (Vec::new(), std::collections::BTreeSet::new());
+        loop {
+            let page = store.list(Kind::Config, &req).await.unwrap();
+            sizes.push(page.objects.len());
+            ids.extend(page.objects.into_iter().map(|o| o.id));
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            req.page_token = page.next_page_token;
+        }
+        assert_eq!(sizes, want, "page size {page_size}");
+        assert_eq!(ids.len(), 300, "each object once");
+    }
+
     // 13 objects of 64 labels of 4 KiB: more bytes than one answer holds.
     let label = "v".repeat(4096);
     for i in 0..13 {
