@@ -11,8 +11,8 @@ use super::client::Client;
 use super::error::EmbedError;
 use crate::pb::secretstore::{
     configs_server::Configs, secrets_server::Secrets, tasks_server::Tasks, CreateRequest,
-    InspectRequest, ListRequest, ListResponse, ListTasksRequest, Mount, Object, RemoveRequest,
-    RotateRequest, Task, TaskRef,
+    InspectRequest, ListRequest, ListTasksRequest, Mount, Object, RemoveRequest, RotateRequest,
+    Task, TaskRef,
 };
 
 /// A secret or a config mounted by a task: `source` (a name or an ID) at
@@ -36,6 +36,24 @@ fn create_request(name: &str, data: Vec<u8>, labels: HashMap<String, String>) ->
     }
 }
 
+/// Secrets and configs answer the same four calls; which service a call
+/// goes to (and which gRPC path the gate checks).
+#[derive(Clone, Copy)]
+enum Objects {
+    Secrets,
+    Configs,
+}
+
+impl Objects {
+    fn path(self, call: &str) -> String {
+        let service = match self {
+            Objects::Secrets => "Secrets",
+            Objects::Configs => "Configs",
+        };
+        format!("/secretstore.v1.{service}/{call}")
+    }
+}
+
 impl Client {
     /// Creates a secret; its ID. The data is sealed before it is stored.
     pub async fn secret_create(
@@ -44,36 +62,23 @@ impl Client {
         data: Vec<u8>,
         labels: HashMap<String, String>,
     ) -> Result<String, EmbedError> {
-        let msg = create_request(name, data, labels);
-        let (s, req) = self.request("/secretstore.v1.Secrets/Create", msg)?;
-        Ok(Secrets::create(&s.objects, req).await?.into_inner().id)
+        self.object_create(Objects::Secrets, name, data, labels)
+            .await
     }
 
     /// A secret's metadata and versions (never its data), by name or ID.
     pub async fn secret_inspect(&self, name_or_id: &str) -> Result<Object, EmbedError> {
-        let msg = InspectRequest {
-            name_or_id: name_or_id.to_string(),
-        };
-        let (s, req) = self.request("/secretstore.v1.Secrets/Inspect", msg)?;
-        Ok(Secrets::inspect(&s.objects, req).await?.into_inner())
+        self.object_inspect(Objects::Secrets, name_or_id).await
     }
 
     /// Secrets whose name starts with `name_prefix` ("": all).
     pub async fn secret_list(&self, name_prefix: &str) -> Result<Vec<Object>, EmbedError> {
-        pages(name_prefix, |msg| async move {
-            let (s, req) = self.request("/secretstore.v1.Secrets/List", msg)?;
-            Ok(Secrets::list(&s.objects, req).await?.into_inner())
-        })
-        .await
+        self.object_list(Objects::Secrets, name_prefix).await
     }
 
     /// Removes a secret no task uses; its ID.
     pub async fn secret_remove(&self, name_or_id: &str) -> Result<String, EmbedError> {
-        let msg = RemoveRequest {
-            name_or_id: name_or_id.to_string(),
-        };
-        let (s, req) = self.request("/secretstore.v1.Secrets/Remove", msg)?;
-        Ok(Secrets::remove(&s.objects, req).await?.into_inner().id)
+        self.object_remove(Objects::Secrets, name_or_id).await
     }
 
     /// A new version of a secret, delivered to the tasks that follow its
@@ -94,36 +99,94 @@ impl Client {
         data: Vec<u8>,
         labels: HashMap<String, String>,
     ) -> Result<String, EmbedError> {
-        let msg = create_request(name, data, labels);
-        let (s, req) = self.request("/secretstore.v1.Configs/Create", msg)?;
-        Ok(Configs::create(&s.objects, req).await?.into_inner().id)
+        self.object_create(Objects::Configs, name, data, labels)
+            .await
     }
 
     /// A config, by name or ID.
     pub async fn config_inspect(&self, name_or_id: &str) -> Result<Object, EmbedError> {
-        let msg = InspectRequest {
-            name_or_id: name_or_id.to_string(),
-        };
-        let (s, req) = self.request("/secretstore.v1.Configs/Inspect", msg)?;
-        Ok(Configs::inspect(&s.objects, req).await?.into_inner())
+        self.object_inspect(Objects::Configs, name_or_id).await
     }
 
     /// Configs whose name starts with `name_prefix` ("": all).
     pub async fn config_list(&self, name_prefix: &str) -> Result<Vec<Object>, EmbedError> {
-        pages(name_prefix, |msg| async move {
-            let (s, req) = self.request("/secretstore.v1.Configs/List", msg)?;
-            Ok(Configs::list(&s.objects, req).await?.into_inner())
-        })
-        .await
+        self.object_list(Objects::Configs, name_prefix).await
     }
 
     /// Removes a config no task uses; its ID.
     pub async fn config_remove(&self, name_or_id: &str) -> Result<String, EmbedError> {
+        self.object_remove(Objects::Configs, name_or_id).await
+    }
+
+    async fn object_create(
+        &self,
+        kind: Objects,
+        name: &str,
+        data: Vec<u8>,
+        labels: HashMap<String, String>,
+    ) -> Result<String, EmbedError> {
+        let msg = create_request(name, data, labels);
+        let (s, req) = self.request(&kind.path("Create"), msg)?;
+        let r = match kind {
+            Objects::Secrets => Secrets::create(&s.objects, req).await?,
+            Objects::Configs => Configs::create(&s.objects, req).await?,
+        };
+        Ok(r.into_inner().id)
+    }
+
+    async fn object_inspect(&self, kind: Objects, name_or_id: &str) -> Result<Object, EmbedError> {
+        let msg = InspectRequest {
+            name_or_id: name_or_id.to_string(),
+        };
+        let (s, req) = self.request(&kind.path("Inspect"), msg)?;
+        let r = match kind {
+            Objects::Secrets => Secrets::inspect(&s.objects, req).await?,
+            Objects::Configs => Configs::inspect(&s.objects, req).await?,
+        };
+        Ok(r.into_inner())
+    }
+
+    /// Every object whose name starts with `name_prefix`, one page (each a
+    /// call through the gate) after another.
+    async fn object_list(
+        &self,
+        kind: Objects,
+        name_prefix: &str,
+    ) -> Result<Vec<Object>, EmbedError> {
+        let mut msg = ListRequest {
+            name_prefixes: match name_prefix {
+                "" => Vec::new(),
+                p => vec![p.to_string()],
+            },
+            page_size: secretd_secrets::store::LIST_PAGE_OBJECTS_MAX as u32,
+            ..Default::default()
+        };
+        let mut all = Vec::new();
+        loop {
+            let (s, req) = self.request(&kind.path("List"), msg.clone())?;
+            let page = match kind {
+                Objects::Secrets => Secrets::list(&s.objects, req).await?,
+                Objects::Configs => Configs::list(&s.objects, req).await?,
+            }
+            .into_inner();
+            all.extend(page.objects);
+            if page.next_page_token.is_empty() {
+                return Ok(all);
+            }
+            msg.page_token = page.next_page_token;
+        }
+    }
+
+    async fn object_remove(&self, kind: Objects, name_or_id: &str) -> Result<String, EmbedError> {
         let msg = RemoveRequest {
             name_or_id: name_or_id.to_string(),
         };
-        let (s, req) = self.request("/secretstore.v1.Configs/Remove", msg)?;
-        Ok(Configs::remove(&s.objects, req).await?.into_inner().id)
+        let (s, req) = self.request(&kind.path("Remove"), msg)?;
+        let r = match kind {
+            Objects::Secrets => Secrets::remove(&s.objects, req).await?,
+            Objects::Configs => Configs::remove(&s.objects, req).await?,
+        };
+        Ok(r.into_inner().id)
     }
 
     /// Creates a task: `id`, the `node` whose agent serves it, and its
@@ -168,31 +231,5 @@ impl Client {
         let (s, req) = self.request("/secretstore.v1.Tasks/Remove", msg)?;
         Tasks::remove(&s.objects, req).await?;
         Ok(())
-    }
-}
-
-/// Every object whose name starts with `name_prefix`, one page (each a
-/// call through the gate) after another.
-async fn pages<F, Fut>(name_prefix: &str, mut call: F) -> Result<Vec<Object>, EmbedError>
-where
-    F: FnMut(ListRequest) -> Fut,
-    Fut: std::future::Future<Output = Result<ListResponse, EmbedError>>,
-{
-    let mut req = ListRequest {
-        name_prefixes: match name_prefix {
-            "" => Vec::new(),
-            p => vec![p.to_string()],
-        },
-        page_size: secretd_secrets::store::LIST_PAGE_OBJECTS_MAX as u32,
-        ..Default::default()
-    };
-    let mut all = Vec::new();
-    loop {
-        let page = call(req.clone()).await?;
-        all.extend(page.objects);
-        if page.next_page_token.is_empty() {
-            return Ok(all);
-        }
-        req.page_token = page.next_page_token;
     }
 }
