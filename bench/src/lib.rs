@@ -89,6 +89,12 @@ impl Report {
 }
 
 fn channel(endpoint: &str) -> Result<Channel> {
+    channel_within(endpoint, Duration::from_secs(10))
+}
+
+/// A lazily connected channel to `endpoint` (`host:port` means plaintext
+/// HTTP), each call bounded by `timeout`.
+pub(crate) fn channel_within(endpoint: &str, timeout: Duration) -> Result<Channel> {
     let url = if endpoint.contains("://") {
         endpoint.to_string()
     } else {
@@ -96,7 +102,7 @@ fn channel(endpoint: &str) -> Result<Channel> {
     };
     Ok(Channel::from_shared(url)?
         .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(10))
+        .timeout(timeout)
         .connect_lazy())
 }
 

@@ -22,6 +22,8 @@ use secretd_client::pb::etcdserverpb::{
 use secretd_testkit::launch;
 use tonic::transport::Channel;
 
+use crate::channel_within;
+
 use crate::compare::{self, ClusterProc, Sample, System};
 use crate::{key, LoadSpec, Workload};
 
@@ -154,12 +156,7 @@ async fn point(c: &mut ClusterProc, base: u16, keys: u64, joined: u16) -> Result
 }
 
 fn kv(endpoint: &str, timeout: Duration) -> Result<KvClient<Channel>> {
-    Ok(KvClient::new(
-        Channel::from_shared(format!("http://{endpoint}"))?
-            .connect_timeout(Duration::from_secs(1))
-            .timeout(timeout)
-            .connect_lazy(),
-    ))
+    Ok(KvClient::new(channel_within(endpoint, timeout)?))
 }
 
 /// Puts keys `from..to` in order, `FILL_IN_FLIGHT` at once.
@@ -256,9 +253,7 @@ async fn serving(endpoint: &str, revision: i64, from: Instant) -> Result<f64> {
 /// election to what is measured, and which member leads is chance.
 async fn follower(c: &ClusterProc) -> Result<usize> {
     for (i, ep) in c.endpoints.iter().enumerate().rev() {
-        let ch = Channel::from_shared(format!("http://{ep}"))?
-            .timeout(Duration::from_secs(10))
-            .connect_lazy();
+        let ch = channel_within(ep, Duration::from_secs(10))?;
         let s = MaintenanceClient::new(ch)
             .status(StatusRequest {})
             .await
@@ -292,9 +287,7 @@ async fn catch_up(c: &mut ClusterProc, base: u16, joined: u16) -> Result<f64> {
     let name = format!("j{}", joined + 1);
     let client_url = format!("http://127.0.0.1:{}", base + 4 + joined);
     let peer_url = format!("http://127.0.0.1:{}", base + 14 + joined);
-    let ch = Channel::from_shared(format!("http://{}", c.endpoints[0]))?
-        .timeout(Duration::from_secs(30))
-        .connect_lazy();
+    let ch = channel_within(&c.endpoints[0], Duration::from_secs(30))?;
     // etcd refuses a member add until every member has been up for 5 s
     // ("unhealthy cluster"), as after `restart`; that wait is not the
     // catch-up measured here.
@@ -368,9 +361,7 @@ async fn compact_and_defrag(c: &ClusterProc) -> Result<(f64, f64)> {
     let compact_s = t.elapsed().as_secs_f64();
     let mut defrag_s = 0.0;
     for ep in &c.endpoints {
-        let ch = Channel::from_shared(format!("http://{ep}"))?
-            .timeout(MAINTENANCE_TIMEOUT)
-            .connect_lazy();
+        let ch = channel_within(ep, MAINTENANCE_TIMEOUT)?;
         let t = Instant::now();
         MaintenanceClient::new(ch)
             .defragment(DefragmentRequest {})

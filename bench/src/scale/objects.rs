@@ -18,6 +18,8 @@ use secretd_client::pb::secretstore::{
 };
 use tonic::transport::Channel;
 
+use crate::channel_within;
+
 use crate::compare::{ensure_release, ClusterProc};
 
 const CREATE_IN_FLIGHT: usize = 64;
@@ -66,12 +68,10 @@ fn name(i: u64) -> String {
 }
 
 fn secrets_client(endpoint: &str) -> Result<SecretsClient<Channel>> {
-    Ok(SecretsClient::new(
-        Channel::from_shared(format!("http://{endpoint}"))?
-            .timeout(Duration::from_secs(120))
-            .connect_lazy(),
+    Ok(
+        SecretsClient::new(channel_within(endpoint, Duration::from_secs(120))?)
+            .max_decoding_message_size(LIST_BYTES_MAX),
     )
-    .max_decoding_message_size(LIST_BYTES_MAX))
 }
 
 /// Measures `c` (a secretd cluster) at each of `sizes`.

@@ -16,6 +16,8 @@ use secretd_client::pb::secretstore::{
 };
 use tonic::transport::Channel;
 
+use crate::channel_within;
+
 use crate::agent::{check_root_and_fuse, start_agent};
 use crate::compare::{self, ClusterProc};
 
@@ -75,9 +77,7 @@ pub async fn rotation(c: &ClusterProc) -> Result<RotationRow> {
     check_root_and_fuse()?;
     let secretd = compare::ensure_secretd()?;
     let endpoint = c.endpoints[0].clone();
-    let ch = Channel::from_shared(format!("http://{endpoint}"))?
-        .timeout(Duration::from_secs(30))
-        .connect_lazy();
+    let ch = channel_within(&endpoint, Duration::from_secs(30))?;
     set_up(ch.clone()).await?;
     let dir = tempfile::tempdir()?;
     let agents = [
