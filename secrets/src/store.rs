@@ -77,7 +77,7 @@ pub const LIST_PAGE_OBJECTS_MAX: usize = 10_000;
 pub const LIST_PAGE_BYTES_MAX: usize = 3 << 20;
 /// Object records read per step while listing (a record is at most ~280
 /// KiB, its labels; typically a few hundred bytes).
-const LIST_SCAN_CHUNK: usize = 128;
+const LIST_SCAN_CHUNK: usize = 64;
 
 /// Docker's list filters: name and ID prefixes (case-insensitive, several
 /// of one kind OR-ed), labels (`key` or `key=value`, AND-ed).
