@@ -19,4 +19,10 @@ pub trait Transport: Send + Sync + 'static {
     fn older_peers(&self) -> Vec<u64> {
         Vec::new()
     }
+    /// Peer `id` has just connected to us, so it is up: a sender waiting
+    /// out a reconnect backoff towards it should try now. Without this, a
+    /// restarted follower heard nothing from its leader until the leader's
+    /// backoff ran out, and served its first linearizable read that much
+    /// later.
+    fn peer_up(&self, _id: u64) {}
 }

@@ -125,18 +125,21 @@ async fn gather(
     revision: i64,
     timeout_ms: u64,
 ) -> Result<Vec<MemberHash>, StoreError> {
-    let mine = own_hash(node, revision).await?;
     let peers: Vec<_> = node
         .members()
         .into_iter()
         .filter(|m| m.id != node.id())
         .filter_map(|m| m.peer_ur_ls.first().cloned().map(|u| (m.id, u)))
         .collect();
-    let answers =
+    // Our own pass and the peers' at once: one after the other, a restart
+    // with a million keys waited for two whole passes before serving.
+    let (mine, answers) = tokio::join!(
+        own_hash(node, revision),
         futures::future::join_all(peers.iter().map(|(id, url)| async move {
             (*id, peer_hash(node, url, revision, timeout_ms).await)
         }))
-        .await;
+    );
+    let mine = mine?;
     let mut out = vec![mine];
     for (id, answer) in answers {
         match answer {

@@ -73,7 +73,20 @@ pub const PEER_WIRE_VERSION: u32 = 2;
 const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(50);
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
-type PeerQueues = HashMap<u64, mpsc::Sender<Message>>;
+type PeerQueues = HashMap<u64, PeerQueue>;
+
+/// The way to one peer's sender task: its queue, and a bell that cuts a
+/// reconnect backoff short when the peer is seen up (`peer_up`).
+struct PeerQueue {
+    tx: mpsc::Sender<Message>,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+/// What a sender task reads: the queue, and the bell.
+struct Inbox {
+    rx: mpsc::Receiver<Message>,
+    wake: Arc<tokio::sync::Notify>,
+}
 /// Each peer's peer wire version, as last learnt (absent: not known yet).
 type PeerWires = Arc<parking_lot::Mutex<HashMap<u64, u32>>>;
 
@@ -164,7 +177,7 @@ impl Transport for GrpcTransport {
             }
             match self.peers.read().0.get(&to) {
                 Some(q) => {
-                    if q.try_send(m).is_err() {
+                    if q.tx.try_send(m).is_err() {
                         self.unreachable(to);
                     }
                 }
@@ -189,13 +202,20 @@ impl Transport for GrpcTransport {
         for (id, url) in &wanted {
             if !queues.contains_key(id) {
                 let (tx, rx) = mpsc::channel(PEER_QUEUE_MAX);
-                queues.insert(*id, tx);
+                let wake = Arc::new(tokio::sync::Notify::new());
+                queues.insert(
+                    *id,
+                    PeerQueue {
+                        tx,
+                        wake: wake.clone(),
+                    },
+                );
                 self.runtime.spawn(peer_sender(
                     self.my_id,
                     self.cluster_id,
                     *id,
                     url.clone(),
-                    rx,
+                    Inbox { rx, wake },
                     self.node.clone(),
                     self.wires.clone(),
                 ));
@@ -221,6 +241,15 @@ impl Transport for GrpcTransport {
             .collect();
         out.sort_unstable();
         out
+    }
+
+    fn peer_up(&self, id: u64) {
+        if let Some(q) = self.peers.read().0.get(&id) {
+            // `notify_one` keeps the permit if the sender is not waiting
+            // yet: a peer seen up while its sender is mid-attempt still
+            // shortens the backoff that follows.
+            q.wake.notify_one();
+        }
     }
 }
 
@@ -280,10 +309,11 @@ async fn peer_sender(
     cluster_id: u64,
     peer: u64,
     url: String,
-    mut rx: mpsc::Receiver<Message>,
+    inbox: Inbox,
     node: Arc<OnceLock<Weak<Node>>>,
     wires: PeerWires,
 ) {
+    let Inbox { mut rx, wake } = inbox;
     let mut backoff = RECONNECT_BACKOFF_MIN;
     // A refusal is a configuration problem: say so once per reason, not
     // at every retry.
@@ -336,7 +366,12 @@ async fn peer_sender(
         // and stale heartbeats only confuse the peer.
         while rx.try_recv().is_ok() {}
         report_unreachable(&node, peer);
-        tokio::time::sleep(backoff).await;
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            // The peer connected to us: it is up, try it now. A peer
+            // cannot keep us dialling faster than its own connections.
+            _ = wake.notified() => backoff = RECONNECT_BACKOFF_MIN,
+        }
         backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
     }
 }

@@ -265,6 +265,8 @@ pub async fn serve<S: Io + 'static>(mut conn: Conn<S>, svc: Arc<RaftService>) {
     if conn.write_all(&answer).await.is_err() || conn.flush().await.is_err() || verdict.is_err() {
         return;
     }
+    // The peer is up: our own stream to it need not wait out a backoff.
+    svc.node.peer_up(from);
     let mut rd = tokio::io::BufReader::with_capacity(READ_BUFFER_BYTES, conn);
     if let Err(e) = receive(&mut rd, &svc, &caller, cluster_id, from).await {
         tracing::warn!(remote = ?info.remote, from = format_args!("{from:x}"), error = %e, "ended a raft stream");

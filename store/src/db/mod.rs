@@ -287,6 +287,57 @@ impl Db {
         }
     }
 
+    /// Visits every record of `cf` from `from` on, in key order, without
+    /// an allocation per record (`iterator_cf` boxes each key and value);
+    /// stops early when `f` returns false. For the whole-keyspace passes
+    /// (loading the index, hashing): these bypass the block cache (one
+    /// pass would evict what serves reads) and read ahead.
+    pub fn scan_cf(
+        &self,
+        cf: Cf,
+        from: &[u8],
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<bool>,
+    ) -> Result<()> {
+        match &self.backend {
+            Backend::Rocks(db) => {
+                let mut ro = rocksdb::ReadOptions::default();
+                ro.fill_cache(false);
+                ro.set_readahead_size(SCAN_READAHEAD_BYTES);
+                let mut it = db.raw_iterator_cf_opt(rocks_cf(db, cf), ro);
+                it.seek(from);
+                while let (Some(k), Some(v)) = (it.key(), it.value()) {
+                    if !f(k, v)? {
+                        return Ok(());
+                    }
+                    it.next();
+                }
+                Ok(it.status()?)
+            }
+            Backend::Mem(_) => {
+                for item in self.iterator_cf(cf, IteratorMode::From(from, Direction::Forward)) {
+                    let (k, v) = item?;
+                    if !f(&k, &v)? {
+                        break;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// RocksDB's estimate of the records in `cf` (0 for the simulated
+    /// disk): for sizing buffers, never for answers.
+    pub fn estimate_records(&self, cf: Cf) -> usize {
+        match &self.backend {
+            Backend::Rocks(db) => db
+                .property_int_value_cf(rocks_cf(db, cf), "rocksdb.estimate-num-keys")
+                .ok()
+                .flatten()
+                .unwrap_or(0) as usize,
+            Backend::Mem(_) => 0,
+        }
+    }
+
     pub fn log_dir(&self) -> LogDir {
         self.log_dir.clone()
     }
@@ -457,6 +508,9 @@ fn rocks_cf(db: &DB, cf: Cf) -> &rocksdb::ColumnFamily {
     db.cf_handle(cf.name())
         .expect("column family created at open")
 }
+
+/// Bytes a whole-keyspace scan reads ahead (`Db::scan_cf`).
+const SCAN_READAHEAD_BYTES: usize = 2 << 20;
 
 /// Records in key order, from either backend.
 pub enum DbIter<'a> {

@@ -209,7 +209,9 @@ impl Index {
         compact_rev: i64,
         mut last: impl FnMut(&Restored),
     ) -> Index {
-        records.sort_by(|a, b| a.key.cmp(&b.key));
+        // In place (no scratch copy of a million records), and by key then
+        // revision, which is the stable order the replay below needs.
+        records.sort_unstable_by(|a, b| a.key.cmp(&b.key).then(a.rev.cmp(&b.rev)));
         let mut keys: Vec<(Vec<u8>, KeyIndex)> = Vec::new();
         let mut records = records.into_iter().peekable();
         while let Some(first) = records.next() {

@@ -120,6 +120,14 @@ proptest! {
                 }
             }
             let future = matches!(all_at(&m, cur + 1), Err(StoreError::FutureRevision)); prop_assert!(future);
+            // The kept hash, extended from the last round's, is the one a
+            // whole pass computes (at an older revision too).
+            let older = (compacted.max(1) + cur) / 2;
+            let kept = (m.hash_kv(older).unwrap(), m.hash_kv(cur).unwrap());
+            m.forget_hash();
+            let fresh_older = m.hash_kv(older).unwrap();
+            m.forget_hash();
+            prop_assert_eq!(kept, (fresh_older, m.hash_kv(cur).unwrap()));
         }
     }
 }

@@ -218,6 +218,8 @@ enum Input {
         reply: oneshot::Sender<Result<PathBuf>>,
     },
     Unreachable(u64),
+    /// A peer connected to us (`Node::peer_up`).
+    PeerUp(u64),
     SnapshotReport(u64, bool),
     Stop,
 }
@@ -441,6 +443,15 @@ impl Node {
     /// Peers that may run an older release (`Transport::older_peers`).
     pub fn older_peers(&self) -> Vec<u64> {
         self.transport.older_peers()
+    }
+
+    /// Peer `id` connected to this member: its sender stops waiting out a
+    /// backoff (`Transport::peer_up`), and a leader sends it a heartbeat at
+    /// once, so a restarted follower learns its leader (and can serve a
+    /// linearizable read) without waiting for the next tick.
+    pub fn peer_up(&self, id: u64) {
+        self.transport.peer_up(id);
+        let _ = self.tx.try_send(Input::PeerUp(id));
     }
 
     fn refuse_if_older_members(&self) -> Result<()> {

@@ -146,6 +146,7 @@ fn new_loop(
         status: node.status.clone(),
         waiters: HashMap::new(),
         reads: ReadQueue::default(),
+        greeted: None,
         id: node.id,
         cluster_id: node.cluster_id,
         applied,

@@ -83,6 +83,8 @@ pub(super) struct Loop {
     pub(super) status: Arc<RwLock<NodeStatus>>,
     pub(super) waiters: HashMap<u64, Waiter>,
     pub(super) reads: ReadQueue,
+    /// When `greet` last sent heartbeats.
+    pub(super) greeted: Option<Instant>,
     pub(super) id: u64,
     pub(super) cluster_id: u64,
     pub(super) applied: u64,
@@ -391,6 +393,7 @@ impl Loop {
                 }
             },
             Input::Unreachable(peer) => self.raw.report_unreachable(peer),
+            Input::PeerUp(peer) => self.greet(peer, self.now()),
             Input::SnapshotReport(peer, delivered) => {
                 let status = if delivered {
                     SnapshotStatus::Finish
@@ -467,8 +470,27 @@ impl Loop {
             Input::Backup { reply, .. } => {
                 let _ = reply.send(Err(StoreError::Removed));
             }
-            Input::Unreachable(_) | Input::SnapshotReport(..) | Input::Stop => {}
+            Input::Unreachable(_) | Input::PeerUp(_) | Input::SnapshotReport(..) | Input::Stop => {}
         }
+    }
+
+    /// A leader's heartbeat to every follower, when peer `peer` has just
+    /// connected; at most one per `GREET_INTERVAL` (a peer reconnecting
+    /// in a loop must not turn into a heartbeat storm).
+    fn greet(&mut self, peer: u64, now: Instant) {
+        const GREET_INTERVAL: Duration = Duration::from_millis(20);
+        let leads = self.raw.raft.state == StateRole::Leader;
+        if !leads || self.raw.raft.prs().get(peer).is_none() {
+            return;
+        }
+        if self
+            .greeted
+            .is_some_and(|t| now.saturating_duration_since(t) < GREET_INTERVAL)
+        {
+            return;
+        }
+        self.greeted = Some(now);
+        self.raw.ping();
     }
 
     /// Waits for a proposal raft took; answers one it refused at once.

@@ -312,7 +312,7 @@ impl SegmentLog {
     /// Zeros the bytes of a torn tail, so that later appends are not
     /// followed by leftovers that could be taken for records.
     fn zero_tail(&self, file: &SegFile, bytes: &[u8], from: usize) -> Result<()> {
-        let to = bytes.iter().rposition(|b| *b != 0).map_or(from, |p| p + 1);
+        let to = last_nonzero(bytes).map_or(from, |p| p + 1);
         if to > from {
             file.write_at(from as u64, &vec![0u8; to - from])?;
             file.sync()?;
@@ -521,8 +521,24 @@ impl SegmentLog {
 /// record at `off` lies: a torn write reaches back at most
 /// `UNSYNCED_BYTES_MAX` (segments are zero-filled before use).
 fn torn_reach(bytes: &[u8], off: usize) -> usize {
-    let end = bytes.iter().rposition(|b| *b != 0).map_or(off, |p| p + 1);
+    let end = last_nonzero(bytes).map_or(off, |p| p + 1);
     end.saturating_sub(off)
+}
+
+/// The position of the last byte that is not zero. A segment is mostly
+/// zeros past its records; OR-ing blocks (which vectorises) finds the
+/// block first, instead of testing 32 MiB one byte at a time.
+fn last_nonzero(bytes: &[u8]) -> Option<usize> {
+    const BLOCK_BYTES: usize = 4096;
+    let mut end = bytes.len();
+    for block in bytes.rchunks(BLOCK_BYTES) {
+        let start = end - block.len();
+        if block.iter().fold(0u8, |acc, b| acc | b) != 0 {
+            return block.iter().rposition(|b| *b != 0).map(|p| start + p);
+        }
+        end = start;
+    }
+    None
 }
 
 fn apply_record(
@@ -576,6 +592,28 @@ mod tests {
             term,
             data: vec![(index % 251) as u8; bytes].into(),
             ..Default::default()
+        }
+    }
+
+    /// The block-wise search finds the same byte as a plain one, at block
+    /// edges, at the ends, and in all-zero buffers.
+    #[test]
+    fn the_last_nonzero_byte_is_found_at_every_place() {
+        for len in [0, 1, 4095, 4096, 4097, 3 * 4096 + 17] {
+            let zeros = vec![0u8; len];
+            assert_eq!(last_nonzero(&zeros), None, "len {len}");
+            for at in [0, 1, 4095, 4096, 4097, 2 * 4096, len.saturating_sub(1)] {
+                if at >= len {
+                    continue;
+                }
+                let mut b = zeros.clone();
+                b[at] = 0x80;
+                if at > 0 {
+                    b[0] = 1;
+                }
+                let plain = b.iter().rposition(|x| *x != 0);
+                assert_eq!(last_nonzero(&b), plain, "len {len} at {at}");
+            }
         }
     }
 
