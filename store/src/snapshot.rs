@@ -14,6 +14,8 @@
 use std::fs::{self, File};
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
@@ -53,6 +55,8 @@ pub struct SnapshotWriter {
     tmp: PathBuf,
     path: PathBuf,
     records: u64,
+    /// Set by the owner to stop a write in progress (`record` fails).
+    cancel: Option<Arc<AtomicBool>>,
 }
 
 impl SnapshotWriter {
@@ -67,6 +71,7 @@ impl SnapshotWriter {
             tmp,
             path,
             records: 0,
+            cancel: None,
         };
         w.put(MAGIC)?;
         w.put(&[VERSION])?;
@@ -84,7 +89,21 @@ impl SnapshotWriter {
             .map_err(|e| io_err(&self.tmp, "write", e))
     }
 
+    /// Makes `record` fail once `flag` is set (the member is stopping).
+    pub fn cancel_on(&mut self, flag: Arc<AtomicBool>) {
+        self.cancel = Some(flag);
+    }
+
     pub fn record(&mut self, cf: u8, key: &[u8], value: &[u8]) -> Result<()> {
+        if self
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+        {
+            return Err(StoreError::Storage(
+                "snapshot write cancelled: the member is stopping".into(),
+            ));
+        }
         assert!(
             cf == CF_TAG_KV || cf == CF_TAG_META,
             "unknown column family tag"

@@ -290,8 +290,7 @@ impl Db {
     /// Visits every record of `cf` from `from` on, in key order, without
     /// an allocation per record (`iterator_cf` boxes each key and value);
     /// stops early when `f` returns false. For the whole-keyspace passes
-    /// (loading the index, hashing): these bypass the block cache (one
-    /// pass would evict what serves reads) and read ahead.
+    /// (loading the index, hashing, snapshots: `scan_options`).
     pub fn scan_cf(
         &self,
         cf: Cf,
@@ -299,20 +298,11 @@ impl Db {
         mut f: impl FnMut(&[u8], &[u8]) -> Result<bool>,
     ) -> Result<()> {
         match &self.backend {
-            Backend::Rocks(db) => {
-                let mut ro = rocksdb::ReadOptions::default();
-                ro.fill_cache(false);
-                ro.set_readahead_size(SCAN_READAHEAD_BYTES);
-                let mut it = db.raw_iterator_cf_opt(rocks_cf(db, cf), ro);
-                it.seek(from);
-                while let (Some(k), Some(v)) = (it.key(), it.value()) {
-                    if !f(k, v)? {
-                        return Ok(());
-                    }
-                    it.next();
-                }
-                Ok(it.status()?)
-            }
+            Backend::Rocks(db) => scan_raw(
+                db.raw_iterator_cf_opt(rocks_cf(db, cf), scan_options()),
+                from,
+                f,
+            ),
             Backend::Mem(_) => {
                 for item in self.iterator_cf(cf, IteratorMode::From(from, Direction::Forward)) {
                     let (k, v) = item?;
@@ -322,6 +312,20 @@ impl Db {
                 }
                 Ok(())
             }
+        }
+    }
+
+    /// A point-in-time view of every column family: what a state snapshot
+    /// reads off the raft thread while the loop goes on writing. The
+    /// simulated disk has none (`None`): its snapshots are written on the
+    /// loop, which is the simulation's only thread anyway.
+    pub fn view(&self) -> Option<View<'_>> {
+        match &self.backend {
+            Backend::Rocks(db) => Some(View {
+                db,
+                snap: db.snapshot(),
+            }),
+            Backend::Mem(_) => None,
         }
     }
 
@@ -507,6 +511,83 @@ fn rocks_cf(db: &DB, cf: Cf) -> &rocksdb::ColumnFamily {
     // Column families are created at open; a missing one is a bug.
     db.cf_handle(cf.name())
         .expect("column family created at open")
+}
+
+/// One point in time of a RocksDB database (`Db::view`).
+pub struct View<'a> {
+    db: &'a DB,
+    snap: rocksdb::Snapshot<'a>,
+}
+
+impl View<'_> {
+    pub fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.snap.get_cf(rocks_cf(self.db, Cf::of(cf)), key)?)
+    }
+
+    /// `Db::scan_cf`, as of the view.
+    pub fn scan_cf(
+        &self,
+        cf: Cf,
+        from: &[u8],
+        f: impl FnMut(&[u8], &[u8]) -> Result<bool>,
+    ) -> Result<()> {
+        let it = self
+            .snap
+            .raw_iterator_cf_opt(rocks_cf(self.db, cf), scan_options());
+        scan_raw(it, from, f)
+    }
+}
+
+/// Where a whole-state pass reads: the database as it is, or a view.
+#[derive(Clone, Copy)]
+pub enum Reader<'a> {
+    Now(&'a Db),
+    At(&'a View<'a>),
+}
+
+impl Reader<'_> {
+    pub fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match self {
+            Reader::Now(db) => db.get(cf, key),
+            Reader::At(v) => v.get(cf, key),
+        }
+    }
+
+    pub fn scan_cf(
+        &self,
+        cf: Cf,
+        from: &[u8],
+        f: impl FnMut(&[u8], &[u8]) -> Result<bool>,
+    ) -> Result<()> {
+        match self {
+            Reader::Now(db) => db.scan_cf(cf, from, f),
+            Reader::At(v) => v.scan_cf(cf, from, f),
+        }
+    }
+}
+
+/// Whole-keyspace scans bypass the block cache (one pass would evict what
+/// serves reads) and read ahead.
+fn scan_options() -> rocksdb::ReadOptions {
+    let mut ro = rocksdb::ReadOptions::default();
+    ro.fill_cache(false);
+    ro.set_readahead_size(SCAN_READAHEAD_BYTES);
+    ro
+}
+
+fn scan_raw(
+    mut it: rocksdb::DBRawIteratorWithThreadMode<'_, DB>,
+    from: &[u8],
+    mut f: impl FnMut(&[u8], &[u8]) -> Result<bool>,
+) -> Result<()> {
+    it.seek(from);
+    while let (Some(k), Some(v)) = (it.key(), it.value()) {
+        if !f(k, v)? {
+            return Ok(());
+        }
+        it.next();
+    }
+    Ok(it.status()?)
 }
 
 /// Bytes a whole-keyspace scan reads ahead (`Db::scan_cf`).

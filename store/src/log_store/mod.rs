@@ -35,11 +35,19 @@ use cache::{payload_bytes, EntryCache, ENTRY_CACHE_BYTES_MAX, ENTRY_CACHE_ENTRIE
 
 mod cache;
 mod migrate;
+pub mod writing;
 
 /// The state machine, as raft's storage needs it: able to write itself into
 /// a snapshot file at the current applied index.
 pub trait StateSource: Send + Sync {
-    fn write_snapshot(&self, w: &mut SnapshotWriter) -> Result<()>;
+    /// Writes every record into `w`, calling `taken` once what is written
+    /// no longer depends on the state changing (a view is held, or the
+    /// records are read): the raft loop waits for that, not for the file.
+    fn write_snapshot(&self, w: &mut SnapshotWriter, taken: &mut dyn FnMut()) -> Result<()>;
+    /// Whether `write_snapshot` can read a point-in-time view while the
+    /// state changes (else it is written on the caller's thread: the
+    /// simulation's disk, whose one thread must stay the only one).
+    fn has_views(&self) -> bool;
 }
 
 /// Snapshot files kept on disk (older ones are pruned).
@@ -65,6 +73,8 @@ pub struct LogStore {
     state: Option<Arc<dyn StateSource>>,
     /// The newest snapshot file written or received: (index, term).
     latest_file: RefCell<Option<(u64, u64)>>,
+    /// The snapshot file being written for a follower, off this thread.
+    writing: RefCell<Option<writing::Writing>>,
     /// The last entry known to be on disk: written with a sync, or found
     /// there at open (the simulation's check that what a member
     /// acknowledged is on a quorum's synced log reads it).
@@ -99,6 +109,7 @@ impl LogStore {
             snap_dir: PathBuf::new(),
             state: None,
             latest_file: RefCell::new(None),
+            writing: RefCell::new(None),
             synced_last: 0,
         };
         if fresh {
@@ -267,13 +278,13 @@ impl LogStore {
         Ok(())
     }
 
-    /// Writes a snapshot of the state machine at the applied index into
-    /// `dir`. Must run on the raft thread (the only writer), so that what it
-    /// reads is one point in time.
-    pub fn write_state_snapshot(&self, dir: &std::path::Path) -> Result<(u64, u64, PathBuf)> {
+    /// Starts writing a snapshot of the state machine at the applied index
+    /// into `dir` (`writing`). Must run on the raft thread (the only
+    /// writer), so that the view the writer takes is of that index.
+    pub fn start_state_snapshot(&self, dir: &std::path::Path) -> Result<writing::Writing> {
         let state = self
             .state
-            .as_ref()
+            .clone()
             .ok_or_else(|| StoreError::Storage("no state machine attached for snapshots".into()))?;
         let index = self.applied;
         let term = self
@@ -283,24 +294,63 @@ impl LogStore {
             .conf_state
             .write_to_bytes()
             .map_err(|e| StoreError::Storage(e.to_string()))?;
-        let mut w = SnapshotWriter::create(
-            dir,
-            &SnapshotHeader {
-                index,
-                term,
-                conf_state,
-            },
-        )?;
-        state.write_snapshot(&mut w)?;
-        Ok((index, term, w.finish()?))
+        let header = SnapshotHeader {
+            index,
+            term,
+            conf_state,
+        };
+        writing::Writing::start(state, dir, header)
     }
 
-    /// Writes a snapshot of the state machine at the applied index.
-    fn make_snapshot_file(&self) -> Result<(u64, u64)> {
-        let (index, term, path) = self.write_state_snapshot(&self.snap_dir)?;
+    /// The snapshot file for followers: an existing one if it still
+    /// serves, else one written off the raft thread. `None` while it is
+    /// being written (raft-rs asks again at the next heartbeat reply).
+    fn snapshot_file(&self, request_index: u64) -> Result<Option<(u64, u64)>> {
+        let mut slot = self.writing.borrow_mut();
+        if let Some(w) = slot.as_mut() {
+            match w.poll() {
+                writing::Outcome::Running => return Ok(None),
+                writing::Outcome::Done(result) => {
+                    let it = (w.index, w.term);
+                    *slot = None;
+                    self.written(it, result?);
+                }
+            }
+        }
+        if let Some(it) = self.reusable_file(request_index) {
+            return Ok(Some(it));
+        }
+        let mut w = self.start_state_snapshot(&self.snap_dir)?;
+        // The simulated disk's are written before `start` returns.
+        if let writing::Outcome::Done(result) = w.poll() {
+            let it = (w.index, w.term);
+            self.written(it, result?);
+            return Ok(Some(it));
+        }
+        *slot = Some(w);
+        Ok(None)
+    }
+
+    fn written(&self, (index, term): (u64, u64), path: PathBuf) {
         tracing::info!(index, term, path = %path.display(), "wrote state snapshot");
         snapshot::prune(&self.snap_dir, SNAPSHOT_FILES_KEPT);
-        Ok((index, term))
+        *self.latest_file.borrow_mut() = Some((index, term));
+    }
+
+    /// The newest file, if nothing it describes changed since: the same
+    /// configuration (a file from before a member was added would be
+    /// ignored by that member), and not older than the log's truncation
+    /// point (the follower must continue from the log after it).
+    fn reusable_file(&self, request_index: u64) -> Option<(u64, u64)> {
+        let existing = *self.latest_file.borrow();
+        existing
+            .filter(|(i, _)| *i >= request_index && *i >= self.snap_index)
+            .filter(|(i, _)| {
+                snapshot::SnapshotReader::open(&snapshot::file_path(&self.snap_dir, *i))
+                    .ok()
+                    .and_then(|r| ConfState::parse_from_bytes(&r.header.conf_state).ok())
+                    .is_some_and(|cs| cs == self.conf_state)
+            })
     }
 
     /// Whether this member has ever been bootstrapped.
@@ -502,34 +552,21 @@ impl Storage for LogStore {
     /// The raft message carries only the index; the transport streams the
     /// file.
     fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
-        // Reuse the newest file only if nothing it describes changed since:
-        // the same configuration (a file from before a member was added
-        // would be ignored by that member), and not older than the log's
-        // truncation point (the follower must continue from the log after it).
-        let existing = *self.latest_file.borrow();
-        let reusable = existing
-            .filter(|(i, _)| *i >= request_index && *i >= self.snap_index)
-            .filter(|(i, _)| {
-                snapshot::SnapshotReader::open(&snapshot::file_path(&self.snap_dir, *i))
-                    .ok()
-                    .and_then(|r| ConfState::parse_from_bytes(&r.header.conf_state).ok())
-                    .is_some_and(|cs| cs == self.conf_state)
-            });
-        let (index, term) = match reusable {
-            Some(it) => it,
-            None => match self.make_snapshot_file() {
-                Ok(it) => {
-                    *self.latest_file.borrow_mut() = Some(it);
-                    it
-                }
-                Err(e) => {
-                    // raft-rs panics on any other error; it retries on this.
-                    tracing::error!(error = %e, peer = to, "cannot write a snapshot; will retry");
-                    return Err(raft::Error::Store(
-                        StorageError::SnapshotTemporarilyUnavailable,
-                    ));
-                }
-            },
+        let (index, term) = match self.snapshot_file(request_index) {
+            Ok(Some(it)) => it,
+            // raft-rs retries on this (at the follower's next heartbeat
+            // reply); on any other error it panics.
+            Ok(None) => {
+                return Err(raft::Error::Store(
+                    StorageError::SnapshotTemporarilyUnavailable,
+                ))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, peer = to, "cannot write a snapshot; will retry");
+                return Err(raft::Error::Store(
+                    StorageError::SnapshotTemporarilyUnavailable,
+                ));
+            }
         };
         let header = snapshot::SnapshotReader::open(&snapshot::file_path(&self.snap_dir, index))
             .map(|r| r.header)

@@ -24,7 +24,7 @@ use parking_lot::RwLock;
 use prost::Message;
 
 use crate::clock::Clock;
-use crate::db::{u64_from, Db, CF_KV, CF_META};
+use crate::db::{u64_from, Cf, Db, Reader, CF_KV, CF_META};
 use crate::error::{Result, StoreError};
 use crate::lease::{self, Lessor};
 use crate::log_store::StateSource;
@@ -347,31 +347,7 @@ impl Mvcc {
     /// a fixed order: the kv column family, then the replicated meta
     /// records.
     fn for_each_state_record(&self, f: &mut RecordVisitor<'_>) -> Result<()> {
-        for item in self.db.iterator_cf(self.db.cf(CF_KV), IteratorMode::Start) {
-            let (k, v) = item?;
-            f(CF_TAG_KV, &k, &v)?;
-        }
-        for key in REPLICATED_META {
-            if let Some(v) = self.db.get(CF_META, key)? {
-                f(CF_TAG_META, key, &v)?;
-            }
-        }
-        for prefix in REPLICATED_PREFIXES {
-            let records = self.db.iterator_cf(
-                self.db.cf(CF_META),
-                IteratorMode::From(prefix, Direction::Forward),
-            );
-            for item in records {
-                let (k, v) = item?;
-                if !k.starts_with(prefix) {
-                    break;
-                }
-                if is_replicated_meta(&k) {
-                    f(CF_TAG_META, &k, &v)?;
-                }
-            }
-        }
-        Ok(())
+        state_records(Reader::Now(&self.db), f)
     }
 
     /// etcd's `Maintenance.Hash`: a CRC-32 of the whole replicated state
@@ -393,9 +369,51 @@ impl Mvcc {
 }
 
 impl StateSource for Mvcc {
-    fn write_snapshot(&self, w: &mut SnapshotWriter) -> Result<()> {
-        self.for_each_state_record(&mut |tag, k, v| w.record(tag, k, v))
+    fn has_views(&self) -> bool {
+        self.db.view().is_some()
     }
+
+    fn write_snapshot(&self, w: &mut SnapshotWriter, taken: &mut dyn FnMut()) -> Result<()> {
+        match self.db.view() {
+            Some(view) => {
+                taken();
+                state_records(Reader::At(&view), &mut |tag, k, v| w.record(tag, k, v))
+            }
+            None => {
+                // No view: the records are read before the caller may go
+                // on changing them.
+                self.for_each_state_record(&mut |tag, k, v| w.record(tag, k, v))?;
+                taken();
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Every record of the replicated state (the kv column family, then the
+/// replicated meta records), as `r` reads them.
+fn state_records(r: Reader<'_>, f: &mut RecordVisitor<'_>) -> Result<()> {
+    r.scan_cf(Cf::Kv, &[], |k, v| {
+        f(CF_TAG_KV, k, v)?;
+        Ok(true)
+    })?;
+    for key in REPLICATED_META {
+        if let Some(v) = r.get(CF_META, key)? {
+            f(CF_TAG_META, key, &v)?;
+        }
+    }
+    for prefix in REPLICATED_PREFIXES {
+        r.scan_cf(Cf::Meta, prefix, |k, v| {
+            if !k.starts_with(prefix) {
+                return Ok(false);
+            }
+            if is_replicated_meta(k) {
+                f(CF_TAG_META, k, v)?;
+            }
+            Ok(true)
+        })?;
+    }
+    Ok(())
 }
 
 /// Replaces the keyspace on disk by a snapshot's records, in batches of

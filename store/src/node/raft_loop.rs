@@ -367,12 +367,11 @@ impl Loop {
             }
             Input::ReadIndex(reply) => self.reads.pending.push(reply),
             Input::Backup { dir, reply } => {
-                let _ = reply.send(
-                    self.raw
-                        .store()
-                        .write_state_snapshot(&dir)
-                        .map(|(_, _, p)| p),
-                );
+                // Still waited for on the loop: a backup of a million keys
+                // holds the loop about a second (the follower snapshots no
+                // longer do, `log_store::writing`).
+                let written = self.raw.store().start_state_snapshot(&dir);
+                let _ = reply.send(written.and_then(|w| w.wait()));
             }
             Input::TransferLeader { target, reply } => {
                 let _ = reply.send(self.transfer_leader(target));
