@@ -159,11 +159,21 @@ impl Maintenance for MaintenanceService {
     }
 }
 
+/// Backups written at once by this process (`write_backup`).
+static BACKUP_TURN: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
 impl MaintenanceService {
     /// Writes this member's state as an etcd database next to the raft
     /// thread's point-in-time copy, and opens it: the file, its path (the
     /// stream removes it when done) and its length.
     async fn write_backup(&self) -> Result<(tokio::fs::File, std::path::PathBuf, u64), Status> {
+        // One at a time: each starts by clearing the member's backup
+        // directory, where the one before it writes and converts. Held
+        // until the file is open (its stream then needs only the handle).
+        let _turn = BACKUP_TURN
+            .acquire()
+            .await
+            .map_err(|e| Status::internal(format!("backup: {e}")))?;
         let state = self.node.backup().await.map_err(crate::errors::status)?;
         // The raft thread wrote the point-in-time state; the conversion
         // runs off it and off the async runtime.

@@ -77,7 +77,8 @@ impl Writing {
         })
     }
 
-    /// Waits for the file (a backup waits on the raft loop, as before).
+    /// Waits for the file.
+    #[cfg(test)]
     pub fn wait(mut self) -> Result<PathBuf> {
         let r = self.done.recv().unwrap_or_else(|_| {
             Err(StoreError::Storage(

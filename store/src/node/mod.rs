@@ -64,6 +64,8 @@ pub(crate) const INPUT_QUEUE_MAX: usize = 16 * 1024;
 /// A ReadIndex request unanswered this long is sent again (raft-rs drops
 /// them silently while there is no leader, or before a new leader commits).
 const READ_INDEX_RETRY: Duration = Duration::from_millis(500);
+/// Backups a member writes at once (more are refused as too many).
+const BACKUPS_AT_ONCE_MAX: usize = 2;
 /// Expired leases the leader proposes to revoke per tick (etcd revokes at
 /// most 1000 per second).
 const LEASE_REVOKES_PER_TICK_MAX: usize = 100;

@@ -147,6 +147,7 @@ fn new_loop(
         waiters: HashMap::new(),
         reads: ReadQueue::default(),
         greeted: None,
+        backups: Vec::new(),
         id: node.id,
         cluster_id: node.cluster_id,
         applied,

@@ -20,12 +20,13 @@ use tokio::sync::oneshot;
 use super::bootstrap::install_snapshot;
 use super::read_index::ReadQueue;
 use super::{
-    AppliedEntry, Input, NodeStatus, Transport, INPUTS_PER_ROUND_MAX, LEARNER_READY_FRACTION,
-    LEASE_REVOKES_PER_TICK_MAX,
+    AppliedEntry, Input, NodeStatus, Transport, BACKUPS_AT_ONCE_MAX, INPUTS_PER_ROUND_MAX,
+    LEARNER_READY_FRACTION, LEASE_REVOKES_PER_TICK_MAX,
 };
 use crate::auth::Auth;
 use crate::db::{Db, WriteBatch};
 use crate::error::{Result, StoreError};
+use crate::log_store::writing::{Outcome, Writing};
 use crate::log_store::LogStore;
 use crate::membership::Registry;
 use crate::mvcc::{Applier, RevEvents, WriteResult};
@@ -85,6 +86,8 @@ pub(super) struct Loop {
     pub(super) reads: ReadQueue,
     /// When `greet` last sent heartbeats.
     pub(super) greeted: Option<Instant>,
+    /// Backups being written, and who waits for each.
+    pub(super) backups: Vec<(Writing, oneshot::Sender<Result<PathBuf>>)>,
     pub(super) id: u64,
     pub(super) cluster_id: u64,
     pub(super) applied: u64,
@@ -203,6 +206,7 @@ impl Loop {
         }
         let now = self.now();
         self.reads.maybe_send(&mut self.raw, now);
+        self.answer_backups();
         if let Err(e) = self.on_ready() {
             tracing::error!(error = %e, "raft loop stopped: storage failure");
             self.status.write().fatal = Some(e.to_string());
@@ -367,11 +371,16 @@ impl Loop {
             }
             Input::ReadIndex(reply) => self.reads.pending.push(reply),
             Input::Backup { dir, reply } => {
-                // Still waited for on the loop: a backup of a million keys
-                // holds the loop about a second (the follower snapshots no
-                // longer do, `log_store::writing`).
-                let written = self.raw.store().start_state_snapshot(&dir);
-                let _ = reply.send(written.and_then(|w| w.wait()));
+                // Written aside (`log_store::writing`): a million keys
+                // would hold the loop for a second. Answered by `round`.
+                if self.backups.len() >= BACKUPS_AT_ONCE_MAX {
+                    let _ = reply.send(Err(StoreError::TooManyRequests));
+                } else {
+                    match self.raw.store().start_state_snapshot(&dir) {
+                        Ok(w) => self.backups.push((w, reply)),
+                        Err(e) => drop(reply.send(Err(e))),
+                    }
+                }
             }
             Input::TransferLeader { target, reply } => {
                 let _ = reply.send(self.transfer_leader(target));
@@ -470,6 +479,20 @@ impl Loop {
                 let _ = reply.send(Err(StoreError::Removed));
             }
             Input::Unreachable(_) | Input::PeerUp(_) | Input::SnapshotReport(..) | Input::Stop => {}
+        }
+    }
+
+    /// Answers the backups whose files are written.
+    fn answer_backups(&mut self) {
+        let mut i = 0;
+        while i < self.backups.len() {
+            match self.backups[i].0.poll() {
+                Outcome::Running => i += 1,
+                Outcome::Done(r) => {
+                    let (_, reply) = self.backups.swap_remove(i);
+                    let _ = reply.send(r);
+                }
+            }
         }
     }
 
