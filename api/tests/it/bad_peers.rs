@@ -6,6 +6,7 @@ use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
 use secretd_api::pb::etcdserverpb::{maintenance_client::MaintenanceClient, StatusRequest};
 use secretd_api::pb::raftpb::{raft_client::RaftClient, RaftBatch, SnapshotChunk};
+use sha2::Digest as _;
 use tonic::Code;
 
 async fn send(c: &Cluster, to: usize, batch: RaftBatch) -> tonic::Status {
@@ -99,23 +100,29 @@ async fn garbage_foreign_and_misaddressed_peer_traffic_is_refused() {
     snap.from = 7;
     snap.to = me;
     snap.mut_snapshot().mut_metadata().index = 999;
-    let chunks = vec![SnapshotChunk {
-        from: 7,
-        cluster_id,
-        message: snap.write_to_bytes().unwrap().into(),
-        data: b"not a snapshot".to_vec(),
-    }];
-    let ch = tonic::transport::Channel::from_shared(format!(
-        "http://127.0.0.1:{}",
-        c.members[0].peer_port
-    ))
-    .unwrap()
-    .connect_lazy();
-    let st = RaftClient::new(ch)
-        .send_snapshot(tokio_stream::iter(chunks))
-        .await
-        .expect_err("refused");
-    assert_eq!(st.code(), Code::InvalidArgument, "{}", st.message());
+    // Garbage, and garbage with a correct sha256 trailer (the stream's
+    // hash checks out, the file does not).
+    let mut hashed = b"not a snapshot".to_vec();
+    hashed.extend_from_slice(&sha2::Sha256::digest(b"not a snapshot"));
+    for data in [b"not a snapshot".to_vec(), hashed] {
+        let chunks = vec![SnapshotChunk {
+            from: 7,
+            cluster_id,
+            message: snap.write_to_bytes().unwrap().into(),
+            data,
+        }];
+        let ch = tonic::transport::Channel::from_shared(format!(
+            "http://127.0.0.1:{}",
+            c.members[0].peer_port
+        ))
+        .unwrap()
+        .connect_lazy();
+        let st = RaftClient::new(ch)
+            .send_snapshot(tokio_stream::iter(chunks))
+            .await
+            .expect_err("refused");
+        assert_eq!(st.code(), Code::InvalidArgument, "{}", st.message());
+    }
 
     // Nothing was lost and the cluster still works, with the same term.
     cluster_unharmed(&c, &mut m).await;
