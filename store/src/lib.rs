@@ -15,6 +15,7 @@ pub mod db;
 pub(crate) mod disk;
 pub mod error;
 pub mod etcd_backup;
+pub mod growing;
 pub mod lease;
 pub(crate) mod log_store;
 pub(crate) mod membership;

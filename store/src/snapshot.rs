@@ -20,6 +20,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Result, StoreError};
+use crate::growing;
 
 const MAGIC: &[u8; 4] = b"SDSN";
 const VERSION: u8 = 1;
@@ -50,13 +51,33 @@ pub struct SnapshotHeader {
 
 /// Writes `<dir>/<index>.snap` via a temporary file, fsynced, then renamed.
 pub struct SnapshotWriter {
-    out: BufWriter<File>,
+    out: BufWriter<Counted>,
     hasher: Sha256,
     tmp: PathBuf,
     path: PathBuf,
     records: u64,
     /// Set by the owner to stop a write in progress (`record` fails).
     cancel: Option<Arc<AtomicBool>>,
+    /// Where a sender streaming the file as it grows looks (`growing`).
+    growth: growing::Guard,
+}
+
+/// The file under the buffer, counting what reaches it (`growing`).
+struct Counted {
+    f: File,
+    progress: Arc<growing::Progress>,
+}
+
+impl Write for Counted {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        let n = self.f.write(b)?;
+        self.progress.wrote(n);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.f.flush()
+    }
 }
 
 impl SnapshotWriter {
@@ -65,13 +86,16 @@ impl SnapshotWriter {
         let path = file_path(dir, h.index);
         let tmp = dir.join(format!("{:016x}.snap.tmp", h.index));
         let f = File::create(&tmp).map_err(|e| io_err(&tmp, "create", e))?;
+        let growth = growing::Guard::register(&path, &tmp);
+        let progress = growth.progress();
         let mut w = SnapshotWriter {
-            out: BufWriter::with_capacity(1 << 20, f),
+            out: BufWriter::with_capacity(1 << 20, Counted { f, progress }),
             hasher: Sha256::new(),
             tmp,
             path,
             records: 0,
             cancel: None,
+            growth,
         };
         w.put(MAGIC)?;
         w.put(&[VERSION])?;
@@ -131,12 +155,16 @@ impl SnapshotWriter {
         self.out
             .write_all(&digest)
             .map_err(|e| io_err(&self.tmp, "write", e))?;
-        let f = self
+        let counted = self
             .out
             .into_inner()
             .map_err(|e| io_err(&self.tmp, "flush", e.into_error()))?;
-        f.sync_all().map_err(|e| io_err(&self.tmp, "fsync", e))?;
+        counted
+            .f
+            .sync_all()
+            .map_err(|e| io_err(&self.tmp, "fsync", e))?;
         fs::rename(&self.tmp, &self.path).map_err(|e| io_err(&self.path, "rename", e))?;
+        self.growth.done();
         if let Some(dir) = self.path.parent() {
             File::open(dir)
                 .and_then(|d| d.sync_all())

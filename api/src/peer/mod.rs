@@ -260,7 +260,7 @@ async fn stream_snapshot(
     m: &Message,
     path: &std::path::Path,
 ) -> anyhow::Result<()> {
-    let mut file = tokio::fs::File::open(path).await?;
+    let mut source = SnapshotSource::open(path).await?;
     let channel = crate::tls::peer_endpoint(url)?
         .connect_timeout(Duration::from_secs(2))
         .connect()
@@ -280,12 +280,9 @@ async fn stream_snapshot(
     });
     tx.send(first).await?;
     loop {
-        let mut buf = vec![0u8; SNAPSHOT_CHUNK_BYTES];
-        let n = file.read(&mut buf).await?;
-        if n == 0 {
+        let Some(buf) = source.next_chunk().await? else {
             break;
-        }
-        buf.truncate(n);
+        };
         if tx
             .send(SnapshotChunk {
                 from,
@@ -302,6 +299,82 @@ async fn stream_snapshot(
     drop(tx);
     call.await??;
     Ok(())
+}
+
+/// A snapshot file to stream: whole on disk, or still being written
+/// (`secretd_store::growing`), read up to what is written so far.
+struct SnapshotSource {
+    file: tokio::fs::File,
+    growing: Option<Arc<secretd_store::growing::Progress>>,
+    sent: u64,
+}
+
+/// How long a sender waits for a growing file to grow before looking again.
+const GROWING_POLL: Duration = Duration::from_millis(2);
+
+impl SnapshotSource {
+    async fn open(path: &std::path::Path) -> anyhow::Result<SnapshotSource> {
+        // A file may finish (and leave the registry) between the two
+        // looks: then it is at its final path on the next.
+        for _ in 0..2 {
+            if let Some((tmp, progress)) = secretd_store::growing::lookup(path) {
+                if let Ok(file) = tokio::fs::File::open(&tmp).await {
+                    return Ok(SnapshotSource {
+                        file,
+                        growing: Some(progress),
+                        sent: 0,
+                    });
+                }
+            }
+            match tokio::fs::File::open(path).await {
+                Ok(file) => {
+                    return Ok(SnapshotSource {
+                        file,
+                        growing: None,
+                        sent: 0,
+                    })
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        anyhow::bail!(
+            "snapshot file {} is neither written nor being written",
+            path.display()
+        )
+    }
+
+    /// The next chunk, or `None` at the end of a complete file.
+    async fn next_chunk(&mut self) -> anyhow::Result<Option<Vec<u8>>> {
+        let limit = loop {
+            let Some(p) = &self.growing else {
+                break SNAPSHOT_CHUNK_BYTES as u64;
+            };
+            // Read before asking for the outcome: a file that is done has
+            // every byte counted.
+            let written = p.written();
+            if written > self.sent {
+                break written - self.sent;
+            }
+            match p.outcome() {
+                None => tokio::time::sleep(GROWING_POLL).await,
+                Some(Ok(len)) if len <= self.sent => return Ok(None),
+                Some(Ok(_)) => {}
+                Some(Err(why)) => anyhow::bail!("{why}"),
+            }
+        };
+        let mut buf = vec![0u8; limit.min(SNAPSHOT_CHUNK_BYTES as u64) as usize];
+        let n = self.file.read(&mut buf).await?;
+        if n == 0 {
+            if self.growing.is_some() {
+                anyhow::bail!("the snapshot file ended before its writer said it did");
+            }
+            return Ok(None);
+        }
+        buf.truncate(n);
+        self.sent += n as u64;
+        Ok(Some(buf))
+    }
 }
 
 async fn peer_sender(
@@ -498,4 +571,74 @@ pub async fn forward_promote(leader_peer_url: &str, id: u64) -> Result<(), Statu
         .promote_member(PromoteMemberRequest { id })
         .await
         .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secretd_store::snapshot::{SnapshotHeader, SnapshotWriter, CF_TAG_KV};
+
+    fn header(index: u64) -> SnapshotHeader {
+        SnapshotHeader {
+            index,
+            term: 1,
+            conf_state: Vec::new(),
+        }
+    }
+
+    async fn stream_all(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+        let mut src = SnapshotSource::open(path).await?;
+        let mut out = Vec::new();
+        while let Some(chunk) = src.next_chunk().await? {
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+
+    /// A file streamed while it is written arrives whole, byte for byte
+    /// the finished file; one whose write fails ends the stream in error.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_snapshot_streams_while_it_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_path_buf();
+        let (started_tx, started) = std::sync::mpsc::channel();
+        let writer = std::thread::spawn(move || {
+            let mut w = SnapshotWriter::create(&d, &header(7)).unwrap();
+            started_tx.send(()).unwrap();
+            for i in 0..40_000u32 {
+                w.record(CF_TAG_KV, &i.to_be_bytes(), &[i as u8; 300])
+                    .unwrap();
+                if i % 5_000 == 0 {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+            w.finish().unwrap()
+        });
+        started.recv().unwrap();
+        let path = secretd_store::snapshot::file_path(dir.path(), 7);
+        let streamed = stream_all(&path).await.unwrap();
+        let done = writer.join().unwrap();
+        assert!(streamed.len() > 4 * SNAPSHOT_CHUNK_BYTES, "spans chunks");
+        assert_eq!(streamed, std::fs::read(done).unwrap());
+
+        let d = dir.path().to_path_buf();
+        let (started_tx, started) = std::sync::mpsc::channel();
+        let (fail_tx, fail) = std::sync::mpsc::channel::<()>();
+        let writer = std::thread::spawn(move || {
+            let mut w = SnapshotWriter::create(&d, &header(8)).unwrap();
+            for i in 0..10_000u32 {
+                w.record(CF_TAG_KV, &i.to_be_bytes(), &[1; 300]).unwrap();
+            }
+            started_tx.send(()).unwrap();
+            fail.recv().unwrap();
+            drop(w); // abandoned, as when the member stops
+        });
+        started.recv().unwrap();
+        let path = secretd_store::snapshot::file_path(dir.path(), 8);
+        let reading = tokio::spawn(async move { stream_all(&path).await });
+        fail_tx.send(()).unwrap();
+        writer.join().unwrap();
+        let err = reading.await.unwrap().unwrap_err().to_string();
+        assert!(err.contains("failed"), "{err}");
+    }
 }

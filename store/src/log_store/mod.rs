@@ -302,14 +302,16 @@ impl LogStore {
         writing::Writing::start(state, dir, header)
     }
 
-    /// The snapshot file for followers: an existing one if it still
-    /// serves, else one written off the raft thread. `None` while it is
-    /// being written (raft-rs asks again at the next heartbeat reply).
-    fn snapshot_file(&self, request_index: u64) -> Result<Option<(u64, u64)>> {
+    /// The snapshot file for followers, as its header: an existing one if
+    /// it still serves, else one written off the raft thread, which the
+    /// transport streams as it grows (`growing`). `None` while a file that
+    /// no longer serves is being finished (raft-rs asks again at the next
+    /// heartbeat reply).
+    fn snapshot_file(&self, request_index: u64) -> Result<Option<SnapshotHeader>> {
         let mut slot = self.writing.borrow_mut();
         if let Some(w) = slot.as_mut() {
             match w.poll() {
-                writing::Outcome::Running => return Ok(None),
+                writing::Outcome::Running => return Ok(self.serving(w, request_index)),
                 writing::Outcome::Done(result) => {
                     let it = (w.index, w.term);
                     *slot = None;
@@ -317,18 +319,36 @@ impl LogStore {
                 }
             }
         }
-        if let Some(it) = self.reusable_file(request_index) {
-            return Ok(Some(it));
+        if let Some((index, term)) = self.reusable_file(request_index) {
+            let header =
+                snapshot::SnapshotReader::open(&snapshot::file_path(&self.snap_dir, index))?.header;
+            return Ok(Some(SnapshotHeader {
+                index,
+                term,
+                ..header
+            }));
         }
         let mut w = self.start_state_snapshot(&self.snap_dir)?;
         // The simulated disk's are written before `start` returns.
-        if let writing::Outcome::Done(result) = w.poll() {
-            let it = (w.index, w.term);
-            self.written(it, result?);
-            return Ok(Some(it));
+        let header = self.serving(&w, request_index);
+        match w.poll() {
+            writing::Outcome::Done(result) => self.written((w.index, w.term), result?),
+            writing::Outcome::Running => *slot = Some(w),
         }
-        *slot = Some(w);
-        Ok(None)
+        Ok(header)
+    }
+
+    /// The header of the file `w` writes, if that file serves a follower
+    /// that needs `request_index` under the current configuration.
+    fn serving(&self, w: &writing::Writing, request_index: u64) -> Option<SnapshotHeader> {
+        let current = self.conf_state.write_to_bytes().ok()?;
+        (w.index >= request_index && w.index >= self.snap_index && w.conf_state == current).then(
+            || SnapshotHeader {
+                index: w.index,
+                term: w.term,
+                conf_state: w.conf_state.clone(),
+            },
+        )
     }
 
     fn written(&self, (index, term): (u64, u64), path: PathBuf) {
@@ -552,8 +572,8 @@ impl Storage for LogStore {
     /// The raft message carries only the index; the transport streams the
     /// file.
     fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
-        let (index, term) = match self.snapshot_file(request_index) {
-            Ok(Some(it)) => it,
+        let header = match self.snapshot_file(request_index) {
+            Ok(Some(h)) => h,
             // raft-rs retries on this (at the follower's next heartbeat
             // reply); on any other error it panics.
             Ok(None) => {
@@ -568,9 +588,7 @@ impl Storage for LogStore {
                 ));
             }
         };
-        let header = snapshot::SnapshotReader::open(&snapshot::file_path(&self.snap_dir, index))
-            .map(|r| r.header)
-            .map_err(|e| storage_err(e.to_string()))?;
+        let (index, term) = (header.index, header.term);
         let conf_state = ConfState::parse_from_bytes(&header.conf_state).map_err(storage_err)?;
         let mut meta = SnapshotMetadata::default();
         meta.set_conf_state(conf_state);

@@ -19,6 +19,8 @@ use super::StateSource;
 pub struct Writing {
     pub index: u64,
     pub term: u64,
+    /// The configuration the file carries (encoded).
+    pub conf_state: Vec<u8>,
     done: Receiver<Result<PathBuf>>,
     cancel: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -40,7 +42,7 @@ impl Writing {
         dir: &Path,
         header: SnapshotHeader,
     ) -> Result<Writing> {
-        let (index, term) = (header.index, header.term);
+        let (index, term, conf_state) = (header.index, header.term, header.conf_state.clone());
         let cancel = Arc::new(AtomicBool::new(false));
         let (done_tx, done) = sync_channel(1);
         if !state.has_views() {
@@ -49,6 +51,7 @@ impl Writing {
             return Ok(Writing {
                 index,
                 term,
+                conf_state,
                 done,
                 cancel,
                 thread: None,
@@ -71,6 +74,7 @@ impl Writing {
         Ok(Writing {
             index,
             term,
+            conf_state,
             done,
             cancel,
             thread: Some(thread),
