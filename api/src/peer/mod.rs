@@ -301,6 +301,17 @@ async fn stream_snapshot(
     Ok(())
 }
 
+/// Waits out `backoff` before dialling a peer again, or less if the peer
+/// connects to us meanwhile (it is up: try it now; a peer cannot keep us
+/// dialling faster than its own connections). Returns the next backoff.
+async fn wait_to_redial(backoff: Duration, wake: &tokio::sync::Notify) -> Duration {
+    let waited = tokio::select! {
+        _ = tokio::time::sleep(backoff) => backoff,
+        _ = wake.notified() => RECONNECT_BACKOFF_MIN,
+    };
+    (waited * 2).min(RECONNECT_BACKOFF_MAX)
+}
+
 /// A snapshot file to stream: whole on disk, or still being written
 /// (`secretd_store::growing`), read up to what is written so far.
 struct SnapshotSource {
@@ -439,13 +450,7 @@ async fn peer_sender(
         // and stale heartbeats only confuse the peer.
         while rx.try_recv().is_ok() {}
         report_unreachable(&node, peer);
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            // The peer connected to us: it is up, try it now. A peer
-            // cannot keep us dialling faster than its own connections.
-            _ = wake.notified() => backoff = RECONNECT_BACKOFF_MIN,
-        }
-        backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
+        backoff = wait_to_redial(backoff, &wake).await;
     }
 }
 
