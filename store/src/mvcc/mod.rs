@@ -523,30 +523,39 @@ pub(crate) fn range_at(
     fetch: &dyn Fn(Rev) -> Result<KeyValue>,
 ) -> Result<RangeResponse> {
     let at = read_revision(index, req, current)?;
-    let mut found: Vec<index::Found> = index
+    let mut alive = index
         .range(&req.key, &req.range_end)
-        .filter_map(|(_, ki)| ki.get(at))
-        .collect();
-    let count = found.len() as i64;
-    let mut resp = RangeResponse {
-        header: None,
-        kvs: Vec::new(),
-        more: false,
-        count,
-    };
-    if req.count_only {
-        return Ok(resp);
-    }
+        .filter_map(|(_, ki)| ki.get(at));
     let (order, target) = sort_of(req);
     let filtered = req.min_mod_revision != 0
         || req.max_mod_revision != 0
         || req.min_create_revision != 0
         || req.max_create_revision != 0;
     let limit = usize::try_from(req.limit).unwrap_or(0);
-    // Without sorting or filters the index order is the answer: read only
-    // what is returned (plus one, to learn whether there is more).
-    if limit > 0 && order == SortOrder::None && !filtered && found.len() > limit {
-        found.truncate(limit + 1);
+    // Without sorting or filters the index order is the answer: keep only
+    // what is returned (plus one, to learn whether there is more) and
+    // count the rest, rather than collect a whole range (a limit of 1 over
+    // a million keys collected a million entries).
+    let (found, count): (Vec<index::Found>, usize) = if req.count_only {
+        (Vec::new(), alive.count())
+    } else if limit > 0 && order == SortOrder::None && !filtered {
+        let kept: Vec<_> = alive.by_ref().take(limit + 1).collect();
+        let rest = alive.count();
+        let n = kept.len() + rest;
+        (kept, n)
+    } else {
+        let all: Vec<_> = alive.collect();
+        let n = all.len();
+        (all, n)
+    };
+    let mut resp = RangeResponse {
+        header: None,
+        kvs: Vec::new(),
+        more: false,
+        count: count as i64,
+    };
+    if req.count_only {
+        return Ok(resp);
     }
     let mut kvs = Vec::with_capacity(found.len());
     for f in &found {

@@ -132,6 +132,44 @@ proptest! {
     }
 }
 
+/// A limited range keeps only what it returns but counts the whole range
+/// (etcd's `count`), deleted keys left out, at any revision.
+#[test]
+fn a_limited_range_counts_what_it_does_not_return() {
+    let mut h = Harness::open(tempfile::tempdir().unwrap());
+    for k in 0..6u8 {
+        let put = PutRequest {
+            key: key(k),
+            value: vec![k],
+            ..Default::default()
+        };
+        h.apply(Request::Put(put)).unwrap();
+    }
+    let del = DeleteRangeRequest {
+        key: key(2),
+        range_end: vec![],
+        prev_kv: false,
+    };
+    h.apply(Request::DeleteRange(del)).unwrap();
+    let m = h.applier.mvcc.clone();
+    let ask = |limit, revision, count_only| RangeRequest {
+        key: b"a".to_vec(),
+        range_end: b"z".to_vec(),
+        limit,
+        revision,
+        count_only,
+        ..Default::default()
+    };
+    let (r, _) = m.range(&ask(2, 0, false)).unwrap();
+    assert_eq!((r.kvs.len(), r.count, r.more), (2, 5, true));
+    let (r, _) = m.range(&ask(5, 0, false)).unwrap();
+    assert_eq!((r.kvs.len(), r.count, r.more), (5, 5, false));
+    let (r, _) = m.range(&ask(2, 7, false)).unwrap(); // before the delete
+    assert_eq!((r.kvs.len(), r.count, r.more), (2, 6, true));
+    let (r, _) = m.range(&ask(2, 0, true)).unwrap();
+    assert_eq!((r.kvs.len(), r.count), (0, 5));
+}
+
 #[test]
 fn history_groups_events_by_revision_and_resumes() {
     let mut h = Harness::open(tempfile::tempdir().unwrap());
