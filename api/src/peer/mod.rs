@@ -640,10 +640,17 @@ mod tests {
         });
         started.recv().unwrap();
         let path = secretd_store::snapshot::file_path(dir.path(), 8);
-        let reading = tokio::spawn(async move { stream_all(&path).await });
+        // Opened while it grows, then the writer gives up.
+        let mut src = SnapshotSource::open(&path).await.unwrap();
         fail_tx.send(()).unwrap();
         writer.join().unwrap();
-        let err = reading.await.unwrap().unwrap_err().to_string();
+        let err = loop {
+            match src.next_chunk().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("an abandoned file streamed as if complete"),
+                Err(e) => break e.to_string(),
+            }
+        };
         assert!(err.contains("failed"), "{err}");
     }
 }
