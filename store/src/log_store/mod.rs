@@ -319,14 +319,8 @@ impl LogStore {
                 }
             }
         }
-        if let Some((index, term)) = self.reusable_file(request_index) {
-            let header =
-                snapshot::SnapshotReader::open(&snapshot::file_path(&self.snap_dir, index))?.header;
-            return Ok(Some(SnapshotHeader {
-                index,
-                term,
-                ..header
-            }));
+        if let Some(header) = self.reusable_file(request_index) {
+            return Ok(Some(header));
         }
         let mut w = self.start_state_snapshot(&self.snap_dir)?;
         // The simulated disk's are written before `start` returns.
@@ -361,16 +355,22 @@ impl LogStore {
     /// configuration (a file from before a member was added would be
     /// ignored by that member), and not older than the log's truncation
     /// point (the follower must continue from the log after it).
-    fn reusable_file(&self, request_index: u64) -> Option<(u64, u64)> {
-        let existing = *self.latest_file.borrow();
-        existing
-            .filter(|(i, _)| *i >= request_index && *i >= self.snap_index)
-            .filter(|(i, _)| {
-                snapshot::SnapshotReader::open(&snapshot::file_path(&self.snap_dir, *i))
-                    .ok()
-                    .and_then(|r| ConfState::parse_from_bytes(&r.header.conf_state).ok())
-                    .is_some_and(|cs| cs == self.conf_state)
-            })
+    /// Its header, read once for the check and the answer.
+    fn reusable_file(&self, request_index: u64) -> Option<SnapshotHeader> {
+        let (index, term) = (*self.latest_file.borrow())?;
+        if index < request_index || index < self.snap_index {
+            return None;
+        }
+        let header = snapshot::SnapshotReader::open(&snapshot::file_path(&self.snap_dir, index))
+            .ok()?
+            .header;
+        let same =
+            ConfState::parse_from_bytes(&header.conf_state).is_ok_and(|cs| cs == self.conf_state);
+        same.then_some(SnapshotHeader {
+            index,
+            term,
+            ..header
+        })
     }
 
     /// Whether this member has ever been bootstrapped.

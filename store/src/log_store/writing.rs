@@ -45,39 +45,33 @@ impl Writing {
         let (index, term, conf_state) = (header.index, header.term, header.conf_state.clone());
         let cancel = Arc::new(AtomicBool::new(false));
         let (done_tx, done) = sync_channel(1);
-        if !state.has_views() {
-            let written = write(&*state, dir, &header, cancel.clone(), &mut || {});
-            let _ = done_tx.send(written);
-            return Ok(Writing {
-                index,
-                term,
-                conf_state,
-                done,
-                cancel,
-                thread: None,
-            });
-        }
-        let (taken_tx, taken) = sync_channel::<()>(1);
-        let (dir, flag) = (dir.to_path_buf(), cancel.clone());
-        let thread = std::thread::Builder::new()
-            .name("snapshot-writer".into())
-            .spawn(move || {
-                let written = write(&*state, &dir, &header, flag, &mut || {
-                    let _ = taken_tx.send(());
-                });
-                let _ = done_tx.send(written);
-            })
-            .map_err(|e| StoreError::Storage(format!("cannot start a snapshot writer: {e}")))?;
-        // Either the view is taken, or the writer failed before it (its
-        // sender is dropped with the thread's end, and `done` says why).
-        let _ = taken.recv();
+        let thread = if state.has_views() {
+            let (taken_tx, taken) = sync_channel::<()>(1);
+            let (dir, flag) = (dir.to_path_buf(), cancel.clone());
+            let thread = std::thread::Builder::new()
+                .name("snapshot-writer".into())
+                .spawn(move || {
+                    let written = write(&*state, &dir, &header, flag, &mut || {
+                        let _ = taken_tx.send(());
+                    });
+                    let _ = done_tx.send(written);
+                })
+                .map_err(|e| StoreError::Storage(format!("cannot start a snapshot writer: {e}")))?;
+            // Either the view is taken, or the writer failed before it (its
+            // sender is dropped with the thread's end, and `done` says why).
+            let _ = taken.recv();
+            Some(thread)
+        } else {
+            let _ = done_tx.send(write(&*state, dir, &header, cancel.clone(), &mut || {}));
+            None
+        };
         Ok(Writing {
             index,
             term,
             conf_state,
             done,
             cancel,
-            thread: Some(thread),
+            thread,
         })
     }
 
