@@ -138,6 +138,11 @@ impl Lessor {
         Some(keys)
     }
 
+    /// The lease `key`'s newest record names (0: none).
+    pub fn key_lease(&self, key: &[u8]) -> i64 {
+        self.key_lease.get(key).copied().unwrap_or(0)
+    }
+
     /// Records that `key` now holds lease `id` (0: none), moving it from
     /// any lease it held before.
     pub fn set_key_lease(&mut self, key: &[u8], id: i64) {

@@ -99,6 +99,11 @@ impl KeyIndex {
     }
 
     /// The key's current live generation, if the key exists now.
+    /// The key's newest revision (a tombstone's, if it was deleted last).
+    pub fn newest(&self) -> Option<Rev> {
+        self.generations.last().and_then(|g| g.revs.last()).copied()
+    }
+
     pub fn live(&self) -> Option<&Generation> {
         self.generations.last().filter(|g| !g.closed)
     }

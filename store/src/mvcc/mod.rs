@@ -136,7 +136,14 @@ impl Mvcc {
     pub fn range(&self, req: &RangeRequest) -> Result<(RangeResponse, i64)> {
         let current = self.current_revision();
         let index = self.index.read();
-        let resp = range_at(&index, req, current, &|rev| self.read_value(rev))?;
+        let lease_of = |k: &[u8]| self.lessor().key_lease(k);
+        let resp = range_at(
+            &index,
+            req,
+            current,
+            &|rev| self.read_value(rev),
+            Some(&lease_of),
+        )?;
         Ok((resp, current))
     }
 
@@ -147,7 +154,8 @@ impl Mvcc {
     ) -> Result<(crate::pb::etcdserverpb::TxnResponse, i64)> {
         let current = self.current_revision();
         let index = self.index.read();
-        let resp = txn::read_only(&index, req, current, &|rev| self.read_value(rev))?;
+        let lease_of = |k: &[u8]| self.lessor().key_lease(k);
+        let resp = txn::read_only(&index, req, current, &|rev| self.read_value(rev), &lease_of)?;
         Ok((resp, current))
     }
 
@@ -515,17 +523,27 @@ fn prev_value(
     }
 }
 
-/// etcd's Range over `index` as of revision `current`.
+/// A key's current lease, read from the lessor (0: none).
+pub(crate) type LeaseOf<'a> = &'a dyn Fn(&[u8]) -> i64;
+
+/// etcd's Range over `index` as of revision `current`. With `lease_of`,
+/// a keys-only Range answers a key whose newest record is the one it
+/// returns from the index and the lessor, without reading the record:
+/// every lease change is made after the index change of the same key
+/// (puts, deletes, and revokes, which delete the keys before dropping the
+/// lease), so while the index read lock is held, a key with no newer
+/// revision in the index holds the lease its newest record names.
 pub(crate) fn range_at(
     index: &Index,
     req: &RangeRequest,
     current: i64,
     fetch: &dyn Fn(Rev) -> Result<KeyValue>,
+    lease_of: Option<LeaseOf>,
 ) -> Result<RangeResponse> {
     let at = read_revision(index, req, current)?;
     let mut alive = index
         .range(&req.key, &req.range_end)
-        .filter_map(|(_, ki)| ki.get(at));
+        .filter_map(|(k, ki)| ki.get(at).map(|f| (k, f, ki.newest() == Some(f.modified))));
     let (order, target) = sort_of(req);
     let filtered = req.min_mod_revision != 0
         || req.max_mod_revision != 0
@@ -536,7 +554,8 @@ pub(crate) fn range_at(
     // what is returned (plus one, to learn whether there is more) and
     // count the rest, rather than collect a whole range (a limit of 1 over
     // a million keys collected a million entries).
-    let (found, count): (Vec<index::Found>, usize) = if req.count_only {
+    type Alive<'k> = (&'k Vec<u8>, index::Found, bool);
+    let (found, count): (Vec<Alive>, usize) = if req.count_only {
         (Vec::new(), alive.count())
     } else if limit > 0 && order == SortOrder::None && !filtered {
         let kept: Vec<_> = alive.by_ref().take(limit + 1).collect();
@@ -557,9 +576,28 @@ pub(crate) fn range_at(
     if req.count_only {
         return Ok(resp);
     }
+    // Sorting by value needs the values.
+    let from_index = match lease_of {
+        Some(lease_of)
+            if req.keys_only && !(order != SortOrder::None && target == SortTarget::Value) =>
+        {
+            Some(lease_of)
+        }
+        _ => None,
+    };
     let mut kvs = Vec::with_capacity(found.len());
-    for f in &found {
-        let kv = fetch(f.modified)?;
+    for &(key, f, newest) in &found {
+        let kv = match from_index {
+            Some(lease_of) if newest => KeyValue {
+                key: key.clone(),
+                create_revision: f.created,
+                mod_revision: f.modified.main,
+                version: f.version,
+                value: Vec::new(),
+                lease: lease_of(key),
+            },
+            _ => fetch(f.modified)?,
+        };
         if !filtered || passes_filters(req, &kv) {
             kvs.push(kv);
         }

@@ -195,6 +195,7 @@ fn compare_with(
         },
         at,
         fetch,
+        None,
     )?;
     let target = CompareTarget::try_from(c.target).unwrap_or(CompareTarget::Version);
     if rr.kvs.is_empty() {
@@ -239,6 +240,7 @@ struct ReadOnly<'a> {
     index: &'a Index,
     at: i64,
     fetch: &'a dyn Fn(Rev) -> Result<KeyValue>,
+    lease_of: super::LeaseOf<'a>,
 }
 
 impl Exec for ReadOnly<'_> {
@@ -246,7 +248,7 @@ impl Exec for ReadOnly<'_> {
         compare_with(self.index, c, self.at, self.fetch)
     }
     fn range(&mut self, r: &RangeRequest) -> Result<RangeResponse> {
-        range_at(self.index, r, self.at, self.fetch)
+        range_at(self.index, r, self.at, self.fetch, Some(self.lease_of))
     }
     fn put(&mut self, _: &PutRequest) -> Result<PutResponse> {
         Err(StoreError::InvalidArgument("put in a read-only txn".into()))
@@ -266,8 +268,17 @@ pub(super) fn read_only(
     req: &TxnRequest,
     at: i64,
     fetch: &dyn Fn(Rev) -> Result<KeyValue>,
+    lease_of: super::LeaseOf,
 ) -> Result<TxnResponse> {
-    exec_txn(&mut ReadOnly { index, at, fetch }, req)
+    exec_txn(
+        &mut ReadOnly {
+            index,
+            at,
+            fetch,
+            lease_of,
+        },
+        req,
+    )
 }
 
 /// Whether a txn only reads (then it is served by ReadIndex, not the log).
@@ -439,12 +450,14 @@ impl Writer<'_> {
 
     /// Deletes the lease's keys, all at one revision, then the lease.
     fn lease_revoke(&mut self, id: i64) -> Result<LeaseRevokeResponse> {
-        let keys = self
-            .applier
-            .mvcc
-            .lessor()
-            .revoke(id)
-            .ok_or(StoreError::LeaseNotFound)?;
+        // The keys go first and the lease after: a keys-only Range reads
+        // a key's lease from the lessor when the index has nothing newer
+        // for the key (`range_at`), so the lessor must never change ahead
+        // of the index.
+        let keys = match self.applier.mvcc.lessor().get(id) {
+            Some(l) => l.keys.clone(),
+            None => return Err(StoreError::LeaseNotFound),
+        };
         for key in keys {
             self.delete(&DeleteRangeRequest {
                 key,
@@ -452,6 +465,7 @@ impl Writer<'_> {
                 prev_kv: false,
             })?;
         }
+        self.applier.mvcc.lessor().revoke(id);
         let meta = self.applier.mvcc.db.cf(CF_META);
         self.batch.delete_cf(meta, lease::meta_key(id));
         Ok(LeaseRevokeResponse { header: None })
@@ -528,7 +542,8 @@ impl Exec for Writer<'_> {
     fn range(&mut self, r: &RangeRequest) -> Result<RangeResponse> {
         let at = self.read_rev();
         let index = self.applier.mvcc.index.read();
-        range_at(&index, r, at, &|rev| self.applier.fetch(rev))
+        // Inside apply: the records, always (reads here are few).
+        range_at(&index, r, at, &|rev| self.applier.fetch(rev), None)
     }
 
     fn put(&mut self, p: &PutRequest) -> Result<PutResponse> {
