@@ -37,7 +37,9 @@ pub fn status(e: StoreError) -> Status {
         | StoreError::OlderMembers(_) => Code::FailedPrecondition,
         StoreError::Removed | StoreError::MemberDamaged => Code::Unavailable,
         StoreError::LeaseTtlTooLarge => Code::OutOfRange,
-        StoreError::TooManyRequests | StoreError::NoSpace => Code::ResourceExhausted,
+        StoreError::TooManyRequests | StoreError::NoSpace | StoreError::AnswersOverBudget(_) => {
+            Code::ResourceExhausted
+        }
         StoreError::NoLeader | StoreError::Timeout | StoreError::Stopped => Code::Unavailable,
         StoreError::Storage(_) => Code::Internal,
         StoreError::Corrupt => Code::DataLoss,

@@ -9,9 +9,11 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use secretd_store::answers::Charge;
 use tonic::Status;
 
 use crate::authz::{self, Decision};
@@ -93,10 +95,14 @@ where
             if let (Some(c), Some(st)) = (call.as_mut(), resp.headers().get("grpc-status")) {
                 c.finish(st.as_bytes());
             }
+            let mut resp = resp;
+            let held = resp.extensions_mut().remove::<HeldUntilSent>();
             Ok(resp.map(|body| {
                 tonic::body::Body::new(Guarded {
                     body,
                     call,
+                    held,
+                    rest: bytes::Bytes::new(),
                     _guard: guard,
                 })
             }))
@@ -204,12 +210,51 @@ where
     Ok(resp)
 }
 
-/// A response body that keeps its request counted until it ends.
+/// A read answer's charge against the member's budget for answers
+/// (`secretd_store::answers`), carried in the response's extensions to
+/// the gate, which holds it until the answer's last byte has gone to the
+/// connection.
+#[derive(Clone)]
+pub struct HeldUntilSent {
+    _charge: Arc<Charge>,
+}
+
+/// `resp`, with `charge` held until it is sent (see `HeldUntilSent`).
+pub fn held_until_sent<T>(resp: T, charge: Charge) -> tonic::Response<T> {
+    let mut r = tonic::Response::new(resp);
+    r.extensions_mut().insert(HeldUntilSent {
+        _charge: Arc::new(charge),
+    });
+    r
+}
+
+/// The most a response body hands the connection at once. HTTP/2 takes a
+/// body's next piece when the stream has room and keeps whatever does not
+/// fit the peer's window: handed a whole 1 GiB answer, it would hold all
+/// of it after the body had ended and the charge was given back. In
+/// pieces, the charge lasts until the last piece is taken.
+pub const SENT_PIECE_BYTES_MAX: usize = 64 * 1024;
+
+/// A response body that keeps its request counted until it ends, and a
+/// read answer's charge until its last piece is taken.
 struct Guarded {
     body: tonic::body::Body,
     /// The gRPC call's metrics, finished by the status in its trailers.
     call: Option<crate::metrics::GrpcCall>,
+    held: Option<HeldUntilSent>,
+    /// What is left of a data frame cut into pieces.
+    rest: bytes::Bytes,
     _guard: StreamGuard,
+}
+
+impl Guarded {
+    /// The next piece of `data` (the rest kept for the next poll).
+    fn piece(&mut self, mut data: bytes::Bytes) -> bytes::Bytes {
+        if data.len() > SENT_PIECE_BYTES_MAX {
+            self.rest = data.split_off(SENT_PIECE_BYTES_MAX);
+        }
+        data
+    }
 }
 
 impl http_body::Body for Guarded {
@@ -220,20 +265,49 @@ impl http_body::Body for Guarded {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Status>>> {
-        let polled = Pin::new(&mut self.body).poll_frame(cx);
-        if let (Poll::Ready(Some(Ok(frame))), Some(call)) = (&polled, self.call.as_mut()) {
-            if let Some(st) = frame.trailers_ref().and_then(|t| t.get("grpc-status")) {
-                call.finish(st.as_bytes());
+        if !self.rest.is_empty() {
+            let rest = std::mem::take(&mut self.rest);
+            let piece = self.piece(rest);
+            return Poll::Ready(Some(Ok(http_body::Frame::data(piece))));
+        }
+        let polled = ready!(Pin::new(&mut self.body).poll_frame(cx));
+        match polled {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    let piece = self.piece(data);
+                    Poll::Ready(Some(Ok(http_body::Frame::data(piece))))
+                }
+                Err(frame) => {
+                    if let (Some(st), Some(call)) = (
+                        frame.trailers_ref().and_then(|t| t.get("grpc-status")),
+                        self.call.as_mut(),
+                    ) {
+                        call.finish(st.as_bytes());
+                    }
+                    // Trailers come after every byte of the answer.
+                    self.held = None;
+                    Poll::Ready(Some(Ok(frame)))
+                }
+            },
+            other => {
+                self.held = None;
+                Poll::Ready(other)
             }
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.rest.is_empty() && self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
+        let inner = self.body.size_hint();
+        let rest = self.rest.len() as u64;
+        let mut hint = http_body::SizeHint::new();
+        hint.set_lower(inner.lower() + rest);
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper + rest);
+        }
+        hint
     }
 }

@@ -40,6 +40,7 @@ struct Gauges {
     leases: IntGauge,
     watchers: IntGauge,
     keys: IntGauge,
+    answer_bytes: IntGauge,
 }
 
 static GAUGES: LazyLock<Gauges> = LazyLock::new(|| Gauges {
@@ -66,6 +67,10 @@ static GAUGES: LazyLock<Gauges> = LazyLock::new(|| Gauges {
     keys: gauge(
         "secretd_mvcc_keys",
         "Keys in the keyspace, secretd's objects included.",
+    ),
+    answer_bytes: gauge(
+        "secretd_answer_bytes_in_flight",
+        "Bytes of read answers rendered and not yet sent (--max-response-bytes-in-flight).",
     ),
 });
 
@@ -192,6 +197,7 @@ fn render(node: &Node) -> String {
     g.leases.set(node.mvcc().lessor().len() as i64);
     g.watchers.set(node.hub().watcher_count() as i64);
     g.keys.set(node.mvcc().key_count() as i64);
+    g.answer_bytes.set(node.mvcc().answers().in_flight() as i64);
     // Make sure the store's histograms exist even before their first use.
     for h in [
         &*secretd_store::metrics::FSYNC_SECONDS,

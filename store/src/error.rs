@@ -66,6 +66,10 @@ pub enum StoreError {
     RequestTooLarge,
     #[error("etcdserver: too many requests")]
     TooManyRequests,
+    /// A read's answer would pass the member's bytes for answers in
+    /// flight (`answers`): why, and what to do.
+    #[error("etcdserver: {0}")]
+    AnswersOverBudget(String),
     #[error("etcdserver: no leader")]
     NoLeader,
     #[error("etcdserver: request timed out")]

@@ -6,6 +6,7 @@
 //! `Ready`, then the revision is published to readers and the events go to
 //! the watch hub (`watch`). Nothing here knows about gRPC.
 
+pub mod answers;
 pub mod auth;
 pub mod bolt;
 pub mod clock;

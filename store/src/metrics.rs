@@ -54,6 +54,14 @@ pub static PROPOSALS_COMMITTED: LazyLock<IntCounter> = LazyLock::new(|| {
     .expect("metric registered once")
 });
 
+pub static ANSWERS_REFUSED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "secretd_answers_refused_total",
+        "Reads refused because their answers would pass --max-response-bytes-in-flight."
+    )
+    .expect("metric registered once")
+});
+
 pub static APPLY_REFUSED_ENTRIES: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
         "secretd_apply_refused_entries_total",

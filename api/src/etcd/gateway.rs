@@ -91,7 +91,15 @@ where
     };
     match call(request(req, caller)).await {
         Ok(resp) => match serde_json::to_vec(resp.get_ref()) {
-            Ok(b) => json_response(StatusCode::OK, b),
+            Ok(b) => {
+                // A read answer's charge goes on with its JSON, to the gate.
+                let held = resp.extensions().get::<crate::gate::HeldUntilSent>();
+                let mut out = json_response(StatusCode::OK, b);
+                if let Some(h) = held {
+                    out.extensions_mut().insert(h.clone());
+                }
+                out
+            }
             Err(e) => error_response(&Status::internal(e.to_string())),
         },
         Err(s) => error_response(&s),

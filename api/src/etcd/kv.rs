@@ -25,9 +25,9 @@ impl Kv for KvService {
         let mut req = req.into_inner();
         reserved::range(&mut req)?;
         who.range(&req)?;
-        let resp = self.node.range(req).await.map_err(status)?;
+        let (resp, charge) = self.node.range_charged(req).await.map_err(status)?;
         who.recheck(&self.node)?;
-        Ok(Response::new(resp))
+        Ok(crate::gate::held_until_sent(resp, charge))
     }
 
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
@@ -63,12 +63,16 @@ impl Kv for KvService {
         reserved::txn(&mut req)?;
         who.txn(&req, &self.node.mvcc().lessor())?;
         let read_only = secretd_store::mvcc::txn_checks::is_read_only(&req);
-        let resp = self.node.txn(req, who.fence()).await.map_err(status)?;
+        let (resp, charge) = self
+            .node
+            .txn_charged(req, who.fence())
+            .await
+            .map_err(status)?;
         if read_only {
             // Served without raft, so without the fence.
             who.recheck(&self.node)?;
         }
-        Ok(Response::new(resp))
+        Ok(crate::gate::held_until_sent(resp, charge))
     }
 
     async fn compact(

@@ -82,6 +82,11 @@ pub struct ServerFlags {
     /// Maximum number of operations permitted in a transaction.
     #[arg(long, default_value_t = 128)]
     pub max_txn_ops: usize,
+    /// Bytes of read answers (Range, read-only Txn) a member holds at once,
+    /// from the first record rendered until the last byte is handed to the
+    /// connection; a read that would pass it fails with RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = secretd_store::answers::IN_FLIGHT_BYTES_DEFAULT)]
+    pub max_response_bytes_in_flight: usize,
     /// Cost of the bcrypt hashes of etcd user passwords (etcd's flag):
     /// 4 to 31, each step doubling the work of a login and of a guess.
     #[arg(long, default_value_t = crate::etcd::auth::BCRYPT_COST_DEFAULT,
@@ -224,6 +229,7 @@ impl ServerFlags {
             heartbeat_ticks: 1,
             max_request_bytes: self.max_request_bytes,
             max_txn_ops: self.max_txn_ops,
+            max_response_bytes_in_flight: self.max_response_bytes_in_flight,
             request_timeout: Duration::from_millis(5000 + 2 * self.election_timeout),
             watch_progress_interval: self
                 .watch_progress_notify_interval
@@ -251,6 +257,9 @@ impl ServerFlags {
         }
         if self.max_txn_ops == 0 {
             bail!("--max-txn-ops must be at least 1");
+        }
+        if self.max_response_bytes_in_flight < 1 << 20 {
+            bail!("--max-response-bytes-in-flight must be at least 1 MiB");
         }
         if self.max_client_connections < 2 || self.max_connections_per_identity == 0 {
             bail!("--max-client-connections must be at least 2 and --max-connections-per-identity at least 1");

@@ -9,6 +9,7 @@
 mod common;
 
 mod agent;
+mod answers;
 mod auth_races;
 mod auth_tokens;
 mod bad_input;

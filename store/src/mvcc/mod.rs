@@ -23,6 +23,7 @@ use crate::db::{Direction, IteratorMode, WriteBatch};
 use parking_lot::RwLock;
 use prost::Message;
 
+use crate::answers::{AnswerBudget, Charge};
 use crate::clock::Clock;
 use crate::db::{u64_from, Cf, Db, Reader, CF_KV, CF_META};
 use crate::error::{Result, StoreError};
@@ -66,6 +67,8 @@ pub struct Mvcc {
     clock: Clock,
     /// The last HashKV, to extend (`hash`).
     kept_hash: parking_lot::Mutex<Option<hash::KeptHash>>,
+    /// Bytes of read answers held at once (`answers`).
+    answers: Arc<AnswerBudget>,
 }
 
 impl Mvcc {
@@ -84,6 +87,7 @@ impl Mvcc {
             lessor: parking_lot::Mutex::new(lessor),
             clock,
             kept_hash: parking_lot::Mutex::new(None),
+            answers: Arc::default(),
         }))
     }
 
@@ -132,31 +136,51 @@ impl Mvcc {
         self.index.read().len()
     }
 
-    /// A range over the published state.
-    pub fn range(&self, req: &RangeRequest) -> Result<(RangeResponse, i64)> {
-        let current = self.current_revision();
-        let index = self.index.read();
-        let lease_of = |k: &[u8]| self.lessor().key_lease(k);
-        let resp = range_at(
-            &index,
-            req,
-            current,
-            &|rev| self.read_value(rev),
-            Some(&lease_of),
-        )?;
-        Ok((resp, current))
+    /// The member's budget for read answers.
+    pub fn answers(&self) -> &Arc<AnswerBudget> {
+        &self.answers
     }
 
-    /// Evaluates a read-only txn against the published state.
+    /// A range over the published state.
+    pub fn range(&self, req: &RangeRequest) -> Result<(RangeResponse, i64)> {
+        self.range_charged(req).map(|(resp, rev, _)| (resp, rev))
+    }
+
+    /// `range`, and the answer's charge against the budget, to hold until
+    /// the answer is sent.
+    pub fn range_charged(&self, req: &RangeRequest) -> Result<(RangeResponse, i64, Charge)> {
+        let current = self.current_revision();
+        let charge = self.answers.charge();
+        let index = self.index.read();
+        let lease_of = |k: &[u8]| self.lessor().key_lease(k);
+        let src = Source {
+            fetch: &|rev| self.read_value(rev),
+            lease_of: Some(&lease_of),
+            charge: Some(&charge),
+        };
+        let resp = range_at(&index, req, current, &src)?;
+        drop(index);
+        Ok((resp, current, charge))
+    }
+
+    /// Evaluates a read-only txn against the published state; the answer's
+    /// charge comes with it, to hold until the answer is sent.
     pub fn txn_readonly(
         &self,
         req: &crate::pb::etcdserverpb::TxnRequest,
-    ) -> Result<(crate::pb::etcdserverpb::TxnResponse, i64)> {
+    ) -> Result<(crate::pb::etcdserverpb::TxnResponse, i64, Charge)> {
         let current = self.current_revision();
+        let charge = self.answers.charge();
         let index = self.index.read();
         let lease_of = |k: &[u8]| self.lessor().key_lease(k);
-        let resp = txn::read_only(&index, req, current, &|rev| self.read_value(rev), &lease_of)?;
-        Ok((resp, current))
+        let src = Source {
+            fetch: &|rev| self.read_value(rev),
+            lease_of: Some(&lease_of),
+            charge: Some(&charge),
+        };
+        let resp = txn::read_only(&index, req, current, &src)?;
+        drop(index);
+        Ok((resp, current, charge))
     }
 
     fn read_value(&self, rev: Rev) -> Result<KeyValue> {
@@ -526,19 +550,40 @@ fn prev_value(
 /// A key's current lease, read from the lessor (0: none).
 pub(crate) type LeaseOf<'a> = &'a dyn Fn(&[u8]) -> i64;
 
-/// etcd's Range over `index` as of revision `current`. With `lease_of`,
-/// a keys-only Range answers a key whose newest record is the one it
-/// returns from the index and the lessor, without reading the record:
-/// every lease change is made after the index change of the same key
-/// (puts, deletes, and revokes, which delete the keys before dropping the
-/// lease), so while the index read lock is held, a key with no newer
-/// revision in the index holds the lease its newest record names.
+/// Where a Range gets what the index does not hold, and what it charges.
+pub(crate) struct Source<'a> {
+    /// A record, by its revision.
+    pub fetch: &'a dyn Fn(Rev) -> Result<KeyValue>,
+    /// With it, a keys-only Range answers a key whose newest record is the
+    /// one it returns from the index and the lessor, without reading the
+    /// record: every lease change is made after the index change of the
+    /// same key (puts, deletes, and revokes, which delete the keys before
+    /// dropping the lease), so while the index read lock is held, a key
+    /// with no newer revision in the index holds the lease its newest
+    /// record names.
+    pub lease_of: Option<LeaseOf<'a>>,
+    /// The answer's charge, added to as each record is rendered (none
+    /// inside apply, which must not fail on one member's budget).
+    pub charge: Option<&'a Charge>,
+}
+
+impl Source<'_> {
+    /// Only records, uncharged: apply's reads and its compares.
+    pub(crate) fn records(fetch: &dyn Fn(Rev) -> Result<KeyValue>) -> Source<'_> {
+        Source {
+            fetch,
+            lease_of: None,
+            charge: None,
+        }
+    }
+}
+
+/// etcd's Range over `index` as of revision `current`.
 pub(crate) fn range_at(
     index: &Index,
     req: &RangeRequest,
     current: i64,
-    fetch: &dyn Fn(Rev) -> Result<KeyValue>,
-    lease_of: Option<LeaseOf>,
+    src: &Source,
 ) -> Result<RangeResponse> {
     let at = read_revision(index, req, current)?;
     let mut alive = index
@@ -551,14 +596,15 @@ pub(crate) fn range_at(
         || req.max_create_revision != 0;
     let limit = usize::try_from(req.limit).unwrap_or(0);
     // Without sorting or filters the index order is the answer: keep only
-    // what is returned (plus one, to learn whether there is more) and
-    // count the rest, rather than collect a whole range (a limit of 1 over
-    // a million keys collected a million entries).
+    // what is returned and count the rest, rather than collect a whole
+    // range (a limit of 1 over a million keys collected a million
+    // entries), and read no record past the limit.
     type Alive<'k> = (&'k Vec<u8>, index::Found, bool);
+    let in_index_order = limit > 0 && order == SortOrder::None && !filtered;
     let (found, count): (Vec<Alive>, usize) = if req.count_only {
         (Vec::new(), alive.count())
-    } else if limit > 0 && order == SortOrder::None && !filtered {
-        let kept: Vec<_> = alive.by_ref().take(limit + 1).collect();
+    } else if in_index_order {
+        let kept: Vec<_> = alive.by_ref().take(limit).collect();
         let rest = alive.count();
         let n = kept.len() + rest;
         (kept, n)
@@ -577,7 +623,7 @@ pub(crate) fn range_at(
         return Ok(resp);
     }
     // Sorting by value needs the values.
-    let from_index = match lease_of {
+    let from_index = match src.lease_of {
         Some(lease_of)
             if req.keys_only && !(order != SortOrder::None && target == SortTarget::Value) =>
         {
@@ -596,9 +642,12 @@ pub(crate) fn range_at(
                 value: Vec::new(),
                 lease: lease_of(key),
             },
-            _ => fetch(f.modified)?,
+            _ => (src.fetch)(f.modified)?,
         };
         if !filtered || passes_filters(req, &kv) {
+            if let Some(c) = src.charge {
+                c.add(kv.key.len() + kv.value.len() + crate::answers::RECORD_OVERHEAD_BYTES)?;
+            }
             kvs.push(kv);
         }
     }
@@ -607,6 +656,9 @@ pub(crate) fn range_at(
     }
     if limit > 0 && kvs.len() > limit {
         kvs.truncate(limit);
+        resp.more = true;
+    }
+    if in_index_order && count > limit {
         resp.more = true;
     }
     if req.keys_only {

@@ -10,7 +10,7 @@ use std::cmp::Ordering as CmpOrdering;
 use crate::db::WriteBatch;
 use prost::Message;
 
-use super::{index::Index, range_at, Applier};
+use super::{index::Index, range_at, Applier, Source};
 use crate::db::{CF_KV, CF_META};
 use crate::error::{Result, StoreError};
 use crate::lease::{self, Lessor};
@@ -194,8 +194,7 @@ fn compare_with(
             ..Default::default()
         },
         at,
-        fetch,
-        None,
+        &Source::records(fetch),
     )?;
     let target = CompareTarget::try_from(c.target).unwrap_or(CompareTarget::Version);
     if rr.kvs.is_empty() {
@@ -239,16 +238,15 @@ fn int_of(u: &Option<TargetUnion>) -> i64 {
 struct ReadOnly<'a> {
     index: &'a Index,
     at: i64,
-    fetch: &'a dyn Fn(Rev) -> Result<KeyValue>,
-    lease_of: super::LeaseOf<'a>,
+    src: &'a Source<'a>,
 }
 
 impl Exec for ReadOnly<'_> {
     fn compare(&mut self, c: &Compare) -> Result<bool> {
-        compare_with(self.index, c, self.at, self.fetch)
+        compare_with(self.index, c, self.at, self.src.fetch)
     }
     fn range(&mut self, r: &RangeRequest) -> Result<RangeResponse> {
-        range_at(self.index, r, self.at, self.fetch, Some(self.lease_of))
+        range_at(self.index, r, self.at, self.src)
     }
     fn put(&mut self, _: &PutRequest) -> Result<PutResponse> {
         Err(StoreError::InvalidArgument("put in a read-only txn".into()))
@@ -267,18 +265,9 @@ pub(super) fn read_only(
     index: &Index,
     req: &TxnRequest,
     at: i64,
-    fetch: &dyn Fn(Rev) -> Result<KeyValue>,
-    lease_of: super::LeaseOf,
+    src: &Source,
 ) -> Result<TxnResponse> {
-    exec_txn(
-        &mut ReadOnly {
-            index,
-            at,
-            fetch,
-            lease_of,
-        },
-        req,
-    )
+    exec_txn(&mut ReadOnly { index, at, src }, req)
 }
 
 /// Whether a txn only reads (then it is served by ReadIndex, not the log).
@@ -543,7 +532,12 @@ impl Exec for Writer<'_> {
         let at = self.read_rev();
         let index = self.applier.mvcc.index.read();
         // Inside apply: the records, always (reads here are few).
-        range_at(&index, r, at, &|rev| self.applier.fetch(rev), None)
+        range_at(
+            &index,
+            r,
+            at,
+            &Source::records(&|rev| self.applier.fetch(rev)),
+        )
     }
 
     fn put(&mut self, p: &PutRequest) -> Result<PutResponse> {

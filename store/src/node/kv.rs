@@ -5,6 +5,7 @@
 use prost::Message as _;
 
 use super::{propose_as, unexpected, Fence, Node};
+use crate::answers::Charge;
 use crate::error::{Result, StoreError};
 use crate::mvcc::{txn_checks, KvOp, WriteResult};
 use crate::pb::etcdserverpb::{
@@ -15,6 +16,12 @@ use crate::pb::internal::internal_request::Request;
 
 impl Node {
     pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse> {
+        self.range_charged(req).await.map(|(resp, _)| resp)
+    }
+
+    /// `range`, and the answer's charge against the member's budget for
+    /// answers (`answers`): the caller holds it until the answer is sent.
+    pub async fn range_charged(&self, req: RangeRequest) -> Result<(RangeResponse, Charge)> {
         if req.key.is_empty() {
             return Err(StoreError::EmptyKey);
         }
@@ -22,9 +29,9 @@ impl Node {
         if !req.serializable {
             self.read_index().await?;
         }
-        let (mut resp, rev) = self.mvcc.range(&req)?;
+        let (mut resp, rev, charge) = self.mvcc.range_charged(&req)?;
         resp.header = Some(self.header(rev));
-        Ok(resp)
+        Ok((resp, charge))
     }
 
     pub async fn put(&self, req: PutRequest, fence: Fence) -> Result<PutResponse> {
@@ -46,18 +53,29 @@ impl Node {
     }
 
     pub async fn txn(&self, req: TxnRequest, fence: Fence) -> Result<TxnResponse> {
+        self.txn_charged(req, fence).await.map(|(resp, _)| resp)
+    }
+
+    /// `txn`; a read-only one's answer comes with its charge (`range_charged`),
+    /// a write's with none: it was rendered by apply, on every member.
+    pub async fn txn_charged(
+        &self,
+        req: TxnRequest,
+        fence: Fence,
+    ) -> Result<(TxnResponse, Charge)> {
         txn_checks::validate_txn(&req, self.cfg.max_txn_ops)?;
         if txn_checks::is_read_only(&req) {
             self.check_serving()?;
             if !txn_checks::is_serializable(&req) {
                 self.read_index().await?;
             }
-            let (mut resp, rev) = self.mvcc.txn_readonly(&req)?;
+            let (mut resp, rev, charge) = self.mvcc.txn_readonly(&req)?;
             resp.header = Some(self.header(rev));
-            return Ok(resp);
+            return Ok((resp, charge));
         }
         self.check_quota(KvOp::Txn(&req), req.encoded_len()).await?;
-        propose_as!(self, Request::Txn(req), Txn, fence)
+        let resp = propose_as!(self, Request::Txn(req), Txn, fence)?;
+        Ok((resp, self.mvcc.answers().charge()))
     }
 
     pub async fn compact(

@@ -117,6 +117,8 @@ pub struct NodeConfig {
     pub heartbeat_ticks: usize,
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
+    /// Bytes of read answers the member holds at once (`answers`).
+    pub max_response_bytes_in_flight: usize,
     pub request_timeout: Duration,
     pub watch_progress_interval: Duration,
     /// Applied entries beyond the last log truncation that trigger another
@@ -149,6 +151,7 @@ impl Default for NodeConfig {
             heartbeat_ticks: 1,
             max_request_bytes: 1536 * 1024,
             max_txn_ops: 128,
+            max_response_bytes_in_flight: crate::answers::IN_FLIGHT_BYTES_DEFAULT,
             request_timeout: Duration::from_secs(5),
             watch_progress_interval: Duration::from_secs(600),
             snapshot_count: 10_000,

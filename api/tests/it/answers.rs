@@ -1,0 +1,160 @@
+//! The member's budget for read answers (`--max-response-bytes-in-flight`):
+//! an answer larger than the budget is refused while it is rendered, and
+//! an answer a client takes slowly keeps its bytes charged until the
+//! client has taken them, so other reads past the budget are refused
+//! meanwhile, and served once it is done.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use prost::Message;
+use secretd_api::pb::etcdserverpb::{RangeRequest, RangeResponse};
+
+use crate::common::{secs, Cluster};
+
+const VALUE_BYTES: usize = 512 * 1024;
+const KEYS: usize = 12;
+
+/// A Range of the first `limit` keys under `k/`.
+fn range(limit: i64) -> RangeRequest {
+    RangeRequest {
+        key: b"k/".to_vec(),
+        range_end: b"k0".to_vec(),
+        limit,
+        ..Default::default()
+    }
+}
+
+/// A gRPC message: flag, length, bytes.
+fn framed(m: &impl Message) -> Bytes {
+    let mut b = BytesMut::new();
+    b.put_u8(0);
+    b.put_u32(m.encoded_len() as u32);
+    m.encode(&mut b).unwrap();
+    b.freeze()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_are_charged_until_they_are_sent() {
+    let c = Cluster::start_with(1, &["--max-response-bytes-in-flight", "4194304"]);
+    c.wait_leader(secs(15)).await;
+    let mut kv = c.kv(0).await;
+    for i in 0..KEYS {
+        kv.put(secretd_api::pb::etcdserverpb::PutRequest {
+            key: format!("k/{i:02}").into_bytes(),
+            value: vec![b'v'; VALUE_BYTES],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    // 6 MiB in one answer is past the whole budget: refused, saying why;
+    // a limit, or keys only, is served.
+    let all = c.etcdctl(&["get", "k/", "--prefix"]);
+    let err = String::from_utf8_lossy(&all.stderr);
+    assert!(!all.status.success(), "6 MiB answered past a 4 MiB budget");
+    assert!(
+        err.contains("passes the member's 4 MiB for answers in flight"),
+        "{err}"
+    );
+    let some = c.ok(&["get", "k/", "--prefix", "--limit", "4", "--keys-only"]);
+    assert_eq!(some.lines().filter(|l| !l.is_empty()).count(), 4, "{some}");
+    let r = kv.range(range(7)).await.unwrap().into_inner();
+    assert_eq!(r.kvs.len(), 7);
+    // etcd's JSON gateway alike (HTTP 429, with the reason).
+    let gw = std::process::Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}", "-d"])
+        .arg(r#"{"key":"ay8=","range_end":"azA="}"#)
+        .arg(format!("http://{}/v3/kv/range", c.endpoint(0)))
+        .output()
+        .expect("curl");
+    let gw = String::from_utf8_lossy(&gw.stdout);
+    assert!(gw.ends_with("\n429"), "{gw}");
+    assert!(gw.contains("--max-response-bytes-in-flight"), "{gw}");
+
+    // A client that asks for 3 MiB and does not read: the member holds it.
+    let tcp = tokio::net::TcpStream::connect(c.endpoint(0)).await.unwrap();
+    let (h2c, conn) = h2::client::Builder::new()
+        .initial_window_size(65_535)
+        .handshake::<_, Bytes>(tcp)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut h2c = h2c.ready().await.unwrap();
+    let req = http::Request::post(format!("http://{}/etcdserverpb.KV/Range", c.endpoint(0)))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let (answer, mut send) = h2c.send_request(req, false).unwrap();
+    send.send_data(framed(&range(6)), true).unwrap();
+    let answer = answer.await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let mut body = answer.into_body();
+    // Its first piece, and no more: the rest waits on our window.
+    let first = body.data().await.unwrap().unwrap();
+    assert!(!first.is_empty());
+
+    // Meanwhile 2 MiB more is past the budget.
+    let busy = match kv.range(range(4)).await {
+        Ok(r) => panic!(
+            "{} keys served past the budget while 3 MiB waited on a client",
+            r.into_inner().kvs.len()
+        ),
+        Err(e) => e,
+    };
+    assert_eq!(busy.code(), tonic::Code::ResourceExhausted, "{busy:?}");
+    assert!(
+        busy.message().contains("holding 3 MiB of answers already"),
+        "{busy:?}"
+    );
+
+    let held = answer_bytes(&c);
+    assert!((3 << 20..4 << 20).contains(&held), "{held} bytes held");
+
+    // Taken whole, the slow answer is all there, and its bytes are given back.
+    let mut got = BytesMut::from(&first[..]);
+    body.flow_control().release_capacity(first.len()).unwrap();
+    while let Some(d) = body.data().await {
+        let d = d.unwrap();
+        body.flow_control().release_capacity(d.len()).unwrap();
+        got.extend_from_slice(&d);
+    }
+    let trailers = body.trailers().await.unwrap().unwrap();
+    assert_eq!(trailers.get("grpc-status").unwrap(), "0");
+    let mut got = got.freeze();
+    assert_eq!(got.get_u8(), 0);
+    let len = got.get_u32() as usize;
+    assert_eq!(len, got.len());
+    let slow = RangeResponse::decode(got).unwrap();
+    assert_eq!(slow.kvs.len(), 6);
+    assert!(slow.kvs.iter().all(|kv| kv.value.len() == VALUE_BYTES));
+    let deadline = tokio::time::Instant::now() + secs(20);
+    loop {
+        match kv.range(range(4)).await {
+            Ok(r) => {
+                assert_eq!(r.into_inner().kvs.len(), 4);
+                break;
+            }
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("the slow answer's bytes were never given back: {e:?}"),
+        }
+    }
+    assert_eq!(answer_bytes(&c), 0);
+}
+
+/// The member's `secretd_answer_bytes_in_flight`, from its `/metrics`.
+fn answer_bytes(c: &Cluster) -> u64 {
+    let out = std::process::Command::new("curl")
+        .args(["-sf", &format!("http://{}/metrics", c.endpoint(0))])
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("secretd_answer_bytes_in_flight "))
+        .unwrap_or_else(|| panic!("no secretd_answer_bytes_in_flight in /metrics: {text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
