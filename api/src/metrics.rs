@@ -208,6 +208,9 @@ fn render(node: &Node) -> String {
     }
     let _ = secretd_store::metrics::LEADER_CHANGES.get();
     let _ = secretd_store::metrics::PROPOSALS_COMMITTED.get();
+    let _ = secretd_store::metrics::APPLY_REFUSED_ENTRIES.get();
+    let _ = secretd_store::metrics::SLOW_READ_INDEXES.get();
+    let _ = secretd_store::metrics::ANSWERS_REFUSED.get();
     let mut buf = Vec::new();
     if let Err(e) = TextEncoder::new().encode(&prometheus::gather(), &mut buf) {
         return format!("# cannot encode metrics: {e}\n");

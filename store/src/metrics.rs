@@ -54,6 +54,15 @@ pub static PROPOSALS_COMMITTED: LazyLock<IntCounter> = LazyLock::new(|| {
     .expect("metric registered once")
 });
 
+pub static SLOW_READ_INDEXES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "secretd_server_slow_read_indexes_total",
+        "ReadIndex rounds unanswered until their retry (half a second): linearizable reads \
+         that waited for it."
+    )
+    .expect("metric registered once")
+});
+
 pub static ANSWERS_REFUSED: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
         "secretd_answers_refused_total",

@@ -27,6 +27,7 @@ mod disk;
 mod lock;
 mod peers;
 mod rotation;
+mod wake;
 
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -399,24 +400,27 @@ impl Keys {
             return Ok(());
         }
         let clock = self.node.clock().clone();
-        let mut waited_ms = 0;
+        // Registered before the first look, so a record applied between
+        // the look and the wait still ends the wait.
+        let mut wake = wake::Wake::on(self.node.hub(), layout::kek_held_prefix(generation));
+        let started = clock.now();
         loop {
             let (held, voters) = self.holders(generation).await?;
             if held * 2 > voters {
                 self.quorum_held.lock().insert(generation);
                 return Ok(());
             }
-            if waited_ms >= QUORUM_HELD_WAIT_MS {
+            if clock.now().saturating_duration_since(started)
+                >= Duration::from_millis(QUORUM_HELD_WAIT_MS)
+            {
                 return Err(Error::Unavailable(format!(
                     "key-encryption key generation {generation} is held by {held} of {voters} \
                      voting members, fewer than a quorum; members fetch it within a second, \
                      unless they are down or partitioned: try again"
                 )));
             }
-            clock
-                .sleep(std::time::Duration::from_millis(QUORUM_HELD_POLL_MS))
+            wake.wait(&clock, Duration::from_millis(QUORUM_HELD_POLL_MS))
                 .await;
-            waited_ms += QUORUM_HELD_POLL_MS;
         }
     }
 
@@ -837,10 +841,15 @@ impl Keys {
     /// the KEK before it needs it and destroys retired ones promptly.
     pub fn spawn_sync(self: &Arc<Self>) {
         let keys = Arc::downgrade(self);
+        // A new or retired generation is picked up when it is applied here,
+        // not at the next period.
+        let mut wake = wake::Wake::on(self.node.hub(), layout::kek_prefix());
+        let clock = self.node.clock().clone();
         tokio::spawn(async move {
             let mut warned = false;
             loop {
-                tokio::time::sleep(Duration::from_millis(SYNC_INTERVAL_MS)).await;
+                wake.wait(&clock, Duration::from_millis(SYNC_INTERVAL_MS))
+                    .await;
                 let Some(k) = keys.upgrade() else { return };
                 match k.sync(false).await {
                     Ok(_) => warned = false,

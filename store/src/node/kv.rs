@@ -25,13 +25,20 @@ impl Node {
         if req.key.is_empty() {
             return Err(StoreError::EmptyKey);
         }
-        self.check_serving()?;
-        if !req.serializable {
-            self.read_index().await?;
-        }
+        self.check_serving_at_read(req.serializable).await?;
         let (mut resp, rev, charge) = self.mvcc.range_charged(&req)?;
         resp.header = Some(self.header(rev));
         Ok((resp, charge))
+    }
+
+    /// Whether this member serves a read: a serializable one as of now,
+    /// a linearizable one as of its ReadIndex (a CORRUPT alarm disarmed
+    /// before the read began is applied by then, so it does not refuse).
+    async fn check_serving_at_read(&self, serializable: bool) -> Result<()> {
+        if !serializable {
+            self.read_index().await?;
+        }
+        self.check_serving()
     }
 
     pub async fn put(&self, req: PutRequest, fence: Fence) -> Result<PutResponse> {
@@ -65,10 +72,8 @@ impl Node {
     ) -> Result<(TxnResponse, Charge)> {
         txn_checks::validate_txn(&req, self.cfg.max_txn_ops)?;
         if txn_checks::is_read_only(&req) {
-            self.check_serving()?;
-            if !txn_checks::is_serializable(&req) {
-                self.read_index().await?;
-            }
+            self.check_serving_at_read(txn_checks::is_serializable(&req))
+                .await?;
             let (mut resp, rev, charge) = self.mvcc.txn_readonly(&req)?;
             resp.header = Some(self.header(rev));
             return Ok((resp, charge));

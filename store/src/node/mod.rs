@@ -196,6 +196,8 @@ pub struct NodeStatus {
     pub fsyncs: u64,
     /// Backend size, refreshed every tick (what the quota is checked against).
     pub db_size_bytes: i64,
+    /// ReadIndex rounds that went unanswered until their retry.
+    pub slow_read_indexes: u64,
 }
 
 enum Input {

@@ -810,5 +810,6 @@ impl Loop {
         st.applied_index = self.applied;
         st.is_leader = r.state == StateRole::Leader;
         st.is_learner = r.prs().conf().learners().contains(&self.id);
+        st.slow_read_indexes = self.reads.slow_rounds;
     }
 }

@@ -8,6 +8,11 @@
 //! once when the leader changes under it, and after `READ_INDEX_RETRY` if
 //! unanswered (a new leader elsewhere may drop it for the same reason).
 //! A reader is answered once apply reaches the round's index.
+//!
+//! A round's context names its member as well as its number: the leader
+//! keeps one pending read per context and ignores a second with the same
+//! one, so two members' rounds numbered alike (every member counts from 1
+//! after a start) left one of them unanswered until its retry.
 
 use std::time::Instant;
 
@@ -32,6 +37,16 @@ pub(super) struct ReadQueue {
     /// Rounds answered by the leader, waiting for apply to reach `index`.
     pub(super) ready: Vec<(u64, Vec<ReadWaiter>)>,
     pub(super) next_ctx: u64,
+    /// This member's id, the first half of every round's context.
+    me: u64,
+    /// Rounds that went unanswered until their retry (etcd's
+    /// `slow_read_indexes`).
+    pub(super) slow_rounds: u64,
+}
+
+/// A round's context: the member's id, then the round's number.
+fn context(me: u64, round: u64) -> Vec<u8> {
+    [me.to_be_bytes(), round.to_be_bytes()].concat()
 }
 
 impl ReadQueue {
@@ -45,6 +60,10 @@ impl ReadQueue {
             // Lost (sent to a leader that is gone, or to one that had not
             // committed in its term): fold it into a new round.
             let (_, _, waiting) = self.inflight.take().expect("checked above");
+            if !moved {
+                self.slow_rounds += 1;
+                crate::metrics::SLOW_READ_INDEXES.inc();
+            }
             self.pending.extend(waiting);
         }
         self.pending.retain(|r| !r.is_closed());
@@ -53,7 +72,8 @@ impl ReadQueue {
         }
         self.inflight_leader = leader;
         self.next_ctx += 1;
-        raw.read_index(self.next_ctx.to_be_bytes().to_vec());
+        self.me = raw.raft.id;
+        raw.read_index(context(self.me, self.next_ctx));
         self.inflight = Some((self.next_ctx, now, std::mem::take(&mut self.pending)));
     }
 
@@ -66,7 +86,7 @@ impl ReadQueue {
     }
 
     pub(super) fn on_read_state(&mut self, ctx: &[u8], index: u64) {
-        let matches = matches!(&self.inflight, Some((c, _, _)) if c.to_be_bytes() == ctx);
+        let matches = matches!(&self.inflight, Some((c, _, _)) if context(self.me, *c) == ctx);
         if matches {
             let (_, _, waiting) = self.inflight.take().expect("checked above");
             self.ready.push((index, waiting));
