@@ -96,7 +96,6 @@ impl Mvcc {
     pub(super) fn forget_hash(&self) {
         *self.kept_hash.lock() = None;
     }
-
 }
 
 /// The compaction whose deletions are on disk, as `reader` sees it.
