@@ -219,6 +219,12 @@ pub struct HeldUntilSent {
     _charge: Arc<Charge>,
 }
 
+impl HeldUntilSent {
+    pub fn charge(&self) -> &Charge {
+        &self._charge
+    }
+}
+
 /// `resp`, with `charge` held until it is sent (see `HeldUntilSent`).
 pub fn held_until_sent<T>(resp: T, charge: Charge) -> tonic::Response<T> {
     let mut r = tonic::Response::new(resp);

@@ -89,20 +89,56 @@ where
         Ok(r) => r,
         Err(s) => return error_response(&s),
     };
-    match call(request(req, caller)).await {
-        Ok(resp) => match serde_json::to_vec(resp.get_ref()) {
-            Ok(b) => {
-                // A read answer's charge goes on with its JSON, to the gate.
-                let held = resp.extensions().get::<crate::gate::HeldUntilSent>();
-                let mut out = json_response(StatusCode::OK, b);
-                if let Some(h) = held {
-                    out.extensions_mut().insert(h.clone());
+    let resp = match call(request(req, caller)).await {
+        Ok(resp) => resp,
+        Err(s) => return error_response(&s),
+    };
+    // A read answer's charge grows with its JSON as it is written (base64
+    // makes values a third larger), and goes on with it to the gate.
+    let held = resp.extensions().get::<crate::gate::HeldUntilSent>();
+    let mut out = ChargedJson {
+        buf: Vec::new(),
+        charge: held.map(|h| h.charge()),
+        refused: None,
+    };
+    if let Err(e) = serde_json::to_writer(&mut out, resp.get_ref()) {
+        return error_response(&match out.refused {
+            Some(s) => s,
+            None => Status::internal(e.to_string()),
+        });
+    }
+    let mut answer = json_response(StatusCode::OK, out.buf);
+    if let Some(h) = held {
+        answer.extensions_mut().insert(h.clone());
+    }
+    answer
+}
+
+/// A JSON answer being written, charged past what its charge already
+/// holds (the answer's records) as it grows.
+struct ChargedJson<'a> {
+    buf: Vec<u8>,
+    charge: Option<&'a secretd_store::answers::Charge>,
+    refused: Option<Status>,
+}
+
+impl std::io::Write for ChargedJson<'_> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if let Some(c) = self.charge {
+            let past = (self.buf.len() + data.len()).saturating_sub(c.bytes());
+            if past > 0 {
+                if let Err(e) = c.add(past) {
+                    self.refused = Some(crate::errors::status(e));
+                    return Err(std::io::Error::other("answer budget"));
                 }
-                out
             }
-            Err(e) => error_response(&Status::internal(e.to_string())),
-        },
-        Err(s) => error_response(&s),
+        }
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

@@ -59,6 +59,28 @@ async fn answers_are_charged_until_they_are_sent() {
     assert_eq!(some.lines().filter(|l| !l.is_empty()).count(), 4, "{some}");
     let r = kv.range(range(7)).await.unwrap().into_inner();
     assert_eq!(r.kvs.len(), 7);
+    // Sorted and filtered answers are picked on the index: only the
+    // records returned are read and charged.
+    let sorted = kv
+        .range(RangeRequest {
+            sort_order: 2,  // descending
+            sort_target: 3, // by mod revision
+            ..range(3)
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let keys: Vec<_> = sorted.kvs.iter().map(|kv| kv.key.as_slice()).collect();
+    assert_eq!(keys, [b"k/11", b"k/10", b"k/09"]);
+    let newest = kv
+        .range(RangeRequest {
+            min_mod_revision: 10,
+            ..range(2)
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(newest.kvs.len(), 2);
     // etcd's JSON gateway alike (HTTP 429, with the reason).
     let gw = std::process::Command::new("curl")
         .args(["-s", "-w", "\n%{http_code}", "-d"])
@@ -69,6 +91,21 @@ async fn answers_are_charged_until_they_are_sent() {
     let gw = String::from_utf8_lossy(&gw.stdout);
     assert!(gw.ends_with("\n429"), "{gw}");
     assert!(gw.contains("--max-response-bytes-in-flight"), "{gw}");
+    // Its JSON is charged as written: 7 values are 3.5 MiB of records but
+    // 4.7 MiB of base64; 5 are 3.3 MiB of JSON.
+    let gateway = |limit: u32| {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-d"])
+            .arg(format!(
+                r#"{{"key":"ay8=","range_end":"azA=","limit":{limit}}}"#
+            ))
+            .arg(format!("http://{}/v3/kv/range", c.endpoint(0)))
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(gateway(7), "429");
+    assert_eq!(gateway(5), "200");
 
     // A client that asks for 3 MiB and does not read: the member holds it.
     let tcp = tokio::net::TcpStream::connect(c.endpoint(0)).await.unwrap();

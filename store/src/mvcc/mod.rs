@@ -13,6 +13,7 @@
 
 mod hash;
 pub mod index;
+mod range;
 mod txn;
 
 use std::collections::HashMap;
@@ -29,15 +30,13 @@ use crate::db::{u64_from, Cf, Db, Reader, CF_KV, CF_META};
 use crate::error::{Result, StoreError};
 use crate::lease::{self, Lessor};
 use crate::log_store::StateSource;
-use crate::pb::etcdserverpb::{
-    range_request::{SortOrder, SortTarget},
-    RangeRequest, RangeResponse,
-};
+use crate::pb::etcdserverpb::{RangeRequest, RangeResponse};
 use crate::pb::mvccpb::{event::EventType, Event, KeyValue};
 use crate::revision::{self, Rev};
 use crate::schema;
 use crate::snapshot::{SnapshotReader, SnapshotWriter, CF_TAG_KV, CF_TAG_META};
 pub use index::Index;
+pub(crate) use range::{range_at, Source};
 pub use txn::{KvOp, WriteResult};
 
 /// The checks etcd makes before a request enters the raft log.
@@ -545,189 +544,6 @@ fn prev_value(
         Some(found) if main > index.compact_rev => Ok(Some(fetch(found.modified)?)),
         _ => Ok(None),
     }
-}
-
-/// A key's current lease, read from the lessor (0: none).
-pub(crate) type LeaseOf<'a> = &'a dyn Fn(&[u8]) -> i64;
-
-/// Where a Range gets what the index does not hold, and what it charges.
-pub(crate) struct Source<'a> {
-    /// A record, by its revision.
-    pub fetch: &'a dyn Fn(Rev) -> Result<KeyValue>,
-    /// With it, a keys-only Range answers a key whose newest record is the
-    /// one it returns from the index and the lessor, without reading the
-    /// record: every lease change is made after the index change of the
-    /// same key (puts, deletes, and revokes, which delete the keys before
-    /// dropping the lease), so while the index read lock is held, a key
-    /// with no newer revision in the index holds the lease its newest
-    /// record names.
-    pub lease_of: Option<LeaseOf<'a>>,
-    /// The answer's charge, added to as each record is rendered (none
-    /// inside apply, which must not fail on one member's budget).
-    pub charge: Option<&'a Charge>,
-}
-
-impl Source<'_> {
-    /// Only records, uncharged: apply's reads and its compares.
-    pub(crate) fn records(fetch: &dyn Fn(Rev) -> Result<KeyValue>) -> Source<'_> {
-        Source {
-            fetch,
-            lease_of: None,
-            charge: None,
-        }
-    }
-}
-
-/// etcd's Range over `index` as of revision `current`.
-pub(crate) fn range_at(
-    index: &Index,
-    req: &RangeRequest,
-    current: i64,
-    src: &Source,
-) -> Result<RangeResponse> {
-    let at = read_revision(index, req, current)?;
-    let mut alive = index
-        .range(&req.key, &req.range_end)
-        .filter_map(|(k, ki)| ki.get(at).map(|f| (k, f, ki.newest() == Some(f.modified))));
-    let (order, target) = sort_of(req);
-    let filtered = req.min_mod_revision != 0
-        || req.max_mod_revision != 0
-        || req.min_create_revision != 0
-        || req.max_create_revision != 0;
-    let limit = usize::try_from(req.limit).unwrap_or(0);
-    // Without sorting or filters the index order is the answer: keep only
-    // what is returned and count the rest, rather than collect a whole
-    // range (a limit of 1 over a million keys collected a million
-    // entries), and read no record past the limit.
-    type Alive<'k> = (&'k Vec<u8>, index::Found, bool);
-    let in_index_order = limit > 0 && order == SortOrder::None && !filtered;
-    let (found, count): (Vec<Alive>, usize) = if req.count_only {
-        (Vec::new(), alive.count())
-    } else if in_index_order {
-        let kept: Vec<_> = alive.by_ref().take(limit).collect();
-        let rest = alive.count();
-        let n = kept.len() + rest;
-        (kept, n)
-    } else {
-        let all: Vec<_> = alive.collect();
-        let n = all.len();
-        (all, n)
-    };
-    let mut resp = RangeResponse {
-        header: None,
-        kvs: Vec::new(),
-        more: false,
-        count: count as i64,
-    };
-    if req.count_only {
-        return Ok(resp);
-    }
-    // Sorting by value needs the values.
-    let from_index = match src.lease_of {
-        Some(lease_of)
-            if req.keys_only && !(order != SortOrder::None && target == SortTarget::Value) =>
-        {
-            Some(lease_of)
-        }
-        _ => None,
-    };
-    let mut kvs = Vec::with_capacity(found.len());
-    for &(key, f, newest) in &found {
-        let kv = match from_index {
-            Some(lease_of) if newest => KeyValue {
-                key: key.clone(),
-                create_revision: f.created,
-                mod_revision: f.modified.main,
-                version: f.version,
-                value: Vec::new(),
-                lease: lease_of(key),
-            },
-            _ => (src.fetch)(f.modified)?,
-        };
-        if !filtered || passes_filters(req, &kv) {
-            if let Some(c) = src.charge {
-                c.add(kv.key.len() + kv.value.len() + crate::answers::RECORD_OVERHEAD_BYTES)?;
-            }
-            kvs.push(kv);
-        }
-    }
-    if order != SortOrder::None {
-        sort_kvs(&mut kvs, order == SortOrder::Descend, target);
-    }
-    if limit > 0 && kvs.len() > limit {
-        kvs.truncate(limit);
-        resp.more = true;
-    }
-    if in_index_order && count > limit {
-        resp.more = true;
-    }
-    if req.keys_only {
-        for kv in &mut kvs {
-            kv.value.clear();
-        }
-    }
-    resp.kvs = kvs;
-    Ok(resp)
-}
-
-/// The revision a Range reads at: its own, or `current` for 0; refused if
-/// in the future or compacted away.
-fn read_revision(index: &Index, req: &RangeRequest, current: i64) -> Result<i64> {
-    if req.key.is_empty() {
-        return Err(StoreError::EmptyKey);
-    }
-    let at = if req.revision <= 0 {
-        current
-    } else {
-        req.revision
-    };
-    if at > current {
-        return Err(StoreError::FutureRevision);
-    }
-    if at < index.compact_rev {
-        return Err(StoreError::Compacted {
-            compact_revision: index.compact_rev,
-        });
-    }
-    Ok(at)
-}
-
-/// etcd's rule: a sort target other than the key, with no order, sorts
-/// ascending.
-fn sort_of(req: &RangeRequest) -> (SortOrder, SortTarget) {
-    let mut order = SortOrder::try_from(req.sort_order).unwrap_or(SortOrder::None);
-    let target = SortTarget::try_from(req.sort_target).unwrap_or(SortTarget::Key);
-    if target != SortTarget::Key && order == SortOrder::None {
-        order = SortOrder::Ascend;
-    }
-    (order, target)
-}
-
-/// The Range's min/max mod and create revision filters (0: no bound).
-fn passes_filters(req: &RangeRequest, kv: &KeyValue) -> bool {
-    !((req.min_mod_revision != 0 && kv.mod_revision < req.min_mod_revision)
-        || (req.max_mod_revision != 0 && kv.mod_revision > req.max_mod_revision)
-        || (req.min_create_revision != 0 && kv.create_revision < req.min_create_revision)
-        || (req.max_create_revision != 0 && kv.create_revision > req.max_create_revision))
-}
-
-/// A stable sort on the target alone: equal targets stay in key order
-/// whichever way the sort goes, as etcd returns them.
-fn sort_kvs(kvs: &mut [KeyValue], desc: bool, target: SortTarget) {
-    kvs.sort_by(|a, b| {
-        let o = match target {
-            SortTarget::Key => a.key.cmp(&b.key),
-            SortTarget::Version => a.version.cmp(&b.version),
-            SortTarget::Create => a.create_revision.cmp(&b.create_revision),
-            SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
-            SortTarget::Value => a.value.cmp(&b.value),
-        };
-        if desc {
-            o.reverse()
-        } else {
-            o
-        }
-    });
 }
 
 /// The single writer of the keyspace. Owned by the raft loop; every method

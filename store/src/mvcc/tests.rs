@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 
 use super::*;
+use crate::pb::etcdserverpb::range_request::{SortOrder, SortTarget};
 use crate::pb::etcdserverpb::{CompactionRequest, DeleteRangeRequest, PutRequest};
 use crate::pb::internal::internal_request::Request;
 
@@ -435,6 +436,100 @@ proptest! {
             // Sorting by value reads the values, keys-only or not.
             let (keys, whole) = both_ways(&m, 0, Some(SortTarget::Value));
             prop_assert_eq!(keys, whole);
+        }
+    }
+}
+
+/// What a Range with options answers, worked out from the whole range the
+/// slow way: filter the records, sort them stably, cut at the limit.
+fn reference(all: &[KeyValue], r: &RangeRequest) -> (Vec<KeyValue>, bool, i64) {
+    let within = |v: i64, min: i64, max: i64| (min == 0 || v >= min) && (max == 0 || v <= max);
+    let mut kvs: Vec<KeyValue> = all
+        .iter()
+        .filter(|kv| {
+            within(kv.mod_revision, r.min_mod_revision, r.max_mod_revision)
+                && within(
+                    kv.create_revision,
+                    r.min_create_revision,
+                    r.max_create_revision,
+                )
+        })
+        .cloned()
+        .collect();
+    let target = SortTarget::try_from(r.sort_target).unwrap();
+    let mut order = SortOrder::try_from(r.sort_order).unwrap();
+    if target != SortTarget::Key && order == SortOrder::None {
+        order = SortOrder::Ascend;
+    }
+    if order != SortOrder::None {
+        kvs.sort_by(|a, b| {
+            let o = match target {
+                SortTarget::Key => a.key.cmp(&b.key),
+                SortTarget::Version => a.version.cmp(&b.version),
+                SortTarget::Create => a.create_revision.cmp(&b.create_revision),
+                SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
+                SortTarget::Value => a.value.cmp(&b.value),
+            };
+            if order == SortOrder::Descend {
+                o.reverse()
+            } else {
+                o
+            }
+        });
+    }
+    let mut more = false;
+    if r.limit > 0 && kvs.len() > r.limit as usize {
+        kvs.truncate(r.limit as usize);
+        more = true;
+    }
+    if r.keys_only {
+        kvs.iter_mut().for_each(|kv| kv.value.clear());
+    }
+    (kvs, more, all.len() as i64)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    /// Filters and sorts decided on the index (all but sorting by value)
+    /// answer what filtering and sorting the records would.
+    #[test]
+    fn ranges_with_options_answer_what_the_records_would(
+        ops in proptest::collection::vec((any::<u8>(), any::<u8>(), any::<bool>()), 1..40),
+        asks in proptest::collection::vec(
+            (0..3i32, 0..5i32, 0..4i64, 0..12i64, 0..12i64, 0..12i64, 0..12i64, any::<bool>()),
+            1..12,
+        ),
+    ) {
+        let mut h = Harness::open(tempfile::tempdir().unwrap());
+        for (k, v, delete) in ops {
+            let _ = if delete {
+                h.apply(Request::DeleteRange(DeleteRangeRequest { key: key(k), range_end: vec![], prev_kv: false }))
+            } else {
+                h.apply(Request::Put(PutRequest { key: key(k), value: vec![v % 4], ..Default::default() }))
+            };
+        }
+        let m = h.applier.mvcc.clone();
+        let cur = m.current_revision();
+        for (order, target, limit, min_mod, max_mod, min_create, max_create, keys_only) in asks {
+            for rev in [0, (cur / 2).max(1)] {
+                let r = RangeRequest {
+                    key: vec![0],
+                    range_end: vec![0],
+                    revision: rev,
+                    limit,
+                    sort_order: order,
+                    sort_target: target,
+                    min_mod_revision: min_mod,
+                    max_mod_revision: max_mod,
+                    min_create_revision: min_create,
+                    max_create_revision: max_create,
+                    keys_only,
+                    ..Default::default()
+                };
+                let all = all_at(&m, rev).unwrap();
+                let got = m.range(&r).unwrap().0;
+                prop_assert_eq!((got.kvs, got.more, got.count), reference(&all, &r), "{:?}", r);
+            }
         }
     }
 }
