@@ -19,6 +19,12 @@ fn err(path: &Path, msg: impl Into<String>) -> CryptoError {
 
 /// Loads the key file, creating it (0600, fsynced) if it does not exist.
 /// Refuses a file that group or others can access, or of the wrong size.
+///
+/// A new key is written whole to `<file>.tmp`, synced, then linked into
+/// place: the file appears with its 32 bytes or not at all. Created in
+/// place, a member killed between the create and the write left an empty
+/// key file and could never start again (found by `it membership`: a
+/// joiner killed right after its raft loop started).
 pub fn load_or_create_key_file(path: &Path) -> Result<Key, CryptoError> {
     match fs::metadata(path) {
         Ok(meta) => {
@@ -39,15 +45,25 @@ pub fn load_or_create_key_file(path: &Path) -> Result<Key, CryptoError> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = Key::generate();
+            let mut tmp_name = path.as_os_str().to_owned();
+            tmp_name.push(".tmp");
+            let tmp = Path::new(&tmp_name);
+            // A `.tmp` left by a crash is only ever a key never used.
+            let _ = fs::remove_file(tmp);
             let mut f = OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
-                .open(path)
-                .map_err(|e| err(path, format!("cannot create: {e}")))?;
+                .open(tmp)
+                .map_err(|e| err(tmp, format!("cannot create: {e}")))?;
             f.write_all(key.expose())
                 .and_then(|_| f.sync_all())
-                .map_err(|e| err(path, format!("cannot write: {e}")))?;
+                .map_err(|e| err(tmp, format!("cannot write: {e}")))?;
+            // A link, not a rename: it never replaces a key file that
+            // appeared meanwhile.
+            let linked = fs::hard_link(tmp, path);
+            let _ = fs::remove_file(tmp);
+            linked.map_err(|e| err(path, format!("cannot create: {e}")))?;
             if let Some(dir) = path.parent() {
                 // Make the new directory entry durable too.
                 if let Ok(d) = fs::File::open(dir) {
@@ -87,6 +103,25 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("5 bytes"));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A crash while the key was being written leaves at most a `.tmp`
+    /// beside an absent key file: the next start makes a whole key.
+    #[test]
+    fn a_key_file_appears_whole_or_not_at_all() {
+        let dir = std::env::temp_dir().join(format!("secretd-keyfile-tmp-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("key");
+        fs::write(dir.join("key.tmp"), b"").unwrap();
+        let k = load_or_create_key_file(&p).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), k.expose());
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(!dir.join("key.tmp").exists(), "the temporary file stays");
         fs::remove_dir_all(&dir).unwrap();
     }
 }
