@@ -125,14 +125,30 @@ fn client_params(role: &str) -> Result<CertificateParams> {
     Ok(p)
 }
 
+/// Writes `path` whole or not at all, never over an existing file: to
+/// `<path>.tmp`, synced, then linked into place. Created in place, an
+/// interrupted `certs init` left a truncated key that the next run
+/// refused to replace.
 fn write(path: &Path, data: &str, mode: u32) -> Result<()> {
+    if path.exists() {
+        bail!("cannot create {}: it already exists", path.display());
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(mode)
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    f.write_all(data.as_bytes())?;
+        .open(&tmp)
+        .with_context(|| format!("cannot create {}", tmp.display()))?;
+    f.write_all(data.as_bytes())
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    linked.with_context(|| format!("cannot create {}", path.display()))?;
     Ok(())
 }
 
@@ -200,4 +216,28 @@ pub fn init(
     let (c, _) = save(dir, "admin", &ca.issue("admin", None, false)?)?;
     out.push(c);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A file is written whole with its mode, a `.tmp` left by an
+    /// interrupted run does not stop the next, and nothing is overwritten.
+    #[test]
+    fn files_appear_whole_and_are_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k-key.pem");
+        std::fs::write(dir.path().join("k-key.pem.tmp"), b"").unwrap();
+        super::write(&p, "secret", 0o600).unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "secret");
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(!dir.path().join("k-key.pem.tmp").exists());
+        let again = super::write(&p, "other", 0o600).unwrap_err().to_string();
+        assert!(again.contains("already exists"), "{again}");
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "secret");
+    }
 }
