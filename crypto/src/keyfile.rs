@@ -45,35 +45,37 @@ pub fn load_or_create_key_file(path: &Path) -> Result<Key, CryptoError> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = Key::generate();
-            let mut tmp_name = path.as_os_str().to_owned();
-            tmp_name.push(".tmp");
-            let tmp = Path::new(&tmp_name);
-            // A `.tmp` left by a crash is only ever a key never used.
-            let _ = fs::remove_file(tmp);
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(tmp)
-                .map_err(|e| err(tmp, format!("cannot create: {e}")))?;
-            f.write_all(key.expose())
-                .and_then(|_| f.sync_all())
-                .map_err(|e| err(tmp, format!("cannot write: {e}")))?;
-            // A link, not a rename: it never replaces a key file that
-            // appeared meanwhile.
-            let linked = fs::hard_link(tmp, path);
-            let _ = fs::remove_file(tmp);
-            linked.map_err(|e| err(path, format!("cannot create: {e}")))?;
-            if let Some(dir) = path.parent() {
-                // Make the new directory entry durable too.
-                if let Ok(d) = fs::File::open(dir) {
-                    let _ = d.sync_all();
-                }
-            }
+            create_whole(path, key.expose(), 0o600)
+                .map_err(|e| err(path, format!("cannot create: {e}")))?;
             Ok(key)
         }
         Err(e) => Err(err(path, format!("cannot stat: {e}"))),
     }
+}
+
+/// Creates `path` with `data` whole or not at all, never over an existing
+/// file: written to `<path>.tmp` (`mode`), synced, linked into place (a
+/// link, not a rename, so a file that appeared meanwhile stays), and the
+/// directory entry synced. A `.tmp` left by a crash is replaced: it never
+/// became the file.
+pub fn create_whole(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = Path::new(&tmp);
+    let _ = fs::remove_file(tmp);
+    let written = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(tmp)
+        .and_then(|mut f| f.write_all(data).and_then(|()| f.sync_all()))
+        .and_then(|()| fs::hard_link(tmp, path));
+    let _ = fs::remove_file(tmp);
+    written?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

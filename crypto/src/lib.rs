@@ -20,7 +20,7 @@ mod unlock_key;
 pub use cipher::Cipher;
 pub use error::CryptoError;
 pub use kek_check::{kek_verifier, unlock_verifier, verify_kek, verify_unlock_key};
-pub use keyfile::load_or_create_key_file;
+pub use keyfile::{create_whole, load_or_create_key_file};
 pub use keyring::Keyring;
 #[cfg(debug_assertions)]
 pub use sealed::set_dek_observer;

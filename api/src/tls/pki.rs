@@ -3,8 +3,6 @@
 //! as a SAN URI.
 //! Production users bring their own CA; these files are for one machine.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -125,31 +123,15 @@ fn client_params(role: &str) -> Result<CertificateParams> {
     Ok(p)
 }
 
-/// Writes `path` whole or not at all, never over an existing file: to
-/// `<path>.tmp`, synced, then linked into place. Created in place, an
-/// interrupted `certs init` left a truncated key that the next run
-/// refused to replace.
+/// Creates `path` whole or not at all, never over an existing file
+/// (`secretd_crypto::create_whole`): an interrupted `certs init` left a
+/// truncated key the next run refused to replace.
 fn write(path: &Path, data: &str, mode: u32) -> Result<()> {
     if path.exists() {
         bail!("cannot create {}: it already exists", path.display());
     }
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .with_context(|| format!("cannot create {}", tmp.display()))?;
-    f.write_all(data.as_bytes())
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    let linked = std::fs::hard_link(&tmp, path);
-    let _ = std::fs::remove_file(&tmp);
-    linked.with_context(|| format!("cannot create {}", path.display()))?;
-    Ok(())
+    secretd_crypto::create_whole(path, data.as_bytes(), mode)
+        .with_context(|| format!("cannot create {}", path.display()))
 }
 
 /// Writes `<name>.pem` and `<name>-key.pem` (0600) into `dir`.

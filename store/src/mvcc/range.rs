@@ -70,7 +70,7 @@ pub(crate) fn range_at(
     let (order, target) = sort_of(req);
     let by_value = order != SortOrder::None && target == SortTarget::Value;
     let limit = usize::try_from(req.limit).unwrap_or(0);
-    let picked = pick(index, req, at, by_value)?;
+    let picked = pick(index, req, at, (order, target), limit)?;
     let mut resp = RangeResponse {
         header: None,
         kvs: Vec::new(),
@@ -82,7 +82,7 @@ pub(crate) fn range_at(
     }
     let mut kvs = render(req, &picked.found, src, by_value)?;
     if by_value {
-        sort_kvs(&mut kvs, order == SortOrder::Descend, target);
+        sort_by_value(&mut kvs, order == SortOrder::Descend);
         if limit > 0 && kvs.len() > limit {
             kvs.truncate(limit);
             resp.more = true;
@@ -103,17 +103,16 @@ fn pick<'k>(
     index: &'k Index,
     req: &'k RangeRequest,
     at: i64,
-    by_value: bool,
+    (order, target): (SortOrder, SortTarget),
+    limit: usize,
 ) -> Result<Picked<'k>> {
     let mut alive = index
         .range(&req.key, &req.range_end)
         .filter_map(|(k, ki)| ki.get(at).map(|f| (k, f, ki.newest() == Some(f.modified))));
-    let (order, target) = sort_of(req);
     let filtered = req.min_mod_revision != 0
         || req.max_mod_revision != 0
         || req.min_create_revision != 0
         || req.max_create_revision != 0;
-    let limit = usize::try_from(req.limit).unwrap_or(0);
     if req.count_only {
         let count = alive.count();
         return Ok(Picked {
@@ -141,7 +140,7 @@ fn pick<'k>(
         found.retain(|(_, f, _)| passes_filters(req, f.modified.main, f.created));
     }
     let mut more = false;
-    if !by_value {
+    if !(order != SortOrder::None && target == SortTarget::Value) {
         if order != SortOrder::None {
             sort_found(&mut found, order == SortOrder::Descend, target);
         }
@@ -244,9 +243,8 @@ fn sort_found(found: &mut [Alive], desc: bool, target: SortTarget) {
     });
 }
 
-/// `sort_found` by value, on the records.
-fn sort_kvs(kvs: &mut [KeyValue], desc: bool, target: SortTarget) {
-    debug_assert_eq!(target, SortTarget::Value);
+/// `sort_found`'s order by value, on the records.
+fn sort_by_value(kvs: &mut [KeyValue], desc: bool) {
     kvs.sort_by(|a, b| {
         let o = a.value.cmp(&b.value);
         if desc {
