@@ -20,6 +20,18 @@ pub const IN_FLIGHT_BYTES_DEFAULT: usize = 2 << 30;
 /// struct and its share of the vector (rounded up).
 pub const RECORD_OVERHEAD_BYTES: usize = 96;
 
+/// `--max-write-answer-bytes`'s default: the most a write's answer (a
+/// txn's ranges, a delete's `prev_kv`) may render. Every member renders
+/// it inside apply, so it is bounded per request, alike everywhere, not by
+/// one member's budget.
+pub const WRITE_ANSWER_BYTES_DEFAULT: usize = 256 << 20;
+
+/// What an answer's records are charged to as they are rendered.
+pub trait Meter {
+    /// Adds `bytes`; refused (nothing added) past the meter's limit.
+    fn add(&self, bytes: usize) -> Result<()>;
+}
+
 /// The member's budget: bytes charged by answers not yet sent.
 #[derive(Debug)]
 pub struct AnswerBudget {
@@ -67,6 +79,12 @@ pub struct Charge {
     bytes: AtomicUsize,
 }
 
+impl Meter for Charge {
+    fn add(&self, bytes: usize) -> Result<()> {
+        Charge::add(self, bytes)
+    }
+}
+
 impl Charge {
     /// Adds `bytes` to this answer; refused (nothing added) if the member's
     /// answers would pass the budget.
@@ -105,6 +123,17 @@ impl Charge {
         Ok(())
     }
 
+    /// Counts `bytes` already rendered (a write's answer, bounded by its
+    /// `Allowance` when it was applied) until the answer is sent, whatever
+    /// the budget holds: they exist either way, and the readers after it
+    /// must see them.
+    pub fn hold(&self, bytes: usize) {
+        self.budget
+            .in_flight_bytes
+            .fetch_add(bytes, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
     /// Bytes this answer holds.
     pub fn bytes(&self) -> usize {
         self.bytes.load(Ordering::Relaxed)
@@ -119,6 +148,43 @@ impl Drop for Charge {
             .in_flight_bytes
             .fetch_sub(mine, Ordering::Relaxed);
         debug_assert!(before >= mine, "a charge gives back more than it took");
+    }
+}
+
+/// A write's answer, metered inside apply against the bound its entry
+/// carries: the same entry on every member meets the same records, so
+/// every member refuses it alike, before the write changes anything.
+#[derive(Debug)]
+pub struct Allowance {
+    max: usize,
+    used: std::cell::Cell<usize>,
+}
+
+impl Allowance {
+    pub fn new(max: usize) -> Allowance {
+        Allowance {
+            max,
+            used: std::cell::Cell::new(0),
+        }
+    }
+
+    /// Bytes metered so far.
+    pub fn used(&self) -> usize {
+        self.used.get()
+    }
+}
+
+impl Meter for Allowance {
+    fn add(&self, bytes: usize) -> Result<()> {
+        let next = self.used.get().saturating_add(bytes);
+        if next > self.max {
+            return Err(StoreError::AnswersOverBudget(format!(
+                "this write's answer (its txn's ranges, its deletes' prev_kv) would render more than {} MiB on every member (--max-write-answer-bytes); read with a Range or a read-only txn, or delete without prev_kv",
+                (self.max >> 20).max(1)
+            )));
+        }
+        self.used.set(next);
+        Ok(())
     }
 }
 

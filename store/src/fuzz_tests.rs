@@ -79,6 +79,7 @@ fn an_entry() -> Vec<u8> {
             user: "u".into(),
             admin: false,
         }),
+        write_answer_bytes_max: None,
     }
     .encode_to_vec()
 }

@@ -442,6 +442,7 @@ async fn an_entry_apply_cannot_decode_is_refused_on_every_member() {
         request: Some(Request::Txn(crate::node::entry::tests::nested_txn(60))),
         auth_revision: None,
         auth_fence: None,
+        write_answer_bytes_max: None,
     }
     .encode_to_vec();
     let no_request = InternalRequest {
@@ -565,6 +566,7 @@ async fn force_new_cluster_keeps_what_the_survivor_committed() {
                     })),
                     auth_revision: None,
                     auth_fence: None,
+                    write_answer_bytes_max: None,
                 }
                 .encode_to_vec()
                 .into(),

@@ -4,6 +4,18 @@
 
 use raft::eraftpb::Message;
 
+/// The peer wire versions (`ClusterInfo`'s `wire_version`) that brought
+/// something an older member would apply differently, and so what a member
+/// proposes only once every peer speaks it (README, "Upgrades").
+pub mod wire {
+    /// `LeaseExpiry` and `AuthRequest` entries: an older member stops at
+    /// an entry it cannot decode.
+    pub const AUTH_AND_LEASE_EXPIRY: u32 = 2;
+    /// `write_answer_bytes_max` on entries: an older member would apply a
+    /// write the others refuse.
+    pub const WRITE_ANSWER_BOUND: u32 = 3;
+}
+
 /// Sends raft messages to other members. Must never block (queue or drop:
 /// raft retransmits).
 pub trait Transport: Send + Sync + 'static {
@@ -17,6 +29,12 @@ pub trait Transport: Send + Sync + 'static {
     /// is done. A peer not reached yet counts as one. In-process
     /// transports have none.
     fn older_peers(&self) -> Vec<u64> {
+        self.peers_below(wire::AUTH_AND_LEASE_EXPIRY)
+    }
+    /// Peers not known to speak peer wire `wire` (`wire`): they may run a
+    /// release that applies what came with it differently. A peer not
+    /// reached yet, or not asked yet, counts as one.
+    fn peers_below(&self, _wire: u32) -> Vec<u64> {
         Vec::new()
     }
     /// Peer `id` has just connected to us, so it is up: a sender waiting

@@ -50,11 +50,16 @@ impl Kv for KvService {
         let mut req = req.into_inner();
         reserved::delete(&mut req)?;
         who.delete(&req)?;
-        self.node
+        let resp = self
+            .node
             .delete_range(req, who.fence())
             .await
-            .map(Response::new)
-            .map_err(status)
+            .map_err(status)?;
+        // Its prev_kv, rendered by apply within the entry's bound, held
+        // like a read's answer until it is sent.
+        let charge = self.node.mvcc().answers().charge();
+        charge.hold(prost::Message::encoded_len(&resp));
+        Ok(crate::gate::held_until_sent(resp, charge))
     }
 
     async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {

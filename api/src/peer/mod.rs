@@ -67,9 +67,14 @@ pub const PEER_MESSAGE_BYTES_MAX: usize = 2 * BATCH_BYTES_MAX + 1024 * 1024;
 /// The peer wire this member speaks. 1: the gRPC `Raft` service only
 /// (d63c56e and earlier). 2: also the raw raft stream (`raw`), and
 /// `ClusterInfo` reports the version; `Send` is still served, and still
-/// used towards a peer of wire 1. A newer member must keep speaking every
-/// version the previous release spoke (README, "Upgrades").
-pub const PEER_WIRE_VERSION: u32 = 2;
+/// used towards a peer of wire 1. 3: the wire of 2; apply measures a
+/// write's answer against the bound its entry carries
+/// (`secretd_store::transport::wire`). A newer member must keep speaking
+/// every version the previous release spoke (README, "Upgrades").
+pub const PEER_WIRE_VERSION: u32 = 3;
+/// The version a peer that takes the raw stream speaks at least; the rest
+/// is asked of it (`learn_wire`).
+const RAW_STREAM_WIRE: u32 = 2;
 const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(50);
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
@@ -225,18 +230,16 @@ impl Transport for GrpcTransport {
         *urls = wanted;
     }
 
-    /// Peers not known to speak peer wire 2: older releases, or members
-    /// this one has not reached since it started. They may not apply the
-    /// entry kinds added with peer wire 2 (`LeaseExpiry`, `AuthRequest`):
-    /// d63c56e stops at an entry it cannot decode.
-    fn older_peers(&self) -> Vec<u64> {
+    /// Peers not known to speak peer wire `wire`: older releases, or
+    /// members this one has not reached (or asked) since it started.
+    fn peers_below(&self, wire: u32) -> Vec<u64> {
         let wires = self.wires.lock();
         let mut out: Vec<u64> = self
             .peers
             .read()
             .1
             .keys()
-            .filter(|id| wires.get(id).is_none_or(|v| *v < PEER_WIRE_VERSION))
+            .filter(|id| wires.get(id).is_none_or(|v| *v < wire))
             .copied()
             .collect();
         out.sort_unstable();
@@ -408,9 +411,17 @@ async fn peer_sender(
             Ok(io) => {
                 backoff = RECONNECT_BACKOFF_MIN;
                 last_refusal.clear();
-                if wires.lock().insert(peer, PEER_WIRE_VERSION) != Some(PEER_WIRE_VERSION) {
+                // The raw stream says wire 2 at least; the peer's release
+                // says the rest, asked again at each connection (it may
+                // have been rolled back meanwhile).
+                if wires
+                    .lock()
+                    .insert(peer, RAW_STREAM_WIRE)
+                    .is_none_or(|v| v < RAW_STREAM_WIRE)
+                {
                     said_legacy = false;
                 }
+                tokio::spawn(learn_wire(url.clone(), peer, wires.clone()));
                 if let Err(e) = raw::pump(io, &mut rx).await {
                     tracing::debug!(peer = format_args!("{peer:x}"), error = %e, "raft stream ended");
                 }
@@ -467,6 +478,19 @@ pub async fn raft_client(
         .connect()
         .await?;
     Ok(RaftClient::new(ch))
+}
+
+/// Records the wire the peer at `url` speaks, once it says: until then it
+/// counts as the raw stream's (`peers_below`).
+async fn learn_wire(url: String, peer: u64, wires: PeerWires) {
+    match peer_wire(&url).await {
+        Ok(v) => {
+            wires.lock().insert(peer, v.max(RAW_STREAM_WIRE));
+        }
+        Err(e) => {
+            tracing::debug!(peer = format_args!("{peer:x}"), %url, error = %e, "could not ask the peer its wire version")
+        }
+    }
 }
 
 /// The peer wire version a member at `url` speaks, from `ClusterInfo`

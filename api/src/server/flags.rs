@@ -87,6 +87,12 @@ pub struct ServerFlags {
     /// connection; a read that would pass it fails with RESOURCE_EXHAUSTED.
     #[arg(long, default_value_t = secretd_store::answers::IN_FLIGHT_BYTES_DEFAULT)]
     pub max_response_bytes_in_flight: usize,
+    /// Bytes a write's answer may render (a txn's ranges, a delete's
+    /// prev_kv): every member renders it while applying the write, so a
+    /// write that would pass it is refused on every member, before it
+    /// changes anything. Set on the writes this member proposes.
+    #[arg(long, default_value_t = secretd_store::answers::WRITE_ANSWER_BYTES_DEFAULT)]
+    pub max_write_answer_bytes: usize,
     /// Cost of the bcrypt hashes of etcd user passwords (etcd's flag):
     /// 4 to 31, each step doubling the work of a login and of a guess.
     #[arg(long, default_value_t = crate::etcd::auth::BCRYPT_COST_DEFAULT,
@@ -230,6 +236,7 @@ impl ServerFlags {
             max_request_bytes: self.max_request_bytes,
             max_txn_ops: self.max_txn_ops,
             max_response_bytes_in_flight: self.max_response_bytes_in_flight,
+            max_write_answer_bytes: self.max_write_answer_bytes,
             request_timeout: Duration::from_millis(5000 + 2 * self.election_timeout),
             watch_progress_interval: self
                 .watch_progress_notify_interval
@@ -260,6 +267,9 @@ impl ServerFlags {
         }
         if self.max_response_bytes_in_flight < 1 << 20 {
             bail!("--max-response-bytes-in-flight must be at least 1 MiB");
+        }
+        if self.max_write_answer_bytes < 1 << 20 {
+            bail!("--max-write-answer-bytes must be at least 1 MiB");
         }
         if self.max_client_connections < 2 || self.max_connections_per_identity == 0 {
             bail!("--max-client-connections must be at least 2 and --max-connections-per-identity at least 1");

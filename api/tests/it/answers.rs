@@ -3,10 +3,17 @@
 //! an answer a client takes slowly keeps its bytes charged until the
 //! client has taken them, so other reads past the budget are refused
 //! meanwhile, and served once it is done.
+//!
+//! A write's answer (`--max-write-answer-bytes`): rendered inside apply on
+//! every member, so bounded by its entry, and refused alike on every
+//! member, having written nothing.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use prost::Message;
-use secretd_api::pb::etcdserverpb::{RangeRequest, RangeResponse};
+use secretd_api::pb::etcdserverpb::{
+    request_op::Request as Op, DeleteRangeRequest, PutRequest, RangeRequest, RangeResponse,
+    RequestOp, TxnRequest,
+};
 
 use crate::common::{secs, Cluster};
 
@@ -179,6 +186,124 @@ async fn answers_are_charged_until_they_are_sent() {
         }
     }
     assert_eq!(answer_bytes(&c), 0);
+}
+
+/// A txn reading `ranges` times the first `limit` keys under `k/` (0: all
+/// of them), and writing `w/marker`.
+fn reading_txn(ranges: usize, limit: i64) -> TxnRequest {
+    let mut success: Vec<RequestOp> = (0..ranges)
+        .map(|_| RequestOp {
+            request: Some(Op::RequestRange(range(limit))),
+        })
+        .collect();
+    success.push(RequestOp {
+        request: Some(Op::RequestPut(PutRequest {
+            key: b"w/marker".to_vec(),
+            value: b"x".to_vec(),
+            ..Default::default()
+        })),
+    });
+    TxnRequest {
+        success,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_answers_are_bounded_alike_on_every_member() {
+    let c = Cluster::start_with(3, &["--max-write-answer-bytes", "4194304"]);
+    let leader = c.wait_leader(secs(20)).await;
+    let mut kv = c.kv(leader).await;
+    for i in 0..KEYS {
+        kv.put(PutRequest {
+            key: format!("k/{i:02}").into_bytes(),
+            value: vec![b'v'; VALUE_BYTES],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    // Nine ranges of the 6 MiB prefix: 54 MiB on every member. A member
+    // sets the bound once it knows every peer measures it (it asks each
+    // peer's release when it connects): until then the txn runs
+    // unmeasured, as before, everywhere alike.
+    let deadline = tokio::time::Instant::now() + secs(30);
+    let refused = loop {
+        match kv.txn(reading_txn(9, 0)).await {
+            Err(e) => break e,
+            Ok(_) if tokio::time::Instant::now() < deadline => {
+                kv.delete_range(DeleteRangeRequest {
+                    key: b"w/marker".to_vec(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Ok(_) => panic!("54 MiB of a write's answer ran past a 4 MiB bound"),
+        }
+    };
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    assert!(
+        refused.message().contains("--max-write-answer-bytes"),
+        "{refused:?}"
+    );
+    // Within the bound it runs; its answer is whole.
+    let ok = kv.txn(reading_txn(3, 2)).await.unwrap().into_inner();
+    assert_eq!(ok.responses.len(), 4);
+    // A delete returning 6 MiB of records is refused; without them it runs.
+    let mut del = DeleteRangeRequest {
+        key: b"k/".to_vec(),
+        range_end: b"k0".to_vec(),
+        prev_kv: true,
+    };
+    let e = kv.delete_range(del.clone()).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+    // Every member refused the same writes and ran the same ones: each
+    // holds the marker of the txn that ran, and every key the refused
+    // delete did not delete.
+    let applied = kv.put(PutRequest {
+        key: b"w/sync".to_vec(),
+        ..Default::default()
+    });
+    let sync_rev = applied.await.unwrap().into_inner().header.unwrap().revision;
+    for i in 0..3 {
+        let mut m = c.kv(i).await;
+        let deadline = tokio::time::Instant::now() + secs(20);
+        let serial = |key: &[u8], range_end: &[u8]| RangeRequest {
+            key: key.to_vec(),
+            range_end: range_end.to_vec(),
+            serializable: true,
+            count_only: true,
+            ..Default::default()
+        };
+        loop {
+            let r = m.range(serial(b"w/sync", b"")).await.unwrap().into_inner();
+            if r.header.unwrap().revision >= sync_rev {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "member {i} never applied the sync write"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let marker = m
+            .range(serial(b"w/marker", b""))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(marker.count, 1, "member {i}");
+        let keys = m.range(serial(b"k/", b"k0")).await.unwrap().into_inner();
+        assert_eq!(keys.count as usize, KEYS, "member {i}");
+    }
+    del.prev_kv = false;
+    let gone = kv.delete_range(del).await.unwrap().into_inner();
+    assert_eq!(gone.deleted as usize, KEYS);
 }
 
 /// The member's `secretd_answer_bytes_in_flight`, from its `/metrics`.

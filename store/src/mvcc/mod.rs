@@ -15,6 +15,7 @@ mod hash;
 pub mod index;
 mod range;
 mod txn;
+mod write_answer;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -598,6 +599,19 @@ impl Applier {
         batch: &mut WriteBatch,
         watch_prev: bool,
     ) -> (Result<WriteResult>, Vec<Event>) {
+        self.apply_bounded(req, batch, watch_prev, None)
+    }
+
+    /// `apply`, with the bound its entry carries on what the write's
+    /// answer may render (`write_answer`): past it, refused before it
+    /// writes anything.
+    pub fn apply_bounded(
+        &mut self,
+        req: KvOp<'_>,
+        batch: &mut WriteBatch,
+        watch_prev: bool,
+        answer_bytes_max: Option<usize>,
+    ) -> (Result<WriteResult>, Vec<Event>) {
         let mut w = txn::Writer {
             applier: self,
             batch,
@@ -605,6 +619,7 @@ impl Applier {
             sub: 0,
             events: Vec::new(),
             watch_prev,
+            answer_bytes_max,
         };
         w.main = w.applier.writer_rev + 1;
         let result = w.apply(req);

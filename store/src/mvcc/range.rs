@@ -5,7 +5,7 @@
 //! value pick the answer from the index, so a limited answer reads, and
 //! charges against the member's answer budget, only what it returns.
 
-use crate::answers::Charge;
+use crate::answers::Meter;
 use crate::error::{Result, StoreError};
 use crate::pb::etcdserverpb::{
     range_request::{SortOrder, SortTarget},
@@ -31,9 +31,11 @@ pub(crate) struct Source<'a> {
     /// with no newer revision in the index holds the lease its newest
     /// record names.
     pub lease_of: Option<LeaseOf<'a>>,
-    /// The answer's charge, added to as each record is rendered (none
-    /// inside apply, which must not fail on one member's budget).
-    pub charge: Option<&'a Charge>,
+    /// What the answer is charged to, as each record is rendered: the
+    /// member's budget for a read; inside apply, never that (a refusal
+    /// must be the same on every member), but a write's `Allowance` while
+    /// its answer is measured before it writes (`txn::Writer`).
+    pub charge: Option<&'a dyn Meter>,
 }
 
 impl Source<'_> {

@@ -10,7 +10,9 @@ use std::cmp::Ordering as CmpOrdering;
 use crate::db::WriteBatch;
 use prost::Message;
 
+use super::write_answer::{puts_of, Measure};
 use super::{index::Index, range_at, Applier, Source};
+use crate::answers::Allowance;
 use crate::db::{CF_KV, CF_META};
 use crate::error::{Result, StoreError};
 use crate::lease::{self, Lessor};
@@ -315,6 +317,8 @@ pub(super) struct Writer<'a> {
     pub sub: i64,
     pub events: Vec<Event>,
     pub watch_prev: bool,
+    /// The bound on this write's answer, from its entry (`write_answer`).
+    pub answer_bytes_max: Option<usize>,
 }
 
 impl Writer<'_> {
@@ -340,7 +344,12 @@ impl Writer<'_> {
                 self.precheck(std::slice::from_ref(&put_op(p)))?;
                 self.put(p).map(WriteResult::Put)
             }
-            KvOp::DeleteRange(d) => self.delete(d).map(WriteResult::DeleteRange),
+            KvOp::DeleteRange(d) => {
+                if d.prev_kv {
+                    self.measure_answer(&[], Some(d))?;
+                }
+                self.delete(d).map(WriteResult::DeleteRange)
+            }
             KvOp::Txn(t) => {
                 // Check the branch that will run before writing anything, so
                 // a failing txn leaves no partial writes (as etcd does).
@@ -351,7 +360,9 @@ impl Writer<'_> {
                         break;
                     }
                 }
-                self.precheck(if succeeded { &t.success } else { &t.failure })?;
+                let branch = if succeeded { &t.success } else { &t.failure };
+                self.precheck(branch)?;
+                self.measure_answer(branch, None)?;
                 exec_txn(self, t).map(WriteResult::Txn)
             }
             KvOp::Compaction(c) => self.compact(c).map(WriteResult::Compaction),
@@ -366,6 +377,33 @@ impl Writer<'_> {
                 }
                 self.lease_revoke(x.id).map(WriteResult::LeaseRevoke)
             }
+        }
+    }
+
+    /// Measures what the txn branch `ops` (or the delete `d`) would render
+    /// against the entry's bound, before anything is written.
+    fn measure_answer(&self, ops: &[RequestOp], d: Option<&DeleteRangeRequest>) -> Result<()> {
+        let Some(max) = self.answer_bytes_max else {
+            return Ok(());
+        };
+        let allowance = Allowance::new(max);
+        let index = self.applier.mvcc.index.read();
+        let fetch = |rev| self.applier.fetch(rev);
+        let m = Measure {
+            index: &index,
+            at: self.read_rev(),
+            src: Source {
+                fetch: &fetch,
+                lease_of: None,
+                charge: Some(&allowance),
+            },
+            allowance: &allowance,
+            puts: puts_of(ops),
+        };
+        m.ops(ops)?;
+        match d {
+            Some(d) => m.records_of(&d.key, &d.range_end),
+            None => Ok(()),
         }
     }
 

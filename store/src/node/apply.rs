@@ -164,6 +164,10 @@ impl Loop {
             }
             return Ok(());
         }
+        // What the entry lets its write's answer render (`write_answer`).
+        let bound = req
+            .write_answer_bytes_max
+            .map(|b| usize::try_from(b).unwrap_or(usize::MAX));
         // One owner per kind of entry; the compiler checks none is missing.
         let (result, events) = match request {
             Request::MemberAttrs(_) | Request::MemberUpdate(_) => {
@@ -176,14 +180,16 @@ impl Loop {
                     .map(|()| WriteResult::Auth { index: e.index }),
                 Vec::new(),
             ),
-            Request::Put(p) => self.apply_keyspace(KvOp::Put(p), batch),
-            Request::DeleteRange(d) => self.apply_keyspace(KvOp::DeleteRange(d), batch),
-            Request::Txn(t) => self.apply_keyspace(KvOp::Txn(t), batch),
-            Request::Compaction(c) => self.apply_keyspace(KvOp::Compaction(c), batch),
-            Request::LeaseGrant(g) => self.apply_keyspace(KvOp::LeaseGrant(g), batch),
-            Request::LeaseRevoke(r) => self.apply_keyspace(KvOp::LeaseRevoke(r), batch),
-            Request::LeaseRenew(r) => self.apply_keyspace(KvOp::LeaseRenew(r, e.index), batch),
-            Request::LeaseExpiry(x) => self.apply_keyspace(KvOp::LeaseExpiry(x), batch),
+            Request::Put(p) => self.apply_keyspace(KvOp::Put(p), batch, bound),
+            Request::DeleteRange(d) => self.apply_keyspace(KvOp::DeleteRange(d), batch, bound),
+            Request::Txn(t) => self.apply_keyspace(KvOp::Txn(t), batch, bound),
+            Request::Compaction(c) => self.apply_keyspace(KvOp::Compaction(c), batch, bound),
+            Request::LeaseGrant(g) => self.apply_keyspace(KvOp::LeaseGrant(g), batch, bound),
+            Request::LeaseRevoke(r) => self.apply_keyspace(KvOp::LeaseRevoke(r), batch, bound),
+            Request::LeaseRenew(r) => {
+                self.apply_keyspace(KvOp::LeaseRenew(r, e.index), batch, bound)
+            }
+            Request::LeaseExpiry(x) => self.apply_keyspace(KvOp::LeaseExpiry(x), batch, bound),
         };
         // A storage failure stops the member; anything else is the
         // client's answer, the same on every member.
@@ -229,13 +235,15 @@ impl Loop {
         &mut self,
         op: KvOp<'_>,
         batch: &mut WriteBatch,
+        answer_bytes_max: Option<usize>,
     ) -> (Result<WriteResult>, Vec<crate::pb::mvccpb::Event>) {
         let keeps_lease = matches!(op, KvOp::LeaseRenew(..));
         if let Some(e) = membership::alarm_refusal(&self.alarms.read(), keeps_lease, op.adds_data())
         {
             return (Err(e), Vec::new());
         }
-        self.applier.apply(op, batch, self.hub.wants_prev_kv())
+        self.applier
+            .apply_bounded(op, batch, self.hub.wants_prev_kv(), answer_bytes_max)
     }
 
     pub(super) fn entry_header(&self, e: &Entry) -> ResponseHeader {

@@ -105,6 +105,7 @@ pub(crate) mod tests {
                 user: "u".into(),
                 admin: false,
             }),
+            write_answer_bytes_max: None,
         }
         .encode_to_vec()
     }

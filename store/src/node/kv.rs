@@ -63,8 +63,9 @@ impl Node {
         self.txn_charged(req, fence).await.map(|(resp, _)| resp)
     }
 
-    /// `txn`; a read-only one's answer comes with its charge (`range_charged`),
-    /// a write's with none: it was rendered by apply, on every member.
+    /// `txn`; the answer comes with its charge: a read-only one's as it was
+    /// rendered (`range_charged`), a write's held after apply rendered it
+    /// (bounded by the entry, `mvcc::write_answer`).
     pub async fn txn_charged(
         &self,
         req: TxnRequest,
@@ -80,7 +81,11 @@ impl Node {
         }
         self.check_quota(KvOp::Txn(&req), req.encoded_len()).await?;
         let resp = propose_as!(self, Request::Txn(req), Txn, fence)?;
-        Ok((resp, self.mvcc.answers().charge()))
+        // Rendered by apply within the entry's bound; held like a read's
+        // until it is sent, so the readers after it see it.
+        let charge = self.mvcc.answers().charge();
+        charge.hold(resp.encoded_len());
+        Ok((resp, charge))
     }
 
     pub async fn compact(

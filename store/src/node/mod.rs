@@ -119,6 +119,9 @@ pub struct NodeConfig {
     pub max_txn_ops: usize,
     /// Bytes of read answers the member holds at once (`answers`).
     pub max_response_bytes_in_flight: usize,
+    /// The most a write's answer may render, on every member
+    /// (`mvcc::write_answer`), set on the entries this member proposes.
+    pub max_write_answer_bytes: usize,
     pub request_timeout: Duration,
     pub watch_progress_interval: Duration,
     /// Applied entries beyond the last log truncation that trigger another
@@ -152,6 +155,7 @@ impl Default for NodeConfig {
             max_request_bytes: 1536 * 1024,
             max_txn_ops: 128,
             max_response_bytes_in_flight: crate::answers::IN_FLIGHT_BYTES_DEFAULT,
+            max_write_answer_bytes: crate::answers::WRITE_ANSWER_BYTES_DEFAULT,
             request_timeout: Duration::from_secs(5),
             watch_progress_interval: Duration::from_secs(600),
             snapshot_count: 10_000,
@@ -461,6 +465,23 @@ impl Node {
         let _ = self.tx.try_send(Input::PeerUp(id));
     }
 
+    /// The bound a write's answer is measured against on every member
+    /// (`mvcc::write_answer`): on the writes that render one, once every
+    /// peer measures it alike (before, none does, as before).
+    fn write_answer_bound(&self, request: &Request) -> Option<u64> {
+        let renders = match request {
+            Request::Txn(t) => !crate::mvcc::txn_checks::is_read_only(t),
+            Request::DeleteRange(d) => d.prev_kv,
+            _ => false,
+        };
+        let every_peer_measures = || {
+            self.transport
+                .peers_below(crate::transport::wire::WRITE_ANSWER_BOUND)
+                .is_empty()
+        };
+        (renders && every_peer_measures()).then_some(self.cfg.max_write_answer_bytes as u64)
+    }
+
     fn refuse_if_older_members(&self) -> Result<()> {
         let older = self.older_peers();
         if older.is_empty() {
@@ -496,12 +517,14 @@ impl Node {
         }
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let decode_check = entry::needs_decode_check(&request);
+        let write_answer_bytes_max = self.write_answer_bound(&request);
         let data = InternalRequest {
             id,
             proposer: self.id,
             request: Some(request),
             auth_revision: None,
             auth_fence: fence,
+            write_answer_bytes_max,
         }
         .encode_to_vec();
         if data.len() > self.cfg.max_request_bytes {

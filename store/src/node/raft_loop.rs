@@ -736,6 +736,7 @@ impl Loop {
                 request: Some(request),
                 auth_revision: None,
                 auth_fence: None,
+                write_answer_bytes_max: None,
             }
             .encode_to_vec();
             if self.raw.propose(vec![], data).is_err() {
