@@ -411,17 +411,9 @@ async fn peer_sender(
             Ok(io) => {
                 backoff = RECONNECT_BACKOFF_MIN;
                 last_refusal.clear();
-                // The raw stream says wire 2 at least; the peer's release
-                // says the rest, asked again at each connection (it may
-                // have been rolled back meanwhile).
-                if wires
-                    .lock()
-                    .insert(peer, RAW_STREAM_WIRE)
-                    .is_none_or(|v| v < RAW_STREAM_WIRE)
-                {
+                if raw_stream_up(&wires, peer, &url) {
                     said_legacy = false;
                 }
-                tokio::spawn(learn_wire(url.clone(), peer, wires.clone()));
                 if let Err(e) = raw::pump(io, &mut rx).await {
                     tracing::debug!(peer = format_args!("{peer:x}"), error = %e, "raft stream ended");
                 }
@@ -478,6 +470,18 @@ pub async fn raft_client(
         .connect()
         .await?;
     Ok(RaftClient::new(ch))
+}
+
+/// The peer took the raw stream: it speaks wire 2 at least, and its
+/// release says the rest, asked again at each connection (it may have been
+/// rolled back meanwhile). Whether it was on an older wire before.
+fn raw_stream_up(wires: &PeerWires, peer: u64, url: &str) -> bool {
+    let was_older = wires
+        .lock()
+        .insert(peer, RAW_STREAM_WIRE)
+        .is_none_or(|v| v < RAW_STREAM_WIRE);
+    tokio::spawn(learn_wire(url.to_string(), peer, wires.clone()));
+    was_older
 }
 
 /// Records the wire the peer at `url` speaks, once it says: until then it
