@@ -634,10 +634,11 @@ pub async fn inspect(cli: &Cli, kind: Kind, a: &InspectArgs) -> Result<()> {
     print_inspect(a.format.as_deref(), found, typed, errors)
 }
 
-/// Objects per List page secretctl asks for (the member caps a page at
-/// 10,000 objects and 3 MiB), and the most pages one `ls` reads.
-const LS_PAGE_SIZE: u32 = 10_000;
-const LS_PAGES_MAX: usize = 10_000;
+/// Records per List page secretctl asks for (the member caps a page at
+/// 10,000 records and 3 MiB), and the most pages one `ls` reads (objects'
+/// and tasks').
+pub(crate) const LS_PAGE_SIZE: u32 = 10_000;
+pub(crate) const LS_PAGES_MAX: usize = 10_000;
 
 pub async fn ls(cli: &Cli, kind: Kind, a: &LsArgs) -> Result<()> {
     let mut req = parse_filters(&a.filters)?;

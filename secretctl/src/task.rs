@@ -236,15 +236,32 @@ async fn inspect(cli: &Cli, format: Option<&str>, ids: &[String]) -> Result<()> 
 }
 
 async fn ls(cli: &Cli, quiet: bool, node: Option<&str>, format: Option<&str>) -> Result<()> {
-    let node = node.unwrap_or_default().to_string();
-    let mut tasks = call(cli, |ch| {
-        let node = node.clone();
-        async move { TasksClient::new(ch).list(ListTasksRequest { node }).await }
-    })
-    .await
-    .map_err(|e| task_error("", e))?
-    .into_inner()
-    .tasks;
+    let mut req = ListTasksRequest {
+        node: node.unwrap_or_default().to_string(),
+        page_size: crate::objects::LS_PAGE_SIZE,
+        page_token: String::new(),
+    };
+    let mut tasks = Vec::new();
+    for page in 0.. {
+        if page == crate::objects::LS_PAGES_MAX {
+            bail!(
+                "the member's task list went on past {} pages; stopped",
+                crate::objects::LS_PAGES_MAX
+            );
+        }
+        let r = call(cli, |ch| {
+            let req = req.clone();
+            async move { TasksClient::new(ch).list(req).await }
+        })
+        .await
+        .map_err(|e| task_error("", e))?
+        .into_inner();
+        tasks.extend(r.tasks);
+        if r.next_page_token.is_empty() {
+            break;
+        }
+        req.page_token = r.next_page_token;
+    }
     tasks.sort_by(|a, b| natural_cmp(&a.id, &b.id));
     let names = |l: &[Mount]| {
         l.iter()

@@ -16,6 +16,7 @@ pub mod aad;
 mod error;
 pub mod keys;
 pub mod layout;
+mod listing;
 pub mod node_view;
 pub mod store;
 mod txns;

@@ -22,9 +22,11 @@ use secretd_store::pb::mvccpb::KeyValue;
 
 use crate::keys::Keys;
 use crate::layout::{self, Kind};
+use crate::listing;
 use crate::pb::records::SettingsRecord;
 use crate::pb::secretstore::{
-    CreateRequest, ListRequest, ListResponse, Object, Settings, Spec, Task, VersionInfo,
+    CreateRequest, ListRequest, ListResponse, ListTasksRequest, ListTasksResponse, Object,
+    Settings, Spec, Task, VersionInfo,
 };
 use crate::txns::*;
 use crate::{aad, now_ns, validate, Error, Result};
@@ -71,13 +73,7 @@ type Refs = BTreeMap<(bool, String), BTreeSet<u64>>;
 /// Attempts of one change against concurrent changes to the same objects.
 const CONFLICT_RETRIES_MAX: usize = 16;
 
-/// A list answer's bounds: objects per page, and bytes (under a gRPC
-/// client's default 4 MiB message limit, so any client can read a page).
-pub const LIST_PAGE_OBJECTS_MAX: usize = 10_000;
-pub const LIST_PAGE_BYTES_MAX: usize = 3 << 20;
-/// Object records read per step while listing (a record is at most ~280
-/// KiB, its labels; typically a few hundred bytes).
-const LIST_SCAN_CHUNK: usize = 64;
+pub use crate::listing::{LIST_PAGE_BYTES_MAX, LIST_PAGE_OBJECTS_MAX};
 
 /// Docker's list filters: name and ID prefixes (case-insensitive, several
 /// of one kind OR-ed), labels (`key` or `key=value`, AND-ed).
@@ -123,50 +119,6 @@ impl<'a> Filter<'a> {
             s.data = Vec::new();
         }
         Some(o)
-    }
-}
-
-/// What one List call may return: a page, or (page_size 0) everything,
-/// refused rather than cut short when everything is more than a page.
-struct Page {
-    objects_max: usize,
-    paged: bool,
-}
-
-impl Page {
-    fn of(kind: Kind, r: &ListRequest) -> Result<Page> {
-        if !r.page_token.is_empty() && r.page_size == 0 {
-            return Err(Error::invalid("page_token needs a page_size"));
-        }
-        if r.page_token.len() > validate::ID_CHARS
-            || !r.page_token.bytes().all(|b| b.is_ascii_alphanumeric())
-        {
-            return Err(Error::invalid(format!(
-                "page_token is not a {} list's token",
-                kind.word()
-            )));
-        }
-        Ok(Page {
-            objects_max: match r.page_size {
-                0 => LIST_PAGE_OBJECTS_MAX,
-                n => (n as usize).min(LIST_PAGE_OBJECTS_MAX),
-            },
-            paged: r.page_size > 0,
-        })
-    }
-
-    /// The token that continues after `last`; an unpaged list that does
-    /// not fit one page is refused, naming the way out.
-    fn continue_after(&self, kind: Kind, last: &[u8]) -> Result<String> {
-        if !self.paged {
-            return Err(Error::Precondition(format!(
-                "more {}s than one answer holds ({LIST_PAGE_OBJECTS_MAX} or {} MiB): list them in pages (page_size; secretctl does)",
-                kind.word(),
-                LIST_PAGE_BYTES_MAX >> 20
-            )));
-        }
-        layout::id_of_object_key(kind, last)
-            .ok_or_else(|| Error::internal("an object key outside its kind's prefix"))
     }
 }
 
@@ -356,73 +308,22 @@ impl ObjectStore {
         self.resolve(kind, input).await
     }
 
+    /// A page of `kind`'s objects, without their data (`listing`).
     pub async fn list(&self, kind: Kind, filters: &ListRequest) -> Result<ListResponse> {
-        let page = Page::of(kind, filters)?;
         let filter = Filter::of(filters);
-        let prefix = layout::object_prefix(kind);
-        // The key the next object follows (a page token's, or the prefix).
-        let mut last = match filters.page_token.as_str() {
-            "" => prefix.clone(),
-            after => layout::object_key(kind, after),
+        let scope = listing::Scope {
+            what: kind.word(),
+            prefix: layout::object_prefix(kind),
+            page_size: filters.page_size,
+            page_token: &filters.page_token,
         };
-        let mut start = last.clone();
-        if !filters.page_token.is_empty() {
-            start.push(0);
-        }
-        // The page's keys first, without values: one linearizable read,
-        // whose etcd `count` walks the rest of the kind once per page.
-        let range = |key, range_end, limit: usize, revision, keys_only| RequestOp {
-            request: Some(request_op::Request::RequestRange(RangeRequest {
-                key,
-                range_end,
-                limit: limit as i64,
-                revision,
-                keys_only,
-                ..Default::default()
-            })),
-        };
-        let keys_op = range(
-            start,
-            layout::prefix_end(&prefix),
-            page.objects_max + 1,
-            0,
-            true,
-        );
-        let (r, at_rev) = self.read_as(vec![keys_op], false).await?;
-        let keys: Vec<Vec<u8>> = r.into_iter().flat_map(|r| r.kvs).map(|kv| kv.key).collect();
-        // Then the records, a few keys per step at that revision (a record
-        // may carry 256 KiB of labels: a page's worth at once could be
-        // gigabytes), each step's range ending at its own last key: a
-        // range over the rest of the kind would count all of it again at
-        // every step (what made 100k secrets take 5 s to list).
-        let (mut out, mut bytes, mut scanned) = (ListResponse::default(), 0, 0);
-        for step in keys.chunks(LIST_SCAN_CHUNK) {
-            let (first, end) = (
-                step[0].clone(),
-                [step[step.len() - 1].as_slice(), &[0]].concat(),
-            );
-            let (r, _) = self
-                .read_as(vec![range(first, end, 0, at_rev, false)], true)
-                .await?;
-            for kv in r.into_iter().flat_map(|r| r.kvs) {
-                if scanned == page.objects_max {
-                    // More follow: the page ends after the last one scanned.
-                    out.next_page_token = page.continue_after(kind, &last)?;
-                    return Ok(out);
-                }
-                scanned += 1;
-                if let Some(o) = filter.keep(decode_object(kind, &kv)?) {
-                    bytes += o.encoded_len();
-                    if bytes > LIST_PAGE_BYTES_MAX && !out.objects.is_empty() {
-                        out.next_page_token = page.continue_after(kind, &last)?;
-                        return Ok(out);
-                    }
-                    out.objects.push(o);
-                }
-                last = kv.key;
-            }
-        }
-        Ok(out)
+        let read = |ops| self.read_as(ops, false);
+        let (objects, next_page_token) =
+            listing::page(&scope, read, |kv| Ok(filter.keep(decode_object(kind, kv)?))).await?;
+        Ok(ListResponse {
+            objects,
+            next_page_token,
+        })
     }
 
     /// Tasks using an object, by name.
@@ -698,6 +599,31 @@ impl ObjectStore {
         }
     }
 
+    /// A page of the tasks of `req.node` ("": every node), `listing`'s way.
+    pub async fn task_page(&self, req: &ListTasksRequest) -> Result<ListTasksResponse> {
+        if !req.node.is_empty() {
+            validate::node(&req.node)?;
+        }
+        let scope = listing::Scope {
+            what: "task",
+            prefix: layout::task_prefix(),
+            page_size: req.page_size,
+            page_token: &req.page_token,
+        };
+        let read = |ops| self.read_as(ops, false);
+        let (tasks, next_page_token) = listing::page(&scope, read, |kv| {
+            let t = decode_task(kv)?;
+            Ok((req.node.is_empty() || t.node == req.node).then_some(t))
+        })
+        .await?;
+        Ok(ListTasksResponse {
+            tasks,
+            next_page_token,
+        })
+    }
+
+    /// Every task of `node` ("": every node), in one read: the node
+    /// state's (`node_view`), which is sent in parts and bounded there.
     pub async fn task_list(&self, node: &str, local: bool) -> Result<Vec<Task>> {
         let (r, _) = self
             .read_as(vec![scan(layout::task_prefix(), 0, false)], local)

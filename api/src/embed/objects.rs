@@ -218,11 +218,21 @@ impl Client {
 
     /// The tasks of `node` ("": every node).
     pub async fn task_list(&self, node: &str) -> Result<Vec<Task>, EmbedError> {
-        let msg = ListTasksRequest {
+        let mut msg = ListTasksRequest {
             node: node.to_string(),
+            page_size: secretd_secrets::store::LIST_PAGE_OBJECTS_MAX as u32,
+            page_token: String::new(),
         };
-        let (s, req) = self.request("/secretstore.v1.Tasks/List", msg)?;
-        Ok(Tasks::list(&s.objects, req).await?.into_inner().tasks)
+        let mut all = Vec::new();
+        loop {
+            let (s, req) = self.request("/secretstore.v1.Tasks/List", msg.clone())?;
+            let page = Tasks::list(&s.objects, req).await?.into_inner();
+            all.extend(page.tasks);
+            if page.next_page_token.is_empty() {
+                return Ok(all);
+            }
+            msg.page_token = page.next_page_token;
+        }
     }
 
     /// Removes a task: its node's agent stops serving its files.

@@ -180,12 +180,11 @@ impl Tasks for ObjectService {
         &self,
         req: Request<ListTasksRequest>,
     ) -> Result<Response<ListTasksResponse>, Status> {
-        let tasks = self
-            .store
-            .task_list(&req.into_inner().node, false)
+        self.store
+            .task_page(&req.into_inner())
             .await
-            .map_err(status)?;
-        Ok(Response::new(ListTasksResponse { tasks }))
+            .map(Response::new)
+            .map_err(status)
     }
 
     async fn remove(&self, req: Request<TaskRef>) -> Result<Response<TaskRef>, Status> {

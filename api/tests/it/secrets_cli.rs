@@ -669,7 +669,8 @@ async fn a_closed_pipe_ends_secretctl_quietly() {
 }
 
 /// `ls` reads the member's list page by page: configs whose labels make
-/// the list larger than one answer (3 MiB) are all listed, filtered or not.
+/// the list larger than one answer (3 MiB) are all listed, filtered or not;
+/// so are tasks whose environments make theirs larger.
 #[tokio::test(flavor = "multi_thread")]
 async fn ls_reads_every_page_of_a_list_too_large_for_one_answer() {
     let c = Cluster::start_with(1, &[]);
@@ -694,4 +695,16 @@ async fn ls_reads_every_page_of_a_list_too_large_for_one_answer() {
     assert_eq!(lines(&all), want);
     let some = c.sctl(&["config", "ls", "-q", "--filter", "name=big-1"], None);
     assert_eq!(lines(&some).len(), 3, "big-10, big-11, big-12: {some}");
+    // Tasks too: 60 of 60 KB of environment are more than one answer.
+    let env = format!("BIG={}", "e".repeat(60_000));
+    for i in 0..60 {
+        let id = format!("t{i:02}");
+        c.sctl(
+            &["task", "create", &id, "--node", "n1", "--env", &env],
+            None,
+        );
+    }
+    let tasks = c.sctl(&["task", "ls", "-q"], None);
+    let want: Vec<String> = (0..60).map(|i| format!("t{i:02}")).collect();
+    assert_eq!(lines(&tasks), want);
 }

@@ -308,3 +308,82 @@ async fn a_list_comes_in_pages_and_one_too_large_for_an_answer_is_refused() {
         assert!(matches!(e, Error::Invalid(_)), "{e:?}");
     }
 }
+
+/// Tasks list in pages as objects do (`listing`): each page within its
+/// bytes, every task once, the node filter within the pages; the whole
+/// list in one answer only while it fits one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_list_comes_in_pages_and_one_too_large_for_an_answer_is_refused() {
+    use crate::pb::secretstore::ListTasksRequest;
+    use crate::store::LIST_PAGE_BYTES_MAX;
+
+    let o = Objects::start(1).await;
+    let store = &o.stores[0];
+    store
+        .create(Kind::Secret, create_request("cert", b"x"))
+        .await
+        .unwrap();
+    // 60 tasks of 60 KiB of environment each, on n1 and n2 in turn.
+    for i in 0..60 {
+        let mut t = task(&format!("t{i:02}"), &[("cert", 0)]);
+        t.node = if i % 2 == 0 { "n1" } else { "n2" }.into();
+        t.env = [("BIG".to_string(), "e".repeat(60 << 10))].into();
+        store.task_create(t).await.unwrap();
+    }
+    match store.task_page(&ListTasksRequest::default()).await {
+        Err(Error::Precondition(m)) => assert!(m.contains("list them in pages"), "{m}"),
+        other => panic!("an unpaged task list past {LIST_PAGE_BYTES_MAX} bytes: {other:?}"),
+    }
+    for (node, page_size, want) in [("", 7, 60), ("", 100, 60), ("n1", 9, 30)] {
+        let mut req = ListTasksRequest {
+            node: node.into(),
+            page_size,
+            ..Default::default()
+        };
+        let (mut ids, mut pages) = (std::collections::BTreeSet::new(), 0);
+        loop {
+            let page = store.task_page(&req).await.unwrap();
+            let bytes: usize = page.tasks.iter().map(prost::Message::encoded_len).sum();
+            assert!(bytes <= LIST_PAGE_BYTES_MAX, "a page of {bytes} bytes");
+            assert!(page.tasks.len() <= page_size as usize);
+            assert!(node.is_empty() || page.tasks.iter().all(|t| t.node == node));
+            for t in page.tasks {
+                assert!(ids.insert(t.id.clone()), "{} twice", t.id);
+            }
+            pages += 1;
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            req.page_token = page.next_page_token;
+        }
+        assert_eq!(ids.len(), want, "node {node:?}, pages of {page_size}");
+        assert!(pages > 1, "60 tasks of 60 KiB in one page");
+    }
+    // The filter applies within a page: six scanned, three on n1.
+    let few = ListTasksRequest {
+        node: "n1".into(),
+        page_size: 6,
+        page_token: "t50".into(),
+    };
+    let tail = store.task_page(&few).await.unwrap();
+    let ids: Vec<_> = tail.tasks.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, ["t52", "t54", "t56"]);
+    for bad in [
+        ListTasksRequest {
+            page_token: "t01".into(),
+            ..Default::default()
+        },
+        ListTasksRequest {
+            page_size: 5,
+            page_token: "../obj".into(),
+            ..Default::default()
+        },
+        ListTasksRequest {
+            node: "no/such".into(),
+            ..Default::default()
+        },
+    ] {
+        let e = store.task_page(&bad).await.unwrap_err();
+        assert!(matches!(e, Error::Invalid(_)), "{e:?}");
+    }
+}
