@@ -101,8 +101,13 @@ where
                 tonic::body::Body::new(Guarded {
                     body,
                     call,
-                    held,
-                    rest: bytes::Bytes::new(),
+                    unsent: Arc::new(parking_lot::Mutex::new(Unsent {
+                        held,
+                        rest: bytes::Bytes::new(),
+                        taken_at: std::time::Instant::now(),
+                        cut: false,
+                    })),
+                    watch: None,
                     _guard: guard,
                 })
             }))
@@ -242,24 +247,103 @@ pub fn held_until_sent<T>(resp: T, charge: Charge) -> tonic::Response<T> {
 pub const SENT_PIECE_BYTES_MAX: usize = 64 * 1024;
 
 /// A response body that keeps its request counted until it ends, and a
-/// read answer's charge until its last piece is taken.
+/// read answer's charge until its last piece is taken, or until its
+/// client has taken none of it for the budget's stall time
+/// (`--max-answer-stall`): then a watch gives the answer up, its bytes and
+/// charge dropped, and the stream is reset at the next poll.
 struct Guarded {
     body: tonic::body::Body,
     /// The gRPC call's metrics, finished by the status in its trailers.
     call: Option<crate::metrics::GrpcCall>,
-    held: Option<HeldUntilSent>,
-    /// What is left of a data frame cut into pieces.
-    rest: bytes::Bytes,
+    /// The answer's charge and unsent bytes, shared with its watch.
+    unsent: Arc<parking_lot::Mutex<Unsent>>,
+    /// Started once an answer is held and longer than one piece.
+    watch: Option<tokio::task::AbortHandle>,
     _guard: StreamGuard,
 }
 
-impl Guarded {
+/// What an answer still holds until its client takes it.
+struct Unsent {
+    held: Option<HeldUntilSent>,
+    /// What is left of a data frame cut into pieces.
+    rest: bytes::Bytes,
+    /// When HTTP/2 last took a piece (it asks for the next one only when
+    /// the stream has room).
+    taken_at: std::time::Instant,
+    /// Given up by the watch.
+    cut: bool,
+}
+
+impl Unsent {
     /// The next piece of `data` (the rest kept for the next poll).
     fn piece(&mut self, mut data: bytes::Bytes) -> bytes::Bytes {
         if data.len() > SENT_PIECE_BYTES_MAX {
             self.rest = data.split_off(SENT_PIECE_BYTES_MAX);
         }
         data
+    }
+}
+
+impl Guarded {
+    /// Watches a held answer that has more to send than one piece.
+    fn watch_if_held(&mut self) {
+        if self.watch.is_some() {
+            return;
+        }
+        let stall_ms = {
+            let u = self.unsent.lock();
+            match &u.held {
+                Some(h) if !u.rest.is_empty() => h.charge().budget().stall_ms(),
+                _ => return,
+            }
+        };
+        let unsent = Arc::downgrade(&self.unsent);
+        let stall = Duration::from_millis(stall_ms);
+        self.watch = Some(tokio::spawn(watch_stall(unsent, stall)).abort_handle());
+    }
+
+    fn done(&mut self) {
+        self.unsent.lock().held = None;
+        if let Some(w) = self.watch.take() {
+            w.abort();
+        }
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        if let Some(w) = self.watch.take() {
+            w.abort();
+        }
+    }
+}
+
+/// Gives the answer up once its client has taken none of it for `stall`.
+async fn watch_stall(unsent: std::sync::Weak<parking_lot::Mutex<Unsent>>, stall: Duration) {
+    loop {
+        let due = match unsent.upgrade() {
+            Some(u) => u.lock().taken_at + stall,
+            None => return,
+        };
+        tokio::time::sleep_until(due.into()).await;
+        let Some(u) = unsent.upgrade() else { return };
+        let mut u = u.lock();
+        if u.held.is_none() {
+            return;
+        }
+        if u.taken_at + stall <= std::time::Instant::now() {
+            let bytes = u.held.as_ref().map_or(0, |h| h.charge().bytes());
+            u.held = None;
+            u.rest = bytes::Bytes::new();
+            u.cut = true;
+            secretd_store::metrics::ANSWERS_CUT.inc();
+            tracing::warn!(
+                bytes,
+                stall_s = stall.as_secs(),
+                "gave up an answer its client took none of (--max-answer-stall)"
+            );
+            return;
+        }
     }
 }
 
@@ -271,16 +355,27 @@ impl http_body::Body for Guarded {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Status>>> {
-        if !self.rest.is_empty() {
-            let rest = std::mem::take(&mut self.rest);
-            let piece = self.piece(rest);
-            return Poll::Ready(Some(Ok(http_body::Frame::data(piece))));
+        {
+            let mut u = self.unsent.lock();
+            if u.cut {
+                return Poll::Ready(Some(Err(Status::resource_exhausted(
+                    "the answer was given up: its client took none of it for --max-answer-stall",
+                ))));
+            }
+            // Asked for the next piece: the last one was taken.
+            u.taken_at = std::time::Instant::now();
+            if !u.rest.is_empty() {
+                let rest = std::mem::take(&mut u.rest);
+                let piece = u.piece(rest);
+                return Poll::Ready(Some(Ok(http_body::Frame::data(piece))));
+            }
         }
         let polled = ready!(Pin::new(&mut self.body).poll_frame(cx));
         match polled {
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => {
-                    let piece = self.piece(data);
+                    let piece = self.unsent.lock().piece(data);
+                    self.watch_if_held();
                     Poll::Ready(Some(Ok(http_body::Frame::data(piece))))
                 }
                 Err(frame) => {
@@ -291,24 +386,24 @@ impl http_body::Body for Guarded {
                         call.finish(st.as_bytes());
                     }
                     // Trailers come after every byte of the answer.
-                    self.held = None;
+                    self.done();
                     Poll::Ready(Some(Ok(frame)))
                 }
             },
             other => {
-                self.held = None;
+                self.done();
                 Poll::Ready(other)
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.rest.is_empty() && self.body.is_end_stream()
+        self.unsent.lock().rest.is_empty() && self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
         let inner = self.body.size_hint();
-        let rest = self.rest.len() as u64;
+        let rest = self.unsent.lock().rest.len() as u64;
         let mut hint = http_body::SizeHint::new();
         hint.set_lower(inner.lower() + rest);
         if let Some(upper) = inner.upper() {

@@ -7,7 +7,7 @@
 //! with RESOURCE_EXHAUSTED, rather than wait: a reader waiting here would
 //! hold the key index's read lock, and apply with it.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::error::{Result, StoreError};
@@ -32,11 +32,18 @@ pub trait Meter {
     fn add(&self, bytes: usize) -> Result<()>;
 }
 
+/// `--max-answer-stall`'s default: how long an answer may go with its
+/// client taking none of it before it is given up (its bytes freed, its
+/// charge given back, the stream reset). A slow client taking a piece now
+/// and then keeps its answer; one that stopped reading cannot hold it.
+pub const STALL_MS_DEFAULT: u64 = 30_000;
+
 /// The member's budget: bytes charged by answers not yet sent.
 #[derive(Debug)]
 pub struct AnswerBudget {
     in_flight_bytes: AtomicUsize,
     in_flight_bytes_max: AtomicUsize,
+    stall_ms: AtomicU64,
 }
 
 impl Default for AnswerBudget {
@@ -44,11 +51,21 @@ impl Default for AnswerBudget {
         AnswerBudget {
             in_flight_bytes: AtomicUsize::new(0),
             in_flight_bytes_max: AtomicUsize::new(IN_FLIGHT_BYTES_DEFAULT),
+            stall_ms: AtomicU64::new(STALL_MS_DEFAULT),
         }
     }
 }
 
 impl AnswerBudget {
+    pub fn set_stall_ms(&self, ms: u64) {
+        self.stall_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// How long an answer may sit with none of it taken (`STALL_MS_DEFAULT`).
+    pub fn stall_ms(&self) -> u64 {
+        self.stall_ms.load(Ordering::Relaxed)
+    }
+
     pub fn set_max(&self, bytes: usize) {
         self.in_flight_bytes_max.store(bytes, Ordering::Relaxed);
     }
@@ -132,6 +149,11 @@ impl Charge {
             .in_flight_bytes
             .fetch_add(bytes, Ordering::Relaxed);
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// The budget this charge is against.
+    pub fn budget(&self) -> &AnswerBudget {
+        &self.budget
     }
 
     /// Bytes this answer holds.

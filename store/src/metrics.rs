@@ -63,6 +63,14 @@ pub static SLOW_READ_INDEXES: LazyLock<IntCounter> = LazyLock::new(|| {
     .expect("metric registered once")
 });
 
+pub static ANSWERS_CUT: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "secretd_answers_cut_total",
+        "Answers given up because their client took none of them for --max-answer-stall."
+    )
+    .expect("metric registered once")
+});
+
 pub static ANSWERS_REFUSED: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
         "secretd_answers_refused_total",

@@ -93,6 +93,12 @@ pub struct ServerFlags {
     /// changes anything. Set on the writes this member proposes.
     #[arg(long, default_value_t = secretd_store::answers::WRITE_ANSWER_BYTES_DEFAULT)]
     pub max_write_answer_bytes: usize,
+    /// How long an answer (Range, Txn, gateway) may go with its client
+    /// taking none of it: past it, the answer is given up, its bytes freed
+    /// and its stream reset, so a client that stops reading cannot hold
+    /// the member's answer budget.
+    #[arg(long, default_value = "30s", value_parser = secretd_client::format::parse_duration)]
+    pub max_answer_stall: Duration,
     /// Cost of the bcrypt hashes of etcd user passwords (etcd's flag):
     /// 4 to 31, each step doubling the work of a login and of a guess.
     #[arg(long, default_value_t = crate::etcd::auth::BCRYPT_COST_DEFAULT,
@@ -237,6 +243,7 @@ impl ServerFlags {
             max_txn_ops: self.max_txn_ops,
             max_response_bytes_in_flight: self.max_response_bytes_in_flight,
             max_write_answer_bytes: self.max_write_answer_bytes,
+            max_answer_stall_ms: self.max_answer_stall.as_millis() as u64,
             request_timeout: Duration::from_millis(5000 + 2 * self.election_timeout),
             watch_progress_interval: self
                 .watch_progress_notify_interval
@@ -267,6 +274,9 @@ impl ServerFlags {
         }
         if self.max_response_bytes_in_flight < 1 << 20 {
             bail!("--max-response-bytes-in-flight must be at least 1 MiB");
+        }
+        if self.max_answer_stall < Duration::from_secs(1) {
+            bail!("--max-answer-stall must be at least 1s");
         }
         if self.max_write_answer_bytes < 1 << 20 {
             bail!("--max-write-answer-bytes must be at least 1 MiB");

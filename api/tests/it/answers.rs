@@ -115,27 +115,7 @@ async fn answers_are_charged_until_they_are_sent() {
     assert_eq!(gateway(5), "200");
 
     // A client that asks for 3 MiB and does not read: the member holds it.
-    let tcp = tokio::net::TcpStream::connect(c.endpoint(0)).await.unwrap();
-    let (h2c, conn) = h2::client::Builder::new()
-        .initial_window_size(65_535)
-        .handshake::<_, Bytes>(tcp)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let mut h2c = h2c.ready().await.unwrap();
-    let req = http::Request::post(format!("http://{}/etcdserverpb.KV/Range", c.endpoint(0)))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(())
-        .unwrap();
-    let (answer, mut send) = h2c.send_request(req, false).unwrap();
-    send.send_data(framed(&range(6)), true).unwrap();
-    let answer = answer.await.unwrap();
-    assert_eq!(answer.status(), 200);
-    let mut body = answer.into_body();
-    // Its first piece, and no more: the rest waits on our window.
-    let first = body.data().await.unwrap().unwrap();
-    assert!(!first.is_empty());
+    let (mut body, first) = slow_range(&c, 6).await;
 
     // Meanwhile 2 MiB more is past the budget.
     let busy = match kv.range(range(4)).await {
@@ -186,6 +166,99 @@ async fn answers_are_charged_until_they_are_sent() {
         }
     }
     assert_eq!(answer_bytes(&c), 0);
+}
+
+/// A raw HTTP/2 client's Range of the first `limit` keys under `k/`, of
+/// which it takes the first piece and no more: the rest waits on its
+/// window.
+async fn slow_range(c: &Cluster, limit: i64) -> (h2::RecvStream, Bytes) {
+    let tcp = tokio::net::TcpStream::connect(c.endpoint(0)).await.unwrap();
+    let (h2c, conn) = h2::client::Builder::new()
+        .initial_window_size(65_535)
+        .handshake::<_, Bytes>(tcp)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut h2c = h2c.ready().await.unwrap();
+    let req = http::Request::post(format!("http://{}/etcdserverpb.KV/Range", c.endpoint(0)))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let (answer, mut send) = h2c.send_request(req, false).unwrap();
+    send.send_data(framed(&range(limit)), true).unwrap();
+    let answer = answer.await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let mut body = answer.into_body();
+    let first = body.data().await.unwrap().unwrap();
+    assert!(!first.is_empty());
+    (body, first)
+}
+
+/// An answer whose client stops taking it is given up after
+/// `--max-answer-stall`: its bytes and charge are freed while the client
+/// is still connected, and the client's stream ends in an error, never in
+/// a whole answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_its_client_stops_taking_is_given_up() {
+    let c = Cluster::start_with(
+        1,
+        &[
+            "--max-response-bytes-in-flight",
+            "4194304",
+            "--max-answer-stall",
+            "2s",
+        ],
+    );
+    c.wait_leader(secs(15)).await;
+    let mut kv = c.kv(0).await;
+    for i in 0..KEYS {
+        kv.put(PutRequest {
+            key: format!("k/{i:02}").into_bytes(),
+            value: vec![b'v'; VALUE_BYTES],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let (mut body, first) = slow_range(&c, 6).await;
+    assert!(answer_bytes(&c) >= 3 << 20);
+    let deadline = tokio::time::Instant::now() + secs(30);
+    while answer_bytes(&c) != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a stalled answer still held {} bytes",
+            answer_bytes(&c)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(metric(&c, "secretd_answers_cut_total") >= 1);
+    // The budget is free for others while the stalled client stays.
+    let r = kv.range(range(4)).await.unwrap().into_inner();
+    assert_eq!(r.kvs.len(), 4);
+    // Reading again, the stalled client gets what was already on its way
+    // and then a reset stream, not the 3 MiB.
+    let mut got = first.len();
+    body.flow_control().release_capacity(first.len()).unwrap();
+    let ended = loop {
+        match body.data().await {
+            Some(Ok(d)) => {
+                got += d.len();
+                body.flow_control().release_capacity(d.len()).unwrap();
+            }
+            Some(Err(e)) => break format!("{e}"),
+            None => break "ended".to_string(),
+        }
+    };
+    assert!(
+        got < 3 << 20,
+        "{got} bytes of a given-up answer arrived ({ended})"
+    );
+    if ended == "ended" {
+        let t = body.trailers().await.ok().flatten();
+        let status = t.as_ref().and_then(|t| t.get("grpc-status"));
+        assert!(status.is_some_and(|s| s != "0"), "{t:?}");
+    }
 }
 
 /// A txn reading `ranges` times the first `limit` keys under `k/` (0: all
@@ -308,15 +381,20 @@ async fn write_answers_are_bounded_alike_on_every_member() {
 
 /// The member's `secretd_answer_bytes_in_flight`, from its `/metrics`.
 fn answer_bytes(c: &Cluster) -> u64 {
+    metric(c, "secretd_answer_bytes_in_flight")
+}
+
+/// A metric of member 0, from its `/metrics`.
+fn metric(c: &Cluster, name: &str) -> u64 {
     let out = std::process::Command::new("curl")
         .args(["-sf", &format!("http://{}/metrics", c.endpoint(0))])
         .output()
         .expect("curl");
     let text = String::from_utf8_lossy(&out.stdout);
     text.lines()
-        .find_map(|l| l.strip_prefix("secretd_answer_bytes_in_flight "))
-        .unwrap_or_else(|| panic!("no secretd_answer_bytes_in_flight in /metrics: {text}"))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in /metrics: {text}"))
         .trim()
-        .parse()
-        .unwrap()
+        .parse::<f64>()
+        .unwrap() as u64
 }

@@ -119,6 +119,9 @@ pub struct NodeConfig {
     pub max_txn_ops: usize,
     /// Bytes of read answers the member holds at once (`answers`).
     pub max_response_bytes_in_flight: usize,
+    /// How long an answer may go with its client taking none of it
+    /// (`answers::STALL_MS_DEFAULT`).
+    pub max_answer_stall_ms: u64,
     /// The most a write's answer may render, on every member
     /// (`mvcc::write_answer`), set on the entries this member proposes.
     pub max_write_answer_bytes: usize,
@@ -156,6 +159,7 @@ impl Default for NodeConfig {
             max_txn_ops: 128,
             max_response_bytes_in_flight: crate::answers::IN_FLIGHT_BYTES_DEFAULT,
             max_write_answer_bytes: crate::answers::WRITE_ANSWER_BYTES_DEFAULT,
+            max_answer_stall_ms: crate::answers::STALL_MS_DEFAULT,
             request_timeout: Duration::from_secs(5),
             watch_progress_interval: Duration::from_secs(600),
             snapshot_count: 10_000,

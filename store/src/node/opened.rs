@@ -91,6 +91,7 @@ impl Opened {
         } = self;
         let mvcc = Mvcc::open_with_clock(db.clone(), clock)?;
         mvcc.answers().set_max(cfg.max_response_bytes_in_flight);
+        mvcc.answers().set_stall_ms(cfg.max_answer_stall_ms);
         let registry = Arc::new(RwLock::new(Registry::load(&db)?));
         let alarms = Arc::new(RwLock::new(membership::load_alarms(&db)?));
         let auth = Arc::new(Auth::load(&db, cfg.auth_token_ttl)?);
