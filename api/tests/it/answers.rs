@@ -44,15 +44,7 @@ async fn answers_are_charged_until_they_are_sent() {
     let c = Cluster::start_with(1, &["--max-response-bytes-in-flight", "4194304"]);
     c.wait_leader(secs(15)).await;
     let mut kv = c.kv(0).await;
-    for i in 0..KEYS {
-        kv.put(secretd_api::pb::etcdserverpb::PutRequest {
-            key: format!("k/{i:02}").into_bytes(),
-            value: vec![b'v'; VALUE_BYTES],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    }
+    fill(&mut kv).await;
     // 6 MiB in one answer is past the whole budget: refused, saying why;
     // a limit, or keys only, is served.
     let all = c.etcdctl(&["get", "k/", "--prefix"]);
@@ -168,6 +160,21 @@ async fn answers_are_charged_until_they_are_sent() {
     assert_eq!(answer_bytes(&c), 0);
 }
 
+/// `KEYS` values of `VALUE_BYTES` under `k/`.
+async fn fill(
+    kv: &mut secretd_api::pb::etcdserverpb::kv_client::KvClient<tonic::transport::Channel>,
+) {
+    for i in 0..KEYS {
+        kv.put(PutRequest {
+            key: format!("k/{i:02}").into_bytes(),
+            value: vec![b'v'; VALUE_BYTES],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+}
+
 /// A raw HTTP/2 client's Range of the first `limit` keys under `k/`, of
 /// which it takes the first piece and no more: the rest waits on its
 /// window.
@@ -212,15 +219,7 @@ async fn an_answer_its_client_stops_taking_is_given_up() {
     );
     c.wait_leader(secs(15)).await;
     let mut kv = c.kv(0).await;
-    for i in 0..KEYS {
-        kv.put(PutRequest {
-            key: format!("k/{i:02}").into_bytes(),
-            value: vec![b'v'; VALUE_BYTES],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    }
+    fill(&mut kv).await;
     let (mut body, first) = slow_range(&c, 6).await;
     assert!(answer_bytes(&c) >= 3 << 20);
     let deadline = tokio::time::Instant::now() + secs(30);
@@ -287,15 +286,7 @@ async fn write_answers_are_bounded_alike_on_every_member() {
     let c = Cluster::start_with(3, &["--max-write-answer-bytes", "4194304"]);
     let leader = c.wait_leader(secs(20)).await;
     let mut kv = c.kv(leader).await;
-    for i in 0..KEYS {
-        kv.put(PutRequest {
-            key: format!("k/{i:02}").into_bytes(),
-            value: vec![b'v'; VALUE_BYTES],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    }
+    fill(&mut kv).await;
     // Nine ranges of the 6 MiB prefix: 54 MiB on every member. A member
     // sets the bound once it knows every peer measures it (it asks each
     // peer's release when it connects): until then the txn runs
