@@ -41,15 +41,18 @@ pub(super) struct Durable {
 impl Durable {
     pub(super) fn of(stepper: &Stepper, last_conf_index: u64) -> Durable {
         let v = stepper.view();
-        let synced_last = stepper.synced_last_index();
+        // What was persisted, not raft's view: a crash between a step and
+        // its `Ready` rightly loses what the step did (seed 5550291: a
+        // leader crashed holding a proposal it had not yet written).
+        let (term, vote, synced_last) = stepper.persisted();
         let from = synced_last
             .saturating_sub(CRASH_SYNCED_KEPT)
             .max(v.first_index);
         Durable {
-            term: v.term,
-            vote: v.vote,
-            last_index: v.last_index,
-            last_term: stepper.log_term(v.last_index),
+            term,
+            vote,
+            last_index: synced_last,
+            last_term: stepper.log_term(synced_last),
             applied: v.applied,
             voters: stepper.voters(),
             last_conf_index,

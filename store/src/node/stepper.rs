@@ -108,6 +108,17 @@ impl Stepper {
         !self.stopped && self.lp.leaving.is_none() && self.lp.raw.has_ready()
     }
 
+    /// What a crash cannot take away: the term and vote last persisted,
+    /// and the last synced entry. raft-rs's own view runs ahead of it
+    /// between a step and the `Ready` that persists what the step did (a
+    /// leader's new proposal, a higher term heard): those were never
+    /// written, nor told to anyone, and a crash loses them rightly.
+    pub fn persisted(&self) -> (u64, u64, u64) {
+        let store = self.lp.raw.store();
+        let hs = store.hard_state();
+        (hs.term, hs.vote, store.synced_last_index())
+    }
+
     pub fn view(&self) -> RaftView {
         let r = &self.lp.raw.raft;
         RaftView {
