@@ -99,9 +99,9 @@ where
             let held = resp.extensions_mut().remove::<HeldUntilSent>();
             Ok(resp.map(|body| {
                 tonic::body::Body::new(Guarded {
-                    body,
                     call,
                     unsent: Arc::new(parking_lot::Mutex::new(Unsent {
+                        body: Some(body),
                         held,
                         rest: bytes::Bytes::new(),
                         taken_at: std::time::Instant::now(),
@@ -252,7 +252,6 @@ pub const SENT_PIECE_BYTES_MAX: usize = 64 * 1024;
 /// (`--max-answer-stall`): then a watch gives the answer up, its bytes and
 /// charge dropped, and the stream is reset at the next poll.
 struct Guarded {
-    body: tonic::body::Body,
     /// The gRPC call's metrics, finished by the status in its trailers.
     call: Option<crate::metrics::GrpcCall>,
     /// The answer's charge and unsent bytes, shared with its watch.
@@ -264,6 +263,9 @@ struct Guarded {
 
 /// What an answer still holds until its client takes it.
 struct Unsent {
+    /// The service's body: dropped when the answer is given up, since its
+    /// encoder's buffer shares the answer's allocation.
+    body: Option<tonic::body::Body>,
     held: Option<HeldUntilSent>,
     /// What is left of a data frame cut into pieces.
     rest: bytes::Bytes,
@@ -275,12 +277,26 @@ struct Unsent {
 }
 
 impl Unsent {
-    /// The next piece of `data` (the rest kept for the next poll).
+    /// The next piece of `data` (the rest kept for the next poll). A piece
+    /// of a longer answer is a copy: a slice would share the answer's
+    /// allocation, and HTTP/2 holding one unsent piece would keep all of
+    /// it alive after the answer was given up.
     fn piece(&mut self, mut data: bytes::Bytes) -> bytes::Bytes {
-        if data.len() > SENT_PIECE_BYTES_MAX {
-            self.rest = data.split_off(SENT_PIECE_BYTES_MAX);
+        if data.len() <= SENT_PIECE_BYTES_MAX {
+            return data;
         }
-        data
+        self.rest = data.split_off(SENT_PIECE_BYTES_MAX);
+        bytes::Bytes::copy_from_slice(&data)
+    }
+
+    /// The next piece of the rest: a copy, the last one too (every piece
+    /// of the rest shares the answer's allocation).
+    fn next_of_rest(&mut self) -> bytes::Bytes {
+        let mut rest = std::mem::take(&mut self.rest);
+        if rest.len() > SENT_PIECE_BYTES_MAX {
+            self.rest = rest.split_off(SENT_PIECE_BYTES_MAX);
+        }
+        bytes::Bytes::copy_from_slice(&rest)
     }
 }
 
@@ -335,6 +351,7 @@ async fn watch_stall(unsent: std::sync::Weak<parking_lot::Mutex<Unsent>>, stall:
             let bytes = u.held.as_ref().map_or(0, |h| h.charge().bytes());
             u.held = None;
             u.rest = bytes::Bytes::new();
+            u.body = None;
             u.cut = true;
             secretd_store::metrics::ANSWERS_CUT.inc();
             tracing::warn!(
@@ -365,12 +382,17 @@ impl http_body::Body for Guarded {
             // Asked for the next piece: the last one was taken.
             u.taken_at = std::time::Instant::now();
             if !u.rest.is_empty() {
-                let rest = std::mem::take(&mut u.rest);
-                let piece = u.piece(rest);
+                let piece = u.next_of_rest();
                 return Poll::Ready(Some(Ok(http_body::Frame::data(piece))));
             }
         }
-        let polled = ready!(Pin::new(&mut self.body).poll_frame(cx));
+        let polled = {
+            let mut u = self.unsent.lock();
+            match u.body.as_mut() {
+                Some(body) => ready!(Pin::new(body).poll_frame(cx)),
+                None => None,
+            }
+        };
         match polled {
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => {
@@ -398,17 +420,68 @@ impl http_body::Body for Guarded {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.unsent.lock().rest.is_empty() && self.body.is_end_stream()
+        let u = self.unsent.lock();
+        u.rest.is_empty() && u.body.as_ref().is_none_or(|b| b.is_end_stream())
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        let inner = self.body.size_hint();
-        let rest = self.unsent.lock().rest.len() as u64;
+        let u = self.unsent.lock();
+        let inner = u
+            .body
+            .as_ref()
+            .map_or_else(http_body::SizeHint::default, |b| b.size_hint());
+        let rest = u.rest.len() as u64;
         let mut hint = http_body::SizeHint::new();
         hint.set_lower(inner.lower() + rest);
         if let Some(upper) = inner.upper() {
             hint.set_upper(upper + rest);
         }
         hint
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every piece of an answer longer than one is its own allocation: an
+    /// unsent piece HTTP/2 holds must not keep the whole answer alive once
+    /// the rest is dropped (given up by the stall watch).
+    #[test]
+    fn pieces_of_a_long_answer_do_not_share_its_allocation() {
+        let answer = bytes::Bytes::from(vec![7u8; 3 * SENT_PIECE_BYTES_MAX + 10]);
+        let whole = answer.as_ptr() as usize..answer.as_ptr() as usize + answer.len();
+        let mut u = Unsent {
+            body: None,
+            held: None,
+            rest: bytes::Bytes::new(),
+            taken_at: std::time::Instant::now(),
+            cut: false,
+        };
+        let mut pieces = vec![u.piece(answer)];
+        while !u.rest.is_empty() {
+            pieces.push(u.next_of_rest());
+        }
+        assert_eq!(pieces.len(), 4);
+        let sizes: Vec<usize> = pieces.iter().map(|p| p.len()).collect();
+        assert_eq!(
+            sizes,
+            [
+                SENT_PIECE_BYTES_MAX,
+                SENT_PIECE_BYTES_MAX,
+                SENT_PIECE_BYTES_MAX,
+                10
+            ]
+        );
+        for p in &pieces {
+            assert!(
+                !whole.contains(&(p.as_ptr() as usize)),
+                "a piece shares the answer"
+            );
+        }
+        // A short answer goes as it is.
+        let short = bytes::Bytes::from(vec![1u8; 100]);
+        let at = short.as_ptr();
+        assert_eq!(u.piece(short).as_ptr(), at);
     }
 }

@@ -171,6 +171,14 @@ pub struct ObjectStore {
 }
 
 impl ObjectStore {
+    /// A charge of `bytes` against the member's answer budget, for a List
+    /// answer to hold until it is sent (`secretd_store::answers`).
+    pub fn answer_charge(&self, bytes: usize) -> Result<secretd_store::answers::Charge> {
+        let charge = self.node.mvcc().answers().charge();
+        charge.add(bytes)?;
+        Ok(charge)
+    }
+
     pub fn new(node: Arc<Node>, keys: Arc<Keys>, history: usize) -> ObjectStore {
         ObjectStore {
             node,
@@ -316,6 +324,7 @@ impl ObjectStore {
             prefix: layout::object_prefix(kind),
             page_size: filters.page_size,
             page_token: &filters.page_token,
+            records_max: LIST_PAGE_OBJECTS_MAX,
         };
         let read = |ops| self.read_as(ops, false);
         let (objects, next_page_token) =
@@ -609,6 +618,7 @@ impl ObjectStore {
             prefix: layout::task_prefix(),
             page_size: req.page_size,
             page_token: &req.page_token,
+            records_max: LIST_PAGE_OBJECTS_MAX,
         };
         let read = |ops| self.read_as(ops, false);
         let (tasks, next_page_token) = listing::page(&scope, read, |kv| {

@@ -194,6 +194,12 @@ impl Allowance {
     pub fn used(&self) -> usize {
         self.used.get()
     }
+
+    /// Goes back to `bytes` metered (`write_answer` measures each branch
+    /// of a nested txn from the same start).
+    pub fn set_used(&self, bytes: usize) {
+        self.used.set(bytes);
+    }
 }
 
 impl Meter for Allowance {
@@ -201,7 +207,7 @@ impl Meter for Allowance {
         let next = self.used.get().saturating_add(bytes);
         if next > self.max {
             return Err(StoreError::AnswersOverBudget(format!(
-                "this write's answer (its txn's ranges, its deletes' prev_kv) would render more than {} MiB on every member (--max-write-answer-bytes); read with a Range or a read-only txn, or delete without prev_kv",
+                "this write's answer (its txn's ranges, the prev_kv of its deletes and puts) would render more than {} MiB on every member (--max-write-answer-bytes); read with a Range or a read-only txn, or write without prev_kv",
                 (self.max >> 20).max(1)
             )));
         }

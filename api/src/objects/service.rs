@@ -57,7 +57,13 @@ impl ObjectService {
     async fn list(&self, kind: Kind, req: ListRequest) -> Result<Response<ListResponse>, Status> {
         self.unlocked()?;
         let page = self.store.list(kind, &req).await.map_err(status)?;
-        Ok(Response::new(page))
+        // Held like an etcd read's answer until it is sent, and given up
+        // if its client stops taking it (`gate`).
+        let charge = self
+            .store
+            .answer_charge(prost::Message::encoded_len(&page))
+            .map_err(status)?;
+        Ok(crate::gate::held_until_sent(page, charge))
     }
 
     async fn remove(
@@ -180,11 +186,16 @@ impl Tasks for ObjectService {
         &self,
         req: Request<ListTasksRequest>,
     ) -> Result<Response<ListTasksResponse>, Status> {
-        self.store
+        let page = self
+            .store
             .task_page(&req.into_inner())
             .await
-            .map(Response::new)
-            .map_err(status)
+            .map_err(status)?;
+        let charge = self
+            .store
+            .answer_charge(prost::Message::encoded_len(&page))
+            .map_err(status)?;
+        Ok(crate::gate::held_until_sent(page, charge))
     }
 
     async fn remove(&self, req: Request<TaskRef>) -> Result<Response<TaskRef>, Status> {

@@ -342,11 +342,14 @@ impl Writer<'_> {
         match req {
             KvOp::Put(p) => {
                 self.precheck(std::slice::from_ref(&put_op(p)))?;
+                if p.prev_kv {
+                    self.measure_answer(&[], Some((&p.key, &[])))?;
+                }
                 self.put(p).map(WriteResult::Put)
             }
             KvOp::DeleteRange(d) => {
                 if d.prev_kv {
-                    self.measure_answer(&[], Some(d))?;
+                    self.measure_answer(&[], Some((&d.key, &d.range_end)))?;
                 }
                 self.delete(d).map(WriteResult::DeleteRange)
             }
@@ -380,29 +383,31 @@ impl Writer<'_> {
         }
     }
 
-    /// Measures what the txn branch `ops` (or the delete `d`) would render
-    /// against the entry's bound, before anything is written.
-    fn measure_answer(&self, ops: &[RequestOp], d: Option<&DeleteRangeRequest>) -> Result<()> {
+    /// Measures what the txn branch `ops` (or the `prev_kv` of a delete or
+    /// put of `[key, range_end)`) would render against the entry's bound,
+    /// before anything is written.
+    fn measure_answer(&self, ops: &[RequestOp], prev: Option<(&[u8], &[u8])>) -> Result<()> {
         let Some(max) = self.answer_bytes_max else {
             return Ok(());
         };
         let allowance = Allowance::new(max);
         let index = self.applier.mvcc.index.read();
         let fetch = |rev| self.applier.fetch(rev);
+        let lease_of = |k: &[u8]| self.applier.mvcc.lessor().key_lease(k);
         let m = Measure {
             index: &index,
             at: self.read_rev(),
             src: Source {
                 fetch: &fetch,
-                lease_of: None,
+                lease_of: Some(&lease_of),
                 charge: Some(&allowance),
             },
             allowance: &allowance,
             puts: puts_of(ops),
         };
         m.ops(ops)?;
-        match d {
-            Some(d) => m.records_of(&d.key, &d.range_end),
+        match prev {
+            Some((key, range_end)) => m.records_of(key, range_end),
             None => Ok(()),
         }
     }
@@ -569,13 +574,16 @@ impl Exec for Writer<'_> {
     fn range(&mut self, r: &RangeRequest) -> Result<RangeResponse> {
         let at = self.read_rev();
         let index = self.applier.mvcc.index.read();
-        // Inside apply: the records, always (reads here are few).
-        range_at(
-            &index,
-            r,
-            at,
-            &Source::records(&|rev| self.applier.fetch(rev)),
-        )
+        // A keys-only range answers from the index and the lessor, as a
+        // read does: the writer changes a key's lease after its index
+        // entry too, and what it renders is what `write_answer` measured.
+        let lease_of = |k: &[u8]| self.applier.mvcc.lessor().key_lease(k);
+        let src = Source {
+            fetch: &|rev| self.applier.fetch(rev),
+            lease_of: Some(&lease_of),
+            charge: None,
+        };
+        range_at(&index, r, at, &src)
     }
 
     fn put(&mut self, p: &PutRequest) -> Result<PutResponse> {

@@ -12,8 +12,10 @@
 //! txn whose key it covers (what the txn's own writes can add to it; a
 //! delete only takes away). Past the bound, the write is refused on every
 //! member alike, having written nothing. Nested txns are measured in both
-//! branches, since which one runs depends on the txn's own writes. The
-//! measure reads as much as the answer would and holds at most the bound.
+//! branches, since which one runs depends on the txn's own writes, and the
+//! larger counts. A keys-only range is measured as it renders, from the
+//! index (no values). The measure reads as much as the answer would and
+//! holds at most the bound.
 
 use std::borrow::Cow;
 
@@ -73,8 +75,14 @@ impl Measure<'_> {
                 }
                 Some(Op::RequestPut(p)) if p.prev_kv => self.records_of(&p.key, &[])?,
                 Some(Op::RequestTxn(t)) => {
+                    // One branch runs: the larger counts.
+                    let before = self.allowance.used();
                     self.ops(&t.success)?;
+                    let success = self.allowance.used();
+                    self.allowance.set_used(before);
                     self.ops(&t.failure)?;
+                    let failure = self.allowance.used();
+                    self.allowance.set_used(success.max(failure));
                 }
                 _ => {}
             }
@@ -312,6 +320,51 @@ mod tests {
         };
         refused(s.apply(KvOp::Txn(&outer), Some(4096)));
         s.apply(KvOp::Txn(&outer), Some(16 << 10)).unwrap();
+        // Only one branch runs: 8 KiB in each is 8 KiB, not 16.
+        s.put(b"z", 8192);
+        let (RequestOp {
+            request: Some(Op::RequestTxn(mut inner)),
+        },) = (outer.success[0].clone(),)
+        else {
+            unreachable!()
+        };
+        inner.success = vec![range_op(b"z", b"")];
+        let both = TxnRequest {
+            success: vec![
+                put_op(b"w", 1),
+                RequestOp {
+                    request: Some(Op::RequestTxn(inner)),
+                },
+            ],
+            ..Default::default()
+        };
+        s.apply(KvOp::Txn(&both), Some(12 << 10)).unwrap();
+    }
+
+    #[test]
+    fn a_keys_only_range_is_measured_without_values() {
+        let mut s = Store::new();
+        s.put(b"big", 64 << 10);
+        let keys_only = TxnRequest {
+            success: vec![
+                put_op(b"w", 1),
+                RequestOp {
+                    request: Some(Op::RequestRange(RangeRequest {
+                        key: b"big".to_vec(),
+                        keys_only: true,
+                        ..Default::default()
+                    })),
+                },
+            ],
+            ..Default::default()
+        };
+        s.apply(KvOp::Txn(&keys_only), Some(1 << 10)).unwrap();
+        // A put's prev_kv, alone, is measured as well.
+        let mut p = put(b"big", 1);
+        p.prev_kv = true;
+        refused(s.apply(KvOp::Put(&p), Some(1 << 10)));
+        p.prev_kv = false;
+        s.apply(KvOp::Put(&p), Some(1 << 10)).unwrap();
     }
 
     /// The bytes an answer's records hold, as the budget counts them.

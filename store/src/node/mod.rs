@@ -476,6 +476,7 @@ impl Node {
         let renders = match request {
             Request::Txn(t) => !crate::mvcc::txn_checks::is_read_only(t),
             Request::DeleteRange(d) => d.prev_kv,
+            Request::Put(p) => p.prev_kv,
             _ => false,
         };
         let every_peer_measures = || {
