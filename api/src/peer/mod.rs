@@ -35,6 +35,7 @@
 pub mod corruption;
 pub mod raw;
 pub mod service;
+mod wires;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -92,8 +93,7 @@ struct Inbox {
     rx: mpsc::Receiver<Message>,
     wake: Arc<tokio::sync::Notify>,
 }
-/// Each peer's peer wire version, as last learnt (absent: not known yet).
-type PeerWires = Arc<parking_lot::Mutex<HashMap<u64, u32>>>;
+use wires::PeerWires;
 
 pub struct GrpcTransport {
     /// Per-peer queues and URLs; replaced when membership changes.
@@ -117,12 +117,13 @@ impl GrpcTransport {
         cluster_id: u64,
         peers: HashMap<u64, String>,
         snap_dir: PathBuf,
+        wires_file: Option<PathBuf>,
     ) -> Arc<GrpcTransport> {
         let node: Arc<OnceLock<Weak<Node>>> = Arc::new(OnceLock::new());
         let runtime = tokio::runtime::Handle::current();
         let t = GrpcTransport {
             peers: Default::default(),
-            wires: Default::default(),
+            wires: PeerWires::load(wires_file),
             node,
             my_id,
             cluster_id,
@@ -226,20 +227,20 @@ impl Transport for GrpcTransport {
                 ));
             }
         }
-        self.wires.lock().retain(|id, _| wanted.contains_key(id));
+        self.wires.retain(|id| wanted.contains_key(&id));
         *urls = wanted;
     }
 
     /// Peers not known to speak peer wire `wire`: older releases, or
-    /// members this one has not reached (or asked) since it started.
+    /// members neither this run nor an earlier one has heard it from
+    /// (`wires`).
     fn peers_below(&self, wire: u32) -> Vec<u64> {
-        let wires = self.wires.lock();
         let mut out: Vec<u64> = self
             .peers
             .read()
             .1
             .keys()
-            .filter(|id| wires.get(id).is_none_or(|v| *v < wire))
+            .filter(|id| self.wires.get(**id).is_none_or(|v| v < wire))
             .copied()
             .collect();
         out.sort_unstable();
@@ -426,7 +427,7 @@ async fn peer_sender(
             }
             Err(raw::ConnectError::NotRaw(why)) => match peer_wire(&url).await {
                 Ok(v) if v < PEER_WIRE_VERSION => {
-                    wires.lock().insert(peer, v);
+                    wires.learnt(peer, v);
                     if !said_legacy {
                         tracing::info!(peer = format_args!("{peer:x}"), %url, peer_wire = v, our_wire = PEER_WIRE_VERSION,
                             "the peer runs an older release (no raw raft stream); sending over gRPC Raft.Send");
@@ -477,8 +478,7 @@ pub async fn raft_client(
 /// rolled back meanwhile). Whether it was on an older wire before.
 fn raw_stream_up(wires: &PeerWires, peer: u64, url: &str) -> bool {
     let was_older = wires
-        .lock()
-        .insert(peer, RAW_STREAM_WIRE)
+        .reached(peer, RAW_STREAM_WIRE)
         .is_none_or(|v| v < RAW_STREAM_WIRE);
     tokio::spawn(learn_wire(url.to_string(), peer, wires.clone()));
     was_older
@@ -489,7 +489,7 @@ fn raw_stream_up(wires: &PeerWires, peer: u64, url: &str) -> bool {
 async fn learn_wire(url: String, peer: u64, wires: PeerWires) {
     match peer_wire(&url).await {
         Ok(v) => {
-            wires.lock().insert(peer, v.max(RAW_STREAM_WIRE));
+            wires.learnt(peer, v.max(RAW_STREAM_WIRE));
         }
         Err(e) => {
             tracing::debug!(peer = format_args!("{peer:x}"), %url, error = %e, "could not ask the peer its wire version")

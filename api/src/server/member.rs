@@ -33,6 +33,7 @@ pub(super) fn start(cfg: &NodeConfig, secret_history: usize, autolock: bool) -> 
         opened.cluster_id(),
         peers,
         opened.snapshot_dir(),
+        Some(cfg.data_dir.join("peer-wires")),
     );
     let node = opened
         .start(transport.clone())

@@ -365,6 +365,34 @@ async fn write_answers_are_bounded_alike_on_every_member() {
         let keys = m.range(serial(b"k/", b"k0")).await.unwrap().into_inner();
         assert_eq!(keys.count as usize, KEYS, "member {i}");
     }
+    // A member restarted while a peer is down still bounds its writes:
+    // it remembers what the peer runs (`peer-wires` in its data
+    // directory) until it reaches it again.
+    let mut c = c;
+    let (down, restarted) = ((leader + 1) % 3, (leader + 2) % 3);
+    c.kill9(down);
+    c.kill9(restarted);
+    c.spawn(restarted);
+    let deadline = tokio::time::Instant::now() + secs(30);
+    let mut m = loop {
+        let mut m = c.kv(restarted).await;
+        let r = m
+            .put(PutRequest {
+                key: b"w/after-restart".to_vec(),
+                ..Default::default()
+            })
+            .await;
+        if r.is_ok() {
+            break m;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the restarted member never took a write: {r:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let e = m.txn(reading_txn(9, 0)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
     del.prev_kv = false;
     let gone = kv.delete_range(del).await.unwrap().into_inner();
     assert_eq!(gone.deleted as usize, KEYS);
