@@ -390,6 +390,11 @@ impl Writer<'_> {
         let Some(max) = self.answer_bytes_max else {
             return Ok(());
         };
+        // Most writes render nothing (a secret create: puts only): no
+        // lock, no allocation for them.
+        if prev.is_none() && !super::write_answer::renders(ops) {
+            return Ok(());
+        }
         let allowance = Allowance::new(max);
         let index = self.applier.mvcc.index.read();
         let fetch = |rev| self.applier.fetch(rev);

@@ -37,6 +37,18 @@ pub(super) struct Measure<'a> {
     pub puts: Vec<(&'a [u8], usize)>,
 }
 
+/// Whether any op of `ops` (nested txns' branches included) renders
+/// records into the answer.
+pub(super) fn renders(ops: &[RequestOp]) -> bool {
+    ops.iter().any(|op| match &op.request {
+        Some(Op::RequestRange(r)) => !r.count_only,
+        Some(Op::RequestDeleteRange(d)) => d.prev_kv,
+        Some(Op::RequestPut(p)) => p.prev_kv,
+        Some(Op::RequestTxn(t)) => renders(&t.success) || renders(&t.failure),
+        None => false,
+    })
+}
+
 /// Every put in `ops`, nested txns' both branches included, as `Measure`
 /// counts them. A put that keeps its value (`ignore_value`) replaces a
 /// record the range already held with one as large but for the key.
