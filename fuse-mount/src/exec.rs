@@ -464,9 +464,13 @@ pub async fn run(agent: &AgentArgs, a: &ExecArgs) -> Result<()> {
         let mut cmd = tokio::process::Command::new(&a.cmd[0]);
         cmd.args(&a.cmd[1..]);
         let (ns, uid, gid) = (ns.clone(), a.uid, a.gid);
-        // SAFETY: `apply` makes only system calls (see its comment).
+        // SAFETY: `apply` and `default_signals` make only system calls
+        // (see their comments).
         unsafe {
-            cmd.pre_exec(move || ns.apply(uid, gid));
+            cmd.pre_exec(move || {
+                default_signals()?;
+                ns.apply(uid, gid)
+            });
         }
         cmd.spawn()
             .with_context(|| format!("cannot run {}", a.cmd[0]))
@@ -489,6 +493,32 @@ fn send(child: &tokio::process::Child, sig: Signal) {
         // A child that has just exited is reaped by `wait`; ESRCH is fine.
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
     }
+}
+
+/// The signals CMD is stopped or told with, back to their default
+/// disposition in the child, as a supervisor resets them: an ignored
+/// signal stays ignored across `exec`, and a shell started with one
+/// ignored cannot even trap it. Started under `nohup` (SIGHUP ignored),
+/// `--on-change signal=HUP` reached a command that could not act on it.
+/// Runs between fork and exec: `sigaction` and `sigprocmask` only.
+fn default_signals() -> std::io::Result<()> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow};
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for sig in [
+        Signal::SIGHUP,
+        Signal::SIGINT,
+        Signal::SIGQUIT,
+        Signal::SIGTERM,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGWINCH,
+        Signal::SIGPIPE,
+    ] {
+        // SAFETY: setting a default disposition runs no handler code.
+        unsafe { sigaction(sig, &default) }.map_err(std::io::Error::from)?;
+    }
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+        .map_err(std::io::Error::from)
 }
 
 /// Runs CMD until it exits on its own, acting on changes of the task's

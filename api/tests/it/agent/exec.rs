@@ -38,9 +38,19 @@ async fn agent_exec_acts_on_changes(backend: &str) {
     let mut version = 0;
 
     // Starts `agent exec` with these flags and a shell script as CMD; its
-    // stdout lines arrive on the channel, its log goes to a file.
+    // stdout lines arrive on the channel, its log goes to a file. It starts
+    // with SIGHUP ignored, as under `nohup`: CMD must still get it (a shell
+    // started with a signal ignored cannot trap it).
     let exec = |flags: &[&str], script: &str, log: &Path| {
-        let mut child = Command::new(secretd_bin())
+        let mut cmd = Command::new(secretd_bin());
+        // SAFETY: between fork and exec, one `signal` call.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                libc::signal(libc::SIGHUP, libc::SIG_IGN);
+                Ok(())
+            });
+        }
+        let mut child = cmd
             .args([
                 "agent",
                 "--mount",
