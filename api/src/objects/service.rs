@@ -37,6 +37,17 @@ impl ObjectService {
         Ok(())
     }
 
+    /// A List page, charged to the member's answer budget and held like
+    /// an etcd read's answer until it is sent, or given up if its client
+    /// stops taking it (`gate`).
+    fn held<T: prost::Message>(&self, page: T) -> Result<Response<T>, Status> {
+        let charge = self
+            .store
+            .answer_charge(page.encoded_len())
+            .map_err(status)?;
+        Ok(crate::gate::held_until_sent(page, charge))
+    }
+
     async fn create(
         &self,
         kind: Kind,
@@ -57,13 +68,7 @@ impl ObjectService {
     async fn list(&self, kind: Kind, req: ListRequest) -> Result<Response<ListResponse>, Status> {
         self.unlocked()?;
         let page = self.store.list(kind, &req).await.map_err(status)?;
-        // Held like an etcd read's answer until it is sent, and given up
-        // if its client stops taking it (`gate`).
-        let charge = self
-            .store
-            .answer_charge(prost::Message::encoded_len(&page))
-            .map_err(status)?;
-        Ok(crate::gate::held_until_sent(page, charge))
+        self.held(page)
     }
 
     async fn remove(
@@ -191,11 +196,7 @@ impl Tasks for ObjectService {
             .task_page(&req.into_inner())
             .await
             .map_err(status)?;
-        let charge = self
-            .store
-            .answer_charge(prost::Message::encoded_len(&page))
-            .map_err(status)?;
-        Ok(crate::gate::held_until_sent(page, charge))
+        self.held(page)
     }
 
     async fn remove(&self, req: Request<TaskRef>) -> Result<Response<TaskRef>, Status> {

@@ -206,12 +206,16 @@ mod tests {
     }
 
     fn range_op(key: &[u8], range_end: &[u8]) -> RequestOp {
+        ranging(RangeRequest {
+            key: key.to_vec(),
+            range_end: range_end.to_vec(),
+            ..Default::default()
+        })
+    }
+
+    fn ranging(r: RangeRequest) -> RequestOp {
         RequestOp {
-            request: Some(Op::RequestRange(RangeRequest {
-                key: key.to_vec(),
-                range_end: range_end.to_vec(),
-                ..Default::default()
-            })),
+            request: Some(Op::RequestRange(r)),
         }
     }
 
@@ -274,13 +278,11 @@ mod tests {
             success: vec![
                 put_op(b"b", 64 << 10),
                 range_op(b"c", b""),
-                RequestOp {
-                    request: Some(Op::RequestRange(RangeRequest {
-                        key: b"b".to_vec(),
-                        revision: at,
-                        ..Default::default()
-                    })),
-                },
+                ranging(RangeRequest {
+                    key: b"b".to_vec(),
+                    revision: at,
+                    ..Default::default()
+                }),
             ],
             ..Default::default()
         };
@@ -360,13 +362,11 @@ mod tests {
         let keys_only = TxnRequest {
             success: vec![
                 put_op(b"w", 1),
-                RequestOp {
-                    request: Some(Op::RequestRange(RangeRequest {
-                        key: b"big".to_vec(),
-                        keys_only: true,
-                        ..Default::default()
-                    })),
-                },
+                ranging(RangeRequest {
+                    key: b"big".to_vec(),
+                    keys_only: true,
+                    ..Default::default()
+                }),
             ],
             ..Default::default()
         };
