@@ -84,10 +84,22 @@ impl PeerWires {
     }
 }
 
+/// Bytes a file holds at most: `PEERS_MAX` lines of a 16-digit id and
+/// a version.
+const FILE_BYTES_MAX: u64 = PEERS_MAX as u64 * 32;
+
 /// Lines of `<peer id, hex> <wire>`.
 fn read(file: &std::path::Path) -> HashMap<u64, u32> {
-    let text = match std::fs::read_to_string(file) {
-        Ok(t) => t,
+    use std::io::Read as _;
+    let mut text = String::new();
+    let read = std::fs::File::open(file)
+        .and_then(|f| f.take(FILE_BYTES_MAX + 1).read_to_string(&mut text));
+    let text = match read {
+        Ok(n) if n as u64 > FILE_BYTES_MAX => {
+            tracing::warn!(file = %file.display(), "the peers' wire versions file is larger than any it could be; every peer counts as not known");
+            return HashMap::new();
+        }
+        Ok(_) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return HashMap::new(),
         Err(e) => {
             tracing::warn!(file = %file.display(), error = %e, "cannot read the peers' wire versions; every peer counts as not known");
@@ -146,7 +158,8 @@ mod tests {
         again.retain(|id| id != 0xb);
         assert_eq!(again.get(0xb), None);
         // Not ours, or garbage: ignored.
-        for bad in ["a 3\nzz 3\n", "a three\n", "a\n"] {
+        let huge = "a 3\n".repeat(100_000);
+        for bad in ["a 3\nzz 3\n", "a three\n", "a\n", &huge, "a 3\n\u{ff}"] {
             std::fs::write(&file, bad).unwrap();
             assert_eq!(
                 PeerWires::load(Some(file.clone())).get(0xa),
