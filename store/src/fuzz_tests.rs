@@ -79,7 +79,8 @@ fn an_entry() -> Vec<u8> {
             user: "u".into(),
             admin: false,
         }),
-        write_answer_bytes_max: None,
+        write_answer_bytes_max: Some(1 << 20),
+        txn_decided_first: true,
     }
     .encode_to_vec()
 }

@@ -443,6 +443,7 @@ async fn an_entry_apply_cannot_decode_is_refused_on_every_member() {
         auth_revision: None,
         auth_fence: None,
         write_answer_bytes_max: None,
+        txn_decided_first: false,
     }
     .encode_to_vec();
     let no_request = InternalRequest {
@@ -567,6 +568,7 @@ async fn force_new_cluster_keeps_what_the_survivor_committed() {
                     auth_revision: None,
                     auth_fence: None,
                     write_answer_bytes_max: None,
+                    txn_decided_first: false,
                 }
                 .encode_to_vec()
                 .into(),
@@ -630,4 +632,63 @@ async fn force_new_cluster_keeps_what_the_survivor_committed() {
         );
     }
     assert!(!c.dir().join("missing").exists(), "nothing created");
+}
+
+/// A txn is decided before it writes (`mvcc::txn_path`) only once every
+/// member applies it so: while one says it speaks peer wire 3, txns are
+/// proposed without the term, and every member applies them as that
+/// release does (a nested compare sees the txn's own put); once it says 4,
+/// as etcd does (it does not). Every member holds the same keys each time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_txn_is_decided_first_only_once_every_member_applies_it_so() {
+    use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+    use crate::pb::etcdserverpb::{request_op::Request as Op, Compare, RequestOp, TxnRequest};
+    let put = |k: &str, v: &str| RequestOp {
+        request: Some(Op::RequestPut(PutRequest {
+            key: k.into(),
+            value: v.into(),
+            ..Default::default()
+        })),
+    };
+    let txn = |round: &str| TxnRequest {
+        success: vec![
+            put("k/z", round),
+            RequestOp {
+                request: Some(Op::RequestTxn(TxnRequest {
+                    compare: vec![Compare {
+                        key: "k/z".into(),
+                        result: CompareResult::Equal as i32,
+                        target: CompareTarget::Value as i32,
+                        target_union: Some(TargetUnion::Value(round.into())),
+                        ..Default::default()
+                    }],
+                    success: vec![put("k/r", "as-it-runs")],
+                    failure: vec![put("k/r", "decided-first")],
+                })),
+            },
+        ],
+        ..Default::default()
+    };
+    let c = MemCluster::start(3, 13);
+    let leader = c.leader(&[0, 1, 2], Duration::from_secs(10)).await;
+    let older = c.nodes[(leader + 1) % 3].id();
+    let wire = crate::transport::wire::TXN_DECIDED_FIRST;
+    for (round, says, want) in [
+        ("1", Some(wire - 1), "as-it-runs"),
+        ("2", None, "decided-first"),
+    ] {
+        c.net.set_wire(older, says);
+        c.nodes[leader].txn(txn(round), None).await.unwrap();
+        let kvs = vec![
+            ("k/r".to_string(), want.to_string()),
+            ("k/z".into(), round.into()),
+        ];
+        for i in 0..3 {
+            assert_eq!(
+                c.read_all_retrying(i).await,
+                kvs,
+                "round {round}, member {i}"
+            );
+        }
+    }
 }

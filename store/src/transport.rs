@@ -14,6 +14,10 @@ pub mod wire {
     /// `write_answer_bytes_max` on entries: an older member would apply a
     /// write the others refuse.
     pub const WRITE_ANSWER_BOUND: u32 = 3;
+    /// `txn_decided_first` on entries: an older member would evaluate a
+    /// nested txn's compares after the txn's earlier writes, and check
+    /// both branches of it, and so apply some txns differently.
+    pub const TXN_DECIDED_FIRST: u32 = 4;
 }
 
 /// Sends raft messages to other members. Must never block (queue or drop:

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use secretd_store::mvcc::txn_checks;
 use secretd_store::node::Node;
 use tonic::{Request, Response, Status};
 
@@ -65,12 +66,15 @@ impl Kv for KvService {
     async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         let who = Who::of(&self.node, &req).await?;
         let mut req = req.into_inner();
+        // etcd's checks, on the request as the client sent it: cutting
+        // the reserved range out of a delete can make duplicates appear.
+        txn_checks::validate_txn(&req, self.node.config().max_txn_ops).map_err(status)?;
         reserved::txn(&mut req)?;
         who.txn(&req, &self.node.mvcc().lessor())?;
-        let read_only = secretd_store::mvcc::txn_checks::is_read_only(&req);
+        let read_only = txn_checks::is_read_only(&req);
         let (resp, charge) = self
             .node
-            .txn_charged(req, who.fence())
+            .txn_charged_cut(req, who.fence())
             .await
             .map_err(status)?;
         if read_only {

@@ -37,6 +37,7 @@ mod secrets_cli;
 mod snapshots;
 mod swarm;
 mod tls;
+mod txn_diff;
 mod upgrade;
 mod watch_guarantees;
 mod watch_progress;

@@ -15,6 +15,8 @@ mod hash;
 pub mod index;
 mod range;
 mod txn;
+pub mod txn_checks;
+mod txn_path;
 mod write_answer;
 
 use std::collections::HashMap;
@@ -39,14 +41,6 @@ use crate::snapshot::{SnapshotReader, SnapshotWriter, CF_TAG_KV, CF_TAG_META};
 pub use index::Index;
 pub(crate) use range::{range_at, Source};
 pub use txn::{KvOp, WriteResult};
-
-/// The checks etcd makes before a request enters the raft log.
-pub mod txn_checks {
-    pub use super::txn::{
-        has_put, is_read_only, is_serializable, nesting_depth, validate_put, validate_txn,
-        TXN_NESTING_MAX,
-    };
-}
 
 use crate::schema::meta::{COMPACT_REV as META_COMPACT_REV, CURRENT_REV as META_CURRENT_REV};
 
@@ -547,6 +541,19 @@ fn prev_value(
     }
 }
 
+/// How an entry's proposer asked every member to apply its write, beyond
+/// the request itself. Each term is set only once every member applies
+/// it, so an entry without one is applied as the releases before it did
+/// (README, "Upgrades"); `default()` is such an entry.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ApplyTerms {
+    /// The most the write's answer may render: past it, refused before
+    /// it writes anything (`write_answer`).
+    pub answer_bytes_max: Option<usize>,
+    /// A txn is decided and checked before it writes (`txn_path`).
+    pub txn_decided_first: bool,
+}
+
 /// The single writer of the keyspace. Owned by the raft loop; every method
 /// stages into a `WriteBatch` that the caller makes durable before calling
 /// [`Applier::publish`].
@@ -599,18 +606,16 @@ impl Applier {
         batch: &mut WriteBatch,
         watch_prev: bool,
     ) -> (Result<WriteResult>, Vec<Event>) {
-        self.apply_bounded(req, batch, watch_prev, None)
+        self.apply_with(req, batch, watch_prev, ApplyTerms::default())
     }
 
-    /// `apply`, with the bound its entry carries on what the write's
-    /// answer may render (`write_answer`): past it, refused before it
-    /// writes anything.
-    pub fn apply_bounded(
+    /// `apply`, on the terms its entry carries (`ApplyTerms`).
+    pub fn apply_with(
         &mut self,
         req: KvOp<'_>,
         batch: &mut WriteBatch,
         watch_prev: bool,
-        answer_bytes_max: Option<usize>,
+        terms: ApplyTerms,
     ) -> (Result<WriteResult>, Vec<Event>) {
         let mut w = txn::Writer {
             applier: self,
@@ -619,7 +624,7 @@ impl Applier {
             sub: 0,
             events: Vec::new(),
             watch_prev,
-            answer_bytes_max,
+            terms,
         };
         w.main = w.applier.writer_rev + 1;
         let result = w.apply(req);

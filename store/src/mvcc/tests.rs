@@ -37,19 +37,25 @@ type State = BTreeMap<Vec<u8>, KeyValue>;
 struct Harness {
     dir: tempfile::TempDir,
     applier: Applier,
+    /// The terms every request is applied on, as its entry would carry.
+    terms: ApplyTerms,
 }
 
 impl Harness {
     fn open(dir: tempfile::TempDir) -> Harness {
         let db = Db::open(dir.path()).unwrap();
         let applier = Applier::new(Mvcc::open(db).unwrap());
-        Harness { dir, applier }
+        Harness {
+            dir,
+            applier,
+            terms: ApplyTerms::default(),
+        }
     }
 
     fn apply(&mut self, req: Request) -> Result<WriteResult> {
         let mut batch = WriteBatch::default();
         let op = KvOp::try_from(&req).expect("a keyspace request");
-        let (res, _) = self.applier.apply(op, &mut batch, false);
+        let (res, _) = self.applier.apply_with(op, &mut batch, false, self.terms);
         self.applier.stage_revision(&mut batch);
         self.applier.mvcc.db.write_sync(batch).unwrap();
         self.applier.publish();
@@ -103,7 +109,7 @@ proptest! {
                     else { prop_assert!(res.is_ok(), "{:?}", res); compacted = rev; }
                 }
                 Op::Reopen => {
-                    let Harness { dir, applier } = h;
+                    let Harness { dir, applier, .. } = h;
                     drop(applier);
                     h = Harness::open(dir);
                 }
@@ -222,7 +228,7 @@ fn nested_txns_count_every_op_they_run() {
         success: (base..base + n).map(put).collect(),
         ..Default::default()
     };
-    assert!(super::txn::validate_txn(&flat(8, 0), 8).is_ok());
+    assert!(super::txn_checks::validate_txn(&flat(8, 0), 8).is_ok());
     // Two nested txns of 4 puts each: 2 + 8 ops run, over a limit of 8.
     let nested = TxnRequest {
         success: vec![
@@ -236,17 +242,17 @@ fn nested_txns_count_every_op_they_run() {
         ..Default::default()
     };
     assert!(matches!(
-        super::txn::validate_txn(&nested, 8),
+        super::txn_checks::validate_txn(&nested, 8),
         Err(StoreError::TooManyOps)
     ));
-    assert!(super::txn::validate_txn(&nested, 10).is_ok());
+    assert!(super::txn_checks::validate_txn(&nested, 10).is_ok());
     // Only one branch runs: 8 in success and 8 in failure fit a limit of 8.
     let both = TxnRequest {
         success: (0..8).map(put).collect(),
         failure: (8..16).map(put).collect(),
         ..Default::default()
     };
-    assert!(super::txn::validate_txn(&both, 8).is_ok());
+    assert!(super::txn_checks::validate_txn(&both, 8).is_ok());
 }
 
 /// Inside a txn, every range, put and delete response carries etcd's
@@ -422,7 +428,7 @@ proptest! {
                     h.apply(Request::Compaction(CompactionRequest { revision, physical: false }))
                 }
                 LeaseOp::Reopen => {
-                    let Harness { dir, applier } = h;
+                    let Harness { dir, applier, .. } = h;
                     drop(applier);
                     h = Harness::open(dir);
                     continue;
@@ -531,5 +537,268 @@ proptest! {
                 prop_assert_eq!((got.kvs, got.more, got.count), reference(&all, &r), "{:?}", r);
             }
         }
+    }
+}
+
+mod decided_first {
+    //! Txns whose entry says `txn_decided_first` (`txn_path`), as etcd
+    //! 3.5 applies them, and the same txns on an older entry.
+
+    use super::*;
+    use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+    use crate::pb::etcdserverpb::{
+        request_op::Request as Op, response_op, Compare, RequestOp, TxnRequest,
+    };
+
+    fn harness(decided_first: bool) -> Harness {
+        let mut h = Harness::open(tempfile::tempdir().unwrap());
+        h.terms.txn_decided_first = decided_first;
+        h
+    }
+
+    fn put(k: &str, v: &str) -> RequestOp {
+        RequestOp {
+            request: Some(Op::RequestPut(PutRequest {
+                key: k.into(),
+                value: v.into(),
+                ..Default::default()
+            })),
+        }
+    }
+
+    fn range_at(k: &str, revision: i64) -> RequestOp {
+        RequestOp {
+            request: Some(Op::RequestRange(RangeRequest {
+                key: k.into(),
+                revision,
+                ..Default::default()
+            })),
+        }
+    }
+
+    fn nested(t: TxnRequest) -> RequestOp {
+        RequestOp {
+            request: Some(Op::RequestTxn(t)),
+        }
+    }
+
+    fn value_is(k: &str, v: &str) -> Compare {
+        Compare {
+            key: k.into(),
+            result: CompareResult::Equal as i32,
+            target: CompareTarget::Value as i32,
+            target_union: Some(TargetUnion::Value(v.into())),
+            ..Default::default()
+        }
+    }
+
+    fn value_of(h: &Harness, k: &str) -> Option<String> {
+        let req = RangeRequest {
+            key: k.into(),
+            ..Default::default()
+        };
+        let kvs = h.applier.mvcc.range(&req).unwrap().0.kvs;
+        kvs.first()
+            .map(|kv| String::from_utf8(kv.value.clone()).unwrap())
+    }
+
+    fn txn(success: Vec<RequestOp>) -> Request {
+        Request::Txn(TxnRequest {
+            success,
+            ..Default::default()
+        })
+    }
+
+    /// The outside tester's case: `[put z=POST, txn{z == POST ? r=S : r=F}]`.
+    /// etcd 3.5 decides the inner compare before the put: r=F.
+    #[test]
+    fn a_nested_compare_sees_the_keyspace_as_it_was_before_the_txn() {
+        let inner = TxnRequest {
+            compare: vec![value_is("z", "POST")],
+            success: vec![put("r", "S")],
+            failure: vec![put("r", "F")],
+        };
+        let req = txn(vec![put("z", "POST"), nested(inner)]);
+        let mut h = harness(true);
+        let WriteResult::Txn(resp) = h.apply(req.clone()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(value_of(&h, "r").as_deref(), Some("F"));
+        let Some(response_op::Response::ResponseTxn(inner)) = &resp.responses[1].response else {
+            panic!("{resp:?}")
+        };
+        assert!(!inner.succeeded);
+        // An entry from before (or from a mixed cluster) applies as those
+        // releases did: the compare sees the put.
+        let mut older = harness(false);
+        older.apply(req).unwrap();
+        assert_eq!(value_of(&older, "r").as_deref(), Some("S"));
+    }
+
+    /// A range at a revision past the one the txn starts from is refused
+    /// up front (etcd's `checkRange`), even after the txn's own put would
+    /// have made that revision: nothing is written.
+    #[test]
+    fn a_txn_with_a_request_that_would_fail_writes_nothing() {
+        let mut h = harness(true);
+        h.apply(txn(vec![put("a", "0")])).unwrap();
+        let rev = h.applier.revision();
+        for (req, want) in [
+            (txn(vec![put("a", "1"), range_at("a", rev + 1)]), "future"),
+            (
+                txn(vec![
+                    put("a", "1"),
+                    nested(TxnRequest {
+                        success: vec![range_at("a", rev + 5)],
+                        ..Default::default()
+                    }),
+                ]),
+                "future",
+            ),
+            (
+                txn(vec![put("a", "1"), RequestOp { request: None }]),
+                "empty",
+            ),
+        ] {
+            let err = h.apply(req).unwrap_err();
+            assert!(
+                format!("{err:?}{err}").to_lowercase().contains(want),
+                "{err:?}"
+            );
+            assert_eq!(h.applier.revision(), rev);
+            assert_eq!(value_of(&h, "a").as_deref(), Some("0"));
+        }
+        // Compacted: refused below the compacted revision, as etcd; a
+        // negative revision too, once anything is compacted.
+        h.apply(txn(vec![put("a", "2")])).unwrap();
+        let compacted = h.applier.revision();
+        h.apply(Request::Compaction(CompactionRequest {
+            revision: compacted,
+            physical: false,
+        }))
+        .unwrap();
+        h.apply(txn(vec![put("a", "3")])).unwrap();
+        let rev = h.applier.revision();
+        for below in [compacted - 1, -1] {
+            let err = h
+                .apply(txn(vec![put("a", "4"), range_at("a", below)]))
+                .unwrap_err();
+            assert!(matches!(err, StoreError::Compacted { .. }), "{err:?}");
+            assert_eq!(h.applier.revision(), rev);
+        }
+        // At the compacted revision, and at the start, it reads.
+        let read = txn(vec![
+            put("a", "4"),
+            range_at("a", compacted),
+            range_at("a", rev),
+        ]);
+        h.apply(read).unwrap();
+        assert_eq!(value_of(&h, "a").as_deref(), Some("4"));
+    }
+
+    /// A put that keeps the value of a key the txn deleted before it (a
+    /// delete to `"\0"`, which etcd's duplicate-key check lets through)
+    /// stops every etcd 3.5.1 member; here the txn is refused before it
+    /// writes.
+    #[test]
+    fn a_put_keeping_the_value_of_a_key_the_txn_deleted_is_refused() {
+        let mut h = harness(true);
+        h.apply(txn(vec![put("h", "kept")])).unwrap();
+        let rev = h.applier.revision();
+        let delete_on = RequestOp {
+            request: Some(Op::RequestDeleteRange(DeleteRangeRequest {
+                key: "e".into(),
+                range_end: vec![0],
+                prev_kv: false,
+            })),
+        };
+        let keep = RequestOp {
+            request: Some(Op::RequestPut(PutRequest {
+                key: "h".into(),
+                ignore_value: true,
+                ..Default::default()
+            })),
+        };
+        let req = TxnRequest {
+            success: vec![delete_on.clone(), keep.clone()],
+            ..Default::default()
+        };
+        crate::mvcc::txn_checks::validate_txn(&req, 128).expect("etcd admits it");
+        let err = h.apply(Request::Txn(req)).unwrap_err();
+        assert!(matches!(err, StoreError::KeyNotFound), "{err:?}");
+        assert_eq!(h.applier.revision(), rev);
+        assert_eq!(value_of(&h, "h").as_deref(), Some("kept"));
+        // In the other order it keeps the value, then deletes the key.
+        h.apply(txn(vec![keep, delete_on])).unwrap();
+        assert_eq!(value_of(&h, "h"), None);
+    }
+
+    /// Only the branch that runs is checked: a nested failure branch that
+    /// names a lease that does not exist does not stop the txn (the older
+    /// entries checked both branches and refused it).
+    #[test]
+    fn a_branch_that_does_not_run_is_not_checked() {
+        let leased = RequestOp {
+            request: Some(Op::RequestPut(PutRequest {
+                key: "k".into(),
+                value: "leased".into(),
+                lease: 999,
+                ..Default::default()
+            })),
+        };
+        let req = txn(vec![nested(TxnRequest {
+            compare: vec![value_is("x", "")],
+            success: vec![put("k", "plain")],
+            failure: vec![leased, range_at("k", 1_000)],
+        })]);
+        let mut h = harness(true);
+        h.apply(txn(vec![put("x", "")])).unwrap();
+        h.apply(req.clone()).unwrap();
+        assert_eq!(value_of(&h, "k").as_deref(), Some("plain"));
+        let mut older = harness(false);
+        older.apply(txn(vec![put("x", "")])).unwrap();
+        assert!(matches!(
+            older.apply(req.clone()),
+            Err(StoreError::LeaseNotFound)
+        ));
+        // The branch that runs is checked: with x changed, the failure
+        // branch runs, and its lease does not exist (puts are checked
+        // before ranges, as etcd does): refused, nothing written.
+        h.apply(txn(vec![put("x", "other")])).unwrap();
+        let rev = h.applier.revision();
+        assert!(matches!(h.apply(req), Err(StoreError::LeaseNotFound)));
+        assert_eq!(h.applier.revision(), rev);
+        assert_eq!(value_of(&h, "k").as_deref(), Some("plain"));
+    }
+
+    /// Deep nesting: the path names each nested txn once, in the order
+    /// they run, each decided before the first write.
+    #[test]
+    fn every_nested_txn_on_the_path_is_decided_first() {
+        // Each level writes its marker, then asks whether the level above
+        // wrote its own: decided first, none has.
+        fn level(n: usize) -> TxnRequest {
+            let mut success = vec![put(&format!("m{n}"), "set")];
+            if n < 5 {
+                success.push(nested(level(n + 1)));
+            }
+            TxnRequest {
+                compare: if n == 0 {
+                    vec![]
+                } else {
+                    vec![value_is(&format!("m{}", n - 1), "set")]
+                },
+                success,
+                failure: vec![put(&format!("f{n}"), "ran")],
+            }
+        }
+        let mut h = harness(true);
+        h.apply(Request::Txn(level(0))).unwrap();
+        assert_eq!(value_of(&h, "m0").as_deref(), Some("set"));
+        assert_eq!(value_of(&h, "f1").as_deref(), Some("ran"));
+        assert_eq!(value_of(&h, "m1"), None);
+        let mut older = harness(false);
+        older.apply(Request::Txn(level(0))).unwrap();
+        assert_eq!(value_of(&older, "m5").as_deref(), Some("set"));
     }
 }

@@ -10,8 +10,9 @@ use std::cmp::Ordering as CmpOrdering;
 use crate::db::WriteBatch;
 use prost::Message;
 
+use super::txn_path::{self, Decided};
 use super::write_answer::{puts_of, Measure};
-use super::{index::Index, range_at, Applier, Source};
+use super::{index::Index, range_at, Applier, ApplyTerms, Source};
 use crate::answers::Allowance;
 use crate::db::{CF_KV, CF_META};
 use crate::error::{Result, StoreError};
@@ -127,14 +128,20 @@ fn sub_header(e: &dyn Exec) -> Option<ResponseHeader> {
     })
 }
 
-fn exec_txn(e: &mut dyn Exec, req: &TxnRequest) -> Result<TxnResponse> {
-    let mut succeeded = true;
-    for c in &req.compare {
-        if !e.compare(c)? {
-            succeeded = false;
-            break;
+fn exec_txn(e: &mut dyn Exec, req: &TxnRequest, decided: &mut Decided) -> Result<TxnResponse> {
+    let succeeded = match decided {
+        Decided::First(taken) => *taken.next().ok_or_else(txn_path::path_too_short)?,
+        Decided::Now => {
+            let mut succeeded = true;
+            for c in &req.compare {
+                if !e.compare(c)? {
+                    succeeded = false;
+                    break;
+                }
+            }
+            succeeded
         }
-    }
+    };
     let ops = if succeeded {
         &req.success
     } else {
@@ -161,7 +168,7 @@ fn exec_txn(e: &mut dyn Exec, req: &TxnRequest) -> Result<TxnResponse> {
                 OpResp::ResponseDeleteRange(x)
             }
             Some(Op::RequestTxn(t)) => {
-                let mut x = exec_txn(e, t)?;
+                let mut x = exec_txn(e, t, decided)?;
                 x.header = Some(ResponseHeader::default());
                 OpResp::ResponseTxn(x)
             }
@@ -269,7 +276,13 @@ pub(super) fn read_only(
     at: i64,
     src: &Source,
 ) -> Result<TxnResponse> {
-    exec_txn(&mut ReadOnly { index, at, src }, req)
+    // Decided and checked first, as etcd serves it: its ranges' revisions
+    // are checked before any runs (a negative one, once anything is
+    // compacted, refuses the txn where a plain Range reads the newest).
+    let mut ro = ReadOnly { index, at, src };
+    let taken = txn_path::decide(req, &mut |c| ro.compare(c))?;
+    txn_path::check_ranges(index, at, &txn_path::requests(req, &taken)?)?;
+    exec_txn(&mut ro, req, &mut Decided::First(taken.iter()))
 }
 
 /// Whether a txn only reads (then it is served by ReadIndex, not the log).
@@ -317,8 +330,8 @@ pub(super) struct Writer<'a> {
     pub sub: i64,
     pub events: Vec<Event>,
     pub watch_prev: bool,
-    /// The bound on this write's answer, from its entry (`write_answer`).
-    pub answer_bytes_max: Option<usize>,
+    /// How its entry asks for it to be applied.
+    pub terms: ApplyTerms,
 }
 
 impl Writer<'_> {
@@ -343,15 +356,26 @@ impl Writer<'_> {
             KvOp::Put(p) => {
                 self.precheck(std::slice::from_ref(&put_op(p)))?;
                 if p.prev_kv {
-                    self.measure_answer(&[], Some((&p.key, &[])))?;
+                    self.measure_answer([], Some((&p.key, &[])))?;
                 }
                 self.put(p).map(WriteResult::Put)
             }
             KvOp::DeleteRange(d) => {
                 if d.prev_kv {
-                    self.measure_answer(&[], Some((&d.key, &d.range_end)))?;
+                    self.measure_answer([], Some((&d.key, &d.range_end)))?;
                 }
                 self.delete(d).map(WriteResult::DeleteRange)
+            }
+            KvOp::Txn(t) if self.terms.txn_decided_first => {
+                let taken = txn_path::decide(t, &mut |c| self.compare(c))?;
+                let path = txn_path::requests(t, &taken)?;
+                {
+                    let index = self.applier.mvcc.index.read();
+                    let lessor = self.applier.mvcc.lessor();
+                    txn_path::check(&index, &lessor, self.applier.writer_rev, &path)?;
+                }
+                self.measure_answer(path.iter().copied(), None)?;
+                exec_txn(self, t, &mut Decided::First(taken.iter())).map(WriteResult::Txn)
             }
             KvOp::Txn(t) => {
                 // Check the branch that will run before writing anything, so
@@ -366,7 +390,7 @@ impl Writer<'_> {
                 let branch = if succeeded { &t.success } else { &t.failure };
                 self.precheck(branch)?;
                 self.measure_answer(branch, None)?;
-                exec_txn(self, t).map(WriteResult::Txn)
+                exec_txn(self, t, &mut Decided::Now).map(WriteResult::Txn)
             }
             KvOp::Compaction(c) => self.compact(c).map(WriteResult::Compaction),
             KvOp::LeaseGrant(g) => self.lease_grant(g).map(WriteResult::LeaseGrant),
@@ -386,13 +410,17 @@ impl Writer<'_> {
     /// Measures what the txn branch `ops` (or the `prev_kv` of a delete or
     /// put of `[key, range_end)`) would render against the entry's bound,
     /// before anything is written.
-    fn measure_answer(&self, ops: &[RequestOp], prev: Option<(&[u8], &[u8])>) -> Result<()> {
-        let Some(max) = self.answer_bytes_max else {
+    fn measure_answer<'o>(
+        &self,
+        ops: impl IntoIterator<Item = &'o RequestOp> + Clone,
+        prev: Option<(&[u8], &[u8])>,
+    ) -> Result<()> {
+        let Some(max) = self.terms.answer_bytes_max else {
             return Ok(());
         };
         // Most writes render nothing (a secret create: puts only): no
         // lock, no allocation for them.
-        if prev.is_none() && !super::write_answer::renders(ops) {
+        if prev.is_none() && !super::write_answer::renders(ops.clone()) {
             return Ok(());
         }
         let allowance = Allowance::new(max);
@@ -408,7 +436,7 @@ impl Writer<'_> {
                 charge: Some(&allowance),
             },
             allowance: &allowance,
-            puts: puts_of(ops),
+            puts: puts_of(ops.clone()),
         };
         m.ops(ops)?;
         match prev {
@@ -425,24 +453,14 @@ impl Writer<'_> {
 }
 
 /// Checks what etcd checks before applying: keys that `ignore_value` or
-/// `ignore_lease` need exist, and leases exist. Both branches of nested txns
-/// are checked, since which runs depends on writes made earlier in the txn.
+/// `ignore_lease` need exist, and leases exist. On an entry not decided
+/// first (`txn_path`), both branches of nested txns are checked, since
+/// which runs depends on writes made earlier in the txn.
 fn precheck_ops(index: &Index, lessor: &Lessor, ops: &[RequestOp]) -> Result<()> {
     {
         for op in ops {
             match &op.request {
-                Some(Op::RequestPut(p)) => {
-                    // Only these flags need the key to exist; an index
-                    // lookup per put cost ~5% of a member's CPU under load.
-                    if (p.ignore_value || p.ignore_lease)
-                        && index.get(&p.key).and_then(|ki| ki.live()).is_none()
-                    {
-                        return Err(StoreError::KeyNotFound);
-                    }
-                    if p.lease != 0 && !lessor.contains(p.lease) {
-                        return Err(StoreError::LeaseNotFound);
-                    }
-                }
+                Some(Op::RequestPut(p)) => txn_path::check_put(index, lessor, p)?,
                 Some(Op::RequestTxn(t)) => {
                     precheck_ops(index, lessor, &t.success)?;
                     precheck_ops(index, lessor, &t.failure)?;
@@ -687,148 +705,4 @@ impl Exec for Writer<'_> {
             prev_kvs,
         })
     }
-}
-
-/// Checks a Put before it is proposed.
-pub fn validate_put(p: &PutRequest) -> Result<()> {
-    if p.key.is_empty() {
-        return Err(StoreError::EmptyKey);
-    }
-    if p.ignore_value && !p.value.is_empty() {
-        return Err(StoreError::ValueProvided);
-    }
-    if p.ignore_lease && p.lease != 0 {
-        return Err(StoreError::LeaseProvided);
-    }
-    Ok(())
-}
-
-/// Deepest nesting of txns in one request (a txn with no txn inside is 1).
-/// etcd sets none, but prost's decoder stops at 100 nested messages, and
-/// each level of nesting costs two (`TxnRequest`, `RequestOp`) plus the
-/// entry's own wrapping: at 50 levels, a request that the gRPC decoder
-/// accepted could not be decoded from the log (D16); the entry decodes up
-/// to 48 (`node::entry`). 32 keeps every admitted request well inside that
-/// (`deepest_admitted_txn_decodes` checks the margin).
-pub const TXN_NESTING_MAX: usize = 32;
-
-/// Checks a Txn before it is proposed: op counts per level, keys present,
-/// and no key written twice (etcd's "duplicate key" rule).
-pub fn validate_txn(t: &TxnRequest, max_txn_ops: usize) -> Result<()> {
-    // First, and without recursing past the limit: everything below walks
-    // the request recursively.
-    if nesting_exceeds(t, TXN_NESTING_MAX) {
-        return Err(StoreError::TxnTooDeep);
-    }
-    let mut puts = Vec::new();
-    let mut dels = Vec::new();
-    check_txn(t, max_txn_ops, &mut puts, &mut dels)?;
-    // Per level, each list is within the limit (etcd's check); across
-    // levels, the ops one run of the request executes are too, so nesting
-    // cannot multiply the limit (128 nested txns of 64 puts once wrote
-    // 8,192 keys in one request).
-    if ops_executed_max(t) > max_txn_ops {
-        return Err(StoreError::TooManyOps);
-    }
-    for k in &puts {
-        if dels
-            .iter()
-            .any(|(s, e): &(Vec<u8>, Vec<u8>)| super::key_in_range(k, s, e))
-        {
-            return Err(StoreError::DuplicateKey);
-        }
-    }
-    Ok(())
-}
-
-/// How deeply txns nest in `t` (a txn with no txn inside is 1).
-pub fn nesting_depth(t: &TxnRequest) -> usize {
-    1 + nested_txns(t).map(nesting_depth).max().unwrap_or(0)
-}
-
-/// Whether `t` nests deeper than `max`, looking no deeper than `max + 1`.
-fn nesting_exceeds(t: &TxnRequest, max: usize) -> bool {
-    max == 0 || nested_txns(t).any(|inner| nesting_exceeds(inner, max - 1))
-}
-
-fn nested_txns(t: &TxnRequest) -> impl Iterator<Item = &TxnRequest> {
-    t.success
-        .iter()
-        .chain(&t.failure)
-        .filter_map(|op| match &op.request {
-            Some(Op::RequestTxn(inner)) => Some(inner),
-            _ => None,
-        })
-}
-
-/// The most ops one execution of `t` can run: the longer branch, with a
-/// nested txn counting as itself plus what it runs.
-fn ops_executed_max(t: &TxnRequest) -> usize {
-    [&t.success, &t.failure]
-        .iter()
-        .map(|ops| {
-            ops.iter()
-                .map(|op| match &op.request {
-                    Some(Op::RequestTxn(inner)) => 1 + ops_executed_max(inner),
-                    _ => 1,
-                })
-                .sum::<usize>()
-        })
-        .max()
-        .unwrap_or(0)
-}
-
-fn check_txn(
-    t: &TxnRequest,
-    max_ops: usize,
-    puts: &mut Vec<Vec<u8>>,
-    dels: &mut Vec<(Vec<u8>, Vec<u8>)>,
-) -> Result<()> {
-    if t.compare.len() > max_ops || t.success.len() > max_ops || t.failure.len() > max_ops {
-        return Err(StoreError::TooManyOps);
-    }
-    for c in &t.compare {
-        if c.key.is_empty() {
-            return Err(StoreError::EmptyKey);
-        }
-    }
-    // Only one branch runs, so each is checked against what came before on
-    // its own, and then both branches' writes count for what comes after.
-    let (base_puts, base_dels) = (puts.len(), dels.len());
-    let mut branch_puts = Vec::new();
-    let mut branch_dels = Vec::new();
-    for ops in [&t.success, &t.failure] {
-        puts.truncate(base_puts);
-        dels.truncate(base_dels);
-        for op in ops {
-            match &op.request {
-                Some(Op::RequestRange(r)) if r.key.is_empty() => return Err(StoreError::EmptyKey),
-                Some(Op::RequestRange(_)) => {}
-                Some(Op::RequestPut(p)) => {
-                    validate_put(p)?;
-                    if puts.contains(&p.key) {
-                        return Err(StoreError::DuplicateKey);
-                    }
-                    puts.push(p.key.clone());
-                }
-                Some(Op::RequestDeleteRange(d)) => {
-                    if d.key.is_empty() {
-                        return Err(StoreError::EmptyKey);
-                    }
-                    dels.push((d.key.clone(), d.range_end.clone()));
-                }
-                Some(Op::RequestTxn(inner)) => check_txn(inner, max_ops, puts, dels)?,
-                None => {
-                    return Err(StoreError::InvalidArgument(
-                        "empty request op in txn".into(),
-                    ))
-                }
-            }
-        }
-        branch_puts.extend(puts.drain(base_puts..));
-        branch_dels.extend(dels.drain(base_dels..));
-    }
-    puts.extend(branch_puts);
-    dels.extend(branch_dels);
-    Ok(())
 }

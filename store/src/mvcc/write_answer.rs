@@ -11,9 +11,10 @@
 //! `Allowance`, and dropped; on top, each range is charged every put of the
 //! txn whose key it covers (what the txn's own writes can add to it; a
 //! delete only takes away). Past the bound, the write is refused on every
-//! member alike, having written nothing. Nested txns are measured in both
-//! branches, since which one runs depends on the txn's own writes, and the
-//! larger counts. A keys-only range is measured as it renders, from the
+//! member alike, having written nothing. A txn decided first (`txn_path`)
+//! is measured on the path it takes; on older entries, nested txns are
+//! measured in both branches, since which one runs depends on the txn's
+//! own writes, and the larger counts. A keys-only range is measured as it renders, from the
 //! index (no values). The measure reads as much as the answer would and
 //! holds at most the bound.
 
@@ -39,8 +40,8 @@ pub(super) struct Measure<'a> {
 
 /// Whether any op of `ops` (nested txns' branches included) renders
 /// records into the answer.
-pub(super) fn renders(ops: &[RequestOp]) -> bool {
-    ops.iter().any(|op| match &op.request {
+pub(super) fn renders<'o>(ops: impl IntoIterator<Item = &'o RequestOp>) -> bool {
+    ops.into_iter().any(|op| match &op.request {
         Some(Op::RequestRange(r)) => !r.count_only,
         Some(Op::RequestDeleteRange(d)) => d.prev_kv,
         Some(Op::RequestPut(p)) => p.prev_kv,
@@ -52,33 +53,34 @@ pub(super) fn renders(ops: &[RequestOp]) -> bool {
 /// Every put in `ops`, nested txns' both branches included, as `Measure`
 /// counts them. A put that keeps its value (`ignore_value`) replaces a
 /// record the range already held with one as large but for the key.
-pub(super) fn puts_of(ops: &[RequestOp]) -> Vec<(&[u8], usize)> {
+pub(super) fn puts_of<'o>(ops: impl IntoIterator<Item = &'o RequestOp>) -> Vec<(&'o [u8], usize)> {
     let mut puts = Vec::new();
-    let mut stack = vec![ops];
-    while let Some(ops) = stack.pop() {
-        for op in ops {
-            match &op.request {
-                Some(Op::RequestPut(p)) => {
-                    let value = if p.ignore_value { 0 } else { p.value.len() };
-                    puts.push((
-                        p.key.as_slice(),
-                        p.key.len() + value + RECORD_OVERHEAD_BYTES,
-                    ));
-                }
-                Some(Op::RequestTxn(t)) => {
-                    stack.push(&t.success);
-                    stack.push(&t.failure);
-                }
-                _ => {}
+    puts_into(ops, &mut puts);
+    puts
+}
+
+fn puts_into<'o>(ops: impl IntoIterator<Item = &'o RequestOp>, puts: &mut Vec<(&'o [u8], usize)>) {
+    for op in ops {
+        match &op.request {
+            Some(Op::RequestPut(p)) => {
+                let value = if p.ignore_value { 0 } else { p.value.len() };
+                puts.push((
+                    p.key.as_slice(),
+                    p.key.len() + value + RECORD_OVERHEAD_BYTES,
+                ));
             }
+            Some(Op::RequestTxn(t)) => {
+                puts_into(&t.success, puts);
+                puts_into(&t.failure, puts);
+            }
+            _ => {}
         }
     }
-    puts
 }
 
 impl Measure<'_> {
     /// Measures what `ops` could render, in every branch.
-    pub fn ops(&self, ops: &[RequestOp]) -> Result<()> {
+    pub fn ops<'o>(&self, ops: impl IntoIterator<Item = &'o RequestOp>) -> Result<()> {
         for op in ops {
             match &op.request {
                 Some(Op::RequestRange(r)) if !r.count_only => self.range(r)?,
@@ -149,7 +151,7 @@ impl Measure<'_> {
 mod tests {
     use proptest::prelude::*;
 
-    use super::super::{Applier, KvOp, Mvcc, WriteResult};
+    use super::super::{Applier, ApplyTerms, KvOp, Mvcc, WriteResult};
     use crate::db::{Db, WriteBatch};
     use crate::error::{Result, StoreError};
     use crate::pb::etcdserverpb::{
@@ -165,18 +167,33 @@ mod tests {
     struct Store {
         _dir: tempfile::TempDir,
         applier: Applier,
+        /// Txns are applied decided first (`txn_path`), as entries say
+        /// once every member does.
+        decided_first: bool,
     }
 
     impl Store {
         fn new() -> Store {
+            Store::deciding_first(false)
+        }
+
+        fn deciding_first(decided_first: bool) -> Store {
             let dir = tempfile::tempdir().unwrap();
             let applier = Applier::new(Mvcc::open(Db::open(dir.path()).unwrap()).unwrap());
-            Store { _dir: dir, applier }
+            Store {
+                _dir: dir,
+                applier,
+                decided_first,
+            }
         }
 
         fn apply(&mut self, op: KvOp<'_>, bound: Option<usize>) -> Result<WriteResult> {
             let mut batch = WriteBatch::default();
-            let (res, _) = self.applier.apply_bounded(op, &mut batch, false, bound);
+            let terms = ApplyTerms {
+                answer_bytes_max: bound,
+                txn_decided_first: self.decided_first,
+            };
+            let (res, _) = self.applier.apply_with(op, &mut batch, false, terms);
             self.applier.stage_revision(&mut batch);
             self.applier.mvcc.db.write_sync(batch).unwrap();
             self.applier.publish();
@@ -222,6 +239,16 @@ mod tests {
     fn put_op(key: &[u8], value_bytes: usize) -> RequestOp {
         RequestOp {
             request: Some(Op::RequestPut(put(key, value_bytes))),
+        }
+    }
+
+    fn version_above(key: &[u8], version: i64) -> Compare {
+        Compare {
+            key: key.to_vec(),
+            result: CompareResult::Greater as i32,
+            target: CompareTarget::Version as i32,
+            target_union: Some(TargetUnion::Version(version)),
+            ..Default::default()
         }
     }
 
@@ -316,13 +343,7 @@ mod tests {
         // Whichever branch of the inner txn runs, it is measured: here the
         // failure branch, which never runs, reads 8 KiB.
         let inner = TxnRequest {
-            compare: vec![Compare {
-                key: b"x".to_vec(),
-                result: CompareResult::Greater as i32,
-                target: CompareTarget::Version as i32,
-                target_union: Some(TargetUnion::Version(0)),
-                ..Default::default()
-            }],
+            compare: vec![version_above(b"x", 0)],
             success: vec![put_op(b"y", 1)],
             failure: vec![range_op(b"x", b"")],
         };
@@ -353,6 +374,47 @@ mod tests {
             ..Default::default()
         };
         s.apply(KvOp::Txn(&both), Some(12 << 10)).unwrap();
+    }
+
+    #[test]
+    fn a_txn_decided_first_is_measured_on_its_path_only() {
+        let mut s = Store::deciding_first(true);
+        s.put(b"x", 8192);
+        // The inner failure branch reads 8 KiB but does not run, and a txn
+        // decided first knows it.
+        let inner = TxnRequest {
+            compare: vec![version_above(b"x", 0)],
+            success: vec![put_op(b"y", 1), range_op(b"y", b"")],
+            failure: vec![range_op(b"x", b"")],
+        };
+        let outer = TxnRequest {
+            success: vec![RequestOp {
+                request: Some(Op::RequestTxn(inner.clone())),
+            }],
+            ..Default::default()
+        };
+        s.apply(KvOp::Txn(&outer), Some(1024)).unwrap();
+        // The same txn whose inner compare fails (x deleted first, by
+        // another write) is measured on the failure branch.
+        s.apply(
+            KvOp::DeleteRange(&DeleteRangeRequest {
+                key: b"x".to_vec(),
+                ..Default::default()
+            }),
+            None,
+        )
+        .unwrap();
+        s.put(b"x", 8192);
+        let mut reads_x = inner;
+        reads_x.compare = vec![version_above(b"x", 1)];
+        let outer = TxnRequest {
+            success: vec![RequestOp {
+                request: Some(Op::RequestTxn(reads_x)),
+            }],
+            ..Default::default()
+        };
+        refused(s.apply(KvOp::Txn(&outer), Some(4096)));
+        s.apply(KvOp::Txn(&outer), Some(16 << 10)).unwrap();
     }
 
     #[test]
@@ -482,8 +544,10 @@ mod tests {
             seed in proptest::collection::vec((any::<u8>(), 0usize..3000), 0..8),
             ops in proptest::collection::vec(arb_op(2), 1..8),
             bound_pct in 30usize..130,
+            decided_first in any::<bool>(),
         ) {
-            let (mut bounded, mut free) = (Store::new(), Store::new());
+            let (mut bounded, mut free) =
+                (Store::deciding_first(decided_first), Store::deciding_first(decided_first));
             for (k, bytes) in &seed {
                 bounded.put(&key(*k), *bytes);
                 free.put(&key(*k), *bytes);

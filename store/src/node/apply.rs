@@ -15,7 +15,7 @@ use super::{entry, AppliedEntry};
 use crate::db::{WriteBatch, CF_META};
 use crate::error::{Result, StoreError};
 use crate::membership;
-use crate::mvcc::{KvOp, RevEvents, WriteResult};
+use crate::mvcc::{ApplyTerms, KvOp, RevEvents, WriteResult};
 use crate::pb::etcdserverpb::alarm_request::AlarmAction;
 use crate::pb::etcdserverpb::{AlarmMember, AlarmRequest, AlarmType, Member, ResponseHeader};
 use crate::pb::internal::internal_request::Request;
@@ -164,10 +164,13 @@ impl Loop {
             }
             return Ok(());
         }
-        // What the entry lets its write's answer render (`write_answer`).
-        let bound = req
-            .write_answer_bytes_max
-            .map(|b| usize::try_from(b).unwrap_or(usize::MAX));
+        // How the entry's proposer asked every member to apply its write.
+        let bound = ApplyTerms {
+            answer_bytes_max: req
+                .write_answer_bytes_max
+                .map(|b| usize::try_from(b).unwrap_or(usize::MAX)),
+            txn_decided_first: req.txn_decided_first,
+        };
         // One owner per kind of entry; the compiler checks none is missing.
         let (result, events) = match request {
             Request::MemberAttrs(_) | Request::MemberUpdate(_) => {
@@ -235,7 +238,7 @@ impl Loop {
         &mut self,
         op: KvOp<'_>,
         batch: &mut WriteBatch,
-        answer_bytes_max: Option<usize>,
+        terms: ApplyTerms,
     ) -> (Result<WriteResult>, Vec<crate::pb::mvccpb::Event>) {
         let keeps_lease = matches!(op, KvOp::LeaseRenew(..));
         if let Some(e) = membership::alarm_refusal(&self.alarms.read(), keeps_lease, op.adds_data())
@@ -243,7 +246,7 @@ impl Loop {
             return (Err(e), Vec::new());
         }
         self.applier
-            .apply_bounded(op, batch, self.hub.wants_prev_kv(), answer_bytes_max)
+            .apply_with(op, batch, self.hub.wants_prev_kv(), terms)
     }
 
     pub(super) fn entry_header(&self, e: &Entry) -> ResponseHeader {

@@ -106,6 +106,7 @@ pub(crate) mod tests {
                 admin: false,
             }),
             write_answer_bytes_max: None,
+            txn_decided_first: false,
         }
         .encode_to_vec()
     }

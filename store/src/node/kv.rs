@@ -72,6 +72,23 @@ impl Node {
         fence: Fence,
     ) -> Result<(TxnResponse, Charge)> {
         txn_checks::validate_txn(&req, self.cfg.max_txn_ops)?;
+        self.txn_admitted(req, fence).await
+    }
+
+    /// `txn_charged` for a request that passed `txn_checks::validate_txn`
+    /// as its client sent it, before its ranges were cut short (the API's
+    /// reserved range): checked again for all but duplicate keys, which
+    /// a cut can only make appear.
+    pub async fn txn_charged_cut(
+        &self,
+        req: TxnRequest,
+        fence: Fence,
+    ) -> Result<(TxnResponse, Charge)> {
+        txn_checks::validate_txn_but_duplicates(&req, self.cfg.max_txn_ops)?;
+        self.txn_admitted(req, fence).await
+    }
+
+    async fn txn_admitted(&self, req: TxnRequest, fence: Fence) -> Result<(TxnResponse, Charge)> {
         if txn_checks::is_read_only(&req) {
             self.check_serving_at_read(txn_checks::is_serializable(&req))
                 .await?;

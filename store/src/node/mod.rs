@@ -487,6 +487,16 @@ impl Node {
         (renders && every_peer_measures()).then_some(self.cfg.max_write_answer_bytes as u64)
     }
 
+    /// Whether a txn's entry asks every member to decide it before it
+    /// writes (`mvcc::txn_path`): only once none may apply it otherwise.
+    fn decides_txn_first(&self, request: &Request) -> bool {
+        matches!(request, Request::Txn(_))
+            && self
+                .transport
+                .peers_below(crate::transport::wire::TXN_DECIDED_FIRST)
+                .is_empty()
+    }
+
     fn refuse_if_older_members(&self) -> Result<()> {
         let older = self.older_peers();
         if older.is_empty() {
@@ -523,6 +533,7 @@ impl Node {
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let decode_check = entry::needs_decode_check(&request);
         let write_answer_bytes_max = self.write_answer_bound(&request);
+        let txn_decided_first = self.decides_txn_first(&request);
         let data = InternalRequest {
             id,
             proposer: self.id,
@@ -530,6 +541,7 @@ impl Node {
             auth_revision: None,
             auth_fence: fence,
             write_answer_bytes_max,
+            txn_decided_first,
         }
         .encode_to_vec();
         if data.len() > self.cfg.max_request_bytes {

@@ -737,6 +737,7 @@ impl Loop {
                 auth_revision: None,
                 auth_fence: None,
                 write_answer_bytes_max: None,
+                txn_decided_first: false,
             }
             .encode_to_vec();
             if self.raw.propose(vec![], data).is_err() {

@@ -32,6 +32,9 @@ struct Faults {
 pub struct MemNetwork {
     nodes: RwLock<HashMap<u64, Weak<Node>>>,
     faults: Mutex<Faults>,
+    /// Members that say they speak an older peer wire (`set_wire`); the
+    /// rest speak this release's.
+    wires: RwLock<HashMap<u64, u32>>,
 }
 
 impl MemNetwork {
@@ -43,7 +46,19 @@ impl MemNetwork {
                 drop_ppm: 0,
                 cut: HashSet::new(),
             }),
+            wires: RwLock::new(HashMap::new()),
         })
+    }
+
+    /// Member `id` now says it speaks peer wire `wire` (`None`: this
+    /// release's): what the others propose while it may run an older
+    /// release (`Transport::peers_below`).
+    pub fn set_wire(&self, id: u64, wire: Option<u32>) {
+        let mut wires = self.wires.write();
+        match wire {
+            Some(w) => wires.insert(id, w),
+            None => wires.remove(&id),
+        };
     }
 
     /// The transport member `id` sends through.
@@ -155,4 +170,13 @@ impl Transport for MemTransport {
     }
 
     fn update_peers(&self, _peers: Vec<(u64, String)>) {}
+
+    fn peers_below(&self, wire: u32) -> Vec<u64> {
+        let wires = self.net.wires.read();
+        wires
+            .iter()
+            .filter(|(id, w)| **id != self.from && **w < wire)
+            .map(|(id, _)| *id)
+            .collect()
+    }
 }

@@ -169,6 +169,36 @@ async fn gateway_side_by_side(etcd_bin: &std::path::Path, is_35: bool) {
                 r#"{{"success":[{{"request_put":{{"key":"{k1}"}}}},{{"request_put":{{"key":"{k1}"}}}}]}}"#
             ),
         ),
+        // A txn is decided before it writes (etcd's compareToPath): the
+        // nested compare does not see the put before it (k3 is v1 here).
+        (
+            "txn nested decided first",
+            "/v3/kv/txn",
+            format!(
+                r#"{{"success":[{{"request_put":{{"key":"{k3}","value":"{v2}"}}}},{{"request_txn":{{"compare":[{{"key":"{k3}","target":"VALUE","result":"EQUAL","value":"{v2}"}}],"success":[{{"request_range":{{"key":"{k1}"}}}}],"failure":[{{"request_range":{{"key":"{k2}"}}}}]}}}}]}}"#
+            ),
+        ),
+        // A request that would fail refuses the whole txn before it writes.
+        (
+            "txn future range after a put",
+            "/v3/kv/txn",
+            format!(
+                r#"{{"success":[{{"request_put":{{"key":"{k3}","value":"{v1}"}}}},{{"request_range":{{"key":"{k1}","revision":"1000"}}}}]}}"#
+            ),
+        ),
+        (
+            "range after the refused txn",
+            "/v3/kv/range",
+            format!(r#"{{"key":"{k3}"}}"#),
+        ),
+        // Only the branch that runs is checked.
+        (
+            "txn unknown lease in a branch that does not run",
+            "/v3/kv/txn",
+            format!(
+                r#"{{"success":[{{"request_txn":{{"compare":[{{"key":"{k1}","target":"VERSION","result":"GREATER","version":"0"}}],"success":[{{"request_put":{{"key":"{k3}","value":"{v1}"}}}}],"failure":[{{"request_put":{{"key":"{k3}","value":"{v2}","lease":"12345"}}}}]}}}}]}}"#
+            ),
+        ),
         (
             "delete prev",
             "/v3/kv/deleterange",
