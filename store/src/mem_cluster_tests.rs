@@ -642,7 +642,9 @@ async fn force_new_cluster_keeps_what_the_survivor_committed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_txn_is_decided_first_only_once_every_member_applies_it_so() {
     use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
-    use crate::pb::etcdserverpb::{request_op::Request as Op, Compare, RequestOp, TxnRequest};
+    use crate::pb::etcdserverpb::{
+        request_op::Request as Op, Compare, DeleteRangeRequest, RequestOp, TxnRequest,
+    };
     let put = |k: &str, v: &str| RequestOp {
         request: Some(Op::RequestPut(PutRequest {
             key: k.into(),
@@ -673,6 +675,43 @@ async fn a_txn_is_decided_first_only_once_every_member_applies_it_so() {
     let leader = c.leader(&[0, 1, 2], Duration::from_secs(10)).await;
     let older = c.nodes[(leader + 1) % 3].id();
     let wire = crate::transport::wire::TXN_DECIDED_FIRST;
+    // What the older apply would get wrong is refused while it may run:
+    // a delete to the end then a put keeping the value (written without
+    // it), and a range at a revision after a write (an error, the write
+    // kept). Decided first, the first is refused as etcd checks it, and
+    // the second runs.
+    let delete_then_keep = TxnRequest {
+        success: vec![
+            RequestOp {
+                request: Some(Op::RequestDeleteRange(DeleteRangeRequest {
+                    key: "k/".into(),
+                    range_end: vec![0],
+                    prev_kv: false,
+                })),
+            },
+            RequestOp {
+                request: Some(Op::RequestPut(PutRequest {
+                    key: "k/z".into(),
+                    ignore_value: true,
+                    ..Default::default()
+                })),
+            },
+        ],
+        ..Default::default()
+    };
+    let read_back = TxnRequest {
+        success: vec![
+            put("q", "written"),
+            RequestOp {
+                request: Some(Op::RequestRange(RangeRequest {
+                    key: "q".into(),
+                    revision: 1,
+                    ..Default::default()
+                })),
+            },
+        ],
+        ..Default::default()
+    };
     for (round, says, want) in [
         ("1", Some(wire - 1), "as-it-runs"),
         ("2", None, "decided-first"),
@@ -683,6 +722,16 @@ async fn a_txn_is_decided_first_only_once_every_member_applies_it_so() {
             ("k/r".to_string(), want.to_string()),
             ("k/z".into(), round.into()),
         ];
+        let refused = c.nodes[leader].txn(delete_then_keep.clone(), None).await;
+        let read = c.nodes[leader].txn(read_back.clone(), None).await;
+        if says.is_some() {
+            assert_eq!(refused.unwrap_err(), StoreError::DuplicateKey);
+            let why = read.unwrap_err().to_string();
+            assert!(why.contains(&format!("{older:x}")), "{why}");
+        } else {
+            assert_eq!(refused.unwrap_err(), StoreError::KeyNotFound);
+            read.unwrap();
+        }
         for i in 0..3 {
             assert_eq!(
                 c.read_all_retrying(i).await,

@@ -26,8 +26,13 @@ pub const FORMAT_KEY: &[u8] = b"storage";
 /// 1: d63c56e (the raft log in the `raft` column family, no record).
 /// 2: the raft log in segment files (`raftlog`, whose segments carry their
 ///    own version), the meta records below, this record.
+/// 3: as 2, but its raft log may hold entries that ask apply for what
+///    builds of format 2 do not do (`txn_decided_first`, peer wire 4): one
+///    of them restarted on this directory would apply those entries
+///    differently from its peers, so it refuses the directory instead.
+///    Nothing is rewritten; opening a format 2 directory records 3.
 /// Opening a directory of a newer version is refused, naming both.
-pub const STORAGE_FORMAT: u32 = 2;
+pub const STORAGE_FORMAT: u32 = 3;
 /// The MVCC keyspace: values by revision (`mvcc`).
 pub const CF_KV: &str = "kv";
 /// Everything else, by the records below.

@@ -204,7 +204,12 @@ async fn bad_raft_streams_are_refused() {
         s.read_exact(&mut why).await.unwrap();
         let why = String::from_utf8(why).unwrap();
         assert!(
-            why.contains("\"99\"") && why.contains("\"01\"") && why.contains("peer wire 3"),
+            why.contains("\"99\"")
+                && why.contains("\"01\"")
+                && why.contains(&format!(
+                    "peer wire {}",
+                    secretd_api::peer::PEER_WIRE_VERSION
+                )),
             "{why}"
         );
     }

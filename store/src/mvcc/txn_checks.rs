@@ -65,6 +65,45 @@ pub fn validate_txn_but_duplicates(t: &TxnRequest, max_txn_ops: usize) -> Result
     Ok(())
 }
 
+/// Checks a write txn that will be applied as the releases before peer
+/// wire 4 apply one (its entry not decided first, `txn_path`: a member
+/// may run such a release). Those run a txn's requests one by one and
+/// keep what the first ones wrote when a later one fails, so two things
+/// that etcd's own checks let through are refused while they may apply
+/// it: a range at a revision, which can fail once the txn has written
+/// (`Err(true)`); and a put of a key a delete anywhere in the txn covers,
+/// a `"\0"` end covering every key on (those releases' own rule, "duplicate
+/// key", `Err(false)`): etcd's rule lets a delete to `"\0"` meet a later
+/// put, which those releases would apply without the value or lease the
+/// put asks to keep.
+pub fn refused_by_older_apply(t: &TxnRequest) -> std::result::Result<(), bool> {
+    let (mut puts, mut dels) = (Vec::new(), Vec::new());
+    let mut ranges_at_a_revision = false;
+    let mut stack = vec![t];
+    while let Some(t) = stack.pop() {
+        for op in t.success.iter().chain(&t.failure) {
+            match &op.request {
+                Some(Op::RequestPut(p)) => puts.push(&p.key[..]),
+                Some(Op::RequestDeleteRange(d)) => dels.push((&d.key[..], &d.range_end[..])),
+                Some(Op::RequestRange(r)) => ranges_at_a_revision |= r.revision > 0,
+                Some(Op::RequestTxn(inner)) => stack.push(inner),
+                None => {}
+            }
+        }
+    }
+    let covered = |k: &[u8]| {
+        dels.iter()
+            .any(|(key, end)| super::key_in_range(k, key, end))
+    };
+    if puts.into_iter().any(covered) {
+        return Err(false);
+    }
+    if ranges_at_a_revision {
+        return Err(true);
+    }
+    Ok(())
+}
+
 /// How deeply txns nest in `t` (a txn with no txn inside is 1).
 pub fn nesting_depth(t: &TxnRequest) -> usize {
     1 + nested_txns(t).map(nesting_depth).max().unwrap_or(0)

@@ -261,6 +261,13 @@ pub struct Node {
     transport: Arc<dyn Transport>,
 }
 
+/// The refusal of what members of an older release would apply
+/// differently, naming them.
+fn older_members(ids: &[u64]) -> StoreError {
+    let ids: Vec<String> = ids.iter().map(|id| format!("{id:x}")).collect();
+    StoreError::OlderMembers(ids.join(", "))
+}
+
 impl Node {
     /// Opens (or bootstraps) the member in `cfg.data_dir` and starts its
     /// loop. Must be called inside a tokio runtime (the watch hub spawns).
@@ -502,8 +509,22 @@ impl Node {
         if older.is_empty() {
             return Ok(());
         }
-        let ids: Vec<String> = older.iter().map(|id| format!("{id:x}")).collect();
-        Err(StoreError::OlderMembers(ids.join(", ")))
+        Err(older_members(&older))
+    }
+
+    /// A write txn not decided first: refused where the releases that
+    /// apply it so would lose a write or keep a failed one
+    /// (`txn_checks::refused_by_older_apply`).
+    fn refuse_what_older_apply_loses(&self, t: &crate::pb::etcdserverpb::TxnRequest) -> Result<()> {
+        match crate::mvcc::txn_checks::refused_by_older_apply(t) {
+            Ok(()) => Ok(()),
+            Err(false) => Err(StoreError::DuplicateKey),
+            Err(true) => Err(older_members(
+                &self
+                    .transport
+                    .peers_below(crate::transport::wire::TXN_DECIDED_FIRST),
+            )),
+        }
     }
 
     /// `propose` for an etcd client's request whose permissions were
@@ -534,6 +555,11 @@ impl Node {
         let decode_check = entry::needs_decode_check(&request);
         let write_answer_bytes_max = self.write_answer_bound(&request);
         let txn_decided_first = self.decides_txn_first(&request);
+        if let Request::Txn(t) = &request {
+            if !txn_decided_first && !crate::mvcc::txn_checks::is_read_only(t) {
+                self.refuse_what_older_apply_loses(t)?;
+            }
+        }
         let data = InternalRequest {
             id,
             proposer: self.id,
