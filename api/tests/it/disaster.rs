@@ -486,3 +486,29 @@ async fn force_new_cluster_refuses_what_it_cannot_recover() {
     leads(&c, survivor, crate::common::secs(30)).await;
     secrets_open(&c, survivor, &want).await;
 }
+
+/// A member whose data directory was wiped, started again as `existing`
+/// under the same name (so the same member ID): the leader tells it of
+/// entries committed that its raft log does not hold, and raft-rs panics
+/// (etcd panics alike). The process stops, naming the cause and the
+/// remedy; it used to live on with its raft thread dead, serving an
+/// empty keyspace to serializable reads.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_wiped_and_started_as_existing_stops_naming_why() {
+    let mut c = Cluster::start(3);
+    let leader = c.wait_leader(crate::common::secs(20)).await;
+    for i in 0..5 {
+        c.ok(&["put", &format!("k{i}"), "v"]);
+    }
+    let wiped = (leader + 1) % 3;
+    c.kill9(wiped);
+    std::fs::remove_dir_all(&c.members[wiped].data_dir).unwrap();
+    c.spawn_with(wiped, &["--initial-cluster-state", "existing"]);
+    let log = exits(&mut c, wiped).await;
+    assert!(
+        log.contains("raft loop panicked") && log.contains("member remove"),
+        "{log}"
+    );
+    // The others go on.
+    c.ok(&["put", "after", "v"]);
+}

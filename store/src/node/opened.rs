@@ -63,9 +63,21 @@ impl Opened {
     pub fn start(self, transport: Arc<dyn Transport>) -> Result<Arc<Node>> {
         let name = self.cfg.name.clone();
         let (node, lp) = self.build(transport, Clock::real(), ElectionTimeout::Randomized)?;
+        let status = node.status.clone();
         let handle = std::thread::Builder::new()
             .name(format!("raft-{name}"))
-            .spawn(move || lp.run())
+            .spawn(move || {
+                // A panic in raft-rs (a log it finds impossible) stops the
+                // member as a storage failure does: without this, the
+                // process lived on serving serializable reads of whatever
+                // it had, an empty keyspace included.
+                let run = std::panic::AssertUnwindSafe(|| lp.run());
+                if let Err(panic) = std::panic::catch_unwind(run) {
+                    let why = raft_panic_reason(panic.as_ref());
+                    tracing::error!(reason = %why, "raft loop stopped: it panicked");
+                    status.write().fatal = Some(why);
+                }
+            })
             .map_err(|e| StoreError::Storage(format!("cannot start raft thread: {e}")))?;
         *node.thread.lock() = Some(handle);
         tokio::spawn(publish_attributes(Arc::downgrade(&node)));
@@ -256,5 +268,44 @@ impl slog::Drain for TracingDrain {
             _ => tracing::trace!(target: "raft", "{}", record.msg()),
         }
         Ok(())
+    }
+}
+
+/// What a panic of the raft loop says, for the member's fatal status, with
+/// the likely cause where raft-rs names one.
+fn raft_panic_reason(panic: &(dyn std::any::Any + Send)) -> String {
+    let msg = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into());
+    // raft-rs: "to_commit N is out of range [last_index M]", as etcd's
+    // "tocommit(N) is out of range [lastIndex(M)]".
+    let hint = if msg.contains("out of range [last_index") {
+        ": the cluster committed entries this member's raft log does not \
+         have (was its data directory wiped or replaced while it kept its \
+         member ID?); remove the member and add it again with an empty data \
+         directory (etcdctl member remove, member add, \
+         --initial-cluster-state existing)"
+    } else {
+        ""
+    };
+    format!("raft loop panicked: {msg}{hint}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_raft_panic_names_its_likely_cause() {
+        let p: Box<dyn std::any::Any + Send> =
+            Box::new("to_commit 12 is out of range [last_index 0]".to_string());
+        let why = super::raft_panic_reason(p.as_ref());
+        assert!(why.starts_with("raft loop panicked: to_commit 12"), "{why}");
+        assert!(why.contains("member remove"), "{why}");
+        let p: Box<dyn std::any::Any + Send> = Box::new("other");
+        assert_eq!(
+            super::raft_panic_reason(p.as_ref()),
+            "raft loop panicked: other"
+        );
     }
 }
