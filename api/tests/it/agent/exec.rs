@@ -43,10 +43,12 @@ async fn agent_exec_acts_on_changes(backend: &str) {
     // started with a signal ignored cannot trap it).
     let exec = |flags: &[&str], script: &str, log: &Path| {
         let mut cmd = Command::new(secretd_bin());
-        // SAFETY: between fork and exec, one `signal` call.
+        // SAFETY: between fork and exec, `signal` and `setpgid` only. A
+        // group of its own, so a failing test kills CMD with it (`Reaped`).
         unsafe {
             std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
                 libc::signal(libc::SIGHUP, libc::SIG_IGN);
+                libc::setpgid(0, 0);
                 Ok(())
             });
         }
@@ -72,7 +74,7 @@ async fn agent_exec_acts_on_changes(backend: &str) {
                 let _ = tx.send(l);
             }
         });
-        (child, rx)
+        (Reaped(child), rx)
     };
     let next = |rx: &std::sync::mpsc::Receiver<String>, within: Duration| {
         rx.recv_timeout(within)
@@ -102,7 +104,7 @@ async fn agent_exec_acts_on_changes(backend: &str) {
     );
     assert_logged(&log, &["secret db_pw (password)", "signalling"]);
     // SIGTERM to `agent exec` reaches CMD, and its status is exec's.
-    assert_eq!(terminate(&mut child).code(), Some(128 + 15));
+    assert_eq!(terminate(&mut child.0).code(), Some(128 + 15));
 
     // restart: a new CMD process that reads the new version.
     let log = c.dir.path().join("exec-restart.log");
@@ -123,7 +125,7 @@ async fn agent_exec_acts_on_changes(backend: &str) {
         "a new process"
     );
     assert_logged(&log, &["restarting", "secret db_pw"]);
-    assert_eq!(terminate(&mut child).code(), Some(128 + 15));
+    assert_eq!(terminate(&mut child.0).code(), Some(128 + 15));
 
     // A mistaken value is refused before anything runs.
     let out = Command::new(secretd_bin())
@@ -140,4 +142,19 @@ async fn agent_exec_acts_on_changes(backend: &str) {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a signal name"));
+}
+
+/// `agent exec` in a process group of its own, with its CMD: whatever
+/// is left of the group when the test ends (a failed assertion
+/// included) is killed, so no CMD outlives the test.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        // SAFETY: a plain kill(2) of the group this test created.
+        unsafe {
+            libc::kill(-(self.0.id() as i32), libc::SIGKILL);
+        }
+        let _ = self.0.wait();
+    }
 }
