@@ -70,13 +70,8 @@ pub fn validate_txn_but_duplicates(t: &TxnRequest, max_txn_ops: usize) -> Result
 /// may run such a release). Those run a txn's requests one by one and
 /// keep what the first ones wrote when a later one fails, so two things
 /// that etcd's own checks let through are refused while they may apply
-/// it: a range at a revision, which can fail once the txn has written
-/// (`Err(true)`); and a put of a key a delete anywhere in the txn covers,
-/// a `"\0"` end covering every key on (those releases' own rule, "duplicate
-/// key", `Err(false)`): etcd's rule lets a delete to `"\0"` meet a later
-/// put, which those releases would apply without the value or lease the
-/// put asks to keep.
-pub fn refused_by_older_apply(t: &TxnRequest) -> std::result::Result<(), bool> {
+/// it (`OlderApply`).
+pub fn refused_by_older_apply(t: &TxnRequest) -> std::result::Result<(), OlderApply> {
     let (mut puts, mut dels) = (Vec::new(), Vec::new());
     let mut ranges_at_a_revision = false;
     let mut stack = vec![t];
@@ -96,12 +91,26 @@ pub fn refused_by_older_apply(t: &TxnRequest) -> std::result::Result<(), bool> {
             .any(|(key, end)| super::key_in_range(k, key, end))
     };
     if puts.into_iter().any(covered) {
-        return Err(false);
+        return Err(OlderApply::DuplicateKey);
     }
     if ranges_at_a_revision {
-        return Err(true);
+        return Err(OlderApply::RangeAtRevision);
     }
     Ok(())
+}
+
+/// Why a write txn is refused while a member may apply it as the releases
+/// before peer wire 4 do (`refused_by_older_apply`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OlderApply {
+    /// It puts a key that a delete anywhere in it covers, a `"\0"` end
+    /// covering every key on: those releases' own rule ("duplicate key").
+    /// etcd's rule lets a delete to `"\0"` meet a later put, which they
+    /// would apply without the value or lease the put asks to keep.
+    DuplicateKey,
+    /// It ranges at a revision: that range can fail once the txn has
+    /// written, and they keep those writes while answering the error.
+    RangeAtRevision,
 }
 
 /// How deeply txns nest in `t` (a txn with no txn inside is 1).

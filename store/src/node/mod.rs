@@ -516,10 +516,11 @@ impl Node {
     /// apply it so would lose a write or keep a failed one
     /// (`txn_checks::refused_by_older_apply`).
     fn refuse_what_older_apply_loses(&self, t: &crate::pb::etcdserverpb::TxnRequest) -> Result<()> {
-        match crate::mvcc::txn_checks::refused_by_older_apply(t) {
+        use crate::mvcc::txn_checks::{refused_by_older_apply, OlderApply};
+        match refused_by_older_apply(t) {
             Ok(()) => Ok(()),
-            Err(false) => Err(StoreError::DuplicateKey),
-            Err(true) => Err(older_members(
+            Err(OlderApply::DuplicateKey) => Err(StoreError::DuplicateKey),
+            Err(OlderApply::RangeAtRevision) => Err(older_members(
                 &self
                     .transport
                     .peers_below(crate::transport::wire::TXN_DECIDED_FIRST),
