@@ -291,6 +291,15 @@ async fn random_txns_answer_as_etcd_3_5_1_does() {
             .unwrap()
             .revision;
     }
+    // And the keyspaces they end with, record for record.
+    let all = pb::RangeRequest {
+        key: vec![0],
+        range_end: vec![0],
+        ..Default::default()
+    };
+    let theirs_kvs = theirs.range(all.clone()).await.unwrap().into_inner().kvs;
+    let ours_kvs = ours.range(all).await.unwrap().into_inner().kvs;
+    assert_eq!(ours_kvs, theirs_kvs, "the keyspaces differ after the run");
     // The run meant something: most requests did things, some were
     // refused, and nested txns ran.
     assert!(ok > REQUESTS / 3, "{ok} answered, {refused} refused");
