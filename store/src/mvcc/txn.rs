@@ -255,6 +255,9 @@ impl Exec for ReadOnly<'_> {
         compare_with(self.index, c, self.at, self.src.fetch)
     }
     fn range(&mut self, r: &RangeRequest) -> Result<RangeResponse> {
+        // Inside a txn, etcd refuses a negative revision once anything is
+        // compacted, where a plain Range reads the newest.
+        txn_path::check_range(self.index, self.at, r)?;
         range_at(self.index, r, self.at, self.src)
     }
     fn put(&mut self, _: &PutRequest) -> Result<PutResponse> {
@@ -276,13 +279,10 @@ pub(super) fn read_only(
     at: i64,
     src: &Source,
 ) -> Result<TxnResponse> {
-    // Decided and checked first, as etcd serves it: its ranges' revisions
-    // are checked before any runs (a negative one, once anything is
-    // compacted, refuses the txn where a plain Range reads the newest).
-    let mut ro = ReadOnly { index, at, src };
-    let taken = txn_path::decide(req, &mut |c| ro.compare(c))?;
-    txn_path::check_ranges(index, at, &txn_path::requests(req, &taken)?)?;
-    exec_txn(&mut ro, req, &mut Decided::First(taken.iter()))
+    // Nothing is written: deciding each nested txn where it runs, and
+    // checking each range as it runs (`ReadOnly::range`), answers what
+    // deciding and checking them all first would.
+    exec_txn(&mut ReadOnly { index, at, src }, req, &mut Decided::Now)
 }
 
 /// Whether a txn only reads (then it is served by ReadIndex, not the log).
@@ -460,7 +460,9 @@ fn precheck_ops(index: &Index, lessor: &Lessor, ops: &[RequestOp]) -> Result<()>
     {
         for op in ops {
             match &op.request {
-                Some(Op::RequestPut(p)) => txn_path::check_put(index, lessor, p)?,
+                Some(Op::RequestPut(p)) => txn_path::check_put(lessor, p, || {
+                    index.get(&p.key).and_then(|ki| ki.live()).is_some()
+                })?,
                 Some(Op::RequestTxn(t)) => {
                     precheck_ops(index, lessor, &t.success)?;
                     precheck_ops(index, lessor, &t.failure)?;

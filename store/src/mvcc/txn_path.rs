@@ -16,7 +16,9 @@
 
 use crate::error::{Result, StoreError};
 use crate::lease::Lessor;
-use crate::pb::etcdserverpb::{request_op::Request as Op, Compare, RequestOp, TxnRequest};
+use crate::pb::etcdserverpb::{
+    request_op::Request as Op, Compare, PutRequest, RangeRequest, RequestOp, TxnRequest,
+};
 
 use super::index::Index;
 use super::key_in_range;
@@ -105,13 +107,7 @@ pub(super) fn check(
     for (i, op) in path.iter().enumerate() {
         match &op.request {
             Some(Op::RequestPut(p)) => {
-                if (p.ignore_value || p.ignore_lease) && !exists_when_run(index, &p.key, &path[..i])
-                {
-                    return Err(StoreError::KeyNotFound);
-                }
-                if p.lease != 0 && !lessor.contains(p.lease) {
-                    return Err(StoreError::LeaseNotFound);
-                }
+                check_put(lessor, p, || exists_when_run(index, &p.key, &path[..i]))?
             }
             Some(_) => {}
             None => {
@@ -127,7 +123,18 @@ pub(super) fn check(
 /// etcd's `checkRange` over a path: a range at a revision past `start_rev`
 /// (the one the txn starts from) or compacted away refuses the txn. A
 /// read-only txn is checked so too (etcd serves it with the same code).
-pub(super) fn check_ranges(index: &Index, start_rev: i64, path: &[&RequestOp]) -> Result<()> {
+fn check_ranges(index: &Index, start_rev: i64, path: &[&RequestOp]) -> Result<()> {
+    path.iter().try_for_each(|op| match &op.request {
+        Some(Op::RequestRange(r)) => check_range(index, start_rev, r),
+        _ => Ok(()),
+    })
+}
+
+/// etcd's `checkRange` for one range of a txn that starts at `start_rev`.
+/// A read-only txn's ranges are checked so too, where they run (nothing
+/// is written, so where is the same; `range_at` already refuses a future
+/// or compacted positive revision, and this adds the negative one).
+pub(super) fn check_range(index: &Index, start_rev: i64, r: &RangeRequest) -> Result<()> {
     // etcd's first revision is -1 until something is compacted: a
     // negative revision is refused only after a compaction, or below -1.
     let first_rev = if index.compact_rev > 0 {
@@ -135,23 +142,17 @@ pub(super) fn check_ranges(index: &Index, start_rev: i64, path: &[&RequestOp]) -
     } else {
         -1
     };
-    for op in path {
-        let Some(Op::RequestRange(r)) = &op.request else {
-            continue;
-        };
-        if r.revision == 0 {
-            continue;
-        }
-        if r.revision > start_rev {
-            return Err(StoreError::FutureRevision);
-        }
-        if r.revision < first_rev {
-            return Err(StoreError::Compacted {
-                compact_revision: index.compact_rev,
-            });
-        }
+    if r.revision == 0 {
+        Ok(())
+    } else if r.revision > start_rev {
+        Err(StoreError::FutureRevision)
+    } else if r.revision < first_rev {
+        Err(StoreError::Compacted {
+            compact_revision: index.compact_rev,
+        })
+    } else {
+        Ok(())
     }
-    Ok(())
 }
 
 /// Whether `key` exists when a put after the requests `before` runs: the
@@ -174,16 +175,16 @@ fn exists_when_run(index: &Index, key: &[u8], before: &[&RequestOp]) -> bool {
     index.get(key).and_then(|ki| ki.live()).is_some()
 }
 
-/// What a put needs before it runs: the key, if it keeps the key's value
-/// or lease; the lease it attaches, if any.
+/// What a put needs before it runs: its key (`key_exists`), if it keeps
+/// the key's value or lease; the lease it attaches, if any.
 pub(super) fn check_put(
-    index: &Index,
     lessor: &Lessor,
-    p: &crate::pb::etcdserverpb::PutRequest,
+    p: &PutRequest,
+    key_exists: impl FnOnce() -> bool,
 ) -> Result<()> {
     // Only these flags need the key to exist; an index lookup per put
     // cost ~5% of a member's CPU under load.
-    if (p.ignore_value || p.ignore_lease) && index.get(&p.key).and_then(|ki| ki.live()).is_none() {
+    if (p.ignore_value || p.ignore_lease) && !key_exists() {
         return Err(StoreError::KeyNotFound);
     }
     if p.lease != 0 && !lessor.contains(p.lease) {
