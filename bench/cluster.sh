@@ -2,8 +2,14 @@
 # 3-member secretd cluster on loopback. Sets $bin, $dir, $eps and $pids,
 # and kills the members and removes their data on exit.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/secretd-target}"
-cargo build --release -q -p secretd-api -p bench
-bin="$CARGO_TARGET_DIR/release"
+# BENCH_BIN=DIR runs the secretd and secretd-bench found there instead
+# (no build): how one release is set against another on the same box.
+if [ -n "${BENCH_BIN:-}" ]; then
+  bin=$BENCH_BIN
+else
+  cargo build --release -q -p secretd-api -p bench
+  bin="$CARGO_TARGET_DIR/release"
+fi
 dir=$(mktemp -d)
 base=$((30000 + RANDOM % 20000))
 ic=""

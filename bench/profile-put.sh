@@ -19,9 +19,12 @@ command -v perf >/dev/null || { echo "profile-put.sh needs perf (apt-get install
 cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
 op=${PROFILE_OP:-put}
 extra=()
-# The get load writes its key space first, inside the profiled window:
-# its CPU and profile include those puts (keep the key space small).
-[ "$op" = get ] && extra=(--consistency "${PROFILE_CONSISTENCY:-s}" --key-space "${PROFILE_KEYS:-1000}")
+# The get load's key space is written first, outside the profiled window.
+if [ "$op" = get ]; then
+  extra=(--consistency "${PROFILE_CONSISTENCY:-s}" --key-space "${PROFILE_KEYS:-1000}")
+  "$bin/secretd-bench" get --endpoints "$eps" --total 1 "${extra[@]}" > /dev/null
+  extra+=(--preloaded)
+fi
 if [ "${PROFILE_PRELOAD:-0}" -gt 0 ]; then
   "$bin/secretd-bench" put --endpoints "$eps" --in-flight 256 --total "$PROFILE_PRELOAD" --key-space 1000000 --connections 16
 fi

@@ -22,7 +22,7 @@ use secretd_client::pb::etcdserverpb::{
 use secretd_testkit::launch;
 use tonic::transport::Channel;
 
-use crate::{run, LoadSpec, Workload};
+use crate::{LoadSpec, Prepared, Workload};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum System {
@@ -347,10 +347,12 @@ pub async fn load(
     measure(c, &spec).await
 }
 
-/// Runs `spec` against `c`, counting the members' CPU and this process's.
+/// Runs `spec` against `c`, counting the members' CPU and this process's
+/// while the workload runs (a read row's key space is loaded before).
 pub async fn measure(c: &ClusterProc, spec: &LoadSpec) -> Result<Sample> {
+    let prepared = Prepared::new(spec).await?;
     let (server0, client0) = (c.cpu_seconds(), cpu_seconds("self"));
-    let r = run(spec).await?;
+    let r = prepared.drive().await?;
     let (server1, client1) = (c.cpu_seconds(), cpu_seconds("self"));
     let per_op = |a: f64, b: f64| (b - a) * 1e6 / (r.ops.max(1) as f64);
     if r.errors > 0 {

@@ -111,53 +111,77 @@ const READ_KEYS_MAX: u64 = 10_000;
 
 /// Runs one workload to completion and reports.
 pub async fn run(spec: &LoadSpec) -> Result<Report> {
-    if spec.endpoints.is_empty()
-        || spec.connections == 0
-        || spec.in_flight == 0
-        || spec.key_space == 0
-    {
-        bail!("endpoints, connections, in-flight and key space must all be non-empty");
-    }
-    let clients: Vec<KvClient<Channel>> = (0..spec.connections)
-        .map(|i| {
-            channel(&spec.endpoints[i % spec.endpoints.len()])
-                .map(|c| KvClient::new(c).max_decoding_message_size(64 << 20))
-        })
-        .collect::<Result<_>>()?;
-    if spec.workload.reads() && !spec.preloaded {
-        preload(clients[0].clone(), spec).await?;
-    }
-    let issued = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let mut tasks = Vec::with_capacity(spec.in_flight);
-    for w in 0..spec.in_flight {
-        let worker = Worker {
-            w,
-            kv: clients[w % clients.len()].clone(),
-            secrets: SecretsClient::new(channel(&spec.endpoints[w % spec.endpoints.len()])?),
-            run_id: rand::random(),
-            spec: spec.clone(),
-        };
-        tasks.push(tokio::spawn(worker.run(issued.clone(), started)));
-    }
-    let mut report = Report {
-        ops: 0,
-        errors: 0,
-        elapsed: Duration::ZERO,
-        latency_us: Histogram::new_with_bounds(1, 60_000_000, 3)?,
-        first_error: None,
-    };
-    for t in tasks {
-        let part = t.await?;
-        report.latency_us.add(&part.latency_us)?;
-        report.ops += part.ops;
-        report.errors += part.errors;
-        if report.first_error.is_none() {
-            report.first_error = part.first_error;
+    Prepared::new(spec).await?.drive().await
+}
+
+/// A workload ready to run: its channels made and, for reads, its key
+/// space loaded. Splitting the two lets `compare::measure` count the
+/// members' CPU for the workload alone: a read row's CPU per read must not
+/// carry the puts that gave it keys to read.
+pub struct Prepared {
+    spec: LoadSpec,
+    clients: Vec<KvClient<Channel>>,
+}
+
+impl Prepared {
+    pub async fn new(spec: &LoadSpec) -> Result<Prepared> {
+        if spec.endpoints.is_empty()
+            || spec.connections == 0
+            || spec.in_flight == 0
+            || spec.key_space == 0
+        {
+            bail!("endpoints, connections, in-flight and key space must all be non-empty");
         }
+        let clients: Vec<KvClient<Channel>> = (0..spec.connections)
+            .map(|i| {
+                channel(&spec.endpoints[i % spec.endpoints.len()])
+                    .map(|c| KvClient::new(c).max_decoding_message_size(64 << 20))
+            })
+            .collect::<Result<_>>()?;
+        if spec.workload.reads() && !spec.preloaded {
+            preload(clients[0].clone(), spec).await?;
+        }
+        Ok(Prepared {
+            spec: spec.clone(),
+            clients,
+        })
     }
-    report.elapsed = started.elapsed();
-    Ok(report)
+
+    /// Issues the workload's requests until its count or time runs out.
+    pub async fn drive(self) -> Result<Report> {
+        let Prepared { spec, clients } = self;
+        let issued = Arc::new(AtomicU64::new(0));
+        let started = Instant::now();
+        let mut tasks = Vec::with_capacity(spec.in_flight);
+        for w in 0..spec.in_flight {
+            let worker = Worker {
+                w,
+                kv: clients[w % clients.len()].clone(),
+                secrets: SecretsClient::new(channel(&spec.endpoints[w % spec.endpoints.len()])?),
+                run_id: rand::random(),
+                spec: spec.clone(),
+            };
+            tasks.push(tokio::spawn(worker.run(issued.clone(), started)));
+        }
+        let mut report = Report {
+            ops: 0,
+            errors: 0,
+            elapsed: Duration::ZERO,
+            latency_us: Histogram::new_with_bounds(1, 60_000_000, 3)?,
+            first_error: None,
+        };
+        for t in tasks {
+            let part = t.await?;
+            report.latency_us.add(&part.latency_us)?;
+            report.ops += part.ops;
+            report.errors += part.errors;
+            if report.first_error.is_none() {
+                report.first_error = part.first_error;
+            }
+        }
+        report.elapsed = started.elapsed();
+        Ok(report)
+    }
 }
 
 /// Reads need keys to find: loads the key space first.

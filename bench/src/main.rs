@@ -49,6 +49,10 @@ struct Cli {
     /// Read consistency for gets: l (linearizable) or s (serializable).
     #[arg(long, default_value = "l")]
     consistency: String,
+    /// Gets: the key space is already there (an earlier run loaded it),
+    /// so load nothing and read from all of it.
+    #[arg(long)]
+    preloaded: bool,
     /// Rounds of `compare` (the table shows the median).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
@@ -138,7 +142,7 @@ async fn main() -> std::process::ExitCode {
         key_space: cli.key_space,
         value_bytes: cli.value_bytes,
         workload,
-        preloaded: false,
+        preloaded: cli.preloaded,
     };
     match run(&spec).await {
         Ok(r) => {
