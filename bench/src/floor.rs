@@ -47,23 +47,37 @@ pub fn ensure() -> Result<PathBuf> {
     Ok(p)
 }
 
-/// The floor serving on 127.0.0.1:`port`, as a one-member "cluster" so
-/// `compare::load` drives it and reads its CPU like any other system's.
-pub fn start(port: u16) -> Result<ClusterProc> {
+/// How many floor processes each floor line runs: one (the issue's
+/// floor), and three, shaped like the clusters (the client spreads its
+/// connections over three processes sharing the two cores, as it does over
+/// three members).
+pub const PROCESSES: [usize; 2] = [1, 3];
+
+/// The floor serving on `processes` ports from 127.0.0.1:`first_port`, as
+/// a "cluster" so `compare::load` drives it and reads its CPU (summed over
+/// the processes) like any other system's.
+pub fn start(first_port: u16, processes: usize) -> Result<ClusterProc> {
     let bin = ensure()?;
     let dir = tempfile::tempdir()?;
-    let log = std::fs::File::create(dir.path().join("floor.log"))?;
-    let child = Command::new(&bin)
-        .arg(port.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .with_context(|| format!("cannot start {}", bin.display()))?;
+    let mut children = Vec::new();
+    let mut endpoints = Vec::new();
+    for i in 0..processes {
+        let port = first_port + i as u16;
+        let log = std::fs::File::create(dir.path().join(format!("floor{i}.log")))?;
+        let child = Command::new(&bin)
+            .arg(port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        children.push(child);
+        endpoints.push(format!("127.0.0.1:{port}"));
+    }
     Ok(ClusterProc {
         system: System::Floor,
-        children: vec![child],
-        endpoints: vec![format!("127.0.0.1:{port}")],
+        children,
+        endpoints,
         members: Vec::new(),
         bin: bin.to_path_buf(),
         _dir: dir,

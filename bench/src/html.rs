@@ -17,8 +17,9 @@ use crate::markdown::Provenance;
 use crate::results::{anchor_names, result_lines, RunData, FLOOR_ROW, SYSTEMS};
 
 /// Bar colours: etcd 3.4, etcd 3.5.1, secretd, the gRPC floor.
-pub(crate) const COLORS: [&str; 4] = ["#999", "#e90", "#2a7", "#69c"];
+pub(crate) const COLORS: [&str; 5] = ["#999", "#e90", "#2a7", "#69c", "#a6c"];
 const FLOOR_NAME: &str = "gRPC floor (no-op server)";
+const FLOOR3_NAME: &str = "gRPC floor, 3 processes";
 /// The bar charts' geometry, in SVG units.
 const LABEL_W: f64 = 250.0;
 const BAR_AREA_W: f64 = 500.0;
@@ -36,7 +37,11 @@ pub(crate) fn esc(s: &str) -> String {
 }
 
 pub(crate) fn system_name(k: usize) -> &'static str {
-    SYSTEMS.get(k).map_or(FLOOR_NAME, |s| s.name())
+    match SYSTEMS.get(k) {
+        Some(s) => s.name(),
+        None if k == SYSTEMS.len() => FLOOR_NAME,
+        None => FLOOR3_NAME,
+    }
 }
 
 /// Writes the page for `d` to `path`.
@@ -45,7 +50,7 @@ pub fn write(path: &Path, d: &RunData, prov: &Provenance) -> Result<()> {
     heading(&mut h, d, prov);
     h.push_str("<h2>Throughput</h2><p>Operations per second (watch: delivered events per second), median round; longer is better.</p>");
     h.push_str(&bars(d, false));
-    h.push_str("<h2>CPU per operation</h2><p>CPU time (user + system) the three members used per operation, in µs (watch: per delivered event); shorter is better. The gRPC floor is one no-op server process driven like <code>get-ser</code>: what tonic, h2 and loopback TCP cost per read.</p>");
+    h.push_str("<h2>CPU per operation</h2><p>CPU time (user + system) the three members used per operation, in µs (watch: per delivered event); shorter is better. The gRPC floor is one no-op server process driven like <code>get-ser</code>: what tonic, h2 and loopback TCP cost per read; the second floor is three such processes, the client spread over them as over three members.</p>");
     h.push_str(&bars(d, true));
     h.push_str("<h2>Latency</h2><p>Each row's latency distribution (median round) from the load generator's histograms: latency across (log scale), percentile up (90%, 99%, 99.9%, 99.99%, then the maximum). Further left is faster; watch rows measure put-to-delivery delay.</p>");
     for r in &d.rows {
@@ -61,7 +66,7 @@ pub fn write(path: &Path, d: &RunData, prov: &Provenance) -> Result<()> {
             let _ = writeln!(h, "{}", esc(&l));
         }
     }
-    h.push_str("</pre><p>ratio: secretd / etcd (higher is better); p99_ratio, cpu_ratio, slowest_ratio: secretd / etcd (lower is better); floor_ratio: secretd's CPU per serializable read / the gRPC floor's.</p></body></html>\n");
+    h.push_str("</pre><p>ratio: secretd / etcd (higher is better); p99_ratio, cpu_ratio, slowest_ratio: secretd / etcd (lower is better); floor_ratio: secretd's CPU per serializable read / the gRPC floor's (floor3_ratio: / the three-process floor's).</p></body></html>\n");
     std::fs::write(path, h).with_context(|| format!("cannot write {}", path.display()))
 }
 
@@ -111,8 +116,13 @@ fn bars(d: &RunData, cpu: bool) -> String {
         .iter()
         .map(|r| {
             let mut v: Vec<(usize, f64)> = (0..3).map(|k| (k, value(&r.medians[k]))).collect();
-            if let (true, FLOOR_ROW, Some(f)) = (cpu, r.tag, &d.floor) {
-                v.push((3, f.server_cpu_us_per_op));
+            if cpu && r.tag == FLOOR_ROW {
+                v.extend(
+                    d.floors
+                        .iter()
+                        .enumerate()
+                        .map(|(i, f)| (3 + i, f.server_cpu_us_per_op)),
+                );
             }
             (r.name, v)
         })
@@ -312,7 +322,7 @@ mod tests {
                 tag: FLOOR_ROW,
                 medians: [s; 3],
             }],
-            floor: Some(s),
+            floors: vec![s, s],
             rss: Vec::new(),
             checkperf: Vec::new(),
         };
@@ -330,8 +340,9 @@ mod tests {
         let page = std::fs::read_to_string(&path).unwrap();
         assert!(page.contains("abc1234-dirty"));
         assert!(page.contains("Some &lt;CPU&gt;"));
-        assert!(page.contains("RESULT get-ser anchor=etcd-3.5.1 ratio=1.00 p99_ratio=1.00 cpu_ratio=1.00 floor_ratio=1.00"));
+        assert!(page.contains("RESULT get-ser anchor=etcd-3.5.1 ratio=1.00 p99_ratio=1.00 cpu_ratio=1.00 floor_ratio=1.00 floor3_ratio=1.00"));
         assert!(page.contains(FLOOR_NAME));
+        assert!(page.contains(FLOOR3_NAME));
         assert!(page.contains("<polyline"));
         assert!(!page.contains("<script"));
     }

@@ -193,16 +193,17 @@ pub async fn run(o: &Options<'_>) -> Result<()> {
     for (i, sys) in SYSTEMS.iter().enumerate() {
         clusters.push(compare::start(*sys, base + 100 * i as u16, 3)?);
     }
-    let floor = match picked.rows.iter().any(|&i| ROWS[i].1 == FLOOR_ROW) {
-        true => Some(crate::floor::start(base + 301)?),
-        false => None,
-    };
-    for c in clusters.iter().chain(floor.as_ref()) {
+    let mut floors = Vec::new();
+    if picked.rows.iter().any(|&i| ROWS[i].1 == FLOOR_ROW) {
+        for (i, n) in crate::floor::PROCESSES.iter().enumerate() {
+            floors.push(crate::floor::start(base + 301 + 10 * i as u16, *n)?);
+        }
+    }
+    for c in clusters.iter().chain(&floors) {
         compare::ready(c).await?;
     }
-    let (results, floor_samples) =
-        run_rounds(o.rounds, &clusters, floor.as_ref(), &picked.rows).await?;
-    drop(floor);
+    let (results, floor_samples) = run_rounds(o.rounds, &clusters, &floors, &picked.rows).await?;
+    drop(floors);
     let mut rss = Vec::new();
     if picked.rss {
         for c in &clusters {
@@ -213,7 +214,11 @@ pub async fn run(o: &Options<'_>) -> Result<()> {
     let data = RunData {
         rounds: o.rounds,
         rows: medians(&results),
-        floor: (!floor_samples.is_empty()).then(|| median(floor_samples)),
+        floors: floor_samples
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .map(median)
+            .collect(),
         rss,
         checkperf,
     };
@@ -232,16 +237,16 @@ pub async fn run(o: &Options<'_>) -> Result<()> {
 }
 
 /// Every row against every system, `rounds` times, rotating which goes
-/// first so none always meets a warm (or tired) machine; the gRPC floor
+/// first so none always meets a warm (or tired) machine; the gRPC floors
 /// (if given) after the systems in each round of the `get-ser` row.
 async fn run_rounds(
     rounds: usize,
     clusters: &[ClusterProc],
-    floor: Option<&ClusterProc>,
+    floors: &[ClusterProc],
     picked: &[usize],
-) -> Result<(Samples, Vec<Sample>)> {
+) -> Result<(Samples, Vec<Vec<Sample>>)> {
     let mut results: Samples = vec![Default::default(); ROWS.len()];
-    let mut floor_samples = Vec::new();
+    let mut floor_samples = vec![Vec::new(); floors.len()];
     for round in 0..rounds {
         for &i in picked {
             let (name, tag, row) = &ROWS[i];
@@ -251,10 +256,13 @@ async fn run_rounds(
                 log_sample(round, name, clusters[which].system, &s);
                 results[i][which].push(s);
             }
-            if let (Some(f), true) = (floor, *tag == FLOOR_ROW) {
+            if *tag != FLOOR_ROW {
+                continue;
+            }
+            for (f, samples) in floors.iter().zip(&mut floor_samples) {
                 let s = measure(f, *row).await?;
                 log_sample(round, name, f.system, &s);
-                floor_samples.push(s);
+                samples.push(s);
             }
         }
     }
@@ -337,11 +345,15 @@ fn write_footer(out: &mut String, d: &RunData, anchor: usize, a_name: &str) {
             ratio(rs, re)
         );
     }
-    if let Some(f) = &d.floor {
+    for (f, n) in d.floors.iter().zip(crate::floor::PROCESSES) {
+        let name = match n {
+            1 => "gRPC floor, get serializable @256".to_string(),
+            n => format!("gRPC floor x{n} processes"),
+        };
         out!(
             out,
             "{:<36} {:>12} {:>10} {:>12.0} {:>10.2} {:>8} {:>9} {:>13} {:>13.0}",
-            "gRPC floor, get serializable @256",
+            name,
             "",
             "",
             f.ops_per_sec,
@@ -359,8 +371,8 @@ fn write_footer(out: &mut String, d: &RunData, anchor: usize, a_name: &str) {
     }
     out!(out, "({} rounds, median shown; {a_name} and the release secretd, 3 members each on loopback, fsync on;", d.rounds);
     out!(out, " cpu us: CPU time the three members used per operation (watchers: per delivered event), user + system;");
-    if d.floor.is_some() {
-        out!(out, " gRPC floor: examples/grpc_floor, a no-op KV server (one process), in the secretd columns;");
+    if !d.floors.is_empty() {
+        out!(out, " gRPC floor: examples/grpc_floor, a no-op KV server (one process; x3: three, the client spread over them as over members), in the secretd columns;");
     }
     if anchor == 1 && !d.checkperf.is_empty() {
         out!(out, " check perf: etcd 3.5.1's etcdctl check perf, once per run, writes/s and slowest request;");

@@ -33,8 +33,9 @@ pub struct CheckPerfRow {
 pub struct RunData {
     pub rounds: usize,
     pub rows: Vec<RowMedians>,
-    /// The gRPC floor's median next to `get-ser` (when that row ran).
-    pub floor: Option<Sample>,
+    /// The gRPC floors' medians next to `get-ser` (when that row ran), one
+    /// per entry of `floor::PROCESSES`: one process, then three.
+    pub floors: Vec<Sample>,
     /// RSS per system in `SYSTEMS` order (`ops_per_sec` holds MiB), or
     /// empty.
     pub rss: Vec<Sample>,
@@ -94,9 +95,13 @@ pub fn result_lines(d: &RunData, anchor: usize, tag: &str) -> Vec<String> {
             ratio(s.p99_ms, e.p99_ms),
             ratio(s.server_cpu_us_per_op, e.server_cpu_us_per_op)
         );
-        if let (FLOOR_ROW, Some(f)) = (row.tag, &d.floor) {
+        if let (FLOOR_ROW, Some(f)) = (row.tag, d.floors.first()) {
             let floor_ratio = ratio(s.server_cpu_us_per_op, f.server_cpu_us_per_op);
             l.push_str(&format!(" floor_ratio={floor_ratio:.2}"));
+        }
+        if let (FLOOR_ROW, Some(f)) = (row.tag, d.floors.get(1)) {
+            let floor3_ratio = ratio(s.server_cpu_us_per_op, f.server_cpu_us_per_op);
+            l.push_str(&format!(" floor3_ratio={floor3_ratio:.2}"));
         }
         lines.push(l);
     }
@@ -157,7 +162,7 @@ mod tests {
         let d = RunData {
             rounds: 1,
             rows: vec![row("put256@1"), row("put256"), row(FLOOR_ROW)],
-            floor: Some(sample(5000.0, 1.0, 25.0)),
+            floors: vec![sample(5000.0, 1.0, 25.0), sample(4000.0, 1.0, 40.0)],
             rss: Vec::new(),
             checkperf: vec![CheckPerfRow {
                 load: "m",
@@ -180,7 +185,7 @@ mod tests {
                 "RESULT put256 anchor=etcd-3.5.1 ratio=2.00 p99_ratio=0.50",
                 "RESULT put256@1 anchor=etcd-3.5.1 ratio=2.00 p99_ratio=0.50 cpu_ratio=0.50",
                 "RESULT put256 anchor=etcd-3.5.1 ratio=2.00 p99_ratio=0.50 cpu_ratio=0.50",
-                "RESULT get-ser anchor=etcd-3.5.1 ratio=2.00 p99_ratio=0.50 cpu_ratio=0.50 floor_ratio=2.00",
+                "RESULT get-ser anchor=etcd-3.5.1 ratio=2.00 p99_ratio=0.50 cpu_ratio=0.50 floor_ratio=2.00 floor3_ratio=1.25",
                 "RESULT checkperf-m anchor=etcd-3.5.1 ratio=1.00 slowest_ratio=0.50 pass=PASS/FAIL",
             ]
         );
