@@ -14,6 +14,7 @@
 mod hash;
 pub mod index;
 mod range;
+pub mod records;
 mod txn;
 pub mod txn_checks;
 mod txn_path;
@@ -63,6 +64,8 @@ pub struct Mvcc {
     kept_hash: parking_lot::Mutex<Option<hash::KeptHash>>,
     /// Bytes of read answers held at once (`answers`).
     answers: Arc<AnswerBudget>,
+    /// Recently read records (`records`): reads of hot keys skip RocksDB.
+    records: records::Records,
 }
 
 impl Mvcc {
@@ -82,6 +85,7 @@ impl Mvcc {
             clock,
             kept_hash: parking_lot::Mutex::new(None),
             answers: Arc::default(),
+            records: records::Records::default(),
         }))
     }
 
@@ -103,6 +107,9 @@ impl Mvcc {
         let (index, current, lessor) = load_index_from(&self.db, self.clock.now(), installed)?;
         let mut guard = self.index.write();
         *guard = index;
+        // Under the index's write lock: no read names a record of the old
+        // keyspace after this.
+        self.records.clear();
         self.forget_hash();
         *self.lessor.lock() = lessor;
         self.published_rev.store(current, Ordering::Release);
@@ -178,13 +185,14 @@ impl Mvcc {
     }
 
     fn read_value(&self, rev: Rev) -> Result<KeyValue> {
-        match self.db.get(CF_KV, &rev.key(false))? {
-            Some(v) => decode_kv(&v),
-            None => Err(StoreError::Storage(format!(
-                "index names revision {}/{} but no record exists",
-                rev.main, rev.sub
-            ))),
-        }
+        self.records
+            .get_or_read(rev, || match self.db.get(CF_KV, &rev.key(false))? {
+                Some(v) => decode_kv(&v),
+                None => Err(StoreError::Storage(format!(
+                    "index names revision {}/{} but no record exists",
+                    rev.main, rev.sub
+                ))),
+            })
     }
 
     /// Events of keys in `[key, range_end)` for revisions `from..=to` (at
