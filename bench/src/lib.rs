@@ -120,7 +120,9 @@ pub async fn run(spec: &LoadSpec) -> Result<Report> {
 /// carry the puts that gave it keys to read.
 pub struct Prepared {
     spec: LoadSpec,
-    clients: Vec<KvClient<Channel>>,
+    /// One channel per connection: KV and Secrets calls share them, so a
+    /// secret create row opens as many connections as a put row.
+    channels: Vec<Channel>,
 }
 
 impl Prepared {
@@ -132,32 +134,29 @@ impl Prepared {
         {
             bail!("endpoints, connections, in-flight and key space must all be non-empty");
         }
-        let clients: Vec<KvClient<Channel>> = (0..spec.connections)
-            .map(|i| {
-                channel(&spec.endpoints[i % spec.endpoints.len()])
-                    .map(|c| KvClient::new(c).max_decoding_message_size(64 << 20))
-            })
+        let channels: Vec<Channel> = (0..spec.connections)
+            .map(|i| channel(&spec.endpoints[i % spec.endpoints.len()]))
             .collect::<Result<_>>()?;
         if spec.workload.reads() && !spec.preloaded {
-            preload(clients[0].clone(), spec).await?;
+            preload(kv(&channels[0]), spec).await?;
         }
         Ok(Prepared {
             spec: spec.clone(),
-            clients,
+            channels,
         })
     }
 
     /// Issues the workload's requests until its count or time runs out.
     pub async fn drive(self) -> Result<Report> {
-        let Prepared { spec, clients } = self;
+        let Prepared { spec, channels } = self;
         let issued = Arc::new(AtomicU64::new(0));
         let started = Instant::now();
         let mut tasks = Vec::with_capacity(spec.in_flight);
         for w in 0..spec.in_flight {
             let worker = Worker {
                 w,
-                kv: clients[w % clients.len()].clone(),
-                secrets: SecretsClient::new(channel(&spec.endpoints[w % spec.endpoints.len()])?),
+                kv: kv(&channels[w % channels.len()]),
+                secrets: SecretsClient::new(channels[w % channels.len()].clone()),
                 run_id: rand::random(),
                 spec: spec.clone(),
             };
@@ -182,6 +181,10 @@ impl Prepared {
         report.elapsed = started.elapsed();
         Ok(report)
     }
+}
+
+fn kv(c: &Channel) -> KvClient<Channel> {
+    KvClient::new(c.clone()).max_decoding_message_size(64 << 20)
 }
 
 /// Reads need keys to find: loads the key space first.
