@@ -184,15 +184,20 @@ impl Mvcc {
         Ok((resp, current, charge))
     }
 
+    /// The record at `rev`, for a reader: through the record cache.
     fn read_value(&self, rev: Rev) -> Result<KeyValue> {
-        self.records
-            .get_or_read(rev, || match self.db.get(CF_KV, &rev.key(false))? {
-                Some(v) => decode_kv(&v),
-                None => Err(StoreError::Storage(format!(
-                    "index names revision {}/{} but no record exists",
-                    rev.main, rev.sub
-                ))),
-            })
+        self.records.get_or_read(rev, || self.read_record(rev))
+    }
+
+    /// The record at `rev`, from RocksDB.
+    fn read_record(&self, rev: Rev) -> Result<KeyValue> {
+        match self.db.get(CF_KV, &rev.key(false))? {
+            Some(v) => decode_kv(&v),
+            None => Err(StoreError::Storage(format!(
+                "index names revision {}/{} but no record exists",
+                rev.main, rev.sub
+            ))),
+        }
     }
 
     /// Events of keys in `[key, range_end)` for revisions `from..=to` (at
@@ -602,7 +607,12 @@ impl Applier {
     fn fetch(&self, rev: Rev) -> Result<KeyValue> {
         match self.overlay.get(&rev) {
             Some(bytes) => decode_kv(bytes),
-            None => self.mvcc.read_value(rev),
+            // Apply uses a cached record but never fills the cache: the
+            // raft loop does not pay for keeping what readers may want.
+            None => match self.mvcc.records.get(rev) {
+                Some(kv) => Ok(kv),
+                None => self.mvcc.read_record(rev),
+            },
         }
     }
 

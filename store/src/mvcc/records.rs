@@ -5,8 +5,9 @@
 //! A record at a revision never changes: a write makes a new revision. So
 //! nothing invalidates an entry on write, and compaction never leaves the
 //! index naming a record it removed. Only a replaced keyspace (a snapshot
-//! installed, `Mvcc::reload`) empties the cache. Filled on read only, so
-//! the write path pays nothing. HashKV and the corruption check read
+//! installed, `Mvcc::reload`) empties the cache. Filled by readers only:
+//! apply uses what is there but never fills it, so the raft loop pays
+//! only a lookup. HashKV and the corruption check read
 //! RocksDB directly, never this.
 
 use std::sync::Arc;
@@ -64,15 +65,21 @@ impl Records {
         rev: Rev,
         read: impl FnOnce() -> crate::error::Result<KeyValue>,
     ) -> crate::error::Result<KeyValue> {
-        let at = (rev.main, rev.sub);
-        if let Some(kv) = self.cache.get(&at) {
-            return Ok(KeyValue::clone(&kv));
+        if let Some(kv) = self.get(rev) {
+            return Ok(kv);
         }
         let kv = read()?;
         if weight(&kv) <= RECORD_CACHED_BYTES_MAX {
-            self.cache.insert(at, Arc::new(kv.clone()));
+            self.cache.insert((rev.main, rev.sub), Arc::new(kv.clone()));
         }
         Ok(kv)
+    }
+
+    /// The record at `rev` if the cache holds it (nothing is filled).
+    pub fn get(&self, rev: Rev) -> Option<KeyValue> {
+        self.cache
+            .get(&(rev.main, rev.sub))
+            .map(|kv| KeyValue::clone(&kv))
     }
 
     /// Forgets every record: the keyspace was replaced.
@@ -81,7 +88,8 @@ impl Records {
     }
 
     /// Bytes held (the weights of the entries).
-    pub fn bytes(&self) -> u64 {
+    #[cfg(test)]
+    fn bytes(&self) -> u64 {
         self.cache.weight()
     }
 }
