@@ -1,6 +1,8 @@
 //! Key material and plaintexts: zeroized on drop, never formatted.
 
+use std::cell::RefCell;
 use std::fmt;
+use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rand::RngCore;
@@ -22,18 +24,44 @@ pub fn key_lock_failures() -> u64 {
 /// A 256-bit symmetric key (KEK, DEK or key-file key). It lives on the
 /// heap, in a page locked in RAM where the OS allows, and is zeroized on
 /// drop. (Pages are not unlocked on drop: `mlock` does not count, and the
-/// page may hold another key.)
-pub struct Key(Box<[u8; KEY_BYTES]>);
+/// page may hold another key. A dropped key's box, zeroed, is kept for the
+/// same thread's next key: `SPARE_BOXES`.)
+pub struct Key(ManuallyDrop<Box<[u8; KEY_BYTES]>>);
+
+/// Spare boxes a thread keeps at most.
+const SPARE_BOXES_MAX: usize = 16;
+
+thread_local! {
+    /// Boxes of keys this thread dropped: zeroed, still locked in RAM, for
+    /// its next keys. Every seal makes a DEK and every open unwraps one, so
+    /// without them each would cost an `mlock` system call.
+    // Boxes, not keys by value: a box's address is what was `mlock`ed.
+    #[allow(clippy::vec_box)]
+    static SPARE_BOXES: RefCell<Vec<Box<[u8; KEY_BYTES]>>> = const { RefCell::new(Vec::new()) };
+}
 
 impl Key {
     fn boxed(mut arr: [u8; KEY_BYTES]) -> Key {
-        let b = Box::new(arr);
+        let spare = SPARE_BOXES
+            .try_with(|s| s.try_borrow_mut().ok().and_then(|mut s| s.pop()))
+            .ok()
+            .flatten();
+        let b = match spare {
+            Some(mut b) => {
+                *b = arr;
+                b
+            }
+            None => {
+                let b = Box::new(arr);
+                // SAFETY: mlock on memory we own, for its exact length.
+                if unsafe { libc::mlock(b.as_ptr().cast(), KEY_BYTES) } != 0 {
+                    LOCK_FAILURES.fetch_add(1, Ordering::Relaxed);
+                }
+                b
+            }
+        };
         arr.zeroize();
-        // SAFETY: mlock on memory we own, for its exact length.
-        if unsafe { libc::mlock(b.as_ptr().cast(), KEY_BYTES) } != 0 {
-            LOCK_FAILURES.fetch_add(1, Ordering::Relaxed);
-        }
-        Key(b)
+        Key(ManuallyDrop::new(b))
     }
 
     /// A fresh key from the operating system's CSPRNG.
@@ -59,13 +87,24 @@ impl Key {
 
 impl Clone for Key {
     fn clone(&self) -> Key {
-        Key::boxed(*self.0)
+        Key::boxed(**self.0)
     }
 }
 
 impl Drop for Key {
     fn drop(&mut self) {
         self.0.zeroize();
+        // SAFETY: the box is taken once, here, and `self` is not used after.
+        let b = unsafe { ManuallyDrop::take(&mut self.0) };
+        // Kept for this thread's next key, or freed (zeroed) past the bound
+        // or while the thread exits.
+        let _ = SPARE_BOXES.try_with(move |s| {
+            if let Ok(mut s) = s.try_borrow_mut() {
+                if s.len() < SPARE_BOXES_MAX {
+                    s.push(b);
+                }
+            }
+        });
     }
 }
 
@@ -123,5 +162,31 @@ mod tests {
         assert_eq!(format!("{s:?}"), "SecretBytes([REDACTED; 7 bytes])");
         assert!(Key::from_slice(&[1; 31]).is_err());
         assert_ne!(Key::generate().expose(), Key::generate().expose());
+    }
+
+    #[test]
+    fn a_dropped_keys_box_is_zeroed_and_kept_for_the_next_key() {
+        // A thread of its own: its spare boxes are this test's alone.
+        std::thread::spawn(|| {
+            let first = Key::from_slice(&[0xcd; KEY_BYTES]).unwrap();
+            let at = first.expose().as_ptr();
+            drop(first);
+            SPARE_BOXES.with(|s| {
+                let s = s.borrow();
+                assert_eq!(s.len(), 1);
+                assert_eq!(**s.last().unwrap(), [0; KEY_BYTES], "a spare box is zeroed");
+            });
+            let next = Key::generate();
+            assert_eq!(next.expose().as_ptr(), at, "the spare box is used again");
+            assert_ne!(*next.expose(), [0; KEY_BYTES]);
+            let copy = next.clone();
+            assert_eq!(copy.expose(), next.expose());
+            // No more spare boxes kept than the bound.
+            let many: Vec<Key> = (0..3 * SPARE_BOXES_MAX).map(|_| Key::generate()).collect();
+            drop(many);
+            SPARE_BOXES.with(|s| assert_eq!(s.borrow().len(), SPARE_BOXES_MAX));
+        })
+        .join()
+        .unwrap();
     }
 }

@@ -123,16 +123,25 @@ fn read(file: &std::path::Path) -> HashMap<u64, u32> {
     }
 }
 
-/// Written aside and renamed into place: a crash leaves the old file or
-/// the new one.
+/// Written aside, synced, renamed into place and the rename synced: a
+/// crash (or a power cut) leaves the old file or the new one, never an
+/// empty one under the file's name.
 fn write(file: &std::path::Path, wires: &HashMap<u64, u32>) -> std::io::Result<()> {
+    use std::io::Write as _;
     let mut text = String::new();
     for (id, wire) in wires {
         text.push_str(&format!("{id:x} {wire}\n"));
     }
     let tmp = file.with_extension("tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, file)
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, file)?;
+    match file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => std::fs::File::open(dir)?.sync_all(),
+        None => std::fs::File::open(".")?.sync_all(),
+    }
 }
 
 #[cfg(test)]

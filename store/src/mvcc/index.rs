@@ -38,7 +38,7 @@ pub struct Found {
 }
 
 impl KeyIndex {
-    fn put(&mut self, rev: Rev) {
+    pub(crate) fn put(&mut self, rev: Rev) {
         match self.generations.last_mut() {
             Some(g) if !g.closed => {
                 assert!(
@@ -139,13 +139,14 @@ pub struct Index {
 
 impl Index {
     pub fn put(&mut self, key: &[u8], rev: Rev) {
-        if let Some(ki) = self.keys.get_mut(key) {
-            ki.put(rev);
-        } else {
-            let mut ki = KeyIndex::default();
-            ki.put(rev);
-            self.keys.insert(key.to_vec(), ki);
-        }
+        self.entry(key).put(rev);
+    }
+
+    /// `key`'s entry, found or made in one search (copying the key costs
+    /// less than searching twice). A made entry has no generation until
+    /// its first `KeyIndex::put`, which must follow.
+    pub(crate) fn entry(&mut self, key: &[u8]) -> &mut KeyIndex {
+        self.keys.entry(key.to_vec()).or_default()
     }
 
     pub fn tombstone(&mut self, key: &[u8], rev: Rev) {

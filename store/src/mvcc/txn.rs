@@ -6,6 +6,7 @@
 //! compare semantics cannot drift between the two.
 
 use std::cmp::Ordering as CmpOrdering;
+use std::sync::Arc;
 
 use crate::db::WriteBatch;
 use prost::Message;
@@ -195,6 +196,21 @@ fn compare_with(
     at: i64,
     fetch: &dyn Fn(Rev) -> Result<KeyValue>,
 ) -> Result<bool> {
+    let target = CompareTarget::try_from(c.target).unwrap_or(CompareTarget::Version);
+    match compare_on_index(index, c, target, at) {
+        Some(decided) => Ok(decided),
+        None => compare_by_range(index, c, target, at, fetch),
+    }
+}
+
+/// Any compare, on the records a Range at `at` returns.
+pub(super) fn compare_by_range(
+    index: &Index,
+    c: &Compare,
+    target: CompareTarget,
+    at: i64,
+    fetch: &dyn Fn(Rev) -> Result<KeyValue>,
+) -> Result<bool> {
     let rr = range_at(
         index,
         &RangeRequest {
@@ -205,7 +221,6 @@ fn compare_with(
         at,
         &Source::records(fetch),
     )?;
-    let target = CompareTarget::try_from(c.target).unwrap_or(CompareTarget::Version);
     if rr.kvs.is_empty() {
         // A missing key compares as the zero KeyValue, except by value.
         if target == CompareTarget::Value {
@@ -214,6 +229,42 @@ fn compare_with(
         return Ok(compare_kv(c, target, &KeyValue::default()));
     }
     Ok(rr.kvs.iter().all(|kv| compare_kv(c, target, kv)))
+}
+
+/// A compare of a version, create or mod revision decided on the index
+/// alone, as `compare_with`'s range would decide it, without reading or
+/// copying a record (every secret create and etcd lock compares these).
+/// None where the range would refuse (an empty key, a compacted read) or
+/// the target needs the record (value, lease): the range decides those.
+pub(super) fn compare_on_index(
+    index: &Index,
+    c: &Compare,
+    target: CompareTarget,
+    at: i64,
+) -> Option<bool> {
+    let by_index = matches!(
+        target,
+        CompareTarget::Version | CompareTarget::Create | CompareTarget::Mod
+    );
+    if !by_index || c.key.is_empty() || at < index.compact_rev {
+        return None;
+    }
+    let mut alive = false;
+    for (_, ki) in index.range(&c.key, &c.range_end) {
+        let Some(f) = ki.get(at) else { continue };
+        alive = true;
+        let fields = KeyValue {
+            create_revision: f.created,
+            mod_revision: f.modified.main,
+            version: f.version,
+            ..Default::default()
+        };
+        if !compare_kv(c, target, &fields) {
+            return Some(false);
+        }
+    }
+    // A missing key compares as the zero KeyValue.
+    Some(alive || compare_kv(c, target, &KeyValue::default()))
 }
 
 fn compare_kv(c: &Compare, target: CompareTarget, kv: &KeyValue) -> bool {
@@ -479,6 +530,18 @@ impl Writer<'_> {
         self.applier.fetch(rev)
     }
 
+    /// `key`'s newest record, if the key exists now.
+    fn live_record(&self, key: &[u8]) -> Result<Option<KeyValue>> {
+        let rev = {
+            let index = self.applier.mvcc.index.read();
+            index
+                .get(key)
+                .and_then(|ki| ki.live())
+                .map(|g| *g.revs.last().expect("live generation has revisions"))
+        };
+        rev.map(|r| self.fetch(r)).transpose()
+    }
+
     fn stage(&mut self, rev: Rev, tombstone: bool, kv: &KeyValue) {
         let cf = self.applier.mvcc.db.cf(CF_KV);
         let bytes = kv.encode_to_vec();
@@ -612,26 +675,30 @@ impl Exec for Writer<'_> {
     }
 
     fn put(&mut self, p: &PutRequest) -> Result<PutResponse> {
-        let live = {
-            let index = self.applier.mvcc.index.read();
-            index.get(&p.key).and_then(|ki| ki.live()).map(|g| {
-                (
-                    *g.revs.last().expect("live generation has revisions"),
-                    g.created,
-                    g.version,
-                )
-            })
-        };
         let need_prev = p.prev_kv || p.ignore_value || p.ignore_lease || self.watch_prev;
-        let prev = match live {
-            Some((rev, _, _)) if need_prev => Some(self.fetch(rev)?),
-            _ => None,
+        // Read before anything changes, so a failed read refuses the put
+        // whole, and with the index unlocked (it may come from disk).
+        let prev = if need_prev {
+            self.live_record(&p.key)?
+        } else {
+            None
         };
+        // One search of the index for the rest, under one lock: with long
+        // keys a search is a few dozen key comparisons, each a likely cache
+        // miss, and a new key was searched three times (look, look again,
+        // insert). The raft thread alone changes the index, so the key is
+        // as `live_record` found it.
+        let mvcc = Arc::clone(&self.applier.mvcc);
+        let mut index = mvcc.index.write();
+        let ki = index.entry(&p.key);
+        let live = ki.live().map(|g| (g.created, g.version));
         let rev = self.next_rev();
         let (create_revision, version) = match live {
-            Some((_, created, version)) => (created, version + 1),
+            Some((created, version)) => (created, version + 1),
             None => (rev.main, 1),
         };
+        ki.put(rev);
+        drop(index);
         let kv = KeyValue {
             key: p.key.clone(),
             create_revision,
@@ -647,7 +714,6 @@ impl Exec for Writer<'_> {
             },
         };
         self.stage(rev, false, &kv);
-        self.applier.mvcc.index.write().put(&p.key, rev);
         self.applier.mvcc.lessor().set_key_lease(&p.key, kv.lease);
         self.events.push(Event {
             r#type: EventType::Put as i32,
