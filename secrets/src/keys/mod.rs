@@ -95,6 +95,9 @@ pub struct Keys {
     /// ([`Keys::forget_sealing`]), and the next seal checks in full. Every
     /// change to this member's keyring forgets it too.
     sealing: parking_lot::Mutex<Option<u32>>,
+    /// Full syncs run under `changing` so far (what a burst of first
+    /// creates must not multiply).
+    syncs_locked: std::sync::atomic::AtomicU64,
 }
 
 /// A sealed secret version, and the compare its txn must carry: the blob
@@ -183,6 +186,7 @@ impl Keys {
             state: RwLock::new(state),
             changing: tokio::sync::Mutex::new(()),
             acked: parking_lot::Mutex::new(Default::default()),
+            syncs_locked: Default::default(),
             quorum_held: parking_lot::Mutex::new(Default::default()),
             sealing: parking_lot::Mutex::new(None),
         });
@@ -325,17 +329,38 @@ impl Keys {
     /// ones, follows autolock changes; creates generation 1 if there is
     /// none and `create`. Returns the newest live generation.
     pub(crate) async fn sync(&self, create: bool) -> Result<Option<u32>> {
+        if let Some(newest) = self.in_step_now().await? {
+            return Ok(Some(newest));
+        }
+        let _guard = self.changing.lock().await;
+        // Whoever held the lock may have brought this member in step: a
+        // first burst of creates synced once per create, the last ~100 ms on.
+        if let Some(newest) = self.in_step_now().await? {
+            return Ok(Some(newest));
+        }
+        self.sync_locked(create).await
+    }
+
+    /// Full syncs this member has run under its `changing` lock.
+    pub fn syncs_locked(&self) -> u64 {
+        self.syncs_locked.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The newest live generation, if this member already holds every
+    /// live one and follows the lock record (read here, serializably).
+    async fn in_step_now(&self) -> Result<Option<u32>> {
         let registry = self.registry(false).await?;
         let (lock, _) = self.lock_record(false).await?;
         if registry.iter().any(|r| !r.retired) && self.in_step(&registry, &lock) {
             return Ok(newest_live(&registry));
         }
-        let _guard = self.changing.lock().await;
-        self.sync_locked(create).await
+        Ok(None)
     }
 
     /// [`Keys::sync`] for a caller that holds `changing`.
     pub(crate) async fn sync_locked(&self, create: bool) -> Result<Option<u32>> {
+        self.syncs_locked
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.forget_sealing();
         let (lock, _) = self.lock_record(true).await?;
         if lock.autolock && self.is_locked() {

@@ -57,6 +57,30 @@ async fn a_kek_rotation_rewraps_every_version_and_old_ones_still_open() {
     );
 }
 
+/// A cluster's first burst of creates on one member: one of them creates
+/// the KEK, and the rest find the keyring in step once they get its lock
+/// instead of each running a full sync after the other (the last of 64
+/// waited ~100 ms).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_burst_of_creates_syncs_the_keyring_once() {
+    let o = Objects::start(3).await;
+    let store = &o.stores[0];
+    let before = store.keys().syncs_locked();
+    let creates =
+        (0..32).map(|i| store.create(Kind::Secret, create_request(&format!("burst-{i}"), b"v")));
+    for r in futures::future::join_all(creates).await {
+        r.expect("every create of the burst succeeds");
+    }
+    // The create's own sync, and the background loop's (it may run once
+    // before the generation is registered, and once as it is); without
+    // the second look under the lock, one per create.
+    let syncs = store.keys().syncs_locked() - before;
+    assert!(
+        (1..=3).contains(&syncs),
+        "{syncs} full syncs for 32 creates"
+    );
+}
+
 /// Key material never enters the log: a member that sealed nothing opens
 /// another member's secret by fetching the generation from it, checked
 /// against the registered verifier, and after a rotation on a third
