@@ -6,6 +6,7 @@
 //! `exec` runs a command with a task's files at `/run/secrets`, in a mount
 //! namespace of its own.
 
+pub mod at;
 pub mod exec;
 pub mod fusefs;
 pub mod health;

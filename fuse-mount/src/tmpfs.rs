@@ -3,7 +3,9 @@
 //!
 //! The mount point shows a read-only bind of the tmpfs, so even root gets
 //! EROFS there; the agent writes through a directory handle it opened on
-//! the writable tmpfs before the bind covered it (`/proc/self/fd/N`).
+//! the writable tmpfs before the bind covered it, every call relative to
+//! that handle or to a task directory's (`at`; `/proc/self/fd/N` only to
+//! remount it larger).
 //!
 //! Updates are atomic for readers, as the kubelet does it. A task's
 //! directory holds `..data`, a symlink to a timestamped directory with the
@@ -25,7 +27,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{symlink, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -33,6 +35,7 @@ use anyhow::{Context, Result};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use parking_lot::Mutex;
 
+use crate::at::Dir;
 use crate::image::{check_task, task_dir_owner, Backend, Failures, Image};
 
 pub const TMPFS_SOURCE: &str = "secretd-agent";
@@ -49,6 +52,10 @@ pub struct TmpfsBackend {
     mountpoint: PathBuf,
     /// Where the agent writes: the covered, writable tmpfs.
     root: PathBuf,
+    /// The same, as a handle: every file call is made relative to it or
+    /// to a task directory's handle (`at`), never through `root`'s procfs
+    /// path.
+    root_dir: Dir,
     _handle: std::fs::File,
     /// task -> fingerprint of what its directory holds now.
     written: Mutex<BTreeMap<String, Vec<crate::image::FileShape>>>,
@@ -138,6 +145,7 @@ impl TmpfsBackend {
         Ok(TmpfsBackend {
             mountpoint: root.to_path_buf(),
             root: PathBuf::from(format!("/proc/self/fd/{fd}")),
+            root_dir: Dir::of(&handle).context("cannot keep a handle on the tmpfs")?,
             _handle: handle,
             written: Mutex::new(BTreeMap::new()),
             seq: Mutex::new(0),
@@ -192,11 +200,12 @@ impl TmpfsBackend {
         unchanged: Option<&BTreeSet<&String>>,
     ) -> Result<()> {
         let owner = task_dir_owner(files);
-        let dir = self.root.join(task);
-        if !dir.exists() {
-            fs::create_dir(&dir)?;
+        let name = Path::new(task);
+        if !self.root_dir.exists(name) {
+            self.root_dir.mkdir(name)?;
         }
-        own_dir(&dir, owner)?;
+        self.root_dir.own(name, owner)?;
+        let dir = self.root_dir.open_dir(name)?;
         let stamp = {
             let mut s = self.seq.lock();
             *s += 1;
@@ -205,31 +214,32 @@ impl TmpfsBackend {
                 .unwrap_or_default();
             format!("..{}.{:09}.{}", t.as_secs(), t.subsec_nanos(), *s)
         };
-        let data_dir = dir.join(&stamp);
-        // The live tree, whose unchanged files are linked, not copied.
-        let live = fs::read_link(dir.join("..data")).ok().map(|l| dir.join(l));
-        let top =
-            match fill(&data_dir, files, owner, live.as_deref().zip(unchanged)).and_then(|top| {
-                match crate::image::injected_failure(task) {
-                    Some(e) => Err(anyhow::anyhow!(e)),
-                    None => Ok(top),
-                }
-            }) {
-                Ok(top) => top,
-                Err(e) => {
-                    let _ = fs::remove_dir_all(&data_dir);
-                    return Err(e);
-                }
-            };
+        let data_dir = Path::new(&stamp);
+        // The live tree (named relative to the task directory), whose
+        // unchanged files are linked, not copied.
+        let live = dir.read_link(Path::new("..data")).ok();
+        let top = match fill(&dir, data_dir, files, owner, live.as_deref().zip(unchanged)).and_then(
+            |top| match crate::image::injected_failure(task) {
+                Some(e) => Err(anyhow::anyhow!(e)),
+                None => Ok(top),
+            },
+        ) {
+            Ok(top) => top,
+            Err(e) => {
+                let _ = dir.remove_all(data_dir);
+                return Err(e);
+            }
+        };
         // Swap `..data` in one rename. Until it succeeds the new directory
         // is not live, so a failure removes it.
-        let tmp_link = dir.join("..data_tmp");
-        let _ = fs::remove_file(&tmp_link);
-        let swapped =
-            symlink(&stamp, &tmp_link).and_then(|()| fs::rename(&tmp_link, dir.join("..data")));
+        let tmp_link = Path::new("..data_tmp");
+        let _ = dir.unlink(tmp_link);
+        let swapped = dir
+            .symlink(data_dir, tmp_link)
+            .and_then(|()| dir.rename(tmp_link, Path::new("..data")));
         if let Err(e) = swapped {
-            let _ = fs::remove_file(&tmp_link);
-            let _ = fs::remove_dir_all(&data_dir);
+            let _ = dir.unlink(tmp_link);
+            let _ = dir.remove_all(data_dir);
             return Err(e).context("cannot swap ..data");
         }
         link_names_and_sweep(&dir, &stamp, &top)
@@ -239,38 +249,30 @@ impl TmpfsBackend {
 /// Points the task's top-level names through `..data` (new ones), then
 /// removes what the swap left behind: older timestamped directories,
 /// leftover links, and names the task no longer has.
-fn link_names_and_sweep(dir: &Path, stamp: &str, top: &BTreeSet<String>) -> Result<()> {
+fn link_names_and_sweep(dir: &Dir, stamp: &str, top: &BTreeSet<String>) -> Result<()> {
     // Top-level names point through `..data`.
     for name in top {
-        let link = dir.join(name);
-        if fs::symlink_metadata(&link).is_err() {
-            let tmp = dir.join(format!("..{name}.tmp"));
-            let _ = fs::remove_file(&tmp);
-            symlink(format!("..data/{name}"), &tmp)?;
-            fs::rename(&tmp, &link)?;
+        let link = Path::new(name);
+        if !dir.exists(link) {
+            let tmp = format!("..{name}.tmp");
+            let tmp = Path::new(&tmp);
+            let _ = dir.unlink(tmp);
+            dir.symlink(Path::new(&format!("..data/{name}")), tmp)?;
+            dir.rename(tmp, link)?;
         }
     }
-    for e in fs::read_dir(dir)?.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
+    for (raw, is_dir) in dir.entries()? {
+        let name = raw.to_string_lossy();
         if name == "..data" || name == stamp {
             continue;
         }
         if name.starts_with("..") {
             // An older timestamped directory, or a leftover link.
-            let p = e.path();
-            let _ = fs::remove_dir_all(&p).or_else(|_| fs::remove_file(&p));
-        } else if !top.contains(&name) {
-            let _ = fs::remove_file(e.path());
+            let _ = dir.remove_entry(Path::new(&raw), is_dir);
+        } else if !top.contains(name.as_ref()) {
+            let _ = dir.unlink(Path::new(&raw));
         }
     }
-    Ok(())
-}
-
-/// Gives a task directory its owner and mode (`image::task_dir_owner`).
-fn own_dir(dir: &Path, (uid, gid, mode): (u32, u32, u32)) -> Result<()> {
-    nix::unistd::chown(dir, Some(uid.into()), Some(gid.into()))
-        .with_context(|| format!("cannot chown {}", dir.display()))?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(mode))?;
     Ok(())
 }
 
@@ -279,13 +281,14 @@ fn own_dir(dir: &Path, (uid, gid, mode): (u32, u32, u32)) -> Result<()> {
 /// whose bytes, owner and mode are as the live tree has them) is a hard
 /// link to the live tree's.
 fn fill(
+    dir: &Dir,
     data_dir: &Path,
     files: &BTreeMap<String, crate::image::FileEntry>,
     owner: (u32, u32, u32),
     keep: Option<(&Path, &BTreeSet<&String>)>,
 ) -> Result<BTreeSet<String>> {
-    fs::create_dir(data_dir)?;
-    own_dir(data_dir, owner)?;
+    dir.mkdir(data_dir)?;
+    dir.own(data_dir, owner)?;
     let mut top = BTreeSet::new();
     for (path, f) in files {
         let target = data_dir.join(path);
@@ -293,22 +296,19 @@ fn fill(
         let parts: Vec<&str> = path.split('/').collect();
         for part in &parts[..parts.len() - 1] {
             made.push(part);
-            if !made.exists() {
-                fs::create_dir(&made)?;
-                own_dir(&made, owner)?;
+            if !dir.exists(&made) {
+                dir.mkdir(&made)?;
+                dir.own(&made, owner)?;
             }
         }
         top.insert(parts[0].to_string());
         if let Some((live, _)) = keep.filter(|(_, same)| same.contains(path)) {
-            if fs::hard_link(live.join(path), &target).is_ok() {
+            if dir.hard_link(dir, &live.join(path), &target).is_ok() {
                 continue;
             }
         }
-        let mut out = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&target)
+        let mut out = dir
+            .create_file(&target)
             .with_context(|| format!("cannot create {}", target.display()))?;
         out.write_all(f.data.expose())?;
         nix::unistd::fchown(
@@ -336,17 +336,17 @@ impl TmpfsBackend {
             .filter(|t| !image.tasks.contains_key(*t))
             .cloned()
             .collect();
-        if let Ok(rd) = fs::read_dir(&self.root) {
-            for e in rd.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
+        if let Ok(names) = self.root_dir.names() {
+            for name in names {
+                let name = name.to_string_lossy().into_owned();
                 if !image.tasks.contains_key(&name) {
                     gone.insert(name);
                 }
             }
         }
         for t in gone {
-            let p = self.root.join(&t);
-            match fs::remove_dir_all(&p) {
+            let p = self.mountpoint.join(&t);
+            match self.root_dir.remove_all(Path::new(&t)) {
                 Ok(()) => {
                     written.remove(&t);
                 }
@@ -409,7 +409,7 @@ impl Backend for TmpfsBackend {
                 Err(e) => {
                     if !written.contains_key(task) {
                         // Never shown: leave no empty directory behind.
-                        let _ = fs::remove_dir_all(self.root.join(task));
+                        let _ = self.root_dir.remove_all(Path::new(task));
                     }
                     let why = match &room {
                         Some(room) => format!("{e:#}; {room:#}"),
