@@ -24,9 +24,11 @@ use nix::fcntl::{openat, readlinkat, renameat, OFlag};
 use nix::sys::stat::{fchmodat, fstatat, mkdirat, FchmodatFlags, Mode, SFlag};
 use nix::unistd::{fchownat, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
 
-/// Directory levels `remove_all` descends at most: a task's tree is a few
-/// levels deep (`..stamp/dir/file`); deeper is not the agent's.
-const REMOVE_DEPTH_MAX: usize = 64;
+/// Directory levels `remove_all` descends at most: a target of at most
+/// 1,024 bytes has at most 512 components, under a task's `..stamp`
+/// directory; deeper is not the agent's. (A lower bound once left a
+/// removed task's plaintext behind: every level must go.)
+const REMOVE_DEPTH_MAX: usize = 1_024;
 
 fn io(e: nix::Error) -> io::Error {
     io::Error::from_raw_os_error(e as i32)

@@ -254,8 +254,10 @@ fn link_names_and_sweep(dir: &Dir, stamp: &str, top: &BTreeSet<String>) -> Resul
     for name in top {
         let link = Path::new(name);
         if !dir.exists(link) {
-            let tmp = format!("..{name}.tmp");
-            let tmp = Path::new(&tmp);
+            // One name for every link made here (one at a time): a name
+            // built from the target would pass a file name's limit for a
+            // target near it.
+            let tmp = Path::new("..link.tmp");
             let _ = dir.unlink(tmp);
             dir.symlink(Path::new(&format!("..data/{name}")), tmp)?;
             dir.rename(tmp, link)?;
@@ -267,8 +269,11 @@ fn link_names_and_sweep(dir: &Dir, stamp: &str, top: &BTreeSet<String>) -> Resul
             continue;
         }
         if name.starts_with("..") {
-            // An older timestamped directory, or a leftover link.
-            let _ = dir.remove_entry(Path::new(&raw), is_dir);
+            // An older timestamped directory (an older version's
+            // plaintext), or a leftover link.
+            if let Err(e) = dir.remove_entry(Path::new(&raw), is_dir) {
+                tracing::warn!(entry = %name, error = %e, "cannot remove an older version of a task's files");
+            }
         } else if !top.contains(name.as_ref()) {
             let _ = dir.unlink(Path::new(&raw));
         }

@@ -4,7 +4,18 @@ use std::io::Write;
 
 fn main() -> std::process::ExitCode {
     end_quietly_on_closed_stdout();
-    let argv: Vec<String> = std::env::args().collect();
+    // `env::args` panics on an argument that is not UTF-8.
+    let argv: Vec<String> = match std::env::args_os()
+        .enumerate()
+        .map(|(i, a)| a.into_string().map_err(|_| i))
+        .collect()
+    {
+        Ok(argv) => argv,
+        Err(i) => {
+            eprintln!("secretctl: argument {i} is not valid UTF-8");
+            return std::process::ExitCode::from(secretctl::usage::USAGE_EXIT_STATUS);
+        }
+    };
     let cli = match secretctl::parse(argv.clone()) {
         Ok(cli) => cli,
         Err(exit) => return print_exit(&exit),

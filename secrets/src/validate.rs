@@ -19,6 +19,9 @@ pub const LABEL_VALUE_BYTES_MAX: usize = 4096;
 /// creates the task, which must stay under the txn op limit).
 pub const TASK_MOUNTS_MAX: usize = 100;
 pub const TARGET_BYTES_MAX: usize = 1024;
+/// Bytes one component of a target may hold: a file name's limit on
+/// Linux (`NAME_MAX`), past which no node could create it.
+pub const TARGET_COMPONENT_BYTES_MAX: usize = 255;
 pub const ID_CHARS: usize = 25;
 
 /// Characters of a client's string repeated back in an error: enough to
@@ -231,6 +234,12 @@ pub fn target(kind: Kind, target: &str) -> Result<()> {
         if part.starts_with("..") {
             return Err(bad("path components may not start with '..'"));
         }
+        if part.len() > TARGET_COMPONENT_BYTES_MAX {
+            return Err(bad(&format!(
+                "a path component is {} bytes, more than a file name may be ({TARGET_COMPONENT_BYTES_MAX})",
+                part.len()
+            )));
+        }
     }
     Ok(())
 }
@@ -376,6 +385,12 @@ mod tests {
         for bad in ["", "/etc/x", "../x", "a/../b", "a//b", "."] {
             assert!(target(Kind::Secret, bad).is_err(), "{bad}");
         }
+        // A file name's limit, per component, at the edge.
+        let name = |n: usize| "n".repeat(n);
+        assert!(target(Kind::Secret, &name(255)).is_ok());
+        assert!(target(Kind::Secret, &format!("d/{}", name(255))).is_ok());
+        let e = target(Kind::Secret, &format!("d/{}", name(256))).unwrap_err();
+        assert!(e.to_string().contains("256 bytes"), "{e}");
         assert!(target(Kind::Config, "/etc/nginx/nginx.conf").is_ok());
         assert!(target(Kind::Config, "/").is_err());
         assert!(mode(0o444).is_ok());

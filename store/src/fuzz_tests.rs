@@ -81,6 +81,7 @@ fn an_entry() -> Vec<u8> {
         }),
         write_answer_bytes_max: Some(1 << 20),
         txn_decided_first: true,
+        txn_rules_etcd: true,
     }
     .encode_to_vec()
 }

@@ -444,6 +444,7 @@ async fn an_entry_apply_cannot_decode_is_refused_on_every_member() {
         auth_fence: None,
         write_answer_bytes_max: None,
         txn_decided_first: false,
+        txn_rules_etcd: false,
     }
     .encode_to_vec();
     let no_request = InternalRequest {
@@ -569,6 +570,7 @@ async fn force_new_cluster_keeps_what_the_survivor_committed() {
                     auth_fence: None,
                     write_answer_bytes_max: None,
                     txn_decided_first: false,
+                    txn_rules_etcd: false,
                 }
                 .encode_to_vec()
                 .into(),

@@ -18,6 +18,10 @@ pub mod wire {
     /// nested txn's compares after the txn's earlier writes, and check
     /// both branches of it, and so apply some txns differently.
     pub const TXN_DECIDED_FIRST: u32 = 4;
+    /// `txn_rules_etcd` on entries: an older member would decide a compare
+    /// whose union field is not its target's, or bound a limited range
+    /// after a delete, differently.
+    pub const TXN_RULES_ETCD: u32 = 5;
 }
 
 /// Sends raft messages to other members. Must never block (queue or drop:

@@ -73,7 +73,7 @@ pub const PEER_MESSAGE_BYTES_MAX: usize = 2 * BATCH_BYTES_MAX + 1024 * 1024;
 /// (`secretd_store::transport::wire`). 4: the wire of 2; apply decides a
 /// txn before it writes when its entry says so. A newer member must keep
 /// speaking every version the previous release spoke (README, "Upgrades").
-pub const PEER_WIRE_VERSION: u32 = 4;
+pub const PEER_WIRE_VERSION: u32 = 5;
 /// The version a peer that takes the raw stream speaks at least; the rest
 /// is asked of it (`learn_wire`).
 const RAW_STREAM_WIRE: u32 = 2;

@@ -119,6 +119,19 @@ async fn secrets_like_docker() {
         "invalid argument \"name\" for \"-f, --filter\" flag: bad format of filter (expected name=value)\n\n\
          Usage:  secretctl secret ls [OPTIONS]\n\nRun 'secretctl secret ls --help' for more information\n"
     );
+    // An argument that is not UTF-8 is a usage error, not a panic.
+    let out = std::process::Command::new(crate::common::secretctl_bin())
+        .args([
+            std::ffi::OsStr::new("task"),
+            std::os::unix::ffi::OsStrExt::from_bytes(b"a\xffb"),
+        ])
+        .output()
+        .expect("run secretctl");
+    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "secretctl: argument 2 is not valid UTF-8\n"
+    );
     // A mistake made before any member is asked is not the daemon's answer.
     let https = format!("https://{}", c.endpoint(0));
     let out = c.secretctl_at(&https, &["secret", "ls"], None);

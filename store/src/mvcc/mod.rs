@@ -565,6 +565,9 @@ pub struct ApplyTerms {
     pub answer_bytes_max: Option<usize>,
     /// A txn is decided and checked before it writes (`txn_path`).
     pub txn_decided_first: bool,
+    /// A txn's compares and bound follow etcd where secretd's differed
+    /// (`txn::CompareRules`, `write_answer`).
+    pub txn_rules_etcd: bool,
 }
 
 /// The single writer of the keyspace. Owned by the raft loop; every method
@@ -692,5 +695,7 @@ impl Applier {
     }
 }
 
+#[cfg(test)]
+mod compare_tests;
 #[cfg(test)]
 mod tests;

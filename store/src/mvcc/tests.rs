@@ -8,22 +8,22 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::pb::etcdserverpb::range_request::{SortOrder, SortTarget};
-use crate::pb::etcdserverpb::{CompactionRequest, Compare, DeleteRangeRequest, PutRequest};
+use crate::pb::etcdserverpb::{CompactionRequest, DeleteRangeRequest, PutRequest};
 use crate::pb::internal::internal_request::Request;
 
 #[derive(Clone, Debug)]
-enum Op {
+pub(super) enum Op {
     Put(u8, u8),
     Delete(u8, Option<u8>),
     Compact(u8),
     Reopen,
 }
 
-fn key(k: u8) -> Vec<u8> {
+pub(super) fn key(k: u8) -> Vec<u8> {
     vec![b'a' + (k % 6)]
 }
 
-fn op() -> impl Strategy<Value = Op> {
+pub(super) fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         5 => (any::<u8>(), any::<u8>()).prop_map(|(k, v)| Op::Put(k, v)),
         2 => (any::<u8>(), proptest::option::of(any::<u8>())).prop_map(|(k, e)| Op::Delete(k, e)),
@@ -34,15 +34,15 @@ fn op() -> impl Strategy<Value = Op> {
 
 type State = BTreeMap<Vec<u8>, KeyValue>;
 
-struct Harness {
-    dir: tempfile::TempDir,
-    applier: Applier,
+pub(super) struct Harness {
+    pub(super) dir: tempfile::TempDir,
+    pub(super) applier: Applier,
     /// The terms every request is applied on, as its entry would carry.
-    terms: ApplyTerms,
+    pub(super) terms: ApplyTerms,
 }
 
 impl Harness {
-    fn open(dir: tempfile::TempDir) -> Harness {
+    pub(super) fn open(dir: tempfile::TempDir) -> Harness {
         let db = Db::open(dir.path()).unwrap();
         let applier = Applier::new(Mvcc::open(db).unwrap());
         Harness {
@@ -52,7 +52,7 @@ impl Harness {
         }
     }
 
-    fn apply(&mut self, req: Request) -> Result<WriteResult> {
+    pub(super) fn apply(&mut self, req: Request) -> Result<WriteResult> {
         let mut batch = WriteBatch::default();
         let op = KvOp::try_from(&req).expect("a keyspace request");
         let (res, _) = self.applier.apply_with(op, &mut batch, false, self.terms);
@@ -800,70 +800,5 @@ mod decided_first {
         let mut older = harness(false);
         older.apply(Request::Txn(level(0))).unwrap();
         assert_eq!(value_of(&older, "m5").as_deref(), Some("set"));
-    }
-}
-
-fn compare() -> impl Strategy<Value = Compare> {
-    use crate::pb::etcdserverpb::compare::TargetUnion;
-    let end = prop_oneof![Just(None), any::<u8>().prop_map(Some), Just(Some(0xff))];
-    (0..5i32, 0..4i32, any::<u8>(), end, -1..12i64, any::<u8>()).prop_map(
-        |(target, result, k, end, n, v)| Compare {
-            result,
-            target,
-            key: key(k),
-            // 0xff stands for etcd's "every key from here" ("\0").
-            range_end: match end {
-                None => Vec::new(),
-                Some(0xff) => vec![0],
-                Some(e) => key(e),
-            },
-            target_union: Some(match target {
-                0 => TargetUnion::Version(n),
-                1 => TargetUnion::CreateRevision(n),
-                2 => TargetUnion::ModRevision(n),
-                3 => TargetUnion::Value(vec![v]),
-                _ => TargetUnion::Lease(n),
-            }),
-        },
-    )
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
-    /// A version, create or mod compare decided on the index alone answers
-    /// what the same compare over the range's records answers, at every
-    /// revision still readable; value and lease compares are left to the
-    /// range.
-    #[test]
-    fn a_compare_on_the_index_decides_as_the_range_does(
-        ops in proptest::collection::vec(op(), 1..60),
-        compares in proptest::collection::vec(compare(), 1..40),
-    ) {
-        use crate::pb::etcdserverpb::compare::CompareTarget;
-        let mut h = Harness::open(tempfile::tempdir().unwrap());
-        for op in ops {
-            let cur = h.applier.mvcc.current_revision();
-            let req = match op {
-                Op::Put(k, v) => Request::Put(PutRequest { key: key(k), value: vec![v], ..Default::default() }),
-                Op::Delete(k, e) => Request::DeleteRange(DeleteRangeRequest { key: key(k), range_end: e.map(key).unwrap_or_default(), prev_kv: false }),
-                Op::Compact(r) => Request::Compaction(CompactionRequest { revision: 1 + (r as i64 % cur.max(1)), physical: false }),
-                Op::Reopen => continue,
-            };
-            let _ = h.apply(req);
-        }
-        let cur = h.applier.mvcc.current_revision();
-        let index = h.applier.mvcc.index.read();
-        for c in &compares {
-            let target = CompareTarget::try_from(c.target).unwrap();
-            for at in index.compact_rev.max(1)..=cur {
-                let fast = txn::compare_on_index(&index, c, target, at);
-                let slow = txn::compare_by_range(&index, c, target, at, &|r| h.applier.fetch(r)).unwrap();
-                if matches!(target, CompareTarget::Value | CompareTarget::Lease) {
-                    prop_assert_eq!(fast, None);
-                } else {
-                    prop_assert_eq!(fast, Some(slow), "{:?} at {}", c, at);
-                }
-            }
-        }
     }
 }

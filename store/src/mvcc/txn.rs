@@ -12,7 +12,7 @@ use crate::db::WriteBatch;
 use prost::Message;
 
 use super::txn_path::{self, Decided};
-use super::write_answer::{puts_of, Measure};
+use super::write_answer::{deletes_of, puts_of, Measure};
 use super::{index::Index, range_at, Applier, ApplyTerms, Source};
 use crate::answers::Allowance;
 use crate::db::{CF_KV, CF_META};
@@ -190,16 +190,47 @@ fn exec_txn(e: &mut dyn Exec, req: &TxnRequest, decided: &mut Decided) -> Result
     })
 }
 
+/// How a compare reads its request: by etcd's rules (entries that say
+/// `txn_rules_etcd`, and read-only txns, which no other member applies),
+/// or as the releases before them did (any union field counted, an
+/// unknown target read as VERSION and an unknown result as EQUAL).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum CompareRules {
+    Etcd,
+    Before,
+}
+
+impl CompareRules {
+    pub(super) fn of(terms: ApplyTerms) -> CompareRules {
+        if terms.txn_rules_etcd {
+            CompareRules::Etcd
+        } else {
+            CompareRules::Before
+        }
+    }
+
+    /// The compare's target; None: unknown, which compares as equal.
+    pub(super) fn target(self, c: &Compare) -> Option<CompareTarget> {
+        match self {
+            CompareRules::Etcd => CompareTarget::try_from(c.target).ok(),
+            CompareRules::Before => {
+                Some(CompareTarget::try_from(c.target).unwrap_or(CompareTarget::Version))
+            }
+        }
+    }
+}
+
 fn compare_with(
     index: &Index,
     c: &Compare,
     at: i64,
     fetch: &dyn Fn(Rev) -> Result<KeyValue>,
+    rules: CompareRules,
 ) -> Result<bool> {
-    let target = CompareTarget::try_from(c.target).unwrap_or(CompareTarget::Version);
-    match compare_on_index(index, c, target, at) {
+    let target = rules.target(c);
+    match compare_on_index(index, c, target, at, rules) {
         Some(decided) => Ok(decided),
-        None => compare_by_range(index, c, target, at, fetch),
+        None => compare_by_range(index, c, target, at, fetch, rules),
     }
 }
 
@@ -207,9 +238,10 @@ fn compare_with(
 pub(super) fn compare_by_range(
     index: &Index,
     c: &Compare,
-    target: CompareTarget,
+    target: Option<CompareTarget>,
     at: i64,
     fetch: &dyn Fn(Rev) -> Result<KeyValue>,
+    rules: CompareRules,
 ) -> Result<bool> {
     let rr = range_at(
         index,
@@ -223,12 +255,12 @@ pub(super) fn compare_by_range(
     )?;
     if rr.kvs.is_empty() {
         // A missing key compares as the zero KeyValue, except by value.
-        if target == CompareTarget::Value {
+        if target == Some(CompareTarget::Value) {
             return Ok(false);
         }
-        return Ok(compare_kv(c, target, &KeyValue::default()));
+        return Ok(compare_kv(c, target, &KeyValue::default(), rules));
     }
-    Ok(rr.kvs.iter().all(|kv| compare_kv(c, target, kv)))
+    Ok(rr.kvs.iter().all(|kv| compare_kv(c, target, kv, rules)))
 }
 
 /// A compare of a version, create or mod revision decided on the index
@@ -239,12 +271,13 @@ pub(super) fn compare_by_range(
 pub(super) fn compare_on_index(
     index: &Index,
     c: &Compare,
-    target: CompareTarget,
+    target: Option<CompareTarget>,
     at: i64,
+    rules: CompareRules,
 ) -> Option<bool> {
     let by_index = matches!(
         target,
-        CompareTarget::Version | CompareTarget::Create | CompareTarget::Mod
+        Some(CompareTarget::Version | CompareTarget::Create | CompareTarget::Mod)
     );
     if !by_index || c.key.is_empty() || at < index.compact_rev {
         return None;
@@ -259,24 +292,57 @@ pub(super) fn compare_on_index(
             version: f.version,
             ..Default::default()
         };
-        if !compare_kv(c, target, &fields) {
+        if !compare_kv(c, target, &fields, rules) {
             return Some(false);
         }
     }
     // A missing key compares as the zero KeyValue.
-    Some(alive || compare_kv(c, target, &KeyValue::default()))
+    Some(alive || compare_kv(c, target, &KeyValue::default(), rules))
 }
 
-fn compare_kv(c: &Compare, target: CompareTarget, kv: &KeyValue) -> bool {
-    let ord = match (target, &c.target_union) {
-        (CompareTarget::Value, Some(TargetUnion::Value(v))) => kv.value.as_slice().cmp(v),
-        (CompareTarget::Value, _) => kv.value.as_slice().cmp(&[][..]),
-        (CompareTarget::Version, u) => kv.version.cmp(&int_of(u)),
-        (CompareTarget::Create, u) => kv.create_revision.cmp(&int_of(u)),
-        (CompareTarget::Mod, u) => kv.mod_revision.cmp(&int_of(u)),
-        (CompareTarget::Lease, u) => kv.lease.cmp(&int_of(u)),
+/// etcd's `compareKV` (`CompareRules::Etcd`): the union field the target
+/// names, or zero (an empty value) when another one is set; an unknown
+/// target compares as equal and an unknown result holds.
+fn compare_kv(
+    c: &Compare,
+    target: Option<CompareTarget>,
+    kv: &KeyValue,
+    rules: CompareRules,
+) -> bool {
+    let int = |named: Option<i64>| match rules {
+        CompareRules::Etcd => named.unwrap_or(0),
+        CompareRules::Before => int_of(&c.target_union),
     };
-    match CompareResult::try_from(c.result).unwrap_or(CompareResult::Equal) {
+    let u = &c.target_union;
+    let ord = match target {
+        Some(CompareTarget::Value) => match u {
+            Some(TargetUnion::Value(v)) => kv.value.as_slice().cmp(v),
+            _ => kv.value.as_slice().cmp(&[][..]),
+        },
+        Some(CompareTarget::Version) => kv.version.cmp(&int(match u {
+            Some(TargetUnion::Version(v)) => Some(*v),
+            _ => None,
+        })),
+        Some(CompareTarget::Create) => kv.create_revision.cmp(&int(match u {
+            Some(TargetUnion::CreateRevision(v)) => Some(*v),
+            _ => None,
+        })),
+        Some(CompareTarget::Mod) => kv.mod_revision.cmp(&int(match u {
+            Some(TargetUnion::ModRevision(v)) => Some(*v),
+            _ => None,
+        })),
+        Some(CompareTarget::Lease) => kv.lease.cmp(&int(match u {
+            Some(TargetUnion::Lease(v)) => Some(*v),
+            _ => None,
+        })),
+        None => CmpOrdering::Equal,
+    };
+    let result = match (CompareResult::try_from(c.result), rules) {
+        (Ok(r), _) => r,
+        (Err(_), CompareRules::Etcd) => return true,
+        (Err(_), CompareRules::Before) => CompareResult::Equal,
+    };
+    match result {
         CompareResult::Equal => ord == CmpOrdering::Equal,
         CompareResult::Greater => ord == CmpOrdering::Greater,
         CompareResult::Less => ord == CmpOrdering::Less,
@@ -284,6 +350,8 @@ fn compare_kv(c: &Compare, target: CompareTarget, kv: &KeyValue) -> bool {
     }
 }
 
+/// Any integer union field, as the releases before `CompareRules::Etcd`
+/// read one.
 fn int_of(u: &Option<TargetUnion>) -> i64 {
     match u {
         Some(TargetUnion::Version(v))
@@ -303,7 +371,8 @@ struct ReadOnly<'a> {
 
 impl Exec for ReadOnly<'_> {
     fn compare(&mut self, c: &Compare) -> Result<bool> {
-        compare_with(self.index, c, self.at, self.src.fetch)
+        // Not applied by any other member: etcd's rules always.
+        compare_with(self.index, c, self.at, self.src.fetch, CompareRules::Etcd)
     }
     fn range(&mut self, r: &RangeRequest) -> Result<RangeResponse> {
         // Inside a txn, etcd refuses a negative revision once anything is
@@ -488,6 +557,12 @@ impl Writer<'_> {
             },
             allowance: &allowance,
             puts: puts_of(ops.clone()),
+            // Older entries: measured as the releases before did.
+            deletes: if self.terms.txn_rules_etcd {
+                deletes_of(ops.clone())
+            } else {
+                Vec::new()
+            },
         };
         m.ops(ops)?;
         match prev {
@@ -656,7 +731,8 @@ impl Exec for Writer<'_> {
     fn compare(&mut self, c: &Compare) -> Result<bool> {
         let at = self.read_rev();
         let index = self.applier.mvcc.index.read();
-        compare_with(&index, c, at, &|r| self.applier.fetch(r))
+        let rules = CompareRules::of(self.terms);
+        compare_with(&index, c, at, &|r| self.applier.fetch(r), rules)
     }
 
     fn range(&mut self, r: &RangeRequest) -> Result<RangeResponse> {

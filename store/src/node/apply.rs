@@ -170,6 +170,7 @@ impl Loop {
                 .write_answer_bytes_max
                 .map(|b| usize::try_from(b).unwrap_or(usize::MAX)),
             txn_decided_first: req.txn_decided_first,
+            txn_rules_etcd: req.txn_rules_etcd,
         };
         // One owner per kind of entry; the compiler checks none is missing.
         let (result, events) = match request {

@@ -107,6 +107,7 @@ pub(crate) mod tests {
             }),
             write_answer_bytes_max: None,
             txn_decided_first: false,
+            txn_rules_etcd: false,
         }
         .encode_to_vec()
     }

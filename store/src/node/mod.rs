@@ -556,6 +556,11 @@ impl Node {
         let decode_check = entry::needs_decode_check(&request);
         let write_answer_bytes_max = self.write_answer_bound(&request);
         let txn_decided_first = self.decides_txn_first(&request);
+        let txn_rules_etcd = matches!(request, Request::Txn(_))
+            && self
+                .transport
+                .peers_below(crate::transport::wire::TXN_RULES_ETCD)
+                .is_empty();
         if let Request::Txn(t) = &request {
             if !txn_decided_first && !crate::mvcc::txn_checks::is_read_only(t) {
                 self.refuse_what_older_apply_loses(t)?;
@@ -569,6 +574,7 @@ impl Node {
             auth_fence: fence,
             write_answer_bytes_max,
             txn_decided_first,
+            txn_rules_etcd,
         }
         .encode_to_vec();
         if data.len() > self.cfg.max_request_bytes {

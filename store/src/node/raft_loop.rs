@@ -738,6 +738,7 @@ impl Loop {
                 auth_fence: None,
                 write_answer_bytes_max: None,
                 txn_decided_first: false,
+                txn_rules_etcd: false,
             }
             .encode_to_vec();
             if self.raw.propose(vec![], data).is_err() {
