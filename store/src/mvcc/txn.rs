@@ -6,7 +6,6 @@
 //! compare semantics cannot drift between the two.
 
 use std::cmp::Ordering as CmpOrdering;
-use std::sync::Arc;
 
 use crate::db::WriteBatch;
 use prost::Message;
@@ -309,32 +308,28 @@ fn compare_kv(
     kv: &KeyValue,
     rules: CompareRules,
 ) -> bool {
-    let int = |named: Option<i64>| match rules {
-        CompareRules::Etcd => named.unwrap_or(0),
-        CompareRules::Before => int_of(&c.target_union),
-    };
     let u = &c.target_union;
+    // The integer the target names, read as the rules say.
+    let named = match (target, u) {
+        (Some(CompareTarget::Version), Some(TargetUnion::Version(v)))
+        | (Some(CompareTarget::Create), Some(TargetUnion::CreateRevision(v)))
+        | (Some(CompareTarget::Mod), Some(TargetUnion::ModRevision(v)))
+        | (Some(CompareTarget::Lease), Some(TargetUnion::Lease(v))) => *v,
+        _ => 0,
+    };
+    let int = match rules {
+        CompareRules::Etcd => named,
+        CompareRules::Before => int_of(u),
+    };
     let ord = match target {
         Some(CompareTarget::Value) => match u {
             Some(TargetUnion::Value(v)) => kv.value.as_slice().cmp(v),
             _ => kv.value.as_slice().cmp(&[][..]),
         },
-        Some(CompareTarget::Version) => kv.version.cmp(&int(match u {
-            Some(TargetUnion::Version(v)) => Some(*v),
-            _ => None,
-        })),
-        Some(CompareTarget::Create) => kv.create_revision.cmp(&int(match u {
-            Some(TargetUnion::CreateRevision(v)) => Some(*v),
-            _ => None,
-        })),
-        Some(CompareTarget::Mod) => kv.mod_revision.cmp(&int(match u {
-            Some(TargetUnion::ModRevision(v)) => Some(*v),
-            _ => None,
-        })),
-        Some(CompareTarget::Lease) => kv.lease.cmp(&int(match u {
-            Some(TargetUnion::Lease(v)) => Some(*v),
-            _ => None,
-        })),
+        Some(CompareTarget::Version) => kv.version.cmp(&int),
+        Some(CompareTarget::Create) => kv.create_revision.cmp(&int),
+        Some(CompareTarget::Mod) => kv.mod_revision.cmp(&int),
+        Some(CompareTarget::Lease) => kv.lease.cmp(&int),
         None => CmpOrdering::Equal,
     };
     let result = match (CompareResult::try_from(c.result), rules) {
@@ -764,11 +759,10 @@ impl Exec for Writer<'_> {
         // miss, and a new key was searched three times (look, look again,
         // insert). The raft thread alone changes the index, so the key is
         // as `live_record` found it.
-        let mvcc = Arc::clone(&self.applier.mvcc);
-        let mut index = mvcc.index.write();
+        let rev = self.next_rev();
+        let mut index = self.applier.mvcc.index.write();
         let ki = index.entry(&p.key);
         let live = ki.live().map(|g| (g.created, g.version));
-        let rev = self.next_rev();
         let (create_revision, version) = match live {
             Some((created, version)) => (created, version + 1),
             None => (rev.main, 1),
