@@ -21,8 +21,12 @@
 //!
 //! The tmpfs is sized from what the node's tasks hold (`size_for`), grown
 //! before an update needs it, up to half the machine's memory (a tmpfs's
-//! default). A fixed 64 MiB once made a 35 MB task impossible to rotate:
-//! it kept its old value with no end (D17).
+//! default), and shrunk once they need less than half of it. A fixed
+//! 64 MiB once made a 35 MB task impossible to rotate: it kept its old
+//! value with no end (D17). Past half the memory it grows that far, and
+//! tasks are written smallest first while they fit; the rest fail, each
+//! unwritten and saying why (it once stopped growing altogether, so small
+//! tasks failed beside the large one).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -89,6 +93,11 @@ fn size_for(image: &Image, rewritten_max_bytes: u64) -> u64 {
     (need + need * TMPFS_HEADROOM_PERCENT / 100).max(TMPFS_SIZE_MIN_BYTES)
 }
 
+/// Whole MiB, rounded up, for messages.
+fn mib(bytes: u64) -> u64 {
+    bytes.div_ceil(1 << 20)
+}
+
 /// Half the machine's memory: a tmpfs's default size, and the most the
 /// agent's tmpfs may grow to.
 fn memory_half_bytes() -> u64 {
@@ -105,6 +114,11 @@ fn memory_half_bytes() -> u64 {
 
 impl TmpfsBackend {
     pub fn mount(root: &Path) -> Result<TmpfsBackend> {
+        Self::mount_at_most(root, memory_half_bytes())
+    }
+
+    /// `mount`, with the most the tmpfs may grow to given (tests).
+    pub fn mount_at_most(root: &Path, size_max_bytes: u64) -> Result<TmpfsBackend> {
         mount(
             Some(TMPFS_SOURCE),
             root,
@@ -150,43 +164,88 @@ impl TmpfsBackend {
             written: Mutex::new(BTreeMap::new()),
             seq: Mutex::new(0),
             size_bytes: Mutex::new(TMPFS_SIZE_MIN_BYTES),
-            size_max_bytes: memory_half_bytes(),
+            size_max_bytes: size_max_bytes.max(TMPFS_SIZE_MIN_BYTES),
         })
     }
 
     /// Grows the tmpfs (remounting the writable one, through the agent's
-    /// handle on it) to what `image` needs, if it is smaller. Past the
-    /// most it may grow to, it stays as it is and says why: the tasks that
-    /// do not fit fail, each with that reason.
-    fn fit(&self, image: &Image, rewritten_max_bytes: u64) -> Result<()> {
+    /// handle on it) to what `image` needs, if it is smaller, and at most
+    /// to the most it may take. Past that, it still grows as far as it
+    /// may, and the returned reason says what was wanted: tasks are then
+    /// written smallest first while they fit, and the rest fail with that
+    /// reason, unwritten.
+    fn fit(&self, image: &Image, rewritten_max_bytes: u64) -> Option<String> {
         let want = size_for(image, rewritten_max_bytes);
-        let mut size = self.size_bytes.lock();
-        if want <= *size {
-            return Ok(());
-        }
-        let mib = |b: u64| b.div_ceil(1 << 20);
-        if want > self.size_max_bytes {
-            anyhow::bail!(
+        let short = (want > self.size_max_bytes).then(|| {
+            format!(
                 "the node's files need a tmpfs of {} MiB, more than it may take ({} MiB, half \
                  the memory); use the FUSE backend, or fewer or smaller files",
                 mib(want),
                 mib(self.size_max_bytes)
-            );
+            )
+        });
+        let mut size = self.size_bytes.lock();
+        let to = want.min(self.size_max_bytes);
+        if to > *size {
+            if let Err(e) = self.resize(&mut size, to) {
+                return Some(format!("{e:#}"));
+            }
         }
+        short
+    }
+
+    /// Gives memory back once the node's files need less than half of what
+    /// the tmpfs may hold now (the files that show are all in it, so the
+    /// kernel refuses a size below them, and it stays as it is).
+    fn shrink(&self, image: &Image) {
+        let want = size_for(image, 0);
+        let mut size = self.size_bytes.lock();
+        if want.saturating_mul(2) < *size {
+            if let Err(e) = self.resize(&mut size, want) {
+                tracing::debug!(error = %format!("{e:#}"), "the tmpfs stays as large as it is");
+            }
+        }
+    }
+
+    fn resize(&self, size: &mut u64, to: u64) -> Result<()> {
         mount(
             None::<&str>,
             &self.root,
             None::<&str>,
             MsFlags::MS_REMOUNT | MsFlags::MS_NODEV | MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-            Some(format!("mode=0700,size={want}").as_str()),
+            Some(format!("mode=0700,size={to}").as_str()),
         )
-        .with_context(|| format!("cannot grow the tmpfs to {} MiB", mib(want)))?;
+        .with_context(|| format!("cannot resize the tmpfs to {} MiB", mib(to)))?;
         tracing::info!(
             from_mib = mib(*size),
-            to_mib = mib(want),
-            "tmpfs grown for the node's files"
+            to_mib = mib(to),
+            "tmpfs resized for the node's files"
         );
-        *size = want;
+        *size = to;
+        Ok(())
+    }
+
+    /// Bytes free on the tmpfs now.
+    fn free_bytes(&self) -> Result<u64> {
+        let st = nix::sys::statvfs::fstatvfs(&self._handle).context("cannot stat the tmpfs")?;
+        Ok(st.blocks_available() as u64 * st.fragment_size() as u64)
+    }
+
+    /// Short of room, a task whose new files would not fit in what is free
+    /// fails before any of it is written: no partial copy made and removed
+    /// again on every retry.
+    fn has_room(&self, short: Option<&str>, bytes: u64) -> Result<()> {
+        if short.is_none() {
+            return Ok(());
+        }
+        let free = self.free_bytes()?;
+        if bytes > free {
+            anyhow::bail!(
+                "this task's files need {} MiB on the tmpfs, which has {} MiB free",
+                mib(bytes),
+                mib(free)
+            );
+        }
         Ok(())
     }
 
@@ -391,21 +450,24 @@ impl Backend for TmpfsBackend {
                 .collect();
             changes.insert(task, (fp, same));
         }
-        let rewritten_max_bytes = changes
-            .iter()
-            .map(|(task, (_, same))| {
-                task_bytes(image.tasks[*task].iter().filter(|(p, _)| !same.contains(p)))
+        // What each rewrite writes (the files it cannot link), smallest
+        // first: when room is short, as many tasks as fit show.
+        let mut changes: Vec<_> = changes
+            .into_iter()
+            .map(|(task, (fp, same))| {
+                let bytes = task_bytes(image.tasks[task].iter().filter(|(p, _)| !same.contains(p)));
+                (bytes, task, fp, same)
             })
-            .max()
-            .unwrap_or(0);
+            .collect();
+        changes.sort_by_key(|(bytes, task, ..)| (*bytes, *task));
+        let rewritten_max_bytes = changes.last().map_or(0, |(bytes, ..)| *bytes);
         self.remove_gone(image, &mut written, &mut failures);
-        // Short of room (past the most the tmpfs may take), tasks are
-        // still written: what fits shows, what does not fails saying why.
-        let room = self.fit(image, rewritten_max_bytes).err();
-        for (task, (fp, same)) in changes {
+        let room = self.fit(image, rewritten_max_bytes);
+        for (bytes, task, fp, same) in changes {
             let files = &image.tasks[task];
             let r = check_task(files)
                 .map_err(anyhow::Error::msg)
+                .and_then(|()| self.has_room(room.as_deref(), bytes))
                 .and_then(|()| self.write_task(task, files, Some(&same)));
             match r {
                 Ok(()) => {
@@ -417,13 +479,14 @@ impl Backend for TmpfsBackend {
                         let _ = self.root_dir.remove_all(Path::new(task));
                     }
                     let why = match &room {
-                        Some(room) => format!("{e:#}; {room:#}"),
+                        Some(room) => format!("{e:#}; {room}"),
                         None => format!("{e:#}"),
                     };
                     failures.insert(task.clone(), why);
                 }
             }
         }
+        self.shrink(image);
         failures
     }
 
@@ -434,5 +497,71 @@ impl Backend for TmpfsBackend {
                 tracing::warn!(error = %e, mount = %self.mountpoint.display(), "cannot unmount the tmpfs");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::FileEntry;
+    use secretd_crypto::SecretBytes;
+    use std::sync::Arc;
+
+    fn task(mib: usize) -> BTreeMap<String, FileEntry> {
+        let file = FileEntry {
+            uid: 0,
+            gid: 0,
+            mode: 0o400,
+            data: Arc::new(SecretBytes::new(vec![b'x'; mib << 20])),
+            source: (true, format!("id{mib}"), 1),
+        };
+        BTreeMap::from([("data".to_string(), file)])
+    }
+
+    fn size_mib(dir: &Path) -> u64 {
+        let st = nix::sys::statvfs::statvfs(dir).unwrap();
+        mib(st.blocks() as u64 * st.fragment_size() as u64)
+    }
+
+    /// Past the most it may take, the tmpfs still grows that far, the
+    /// tasks that fit show (smallest first), the one that does not fails
+    /// unwritten and saying why; once the node needs less, it shrinks.
+    /// It used to stay as it was: the small task failed beside the large
+    /// one, and the size never came down.
+    #[test]
+    fn short_of_room_it_grows_to_its_most_shows_what_fits_and_shrinks_after() {
+        assert!(
+            nix::unistd::Uid::effective().is_root(),
+            "this test mounts a tmpfs: run it as root"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let b = TmpfsBackend::mount_at_most(dir.path(), 200 << 20).unwrap();
+        let mut image = Image::default();
+        image.tasks.insert("base".into(), task(24));
+        let first = b.apply(&image);
+        assert!(first.is_empty(), "{first:?}");
+        assert_eq!(size_mib(dir.path()), 64);
+        // "big" sorts first by name: it was written first, failed, and took
+        // "small" with it.
+        image.tasks.insert("big".into(), task(150));
+        image.tasks.insert("small".into(), task(45));
+        let failures = b.apply(&image);
+        let shown = |t: &str| dir.path().join(t).join("data").exists();
+        let why = failures.get("big").cloned().unwrap_or_default();
+        assert!(shown("base") && shown("small"), "{failures:?}");
+        assert!(!shown("big") && !dir.path().join("big").exists());
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        assert!(
+            why.contains("need 151 MiB on the tmpfs, which has ")
+                && why.contains("more than it may take (200 MiB"),
+            "{why}"
+        );
+        assert_eq!(size_mib(dir.path()), 200);
+        image.tasks.remove("big");
+        image.tasks.remove("small");
+        let last = b.apply(&image);
+        assert!(last.is_empty() && shown("base"), "{last:?}");
+        assert_eq!(size_mib(dir.path()), 64);
+        b.shutdown();
     }
 }

@@ -74,5 +74,8 @@ pub mod pb {
             include!(concat!(env!("OUT_DIR"), "/secretd.internal.rs"));
         }
     }
+    pub use crate::open_enum::OpenEnum;
     pub use secretd::internal;
 }
+
+mod open_enum;

@@ -199,6 +199,33 @@ async fn gateway_side_by_side(etcd_bin: &std::path::Path, is_35: bool) {
                 r#"{{"success":[{{"request_txn":{{"compare":[{{"key":"{k1}","target":"VERSION","result":"GREATER","version":"0"}}],"success":[{{"request_put":{{"key":"{k3}","value":"{v1}"}}}}],"failure":[{{"request_put":{{"key":"{k3}","value":"{v2}","lease":"12345"}}}}]}}}}]}}"#
             ),
         ),
+        // Enums given as integers no name has: etcd's gateway keeps them,
+        // as its binary wire does (an unknown result holds; an unknown
+        // target compares equal; an unknown sort order or target is
+        // etcd's to answer).
+        (
+            "txn unknown compare result",
+            "/v3/kv/txn",
+            format!(
+                r#"{{"compare":[{{"key":"{k1}","target":"MOD","result":7,"mod_revision":"999"}}],"success":[{{"request_range":{{"key":"{k1}"}}}}],"failure":[{{"request_range":{{"key":"{k2}"}}}}]}}"#
+            ),
+        ),
+        (
+            "txn unknown compare target",
+            "/v3/kv/txn",
+            format!(
+                r#"{{"compare":[{{"key":"{k1}","target":9,"result":"GREATER","version":"999"}}],"success":[{{"request_range":{{"key":"{k1}"}}}}],"failure":[{{"request_range":{{"key":"{k2}"}}}}]}}"#
+            ),
+        ),
+        (
+            "range unknown sort",
+            "/v3/kv/range",
+            format!(
+                r#"{{"key":"{}","range_end":"{}","sort_order":5,"sort_target":6}}"#,
+                b("k"),
+                b("l")
+            ),
+        ),
         (
             "delete prev",
             "/v3/kv/deleterange",
