@@ -100,6 +100,41 @@ impl Dir {
         .map_err(io)
     }
 
+    /// Mode of `p` alone (a directory; see `own`).
+    pub fn chmod(&self, p: &Path, mode: u32) -> io::Result<()> {
+        fchmodat(
+            self.fd(),
+            p,
+            Mode::from_bits_truncate(mode),
+            FchmodatFlags::FollowSymlink,
+        )
+        .map_err(io)
+    }
+
+    /// This directory's own owner and mode, set only where they differ
+    /// (one `fstat` when they agree).
+    pub fn own_self(&self, (uid, gid, mode): (u32, u32, u32)) -> io::Result<()> {
+        let st = nix::sys::stat::fstat(self.0.as_raw_fd()).map_err(io)?;
+        if (st.st_uid, st.st_gid) != (uid, gid) {
+            nix::unistd::fchown(
+                self.0.as_raw_fd(),
+                Some(Uid::from_raw(uid)),
+                Some(Gid::from_raw(gid)),
+            )
+            .map_err(io)?;
+        }
+        if st.st_mode & 0o7777 != mode {
+            nix::sys::stat::fchmod(self.0.as_raw_fd(), Mode::from_bits_truncate(mode))
+                .map_err(io)?;
+        }
+        Ok(())
+    }
+
+    /// Removes the empty directory `p`.
+    pub fn rmdir(&self, p: &Path) -> io::Result<()> {
+        unlinkat(self.fd(), p, UnlinkatFlags::RemoveDir).map_err(io)
+    }
+
     pub fn read_link(&self, p: &Path) -> io::Result<PathBuf> {
         readlinkat(self.fd(), p).map(PathBuf::from).map_err(io)
     }
@@ -177,7 +212,7 @@ impl Dir {
             d.remove_all_at(Path::new(&name), is_dir, depth + 1)?;
         }
         drop(d);
-        unlinkat(self.fd(), p, UnlinkatFlags::RemoveDir).map_err(io)
+        self.rmdir(p)
     }
 }
 
