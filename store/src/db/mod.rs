@@ -444,6 +444,21 @@ impl Db {
         cf: Cf,
         fill: &mut dyn FnMut(&mut SortedSink<'_>) -> Result<()>,
     ) -> Result<u64> {
+        self.load_sorted_then(cf, fill, None)
+    }
+
+    /// `load_sorted`, with nothing of it visible until `fill` has given
+    /// every record and `before` has run (and succeeded): on RocksDB the
+    /// table file waits to be ingested; on a simulated disk the records
+    /// wait in memory (its data is memory already). What a caller checks
+    /// only at the end of its records (a snapshot's trailer) is checked
+    /// before `before` replaces anything.
+    pub fn load_sorted_then(
+        &self,
+        cf: Cf,
+        fill: &mut dyn FnMut(&mut SortedSink<'_>) -> Result<()>,
+        mut before: Option<&mut dyn FnMut() -> Result<()>>,
+    ) -> Result<u64> {
         let mut last: Vec<u8> = Vec::new();
         let mut records = 0u64;
         let mut in_order = move |k: &[u8]| {
@@ -465,10 +480,18 @@ impl Db {
                 let opts = Options::default();
                 let mut w = rocksdb::SstFileWriter::create(&opts);
                 w.open(&path)?;
-                fill(&mut |k, v| {
+                let filled = fill(&mut |k, v| {
                     count = in_order(k)?;
                     Ok(w.put(k, v)?)
-                })?;
+                })
+                .and_then(|()| before.as_mut().map_or(Ok(()), |before| before()));
+                if let Err(e) = filled {
+                    // A load given up leaves no table file the size of a
+                    // snapshot behind.
+                    drop(w);
+                    let _ = remove_stale(&path);
+                    return Err(e);
+                }
                 if count > 0 {
                     w.finish()?;
                     let mut io = rocksdb::IngestExternalFileOptions::default();
@@ -478,18 +501,44 @@ impl Db {
                 drop(w);
                 remove_stale(&path)?;
             }
-            _ => {
-                let mut batch = WriteBatch::default();
-                fill(&mut |k, v| {
-                    count = in_order(k)?;
-                    batch.put_cf(cf, k, v);
-                    if batch.size_in_bytes() >= LOAD_BATCH_BYTES_MAX {
-                        self.write_nosync(std::mem::take(&mut batch))?;
-                    }
-                    Ok(())
-                })?;
-                self.write_nosync(batch)?;
+            _ => count = self.load_batches(cf, fill, before, &mut in_order)?,
+        }
+        Ok(count)
+    }
+}
+
+impl Db {
+    /// `load_sorted_then` on a simulated disk: bounded batches, written as
+    /// they fill or, with `before`, held until it has run.
+    fn load_batches(
+        &self,
+        cf: Cf,
+        fill: &mut dyn FnMut(&mut SortedSink<'_>) -> Result<()>,
+        mut before: Option<&mut dyn FnMut() -> Result<()>>,
+        in_order: &mut dyn FnMut(&[u8]) -> Result<u64>,
+    ) -> Result<u64> {
+        let held = before.is_some();
+        let mut count = 0;
+        let mut batches = vec![WriteBatch::default()];
+        fill(&mut |k, v| {
+            count = in_order(k)?;
+            let batch = batches.last_mut().expect("one batch at least");
+            batch.put_cf(cf, k, v);
+            if batch.size_in_bytes() >= LOAD_BATCH_BYTES_MAX {
+                let full = std::mem::take(batch);
+                if held {
+                    batches.insert(batches.len() - 1, full);
+                } else {
+                    self.write_nosync(full)?;
+                }
             }
+            Ok(())
+        })?;
+        if let Some(before) = before.as_mut() {
+            before()?;
+        }
+        for batch in batches {
+            self.write_nosync(batch)?;
         }
         Ok(count)
     }

@@ -213,13 +213,23 @@ impl Index {
     pub fn restore(
         mut records: Vec<Restored>,
         compact_rev: i64,
-        mut last: impl FnMut(&Restored),
+        last: impl FnMut(&Restored),
     ) -> Index {
         // In place (no scratch copy of a million records), and by key then
         // revision, which is the stable order the replay below needs.
-        records.sort_unstable_by(|a, b| a.key.cmp(&b.key).then(a.rev.cmp(&b.rev)));
+        records.sort_unstable_by(by_key_rev);
+        Index::restore_sorted(records.into_iter(), compact_rev, last)
+    }
+
+    /// `restore` from records already in key then revision order (a
+    /// snapshot install's runs, merged).
+    pub fn restore_sorted(
+        records: impl Iterator<Item = Restored>,
+        compact_rev: i64,
+        mut last: impl FnMut(&Restored),
+    ) -> Index {
         let mut keys: Vec<(Vec<u8>, KeyIndex)> = Vec::new();
-        let mut records = records.into_iter().peekable();
+        let mut records = records.peekable();
         while let Some(first) = records.next() {
             let mut ki: Option<KeyIndex> = None;
             let mut r = first;
@@ -242,6 +252,11 @@ impl Index {
             compact_rev,
         }
     }
+}
+
+/// The index's order: by key, then revision.
+pub fn by_key_rev(a: &Restored, b: &Restored) -> std::cmp::Ordering {
+    a.key.cmp(&b.key).then(a.rev.cmp(&b.rev))
 }
 
 /// One record of the kv column family, as a restart reads it.

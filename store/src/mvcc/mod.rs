@@ -15,6 +15,7 @@ mod hash;
 pub mod index;
 mod range;
 pub mod records;
+mod runs;
 mod txn;
 pub mod txn_checks;
 mod txn_path;
@@ -291,6 +292,63 @@ fn load_index_from(
         Some(v) => u64_from(&v, "compact revision")? as i64,
         None => 0,
     };
+    let mut lessor = load_leases(db, now)?;
+    let started = std::time::Instant::now();
+    let records = match installed {
+        Some(Installed(runs)) => Ok(runs),
+        None => Err({
+            // Sized up front: growing a vector of a million records
+            // copies them over and over (a fifth of a restart at 1M keys).
+            let expected = db.estimate_records(db.cf(CF_KV));
+            let mut records = Vec::with_capacity(expected.min(RESTORE_PRESIZE_MAX));
+            db.scan_cf(db.cf(CF_KV), &[], |k, v| {
+                records.push(restored(k, v)?);
+                Ok(true)
+            })?;
+            records
+        }),
+    };
+    let (runs, one) = match &records {
+        Ok(runs) => (&runs[..], &[][..]),
+        Err(one) => (&[][..], &one[..]),
+    };
+    if let Some(r) = runs
+        .iter()
+        .flatten()
+        .chain(one)
+        .find(|r| r.rev.main > current)
+    {
+        // Written by a batch whose revision never got recorded: cannot
+        // happen with atomic batches, so the files are damaged.
+        return Err(StoreError::Storage(format!(
+            "record at revision {} beyond current revision {current}",
+            r.rev.main
+        )));
+    }
+    let count = runs.iter().map(Vec::len).sum::<usize>() + one.len();
+    let read_ms = started.elapsed().as_millis() as u64;
+    // Each key's newest put carries its lease; a key whose newest record
+    // is a tombstone has none.
+    let attach = |newest: &index::Restored| {
+        if !newest.tombstone && newest.lease != 0 {
+            lessor.set_key_lease(&newest.key, newest.lease);
+        }
+    };
+    let index = match records {
+        Ok(runs) => Index::restore_sorted(runs::merged(runs), compact, attach),
+        Err(one) => Index::restore(one, compact, attach),
+    };
+    tracing::debug!(
+        records = count,
+        read_ms,
+        indexed_ms = started.elapsed().as_millis() as u64 - read_ms,
+        "loaded the key index"
+    );
+    Ok((index, current, lessor))
+}
+
+/// The leases on disk, each as its record says.
+fn load_leases(db: &Db, now: std::time::Instant) -> Result<Lessor> {
     let mut lessor = Lessor::default();
     let prefix_iter = db.iterator_cf(
         db.cf(CF_META),
@@ -305,44 +363,7 @@ fn load_index_from(
             .map_err(|e| StoreError::Storage(format!("lease {id:x}: {e}")))?;
         lessor.restore(id, ttl, renewed, now);
     }
-    let started = std::time::Instant::now();
-    let records = match installed {
-        Some(Installed(records)) => records,
-        None => {
-            // Sized up front: growing a vector of a million records
-            // copies them over and over (a fifth of a restart at 1M keys).
-            let expected = db.estimate_records(db.cf(CF_KV));
-            let mut records = Vec::with_capacity(expected.min(RESTORE_PRESIZE_MAX));
-            db.scan_cf(db.cf(CF_KV), &[], |k, v| {
-                records.push(restored(k, v)?);
-                Ok(true)
-            })?;
-            records
-        }
-    };
-    if let Some(r) = records.iter().find(|r| r.rev.main > current) {
-        // Written by a batch whose revision never got recorded: cannot
-        // happen with atomic batches, so the files are damaged.
-        return Err(StoreError::Storage(format!(
-            "record at revision {} beyond current revision {current}",
-            r.rev.main
-        )));
-    }
-    let (count, read_ms) = (records.len(), started.elapsed().as_millis() as u64);
-    // Each key's newest put carries its lease; a key whose newest record
-    // is a tombstone has none.
-    let index = Index::restore(records, compact, |newest| {
-        if !newest.tombstone && newest.lease != 0 {
-            lessor.set_key_lease(&newest.key, newest.lease);
-        }
-    });
-    tracing::debug!(
-        records = count,
-        read_ms,
-        indexed_ms = started.elapsed().as_millis() as u64 - read_ms,
-        "loaded the key index"
-    );
-    Ok((index, current, lessor))
+    Ok(lessor)
 }
 
 /// The index's view of one stored kv record (its value is skipped).
@@ -366,8 +387,9 @@ const RESTORE_PRESIZE_MAX: usize = 16 << 20;
 
 /// What an install wrote to the kv column family, as the index reads it:
 /// handed to `Mvcc::reload_installed` so that a snapshot's records are not
-/// read back from disk right after they were written.
-pub struct Installed(Vec<index::Restored>);
+/// read back from disk right after they were written. In runs, each
+/// sorted by key then revision while the install read on (`runs`).
+pub struct Installed(Vec<Vec<index::Restored>>);
 
 use crate::schema::{
     is_replicated as is_replicated_meta, REPLICATED as REPLICATED_META, REPLICATED_PREFIXES,
@@ -377,6 +399,13 @@ use crate::schema::{
 pub use secretd_vocab::prefix_end;
 /// Bytes of meta records staged per batch while installing a snapshot.
 const INSTALL_BATCH_BYTES_MAX: usize = 4 << 20;
+/// Bytes of meta records an install in one pass holds until the snapshot
+/// is read whole (`install_records_checked`): some million leases. Past
+/// it, the file is checked first and installed as it is read.
+#[cfg(not(test))]
+const INSTALL_META_HELD_BYTES_MAX: usize = 64 << 20;
+#[cfg(test)]
+const INSTALL_META_HELD_BYTES_MAX: usize = 64 << 10;
 
 /// Called with (column family tag, key, value) for each state record.
 pub type RecordVisitor<'a> = dyn FnMut(u8, &[u8], &[u8]) -> Result<()> + 'a;
@@ -457,14 +486,33 @@ fn state_records(r: Reader<'_>, f: &mut RecordVisitor<'_>) -> Result<()> {
 
 /// Replaces the keyspace on disk by a snapshot's records, in batches of
 /// bounded size. Not atomic by itself: the caller brackets it with a
-/// durable "installing" marker and redoes it after a crash.
+/// durable "installing" marker and redoes it after a crash. The caller
+/// has checked the whole file first: a record found corrupt half way
+/// would leave the keyspace half replaced.
 pub fn install_records(db: &Db, r: &mut SnapshotReader) -> Result<Installed> {
-    install_with(db, &mut |sink| {
-        while let Some((cf, k, v)) = r.next_record()? {
-            sink(cf, &k, &v)?;
-        }
-        Ok(())
-    })
+    install_with(db, &mut |sink| feed_all(r, sink))
+}
+
+/// `install_records` in one pass over a file nobody has checked: nothing
+/// is replaced until the last record is read and the trailer matches;
+/// then `start` runs (the caller's durable marker) and the old keyspace
+/// goes. `None` when the snapshot's meta records are more than this holds
+/// in memory meanwhile (`INSTALL_META_HELD_BYTES_MAX`), with nothing
+/// replaced: check the file, then `install_records`. One pass saves the
+/// checking read, a quarter of a million-key catch-up's install.
+pub fn install_records_checked(
+    db: &Db,
+    r: &mut SnapshotReader,
+    start: &mut dyn FnMut() -> Result<()>,
+) -> Result<Option<Installed>> {
+    install_from(db, &mut |sink| feed_all(r, sink), Some(start))
+}
+
+fn feed_all(r: &mut SnapshotReader, sink: &mut RecordVisitor<'_>) -> Result<()> {
+    while let Some((cf, k, v)) = r.next_record()? {
+        sink(cf, &k, &v)?;
+    }
+    Ok(())
 }
 
 /// `install_records` from any source: `feed` calls the sink with each
@@ -473,7 +521,13 @@ pub fn install_with(
     db: &Db,
     feed: &mut dyn FnMut(&mut RecordVisitor<'_>) -> Result<()>,
 ) -> Result<Installed> {
-    let mut records = Vec::new();
+    install_from(db, feed, None)?.ok_or_else(|| {
+        StoreError::Storage("an install that replaces as it goes held its meta records".into())
+    })
+}
+
+/// The deletes that clear the replicated state for an install.
+fn clear_replicated(db: &Db) -> WriteBatch {
     let (kv, meta) = (db.cf(CF_KV), db.cf(CF_META));
     let mut batch = WriteBatch::default();
     batch.delete_range_cf(kv, &[][..], &[0xffu8; revision::KEY_BYTES + 1][..]);
@@ -483,35 +537,74 @@ pub fn install_with(
     for prefix in REPLICATED_PREFIXES {
         batch.delete_range_cf(meta, *prefix, &prefix_end(prefix)[..]);
     }
-    // The deletes first: the loaded records must land after them.
-    db.write_nosync(std::mem::take(&mut batch))?;
+    batch
+}
+
+/// Both installs. Without `start`, the old state is cleared first and
+/// meta records go in batches as they come. With it, nothing is written
+/// until `feed` has given its last record: meta records are held (up to
+/// `INSTALL_META_HELD_BYTES_MAX`, past which it stops with `None`), the
+/// kv records wait in a table file, and then `start`, the clearing, the
+/// table file and the held records land, in that order.
+fn install_from(
+    db: &Db,
+    feed: &mut dyn FnMut(&mut RecordVisitor<'_>) -> Result<()>,
+    mut start: Option<&mut dyn FnMut() -> Result<()>>,
+) -> Result<Option<Installed>> {
+    let mut records = runs::Runs::new();
+    let (kv, meta) = (db.cf(CF_KV), db.cf(CF_META));
+    let held = start.is_some();
+    if !held {
+        // The deletes first: the loaded records must land after them.
+        db.write_nosync(clear_replicated(db))?;
+    }
+    let mut batch = WriteBatch::default();
+    let mut too_large = false;
     // kv records come in revision order (a snapshot is written by
     // iterating the column family) and are loaded as one table file; the
     // few meta records go in batches.
-    db.load_sorted(kv, &mut |load| {
-        feed(&mut |cf, k, v| {
-            match cf {
-                CF_TAG_KV => {
-                    // Decoding checks the record before it is stored.
-                    records.push(restored(k, v)?);
-                    load(k, v)?;
+    let mut clear_then = || -> Result<()> {
+        if let Some(start) = start.as_mut() {
+            start()?;
+        }
+        db.write_nosync(clear_replicated(db))
+    };
+    let loaded = db.load_sorted_then(
+        kv,
+        &mut |load| {
+            feed(&mut |cf, k, v| {
+                match cf {
+                    CF_TAG_KV => {
+                        // Decoding checks the record before it is stored.
+                        records.push(restored(k, v)?);
+                        load(k, v)?;
+                    }
+                    _ if is_replicated_meta(k) => batch.put_cf(meta, k, v),
+                    _ => {
+                        return Err(StoreError::Storage(format!(
+                            "snapshot carries unknown meta record {:?}",
+                            String::from_utf8_lossy(k)
+                        )))
+                    }
                 }
-                _ if is_replicated_meta(k) => batch.put_cf(meta, k, v),
-                _ => {
-                    return Err(StoreError::Storage(format!(
-                        "snapshot carries unknown meta record {:?}",
-                        String::from_utf8_lossy(k)
-                    )))
+                if held && batch.size_in_bytes() > INSTALL_META_HELD_BYTES_MAX {
+                    too_large = true;
+                    return Err(StoreError::Storage("meta records past what is held".into()));
                 }
-            }
-            if batch.size_in_bytes() >= INSTALL_BATCH_BYTES_MAX {
-                db.write_nosync(std::mem::take(&mut batch))?;
-            }
-            Ok(())
-        })
-    })?;
+                if !held && batch.size_in_bytes() >= INSTALL_BATCH_BYTES_MAX {
+                    db.write_nosync(std::mem::take(&mut batch))?;
+                }
+                Ok(())
+            })
+        },
+        if held { Some(&mut clear_then) } else { None },
+    );
+    match loaded {
+        Err(_) if too_large => return Ok(None),
+        loaded => loaded?,
+    };
     db.write_nosync(batch)?;
-    Ok(Installed(records))
+    Ok(Some(Installed(records.finish()?)))
 }
 
 /// Whether `k` lies in etcd's `[key, range_end)` interval.
@@ -697,5 +790,7 @@ impl Applier {
 
 #[cfg(test)]
 mod compare_tests;
+#[cfg(test)]
+mod install_tests;
 #[cfg(test)]
 mod tests;

@@ -26,11 +26,14 @@ use crate::schema::meta::{
 };
 use crate::{cluster, membership, mvcc, snapshot};
 
-/// Installs the snapshot file at `path`: durable marker, records in bounded
-/// batches, then one synced batch that moves the applied index to the
-/// snapshot and drops the marker, then the log's reset, synced. Returns the
-/// snapshot's index and what was installed, from which the caller reloads
-/// the keyspace view.
+/// Installs the snapshot file at `path`: its records read once, checked
+/// whole (trailer included) before anything is replaced; then a durable
+/// marker, the old state cleared, the records loaded; then one synced
+/// batch that moves the applied index to the snapshot and drops the
+/// marker, then the log's reset, synced. (A snapshot whose meta records
+/// are too many to hold meanwhile is checked by a read of its own first,
+/// and loaded as it is read.) Returns the snapshot's index and what was
+/// installed, from which the caller reloads the keyspace view.
 pub(super) fn install_snapshot(
     db: &Db,
     log: &mut LogStore,
@@ -38,11 +41,8 @@ pub(super) fn install_snapshot(
     want: Option<(u64, u64)>,
 ) -> Result<(u64, mvcc::Installed)> {
     let started = std::time::Instant::now();
-    let header = snapshot::verify(path)?;
-    tracing::debug!(
-        verify_ms = started.elapsed().as_millis() as u64,
-        "verified snapshot before installing it"
-    );
+    let mut r = snapshot::SnapshotReader::open(path)?;
+    let header = r.header.clone();
     if let Some((index, term)) = want {
         if (header.index, header.term) != (index, term) {
             return Err(StoreError::Storage(format!(
@@ -53,11 +53,23 @@ pub(super) fn install_snapshot(
             )));
         }
     }
-    let mut b = WriteBatch::default();
-    b.put_cf(db.cf(CF_META), META_INSTALLING, header.index.to_be_bytes());
-    db.write_sync(b)?;
-    let mut r = snapshot::SnapshotReader::open(path)?;
-    let installed = mvcc::install_records(db, &mut r)?;
+    let mark = || {
+        let mut b = WriteBatch::default();
+        b.put_cf(db.cf(CF_META), META_INSTALLING, header.index.to_be_bytes());
+        db.write_sync(b)
+    };
+    let installed = match mvcc::install_records_checked(db, &mut r, &mut || mark())? {
+        Some(installed) => installed,
+        None => {
+            snapshot::verify(path)?;
+            tracing::debug!(
+                verify_ms = started.elapsed().as_millis() as u64,
+                "checked a snapshot with many meta records before installing it"
+            );
+            mark()?;
+            mvcc::install_records(db, &mut snapshot::SnapshotReader::open(path)?)?
+        }
+    };
     let cs = ConfState::parse_from_bytes(&header.conf_state)
         .map_err(|e| StoreError::Storage(format!("snapshot conf state: {e}")))?;
     let mut b = WriteBatch::default();
