@@ -44,6 +44,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// A list of enums written: the element type on the line after `line`,
+/// then the error and the collect, all replaced by one open map.
+fn open_enum_list<'a>(
+    line: &str,
+    field: &str,
+    lines: &mut impl Iterator<Item = &'a str>,
+) -> Result<String, String> {
+    let ty_line = lines.next().unwrap_or_default().trim();
+    let ty = ty_line
+        .strip_suffix("::try_from(v)")
+        .ok_or_else(|| format!("an enum list written another way: {ty_line}"))?;
+    let (err, end) = (
+        lines.next().unwrap_or_default(),
+        lines.next().unwrap_or_default(),
+    );
+    if !err.trim_start().starts_with(".map_err(") || !end.trim_start().starts_with("}).collect") {
+        return Err(format!(
+            "an enum list written another way: {line} {err} {end}"
+        ));
+    }
+    let indent = &line[..line.len() - line.trim_start().len()];
+    Ok(format!(
+        "{indent}let v = self.{field}.iter().cloned().map(crate::pb::OpenEnum::<{ty}>::new).collect::<Vec<_>>();\n"
+    ))
+}
+
 /// pbjson refuses an enum given as an integer it does not name, and fails
 /// to write one; etcd's gateway (protojson) keeps it, as the binary wire
 /// does. Every enum field is read and written through `pb::OpenEnum`
@@ -73,6 +99,12 @@ fn open_enums(text: &str) -> Result<String, String> {
                 "{}crate::pb::OpenEnum<{ty}>>()?.0);\n",
                 &line[..at]
             ));
+        } else if let Some(field) = line
+            .trim_start()
+            .strip_prefix("let v = self.")
+            .and_then(|l| l.strip_suffix(".iter().cloned().map(|v| {"))
+        {
+            out.push_str(&open_enum_list(line, field, &mut lines)?);
         } else if let (Some(w), Some(t)) = (line.find(WRITE), line.find(WRITE_END)) {
             let ty = &line[w + WRITE.len()..t];
             let field = line[t + WRITE_END.len()..]
@@ -91,15 +123,11 @@ fn open_enums(text: &str) -> Result<String, String> {
             out.push('\n');
         }
     }
-    if [
-        "()? as i32",
-        "map(|x| x as i32)",
-        "Invalid variant {}\", self.",
-    ]
-    .iter()
-    .any(|left| out.contains(left))
+    if ["()? as i32", "map(|x| x as i32)", "Invalid variant"]
+        .iter()
+        .any(|left| out.contains(left))
     {
-        return Err("an enum read that was not opened".into());
+        return Err("an enum read or written that was not opened".into());
     }
     Ok(out)
 }

@@ -102,8 +102,9 @@ fn task_bytes<'a>(files: impl Iterator<Item = (&'a String, &'a crate::image::Fil
 }
 
 /// The size a tmpfs must have to show `image` and, meanwhile, hold the new
-/// copy of the largest task being rewritten (its old copy stays until the
-/// swap): what the node's tasks need, plus headroom.
+/// copies of the tasks being rewritten at once (`rewritten_max_bytes`:
+/// the largest, one per writer; each old copy stays until its swap): what
+/// the node's tasks need, plus headroom.
 fn size_for(image: &Image, rewritten_max_bytes: u64) -> u64 {
     let need: u64 = image
         .tasks
@@ -306,7 +307,7 @@ impl TmpfsBackend {
         files: &BTreeMap<String, crate::image::FileEntry>,
         unchanged: &BTreeSet<&String>,
         prev: Option<&[FileShape]>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let owner = task_dir_owner(files);
         let dir = self.task_dir(Path::new(task), owner)?;
         let stamp = self.stamp();
@@ -351,7 +352,7 @@ impl TmpfsBackend {
             // What the directory held is known: take exactly that away.
             // Anything unexpected, and the listing below sweeps.
             if retire(&dir, &top, known).is_ok() {
-                return Ok(());
+                return Ok(true);
             }
         }
         link_names_and_sweep(&dir, &stamp, &top)
@@ -411,8 +412,11 @@ fn link_name(dir: &Dir, name: &str) -> Result<()> {
 
 /// Points the task's top-level names through `..data` (new ones), then
 /// removes what the swap left behind: older timestamped directories,
-/// leftover links, and names the task no longer has.
-fn link_names_and_sweep(dir: &Dir, stamp: &str, top: &BTreeSet<String>) -> Result<()> {
+/// leftover links, and names the task no longer has. Whether all of it
+/// went: what did not (an older version's plaintext) is swept again by
+/// the task's next rewrite, at the next retry.
+fn link_names_and_sweep(dir: &Dir, stamp: &str, top: &BTreeSet<String>) -> Result<bool> {
+    let mut swept = true;
     for name in top {
         if !dir.exists(Path::new(name)) {
             link_name(dir, name)?;
@@ -428,12 +432,13 @@ fn link_names_and_sweep(dir: &Dir, stamp: &str, top: &BTreeSet<String>) -> Resul
             // plaintext), or a leftover link.
             if let Err(e) = dir.remove_entry(Path::new(&raw), is_dir) {
                 tracing::warn!(entry = %name, error = %e, "cannot remove an older version of a task's files");
+                swept = false;
             }
-        } else if !top.contains(name.as_ref()) {
-            let _ = dir.unlink(Path::new(&raw));
+        } else if !top.contains(name.as_ref()) && dir.unlink(Path::new(&raw)).is_err() {
+            swept = false;
         }
     }
-    Ok(())
+    Ok(swept)
 }
 
 /// Where `fill` writes: a new tree under `dir`, and its owner.
@@ -505,6 +510,49 @@ fn fill(
     Ok(top)
 }
 
+/// The tasks of `image` whose directories must be rewritten, each with
+/// the files it can link from its live tree.
+fn changes<'a>(image: &'a Image, written: &BTreeMap<String, Written>) -> Vec<Change<'a>> {
+    let mut changes = Vec::new();
+    for (task, files) in &image.tasks {
+        let shapes = Image::fingerprint(files);
+        // A task whose directory is not known exactly (a rewrite or a
+        // sweep failed part way) is rewritten whole, whatever its shapes.
+        let old = written.get(task).filter(|old| old.clean);
+        if old.is_some_and(|old| old.shapes == shapes) {
+            continue;
+        }
+        // Paths borrowed from the image; shapes compared as stored.
+        let same: BTreeSet<&String> = match old {
+            Some(old) => files
+                .keys()
+                .zip(&shapes)
+                .filter(|(_, shape)| old.shapes.contains(shape))
+                .map(|(path, _)| path)
+                .collect(),
+            None => BTreeSet::new(),
+        };
+        changes.push(Change {
+            bytes: task_bytes(files.iter().filter(|(p, _)| !same.contains(p))),
+            task,
+            shapes,
+            same,
+            prev: old.map(|old| old.shapes.clone()),
+        });
+    }
+    changes
+}
+
+/// Threads `write_all` rewrites `changes` tasks on, with room to spare.
+fn writers_for(changes: usize) -> usize {
+    if changes < WRITERS_TASKS_MIN {
+        return 1;
+    }
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(WRITERS_MAX)
+}
+
 /// A task to rewrite.
 struct Change<'a> {
     /// What it writes: the files it cannot link.
@@ -529,26 +577,24 @@ impl TmpfsBackend {
         image: &Image,
         changes: &[Change<'_>],
         short: Option<&str>,
-    ) -> Vec<Result<()>> {
-        let one = |c: &Change<'_>| -> Result<()> {
+    ) -> Vec<Result<bool>> {
+        let one = |c: &Change<'_>| -> Result<bool> {
             let files = &image.tasks[c.task];
             check_task(files)
                 .map_err(anyhow::Error::msg)
                 .and_then(|()| self.has_room(short, c.bytes))
                 .and_then(|()| self.write_task(c.task, files, &c.same, c.prev.as_deref()))
         };
-        let writers = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(WRITERS_MAX);
-        if short.is_some() || writers < 2 || changes.len() < WRITERS_TASKS_MIN {
+        let writers = writers_for(changes.len());
+        if short.is_some() || writers < 2 {
             return changes.iter().map(one).collect();
         }
-        let mut out: Vec<Option<Result<()>>> = (0..changes.len()).map(|_| None).collect();
+        let mut out: Vec<Option<Result<bool>>> = (0..changes.len()).map(|_| None).collect();
         std::thread::scope(|scope| {
             let one = &one;
             let mut running = Vec::with_capacity(writers);
             for w in 0..writers {
-                let work = move || -> Vec<(usize, Result<()>)> {
+                let work = move || -> Vec<(usize, Result<bool>)> {
                     let mine = changes.iter().enumerate().skip(w).step_by(writers);
                     mine.map(|(i, c)| (i, one(c))).collect()
                 };
@@ -614,6 +660,11 @@ impl TmpfsBackend {
                     written.remove(&t);
                 }
                 Err(e) => {
+                    // Part of it may be gone: if the task comes back, it
+                    // is rewritten whole.
+                    if let Some(w) = written.get_mut(&t) {
+                        w.clean = false;
+                    }
                     failures.insert(t.clone(), format!("cannot remove {}: {e}", p.display()));
                 }
             }
@@ -627,49 +678,26 @@ impl Backend for TmpfsBackend {
         let mut written = self.written.lock();
         // Each task's files that change (the rest keep their inodes), and
         // the most one rewrite holds beside the old copy.
-        let mut changes = Vec::new();
-        for (task, files) in &image.tasks {
-            let shapes = Image::fingerprint(files);
-            let old = written.get(task);
-            if old.is_some_and(|old| old.shapes == shapes) {
-                continue;
-            }
-            // Paths borrowed from the image; shapes compared as stored.
-            let same: BTreeSet<&String> = match old {
-                Some(old) => files
-                    .keys()
-                    .zip(&shapes)
-                    .filter(|(_, shape)| old.shapes.contains(shape))
-                    .map(|(path, _)| path)
-                    .collect(),
-                None => BTreeSet::new(),
-            };
-            changes.push(Change {
-                bytes: task_bytes(files.iter().filter(|(p, _)| !same.contains(p))),
-                task,
-                shapes,
-                same,
-                prev: old.filter(|old| old.clean).map(|old| old.shapes.clone()),
-            });
-        }
+        let mut changes = changes(image, &written);
         // Smallest first: when room is short, as many tasks as fit show.
         changes.sort_by(|a, b| (a.bytes, a.task).cmp(&(b.bytes, b.task)));
-        let rewritten_max_bytes = changes.last().map_or(0, |c| c.bytes);
+        // The largest rewrites, one per writer, may hold their new copies
+        // at once.
+        let writers = writers_for(changes.len());
+        let rewritten_max_bytes = changes.iter().rev().take(writers).map(|c| c.bytes).sum();
         self.remove_gone(image, &mut written, &mut failures);
         let room = self.fit(image, rewritten_max_bytes);
         let outcomes = self.write_all(image, &changes, room.as_deref());
         for (c, r) in changes.into_iter().zip(outcomes) {
             let task = c.task;
             match r {
-                Ok(()) => {
+                Ok(clean) => {
                     let shapes = c.shapes;
-                    written.insert(
-                        task.clone(),
-                        Written {
-                            shapes,
-                            clean: true,
-                        },
-                    );
+                    written.insert(task.clone(), Written { shapes, clean });
+                    if !clean {
+                        let why = "an older version of its files could not be removed; retrying";
+                        failures.insert(task.clone(), why.into());
+                    }
                 }
                 Err(e) => {
                     match written.get_mut(task) {
@@ -784,6 +812,16 @@ mod tests {
             want.extend(["..data".to_string(), live]);
             assert_eq!(listing(&task), want, "step {i}");
         }
+        assert!(b.written.lock()["t"].clean);
+        // A directory not known exactly is rewritten whole even when its
+        // task's files did not change (a failure past the swap left the
+        // fingerprint of the tree before it).
+        let live = std::fs::read_link(task.join("..data")).unwrap();
+        b.written.lock().get_mut("t").unwrap().clean = false;
+        let mut image = Image::default();
+        image.tasks.insert("t".into(), files(steps[3]));
+        assert!(b.apply(&image).is_empty());
+        assert_ne!(std::fs::read_link(task.join("..data")).unwrap(), live);
         assert!(b.written.lock()["t"].clean);
         b.shutdown();
     }

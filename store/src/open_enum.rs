@@ -77,6 +77,8 @@ mod tests {
         );
         let w: WatchCreateRequest = serde_json::from_str(r#"{"filters":["NODELETE",5]}"#).unwrap();
         assert_eq!(w.filters, vec![1, 5]);
+        let back = serde_json::to_string(&w).unwrap();
+        assert!(back.contains(r#""filters":["NODELETE",5]"#), "{back}");
         for bad in [
             r#"{"result":"BIGGER"}"#,
             r#"{"result":2147483648}"#,

@@ -492,14 +492,17 @@ impl Db {
                     let _ = remove_stale(&path);
                     return Err(e);
                 }
-                if count > 0 {
-                    w.finish()?;
-                    let mut io = rocksdb::IngestExternalFileOptions::default();
-                    io.set_move_files(true);
-                    db.ingest_external_file_cf_opts(rocks_cf(db, cf), &io, vec![&path])?;
-                }
+                let ingested = match count {
+                    0 => Ok(()),
+                    _ => w.finish().and_then(|()| {
+                        let mut io = rocksdb::IngestExternalFileOptions::default();
+                        io.set_move_files(true);
+                        db.ingest_external_file_cf_opts(rocks_cf(db, cf), &io, vec![&path])
+                    }),
+                };
                 drop(w);
                 remove_stale(&path)?;
+                ingested?;
             }
             _ => count = self.load_batches(cf, fill, before, &mut in_order)?,
         }

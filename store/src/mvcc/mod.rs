@@ -295,8 +295,8 @@ fn load_index_from(
     let mut lessor = load_leases(db, now)?;
     let started = std::time::Instant::now();
     let records = match installed {
-        Some(Installed(runs)) => Ok(runs),
-        None => Err({
+        Some(Installed(Some(runs))) => Ok(runs),
+        Some(Installed(None)) | None => Err({
             // Sized up front: growing a vector of a million records
             // copies them over and over (a fifth of a restart at 1M keys).
             let expected = db.estimate_records(db.cf(CF_KV));
@@ -388,8 +388,9 @@ const RESTORE_PRESIZE_MAX: usize = 16 << 20;
 /// What an install wrote to the kv column family, as the index reads it:
 /// handed to `Mvcc::reload_installed` so that a snapshot's records are not
 /// read back from disk right after they were written. In runs, each
-/// sorted by key then revision while the install read on (`runs`).
-pub struct Installed(Vec<Vec<index::Restored>>);
+/// sorted by key then revision while the install read on (`runs`); none
+/// when the sorter failed, and then the records are read back.
+pub struct Installed(Option<Vec<Vec<index::Restored>>>);
 
 use crate::schema::{
     is_replicated as is_replicated_meta, REPLICATED as REPLICATED_META, REPLICATED_PREFIXES,
@@ -604,7 +605,13 @@ fn install_from(
         loaded => loaded?,
     };
     db.write_nosync(batch)?;
-    Ok(Some(Installed(records.finish()?)))
+    // The keyspace is replaced by now: a sorter that failed costs a read
+    // of the records back, not the install.
+    let runs = records
+        .finish()
+        .map_err(|e| tracing::warn!(error = %e, "reading the installed records back"))
+        .ok();
+    Ok(Some(Installed(runs)))
 }
 
 /// Whether `k` lies in etcd's `[key, range_end)` interval.
