@@ -27,5 +27,5 @@ pids+=($!)
 until "$etcdctl" --endpoints "${jc#http://}" --command-timeout=2s get k --consistency=l >/dev/null 2>&1; do
   sleep 0.02
 done
-echo "catch-up $(echo "$(date +%s.%N) - $started" | bc) s, from $(date -d "@$started" +%T.%N)"
+printf 'catch-up %.3f s, from %s\n' "$(echo "$(date +%s.%N) - $started" | bc)" "$(date -d "@$started" +%T.%N)"
 grep -E "received snapshot|installed snapshot|loaded the key index records=[1-9]" "$dir/j1.log" | cut -c1-200
