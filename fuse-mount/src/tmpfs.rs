@@ -763,6 +763,21 @@ mod tests {
             .collect()
     }
 
+    /// A backend on a new directory (at most `size_max_bytes`, or half
+    /// the memory).
+    fn mounted(size_max_bytes: Option<u64>) -> (tempfile::TempDir, TmpfsBackend) {
+        assert!(
+            nix::unistd::Uid::effective().is_root(),
+            "this test mounts a tmpfs: run it as root"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let b = match size_max_bytes {
+            Some(max) => TmpfsBackend::mount_at_most(dir.path(), max),
+            None => TmpfsBackend::mount(dir.path()),
+        };
+        (dir, b.unwrap())
+    }
+
     fn listing(dir: &Path) -> BTreeSet<String> {
         std::fs::read_dir(dir)
             .unwrap()
@@ -776,12 +791,7 @@ mod tests {
     /// names dropped), or, after a rewrite that failed, by a listing.
     #[test]
     fn a_rewrite_leaves_only_the_live_tree_and_its_names() {
-        assert!(
-            nix::unistd::Uid::effective().is_root(),
-            "this test mounts a tmpfs: run it as root"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let b = TmpfsBackend::mount(dir.path()).unwrap();
+        let (dir, b) = mounted(None);
         let task = dir.path().join("t");
         let steps: [&[(&str, &str)]; 4] = [
             &[("pw", "1"), ("etc/app/conf", "c1"), ("keep", "k")],
@@ -838,12 +848,7 @@ mod tests {
     /// one, and the size never came down.
     #[test]
     fn short_of_room_it_grows_to_its_most_shows_what_fits_and_shrinks_after() {
-        assert!(
-            nix::unistd::Uid::effective().is_root(),
-            "this test mounts a tmpfs: run it as root"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let b = TmpfsBackend::mount_at_most(dir.path(), 200 << 20).unwrap();
+        let (dir, b) = mounted(Some(200 << 20));
         let mut image = Image::default();
         image.tasks.insert("base".into(), task(24));
         let first = b.apply(&image);

@@ -508,9 +508,7 @@ impl Db {
         }
         Ok(count)
     }
-}
 
-impl Db {
     /// `load_sorted_then` on a simulated disk: bounded batches, written as
     /// they fill or, with `before`, held until it has run.
     fn load_batches(
@@ -522,17 +520,15 @@ impl Db {
     ) -> Result<u64> {
         let held = before.is_some();
         let mut count = 0;
-        let mut batches = vec![WriteBatch::default()];
+        let (mut full, mut batch) = (Vec::new(), WriteBatch::default());
         fill(&mut |k, v| {
             count = in_order(k)?;
-            let batch = batches.last_mut().expect("one batch at least");
             batch.put_cf(cf, k, v);
             if batch.size_in_bytes() >= LOAD_BATCH_BYTES_MAX {
-                let full = std::mem::take(batch);
-                if held {
-                    batches.insert(batches.len() - 1, full);
-                } else {
-                    self.write_nosync(full)?;
+                let filled = std::mem::take(&mut batch);
+                match held {
+                    true => full.push(filled),
+                    false => self.write_nosync(filled)?,
                 }
             }
             Ok(())
@@ -540,7 +536,7 @@ impl Db {
         if let Some(before) = before.as_mut() {
             before()?;
         }
-        for batch in batches {
+        for batch in full.into_iter().chain([batch]) {
             self.write_nosync(batch)?;
         }
         Ok(count)

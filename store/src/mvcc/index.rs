@@ -202,27 +202,14 @@ impl Index {
     /// Rebuilds the index entry of one put read back from disk at start.
     /// Creation and version come from the record itself, since compaction
     /// may have dropped the revisions they were counted from.
-    /// The index of a store's records, given in revision order (as the kv
-    /// column family holds them): grouped by key first (a stable sort
-    /// keeps each key's records in revision order), each key's history
-    /// replayed alone, and the tree built from sorted keys in one pass.
-    /// Inserting record by record in revision order visits the keys in
-    /// random order, a cache miss per tree level per record: the cost that
-    /// made a restart grow faster than the data. Calls `last` with each
-    /// key's newest record (the caller's lease attachment).
-    pub fn restore(
-        mut records: Vec<Restored>,
-        compact_rev: i64,
-        last: impl FnMut(&Restored),
-    ) -> Index {
-        // In place (no scratch copy of a million records), and by key then
-        // revision, which is the stable order the replay below needs.
-        records.sort_unstable_by(by_key_rev);
-        Index::restore_sorted(records.into_iter(), compact_rev, last)
-    }
-
-    /// `restore` from records already in key then revision order (a
-    /// snapshot install's runs, merged).
+    /// The index of a store's records, given in key then revision order
+    /// (`by_key_rev`: a restart sorts what it reads, an install's runs are
+    /// sorted while it reads, `runs::merged`): each key's history replayed
+    /// alone, and the tree built from sorted keys in one pass. Inserting
+    /// record by record in revision order visits the keys in random order,
+    /// a cache miss per tree level per record: the cost that made a restart
+    /// grow faster than the data. Calls `last` with each key's newest
+    /// record (the caller's lease attachment).
     pub fn restore_sorted(
         records: impl Iterator<Item = Restored>,
         compact_rev: i64,
@@ -289,7 +276,7 @@ fn replay(ki: Option<KeyIndex>, r: &Restored) -> Option<KeyIndex> {
 
 #[cfg(test)]
 impl Index {
-    /// The record-by-record replay a restart did before `Index::restore`:
+    /// The record-by-record replay a restart did before `Index::restore_sorted`:
     /// the reference `restore` is tested against.
     fn restore_put(&mut self, key: &[u8], rev: Rev, created: i64, version: i64) {
         self.put(key, rev);
@@ -346,7 +333,8 @@ mod tests {
             });
         }
         let mut seen = std::collections::BTreeMap::new();
-        let built = Index::restore(records, 7, |r| {
+        records.sort_unstable_by(by_key_rev);
+        let built = Index::restore_sorted(records.into_iter(), 7, |r| {
             assert!(
                 seen.insert(r.key.clone(), (r.tombstone, r.lease)).is_none(),
                 "one call per key"

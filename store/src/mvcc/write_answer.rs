@@ -44,23 +44,31 @@ pub(super) struct Measure<'a> {
     pub deletes: Vec<(&'a [u8], &'a [u8])>,
 }
 
+/// Calls `f` with every op of `ops` that is not a txn, nested txns' both
+/// branches included.
+fn each_op<'o>(ops: impl IntoIterator<Item = &'o RequestOp>, f: &mut dyn FnMut(&'o Op)) {
+    for op in ops {
+        match &op.request {
+            Some(Op::RequestTxn(t)) => {
+                each_op(&t.success, f);
+                each_op(&t.failure, f);
+            }
+            Some(other) => f(other),
+            None => {}
+        }
+    }
+}
+
 /// Every delete in `ops`, nested txns' both branches included.
 pub(super) fn deletes_of<'o>(
     ops: impl IntoIterator<Item = &'o RequestOp>,
 ) -> Vec<(&'o [u8], &'o [u8])> {
     let mut deletes = Vec::new();
-    for op in ops {
-        match &op.request {
-            Some(Op::RequestDeleteRange(d)) => {
-                deletes.push((d.key.as_slice(), d.range_end.as_slice()))
-            }
-            Some(Op::RequestTxn(t)) => {
-                deletes.extend(deletes_of(&t.success));
-                deletes.extend(deletes_of(&t.failure));
-            }
-            _ => {}
+    each_op(ops, &mut |op| {
+        if let Op::RequestDeleteRange(d) = op {
+            deletes.push((d.key.as_slice(), d.range_end.as_slice()));
         }
-    }
+    });
     deletes
 }
 
@@ -81,27 +89,16 @@ pub(super) fn renders<'o>(ops: impl IntoIterator<Item = &'o RequestOp>) -> bool 
 /// record the range already held with one as large but for the key.
 pub(super) fn puts_of<'o>(ops: impl IntoIterator<Item = &'o RequestOp>) -> Vec<(&'o [u8], usize)> {
     let mut puts = Vec::new();
-    puts_into(ops, &mut puts);
-    puts
-}
-
-fn puts_into<'o>(ops: impl IntoIterator<Item = &'o RequestOp>, puts: &mut Vec<(&'o [u8], usize)>) {
-    for op in ops {
-        match &op.request {
-            Some(Op::RequestPut(p)) => {
-                let value = if p.ignore_value { 0 } else { p.value.len() };
-                puts.push((
-                    p.key.as_slice(),
-                    p.key.len() + value + RECORD_OVERHEAD_BYTES,
-                ));
-            }
-            Some(Op::RequestTxn(t)) => {
-                puts_into(&t.success, puts);
-                puts_into(&t.failure, puts);
-            }
-            _ => {}
+    each_op(ops, &mut |op| {
+        if let Op::RequestPut(p) = op {
+            let value = if p.ignore_value { 0 } else { p.value.len() };
+            puts.push((
+                p.key.as_slice(),
+                p.key.len() + value + RECORD_OVERHEAD_BYTES,
+            ));
         }
-    }
+    });
+    puts
 }
 
 impl Measure<'_> {
