@@ -89,8 +89,12 @@ impl Runs {
     }
 }
 
-/// The records of `runs` (each sorted by `by_key_rev`) in that order.
-pub(super) fn merged(runs: Vec<Vec<Restored>>) -> impl Iterator<Item = Restored> {
+/// The records of `runs` (each sorted by `by_key_rev`) in that order. One
+/// run (a restart's) is read as it is, with no heap between.
+pub(super) fn merged(mut runs: Vec<Vec<Restored>>) -> Box<dyn Iterator<Item = Restored>> {
+    if runs.len() == 1 {
+        return Box::new(runs.pop().unwrap_or_default().into_iter());
+    }
     let mut runs: Vec<_> = runs.into_iter().map(Vec::into_iter).collect();
     let mut heads = BinaryHeap::with_capacity(runs.len());
     for (run, records) in runs.iter_mut().enumerate() {
@@ -98,7 +102,7 @@ pub(super) fn merged(runs: Vec<Vec<Restored>>) -> impl Iterator<Item = Restored>
             heads.push(Head { r, run });
         }
     }
-    Merge { runs, heads }
+    Box::new(Merge { runs, heads })
 }
 
 /// A run's next record; the heap's greatest is the least record.
