@@ -8,12 +8,14 @@
 //! 16 connections, closed after at most 10 s without a request), apart
 //! from the client port's and storage's descriptors.
 
+use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
 use axum::http::StatusCode;
 use axum::routing::get;
 use prometheus::{
-    register_int_counter_vec, register_int_gauge, Encoder, IntCounterVec, IntGauge, TextEncoder,
+    register_int_counter_vec, register_int_gauge, Encoder, IntCounter, IntCounterVec, IntGauge,
+    TextEncoder,
 };
 use secretd_store::node::Node;
 use tokio::net::TcpListener;
@@ -116,11 +118,49 @@ const GRPC_CODES: [&str; 17] = [
     "Unauthenticated",
 ];
 
+/// `Unknown`'s place in `GRPC_CODES`.
+const CODE_UNKNOWN: usize = 2;
+
+/// One RPC's counters: `started` made with its row, each status's
+/// `handled` child the first time a call ends with it (as
+/// `with_label_values` would make it, so `/metrics` shows the same
+/// series). Held so a call costs two atomic adds, not two label hashes
+/// and lookups under the vectors' locks.
+struct RpcCounters {
+    labels: [&'static str; 3],
+    started: IntCounter,
+    handled: [std::sync::OnceLock<IntCounter>; GRPC_CODES.len()],
+}
+
+/// The counters of every RPC in `authz::MATRIX`, by path.
+static RPC_COUNTERS: LazyLock<HashMap<&'static str, RpcCounters>> = LazyLock::new(|| {
+    crate::authz::MATRIX
+        .iter()
+        .filter_map(|&(known, _)| {
+            let (service, method) = known.trim_start_matches('/').split_once('/')?;
+            let ty = match known {
+                "/etcdserverpb.Watch/Watch" | "/etcdserverpb.Lease/LeaseKeepAlive" => "bidi_stream",
+                "/etcdserverpb.Maintenance/Snapshot" | "/v3electionpb.Election/Observe" => {
+                    "server_stream"
+                }
+                _ => "unary",
+            };
+            let labels = [ty, service, method];
+            let counters = RpcCounters {
+                labels,
+                started: GRPC_STARTED.with_label_values(&labels),
+                handled: Default::default(),
+            };
+            Some((known, counters))
+        })
+        .collect()
+});
+
 /// One served gRPC call, counted as started when made and as handled, with
 /// its status, when `finish` sees it; a call dropped before it had one (the
 /// client went away) counts as `Canceled`.
 pub struct GrpcCall {
-    labels: [&'static str; 3],
+    counters: &'static RpcCounters,
     done: bool,
 }
 
@@ -128,18 +168,10 @@ impl GrpcCall {
     /// The call to `path` (`/package.Service/Method`), if the role matrix
     /// names it.
     pub fn start(path: &str) -> Option<GrpcCall> {
-        let &(known, _) = crate::authz::MATRIX.iter().find(|(p, _)| *p == path)?;
-        let (service, method) = known.trim_start_matches('/').split_once('/')?;
-        let ty = match known {
-            "/etcdserverpb.Watch/Watch" | "/etcdserverpb.Lease/LeaseKeepAlive" => "bidi_stream",
-            "/etcdserverpb.Maintenance/Snapshot" | "/v3electionpb.Election/Observe" => {
-                "server_stream"
-            }
-            _ => "unary",
-        };
-        GRPC_STARTED.with_label_values(&[ty, service, method]).inc();
+        let counters = RPC_COUNTERS.get(path)?;
+        counters.started.inc();
         Some(GrpcCall {
-            labels: [ty, service, method],
+            counters,
             done: false,
         })
     }
@@ -154,11 +186,14 @@ impl GrpcCall {
         let code = std::str::from_utf8(status)
             .ok()
             .and_then(|s| s.trim().parse::<usize>().ok())
-            .and_then(|n| GRPC_CODES.get(n))
-            .unwrap_or(&"Unknown");
-        let [ty, service, method] = self.labels;
-        GRPC_HANDLED
-            .with_label_values(&[ty, service, method, code])
+            .filter(|&n| n < GRPC_CODES.len())
+            .unwrap_or(CODE_UNKNOWN);
+        let c = self.counters;
+        c.handled[code]
+            .get_or_init(|| {
+                let [ty, service, method] = c.labels;
+                GRPC_HANDLED.with_label_values(&[ty, service, method, GRPC_CODES[code]])
+            })
             .inc();
     }
 }
@@ -292,4 +327,47 @@ pub fn spawn(
         }));
     }
     tasks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handled(method: &str, code: &str) -> u64 {
+        GRPC_HANDLED
+            .with_label_values(&["unary", "etcdserverpb.KV", method, code])
+            .get()
+    }
+
+    #[test]
+    fn a_call_is_counted_once_with_its_status_by_its_held_counters() {
+        assert_eq!(GRPC_CODES[CODE_UNKNOWN], "Unknown");
+        let started = || {
+            GRPC_STARTED
+                .with_label_values(&["unary", "etcdserverpb.KV", "Compact"])
+                .get()
+        };
+        let (s0, ok0, unknown0, canceled0) = (
+            started(),
+            handled("Compact", "OK"),
+            handled("Compact", "Unknown"),
+            handled("Compact", "Canceled"),
+        );
+        let mut ok = GrpcCall::start("/etcdserverpb.KV/Compact").expect("a matrix row");
+        ok.finish(b"0");
+        ok.finish(b"5"); // only the first status counts
+        drop(ok);
+        GrpcCall::start("/etcdserverpb.KV/Compact")
+            .expect("a matrix row")
+            .finish(b"not a number");
+        GrpcCall::start("/etcdserverpb.KV/Compact")
+            .expect("a matrix row")
+            .finish(b"17"); // past the last code
+        drop(GrpcCall::start("/etcdserverpb.KV/Compact")); // no status: Canceled
+        assert_eq!(started() - s0, 4);
+        assert_eq!(handled("Compact", "OK") - ok0, 1);
+        assert_eq!(handled("Compact", "Unknown") - unknown0, 2);
+        assert_eq!(handled("Compact", "Canceled") - canceled0, 1);
+        assert!(GrpcCall::start("/etcdserverpb.KV/NotAnRpc").is_none());
+    }
 }

@@ -15,6 +15,7 @@ use crate::pb::etcdserverpb::{
     PutRequest, PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
 
+#[derive(Clone)]
 pub struct KvService {
     pub node: Arc<Node>,
 }

@@ -24,4 +24,5 @@ pub mod lease;
 pub mod lock;
 pub mod maintenance;
 pub mod reserved;
+pub mod unary;
 pub mod watch;

@@ -18,8 +18,8 @@ use crate::etcd::lock::LockService;
 use crate::etcd::maintenance::MaintenanceService;
 use crate::etcd::watch::WatchService;
 use crate::pb::etcdserverpb::{
-    auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
-    lease_server::LeaseServer, maintenance_server::MaintenanceServer,
+    auth_server::AuthServer, cluster_server::ClusterServer, lease_server::LeaseServer,
+    maintenance_server::MaintenanceServer,
 };
 use crate::pb::raftpb::raft_server::RaftServer;
 use crate::pb::secretstore::{
@@ -260,11 +260,10 @@ fn client_grpc_routes(
     agent_streams: &Arc<crate::objects::agent::StreamCount>,
     limits: &Arc<Limits>,
 ) -> tonic::service::Routes {
-    tonic::service::Routes::new(
-        KvServer::new(KvService { node: node.clone() })
-            .max_decoding_message_size(max_recv)
-            .max_encoding_message_size(usize::MAX),
-    )
+    tonic::service::Routes::new(crate::etcd::unary::KvGrpc::new(
+        KvService { node: node.clone() },
+        max_recv,
+    ))
     .add_service(crate::etcd::watch::grpc::WatchGrpc::new(
         WatchService { node: node.clone() },
         max_recv,

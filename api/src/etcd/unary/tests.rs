@@ -1,0 +1,372 @@
+//! The hand path against the generated server: the same request through
+//! each, the same answer back, byte for byte (headers, frames, trailers),
+//! for reads, writes (their revisions apart), errors from the service,
+//! and every body the hand path gives on.
+
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http_body_util::BodyExt;
+use prost::Message;
+use tower::Service;
+
+use super::*;
+use crate::identity::{Caller, Role};
+use crate::pb::etcdserverpb::{
+    compare, request_op, Compare, PutRequest, RangeRequest, RangeResponse, RequestOp, TxnRequest,
+    TxnResponse,
+};
+
+const LIMIT_BYTES: usize = 4096;
+
+/// A request the hand path must answer as the generated server does:
+/// its path, body, headers and the code both answer.
+type Refused<'a> = (&'a str, Bytes, &'a [(&'a str, &'a str)], tonic::Code);
+
+/// What a client sees of an answer.
+#[derive(Debug, PartialEq)]
+struct Seen {
+    status: u16,
+    headers: Vec<(String, Vec<u8>)>,
+    data: Vec<u8>,
+    trailers: Vec<(String, Vec<u8>)>,
+    held: bool,
+}
+
+fn sorted(h: &http::HeaderMap) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<_> = h
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+        .collect();
+    v.sort();
+    v
+}
+
+async fn seen(resp: Answer) -> Seen {
+    let status = resp.status().as_u16();
+    let headers = sorted(resp.headers());
+    let held = resp
+        .extensions()
+        .get::<crate::gate::HeldUntilSent>()
+        .is_some();
+    let mut body = resp.into_body();
+    let (mut data, mut trailers) = (Vec::new(), Vec::new());
+    while let Some(frame) = body.frame().await {
+        let frame = frame.expect("an answer's body does not fail");
+        match frame.into_data() {
+            Ok(d) => data.extend_from_slice(&d),
+            Err(f) => trailers = sorted(&f.into_trailers().expect("data or trailers")),
+        }
+    }
+    Seen {
+        status,
+        headers,
+        data,
+        trailers,
+        held,
+    }
+}
+
+fn framed(flag: u8, message: &[u8]) -> Bytes {
+    let mut b = BytesMut::new();
+    b.put_u8(flag);
+    b.put_u32(message.len() as u32);
+    b.put_slice(message);
+    b.freeze()
+}
+
+fn request(
+    path: &str,
+    body: Bytes,
+    headers: &[(&str, &str)],
+) -> http::Request<Replay<http_body_util::Full<Bytes>>> {
+    let mut b = http::Request::post(format!("http://member{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let mut req = b
+        .body(Replay::body(http_body_util::Full::new(body)))
+        .expect("a request");
+    req.extensions_mut().insert(Caller {
+        role: Role::Admin,
+        remote: None,
+        common_name: None,
+        token: None,
+    });
+    req
+}
+
+/// A member in `dir`, serving, and its KV service.
+async fn member(dir: &std::path::Path) -> (crate::embed::Member, KvService) {
+    let config = crate::embed::Config::new("m1", dir.join("m1"));
+    let m = crate::embed::Member::start(config)
+        .await
+        .expect("a member starts");
+    m.ready(Duration::from_secs(60)).await.expect("a leader");
+    let node = m.node_for_tests();
+    (m, KvService { node })
+}
+
+/// Both servers' answers to the same request.
+async fn both(svc: &KvService, path: &str, body: Bytes, headers: &[(&str, &str)]) -> (Seen, Seen) {
+    let mut hand = KvGrpc::new(svc.clone(), LIMIT_BYTES);
+    let mut generated = KvServer::new(svc.clone())
+        .max_decoding_message_size(LIMIT_BYTES)
+        .max_encoding_message_size(usize::MAX);
+    let a = hand
+        .call(request(path, body.clone(), headers))
+        .await
+        .unwrap();
+    let b = generated.call(request(path, body, headers)).await.unwrap();
+    (seen(a).await, seen(b).await)
+}
+
+fn put(key: &str, value: &[u8]) -> Bytes {
+    let p = PutRequest {
+        key: key.into(),
+        value: value.to_vec(),
+        ..Default::default()
+    };
+    framed(0, &p.encode_to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hand_path_answers_as_the_generated_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m, svc) = member(dir.path()).await;
+    let range = "/etcdserverpb.KV/Range";
+
+    // Writes: the same answer but for the revision each made.
+    let (a, b) = both(&svc, "/etcdserverpb.KV/Put", put("k", b"v"), &[]).await;
+    assert_eq!(
+        (a.status, &a.headers, &a.trailers),
+        (b.status, &b.headers, &b.trailers)
+    );
+    assert_eq!(a.trailers, vec![("grpc-status".to_string(), b"0".to_vec())]);
+    let rev = |s: &Seen| {
+        crate::pb::etcdserverpb::PutResponse::decode(&s.data[5..])
+            .unwrap()
+            .header
+            .unwrap()
+            .revision
+    };
+    assert_eq!(rev(&a) + 1, rev(&b));
+
+    // Reads, a read-only txn, a range that holds its answer until sent.
+    let reads = [
+        (
+            range,
+            RangeRequest {
+                key: b"k".to_vec(),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        ),
+        (
+            range,
+            RangeRequest {
+                key: vec![0],
+                range_end: vec![0],
+                serializable: true,
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "/etcdserverpb.KV/Txn",
+            TxnRequest {
+                compare: vec![Compare {
+                    key: b"k".to_vec(),
+                    target: compare::CompareTarget::Version as i32,
+                    result: compare::CompareResult::Equal as i32,
+                    target_union: Some(compare::TargetUnion::Version(2)),
+                    ..Default::default()
+                }],
+                success: vec![],
+                failure: vec![RequestOp {
+                    request: Some(request_op::Request::RequestRange(RangeRequest {
+                        key: b"k".to_vec(),
+                        ..Default::default()
+                    })),
+                }],
+            }
+            .encode_to_vec(),
+        ),
+    ];
+    for (path, message) in reads {
+        let (a, b) = both(&svc, path, framed(0, &message), &[]).await;
+        assert_eq!(a, b, "{path}");
+        assert_eq!(a.status, 200);
+    }
+    let (a, _) = both(
+        &svc,
+        range,
+        framed(
+            0,
+            &RangeRequest {
+                key: b"k".to_vec(),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        ),
+        &[],
+    )
+    .await;
+    assert!(
+        a.held,
+        "a range's answer is held against the budget until sent"
+    );
+    let got = RangeResponse::decode(&a.data[5..]).unwrap();
+    assert_eq!(got.kvs[0].value, b"v");
+    let txn = TxnResponse::decode(
+        &both(
+            &svc,
+            "/etcdserverpb.KV/Txn",
+            framed(0, &TxnRequest::default().encode_to_vec()),
+            &[],
+        )
+        .await
+        .0
+        .data[5..],
+    )
+    .unwrap();
+    assert!(txn.succeeded);
+
+    // The service's refusals, and every body the hand path hands on.
+    let reserved = PutRequest {
+        key: secretd_secrets::layout::RESERVED.to_vec(),
+        ..Default::default()
+    };
+    let mut two = BytesMut::from(&put("k", b"v")[..]);
+    two.put_slice(&put("k", b"w"));
+    let mut short = BytesMut::from(&put("k", b"v")[..]);
+    short.truncate(short.len() - 1);
+    let over = framed(0, &vec![b'x'; LIMIT_BYTES + 1]);
+    let refused: Vec<Refused> = vec![
+        (
+            "/etcdserverpb.KV/Put",
+            framed(0, &reserved.encode_to_vec()),
+            &[],
+            tonic::Code::InvalidArgument,
+        ),
+        (
+            range,
+            framed(0, &[0xff, 0xff, 0xff]),
+            &[],
+            tonic::Code::Internal,
+        ),
+        (range, Bytes::new(), &[], tonic::Code::Internal),
+        (
+            range,
+            Bytes::from_static(&[0, 0, 0]),
+            &[],
+            tonic::Code::Internal,
+        ),
+        (range, framed(1, b"compressed"), &[], tonic::Code::Internal),
+        (range, framed(7, b"a flag"), &[], tonic::Code::Internal),
+        (
+            range,
+            put("k", b"v"),
+            &[("grpc-encoding", "gzip")],
+            tonic::Code::Unimplemented,
+        ),
+        (
+            "/etcdserverpb.KV/Put",
+            short.freeze(),
+            &[],
+            tonic::Code::Internal,
+        ),
+        (range, over, &[], tonic::Code::OutOfRange),
+        (
+            "/etcdserverpb.KV/Nope",
+            put("k", b"v"),
+            &[],
+            tonic::Code::Unimplemented,
+        ),
+    ];
+    for (i, (path, body, headers, code)) in refused.into_iter().enumerate() {
+        let (a, b) = both(&svc, path, body, headers).await;
+        assert_eq!(a, b, "case {i}: {path}");
+        let status = a.headers.iter().find(|(k, _)| k == "grpc-status");
+        assert_eq!(
+            status.map(|(_, v)| v.as_slice()),
+            Some((code as i32).to_string().as_bytes()),
+            "case {i}: {a:?}"
+        );
+    }
+    // Which path each body took: a plain message is the hand path's,
+    // the rest the generated server's.
+    let path_of = |body: Bytes| async move {
+        match read_one(request(range, body, &[]), LIMIT_BYTES).await {
+            Read::One(..) => "hand",
+            Read::Other(_) => "generated",
+            Read::Failed(_) => "failed",
+        }
+    };
+    assert_eq!(path_of(put("k", b"v")).await, "hand");
+    assert_eq!(path_of(framed(0, &[0xff, 0xff, 0xff])).await, "hand");
+    for body in [
+        Bytes::new(),
+        framed(1, b"compressed"),
+        two.clone().freeze(),
+        framed(0, &vec![b'x'; LIMIT_BYTES + 1]),
+    ] {
+        assert_eq!(path_of(body).await, "generated");
+    }
+    assert!(!plain(
+        request(range, Bytes::new(), &[("grpc-encoding", "gzip")]).headers()
+    ));
+    assert!(plain(
+        request(range, Bytes::new(), &[("grpc-encoding", "identity")]).headers()
+    ));
+    // Two messages: whatever tonic makes of them, the hand path makes too.
+    let (a, b) = both(&svc, "/etcdserverpb.KV/Put", two.freeze(), &[]).await;
+    assert_eq!(
+        (a.status, &a.headers, &a.trailers),
+        (b.status, &b.headers, &b.trailers)
+    );
+    // The member stops once nothing holds its node.
+    drop(svc);
+    m.stop().await.unwrap();
+}
+
+/// A body whose first prefix says the message is over the limit, and that
+/// never ends: the hand path answers at once, unbuffered, as tonic does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_message_is_refused_before_its_body_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m, svc) = member(dir.path()).await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, Infallible>>(1);
+    let mut prefix = BytesMut::new();
+    prefix.put_u8(0);
+    prefix.put_u32(u32::MAX);
+    tx.send(Ok(http_body::Frame::data(prefix.freeze())))
+        .await
+        .unwrap();
+    let body = http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let mut req = http::Request::post("http://member/etcdserverpb.KV/Range")
+        .header("content-type", "application/grpc")
+        .body(body)
+        .unwrap();
+    req.extensions_mut().insert(Caller {
+        role: Role::Admin,
+        remote: None,
+        common_name: None,
+        token: None,
+    });
+    let resp = KvGrpc::new(svc, LIMIT_BYTES).call(req).await.unwrap();
+    let status = resp
+        .headers()
+        .get("grpc-status")
+        .map(|v| v.as_bytes().to_vec());
+    assert_eq!(
+        status,
+        Some(b"11".to_vec()),
+        "OutOfRange: {:?}",
+        resp.headers()
+    );
+    drop(tx);
+    m.stop().await.unwrap();
+}
