@@ -193,12 +193,6 @@ impl Member {
         Client::new(self.shared.clone(), role)
     }
 
-    /// The member's node, for the crate's own tests.
-    #[cfg(test)]
-    pub(crate) fn node_for_tests(&self) -> Arc<secretd_store::node::Node> {
-        self.shared.services().expect("running").node.clone()
-    }
-
     /// The client listeners' addresses (ports chosen for port 0).
     pub fn client_addrs(&self) -> &[SocketAddr] {
         &self.client_addrs

@@ -226,12 +226,17 @@ where
         Err(s) => return s.into_http(),
     };
     let (metadata, message, extensions) = resp.into_parts();
-    let mut frame = BytesMut::with_capacity(PREFIX_BYTES + message.encoded_len());
+    // Measured once: a large read's length walks every key it holds.
+    let len = message.encoded_len();
+    let prefix_len = match framed_len(len) {
+        Ok(l) => l,
+        Err(s) => return s.into_http(),
+    };
+    let mut frame = BytesMut::with_capacity(PREFIX_BYTES + len);
     frame.put_u8(0);
-    frame.put_u32(message.encoded_len() as u32);
-    message
-        .encode(&mut frame)
-        .expect("the buffer was sized to the message");
+    frame.put_u32(prefix_len);
+    message.encode_raw(&mut frame);
+    debug_assert_eq!(frame.len(), PREFIX_BYTES + len);
     let mut headers = metadata.into_headers();
     for reserved in RESERVED_HEADERS {
         headers.remove(reserved);
@@ -248,6 +253,17 @@ where
     *answer.headers_mut() = headers;
     *answer.extensions_mut() = extensions;
     answer
+}
+
+/// An answer's length as its prefix says it: gRPC's prefix has 32 bits,
+/// and tonic refuses a longer answer with this status rather than cut the
+/// length (which would leave the client's stream out of step).
+fn framed_len(len: usize) -> Result<u32, Status> {
+    u32::try_from(len).map_err(|_| {
+        Status::resource_exhausted(format!(
+            "Cannot return body with more than 4GB of data but got {len} bytes"
+        ))
+    })
 }
 
 /// The names tonic keeps out of an answer's metadata.
