@@ -40,16 +40,84 @@ pub struct KvGrpc {
     svc: Arc<KvService>,
     generated: KvServer<KvService>,
     decoding_bytes_max: usize,
+    reading: Arc<Reading>,
+}
+
+/// Request bytes the member's hand path holds at once, read and not yet
+/// decoded, at least (`KvGrpc::new`) two requests at the decoding limit.
+/// A client that opens many streams and sends each a large message
+/// without ending it would otherwise make the member hold them all, up to
+/// the limit per stream, 1,024 streams per connection.
+pub const READING_BYTES_MAX: usize = 256 << 20;
+
+/// The request bytes being read (`READING_BYTES_MAX`): one count per
+/// member, shared by its listeners.
+pub struct Reading {
+    bytes: std::sync::atomic::AtomicUsize,
+    bytes_max: usize,
+}
+
+impl Reading {
+    /// The count for a member whose requests may be `decoding_bytes_max`:
+    /// `READING_BYTES_MAX`, or two such requests if more.
+    pub fn for_limit(decoding_bytes_max: usize) -> Arc<Reading> {
+        Reading::new(READING_BYTES_MAX.max(2 * (PREFIX_BYTES + decoding_bytes_max)))
+    }
+
+    pub fn new(bytes_max: usize) -> Arc<Reading> {
+        Arc::new(Reading {
+            bytes: Default::default(),
+            bytes_max,
+        })
+    }
+}
+
+/// Bytes one request holds of `Reading`, given back when dropped.
+struct Held<'a> {
+    reading: &'a Reading,
+    bytes: usize,
+}
+
+impl Held<'_> {
+    /// Counts `more` bytes, or refuses them when the member holds its
+    /// most already.
+    fn take(&mut self, more: usize) -> Result<(), Status> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let before = self.reading.bytes.fetch_add(more, Relaxed);
+        self.bytes += more;
+        if before + more > self.reading.bytes_max {
+            return Err(Status::resource_exhausted(format!(
+                "the member is reading {} bytes of requests, at most {}: try again",
+                before + more,
+                self.reading.bytes_max
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.reading.bytes.fetch_sub(self.bytes, Relaxed);
+    }
 }
 
 impl KvGrpc {
-    pub fn new(svc: KvService, decoding_bytes_max: usize) -> KvGrpc {
+    /// `reading` is shared by every listener's routes, and holds two
+    /// requests at `decoding_bytes_max` at least.
+    pub fn new(svc: KvService, decoding_bytes_max: usize, reading: &Arc<Reading>) -> KvGrpc {
+        assert!(
+            reading.bytes_max >= 2 * (PREFIX_BYTES + decoding_bytes_max),
+            "room for two requests at the limit"
+        );
         KvGrpc {
             generated: KvServer::new(svc.clone())
                 .max_decoding_message_size(decoding_bytes_max)
                 .max_encoding_message_size(usize::MAX),
             svc: Arc::new(svc),
             decoding_bytes_max,
+            reading: reading.clone(),
         }
     }
 }
@@ -101,11 +169,13 @@ where
             let Some(rpc) = rpc else {
                 return this.generated.clone().call(req.map(Replay::body)).await;
             };
-            Ok(match read_one(req, this.decoding_bytes_max).await {
-                Read::One(parts, message) => this.answer(rpc, parts, message).await,
-                Read::Other(req) => this.generated.clone().call(req).await?,
-                Read::Failed(status) => status.into_http(),
-            })
+            Ok(
+                match read_one(req, this.decoding_bytes_max, &this.reading).await {
+                    Read::One(parts, message) => this.answer(rpc, parts, message).await,
+                    Read::Other(req) => this.generated.clone().call(req).await?,
+                    Read::Failed(status) => status.into_http(),
+                },
+            )
         })
     }
 }
@@ -147,7 +217,8 @@ enum Read<B> {
     One(http::request::Parts, Bytes),
     /// Anything else, for the generated server, with the body as read.
     Other(http::Request<Replay<B>>),
-    /// The body failed to arrive (the client reset the stream).
+    /// The body failed to arrive (the client reset the stream), or the
+    /// member holds its most request bytes already (`READING_BYTES_MAX`).
     Failed(Status),
 }
 
@@ -155,7 +226,7 @@ enum Read<B> {
 /// prefix says the message is compressed or over `decoding_bytes_max`:
 /// then it stops there and hands the request on, with what was read put
 /// back in front of the rest.
-async fn read_one<B>(req: http::Request<B>, decoding_bytes_max: usize) -> Read<B>
+async fn read_one<B>(req: http::Request<B>, decoding_bytes_max: usize, reading: &Reading) -> Read<B>
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -164,6 +235,7 @@ where
     let mut read = BytesMut::new();
     let mut trailers = None;
     let mut ended = false;
+    let mut held = Held { reading, bytes: 0 };
     while !ended {
         if let Some((flag, len)) = prefix(&read) {
             // Compressed, over the limit, or more than one message: the
@@ -176,7 +248,12 @@ where
             None => ended = true,
             Some(Err(e)) => return Read::Failed(Status::from_error(e.into())),
             Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) => read.put(data),
+                Ok(data) => {
+                    if let Err(refused) = held.take(data.len()) {
+                        return Read::Failed(refused);
+                    }
+                    read.put(data)
+                }
                 Err(frame) => {
                     trailers = frame.into_trailers().ok();
                     ended = true;

@@ -231,8 +231,15 @@ pub(super) fn serve_clients(
     // One count of lock and election waiters and observers, gRPC and
     // gateway alike.
     let limits = Arc::new(Limits::default());
+    // One count of KV request bytes being read, for every listener.
+    let reading = crate::etcd::unary::Reading::for_limit(max_recv);
     for (l, https) in listeners {
-        let mut routes = client_grpc_routes(node, objects, auth, max_recv, &agent_streams, &limits);
+        let shared = Shared {
+            agent_streams: &agent_streams,
+            limits: &limits,
+            reading: &reading,
+        };
+        let mut routes = client_grpc_routes(node, objects, auth, max_recv, shared);
         // etcd's JSON gateway shares the port (HTTP/1.1 and HTTP/2), the
         // TLS and the gate.
         let gateway = crate::etcd::gateway::router(
@@ -250,6 +257,14 @@ pub(super) fn serve_clients(
     }
 }
 
+/// What every client listener's services count together.
+#[derive(Clone, Copy)]
+struct Shared<'a> {
+    agent_streams: &'a Arc<crate::objects::agent::StreamCount>,
+    limits: &'a Arc<Limits>,
+    reading: &'a Arc<crate::etcd::unary::Reading>,
+}
+
 /// Every client gRPC service, etcd's and secretstore's, as one set of
 /// routes for one client listener.
 fn client_grpc_routes(
@@ -257,12 +272,17 @@ fn client_grpc_routes(
     objects: &crate::objects::service::ObjectService,
     auth: &Arc<crate::etcd::auth::AuthService>,
     max_recv: usize,
-    agent_streams: &Arc<crate::objects::agent::StreamCount>,
-    limits: &Arc<Limits>,
+    shared: Shared<'_>,
 ) -> tonic::service::Routes {
+    let Shared {
+        agent_streams,
+        limits,
+        reading,
+    } = shared;
     tonic::service::Routes::new(crate::etcd::unary::KvGrpc::new(
         KvService { node: node.clone() },
         max_recv,
+        reading,
     ))
     .add_service(crate::etcd::watch::grpc::WatchGrpc::new(
         WatchService { node: node.clone() },

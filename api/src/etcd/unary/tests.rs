@@ -185,7 +185,7 @@ async fn both_as(
     headers: &[(&str, &str)],
     shape: Shape,
 ) -> (Seen, Seen) {
-    let mut hand = KvGrpc::new(svc.clone(), LIMIT_BYTES);
+    let mut hand = KvGrpc::new(svc.clone(), LIMIT_BYTES, &Reading::new(READING_BYTES_MAX));
     let mut generated = KvServer::new(svc.clone())
         .max_decoding_message_size(LIMIT_BYTES)
         .max_encoding_message_size(usize::MAX);
@@ -384,11 +384,15 @@ async fn the_hand_path_answers_as_the_generated_server() {
     }
     // Which path each body took: a plain message is the hand path's,
     // the rest the generated server's.
-    let path_of = |body: Bytes, shape| async move {
-        match read_one(request(range, body, &[], shape), LIMIT_BYTES).await {
-            Read::One(..) => "hand",
-            Read::Other(_) => "generated",
-            Read::Failed(_) => "failed",
+    let reading = Reading::new(READING_BYTES_MAX);
+    let path_of = |body: Bytes, shape| {
+        let reading = reading.clone();
+        async move {
+            match read_one(request(range, body, &[], shape), LIMIT_BYTES, &reading).await {
+                Read::One(..) => "hand",
+                Read::Other(_) => "generated",
+                Read::Failed(_) => "failed",
+            }
         }
     };
     for shape in [Shape::Whole, Shape::Split] {
@@ -447,13 +451,28 @@ async fn the_hand_path_answers_as_the_generated_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_message_is_refused_before_its_body_is_read() {
     let (_cluster, svc) = member().await;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, Infallible>>(1);
-    let mut prefix = BytesMut::new();
-    prefix.put_u8(0);
-    prefix.put_u32(u32::MAX);
-    tx.send(Ok(http_body::Frame::data(prefix.freeze())))
+    let (tx, req) = open_request();
+    tx.send(Ok(http_body::Frame::data(prefix_of(u32::MAX as usize))))
         .await
         .unwrap();
+    let reading = Reading::new(READING_BYTES_MAX);
+    let resp = KvGrpc::new(svc, LIMIT_BYTES, &reading)
+        .call(req)
+        .await
+        .unwrap();
+    assert_eq!(status_of(&resp), Some(tonic::Code::OutOfRange), "{resp:?}");
+    drop(tx);
+}
+
+type FrameTx = tokio::sync::mpsc::Sender<Result<http_body::Frame<Bytes>, Infallible>>;
+type OpenBody = http_body_util::StreamBody<
+    tokio_stream::wrappers::ReceiverStream<Result<http_body::Frame<Bytes>, Infallible>>,
+>;
+
+/// A Range request whose body is what the test sends on the channel, and
+/// ends when the sender is dropped.
+fn open_request() -> (FrameTx, http::Request<OpenBody>) {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
     let body = http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
     let mut req = http::Request::post("http://member/etcdserverpb.KV/Range")
         .header("content-type", "application/grpc")
@@ -465,18 +484,111 @@ async fn an_oversized_message_is_refused_before_its_body_is_read() {
         common_name: None,
         token: None,
     });
-    let resp = KvGrpc::new(svc, LIMIT_BYTES).call(req).await.unwrap();
-    let status = resp
-        .headers()
-        .get("grpc-status")
-        .map(|v| v.as_bytes().to_vec());
+    (tx, req)
+}
+
+fn prefix_of(len: usize) -> Bytes {
+    let mut prefix = BytesMut::new();
+    prefix.put_u8(0);
+    prefix.put_u32(len as u32);
+    prefix.freeze()
+}
+
+fn status_of(resp: &Answer) -> Option<tonic::Code> {
+    let v = resp.headers().get("grpc-status")?;
+    Some(tonic::Code::from_bytes(v.as_bytes()))
+}
+
+/// Waits until the member holds `bytes` of requests being read.
+async fn reading_reaches(reading: &Reading, bytes: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while reading.bytes.load(std::sync::atomic::Ordering::Relaxed) != bytes {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never held {bytes} bytes"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// An open request for a message at the limit, `bytes` of it sent.
+async fn sent_in_part(bytes: usize) -> (FrameTx, http::Request<OpenBody>) {
+    let (tx, req) = open_request();
+    for data in [prefix_of(LIMIT_BYTES), Bytes::from(vec![0u8; bytes])] {
+        tx.send(Ok(http_body::Frame::data(data))).await.unwrap();
+    }
+    (tx, req)
+}
+
+/// Requests whose bodies do not end hold the member's request bytes; past
+/// its most the next is refused at once, and the bytes come back when a
+/// request ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bytes_being_read_are_bounded_per_member() {
+    let (_cluster, svc) = member().await;
+    let most = 2 * (PREFIX_BYTES + LIMIT_BYTES);
+    let reading = Reading::new(most);
     assert_eq!(
-        status,
-        Some(b"11".to_vec()),
-        "OutOfRange: {:?}",
-        resp.headers()
+        Reading::for_limit(LIMIT_BYTES).bytes_max,
+        READING_BYTES_MAX,
+        "a small limit leaves the default"
     );
-    drop(tx);
+    assert_eq!(
+        Reading::for_limit(READING_BYTES_MAX).bytes_max,
+        2 * (PREFIX_BYTES + READING_BYTES_MAX),
+        "room for two requests at the limit"
+    );
+    let hand = KvGrpc::new(svc, LIMIT_BYTES, &reading);
+    // Two requests at the limit, each 4,000 bytes of its message sent.
+    let mut open = Vec::new();
+    for i in 1..=2 {
+        let (tx, req) = sent_in_part(4000).await;
+        let answer = tokio::spawn(hand.clone().call(req));
+        reading_reaches(&reading, i * (PREFIX_BYTES + 4000)).await;
+        open.push((tx, answer));
+    }
+    // A third, its body kept open (`_tx`), is refused at its first frame
+    // past the most, and gives back what it held.
+    let (_tx, req) = sent_in_part(300).await;
+    // Without a bound it would wait for the rest of its body for ever.
+    let refused = tokio::time::timeout(Duration::from_secs(60), hand.clone().call(req))
+        .await
+        .expect("refused at once, not left reading")
+        .unwrap();
+    assert_eq!(status_of(&refused), Some(tonic::Code::ResourceExhausted));
+    let why = refused
+        .headers()
+        .get("grpc-message")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string()
+        .replace("%20", " ");
+    assert!(why.contains(&format!("at most {most}")), "{why}");
+    reading_reaches(&reading, 2 * (PREFIX_BYTES + 4000)).await;
+    // The first ends short of its message: tonic's answer, bytes back.
+    let (tx1, first) = open.remove(0);
+    drop(tx1);
+    let first = first.await.unwrap().unwrap();
+    assert_eq!(status_of(&first), Some(tonic::Code::Internal), "{first:?}");
+    reading_reaches(&reading, PREFIX_BYTES + 4000).await;
+    // Room again: a whole read is served.
+    let read = framed(
+        0,
+        &RangeRequest {
+            key: b"k".to_vec(),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+    );
+    let served = hand
+        .clone()
+        .call(request("/etcdserverpb.KV/Range", read, &[], Shape::Whole))
+        .await
+        .unwrap();
+    assert_eq!(status_of(&served), None, "served: {served:?}");
+    drop(open);
+    reading_reaches(&reading, 0).await;
 }
 
 #[test]
