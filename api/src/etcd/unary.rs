@@ -12,6 +12,10 @@
 //! would have), a message over the decoding limit (given to it unread past
 //! its length prefix, so the member never buffers it), and any path that
 //! is not one of the five unary RPCs.
+//!
+//! The bytes held while bodies arrive count against one budget per member
+//! (`Reading`): a client cannot make the member hold a message on each of
+//! its thousands of streams.
 
 use std::convert::Infallible;
 use std::future::Future;
