@@ -106,25 +106,36 @@ impl Charge {
     /// Adds `bytes` to this answer; refused (nothing added) if the member's
     /// answers would pass the budget.
     pub fn add(&self, bytes: usize) -> Result<()> {
+        let max = self.budget.max();
+        let Err(now) = self.try_add(bytes) else {
+            return Ok(());
+        };
+        crate::metrics::ANSWERS_REFUSED.inc();
+        let mine = self.bytes();
+        Err(StoreError::AnswersOverBudget(if mine + bytes > max {
+            format!(
+                "this answer passes the member's {} MiB for answers in flight (--max-response-bytes-in-flight); ask with a limit or a narrower range",
+                max >> 20
+            )
+        } else {
+            format!(
+                "the member is holding {} MiB of answers already, its limit (--max-response-bytes-in-flight); retry, or ask with a limit",
+                now >> 20
+            )
+        }))
+    }
+
+    /// Adds `bytes` if the budget has room for them; if not, adds nothing
+    /// and says what the budget held (the caller words the refusal: a
+    /// budget of request bytes uses this too, `api`'s `unary`).
+    pub fn try_add(&self, bytes: usize) -> std::result::Result<(), usize> {
         let b = &self.budget;
         let max = b.max();
         let mut now = b.in_flight_bytes.load(Ordering::Relaxed);
         loop {
             let next = now.saturating_add(bytes);
             if next > max {
-                crate::metrics::ANSWERS_REFUSED.inc();
-                let mine = self.bytes();
-                return Err(StoreError::AnswersOverBudget(if mine + bytes > max {
-                    format!(
-                        "this answer passes the member's {} MiB for answers in flight (--max-response-bytes-in-flight); ask with a limit or a narrower range",
-                        max >> 20
-                    )
-                } else {
-                    format!(
-                        "the member is holding {} MiB of answers already, its limit (--max-response-bytes-in-flight); retry, or ask with a limit",
-                        now >> 20
-                    )
-                }));
+                return Err(now);
             }
             match b.in_flight_bytes.compare_exchange_weak(
                 now,

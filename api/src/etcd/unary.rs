@@ -14,7 +14,7 @@
 //! is not one of the five unary RPCs.
 //!
 //! The bytes held while bodies arrive count against one budget per member
-//! (`Reading`): a client cannot make the member hold a message on each of
+//! (`reading_budget`): a client cannot make the member hold a message on each of
 //! its thousands of streams.
 
 use std::convert::Infallible;
@@ -29,6 +29,8 @@ use http_body_util::BodyExt;
 use prost::Message;
 use tonic::{Request, Response, Status};
 
+use secretd_store::answers::AnswerBudget;
+
 use super::kv::KvService;
 use crate::pb::etcdserverpb::kv_server::{Kv, KvServer};
 
@@ -41,85 +43,42 @@ type Answer = http::Response<tonic::body::Body>;
 /// The KV service: unary calls by hand, the rest by `KvServer`.
 #[derive(Clone)]
 pub struct KvGrpc {
-    svc: Arc<KvService>,
+    svc: KvService,
     generated: KvServer<KvService>,
     decoding_bytes_max: usize,
-    reading: Arc<Reading>,
+    reading: Arc<AnswerBudget>,
 }
 
 /// Request bytes the member's hand path holds at once, read and not yet
-/// decoded, at least (`KvGrpc::new`) two requests at the decoding limit.
+/// decoded, at least two requests at the decoding limit (`reading_budget`).
 /// A client that opens many streams and sends each a large message
 /// without ending it would otherwise make the member hold them all, up to
 /// the limit per stream, 1,024 streams per connection.
 pub const READING_BYTES_MAX: usize = 256 << 20;
 
-/// The request bytes being read (`READING_BYTES_MAX`): one count per
-/// member, shared by its listeners.
-pub struct Reading {
-    bytes: std::sync::atomic::AtomicUsize,
-    bytes_max: usize,
-}
-
-impl Reading {
-    /// The count for a member whose requests may be `decoding_bytes_max`:
-    /// `READING_BYTES_MAX`, or two such requests if more.
-    pub fn for_limit(decoding_bytes_max: usize) -> Arc<Reading> {
-        Reading::new(READING_BYTES_MAX.max(2 * (PREFIX_BYTES + decoding_bytes_max)))
-    }
-
-    pub fn new(bytes_max: usize) -> Arc<Reading> {
-        Arc::new(Reading {
-            bytes: Default::default(),
-            bytes_max,
-        })
-    }
-}
-
-/// Bytes one request holds of `Reading`, given back when dropped.
-struct Held<'a> {
-    reading: &'a Reading,
-    bytes: usize,
-}
-
-impl Held<'_> {
-    /// Counts `more` bytes, or refuses them when the member holds its
-    /// most already.
-    fn take(&mut self, more: usize) -> Result<(), Status> {
-        use std::sync::atomic::Ordering::Relaxed;
-        let before = self.reading.bytes.fetch_add(more, Relaxed);
-        self.bytes += more;
-        if before + more > self.reading.bytes_max {
-            return Err(Status::resource_exhausted(format!(
-                "the member is reading {} bytes of requests, at most {}: try again",
-                before + more,
-                self.reading.bytes_max
-            )));
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Held<'_> {
-    fn drop(&mut self) {
-        use std::sync::atomic::Ordering::Relaxed;
-        self.reading.bytes.fetch_sub(self.bytes, Relaxed);
-    }
+/// The member's budget of request bytes being read: the answers' budget
+/// mechanism (`secretd_store::answers`), a count of its own, shared by the
+/// member's listeners; `READING_BYTES_MAX`, or two requests at
+/// `decoding_bytes_max` if more.
+pub fn reading_budget(decoding_bytes_max: usize) -> Arc<AnswerBudget> {
+    let budget = AnswerBudget::default();
+    budget.set_max(READING_BYTES_MAX.max(2 * (PREFIX_BYTES + decoding_bytes_max)));
+    Arc::new(budget)
 }
 
 impl KvGrpc {
-    /// `reading` is shared by every listener's routes, and holds two
-    /// requests at `decoding_bytes_max` at least.
-    pub fn new(svc: KvService, decoding_bytes_max: usize, reading: &Arc<Reading>) -> KvGrpc {
+    /// `reading` (`reading_budget`) is shared by every listener's routes,
+    /// and holds two requests at `decoding_bytes_max` at least.
+    pub fn new(svc: KvService, decoding_bytes_max: usize, reading: &Arc<AnswerBudget>) -> KvGrpc {
         assert!(
-            reading.bytes_max >= 2 * (PREFIX_BYTES + decoding_bytes_max),
+            reading.max() >= 2 * (PREFIX_BYTES + decoding_bytes_max),
             "room for two requests at the limit"
         );
         KvGrpc {
             generated: KvServer::new(svc.clone())
                 .max_decoding_message_size(decoding_bytes_max)
                 .max_encoding_message_size(usize::MAX),
-            svc: Arc::new(svc),
+            svc,
             decoding_bytes_max,
             reading: reading.clone(),
         }
@@ -189,7 +148,7 @@ impl KvGrpc {
     /// does not decode is tonic's `Internal`, with prost's reason, as the
     /// generated server answers it.
     async fn answer(&self, rpc: Rpc, parts: http::request::Parts, message: Bytes) -> Answer {
-        let svc = &*self.svc;
+        let svc = &self.svc;
         match rpc {
             Rpc::Range => served(parts, message, |r| svc.range(r)).await,
             Rpc::Put => served(parts, message, |r| svc.put(r)).await,
@@ -222,7 +181,7 @@ enum Read<B> {
     /// Anything else, for the generated server, with the body as read.
     Other(http::Request<Replay<B>>),
     /// The body failed to arrive (the client reset the stream), or the
-    /// member holds its most request bytes already (`READING_BYTES_MAX`).
+    /// member holds its most request bytes already (`reading_budget`).
     Failed(Status),
 }
 
@@ -230,7 +189,11 @@ enum Read<B> {
 /// prefix says the message is compressed or over `decoding_bytes_max`:
 /// then it stops there and hands the request on, with what was read put
 /// back in front of the rest.
-async fn read_one<B>(req: http::Request<B>, decoding_bytes_max: usize, reading: &Reading) -> Read<B>
+async fn read_one<B>(
+    req: http::Request<B>,
+    decoding_bytes_max: usize,
+    reading: &Arc<AnswerBudget>,
+) -> Read<B>
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -239,7 +202,8 @@ where
     let mut read = BytesMut::new();
     let mut trailers = None;
     let mut ended = false;
-    let mut held = Held { reading, bytes: 0 };
+    // Given back when this request is read (or refused).
+    let held = reading.charge();
     while !ended {
         if let Some((flag, len)) = prefix(&read) {
             // Compressed, over the limit, or more than one message: the
@@ -253,8 +217,12 @@ where
             Some(Err(e)) => return Read::Failed(Status::from_error(e.into())),
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => {
-                    if let Err(refused) = held.take(data.len()) {
-                        return Read::Failed(refused);
+                    if let Err(now) = held.try_add(data.len()) {
+                        return Read::Failed(Status::resource_exhausted(format!(
+                            "the member is reading {} bytes of requests, at most {}: try again",
+                            now + data.len(),
+                            reading.max()
+                        )));
                     }
                     read.put(data)
                 }

@@ -232,7 +232,7 @@ pub(super) fn serve_clients(
     // gateway alike.
     let limits = Arc::new(Limits::default());
     // One count of KV request bytes being read, for every listener.
-    let reading = crate::etcd::unary::Reading::for_limit(max_recv);
+    let reading = crate::etcd::unary::reading_budget(max_recv);
     for (l, https) in listeners {
         let shared = Shared {
             agent_streams: &agent_streams,
@@ -262,7 +262,7 @@ pub(super) fn serve_clients(
 struct Shared<'a> {
     agent_streams: &'a Arc<crate::objects::agent::StreamCount>,
     limits: &'a Arc<Limits>,
-    reading: &'a Arc<crate::etcd::unary::Reading>,
+    reading: &'a Arc<secretd_store::answers::AnswerBudget>,
 }
 
 /// Every client gRPC service, etcd's and secretstore's, as one set of

@@ -185,7 +185,7 @@ async fn both_as(
     headers: &[(&str, &str)],
     shape: Shape,
 ) -> (Seen, Seen) {
-    let mut hand = KvGrpc::new(svc.clone(), LIMIT_BYTES, &Reading::new(READING_BYTES_MAX));
+    let mut hand = KvGrpc::new(svc.clone(), LIMIT_BYTES, &reading_budget(LIMIT_BYTES));
     let mut generated = KvServer::new(svc.clone())
         .max_decoding_message_size(LIMIT_BYTES)
         .max_encoding_message_size(usize::MAX);
@@ -384,7 +384,7 @@ async fn the_hand_path_answers_as_the_generated_server() {
     }
     // Which path each body took: a plain message is the hand path's,
     // the rest the generated server's.
-    let reading = Reading::new(READING_BYTES_MAX);
+    let reading = reading_budget(LIMIT_BYTES);
     let path_of = |body: Bytes, shape| {
         let reading = reading.clone();
         async move {
@@ -455,7 +455,7 @@ async fn an_oversized_message_is_refused_before_its_body_is_read() {
     tx.send(Ok(http_body::Frame::data(prefix_of(u32::MAX as usize))))
         .await
         .unwrap();
-    let reading = Reading::new(READING_BYTES_MAX);
+    let reading = reading_budget(LIMIT_BYTES);
     let resp = KvGrpc::new(svc, LIMIT_BYTES, &reading)
         .call(req)
         .await
@@ -500,9 +500,9 @@ fn status_of(resp: &Answer) -> Option<tonic::Code> {
 }
 
 /// Waits until the member holds `bytes` of requests being read.
-async fn reading_reaches(reading: &Reading, bytes: usize) {
+async fn reading_reaches(reading: &AnswerBudget, bytes: usize) {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while reading.bytes.load(std::sync::atomic::Ordering::Relaxed) != bytes {
+    while reading.in_flight() != bytes {
         assert!(
             std::time::Instant::now() < deadline,
             "never held {bytes} bytes"
@@ -527,14 +527,15 @@ async fn sent_in_part(bytes: usize) -> (FrameTx, http::Request<OpenBody>) {
 async fn request_bytes_being_read_are_bounded_per_member() {
     let (_cluster, svc) = member().await;
     let most = 2 * (PREFIX_BYTES + LIMIT_BYTES);
-    let reading = Reading::new(most);
+    let reading = Arc::new(AnswerBudget::default());
+    reading.set_max(most);
     assert_eq!(
-        Reading::for_limit(LIMIT_BYTES).bytes_max,
+        reading_budget(LIMIT_BYTES).max(),
         READING_BYTES_MAX,
         "a small limit leaves the default"
     );
     assert_eq!(
-        Reading::for_limit(READING_BYTES_MAX).bytes_max,
+        reading_budget(READING_BYTES_MAX).max(),
         2 * (PREFIX_BYTES + READING_BYTES_MAX),
         "room for two requests at the limit"
     );
